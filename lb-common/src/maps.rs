@@ -1,0 +1,175 @@
+//! Map names, capacities, keys and values.
+
+/// Names of the maps in the eBPF object, as userspace looks them up.
+pub mod names {
+    pub const VIPS: &str = "VIPS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const TABLES: &str = "TABLES";
+    pub const FLOWS: &str = "FLOWS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const REASONS: &str = "REASONS";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    /// The load balancer itself.
+    pub const BALANCER: &str = "sluice_lb";
+    /// The backend-side IPIP/IP6IP6 decapsulation.
+    pub const DECAP: &str = "sluice_decap";
+    /// A floor for benchmarks: swap MACs and `XDP_TX`.
+    pub const FLOOR_TX: &str = "sluice_floor_tx";
+    /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
+    pub const PASS: &str = "sluice_pass";
+}
+
+/// Most VIPs one daemon serves (`VIPS` map size; VIP ids are `0..MAX_VIPS`).
+pub const MAX_VIPS: u32 = 1024;
+/// Backend slots (`BACKENDS` map size). Slot 0 is reserved: a table slot holding 0 is empty
+/// and never forwards.
+pub const MAX_BACKENDS: u32 = 16384;
+/// Default capacity of the flow table (entries).
+pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
+/// Default capacity of the lookup-table storage (`TABLES`, u32 backend ids), enough for
+/// 32 VIPs with 65537-slot tables, double-buffered.
+pub const DEFAULT_TABLE_SLOTS: u32 = 32 * 2 * 65537;
+/// The backend id that means "no backend".
+pub const NO_BACKEND: u32 = 0;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Forwarding modes (`VipMeta::mode`).
+pub const MODE_DSR: u8 = 1;
+pub const MODE_IPIP: u8 = 2;
+
+/// Schedulers (`VipMeta::scheduler`).
+pub const SCHED_MAGLEV: u8 = 0;
+
+/// `Backend::flags`: the backend may carry flows (present and not down). A flow whose
+/// backend lacks this flag is reassigned on its next packet.
+pub const BACKEND_F_SERVING: u8 = 1;
+/// `Backend::flags`: `mac` is set (DSR uses it instead of a FIB lookup).
+pub const BACKEND_F_HAS_MAC: u8 = 2;
+
+/// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    /// IPv4 in the first 4 bytes (rest zero), or IPv6; network order.
+    pub addr: [u8; 16],
+    /// Destination port, network byte order.
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Value of the `VIPS` map. Replaced whole by userspace, so a reader never sees a mix of
+/// an old and a new table (`table_base`/`table_size` switch together).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipMeta {
+    /// Index into `VIP_STATS`, and the owner tag of this VIP's backends.
+    pub vip_id: u32,
+    /// First slot of this VIP's live lookup table in `TABLES`.
+    pub table_base: u32,
+    /// Slots in the live table (a prime); 0 means the VIP has no table yet.
+    pub table_size: u32,
+    pub mode: u8,
+    pub scheduler: u8,
+    pub flags: u8,
+    pub _pad: u8,
+}
+
+/// Value of the `BACKENDS` array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Backend address (IPIP outer destination; FIB lookup for DSR without `mac`).
+    pub addr: [u8; 16],
+    pub mac: [u8; 6],
+    pub family: u8,
+    pub flags: u8,
+    /// Bumped every time the slot is (re)used; a flow remembers the generation it was
+    /// assigned under, so a reused slot never inherits an old slot's flows.
+    pub generation: u32,
+    /// The VIP this backend slot belongs to.
+    pub vip_id: u32,
+}
+
+/// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so the flow
+/// hash reads it as ten 32-bit words.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of the `FLOWS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    pub generation: u32,
+}
+
+/// Global settings (`CONFIG` array, one entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GlobalConfig {
+    /// Outer IPv4 source for IPIP: `encap_v4_prefix | (flow_hash & !encap_v4_mask)`.
+    pub encap_v4_prefix: [u8; 4],
+    pub encap_v4_mask: [u8; 4],
+    /// Outer IPv6 source for IP6IP6: the first 12 bytes of this prefix, then the flow hash.
+    pub encap_v6_prefix: [u8; 16],
+    /// Seed of the flow hash (the same on every LB instance keeps them in agreement).
+    pub hash_seed: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU traffic counters, per VIP and per backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub _reserved: u64,
+}
+
+const _: () = assert!(size_of::<VipKey>() == 20);
+const _: () = assert!(size_of::<VipMeta>() == 16);
+const _: () = assert!(size_of::<Backend>() == 32);
+const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<FlowValue>() == 8);
+const _: () = assert!(size_of::<GlobalConfig>() == 32);
+const _: () = assert!(size_of::<Counters>() == 32);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made of integers and byte arrays, with
+    // explicit padding fields, so every bit pattern is valid and there are no hidden bytes.
+    unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipMeta {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GlobalConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Counters {}
+}

@@ -1,0 +1,52 @@
+//! Why a packet was passed to the kernel, dropped, or forwarded: one per-CPU counter each.
+//!
+//! The rule: a packet we cannot parse as far as the VIP lookup needs (not IP, truncated,
+//! malformed, fragmented, IPv6 extension headers, stacked VLANs, other L4 protocols) is
+//! never forwarded; it is passed to the kernel untouched, whose own stack validates it and
+//! keeps its own counters. A packet that matches a VIP but cannot be forwarded (no usable
+//! backend, no route or neighbour, too big after encapsulation) is dropped.
+
+pub const PASS_NOT_IP: u32 = 0;
+pub const PASS_NOT_VIP: u32 = 1;
+pub const PASS_TRUNCATED: u32 = 2;
+pub const PASS_MALFORMED: u32 = 3;
+pub const PASS_FRAGMENT: u32 = 4;
+pub const PASS_IPV6_EXT: u32 = 5;
+pub const PASS_OTHER_L4: u32 = 6;
+pub const PASS_VLAN_STACKED: u32 = 7;
+pub const DROP_NO_BACKEND: u32 = 8;
+pub const DROP_NO_ROUTE: u32 = 9;
+pub const DROP_TOO_BIG: u32 = 10;
+pub const DROP_INTERNAL: u32 = 11;
+pub const FWD_TX: u32 = 12;
+pub const FWD_REDIRECT: u32 = 13;
+pub const DECAP: u32 = 14;
+pub const PASS_NOT_ENCAP: u32 = 15;
+
+/// Number of reasons (size of the `REASONS` map).
+pub const COUNT: u32 = 16;
+
+/// Names, indexed by reason code (for stats and metrics).
+pub const NAMES: [&str; COUNT as usize] = [
+    "pass_not_ip",
+    "pass_not_vip",
+    "pass_truncated",
+    "pass_malformed",
+    "pass_fragment",
+    "pass_ipv6_ext",
+    "pass_other_l4",
+    "pass_vlan_stacked",
+    "drop_no_backend",
+    "drop_no_route",
+    "drop_too_big",
+    "drop_internal",
+    "fwd_tx",
+    "fwd_redirect",
+    "decap",
+    "pass_not_encap",
+];
+
+/// Reasons whose packets are dropped (the rest of the non-forward reasons pass).
+pub const fn is_drop(code: u32) -> bool {
+    matches!(code, DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_TOO_BIG | DROP_INTERNAL)
+}

@@ -1,0 +1,73 @@
+//! The balancer: parse → VIP → flow table (hit: forward) → select (miss) → insert →
+//! forward → count.
+
+use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
+use lb_common::{FlowKey, VipKey, VipMeta, hash::flow_hash, reason};
+
+use crate::{
+    flow,
+    forward::{self, Verdict},
+    maps::{CONFIG, VIPS},
+    parse::{self, TCP_RST},
+    select, stats,
+};
+
+/// Entry point: one verdict per frame, every outcome counted once.
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    match try_balance(ctx) {
+        Ok(action) => action,
+        Err(code) => {
+            stats::reason(code);
+            if reason::is_drop(code) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+        }
+    }
+}
+
+/// The VIP this flow is addressed to: an exact (address, port, protocol) match, else the
+/// address's all-ports VIP (port 0).
+#[inline(always)]
+fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
+    let mut k = VipKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
+    // SAFETY: `VIPS` values are replaced whole by the daemon, never written in place.
+    if let Some(v) = unsafe { VIPS.get(&k) } {
+        return Some(v);
+    }
+    k.port = [0, 0];
+    // SAFETY: as above.
+    unsafe { VIPS.get(&k) }
+}
+
+#[inline(always)]
+fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
+    let pkt = parse::parse(ctx)?;
+    let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
+    let seed = CONFIG.get(0).map_or(0, |c| c.hash_seed);
+    let hash = flow_hash(&pkt.key, seed);
+    let (id, backend, new_flow) = match flow::lookup(&pkt.key, vip.vip_id) {
+        Some((id, b)) => (id, b, false),
+        None => {
+            let (id, b) = select::maglev(vip, hash).ok_or(reason::DROP_NO_BACKEND)?;
+            // A reset opens nothing: forward it, but do not remember it.
+            let insert = pkt.tcp_flags & TCP_RST == 0;
+            if insert {
+                flow::insert(&pkt.key, id, b.generation);
+            }
+            (id, b, insert)
+        }
+    };
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let verdict = forward::forward(ctx, &pkt, vip.mode, backend, hash)?;
+    stats::forwarded(vip.vip_id, id, bytes, new_flow);
+    match verdict {
+        Verdict::Tx => {
+            stats::reason(reason::FWD_TX);
+            Ok(xdp_action::XDP_TX)
+        }
+        Verdict::Redirect(ifindex) => {
+            stats::reason(reason::FWD_REDIRECT);
+            // SAFETY: a plain helper call; it only records the target interface.
+            Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
+        }
+    }
+}

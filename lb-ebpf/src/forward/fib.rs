@@ -1,0 +1,81 @@
+//! Next hop and MACs from the kernel's FIB and neighbour tables (`bpf_fib_lookup`).
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+    },
+    helpers::generated::bpf_fib_lookup,
+    programs::XdpContext,
+    EbpfContext as _,
+};
+use lb_common::{FAMILY_V6, reason};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Where the FIB says to send a packet from `src` to `dst`.
+pub struct NextHop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+impl NextHop {
+    /// `XDP_TX` when the next hop is behind the interface the frame came in on.
+    #[inline(always)]
+    pub fn verdict(&self, ctx: &XdpContext) -> super::Verdict {
+        if self.ifindex == ctx.ingress_ifindex() as u32 {
+            super::Verdict::Tx
+        } else {
+            super::Verdict::Redirect(self.ifindex)
+        }
+    }
+}
+
+/// Look up the route to `dst` (an IPv4 address in the first 4 bytes, or IPv6) for a packet
+/// of `tot_len` bytes entering on the context's interface. `Err` is the drop reason:
+/// `DROP_TOO_BIG` above the egress MTU, `DROP_NO_ROUTE` for anything else (no route,
+/// forwarding disabled, no neighbour entry yet).
+#[inline(always)]
+pub fn lookup(
+    ctx: &XdpContext,
+    family: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    tot_len: u16,
+) -> Result<NextHop, u32> {
+    // SAFETY: a plain C struct of integers and unions of integers: all-zero is valid.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_1.tot_len = tot_len;
+    if family == FAMILY_V6 {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = words(src);
+        p.__bindgen_anon_4.ipv6_dst = words(dst);
+    } else {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
+    }
+    // SAFETY: `p` is a valid, fully initialised parameter block of the size we pass.
+    let ret = unsafe {
+        bpf_fib_lookup(ctx.as_ptr(), &raw mut p, size_of::<FibParams>() as i32, 0)
+    };
+    if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac })
+    } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        Err(reason::DROP_TOO_BIG)
+    } else {
+        Err(reason::DROP_NO_ROUTE)
+    }
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}

@@ -1,0 +1,18 @@
+//! sluice's kernel side. `main.rs` holds only the program entry points; everything else is
+//! here so host builds of the workspace compile and lint it too.
+//!
+//! Map of the modules (Katran's split): `parse` turns a frame into a [`parse::Packet`]
+//! view, `flow` keeps connections on their backend, `select` picks a backend for a new
+//! flow, `forward` rewrites the frame (DSR or IPIP), `stats` counts, `balancer` and `decap`
+//! tie them together.
+#![no_std]
+
+pub mod balancer;
+pub mod bench;
+pub mod decap;
+pub mod flow;
+pub mod forward;
+pub mod maps;
+pub mod parse;
+pub mod select;
+pub mod stats;

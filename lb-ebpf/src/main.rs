@@ -1,0 +1,40 @@
+//! The XDP programs of sluice: entry points only (logic lives in the library).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+/// The load balancer.
+#[xdp]
+pub fn sluice_lb(ctx: XdpContext) -> u32 {
+    lb_ebpf::balancer::run(&ctx)
+}
+
+/// Backend-side decapsulation of IPIP / IP6IP6.
+#[xdp]
+pub fn sluice_decap(ctx: XdpContext) -> u32 {
+    lb_ebpf::decap::run(&ctx)
+}
+
+/// Benchmark floor: swap MACs, `XDP_TX`.
+#[xdp]
+pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
+    lb_ebpf::bench::floor_tx(&ctx)
+}
+
+/// `XDP_PASS`: veth peers only receive `XDP_TX`/redirected frames with a program attached.
+#[xdp]
+pub fn sluice_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+/// GPL-compatible: `bpf_fib_lookup` and friends are GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,49 @@
+//! Every map of the object. The daemon is their only writer (besides this program's own
+//! flow inserts and counters); names and value types come from `lb-common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue,
+    GlobalConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
+};
+
+/// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
+/// do not contend with the others, yet every core (and the daemon) sees every flow.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// VIP (address, port, protocol) → its metadata and live lookup table.
+#[map]
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Backend id → backend. Id 0 is reserved and never serving.
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Storage of every VIP's lookup table (Maglev slots holding backend ids). The daemon sizes
+/// it at load time and owns the allocation; each VIP's `VipMeta` says where its table is.
+#[map]
+pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_SLOTS, 0);
+
+/// The connection table: 5-tuple → backend. Sized by the daemon at load time.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// Global settings, one entry.
+#[map]
+pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
+
+/// Per-VIP counters, indexed by `VipMeta::vip_id`.
+#[map]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Per-backend counters, indexed by backend id.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// One counter per pass/drop/forward reason (`lb_common::reason`).
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);

@@ -1,0 +1,86 @@
+//! IPv4 (any valid IHL) and the fixed IPv6 header.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, reason};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
+
+use super::{Packet, ptr_at};
+
+const IPV6_HLEN: usize = 40;
+
+/// Bytes of the frame from `off` to its end.
+#[inline(always)]
+fn remaining(ctx: &XdpContext, off: usize) -> usize {
+    (ctx.data_end() - ctx.data()).saturating_sub(off)
+}
+
+/// Fills addresses and protocol; returns the L4 offset.
+#[inline(always)]
+pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+    // SAFETY: `ptr_at` checked the fixed header is inside the frame.
+    let ip = unsafe { &*ip };
+    let vihl = ip.vihl;
+    if vihl >> 4 != 4 {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let hlen = usize::from(vihl & 0x0f) * 4;
+    if hlen < 20 {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    if usize::from(tot_len) < hlen {
+        return Err(reason::PASS_MALFORMED);
+    }
+    if usize::from(tot_len) > remaining(ctx, pkt.l3_off) {
+        return Err(reason::PASS_TRUNCATED);
+    }
+    // More-fragments flag or a fragment offset: no ports to balance on.
+    if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+        return Err(reason::PASS_FRAGMENT);
+    }
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+        return Err(reason::PASS_OTHER_L4);
+    }
+    pkt.key.family = FAMILY_V4;
+    pkt.key.proto = ip.proto;
+    pkt.key.src[..4].copy_from_slice(&ip.src_addr);
+    pkt.key.dst[..4].copy_from_slice(&ip.dst_addr);
+    pkt.l3_len = tot_len;
+    pkt.tos = ip.tos;
+    Ok(pkt.l3_off + hlen)
+}
+
+/// Fills addresses and protocol; returns the L4 offset. Extension headers are not walked.
+#[inline(always)]
+pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+    // SAFETY: `ptr_at` checked the fixed header is inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let payload = u16::from_be_bytes(ip.payload_len);
+    let total = usize::from(payload) + IPV6_HLEN;
+    if total > remaining(ctx, pkt.l3_off) {
+        return Err(reason::PASS_TRUNCATED);
+    }
+    match ip.next_hdr {
+        PROTO_TCP | PROTO_UDP => {}
+        // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP,
+        // shim6, experimental.
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => {
+            return Err(reason::PASS_IPV6_EXT);
+        }
+        _ => return Err(reason::PASS_OTHER_L4),
+    }
+    pkt.key.family = FAMILY_V6;
+    pkt.key.proto = ip.next_hdr;
+    pkt.key.src = ip.src_addr;
+    pkt.key.dst = ip.dst_addr;
+    // `total` fits: payload ≤ 65535 and the frame holds it all, so total < 65536 + 40 is
+    // bounded by the frame, which is far below u16::MAX for any real MTU; clamp anyway.
+    pkt.l3_len = if total > usize::from(u16::MAX) { u16::MAX } else { total as u16 };
+    pkt.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
+    Ok(pkt.l3_off + IPV6_HLEN)
+}

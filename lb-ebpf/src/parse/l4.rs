@@ -1,0 +1,30 @@
+//! TCP and UDP: ports and TCP flags.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{PROTO_TCP, reason};
+use network_types::{tcp::TcpHdr, udp::UdpHdr};
+
+use super::{Packet, ptr_at};
+
+#[inline(always)]
+pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<(), u32> {
+    if pkt.key.proto == PROTO_TCP {
+        let tcp: *const TcpHdr = ptr_at(ctx, off).map_err(|()| reason::PASS_TRUNCATED)?;
+        // SAFETY: `ptr_at` checked the fixed TCP header is inside the frame.
+        let tcp = unsafe { &*tcp };
+        if tcp.doff() < 5 {
+            return Err(reason::PASS_MALFORMED);
+        }
+        pkt.key.sport = tcp.source;
+        pkt.key.dport = tcp.dest;
+        // SAFETY: byte 13 of the header checked above: the flags.
+        pkt.tcp_flags = unsafe { *(core::ptr::from_ref(tcp).cast::<u8>().add(13)) };
+    } else {
+        let udp: *const UdpHdr = ptr_at(ctx, off).map_err(|()| reason::PASS_TRUNCATED)?;
+        // SAFETY: `ptr_at` checked the UDP header is inside the frame.
+        let udp = unsafe { &*udp };
+        pkt.key.sport = udp.src;
+        pkt.key.dport = udp.dst;
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Frame parsing: Ethernet (+ one 802.1Q tag), IPv4 (options allowed), IPv6 (fixed header),
+//! TCP and UDP, into one small [`Packet`] view. [`ptr_at`] is the only bounds check every
+//! packet access goes through.
+
+mod l2;
+mod l3;
+mod l4;
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::FlowKey;
+
+pub use l2::{ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
+
+/// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `Err(())` if the
+/// frame is shorter than `offset + size_of::<T>()`.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// What the balancer needs to know about a frame.
+pub struct Packet {
+    /// Offset of the IP header (14, or 18 behind a VLAN tag).
+    pub l3_off: usize,
+    /// The ethertype of the IP header (`ETH_P_IP` or `ETH_P_IPV6`), host order.
+    pub eth_proto: u16,
+    /// The 5-tuple.
+    pub key: FlowKey,
+    /// TCP flags byte (FIN=0x01, SYN=0x02, RST=0x04, ACK=0x10); 0 for UDP.
+    pub tcp_flags: u8,
+    /// Length of the IP packet (header included) as its header says.
+    pub l3_len: u16,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+
+/// Parse a frame. `Err` carries the `lb_common::reason` code to pass the frame with.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
+    let (l3_off, eth_proto) = l2::parse(ctx)?;
+    let mut pkt = Packet {
+        l3_off,
+        eth_proto,
+        key: FlowKey::default(),
+        tcp_flags: 0,
+        l3_len: 0,
+        tos: 0,
+    };
+    let l4_off = if eth_proto == ETH_P_IP {
+        l3::parse_v4(ctx, &mut pkt)?
+    } else {
+        l3::parse_v6(ctx, &mut pkt)?
+    };
+    l4::parse(ctx, &mut pkt, l4_off)?;
+    Ok(pkt)
+}

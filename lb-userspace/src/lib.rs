@@ -1,0 +1,5 @@
+//! sluice's control plane: configuration, the Maglev table builder, and the data-plane
+//! owner. The `sluice` binary (`main.rs`) is a thin CLI over this library.
+
+pub mod config;
+pub mod maglev;
