@@ -22,9 +22,10 @@ pub const FWD_TX: u32 = 12;
 pub const FWD_REDIRECT: u32 = 13;
 pub const DECAP: u32 = 14;
 pub const PASS_NOT_ENCAP: u32 = 15;
+pub const DROP_NO_NEIGH: u32 = 16;
 
 /// Number of reasons (size of the `REASONS` map).
-pub const COUNT: u32 = 16;
+pub const COUNT: u32 = 17;
 
 /// Names, indexed by reason code (for stats and metrics).
 pub const NAMES: [&str; COUNT as usize] = [
@@ -44,9 +45,10 @@ pub const NAMES: [&str; COUNT as usize] = [
     "fwd_redirect",
     "decap",
     "pass_not_encap",
+    "drop_no_neigh",
 ];
 
 /// Reasons whose packets are dropped (the rest of the non-forward reasons pass).
 pub const fn is_drop(code: u32) -> bool {
-    matches!(code, DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_TOO_BIG | DROP_INTERNAL)
+    matches!(code, DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_NO_NEIGH | DROP_TOO_BIG | DROP_INTERNAL)
 }

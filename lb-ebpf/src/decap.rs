@@ -10,7 +10,7 @@ use network_types::{
 };
 
 use crate::{
-    parse::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, ptr_at, vlan_l3},
+    parse::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, copy_mac, ptr_at, vlan_l3, write_l2},
     stats,
 };
 
@@ -57,31 +57,24 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let (l3_off, eth_proto) = vlan_l3(ctx)?;
     let (hlen, inner_proto) = outer(ctx, l3_off, eth_proto)?;
     // The inner header must be there too, or this is not ours to unwrap.
-    let _: *const u8 = ptr_at(ctx, l3_off + hlen + 20).map_err(|()| reason::PASS_TRUNCATED)?;
+    let _: *const [u8; 20] = ptr_at(ctx, l3_off + hlen).map_err(|()| reason::PASS_TRUNCATED)?;
 
-    // Move the L2 header (and VLAN tag) forward over the outer IP header, then drop the
-    // bytes in front of it. The two regions never overlap: hlen ≥ 20 ≥ the L2 length.
-    let old: *const EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
-    let new: *mut EthHdr = ptr_at(ctx, hlen).map_err(|()| reason::DROP_INTERNAL)?;
-    // SAFETY: both headers are inside the frame (checked above) and do not overlap.
-    unsafe {
-        (*new).dst_addr = (*old).dst_addr;
-        (*new).src_addr = (*old).src_addr;
-        (*new).ether_type = (*old).ether_type;
-    }
-    if l3_off > ETH_HLEN {
-        let old: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
-        let new: *mut [u8; 4] = ptr_at(ctx, hlen + ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
-        let p = inner_proto.to_be_bytes();
+    // Keep the L2 header (and VLAN tag), drop everything up to the inner packet, and write
+    // the L2 header back in front of it with the inner ethertype.
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
+    // SAFETY: `ptr_at` checked the header is inside the frame.
+    let (dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    let vlan_tci = if l3_off > ETH_HLEN {
+        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
         // SAFETY: as above.
-        unsafe { new.write([(*old)[0], (*old)[1], p[0], p[1]]) };
+        Some(unsafe { [(*tci)[0], (*tci)[1]] })
     } else {
-        // SAFETY: as above.
-        unsafe { (*new).ether_type = inner_proto.to_be() };
-    }
-    // SAFETY: the helper only moves `data`; no packet pointer is used afterwards.
+        None
+    };
+    // SAFETY: the helper only moves `data`; every pointer is re-derived afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, hlen as i32) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
+    write_l2(ctx, &dst, &src, vlan_tci, inner_proto)?;
     Ok(reason::DECAP)
 }

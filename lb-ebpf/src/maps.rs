@@ -13,6 +13,9 @@ use lb_common::{
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
 /// do not contend with the others, yet every core (and the daemon) sees every flow.
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// `BPF_F_MMAPABLE`: the daemon writes tables through a shared mapping, not per-slot
+/// syscalls.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// VIP (address, port, protocol) → its metadata and live lookup table.
 #[map]
@@ -24,8 +27,9 @@ pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// Storage of every VIP's lookup table (Maglev slots holding backend ids). The daemon sizes
 /// it at load time and owns the allocation; each VIP's `VipMeta` says where its table is.
+/// Elements sit at an 8-byte stride (the kernel rounds array values up to 8 bytes).
 #[map]
-pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_SLOTS, 0);
+pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_SLOTS, BPF_F_MMAPABLE);
 
 /// The connection table: 5-tuple → backend. Sized by the daemon at load time.
 #[map]

@@ -1,5 +1,8 @@
 //! sluice's control plane: configuration, the Maglev table builder, and the data-plane
 //! owner. The `sluice` binary (`main.rs`) is a thin CLI over this library.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod dataplane;
 pub mod maglev;

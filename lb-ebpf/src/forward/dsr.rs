@@ -16,7 +16,8 @@ pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Resu
         let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the Ethernet header is inside the frame.
         unsafe {
-            (*eth).src_addr = (*eth).dst_addr;
+            let own = (*eth).dst_addr;
+            (*eth).src_addr = own;
             (*eth).dst_addr = backend.mac;
         }
         return Ok(Verdict::Tx);

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
@@ -34,8 +34,8 @@ impl NextHop {
 
 /// Look up the route to `dst` (an IPv4 address in the first 4 bytes, or IPv6) for a packet
 /// of `tot_len` bytes entering on the context's interface. `Err` is the drop reason:
-/// `DROP_TOO_BIG` above the egress MTU, `DROP_NO_ROUTE` for anything else (no route,
-/// forwarding disabled, no neighbour entry yet).
+/// `DROP_TOO_BIG` above the egress MTU, `DROP_NO_NEIGH` when the next hop's MAC is not
+/// resolved yet, `DROP_NO_ROUTE` for anything else (no route, forwarding disabled).
 #[inline(always)]
 pub fn lookup(
     ctx: &XdpContext,
@@ -65,6 +65,8 @@ pub fn lookup(
         Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac })
     } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
         Err(reason::DROP_TOO_BIG)
+    } else if ret == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        Err(reason::DROP_NO_NEIGH)
     } else {
         Err(reason::DROP_NO_ROUTE)
     }

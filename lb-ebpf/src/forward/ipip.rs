@@ -3,12 +3,11 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
-use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use super::{Verdict, csum, fib};
 use crate::{
     maps::CONFIG,
-    parse::{ETH_HLEN, ETH_P_8021Q, Packet, ptr_at},
+    parse::{ETH_HLEN, Packet, ptr_at, write_l2},
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -37,11 +36,11 @@ pub(super) fn encap(
 /// tag) for `hop`. The new outer IP header goes at `pkt.l3_off`.
 #[inline(always)]
 fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Result<(), u32> {
-    // Save what the new header keeps of the old one before the move overwrites it.
+    // Save the tag before the move overwrites it.
     let vlan_tci = if pkt.l3_off > ETH_HLEN {
-        let vlan: *const VlanHdr = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
+        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the tag is inside the frame.
-        Some(unsafe { (*vlan).tci })
+        Some(unsafe { [(*tci)[0], (*tci)[1]] })
     } else {
         None
     };
@@ -49,24 +48,7 @@ fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Res
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -room) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
-    let l3 = pkt.eth_proto.to_be();
-    // SAFETY: `ptr_at` checked the header is inside the (grown) frame.
-    unsafe {
-        (*eth).dst_addr = hop.dmac;
-        (*eth).src_addr = hop.smac;
-        (*eth).ether_type = l3;
-    }
-    if let Some(tci) = vlan_tci {
-        let vlan: *mut VlanHdr = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
-        // SAFETY: as above.
-        unsafe {
-            (*eth).ether_type = ETH_P_8021Q.to_be();
-            (*vlan).tci = tci;
-            (*vlan).ether_type = l3;
-        }
-    }
-    Ok(())
+    write_l2(ctx, &hop.dmac, &hop.smac, vlan_tci, pkt.eth_proto)
 }
 
 #[inline(always)]

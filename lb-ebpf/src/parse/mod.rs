@@ -23,6 +23,48 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
     Ok((start + offset) as *mut T)
 }
 
+/// A MAC address copied byte by byte: a plain array copy out of packet memory can become
+/// a `memcpy` call whose packet bounds the verifier does not follow.
+#[inline(always)]
+pub fn copy_mac(m: &[u8; 6]) -> [u8; 6] {
+    [m[0], m[1], m[2], m[3], m[4], m[5]]
+}
+
+/// Write an Ethernet header (and, with `vlan_tci`, an 802.1Q tag) at the start of the
+/// frame, announcing `proto` (host order) as the next protocol.
+#[inline(always)]
+pub fn write_l2(
+    ctx: &XdpContext,
+    dst: &[u8; 6],
+    src: &[u8; 6],
+    vlan_tci: Option<[u8; 2]>,
+    proto: u16,
+) -> Result<(), u32> {
+    let p = proto.to_be_bytes();
+    if let Some(tci) = vlan_tci {
+        let h: *mut [u8; ETH_HLEN + VLAN_HLEN] =
+            ptr_at(ctx, 0).map_err(|()| lb_common::reason::DROP_INTERNAL)?;
+        let t = ETH_P_8021Q.to_be_bytes();
+        // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
+        unsafe {
+            h.write([
+                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3],
+                src[4], src[5], t[0], t[1], tci[0], tci[1], p[0], p[1],
+            ]);
+        }
+    } else {
+        let h: *mut [u8; ETH_HLEN] = ptr_at(ctx, 0).map_err(|()| lb_common::reason::DROP_INTERNAL)?;
+        // SAFETY: `ptr_at` checked the 14 bytes are inside the frame.
+        unsafe {
+            h.write([
+                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3],
+                src[4], src[5], p[0], p[1],
+            ]);
+        }
+    }
+    Ok(())
+}
+
 /// What the balancer needs to know about a frame.
 pub struct Packet {
     /// Offset of the IP header (14, or 18 behind a VLAN tag).

@@ -1,0 +1,90 @@
+//! What the dataplane is asked to make true: the input of [`super::Dataplane::publish`].
+//! Independent of the config file format, so every source of edits feeds the same type.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_common::{FAMILY_V4, FAMILY_V6, VipKey};
+
+/// A VIP's identity: (address, port, protocol). Port 0 = all ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VipIdent {
+    pub address: IpAddr,
+    pub port: u16,
+    /// `lb_common::PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+}
+
+impl VipIdent {
+    pub fn key(&self) -> VipKey {
+        let (addr, family) = addr_bytes(self.address);
+        VipKey { addr, port: self.port.to_be_bytes(), proto: self.proto, family }
+    }
+}
+
+impl std::fmt::Display for VipIdent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proto = if self.proto == lb_common::PROTO_UDP { "udp" } else { "tcp" };
+        match self.address {
+            IpAddr::V4(a) => write!(f, "{a}:{}/{proto}", self.port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}/{proto}", self.port),
+        }
+    }
+}
+
+/// An address as the maps store it: 16 bytes (IPv4 in the first 4) and its family.
+pub fn addr_bytes(a: IpAddr) -> ([u8; 16], u8) {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => {
+            out[..4].copy_from_slice(&v4.octets());
+            (out, FAMILY_V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+    }
+}
+
+/// Settings for the whole data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Global {
+    pub hash_seed: u32,
+    /// Outer source prefix for IPv4 IPIP: the host bits carry the flow hash.
+    pub encap_v4: (Ipv4Addr, u8),
+    /// Outer source prefix for IP6IP6 (length ≤ 96): the last 32 bits carry the flow hash.
+    pub encap_v6: (Ipv6Addr, u8),
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            hash_seed: 0,
+            encap_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
+            encap_v6: (Ipv6Addr::new(0xfd00, 0x5c, 0, 0, 0, 0, 0, 0), 96),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredBackend {
+    pub address: IpAddr,
+    /// Share of new flows; 0 = none (existing flows continue while `serving`).
+    pub weight: u32,
+    pub mac: Option<[u8; 6]>,
+    /// False when the backend is down: its flows move on their next packet.
+    pub serving: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredVip {
+    pub ident: VipIdent,
+    /// `lb_common::MODE_DSR` or `MODE_IPIP`.
+    pub mode: u8,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    pub backends: Vec<DesiredBackend>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub global: Global,
+    pub vips: Vec<DesiredVip>,
+}

@@ -1,0 +1,236 @@
+//! Where things live in the kernel maps: VIP ids, backend slots (with generations), and the
+//! regions of `TABLES` each VIP's two table halves occupy. Pure bookkeeping, no syscalls.
+
+use std::collections::BTreeMap;
+
+use lb_common::{MAX_BACKENDS, MAX_VIPS};
+
+use super::DataplaneError;
+
+/// Hands out backend slots `1..MAX_BACKENDS` round-robin, so a freed slot is reused as
+/// late as possible, and bumps its generation on every reuse.
+#[derive(Debug)]
+pub struct BackendSlots {
+    used: Vec<bool>,
+    generation: Vec<u32>,
+    cursor: usize,
+}
+
+impl Default for BackendSlots {
+    fn default() -> Self {
+        let n = MAX_BACKENDS as usize;
+        let mut used = vec![false; n];
+        used[0] = true; // reserved: "no backend"
+        Self { used, generation: vec![0; n], cursor: 1 }
+    }
+}
+
+impl BackendSlots {
+    /// A free slot and its new generation.
+    pub fn alloc(&mut self) -> Result<(u32, u32), DataplaneError> {
+        let n = self.used.len();
+        for step in 0..n {
+            let i = (self.cursor + step) % n;
+            if !self.used[i] {
+                self.used[i] = true;
+                self.generation[i] = self.generation[i].wrapping_add(1);
+                self.cursor = (i + 1) % n;
+                return Ok((i as u32, self.generation[i]));
+            }
+        }
+        Err(DataplaneError::Full { what: "backend slots", limit: MAX_BACKENDS - 1 })
+    }
+
+    pub fn free(&mut self, id: u32) {
+        if id != 0 {
+            self.used[id as usize] = false;
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.iter().filter(|u| **u).count() - 1
+    }
+}
+
+/// Hands out VIP ids `0..MAX_VIPS`, lowest first.
+#[derive(Debug, Default)]
+pub struct VipIds {
+    used: std::collections::BTreeSet<u32>,
+}
+
+impl VipIds {
+    pub fn alloc(&mut self) -> Result<u32, DataplaneError> {
+        let id = (0..MAX_VIPS)
+            .find(|i| !self.used.contains(i))
+            .ok_or(DataplaneError::Full { what: "VIP ids", limit: MAX_VIPS })?;
+        self.used.insert(id);
+        Ok(id)
+    }
+
+    pub fn free(&mut self, id: u32) {
+        self.used.remove(&id);
+    }
+}
+
+/// First-fit allocator of `TABLES` slot ranges.
+#[derive(Debug)]
+pub struct Regions {
+    /// Free ranges: start → length, coalesced.
+    free: BTreeMap<u32, u32>,
+    capacity: u32,
+}
+
+impl Regions {
+    pub fn new(capacity: u32) -> Self {
+        let mut free = BTreeMap::new();
+        if capacity > 0 {
+            free.insert(0, capacity);
+        }
+        Self { free, capacity }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    pub fn free_slots(&self) -> u64 {
+        self.free.values().map(|l| u64::from(*l)).sum()
+    }
+
+    /// A range of `len` slots; its start.
+    pub fn alloc(&mut self, len: u32) -> Result<u32, DataplaneError> {
+        let (&start, &have) = self
+            .free
+            .iter()
+            .find(|(_, l)| **l >= len)
+            .ok_or(DataplaneError::TablesFull { need: len, free: self.free_slots(), capacity: self.capacity })?;
+        self.free.remove(&start);
+        if have > len {
+            self.free.insert(start + len, have - len);
+        }
+        Ok(start)
+    }
+
+    /// Give back `[start, start + len)`, merging with free neighbours.
+    pub fn release(&mut self, start: u32, len: u32) {
+        let (mut s, mut l) = (start, len);
+        if let Some((&ps, &pl)) = self.free.range(..s).next_back()
+            && ps + pl == s
+        {
+            self.free.remove(&ps);
+            s = ps;
+            l += pl;
+        }
+        if let Some(&nl) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            l += nl;
+        }
+        self.free.insert(s, l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_first_fit_and_coalesce() {
+        let mut r = Regions::new(100);
+        let a = r.alloc(30).unwrap();
+        let b = r.alloc(30).unwrap();
+        let c = r.alloc(30).unwrap();
+        assert_eq!((a, b, c), (0, 30, 60));
+        assert!(r.alloc(20).is_err());
+        r.release(b, 30);
+        r.release(a, 30);
+        assert_eq!(r.free_slots(), 70);
+        assert_eq!(r.alloc(60).unwrap(), 0, "a and b coalesced into one range");
+        r.release(c, 30);
+        r.release(0, 60);
+        assert_eq!(r.alloc(100).unwrap(), 0, "everything coalesced");
+    }
+
+    #[test]
+    fn backend_slots_skip_zero_and_bump_generation() {
+        let mut s = BackendSlots::default();
+        let (a, ga) = s.alloc().unwrap();
+        assert_eq!((a, ga), (1, 1));
+        let (b, _) = s.alloc().unwrap();
+        assert_eq!(b, 2);
+        s.free(a);
+        // Round-robin: the freed slot is not handed out again right away.
+        assert_eq!(s.alloc().unwrap().0, 3);
+        assert_eq!(s.in_use(), 3);
+    }
+
+    #[test]
+    fn backend_slot_reuse_has_new_generation() {
+        let mut s = BackendSlots::default();
+        let mut first = None;
+        for _ in 1..MAX_BACKENDS {
+            let (id, g) = s.alloc().unwrap();
+            if id == 1 {
+                first = Some(g);
+            }
+        }
+        assert!(s.alloc().is_err(), "full");
+        s.free(1);
+        let (id, g) = s.alloc().unwrap();
+        assert_eq!(id, 1);
+        assert_eq!(g, first.unwrap() + 1);
+    }
+}
+
+/// What has been published for one VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipRecord {
+    pub vip_id: u32,
+    pub mode: u8,
+    pub table_size: u32,
+    /// Starts of the two table halves in `TABLES`.
+    pub halves: [u32; 2],
+    /// Which half `VIPS` points at.
+    pub live: usize,
+    /// Backend address → its slot.
+    pub backends: BTreeMap<std::net::IpAddr, BackendRecord>,
+}
+
+/// A backend's slot in `BACKENDS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendRecord {
+    pub id: u32,
+    pub generation: u32,
+}
+
+/// Everything the dataplane has published, and the allocators behind it.
+#[derive(Debug)]
+pub struct Layout {
+    pub(super) vips: BTreeMap<super::VipIdent, VipRecord>,
+    pub(super) vip_ids: VipIds,
+    pub(super) slots: BackendSlots,
+    pub(super) regions: Regions,
+}
+
+impl Layout {
+    pub fn new(table_slots: u32) -> Self {
+        Self {
+            vips: BTreeMap::new(),
+            vip_ids: VipIds::default(),
+            slots: BackendSlots::default(),
+            regions: Regions::new(table_slots),
+        }
+    }
+
+    pub fn vip(&self, ident: &super::VipIdent) -> Option<&VipRecord> {
+        self.vips.get(ident)
+    }
+
+    pub fn vips(&self) -> impl Iterator<Item = (&super::VipIdent, &VipRecord)> {
+        self.vips.iter()
+    }
+
+    /// The backend slot of `addr` under the VIP.
+    pub fn backend_id(&self, ident: &super::VipIdent, addr: std::net::IpAddr) -> Option<u32> {
+        self.vips.get(ident)?.backends.get(&addr).map(|b| b.id)
+    }
+}

@@ -1,0 +1,224 @@
+//! The data plane's only owner: loads the eBPF object, attaches programs, publishes the
+//! desired state into the maps (tables built in userspace, written to the inactive half,
+//! flipped with one `VIPS` update), reads counters, and runs programs on synthetic frames
+//! through `BPF_PROG_TEST_RUN` (fixtures, `lookup`, benchmarks).
+
+mod attach;
+mod desired;
+mod layout;
+pub mod pinned;
+mod publish;
+mod tables;
+mod testrun;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::Xdp,
+};
+use lb_common::{
+    Backend, Counters, FlowKey, FlowValue, GlobalConfig, VipKey, VipMeta, names, programs, reason,
+};
+
+pub use attach::{AttachMode, Attached};
+pub use desired::{Desired, DesiredBackend, DesiredVip, Global, VipIdent};
+pub use publish::PublishReport;
+pub use testrun::RunResult;
+
+use self::{layout::Layout, tables::TableMem};
+
+/// The compiled eBPF object, embedded at build time by `build.rs` (aya-build).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("mapping the lookup tables into memory: {0}")]
+    Mmap(std::io::Error),
+    #[error("no room left in {what} (limit {limit})")]
+    Full { what: &'static str, limit: u32 },
+    #[error(
+        "lookup-table storage is full: {need} more slots needed, {free} free of {capacity} \
+         (raise daemon.table_capacity)"
+    )]
+    TablesFull { need: u32, free: u64, capacity: u32 },
+    #[error("building the table of VIP {vip}: {source}")]
+    Maglev { vip: String, source: crate::maglev::MaglevError },
+    #[error("interface {interface}: {message}")]
+    Attach { interface: String, message: String },
+    #[error("test run of {program}: {source}")]
+    TestRun { program: &'static str, source: aya::programs::ProgramError },
+}
+
+/// Sizes fixed when the object is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub flow_entries: u32,
+    pub table_slots: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self { flow_entries: lb_common::DEFAULT_FLOW_ENTRIES, table_slots: lb_common::DEFAULT_TABLE_SLOTS }
+    }
+}
+
+/// The loaded object and typed handles on every map.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    vips: HashMap<MapData, VipKey, VipMeta>,
+    backends: Array<MapData, Backend>,
+    tables: TableMem,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    config: Array<MapData, GlobalConfig>,
+    vip_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    reasons: PerCpuArray<MapData, u64>,
+    layout: Layout,
+    attached: Vec<Attached>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane").field("layout", &self.layout).finish_non_exhaustive()
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DataplaneError> {
+    ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $name:expr) => {
+        take($ebpf, $name)?.try_into().map_err(|source| DataplaneError::Map { name: $name, source })?
+    };
+}
+
+/// Every program of the object, loaded into the kernel (verified) by [`Dataplane::load`].
+pub const ALL_PROGRAMS: [&str; 4] =
+    [programs::BALANCER, programs::DECAP, programs::FLOOR_TX, programs::PASS];
+
+impl Dataplane {
+    /// Load the object with the given map sizes and verify every program. Nothing is
+    /// attached yet.
+    pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::FLOWS, sizes.flow_entries)
+            .map_max_entries(names::TABLES, sizes.table_slots)
+            .load(EBPF_OBJECT)?;
+        for name in ALL_PROGRAMS {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| DataplaneError::Program { name, source })?;
+            prog.load().map_err(|source| DataplaneError::Program { name, source })?;
+        }
+        let tables = match take(&mut ebpf, names::TABLES)? {
+            Map::Array(data) => TableMem::new(data, sizes.table_slots)?,
+            _ => return Err(DataplaneError::MissingMap(names::TABLES)),
+        };
+        Ok(Self {
+            vips: typed!(&mut ebpf, names::VIPS),
+            backends: typed!(&mut ebpf, names::BACKENDS),
+            flows: typed!(&mut ebpf, names::FLOWS),
+            config: typed!(&mut ebpf, names::CONFIG),
+            vip_stats: typed!(&mut ebpf, names::VIP_STATS),
+            backend_stats: typed!(&mut ebpf, names::BACKEND_STATS),
+            reasons: typed!(&mut ebpf, names::REASONS),
+            layout: Layout::new(sizes.table_slots),
+            tables,
+            ebpf,
+            attached: Vec::new(),
+        })
+    }
+
+    fn program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { name, source })
+    }
+
+    /// Per-reason packet counts, summed over CPUs, indexed by `lb_common::reason` code.
+    pub fn reason_counts(&self) -> Result<Vec<u64>, DataplaneError> {
+        (0..reason::COUNT)
+            .map(|i| {
+                let v = self
+                    .reasons
+                    .get(&i, 0)
+                    .map_err(|source| DataplaneError::Map { name: names::REASONS, source })?;
+                Ok(v.iter().sum())
+            })
+            .collect()
+    }
+
+    fn sum(map: &PerCpuArray<MapData, Counters>, name: &'static str, i: u32) -> Result<Counters, DataplaneError> {
+        let per_cpu = map.get(&i, 0).map_err(|source| DataplaneError::Map { name, source })?;
+        Ok(per_cpu.iter().fold(Counters::default(), |mut a, c| {
+            a.packets += c.packets;
+            a.bytes += c.bytes;
+            a.new_flows += c.new_flows;
+            a
+        }))
+    }
+
+    /// Counters of a VIP, summed over CPUs.
+    pub fn vip_counters(&self, vip_id: u32) -> Result<Counters, DataplaneError> {
+        Self::sum(&self.vip_stats, names::VIP_STATS, vip_id)
+    }
+
+    /// Counters of a backend slot, summed over CPUs.
+    pub fn backend_counters(&self, backend_id: u32) -> Result<Counters, DataplaneError> {
+        Self::sum(&self.backend_stats, names::BACKEND_STATS, backend_id)
+    }
+
+    /// The flow-table entry of a 5-tuple, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        self.flows.get(key, 0).ok()
+    }
+
+    /// Number of entries in the flow table (walks the table: for tests and stats, not
+    /// per-packet paths).
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().filter(Result::is_ok).count()
+    }
+
+    /// Remove every flow-table entry (tests and benchmarks start from an empty table).
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        let keys: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            match self.flows.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(DataplaneError::Map { name: names::FLOWS, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The published layout: VIP ids and backend slots.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so large maps load.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid struct; failure only matters on old kernels, where
+    // the load error that follows says so.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}

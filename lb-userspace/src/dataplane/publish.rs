@@ -1,0 +1,241 @@
+//! Making the maps match a [`Desired`] state without disturbing live flows:
+//!
+//! 1. global settings;
+//! 2. per VIP: backend slots (unchanged backends keep slot and generation, so their flows
+//!    stay), the Maglev table built in userspace and written into the half no packet reads,
+//!    then one `VIPS` update that switches `table_base`/`table_size` together;
+//! 3. only after the new tables are live: backends that left are marked not serving (their
+//!    flows move on the next packet) and their slots freed; VIPs that left are removed.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Instant};
+
+use lb_common::{
+    BACKEND_F_HAS_MAC, BACKEND_F_SERVING, Backend, GlobalConfig, VipMeta, names,
+};
+
+use super::{
+    Dataplane, DataplaneError, Desired, DesiredVip, VipIdent,
+    desired::addr_bytes,
+    layout::{BackendRecord, VipRecord},
+};
+use crate::maglev;
+
+/// What a publish changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishReport {
+    pub vips_added: usize,
+    pub vips_removed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+    pub tables_built: usize,
+    /// Time spent building tables, in microseconds.
+    pub build_us: u128,
+}
+
+fn prefix_mask_v4(len: u8) -> [u8; 4] {
+    let m: u32 = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+    m.to_be_bytes()
+}
+
+impl Dataplane {
+    /// Make the maps match `desired`. Validation (config rules) happens before; errors here
+    /// are capacity or kernel errors.
+    pub fn publish(&mut self, desired: &Desired) -> Result<PublishReport, DataplaneError> {
+        self.check_capacity(desired)?;
+        let mut report = PublishReport::default();
+
+        let g = &desired.global;
+        let mask = prefix_mask_v4(g.encap_v4.1);
+        let mut v4 = g.encap_v4.0.octets();
+        for (b, m) in v4.iter_mut().zip(mask) {
+            *b &= m;
+        }
+        let cfg = GlobalConfig {
+            encap_v4_prefix: v4,
+            encap_v4_mask: mask,
+            encap_v6_prefix: g.encap_v6.0.octets(),
+            hash_seed: g.hash_seed,
+            _pad: 0,
+        };
+        self.config.set(0, cfg, 0).map_err(|source| DataplaneError::Map { name: names::CONFIG, source })?;
+
+        let mut keep = std::collections::BTreeSet::new();
+        for vip in &desired.vips {
+            keep.insert(vip.ident);
+            self.publish_vip(vip, g.hash_seed, &mut report)?;
+        }
+        let gone: Vec<VipIdent> = self.layout.vips.keys().filter(|k| !keep.contains(k)).copied().collect();
+        for ident in gone {
+            self.remove_vip(&ident)?;
+            report.vips_removed += 1;
+        }
+        Ok(report)
+    }
+
+    /// Refuse, before touching anything, a state that cannot fit.
+    fn check_capacity(&self, desired: &Desired) -> Result<(), DataplaneError> {
+        let mut new_backends = 0u32;
+        let mut new_slots = 0u64;
+        for vip in &desired.vips {
+            let rec = self.layout.vips.get(&vip.ident);
+            new_backends += vip
+                .backends
+                .iter()
+                .filter(|b| rec.is_none_or(|r| !r.backends.contains_key(&b.address)))
+                .count() as u32;
+            if rec.is_none_or(|r| r.table_size != vip.table_size) {
+                new_slots += 2 * u64::from(vip.table_size);
+            }
+        }
+        let free_backends = lb_common::MAX_BACKENDS - 1 - self.layout.slots.in_use() as u32;
+        if new_backends > free_backends {
+            return Err(DataplaneError::Full { what: "backend slots", limit: lb_common::MAX_BACKENDS - 1 });
+        }
+        if new_slots > self.layout.regions.free_slots() {
+            return Err(DataplaneError::TablesFull {
+                need: u32::try_from(new_slots).unwrap_or(u32::MAX),
+                free: self.layout.regions.free_slots(),
+                capacity: self.layout.regions.capacity(),
+            });
+        }
+        Ok(())
+    }
+
+    fn write_backend(&mut self, id: u32, b: Backend) -> Result<(), DataplaneError> {
+        self.backends.set(id, b, 0).map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })
+    }
+
+    fn publish_vip(&mut self, vip: &DesiredVip, seed: u32, report: &mut PublishReport) -> Result<(), DataplaneError> {
+        let existing = self.layout.vips.get(&vip.ident).cloned();
+        let mut rec = match existing {
+            Some(r) => r,
+            None => {
+                report.vips_added += 1;
+                VipRecord {
+                    vip_id: self.layout.vip_ids.alloc()?,
+                    mode: vip.mode,
+                    table_size: 0,
+                    halves: [0, 0],
+                    live: 1,
+                    backends: BTreeMap::new(),
+                }
+            }
+        };
+        rec.mode = vip.mode;
+        // A new VIP or a new table size gets fresh halves; the old ones are freed after
+        // the flip.
+        let mut old_halves = None;
+        if rec.table_size != vip.table_size {
+            let a = self.layout.regions.alloc(vip.table_size)?;
+            let b = self.layout.regions.alloc(vip.table_size)?;
+            if rec.table_size != 0 {
+                old_halves = Some((rec.halves, rec.table_size));
+            }
+            rec.halves = [a, b];
+            rec.live = 1;
+            rec.table_size = vip.table_size;
+        }
+
+        // Backend slots: keep the ones that stay, allocate the new ones.
+        let mut next: BTreeMap<IpAddr, BackendRecord> = BTreeMap::new();
+        for b in &vip.backends {
+            let r = match rec.backends.get(&b.address) {
+                Some(r) => *r,
+                None => {
+                    let (id, generation) = self.layout.slots.alloc()?;
+                    report.backends_added += 1;
+                    BackendRecord { id, generation }
+                }
+            };
+            let (addr, family) = addr_bytes(b.address);
+            let mut flags = 0;
+            if b.serving {
+                flags |= BACKEND_F_SERVING;
+            }
+            if b.mac.is_some() {
+                flags |= BACKEND_F_HAS_MAC;
+            }
+            self.write_backend(
+                r.id,
+                Backend { addr, mac: b.mac.unwrap_or_default(), family, flags, generation: r.generation, vip_id: rec.vip_id },
+            )?;
+            next.insert(b.address, r);
+        }
+
+        // The table: built from the serving backends with a non-zero weight.
+        let names: Vec<String> = vip.backends.iter().map(|b| b.address.to_string()).collect();
+        let entries: Vec<maglev::Entry<'_>> = vip
+            .backends
+            .iter()
+            .zip(&names)
+            .map(|(b, name)| maglev::Entry {
+                name,
+                weight: if b.serving { b.weight } else { 0 },
+                id: next[&b.address].id,
+            })
+            .collect();
+        let started = Instant::now();
+        let table = maglev::build(&entries, vip.table_size, seed)
+            .map_err(|source| DataplaneError::Maglev { vip: vip.ident.to_string(), source })?;
+        report.build_us += started.elapsed().as_micros();
+        report.tables_built += 1;
+        let target = 1 - rec.live;
+        self.tables.write(rec.halves[target], &table);
+        let meta = VipMeta {
+            vip_id: rec.vip_id,
+            table_base: rec.halves[target],
+            table_size: vip.table_size,
+            mode: vip.mode,
+            scheduler: lb_common::SCHED_MAGLEV,
+            flags: 0,
+            _pad: 0,
+        };
+        self.vips
+            .insert(vip.ident.key(), meta, 0)
+            .map_err(|source| DataplaneError::Map { name: names::VIPS, source })?;
+        rec.live = target;
+
+        // Now that no table points at them: retire the backends that left.
+        let left: Vec<BackendRecord> =
+            rec.backends.iter().filter(|(a, _)| !next.contains_key(a)).map(|(_, r)| *r).collect();
+        for r in left {
+            self.retire_backend(r, rec.vip_id)?;
+            report.backends_removed += 1;
+        }
+        rec.backends = next;
+        if let Some((halves, size)) = old_halves {
+            self.layout.regions.release(halves[0], size);
+            self.layout.regions.release(halves[1], size);
+        }
+        self.layout.vips.insert(vip.ident, rec);
+        Ok(())
+    }
+
+    /// Mark a slot not serving (flows on it move on their next packet) and free it.
+    fn retire_backend(&mut self, r: BackendRecord, vip_id: u32) -> Result<(), DataplaneError> {
+        self.write_backend(r.id, Backend { generation: r.generation, vip_id, ..Backend::default() })?;
+        self.layout.slots.free(r.id);
+        Ok(())
+    }
+
+    fn remove_vip(&mut self, ident: &VipIdent) -> Result<(), DataplaneError> {
+        let Some(rec) = self.layout.vips.remove(ident) else { return Ok(()) };
+        match self.vips.remove(&ident.key()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(DataplaneError::Map { name: names::VIPS, source }),
+        }
+        for r in rec.backends.values() {
+            self.retire_backend(*r, rec.vip_id)?;
+        }
+        self.layout.regions.release(rec.halves[0], rec.table_size);
+        self.layout.regions.release(rec.halves[1], rec.table_size);
+        self.layout.vip_ids.free(rec.vip_id);
+        Ok(())
+    }
+
+    /// The live table of a VIP, as the kernel reads it.
+    pub fn live_table(&self, ident: &VipIdent) -> Option<Vec<u32>> {
+        let rec = self.layout.vips.get(ident)?;
+        Some(self.tables.read(rec.halves[rec.live], rec.table_size))
+    }
+}
