@@ -30,12 +30,12 @@ pub fn run(ctx: &XdpContext) -> u32 {
 fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
     let mut k = VipKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
     // SAFETY: `VIPS` values are replaced whole by the daemon, never written in place.
-    if let Some(v) = unsafe { VIPS.get(&k) } {
+    if let Some(v) = unsafe { VIPS.get(k) } {
         return Some(v);
     }
     k.port = [0, 0];
     // SAFETY: as above.
-    unsafe { VIPS.get(&k) }
+    unsafe { VIPS.get(k) }
 }
 
 #[inline(always)]

@@ -29,7 +29,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn outer(ctx: &XdpContext, l3_off: usize, eth_proto: u16) -> Result<(usize, u16), u32> {
     let (hlen, next) = if eth_proto == ETH_P_IP {
-        let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+        let ip: *const Ipv4Hdr = ptr_at(ctx, l3_off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the fixed header is inside the frame.
         let ip = unsafe { &*ip };
         let hlen = usize::from(ip.vihl & 0x0f) * 4;
@@ -41,7 +41,7 @@ fn outer(ctx: &XdpContext, l3_off: usize, eth_proto: u16) -> Result<(usize, u16)
         }
         (hlen, ip.proto)
     } else {
-        let ip: *const Ipv6Hdr = ptr_at(ctx, l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+        let ip: *const Ipv6Hdr = ptr_at(ctx, l3_off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: as above.
         (40, unsafe { (*ip).next_hdr })
     };
@@ -57,15 +57,15 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
     let (l3_off, eth_proto) = vlan_l3(ctx)?;
     let (hlen, inner_proto) = outer(ctx, l3_off, eth_proto)?;
     // The inner header must be there too, or this is not ours to unwrap.
-    let _: *const [u8; 20] = ptr_at(ctx, l3_off + hlen).map_err(|()| reason::PASS_TRUNCATED)?;
+    let _: *const [u8; 20] = ptr_at(ctx, l3_off + hlen).ok_or(reason::PASS_TRUNCATED)?;
 
     // Keep the L2 header (and VLAN tag), drop everything up to the inner packet, and write
     // the L2 header back in front of it with the inner ethertype.
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: `ptr_at` checked the header is inside the frame.
     let (dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
     let vlan_tci = if l3_off > ETH_HLEN {
-        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
+        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).ok_or(reason::DROP_INTERNAL)?;
         // SAFETY: as above.
         Some(unsafe { [(*tci)[0], (*tci)[1]] })
     } else {

@@ -28,5 +28,5 @@ pub fn insert(key: &FlowKey, backend_id: u32, generation: u32) {
     let v = FlowValue { backend_id, generation };
     // A failed insert (out of memory) only costs the flow its stickiness until the next
     // packet; there is nothing better to do with the error on the fast path.
-    let _ = FLOWS.insert(key, &v, 0);
+    let _ = FLOWS.insert(key, v, 0);
 }

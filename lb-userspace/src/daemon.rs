@@ -5,7 +5,7 @@ use tracing::info;
 
 use crate::{
     config::{Config, XdpMode},
-    dataplane::{AttachMode, Dataplane, DataplaneError, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent},
+    dataplane::{AttachMode, Dataplane, neigh, DataplaneError, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent},
 };
 
 /// The dataplane's desired state for a validated config.
@@ -46,7 +46,9 @@ pub fn attach_mode(m: XdpMode) -> AttachMode {
 pub fn start(config: &Config) -> Result<Dataplane, DataplaneError> {
     let d = &config.daemon;
     let mut dp = Dataplane::load(Sizes { flow_entries: d.flow_table_size, table_slots: d.table_capacity })?;
-    let report = dp.publish(&desired_from(config))?;
+    let desired = desired_from(config);
+    let report = dp.publish(&desired)?;
+    neigh::prime(&neigh::fib_backends(&desired));
     info!(
         vips = report.vips_added,
         backends = report.backends_added,

@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use etherparse::{
-    EtherType, Ethernet2Header, IpDscp, IpEcn, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel,
-    Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type,
+    Icmpv6Header, Icmpv6Type, IpDscp, IpEcn, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel,
+    Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId, VlanPcp,
 };
 use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 
@@ -18,6 +19,26 @@ pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
 
+/// A VLAN tag: its TPID (0x8100 for 802.1Q, 0x88a8 for 802.1ad) and its TCI (PCP, DEI,
+/// VLAN id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    pub tpid: u16,
+    pub tci: u16,
+}
+
+impl Tag {
+    /// An 802.1Q (customer) tag.
+    pub const fn c(tci: u16) -> Self {
+        Self { tpid: 0x8100, tci }
+    }
+
+    /// An 802.1ad (service) tag.
+    pub const fn s(tci: u16) -> Self {
+        Self { tpid: 0x88a8, tci }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum L4 {
     Tcp { sport: u16, dport: u16, flags: u8 },
@@ -29,7 +50,7 @@ pub enum L4 {
 pub struct Spec {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub vlan: Option<u16>,
+    pub vlan: Option<Tag>,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub l4: L4,
@@ -39,6 +60,8 @@ pub struct Spec {
     /// IPv4 options (a multiple of 4 bytes, at most 40).
     pub ipv4_options: Vec<u8>,
     pub ttl: u8,
+    /// IPv4 more-fragments flag and fragment offset (in 8-byte units).
+    pub fragment: (bool, u16),
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -66,11 +89,24 @@ impl Spec {
             tos: 0,
             ipv4_options: Vec::new(),
             ttl: 61,
+            fragment: (false, 0),
         }
     }
 
-    pub fn vlan(mut self, id: u16) -> Self {
-        self.vlan = Some(id);
+    /// One 802.1Q tag with this TCI.
+    pub fn vlan(self, tci: u16) -> Self {
+        self.tag(Tag::c(tci))
+    }
+
+    /// One tag of any TPID.
+    pub fn tag(mut self, tag: Tag) -> Self {
+        self.vlan = Some(tag);
+        self
+    }
+
+    /// IPv4 fragmentation fields: more-fragments and the offset in 8-byte units.
+    pub fn fragment(mut self, more: bool, offset: u16) -> Self {
+        self.fragment = (more, offset);
         self
     }
 
@@ -95,7 +131,7 @@ impl Spec {
         self
     }
 
-    fn proto(&self) -> u8 {
+    pub fn proto(&self) -> u8 {
         match self.l4 {
             L4::Tcp { .. } => PROTO_TCP,
             L4::Udp { .. } => PROTO_UDP,
@@ -128,7 +164,9 @@ impl Spec {
                 .expect("ipv4 header");
                 h.dscp = IpDscp::try_new(self.tos >> 2).expect("dscp");
                 h.ecn = IpEcn::try_new(self.tos & 3).expect("ecn");
-                h.dont_fragment = true;
+                h.dont_fragment = self.fragment == (false, 0);
+                h.more_fragments = self.fragment.0;
+                h.fragment_offset = IpFragOffset::try_new(self.fragment.1).expect("fragment offset");
                 h.identification = 0x1234;
                 h.options = Ipv4Options::try_from(&self.ipv4_options[..]).expect("options");
                 h.total_len = (h.header_len() + l4_len) as u16;
@@ -178,13 +216,25 @@ impl Spec {
         out
     }
 
-    fn ether_type(&self) -> EtherType {
+    pub fn ether_type(&self) -> EtherType {
         if self.src.is_ipv4() { EtherType::IPV4 } else { EtherType::IPV6 }
     }
 
     /// The whole frame.
     pub fn build(&self) -> Vec<u8> {
-        l2(self.src_mac, self.dst_mac, self.vlan, self.ether_type(), &self.ip_packet())
+        l2(self.src_mac, self.dst_mac, self.vlan.as_slice(), self.ether_type(), &self.ip_packet())
+    }
+
+    /// Offset of the IP header in [`Spec::build`]'s frame.
+    pub fn l3_off(&self) -> usize {
+        if self.vlan.is_some() { 18 } else { 14 }
+    }
+
+    /// The L4 segment (header and payload) of [`Spec::ip_packet`].
+    pub fn l4_segment(&self) -> Vec<u8> {
+        let p = self.ip_packet();
+        let hlen = if self.src.is_ipv4() { usize::from(p[0] & 0x0f) * 4 } else { 40 };
+        p[hlen..].to_vec()
     }
 
     /// The flow key the XDP program derives from this frame.
@@ -220,36 +270,35 @@ fn tcp_header(sport: u16, dport: u16, flags: u8) -> TcpHeader {
     t
 }
 
-/// An Ethernet (+ optional VLAN) header in front of `payload`.
-pub fn l2(src: [u8; 6], dst: [u8; 6], vlan: Option<u16>, ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
+/// An Ethernet header and any number of VLAN tags (outermost first) in front of
+/// `payload`.
+pub fn l2(src: [u8; 6], dst: [u8; 6], tags: &[Tag], ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    match vlan {
-        Some(id) => {
-            Ethernet2Header { source: src, destination: dst, ether_type: EtherType::VLAN_TAGGED_FRAME }
-                .write(&mut out)
-                .expect("eth");
-            SingleVlanHeader {
-                pcp: etherparse::VlanPcp::ZERO,
-                drop_eligible_indicator: false,
-                vlan_id: VlanId::try_new(id).expect("vlan id"),
-                ether_type,
-            }
-            .write(&mut out)
-            .expect("vlan");
+    let first = tags.first().map_or(ether_type, |t| EtherType(t.tpid));
+    Ethernet2Header { source: src, destination: dst, ether_type: first }.write(&mut out).expect("eth");
+    for (i, t) in tags.iter().enumerate() {
+        SingleVlanHeader {
+            pcp: VlanPcp::try_new((t.tci >> 13) as u8).expect("pcp"),
+            drop_eligible_indicator: t.tci & 0x1000 != 0,
+            vlan_id: VlanId::try_new(t.tci & 0x0fff).expect("vlan id"),
+            ether_type: tags.get(i + 1).map_or(ether_type, |n| EtherType(n.tpid)),
         }
-        None => Ethernet2Header { source: src, destination: dst, ether_type }.write(&mut out).expect("eth"),
+        .write(&mut out)
+        .expect("vlan");
     }
     out.extend_from_slice(payload);
     out
 }
 
 /// What sluice's IPIP must produce for `inner` (an IP packet): an outer IPv4 header (TTL
-/// 64, the inner TOS, id 0, no flags, protocol 4) or IPv6 header (hop limit 64, the inner
-/// traffic class, flow label from the hash, next header 41), built by etherparse.
+/// 64, the inner TOS, id 0, no flags) or IPv6 header (hop limit 64, the inner traffic
+/// class, flow label from the hash), built by etherparse. The outer protocol / next header
+/// follows the inner packet's version: 4 (IPIP) for IPv4, 41 for IPv6 (so 6in4 and 4in6
+/// frames for the decap program come from here too).
 pub fn ipip(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    vlan: Option<u16>,
+    vlan: Option<Tag>,
     outer_src: IpAddr,
     outer_dst: IpAddr,
     tos: u8,
@@ -257,9 +306,10 @@ pub fn ipip(
     inner: &[u8],
 ) -> Vec<u8> {
     let mut ip = Vec::new();
+    let next = if inner.first().is_some_and(|b| b >> 4 == 6) { IpNumber::IPV6 } else { IpNumber::IPV4 };
     let ether_type = match (outer_src, outer_dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, s.octets(), d.octets()).expect("outer");
+            let mut h = Ipv4Header::new(inner.len() as u16, 64, next, s.octets(), d.octets()).expect("outer");
             h.dscp = IpDscp::try_new(tos >> 2).expect("dscp");
             h.ecn = IpEcn::try_new(tos & 3).expect("ecn");
             h.dont_fragment = false;
@@ -272,7 +322,7 @@ pub fn ipip(
                 traffic_class: tos,
                 flow_label: Ipv6FlowLabel::try_new(flow_label & 0xfffff).expect("label"),
                 payload_length: inner.len() as u16,
-                next_header: IpNumber::IPV6,
+                next_header: next,
                 hop_limit: 64,
                 source: s.octets(),
                 destination: d.octets(),
@@ -284,5 +334,84 @@ pub fn ipip(
         _ => panic!("mixed families"),
     };
     ip.extend_from_slice(inner);
-    l2(src_mac, dst_mac, vlan, ether_type, &ip)
+    l2(src_mac, dst_mac, vlan.as_slice(), ether_type, &ip)
+}
+
+/// Rewrite the (valid) IPv4 header at `l3_off` of `frame` through etherparse: `edit`
+/// changes fields, the checksum is recomputed. The header length must not change.
+pub fn edit_ipv4(frame: &mut [u8], l3_off: usize, edit: impl FnOnce(&mut Ipv4Header)) {
+    let (mut h, _) = Ipv4Header::from_slice(&frame[l3_off..]).expect("an IPv4 header");
+    let len = h.header_len();
+    edit(&mut h);
+    let mut out = Vec::new();
+    h.write(&mut out).expect("write ipv4");
+    assert_eq!(out.len(), len, "edit_ipv4 must not change the header length");
+    frame[l3_off..l3_off + len].copy_from_slice(&out);
+}
+
+/// An IPv4 packet (no options, TTL 64) carrying `proto` with `payload`.
+pub fn ipv4_packet(src: &str, dst: &str, proto: IpNumber, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (ip(src), ip(dst)) else { panic!("IPv4 addresses expected") };
+    let mut out = Vec::new();
+    Ipv4Header::new(payload.len() as u16, 64, proto, s.octets(), d.octets()).expect("ipv4").write(&mut out).expect("write");
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An IPv6 packet (hop limit 64) whose fixed header announces `next` in front of `payload`.
+pub fn ipv6_packet(src: &str, dst: &str, next: IpNumber, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else { panic!("IPv6 addresses expected") };
+    let mut out = Vec::new();
+    Ipv6Header {
+        traffic_class: 0,
+        flow_label: Ipv6FlowLabel::ZERO,
+        payload_length: payload.len() as u16,
+        next_header: next,
+        hop_limit: 64,
+        source: s.octets(),
+        destination: d.octets(),
+    }
+    .write(&mut out)
+    .expect("write ipv6");
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A client frame (no tag) around an IP packet.
+pub fn frame(ip_packet: &[u8]) -> Vec<u8> {
+    let ether_type = if ip_packet.first().is_some_and(|b| b >> 4 == 6) { EtherType::IPV6 } else { EtherType::IPV4 };
+    l2(CLIENT_MAC, LB_MAC, &[], ether_type, ip_packet)
+}
+
+/// A broadcast ARP request from the client: who has `target`?
+pub fn arp_request(sender: &str, target: &str, tags: &[Tag]) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(t)) = (ip(sender), ip(target)) else { panic!("IPv4 addresses expected") };
+    let arp = ArpEthIpv4Packet {
+        operation: ArpOperation::REQUEST,
+        sender_mac: CLIENT_MAC,
+        sender_ipv4: s.octets(),
+        target_mac: [0; 6],
+        target_ipv4: t.octets(),
+    };
+    l2(CLIENT_MAC, [0xff; 6], tags, EtherType::ARP, &arp.to_bytes())
+}
+
+/// An ICMP echo request (id 7, sequence 1) in an IPv4 packet.
+pub fn icmp4_echo(src: &str, dst: &str) -> Vec<u8> {
+    let payload = b"ping";
+    let mut icmp = Vec::new();
+    Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 1 }), payload)
+        .write(&mut icmp)
+        .expect("icmp");
+    icmp.extend_from_slice(payload);
+    frame(&ipv4_packet(src, dst, IpNumber::ICMP, &icmp))
+}
+
+/// An ICMPv6 message of `kind` with `payload` in an IPv6 packet.
+pub fn icmp6(src: &str, dst: &str, kind: Icmpv6Type, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else { panic!("IPv6 addresses expected") };
+    let mut icmp = Vec::new();
+    Icmpv6Header::with_checksum(kind, s.octets(), d.octets(), payload).expect("icmpv6").write(&mut icmp).expect("icmpv6");
+    icmp.extend_from_slice(payload);
+    frame(&ipv6_packet(src, dst, IpNumber::IPV6_ICMP, &icmp))
 }

@@ -13,7 +13,7 @@ use crate::parse::{Packet, ptr_at};
 #[inline(always)]
 pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<Verdict, u32> {
     if backend.flags & BACKEND_F_HAS_MAC != 0 {
-        let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
+        let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the Ethernet header is inside the frame.
         unsafe {
             let own = (*eth).dst_addr;
@@ -23,7 +23,7 @@ pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Resu
         return Ok(Verdict::Tx);
     }
     let hop = fib::lookup(ctx, backend.family, &[0; 16], &backend.addr, pkt.l3_len)?;
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|()| reason::DROP_INTERNAL)?;
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: as above.
     unsafe {
         (*eth).src_addr = hop.smac;

@@ -38,7 +38,7 @@ pub(super) fn encap(
 fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Result<(), u32> {
     // Save the tag before the move overwrites it.
     let vlan_tci = if pkt.l3_off > ETH_HLEN {
-        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).map_err(|()| reason::DROP_INTERNAL)?;
+        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).ok_or(reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the tag is inside the frame.
         Some(unsafe { [(*tci)[0], (*tci)[1]] })
     } else {
@@ -83,7 +83,7 @@ fn encap4(
     let c = csum::ipv4_header(&ip);
     ip[10] = c[0];
     ip[11] = c[1];
-    let out: *mut [u8; 20] = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::DROP_INTERNAL)?;
+    let out: *mut [u8; 20] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: `ptr_at` checked the 20 bytes are inside the frame; byte arrays need no
     // alignment.
     unsafe { out.write(ip) };
@@ -130,7 +130,7 @@ fn encap6(
         ip[24 + i] = backend.addr[i];
         i += 1;
     }
-    let out: *mut [u8; 40] = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::DROP_INTERNAL)?;
+    let out: *mut [u8; 40] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: as in `encap4`.
     unsafe { out.write(ip) };
     Ok(hop.verdict(ctx))

@@ -16,12 +16,12 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 /// Returns the offset of the L3 header and its ethertype (IPv4 or IPv6 only).
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<(usize, u16), u32> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|()| reason::PASS_TRUNCATED)?;
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(reason::PASS_TRUNCATED)?;
     // SAFETY: `ptr_at` checked the whole header is inside the frame.
     let mut proto = u16::from_be(unsafe { (*eth).ether_type });
     let mut off = ETH_HLEN;
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-        let vlan: *const VlanHdr = ptr_at(ctx, off).map_err(|()| reason::PASS_TRUNCATED)?;
+        let vlan: *const VlanHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: as above.
         proto = u16::from_be(unsafe { (*vlan).ether_type });
         off += VLAN_HLEN;

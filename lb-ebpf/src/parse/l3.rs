@@ -17,7 +17,7 @@ fn remaining(ctx: &XdpContext, off: usize) -> usize {
 /// Fills addresses and protocol; returns the L4 offset.
 #[inline(always)]
 pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+    let ip: *const Ipv4Hdr = ptr_at(ctx, pkt.l3_off).ok_or(reason::PASS_TRUNCATED)?;
     // SAFETY: `ptr_at` checked the fixed header is inside the frame.
     let ip = unsafe { &*ip };
     let vihl = ip.vihl;
@@ -54,7 +54,7 @@ pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
 /// Fills addresses and protocol; returns the L4 offset. Extension headers are not walked.
 #[inline(always)]
 pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, pkt.l3_off).map_err(|()| reason::PASS_TRUNCATED)?;
+    let ip: *const Ipv6Hdr = ptr_at(ctx, pkt.l3_off).ok_or(reason::PASS_TRUNCATED)?;
     // SAFETY: `ptr_at` checked the fixed header is inside the frame.
     let ip = unsafe { &*ip };
     if ip.vcf[0] >> 4 != 6 {

@@ -9,7 +9,7 @@ use super::{Packet, ptr_at};
 #[inline(always)]
 pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<(), u32> {
     if pkt.key.proto == PROTO_TCP {
-        let tcp: *const TcpHdr = ptr_at(ctx, off).map_err(|()| reason::PASS_TRUNCATED)?;
+        let tcp: *const TcpHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the fixed TCP header is inside the frame.
         let tcp = unsafe { &*tcp };
         if tcp.doff() < 5 {
@@ -20,7 +20,7 @@ pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<()
         // SAFETY: byte 13 of the header checked above: the flags.
         pkt.tcp_flags = unsafe { *(core::ptr::from_ref(tcp).cast::<u8>().add(13)) };
     } else {
-        let udp: *const UdpHdr = ptr_at(ctx, off).map_err(|()| reason::PASS_TRUNCATED)?;
+        let udp: *const UdpHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the UDP header is inside the frame.
         let udp = unsafe { &*udp };
         pkt.key.sport = udp.src;

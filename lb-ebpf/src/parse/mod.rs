@@ -11,16 +11,16 @@ use lb_common::FlowKey;
 
 pub use l2::{ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
 
-/// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `Err(())` if the
+/// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `None` if the
 /// frame is shorter than `offset + size_of::<T>()`.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
-        return Err(());
+        return None;
     }
-    Ok((start + offset) as *mut T)
+    Some((start + offset) as *mut T)
 }
 
 /// A MAC address copied byte by byte: a plain array copy out of packet memory can become
@@ -43,7 +43,7 @@ pub fn write_l2(
     let p = proto.to_be_bytes();
     if let Some(tci) = vlan_tci {
         let h: *mut [u8; ETH_HLEN + VLAN_HLEN] =
-            ptr_at(ctx, 0).map_err(|()| lb_common::reason::DROP_INTERNAL)?;
+            ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         let t = ETH_P_8021Q.to_be_bytes();
         // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
         unsafe {
@@ -53,7 +53,7 @@ pub fn write_l2(
             ]);
         }
     } else {
-        let h: *mut [u8; ETH_HLEN] = ptr_at(ctx, 0).map_err(|()| lb_common::reason::DROP_INTERNAL)?;
+        let h: *mut [u8; ETH_HLEN] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 14 bytes are inside the frame.
         unsafe {
             h.write([

@@ -6,6 +6,7 @@
 mod attach;
 mod desired;
 mod layout;
+pub mod neigh;
 pub mod pinned;
 mod publish;
 mod tables;

@@ -1,0 +1,814 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::*;
+
+const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sluice.toml");
+const INVALID_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/invalid");
+
+/// A `[daemon]` table that validates, to prepend to VIP-only snippets.
+const DAEMON: &str = "[daemon]\ninterface = \"eth0\"\n";
+
+fn ok(text: &str) -> Loaded {
+    parse(text, "test.toml").unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text, "test.toml") {
+        Ok(loaded) => panic!("expected an error, got {loaded:#?}"),
+        Err(e) => e.problems(),
+    }
+}
+
+#[test]
+fn reference_config_validates_without_warnings() {
+    let loaded = load(Path::new(REFERENCE)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings, Vec::<String>::new());
+    let c = &loaded.config;
+    assert_eq!(c.daemon.interface, "eth0");
+    assert_eq!(c.daemon.xdp_mode, XdpMode::Auto);
+    assert_eq!(c.daemon.table_capacity, lb_common::DEFAULT_TABLE_SLOTS);
+    assert_eq!(c.daemon.encap_source_v4.to_string(), "172.16.0.0/16");
+    assert_eq!(c.daemon.encap_source_v6.to_string(), "fd00:5c::/96");
+    assert_eq!(c.vips.len(), 2);
+
+    let web = &c.vips[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.address, IpAddr::V4(Ipv4Addr::new(10, 100, 0, 10)));
+    assert_eq!(
+        (web.port, web.protocol, web.forwarding),
+        (80, Protocol::Tcp, Forwarding::Dsr)
+    );
+    assert_eq!(web.backends.len(), 3);
+    assert_eq!(web.backends[0].mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!(web.backends[1].weight, 2);
+    assert_eq!(web.backends[2].weight, 0);
+
+    let dns = &c.vips[1];
+    assert!(dns.address.is_ipv6());
+    assert_eq!(
+        (dns.protocol, dns.forwarding, dns.table_size),
+        (Protocol::Udp, Forwarding::Ipip, 997)
+    );
+    assert!(
+        dns.backends
+            .iter()
+            .all(|b| b.mac.is_none() && b.address.is_ipv6())
+    );
+}
+
+/// Every key the schema has (as `config export` writes it) appears in the reference file.
+#[test]
+fn reference_config_sets_every_key() {
+    let text = std::fs::read_to_string(REFERENCE).unwrap();
+    let exported = load(Path::new(REFERENCE))
+        .unwrap()
+        .config
+        .to_toml()
+        .unwrap();
+    let keys = |t: &str| -> std::collections::BTreeSet<String> {
+        let loc = Locator::new(t).unwrap();
+        loc.paths().map(strip_indices).collect()
+    };
+    let in_reference = keys(&text);
+    let missing: Vec<_> = keys(&exported).difference(&in_reference).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from config/sluice.toml: {missing:?}"
+    );
+    assert!(in_reference.contains("vip.backend.mac"));
+}
+
+fn strip_indices(path: &str) -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for c in path.chars() {
+        match c {
+            '[' => skip = true,
+            ']' => skip = false,
+            c if !skip => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn export_round_trips() {
+    let reference = load(Path::new(REFERENCE)).unwrap().config;
+    let minimal = ok(&format!(
+        "{DAEMON}[[vip]]\naddress = \"2001:db8::1\"\nport = 0\nprotocol = \"udp\"\nforwarding = \"ipip\"\n\
+         [[vip.backend]]\naddress = \"2001:db8::2\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n"
+    ))
+    .config;
+    let no_vips = ok(DAEMON).config;
+    for config in [reference, minimal, no_vips] {
+        let text = config.to_toml().unwrap();
+        let again = parse(&text, "export").unwrap_or_else(|e| panic!("{e}\n--- exported:\n{text}"));
+        assert_eq!(again.config, config, "exported:\n{text}");
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = ok(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\n\
+         [[vip]]\naddress = \"2001:db8::1\"\nport = 0\nprotocol = \"udp\"\nforwarding = \"ipip\"\n"
+    ))
+    .config;
+    let d = &c.daemon;
+    assert_eq!(d.xdp_mode, XdpMode::Auto);
+    assert_eq!(d.flow_table_size, 1_048_576);
+    assert_eq!(d.table_capacity, lb_common::DEFAULT_TABLE_SLOTS);
+    assert_eq!(d.hash_seed, 0);
+    assert_eq!(
+        d.encap_source_v4,
+        Ipv4Prefix::new(Ipv4Addr::new(172, 16, 0, 0), 16).unwrap()
+    );
+    assert_eq!(
+        d.encap_source_v6,
+        Ipv6Prefix::new("fd00:5c::".parse().unwrap(), 96).unwrap()
+    );
+    assert_eq!(c.vips[0].name, "10.0.0.1:80/tcp");
+    assert_eq!(c.vips[1].name, "[2001:db8::1]:0/udp");
+    assert_eq!(c.vips[0].scheduler, Scheduler::Maglev);
+    assert_eq!(c.vips[0].table_size, 65537);
+    assert_eq!(
+        c.vips[0].backends[0],
+        BackendConfig {
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
+            weight: 1,
+            mac: None
+        }
+    );
+}
+
+/// One row per file in `config/invalid/`: the problems expected, in order, as
+/// (line, path, fragment of the message).
+type Expected = &'static [(Option<usize>, &'static str, &'static str)];
+
+const INVALID: &[(&str, Expected)] = &[
+    ("syntax.toml", &[(Some(3), "", "invalid TOML")]),
+    (
+        "unknown_key.toml",
+        &[(
+            Some(13),
+            "vip[0].backend[0].wieght",
+            "unknown key `wieght` in [vip[0].backend[0]] (did you mean `weight`?); accepted keys: address, weight, mac",
+        )],
+    ),
+    (
+        "unknown_table.toml",
+        &[(
+            Some(2),
+            "deamon",
+            "unknown key `deamon` in the top level (did you mean `daemon`?)",
+        )],
+    ),
+    (
+        "wrong_type.toml",
+        &[(
+            Some(7),
+            "vip[0].port",
+            "wrong type: expected an integer, found string \"80\"",
+        )],
+    ),
+    (
+        "missing_required.toml",
+        &[
+            (
+                Some(2),
+                "daemon.interface",
+                "missing required key `interface` in [daemon]",
+            ),
+            (
+                Some(5),
+                "vip[0].port",
+                "missing required key `port` in [vip[0]]",
+            ),
+            (
+                Some(5),
+                "vip[0].forwarding",
+                "missing required key `forwarding` in [vip[0]]",
+            ),
+        ],
+    ),
+    (
+        "bad_ip.toml",
+        &[
+            (
+                Some(6),
+                "vip[0].address",
+                "\"10.0.0.300\" is not an IP address",
+            ),
+            (
+                Some(12),
+                "vip[0].backend[0].address",
+                "\"backend-1\" is not an IP address",
+            ),
+            (
+                Some(15),
+                "vip[0].backend[1].address",
+                "224.0.0.5 is a multicast address; a backend must be a unicast address",
+            ),
+        ],
+    ),
+    (
+        "bad_mac.toml",
+        &[
+            (
+                Some(14),
+                "vip[0].backend[0].mac",
+                "\"02-00-00-00-00-01\" is not a MAC address",
+            ),
+            (
+                Some(18),
+                "vip[0].backend[1].mac",
+                "01:00:5e:00:00:01 is a multicast MAC address",
+            ),
+            (
+                Some(22),
+                "vip[0].backend[2].mac",
+                "ff:ff:ff:ff:ff:ff is the broadcast MAC address",
+            ),
+            (
+                Some(26),
+                "vip[0].backend[3].mac",
+                "00:00:00:00:00:00 is the all-zero MAC address",
+            ),
+        ],
+    ),
+    (
+        "bad_prefix.toml",
+        &[
+            (
+                Some(4),
+                "daemon.encap_source_v4",
+                "\"172.16.1.0/16\" has host bits set (did you mean 172.16.0.0/16?)",
+            ),
+            (
+                Some(5),
+                "daemon.encap_source_v6",
+                "prefix length /112 of fd00:5c::/112 is too long: at most /96",
+            ),
+        ],
+    ),
+    (
+        "bad_prefix_length.toml",
+        &[
+            (
+                Some(4),
+                "daemon.encap_source_v4",
+                "prefix length /4 of 0.0.0.0/4 is out of range (8..=32)",
+            ),
+            (
+                Some(5),
+                "daemon.encap_source_v6",
+                "\"fd00:5c::\" is not a prefix",
+            ),
+        ],
+    ),
+    (
+        "mixed_family.toml",
+        &[(
+            Some(15),
+            "vip[0].backend[1].address",
+            "backend 2001:db8::2 is IPv6 but the VIP 10.0.0.1 is IPv4; a VIP and its backends must be the same family",
+        )],
+    ),
+    (
+        "duplicate_vip.toml",
+        &[(
+            Some(12),
+            "vip[1]",
+            "duplicate VIP 10.0.0.1:80/tcp: vip[0] (line 5) has the same address, port and protocol",
+        )],
+    ),
+    (
+        "duplicate_name.toml",
+        &[(
+            Some(13),
+            "vip[1].name",
+            "duplicate VIP name \"web\": vip[0] (line 5) has it too",
+        )],
+    ),
+    (
+        "duplicate_backend.toml",
+        &[(
+            Some(18),
+            "vip[0].backend[2].address",
+            "duplicate backend 10.0.1.2: vip[0].backend[0] (line 11) has the same address",
+        )],
+    ),
+    (
+        "weight_range.toml",
+        &[
+            (
+                Some(13),
+                "vip[0].backend[0].weight",
+                "-1 is out of range (0..=10000)",
+            ),
+            (
+                Some(20),
+                "vip[0].backend[2].weight",
+                "70000 is out of range (0..=10000)",
+            ),
+        ],
+    ),
+    (
+        "table_not_prime.toml",
+        &[(
+            Some(10),
+            "vip[0].table_size",
+            "65536 is not prime; Maglev needs a prime table size (nearest primes: 65521 and 65537)",
+        )],
+    ),
+    (
+        "table_range.toml",
+        &[
+            (
+                Some(10),
+                "vip[0].table_size",
+                "5 is out of range (7..=16777213)",
+            ),
+            (
+                Some(17),
+                "vip[1].table_size",
+                "16777259 is out of range (7..=16777213)",
+            ),
+        ],
+    ),
+    (
+        "table_too_small.toml",
+        &[(
+            Some(10),
+            "vip[0].table_size",
+            "23 is too small for 3 backends: it must be at least 10 × backends = 30; a prime ≥ 300 (e.g. 307)",
+        )],
+    ),
+    (
+        "table_capacity.toml",
+        &[(
+            Some(4),
+            "daemon.table_capacity",
+            "200000 lookup-table slots are too few: the VIPs need 262148",
+        )],
+    ),
+    (
+        "bad_enums.toml",
+        &[
+            (
+                Some(4),
+                "daemon.xdp_mode",
+                "unknown xdp_mode \"fast\"; accepted values: \"native\", \"generic\", \"auto\"",
+            ),
+            (
+                Some(9),
+                "vip[0].protocol",
+                "unknown protocol \"sctp\"; accepted values: \"tcp\", \"udp\"",
+            ),
+            (
+                Some(10),
+                "vip[0].forwarding",
+                "unknown forwarding \"nat\"; accepted values: \"dsr\", \"ipip\"",
+            ),
+            (
+                Some(11),
+                "vip[0].scheduler",
+                "unknown scheduler \"random\"; accepted values: \"maglev\"",
+            ),
+        ],
+    ),
+    (
+        "reserved_scheduler.toml",
+        &[(
+            Some(10),
+            "vip[0].scheduler",
+            "scheduler \"rr\" is not supported yet (only \"maglev\")",
+        )],
+    ),
+    (
+        "ipip_mac.toml",
+        &[(
+            Some(13),
+            "vip[0].backend[0].mac",
+            "`mac` is only used with forwarding = \"dsr\"; this VIP uses \"ipip\"",
+        )],
+    ),
+    (
+        "ranges.toml",
+        &[
+            (
+                Some(4),
+                "daemon.flow_table_size",
+                "512 is out of range (1024..=67108864)",
+            ),
+            (
+                Some(5),
+                "daemon.table_capacity",
+                "0 is out of range (14..=268435456)",
+            ),
+            (
+                Some(6),
+                "daemon.hash_seed",
+                "4294967296 is out of range (0..=4294967295)",
+            ),
+            (Some(10), "vip[0].port", "65536 is out of range (0..=65535)"),
+        ],
+    ),
+];
+
+fn check(name: &str, got: &[Problem], expected: Expected) -> Result<(), String> {
+    let show = || {
+        got.iter()
+            .map(|p| p.render(name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if got.len() != expected.len() {
+        return Err(format!(
+            "{name}: expected {} problems, got {}:\n{}",
+            expected.len(),
+            got.len(),
+            show()
+        ));
+    }
+    for (p, (line, path, fragment)) in got.iter().zip(expected) {
+        if p.line != *line || p.path != *path || !p.message.contains(fragment) {
+            return Err(format!(
+                "{name}: expected line {line:?}, path {path:?}, message containing {fragment:?}; got:\n{}",
+                show()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn invalid_configs_are_rejected_with_precise_problems() {
+    let mut failures = Vec::new();
+    for (file, expected) in INVALID {
+        let path = Path::new(INVALID_DIR).join(file);
+        match load(&path) {
+            Ok(loaded) => failures.push(format!("{file}: accepted: {loaded:?}")),
+            Err(ConfigError::Io { source, .. }) => failures.push(format!("{file}: {source}")),
+            Err(e) => {
+                // Every rendered line names the file.
+                let origin = path.display().to_string();
+                let text = e.to_string();
+                if !text.lines().all(|l| l.starts_with(&origin)) {
+                    failures.push(format!("{file}: a line without the origin in:\n{text}"));
+                }
+                if let Err(f) = check(file, &e.problems(), expected) {
+                    failures.push(f);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+/// A file in `config/invalid/` without a row in `INVALID` would go untested.
+#[test]
+fn every_invalid_file_has_a_row() {
+    let mut files: Vec<String> = std::fs::read_dir(INVALID_DIR)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    files.sort();
+    let mut rows: Vec<String> = INVALID.iter().map(|(f, _)| (*f).to_owned()).collect();
+    rows.sort();
+    assert_eq!(files, rows);
+}
+
+/// The checker itself rejects a wrong expectation (so the table can fail).
+#[test]
+fn checker_rejects_wrong_expectations() {
+    let got = problems(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 70000\n"
+    ));
+    let right: Expected = &[(
+        Some(10),
+        "vip[0].backend[0].weight",
+        "70000 is out of range (0..=10000)",
+    )];
+    assert_eq!(check("t", &got, right), Ok(()));
+    let wrongs: [Expected; 4] = [
+        &[(Some(9), "vip[0].backend[0].weight", "70000 is out of range")],
+        &[(
+            Some(10),
+            "vip[0].backend[1].weight",
+            "70000 is out of range",
+        )],
+        &[(Some(10), "vip[0].backend[0].weight", "is too large")],
+        &[],
+    ];
+    for wrong in wrongs {
+        assert!(check("t", &got, wrong).is_err(), "{wrong:?} passed");
+    }
+}
+
+#[test]
+fn error_display_lists_every_problem_on_its_own_line() {
+    let text = std::fs::read_to_string(Path::new(INVALID_DIR).join("weight_range.toml")).unwrap();
+    let e = parse(&text, "config/invalid/weight_range.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config/invalid/weight_range.toml: 2 errors in the configuration:\n\
+         config/invalid/weight_range.toml:13: vip[0].backend[0].weight: -1 is out of range (0..=10000)\n\
+         config/invalid/weight_range.toml:20: vip[0].backend[2].weight: 70000 is out of range (0..=10000)"
+    );
+
+    let e = parse("[daemon]\ninterface = \"eth0\nx = 1\n", "s.toml").unwrap_err();
+    assert!(matches!(e, ConfigError::Parse { .. }));
+    assert!(
+        e.to_string()
+            .starts_with("s.toml:2:18: invalid TOML: invalid basic string"),
+        "{e}"
+    );
+
+    let e = load(Path::new("/nonexistent/sluice.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/sluice.toml: cannot read: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn warnings_are_not_errors() {
+    let loaded = ok(&format!(
+        "{DAEMON}\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\ntable_size = 101\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\n[[vip.backend]]\naddress = \"10.0.1.2\"\n\
+         [[vip]]\naddress = \"10.0.0.3\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 0\n"
+    ));
+    assert_eq!(
+        loaded.warnings,
+        [
+            "test.toml:3: vip[0]: no backends: new flows to this VIP are dropped",
+            "test.toml:13: vip[1].table_size: 101 is less than 100 × 2 backends = 200: Maglev's imbalance \
+         may exceed 1%; a prime ≥ 200 (e.g. 211) keeps it under 1%",
+            "test.toml:18: vip[2]: every backend has weight 0: new flows to this VIP are dropped",
+        ]
+    );
+    assert_eq!(
+        ok(DAEMON).warnings.len(),
+        1,
+        "a config without VIPs is valid, with a warning"
+    );
+}
+
+#[test]
+fn duplicate_unnamed_vips_are_reported_once() {
+    let vip =
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n";
+    let got = problems(&format!("{DAEMON}{vip}{vip}"));
+    let expected: Expected = &[(
+        Some(8),
+        "vip[1]",
+        "duplicate VIP 10.0.0.1:80/tcp: vip[0] (line 3)",
+    )];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+#[test]
+fn a_name_may_not_take_another_vips_default_name() {
+    let got = problems(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip]]\nname = \"10.0.0.1:80/tcp\"\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n"
+    ));
+    let expected: Expected = &[(
+        Some(9),
+        "vip[1].name",
+        "duplicate VIP name \"10.0.0.1:80/tcp\": vip[0] (line 3)",
+    )];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+#[test]
+fn problems_from_all_tables_are_collected_at_once() {
+    let got = problems(
+        "[daemon]\ninterface = \"this-name-is-far-too-long\"\nxdp_mode = \"Native\"\n\
+         [[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"ipip\"\n\
+         [[vip.backend]]\naddress = \"::1\"\nweight = 20000\nmac = \"02:00:00:00:00:01\"\n",
+    );
+    let expected: Expected = &[
+        (
+            Some(2),
+            "daemon.interface",
+            "is not a valid interface name: longer than 15 bytes",
+        ),
+        (Some(3), "daemon.xdp_mode", "unknown xdp_mode \"Native\""),
+        (
+            Some(10),
+            "vip[0].backend[0].address",
+            "backend ::1 is IPv6 but the VIP 10.0.0.1 is IPv4",
+        ),
+        (
+            Some(11),
+            "vip[0].backend[0].weight",
+            "20000 is out of range",
+        ),
+        (
+            Some(12),
+            "vip[0].backend[0].mac",
+            "only used with forwarding = \"dsr\"",
+        ),
+    ];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+#[test]
+fn missing_daemon_table() {
+    let got = problems(
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n",
+    );
+    let expected: Expected = &[(None, "daemon", "missing required table [daemon]")];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+#[test]
+fn vip_array_written_as_a_table() {
+    let got = problems(&format!("{DAEMON}[vip]\naddress = \"10.0.0.1\"\n"));
+    let expected: Expected = &[(
+        Some(3),
+        "vip",
+        "wrong type: expected an array of tables (write [[vip]] sections, or vip = [ ... ])",
+    )];
+    assert_eq!(check("t", &got, expected), Ok(()));
+    let got = problems(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\nbackend = \"10.0.1.1\"\n"
+    ));
+    let expected: Expected = &[(
+        Some(8),
+        "vip[0].backend",
+        "expected an array of tables (write [[vip.backend]] sections",
+    )];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+#[test]
+fn inline_tables_are_located_too() {
+    let got = problems(&format!(
+        "vip = [\n  {{ address = \"10.0.0.1\", port = 80, protocol = \"tcp\", forwarding = \"dsr\",\n    \
+         backend = [{{ address = \"10.0.1.1\", weight = 99999 }}] }},\n]\n{DAEMON}"
+    ));
+    let expected: Expected = &[(Some(3), "vip[0].backend[0].weight", "99999 is out of range")];
+    assert_eq!(check("t", &got, expected), Ok(()));
+}
+
+/// `lb_common::MAX_VIPS` VIPs fit; one more is an error at the first VIP too many.
+#[test]
+fn too_many_vips() {
+    let vips = |n: usize| {
+        let mut text = format!(
+            "[daemon]\ninterface = \"eth0\"\ntable_capacity = {}\n",
+            14 * n
+        );
+        for i in 0..n {
+            let port = i + 1;
+            text.push_str(&format!(
+                "[[vip]]\naddress = \"10.0.0.1\"\nport = {port}\nprotocol = \"tcp\"\nforwarding = \"dsr\"\ntable_size = 7\n"
+            ));
+        }
+        text
+    };
+    let max = lb_common::MAX_VIPS as usize;
+    assert_eq!(ok(&vips(max)).config.vips.len(), max);
+    let got = problems(&vips(max + 1));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    // 3 daemon lines, then 6 lines a VIP: vip[max]'s header is on line 4 + 6 × max.
+    assert_eq!(
+        (got[0].line, got[0].path.as_str()),
+        (Some(4 + 6 * max), format!("vip[{max}]").as_str())
+    );
+    let fragment = format!("too many VIPs: {} configured, at most {max}", max + 1);
+    assert!(got[0].message.contains(&fragment), "{}", got[0].message);
+}
+
+/// `lb_common::MAX_BACKENDS - 1` backends (slot 0 is reserved) over all VIPs fit; one
+/// more is an error at the first backend too many.
+#[test]
+fn too_many_backends() {
+    let per_vip = 8192;
+    let table = (per_vip as u32 * 10..)
+        .find(|&n| validate::is_prime(n))
+        .unwrap();
+    let text = |last_vip_backends: usize| {
+        let mut text = String::from(DAEMON);
+        for (i, n) in [per_vip, last_vip_backends].into_iter().enumerate() {
+            text.push_str(&format!(
+                "[[vip]]\naddress = \"10.0.0.1\"\nport = {i}\nprotocol = \"tcp\"\nforwarding = \"dsr\"\ntable_size = {table}\n"
+            ));
+            for j in 0..n {
+                text.push_str(&format!(
+                    "[[vip.backend]]\naddress = \"10.{i}.{}.{}\"\n",
+                    j / 256,
+                    j % 256
+                ));
+            }
+        }
+        text
+    };
+    let max = lb_common::MAX_BACKENDS as usize - 1;
+    let fits = ok(&text(max - per_vip)).config;
+    assert_eq!(
+        fits.vips.iter().map(|v| v.backends.len()).sum::<usize>(),
+        max
+    );
+    let got = problems(&text(max - per_vip + 1));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, format!("vip[1].backend[{}]", max - per_vip));
+    assert!(
+        got[0]
+            .message
+            .contains(&format!("too many backends: {} configured", max + 1)),
+        "{}",
+        got[0].message
+    );
+    assert!(got[0].line.is_some());
+}
+
+#[test]
+fn macs() {
+    assert_eq!(
+        parse_mac("02:00:5E:aa:bb:0c"),
+        Ok([2, 0, 0x5e, 0xaa, 0xbb, 0x0c])
+    );
+    assert_eq!(
+        format_mac(&[2, 0, 0x5e, 0xaa, 0xbb, 0x0c]),
+        "02:00:5e:aa:bb:0c"
+    );
+    for bad in [
+        "",
+        "02:00:00:00:00",
+        "02:00:00:00:00:01:02",
+        "2:0:0:0:0:1",
+        "02:00:00:00:00:0g",
+        "0200.0000.0001",
+        "02:00:00:00:00:+1",
+    ] {
+        assert!(parse_mac(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(
+        parse_mac("03:00:00:00:00:01")
+            .unwrap_err()
+            .contains("multicast")
+    );
+}
+
+#[test]
+fn prefixes() {
+    let p: Ipv4Prefix = "10.0.0.0/8".parse().unwrap();
+    assert_eq!(
+        (p.addr(), p.prefix_len(), p.mask()),
+        (Ipv4Addr::new(10, 0, 0, 0), 8, Ipv4Addr::new(255, 0, 0, 0))
+    );
+    assert_eq!(
+        "0.0.0.0/0".parse::<Ipv4Prefix>().unwrap().mask(),
+        Ipv4Addr::UNSPECIFIED
+    );
+    assert_eq!(
+        "1.2.3.4/32".parse::<Ipv4Prefix>().unwrap().mask(),
+        Ipv4Addr::BROADCAST
+    );
+    let p: Ipv6Prefix = "fd00:5c::/96".parse().unwrap();
+    assert_eq!(
+        p.mask(),
+        "ffff:ffff:ffff:ffff:ffff:ffff::"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+    );
+    for bad in [
+        "10.0.0.0",
+        "10.0.0.0/33",
+        "10.0.0.1/8",
+        "10.0.0/8",
+        "10.0.0.0/x",
+        "::/8",
+    ] {
+        assert!(bad.parse::<Ipv4Prefix>().is_err(), "{bad:?} accepted");
+    }
+    for bad in ["fd00::", "fd00::/129", "fd00::1/96", "10.0.0.0/8"] {
+        assert!(bad.parse::<Ipv6Prefix>().is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn primes() {
+    let small: Vec<u32> = (0..40).filter(|&n| validate::is_prime(n)).collect();
+    assert_eq!(small, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37]);
+    assert!(validate::is_prime(65537));
+    assert!(validate::is_prime(16_777_213));
+    assert!(!validate::is_prime(65536));
+    assert!(!validate::is_prime(16_777_215));
+    assert!(!validate::is_prime(4_294_967_295));
+    assert!(validate::is_prime(4_294_967_291));
+}

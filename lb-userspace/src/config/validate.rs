@@ -1,0 +1,625 @@
+//! Semantic validation: from the file's shape (`raw`) to a typed [`Config`], collecting
+//! every problem rather than stopping at the first.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt::Display;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use super::locate::Locator;
+use super::raw::{RawBackend, RawDaemon, RawFile, RawVip};
+use super::{
+    BackendConfig, Config, DaemonConfig, Forwarding, Ipv4Prefix, Ipv6Prefix, Named, Problem,
+    Protocol, Scheduler, VipConfig, XdpMode,
+};
+use super::{
+    DEFAULT_ENCAP_SOURCE_V4, DEFAULT_ENCAP_SOURCE_V6, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_TABLE_CAPACITY, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT, ENCAP_V4_PREFIX_RANGE,
+    ENCAP_V6_MAX_PREFIX, FLOW_TABLE_SIZE_RANGE, GOOD_SLOTS_PER_BACKEND, MIN_SLOTS_PER_BACKEND,
+    TABLE_CAPACITY_RANGE, TABLE_SIZE_RANGE, WEIGHT_RANGE,
+};
+
+/// Validates `raw`; the config is `Some` exactly when there are no problems. Returns
+/// (config, problems, warnings).
+pub(super) fn validate(
+    raw: &RawFile,
+    loc: &Locator,
+) -> (Option<Config>, Vec<Problem>, Vec<Problem>) {
+    let mut cx = Cx {
+        loc,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let daemon = match &raw.daemon {
+        Some(d) => cx.daemon(d),
+        None => {
+            cx.error(
+                "daemon",
+                "missing required table [daemon] (it must set at least `interface`)",
+            );
+            None
+        }
+    };
+    let vips = cx.vips(&raw.vip, daemon.as_ref().map(|d| d.table_capacity));
+    // Report in file order; problems without a line (a missing [daemon]) come first.
+    cx.problems.sort_by_key(|p| p.line.unwrap_or(0));
+    cx.warnings.sort_by_key(|p| p.line.unwrap_or(0));
+    let config = match (daemon, vips) {
+        (Some(daemon), Some(vips)) if cx.problems.is_empty() => Some(Config { daemon, vips }),
+        _ => None,
+    };
+    (config, cx.problems, cx.warnings)
+}
+
+struct Cx<'a> {
+    loc: &'a Locator,
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Cx<'_> {
+    fn problem(&self, path: &str, message: impl Display) -> Problem {
+        Problem {
+            line: self.loc.line(path),
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+
+    fn error(&mut self, path: &str, message: impl Display) {
+        let p = self.problem(path, message);
+        self.problems.push(p);
+    }
+
+    fn warn(&mut self, path: &str, message: impl Display) {
+        let p = self.problem(path, message);
+        self.warnings.push(p);
+    }
+
+    /// `vip[0] (line 3)`: another place in the file, for "also at" messages.
+    fn where_is(&self, path: &str) -> String {
+        match self.loc.line(path) {
+            Some(line) => format!("{path} (line {line})"),
+            None => path.to_owned(),
+        }
+    }
+
+    fn missing(&mut self, path: &str) {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        let table = super::locate::parent(path).unwrap_or("");
+        self.error(path, format!("missing required key `{key}` in [{table}]"));
+    }
+
+    fn required<'v, T: ?Sized>(&mut self, path: &str, value: Option<&'v T>) -> Option<&'v T> {
+        if value.is_none() {
+            self.missing(path);
+        }
+        value
+    }
+
+    /// An integer in `range`, or `default` when absent (`None` default: required).
+    fn int<T>(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        default: Option<T>,
+        range: RangeInclusive<T>,
+    ) -> Option<T>
+    where
+        T: TryFrom<i64> + PartialOrd + Copy + Display,
+    {
+        let Some(v) = value else {
+            if default.is_none() {
+                self.missing(path);
+            }
+            return default;
+        };
+        match T::try_from(v) {
+            Ok(t) if range.contains(&t) => Some(t),
+            _ => {
+                self.error(
+                    path,
+                    format!("{v} is out of range ({}..={})", range.start(), range.end()),
+                );
+                None
+            }
+        }
+    }
+
+    /// One of the names in `T::ALL`, or `default` when absent (`None` default: required).
+    fn named<T: Named>(
+        &mut self,
+        path: &str,
+        value: Option<&String>,
+        default: Option<T>,
+    ) -> Option<T> {
+        let Some(s) = value else {
+            if default.is_none() {
+                self.missing(path);
+            }
+            return default;
+        };
+        if let Some((_, v)) = T::ALL.iter().find(|(n, _)| n == s) {
+            return Some(*v);
+        }
+        let accepted: Vec<String> = T::ALL.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        let message = if T::RESERVED.contains(&s.as_str()) {
+            format!(
+                "{} \"{s}\" is not supported yet (only {})",
+                T::FIELD,
+                accepted.join(", ")
+            )
+        } else {
+            format!(
+                "unknown {} \"{s}\"; accepted values: {}",
+                T::FIELD,
+                accepted.join(", ")
+            )
+        };
+        self.error(path, message);
+        None
+    }
+
+    fn ip(&mut self, path: &str, value: Option<&String>, what: &str) -> Option<IpAddr> {
+        let s = self.required(path, value)?;
+        let Ok(ip) = s.parse::<IpAddr>() else {
+            self.error(path, format!("\"{s}\" is not an IP address"));
+            return None;
+        };
+        let bad = if ip.is_unspecified() {
+            Some("the unspecified address")
+        } else if ip.is_multicast() {
+            Some("a multicast address")
+        } else if ip == IpAddr::from([255, 255, 255, 255]) {
+            Some("the broadcast address")
+        } else {
+            None
+        };
+        if let Some(bad) = bad {
+            self.error(
+                path,
+                format!("{ip} is {bad}; {what} must be a unicast address"),
+            );
+            return None;
+        }
+        Some(ip)
+    }
+
+    fn daemon(&mut self, d: &RawDaemon) -> Option<DaemonConfig> {
+        let interface = self
+            .required("daemon.interface", d.interface.as_ref())
+            .and_then(|name| match interface_name_problem(name) {
+                None => Some(name.clone()),
+                Some(why) => {
+                    self.error(
+                        "daemon.interface",
+                        format!("{name:?} is not a valid interface name: {why}"),
+                    );
+                    None
+                }
+            });
+        let xdp_mode = self.named("daemon.xdp_mode", d.xdp_mode.as_ref(), Some(XdpMode::Auto));
+        let flow_table_size = self.int(
+            "daemon.flow_table_size",
+            d.flow_table_size,
+            Some(DEFAULT_FLOW_TABLE_SIZE),
+            FLOW_TABLE_SIZE_RANGE,
+        );
+        let table_capacity = self.int(
+            "daemon.table_capacity",
+            d.table_capacity,
+            Some(DEFAULT_TABLE_CAPACITY),
+            TABLE_CAPACITY_RANGE,
+        );
+        let hash_seed = self.int("daemon.hash_seed", d.hash_seed, Some(0), 0..=u32::MAX);
+        let encap_source_v4 = self.encap_v4(
+            d.encap_source_v4
+                .as_deref()
+                .unwrap_or(DEFAULT_ENCAP_SOURCE_V4),
+        );
+        let encap_source_v6 = self.encap_v6(
+            d.encap_source_v6
+                .as_deref()
+                .unwrap_or(DEFAULT_ENCAP_SOURCE_V6),
+        );
+        Some(DaemonConfig {
+            interface: interface?,
+            xdp_mode: xdp_mode?,
+            flow_table_size: flow_table_size?,
+            table_capacity: table_capacity?,
+            hash_seed: hash_seed?,
+            encap_source_v4: encap_source_v4?,
+            encap_source_v6: encap_source_v6?,
+        })
+    }
+
+    fn encap_v4(&mut self, s: &str) -> Option<Ipv4Prefix> {
+        const PATH: &str = "daemon.encap_source_v4";
+        match s.parse::<Ipv4Prefix>() {
+            Err(e) => self.error(PATH, e),
+            Ok(p) if !ENCAP_V4_PREFIX_RANGE.contains(&p.prefix_len()) => self.error(
+                PATH,
+                format!(
+                    "prefix length /{} of {s} is out of range ({}..={})",
+                    p.prefix_len(),
+                    ENCAP_V4_PREFIX_RANGE.start(),
+                    ENCAP_V4_PREFIX_RANGE.end()
+                ),
+            ),
+            Ok(p) => return Some(p),
+        }
+        None
+    }
+
+    fn encap_v6(&mut self, s: &str) -> Option<Ipv6Prefix> {
+        const PATH: &str = "daemon.encap_source_v6";
+        match s.parse::<Ipv6Prefix>() {
+            Err(e) => self.error(PATH, e),
+            Ok(p) if p.prefix_len() > ENCAP_V6_MAX_PREFIX => self.error(
+                PATH,
+                format!(
+                    "prefix length /{} of {s} is too long: at most /{ENCAP_V6_MAX_PREFIX} (the last 32 bits carry the flow hash)",
+                    p.prefix_len()
+                ),
+            ),
+            Ok(p) => return Some(p),
+        }
+        None
+    }
+
+    fn vips(&mut self, raw: &[RawVip], table_capacity: Option<u32>) -> Option<Vec<VipConfig>> {
+        let max_vips = lb_common::MAX_VIPS as usize;
+        if raw.len() > max_vips {
+            self.error(
+                &format!("vip[{max_vips}]"),
+                format!(
+                    "too many VIPs: {} configured, at most {max_vips} (lb_common::MAX_VIPS)",
+                    raw.len()
+                ),
+            );
+        }
+        let max_backends = (lb_common::MAX_BACKENDS - 1) as usize;
+        let total_backends: usize = raw.iter().map(|v| v.backend.len()).sum();
+        if total_backends > max_backends {
+            let (i, j) = nth_backend(raw, max_backends);
+            self.error(
+                &format!("vip[{i}].backend[{j}]"),
+                format!(
+                    "too many backends: {total_backends} configured over all VIPs, at most {max_backends} \
+                     (lb_common::MAX_BACKENDS - 1; backend slot 0 is reserved)"
+                ),
+            );
+        }
+        if raw.is_empty() {
+            self.warn("", "no [[vip]] configured: nothing will be load-balanced");
+        }
+
+        let mut ok = true;
+        let mut vips = Vec::with_capacity(raw.len());
+        let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+        // Name → (vip index, whether it was written rather than defaulted).
+        let mut names: HashMap<String, (usize, bool)> = HashMap::new();
+        let mut slots_needed: u64 = 0;
+        for (i, v) in raw.iter().enumerate() {
+            let path = format!("vip[{i}]");
+            let vip = self.vip(v, &path);
+            if let Some(size) = vip.table_size {
+                slots_needed += 2 * u64::from(size);
+            }
+            if let (Some(address), Some(port), Some(protocol)) =
+                (vip.address, vip.port, vip.protocol)
+            {
+                match keys.entry((address, port, protocol)) {
+                    Entry::Occupied(first) => {
+                        let other = self.where_is(&format!("vip[{}]", first.get()));
+                        let name = VipConfig::default_name(address, port, protocol);
+                        self.error(
+                            &path,
+                            format!("duplicate VIP {name}: {other} has the same address, port and protocol"),
+                        );
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(i);
+                    }
+                }
+            }
+            if let Some(name) = &vip.name {
+                let explicit = v.name.is_some();
+                match names.entry(name.clone()) {
+                    // Two defaulted names collide only for duplicate VIPs, reported above.
+                    Entry::Occupied(first) if explicit || first.get().1 => {
+                        let other = self.where_is(&format!("vip[{}]", first.get().0));
+                        let at = if explicit {
+                            format!("{path}.name")
+                        } else {
+                            path.clone()
+                        };
+                        let defaulted = if explicit {
+                            ""
+                        } else {
+                            " (the default name of this VIP)"
+                        };
+                        self.error(
+                            &at,
+                            format!("duplicate VIP name \"{name}\"{defaulted}: {other} has it too"),
+                        );
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(e) => {
+                        e.insert((i, explicit));
+                    }
+                }
+            }
+            match vip.finish() {
+                Some(vip) => vips.push(vip),
+                None => ok = false,
+            }
+        }
+        if let Some(capacity) = table_capacity
+            && slots_needed > u64::from(capacity)
+        {
+            self.error(
+                "daemon.table_capacity",
+                format!(
+                    "{capacity} lookup-table slots are too few: the VIPs need {slots_needed} \
+                         (2 × the sum of their table_size, tables are double-buffered); \
+                         raise table_capacity to at least {slots_needed} or use smaller tables"
+                ),
+            );
+        }
+        ok.then_some(vips)
+    }
+
+    fn vip(&mut self, v: &RawVip, path: &str) -> PartialVip {
+        let at = |key: &str| format!("{path}.{key}");
+        let address = self.ip(&at("address"), v.address.as_ref(), "a VIP");
+        let port = self.int(&at("port"), v.port, None, 0..=u16::MAX);
+        let protocol = self.named::<Protocol>(&at("protocol"), v.protocol.as_ref(), None);
+        let forwarding = self.named::<Forwarding>(&at("forwarding"), v.forwarding.as_ref(), None);
+        let scheduler = self.named(
+            &at("scheduler"),
+            v.scheduler.as_ref(),
+            Some(Scheduler::Maglev),
+        );
+        let table_size = self.table_size(&at("table_size"), v.table_size, v.backend.len());
+        let name = match &v.name {
+            Some(name) => match vip_name_problem(name) {
+                None => Some(name.clone()),
+                Some(why) => {
+                    self.error(
+                        &at("name"),
+                        format!("{name:?} is not a valid VIP name: {why}"),
+                    );
+                    None
+                }
+            },
+            None => match (address, port, protocol) {
+                (Some(a), Some(p), Some(proto)) => Some(VipConfig::default_name(a, p, proto)),
+                _ => None,
+            },
+        };
+
+        let mut backends = Some(Vec::with_capacity(v.backend.len()));
+        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        for (j, b) in v.backend.iter().enumerate() {
+            let bpath = format!("{path}.backend[{j}]");
+            let backend = self.backend(b, &bpath, address, forwarding);
+            if let Some(addr) = b.address.as_ref().and_then(|s| s.parse::<IpAddr>().ok()) {
+                match seen.entry(addr) {
+                    Entry::Occupied(first) => {
+                        let other = self.where_is(&format!("{path}.backend[{}]", first.get()));
+                        self.error(
+                            &format!("{bpath}.address"),
+                            format!("duplicate backend {addr}: {other} has the same address"),
+                        );
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(j);
+                    }
+                }
+            }
+            match (backend, &mut backends) {
+                (Some(b), Some(list)) => list.push(b),
+                _ => backends = None,
+            }
+        }
+        if v.backend.is_empty() {
+            self.warn(path, "no backends: new flows to this VIP are dropped");
+        } else if v.backend.iter().all(|b| b.weight == Some(0)) {
+            self.warn(
+                path,
+                "every backend has weight 0: new flows to this VIP are dropped",
+            );
+        }
+        PartialVip {
+            name,
+            address,
+            port,
+            protocol,
+            forwarding,
+            scheduler,
+            table_size,
+            backends,
+        }
+    }
+
+    /// A prime in range, with at least `MIN_SLOTS_PER_BACKEND` slots per backend.
+    fn table_size(&mut self, path: &str, value: Option<i64>, backends: usize) -> Option<u32> {
+        let size = self.int(path, value, Some(DEFAULT_TABLE_SIZE), TABLE_SIZE_RANGE)?;
+        if !is_prime(size) {
+            let below = (2..size).rev().find(|&n| is_prime(n));
+            let above = (size..).find(|&n| is_prime(n));
+            let near = match below {
+                Some(b) => format!(" (nearest primes: {b} and {})", above.unwrap_or(size)),
+                None => String::new(),
+            };
+            self.error(
+                path,
+                format!("{size} is not prime; Maglev needs a prime table size{near}"),
+            );
+            return None;
+        }
+        let backends = u64::try_from(backends).unwrap_or(u64::MAX);
+        let min = backends.saturating_mul(u64::from(MIN_SLOTS_PER_BACKEND));
+        let good = backends.saturating_mul(u64::from(GOOD_SLOTS_PER_BACKEND));
+        let suggestion = u32::try_from(good)
+            .ok()
+            .and_then(|g| (g..=*TABLE_SIZE_RANGE.end()).find(|&n| is_prime(n)))
+            .map_or(String::new(), |p| format!(" (e.g. {p})"));
+        if u64::from(size) < min {
+            self.error(
+                path,
+                format!(
+                    "{size} is too small for {backends} backends: it must be at least \
+                     {MIN_SLOTS_PER_BACKEND} × backends = {min}; a prime ≥ {good}{suggestion} \
+                     keeps Maglev's imbalance under 1%"
+                ),
+            );
+            return None;
+        }
+        if u64::from(size) < good {
+            self.warn(
+                path,
+                format!(
+                    "{size} is less than {GOOD_SLOTS_PER_BACKEND} × {backends} backends = {good}: \
+                     Maglev's imbalance may exceed 1%; a prime ≥ {good}{suggestion} keeps it under 1%"
+                ),
+            );
+        }
+        Some(size)
+    }
+
+    fn backend(
+        &mut self,
+        b: &RawBackend,
+        path: &str,
+        vip: Option<IpAddr>,
+        forwarding: Option<Forwarding>,
+    ) -> Option<BackendConfig> {
+        let at = |key: &str| format!("{path}.{key}");
+        let mut address = self.ip(&at("address"), b.address.as_ref(), "a backend");
+        if let (Some(a), Some(vip)) = (address, vip)
+            && a.is_ipv4() != vip.is_ipv4()
+        {
+            self.error(
+                    &at("address"),
+                    format!(
+                        "backend {a} is {} but the VIP {vip} is {}; a VIP and its backends must be the same family",
+                        family(a),
+                        family(vip)
+                    ),
+                );
+            address = None;
+        }
+        let weight = self.int(&at("weight"), b.weight, Some(DEFAULT_WEIGHT), WEIGHT_RANGE);
+        let mac = match &b.mac {
+            None => Some(None),
+            Some(s) => match super::parse_mac(s) {
+                Err(e) => {
+                    self.error(&at("mac"), e);
+                    None
+                }
+                Ok(_) if forwarding == Some(Forwarding::Ipip) => {
+                    self.error(
+                        &at("mac"),
+                        "`mac` is only used with forwarding = \"dsr\"; this VIP uses \"ipip\" \
+                         (the outer packet is routed), remove it",
+                    );
+                    None
+                }
+                Ok(mac) => Some(Some(mac)),
+            },
+        };
+        Some(BackendConfig {
+            address: address?,
+            weight: weight?,
+            mac: mac?,
+        })
+    }
+}
+
+/// A VIP whose fields may have failed validation.
+struct PartialVip {
+    name: Option<String>,
+    address: Option<IpAddr>,
+    port: Option<u16>,
+    protocol: Option<Protocol>,
+    forwarding: Option<Forwarding>,
+    scheduler: Option<Scheduler>,
+    table_size: Option<u32>,
+    backends: Option<Vec<BackendConfig>>,
+}
+
+impl PartialVip {
+    fn finish(self) -> Option<VipConfig> {
+        Some(VipConfig {
+            name: self.name?,
+            address: self.address?,
+            port: self.port?,
+            protocol: self.protocol?,
+            forwarding: self.forwarding?,
+            scheduler: self.scheduler?,
+            table_size: self.table_size?,
+            backends: self.backends?,
+        })
+    }
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// (vip index, backend index) of the `n`th backend (0-based) over all VIPs.
+fn nth_backend(raw: &[RawVip], mut n: usize) -> (usize, usize) {
+    for (i, v) in raw.iter().enumerate() {
+        if n < v.backend.len() {
+            return (i, n);
+        }
+        n -= v.backend.len();
+    }
+    (raw.len(), 0)
+}
+
+pub(super) fn is_prime(n: u32) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let n = u64::from(n);
+    (3..)
+        .step_by(2)
+        .take_while(|d| d * d <= n)
+        .all(|d| n % d != 0)
+}
+
+/// Why `name` cannot be a Linux interface name (`dev_valid_name`), if it cannot.
+fn interface_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 15 {
+        Some("longer than 15 bytes (IFNAMSIZ - 1)")
+    } else if name == "." || name == ".." {
+        Some("reserved")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        Some("it contains '/', ':' or whitespace")
+    } else {
+        None
+    }
+}
+
+/// Why `name` cannot name a VIP, if it cannot.
+fn vip_name_problem(name: &str) -> Option<&'static str> {
+    if name.trim().is_empty() {
+        Some("it is empty")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else {
+        None
+    }
+}
