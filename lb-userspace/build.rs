@@ -6,7 +6,12 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../lb-ebpf");
     aya_build::build_ebpf(
-        [Package { name: "lb-ebpf", root_dir: root, features: &["build-ebpf"], ..Package::default() }],
+        [Package {
+            name: "lb-ebpf",
+            root_dir: root,
+            features: &["build-ebpf"],
+            ..Package::default()
+        }],
         Toolchain::default(),
     )
 }

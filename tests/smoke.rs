@@ -52,18 +52,27 @@ impl Lab {
                 n = ns.name,
                 s = &ns.name[ns.name.len() - 2..],
             ))?;
-            ns.exec(&format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"))?;
+            ns.exec(&format!(
+                "ip addr add {addr}/24 dev eth0 && ip link set eth0 up"
+            ))?;
         }
         // Frames the LB sends with XDP_TX are only received by a veth peer that runs an
         // XDP program; local sockets' partial checksums do not survive XDP_TX.
-        client.exec(&format!("ip route add {VIP}/32 via {LB} && ethtool -K eth0 tx off >/dev/null"))?;
+        client.exec(&format!(
+            "ip route add {VIP}/32 via {LB} && ethtool -K eth0 tx off >/dev/null"
+        ))?;
         lb.exec("sysctl -qw net.ipv4.ip_forward=1")?;
         backend.exec(&format!(
             "ip addr add {VIP}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1 \
              && sysctl -qw net.ipv4.conf.all.arp_announce=2 && sysctl -qw net.ipv4.conf.all.rp_filter=0 \
              && sysctl -qw net.ipv4.conf.eth0.rp_filter=0"
         ))?;
-        Ok(Self { client, lb, backend, switch })
+        Ok(Self {
+            client,
+            lb,
+            backend,
+            switch,
+        })
     }
 
     fn backend_mac(&self) -> anyhow::Result<[u8; 6]> {
@@ -81,18 +90,32 @@ struct DecapGuard<'a>(&'a Named);
 
 impl Drop for DecapGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.0.run(|| pinned::detach_pinned(programs::DECAP, "eth0"));
+        let _ = self
+            .0
+            .run(|| pinned::detach_pinned(programs::DECAP, "eth0"));
     }
 }
 
 fn desired(mode: u8, mac: Option<[u8; 6]>) -> Desired {
     let backend = |proto| DesiredVip {
-        ident: VipIdent { address: VIP.parse().expect("vip"), port: 0, proto },
+        ident: VipIdent {
+            address: VIP.parse().expect("vip"),
+            port: 0,
+            proto,
+        },
         mode,
         table_size: 251,
-        backends: vec![DesiredBackend { address: BACKEND.parse().expect("be"), weight: 1, mac, serving: true }],
+        backends: vec![DesiredBackend {
+            address: BACKEND.parse().expect("be"),
+            weight: 1,
+            mac,
+            serving: true,
+        }],
     };
-    Desired { global: Global::default(), vips: vec![backend(PROTO_TCP), backend(PROTO_UDP)] }
+    Desired {
+        global: Global::default(),
+        vips: vec![backend(PROTO_TCP), backend(PROTO_UDP)],
+    }
 }
 
 /// Serve `n` TCP connections (echo with a prefix) and UDP datagrams on the backend.
@@ -114,7 +137,9 @@ fn serve(lab: &Lab, tcp_port: u16, udp_port: u16) -> anyhow::Result<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         for _ in 0..3 {
-            let Ok((n, from)) = udp.recv_from(&mut buf) else { break };
+            let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                break;
+            };
             let _ = udp.send_to(&[b"backend:".as_slice(), &buf[..n]].concat(), from);
         }
     });
@@ -132,7 +157,8 @@ fn exercise(lab: &Lab, tcp_port: u16, udp_port: u16) -> anyhow::Result<()> {
         s.set_read_timeout(Some(TIMEOUT))?;
         s.write_all(format!("hello {i}").as_bytes())?;
         let mut got = String::new();
-        s.read_to_string(&mut got).with_context(|| format!("tcp read {i}"))?;
+        s.read_to_string(&mut got)
+            .with_context(|| format!("tcp read {i}"))?;
         assert_eq!(got, format!("backend:hello {i}"));
     }
     let udp = lab.client.run(|| UdpSocket::bind("10.98.0.2:0"))??;
@@ -141,7 +167,9 @@ fn exercise(lab: &Lab, tcp_port: u16, udp_port: u16) -> anyhow::Result<()> {
     for i in 0..3 {
         udp.send(format!("dgram {i}").as_bytes())?;
         let mut buf = [0u8; 64];
-        let n = udp.recv(&mut buf).with_context(|| format!("udp reply {i}"))?;
+        let n = udp
+            .recv(&mut buf)
+            .with_context(|| format!("udp reply {i}"))?;
         assert_eq!(&buf[..n], format!("backend:dgram {i}").as_bytes());
     }
     Ok(())
@@ -151,22 +179,33 @@ fn exercise(lab: &Lab, tcp_port: u16, udp_port: u16) -> anyhow::Result<()> {
 fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
     require_root();
     let lab = Lab::up()?;
-    let mut dp = Dataplane::load(Sizes { flow_entries: 4096, table_slots: 4096 })?;
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: 4096,
+        table_slots: 4096,
+    })?;
 
     // DSR, with the backend's MAC configured.
     dp.publish(&desired(MODE_DSR, Some(lab.backend_mac()?)))?;
-    let mode = lab.lb.run(|| dp.attach(programs::BALANCER, "eth0", AttachMode::Native))??;
+    let mode = lab
+        .lb
+        .run(|| dp.attach(programs::BALANCER, "eth0", AttachMode::Native))??;
     assert_eq!(mode, AttachMode::Native);
-    lab.switch.run(|| pinned::attach_pinned(programs::PASS, "p-lb", AttachMode::Native))??;
+    lab.switch
+        .run(|| pinned::attach_pinned(programs::PASS, "p-lb", AttachMode::Native))??;
     let _pass = PassGuard(&lab.switch);
     serve(&lab, 8080, 5353)?;
     exercise(&lab, 8080, 5353).context("dsr")?;
     let counts = dp.reason_counts()?;
-    assert!(counts[reason::FWD_TX as usize] >= 12, "forwarded {}", counts[reason::FWD_TX as usize]);
+    assert!(
+        counts[reason::FWD_TX as usize] >= 12,
+        "forwarded {}",
+        counts[reason::FWD_TX as usize]
+    );
 
     // IPIP: the LB resolves the backend's MAC itself (FIB + neighbour table); the backend
     // decapsulates with sluice's decap program.
-    lab.backend.run(|| pinned::attach_pinned(programs::DECAP, "eth0", AttachMode::Native))??;
+    lab.backend
+        .run(|| pinned::attach_pinned(programs::DECAP, "eth0", AttachMode::Native))??;
     let _decap = DecapGuard(&lab.backend);
     let ipip = desired(MODE_IPIP, None);
     dp.publish(&ipip)?;
@@ -175,7 +214,9 @@ fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
     lab.lb.run(|| neigh::prime(&neigh::fib_backends(&ipip)))?;
     let resolved = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
-        lab.lb.exec(&format!("ip neigh show {BACKEND}")).is_ok_and(|s| s.contains("lladdr"))
+        lab.lb
+            .exec(&format!("ip neigh show {BACKEND}"))
+            .is_ok_and(|s| s.contains("lladdr"))
     });
     assert!(resolved, "priming did not resolve the backend's MAC");
     serve(&lab, 8081, 5354)?;

@@ -50,5 +50,8 @@ pub const NAMES: [&str; COUNT as usize] = [
 
 /// Reasons whose packets are dropped (the rest of the non-forward reasons pass).
 pub const fn is_drop(code: u32) -> bool {
-    matches!(code, DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_NO_NEIGH | DROP_TOO_BIG | DROP_INTERNAL)
+    matches!(
+        code,
+        DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_NO_NEIGH | DROP_TOO_BIG | DROP_INTERNAL
+    )
 }

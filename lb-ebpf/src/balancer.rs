@@ -19,7 +19,11 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Ok(action) => action,
         Err(code) => {
             stats::reason(code);
-            if reason::is_drop(code) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+            if reason::is_drop(code) {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            }
         }
     }
 }
@@ -28,7 +32,12 @@ pub fn run(ctx: &XdpContext) -> u32 {
 /// address's all-ports VIP (port 0).
 #[inline(always)]
 fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
-    let mut k = VipKey { addr: key.dst, port: key.dport, proto: key.proto, family: key.family };
+    let mut k = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
     // SAFETY: `VIPS` values are replaced whole by the daemon, never written in place.
     if let Some(v) = unsafe { VIPS.get(k) } {
         return Some(v);
@@ -48,17 +57,18 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         Some((id, b)) => (id, b, false),
         None => {
             let (id, b) = select::maglev(vip, hash).ok_or(reason::DROP_NO_BACKEND)?;
-            // A reset opens nothing: forward it, but do not remember it.
-            let insert = pkt.tcp_flags & TCP_RST == 0;
-            if insert {
-                flow::insert(&pkt.key, id, b.generation);
-            }
-            (id, b, insert)
+            (id, b, true)
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let verdict = forward::forward(ctx, &pkt, vip.mode, backend, hash)?;
-    stats::forwarded(vip.vip_id, id, bytes, new_flow);
+    // Remember a new flow only once its packet is on its way (a dropped first packet opens
+    // nothing), and never for a lone reset.
+    let opened = new_flow && pkt.tcp_flags & TCP_RST == 0;
+    if opened {
+        flow::insert(&pkt.key, id, backend.generation);
+    }
+    stats::forwarded(vip.vip_id, id, bytes, opened);
     match verdict {
         Verdict::Tx => {
             stats::reason(reason::FWD_TX);

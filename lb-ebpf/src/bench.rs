@@ -12,7 +12,10 @@ pub fn floor_tx(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: `ptr_at` checked the header is inside the frame.
-    #[expect(clippy::manual_swap, reason = "mem::swap of packet memory may become a memcpy call the verifier rejects")]
+    #[expect(
+        clippy::manual_swap,
+        reason = "mem::swap of packet memory may become a memcpy call the verifier rejects"
+    )]
     unsafe {
         let dst = (*eth).dst_addr;
         (*eth).dst_addr = (*eth).src_addr;

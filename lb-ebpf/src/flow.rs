@@ -25,7 +25,10 @@ pub fn lookup(key: &FlowKey, vip_id: u32) -> Option<(u32, &'static Backend)> {
 /// Pin the flow to `backend_id`. A full table evicts its least recently used entry.
 #[inline(always)]
 pub fn insert(key: &FlowKey, backend_id: u32, generation: u32) {
-    let v = FlowValue { backend_id, generation };
+    let v = FlowValue {
+        backend_id,
+        generation,
+    };
     // A failed insert (out of memory) only costs the flow its stickiness until the next
     // packet; there is nothing better to do with the error on the fast path.
     let _ = FLOWS.insert(key, v, 0);

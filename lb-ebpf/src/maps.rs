@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue,
-    GlobalConfig, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
+    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue, GlobalConfig,
+    MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core

@@ -5,7 +5,10 @@ use tracing::info;
 
 use crate::{
     config::{Config, XdpMode},
-    dataplane::{AttachMode, Dataplane, neigh, DataplaneError, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent},
+    dataplane::{
+        AttachMode, Dataplane, DataplaneError, Desired, DesiredBackend, DesiredVip, Global, Sizes,
+        VipIdent, neigh,
+    },
 };
 
 /// The dataplane's desired state for a validated config.
@@ -21,13 +24,22 @@ pub fn desired_from(config: &Config) -> Desired {
             .vips
             .iter()
             .map(|v| DesiredVip {
-                ident: VipIdent { address: v.address, port: v.port, proto: v.protocol.ip_proto() },
+                ident: VipIdent {
+                    address: v.address,
+                    port: v.port,
+                    proto: v.protocol.ip_proto(),
+                },
                 mode: v.forwarding.mode(),
                 table_size: v.table_size,
                 backends: v
                     .backends
                     .iter()
-                    .map(|b| DesiredBackend { address: b.address, weight: b.weight, mac: b.mac, serving: true })
+                    .map(|b| DesiredBackend {
+                        address: b.address,
+                        weight: b.weight,
+                        mac: b.mac,
+                        serving: true,
+                    })
                     .collect(),
             })
             .collect(),
@@ -45,7 +57,10 @@ pub fn attach_mode(m: XdpMode) -> AttachMode {
 /// Load the data plane for `config`, publish it and attach the balancer.
 pub fn start(config: &Config) -> Result<Dataplane, DataplaneError> {
     let d = &config.daemon;
-    let mut dp = Dataplane::load(Sizes { flow_entries: d.flow_table_size, table_slots: d.table_capacity })?;
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: d.flow_table_size,
+        table_slots: d.table_capacity,
+    })?;
     let desired = desired_from(config);
     let report = dp.publish(&desired)?;
     neigh::prime(&neigh::fib_backends(&desired));

@@ -1,1 +1,1137 @@
-//! Placeholder: being written.
+//! Weighted Maglev lookup tables (Eisenbud et al., "Maglev: A Fast and Reliable Software
+//! Network Load Balancer", NSDI 2016, §3.4), with weights that are really proportional.
+//!
+//! # The table
+//!
+//! A table has `M` slots, `M` prime. The XDP program sends a new flow to
+//! `table[flow_hash % M]`; every LB instance that builds the same table from the same
+//! backends therefore agrees on where every flow goes.
+//!
+//! # Permutations and the hash
+//!
+//! Every backend owns a permutation of `0..M`: `offset = h1(name) % M`,
+//! `skip = h2(name) % (M − 1) + 1`, and its `j`-th preference is `(offset + j·skip) % M`
+//! (a full permutation, since `M` is prime and `1 ≤ skip < M`). It derives from the
+//! backend's *name* only, so a backend keeps its permutation when others come and go, on
+//! every instance and across restarts.
+//!
+//! `h1` and `h2` are SipHash-2-4 (Aumasson and Bernstein, 2012) of the UTF-8 bytes of the
+//! name, with the 128-bit key `(seed, OFFSET_KEY)` and `(seed, SKIP_KEY)`: two independent,
+//! seeded, well-distributed 64-bit hashes. It is implemented here (≈ 30 lines, no new crate)
+//! and pinned by the reference test vectors of the SipHash paper, because the hash is part of
+//! the on-wire contract between LB instances: it must never change with a Rust release
+//! (which rules out `DefaultHasher`/`RandomState`) or with a crate upgrade. Names are short
+//! and there are at most a few thousand per table, so its speed is irrelevant here.
+//!
+//! # Weights
+//!
+//! The original algorithm gives every backend one slot per round, so all backends get
+//! (almost) the same share. Weighting schemes that merely let heavier backends go more
+//! often, or start earlier, give shares only loosely related to the weights (Katran's
+//! default hasher is known to give 1:2:3 nearly equal shares). Here, instead:
+//!
+//! 1. **Quotas.** Backend `i` gets exactly `qᵢ = ⌊M·wᵢ/W⌋` slots (`W = Σw`), and the
+//!    `M − Σqᵢ` slots left over go one each to the backends with the largest remainders
+//!    `M·wᵢ mod W` (ties: name order). Every backend therefore owns its exact share
+//!    `M·wᵢ/W` rounded up or down: the error is *below one slot*, so the relative error is
+//!    under `1/(M·wᵢ/W)`, i.e. under 1% whenever a backend's share is at least 100 slots
+//!    (for equal weights: whenever `M ≥ 100·N`). A backend whose share is under one slot
+//!    may get none.
+//! 2. **Credit rounds.** The table fills in rounds. In each round every backend (in name
+//!    order) earns `credit += wᵢ` and, if `credit ≥ w_max` and its quota is not used up,
+//!    claims a slot (`credit −= w_max`): the next slot of its own permutation that is still
+//!    free. So backend `i` makes its `k`-th claim in round `⌈k·w_max/wᵢ⌉`: claims interleave
+//!    in proportion to the weights and each backend takes the *head* of its permutation,
+//!    which is what keeps the table consistent when the set of backends changes. With equal
+//!    weights this is exactly the original Maglev population.
+//!
+//! The input order of the entries does not matter (they are sorted by name first), and the
+//! result is a pure function of `(names, weights, ids, M, seed)`.
+//!
+//! # Consistency
+//!
+//! Removing one of `N` backends moves its own `1/N` of the slots plus a cascade: the
+//! survivors find the freed slots earlier in their walks, stop short of slots they used to
+//! take, which others then take, and so on. Measured at M = 65537 (see the tests), removing
+//! one of 3, 10, 100, 1000 equal backends moves 1.00×, 1.03×, 1.57× and ≈ 7× the minimum
+//! (the extra is ≈ 0.6% of the table for large `N`, less with a larger `M`), the same as
+//! textbook Maglev.
+//!
+//! # Speed
+//!
+//! Almost all the time goes into the permutation walks: a claim probes `M/free` slots on
+//! average, each probe one bit of an occupancy bitmap (16 KiB at M = 65537, in L1) and a
+//! branch-free add-and-wrap. Walking the last few slots is the expensive part (at M = 65537
+//! with 1000 backends, half of all probes are for the last 256 claims), so once `√M` slots
+//! are left (the "endgame") a claim instead scans the list of free slots for the one that
+//! comes first in the claimant's permutation: slot `f` is `(f − pos)·skip⁻¹ mod M` steps
+//! away, a multiply and a Barrett reduction. Both give the same slot.
+//!
+//! The rounds are run by one of two schedulers that produce the identical claim order: a
+//! plain loop over the backends (cheap when the weights are of similar size) or, when the
+//! weights are so skewed that most rounds would be idle for most backends, a binary heap
+//! keyed by each backend's next claim round (`O(M·log N)` whatever the weights).
+//!
+//! A release build takes 1.0–1.3 ms for 10 to 1000 equal backends at M = 65537 on a shared
+//! 2-vCPU VM, 1.5 ms with weights 1..=100 (see the `build_time` test). A build allocates a
+//! handful of flat `Vec`s, nothing per slot.
+
+use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hint::select_unpredictable;
+
+use lb_common::NO_BACKEND;
+
+/// One backend as the table builder sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry<'a> {
+    /// Stable identity (e.g. "10.0.0.2" or "[2001:db8::2]"); the permutation derives from it, so the
+    /// same backend gets the same permutation on every LB instance and after restarts.
+    pub name: &'a str,
+    /// Relative weight; 0 = takes no slots.
+    pub weight: u32,
+    /// The value written into the slots this backend owns (a backend id; never 0).
+    pub id: u32,
+}
+
+/// Why a table cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MaglevError {
+    /// The table size must be a prime, or permutations would not visit every slot.
+    #[error("Maglev table size {0} is not a prime")]
+    NotPrime(u32),
+    /// Fewer slots than backends with a non-zero weight.
+    #[error(
+        "Maglev table size {size} is smaller than the number of weighted backends ({backends})"
+    )]
+    TooSmall {
+        /// The requested table size.
+        size: u32,
+        /// Backends with a non-zero weight.
+        backends: usize,
+    },
+    /// Id 0 is `NO_BACKEND`: a slot holding it drops traffic.
+    #[error("backend {0:?} has id 0, which is reserved for \"no backend\"")]
+    ZeroId(String),
+    /// Two entries with the same name would get the same permutation.
+    #[error("backend name {0:?} appears more than once")]
+    DuplicateName(String),
+    /// Two different backends would write the same id into the table.
+    #[error("backend id {id} is used by both {first:?} and {second:?}")]
+    DuplicateId {
+        /// The shared id.
+        id: u32,
+        /// The first name using it (in name order).
+        first: String,
+        /// The second name using it.
+        second: String,
+    },
+}
+
+/// SipHash key half that, with the seed, keys `h1` (the permutation offset).
+const OFFSET_KEY: u64 = 0x736c_7569_6365_4f46; // "sluiceOF"
+/// SipHash key half that, with the seed, keys `h2` (the permutation skip).
+const SKIP_KEY: u64 = 0x736c_7569_6365_534b; // "sluiceSK"
+
+/// The heap scheduler is used when the round loop would visit more than
+/// `HEAP_COST · M · log₂(N)` backend-rounds: one heap operation per claim costs about as
+/// much as `HEAP_COST · log₂(N)` loop visits (measured: with 1000 backends at M = 65537 the
+/// two break even at ≈ 30 visits per slot).
+const HEAP_COST: u64 = 3;
+
+/// Build a table of `size` slots (size must be prime). Slots of an empty set (or all weights 0) hold 0
+/// (lb_common::NO_BACKEND), which the kernel treats as "no backend, drop".
+///
+/// Every entry, weighted or not, must have a unique name and a unique non-zero id. The
+/// result does not depend on the order of `entries`; see the module documentation for the
+/// guarantees on shares.
+pub fn build(entries: &[Entry<'_>], size: u32, seed: u32) -> Result<Vec<u32>, MaglevError> {
+    if !is_prime(size) {
+        return Err(MaglevError::NotPrime(size));
+    }
+    let mut sorted: Vec<&Entry<'_>> = entries.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.name.cmp(b.name));
+    validate(&sorted)?;
+
+    let active: Vec<&Entry<'_>> = sorted.into_iter().filter(|e| e.weight > 0).collect();
+    if active.len() > size as usize {
+        return Err(MaglevError::TooSmall {
+            size,
+            backends: active.len(),
+        });
+    }
+    let mut table = vec![NO_BACKEND; size as usize];
+    if active.is_empty() {
+        return Ok(table);
+    }
+
+    let (walkers, max_weight) = walkers(&active, size, seed);
+    let scheduler = choose_scheduler(&walkers, size, max_weight);
+    fill(
+        &mut table,
+        walkers,
+        max_weight,
+        scheduler,
+        endgame_threshold(size),
+    );
+    Ok(table)
+}
+
+/// Whether `n` is a prime.
+pub fn is_prime(n: u32) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
+        return false;
+    }
+    // Trial division by 6k ± 1 up to √n (at most ≈ 11 000 rounds for a u32).
+    let n = u64::from(n);
+    let mut d = 5u64;
+    while d * d <= n {
+        if n % d == 0 || n % (d + 2) == 0 {
+            return false;
+        }
+        d += 6;
+    }
+    true
+}
+
+/// Fraction of slots whose value differs between two tables of equal size.
+///
+/// Tables of different sizes share no slot meaning, so every slot counts as moved (1.0);
+/// two empty tables have moved nothing (0.0).
+pub fn moved_fraction(old: &[u32], new: &[u32]) -> f64 {
+    if old.len() != new.len() {
+        return 1.0;
+    }
+    if old.is_empty() {
+        return 0.0;
+    }
+    let moved = old.iter().zip(new).filter(|(a, b)| a != b).count();
+    moved as f64 / old.len() as f64
+}
+
+/// Slots per id (including `NO_BACKEND`, if any slot holds it).
+pub fn shares(table: &[u32]) -> BTreeMap<u32, usize> {
+    let mut out = BTreeMap::new();
+    for &id in table {
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Checks ids and names of entries already sorted by name.
+fn validate(sorted: &[&Entry<'_>]) -> Result<(), MaglevError> {
+    if let Some(e) = sorted.iter().find(|e| e.id == NO_BACKEND) {
+        return Err(MaglevError::ZeroId(e.name.to_owned()));
+    }
+    if let Some(w) = sorted.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(MaglevError::DuplicateName(w[0].name.to_owned()));
+    }
+    let mut by_id: Vec<&Entry<'_>> = sorted.to_vec();
+    // Stable: among equal ids, name order is kept, so the error names are deterministic.
+    by_id.sort_by_key(|e| e.id);
+    if let Some(w) = by_id.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(MaglevError::DuplicateId {
+            id: w[0].id,
+            first: w[0].name.to_owned(),
+            second: w[1].name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Exact slot counts by largest remainder: `⌊M·wᵢ/W⌋`, plus one for the `M − Σ⌊…⌋`
+/// backends with the largest `M·wᵢ mod W` (ties broken by name order, i.e. index).
+fn quotas(active: &[&Entry<'_>], size: u32) -> Vec<u32> {
+    let m = u64::from(size);
+    let total: u64 = active.iter().map(|e| u64::from(e.weight)).sum();
+    // M < 2³² and w < 2³², so M·w < 2⁶⁴; the quotient is at most M, so it fits a u32.
+    let mut quotas: Vec<u32> = active
+        .iter()
+        .map(|e| (m * u64::from(e.weight) / total) as u32)
+        .collect();
+    let given: u64 = quotas.iter().map(|&q| u64::from(q)).sum();
+    // Each floor loses less than one slot, so fewer than `active.len()` are left over.
+    let left = (m - given) as usize;
+    if left > 0 {
+        let mut order: Vec<usize> = (0..active.len()).collect();
+        order.sort_by_key(|&i| Reverse(m * u64::from(active[i].weight) % total));
+        for &i in &order[..left] {
+            quotas[i] += 1;
+        }
+    }
+    quotas
+}
+
+/// The walkers of the weighted backends (sorted by name) that get at least one slot, and
+/// the largest weight (the credit a claim costs).
+fn walkers(active: &[&Entry<'_>], size: u32, seed: u32) -> (Vec<Walker>, u32) {
+    let quotas = quotas(active, size);
+    let max_weight = active.iter().map(|e| e.weight).max().unwrap_or(1);
+    let walkers = active
+        .iter()
+        .zip(quotas)
+        .filter(|&(_, quota)| quota > 0)
+        .map(|(e, quota)| Walker::new(e, quota, size, seed))
+        .collect();
+    (walkers, max_weight)
+}
+
+/// Fills `table` (all `NO_BACKEND`) with the claims of `walkers`, whose quotas sum to its
+/// size. The last `endgame_at` claims search the free list instead of walking.
+fn fill(
+    table: &mut [u32],
+    walkers: Vec<Walker>,
+    max_weight: u32,
+    scheduler: Scheduler,
+    endgame_at: u32,
+) {
+    let mut fill = Fill::new(table, endgame_at);
+    match scheduler {
+        Scheduler::Rounds => fill.by_rounds(walkers, max_weight),
+        Scheduler::Heap => fill.by_heap(walkers, max_weight),
+    }
+}
+
+/// When to switch from walking to searching the free list: at `√M` free slots, where a
+/// walk costs about `M/free` probes and a search `free` multiply-and-reduce steps of about
+/// the same cost. At M = 65537 this saves a third (10 backends) to a half (1000) of all
+/// probes.
+fn endgame_threshold(size: u32) -> u32 {
+    size.isqrt()
+}
+
+/// SipHash-2-4 of `data` under the 128-bit key `(k0, k1)`.
+fn siphash24(k0: u64, k1: u64, data: &[u8]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let (blocks, tail) = data.as_chunks::<8>();
+    for block in blocks {
+        let m = u64::from_le_bytes(*block);
+        v[3] ^= m;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    // The length modulo 256 goes into the top byte, as the specification says.
+    last[7] = data.len() as u8;
+    let m = u64::from_le_bytes(last);
+    v[3] ^= m;
+    round(&mut v);
+    round(&mut v);
+    v[0] ^= m;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// `(a + m − back) mod m` for `a < m` and `0 < back ≤ m`, without overflow for any `m`, and
+/// without a branch, which would mispredict on every other step of a walk.
+#[inline(always)]
+fn add_mod(a: u32, back: u32, m: u32) -> u32 {
+    // If `a < back`, `a + (m − back) < m`; otherwise the wrapped sum is not selected.
+    select_unpredictable(a >= back, a.wrapping_sub(back), a.wrapping_add(m - back))
+}
+
+/// `a⁻¹ mod m` for a prime `m` and `0 < a < m` (Fermat: `a^(m−2)`).
+fn inverse(a: u32, m: u64) -> u32 {
+    let (mut base, mut exp, mut acc) = (u64::from(a), m - 2, 1u64);
+    while exp > 0 {
+        if exp & 1 == 1 {
+            acc = acc * base % m;
+        }
+        base = base * base % m;
+        exp >>= 1;
+    }
+    // Reduced mod `m`, which is a u32.
+    acc as u32
+}
+
+/// `(offset, skip)` of the permutation of `name` in a table of `size` slots.
+fn permutation(name: &str, size: u32, seed: u32) -> (u32, u32) {
+    let m = u64::from(size);
+    let offset = siphash24(u64::from(seed), OFFSET_KEY, name.as_bytes()) % m;
+    // `size` is a prime ≥ 2, so `m - 1 ≥ 1`.
+    let skip = siphash24(u64::from(seed), SKIP_KEY, name.as_bytes()) % (m - 1) + 1;
+    (offset as u32, skip as u32)
+}
+
+/// One backend being placed: where its permutation walk stands and what it has left.
+#[derive(Clone, Copy, Debug)]
+struct Walker {
+    /// Next slot of its permutation to try.
+    pos: u32,
+    skip: u32,
+    /// `M − skip`: the slot after `p` is `p − back` if `p ≥ back`, else `p + skip`.
+    back: u32,
+    /// `skip⁻¹ mod M`, computed when first needed (0 until then).
+    inv: u32,
+    weight: u32,
+    id: u32,
+    /// Slots to claim in all.
+    quota: u32,
+    /// Slots still to claim.
+    left: u32,
+    /// Credit carried between rounds (round scheduler only); below `max_weight`.
+    credit: u64,
+}
+
+impl Walker {
+    fn new(e: &Entry<'_>, quota: u32, size: u32, seed: u32) -> Self {
+        let (pos, skip) = permutation(e.name, size, seed);
+        Self {
+            pos,
+            skip,
+            back: size - skip,
+            inv: 0,
+            weight: e.weight,
+            id: e.id,
+            quota,
+            left: quota,
+            credit: 0,
+        }
+    }
+
+    /// The round of this walker's next claim: the `k`-th is in round `⌈k·w_max/w⌉`.
+    fn next_round(&self, max_weight: u32) -> u64 {
+        // k ≤ M < 2³² and w_max < 2³², so the product fits.
+        let k = u64::from(self.quota - self.left) + 1;
+        (k * u64::from(max_weight)).div_ceil(u64::from(self.weight))
+    }
+}
+
+/// Which scheduler runs the rounds; both give the same claim order, so the same table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheduler {
+    Rounds,
+    Heap,
+}
+
+/// The round loop visits walker `i` in every round up to its last claim, round
+/// `⌈qᵢ·w_max/wᵢ⌉`; the heap does about `M·log₂ N` sift steps. Pick the cheaper.
+fn choose_scheduler(walkers: &[Walker], size: u32, max_weight: u32) -> Scheduler {
+    let visits = walkers.iter().fold(0u64, |acc, w| {
+        // `left` is the whole quota here: q·w_max < 2⁶⁴.
+        acc.saturating_add(
+            (u64::from(w.left) * u64::from(max_weight)).div_ceil(u64::from(w.weight)),
+        )
+    });
+    let log_n = u64::from(usize::BITS - walkers.len().leading_zeros());
+    if visits
+        <= HEAP_COST
+            .saturating_mul(u64::from(size))
+            .saturating_mul(log_n)
+    {
+        Scheduler::Rounds
+    } else {
+        Scheduler::Heap
+    }
+}
+
+/// The table being filled: first by walking permutations over an occupancy bitmap, then,
+/// for the last few free slots, by searching the list of them (the "endgame").
+struct Fill<'t> {
+    table: &'t mut [u32],
+    /// Bit `p` set: slot `p` is taken (kept up to date until the endgame). Its length is a
+    /// power of two; the bits past `M` stay clear.
+    taken: Vec<u64>,
+    /// Claims left before the endgame; 0 once in it.
+    walks_left: u32,
+    /// In the endgame: the free slots, in no particular order. Empty before.
+    free: Vec<u32>,
+}
+
+impl<'t> Fill<'t> {
+    fn new(table: &'t mut [u32], endgame_at: u32) -> Self {
+        let walks_left = (table.len() as u32).saturating_sub(endgame_at);
+        let mut fill = Fill {
+            taken: vec![0; table.len().div_ceil(64).next_power_of_two()],
+            table,
+            walks_left,
+            free: Vec::new(),
+        };
+        if walks_left == 0 {
+            fill.enter_endgame();
+        }
+        fill
+    }
+
+    fn enter_endgame(&mut self) {
+        let size = self.table.len() as u32;
+        for (i, &word) in self.taken.iter().enumerate() {
+            let mut free = !word;
+            while free != 0 {
+                let p = i as u32 * 64 + free.trailing_zeros();
+                if p >= size {
+                    break;
+                }
+                self.free.push(p);
+                free &= free - 1;
+            }
+        }
+    }
+
+    /// Walker `w` claims the first free slot of its permutation from its current position on.
+    #[inline(always)]
+    fn claim(&mut self, w: &mut Walker) {
+        let pos = if self.walks_left > 0 {
+            let pos = self.walk(w);
+            self.walks_left -= 1;
+            if self.walks_left == 0 {
+                self.enter_endgame();
+            }
+            pos
+        } else {
+            self.search(w)
+        };
+        self.table[pos as usize] = w.id;
+        w.pos = add_mod(pos, w.back, self.table.len() as u32);
+        w.left -= 1;
+    }
+
+    /// Walks the permutation probing the bitmap: `M/free` probes on average.
+    #[inline(always)]
+    fn walk(&mut self, w: &Walker) -> u32 {
+        let size = self.table.len() as u32;
+        // The bitmap's length is a power of two, so masking the index proves it in bounds
+        // (one `and` instead of a compare and branch per probe).
+        let mask = self.taken.len() - 1;
+        let taken = &mut self.taken[..=mask];
+        let mut pos = w.pos;
+        while (taken[(pos / 64) as usize & mask] >> (pos % 64)) & 1 != 0 {
+            pos = add_mod(pos, w.back, size);
+        }
+        taken[(pos / 64) as usize & mask] |= 1 << (pos % 64);
+        pos
+    }
+
+    /// The free slot that comes first in `w`'s permutation from `w.pos`: the one with the
+    /// fewest steps `(f − pos)·skip⁻¹ mod M`, all different since the permutation is one.
+    fn search(&mut self, w: &mut Walker) -> u32 {
+        let m = u64::from(self.table.len() as u32);
+        if w.inv == 0 {
+            w.inv = inverse(w.skip, m);
+        }
+        let (pos, inv) = (u64::from(w.pos), u64::from(w.inv));
+        // Barrett reduction of `x < m²`: `q = ⌊x·r/2⁶⁴⌋` with `r = ⌊(2⁶⁴ − 1)/m⌋` is the
+        // quotient or one less, so one conditional subtraction finishes it.
+        let r = u64::MAX / m;
+        let mut best = u64::MAX;
+        for (i, &f) in self.free.iter().enumerate() {
+            // `(f − pos) mod m` and `t mod m` for `t < 2m`, branch-free: `min` keeps the
+            // value that did not wrap around.
+            let d = u64::from(f).wrapping_sub(pos);
+            let diff = d.min(d.wrapping_add(m));
+            let x = diff * inv;
+            let t = x - ((u128::from(x) * u128::from(r)) >> 64) as u64 * m;
+            let steps = t.min(t.wrapping_sub(m));
+            // Steps in the high half, index in the low: the minimum is unique.
+            best = best.min(steps << 32 | i as u64);
+        }
+        self.free.swap_remove((best & 0xffff_ffff) as usize)
+    }
+
+    /// Round by round: every walker, in name order, earns its weight in credit and claims
+    /// a slot if it has `max_weight` of it (at most one per round, as no weight exceeds
+    /// `max_weight`). Walkers whose quota is used up leave at the end of the round.
+    fn by_rounds(&mut self, mut walkers: Vec<Walker>, max_weight: u32) {
+        // Equal weights: everyone claims in every round (the original Maglev).
+        let uniform = walkers.iter().all(|w| w.weight == max_weight);
+        let max_weight = u64::from(max_weight);
+        // Otherwise who claims in a round is decided first, without a branch: whether a
+        // walker claims is close to a coin toss that a branch would often mispredict.
+        let mut claimants: Vec<usize> = if uniform {
+            Vec::new()
+        } else {
+            vec![0; walkers.len()]
+        };
+        while !walkers.is_empty() {
+            let mut finished = false;
+            if uniform {
+                for w in &mut walkers {
+                    self.claim(w);
+                    finished |= w.left == 0;
+                }
+            } else {
+                let mut count = 0;
+                for (i, w) in walkers.iter_mut().enumerate() {
+                    w.credit += u64::from(w.weight);
+                    let claims = w.credit >= max_weight;
+                    w.credit -= max_weight * u64::from(claims);
+                    claimants[count] = i;
+                    count += usize::from(claims);
+                }
+                for &i in &claimants[..count] {
+                    let w = &mut walkers[i];
+                    self.claim(w);
+                    finished |= w.left == 0;
+                }
+            }
+            if finished {
+                walkers.retain(|w| w.left > 0);
+            }
+        }
+    }
+
+    /// The same claim order as [`Fill::by_rounds`] from a min-heap of
+    /// `(next claim round, name index)`: by round, and within a round in name order.
+    fn by_heap(&mut self, mut walkers: Vec<Walker>, max_weight: u32) {
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = walkers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Reverse((w.next_round(max_weight), i)))
+            .collect();
+        while let Some(mut top) = heap.peek_mut() {
+            let i = top.0.1;
+            let w = &mut walkers[i];
+            self.claim(w);
+            if w.left == 0 {
+                PeekMut::pop(top);
+            } else {
+                *top = Reverse((w.next_round(max_weight), i));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const M: u32 = 65537;
+
+    /// `n` distinct backend names, "10.0.0.0" onwards.
+    fn backend_names(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))
+            .collect()
+    }
+
+    /// Entries named by `names`, ids `1..`, with the given weights.
+    fn entries<'a>(names: &'a [String], weights: &[u32]) -> Vec<Entry<'a>> {
+        assert_eq!(names.len(), weights.len());
+        names
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(i, (name, &weight))| Entry {
+                name,
+                weight,
+                id: i as u32 + 1,
+            })
+            .collect()
+    }
+
+    fn equal(names: &[String]) -> Vec<Entry<'_>> {
+        entries(names, &vec![1; names.len()])
+    }
+
+    /// A small deterministic generator (SplitMix64) for test inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        fn weights(&mut self, n: usize, lo: u32, hi: u32) -> Vec<u32> {
+            (0..n)
+                .map(|_| lo + self.below(u64::from(hi - lo) + 1) as u32)
+                .collect()
+        }
+    }
+
+    /// Largest `|slots − exact share| / exact share` over the weighted entries.
+    fn max_relative_error(table: &[u32], entries: &[Entry<'_>]) -> f64 {
+        let total: f64 = entries.iter().map(|e| f64::from(e.weight)).sum();
+        let got = shares(table);
+        entries
+            .iter()
+            .filter(|e| e.weight > 0)
+            .map(|e| {
+                let exact = table.len() as f64 * f64::from(e.weight) / total;
+                let slots = got.get(&e.id).copied().unwrap_or(0) as f64;
+                (slots - exact).abs() / exact
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Like `build` (for valid input), with the scheduler and the endgame forced.
+    fn build_with(
+        entries: &[Entry<'_>],
+        size: u32,
+        seed: u32,
+        scheduler: Scheduler,
+        endgame_at: u32,
+    ) -> Vec<u32> {
+        let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
+        active.sort_by(|a, b| a.name.cmp(b.name));
+        let (walkers, max_weight) = walkers(&active, size, seed);
+        let mut table = vec![NO_BACKEND; size as usize];
+        fill(&mut table, walkers, max_weight, scheduler, endgame_at);
+        table
+    }
+
+    /// The scheduler `build` picks.
+    fn scheduler_for(entries: &[Entry<'_>], size: u32) -> Scheduler {
+        let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
+        active.sort_by(|a, b| a.name.cmp(b.name));
+        let (walkers, max_weight) = walkers(&active, size, 0);
+        choose_scheduler(&walkers, size, max_weight)
+    }
+
+    #[test]
+    fn siphash_matches_the_reference_vectors() {
+        // The SipHash paper (appendix A) and the reference implementation's `vectors.txt`:
+        // key 00 01 .. 0f, message 00 01 .. (len − 1).
+        let k0 = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+        let k1 = u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]);
+        let msg: Vec<u8> = (0..64).collect();
+        assert_eq!(siphash24(k0, k1, &msg[..0]), 0x726f_db47_dd0e_0e31);
+        assert_eq!(siphash24(k0, k1, &msg[..15]), 0xa129_ca61_49be_45e5);
+        assert_eq!(siphash24(k0, k1, &msg[..63]), 0x958a_324c_eb06_4572);
+    }
+
+    #[test]
+    #[expect(
+        deprecated,
+        reason = "std's SipHasher is SipHash-2-4; used only as a cross-check"
+    )]
+    fn siphash_matches_std_siphasher() {
+        use std::hash::{Hasher, SipHasher};
+        let mut rng = Rng(7);
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let (k0, k1) = (rng.next(), rng.next());
+            let mut h = SipHasher::new_with_keys(k0, k1);
+            h.write(&data);
+            assert_eq!(siphash24(k0, k1, &data), h.finish(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn permutation_is_pinned() {
+        // The permutation is part of the contract between LB instances: changing it moves
+        // traffic during a rolling upgrade. Update these only on purpose.
+        assert_eq!(permutation("10.0.0.2", M, 0), (32_270, 53_909));
+        assert_eq!(permutation("10.0.0.2", M, 1), (41_726, 49_070));
+        assert_eq!(permutation("[2001:db8::2]", 251, 42), (194, 103));
+    }
+
+    #[test]
+    fn primes() {
+        let small: Vec<u32> = (0..60).filter(|&n| is_prime(n)).collect();
+        assert_eq!(
+            small,
+            [
+                2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59
+            ]
+        );
+        assert!(is_prime(65537));
+        assert!(is_prime(655_373));
+        assert!(is_prime(4_294_967_291)); // the largest prime below 2³²
+        assert!(!is_prime(65535));
+        assert!(!is_prime(25)); // 5², the first square the 6k ± 1 loop must catch
+        assert!(!is_prime(4_293_001_441)); // 65521², the largest square of a prime in a u32
+        assert!(!is_prime(u32::MAX));
+    }
+
+    #[test]
+    fn equal_weights_balance() {
+        let names = backend_names(10);
+        let table = build(&equal(&names), M, 0).unwrap();
+        let s = shares(&table);
+        // 65537 = 10·6553 + 7: seven backends get 6554, three get 6553.
+        assert_eq!(s.len(), 10, "{s:?}");
+        assert_eq!(s.values().filter(|&&n| n == 6554).count(), 7, "{s:?}");
+        assert_eq!(s.values().filter(|&&n| n == 6553).count(), 3, "{s:?}");
+    }
+
+    #[test]
+    fn weights_1_2_3_are_proportional() {
+        let names = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let e = entries(&names, &[1, 2, 3]);
+        let table = build(&e, M, 0).unwrap();
+        let err = max_relative_error(&table, &e);
+        let s = shares(&table);
+        println!(
+            "1:2:3 at M={M}: shares {s:?}, max relative error {:.4}%",
+            err * 100.0
+        );
+        assert!(err < 0.01, "max relative error {err}");
+        // Stronger: each within one slot of its exact share, 65537·{1,2,3}/6.
+        for (id, w) in [(1, 1.0), (2, 2.0), (3, 3.0)] {
+            assert!(
+                (s[&id] as f64 - f64::from(M) * w / 6.0).abs() < 1.0,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_weighted_backends_are_proportional() {
+        let mut rng = Rng(1);
+        // 100 backends, weights 1..=10: the smallest exact share is ≈ 65537/550 ≈ 119 slots,
+        // enough for 1% (one slot is 0.84% of it).
+        let names = backend_names(100);
+        let e = entries(&names, &rng.weights(100, 1, 10));
+        let table = build(&e, M, 3).unwrap();
+        let err = max_relative_error(&table, &e);
+        println!(
+            "100 backends, weights 1..=10, M={M}: max relative error {:.4}%",
+            err * 100.0
+        );
+        assert!(err < 0.01, "max relative error {err}");
+
+        // 500 backends, weights 100..=1000, M = 655373 (> 100·N as the paper recommends).
+        let names = backend_names(500);
+        let e = entries(&names, &rng.weights(500, 100, 1000));
+        let table = build(&e, 655_373, 3).unwrap();
+        let err = max_relative_error(&table, &e);
+        println!(
+            "500 backends, weights 100..=1000, M=655373: max relative error {:.4}%",
+            err * 100.0
+        );
+        assert!(err < 0.01, "max relative error {err}");
+    }
+
+    #[test]
+    fn schedulers_and_endgame_agree() {
+        // The round loop and the heap, with and without the endgame search, must all make
+        // the same claims in the same order, hence the same table.
+        let mut rng = Rng(5);
+        for (n, max_w, size) in [
+            (3, 3, 251),
+            (20, 1000, 65537),
+            (50, 5, 4099),
+            (7, 1_000_000, 1009),
+            (40, 1, 41),
+        ] {
+            let names = backend_names(n);
+            let e = entries(&names, &rng.weights(n, 0, max_w));
+            let reference = build_with(&e, size, 9, Scheduler::Rounds, 0);
+            assert!(!reference.contains(&NO_BACKEND));
+            for (scheduler, endgame_at) in [
+                (Scheduler::Heap, 0),
+                (Scheduler::Rounds, endgame_threshold(size)),
+                (Scheduler::Heap, endgame_threshold(size)),
+                (Scheduler::Rounds, size.min(5000)),
+            ] {
+                let table = build_with(&e, size, 9, scheduler, endgame_at);
+                assert_eq!(
+                    table, reference,
+                    "n {n}, max weight {max_w}, {scheduler:?}, endgame at {endgame_at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn skewed_weights_use_the_heap_and_stay_exact() {
+        // One heavy backend among many light ones: the round loop would go through ≈ 59 000
+        // rounds over all 1000 walkers; the heap does not.
+        let names = backend_names(1000);
+        let mut weights = vec![1u32; 1000];
+        weights[0] = 100_000;
+        let e = entries(&names, &weights);
+        assert_eq!(scheduler_for(&e, M), Scheduler::Heap);
+        let table = build(&e, M, 0).unwrap();
+        let s = shares(&table);
+        // Exact share 65537·100000/100999 = 64888.5…; the light ones share the other ≈ 649.
+        assert!((s[&1] as f64 - 64_888.5).abs() < 1.0, "{}", s[&1]);
+        assert!(s.values().all(|&n| n <= 1 || n == s[&1]), "{s:?}");
+        assert!(!s.contains_key(&NO_BACKEND));
+        // Equal weights use the plain loop.
+        assert_eq!(scheduler_for(&equal(&names), M), Scheduler::Rounds);
+    }
+
+    /// Fraction of slots moved when `remove` (indices) leave a set of `n` equal backends.
+    fn removal(n: usize, size: u32, remove: &[usize]) -> f64 {
+        let names = backend_names(n);
+        let all = equal(&names);
+        let fewer: Vec<Entry<'_>> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !remove.contains(i))
+            .map(|(_, e)| *e)
+            .collect();
+        let before = build(&all, size, 11).unwrap();
+        let after = build(&fewer, size, 11).unwrap();
+        // Every slot of a removed backend must move, and nothing may point at one.
+        let gone: Vec<u32> = remove.iter().map(|&i| all[i].id).collect();
+        assert!(after.iter().all(|id| !gone.contains(id)));
+        moved_fraction(&before, &after)
+    }
+
+    #[test]
+    fn removing_one_backend_moves_little() {
+        // Removing 1 of N must move its own ≈ 1/N of the slots. Maglev moves more: the
+        // survivors take the freed slots earlier in their walks, so they no longer claim
+        // some slots further down their permutations, which others then take, and so on.
+        // That cascade happens mostly at the end of the fill, when few slots are free, and
+        // its size as a fraction of M grows with N/M: here ≈ 0.02% (N = 3), 0.25% (10),
+        // 0.55% (100) and 0.6% (1000) of the table. An independent simulation of textbook
+        // Maglev with random permutations gives the same (0.61% moved for 1 of 1000 at
+        // M = 65537), so this is the algorithm, not this implementation. We assert that
+        // the extra stays under 1% of the table, and under 10% of the minimum for N ≤ 10,
+        // where a table of ≥ 6500 slots per backend leaves little room for a cascade.
+        for n in [3usize, 10, 100, 1000] {
+            let min = 1.0 / n as f64;
+            let mut worst: f64 = 0.0;
+            for r in [0, n / 2, n - 1] {
+                let moved = removal(n, M, &[r]);
+                // ± one slot: the removed backend owned ⌊M/N⌋ or ⌈M/N⌉ slots.
+                assert!(
+                    moved >= min - 1.0 / f64::from(M),
+                    "n {n}: moved {moved}, below the minimum"
+                );
+                worst = worst.max(moved);
+            }
+            println!(
+                "remove 1 of {n} at M={M}: moved {:.3}% at worst (minimum {:.3}%, {:.2}×)",
+                worst * 100.0,
+                min * 100.0,
+                worst / min
+            );
+            assert!(worst <= min + 0.01, "n {n}: moved {worst}");
+            if n <= 10 {
+                assert!(worst <= 1.1 * min, "n {n}: moved {worst}");
+            }
+        }
+        // With the table the paper recommends (M > 100·N) the cascade is smaller.
+        let moved = removal(1000, 655_373, &[500]);
+        println!(
+            "remove 1 of 1000 at M=655373: moved {:.3}% (minimum 0.100%)",
+            moved * 100.0
+        );
+        assert!((0.001..=0.001 + 0.005).contains(&moved), "moved {moved}");
+        // 1% of 1000 backends failing at once (the paper's experiment): 3.3% moved here,
+        // 3.4% in the textbook simulation (minimum 1%).
+        let ten: Vec<usize> = (0..10).map(|i| i * 100 + 7).collect();
+        let moved = removal(1000, M, &ten);
+        println!(
+            "remove 10 of 1000 at M={M}: moved {:.3}% (minimum 1.000%)",
+            moved * 100.0
+        );
+        assert!((0.01..=0.05).contains(&moved), "moved {moved}");
+    }
+
+    #[test]
+    fn adding_one_backend_moves_little() {
+        // The mirror image of removal: the newcomer takes its 1/(N+1), plus a cascade.
+        for n in [3usize, 10, 100, 1000] {
+            let names = backend_names(n + 1);
+            let all = equal(&names);
+            let before = build(&all[..n], M, 11).unwrap();
+            let after = build(&all, M, 11).unwrap();
+            let moved = moved_fraction(&before, &after);
+            let min = 1.0 / (n + 1) as f64;
+            println!(
+                "add 1 to {n} at M={M}: moved {:.3}% (minimum {:.3}%, {:.2}×)",
+                moved * 100.0,
+                min * 100.0,
+                moved / min
+            );
+            assert!(
+                moved >= min - 1.0 / f64::from(M) && moved <= min + 0.01,
+                "n {n}: moved {moved}"
+            );
+            // The newcomer owns exactly its share, ⌊M/(N+1)⌋ or ⌈M/(N+1)⌉ slots.
+            let new_id = n as u32 + 1;
+            let owned = after.iter().filter(|&&id| id == new_id).count() as f64;
+            assert!(
+                (owned - f64::from(M) * min).abs() < 1.0,
+                "n {n}: newcomer owns {owned}"
+            );
+        }
+    }
+
+    #[test]
+    fn weight_zero_takes_no_slots() {
+        let names = backend_names(4);
+        let e = entries(&names, &[5, 0, 5, 5]);
+        let table = build(&e, 251, 0).unwrap();
+        let s = shares(&table);
+        assert_eq!(s.keys().copied().collect::<Vec<_>>(), [1, 3, 4], "{s:?}");
+        // A zero weight is the same as absent.
+        let without: Vec<Entry<'_>> = e.iter().copied().filter(|e| e.weight > 0).collect();
+        assert_eq!(table, build(&without, 251, 0).unwrap());
+    }
+
+    #[test]
+    fn empty_set_is_all_no_backend() {
+        assert_eq!(build(&[], 251, 0).unwrap(), vec![NO_BACKEND; 251]);
+        let names = backend_names(3);
+        let e = entries(&names, &[0, 0, 0]);
+        assert_eq!(build(&e, 251, 0).unwrap(), vec![NO_BACKEND; 251]);
+        // Weight-0 entries do not count towards "too small".
+        assert_eq!(build(&e, 2, 0).unwrap(), vec![NO_BACKEND; 2]);
+    }
+
+    #[test]
+    fn order_does_not_matter() {
+        let mut rng = Rng(2);
+        let names = backend_names(50);
+        let e = entries(&names, &rng.weights(50, 0, 5));
+        let reference = build(&e, 4099, 1).unwrap();
+        let mut reversed = e.clone();
+        reversed.reverse();
+        assert_eq!(build(&reversed, 4099, 1).unwrap(), reference);
+        let mut shuffled = e.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        assert_ne!(shuffled, e);
+        assert_eq!(build(&shuffled, 4099, 1).unwrap(), reference);
+    }
+
+    #[test]
+    fn deterministic_and_seeded() {
+        let names = backend_names(20);
+        let e = equal(&names);
+        let a = build(&e, 4099, 1).unwrap();
+        // Pinned: a change here means instances running the old and the new code would
+        // disagree on where flows go. Update only on purpose.
+        assert_eq!(a[..8], [14, 7, 4, 9, 20, 3, 17, 16]);
+        let checksum = a.iter().enumerate().fold(0u64, |acc, (i, &id)| {
+            acc.wrapping_mul(31).wrapping_add(i as u64 ^ u64::from(id))
+        });
+        assert_eq!(checksum, 3_025_992_192_058_827_345);
+        // Another seed gives other permutations, hence another table with the same shares.
+        let b = build(&e, 4099, 2).unwrap();
+        assert!(moved_fraction(&a, &b) > 0.5);
+        assert_eq!(shares(&a), shares(&b));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let names = backend_names(3);
+        let e = equal(&names);
+        assert_eq!(build(&e, 65535, 0), Err(MaglevError::NotPrime(65535)));
+        assert_eq!(build(&e, 1, 0), Err(MaglevError::NotPrime(1)));
+        assert_eq!(build(&e, 0, 0), Err(MaglevError::NotPrime(0)));
+        assert_eq!(
+            build(&e, 2, 0),
+            Err(MaglevError::TooSmall {
+                size: 2,
+                backends: 3
+            })
+        );
+        assert_eq!(shares(&build(&e, 3, 0).unwrap()).len(), 3);
+
+        let mut zero = e.clone();
+        zero[1].id = 0;
+        zero[1].weight = 0; // even without a weight
+        assert_eq!(
+            build(&zero, 251, 0),
+            Err(MaglevError::ZeroId(names[1].clone()))
+        );
+
+        let mut dup = e.clone();
+        dup[2].name = &names[0];
+        dup[2].weight = 0;
+        assert_eq!(
+            build(&dup, 251, 0),
+            Err(MaglevError::DuplicateName(names[0].clone()))
+        );
+
+        let mut dup_id = e.clone();
+        dup_id[2].id = dup_id[0].id;
+        assert_eq!(
+            build(&dup_id, 251, 0),
+            Err(MaglevError::DuplicateId {
+                id: 1,
+                first: names[0].clone(),
+                second: names[2].clone()
+            })
+        );
+    }
+
+    #[test]
+    fn moved_fraction_and_shares() {
+        assert_eq!(moved_fraction(&[1, 2, 3, 4], &[1, 2, 3, 4]), 0.0);
+        assert_eq!(moved_fraction(&[1, 2, 3, 4], &[1, 5, 3, 5]), 0.5);
+        assert_eq!(moved_fraction(&[1, 2], &[1, 2, 3]), 1.0);
+        assert_eq!(moved_fraction(&[], &[]), 0.0);
+        assert_eq!(
+            shares(&[3, 1, 3, 0]),
+            BTreeMap::from([(0, 1), (1, 1), (3, 2)])
+        );
+        assert!(shares(&[]).is_empty());
+    }
+
+    #[test]
+    fn build_time() {
+        // Prints only: timings depend on the machine and its load. For release figures:
+        // `cargo test --release -p lb-userspace --lib maglev -- --nocapture`.
+        let mode = if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        };
+        let runs = if cfg!(debug_assertions) { 3 } else { 50 };
+        let mut rng = Rng(4);
+        for (label, n, weights) in [
+            ("10 equal", 10, vec![1; 10]),
+            ("100 equal", 100, vec![1; 100]),
+            ("1000 equal", 1000, vec![1; 1000]),
+            ("1000 weighted 1..=100", 1000, rng.weights(1000, 1, 100)),
+            ("1000 skewed (1 × 100000, 999 × 1; heap)", 1000, {
+                let mut w = vec![1; 1000];
+                w[0] = 100_000;
+                w
+            }),
+        ] {
+            let names = backend_names(n);
+            let e = entries(&names, &weights);
+            let mut times: Vec<f64> = (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    let table = build(&e, M, 0).unwrap();
+                    let t = start.elapsed().as_secs_f64() * 1e3;
+                    assert_eq!(table.len(), M as usize);
+                    t
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "build {label} backends, M={M}: best {:.3} ms, median {:.3} ms ({mode})",
+                times[0],
+                times[runs / 2]
+            );
+        }
+    }
+}

@@ -4,9 +4,10 @@
 use std::net::IpAddr;
 
 use etherparse::{
-    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type,
-    Icmpv6Header, Icmpv6Type, IpDscp, IpEcn, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel,
-    Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId, VlanPcp,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header,
+    Icmpv4Type, Icmpv6Header, Icmpv6Type, IpDscp, IpEcn, IpFragOffset, IpNumber, Ipv4Header,
+    Ipv4Options, Ipv6FlowLabel, Ipv6Header, SingleVlanHeader, TcpHeader, UdpHeader, VlanId,
+    VlanPcp,
 };
 use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 
@@ -62,6 +63,8 @@ pub struct Spec {
     pub ttl: u8,
     /// IPv4 more-fragments flag and fragment offset (in 8-byte units).
     pub fragment: (bool, u16),
+    /// Zero bytes after the IP packet (Ethernet padding of short frames).
+    pub trailer: usize,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -70,7 +73,15 @@ fn ip(s: &str) -> IpAddr {
 
 impl Spec {
     pub fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Self {
-        Self::new(src, dst, L4::Tcp { sport, dport, flags })
+        Self::new(
+            src,
+            dst,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
     }
 
     pub fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> Self {
@@ -90,6 +101,7 @@ impl Spec {
             ipv4_options: Vec::new(),
             ttl: 61,
             fragment: (false, 0),
+            trailer: 0,
         }
     }
 
@@ -125,13 +137,21 @@ impl Spec {
         self
     }
 
+    /// Pad the frame with zeros to `len` bytes, as a NIC pads frames below the Ethernet
+    /// minimum (60 bytes without the FCS).
+    pub fn pad_to(mut self, len: usize) -> Self {
+        self.trailer = 0;
+        self.trailer = len.saturating_sub(self.build().len());
+        self
+    }
+
     pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
         self.src_mac = src;
         self.dst_mac = dst;
         self
     }
 
-    pub fn proto(&self) -> u8 {
+    fn proto(&self) -> u8 {
         match self.l4 {
             L4::Tcp { .. } => PROTO_TCP,
             L4::Udp { .. } => PROTO_UDP,
@@ -166,7 +186,8 @@ impl Spec {
                 h.ecn = IpEcn::try_new(self.tos & 3).expect("ecn");
                 h.dont_fragment = self.fragment == (false, 0);
                 h.more_fragments = self.fragment.0;
-                h.fragment_offset = IpFragOffset::try_new(self.fragment.1).expect("fragment offset");
+                h.fragment_offset =
+                    IpFragOffset::try_new(self.fragment.1).expect("fragment offset");
                 h.identification = 0x1234;
                 h.options = Ipv4Options::try_from(&self.ipv4_options[..]).expect("options");
                 h.total_len = (h.header_len() + l4_len) as u16;
@@ -178,7 +199,8 @@ impl Spec {
                         t.write(&mut out).expect("write tcp");
                     }
                     L4::Udp { .. } => {
-                        let u = UdpHeader::with_ipv4_checksum(sport, dport, &h, &self.payload).expect("udp");
+                        let u = UdpHeader::with_ipv4_checksum(sport, dport, &h, &self.payload)
+                            .expect("udp");
                         u.write(&mut out).expect("write udp");
                     }
                 }
@@ -205,7 +227,8 @@ impl Spec {
                         t.write(&mut out).expect("write tcp");
                     }
                     L4::Udp { .. } => {
-                        let u = UdpHeader::with_ipv6_checksum(sport, dport, &h, &self.payload).expect("udp");
+                        let u = UdpHeader::with_ipv6_checksum(sport, dport, &h, &self.payload)
+                            .expect("udp");
                         u.write(&mut out).expect("write udp");
                     }
                 }
@@ -216,31 +239,47 @@ impl Spec {
         out
     }
 
-    pub fn ether_type(&self) -> EtherType {
-        if self.src.is_ipv4() { EtherType::IPV4 } else { EtherType::IPV6 }
+    fn ether_type(&self) -> EtherType {
+        if self.src.is_ipv4() {
+            EtherType::IPV4
+        } else {
+            EtherType::IPV6
+        }
     }
 
     /// The whole frame.
     pub fn build(&self) -> Vec<u8> {
-        l2(self.src_mac, self.dst_mac, self.vlan.as_slice(), self.ether_type(), &self.ip_packet())
-    }
-
-    /// Offset of the IP header in [`Spec::build`]'s frame.
-    pub fn l3_off(&self) -> usize {
-        if self.vlan.is_some() { 18 } else { 14 }
+        let mut f = l2(
+            self.src_mac,
+            self.dst_mac,
+            self.vlan.as_slice(),
+            self.ether_type(),
+            &self.ip_packet(),
+        );
+        f.resize(f.len() + self.trailer, 0);
+        f
     }
 
     /// The L4 segment (header and payload) of [`Spec::ip_packet`].
     pub fn l4_segment(&self) -> Vec<u8> {
         let p = self.ip_packet();
-        let hlen = if self.src.is_ipv4() { usize::from(p[0] & 0x0f) * 4 } else { 40 };
+        let hlen = if self.src.is_ipv4() {
+            usize::from(p[0] & 0x0f) * 4
+        } else {
+            40
+        };
         p[hlen..].to_vec()
     }
 
     /// The flow key the XDP program derives from this frame.
     pub fn key(&self) -> FlowKey {
         let (sport, dport) = self.ports();
-        let mut k = FlowKey { sport: sport.to_be_bytes(), dport: dport.to_be_bytes(), proto: self.proto(), ..FlowKey::default() };
+        let mut k = FlowKey {
+            sport: sport.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto: self.proto(),
+            ..FlowKey::default()
+        };
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 k.family = FAMILY_V4;
@@ -272,10 +311,22 @@ fn tcp_header(sport: u16, dport: u16, flags: u8) -> TcpHeader {
 
 /// An Ethernet header and any number of VLAN tags (outermost first) in front of
 /// `payload`.
-pub fn l2(src: [u8; 6], dst: [u8; 6], tags: &[Tag], ether_type: EtherType, payload: &[u8]) -> Vec<u8> {
+pub fn l2(
+    src: [u8; 6],
+    dst: [u8; 6],
+    tags: &[Tag],
+    ether_type: EtherType,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     let first = tags.first().map_or(ether_type, |t| EtherType(t.tpid));
-    Ethernet2Header { source: src, destination: dst, ether_type: first }.write(&mut out).expect("eth");
+    Ethernet2Header {
+        source: src,
+        destination: dst,
+        ether_type: first,
+    }
+    .write(&mut out)
+    .expect("eth");
     for (i, t) in tags.iter().enumerate() {
         SingleVlanHeader {
             pcp: VlanPcp::try_new((t.tci >> 13) as u8).expect("pcp"),
@@ -290,51 +341,79 @@ pub fn l2(src: [u8; 6], dst: [u8; 6], tags: &[Tag], ether_type: EtherType, paylo
     out
 }
 
-/// What sluice's IPIP must produce for `inner` (an IP packet): an outer IPv4 header (TTL
-/// 64, the inner TOS, id 0, no flags) or IPv6 header (hop limit 64, the inner traffic
-/// class, flow label from the hash), built by etherparse. The outer protocol / next header
-/// follows the inner packet's version: 4 (IPIP) for IPv4, 41 for IPv6 (so 6in4 and 4in6
-/// frames for the decap program come from here too).
-pub fn ipip(
-    src_mac: [u8; 6],
-    dst_mac: [u8; 6],
-    vlan: Option<Tag>,
-    outer_src: IpAddr,
-    outer_dst: IpAddr,
-    tos: u8,
-    flow_label: u32,
-    inner: &[u8],
-) -> Vec<u8> {
-    let mut ip = Vec::new();
-    let next = if inner.first().is_some_and(|b| b >> 4 == 6) { IpNumber::IPV6 } else { IpNumber::IPV4 };
-    let ether_type = match (outer_src, outer_dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(inner.len() as u16, 64, next, s.octets(), d.octets()).expect("outer");
-            h.dscp = IpDscp::try_new(tos >> 2).expect("dscp");
-            h.ecn = IpEcn::try_new(tos & 3).expect("ecn");
-            h.dont_fragment = false;
-            h.identification = 0;
-            h.write(&mut ip).expect("outer v4");
-            EtherType::IPV4
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            Ipv6Header {
-                traffic_class: tos,
-                flow_label: Ipv6FlowLabel::try_new(flow_label & 0xfffff).expect("label"),
-                payload_length: inner.len() as u16,
-                next_header: next,
-                hop_limit: 64,
-                source: s.octets(),
-                destination: d.octets(),
+/// An outer header for IPIP / IP6IP6, and the L2 header in front of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Encap {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<Tag>,
+    /// Outer source and destination (both IPv4 or both IPv6).
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Outer TOS / traffic class.
+    pub tos: u8,
+    /// Outer IPv6 flow label (its low 20 bits); unused for IPv4.
+    pub flow_label: u32,
+}
+
+impl Encap {
+    /// What sluice's IPIP must produce for `inner` (an IP packet): an outer IPv4 header
+    /// (TTL 64, the inner IPv4 packet's id and DF flag) or IPv6 header (hop limit 64),
+    /// built by etherparse. The
+    /// outer protocol / next header follows the inner packet's version: 4 (IPIP) for IPv4,
+    /// 41 for IPv6 (so 6in4 and 4in6 frames for the decap program come from here too).
+    pub fn wrap(&self, inner: &[u8]) -> Vec<u8> {
+        let mut ip = Vec::new();
+        let next = if inner.first().is_some_and(|b| b >> 4 == 6) {
+            IpNumber::IPV6
+        } else {
+            IpNumber::IPV4
+        };
+        let ether_type = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut h = Ipv4Header::new(inner.len() as u16, 64, next, s.octets(), d.octets())
+                    .expect("outer");
+                h.dscp = IpDscp::try_new(self.tos >> 2).expect("dscp");
+                h.ecn = IpEcn::try_new(self.tos & 3).expect("ecn");
+                // sluice copies an IPv4 inner packet's identification and DF flag.
+                let (id, df) = if next == IpNumber::IPV4 && inner.len() >= 7 {
+                    (
+                        u16::from_be_bytes([inner[4], inner[5]]),
+                        inner[6] & 0x40 != 0,
+                    )
+                } else {
+                    (0, false)
+                };
+                h.dont_fragment = df;
+                h.identification = id;
+                h.write(&mut ip).expect("outer v4");
+                EtherType::IPV4
             }
-            .write(&mut ip)
-            .expect("outer v6");
-            EtherType::IPV6
-        }
-        _ => panic!("mixed families"),
-    };
-    ip.extend_from_slice(inner);
-    l2(src_mac, dst_mac, vlan.as_slice(), ether_type, &ip)
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                Ipv6Header {
+                    traffic_class: self.tos,
+                    flow_label: Ipv6FlowLabel::try_new(self.flow_label & 0xfffff).expect("label"),
+                    payload_length: inner.len() as u16,
+                    next_header: next,
+                    hop_limit: 64,
+                    source: s.octets(),
+                    destination: d.octets(),
+                }
+                .write(&mut ip)
+                .expect("outer v6");
+                EtherType::IPV6
+            }
+            _ => panic!("mixed families"),
+        };
+        ip.extend_from_slice(inner);
+        l2(
+            self.src_mac,
+            self.dst_mac,
+            self.vlan.as_slice(),
+            ether_type,
+            &ip,
+        )
+    }
 }
 
 /// Rewrite the (valid) IPv4 header at `l3_off` of `frame` through etherparse: `edit`
@@ -345,22 +424,33 @@ pub fn edit_ipv4(frame: &mut [u8], l3_off: usize, edit: impl FnOnce(&mut Ipv4Hea
     edit(&mut h);
     let mut out = Vec::new();
     h.write(&mut out).expect("write ipv4");
-    assert_eq!(out.len(), len, "edit_ipv4 must not change the header length");
+    assert_eq!(
+        out.len(),
+        len,
+        "edit_ipv4 must not change the header length"
+    );
     frame[l3_off..l3_off + len].copy_from_slice(&out);
 }
 
 /// An IPv4 packet (no options, TTL 64) carrying `proto` with `payload`.
 pub fn ipv4_packet(src: &str, dst: &str, proto: IpNumber, payload: &[u8]) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (ip(src), ip(dst)) else { panic!("IPv4 addresses expected") };
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (ip(src), ip(dst)) else {
+        panic!("IPv4 addresses expected")
+    };
     let mut out = Vec::new();
-    Ipv4Header::new(payload.len() as u16, 64, proto, s.octets(), d.octets()).expect("ipv4").write(&mut out).expect("write");
+    Ipv4Header::new(payload.len() as u16, 64, proto, s.octets(), d.octets())
+        .expect("ipv4")
+        .write(&mut out)
+        .expect("write");
     out.extend_from_slice(payload);
     out
 }
 
 /// An IPv6 packet (hop limit 64) whose fixed header announces `next` in front of `payload`.
 pub fn ipv6_packet(src: &str, dst: &str, next: IpNumber, payload: &[u8]) -> Vec<u8> {
-    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else { panic!("IPv6 addresses expected") };
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else {
+        panic!("IPv6 addresses expected")
+    };
     let mut out = Vec::new();
     Ipv6Header {
         traffic_class: 0,
@@ -379,13 +469,19 @@ pub fn ipv6_packet(src: &str, dst: &str, next: IpNumber, payload: &[u8]) -> Vec<
 
 /// A client frame (no tag) around an IP packet.
 pub fn frame(ip_packet: &[u8]) -> Vec<u8> {
-    let ether_type = if ip_packet.first().is_some_and(|b| b >> 4 == 6) { EtherType::IPV6 } else { EtherType::IPV4 };
+    let ether_type = if ip_packet.first().is_some_and(|b| b >> 4 == 6) {
+        EtherType::IPV6
+    } else {
+        EtherType::IPV4
+    };
     l2(CLIENT_MAC, LB_MAC, &[], ether_type, ip_packet)
 }
 
 /// A broadcast ARP request from the client: who has `target`?
 pub fn arp_request(sender: &str, target: &str, tags: &[Tag]) -> Vec<u8> {
-    let (IpAddr::V4(s), IpAddr::V4(t)) = (ip(sender), ip(target)) else { panic!("IPv4 addresses expected") };
+    let (IpAddr::V4(s), IpAddr::V4(t)) = (ip(sender), ip(target)) else {
+        panic!("IPv4 addresses expected")
+    };
     let arp = ArpEthIpv4Packet {
         operation: ArpOperation::REQUEST,
         sender_mac: CLIENT_MAC,
@@ -400,18 +496,26 @@ pub fn arp_request(sender: &str, target: &str, tags: &[Tag]) -> Vec<u8> {
 pub fn icmp4_echo(src: &str, dst: &str) -> Vec<u8> {
     let payload = b"ping";
     let mut icmp = Vec::new();
-    Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 1 }), payload)
-        .write(&mut icmp)
-        .expect("icmp");
+    Icmpv4Header::with_checksum(
+        Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 1 }),
+        payload,
+    )
+    .write(&mut icmp)
+    .expect("icmp");
     icmp.extend_from_slice(payload);
     frame(&ipv4_packet(src, dst, IpNumber::ICMP, &icmp))
 }
 
 /// An ICMPv6 message of `kind` with `payload` in an IPv6 packet.
 pub fn icmp6(src: &str, dst: &str, kind: Icmpv6Type, payload: &[u8]) -> Vec<u8> {
-    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else { panic!("IPv6 addresses expected") };
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else {
+        panic!("IPv6 addresses expected")
+    };
     let mut icmp = Vec::new();
-    Icmpv6Header::with_checksum(kind, s.octets(), d.octets(), payload).expect("icmpv6").write(&mut icmp).expect("icmpv6");
+    Icmpv6Header::with_checksum(kind, s.octets(), d.octets(), payload)
+        .expect("icmpv6")
+        .write(&mut icmp)
+        .expect("icmpv6");
     icmp.extend_from_slice(payload);
     frame(&ipv6_packet(src, dst, IpNumber::IPV6_ICMP, &icmp))
 }

@@ -9,5 +9,8 @@ pub mod netns;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "these tests need root (BPF, network namespaces); run them as root, as CI does");
+    assert_eq!(
+        uid, 0,
+        "these tests need root (BPF, network namespaces); run them as root, as CI does"
+    );
 }

@@ -12,9 +12,16 @@ use anyhow::{Context as _, bail};
 
 /// Run a command, failing with its stderr.
 pub fn sh(cmd: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().with_context(|| format!("spawning `{cmd}`"))?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .with_context(|| format!("spawning `{cmd}`"))?;
     if !out.status.success() {
-        bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -54,14 +61,20 @@ impl Named {
         // A crashed earlier run may have left it behind.
         let _ = sh(&format!("ip netns del {name} 2>/dev/null"));
         sh(&format!("ip netns add {name}"))?;
-        let ns = Self { name: name.to_owned() };
+        let ns = Self {
+            name: name.to_owned(),
+        };
         ns.exec("ip link set lo up")?;
         Ok(ns)
     }
 
     /// Run a shell command inside the namespace.
     pub fn exec(&self, cmd: &str) -> anyhow::Result<String> {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
     }
 
     /// Run `f` with the calling thread inside this namespace, then move it back. Sockets

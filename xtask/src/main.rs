@@ -1,1 +1,120 @@
-fn main() {}
+//! sluice's developer tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! - `setup [--check] [STEP]`: install what building and testing sluice needs (idempotent).
+//! - `clippy`: lint the host crates, then the eBPF crate for its own target.
+//! - `fmt-check`: `cargo fmt --all -- --check`.
+//! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
+//! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run the namespace demo (`xtask/demo.sh`).
+
+mod cmd;
+mod lint;
+mod setup;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "sluice's developer tasks",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing sluice needs: the nightly toolchain's rust-src and
+    /// clippy, Debian packages (LLVM 22, network tools), bpf-linker, and a bpffs at
+    /// /sys/fs/bpf. Only what is missing is installed.
+    Setup(setup::Args),
+    /// Lint with `-D warnings`: the workspace for the host (`--all-targets`), then `lb-ebpf`
+    /// for `bpfel-unknown-none` on the nightly toolchain.
+    Clippy(lint::ClippyArgs),
+    /// Check formatting: `cargo fmt --all -- --check`.
+    FmtCheck,
+    /// Run `cargo xtask setup`, then `cargo test --workspace --no-fail-fast` (extra arguments
+    /// are passed on, e.g. `cargo xtask test -- --nocapture`; with `-p` in them, only those
+    /// packages are tested).
+    Test {
+        /// Arguments for `cargo test`, after `--workspace`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run `cargo xtask setup`, build `sluice`, and run the demo: a namespace lab with a
+    /// client, sluice and three backends weighted 1:2:3, real TCP connections through the
+    /// XDP balancer, and a table of who answered. Leaves nothing behind.
+    Demo {
+        /// How many connections the client makes.
+        #[arg(default_value_t = 600)]
+        connections: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup(args) => setup::run(&args),
+        Task::Clippy(args) => lint::clippy(&args),
+        Task::FmtCheck => lint::fmt_check(),
+        Task::Demo { connections } => demo(connections),
+        Task::Test { mut args } => {
+            // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
+            // meant for cargo (the test binaries' arguments follow).
+            if std::env::args()
+                .skip_while(|a| a != "test")
+                .nth(1)
+                .as_deref()
+                == Some("--")
+            {
+                args.insert(0, "--".to_owned());
+            }
+            test(&args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run(&setup::Args::default())?;
+    let mut test = cmd::cargo();
+    test.arg("test");
+    // The whole workspace unless packages are picked (cargo would ignore them otherwise).
+    let picks_packages = args
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a.starts_with("-p") || a.starts_with("--package"));
+    if !picks_packages {
+        test.arg("--workspace");
+    }
+    // --no-fail-fast: one failing test binary does not hide the results of the others.
+    test.arg("--no-fail-fast").args(args);
+    cmd::section("test");
+    cmd::run(&mut test)
+}
+
+fn demo(connections: u32) -> anyhow::Result<()> {
+    setup::run(&setup::Args::default())?;
+    cmd::section("build");
+    cmd::run(cmd::cargo().args(["build", "--package", "lb-userspace", "--bin", "sluice"]))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    cmd::section("demo");
+    cmd::run(
+        std::process::Command::new("bash")
+            .arg(root.join("xtask/demo.sh"))
+            .arg(target.join("debug/sluice"))
+            .arg(connections.to_string()),
+    )
+}

@@ -1,12 +1,13 @@
 //! Next hop and MACs from the kernel's FIB and neighbour tables (`bpf_fib_lookup`).
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup as FibParams,
     },
     helpers::generated::bpf_fib_lookup,
     programs::XdpContext,
-    EbpfContext as _,
 };
 use lb_common::{FAMILY_V6, reason};
 
@@ -58,11 +59,13 @@ pub fn lookup(
         p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
     }
     // SAFETY: `p` is a valid, fully initialised parameter block of the size we pass.
-    let ret = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), &raw mut p, size_of::<FibParams>() as i32, 0)
-    };
+    let ret = unsafe { bpf_fib_lookup(ctx.as_ptr(), &raw mut p, size_of::<FibParams>() as i32, 0) };
     if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac })
+        Ok(NextHop {
+            ifindex: p.ifindex,
+            smac: p.smac,
+            dmac: p.dmac,
+        })
     } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
         Err(reason::DROP_TOO_BIG)
     } else if ret == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {

@@ -7,7 +7,7 @@ use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
 use super::{Verdict, csum, fib};
 use crate::{
     maps::CONFIG,
-    parse::{ETH_HLEN, Packet, ptr_at, write_l2},
+    parse::{Packet, ptr_at, vlan_tag, write_l2},
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -37,18 +37,12 @@ pub(super) fn encap(
 #[inline(always)]
 fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Result<(), u32> {
     // Save the tag before the move overwrites it.
-    let vlan_tci = if pkt.l3_off > ETH_HLEN {
-        let tci: *const [u8; 2] = ptr_at(ctx, ETH_HLEN).ok_or(reason::DROP_INTERNAL)?;
-        // SAFETY: `ptr_at` checked the tag is inside the frame.
-        Some(unsafe { [(*tci)[0], (*tci)[1]] })
-    } else {
-        None
-    };
+    let vlan = vlan_tag(ctx, pkt.l3_off)?;
     // SAFETY: the helper only moves `data`; every pointer is re-derived afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -room) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
-    write_l2(ctx, &hop.dmac, &hop.smac, vlan_tci, pkt.eth_proto)
+    write_l2(ctx, &hop.dmac, &hop.smac, vlan, pkt.eth_proto)
 }
 
 #[inline(always)]
@@ -76,9 +70,31 @@ fn encap4(
 
     let len = tot_len.to_be_bytes();
     let d = &backend.addr;
+    // The inner packet's identification and DF flag (never a fragment: those are passed
+    // before this point), so a fragmenting hop keeps distinct ids (RFC 6864) and path MTU
+    // discovery behaves as the client asked.
+    let (id, df) = (pkt.ipv4_id, pkt.ipv4_frags[0] & 0x40);
     let mut ip: [u8; 20] = [
-        0x45, pkt.tos, len[0], len[1], 0, 0, 0, 0, TTL, IPPROTO_IPIP, 0, 0, src[0], src[1],
-        src[2], src[3], d[0], d[1], d[2], d[3],
+        0x45,
+        pkt.tos,
+        len[0],
+        len[1],
+        id[0],
+        id[1],
+        df,
+        0,
+        TTL,
+        IPPROTO_IPIP,
+        0,
+        0,
+        src[0],
+        src[1],
+        src[2],
+        src[3],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
     ];
     let c = csum::ipv4_header(&ip);
     ip[10] = c[0];

@@ -48,6 +48,8 @@ pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     pkt.key.dst[..4].copy_from_slice(&ip.dst_addr);
     pkt.l3_len = tot_len;
     pkt.tos = ip.tos;
+    pkt.ipv4_id = ip.id;
+    pkt.ipv4_frags = ip.frags;
     Ok(pkt.l3_off + hlen)
 }
 
@@ -80,7 +82,11 @@ pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     pkt.key.dst = ip.dst_addr;
     // `total` fits: payload ≤ 65535 and the frame holds it all, so total < 65536 + 40 is
     // bounded by the frame, which is far below u16::MAX for any real MTU; clamp anyway.
-    pkt.l3_len = if total > usize::from(u16::MAX) { u16::MAX } else { total as u16 };
+    pkt.l3_len = if total > usize::from(u16::MAX) {
+        u16::MAX
+    } else {
+        total as u16
+    };
     pkt.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
     Ok(pkt.l3_off + IPV6_HLEN)
 }

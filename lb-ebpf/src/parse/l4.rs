@@ -6,8 +6,19 @@ use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
 use super::{Packet, ptr_at};
 
+/// Fills ports and TCP flags. The L4 header must lie inside the IP packet, not only inside
+/// the frame (Ethernet padding after a short IP packet is not a header).
 #[inline(always)]
 pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<(), u32> {
+    let ip_end = pkt.l3_off + usize::from(pkt.l3_len);
+    let need = if pkt.key.proto == PROTO_TCP {
+        size_of::<TcpHdr>()
+    } else {
+        size_of::<UdpHdr>()
+    };
+    if off + need > ip_end {
+        return Err(reason::PASS_TRUNCATED);
+    }
     if pkt.key.proto == PROTO_TCP {
         let tcp: *const TcpHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the fixed TCP header is inside the frame.

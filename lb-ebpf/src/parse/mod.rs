@@ -9,7 +9,7 @@ mod l4;
 use aya_ebpf::programs::XdpContext;
 use lb_common::FlowKey;
 
-pub use l2::{ETH_HLEN, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
+pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
 
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `None` if the
 /// frame is shorter than `offset + size_of::<T>()`.
@@ -30,26 +30,26 @@ pub fn copy_mac(m: &[u8; 6]) -> [u8; 6] {
     [m[0], m[1], m[2], m[3], m[4], m[5]]
 }
 
-/// Write an Ethernet header (and, with `vlan_tci`, an 802.1Q tag) at the start of the
-/// frame, announcing `proto` (host order) as the next protocol.
+/// Write an Ethernet header (and, with `vlan`, a VLAN tag: its TPID and TCI as found in the
+/// frame, so 802.1Q and 802.1ad tags both survive) at the start of the frame, announcing
+/// `proto` (host order) as the next protocol.
 #[inline(always)]
 pub fn write_l2(
     ctx: &XdpContext,
     dst: &[u8; 6],
     src: &[u8; 6],
-    vlan_tci: Option<[u8; 2]>,
+    vlan: Option<[u8; 4]>,
     proto: u16,
 ) -> Result<(), u32> {
     let p = proto.to_be_bytes();
-    if let Some(tci) = vlan_tci {
+    if let Some(t) = vlan {
         let h: *mut [u8; ETH_HLEN + VLAN_HLEN] =
             ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
-        let t = ETH_P_8021Q.to_be_bytes();
         // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
         unsafe {
             h.write([
                 dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3],
-                src[4], src[5], t[0], t[1], tci[0], tci[1], p[0], p[1],
+                src[4], src[5], t[0], t[1], t[2], t[3], p[0], p[1],
             ]);
         }
     } else {
@@ -63,6 +63,18 @@ pub fn write_l2(
         }
     }
     Ok(())
+}
+
+/// The VLAN tag (TPID and TCI) of a frame whose L3 header is at `l3_off`, if it has one.
+#[inline(always)]
+pub fn vlan_tag(ctx: &XdpContext, l3_off: usize) -> Result<Option<[u8; 4]>, u32> {
+    if l3_off <= ETH_HLEN {
+        return Ok(None);
+    }
+    // The TPID is the outer ethertype field, right before the TCI.
+    let t: *const [u8; 4] = ptr_at(ctx, ETH_HLEN - 2).ok_or(lb_common::reason::DROP_INTERNAL)?;
+    // SAFETY: `ptr_at` checked the 4 bytes are inside the frame.
+    Ok(Some(unsafe { [(*t)[0], (*t)[1], (*t)[2], (*t)[3]] }))
 }
 
 /// What the balancer needs to know about a frame.
@@ -79,6 +91,10 @@ pub struct Packet {
     pub l3_len: u16,
     /// IPv4 TOS / IPv6 traffic class.
     pub tos: u8,
+    /// IPv4 identification and flags/fragment-offset field, network order (IPIP copies
+    /// them to the outer header).
+    pub ipv4_id: [u8; 2],
+    pub ipv4_frags: [u8; 2],
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -96,6 +112,8 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
         tcp_flags: 0,
         l3_len: 0,
         tos: 0,
+        ipv4_id: [0; 2],
+        ipv4_frags: [0; 2],
     };
     let l4_off = if eth_proto == ETH_P_IP {
         l3::parse_v4(ctx, &mut pkt)?

@@ -1,4 +1,4 @@
-//! `sluice config check`.
+//! `sluice config check|export`.
 
 use std::path::Path;
 
@@ -10,6 +10,17 @@ pub fn check(file: &Path) -> anyhow::Result<()> {
     }
     let c = &loaded.config;
     let backends: usize = c.vips.iter().map(|v| v.backends.len()).sum();
-    println!("{}: ok ({} VIPs, {backends} backends)", file.display(), c.vips.len());
+    println!(
+        "{}: ok ({} VIPs, {backends} backends)",
+        file.display(),
+        c.vips.len()
+    );
+    Ok(())
+}
+
+/// Print the validated configuration back as TOML, defaults included.
+pub fn export(file: &Path) -> anyhow::Result<()> {
+    let loaded = crate::config::load(file)?;
+    print!("{}", loaded.config.to_toml()?);
     Ok(())
 }

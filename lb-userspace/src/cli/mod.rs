@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "An XDP layer-4 load balancer")]
 pub struct Cli {
+    /// Run in this named network namespace (`ip netns`), entered with setns(2) before
+    /// anything else. Unlike `ip netns exec`, this keeps the host's mount namespace, so
+    /// pins in /sys/fs/bpf stay visible and outlive the command.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub netns: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,12 +39,32 @@ pub enum Command {
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
     Decap(DecapCmd),
+    /// The XDP_PASS program a veth peer needs to receive frames sluice sends with XDP_TX.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Attach XDP_PASS to the peer of the veth sluice runs on (pinned: it stays after this
+    /// command exits). Only veth needs this; real NICs do not.
+    Attach {
+        #[arg(long, short)]
+        interface: String,
+    },
+    /// Detach it.
+    Detach {
+        #[arg(long, short)]
+        interface: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Validate a config file exactly as `run` would, without touching the kernel.
     Check { file: PathBuf },
+    /// Print the effective configuration (every default filled in) as TOML.
+    Export { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,10 +102,40 @@ impl From<Mode> for crate::config::XdpMode {
 
 /// Run the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Run { config, interface, xdp_mode } => run::run(&config, interface, xdp_mode),
-        Command::Config(ConfigCmd::Check { file }) => config::check(&file),
-        Command::Decap(DecapCmd::Attach { interface, xdp_mode }) => decap::attach(&interface, xdp_mode),
-        Command::Decap(DecapCmd::Detach { interface }) => decap::detach(&interface),
+    if let Some(ns) = &cli.netns {
+        enter_netns(ns)?;
     }
+    match cli.command {
+        Command::Run {
+            config,
+            interface,
+            xdp_mode,
+        } => run::run(&config, interface, xdp_mode),
+        Command::Config(ConfigCmd::Check { file }) => config::check(&file),
+        Command::Config(ConfigCmd::Export { file }) => config::export(&file),
+        Command::Decap(DecapCmd::Attach {
+            interface,
+            xdp_mode,
+        }) => decap::attach(&interface, xdp_mode),
+        Command::Decap(DecapCmd::Detach { interface }) => decap::detach(&interface),
+        Command::Peer(PeerCmd::Attach { interface }) => decap::peer_attach(&interface),
+        Command::Peer(PeerCmd::Detach { interface }) => decap::peer_detach(&interface),
+    }
+}
+
+/// Move the (still single-threaded) process into the named network namespace.
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    anyhow::ensure!(
+        !name.is_empty() && !name.contains('/'),
+        "--netns {name:?}: not a namespace name (as `ip netns list` shows them)"
+    );
+    let path = std::path::Path::new("/run/netns").join(name);
+    let f = std::fs::File::open(&path)
+        .map_err(|e| anyhow::anyhow!("--netns {name}: cannot open {}: {e}", path.display()))?;
+    // SAFETY: setns on a namespace fd we own; no other thread exists yet.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        anyhow::bail!("--netns {name}: setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -23,7 +23,9 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
         loaded.config.daemon.xdp_mode = m.into();
     }
     let mut dp = daemon::start(&loaded.config)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let fib_backends = neigh::fib_backends(&daemon::desired_from(&loaded.config));
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -37,8 +37,14 @@ pub(super) fn attach_xdp(
         message: format!("attaching {program}: {}", error_chain(&e)),
     };
     match mode {
-        AttachMode::Native => Ok((prog.attach(interface, XdpMode::Driver).map_err(err)?, AttachMode::Native)),
-        AttachMode::Generic => Ok((prog.attach(interface, XdpMode::Skb).map_err(err)?, AttachMode::Generic)),
+        AttachMode::Native => Ok((
+            prog.attach(interface, XdpMode::Driver).map_err(err)?,
+            AttachMode::Native,
+        )),
+        AttachMode::Generic => Ok((
+            prog.attach(interface, XdpMode::Skb).map_err(err)?,
+            AttachMode::Generic,
+        )),
         AttachMode::Auto => match prog.attach(interface, XdpMode::Driver) {
             Ok(link) => Ok((link, AttachMode::Native)),
             Err(e) => {
@@ -47,7 +53,10 @@ pub(super) fn attach_xdp(
                     error = %error_chain(&e),
                     "native XDP not available; falling back to generic (SKB) mode, which is much slower"
                 );
-                Ok((prog.attach(interface, XdpMode::Skb).map_err(err)?, AttachMode::Generic))
+                Ok((
+                    prog.attach(interface, XdpMode::Skb).map_err(err)?,
+                    AttachMode::Generic,
+                ))
             }
         },
     }
@@ -63,7 +72,12 @@ impl Dataplane {
     ) -> Result<AttachMode, DataplaneError> {
         let prog = self.program(program)?;
         let (link, got) = attach_xdp(prog, program, interface, mode)?;
-        self.attached.push(Attached { program, interface: interface.to_owned(), mode: got, link });
+        self.attached.push(Attached {
+            program,
+            interface: interface.to_owned(),
+            mode: got,
+            link,
+        });
         Ok(got)
     }
 

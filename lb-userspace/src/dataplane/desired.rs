@@ -17,13 +17,22 @@ pub struct VipIdent {
 impl VipIdent {
     pub fn key(&self) -> VipKey {
         let (addr, family) = addr_bytes(self.address);
-        VipKey { addr, port: self.port.to_be_bytes(), proto: self.proto, family }
+        VipKey {
+            addr,
+            port: self.port.to_be_bytes(),
+            proto: self.proto,
+            family,
+        }
     }
 }
 
 impl std::fmt::Display for VipIdent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = if self.proto == lb_common::PROTO_UDP { "udp" } else { "tcp" };
+        let proto = if self.proto == lb_common::PROTO_UDP {
+            "udp"
+        } else {
+            "tcp"
+        };
         match self.address {
             IpAddr::V4(a) => write!(f, "{a}:{}/{proto}", self.port),
             IpAddr::V6(a) => write!(f, "[{a}]:{}/{proto}", self.port),

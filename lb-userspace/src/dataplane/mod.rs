@@ -29,16 +29,23 @@ pub use testrun::RunResult;
 use self::{layout::Layout, tables::TableMem};
 
 /// The compiled eBPF object, embedded at build time by `build.rs` (aya-build).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("program {0} is missing from the eBPF object")]
@@ -53,11 +60,17 @@ pub enum DataplaneError {
     )]
     TablesFull { need: u32, free: u64, capacity: u32 },
     #[error("building the table of VIP {vip}: {source}")]
-    Maglev { vip: String, source: crate::maglev::MaglevError },
+    Maglev {
+        vip: String,
+        source: crate::maglev::MaglevError,
+    },
     #[error("interface {interface}: {message}")]
     Attach { interface: String, message: String },
     #[error("test run of {program}: {source}")]
-    TestRun { program: &'static str, source: aya::programs::ProgramError },
+    TestRun {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
 }
 
 /// Sizes fixed when the object is loaded.
@@ -69,7 +82,10 @@ pub struct Sizes {
 
 impl Default for Sizes {
     fn default() -> Self {
-        Self { flow_entries: lb_common::DEFAULT_FLOW_ENTRIES, table_slots: lb_common::DEFAULT_TABLE_SLOTS }
+        Self {
+            flow_entries: lb_common::DEFAULT_FLOW_ENTRIES,
+            table_slots: lb_common::DEFAULT_TABLE_SLOTS,
+        }
     }
 }
 
@@ -90,7 +106,9 @@ pub struct Dataplane {
 
 impl std::fmt::Debug for Dataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dataplane").field("layout", &self.layout).finish_non_exhaustive()
+        f.debug_struct("Dataplane")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,13 +118,22 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DataplaneError> {
 
 macro_rules! typed {
     ($ebpf:expr, $name:expr) => {
-        take($ebpf, $name)?.try_into().map_err(|source| DataplaneError::Map { name: $name, source })?
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                name: $name,
+                source,
+            })?
     };
 }
 
 /// Every program of the object, loaded into the kernel (verified) by [`Dataplane::load`].
-pub const ALL_PROGRAMS: [&str; 4] =
-    [programs::BALANCER, programs::DECAP, programs::FLOOR_TX, programs::PASS];
+pub const ALL_PROGRAMS: [&str; 4] = [
+    programs::BALANCER,
+    programs::DECAP,
+    programs::FLOOR_TX,
+    programs::PASS,
+];
 
 impl Dataplane {
     /// Load the object with the given map sizes and verify every program. Nothing is
@@ -123,7 +150,8 @@ impl Dataplane {
                 .ok_or(DataplaneError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| DataplaneError::Program { name, source })?;
-            prog.load().map_err(|source| DataplaneError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| DataplaneError::Program { name, source })?;
         }
         let tables = match take(&mut ebpf, names::TABLES)? {
             Map::Array(data) => TableMem::new(data, sizes.table_slots)?,
@@ -159,14 +187,23 @@ impl Dataplane {
                 let v = self
                     .reasons
                     .get(&i, 0)
-                    .map_err(|source| DataplaneError::Map { name: names::REASONS, source })?;
+                    .map_err(|source| DataplaneError::Map {
+                        name: names::REASONS,
+                        source,
+                    })?;
                 Ok(v.iter().sum())
             })
             .collect()
     }
 
-    fn sum(map: &PerCpuArray<MapData, Counters>, name: &'static str, i: u32) -> Result<Counters, DataplaneError> {
-        let per_cpu = map.get(&i, 0).map_err(|source| DataplaneError::Map { name, source })?;
+    fn sum(
+        map: &PerCpuArray<MapData, Counters>,
+        name: &'static str,
+        i: u32,
+    ) -> Result<Counters, DataplaneError> {
+        let per_cpu = map
+            .get(&i, 0)
+            .map_err(|source| DataplaneError::Map { name, source })?;
         Ok(per_cpu.iter().fold(Counters::default(), |mut a, c| {
             a.packets += c.packets;
             a.bytes += c.bytes;
@@ -202,7 +239,12 @@ impl Dataplane {
         for k in keys {
             match self.flows.remove(&k) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => return Err(DataplaneError::Map { name: names::FLOWS, source }),
+                Err(source) => {
+                    return Err(DataplaneError::Map {
+                        name: names::FLOWS,
+                        source,
+                    });
+                }
             }
         }
         Ok(())
@@ -216,7 +258,10 @@ impl Dataplane {
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so large maps load.
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid struct; failure only matters on old kernels, where
     // the load error that follows says so.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {

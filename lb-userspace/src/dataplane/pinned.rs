@@ -20,7 +20,9 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/sluice";
 
 /// The pin of `program` on `interface`.
 pub fn link_pin_path(program: &str, interface: &str) -> PathBuf {
-    Path::new(PIN_ROOT).join("links").join(format!("{program}@{interface}"))
+    Path::new(PIN_ROOT)
+        .join("links")
+        .join(format!("{program}@{interface}"))
 }
 
 /// Mount bpffs at /sys/fs/bpf unless it already is.
@@ -36,11 +38,22 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     let (src, dst, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(DataplaneError::Attach {
             interface: String::new(),
-            message: format!("mounting bpffs at /sys/fs/bpf: {}", std::io::Error::last_os_error()),
+            message: format!(
+                "mounting bpffs at /sys/fs/bpf: {}",
+                std::io::Error::last_os_error()
+            ),
         });
     }
     Ok(())
@@ -48,13 +61,20 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
 
 /// Load `program` on its own (with minimal maps) and attach it to `interface` with a
 /// pinned link. Fails if that program is already pinned there.
-pub fn attach_pinned(program: &'static str, interface: &str, mode: AttachMode) -> Result<(AttachMode, PathBuf), DataplaneError> {
+pub fn attach_pinned(
+    program: &'static str,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<(AttachMode, PathBuf), DataplaneError> {
     ensure_bpffs()?;
     let path = link_pin_path(program, interface);
     if path.exists() {
         return Err(DataplaneError::Attach {
             interface: interface.to_owned(),
-            message: format!("{program} is already attached (pinned at {}); detach it first", path.display()),
+            message: format!(
+                "{program} is already attached (pinned at {}); detach it first",
+                path.display()
+            ),
         });
     }
     let mut ebpf = EbpfLoader::new()
@@ -65,28 +85,53 @@ pub fn attach_pinned(program: &'static str, interface: &str, mode: AttachMode) -
         .program_mut(program)
         .ok_or(DataplaneError::MissingProgram(program))?
         .try_into()
-        .map_err(|source| DataplaneError::Program { name: program, source })?;
-    prog.load().map_err(|source| DataplaneError::Program { name: program, source })?;
+        .map_err(|source| DataplaneError::Program {
+            name: program,
+            source,
+        })?;
+    prog.load().map_err(|source| DataplaneError::Program {
+        name: program,
+        source,
+    })?;
     let (id, got) = attach_xdp(prog, program, interface, mode)?;
-    let pin_err = |message: String| DataplaneError::Attach { interface: interface.to_owned(), message };
+    let pin_err = |message: String| DataplaneError::Attach {
+        interface: interface.to_owned(),
+        message,
+    };
     let link = prog.take_link(id).map_err(|e| pin_err(error_chain(&e)))?;
-    let link = FdLink::try_from(link).map_err(|e| pin_err(format!("no bpf link to pin: {}", error_chain(&e))))?;
+    let link = FdLink::try_from(link)
+        .map_err(|e| pin_err(format!("no bpf link to pin: {}", error_chain(&e))))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| pin_err(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| pin_err(format!("creating {}: {e}", dir.display())))?;
     }
-    link.pin(&path).map_err(|e| pin_err(format!("pinning at {}: {}", path.display(), error_chain(&e))))?;
+    link.pin(&path).map_err(|e| {
+        pin_err(format!(
+            "pinning at {}: {}",
+            path.display(),
+            error_chain(&e)
+        ))
+    })?;
     Ok((got, path))
 }
 
 /// Remove the pinned link of `program` on `interface`, which detaches it.
 pub fn detach_pinned(program: &str, interface: &str) -> Result<(), DataplaneError> {
     let path = link_pin_path(program, interface);
-    let err = |message: String| DataplaneError::Attach { interface: interface.to_owned(), message };
+    let err = |message: String| DataplaneError::Attach {
+        interface: interface.to_owned(),
+        message,
+    };
     if !path.exists() {
-        return Err(err(format!("{program} is not attached by sluice (no pin at {})", path.display())));
+        return Err(err(format!(
+            "{program} is not attached by sluice (no pin at {})",
+            path.display()
+        )));
     }
     let link = PinnedLink::from_pin(&path).map_err(|e| err(error_chain(&e)))?;
-    let link = link.unpin().map_err(|e| err(format!("unpinning {}: {e}", path.display())))?;
+    let link = link
+        .unpin()
+        .map_err(|e| err(format!("unpinning {}: {e}", path.display())))?;
     drop(link);
     Ok(())
 }

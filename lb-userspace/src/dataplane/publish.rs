@@ -9,9 +9,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
-use lb_common::{
-    BACKEND_F_HAS_MAC, BACKEND_F_SERVING, Backend, GlobalConfig, VipMeta, names,
-};
+use lb_common::{BACKEND_F_HAS_MAC, BACKEND_F_SERVING, Backend, GlobalConfig, VipMeta, names};
 
 use super::{
     Dataplane, DataplaneError, Desired, DesiredVip, VipIdent,
@@ -33,7 +31,11 @@ pub struct PublishReport {
 }
 
 fn prefix_mask_v4(len: u8) -> [u8; 4] {
-    let m: u32 = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
+    let m: u32 = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
     m.to_be_bytes()
 }
 
@@ -57,14 +59,25 @@ impl Dataplane {
             hash_seed: g.hash_seed,
             _pad: 0,
         };
-        self.config.set(0, cfg, 0).map_err(|source| DataplaneError::Map { name: names::CONFIG, source })?;
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::CONFIG,
+                source,
+            })?;
 
         let mut keep = std::collections::BTreeSet::new();
         for vip in &desired.vips {
             keep.insert(vip.ident);
             self.publish_vip(vip, g.hash_seed, &mut report)?;
         }
-        let gone: Vec<VipIdent> = self.layout.vips.keys().filter(|k| !keep.contains(k)).copied().collect();
+        let gone: Vec<VipIdent> = self
+            .layout
+            .vips
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .copied()
+            .collect();
         for ident in gone {
             self.remove_vip(&ident)?;
             report.vips_removed += 1;
@@ -89,7 +102,10 @@ impl Dataplane {
         }
         let free_backends = lb_common::MAX_BACKENDS - 1 - self.layout.slots.in_use() as u32;
         if new_backends > free_backends {
-            return Err(DataplaneError::Full { what: "backend slots", limit: lb_common::MAX_BACKENDS - 1 });
+            return Err(DataplaneError::Full {
+                what: "backend slots",
+                limit: lb_common::MAX_BACKENDS - 1,
+            });
         }
         if new_slots > self.layout.regions.free_slots() {
             return Err(DataplaneError::TablesFull {
@@ -102,10 +118,20 @@ impl Dataplane {
     }
 
     fn write_backend(&mut self, id: u32, b: Backend) -> Result<(), DataplaneError> {
-        self.backends.set(id, b, 0).map_err(|source| DataplaneError::Map { name: names::BACKENDS, source })
+        self.backends
+            .set(id, b, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::BACKENDS,
+                source,
+            })
     }
 
-    fn publish_vip(&mut self, vip: &DesiredVip, seed: u32, report: &mut PublishReport) -> Result<(), DataplaneError> {
+    fn publish_vip(
+        &mut self,
+        vip: &DesiredVip,
+        seed: u32,
+        report: &mut PublishReport,
+    ) -> Result<(), DataplaneError> {
         let existing = self.layout.vips.get(&vip.ident).cloned();
         let mut rec = match existing {
             Some(r) => r,
@@ -157,7 +183,14 @@ impl Dataplane {
             }
             self.write_backend(
                 r.id,
-                Backend { addr, mac: b.mac.unwrap_or_default(), family, flags, generation: r.generation, vip_id: rec.vip_id },
+                Backend {
+                    addr,
+                    mac: b.mac.unwrap_or_default(),
+                    family,
+                    flags,
+                    generation: r.generation,
+                    vip_id: rec.vip_id,
+                },
             )?;
             next.insert(b.address, r);
         }
@@ -175,8 +208,12 @@ impl Dataplane {
             })
             .collect();
         let started = Instant::now();
-        let table = maglev::build(&entries, vip.table_size, seed)
-            .map_err(|source| DataplaneError::Maglev { vip: vip.ident.to_string(), source })?;
+        let table = maglev::build(&entries, vip.table_size, seed).map_err(|source| {
+            DataplaneError::Maglev {
+                vip: vip.ident.to_string(),
+                source,
+            }
+        })?;
         report.build_us += started.elapsed().as_micros();
         report.tables_built += 1;
         let target = 1 - rec.live;
@@ -192,12 +229,19 @@ impl Dataplane {
         };
         self.vips
             .insert(vip.ident.key(), meta, 0)
-            .map_err(|source| DataplaneError::Map { name: names::VIPS, source })?;
+            .map_err(|source| DataplaneError::Map {
+                name: names::VIPS,
+                source,
+            })?;
         rec.live = target;
 
         // Now that no table points at them: retire the backends that left.
-        let left: Vec<BackendRecord> =
-            rec.backends.iter().filter(|(a, _)| !next.contains_key(a)).map(|(_, r)| *r).collect();
+        let left: Vec<BackendRecord> = rec
+            .backends
+            .iter()
+            .filter(|(a, _)| !next.contains_key(a))
+            .map(|(_, r)| *r)
+            .collect();
         for r in left {
             self.retire_backend(r, rec.vip_id)?;
             report.backends_removed += 1;
@@ -213,16 +257,30 @@ impl Dataplane {
 
     /// Mark a slot not serving (flows on it move on their next packet) and free it.
     fn retire_backend(&mut self, r: BackendRecord, vip_id: u32) -> Result<(), DataplaneError> {
-        self.write_backend(r.id, Backend { generation: r.generation, vip_id, ..Backend::default() })?;
+        self.write_backend(
+            r.id,
+            Backend {
+                generation: r.generation,
+                vip_id,
+                ..Backend::default()
+            },
+        )?;
         self.layout.slots.free(r.id);
         Ok(())
     }
 
     fn remove_vip(&mut self, ident: &VipIdent) -> Result<(), DataplaneError> {
-        let Some(rec) = self.layout.vips.remove(ident) else { return Ok(()) };
+        let Some(rec) = self.layout.vips.remove(ident) else {
+            return Ok(());
+        };
         match self.vips.remove(&ident.key()) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => return Err(DataplaneError::Map { name: names::VIPS, source }),
+            Err(source) => {
+                return Err(DataplaneError::Map {
+                    name: names::VIPS,
+                    source,
+                });
+            }
         }
         for r in rec.backends.values() {
             self.retire_backend(*r, rec.vip_id)?;

@@ -26,7 +26,9 @@ unsafe impl Sync for TableMem {}
 
 impl std::fmt::Debug for TableMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableMem").field("slots", &self.slots).finish_non_exhaustive()
+        f.debug_struct("TableMem")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,16 +53,25 @@ impl TableMem {
         if p == libc::MAP_FAILED {
             return Err(DataplaneError::Mmap(std::io::Error::last_os_error()));
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| {
-            DataplaneError::Mmap(std::io::Error::other("mmap returned NULL"))
-        })?;
-        Ok(Self { ptr, len, slots, _map: map })
+        let ptr = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| DataplaneError::Mmap(std::io::Error::other("mmap returned NULL")))?;
+        Ok(Self {
+            ptr,
+            len,
+            slots,
+            _map: map,
+        })
     }
 
     /// Write `values` into slots `base..base + values.len()`.
     pub fn write(&mut self, base: u32, values: &[u32]) {
         let end = base as usize + values.len();
-        assert!(end <= self.slots as usize, "table region {base}+{} beyond {}", values.len(), self.slots);
+        assert!(
+            end <= self.slots as usize,
+            "table region {base}+{} beyond {}",
+            values.len(),
+            self.slots
+        );
         let first = self.ptr.as_ptr().wrapping_add(base as usize * STRIDE);
         for (i, v) in values.iter().enumerate() {
             // SAFETY: in bounds (asserted above) of our live mapping; 4-byte aligned since

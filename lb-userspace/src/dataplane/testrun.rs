@@ -47,8 +47,14 @@ impl Dataplane {
             repeat: 1,
             ..TestRunOptions::default()
         };
-        let r = prog.test_run(opts).map_err(|source| DataplaneError::TestRun { program, source })?;
+        let r = prog
+            .test_run(opts)
+            .map_err(|source| DataplaneError::TestRun { program, source })?;
         out.truncate(r.data_size_out as usize);
-        Ok(RunResult { action: r.return_value, frame: out, duration_ns: r.duration.as_nanos() as u64 })
+        Ok(RunResult {
+            action: r.return_value,
+            frame: out,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
     }
 }
