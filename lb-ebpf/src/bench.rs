@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use network_types::eth::EthHdr;
 
-use crate::parse::ptr_at;
+use crate::parse::{copy_mac, ptr_at};
 
 /// Swap the MACs and send the frame back: the least work an XDP forwarder can do.
 #[inline(always)]
@@ -12,13 +12,10 @@ pub fn floor_tx(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: `ptr_at` checked the header is inside the frame.
-    #[expect(
-        clippy::manual_swap,
-        reason = "mem::swap of packet memory may become a memcpy call the verifier rejects"
-    )]
+    let (dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    // SAFETY: as above.
     unsafe {
-        let dst = (*eth).dst_addr;
-        (*eth).dst_addr = (*eth).src_addr;
+        (*eth).dst_addr = src;
         (*eth).src_addr = dst;
     }
     xdp_action::XDP_TX

@@ -17,8 +17,8 @@ pub fn desired_from(config: &Config) -> Desired {
     Desired {
         global: Global {
             hash_seed: d.hash_seed,
-            encap_v4: (d.encap_source_v4.addr(), d.encap_source_v4.len()),
-            encap_v6: (d.encap_source_v6.addr(), d.encap_source_v6.len()),
+            encap_v4: (d.encap_source_v4.addr(), d.encap_source_v4.prefix_len()),
+            encap_v6: (d.encap_source_v6.addr(), d.encap_source_v6.prefix_len()),
         },
         vips: config
             .vips

@@ -283,14 +283,6 @@ impl Ipv4Prefix {
     pub fn prefix_len(&self) -> u8 {
         self.len
     }
-    /// The prefix length (the same as [`Self::prefix_len`]).
-    #[expect(
-        clippy::len_without_is_empty,
-        reason = "a prefix length, not a collection size"
-    )]
-    pub fn len(&self) -> u8 {
-        self.len
-    }
     /// The netmask (`255.255.0.0` for a /16).
     pub fn mask(&self) -> Ipv4Addr {
         Ipv4Addr::from_bits(self.mask_bits())
@@ -311,14 +303,6 @@ impl Ipv6Prefix {
     }
     /// The prefix length.
     pub fn prefix_len(&self) -> u8 {
-        self.len
-    }
-    /// The prefix length (the same as [`Self::prefix_len`]).
-    #[expect(
-        clippy::len_without_is_empty,
-        reason = "a prefix length, not a collection size"
-    )]
-    pub fn len(&self) -> u8 {
         self.len
     }
     /// The netmask (`ffff:ffff::` for a /32).
