@@ -68,7 +68,7 @@ for i in 1 2 3; do
 import socket, sys
 name = sys.argv[1]
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("'$VIP'", 80)); s.listen(512)
+s.bind(("0.0.0.0", 80)); s.listen(512)
 while True:
     c, _ = s.accept()
     c.recv(64); c.sendall(name.encode()); c.close()
@@ -82,7 +82,7 @@ for _ in $(seq 50); do grep -q "balancer attached" "$LOG/daemon.log" && break; s
 grep -q "balancer attached" "$LOG/daemon.log" || { cat "$LOG/daemon.log"; exit 1; }
 sed 's/^/   daemon: /' "$LOG/daemon.log"
 
-say "$CONNS TCP connections from the client to $VIP:80"
+burst() {
 inside cl python3 - "$CONNS" "${WEIGHTS[@]}" <<'PY'
 import socket, sys, time
 n = int(sys.argv[1]); weights = [int(w) for w in sys.argv[2:]]
@@ -103,5 +103,21 @@ for i, w in enumerate(weights, 1):
 print(f"\n   {n - failed} of {n} connections answered in {dt:.1f} s, {failed} failed")
 sys.exit(1 if failed else 0)
 PY
+}
+
+say "$CONNS TCP connections from the client to $VIP:80"
+burst
+
+say "failover: stopping backend-2's server; health checks (tcp, every 500 ms, fall 2) take it out"
+t0=$(date +%s%N)
+ip netns pids $P-b2 | xargs -r kill
+for _ in $(seq 100); do grep -q "backend down" "$LOG/daemon.log" && break; sleep 0.05; done
+grep -q "backend down" "$LOG/daemon.log" || { echo "backend-2 was not detected down"; cat "$LOG/daemon.log"; exit 1; }
+echo "   detected down after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+"$SLUICE" backend list --state-dir /run/sluice/demo | sed 's/^/   /'
+# With backend-2 down its share goes to the others: 1:3 of the traffic.
+WEIGHTS=(1 0 3)
+say "$CONNS more connections: none may fail, none may reach backend-2"
+burst
 
 say "done; tearing the lab down"

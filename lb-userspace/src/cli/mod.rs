@@ -1,5 +1,6 @@
 //! The `sluice` command line: argument parsing only; each family's work is in its module.
 
+mod backend;
 mod config;
 mod decap;
 mod run;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Backends as the running daemon sees them.
+    #[command(subcommand)]
+    Backend(BackendCmd),
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
     Decap(DecapCmd),
@@ -56,6 +60,19 @@ pub enum PeerCmd {
     Detach {
         #[arg(long, short)]
         interface: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendCmd {
+    /// Every backend of every VIP: weight, health (and since when, and why), counters.
+    List {
+        /// The daemon's `daemon.state_dir`.
+        #[arg(long, default_value = crate::config::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -112,6 +129,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             xdp_mode,
         } => run::run(&config, interface, xdp_mode),
         Command::Config(ConfigCmd::Check { file }) => config::check(&file),
+        Command::Backend(BackendCmd::List { state_dir, json }) => backend::list(&state_dir, json),
         Command::Config(ConfigCmd::Export { file }) => config::export(&file),
         Command::Decap(DecapCmd::Attach {
             interface,

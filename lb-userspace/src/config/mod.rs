@@ -46,6 +46,17 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub const TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 7..=16_777_213;
 /// Default `vip.backend.weight`.
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// Health-check defaults and ranges (`[vip.health]`). The interval and timeout follow GitHub
+/// GLB's defaults halved: a dead backend is out within `fall × interval` ≈ 6 s.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u32 = 2000;
+pub const HEALTH_INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 100..=3_600_000;
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u32 = 1000;
+pub const HEALTH_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 10..=3_600_000;
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+pub const HEALTH_COUNT_RANGE: std::ops::RangeInclusive<u32> = 1..=100;
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+pub const DEFAULT_HEALTH_SEND: &str = "sluice-health";
 /// Accepted `vip.backend.weight` values; 0 quiesces the backend.
 pub const WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 0..=10_000;
 /// `table_size` below `MIN_SLOTS_PER_BACKEND × backends` is an error.
@@ -55,6 +66,8 @@ pub const MIN_SLOTS_PER_BACKEND: u32 = 10;
 pub const GOOD_SLOTS_PER_BACKEND: u32 = 100;
 /// Default `daemon.encap_source_v4`.
 pub const DEFAULT_ENCAP_SOURCE_V4: &str = "172.16.0.0/16";
+/// Default `daemon.state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 /// Default `daemon.encap_source_v6`.
 pub const DEFAULT_ENCAP_SOURCE_V6: &str = "fd00:5c::/96";
 /// Accepted prefix lengths of `daemon.encap_source_v4`.
@@ -86,6 +99,8 @@ pub struct DaemonConfig {
     pub encap_source_v4: Ipv4Prefix,
     /// Outer source prefix of IP6IP6-encapsulated IPv6 packets.
     pub encap_source_v6: Ipv6Prefix,
+    /// Where the daemon keeps its runtime files (status for `sluice backend list`).
+    pub state_dir: PathBuf,
 }
 
 /// `[[vip]]`: one virtual service.
@@ -101,8 +116,93 @@ pub struct VipConfig {
     pub scheduler: Scheduler,
     /// Maglev lookup-table size, a prime.
     pub table_size: u32,
+    /// How the daemon checks this VIP's backends.
+    pub health: HealthConfig,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
+}
+
+/// `[vip.health]` (and per backend `[vip.backend.health]`): the daemon's health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub check: CheckKind,
+    /// Port checked on the backend.
+    pub port: u16,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    /// Consecutive successes that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failures that take a backend down.
+    pub fall: u32,
+    /// `http`: the path requested.
+    pub path: String,
+    /// `http`: accepted status codes, inclusive.
+    pub expect_status: (u16, u16),
+    /// `udp`: the datagram sent.
+    pub send: String,
+    /// `udp`: a reply must contain this (any reply when absent).
+    pub expect: Option<String>,
+}
+
+/// Exported as written: the keys of the other check kinds are left out (they would be
+/// rejected on the way back in).
+impl Serialize for HealthConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            check: CheckKind,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            port: Option<u16>,
+            interval_ms: u32,
+            timeout_ms: u32,
+            rise: u32,
+            fall: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expect_status: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            send: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expect: Option<&'a str>,
+        }
+        let http = self.check == CheckKind::Http;
+        let udp = self.check == CheckKind::Udp;
+        let (lo, hi) = self.expect_status;
+        Out {
+            check: self.check,
+            port: (self.port != 0).then_some(self.port),
+            interval_ms: self.interval_ms,
+            timeout_ms: self.timeout_ms,
+            rise: self.rise,
+            fall: self.fall,
+            path: http.then_some(self.path.as_str()),
+            expect_status: http.then(|| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            }),
+            send: udp.then_some(self.send.as_str()),
+            expect: if udp { self.expect.as_deref() } else { None },
+        }
+        .serialize(s)
+    }
+}
+
+/// The kind of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP GET answers with an expected status.
+    Http,
+    /// A UDP datagram is answered.
+    Udp,
+    /// No checks: the backend is always up.
+    None,
 }
 
 /// `[[vip.backend]]`: one real server of a VIP.
@@ -118,6 +218,19 @@ pub struct BackendConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub mac: Option<[u8; 6]>,
+    /// This backend's own checks, when it overrides the VIP's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
+}
+
+impl VipConfig {
+    /// The checks that apply to backend `i`.
+    pub fn health_of(&self, i: usize) -> &HealthConfig {
+        self.backends
+            .get(i)
+            .and_then(|b| b.health.as_ref())
+            .unwrap_or(&self.health)
+    }
 }
 
 /// How the XDP program is attached.
@@ -202,6 +315,7 @@ named!(XdpMode, "xdp_mode", ["native" => XdpMode::Native, "generic" => XdpMode::
 named!(Protocol, "protocol", ["tcp" => Protocol::Tcp, "udp" => Protocol::Udp]);
 named!(Forwarding, "forwarding", ["dsr" => Forwarding::Dsr, "ipip" => Forwarding::Ipip]);
 named!(Scheduler, "scheduler", ["maglev" => Scheduler::Maglev], reserved: Scheduler::RESERVED);
+named!(CheckKind, "check", ["tcp" => CheckKind::Tcp, "http" => CheckKind::Http, "udp" => CheckKind::Udp, "none" => CheckKind::None]);
 
 impl Protocol {
     /// The IP protocol number (`lb_common::PROTO_*`).

@@ -22,6 +22,7 @@ pub(super) struct RawDaemon {
     pub hash_seed: Option<i64>,
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -34,8 +35,46 @@ pub(super) struct RawVip {
     pub forwarding: Option<String>,
     pub scheduler: Option<String>,
     pub table_size: Option<i64>,
+    pub health: Option<RawHealth>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
+}
+
+/// `[vip.health]` and `[vip.backend.health]` (whose keys override the VIP's).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub check: Option<String>,
+    pub port: Option<i64>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub path: Option<String>,
+    pub expect_status: Option<String>,
+    pub send: Option<String>,
+    pub expect: Option<String>,
+}
+
+impl RawHealth {
+    /// `self` with every key `over` sets replaced.
+    pub fn overridden_by(&self, over: &Self) -> Self {
+        Self {
+            check: over.check.clone().or_else(|| self.check.clone()),
+            port: over.port.or(self.port),
+            interval_ms: over.interval_ms.or(self.interval_ms),
+            timeout_ms: over.timeout_ms.or(self.timeout_ms),
+            rise: over.rise.or(self.rise),
+            fall: over.fall.or(self.fall),
+            path: over.path.clone().or_else(|| self.path.clone()),
+            expect_status: over
+                .expect_status
+                .clone()
+                .or_else(|| self.expect_status.clone()),
+            send: over.send.clone().or_else(|| self.send.clone()),
+            expect: over.expect.clone().or_else(|| self.expect.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,4 +83,5 @@ pub(super) struct RawBackend {
     pub address: Option<String>,
     pub weight: Option<i64>,
     pub mac: Option<String>,
+    pub health: Option<RawHealth>,
 }

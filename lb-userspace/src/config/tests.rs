@@ -139,9 +139,104 @@ fn defaults() {
         BackendConfig {
             address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
             weight: 1,
-            mac: None
+            mac: None,
+            health: None,
         }
     );
+    // Health-check defaults: tcp on the VIP's port for a tcp VIP, none for a udp VIP.
+    let h = &c.vips[0].health;
+    assert_eq!(
+        (h.check, h.port, h.interval_ms, h.timeout_ms, h.rise, h.fall),
+        (CheckKind::Tcp, 80, 2000, 1000, 2, 3)
+    );
+    assert_eq!(c.vips[1].health.check, CheckKind::None);
+}
+
+#[test]
+fn health_sections_validate_and_override_per_backend() {
+    let text = r#"
+[daemon]
+interface = "eth0"
+
+[[vip]]
+address = "10.0.0.1"
+port = 0
+protocol = "tcp"
+forwarding = "dsr"
+table_size = 251
+[vip.health]
+check = "http"
+port = 8080
+path = "/healthz"
+expect_status = "200-299"
+rise = 1
+
+[[vip.backend]]
+address = "10.0.1.1"
+[vip.backend.health]
+interval_ms = 500
+timeout_ms = 200
+
+[[vip.backend]]
+address = "10.0.1.2"
+"#;
+    let c = parse(text, "t.toml").unwrap().config;
+    let v = &c.vips[0];
+    assert_eq!(
+        (
+            v.health.check,
+            v.health.port,
+            v.health.path.as_str(),
+            v.health.expect_status
+        ),
+        (CheckKind::Http, 8080, "/healthz", (200, 299))
+    );
+    let b0 = v.health_of(0);
+    assert_eq!(
+        (b0.check, b0.port, b0.interval_ms, b0.timeout_ms, b0.rise),
+        (CheckKind::Http, 8080, 500, 200, 1)
+    );
+    assert_eq!(v.health_of(1), &v.health);
+    // Round trip through export.
+    let again = parse(&c.to_toml().unwrap(), "export").unwrap().config;
+    assert_eq!(again, c);
+
+    let bad = |extra: &str, path: &str, fragment: &str| {
+        let t = format!(
+            "[daemon]\ninterface = \"eth0\"\n[[vip]]\naddress = \"10.0.0.1\"\nport = 0\nprotocol = \"tcp\"\nforwarding = \"dsr\"\ntable_size = 251\n[vip.health]\n{extra}\n[[vip.backend]]\naddress = \"10.0.1.1\"\n"
+        );
+        let err = parse(&t, "t.toml").unwrap_err();
+        let problems = err.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == path && p.message.contains(fragment)),
+            "{extra}: want {path}: {fragment}; got {problems:?}"
+        );
+    };
+    bad("check = \"tcp\"", "vip[0].health.port", "say which port");
+    bad(
+        "check = \"ping\"\nport = 1",
+        "vip[0].health.check",
+        "accepted values",
+    );
+    bad(
+        "port = 80\ninterval_ms = 100\ntimeout_ms = 500",
+        "vip[0].health.timeout_ms",
+        "longer than interval_ms",
+    );
+    bad(
+        "port = 80\npath = \"/x\"",
+        "vip[0].health.path",
+        "only applies to check = \"http\"",
+    );
+    bad(
+        "check = \"http\"\nport = 80\nexpect_status = \"700\"",
+        "vip[0].health.expect_status",
+        "not a status",
+    );
+    bad("port = 80\nfall = 0", "vip[0].health.fall", "out of range");
+    bad("port = 80\nbogus = 1", "vip[0].health.bogus", "unknown key");
 }
 
 /// One row per file in `config/invalid/`: the problems expected, in order, as

@@ -8,16 +8,21 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use super::locate::Locator;
-use super::raw::{RawBackend, RawDaemon, RawFile, RawVip};
+use super::raw::{RawBackend, RawDaemon, RawFile, RawHealth, RawVip};
 use super::{
-    BackendConfig, Config, DaemonConfig, Forwarding, Ipv4Prefix, Ipv6Prefix, Named, Problem,
-    Protocol, Scheduler, VipConfig, XdpMode,
+    BackendConfig, CheckKind, Config, DaemonConfig, Forwarding, HealthConfig, Ipv4Prefix,
+    Ipv6Prefix, Named, Problem, Protocol, Scheduler, VipConfig, XdpMode,
 };
 use super::{
     DEFAULT_ENCAP_SOURCE_V4, DEFAULT_ENCAP_SOURCE_V6, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_TABLE_CAPACITY, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT, ENCAP_V4_PREFIX_RANGE,
     ENCAP_V6_MAX_PREFIX, FLOW_TABLE_SIZE_RANGE, GOOD_SLOTS_PER_BACKEND, MIN_SLOTS_PER_BACKEND,
     TABLE_CAPACITY_RANGE, TABLE_SIZE_RANGE, WEIGHT_RANGE,
+};
+use super::{
+    DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_RISE,
+    DEFAULT_HEALTH_SEND, DEFAULT_HEALTH_TIMEOUT_MS, HEALTH_COUNT_RANGE, HEALTH_INTERVAL_RANGE,
+    HEALTH_TIMEOUT_RANGE,
 };
 
 /// Validates `raw`; the config is `Some` exactly when there are no problems. Returns
@@ -223,7 +228,16 @@ impl Cx<'_> {
                 .as_deref()
                 .unwrap_or(DEFAULT_ENCAP_SOURCE_V6),
         );
+        let state_dir = match d.state_dir.as_deref() {
+            None => Some(std::path::PathBuf::from(super::DEFAULT_STATE_DIR)),
+            Some(p) if p.starts_with('/') && !p.contains('\0') => Some(std::path::PathBuf::from(p)),
+            Some(p) => {
+                self.error("daemon.state_dir", format!("{p:?} is not an absolute path"));
+                None
+            }
+        };
         Some(DaemonConfig {
+            state_dir: state_dir?,
             interface: interface?,
             xdp_mode: xdp_mode?,
             flow_table_size: flow_table_size?,
@@ -383,6 +397,8 @@ impl Cx<'_> {
             Some(Scheduler::Maglev),
         );
         let table_size = self.table_size(&at("table_size"), v.table_size, v.backend.len());
+        let raw_health = v.health.clone().unwrap_or_default();
+        let health = self.health(&at("health"), &raw_health, port, protocol);
         let name = match &v.name {
             Some(name) => match vip_name_problem(name) {
                 None => Some(name.clone()),
@@ -404,7 +420,18 @@ impl Cx<'_> {
         let mut seen: HashMap<IpAddr, usize> = HashMap::new();
         for (j, b) in v.backend.iter().enumerate() {
             let bpath = format!("{path}.backend[{j}]");
-            let backend = self.backend(b, &bpath, address, forwarding);
+            let mut backend = self.backend(b, &bpath, address, forwarding);
+            if let Some(over) = &b.health {
+                let merged = raw_health.overridden_by(over);
+                let h = self.health(&format!("{bpath}.health"), &merged, port, protocol);
+                backend = match (backend, h) {
+                    (Some(mut b), Some(h)) => {
+                        b.health = Some(h);
+                        Some(b)
+                    }
+                    _ => None,
+                };
+            }
             if let Some(addr) = b.address.as_ref().and_then(|s| s.parse::<IpAddr>().ok()) {
                 match seen.entry(addr) {
                     Entry::Occupied(first) => {
@@ -440,8 +467,150 @@ impl Cx<'_> {
             forwarding,
             scheduler,
             table_size,
+            health,
             backends,
         }
+    }
+
+    /// A health-check section (already merged with the VIP's for a backend override).
+    fn health(
+        &mut self,
+        path: &str,
+        h: &RawHealth,
+        vip_port: Option<u16>,
+        protocol: Option<Protocol>,
+    ) -> Option<HealthConfig> {
+        let at = |key: &str| format!("{path}.{key}");
+        // tcp VIPs are checked with a TCP connect on their port by default; udp VIPs (no
+        // protocol-agnostic probe exists) and all-ports VIPs (no port to pick) only when
+        // configured.
+        let default_kind = match (protocol, vip_port) {
+            (Some(Protocol::Udp), _) | (_, Some(0)) => CheckKind::None,
+            _ => CheckKind::Tcp,
+        };
+        let check = self.named(&at("check"), h.check.as_ref(), Some(default_kind))?;
+        let port = match (h.port, vip_port) {
+            (Some(_), _) => self.int(&at("port"), h.port, None, 1..=u16::MAX)?,
+            (None, Some(0)) if check != CheckKind::None => {
+                self.error(
+                    &at("port"),
+                    "the VIP serves every port (port = 0): say which port to check",
+                );
+                return None;
+            }
+            (None, p) => p.unwrap_or(0),
+        };
+        if check == CheckKind::None
+            && h.check.is_none()
+            && vip_port == Some(0)
+            && protocol == Some(Protocol::Tcp)
+        {
+            self.warn(
+                path,
+                "no health checks for an all-ports VIP unless [vip.health] sets check and port",
+            );
+        }
+        let interval_ms = self.int(
+            &at("interval_ms"),
+            h.interval_ms,
+            Some(DEFAULT_HEALTH_INTERVAL_MS),
+            HEALTH_INTERVAL_RANGE,
+        )?;
+        let timeout_ms = self.int(
+            &at("timeout_ms"),
+            h.timeout_ms,
+            Some(DEFAULT_HEALTH_TIMEOUT_MS),
+            HEALTH_TIMEOUT_RANGE,
+        )?;
+        if timeout_ms > interval_ms {
+            self.error(
+                &at("timeout_ms"),
+                format!("{timeout_ms} ms is longer than interval_ms ({interval_ms} ms): checks would overlap"),
+            );
+            return None;
+        }
+        let rise = self.int(
+            &at("rise"),
+            h.rise,
+            Some(DEFAULT_HEALTH_RISE),
+            HEALTH_COUNT_RANGE,
+        )?;
+        let fall = self.int(
+            &at("fall"),
+            h.fall,
+            Some(DEFAULT_HEALTH_FALL),
+            HEALTH_COUNT_RANGE,
+        )?;
+        let only = |cx: &mut Self, key: &str, set: bool, kind: CheckKind| {
+            if set && check != kind {
+                cx.error(
+                    &at(key),
+                    format!("`{key}` only applies to check = \"{kind}\" (this is \"{check}\")"),
+                );
+                false
+            } else {
+                true
+            }
+        };
+        let ok = only(self, "path", h.path.is_some(), CheckKind::Http)
+            & only(
+                self,
+                "expect_status",
+                h.expect_status.is_some(),
+                CheckKind::Http,
+            )
+            & only(self, "send", h.send.is_some(), CheckKind::Udp)
+            & only(self, "expect", h.expect.is_some(), CheckKind::Udp);
+        let path_value = h
+            .path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_owned());
+        if !path_value.starts_with('/')
+            || path_value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                &at("path"),
+                format!(
+                    "{path_value:?} is not an HTTP path (it must start with '/' and have no spaces)"
+                ),
+            );
+            return None;
+        }
+        let expect_status = match h.expect_status.as_deref() {
+            None => (200, 399),
+            Some(s) => {
+                match parse_status_range(s) {
+                    Some(r) => r,
+                    None => {
+                        self.error(&at("expect_status"), format!("{s:?} is not a status or range like \"200\" or \"200-399\" (100..=599)"));
+                        return None;
+                    }
+                }
+            }
+        };
+        if check == CheckKind::Udp && protocol == Some(Protocol::Tcp) {
+            self.warn(
+                &at("check"),
+                "a udp check on a tcp VIP checks another service than the one balanced",
+            );
+        }
+        ok.then(|| HealthConfig {
+            check,
+            port,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+            path: path_value,
+            expect_status,
+            send: h
+                .send
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HEALTH_SEND.to_owned()),
+            expect: h.expect.clone(),
+        })
     }
 
     /// A prime in range, with at least `MIN_SLOTS_PER_BACKEND` slots per backend.
@@ -535,6 +704,7 @@ impl Cx<'_> {
             address: address?,
             weight: weight?,
             mac: mac?,
+            health: None,
         })
     }
 }
@@ -548,6 +718,7 @@ struct PartialVip {
     forwarding: Option<Forwarding>,
     scheduler: Option<Scheduler>,
     table_size: Option<u32>,
+    health: Option<HealthConfig>,
     backends: Option<Vec<BackendConfig>>,
 }
 
@@ -561,9 +732,22 @@ impl PartialVip {
             forwarding: self.forwarding?,
             scheduler: self.scheduler?,
             table_size: self.table_size?,
+            health: self.health?,
             backends: self.backends?,
         })
     }
+}
+
+/// "200" or "200-399", each in 100..=599, low ≤ high.
+fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let v: u16 = s.trim().parse().ok()?;
+            (v, v)
+        }
+    };
+    ((100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi).then_some((lo, hi))
 }
 
 fn family(a: IpAddr) -> &'static str {

@@ -1,0 +1,179 @@
+//! Health checks: one task per backend probes it every interval (the first probe delayed by
+//! a random part of the interval, so backends are not probed in lock-step) and reports
+//! *transitions* (up → down after `fall` consecutive failures, down → up after `rise`
+//! consecutive successes), with every probe's outcome, to the daemon, which turns
+//! transitions into edits of the desired state.
+//!
+//! A backend starts up: the daemon serves immediately on start, and a dead backend is found
+//! within `fall × interval`.
+//!
+//! What a probe proves today: that the backend's own address answers on the checked port
+//! (TCP accept, an HTTP status in range, or a UDP reply). It does not yet prove that the
+//! backend serves the VIP (VIP on its loopback, decapsulation for IPIP).
+
+mod probe;
+
+use std::{
+    hash::{BuildHasher as _, Hasher as _},
+    net::IpAddr,
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+pub use probe::probe;
+
+use crate::{config::HealthConfig, dataplane::VipIdent};
+
+/// A backend's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Up,
+    Down,
+}
+
+/// Counts consecutive results and decides transitions.
+#[derive(Clone, Debug)]
+pub struct Tracker {
+    rise: u32,
+    fall: u32,
+    state: Health,
+    /// Consecutive results that disagree with `state`.
+    streak: u32,
+}
+
+impl Tracker {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            state: Health::Up,
+            streak: 0,
+        }
+    }
+
+    pub fn state(&self) -> Health {
+        self.state
+    }
+
+    /// Record one result; the new state when it changed.
+    pub fn observe(&mut self, ok: bool) -> Option<Health> {
+        let agrees = matches!((self.state, ok), (Health::Up, true) | (Health::Down, false));
+        if agrees {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        let needed = if self.state == Health::Up {
+            self.fall
+        } else {
+            self.rise
+        };
+        if self.streak < needed {
+            return None;
+        }
+        self.streak = 0;
+        self.state = if ok { Health::Up } else { Health::Down };
+        Some(self.state)
+    }
+}
+
+/// One probe's outcome and the backend's health after it.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub vip: VipIdent,
+    pub backend: IpAddr,
+    pub health: Health,
+    /// The last probe's outcome, e.g. "connect: Connection refused" or "HTTP 200".
+    pub reason: String,
+}
+
+/// A random delay in `[0, interval)` for the first probe of `backend`.
+fn jitter(vip: &VipIdent, backend: IpAddr, interval: Duration) -> Duration {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(format!("{vip}{backend}").as_bytes());
+    let ms = u64::try_from(interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(h.finish() % ms)
+}
+
+/// Spawn the checker of one backend; it stops when `events` is closed.
+pub fn spawn(
+    vip: VipIdent,
+    backend: IpAddr,
+    spec: HealthConfig,
+    events: mpsc::Sender<Event>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = Duration::from_millis(u64::from(spec.interval_ms));
+        tokio::time::sleep(jitter(&vip, backend, interval)).await;
+        let mut tracker = Tracker::new(spec.rise, spec.fall);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (ok, reason) = probe(backend, &spec).await;
+            // Every result is reported (the daemon shows the last one); only a changed
+            // `health` changes the data plane.
+            tracker.observe(ok);
+            let e = Event {
+                vip,
+                backend,
+                health: tracker.state(),
+                reason,
+            };
+            if events.send(e).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fall_then_rise() {
+        let mut t = Tracker::new(2, 3);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(
+            t.observe(false),
+            Some(Health::Down),
+            "third failure in a row"
+        );
+        assert_eq!(t.observe(false), None, "already down");
+        assert_eq!(t.observe(true), None);
+        assert_eq!(t.observe(true), Some(Health::Up), "second success in a row");
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_streak() {
+        let mut t = Tracker::new(1, 2);
+        assert_eq!(t.observe(false), None);
+        assert_eq!(t.observe(true), None);
+        assert_eq!(t.observe(false), None, "streak restarted");
+        assert_eq!(t.observe(false), Some(Health::Down));
+        assert_eq!(t.observe(true), Some(Health::Up), "rise 1");
+    }
+
+    #[test]
+    fn jitter_stays_inside_the_interval() {
+        let vip = VipIdent {
+            address: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            proto: 6,
+        };
+        for i in 0..50u8 {
+            let d = jitter(
+                &vip,
+                IpAddr::from([10, 0, 1, i]),
+                Duration::from_millis(700),
+            );
+            assert!(d < Duration::from_millis(700));
+        }
+    }
+}

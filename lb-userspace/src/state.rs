@@ -1,0 +1,236 @@
+//! The daemon's state: the configuration plus what the health checks found. Every change
+//! (for now: health transitions) is applied here and republished as one desired state, so
+//! the data plane only ever receives whole, consistent states.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::Config,
+    dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
+    health::{Event, Health},
+};
+
+/// What the health checks know of one backend.
+#[derive(Clone, Debug)]
+pub struct BackendHealth {
+    pub health: Health,
+    pub since: SystemTime,
+    pub reason: String,
+    pub transitions: u64,
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub config: Config,
+    health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
+}
+
+/// The dataplane identity of a configured VIP.
+pub fn ident(v: &crate::config::VipConfig) -> VipIdent {
+    VipIdent {
+        address: v.address,
+        port: v.port,
+        proto: v.protocol.ip_proto(),
+    }
+}
+
+impl State {
+    /// Every backend starts up.
+    pub fn new(config: Config) -> Self {
+        let now = SystemTime::now();
+        let mut health = BTreeMap::new();
+        for v in &config.vips {
+            for b in &v.backends {
+                health.insert(
+                    (ident(v), b.address),
+                    BackendHealth {
+                        health: Health::Up,
+                        since: now,
+                        reason: "not checked yet".to_owned(),
+                        transitions: 0,
+                    },
+                );
+            }
+        }
+        Self { config, health }
+    }
+
+    /// Apply a health transition; whether the desired state changed.
+    pub fn apply(&mut self, e: &Event) -> bool {
+        let Some(h) = self.health.get_mut(&(e.vip, e.backend)) else {
+            return false;
+        };
+        h.reason.clone_from(&e.reason);
+        if h.health == e.health {
+            return false;
+        }
+        h.health = e.health;
+        h.since = SystemTime::now();
+        h.transitions += 1;
+        true
+    }
+
+    pub fn health_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&BackendHealth> {
+        self.health.get(&(vip, backend))
+    }
+
+    /// The data plane's desired state: the config, with down backends not serving.
+    pub fn desired(&self) -> Desired {
+        let d = &self.config.daemon;
+        Desired {
+            global: Global {
+                hash_seed: d.hash_seed,
+                encap_v4: (d.encap_source_v4.addr(), d.encap_source_v4.prefix_len()),
+                encap_v6: (d.encap_source_v6.addr(), d.encap_source_v6.prefix_len()),
+            },
+            vips: self
+                .config
+                .vips
+                .iter()
+                .map(|v| {
+                    let id = ident(v);
+                    DesiredVip {
+                        ident: id,
+                        mode: v.forwarding.mode(),
+                        table_size: v.table_size,
+                        backends: v
+                            .backends
+                            .iter()
+                            .map(|b| DesiredBackend {
+                                address: b.address,
+                                weight: b.weight,
+                                mac: b.mac,
+                                serving: self
+                                    .health_of(id, b.address)
+                                    .is_none_or(|h| h.health == Health::Up),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// A snapshot for `sluice backend list`, with the kernel's counters.
+    pub fn status(&self, dp: &Dataplane) -> Status {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let vips = self
+            .config
+            .vips
+            .iter()
+            .map(|v| {
+                let id = ident(v);
+                let rec = dp.layout().vip(&id);
+                let vip_counters = rec
+                    .and_then(|r| dp.vip_counters(r.vip_id).ok())
+                    .unwrap_or_default();
+                VipStatus {
+                    name: v.name.clone(),
+                    vip: id.to_string(),
+                    forwarding: v.forwarding.as_str().to_owned(),
+                    check: v.health.check.as_str().to_owned(),
+                    packets: vip_counters.packets,
+                    bytes: vip_counters.bytes,
+                    new_flows: vip_counters.new_flows,
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let h = self.health_of(id, b.address);
+                            let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
+                            let c = slot
+                                .and_then(|s| dp.backend_counters(s).ok())
+                                .unwrap_or_default();
+                            BackendStatus {
+                                address: b.address,
+                                weight: b.weight,
+                                health: h.map_or(Health::Up, |h| h.health),
+                                since: h.map_or(0, |h| secs(h.since)),
+                                reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
+                                transitions: h.map_or(0, |h| h.transitions),
+                                packets: c.packets,
+                                bytes: c.bytes,
+                                new_flows: c.new_flows,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let reasons = dp
+            .reason_counts()
+            .map(|counts| {
+                lb_common::reason::NAMES
+                    .iter()
+                    .zip(counts)
+                    .map(|(n, c)| ((*n).to_owned(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Status {
+            written: secs(SystemTime::now()),
+            vips,
+            reasons,
+        }
+    }
+}
+
+/// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Unix time of the snapshot.
+    pub written: u64,
+    pub vips: Vec<VipStatus>,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub name: String,
+    pub vip: String,
+    pub forwarding: String,
+    pub check: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub address: IpAddr,
+    pub weight: u32,
+    pub health: Health,
+    /// Unix time of the last transition (or of the daemon's start).
+    pub since: u64,
+    /// The last probe's outcome.
+    pub reason: String,
+    pub transitions: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).
+pub fn write_status(dir: &Path, status: &Status) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".status.json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("status.json"))
+}
+
+/// Read `<dir>/status.json`.
+pub fn read_status(dir: &Path) -> std::io::Result<Status> {
+    let bytes = std::fs::read(dir.join("status.json"))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
