@@ -6,6 +6,7 @@
 //! is a build error, not a silent mismatch between kernel and userspace.
 #![no_std]
 
+pub mod bench;
 pub mod hash;
 pub mod maps;
 pub mod reason;

@@ -22,6 +22,13 @@ pub mod programs {
     pub const FLOOR_TX: &str = "sluice_floor_tx";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
+    /// Health probes through the forwarding path, to the backend the source port names.
+    pub const PROBE: &str = "sluice_probe";
+    /// Benchmarks: the live-frames traffic generator (rewrites its template per flow,
+    /// `XDP_TX`).
+    pub const GEN: &str = "sluice_gen";
+    /// Benchmarks: count the frame (`SINK_COUNT`) and `XDP_DROP` it.
+    pub const SINK: &str = "sluice_sink";
 }
 
 /// Most VIPs one daemon serves (`VIPS` map size; VIP ids are `0..MAX_VIPS`).
@@ -34,6 +41,11 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// Default capacity of the lookup-table storage (`TABLES`, u32 backend ids), enough for
 /// 32 VIPs with 65537-slot tables, double-buffered.
 pub const DEFAULT_TABLE_SLOTS: u32 = 32 * 2 * 65537;
+/// Health probes use source port `PROBE_PORT_BASE + backend id` (49152..=65535, exactly
+/// `MAX_BACKENDS` ports): the probe program reads the target from it, and the daemon matches
+/// replies by it.
+pub const PROBE_PORT_BASE: u16 = 49152;
+const _: () = assert!(PROBE_PORT_BASE as u32 + MAX_BACKENDS - 1 == u16::MAX as u32);
 /// The backend id that means "no backend".
 pub const NO_BACKEND: u32 = 0;
 

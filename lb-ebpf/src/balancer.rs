@@ -31,7 +31,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
 /// The VIP this flow is addressed to: an exact (address, port, protocol) match, else the
 /// address's all-ports VIP (port 0).
 #[inline(always)]
-fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
+pub fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
     let mut k = VipKey {
         addr: key.dst,
         port: key.dport,

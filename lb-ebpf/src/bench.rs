@@ -1,6 +1,7 @@
-//! Helpers for benchmarks: the floor every per-packet figure is a ratio to.
+//! Helpers for benchmarks: the floor every per-packet figure is a ratio to, and the sink
+//! at the far end of a throughput run.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext};
 use network_types::eth::EthHdr;
 
 use crate::parse::{copy_mac, ptr_at};
@@ -19,4 +20,18 @@ pub fn floor_tx(ctx: &XdpContext) -> u32 {
         (*eth).src_addr = dst;
     }
     xdp_action::XDP_TX
+}
+
+/// Per-CPU count of the frames [`sink`] dropped (`lb_common::bench::names::SINK_COUNT`).
+#[map]
+pub static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The far end of a throughput run: count the frame, drop it.
+#[inline(always)]
+pub fn sink() -> u32 {
+    if let Some(c) = SINK_COUNT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
 }

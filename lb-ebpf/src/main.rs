@@ -22,6 +22,24 @@ pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
     lb_ebpf::bench::floor_tx(&ctx)
 }
 
+/// Benchmarks: the live-frames traffic generator (`BPF_PROG_TEST_RUN`, `XDP_TX`).
+#[xdp]
+pub fn sluice_gen(ctx: XdpContext) -> u32 {
+    lb_ebpf::r#gen::run(&ctx)
+}
+
+/// Benchmarks: count and drop (the far end of a throughput run).
+#[xdp]
+pub fn sluice_sink(_ctx: XdpContext) -> u32 {
+    lb_ebpf::bench::sink()
+}
+
+/// Health probes through the forwarding path (run by the daemon with live frames).
+#[xdp]
+pub fn sluice_probe(ctx: XdpContext) -> u32 {
+    lb_ebpf::probe::run(&ctx)
+}
+
 /// `XDP_PASS`: veth peers only receive `XDP_TX`/redirected frames with a program attached.
 #[xdp]
 pub fn sluice_pass(_ctx: XdpContext) -> u32 {

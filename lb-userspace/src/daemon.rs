@@ -2,16 +2,19 @@
 //! into republished states, the status file is refreshed, and FIB-resolved backends' neighbour
 //! entries are kept warm, until SIGINT/SIGTERM; then detach.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use lb_common::programs;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::{
-    config::{CheckKind, XdpMode},
-    dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, neigh},
-    health::{self, Health},
+    config::{CheckKind, Config, XdpMode},
+    dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, iface, neigh},
+    health::{self, Health, PathProber},
     state::{self, State},
 };
 
@@ -20,6 +23,11 @@ use crate::{
 const NEIGH_REFRESH: Duration = Duration::from_secs(20);
 /// How often the status file (with counters) is rewritten.
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+fn lock(dp: &Mutex<Dataplane>) -> anyhow::Result<std::sync::MutexGuard<'_, Dataplane>> {
+    dp.lock()
+        .map_err(|_| anyhow::anyhow!("data plane lock poisoned"))
+}
 
 pub fn attach_mode(m: XdpMode) -> AttachMode {
     match m {
@@ -51,28 +59,100 @@ pub fn start(state: &State) -> Result<Dataplane, DataplaneError> {
     Ok(dp)
 }
 
-/// Serve until a signal: the daemon's main loop. Must run inside a tokio runtime.
-pub async fn serve(mut state: State, mut dp: Dataplane) -> anyhow::Result<()> {
-    let (tx, mut rx) = mpsc::channel(256);
-    let mut checkers = Vec::new();
-    for v in &state.config.vips {
-        for (i, b) in v.backends.iter().enumerate() {
-            let spec = v.health_of(i).clone();
-            if spec.check != CheckKind::None {
-                checkers.push(health::spawn(state::ident(v), b.address, spec, tx.clone()));
+/// A change asked of the running daemon (the control API, tests). Each is validated by the
+/// daemon and answered; a rejected edit leaves everything as it was.
+#[derive(Debug)]
+pub enum Edit {
+    /// Replace the VIPs and backends with those of this (already validated) configuration.
+    /// Backends that stay keep their slot, flows and health; `[daemon]` must be unchanged.
+    Replace(Box<Config>),
+}
+
+/// An edit and where to send its outcome.
+pub type EditRequest = (Edit, oneshot::Sender<Result<String, String>>);
+
+/// The daemon's health checkers, one per checked backend.
+struct Checkers {
+    prober: Option<Arc<PathProber>>,
+    events: mpsc::Sender<health::Event>,
+    running: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Checkers {
+    /// (Re)start one checker per backend whose check is not `none`.
+    fn restart(&mut self, state: &State) {
+        for c in self.running.drain(..) {
+            c.abort();
+        }
+        for v in &state.config.vips {
+            let id = state::ident(v);
+            for (i, b) in v.backends.iter().enumerate() {
+                let spec = v.health_of(i).clone();
+                if spec.check == CheckKind::None {
+                    continue;
+                }
+                let initial = state
+                    .health_of(id, b.address)
+                    .map_or(Health::Up, |h| h.health);
+                self.running.push(health::spawn(
+                    self.prober.clone(),
+                    id,
+                    b.address,
+                    spec,
+                    initial,
+                    self.events.clone(),
+                ));
             }
         }
     }
-    drop(tx);
+}
+
+impl Drop for Checkers {
+    fn drop(&mut self) {
+        for c in &self.running {
+            c.abort();
+        }
+    }
+}
+
+/// Serve until `shutdown` completes: the daemon's main loop. Must run inside a tokio
+/// runtime, in the network namespace of the LB interface.
+pub async fn serve(
+    mut state: State,
+    dp: Dataplane,
+    mut edits: mpsc::Receiver<EditRequest>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let dp = Arc::new(Mutex::new(dp));
+    let (tx, mut rx) = mpsc::channel(256);
+    let ifname = &state.config.daemon.interface;
+    let prober = match iface::lookup(ifname) {
+        Ok(Some(i)) => match PathProber::start(Arc::clone(&dp), i) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(error = %e, "health checks cannot go through the forwarding path (raw sockets); checking backends' own addresses only");
+                None
+            }
+        },
+        Ok(None) | Err(_) => {
+            warn!(interface = %ifname, "interface not found for health probes; checking backends' own addresses only");
+            None
+        }
+    };
+    let mut checkers = Checkers {
+        prober,
+        events: tx,
+        running: Vec::new(),
+    };
+    checkers.restart(&state);
     let dir = state.config.daemon.state_dir.clone();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
     let mut fib_backends = neigh::fib_backends(&state.desired());
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => { r?; break }
-            _ = term.recv() => break,
+            () = &mut shutdown => break,
             Some(e) = rx.recv() => {
                 if !state.apply(&e) {
                     continue;
@@ -82,6 +162,7 @@ pub async fn serve(mut state: State, mut dp: Dataplane) -> anyhow::Result<()> {
                     Health::Up => info!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend up"),
                 }
                 let desired = state.desired();
+                let mut dp = lock(&dp)?;
                 if let Err(err) = dp.publish(&desired) {
                     warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
                 }
@@ -90,19 +171,56 @@ pub async fn serve(mut state: State, mut dp: Dataplane) -> anyhow::Result<()> {
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
             }
+            Some((edit, reply)) = edits.recv() => {
+                let outcome = apply_edit(&mut state, &dp, edit);
+                match &outcome {
+                    Ok(what) => {
+                        info!(edit = %what, "edit applied");
+                        checkers.restart(&state);
+                        fib_backends = neigh::fib_backends(&state.desired());
+                        neigh::prime(&fib_backends);
+                    }
+                    Err(why) => warn!(reason = %why, "edit rejected; nothing changed"),
+                }
+                let _ = reply.send(outcome);
+            }
             _ = neigh_tick.tick() => neigh::prime(&fib_backends),
             _ = status_tick.tick() => {
-                if let Err(err) = state::write_status(&dir, &state.status(&dp)) {
+                if let Err(err) = state::write_status(&dir, &state.status(&*lock(&dp)?)) {
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
             }
         }
     }
-    for c in checkers {
-        c.abort();
-    }
-    info!("signal received; detaching");
-    dp.detach_all()?;
+    drop(checkers);
+    info!("shutting down; detaching");
+    lock(&dp)?.detach_all()?;
     let _ = std::fs::remove_file(dir.join("status.json"));
     Ok(())
+}
+
+/// Apply one edit to the state and the data plane, or change nothing.
+fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<String, String> {
+    match edit {
+        Edit::Replace(config) => {
+            if config.daemon != state.config.daemon {
+                return Err(
+                    "[daemon] settings cannot change while running (restart the daemon)".to_owned(),
+                );
+            }
+            let next = state.with_config(*config);
+            let mut dp = dp
+                .lock()
+                .map_err(|_| "data plane lock poisoned".to_owned())?;
+            let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
+            *state = next;
+            Ok(format!(
+                "{} VIPs added, {} removed; {} backends added, {} removed",
+                report.vips_added,
+                report.vips_removed,
+                report.backends_added,
+                report.backends_removed
+            ))
+        }
+    }
 }

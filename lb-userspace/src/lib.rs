@@ -6,5 +6,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;
+pub mod lab;
 pub mod maglev;
 pub mod state;

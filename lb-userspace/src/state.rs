@@ -62,6 +62,18 @@ impl State {
         Self { config, health }
     }
 
+    /// The state for a new configuration: backends that stay keep their health, new ones
+    /// start up.
+    pub fn with_config(&self, config: Config) -> Self {
+        let mut next = Self::new(config);
+        for (key, h) in &mut next.health {
+            if let Some(old) = self.health.get(key) {
+                *h = old.clone();
+            }
+        }
+        next
+    }
+
     /// Apply a health transition; whether the desired state changed.
     pub fn apply(&mut self, e: &Event) -> bool {
         let Some(h) = self.health.get_mut(&(e.vip, e.backend)) else {

@@ -3,6 +3,7 @@
 mod backend;
 mod config;
 mod decap;
+mod lab;
 mod run;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum Command {
     /// The XDP_PASS program a veth peer needs to receive frames sluice sends with XDP_TX.
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// A namespace lab (clients, load balancer, backends) for trying sluice out and tests.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +142,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Decap(DecapCmd::Detach { interface }) => decap::detach(&interface),
         Command::Peer(PeerCmd::Attach { interface }) => decap::peer_attach(&interface),
         Command::Peer(PeerCmd::Detach { interface }) => decap::peer_detach(&interface),
+        Command::Lab(cmd) => lab::run(cmd),
     }
 }
 

@@ -24,5 +24,16 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(daemon::serve(state, dp))
+    // No control API yet: edits come from the config file at start.
+    let (_edits, edit_rx) = tokio::sync::mpsc::channel(1);
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        daemon::serve(state, dp, edit_rx, shutdown).await
+    })
 }

@@ -5,6 +5,7 @@
 
 mod attach;
 mod desired;
+pub mod iface;
 mod layout;
 pub mod neigh;
 pub mod pinned;
@@ -128,11 +129,12 @@ macro_rules! typed {
 }
 
 /// Every program of the object, loaded into the kernel (verified) by [`Dataplane::load`].
-pub const ALL_PROGRAMS: [&str; 4] = [
+pub const ALL_PROGRAMS: &[&str] = &[
     programs::BALANCER,
     programs::DECAP,
     programs::FLOOR_TX,
     programs::PASS,
+    programs::PROBE,
 ];
 
 impl Dataplane {
@@ -144,7 +146,7 @@ impl Dataplane {
             .map_max_entries(names::FLOWS, sizes.flow_entries)
             .map_max_entries(names::TABLES, sizes.table_slots)
             .load(EBPF_OBJECT)?;
-        for name in ALL_PROGRAMS {
+        for &name in ALL_PROGRAMS {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::MissingProgram(name))?

@@ -20,9 +20,12 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/sluice";
 
 /// The pin of `program` on `interface`.
 pub fn link_pin_path(program: &str, interface: &str) -> PathBuf {
-    Path::new(PIN_ROOT)
-        .join("links")
-        .join(format!("{program}@{interface}"))
+    pin_path(&format!("{program}@{interface}"))
+}
+
+/// The link pin called `name` (a file name: no '/').
+pub fn pin_path(name: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join("links").join(name)
 }
 
 /// Mount bpffs at /sys/fs/bpf unless it already is.
@@ -66,8 +69,26 @@ pub fn attach_pinned(
     interface: &str,
     mode: AttachMode,
 ) -> Result<(AttachMode, PathBuf), DataplaneError> {
+    attach_pinned_as(program, interface, mode, &format!("{program}@{interface}"))
+}
+
+/// [`attach_pinned`], pinned under `pin_name` ([`pin_path`]) instead of
+/// `PROGRAM@INTERFACE`: for labs, whose interface names repeat across network namespaces.
+/// Removing that pin (`std::fs::remove_file`) detaches it.
+pub fn attach_pinned_as(
+    program: &'static str,
+    interface: &str,
+    mode: AttachMode,
+    pin_name: &str,
+) -> Result<(AttachMode, PathBuf), DataplaneError> {
+    if pin_name.is_empty() || pin_name.contains('/') || pin_name.starts_with('.') {
+        return Err(DataplaneError::Attach {
+            interface: interface.to_owned(),
+            message: format!("{pin_name:?} is not a pin name"),
+        });
+    }
     ensure_bpffs()?;
-    let path = link_pin_path(program, interface);
+    let path = pin_path(pin_name);
     if path.exists() {
         return Err(DataplaneError::Attach {
             interface: interface.to_owned(),

@@ -2,7 +2,7 @@
 //! fixtures, `sluice lookup` and the per-packet benchmark all go through here, so they
 //! exercise the real program, not a second implementation.
 
-use aya::programs::{TestRun as _, TestRunOptions};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 
 use super::{Dataplane, DataplaneError};
 
@@ -56,5 +56,30 @@ impl Dataplane {
             frame: out,
             duration_ns: r.duration.as_nanos() as u64,
         })
+    }
+}
+
+impl Dataplane {
+    /// Send `frame` for real: run `program` on it once in live-frames mode
+    /// (`BPF_F_TEST_XDP_LIVE_FRAMES`) as if it arrived on `ingress_ifindex`, so an `XDP_TX`
+    /// verdict transmits it out of that interface (and `XDP_REDIRECT` out of another).
+    pub fn inject(
+        &mut self,
+        program: &'static str,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(), DataplaneError> {
+        let prog = self.program(program)?;
+        let md = xdp_md(frame.len(), ingress_ifindex);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&md[..]),
+            repeat: 1,
+            attrs: TestRunAttrs::new().xdp_live_frames(1),
+            ..TestRunOptions::default()
+        };
+        prog.test_run(opts)
+            .map_err(|source| DataplaneError::TestRun { program, source })?;
+        Ok(())
     }
 }

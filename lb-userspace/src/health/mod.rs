@@ -7,10 +7,13 @@
 //! A backend starts up: the daemon serves immediately on start, and a dead backend is found
 //! within `fall × interval`.
 //!
-//! What a probe proves today: that the backend's own address answers on the checked port
-//! (TCP accept, an HTTP status in range, or a UDP reply). It does not yet prove that the
-//! backend serves the VIP (VIP on its loopback, decapsulation for IPIP).
+//! What a check proves: with a [`PathProber`] (the daemon always has one), that the backend
+//! serves the VIP: `tcp` sends a SYN to the VIP through the forwarding path (DSR or IPIP,
+//! as clients' packets go) and wants the SYN-ACK; `http` asks the backend's own address for
+//! the page and also wants that SYN-ACK through the VIP; `udp` sends the datagram through the
+//! VIP and wants the reply. Without a prober, only the backend's own address is checked.
 
+mod path;
 mod probe;
 
 use std::{
@@ -21,6 +24,9 @@ use std::{
 
 use tokio::sync::mpsc;
 
+use crate::config::CheckKind;
+
+pub use path::PathProber;
 pub use probe::probe;
 
 use crate::{config::HealthConfig, dataplane::VipIdent};
@@ -99,22 +105,55 @@ fn jitter(vip: &VipIdent, backend: IpAddr, interval: Duration) -> Duration {
     Duration::from_millis(h.finish() % ms)
 }
 
+/// One check of `backend`: (success, what happened). See the module docs for what each kind
+/// proves.
+pub async fn check(
+    prober: Option<&PathProber>,
+    vip: VipIdent,
+    backend: IpAddr,
+    spec: &HealthConfig,
+) -> (bool, String) {
+    let Some(prober) = prober else {
+        return probe(backend, spec).await;
+    };
+    match spec.check {
+        CheckKind::None => (true, "no check".to_owned()),
+        CheckKind::Tcp | CheckKind::Udp => match prober.probe(vip, backend, spec).await {
+            Ok(what) => (true, what),
+            Err(why) => (false, why),
+        },
+        CheckKind::Http => {
+            let (ok, what) = probe(backend, spec).await;
+            if !ok {
+                return (false, what);
+            }
+            match prober.probe(vip, backend, spec).await {
+                Ok(path) => (true, format!("{what}; {path}")),
+                Err(why) => (false, format!("{what}, but {why}")),
+            }
+        }
+    }
+}
+
 /// Spawn the checker of one backend; it stops when `events` is closed.
 pub fn spawn(
+    prober: Option<std::sync::Arc<PathProber>>,
     vip: VipIdent,
     backend: IpAddr,
     spec: HealthConfig,
+    initial: Health,
     events: mpsc::Sender<Event>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_millis(u64::from(spec.interval_ms));
         tokio::time::sleep(jitter(&vip, backend, interval)).await;
         let mut tracker = Tracker::new(spec.rise, spec.fall);
+        tracker.state = initial;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (ok, reason) = probe(backend, &spec).await;
+            let (ok, reason) = check(prober.as_deref(), vip, backend, &spec).await;
             // Every result is reported (the daemon shows the last one); only a changed
             // `health` changes the data plane.
             tracker.observe(ok);

@@ -1,0 +1,43 @@
+//! Benchmark helpers shared by the kernel and `sluice bench`/`sluice gen`: the traffic
+//! generator's settings and the names of the maps only the benchmark programs use.
+
+/// Names of the benchmark maps in the eBPF object.
+pub mod names {
+    /// `GenConfig`, one entry.
+    pub const GEN_CONFIG: &str = "GEN_CONFIG";
+    /// Per-CPU packet counter of the generator (also its flow index source).
+    pub const GEN_COUNTER: &str = "GEN_COUNTER";
+    /// Per-CPU count of frames the sink program dropped.
+    pub const SINK_COUNT: &str = "SINK_COUNT";
+}
+
+/// How `sluice_gen` turns its template frame into flow `i` (`i` = the per-CPU packet counter
+/// modulo `flows`): source port `sport_base + i % ports`, and the 32-bit address word at
+/// `addr_off` (the low word of the source address) `addr_base + i / ports`, both written
+/// big-endian with the checksums at `ip_csum_off` (IPv4 header) and `l4_csum_off` (TCP/UDP,
+/// pseudo-header included) updated incrementally (RFC 1624). Offsets are from the start of
+/// the frame; a checksum offset of 0 means "none".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GenConfig {
+    pub flows: u32,
+    pub ports: u32,
+    pub sport_base: u32,
+    pub addr_base: u32,
+    pub sport_off: u32,
+    pub addr_off: u32,
+    pub ip_csum_off: u32,
+    pub l4_csum_off: u32,
+    /// Non-zero for UDP: a computed checksum of 0 is sent as 0xffff (RFC 768).
+    pub udp: u32,
+    pub _pad: u32,
+}
+
+/// Offsets in `GenConfig` must stay below this (the program's bounds for the verifier).
+pub const GEN_MAX_OFFSET: u32 = 128;
+
+const _: () = assert!(size_of::<GenConfig>() == 40);
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: every bit pattern is valid, no padding.
+unsafe impl aya::Pod for GenConfig {}

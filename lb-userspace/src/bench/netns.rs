@@ -1,0 +1,207 @@
+//! Where the benchmarks run: a private network namespace of the benchmark thread
+//! (`unshare(CLONE_NEWNET)`), which the kernel removes with everything in it when the
+//! thread ends, so the benchmarks never touch the host's interfaces, addresses or
+//! sysctls. Commands spawned from that thread (`ip`, `sysctl`) run inside it.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// Run `f` on a new thread inside a fresh private network namespace (with `lo` up); the
+/// namespace and everything created in it disappear when `f` returns.
+pub fn in_private_netns<T: Send>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare with a plain flag; it affects only this thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                bail!(
+                    "unshare(CLONE_NEWNET): {} (the benchmarks need root)",
+                    std::io::Error::last_os_error()
+                );
+            }
+            sh("ip link set lo up")?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Run a shell command (in the calling thread's namespace), failing with its stderr.
+pub fn sh(cmd: &str) -> anyhow::Result<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .with_context(|| format!("spawning `{cmd}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Run a shell command with `input` on its standard input.
+pub fn sh_stdin(cmd: &str, input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning `{cmd}`"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ifindex of `name` in the calling thread's namespace.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {name}");
+    }
+    Ok(i)
+}
+
+pub fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The per-packet benchmark's network (inside the private namespace): the LB interface
+/// `IFACE` (a veth whose peer only exists so it is up) with `10.98.0.1/16` and
+/// `fd98::1/64`, forwarding on, and a permanent neighbour entry for each `(address, MAC)`,
+/// so `bpf_fib_lookup` resolves backends deterministically.
+pub const IFACE: &str = "sb0";
+
+pub fn packet_network(
+    lb_mac: [u8; 6],
+    neighbours: &[(std::net::IpAddr, [u8; 6])],
+) -> anyhow::Result<u32> {
+    sh(&format!(
+        "ip link add {IFACE} address {} mtu 1500 type veth peer name sb1 \
+         && ip link set {IFACE} up && ip link set sb1 up \
+         && ip addr add 10.98.0.1/16 dev {IFACE} && ip -6 addr add fd98::1/64 dev {IFACE} nodad \
+         && sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv6.conf.all.forwarding=1",
+        mac_str(lb_mac)
+    ))?;
+    // One `ip -batch` for all entries: a thousand `ip` processes would take seconds.
+    let batch: String = neighbours
+        .iter()
+        .map(|(a, m)| {
+            format!(
+                "neigh replace {a} lladdr {} dev {IFACE} nud permanent\n",
+                mac_str(*m)
+            )
+        })
+        .collect();
+    if !batch.is_empty() {
+        sh_stdin("ip -batch -", &batch)?;
+    }
+    ifindex(IFACE)
+}
+
+/// Pin the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity take a
+    // valid pointer to it; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "sched_setaffinity(cpu {cpu}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in `pin_to_cpu`; sched_getaffinity fills the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &set))
+            .collect()
+    }
+}
+
+/// The calling thread's current affinity, to restore after pinning.
+pub struct Affinity(libc::cpu_set_t);
+
+impl Affinity {
+    pub fn save() -> Self {
+        // SAFETY: as in `allowed_cpus`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set);
+            Self(set)
+        }
+    }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        // SAFETY: restoring a set read by `save`.
+        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
+/// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps and the
+/// per-CPU LRU lists of the flow table are sized by it.
+pub fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()))
+        .unwrap_or(1)
+}
+
+/// Count the CPUs in a list like `0-3,5`.
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => n += b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+            None => {
+                part.parse::<usize>().ok()?;
+                n += 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(super::parse_cpu_list("0-1"), Some(2));
+        assert_eq!(super::parse_cpu_list("0"), Some(1));
+        assert_eq!(super::parse_cpu_list("0-3,5,7-8"), Some(7));
+    }
+}

@@ -1,0 +1,697 @@
+//! `sluice bench packet`: the real balancer on one frame per `BPF_PROG_TEST_RUN` call
+//! (repeat = 1), many calls per case, each call's kernel-measured duration kept. Every call
+//! of the balancer is paired with a call of the floor program (`sluice_floor_tx`: swap MACs,
+//! `XDP_TX`) on the same frame, in alternating order, on the same pinned CPU; a case's
+//! figure is its median over the floor's median of the same calls, which cancels the fixed
+//! cost of a test run (timer, context setup) and the machine's speed.
+//!
+//! Everything runs inside the caller's private network namespace (`netns`), whose
+//! interface, addresses and permanent neighbour entries make `bpf_fib_lookup` answer.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{Context as _, bail, ensure};
+use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs};
+use serde::Serialize;
+
+use super::{
+    frame::{self, Frame, Spec, TCP_ACK, TCP_SYN},
+    netns,
+    run::{self, XDP_PASS, XDP_TX},
+};
+use crate::dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent};
+
+/// The LB interface's MAC in the benchmark namespace.
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SEED: u32 = 0x5eed;
+/// The production table size (the config default).
+const TABLE: u32 = 65537;
+/// Clients: 100.64.0.0 upwards, 2001:db8::1:0 upwards (64000 flows per address).
+const CLIENT4: u32 = 0x6440_0000;
+const CLIENT6_LOW: u32 = 0x0001_0000;
+const CLIENT6_HIGH: [u8; 12] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Targets (median ratio to the floor), from the issue.
+pub const TARGET_ESTABLISHED: f64 = 1.8;
+pub const TARGET_NEW: f64 = 3.5;
+pub const TARGET_NOT_VIP: f64 = 1.2;
+pub const TARGET_50K: f64 = 2.5;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Calls per case.
+    pub calls: u32,
+    /// Flows in the table for the "many flows" hit cases.
+    pub mid_flows: u64,
+    pub big_flows: u64,
+    /// The CPU the measuring thread is pinned to.
+    pub cpu: usize,
+}
+
+/// A distribution of kernel-measured durations, in ns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Dist {
+    pub min: u64,
+    pub median: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub mean: f64,
+}
+
+impl Dist {
+    pub fn of(samples: &mut [u64]) -> Self {
+        samples.sort_unstable();
+        let n = samples.len().max(1);
+        let at = |q: f64| samples[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Self {
+            min: samples[0],
+            median: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            mean: samples.iter().sum::<u64>() as f64 / n as f64,
+        }
+    }
+}
+
+/// One case's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Case {
+    pub name: &'static str,
+    pub label: String,
+    /// What every call returned.
+    pub verdict: &'static str,
+    /// Flow-table entries while measuring.
+    pub flows_in_table: u64,
+    pub calls: u32,
+    pub sluice_ns: Dist,
+    pub floor_ns: Dist,
+    /// `sluice_ns.median / floor_ns.median`.
+    pub ratio: f64,
+    pub target: Option<f64>,
+    pub met: Option<bool>,
+    /// Flows the balancer opened during the measured calls (0 for the hit cases: every
+    /// packet found its flow; `calls` for the new-flow cases).
+    pub new_flows: u64,
+    /// Back to back instead of one frame per call: the kernel's average over `repeat =
+    /// WARM_REPEAT` runs of the same frame (caches warm, as under load), median of
+    /// `WARM_ROUNDS` calls. Only for one-flow cases whose frame a run leaves parseable
+    /// the same way (not the encapsulating ones: the kernel does not restore the frame
+    /// between repetitions).
+    pub warm: Option<Warm>,
+}
+
+/// Back-to-back figures (see [`Case::warm`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Warm {
+    pub sluice_ns: f64,
+    pub floor_ns: f64,
+    pub ratio: f64,
+}
+
+pub const WARM_REPEAT: u32 = 1000;
+const WARM_ROUNDS: usize = 21;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub cpu: usize,
+    pub calls_per_case: u32,
+    /// Flow-table capacity the benchmark loaded the object with.
+    pub flow_entries: u32,
+    /// All floor calls of the run.
+    pub floor_ns: Dist,
+    pub cases: Vec<Case>,
+}
+
+/// The VIPs: DSR with configured MACs (the cheapest forwarding; most cases), UDP, IPv6,
+/// DSR through the FIB, IPIP and IP6IP6 (FIB), and one with 1000 backends.
+struct Vips {
+    tcp: VipIdent,
+    udp: VipIdent,
+    v6: VipIdent,
+    fib: VipIdent,
+    ipip: VipIdent,
+    ip6ip6: VipIdent,
+    big: VipIdent,
+}
+
+const VIPS: Vips = Vips {
+    tcp: VipIdent {
+        address: IpAddr::V4(Ipv4Addr::new(10, 97, 0, 10)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+    udp: VipIdent {
+        address: IpAddr::V4(Ipv4Addr::new(10, 97, 0, 11)),
+        port: 53,
+        proto: PROTO_UDP,
+    },
+    v6: VipIdent {
+        address: IpAddr::V6(Ipv6Addr::new(0xfd97, 0, 0, 0, 0, 0, 0, 0x10)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+    fib: VipIdent {
+        address: IpAddr::V4(Ipv4Addr::new(10, 97, 0, 12)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+    ipip: VipIdent {
+        address: IpAddr::V4(Ipv4Addr::new(10, 97, 0, 13)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+    ip6ip6: VipIdent {
+        address: IpAddr::V6(Ipv6Addr::new(0xfd97, 0, 0, 0, 0, 0, 0, 0x13)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+    big: VipIdent {
+        address: IpAddr::V4(Ipv4Addr::new(10, 97, 0, 14)),
+        port: 80,
+        proto: PROTO_TCP,
+    },
+};
+
+/// Not a VIP (same network, other address).
+const NOT_VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 97, 0, 99));
+
+pub fn backend_mac(i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x02, 0x0b, b[0], b[1], b[2], b[3]]
+}
+
+/// Backend `i` (from 1) of the small VIPs: on the LB's link, with a permanent neighbour.
+fn backend4(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 98, 1, i as u8))
+}
+
+fn backend6(i: u32) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0xfd98, 0, 0, 0, 0, 0, 1, i as u16))
+}
+
+/// Backend `i` of the 1000-backend VIP (DSR with configured MACs: no neighbour needed).
+fn backend_big(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 96, (i / 250) as u8, (i % 250 + 1) as u8))
+}
+
+fn vip(ident: VipIdent, mode: u8, addrs: Vec<IpAddr>, with_mac: bool) -> DesiredVip {
+    DesiredVip {
+        ident,
+        mode,
+        table_size: TABLE,
+        backends: addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| DesiredBackend {
+                address,
+                weight: 1,
+                mac: with_mac.then(|| backend_mac(i as u32 + 1)),
+                serving: true,
+            })
+            .collect(),
+    }
+}
+
+fn desired() -> Desired {
+    let small4 = || (1..=10).map(backend4).collect::<Vec<_>>();
+    let fib4 = || (1..=4).map(backend4).collect::<Vec<_>>();
+    Desired {
+        global: Global {
+            hash_seed: SEED,
+            ..Global::default()
+        },
+        vips: vec![
+            vip(VIPS.tcp, MODE_DSR, small4(), true),
+            vip(VIPS.udp, MODE_DSR, small4(), true),
+            vip(VIPS.v6, MODE_DSR, (1..=10).map(backend6).collect(), true),
+            vip(VIPS.fib, MODE_DSR, fib4(), false),
+            vip(VIPS.ipip, MODE_IPIP, fib4(), false),
+            vip(
+                VIPS.ip6ip6,
+                MODE_IPIP,
+                (1..=4).map(backend6).collect(),
+                false,
+            ),
+            vip(
+                VIPS.big,
+                MODE_DSR,
+                (0..1000).map(backend_big).collect(),
+                true,
+            ),
+        ],
+    }
+}
+
+/// Permanent neighbour entries for the FIB-resolved backends.
+fn neighbours() -> Vec<(IpAddr, [u8; 6])> {
+    (1..=10)
+        .map(|i| (backend4(i), backend_mac(i)))
+        .chain((1..=10).map(|i| (backend6(i), backend_mac(0x600 + i))))
+        .collect()
+}
+
+/// A client frame to `vip` (first flow of the client range).
+fn client_frame(to: IpAddr, port: u16, udp: bool, flags: u8) -> Frame {
+    let src = match to {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(CLIENT4)),
+        IpAddr::V6(_) => {
+            let mut o = [0u8; 16];
+            o[..12].copy_from_slice(&CLIENT6_HIGH);
+            o[12..].copy_from_slice(&CLIENT6_LOW.to_be_bytes());
+            IpAddr::V6(Ipv6Addr::from(o))
+        }
+    };
+    let mut f = Frame::build(&Spec {
+        src_mac: CLIENT_MAC,
+        dst_mac: LB_MAC,
+        src,
+        dst: to,
+        sport: 0,
+        dport: port,
+        udp,
+        tcp_flags: flags,
+        payload_len: 64,
+    });
+    let base = if to.is_ipv4() { CLIENT4 } else { CLIENT6_LOW };
+    let (a, p) = frame::flow_source(base, 0);
+    f.set_source(a, p);
+    f
+}
+
+fn base_of(f: &Frame) -> u32 {
+    let o = f.addr_off();
+    let b = &f.bytes[o..o + 4];
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Which flow each call sends.
+#[derive(Clone, Copy, Debug)]
+enum Vary {
+    /// The same frame every call (one flow).
+    Fixed,
+    /// A flow never seen before every call.
+    Fresh,
+    /// Flows `0..n`, round and round (all in the table beforehand).
+    Cycle(u64),
+}
+
+struct Def {
+    name: &'static str,
+    label: String,
+    template: Frame,
+    vary: Vary,
+    expect: u32,
+    vip: Option<VipIdent>,
+    target: Option<f64>,
+}
+
+/// "50k", "1M", "1500".
+pub fn short(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Flow-table capacity so that `flows` spread evenly over the allowed CPUs fit: the table's
+/// LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`), each holding capacity / possible CPUs.
+pub fn flow_entries_for(flows: u64) -> u32 {
+    let possible = netns::possible_cpus() as u64;
+    let online = netns::allowed_cpus().len().max(1) as u64;
+    let need = flows * possible / online * 5 / 4;
+    u32::try_from(need.max(u64::from(lb_common::DEFAULT_FLOW_ENTRIES))).unwrap_or(u32::MAX)
+}
+
+/// The benchmark network (`netns::packet_network`) with the neighbours these cases need;
+/// its ifindex. Call it inside a private network namespace.
+pub fn network() -> anyhow::Result<u32> {
+    netns::packet_network(LB_MAC, &neighbours())
+}
+
+/// A SYN (or ACK) of flow 0 to `vip` from the benchmark's client range, and how to make it
+/// flow `i`: `frame::flow_source(base, i)`.
+pub fn syn_to(vip: VipIdent) -> Frame {
+    client_frame(vip.address, vip.port, vip.proto == PROTO_UDP, TCP_SYN)
+}
+
+pub fn source_base(f: &Frame) -> u32 {
+    base_of(f)
+}
+
+/// Run the per-packet benchmark in the network `network()` made (`ifindex`).
+pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
+    ensure!(opts.calls > 0, "--calls must be at least 1");
+    let sizes = Sizes {
+        flow_entries: flow_entries_for(opts.big_flows),
+        ..Sizes::default()
+    };
+    let mut dp = Dataplane::load(sizes).context("loading the eBPF object")?;
+    dp.publish(&desired())
+        .context("publishing the benchmark VIPs")?;
+    let _restore = netns::Affinity::save();
+    netns::pin_to_cpu(opts.cpu)?;
+
+    let tcp = |to: VipIdent, flags| client_frame(to.address, to.port, false, flags);
+    let mut defs = vec![
+        Def {
+            name: "not_vip",
+            label: "not a VIP: XDP_PASS".into(),
+            template: client_frame(NOT_VIP, 80, false, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_PASS,
+            vip: None,
+            target: Some(TARGET_NOT_VIP),
+        },
+        Def {
+            name: "tcp_established",
+            label: "established TCP flow, 1 flow in table".into(),
+            template: tcp(VIPS.tcp, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.tcp),
+            target: Some(TARGET_ESTABLISHED),
+        },
+        Def {
+            name: "udp_established",
+            label: "UDP, established".into(),
+            template: client_frame(VIPS.udp.address, VIPS.udp.port, true, 0),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.udp),
+            target: None,
+        },
+        Def {
+            name: "ipv6_established",
+            label: "IPv6 TCP, established".into(),
+            template: tcp(VIPS.v6, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.v6),
+            target: None,
+        },
+        Def {
+            name: "dsr_fib_established",
+            label: "DSR, MAC from bpf_fib_lookup, established".into(),
+            template: tcp(VIPS.fib, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.fib),
+            target: None,
+        },
+        Def {
+            name: "ipip_established",
+            label: "IPIP encap + FIB, established".into(),
+            template: tcp(VIPS.ipip, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.ipip),
+            target: None,
+        },
+        Def {
+            name: "ip6ip6_established",
+            label: "IP6IP6 encap + FIB, established".into(),
+            template: tcp(VIPS.ip6ip6, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: Some(VIPS.ip6ip6),
+            target: None,
+        },
+        Def {
+            name: "tcp_new",
+            label: "new TCP flow (hash, Maglev, flow insert)".into(),
+            template: tcp(VIPS.tcp, TCP_SYN),
+            vary: Vary::Fresh,
+            expect: XDP_TX,
+            vip: Some(VIPS.tcp),
+            target: Some(TARGET_NEW),
+        },
+        Def {
+            name: "tcp_new_1000_backends",
+            label: "new TCP flow, VIP with 1000 backends".into(),
+            template: tcp(VIPS.big, TCP_SYN),
+            vary: Vary::Fresh,
+            expect: XDP_TX,
+            vip: Some(VIPS.big),
+            target: None,
+        },
+    ];
+    for (name, n) in [
+        ("tcp_established_mid", opts.mid_flows),
+        ("tcp_established_big", opts.big_flows),
+    ] {
+        defs.push(Def {
+            name,
+            label: format!("established TCP, {} flows in table", short(n)),
+            template: tcp(VIPS.tcp, TCP_ACK),
+            vary: Vary::Cycle(n),
+            expect: XDP_TX,
+            vip: Some(VIPS.tcp),
+            target: (n == 50_000).then_some(TARGET_50K),
+        });
+    }
+
+    let mut cases = Vec::new();
+    let mut all_floor = Vec::new();
+    let mut filled = 0u64;
+    for def in &defs {
+        match def.vary {
+            Vary::Cycle(n) => {
+                // The many-flow cases share one growing table: fill up to `n`.
+                if filled == 0 {
+                    dp.clear_flows()?;
+                }
+                let syn = tcp(VIPS.tcp, TCP_SYN);
+                tracing::info!(flows = n, "filling the flow table");
+                prefill(&dp, &syn, filled..n, ifindex, &netns::allowed_cpus())?;
+                filled = n;
+            }
+            _ => dp.clear_flows()?,
+        }
+        tracing::info!(case = def.name, calls = opts.calls, "measuring");
+        let (case, mut floor) = measure(&dp, def, opts.calls, ifindex)?;
+        all_floor.append(&mut floor);
+        cases.push(case);
+    }
+    drop(dp);
+    Ok(Report {
+        cpu: opts.cpu,
+        calls_per_case: opts.calls,
+        flow_entries: sizes.flow_entries,
+        floor_ns: Dist::of(&mut all_floor),
+        cases,
+    })
+}
+
+fn new_flows(dp: &Dataplane, vip: Option<VipIdent>) -> anyhow::Result<u64> {
+    let Some(v) = vip else { return Ok(0) };
+    let id = dp
+        .layout()
+        .vip(&v)
+        .with_context(|| format!("VIP {v} not published"))?
+        .vip_id;
+    Ok(dp.vip_counters(id)?.new_flows)
+}
+
+/// Put flows `range` into the table by running the balancer on their SYNs, spread over
+/// `cpus` (one pinned thread each), as RSS spreads flows over a NIC's queues.
+pub fn prefill(
+    dp: &Dataplane,
+    syn: &Frame,
+    range: std::ops::Range<u64>,
+    ifindex: u32,
+    cpus: &[usize],
+) -> anyhow::Result<()> {
+    let lb = run::xdp(dp.ebpf(), programs::BALANCER)?;
+    let per = (range.end - range.start).div_ceil(cpus.len() as u64);
+    let base = base_of(syn);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cpus
+            .iter()
+            .enumerate()
+            .map(|(k, &cpu)| {
+                let from = range.start + k as u64 * per;
+                let to = (from + per).min(range.end);
+                let mut f = syn.clone();
+                s.spawn(move || -> anyhow::Result<()> {
+                    netns::pin_to_cpu(cpu)?;
+                    let md = run::xdp_md(f.bytes.len(), ifindex);
+                    for i in from..to {
+                        let (a, p) = frame::flow_source(base, i);
+                        f.set_source(a, p);
+                        let (action, _) = run::once(lb, &f.bytes, &md)?;
+                        if action != XDP_TX {
+                            bail!("filling flow {i}: {}", run::action_name(action));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })
+}
+
+/// Warm up, then measure `calls` calls of the balancer, each paired with one of the floor.
+fn measure(
+    dp: &Dataplane,
+    def: &Def,
+    calls: u32,
+    ifindex: u32,
+) -> anyhow::Result<(Case, Vec<u64>)> {
+    let lb = run::xdp(dp.ebpf(), programs::BALANCER)?;
+    let floor = run::xdp(dp.ebpf(), programs::FLOOR_TX)?;
+    let mut f = def.template.clone();
+    let md = run::xdp_md(f.bytes.len(), ifindex);
+    let base = base_of(&f);
+    let warm = (calls / 10).clamp(1, 2000);
+    // Fresh flows: the warm-up's flows come after the measured ones.
+    let flow = |i: u64, warmup: bool| -> Option<u64> {
+        match def.vary {
+            Vary::Fixed => None,
+            Vary::Fresh => Some(if warmup { u64::from(calls) + i } else { i }),
+            Vary::Cycle(n) => Some(i % n),
+        }
+    };
+    let step = |f: &mut Frame, i: u64, warmup: bool| -> anyhow::Result<(u64, u64)> {
+        if let Some(k) = flow(i, warmup) {
+            let (a, p) = frame::flow_source(base, k);
+            f.set_source(a, p);
+        }
+        // Alternate which program runs first, so neither always finds the caches warm.
+        let (first, second) = if i.is_multiple_of(2) {
+            (lb, floor)
+        } else {
+            (floor, lb)
+        };
+        let (a1, t1) = run::once(first, &f.bytes, &md)?;
+        let (a2, t2) = run::once(second, &f.bytes, &md)?;
+        let ((la, lt), (fa, ft)) = if i.is_multiple_of(2) {
+            ((a1, t1), (a2, t2))
+        } else {
+            ((a2, t2), (a1, t1))
+        };
+        if la != def.expect {
+            bail!(
+                "{}: the balancer returned {} instead of {}",
+                def.name,
+                run::action_name(la),
+                run::action_name(def.expect)
+            );
+        }
+        if fa != XDP_TX {
+            bail!("floor returned {}", run::action_name(fa));
+        }
+        Ok((lt, ft))
+    };
+    for i in 0..u64::from(warm) {
+        step(&mut f, i, true)?;
+    }
+    let flows_in_table = match def.vary {
+        Vary::Cycle(n) => n,
+        _ => dp.flow_count() as u64,
+    };
+    let opened = new_flows(dp, def.vip)?;
+    let mut ours = Vec::with_capacity(calls as usize);
+    let mut base_ns = Vec::with_capacity(calls as usize);
+    for i in 0..u64::from(calls) {
+        let (lt, ft) = step(&mut f, i, false)?;
+        ours.push(lt);
+        base_ns.push(ft);
+    }
+    let opened = new_flows(dp, def.vip)? - opened;
+    if matches!(def.vary, Vary::Cycle(_) | Vary::Fixed) && opened != 0 {
+        tracing::warn!(
+            case = def.name,
+            opened,
+            "flows were (re)opened while measuring table hits"
+        );
+    }
+    let warm = if matches!(def.vary, Vary::Fixed)
+        && def.vip.is_none_or(|v| v != VIPS.ipip && v != VIPS.ip6ip6)
+    {
+        Some(back_to_back(lb, floor, &f.bytes, &md)?)
+    } else {
+        None
+    };
+    let sluice_ns = Dist::of(&mut ours);
+    let floor_ns = Dist::of(&mut base_ns);
+    let ratio = sluice_ns.median as f64 / floor_ns.median.max(1) as f64;
+    Ok((
+        Case {
+            name: def.name,
+            label: def.label.clone(),
+            verdict: run::action_name(def.expect),
+            flows_in_table,
+            calls,
+            sluice_ns,
+            floor_ns,
+            ratio,
+            target: def.target,
+            met: def.target.map(|t| ratio <= t),
+            new_flows: opened,
+            warm,
+        },
+        base_ns,
+    ))
+}
+
+/// Back-to-back runs of one frame (see [`Case::warm`]), alternating the two programs.
+fn back_to_back(
+    lb: &aya::programs::Xdp,
+    floor: &aya::programs::Xdp,
+    frame: &[u8],
+    md: &[u8; 24],
+) -> anyhow::Result<Warm> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    let avg = |p: &aya::programs::Xdp| -> anyhow::Result<f64> {
+        let r = p.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&md[..]),
+            repeat: WARM_REPEAT,
+            ..TestRunOptions::default()
+        })?;
+        Ok(r.duration.as_nanos() as f64)
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..WARM_ROUNDS {
+        a.push(avg(lb)?);
+        b.push(avg(floor)?);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (sluice_ns, floor_ns) = (med(&mut a), med(&mut b));
+    Ok(Warm {
+        sluice_ns,
+        floor_ns,
+        ratio: sluice_ns / floor_ns.max(1.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).rev().collect();
+        let d = Dist::of(&mut v);
+        assert_eq!((d.min, d.median, d.p90, d.p99), (1, 50, 90, 99));
+        let d = Dist::of(&mut [7]);
+        assert_eq!((d.min, d.median, d.p99), (7, 7, 7));
+    }
+
+    #[test]
+    fn short_counts() {
+        assert_eq!(short(50_000), "50k");
+        assert_eq!(short(1_000_000), "1M");
+        assert_eq!(short(1500), "1500");
+    }
+}

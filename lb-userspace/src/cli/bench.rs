@@ -1,0 +1,127 @@
+//! `sluice bench` and `sluice gen`.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Subcommand};
+
+use crate::bench::{self, traffic};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Run one part only (default: all three).
+    #[command(subcommand)]
+    pub part: Option<BenchPart>,
+    /// Calls per per-packet case [default: 100000; 2000 with --quick].
+    #[arg(long, global = true)]
+    pub calls: Option<u32>,
+    /// A short smoke run (fewer calls, flows and rounds), e.g. for CI.
+    #[arg(long, global = true)]
+    pub quick: bool,
+    /// Directory for bench.json, bench.txt and ratios.svg.
+    #[arg(long, global = true, default_value = "results")]
+    pub out: PathBuf,
+    /// CPU to pin the measurements to [default: the last one available].
+    #[arg(long, global = true)]
+    pub cpu: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum BenchPart {
+    /// Per-packet cost of the real program against the floor (BPF_PROG_TEST_RUN, repeat 1).
+    Packet,
+    /// Maglev builds, edit latency, daemon and map memory, a million flows.
+    Control,
+    /// Packets per second through a veth against floor programs (live-frames generator).
+    Throughput,
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Transmit on this interface, as if the frames had arrived on it and an XDP program
+    /// sent them back out (a veth peer only receives them if it runs an XDP program).
+    #[arg(long, short)]
+    pub interface: String,
+    /// Destination: ADDR:PORT, or [ADDR]:PORT for IPv6.
+    #[arg(long)]
+    pub to: std::net::SocketAddr,
+    /// UDP instead of TCP (ACKs).
+    #[arg(long)]
+    pub udp: bool,
+    /// Destination MAC (the load balancer's interface).
+    #[arg(long, value_parser = traffic::parse_mac)]
+    pub dst_mac: [u8; 6],
+    /// Source MAC [default: the interface's].
+    #[arg(long, value_parser = traffic::parse_mac)]
+    pub src_mac: Option<[u8; 6]>,
+    /// First source address; flow i comes from port 1024 + i % 64000 of this address
+    /// + i / 64000 [default: 100.64.0.0 or 2001:db8::1:0].
+    #[arg(long)]
+    pub from: Option<IpAddr>,
+    /// Distinct flows, round robin.
+    #[arg(long, default_value_t = 1)]
+    pub flows: u32,
+    /// Frame length without FCS.
+    #[arg(long, default_value_t = 60)]
+    pub size: usize,
+    /// Frames to send, at most.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub count: u64,
+    /// Seconds to send for, at most.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Frames per batch (1..=256).
+    #[arg(long, default_value_t = traffic::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub batch: u32,
+    /// Pin to this CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let mut o = bench::Options::all(&a.out);
+    if let Some(part) = a.part {
+        o.packet = matches!(part, BenchPart::Packet);
+        o.control = matches!(part, BenchPart::Control);
+        o.throughput = matches!(part, BenchPart::Throughput);
+    }
+    o.calls = a.calls;
+    o.quick = a.quick;
+    o.cpu = a.cpu;
+    let report = bench::run(&o)?;
+    print!("{}", report.to_text());
+    println!(
+        "\nwritten: {}/bench.json, bench.txt, ratios.svg",
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn generate(a: GenArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.duration > 0.0 && a.duration <= 3600.0,
+        "--duration must be in (0, 3600] seconds"
+    );
+    let r = traffic::generate(&traffic::GenOptions {
+        interface: a.interface.clone(),
+        to: a.to,
+        udp: a.udp,
+        from: a.from,
+        dst_mac: a.dst_mac,
+        src_mac: a.src_mac,
+        flows: a.flows,
+        size: a.size,
+        count: a.count,
+        duration: Duration::from_secs_f64(a.duration),
+        batch: a.batch,
+        cpu: a.cpu,
+    })?;
+    println!(
+        "{} frames in {:.2} s on {} ({:.2} Mpps, {} flows)",
+        r.generated,
+        r.seconds,
+        a.interface,
+        r.generated as f64 / r.seconds / 1e6,
+        a.flows
+    );
+    Ok(())
+}

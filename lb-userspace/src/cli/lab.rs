@@ -1,0 +1,228 @@
+//! `sluice lab up|down|status|backend`: the namespace lab (`crate::lab`) from the command
+//! line.
+
+use std::net::IpAddr;
+
+use clap::{Subcommand, ValueEnum};
+
+use crate::{
+    config::{self, Forwarding},
+    lab::{self, DEFAULT_PREFIX, Lab, LabSpec, Role, Servers, Weights, server::BackendServer},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Build a lab (switch, load balancer, clients and backends as network namespaces on one
+    /// bridge), start a server on each backend, and write a daemon config for it. The lab
+    /// stays up until `sluice lab down`.
+    Up {
+        /// Prefix of every namespace (PREFIX-sw, -lb, -c1.., -b1..).
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+        #[arg(long, default_value_t = 3)]
+        backends: usize,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// How the backends are set up, and the config's forwarding mode.
+        #[arg(long, value_enum, default_value = "dsr")]
+        mode: LabMode,
+        /// Weight 1 for every backend in the config (default: backend-k gets weight k).
+        #[arg(long)]
+        equal_weights: bool,
+        /// Leave the IPv6 VIPs out of the config.
+        #[arg(long)]
+        no_ipv6: bool,
+    },
+    /// Remove a lab: kill the processes in its namespaces, unpin its programs, delete its
+    /// namespaces and files. Succeeds when nothing is left to remove.
+    Down {
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+    },
+    /// Show what exists of a lab (every lab without --prefix).
+    Status {
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// The lab's backend server: TCP 80 (HTTP: 200 with NAME; `HOLD\n`: long-lived echo;
+    /// anything else: NAME) and UDP 53 (echo as NAME:payload) on every --addr, until killed.
+    /// Run it in a backend's namespace: `sluice --netns NS lab backend ...`.
+    Backend {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "addr", required = true, num_args = 1..)]
+        addrs: Vec<IpAddr>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LabMode {
+    Dsr,
+    Ipip,
+}
+
+impl From<LabMode> for Forwarding {
+    fn from(m: LabMode) -> Self {
+        match m {
+            LabMode::Dsr => Forwarding::Dsr,
+            LabMode::Ipip => Forwarding::Ipip,
+        }
+    }
+}
+
+pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
+    match cmd {
+        LabCmd::Up {
+            prefix,
+            backends,
+            clients,
+            mode,
+            equal_weights,
+            no_ipv6,
+        } => up(
+            LabSpec {
+                prefix,
+                backends,
+                clients,
+                mode: mode.into(),
+                ipv6: !no_ipv6,
+                servers: Servers::Process(std::env::current_exe()?),
+            },
+            if equal_weights {
+                Weights::Equal
+            } else {
+                Weights::Ascending
+            },
+        ),
+        LabCmd::Down { prefix } => {
+            println!("{}", Lab::down_prefix(&prefix)?);
+            Ok(())
+        }
+        LabCmd::Status { prefix } => status(prefix.as_deref()),
+        LabCmd::Backend { name, addrs } => {
+            let server = BackendServer::start(&name, &addrs)?;
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "backend {name}: tcp {} and udp {} on {}",
+                lab::TCP_PORT,
+                lab::UDP_PORT,
+                addrs.join(" ")
+            );
+            server.wait()
+        }
+    }
+}
+
+fn up(spec: LabSpec, weights: Weights) -> anyhow::Result<()> {
+    let lab = Lab::up(spec)?;
+    let path = lab.write_daemon_config(&weights)?;
+    let w = weights.for_backends(lab.backends().len())?;
+    let p = lab.prefix();
+    println!(
+        "lab {p} is up ({} mode): switch {} (bridge br0)",
+        lab.mode(),
+        lab.switch().name()
+    );
+    println!(
+        "  VIPs {} and {}: tcp {} (HTTP, answers with the backend's name), udp {} (echo)",
+        lab.vip4(),
+        lab.vip6(),
+        lab::TCP_PORT,
+        lab::UDP_PORT
+    );
+    let width = lab.nodes().map(|n| n.ns().len()).max().unwrap_or(0) + 2;
+    let row = |cells: [&str; 6]| {
+        let [ns, node, v4, v6, mac, extra] = cells;
+        let line = format!("  {ns:<width$}{node:<11}{v4:<13}{v6:<10}{mac:<19}{extra}");
+        println!("{}", line.trim_end());
+    };
+    println!();
+    row(["namespace", "node", "ipv4", "ipv6", "mac", ""]);
+    for n in lab.nodes() {
+        let extra = match n.role() {
+            Role::Backend(k) => {
+                let pid = lab
+                    .backend_server_pid(k - 1)
+                    .map_or(String::new(), |p| format!(", server pid {p}"));
+                format!("weight {}{pid}", w[k - 1])
+            }
+            Role::Lb => "run sluice here".into(),
+            Role::Client(_) => "VIPs routed via the lb".into(),
+            Role::Switch => String::new(),
+        };
+        row([
+            n.ns(),
+            &n.name(),
+            &n.addr4().to_string(),
+            &n.addr6().to_string(),
+            &config::format_mac(&n.mac()),
+            &extra,
+        ]);
+    }
+    println!("\n  pins:");
+    for pin in lab.pins() {
+        println!("    {}", pin.display());
+    }
+    println!("\nDaemon config: {}", path.display());
+    println!(
+        "  run sluice:  sluice --netns {} run --config {}",
+        lab.lb_ns(),
+        path.display()
+    );
+    println!(
+        "  try it:      ip netns exec {} curl -s http://{}/",
+        lab.client(0).ns(),
+        lab.vip4()
+    );
+    println!("  remove it:   sluice lab down --prefix {p}");
+    lab.keep();
+    Ok(())
+}
+
+fn status(prefix: Option<&str>) -> anyhow::Result<()> {
+    let prefixes = match prefix {
+        Some(p) => {
+            lab::validate_prefix(p)?;
+            vec![p.to_owned()]
+        }
+        None => Lab::list(),
+    };
+    if prefixes.is_empty() {
+        println!("no labs");
+        return Ok(());
+    }
+    for p in prefixes {
+        let s = Lab::status(&p);
+        if s.namespaces.is_empty() && s.pins.is_empty() && s.config.is_none() {
+            println!("lab {p}: nothing exists");
+            continue;
+        }
+        println!("lab {p}:");
+        let width = s.namespaces.iter().map(|n| n.name.len()).max().unwrap_or(0) + 2;
+        for n in &s.namespaces {
+            let addrs = if n.role == Role::Switch {
+                let ports = lab::netns::Netns::named(&n.name)
+                    .exec(&["ip", "-br", "link", "show", "master", "br0"])
+                    .map(|o| o.lines().count())
+                    .unwrap_or(0);
+                format!("bridge br0, {ports} ports")
+            } else {
+                lab::netns::Netns::named(&n.name)
+                    .exec(&["ip", "-br", "addr", "show", "dev", "eth0"])
+                    .map(|o| o.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_else(|_| "no eth0".into())
+            };
+            println!("  {:<width$}{:<11}{addrs}", n.name, n.role.to_string());
+            for (pid, cmd) in &n.processes {
+                println!("  {:<width$}{:<11}pid {pid}: {cmd}", "", "");
+            }
+        }
+        for pin in &s.pins {
+            println!("  pin    {}", pin.display());
+        }
+        if let Some(c) = &s.config {
+            println!("  config {}", c.display());
+        }
+    }
+    Ok(())
+}

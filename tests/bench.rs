@@ -1,0 +1,158 @@
+//! The quick benchmark (`sluice bench --quick`), run programmatically: every part runs for
+//! real (the balancer and the floor through `BPF_PROG_TEST_RUN`, publishes, a flow table
+//! filled by the program, the live-frames generator into a veth), in the private network
+//! namespace the benchmark makes for itself. It must write its three files, and every
+//! figure must be a positive, finite number. No speed is asserted: CI machines vary.
+
+use lb_userspace::bench::{Options, run};
+use sluice_tests::require_root;
+
+#[test]
+fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
+    require_root();
+    let out = std::env::temp_dir().join(format!("sluice-bench-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = Options {
+        quick: true,
+        ..Options::all(&out)
+    };
+    let report = run(&opts)?;
+
+    let figures = report.figures();
+    assert!(figures.len() > 60, "only {} figures", figures.len());
+    let bad: Vec<_> = figures
+        .iter()
+        .filter(|(_, v)| !(v.is_finite() && *v > 0.0))
+        .collect();
+    assert!(bad.is_empty(), "figures not positive and finite: {bad:?}");
+
+    let packet = report.packet.as_ref().expect("packet part ran");
+    assert_eq!(packet.cases.len(), 11);
+    for c in &packet.cases {
+        let fresh = c.name.starts_with("tcp_new");
+        let expect = if fresh { u64::from(c.calls) } else { 0 };
+        assert_eq!(
+            c.new_flows, expect,
+            "{}: flows opened while measuring",
+            c.name
+        );
+    }
+    let control = report.control.as_ref().expect("control part ran");
+    assert_eq!(
+        control.publish_edit.verified_rounds, control.publish_edit.rounds,
+        "every added backend served a new flow right after publish"
+    );
+    assert_eq!(control.flow_scale.held, control.flow_scale.flows_offered);
+    let throughput = report.throughput.as_ref().expect("throughput part ran");
+    for s in &throughput.summary {
+        assert_eq!(
+            s.new_flows_measured, 0,
+            "{} flows: all hits once warm",
+            s.flows
+        );
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json"))?)?;
+    assert_eq!(json["quick"], true);
+    assert!(
+        json["machine"]["kernel"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty())
+    );
+    let text = std::fs::read_to_string(out.join("bench.txt"))?;
+    for c in &packet.cases {
+        assert!(text.contains(&c.label), "bench.txt lacks {}", c.label);
+    }
+    let svg = std::fs::read_to_string(out.join("ratios.svg"))?;
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg.matches("<rect ").count(),
+        1 + packet.cases.len(),
+        "background + one bar a case"
+    );
+
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+/// `sluice_gen` (run once per frame, not live) turns the template into flow `counter %
+/// flows`: source port `1024 + i % 64000`, source address `base + i / 64000`, and leaves
+/// the IPv4 header and TCP/UDP checksums right (checked with etherparse, independently of
+/// the program's incremental update and of the benchmark's own frame builder).
+#[test]
+fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    use lb_common::programs;
+    use lb_userspace::{
+        bench::{frame::Frame, throughput::template, traffic},
+        dataplane::{Dataplane, Sizes, VipIdent},
+    };
+    use std::net::IpAddr;
+
+    require_root();
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: 1024,
+        table_slots: 1024,
+    })?;
+    let cases: [(&str, &str, u8); 4] = [
+        ("100.64.0.0", "10.0.0.1", lb_common::PROTO_TCP),
+        ("100.64.255.255", "10.0.0.1", lb_common::PROTO_UDP),
+        ("2001:db8::1:0", "fd00::1", lb_common::PROTO_TCP),
+        ("2001:db8::ffff:ffff", "fd00::1", lb_common::PROTO_UDP),
+    ];
+    for (src, dst, proto) in cases {
+        let src: IpAddr = src.parse()?;
+        let to = VipIdent {
+            address: dst.parse()?,
+            port: 8080,
+            proto,
+        };
+        let t: Frame = template([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1], src, to);
+        let base = u128::from(match src {
+            IpAddr::V4(a) => u32::from(a),
+            IpAddr::V6(a) => u128::from(a) as u32,
+        });
+        traffic::configure(&mut dp, &t, 200_000)?;
+        traffic::set_counter(&mut dp, 63_998)?;
+        for i in 63_998u32..64_003 {
+            let r = dp.run_frame(programs::GEN, &t.bytes, 0)?;
+            assert_eq!(r.action, 3, "XDP_TX");
+            let h = PacketHeaders::from_ethernet_slice(&r.frame)?;
+            let payload = h.payload.slice();
+            let (sport, csum_ok, addr_low) = match (h.net, h.transport) {
+                (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(tcp))) => (
+                    tcp.source_port,
+                    ip.header_checksum == ip.calc_header_checksum()
+                        && tcp.checksum == tcp.calc_checksum_ipv4(&ip, payload)?,
+                    u32::from_be_bytes(ip.source),
+                ),
+                (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(udp))) => (
+                    udp.source_port,
+                    ip.header_checksum == ip.calc_header_checksum()
+                        && udp.checksum == udp.calc_checksum_ipv4(&ip, payload)?,
+                    u32::from_be_bytes(ip.source),
+                ),
+                (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Tcp(tcp))) => (
+                    tcp.source_port,
+                    tcp.checksum == tcp.calc_checksum_ipv6(&ip, payload)?,
+                    u32::from_be_bytes(ip.source[12..].try_into()?),
+                ),
+                (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Udp(udp))) => (
+                    udp.source_port,
+                    udp.checksum == udp.calc_checksum_ipv6(&ip, payload)?,
+                    u32::from_be_bytes(ip.source[12..].try_into()?),
+                ),
+                other => panic!("unexpected headers {other:?}"),
+            };
+            assert_eq!(sport, 1024 + (i % 64_000) as u16, "{src} flow {i}: port");
+            assert_eq!(
+                addr_low,
+                (base as u32).wrapping_add(i / 64_000),
+                "{src} flow {i}: address"
+            );
+            assert!(csum_ok, "{src} proto {proto} flow {i}: checksums");
+        }
+    }
+    Ok(())
+}

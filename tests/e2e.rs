@@ -1,0 +1,411 @@
+//! End-to-end: real TCP connections and UDP datagrams from lab clients through the sluice
+//! daemon (the real `daemon::start` + `daemon::serve`, health checks included, running in
+//! the lab's load-balancer namespace) to the lab's backends.
+//!
+//! Every test builds its own lab (prefix `sl-e2e-<pid>-<n>`), which is removed when it
+//! drops, also on failure; tests run one at a time (a lock) so that failover timings are
+//! not distorted by another test's load. Every loop is bounded in count and time.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use lb_userspace::{
+    config::{CheckKind, Config, Forwarding},
+    daemon::{self, Edit, EditRequest},
+    health::Health,
+    lab::{self, Lab, LabSpec, Node, Weights},
+    state::{self, State},
+};
+use sluice_tests::require_root;
+use tokio::sync::{mpsc, oneshot};
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn prefix(n: &str) -> String {
+    format!("sl-e2e-{}-{n}", std::process::id() % 100_000)
+}
+
+/// The daemon, serving in the lab's LB namespace on its own thread until dropped.
+struct Daemon {
+    edits: mpsc::Sender<EditRequest>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
+    state_dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(lab: &Lab, config: Config) -> anyhow::Result<Self> {
+        let (edits, edit_rx) = mpsc::channel(8);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let state_dir = config.daemon.state_dir.clone();
+        let lb = lab.lb().netns().clone();
+        let thread = thread::spawn(move || {
+            lb.run(|| {
+                // Runtime threads are created here, inside the LB namespace.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                let state = State::new(config);
+                let dp = match daemon::start(&state) {
+                    Ok(dp) => dp,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        bail!("daemon start: {e}");
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                rt.block_on(daemon::serve(state, dp, edit_rx, async {
+                    let _ = stop_rx.await;
+                }))
+            })?
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("the daemon did not start within 20 s"),
+        }
+        Ok(Self {
+            edits,
+            stop: Some(stop),
+            thread: Some(thread),
+            state_dir,
+        })
+    }
+
+    fn edit(&self, edit: Edit) -> anyhow::Result<String> {
+        let (tx, rx) = oneshot::channel();
+        self.edits
+            .blocking_send((edit, tx))
+            .context("daemon gone")?;
+        rx.blocking_recv()
+            .context("no answer")?
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The health of `backend` under the VIP named `vip`, per the status file.
+    fn health(&self, vip: &str, backend: IpAddr) -> Option<(Health, String)> {
+        let s = state::read_status(&self.state_dir).ok()?;
+        let v = s.vips.iter().find(|v| v.name == vip)?;
+        let b = v.backends.iter().find(|b| b.address == backend)?;
+        Some((b.health, b.reason.clone()))
+    }
+
+    /// Wait (bounded) until `backend` has `want`; how long it took.
+    fn wait_health(
+        &self,
+        vip: &str,
+        backend: IpAddr,
+        want: Health,
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if self.health(vip, backend).is_some_and(|(h, _)| h == want) {
+                return Ok(t0.elapsed());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{backend} not {want:?} within {within:?}: {:?}",
+            self.health(vip, backend)
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A long-lived connection to a VIP through the `HOLD` protocol: the server names itself,
+/// then echoes every line prefixed with its name.
+struct Held {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    backend: String,
+}
+
+impl Held {
+    fn open(client: &Node, to: SocketAddr) -> anyhow::Result<Self> {
+        let mut stream = client
+            .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
+            .with_context(|| format!("connecting to {to}"))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.write_all(b"HOLD\n")?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut name = String::new();
+        reader.read_line(&mut name)?;
+        ensure!(name.ends_with('\n'), "no name from {to}: {name:?}");
+        Ok(Self {
+            stream,
+            reader,
+            backend: name.trim().to_owned(),
+        })
+    }
+
+    /// Send a line; the echo must come from the same backend.
+    fn echo(&mut self, line: &str) -> anyhow::Result<()> {
+        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let mut got = String::new();
+        self.reader
+            .read_line(&mut got)
+            .with_context(|| format!("echo of {line:?} from {}", self.backend))?;
+        ensure!(
+            got == format!("{}:{line}\n", self.backend),
+            "{} answered {got:?} to {line:?}",
+            self.backend
+        );
+        Ok(())
+    }
+}
+
+/// `n` connections, each checked for consistency over 2 echoed lines; answers per backend.
+fn connections(client: &Node, to: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let mut c = Held::open(client, to).with_context(|| format!("connection {i}"))?;
+        c.echo(&format!("a{i}"))?;
+        c.echo(&format!("b{i}"))?;
+        *counts.entry(c.backend.clone()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+fn with_fast_checks(mut c: Config) -> Config {
+    for v in &mut c.vips {
+        if v.health.check != CheckKind::None {
+            v.health.interval_ms = 300;
+            v.health.timeout_ms = 200;
+            v.health.rise = 2;
+            v.health.fall = 2;
+        }
+    }
+    c
+}
+
+#[test]
+fn weights_1_2_3_over_1000_connections() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("w")).backends(3))?;
+    let d = Daemon::start(&lab, lab.daemon_config(&Weights::Ascending)?)?;
+    let n = 1000;
+    let counts = connections(
+        lab.client(0),
+        SocketAddr::new(lab.vip4().into(), lab::TCP_PORT),
+        n,
+    )?;
+    println!("1000 connections over weights 1:2:3: {counts:?}");
+    // Each connection has a fresh source port, so it lands on backend k with probability
+    // k/6 (the table's shares are exact to 0.002%): a count is Binomial(1000, k/6). Allow
+    // 4.5 standard deviations (a false failure about once in 150 000 runs per backend).
+    for k in 1..=3usize {
+        let p = k as f64 / 6.0;
+        let mean = n as f64 * p;
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        let got = *counts.get(&format!("backend-{k}")).unwrap_or(&0) as f64;
+        ensure!(
+            (got - mean).abs() <= 4.5 * sd,
+            "backend-{k}: {got} connections, expected {mean:.0} ± {:.0}",
+            4.5 * sd
+        );
+    }
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+#[test]
+fn adding_a_backend_keeps_open_connections() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let mut lab = Lab::up(LabSpec::new(&prefix("add")).backends(3))?;
+    let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let mut held: Vec<Held> = (0..40)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    for (i, c) in held.iter_mut().enumerate() {
+        c.echo(&format!("before{i}"))?;
+    }
+    let added = lab.add_backend()?.name();
+    let what = d.edit(Edit::Replace(Box::new(lab.daemon_config(&Weights::Equal)?)))?;
+    println!("edit: {what}");
+    // Every open connection still talks to the backend it started with.
+    for (i, c) in held.iter_mut().enumerate() {
+        c.echo(&format!("after{i}"))
+            .with_context(|| format!("held connection {i} after adding {added}"))?;
+    }
+    // New connections use the new backend too (1/4 of 300 expected; ≥ 30 is 5 sd below).
+    let counts = connections(lab.client(0), vip, 300)?;
+    println!("after adding {added}: {counts:?}");
+    ensure!(
+        counts.get(&added).copied().unwrap_or(0) >= 30,
+        "{added} got too few: {counts:?}"
+    );
+    drop(held);
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_backend_fails_over_and_comes_back() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("kill")).backends(3))?;
+    let config = with_fast_checks(lab.daemon_config(&Weights::Equal)?);
+    let h = config
+        .vips
+        .iter()
+        .find(|v| v.name == "lab-tcp4")
+        .context("lab-tcp4")?
+        .health
+        .clone();
+    let d = Daemon::start(&lab, config)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let victim = lab.backend(1).addr4().into();
+    d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(5))?;
+
+    lab.kill_backend_server(1)?;
+    let took = d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))?;
+    // The bound: fall × interval, plus one interval (the probe phase), plus a probe's
+    // timeout; 150 ms for scheduling on a loaded 2-core machine.
+    let bound = Duration::from_millis(u64::from((h.fall + 1) * h.interval_ms + h.timeout_ms + 150));
+    println!(
+        "backend-2 killed: down after {took:?} (bound {bound:?}); reason {:?}",
+        d.health("lab-tcp4", victim)
+    );
+    ensure!(took <= bound, "failover took {took:?}, more than {bound:?}");
+    let counts = connections(lab.client(0), vip, 150)?;
+    ensure!(
+        !counts.contains_key("backend-2"),
+        "a down backend got connections: {counts:?}"
+    );
+    ensure!(counts.values().sum::<usize>() == 150);
+
+    lab.start_backend_server(1)?;
+    let back = d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(10))?;
+    println!("backend-2 restarted: up after {back:?}");
+    let counts = connections(lab.client(0), vip, 150)?;
+    ensure!(
+        counts.get("backend-2").copied().unwrap_or(0) > 0,
+        "backend-2 not used again: {counts:?}"
+    );
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+#[test]
+fn a_backend_without_the_vip_is_reported_down() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    for mode in [Forwarding::Dsr, Forwarding::Ipip] {
+        let lab = Lab::up(
+            LabSpec::new(&prefix(&format!("bad{mode}")))
+                .backends(2)
+                .mode(mode),
+        )?;
+        // Backend 1 answers on its own address but has no VIP on its loopback.
+        lab.break_backend(0)?;
+        let d = Daemon::start(&lab, with_fast_checks(lab.daemon_config(&Weights::Equal)?))?;
+        let broken: IpAddr = lab.backend(0).addr4().into();
+        d.wait_health("lab-tcp4", broken, Health::Down, Duration::from_secs(5))?;
+        let (_, why) = d.health("lab-tcp4", broken).context("status")?;
+        println!("{mode}: misconfigured backend down: {why}");
+        ensure!(why.contains("no answer from the VIP"), "{why}");
+        ensure!(
+            d.health("lab-tcp4", lab.backend(1).addr4().into())
+                .is_some_and(|(h, _)| h == Health::Up)
+        );
+        // Nothing is black-holed: every connection reaches the healthy backend.
+        let counts = connections(
+            lab.client(0),
+            SocketAddr::new(lab.vip4().into(), lab::TCP_PORT),
+            40,
+        )?;
+        ensure!(counts.get("backend-2") == Some(&40), "{counts:?}");
+        drop(d);
+        lab.down()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn both_modes_both_families_tcp_and_udp() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    for mode in [Forwarding::Dsr, Forwarding::Ipip] {
+        let lab = Lab::up(
+            LabSpec::new(&prefix(&format!("m{mode}")))
+                .backends(3)
+                .mode(mode),
+        )?;
+        let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
+        for vip in lab.vips() {
+            let counts = connections(lab.client(0), SocketAddr::new(vip, lab::TCP_PORT), 90)
+                .with_context(|| format!("{mode} tcp {vip}"))?;
+            println!("{mode} {vip} tcp: {counts:?}");
+            ensure!(
+                counts.len() == 3,
+                "{mode} {vip}: not every backend used: {counts:?}"
+            );
+            // UDP: every datagram of one flow (one socket) goes to one backend; flows spread.
+            let mut owners = BTreeMap::new();
+            for f in 0..8 {
+                let local: SocketAddr = if vip.is_ipv4() {
+                    "0.0.0.0:0".parse()?
+                } else {
+                    "[::]:0".parse()?
+                };
+                let sock = lab.client(0).run(|| UdpSocket::bind(local))??;
+                sock.set_read_timeout(Some(TIMEOUT))?;
+                sock.connect(SocketAddr::new(vip, lab::UDP_PORT))?;
+                let mut names = std::collections::BTreeSet::new();
+                for i in 0..10 {
+                    sock.send(format!("f{f}d{i}").as_bytes())?;
+                    let mut buf = [0u8; 128];
+                    let n = sock
+                        .recv(&mut buf)
+                        .with_context(|| format!("{mode} udp {vip} flow {f} datagram {i}"))?;
+                    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let (name, echo) = reply.split_once(':').context("reply format")?;
+                    ensure!(echo == format!("f{f}d{i}"), "{reply}");
+                    names.insert(name.to_owned());
+                }
+                ensure!(
+                    names.len() == 1,
+                    "{mode} {vip}: one UDP flow reached {names:?}"
+                );
+                *owners
+                    .entry(names.into_iter().next().unwrap_or_default())
+                    .or_insert(0) += 1;
+            }
+            println!("{mode} {vip} udp flows per backend: {owners:?}");
+            ensure!(
+                owners.len() >= 2,
+                "8 UDP flows all on one backend: {owners:?}"
+            );
+        }
+        drop(d);
+        lab.down()?;
+    }
+    Ok(())
+}
