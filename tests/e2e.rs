@@ -11,126 +11,23 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
     sync::Mutex,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use lb_userspace::{
     config::{CheckKind, Config, Forwarding},
-    daemon::{self, Edit, EditRequest},
+    daemon::Edit,
     health::Health,
-    lab::{self, Lab, LabSpec, Node, Weights},
-    state::{self, State},
+    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
 };
 use sluice_tests::require_root;
-use tokio::sync::{mpsc, oneshot};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     format!("sl-e2e-{}-{n}", std::process::id() % 100_000)
-}
-
-/// The daemon, serving in the lab's LB namespace on its own thread until dropped.
-struct Daemon {
-    edits: mpsc::Sender<EditRequest>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
-    state_dir: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(lab: &Lab, config: Config) -> anyhow::Result<Self> {
-        let (edits, edit_rx) = mpsc::channel(8);
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let state_dir = config.daemon.state_dir.clone();
-        let lb = lab.lb().netns().clone();
-        let thread = thread::spawn(move || {
-            lb.run(|| {
-                // Runtime threads are created here, inside the LB namespace.
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()?;
-                let state = State::new(config);
-                let dp = match daemon::start(&state) {
-                    Ok(dp) => dp,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        bail!("daemon start: {e}");
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                rt.block_on(daemon::serve(state, dp, edit_rx, async {
-                    let _ = stop_rx.await;
-                }))
-            })?
-        });
-        match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("{e}"),
-            Err(_) => bail!("the daemon did not start within 20 s"),
-        }
-        Ok(Self {
-            edits,
-            stop: Some(stop),
-            thread: Some(thread),
-            state_dir,
-        })
-    }
-
-    fn edit(&self, edit: Edit) -> anyhow::Result<String> {
-        let (tx, rx) = oneshot::channel();
-        self.edits
-            .blocking_send((edit, tx))
-            .context("daemon gone")?;
-        rx.blocking_recv()
-            .context("no answer")?
-            .map_err(|e| anyhow::anyhow!(e))
-    }
-
-    /// The health of `backend` under the VIP named `vip`, per the status file.
-    fn health(&self, vip: &str, backend: IpAddr) -> Option<(Health, String)> {
-        let s = state::read_status(&self.state_dir).ok()?;
-        let v = s.vips.iter().find(|v| v.name == vip)?;
-        let b = v.backends.iter().find(|b| b.address == backend)?;
-        Some((b.health, b.reason.clone()))
-    }
-
-    /// Wait (bounded) until `backend` has `want`; how long it took.
-    fn wait_health(
-        &self,
-        vip: &str,
-        backend: IpAddr,
-        want: Health,
-        within: Duration,
-    ) -> anyhow::Result<Duration> {
-        let t0 = Instant::now();
-        while t0.elapsed() < within {
-            if self.health(vip, backend).is_some_and(|(h, _)| h == want) {
-                return Ok(t0.elapsed());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "{backend} not {want:?} within {within:?}: {:?}",
-            self.health(vip, backend)
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A long-lived connection to a VIP through the `HOLD` protocol: the server names itself,

@@ -196,6 +196,8 @@ pub async fn serve(
     info!("shutting down; detaching");
     lock(&dp)?.detach_all()?;
     let _ = std::fs::remove_file(dir.join("status.json"));
+    // Only if nothing else lives there.
+    let _ = std::fs::remove_dir(&dir);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! - `clippy`: lint the host crates, then the eBPF crate for its own target.
 //! - `fmt-check`: `cargo fmt --all -- --check`.
 //! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
-//! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run the namespace demo (`xtask/demo.sh`).
+//! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run `sluice demo`.
 
 mod cmd;
 mod lint;
@@ -45,9 +45,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run `cargo xtask setup`, build `sluice`, and run the demo: a namespace lab with a
+    /// Run `cargo xtask setup`, build `sluice`, and run `sluice demo`: a namespace lab with a
     /// client, sluice and three backends weighted 1:2:3, real TCP connections through the
-    /// XDP balancer, and a table of who answered. Leaves nothing behind.
+    /// XDP balancer, a table of who answered, and a failover. Leaves nothing behind.
     Demo {
         /// How many connections the client makes.
         #[arg(default_value_t = 600)]
@@ -112,9 +112,8 @@ fn demo(connections: u32) -> anyhow::Result<()> {
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
     cmd::section("demo");
     cmd::run(
-        std::process::Command::new("bash")
-            .arg(root.join("xtask/demo.sh"))
-            .arg(target.join("debug/sluice"))
+        std::process::Command::new(target.join("debug/sluice"))
+            .args(["demo", "--connections"])
             .arg(connections.to_string()),
     )
 }

@@ -332,8 +332,8 @@ pub fn network() -> anyhow::Result<u32> {
     netns::packet_network(LB_MAC, &neighbours())
 }
 
-/// A SYN (or ACK) of flow 0 to `vip` from the benchmark's client range, and how to make it
-/// flow `i`: `frame::flow_source(base, i)`.
+/// A SYN of flow 0 to `vip` from the benchmark's client range;
+/// `frame::flow_source(source_base(&f), i)` makes it flow `i`.
 pub fn syn_to(vip: VipIdent) -> Frame {
     client_frame(vip.address, vip.port, vip.proto == PROTO_UDP, TCP_SYN)
 }

@@ -17,6 +17,12 @@ pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
+    print(&status);
+    Ok(())
+}
+
+/// The human-readable table of a status.
+pub fn print(status: &crate::state::Status) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -26,12 +32,12 @@ pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             v.name, v.vip, v.forwarding, v.check, v.packets, v.new_flows
         );
         println!(
-            "  {:<40} {:>6} {:>6} {:>8} {:>12} {:>10} {:>10}  last check",
+            "  {:<24} {:>6} {:>6} {:>8} {:>12} {:>10} {:>10}  last check",
             "backend", "weight", "health", "for", "packets", "bytes", "new flows"
         );
         for b in &v.backends {
             println!(
-                "  {:<40} {:>6} {:>6} {:>7}s {:>12} {:>10} {:>10}  {}",
+                "  {:<24} {:>6} {:>6} {:>7}s {:>12} {:>10} {:>10}  {}",
                 b.address.to_string(),
                 b.weight,
                 format!("{:?}", b.health).to_lowercase(),
@@ -43,5 +49,4 @@ pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }

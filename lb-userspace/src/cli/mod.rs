@@ -3,6 +3,7 @@
 mod backend;
 mod config;
 mod decap;
+mod demo;
 mod lab;
 mod run;
 
@@ -41,6 +42,18 @@ pub enum Command {
     /// Backends as the running daemon sees them.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// The demo: a namespace lab, the daemon on config/demo.toml, real TCP connections
+    /// through the XDP balancer (who answered), a backend killed to show failover, and
+    /// everything removed at the end. Needs root.
+    Demo {
+        /// Use this config instead of the built-in config/demo.toml (it must match the lab:
+        /// VIP "demo-web" on 10.97.0.100:80, backends 10.97.0.11..).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Connections per burst.
+        #[arg(long, default_value_t = 600)]
+        connections: usize,
+    },
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
     Decap(DecapCmd),
@@ -133,6 +146,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             xdp_mode,
         } => run::run(&config, interface, xdp_mode),
         Command::Config(ConfigCmd::Check { file }) => config::check(&file),
+        Command::Demo {
+            config,
+            connections,
+        } => demo::run(config.as_deref(), connections),
         Command::Backend(BackendCmd::List { state_dir, json }) => backend::list(&state_dir, json),
         Command::Config(ConfigCmd::Export { file }) => config::export(&file),
         Command::Decap(DecapCmd::Attach {

@@ -88,6 +88,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod daemon;
 pub mod netns;
 pub mod server;
 

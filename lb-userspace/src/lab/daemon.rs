@@ -1,0 +1,145 @@
+//! The real daemon (`daemon::start` + `daemon::serve`) run in-process on its own thread,
+//! inside the lab's load-balancer namespace: used by `sluice demo` and the end-to-end tests.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Lab, LabError};
+use crate::{
+    config::Config,
+    daemon::{self, Edit, EditRequest},
+    health::Health,
+    state::{self, State, Status},
+};
+
+/// A daemon serving the lab until dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    edits: mpsc::Sender<EditRequest>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<Result<(), String>>>,
+    state_dir: PathBuf,
+}
+
+fn err(message: impl Into<String>) -> LabError {
+    LabError::Invalid(message.into())
+}
+
+impl Daemon {
+    /// Start serving `config` (attach, publish, health checks); returns once attached.
+    pub fn start(lab: &Lab, config: Config) -> Result<Self, LabError> {
+        let (edits, edit_rx) = mpsc::channel(8);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let state_dir = config.daemon.state_dir.clone();
+        let lb = lab.lb().netns().clone();
+        let thread = thread::spawn(move || {
+            lb.run(|| -> Result<(), String> {
+                // The runtime's threads are created here, inside the LB namespace.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let state = State::new(config);
+                let dp = match daemon::start(&state) {
+                    Ok(dp) => dp,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return Err(e.to_string());
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                rt.block_on(daemon::serve(state, dp, edit_rx, async {
+                    let _ = stop_rx.await;
+                }))
+                .map_err(|e| format!("{e:#}"))
+            })
+            .map_err(|e| e.to_string())?
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(err(format!("the daemon did not start: {e}"))),
+            Err(_) => return Err(err("the daemon did not start within 30 s")),
+        }
+        Ok(Self {
+            edits,
+            stop: Some(stop),
+            thread: Some(thread),
+            state_dir,
+        })
+    }
+
+    /// Apply an edit; the daemon's answer.
+    pub fn edit(&self, edit: Edit) -> Result<String, LabError> {
+        let (tx, rx) = oneshot::channel();
+        self.edits
+            .blocking_send((edit, tx))
+            .map_err(|_| err("the daemon is gone"))?;
+        rx.blocking_recv()
+            .map_err(|_| err("the daemon did not answer"))?
+            .map_err(err)
+    }
+
+    /// The daemon's status file.
+    pub fn status(&self) -> Option<Status> {
+        state::read_status(&self.state_dir).ok()
+    }
+
+    /// The health of `backend` under the VIP named `vip`, and the last check's outcome.
+    pub fn health(&self, vip: &str, backend: IpAddr) -> Option<(Health, String)> {
+        let s = self.status()?;
+        let v = s.vips.iter().find(|v| v.name == vip)?;
+        let b = v.backends.iter().find(|b| b.address == backend)?;
+        Some((b.health, b.reason.clone()))
+    }
+
+    /// Wait (at most `within`) until `backend` has `want`; how long it took.
+    pub fn wait_health(
+        &self,
+        vip: &str,
+        backend: IpAddr,
+        want: Health,
+        within: Duration,
+    ) -> Result<Duration, LabError> {
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if self.health(vip, backend).is_some_and(|(h, _)| h == want) {
+                return Ok(t0.elapsed());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err(err(format!(
+            "{backend} not {want:?} within {within:?}: {:?}",
+            self.health(vip, backend)
+        )))
+    }
+
+    /// Stop serving (detach) and wait for it.
+    pub fn stop(mut self) -> Result<(), LabError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), LabError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take().map(thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => Err(err(format!("the daemon failed: {e}"))),
+            Some(Err(_)) => Err(err("the daemon thread panicked")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
