@@ -306,3 +306,111 @@ fn both_modes_both_families_tcp_and_udp() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
+    use lb_userspace::api::{Request, Response, client};
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("api")).backends(3))?;
+    let config = lab.daemon_config(&Weights::Equal)?;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let get = || -> anyhow::Result<(String, u64)> {
+        match client::request(&socket, &Request::Config)? {
+            Response::Config { toml, version } => Ok((toml, version)),
+            r => anyhow::bail!("{r:?}"),
+        }
+    };
+    let (toml, v0) = get()?;
+    // Remove backend-3 from lab-tcp4: a third of the slots move.
+    let mut c = lb_userspace::config::parse(&toml, "t")?.config;
+    let vip = c
+        .vips
+        .iter_mut()
+        .find(|v| v.name == "lab-tcp4")
+        .context("vip")?;
+    vip.backends
+        .retain(|b| b.address != IpAddr::from(lab.backend(2).addr4()));
+    let text = c.to_toml()?;
+    let Response::Plan {
+        plan,
+        applied,
+        version,
+    } = client::request(
+        &socket,
+        &Request::Apply {
+            config: text.clone(),
+            dry_run: true,
+            base_version: Some(v0),
+        },
+    )?
+    else {
+        anyhow::bail!("no plan")
+    };
+    let p = plan
+        .vips
+        .iter()
+        .find(|p| p.name == "lab-tcp4")
+        .context("plan")?;
+    println!("plan: {p:?}");
+    ensure!(!applied && version == v0, "a dry run changed the version");
+    ensure!(
+        (p.slots_moved - 1.0 / 3.0).abs() < 0.02,
+        "slots moved {}",
+        p.slots_moved
+    );
+    ensure!(p.removed == vec![IpAddr::from(lab.backend(2).addr4())]);
+    // An invalid edit is rejected with the field, and nothing changes.
+    let bad = text.replace("weight = 1", "weight = 70000");
+    let err = client::request(
+        &socket,
+        &Request::Apply {
+            config: bad,
+            dry_run: false,
+            base_version: Some(v0),
+        },
+    )
+    .expect_err("weight 70000 must be rejected");
+    ensure!(
+        err.to_string().contains("weight: 70000 is out of range"),
+        "{err}"
+    );
+    ensure!(get()?.1 == v0, "a rejected edit changed the version");
+    // Apply for real; then the same base version is stale.
+    let Response::Plan {
+        applied, version, ..
+    } = client::request(
+        &socket,
+        &Request::Apply {
+            config: text.clone(),
+            dry_run: false,
+            base_version: Some(v0),
+        },
+    )?
+    else {
+        anyhow::bail!("no plan")
+    };
+    ensure!(applied && version == v0 + 1);
+    let stale = client::request(
+        &socket,
+        &Request::Apply {
+            config: text,
+            dry_run: false,
+            base_version: Some(v0),
+        },
+    );
+    ensure!(stale.is_err_and(|e| e.to_string().contains("changed since version")));
+    let counts = connections(
+        lab.client(0),
+        SocketAddr::new(lab.vip4().into(), lab::TCP_PORT),
+        60,
+    )?;
+    ensure!(
+        !counts.contains_key("backend-3"),
+        "removed backend still used: {counts:?}"
+    );
+    drop(d);
+    lab.down()?;
+    Ok(())
+}

@@ -11,10 +11,14 @@ use lb_common::programs;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use anyhow::Context as _;
+
 use crate::{
+    api::{self, Request, Response, server::ApiCall},
     config::{CheckKind, Config, XdpMode},
     dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, iface, neigh},
     health::{self, Health, PathProber},
+    plan,
     state::{self, State},
 };
 
@@ -145,6 +149,11 @@ pub async fn serve(
         running: Vec::new(),
     };
     checkers.restart(&state);
+    let (call_tx, mut calls) = mpsc::channel::<ApiCall>(32);
+    let d = &state.config.daemon;
+    let api_task = api::server::start(&d.api_socket, d.api_group.as_deref(), call_tx)
+        .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
+    info!(socket = %d.api_socket.display(), "control API listening");
     let dir = state.config.daemon.state_dir.clone();
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
@@ -171,6 +180,15 @@ pub async fn serve(
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
             }
+            Some((req, reply)) = calls.recv() => {
+                let (resp, changed) = handle_api(&mut state, &dp, req);
+                if changed {
+                    checkers.restart(&state);
+                    fib_backends = neigh::fib_backends(&state.desired());
+                    neigh::prime(&fib_backends);
+                }
+                let _ = reply.send(resp);
+            }
             Some((edit, reply)) = edits.recv() => {
                 let outcome = apply_edit(&mut state, &dp, edit);
                 match &outcome {
@@ -193,12 +211,97 @@ pub async fn serve(
         }
     }
     drop(checkers);
+    api_task.abort();
+    let _ = std::fs::remove_file(&state.config.daemon.api_socket);
     info!("shutting down; detaching");
     lock(&dp)?.detach_all()?;
     let _ = std::fs::remove_file(dir.join("status.json"));
     // Only if nothing else lives there.
     let _ = std::fs::remove_dir(&dir);
     Ok(())
+}
+
+/// Answer one API request; whether the state changed.
+fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Response, bool) {
+    let error = |message: String| (Response::Error { message }, false);
+    let Ok(mut dp) = dp.lock() else {
+        return error("data plane lock poisoned".to_owned());
+    };
+    match req {
+        Request::Status => (
+            Response::Status {
+                status: state.status(&dp),
+            },
+            false,
+        ),
+        Request::Config => match state.config.to_toml() {
+            Ok(toml) => (
+                Response::Config {
+                    toml,
+                    version: state.version,
+                },
+                false,
+            ),
+            Err(e) => error(format!("exporting the configuration: {e}")),
+        },
+        Request::Apply {
+            config,
+            dry_run,
+            base_version,
+        } => {
+            let loaded = match crate::config::parse(&config, "edit") {
+                Ok(l) => l,
+                Err(e) => {
+                    let problems: Vec<String> = e
+                        .problems()
+                        .iter()
+                        .map(|p| format!("{}: {}", p.path, p.message))
+                        .collect();
+                    return error(format!(
+                        "rejected, nothing changed:\n{}",
+                        problems.join("\n")
+                    ));
+                }
+            };
+            if let Some(v) = base_version
+                && v != state.version
+            {
+                return error(format!(
+                    "rejected, nothing changed: the configuration changed since version {v} (now {}); try again",
+                    state.version
+                ));
+            }
+            if loaded.config.daemon != state.config.daemon {
+                return error("rejected, nothing changed: [daemon] settings cannot change while running (restart the daemon)".to_owned());
+            }
+            let next = state.with_config(loaded.config);
+            let plan = plan::compute(state, &next, &dp);
+            if dry_run {
+                return (
+                    Response::Plan {
+                        plan,
+                        applied: false,
+                        version: state.version,
+                    },
+                    false,
+                );
+            }
+            if let Err(e) = dp.publish(&next.desired()) {
+                return error(format!("applying: {e}"));
+            }
+            *state = next;
+            state.version += 1;
+            info!(version = state.version, "edit applied through the API");
+            (
+                Response::Plan {
+                    plan,
+                    applied: true,
+                    version: state.version,
+                },
+                true,
+            )
+        }
+    }
 }
 
 /// Apply one edit to the state and the data plane, or change nothing.
@@ -216,6 +319,7 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
                 .map_err(|_| "data plane lock poisoned".to_owned())?;
             let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
             *state = next;
+            state.version += 1;
             Ok(format!(
                 "{} VIPs added, {} removed; {} backends added, {} removed",
                 report.vips_added,

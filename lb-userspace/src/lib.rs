@@ -1,6 +1,8 @@
 //! sluice's control plane: configuration, the Maglev table builder, and the data-plane
 //! owner. The `sluice` binary (`main.rs`) is a thin CLI over this library.
 
+pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -8,4 +10,5 @@ pub mod dataplane;
 pub mod health;
 pub mod lab;
 pub mod maglev;
+pub mod plan;
 pub mod state;

@@ -29,6 +29,8 @@ pub struct BackendHealth {
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
+    /// Edits applied since the daemon started (the API's optimistic-concurrency token).
+    pub version: u64,
     health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
 }
 
@@ -59,13 +61,18 @@ impl State {
                 );
             }
         }
-        Self { config, health }
+        Self {
+            config,
+            version: 0,
+            health,
+        }
     }
 
     /// The state for a new configuration: backends that stay keep their health, new ones
     /// start up.
     pub fn with_config(&self, config: Config) -> Self {
         let mut next = Self::new(config);
+        next.version = self.version;
         for (key, h) in &mut next.health {
             if let Some(old) = self.health.get(key) {
                 *h = old.clone();

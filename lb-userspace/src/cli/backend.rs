@@ -3,16 +3,25 @@
 
 use std::path::Path;
 
-use crate::state::read_status;
+use crate::{
+    api::{Request, Response, client},
+    state::read_status,
+};
 
-pub fn list(state_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let status = read_status(state_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "no daemon status in {}: {e} (is `sluice run` running with daemon.state_dir = {}?)",
-            state_dir.display(),
-            state_dir.display()
-        )
-    })?;
+pub fn list(socket: &Path, state_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let status = match state_dir {
+        Some(dir) => read_status(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "no daemon status in {}: {e} (is `sluice run` running with daemon.state_dir = {}?)",
+                dir.display(),
+                dir.display()
+            )
+        })?,
+        None => match client::request(socket, &Request::Status)? {
+            Response::Status { status } => status,
+            _ => anyhow::bail!("unexpected answer to a status request"),
+        },
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());

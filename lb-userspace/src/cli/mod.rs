@@ -1,9 +1,11 @@
 //! The `sluice` command line: argument parsing only; each family's work is in its module.
 
 mod backend;
+mod bench;
 mod config;
 mod decap;
 mod demo;
+mod edit;
 mod lab;
 mod run;
 
@@ -19,6 +21,12 @@ pub struct Cli {
     /// pins in /sys/fs/bpf stay visible and outlive the command.
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
+    /// The daemon's control socket (`daemon.api_socket`).
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_API_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Print JSON instead of tables (list, stats and edit commands).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,9 +47,16 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
-    /// Backends as the running daemon sees them.
+    /// VIPs of the running daemon: list, add, remove, set.
+    #[command(subcommand)]
+    Vip(edit::VipCmd),
+    /// Backends of the running daemon: list (health, counters), add, remove, set-weight.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// What an edit would do, without doing it: table slots that move, live flows on
+    /// backends that would be removed, the new weight shares.
+    #[command(subcommand)]
+    Plan(edit::PlanCmd),
     /// The demo: a namespace lab, the daemon on config/demo.toml, real TCP connections
     /// through the XDP balancer (who answered), a backend killed to show failover, and
     /// everything removed at the end. Needs root.
@@ -60,6 +75,10 @@ pub enum Command {
     /// The XDP_PASS program a veth peer needs to receive frames sluice sends with XDP_TX.
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Benchmarks (in a private network namespace): per packet, control plane, throughput.
+    Bench(bench::BenchArgs),
+    /// Traffic generator: XDP live frames transmitted on an interface.
+    Gen(bench::GenArgs),
     /// A namespace lab (clients, load balancer, backends) for trying sluice out and tests.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -82,15 +101,14 @@ pub enum PeerCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum BackendCmd {
-    /// Every backend of every VIP: weight, health (and since when, and why), counters.
+    /// Every backend of every VIP: weight, health (since when, the last check), counters.
     List {
-        /// The daemon's `daemon.state_dir`.
-        #[arg(long, default_value = crate::config::DEFAULT_STATE_DIR)]
-        state_dir: PathBuf,
-        /// Print JSON.
+        /// Read the status file in this `daemon.state_dir` instead of asking the daemon.
         #[arg(long)]
-        json: bool,
+        state_dir: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Edit(edit::EditBackend),
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,7 +168,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             connections,
         } => demo::run(config.as_deref(), connections),
-        Command::Backend(BackendCmd::List { state_dir, json }) => backend::list(&state_dir, json),
+        Command::Backend(BackendCmd::List { state_dir }) => {
+            backend::list(&cli.api_socket, state_dir.as_deref(), cli.json)
+        }
+        Command::Backend(BackendCmd::Edit(e)) => edit::backend(&cli.api_socket, e, false, cli.json),
+        Command::Vip(v) => edit::vip(&cli.api_socket, v, false, cli.json),
+        Command::Plan(p) => edit::plan(&cli.api_socket, p, cli.json),
         Command::Config(ConfigCmd::Export { file }) => config::export(&file),
         Command::Decap(DecapCmd::Attach {
             interface,
@@ -159,6 +182,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Decap(DecapCmd::Detach { interface }) => decap::detach(&interface),
         Command::Peer(PeerCmd::Attach { interface }) => decap::peer_attach(&interface),
         Command::Peer(PeerCmd::Detach { interface }) => decap::peer_detach(&interface),
+        Command::Bench(args) => bench::run(args),
+        Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
     }
 }

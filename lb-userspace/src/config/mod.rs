@@ -66,6 +66,8 @@ pub const MIN_SLOTS_PER_BACKEND: u32 = 10;
 pub const GOOD_SLOTS_PER_BACKEND: u32 = 100;
 /// Default `daemon.encap_source_v4`.
 pub const DEFAULT_ENCAP_SOURCE_V4: &str = "172.16.0.0/16";
+/// Default `daemon.api_socket`.
+pub const DEFAULT_API_SOCKET: &str = "/run/sluice/sluice.sock";
 /// Default `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 /// Default `daemon.encap_source_v6`.
@@ -101,6 +103,11 @@ pub struct DaemonConfig {
     pub encap_source_v6: Ipv6Prefix,
     /// Where the daemon keeps its runtime files (status for `sluice backend list`).
     pub state_dir: PathBuf,
+    /// The control API's Unix socket (mode 0660, owner root).
+    pub api_socket: PathBuf,
+    /// A group whose members may use the API too (root always may).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
 }
 
 /// `[[vip]]`: one virtual service.

@@ -23,6 +23,8 @@ pub(super) struct RawDaemon {
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,
     pub state_dir: Option<String>,
+    pub api_socket: Option<String>,
+    pub api_group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

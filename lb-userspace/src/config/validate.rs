@@ -236,7 +236,38 @@ impl Cx<'_> {
                 None
             }
         };
+        let api_socket = match d.api_socket.as_deref() {
+            None => Some(std::path::PathBuf::from(super::DEFAULT_API_SOCKET)),
+            Some(p) if p.starts_with('/') && !p.contains('\0') && p.len() < 108 => {
+                Some(std::path::PathBuf::from(p))
+            }
+            Some(p) => {
+                self.error(
+                    "daemon.api_socket",
+                    format!(
+                        "{p:?} is not an absolute path shorter than 108 bytes (a Unix socket path)"
+                    ),
+                );
+                None
+            }
+        };
+        let api_group = match d.api_group.as_deref() {
+            None => Some(None),
+            Some(g)
+                if !g.is_empty()
+                    && g.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+            {
+                Some(Some(g.to_owned()))
+            }
+            Some(g) => {
+                self.error("daemon.api_group", format!("{g:?} is not a group name"));
+                None
+            }
+        };
         Some(DaemonConfig {
+            api_socket: api_socket?,
+            api_group: api_group?,
             state_dir: state_dir?,
             interface: interface?,
             xdp_mode: xdp_mode?,

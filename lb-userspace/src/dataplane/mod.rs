@@ -134,6 +134,8 @@ pub const ALL_PROGRAMS: &[&str] = &[
     programs::DECAP,
     programs::FLOOR_TX,
     programs::PASS,
+    programs::GEN,
+    programs::SINK,
     programs::PROBE,
 ];
 
@@ -180,6 +182,18 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingProgram(name))?
             .try_into()
             .map_err(|source| DataplaneError::Program { name, source })
+    }
+
+    /// The loaded object: the benchmarks run its programs with their own lean
+    /// `BPF_PROG_TEST_RUN` loop (`crate::bench`).
+    pub(crate) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// The loaded object, mutably: the benchmark-only maps (`lb_common::bench::names`),
+    /// which the balancer does not use.
+    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// Per-reason packet counts, summed over CPUs, indexed by `lb_common::reason` code.
@@ -233,6 +247,15 @@ impl Dataplane {
     /// per-packet paths).
     pub fn flow_count(&self) -> usize {
         self.flows.keys().filter(Result::is_ok).count()
+    }
+
+    /// Live flow-table entries per backend id (walks the table: for plans and stats).
+    pub fn flows_per_backend(&self) -> std::collections::HashMap<u32, u64> {
+        let mut out = std::collections::HashMap::new();
+        for (_, v) in self.flows.iter().filter_map(Result::ok) {
+            *out.entry(v.backend_id).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Remove every flow-table entry (tests and benchmarks start from an empty table).

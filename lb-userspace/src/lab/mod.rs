@@ -972,8 +972,9 @@ impl Lab {
             "[daemon]\ninterface = \"{IFACE}\"\nxdp_mode = \"native\"\n\
              flow_table_size = {LAB_FLOW_TABLE_SIZE}\n\
              # room for as many VIPs again, for tests that add some\n\
-             table_capacity = {}\nstate_dir = \"{}\"",
+             table_capacity = {}\nstate_dir = \"{}\"\napi_socket = \"{}/sluice.sock\"",
             2 * 2 * LAB_TABLE_SIZE * vips,
+            lab_dir(self.prefix()).display(),
             lab_dir(self.prefix()).display(),
         );
         for &vip in families {

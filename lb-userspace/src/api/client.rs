@@ -1,0 +1,45 @@
+//! The API client the CLI uses.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use super::{Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the daemon at {path}: {source} (is `sluice run` running? is --api-socket right?)"
+    )]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon's answer is not understood: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// Send one request; the daemon's response (an `Error` response becomes `Err`).
+pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer)?;
+    match serde_json::from_str(&answer)? {
+        Response::Error { message } => Err(ClientError::Daemon(message)),
+        r => Ok(r),
+    }
+}

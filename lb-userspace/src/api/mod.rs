@@ -1,0 +1,54 @@
+//! The daemon's control API: one JSON request and one JSON response per connection on a
+//! Unix socket (mode 0660, owner root, optionally a group; other users are refused by their
+//! peer credentials). The CLI (`sluice vip|backend|plan|stats`) is its client.
+//!
+//! Every edit is a whole new configuration (`Apply`): the CLI fetches the current one,
+//! changes it, and sends it back with the version it started from. The daemon validates it
+//! with exactly the rules of the config file, computes the plan, and applies it only if it
+//! is valid, not a dry run, and nothing else changed the state since `base_version`.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{plan::Plan, state::Status};
+
+/// A request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Health, counters, per VIP and backend.
+    Status,
+    /// The effective configuration (defaults filled in) and its version.
+    Config,
+    /// Replace the configuration (TOML text). With `dry_run`, only the plan.
+    Apply {
+        config: String,
+        dry_run: bool,
+        /// Refuse if the state changed since this version.
+        base_version: Option<u64>,
+    },
+}
+
+/// A response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Status {
+        status: Status,
+    },
+    Config {
+        toml: String,
+        version: u64,
+    },
+    Plan {
+        plan: Plan,
+        applied: bool,
+        /// The state's version after the request.
+        version: u64,
+    },
+    Error {
+        message: String,
+    },
+}

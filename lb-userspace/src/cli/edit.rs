@@ -1,0 +1,317 @@
+//! `sluice vip ...`, `sluice backend ...` and `sluice plan ...`: live edits through the
+//! daemon's API. Each edit fetches the running configuration, changes it, and sends it back
+//! whole with the version it started from; the daemon validates it exactly like the config
+//! file, computes the plan, and applies it (or, for `plan` / `--dry-run`, only reports it).
+
+use std::{net::IpAddr, path::Path};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+
+use crate::{
+    api::{Request, Response, client},
+    config::{self, BackendConfig, Config, Forwarding, Protocol, VipConfig},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum VipCmd {
+    /// Every VIP with its counters.
+    List,
+    /// Add a VIP (no backends yet; add them with `sluice backend add`).
+    Add(VipAdd),
+    /// Remove a VIP and its backends.
+    Remove {
+        /// The VIP's name.
+        name: String,
+    },
+    /// Change a VIP's forwarding mode or table size.
+    Set(VipSet),
+}
+
+#[derive(Debug, Args)]
+pub struct VipAdd {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub address: String,
+    /// 0 = every port.
+    #[arg(long)]
+    pub port: u16,
+    #[arg(long, default_value = "tcp")]
+    pub protocol: String,
+    #[arg(long, default_value = "dsr")]
+    pub forwarding: String,
+    #[arg(long, default_value_t = config::DEFAULT_TABLE_SIZE)]
+    pub table_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct VipSet {
+    pub name: String,
+    #[arg(long)]
+    pub forwarding: Option<String>,
+    #[arg(long)]
+    pub table_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendRef {
+    /// The VIP's name (`sluice vip list`).
+    #[arg(long)]
+    pub vip: String,
+    #[arg(long)]
+    pub address: IpAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EditBackend {
+    /// Add a backend to a VIP.
+    Add {
+        #[command(flatten)]
+        at: BackendRef,
+        #[arg(long, default_value_t = config::DEFAULT_WEIGHT)]
+        weight: u32,
+        /// DSR only: the backend's MAC (otherwise resolved by the kernel).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Remove a backend (its live flows move to other backends).
+    Remove {
+        #[command(flatten)]
+        at: BackendRef,
+    },
+    /// Change a backend's weight (0: no new flows, existing ones stay).
+    SetWeight {
+        #[command(flatten)]
+        at: BackendRef,
+        #[arg(long)]
+        weight: u32,
+    },
+}
+
+/// What `sluice plan` can preview.
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// A VIP edit.
+    #[command(subcommand)]
+    Vip(VipCmd),
+    /// A backend edit.
+    #[command(subcommand)]
+    Backend(EditBackend),
+}
+
+fn vip_mut<'c>(c: &'c mut Config, name: &str) -> anyhow::Result<&'c mut VipConfig> {
+    let names: Vec<String> = c.vips.iter().map(|v| v.name.clone()).collect();
+    c.vips
+        .iter_mut()
+        .find(|v| v.name == name)
+        .with_context(|| format!("--vip {name:?}: no such VIP (VIPs: {})", names.join(", ")))
+}
+
+fn backend_index(v: &VipConfig, a: IpAddr) -> anyhow::Result<usize> {
+    v.backends
+        .iter()
+        .position(|b| b.address == a)
+        .with_context(|| format!("--address {a}: not a backend of VIP {:?}", v.name))
+}
+
+/// Fetch, change, send back; print the plan.
+fn edit(
+    socket: &Path,
+    dry_run: bool,
+    json: bool,
+    change: impl FnOnce(&mut Config) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
+        bail!("unexpected answer to a config request");
+    };
+    let mut c = config::parse(&toml, "the running configuration")?.config;
+    change(&mut c)?;
+    let text = c.to_toml()?;
+    let resp = client::request(
+        socket,
+        &Request::Apply {
+            config: text,
+            dry_run,
+            base_version: Some(version),
+        },
+    )?;
+    let Response::Plan {
+        plan,
+        applied,
+        version,
+    } = resp
+    else {
+        bail!("unexpected answer to an edit")
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"plan": plan, "applied": applied, "version": version})
+            )?
+        );
+    } else {
+        print!("{plan}");
+        if applied {
+            println!("applied (configuration version {version})");
+        } else {
+            println!("plan only: nothing changed");
+        }
+    }
+    Ok(())
+}
+
+fn parse_named<T>(what: &str, value: &str, all: &[(&str, T)]) -> anyhow::Result<T>
+where
+    T: Copy,
+{
+    all.iter()
+        .find(|(n, _)| *n == value)
+        .map(|(_, v)| *v)
+        .with_context(|| {
+            let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+            format!(
+                "--{what} {value:?}: accepted values are {}",
+                names.join(", ")
+            )
+        })
+}
+
+pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        VipCmd::List => {
+            let Response::Status { status } = client::request(socket, &Request::Status)? else {
+                bail!("unexpected answer to a status request");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status.vips)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
+                "name", "vip", "mode", "check", "backends", "packets", "new flows"
+            );
+            for v in &status.vips {
+                let up = v
+                    .backends
+                    .iter()
+                    .filter(|b| b.health == crate::health::Health::Up)
+                    .count();
+                println!(
+                    "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
+                    v.name,
+                    v.vip,
+                    v.forwarding,
+                    v.check,
+                    format!("{up}/{}", v.backends.len()),
+                    v.packets,
+                    v.new_flows
+                );
+            }
+            Ok(())
+        }
+        VipCmd::Add(a) => edit(socket, dry_run, json, |c| {
+            let address: IpAddr = a
+                .address
+                .parse()
+                .with_context(|| format!("--address {:?}: not an IP address", a.address))?;
+            let protocol = parse_named(
+                "protocol",
+                &a.protocol,
+                &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
+            )?;
+            let forwarding = parse_named(
+                "forwarding",
+                &a.forwarding,
+                &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)],
+            )?;
+            // Health defaults as a config file without [vip.health] would get them.
+            let template = format!(
+                "[daemon]\ninterface = \"x\"\n[[vip]]\naddress = \"{address}\"\nport = {}\nprotocol = \"{}\"\nforwarding = \"{}\"\ntable_size = {}\n",
+                a.port, a.protocol, a.forwarding, a.table_size
+            );
+            let health = config::parse(&template, "vip add")
+                .map(|l| l.config.vips[0].health.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            c.vips.push(VipConfig {
+                name: a
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| VipConfig::default_name(address, a.port, protocol)),
+                address,
+                port: a.port,
+                protocol,
+                forwarding,
+                scheduler: config::Scheduler::Maglev,
+                table_size: a.table_size,
+                health,
+                backends: Vec::new(),
+            });
+            Ok(())
+        }),
+        VipCmd::Remove { name } => edit(socket, dry_run, json, |c| {
+            let i = c
+                .vips
+                .iter()
+                .position(|v| v.name == name)
+                .with_context(|| format!("no VIP named {name:?}"))?;
+            c.vips.remove(i);
+            Ok(())
+        }),
+        VipCmd::Set(s) => edit(socket, dry_run, json, |c| {
+            let v = vip_mut(c, &s.name)?;
+            if let Some(f) = &s.forwarding {
+                v.forwarding = parse_named(
+                    "forwarding",
+                    f,
+                    &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)],
+                )?;
+            }
+            if let Some(t) = s.table_size {
+                v.table_size = t;
+            }
+            Ok(())
+        }),
+    }
+}
+
+pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    edit(socket, dry_run, json, |c| match cmd {
+        EditBackend::Add { at, weight, mac } => {
+            let v = vip_mut(c, &at.vip)?;
+            let mac = mac
+                .as_deref()
+                .map(config::parse_mac)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--mac: {e}"))?;
+            v.backends.push(BackendConfig {
+                address: at.address,
+                weight,
+                mac,
+                health: None,
+            });
+            Ok(())
+        }
+        EditBackend::Remove { at } => {
+            let v = vip_mut(c, &at.vip)?;
+            let i = backend_index(v, at.address)?;
+            v.backends.remove(i);
+            Ok(())
+        }
+        EditBackend::SetWeight { at, weight } => {
+            let v = vip_mut(c, &at.vip)?;
+            let i = backend_index(v, at.address)?;
+            v.backends[i].weight = weight;
+            Ok(())
+        }
+    })
+}
+
+pub fn plan(socket: &Path, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        PlanCmd::Vip(VipCmd::List) => bail!("`vip list` changes nothing; there is nothing to plan"),
+        PlanCmd::Vip(v) => vip(socket, v, true, json),
+        PlanCmd::Backend(b) => backend(socket, b, true, json),
+    }
+}

@@ -1,0 +1,229 @@
+//! What an edit would move, computed before it is applied (`sluice plan`, and every apply
+//! reports it): per VIP, the share of lookup-table slots whose backend changes, the backends
+//! added and removed, the live flows on removed backends (those connections would be
+//! reassigned), and the new shares of new flows.
+
+use std::{collections::HashMap, fmt, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    dataplane::{Dataplane, DesiredVip},
+    maglev,
+    state::State,
+};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Plan {
+    pub vips: Vec<VipPlan>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VipPlan {
+    pub name: String,
+    pub vip: String,
+    pub change: Change,
+    /// Share of table slots whose backend changes (0..=1).
+    pub slots_moved: f64,
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+    /// Live flows on the removed backends.
+    pub flows_on_removed: u64,
+    /// Each backend's share of new flows after the edit.
+    pub shares: Vec<(IpAddr, f64)>,
+}
+
+/// Table of `v` with the backends' current ids (new ones get ids no slot holds yet).
+fn table(
+    v: &DesiredVip,
+    ids: &HashMap<IpAddr, u32>,
+    seed: u32,
+) -> (Vec<u32>, HashMap<u32, IpAddr>) {
+    let names: Vec<String> = v.backends.iter().map(|b| b.address.to_string()).collect();
+    let mut by_id = HashMap::new();
+    let mut fresh = u32::MAX;
+    let entries: Vec<maglev::Entry<'_>> = v
+        .backends
+        .iter()
+        .zip(&names)
+        .map(|(b, name)| {
+            let id = ids.get(&b.address).copied().unwrap_or_else(|| {
+                fresh -= 1;
+                fresh
+            });
+            by_id.insert(id, b.address);
+            maglev::Entry {
+                name,
+                weight: if b.serving { b.weight } else { 0 },
+                id,
+            }
+        })
+        .collect();
+    let t = maglev::build(&entries, v.table_size, seed).unwrap_or_default();
+    (t, by_id)
+}
+
+/// The plan of going from `now` to `next`.
+pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
+    let seed = next.config.daemon.hash_seed;
+    let before = now.desired();
+    let after = next.desired();
+    let flows = dp.flows_per_backend();
+    let mut vips = Vec::new();
+    for (cfg, v) in next.config.vips.iter().zip(&after.vips) {
+        let rec = dp.layout().vip(&v.ident);
+        let ids: HashMap<IpAddr, u32> = rec
+            .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
+            .unwrap_or_default();
+        let (new_table, new_by_id) = table(v, &ids, seed);
+        let old = before.vips.iter().find(|o| o.ident == v.ident);
+        let (slots_moved, removed, change) = match (old, dp.live_table(&v.ident)) {
+            (Some(o), Some(live)) if live.len() == new_table.len() => {
+                let moved = live
+                    .iter()
+                    .zip(&new_table)
+                    .filter(|(a, b)| {
+                        let was = rec
+                            .and_then(|r| r.backends.iter().find(|(_, x)| x.id == **a))
+                            .map(|(ad, _)| *ad);
+                        was != new_by_id.get(b).copied()
+                    })
+                    .count();
+                let removed: Vec<IpAddr> = o
+                    .backends
+                    .iter()
+                    .map(|b| b.address)
+                    .filter(|a| !v.backends.iter().any(|b| b.address == *a))
+                    .collect();
+                let change = if o == v {
+                    Change::Unchanged
+                } else {
+                    Change::Changed
+                };
+                (
+                    moved as f64 / new_table.len().max(1) as f64,
+                    removed,
+                    change,
+                )
+            }
+            (Some(o), _) => (
+                1.0,
+                o.backends
+                    .iter()
+                    .map(|b| b.address)
+                    .filter(|a| !v.backends.iter().any(|b| b.address == *a))
+                    .collect(),
+                Change::Changed,
+            ),
+            (None, _) => (1.0, Vec::new(), Change::Added),
+        };
+        let added: Vec<IpAddr> = v
+            .backends
+            .iter()
+            .map(|b| b.address)
+            .filter(|a| old.is_none_or(|o| !o.backends.iter().any(|b| b.address == *a)))
+            .collect();
+        let flows_on_removed = removed
+            .iter()
+            .filter_map(|a| ids.get(a))
+            .map(|id| flows.get(id).copied().unwrap_or(0))
+            .sum();
+        let shares = maglev::shares(&new_table);
+        let size = new_table.len().max(1) as f64;
+        vips.push(VipPlan {
+            name: cfg.name.clone(),
+            vip: v.ident.to_string(),
+            change,
+            slots_moved,
+            added,
+            removed,
+            flows_on_removed,
+            shares: v
+                .backends
+                .iter()
+                .map(|b| {
+                    let id = new_by_id
+                        .iter()
+                        .find(|(_, a)| **a == b.address)
+                        .map(|(id, _)| *id);
+                    (
+                        b.address,
+                        id.and_then(|id| shares.get(&id))
+                            .map_or(0.0, |n| *n as f64 / size),
+                    )
+                })
+                .collect(),
+        });
+    }
+    for (cfg, o) in now.config.vips.iter().zip(&before.vips) {
+        if !after.vips.iter().any(|v| v.ident == o.ident) {
+            let ids: HashMap<IpAddr, u32> = dp
+                .layout()
+                .vip(&o.ident)
+                .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
+                .unwrap_or_default();
+            vips.push(VipPlan {
+                name: cfg.name.clone(),
+                vip: o.ident.to_string(),
+                change: Change::Removed,
+                slots_moved: 1.0,
+                added: Vec::new(),
+                removed: o.backends.iter().map(|b| b.address).collect(),
+                flows_on_removed: ids
+                    .values()
+                    .map(|id| flows.get(id).copied().unwrap_or(0))
+                    .sum(),
+                shares: Vec::new(),
+            });
+        }
+    }
+    Plan { vips }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let changed: Vec<&VipPlan> = self
+            .vips
+            .iter()
+            .filter(|v| v.change != Change::Unchanged)
+            .collect();
+        if changed.is_empty() {
+            return writeln!(f, "no change");
+        }
+        for v in changed {
+            writeln!(f, "{} {} ({:?})", v.name, v.vip, v.change)?;
+            if v.change == Change::Changed {
+                writeln!(f, "  table slots moving: {:.2}%", 100.0 * v.slots_moved)?;
+            }
+            for a in &v.added {
+                writeln!(f, "  + backend {a}")?;
+            }
+            for a in &v.removed {
+                writeln!(f, "  - backend {a}")?;
+            }
+            if !v.removed.is_empty() {
+                writeln!(
+                    f,
+                    "  live flows on removed backends (reassigned): {}",
+                    v.flows_on_removed
+                )?;
+            }
+            if !v.shares.is_empty() {
+                writeln!(f, "  new shares of new flows:")?;
+                for (a, s) in &v.shares {
+                    writeln!(f, "    {a:<40} {:>6.2}%", 100.0 * s)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
