@@ -221,6 +221,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// Save the configuration after an edit, so it survives a restart.
+fn persist(state: &State) {
+    if let Some((path, hash)) = &state.persist
+        && let Err(e) = state::write_runtime(path, *hash, state.version, &state.config)
+    {
+        warn!(error = %e, path = %path.display(), "persisting the runtime configuration failed: the edit is live but a restart would lose it");
+    }
+}
+
 /// Answer one API request; whether the state changed.
 fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Response, bool) {
     let error = |message: String| (Response::Error { message }, false);
@@ -291,6 +300,7 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
             }
             *state = next;
             state.version += 1;
+            persist(state);
             info!(version = state.version, "edit applied through the API");
             (
                 Response::Plan {
@@ -320,6 +330,7 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
             let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
             *state = next;
             state.version += 1;
+            persist(state);
             Ok(format!(
                 "{} VIPs added, {} removed; {} backends added, {} removed",
                 report.vips_added,
