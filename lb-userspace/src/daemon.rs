@@ -1,24 +1,23 @@
-//! `sluice run`: load, publish the configured state, attach, then serve: health checks turn
-//! into republished states, the status file is refreshed, and FIB-resolved backends' neighbour
-//! entries are kept warm, until SIGINT/SIGTERM; then detach.
+//! `sluice run`: load, publish the configured state, attach, then serve: health checks and
+//! API edits turn into republished states, the status file and metrics are refreshed, and
+//! FIB-resolved backends' neighbour entries are kept warm, until shutdown; then detach.
 
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use anyhow::Context as _;
 use lb_common::programs;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
-
-use anyhow::Context as _;
 
 use crate::{
     api::{self, Request, Response, server::ApiCall},
     config::{CheckKind, Config, XdpMode},
     dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, iface, neigh},
     health::{self, Health, PathProber},
-    plan,
+    metrics, plan,
     state::{self, State},
 };
 
@@ -154,6 +153,17 @@ pub async fn serve(
     let api_task = api::server::start(&d.api_socket, d.api_group.as_deref(), call_tx)
         .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
     info!(socket = %d.api_socket.display(), "control API listening");
+    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
+    let metrics_task = match d.metrics_listen {
+        Some(addr) => {
+            let t = metrics::serve(addr, metrics_rx)
+                .await
+                .with_context(|| format!("the metrics listener daemon.metrics_listen = {addr}"))?;
+            info!(%addr, "metrics at http://{addr}/metrics");
+            Some(t)
+        }
+        None => None,
+    };
     let dir = state.config.daemon.state_dir.clone();
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
@@ -204,7 +214,10 @@ pub async fn serve(
             }
             _ = neigh_tick.tick() => neigh::prime(&fib_backends),
             _ = status_tick.tick() => {
-                if let Err(err) = state::write_status(&dir, &state.status(&*lock(&dp)?)) {
+                let dp = lock(&dp)?;
+                let status = state.status(&dp);
+                metrics_tx.send_replace(metrics::render(&status, state.version, dp.tables_built()));
+                if let Err(err) = state::write_status(&dir, &status) {
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
             }
@@ -212,6 +225,9 @@ pub async fn serve(
     }
     drop(checkers);
     api_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&state.config.daemon.api_socket);
     info!("shutting down; detaching");
     lock(&dp)?.detach_all()?;

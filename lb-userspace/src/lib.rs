@@ -10,5 +10,6 @@ pub mod dataplane;
 pub mod health;
 pub mod lab;
 pub mod maglev;
+pub mod metrics;
 pub mod plan;
 pub mod state;

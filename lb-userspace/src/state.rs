@@ -262,7 +262,9 @@ pub fn read_status(dir: &Path) -> std::io::Result<Status> {
 /// FNV-1a, 64 bits: a hash of the config file that stays the same across sluice versions
 /// (std's hasher does not promise that), to tell whether runtime edits still apply to it.
 pub fn file_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The persisted runtime configuration in `dir`.
@@ -272,14 +274,22 @@ pub fn runtime_path(dir: &Path) -> std::path::PathBuf {
 
 /// Persist `config` (the result of runtime edits on top of the config file whose hash is
 /// `file_hash`): temporary file, fsync, rename, fsync of the directory.
-pub fn write_runtime(path: &Path, file_hash: u64, version: u64, config: &Config) -> std::io::Result<()> {
+pub fn write_runtime(
+    path: &Path,
+    file_hash: u64,
+    version: u64,
+    config: &Config,
+) -> std::io::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let text = config.to_toml().map_err(std::io::Error::other)?;
     let tmp = dir.join(".runtime.toml.tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "# sluice runtime state: the configuration after {version} live edit(s).")?;
+    writeln!(
+        f,
+        "# sluice runtime state: the configuration after {version} live edit(s)."
+    )?;
     writeln!(f, "# config-file-hash = {file_hash:016x}")?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;

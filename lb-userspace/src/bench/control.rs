@@ -38,6 +38,8 @@ pub struct Options {
     pub rss_backends: usize,
     /// Flows for the flow-table capacity figure.
     pub scale_flows: u64,
+    /// The CPUs to spread them over.
+    pub cpus: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -167,7 +169,7 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     tracing::info!("kernel map memory");
     let map_memory = map_memory()?;
     tracing::info!(flows = opts.scale_flows, "flow-table capacity");
-    let flow_scale = flow_scale(opts.scale_flows, ifindex)?;
+    let flow_scale = flow_scale(opts.scale_flows, &opts.cpus, ifindex)?;
     Ok(Report {
         maglev,
         publish_edit,
@@ -491,7 +493,7 @@ fn map_memory() -> anyhow::Result<MapMemory> {
 
 /// Fill a default-sized flow table with `flows` new flows spread over the CPUs, count it;
 /// then the same from one CPU.
-fn flow_scale(flows: u64, ifindex: u32) -> anyhow::Result<FlowScale> {
+fn flow_scale(flows: u64, cpus: &[usize], ifindex: u32) -> anyhow::Result<FlowScale> {
     let vip = VipIdent {
         address: IpAddr::V4(Ipv4Addr::new(10, 95, 0, 2)),
         port: 80,
@@ -501,9 +503,8 @@ fn flow_scale(flows: u64, ifindex: u32) -> anyhow::Result<FlowScale> {
     let mut dp = Dataplane::load(sizes)?;
     dp.publish(&edit_state(vip, 10, None))?;
     let syn = packet::syn_to(vip);
-    let cpus = netns::allowed_cpus();
     let start = Instant::now();
-    packet::prefill(&dp, &syn, 0..flows, ifindex, &cpus)?;
+    packet::prefill(&dp, &syn, 0..flows, ifindex, cpus)?;
     let fill_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let held = dp.flow_count() as u64;

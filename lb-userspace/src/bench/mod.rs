@@ -53,7 +53,7 @@ impl Options {
         }
     }
 
-    fn packet_options(&self, cpu: usize) -> packet::Options {
+    fn packet_options(&self, cpu: usize, cpus: &[usize]) -> packet::Options {
         packet::Options {
             calls: self
                 .calls
@@ -61,16 +61,18 @@ impl Options {
             mid_flows: if self.quick { 5_000 } else { 50_000 },
             big_flows: if self.quick { 20_000 } else { 1_000_000 },
             cpu,
+            cpus: cpus.to_vec(),
         }
     }
 
-    fn control_options(&self) -> control::Options {
+    fn control_options(&self, cpus: &[usize]) -> control::Options {
         control::Options {
             maglev_runs: if self.quick { 3 } else { 21 },
             edit_rounds: if self.quick { 3 } else { 21 },
             rss_vips: 100,
             rss_backends: 100,
             scale_flows: if self.quick { 20_000 } else { 1_000_000 },
+            cpus: cpus.to_vec(),
         }
     }
 
@@ -186,11 +188,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         let ifindex = packet::network()?;
         let control = opts
             .control
-            .then(|| control::run(&opts.control_options(), ifindex))
+            .then(|| control::run(&opts.control_options(&cpus), ifindex))
             .transpose()?;
         let packet = opts
             .packet
-            .then(|| packet::run(&opts.packet_options(cpu), ifindex))
+            .then(|| packet::run(&opts.packet_options(cpu, &cpus), ifindex))
             .transpose()?;
         let throughput = opts
             .throughput

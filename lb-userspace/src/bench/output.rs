@@ -137,7 +137,11 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>5.2}×  {:<10} {}",
-                c.label,
+                if c.name.starts_with("tcp_new") || c.new_flows == 0 {
+                    c.label.clone()
+                } else {
+                    format!("{} [{} misses]", c.label, c.new_flows)
+                },
                 c.verdict.trim_start_matches("XDP_"),
                 super::packet::short(c.flows_in_table),
                 c.sluice_ns.min,

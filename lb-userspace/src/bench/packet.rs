@@ -47,6 +47,8 @@ pub struct Options {
     pub big_flows: u64,
     /// The CPU the measuring thread is pinned to.
     pub cpu: usize,
+    /// The CPUs the many-flow cases' flows are spread over when the table is filled.
+    pub cpus: Vec<usize>,
 }
 
 /// A distribution of kernel-measured durations, in ns.
@@ -317,11 +319,11 @@ pub fn short(n: u64) -> String {
     }
 }
 
-/// Flow-table capacity so that `flows` spread evenly over the allowed CPUs fit: the table's
+/// Flow-table capacity so that `flows` spread evenly over `cpus` CPUs fit: the table's
 /// LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`), each holding capacity / possible CPUs.
-pub fn flow_entries_for(flows: u64) -> u32 {
+pub fn flow_entries_for(flows: u64, cpus: usize) -> u32 {
     let possible = netns::possible_cpus() as u64;
-    let online = netns::allowed_cpus().len().max(1) as u64;
+    let online = cpus.max(1) as u64;
     let need = flows * possible / online * 5 / 4;
     u32::try_from(need.max(u64::from(lb_common::DEFAULT_FLOW_ENTRIES))).unwrap_or(u32::MAX)
 }
@@ -346,7 +348,7 @@ pub fn source_base(f: &Frame) -> u32 {
 pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     ensure!(opts.calls > 0, "--calls must be at least 1");
     let sizes = Sizes {
-        flow_entries: flow_entries_for(opts.big_flows),
+        flow_entries: flow_entries_for(opts.big_flows, opts.cpus.len()),
         ..Sizes::default()
     };
     let mut dp = Dataplane::load(sizes).context("loading the eBPF object")?;
@@ -466,7 +468,7 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
                 }
                 let syn = tcp(VIPS.tcp, TCP_SYN);
                 tracing::info!(flows = n, "filling the flow table");
-                prefill(&dp, &syn, filled..n, ifindex, &netns::allowed_cpus())?;
+                prefill(&dp, &syn, filled..n, ifindex, &opts.cpus)?;
                 filled = n;
             }
             _ => dp.clear_flows()?,

@@ -25,7 +25,9 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
                 info!(path = %runtime.display(), "resuming the live edits made on top of {}", file.display());
                 loaded = l;
             }
-            Err(e) => warn!(error = %e, "the saved runtime configuration is invalid; starting from the config file"),
+            Err(e) => {
+                warn!(error = %e, "the saved runtime configuration is invalid; starting from the config file")
+            }
         }
     } else if runtime.exists() {
         warn!(path = %runtime.display(), "{} changed since the live edits were saved: the file wins, the saved edits are discarded", file.display());

@@ -66,6 +66,19 @@ pub const MIN_SLOTS_PER_BACKEND: u32 = 10;
 pub const GOOD_SLOTS_PER_BACKEND: u32 = 100;
 /// Default `daemon.encap_source_v4`.
 pub const DEFAULT_ENCAP_SOURCE_V4: &str = "172.16.0.0/16";
+/// Default `daemon.metrics_listen`: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9640";
+
+fn serialize_listen<S: Serializer>(
+    v: &Option<std::net::SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.serialize_str(&a.to_string()),
+        None => s.serialize_str("none"),
+    }
+}
+
 /// Default `daemon.api_socket`.
 pub const DEFAULT_API_SOCKET: &str = "/run/sluice/sluice.sock";
 /// Default `daemon.state_dir`.
@@ -105,6 +118,9 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// The control API's Unix socket (mode 0660, owner root).
     pub api_socket: PathBuf,
+    /// Where Prometheus scrapes the metrics (`None`: no metrics endpoint).
+    #[serde(serialize_with = "serialize_listen")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// A group whose members may use the API too (root always may).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_group: Option<String>,

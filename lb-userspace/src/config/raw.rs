@@ -25,6 +25,7 @@ pub(super) struct RawDaemon {
     pub state_dir: Option<String>,
     pub api_socket: Option<String>,
     pub api_group: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -265,7 +265,25 @@ impl Cx<'_> {
                 None
             }
         };
+        let metrics_listen = match d
+            .metrics_listen
+            .as_deref()
+            .unwrap_or(super::DEFAULT_METRICS_LISTEN)
+        {
+            "none" => Some(None),
+            a => match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(Some(addr)),
+                Err(_) => {
+                    self.error(
+                        "daemon.metrics_listen",
+                        format!("{a:?} is not an address:port (e.g. \"127.0.0.1:9640\" or \"[::1]:9640\") nor \"none\""),
+                    );
+                    None
+                }
+            },
+        };
         Some(DaemonConfig {
+            metrics_listen: metrics_listen?,
             api_socket: api_socket?,
             api_group: api_group?,
             state_dir: state_dir?,

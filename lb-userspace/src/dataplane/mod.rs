@@ -103,6 +103,8 @@ pub struct Dataplane {
     reasons: PerCpuArray<MapData, u64>,
     layout: Layout,
     attached: Vec<Attached>,
+    /// Tables built and published since load.
+    tables_built: u64,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -173,6 +175,7 @@ impl Dataplane {
             tables,
             ebpf,
             attached: Vec::new(),
+            tables_built: 0,
         })
     }
 
@@ -273,6 +276,11 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+
+    /// Tables built and published since the object was loaded.
+    pub fn tables_built(&self) -> u64 {
+        self.tables_built
     }
 
     /// The published layout: VIP ids and backend slots.

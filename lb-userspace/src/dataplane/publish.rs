@@ -216,6 +216,7 @@ impl Dataplane {
         })?;
         report.build_us += started.elapsed().as_micros();
         report.tables_built += 1;
+        self.tables_built += 1;
         let target = 1 - rec.live;
         self.tables.write(rec.halves[target], &table);
         let meta = VipMeta {

@@ -1,0 +1,222 @@
+//! Prometheus exposition (OpenMetrics text) on `daemon.metrics_listen` (loopback by
+//! default). The daemon renders a snapshot every second from the same counters as
+//! `sluice backend list`; a scrape returns the latest one, so figures are at most one second
+//! old.
+
+use std::net::SocketAddr;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    sync::watch,
+};
+
+use crate::{health::Health, state::Status};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    vip: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    vip: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    vip: String,
+    backend: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The exposition text for a status snapshot.
+pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
+    let mut r = Registry::with_prefix("sluice");
+    let vip_packets = Family::<VipLabels, Counter>::default();
+    let vip_bytes = Family::<VipLabels, Counter>::default();
+    let vip_new = Family::<VipLabels, Counter>::default();
+    let be_packets = Family::<BackendLabels, Counter>::default();
+    let be_bytes = Family::<BackendLabels, Counter>::default();
+    let be_new = Family::<BackendLabels, Counter>::default();
+    let be_up = Family::<BackendLabels, Gauge>::default();
+    let be_weight = Family::<BackendLabels, Gauge>::default();
+    let be_transitions = Family::<BackendLabels, Counter>::default();
+    let be_state = Family::<StateLabels, Gauge>::default();
+    let reasons = Family::<ReasonLabels, Counter>::default();
+    for v in &status.vips {
+        let l = VipLabels {
+            vip: v.vip.clone(),
+            name: v.name.clone(),
+        };
+        vip_packets.get_or_create(&l).inc_by(v.packets);
+        vip_bytes.get_or_create(&l).inc_by(v.bytes);
+        vip_new.get_or_create(&l).inc_by(v.new_flows);
+        for b in &v.backends {
+            let l = BackendLabels {
+                vip: v.vip.clone(),
+                backend: b.address.to_string(),
+            };
+            be_packets.get_or_create(&l).inc_by(b.packets);
+            be_bytes.get_or_create(&l).inc_by(b.bytes);
+            be_new.get_or_create(&l).inc_by(b.new_flows);
+            be_up
+                .get_or_create(&l)
+                .set(i64::from(b.health == Health::Up));
+            be_weight.get_or_create(&l).set(i64::from(b.weight));
+            be_transitions.get_or_create(&l).inc_by(b.transitions);
+            let state = match (b.health, b.weight) {
+                (Health::Down, _) => "down",
+                (Health::Up, 0) => "quiesced",
+                (Health::Up, _) => "active",
+            };
+            for s in ["active", "quiesced", "down"] {
+                let l = StateLabels {
+                    vip: v.vip.clone(),
+                    backend: b.address.to_string(),
+                    state: s.to_owned(),
+                };
+                be_state.get_or_create(&l).set(i64::from(s == state));
+            }
+        }
+    }
+    for (name, n) in &status.reasons {
+        reasons
+            .get_or_create(&ReasonLabels {
+                reason: name.clone(),
+            })
+            .inc_by(*n);
+    }
+    r.register("vip_packets", "Packets forwarded for a VIP", vip_packets);
+    r.register("vip_bytes", "Bytes forwarded for a VIP", vip_bytes);
+    r.register("vip_new_flows", "Flows opened to a VIP", vip_new);
+    r.register(
+        "backend_packets",
+        "Packets forwarded to a backend",
+        be_packets,
+    );
+    r.register("backend_bytes", "Bytes forwarded to a backend", be_bytes);
+    r.register("backend_new_flows", "Flows opened to a backend", be_new);
+    r.register(
+        "backend_up",
+        "1 when the backend passes its health checks",
+        be_up,
+    );
+    r.register("backend_weight", "Configured weight", be_weight);
+    r.register(
+        "backend_health_transitions",
+        "Up/down transitions",
+        be_transitions,
+    );
+    r.register(
+        "backend_state",
+        "Lifecycle state (1 for the current one)",
+        be_state,
+    );
+    r.register(
+        "packets",
+        "Packets by outcome (forwarded, passed, dropped and why)",
+        reasons,
+    );
+    let edits_c = Counter::<u64>::default();
+    edits_c.inc_by(edits);
+    r.register("edits", "Live edits applied", edits_c);
+    let tables = Counter::<u64>::default();
+    tables.inc_by(tables_built);
+    r.register(
+        "table_rebuilds",
+        "Maglev tables built and published",
+        tables,
+    );
+    let mut out = String::new();
+    if encode(&mut out, &r).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serve the latest snapshot on `addr` (any path, `GET`), until the task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    latest: watch::Receiver<String>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = latest.borrow().clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                // The request itself does not matter; read what arrived and answer.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{BackendStatus, VipStatus};
+
+    #[test]
+    fn renders_labelled_families() {
+        let status = Status {
+            written: 0,
+            vips: vec![VipStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80/tcp".into(),
+                forwarding: "dsr".into(),
+                check: "tcp".into(),
+                packets: 10,
+                bytes: 1000,
+                new_flows: 2,
+                backends: vec![BackendStatus {
+                    address: "10.0.1.1".parse().unwrap(),
+                    weight: 3,
+                    health: Health::Down,
+                    since: 0,
+                    reason: String::new(),
+                    transitions: 1,
+                    packets: 10,
+                    bytes: 1000,
+                    new_flows: 2,
+                }],
+            }],
+            reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
+        };
+        let text = render(&status, 4, 7);
+        for line in [
+            r#"sluice_vip_packets_total{vip="10.0.0.1:80/tcp",name="web"} 10"#,
+            r#"sluice_backend_up{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0"#,
+            r#"sluice_backend_state{vip="10.0.0.1:80/tcp",backend="10.0.1.1",state="down"} 1"#,
+            r#"sluice_packets_total{reason="fwd_tx"} 10"#,
+            "sluice_edits_total 4",
+            "sluice_table_rebuilds_total 7",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

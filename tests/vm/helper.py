@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Guest-side helpers of `cargo xtask vm-test` (run by tests/vm/guest.sh inside the guests).
+
+    helper.py snapshot STATE_DIR AFTER OUT wait for a status.json the daemon wrote after Unix
+                                           time AFTER, copy it to OUT
+    helper.py reconcile BEFORE AFTER SENT BACKEND_RX VIP FLOWS
+                                           pktgen's count against sluice's counters (two
+                                           snapshots) and the backend's; key=value lines
+    helper.py serve ADDR PORT              TCP server: read a request line, answer
+                                           "ok <bytes>\\n" and close (forever)
+    helper.py connect ADDR PORT N SIZE     N TCP connections, each sends SIZE bytes and a
+                                           newline and expects "ok <SIZE>"; prints how many
+                                           completed, exits 1 unless all did
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+
+def snapshot(state_dir, after, out):
+    """Wait for a status.json the daemon wrote after Unix time `after`; copy it to `out`."""
+    path = os.path.join(state_dir, "status.json")
+    deadline = time.time() + 30
+    while True:
+        try:
+            with open(path, encoding="utf-8") as f:
+                st = json.load(f)
+            if st["written"] > after:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.time() > deadline:
+            sys.exit(f"no status in {path} written after {after}")
+        time.sleep(0.2)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(st, f)
+
+
+def reconcile(before, after, sent, backend_rx, vip_name, flows):
+    """Every frame pktgen sent is counted by exactly one of sluice's reasons; the forwarded
+    ones all went to the VIP's backend, in `flows` new flows, and the backend's kernel
+    decapsulated every one of them. Prints key=value lines; exits 1 on any mismatch."""
+    with open(before, encoding="utf-8") as f:
+        b = json.load(f)
+    with open(after, encoding="utf-8") as f:
+        a = json.load(f)
+    delta = {k: a["reasons"][k] - b["reasons"].get(k, 0) for k in a["reasons"]}
+    fwd = sum(v for k, v in delta.items() if k.startswith("fwd_"))
+    drop = sum(v for k, v in delta.items() if k.startswith("drop_"))
+    passed = sum(v for k, v in delta.items() if not k.startswith(("fwd_", "drop_")))
+
+    def vip(st):
+        return next(v for v in st["vips"] if v["name"] == vip_name)
+
+    vip_packets = vip(a)["packets"] - vip(b)["packets"]
+    vip_flows = vip(a)["new_flows"] - vip(b)["new_flows"]
+    be_packets = sum(x["packets"] for x in vip(a)["backends"]) - sum(
+        x["packets"] for x in vip(b)["backends"]
+    )
+    moved = ", ".join(f"{k} {v}" for k, v in sorted(delta.items()) if v)
+    checks = [
+        (fwd + drop + passed == sent, f"sluice counted {fwd + drop + passed}, pktgen sent {sent}"),
+        (fwd == sent, f"forwarded {fwd} of {sent}"),
+        (vip_packets == sent and be_packets == sent, f"VIP counted {vip_packets}, its backends {be_packets}"),
+        (vip_flows == flows, f"new flows {vip_flows}, expected {flows}"),
+        (backend_rx == fwd, f"backend's tunl0 decapsulated {backend_rx} of {fwd} forwarded"),
+    ]
+    failed = [msg for ok, msg in checks if not ok]
+    print(f"pktgen_sent={sent}")
+    print(f"pktgen_forwarded={fwd}")
+    print(f"pktgen_dropped={drop}")
+    print(f"pktgen_passed={passed}")
+    print(f"pktgen_backend_rx={backend_rx}")
+    print(f"pktgen_new_flows={vip_flows}")
+    print(f"pktgen_reasons={moved or 'none'}")
+    if failed:
+        print(f"pktgen_error={'; '.join(failed)}")
+    sys.exit(1 if failed else 0)
+
+
+def serve(addr, port):
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(64)
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(b"ok %d\n" % (len(data) - 1))
+            except OSError:
+                pass
+
+
+def connect(addr, port, n, size):
+    ok = 0
+    errors = []
+    for i in range(n):
+        try:
+            with socket.create_connection((addr, port), timeout=10) as s:
+                s.sendall(b"x" * size + b"\n")
+                answer = b""
+                while not answer.endswith(b"\n"):
+                    chunk = s.recv(1024)
+                    if not chunk:
+                        break
+                    answer += chunk
+            if answer == b"ok %d\n" % size:
+                ok += 1
+            else:
+                errors.append(f"connection {i}: answer {answer!r}")
+        except OSError as e:
+            errors.append(f"connection {i}: {e}")
+    print(f"{ok} of {n} TCP connections completed ({size} bytes each way in)")
+    for e in errors[:5]:
+        print(e)
+    sys.exit(0 if ok == n else 1)
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "snapshot":
+        snapshot(args[0], int(args[1]), args[2])
+    elif cmd == "reconcile":
+        reconcile(args[0], args[1], int(args[2]), int(args[3]), args[4], int(args[5]))
+    elif cmd == "serve":
+        serve(args[0], int(args[1]))
+    elif cmd == "connect":
+        connect(args[0], int(args[1]), int(args[2]), int(args[3]))
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
