@@ -253,7 +253,13 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
         return error("data plane lock poisoned".to_owned());
     };
     match req {
-        Request::Status => (
+        Request::Status { flows: true } => (
+            Response::Status {
+                status: state::with_flows(state.status(&dp), &dp, state),
+            },
+            false,
+        ),
+        Request::Status { flows: false } => (
             Response::Status {
                 status: state.status(&dp),
             },

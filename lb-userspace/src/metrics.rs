@@ -202,6 +202,7 @@ mod tests {
                     packets: 10,
                     bytes: 1000,
                     new_flows: 2,
+                    flows: None,
                 }],
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),

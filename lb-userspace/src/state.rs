@@ -182,6 +182,7 @@ impl State {
                                 packets: c.packets,
                                 bytes: c.bytes,
                                 new_flows: c.new_flows,
+                                flows: None,
                             }
                         })
                         .collect(),
@@ -204,6 +205,19 @@ impl State {
             reasons,
         }
     }
+}
+
+/// `status` with each backend's flow-table entries filled in.
+pub fn with_flows(mut status: Status, dp: &Dataplane, state: &State) -> Status {
+    let per = dp.flows_per_backend();
+    for (v, vs) in state.config.vips.iter().zip(&mut status.vips) {
+        let rec = dp.layout().vip(&ident(v));
+        for b in &mut vs.backends {
+            let id = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
+            b.flows = Some(id.and_then(|id| per.get(&id).copied()).unwrap_or(0));
+        }
+    }
+    status
 }
 
 /// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.
@@ -240,6 +254,10 @@ pub struct BackendStatus {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Flow-table entries pinned to this backend (asked for with `Status { flows: true }`:
+    /// it walks the flow table). Idle entries count until the LRU evicts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<u64>,
 }
 
 /// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).

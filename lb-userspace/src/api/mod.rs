@@ -18,8 +18,12 @@ use crate::{plan::Plan, state::Status};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    /// Health, counters, per VIP and backend.
-    Status,
+    /// Health, counters, per VIP and backend; with `flows`, also each backend's flow-table
+    /// entries (walks the table).
+    Status {
+        #[serde(default)]
+        flows: bool,
+    },
     /// The effective configuration (defaults filled in) and its version.
     Config,
     /// Replace the configuration (TOML text). With `dry_run`, only the plan.

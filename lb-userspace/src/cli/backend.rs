@@ -17,7 +17,7 @@ pub fn list(socket: &Path, state_dir: Option<&Path>, json: bool) -> anyhow::Resu
                 dir.display()
             )
         })?,
-        None => match client::request(socket, &Request::Status)? {
+        None => match client::request(socket, &Request::Status { flows: false })? {
             Response::Status { status } => status,
             _ => anyhow::bail!("unexpected answer to a status request"),
         },

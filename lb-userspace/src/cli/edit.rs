@@ -181,7 +181,9 @@ where
 pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Result<()> {
     match cmd {
         VipCmd::List => {
-            let Response::Status { status } = client::request(socket, &Request::Status)? else {
+            let Response::Status { status } =
+                client::request(socket, &Request::Status { flows: false })?
+            else {
                 bail!("unexpected answer to a status request");
             };
             if json {

@@ -8,6 +8,7 @@ mod demo;
 mod edit;
 mod lab;
 mod run;
+mod stats;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,15 @@ pub enum Command {
     /// Backends of the running daemon: list (health, counters), add, remove, set-weight.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// Per-VIP and per-backend rates (packets/s, bytes/s, new flows/s), flows, health and
+    /// state, from the running daemon; `--watch` refreshes it.
+    Stats {
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// What an edit would do, without doing it: table slots that move, live flows on
     /// backends that would be removed, the new weight shares.
     #[command(subcommand)]
@@ -174,6 +184,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Backend(BackendCmd::Edit(e)) => edit::backend(&cli.api_socket, e, false, cli.json),
         Command::Vip(v) => edit::vip(&cli.api_socket, v, false, cli.json),
         Command::Plan(p) => edit::plan(&cli.api_socket, p, cli.json),
+        Command::Stats { watch, interval } => stats::run(
+            &cli.api_socket,
+            watch,
+            std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+            cli.json,
+        ),
         Command::Config(ConfigCmd::Export { file }) => config::export(&file),
         Command::Decap(DecapCmd::Attach {
             interface,
