@@ -17,7 +17,7 @@ use crate::{
     config::{CheckKind, Config, XdpMode},
     dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, iface, neigh},
     health::{self, Health, PathProber},
-    metrics, plan,
+    lookup, metrics, plan,
     state::{self, State},
 };
 
@@ -265,6 +265,35 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
             },
             false,
         ),
+        Request::Lookup { vip, src, dport } => {
+            let Some(v) = state.config.vips.iter().find(|v| v.name == vip) else {
+                let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
+                return error(format!(
+                    "--vip {vip:?}: no such VIP (VIPs: {})",
+                    names.join(", ")
+                ));
+            };
+            let iface = match iface::lookup(&state.config.daemon.interface) {
+                Ok(Some(i)) => i,
+                _ => {
+                    return error(format!(
+                        "interface {} not found",
+                        state.config.daemon.interface
+                    ));
+                }
+            };
+            match lookup::lookup(&mut dp, &iface, v, src, dport) {
+                Ok((verdict, backend, detail)) => (
+                    Response::Lookup {
+                        verdict,
+                        backend,
+                        detail,
+                    },
+                    false,
+                ),
+                Err(e) => error(e),
+            }
+        }
         Request::Config => match state.config.to_toml() {
             Ok(toml) => (
                 Response::Config {

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod lab;
+pub mod lookup;
 pub mod maglev;
 pub mod metrics;
 pub mod plan;

@@ -26,6 +26,14 @@ pub enum Request {
     },
     /// The effective configuration (defaults filled in) and its version.
     Config,
+    /// Which backend a flow from `src` to the VIP named `vip` goes to now, found by running
+    /// the real XDP program on a synthetic packet of that flow.
+    Lookup {
+        vip: String,
+        src: std::net::SocketAddr,
+        /// The destination port, for an all-ports VIP.
+        dport: Option<u16>,
+    },
     /// Replace the configuration (TOML text). With `dry_run`, only the plan.
     Apply {
         config: String,
@@ -51,6 +59,13 @@ pub enum Response {
         applied: bool,
         /// The state's version after the request.
         version: u64,
+    },
+    Lookup {
+        /// What the program did: "forwarded" (then `backend`), "passed" or "dropped".
+        verdict: String,
+        backend: Option<std::net::IpAddr>,
+        /// The destination MAC (DSR) or outer destination (IPIP) the program wrote.
+        detail: String,
     },
     Error {
         message: String,

@@ -54,6 +54,19 @@ pub enum Command {
     /// Backends of the running daemon: list (health, counters), add, remove, set-weight.
     #[command(subcommand)]
     Backend(BackendCmd),
+    /// Which backend a flow goes to now, answered by the XDP program itself (run on a
+    /// synthetic packet of the flow).
+    Lookup {
+        /// The VIP's name (`sluice vip list`).
+        #[arg(long)]
+        vip: String,
+        /// The client's address and port, e.g. 192.0.2.7:40000 or [2001:db8::7]:40000.
+        #[arg(long)]
+        src: std::net::SocketAddr,
+        /// The destination port, for an all-ports VIP.
+        #[arg(long)]
+        dport: Option<u16>,
+    },
     /// Per-VIP and per-backend rates (packets/s, bytes/s, new flows/s), flows, health and
     /// state, from the running daemon; `--watch` refreshes it.
     Stats {
@@ -184,6 +197,36 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Backend(BackendCmd::Edit(e)) => edit::backend(&cli.api_socket, e, false, cli.json),
         Command::Vip(v) => edit::vip(&cli.api_socket, v, false, cli.json),
         Command::Plan(p) => edit::plan(&cli.api_socket, p, cli.json),
+        Command::Lookup { vip, src, dport } => {
+            match crate::api::client::request(
+                &cli.api_socket,
+                &crate::api::Request::Lookup { vip, src, dport },
+            )? {
+                crate::api::Response::Lookup {
+                    verdict,
+                    backend,
+                    detail,
+                } if cli.json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"verdict": verdict, "backend": backend, "detail": detail})
+                    );
+                    Ok(())
+                }
+                crate::api::Response::Lookup {
+                    verdict,
+                    backend,
+                    detail,
+                } => {
+                    match backend {
+                        Some(b) => println!("{src} → backend {b} ({verdict}; {detail})"),
+                        None => println!("{src} → {verdict} {detail}"),
+                    }
+                    Ok(())
+                }
+                _ => anyhow::bail!("unexpected answer to a lookup"),
+            }
+        }
         Command::Stats { watch, interval } => stats::run(
             &cli.api_socket,
             watch,

@@ -38,6 +38,7 @@ impl Daemon {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state_dir = config.daemon.state_dir.clone();
+        let api_socket = config.daemon.api_socket.clone();
         let lb = lab.lb().netns().clone();
         let thread = thread::spawn(move || {
             lb.run(|| -> Result<(), String> {
@@ -67,6 +68,19 @@ impl Daemon {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(err(format!("the daemon did not start: {e}"))),
             Err(_) => return Err(err("the daemon did not start within 30 s")),
+        }
+        // Serving starts (the API socket appears) right after the attach.
+        let t0 = Instant::now();
+        while !api_socket.exists() && t0.elapsed() < Duration::from_secs(10) {
+            if thread.is_finished() {
+                let why = thread
+                    .join()
+                    .map_or_else(|_| "panicked".to_owned(), |r| format!("{r:?}"));
+                return Err(err(format!(
+                    "the daemon stopped right after starting: {why}"
+                )));
+            }
+            thread::sleep(Duration::from_millis(10));
         }
         Ok(Self {
             edits,
