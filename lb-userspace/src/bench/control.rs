@@ -12,7 +12,7 @@ use lb_common::{FAMILY_V4, FlowKey, MODE_DSR, PROTO_TCP, hash::flow_hash, progra
 use serde::Serialize;
 
 use super::{
-    frame, netns,
+    frame,
     packet::{self, short},
     run::XDP_TX,
 };

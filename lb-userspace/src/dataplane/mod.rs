@@ -105,6 +105,8 @@ pub struct Dataplane {
     attached: Vec<Attached>,
     /// Tables built and published since load.
     tables_built: u64,
+    /// When the last publish switched tables (see `publish::GRACE`).
+    last_flip: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -176,6 +178,7 @@ impl Dataplane {
             ebpf,
             attached: Vec::new(),
             tables_built: 0,
+            last_flip: None,
         })
     }
 

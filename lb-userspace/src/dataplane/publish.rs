@@ -18,6 +18,21 @@ use super::{
 };
 use crate::maglev;
 
+/// How long userspace waits after switching a VIP to a new table before it reuses what the
+/// old one referenced (backend slots, table halves). An XDP program reads `VipMeta`, then
+/// the table slot, then the backend, within one run of well under a microsecond, inside the
+/// NAPI poll's RCU read section (tens of microseconds at most); 5 ms is a wide margin, and
+/// keeps an edit's effect well under the 20 ms target.
+pub const GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// What a publish made unreachable, retired after the grace period.
+#[derive(Default)]
+struct Deferred {
+    backends: Vec<(BackendRecord, u32)>,
+    regions: Vec<(u32, u32)>,
+    vip_ids: Vec<u32>,
+}
+
 /// What a publish changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PublishReport {
@@ -66,10 +81,18 @@ impl Dataplane {
                 source,
             })?;
 
+        // A half that was live until the previous publish's flip may still be read by a
+        // packet that fetched the old `VipMeta`: wait out the grace period before rewriting.
+        if let Some(t) = self.last_flip
+            && t.elapsed() < GRACE
+        {
+            std::thread::sleep(GRACE - t.elapsed());
+        }
+        let mut later = Deferred::default();
         let mut keep = std::collections::BTreeSet::new();
         for vip in &desired.vips {
             keep.insert(vip.ident);
-            self.publish_vip(vip, g.hash_seed, &mut report)?;
+            self.publish_vip(vip, g.hash_seed, &mut report, &mut later)?;
         }
         let gone: Vec<VipIdent> = self
             .layout
@@ -79,9 +102,11 @@ impl Dataplane {
             .copied()
             .collect();
         for ident in gone {
-            self.remove_vip(&ident)?;
+            self.remove_vip(&ident, &mut later)?;
             report.vips_removed += 1;
         }
+        self.last_flip = Some(Instant::now());
+        self.retire(later)?;
         Ok(report)
     }
 
@@ -131,6 +156,7 @@ impl Dataplane {
         vip: &DesiredVip,
         seed: u32,
         report: &mut PublishReport,
+        later: &mut Deferred,
     ) -> Result<(), DataplaneError> {
         let existing = self.layout.vips.get(&vip.ident).cloned();
         let mut rec = match existing {
@@ -236,23 +262,41 @@ impl Dataplane {
             })?;
         rec.live = target;
 
-        // Now that no table points at them: retire the backends that left.
-        let left: Vec<BackendRecord> = rec
+        // The backends that left and the old halves are only retired after a grace period
+        // (see `publish`): a packet that read the old `VipMeta` may still be using them.
+        for r in rec
             .backends
             .iter()
             .filter(|(a, _)| !next.contains_key(a))
             .map(|(_, r)| *r)
-            .collect();
-        for r in left {
-            self.retire_backend(r, rec.vip_id)?;
+        {
+            later.backends.push((r, rec.vip_id));
             report.backends_removed += 1;
         }
         rec.backends = next;
         if let Some((halves, size)) = old_halves {
-            self.layout.regions.release(halves[0], size);
-            self.layout.regions.release(halves[1], size);
+            later.regions.push((halves[0], size));
+            later.regions.push((halves[1], size));
         }
         self.layout.vips.insert(vip.ident, rec);
+        Ok(())
+    }
+
+    /// Retire what the last flips made unreachable, once no packet can still be using it.
+    fn retire(&mut self, later: Deferred) -> Result<(), DataplaneError> {
+        if later.backends.is_empty() && later.regions.is_empty() && later.vip_ids.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(GRACE);
+        for (r, vip_id) in later.backends {
+            self.retire_backend(r, vip_id)?;
+        }
+        for (start, len) in later.regions {
+            self.layout.regions.release(start, len);
+        }
+        for id in later.vip_ids {
+            self.layout.vip_ids.free(id);
+        }
         Ok(())
     }
 
@@ -270,7 +314,7 @@ impl Dataplane {
         Ok(())
     }
 
-    fn remove_vip(&mut self, ident: &VipIdent) -> Result<(), DataplaneError> {
+    fn remove_vip(&mut self, ident: &VipIdent, later: &mut Deferred) -> Result<(), DataplaneError> {
         let Some(rec) = self.layout.vips.remove(ident) else {
             return Ok(());
         };
@@ -284,11 +328,11 @@ impl Dataplane {
             }
         }
         for r in rec.backends.values() {
-            self.retire_backend(*r, rec.vip_id)?;
+            later.backends.push((*r, rec.vip_id));
         }
-        self.layout.regions.release(rec.halves[0], rec.table_size);
-        self.layout.regions.release(rec.halves[1], rec.table_size);
-        self.layout.vip_ids.free(rec.vip_id);
+        later.regions.push((rec.halves[0], rec.table_size));
+        later.regions.push((rec.halves[1], rec.table_size));
+        later.vip_ids.push(rec.vip_id);
         Ok(())
     }
 

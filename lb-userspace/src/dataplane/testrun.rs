@@ -83,3 +83,21 @@ impl Dataplane {
         Ok(())
     }
 }
+
+impl Dataplane {
+    /// A duplicate of a program's file descriptor, for running it (`BPF_PROG_TEST_RUN`) from
+    /// another thread while this dataplane publishes (tests of table switches).
+    pub fn program_fd(
+        &mut self,
+        program: &'static str,
+    ) -> Result<std::os::fd::OwnedFd, DataplaneError> {
+        let prog = self.program(program)?;
+        let fd = prog.fd().map_err(|source| DataplaneError::Program {
+            name: program,
+            source,
+        })?;
+        std::os::fd::AsFd::as_fd(fd)
+            .try_clone_to_owned()
+            .map_err(|e| DataplaneError::Mmap(std::io::Error::other(e)))
+    }
+}
