@@ -6,25 +6,11 @@
 //!
 //! [`Named`]: `ip netns add` namespaces for multi-host topologies, deleted on drop.
 
-use std::{fs::File, os::fd::AsRawFd as _, process::Command};
+use std::{fs::File, os::fd::AsRawFd as _};
 
 use anyhow::{Context as _, bail};
 
-/// Run a command, failing with its stderr.
-pub fn sh(cmd: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .with_context(|| format!("spawning `{cmd}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use lb_userspace::bench::netns::{ifindex, sh};
 
 /// The calling thread's own fresh network namespace (with `lo` up).
 pub struct Private(());
@@ -38,17 +24,6 @@ impl Private {
         sh("ip link set lo up")?;
         Ok(Self(()))
     }
-}
-
-/// The ifindex of `name` in the current thread's namespace.
-pub fn ifindex(name: &str) -> anyhow::Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("no interface {name}");
-    }
-    Ok(i)
 }
 
 /// A named namespace, deleted (with everything in it) on drop.
