@@ -24,12 +24,23 @@ RUN=/run/sluice-vm
 mkdir -p "$RUN"
 
 result() { printf '%s=%s\n' "$1" "$2" >>"$RESULT"; }
-step() { printf '\n=== vm %s: %s\n' "$VM_LABEL" "$*"; }
-# The last lines of a log, for the console when a check fails.
+START=$(date +%s.%N)
+elapsed() { awk "BEGIN { printf \"%5.1fs\", $(date +%s.%N) - $START }"; }
+# A header with the time since the script started.
+step() { printf '\n=== vm %s [%s]: %s\n' "$VM_LABEL" "$(elapsed)" "$*"; }
+note() { printf '[%s] %s\n' "$(elapsed)" "$*"; }
+# The last lines of a log, for the console when a check fails; and the program the kernel
+# refused, if that is why (recorded once, as `refused`).
 tail_log() {
     echo "--- last 40 lines of $1:"
     tail -n 40 "$1"
     echo "---"
+    local refused
+    refused=$(python3 "$HERE/helper.py" verifier "$1")
+    if [[ -n $refused ]]; then
+        echo "the kernel refused $refused"
+        grep -q '^refused=' "$RESULT" || result refused "$refused"
+    fi
 }
 
 result kernel "$(uname -r)"
@@ -84,7 +95,7 @@ LB1_MAC=02:96:00:00:01:01
 BE0_MAC=02:96:00:00:01:02
 COUNT=${VM_PKTGEN_COUNT:-10000}
 FLOWS=64
-in() {
+nsx() {
     local ns=$1
     shift
     ip netns exec "$ns" "$@"
@@ -94,7 +105,7 @@ topology() {
     local ns
     for ns in vm-cl vm-lb vm-be; do
         ip netns add "$ns" || return 1
-        in "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+        nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
             net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 || return 1
         ip -n "$ns" link set lo up || return 1
     done
@@ -103,17 +114,17 @@ topology() {
         ip -n vm-cl addr add 10.96.0.2/24 dev cl0 && ip -n vm-cl link set cl0 up &&
         ip -n vm-cl route add $VIP/32 via 10.96.0.1 &&
         ip -n vm-cl neigh replace 10.96.0.1 lladdr $LB0_MAC dev cl0 nud permanent &&
-        in vm-cl ethtool -K cl0 tx off >/dev/null &&
+        nsx vm-cl ethtool -K cl0 tx off >/dev/null &&
         ip -n vm-lb addr add 10.96.0.1/24 dev lb0 && ip -n vm-lb link set lb0 up &&
         ip -n vm-lb addr add 10.96.1.1/24 dev lb1 && ip -n vm-lb link set lb1 up &&
         ip -n vm-lb neigh replace 10.96.0.2 lladdr $CL0_MAC dev lb0 nud permanent &&
         ip -n vm-lb neigh replace 10.96.1.2 lladdr $BE0_MAC dev lb1 nud permanent &&
-        in vm-lb sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 &&
+        nsx vm-lb sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 &&
         ip -n vm-be addr add 10.96.1.2/24 dev be0 && ip -n vm-be link set be0 up &&
         ip -n vm-be route add 10.96.0.0/24 via 10.96.1.1 &&
         ip -n vm-be neigh replace 10.96.1.1 lladdr $LB1_MAC dev be0 nud permanent &&
         ip -n vm-be link set tunl0 up && ip -n vm-be addr add $VIP/32 dev tunl0 &&
-        in vm-be sysctl -qw net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.be0.rp_filter=0 &&
+        nsx vm-be sysctl -qw net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.be0.rp_filter=0 &&
         # veth hands frames redirected into lb1 only to a peer that runs XDP.
         "$VM_SLUICE" --netns vm-be peer attach --interface be0 >/dev/null
 }
@@ -154,9 +165,10 @@ EOF
 step "(c) pktgen through the sluice daemon, (d) ipip interop: topology and daemon"
 daemon=
 if topology 2>"$OUT/topology.log"; then
+    note "topology up; starting the daemon"
     "$VM_SLUICE" --netns vm-lb run --config "$RUN/sluice.toml" >"$OUT/daemon.log" 2>&1 &
     daemon=$!
-    if ! python3 "$HERE/helper.py" snapshot "$RUN" 0 "$RUN/started.json" 2>>"$OUT/daemon.log"; then
+    if ! python3 "$HERE/helper.py" snapshot "$RUN" 0 "$RUN/started.json" "$daemon" 2>>"$OUT/daemon.log"; then
         echo "the daemon did not start"
         tail_log "$OUT/daemon.log"
         kill "$daemon" 2>/dev/null
@@ -168,40 +180,38 @@ else
 fi
 
 if [[ -n $daemon ]]; then
-    # The programs the daemon holds, as the kernel lists them.
-    ids=$(grep -h '^prog_id:' /proc/"$daemon"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -un)
-    names=
-    if command -v bpftool >/dev/null; then
-        for id in $ids; do
-            names+=" $(bpftool prog show id "$id" 2>/dev/null | awk 'NR == 1 { for (i = 1; i < NF; i++) if ($i == "name") print $(i + 1) }')"
-        done
-    fi
-    result programs_loaded "$(echo "$ids" | grep -c .)"
-    result programs_names "$(echo $names)"
-    result xdp_attach "$(ip -n vm-lb -d link show lb0 | grep -o 'prog/xdp[a-z]* id [0-9]*\|xdp[a-z]*/id:[0-9]*' | head -n 1)"
-    echo "daemon (pid $daemon) holds $(echo "$ids" | grep -c .) programs:$names"
+    # The programs the daemon loaded, as the kernel describes them (name:verified insns).
+    progs=$(python3 "$HERE/helper.py" progs "$daemon")
+    result programs_loaded "$(wc -w <<<"$progs")"
+    result programs "$progs"
+    result xdp_attach "$(ip -n vm-lb -d link show lb0 | grep -o 'prog/xdp[a-z]* id [0-9]*' | head -n 1)"
+    note "the daemon is serving"
+    echo "the daemon (pid $daemon) holds $(wc -w <<<"$progs") programs (name:verified instructions): $progs"
+    echo "lb0: $(ip -n vm-lb -d link show lb0 | grep -o 'prog/xdp[a-z]* id [0-9]*')"
 fi
 
 # ---- (c) pktgen ----------------------------------------------------------------------------
 step "(c) pktgen: $COUNT UDP frames, $FLOWS flows, cl0 -> $VIP:9"
-pg() { echo "$1" | in vm-cl tee "/proc/net/pktgen/$2" >/dev/null; }
-if [[ -n $daemon ]] && python3 "$HERE/helper.py" snapshot "$RUN" "$(date +%s)" "$RUN/before.json" &&
-    rx0=$(in vm-be cat /sys/class/net/tunl0/statistics/rx_packets); then
+pg() { echo "$1" | nsx vm-cl tee "/proc/net/pktgen/$2" >/dev/null; }
+if [[ -n $daemon ]] && python3 "$HERE/helper.py" snapshot "$RUN" "$(date +%s)" "$RUN/before.json" "$daemon" &&
+    rx0=$(nsx vm-be cat /sys/class/net/tunl0/statistics/rx_packets); then
     pg "rem_device_all" kpktgend_0 &&
         pg "add_device cl0" kpktgend_0 &&
-        for setting in "count $COUNT" "clone_skb 0" "burst 1" "pkt_size 60" "delay 0" \
+        # udp_src_max is exclusive: FLOWS source ports, FLOWS flows.
+        for setting in "count $COUNT" "clone_skb 0" "pkt_size 60" "delay 0" \
             "dst $VIP" "dst_mac $LB0_MAC" "src_min 10.96.0.2" "src_max 10.96.0.2" \
-            "udp_dst_min 9" "udp_dst_max 9" "udp_src_min 10000" "udp_src_max $((10000 + FLOWS - 1))"; do
+            "udp_dst_min 9" "udp_dst_max 9" "udp_src_min 10000" "udp_src_max $((10000 + FLOWS))"; do
             pg "$setting" cl0 || break
         done &&
         pg start pgctrl
-    in vm-cl cat /proc/net/pktgen/cl0 >"$OUT/pktgen.txt"
-    sent=$(grep -o 'pkts-sofar: [0-9]*' "$OUT/pktgen.txt" | awk '{print $2}')
-    errors=$(grep -o 'errors: [0-9]*' "$OUT/pktgen.txt" | awk '{print $2}')
+    nsx vm-cl cat /proc/net/pktgen/cl0 >"$OUT/pktgen.txt"
+    # "pkts-sofar: 10000  errors: 0" (frames the driver refused count as errors, not sent).
+    sent=$(sed -n 's/.*pkts-sofar: *\([0-9]*\) *errors: *\([0-9]*\).*/\1/p' "$OUT/pktgen.txt")
+    errors=$(sed -n 's/.*pkts-sofar: *\([0-9]*\) *errors: *\([0-9]*\).*/\2/p' "$OUT/pktgen.txt")
     grep -A1 '^Result' "$OUT/pktgen.txt"
     echo "pktgen: pkts-sofar ${sent:-?}, errors ${errors:-?} (frames veth refused before XDP)"
-    python3 "$HERE/helper.py" snapshot "$RUN" "$(($(date +%s) + 1))" "$RUN/after.json"
-    rx1=$(in vm-be cat /sys/class/net/tunl0/statistics/rx_packets)
+    python3 "$HERE/helper.py" snapshot "$RUN" "$(($(date +%s) + 1))" "$RUN/after.json" "$daemon"
+    rx1=$(nsx vm-be cat /sys/class/net/tunl0/statistics/rx_packets)
     result pktgen_errors "${errors:-?}"
     if python3 "$HERE/helper.py" reconcile "$RUN/before.json" "$RUN/after.json" "${sent:-0}" \
         $((rx1 - rx0)) pktgen-udp $FLOWS >"$RUN/reconcile.txt" && [[ ${sent:-0} == "$COUNT" ]]; then
@@ -220,22 +230,28 @@ fi
 # ---- (d) kernel ipip interop ---------------------------------------------------------------
 step "(d) interop: TCP to $VIP:80 through sluice (ipip), decapsulated by the backend's tunl0"
 if [[ -n $daemon ]]; then
-    in vm-be python3 "$HERE/helper.py" serve 0.0.0.0 80 >"$OUT/server.log" 2>&1 &
+    nsx vm-be python3 "$HERE/helper.py" serve 0.0.0.0 80 >"$OUT/server.log" 2>&1 &
     server=$!
     # Wait (bounded) for the listener.
     for _ in $(seq 50); do
-        in vm-be grep -q ':0050 00000000:0000 0A' /proc/net/tcp && break
+        nsx vm-be grep -q ':0050 00000000:0000 0A' /proc/net/tcp && break
         sleep 0.1
     done
-    if in vm-cl python3 "$HERE/helper.py" connect $VIP 80 20 3000 >"$OUT/interop.log" 2>&1; then
+    # 3000 bytes a connection: full-size segments (1500 bytes, 1520 encapsulated; lb1 and
+    # be0 have MTU 1600). The VIP is only reachable through sluice: the LB has no route to it.
+    rx0=$(nsx vm-be cat /sys/class/net/tunl0/statistics/rx_packets)
+    if nsx vm-cl python3 "$HERE/helper.py" connect $VIP 80 20 3000 >"$OUT/interop.log" 2>&1; then
         result interop ok
     else
         result interop FAILED
     fi
-    cat "$OUT/interop.log"
-    result interop_detail "$(head -n 1 "$OUT/interop.log")"
+    rx1=$(nsx vm-be cat /sys/class/net/tunl0/statistics/rx_packets)
     kill "$server" 2>/dev/null
-    result interop_tunl0_rx "$(in vm-be cat /sys/class/net/tunl0/statistics/rx_packets)"
+    wait "$server" 2>/dev/null
+    echo "$(head -n 1 "$OUT/interop.log"); tunl0 decapsulated $((rx1 - rx0)) packets"
+    tail -n +2 "$OUT/interop.log"
+    result interop_detail "$(head -n 1 "$OUT/interop.log")"
+    result interop_tunl0_rx "$((rx1 - rx0))"
 else
     result interop FAILED
     result interop_detail "no daemon"

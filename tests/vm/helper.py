@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Guest-side helpers of `cargo xtask vm-test` (run by tests/vm/guest.sh inside the guests).
 
-    helper.py snapshot STATE_DIR AFTER OUT wait for a status.json the daemon wrote after Unix
-                                           time AFTER, copy it to OUT
+    helper.py snapshot STATE_DIR AFTER OUT [PID]
+                                           wait for a status.json the daemon (PID) wrote after
+                                           Unix time AFTER, copy it to OUT
     helper.py reconcile BEFORE AFTER SENT BACKEND_RX VIP FLOWS
                                            pktgen's count against sluice's counters (two
                                            snapshots) and the backend's; key=value lines
+    helper.py progs PID                    the BPF programs process PID holds, as the kernel
+                                           reports them: "name:verified-insns" each
+    helper.py verifier LOG                 a program the kernel refused in LOG (aya's load
+                                           error), as "NAME: the verifier's message"
     helper.py serve ADDR PORT              TCP server: read a request line, answer
                                            "ok <bytes>\\n" and close (forever)
     helper.py connect ADDR PORT N SIZE     N TCP connections, each sends SIZE bytes and a
@@ -13,18 +18,33 @@
                                            completed, exits 1 unless all did
 """
 
+import ctypes
 import json
 import os
+import re
 import socket
+import struct
 import sys
 import time
 
 
-def snapshot(state_dir, after, out):
-    """Wait for a status.json the daemon wrote after Unix time `after`; copy it to `out`."""
+def alive(pid):
+    """Whether process `pid` runs (exists and is not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def snapshot(state_dir, after, out, pid=None):
+    """Wait for a status.json the daemon (process `pid`, if given) wrote after Unix time
+    `after`; copy it to `out`. Fails at once if the daemon has exited."""
     path = os.path.join(state_dir, "status.json")
-    deadline = time.time() + 30
+    deadline = time.time() + 120
     while True:
+        if pid is not None and not alive(pid):
+            sys.exit(f"the daemon (pid {pid}) exited")
         try:
             with open(path, encoding="utf-8") as f:
                 st = json.load(f)
@@ -81,6 +101,71 @@ def reconcile(before, after, sent, backend_rx, vip_name, flows):
     sys.exit(1 if failed else 0)
 
 
+SYS_BPF = 321  # x86_64
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_OBJ_GET_INFO_BY_FD = 15
+PROG_INFO_SIZE = 232  # struct bpf_prog_info (6.1 and later)
+
+
+def progs(pid):
+    """Names and verified instruction counts of the programs `pid` holds (its fdinfo
+    lists their ids; the bpf() syscall describes each)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ids = set()
+    fdinfo = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fdinfo):
+        try:
+            with open(os.path.join(fdinfo, fd), encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            pass
+    out = []
+    for prog_id in sorted(ids):
+        attr = ctypes.create_string_buffer(struct.pack("=III", prog_id, 0, 0), 128)
+        fd = libc.syscall(SYS_BPF, BPF_PROG_GET_FD_BY_ID, attr, 128)
+        if fd < 0:
+            out.append(f"id{prog_id}:?")
+            continue
+        info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+        attr = ctypes.create_string_buffer(
+            struct.pack("=IIQ", fd, PROG_INFO_SIZE, ctypes.addressof(info)), 128
+        )
+        rc = libc.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 128)
+        os.close(fd)
+        if rc < 0:
+            out.append(f"id{prog_id}:?")
+            continue
+        name = info.raw[64:80].split(b"\0", 1)[0].decode()
+        (verified,) = struct.unpack_from("=I", info.raw, 216)
+        out.append(f"{name}:{verified}")
+    print(" ".join(out))
+
+
+def verifier(log):
+    """The first program refused in `log` and the verifier's own message: the lines between
+    the last instruction of its log and its "verification time"/"processed" trailer."""
+    with open(log, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        m = re.search(r"program (\S+): the BPF_PROG_LOAD syscall returned ([^.]*)", line)
+        if not m:
+            continue
+        message = []
+        for rest in lines[i + 1 :]:
+            text = rest.strip()
+            if text.startswith(("verification time", "processed ")):
+                break
+            if re.match(r"\d+: \(", text) or text.startswith(";") or not text:
+                message = []
+            else:
+                message.append(text)
+        print(f"{m.group(1)}: {' / '.join(message) or m.group(2)}")
+        return
+
+
 def serve(addr, port):
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -121,7 +206,7 @@ def connect(addr, port, n, size):
                 errors.append(f"connection {i}: answer {answer!r}")
         except OSError as e:
             errors.append(f"connection {i}: {e}")
-    print(f"{ok} of {n} TCP connections completed ({size} bytes each way in)")
+    print(f"{ok} of {n} TCP connections completed ({size} bytes each, answered)")
     for e in errors[:5]:
         print(e)
     sys.exit(0 if ok == n else 1)
@@ -130,9 +215,13 @@ def connect(addr, port, n, size):
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "snapshot":
-        snapshot(args[0], int(args[1]), args[2])
+        snapshot(args[0], int(args[1]), args[2], int(args[3]) if len(args) > 3 else None)
     elif cmd == "reconcile":
         reconcile(args[0], args[1], int(args[2]), int(args[3]), args[4], int(args[5]))
+    elif cmd == "verifier":
+        verifier(args[0])
+    elif cmd == "progs":
+        progs(int(args[0]))
     elif cmd == "serve":
         serve(args[0], int(args[1]))
     elif cmd == "connect":

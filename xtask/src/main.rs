@@ -5,10 +5,12 @@
 //! - `fmt-check`: `cargo fmt --all -- --check`.
 //! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
 //! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run `sluice demo`.
+//! - `vm-test [--kernel 6.1|6.12|all]`: the checks in QEMU guests of other kernels (`vm/`).
 
 mod cmd;
 mod lint;
 mod setup;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -53,6 +55,11 @@ enum Task {
         #[arg(default_value_t = 600)]
         connections: u32,
     },
+    /// Boot each kernel of the matrix (Debian 12's 6.1 and 6.12) in QEMU and run, in each:
+    /// the packet fixtures, the DSR/IPIP smoke test, pktgen through the daemon with exact
+    /// counter reconciliation, and TCP to a backend decapsulating with the kernel's ipip
+    /// device. Prints a per-kernel summary (also `<target>/vm/summary.txt`).
+    VmTest(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
         Task::Clippy(args) => lint::clippy(&args),
         Task::FmtCheck => lint::fmt_check(),
         Task::Demo { connections } => demo(connections),
+        Task::VmTest(args) => vm::run(&args),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).
