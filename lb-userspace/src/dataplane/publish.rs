@@ -83,10 +83,12 @@ impl Dataplane {
 
         // A half that was live until the previous publish's flip may still be read by a
         // packet that fetched the old `VipMeta`: wait out the grace period before rewriting.
-        if let Some(t) = self.last_flip
-            && t.elapsed() < GRACE
-        {
-            std::thread::sleep(GRACE - t.elapsed());
+        if let Some(t) = self.last_flip {
+            // One reading of the clock: two could straddle GRACE and underflow.
+            let left = GRACE.saturating_sub(t.elapsed());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
         }
         let mut later = Deferred::default();
         let mut keep = std::collections::BTreeSet::new();
