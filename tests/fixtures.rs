@@ -19,8 +19,7 @@ use etherparse::{
     Ipv4Options, Ipv6FragmentHeader, Ipv6RawExtHeader,
 };
 use lb_common::{
-    Counters, FlowKey, FlowValue, MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, hash::flow_hash,
-    programs, reason,
+    Counters, FlowKey, MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, hash::flow_hash, programs, reason,
 };
 use lb_userspace::dataplane::{
     Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
@@ -107,6 +106,7 @@ fn vip(addr: &str, port: u16, proto: u8, mode: u8, backends: &[(&str, u32)]) -> 
             proto,
         },
         mode,
+        scheduler: lb_userspace::dataplane::Sched::Maglev,
         table_size: 1021,
         backends: backends
             .iter()
@@ -176,6 +176,8 @@ enum Target {
     Moved,
     /// This address.
     Backend(&'static str),
+    /// The one the live table gives the flow's source address (`source-hash`).
+    SourceTable,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +233,8 @@ enum Check {
     EditedOutOfTable,
     /// This flow was not sent to the backend the last `Publish::Edit` changed.
     AvoidsEdited,
+    /// The flow's connection-tracking state (`lb_common::FLOW_OPEN` / `FLOW_CLOSING`).
+    Tracked(u32),
 }
 
 struct Step {
@@ -258,6 +262,7 @@ struct Counted {
     packets: u64,
     bytes: u64,
     new_flows: u64,
+    closes: u64,
 }
 
 struct Case {
@@ -365,6 +370,25 @@ impl World {
             .live_table(&v.ident)
             .ok_or_else(|| anyhow::anyhow!("no table"))?;
         let id = table[(flow_hash(key, SEED) % v.table_size) as usize];
+        let rec = self
+            .dp
+            .layout()
+            .vip(&v.ident)
+            .ok_or_else(|| anyhow::anyhow!("no record"))?;
+        rec.backends
+            .iter()
+            .find(|(_, r)| r.id == id)
+            .map(|(a, _)| *a)
+            .ok_or_else(|| anyhow::anyhow!("table slot holds unknown id {id}"))
+    }
+
+    /// The backend the live table gives `key`'s source address.
+    fn source_pick(&self, v: &DesiredVip, key: &FlowKey) -> anyhow::Result<IpAddr> {
+        let table = self
+            .dp
+            .live_table(&v.ident)
+            .ok_or_else(|| anyhow::anyhow!("no table"))?;
+        let id = table[(lb_common::hash::source_hash(key, SEED) % v.table_size) as usize];
         let rec = self
             .dp
             .layout()
@@ -550,6 +574,7 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
                         now
                     }
                     Target::Backend(a) => ip(a),
+                    Target::SourceTable => w.source_pick(&v, &key)?,
                 };
                 assigned.insert(key, backend);
                 (XDP_TX, forwarded(spec, &v, backend))
@@ -592,16 +617,17 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
     }
     for (c, (vip0, be0)) in case.counters.iter().zip(&counters_before) {
         let (vip1, be1) = w.counters(c)?;
-        let want = (c.packets, c.bytes, c.new_flows);
+        let want = (c.packets, c.bytes, c.new_flows, c.closes);
         for (what, a, b) in [("VIP", vip1, vip0), ("backend", be1, be0)] {
             let got = (
                 a.packets - b.packets,
                 a.bytes - b.bytes,
                 a.new_flows - b.new_flows,
+                a.closes - b.closes,
             );
             if got != want {
                 anyhow::bail!(
-                    "{}: {what} counters of {} / {} moved (packets, bytes, new flows) {got:?}, want {want:?}",
+                    "{}: {what} counters of {} / {} moved (packets, bytes, opens, closes) {got:?}, want {want:?}",
                     case.name,
                     c.vip,
                     c.backend
@@ -637,13 +663,17 @@ fn check(
                     .vip(&v.ident)
                     .and_then(|r| r.backends.get(b))
                     .ok_or_else(|| anyhow::anyhow!("no slot"))?;
-            let want = FlowValue {
-                backend_id: rec.id,
-                generation: rec.generation,
-            };
+            let want = (rec.id, rec.generation);
             anyhow::ensure!(
-                entry == Some(want),
-                "flow entry {entry:?}, want {want:?} ({b})"
+                entry.map(|e| (e.backend_id, e.generation)) == Some(want),
+                "flow entry {entry:?}, want (id, generation) {want:?} ({b})"
+            );
+        }
+        Check::Tracked(state) => {
+            let got = entry.map(|e| e.state);
+            anyhow::ensure!(
+                got == Some(state),
+                "flow tracking state {got:?}, want {state} (0 open, 1 closing)"
             );
         }
         Check::Unpinned => anyhow::ensure!(entry.is_none(), "flow entry {entry:?}, want none"),
@@ -760,6 +790,8 @@ fn cases() -> Vec<Case> {
         reachability(),
         decap(),
         counters(),
+        tracking(),
+        schedulers(),
     ]
     .into_iter()
     .flatten()
@@ -1727,6 +1759,7 @@ fn counters() -> Vec<Case> {
                 packets: 3,
                 bytes: len(&syn) + len(&data) + len(&rst),
                 new_flows: 1,
+                closes: 0,
             },
             Counted {
                 vip: udp4,
@@ -1734,6 +1767,7 @@ fn counters() -> Vec<Case> {
                 packets: 2,
                 bytes: 2 * len(&dns),
                 new_flows: 1,
+                closes: 0,
             },
             Counted {
                 vip: tcp6,
@@ -1741,9 +1775,134 @@ fn counters() -> Vec<Case> {
                 packets: 1,
                 bytes: len(&syn6),
                 new_flows: 1,
+                closes: 0,
             },
         ],
     }]
+}
+
+/// Connection tracking: opens and closes counted once per connection, the flow kept
+/// through its close, a reused 5-tuple reopened.
+fn tracking() -> Vec<Case> {
+    let [a, ..] = BACKENDS4;
+    let vip_a = VipIdent {
+        address: ip(VIP4),
+        port: 7000,
+        proto: PROTO_TCP,
+    };
+    let s = base_plus(vec![vip(VIP4, 7000, PROTO_TCP, MODE_DSR, &even(&[a]))]);
+    let f = |flags| Spec::tcp(CLIENT4, 43000, VIP4, 7000, flags);
+    let to_a = |spec: Spec| lb(spec, Expect::Tx(Target::Backend(a)), reason::FWD_TX);
+    let (syn, ack, fin, rst) = (f(SYN), f(ACK), f(FIN | ACK), f(RST | ACK));
+    let len = |s: &Spec| s.build().len() as u64;
+    let fin_first = Spec::tcp(CLIENT4, 43001, VIP4, 7000, FIN | ACK);
+    vec![Case {
+        name: "tracking: FIN/RST close once, the flow keeps its backend, SYN reopens",
+        steps: vec![
+            with(s, to_a(syn.clone())).check(Check::Tracked(lb_common::FLOW_OPEN)),
+            to_a(ack.clone()).check(Check::Tracked(lb_common::FLOW_OPEN)),
+            to_a(fin.clone()).check(Check::Tracked(lb_common::FLOW_CLOSING)),
+            // A retransmitted FIN and the last ACK: still its backend, no second close.
+            to_a(fin.clone()).check(Check::Tracked(lb_common::FLOW_CLOSING)),
+            to_a(ack.clone()).check(Check::Pinned),
+            // The client reuses the 5-tuple: a new connection.
+            to_a(syn.clone()).check(Check::Tracked(lb_common::FLOW_OPEN)),
+            to_a(rst.clone()).check(Check::Tracked(lb_common::FLOW_CLOSING)),
+            // A flow first seen closing (the LB restarted mid-close) opens and closes.
+            to_a(fin_first.clone()).check(Check::Tracked(lb_common::FLOW_CLOSING)),
+        ],
+        counters: vec![Counted {
+            vip: vip_a,
+            backend: a,
+            packets: 8,
+            bytes: 2 * len(&syn) + 2 * len(&ack) + 2 * len(&fin) + len(&rst) + len(&fin_first),
+            new_flows: 3,
+            closes: 3,
+        }],
+    }]
+}
+
+/// rr, wrr and lc follow their sequences (one step per new flow, never per packet);
+/// source-hash keeps a client on one backend.
+fn schedulers() -> Vec<Case> {
+    use lb_userspace::dataplane::Sched;
+    let [a, b, c, _] = BACKENDS4;
+    let sched = |port: u16, s: Sched, backends: &[(&str, u32)]| {
+        let mut v = vip(VIP4, port, PROTO_TCP, MODE_DSR, backends);
+        v.scheduler = s;
+        v
+    };
+    let syn = |sport: u16, port: u16| Spec::tcp(CLIENT4, sport, VIP4, port, SYN);
+    let to = |x: &'static str, spec: Spec| lb(spec, Expect::Tx(Target::Backend(x)), reason::FWD_TX);
+    let same = |spec: Spec| lb(spec, Expect::Tx(Target::Same), reason::FWD_TX);
+
+    let rr = base_plus(vec![sched(7100, Sched::RoundRobin, &even(&[a, b, c]))]);
+    let wrr = base_plus(vec![sched(
+        7200,
+        Sched::WeightedRoundRobin,
+        &[(a, 5), (b, 1), (c, 1)],
+    )]);
+    let lc = base_plus(vec![sched(7300, Sched::LeastConn, &even(&[a, b]))]);
+    let sh = base_plus(vec![sched(7400, Sched::SourceHash, &even(&[a, b, c]))]);
+    let mut cases = vec![
+        case(
+            "rr: new flows rotate over the backends, packets of a flow stay",
+            vec![
+                with(rr, to(a, syn(44001, 7100))),
+                to(b, syn(44002, 7100)),
+                same(Spec::tcp(CLIENT4, 44001, VIP4, 7100, ACK)),
+                to(c, syn(44003, 7100)),
+                to(a, syn(44004, 7100)),
+                same(Spec::tcp(CLIENT4, 44002, VIP4, 7100, ACK)),
+                to(b, syn(44005, 7100)),
+            ],
+        ),
+        // nginx's order for 5:1:1.
+        case(
+            "wrr: smooth weighted order a a b a c a a",
+            [a, a, b, a, c, a, a, a]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let step = to(x, syn(45000 + i as u16, 7200));
+                    if i == 0 {
+                        with(wrr.clone(), step)
+                    } else {
+                        step
+                    }
+                })
+                .collect(),
+        ),
+        // Three flows a, b, a; the plan is then recomputed from the kernel's counts
+        // (a: 2, b: 1): the next new flow goes to b, then they alternate.
+        case(
+            "lc: the plan follows the active connections",
+            vec![
+                with(lc.clone(), to(a, syn(46001, 7300))),
+                to(b, syn(46002, 7300)),
+                to(a, syn(46003, 7300)),
+                with(lc.clone(), to(b, syn(46004, 7300))),
+                to(a, syn(46005, 7300)),
+                // b's connection closes: b has fewest now.
+                to(b, Spec::tcp(CLIENT4, 46002, VIP4, 7300, FIN | ACK)),
+                with(lc, to(b, syn(46006, 7300))),
+            ],
+        ),
+    ];
+    cases.push(case(
+        "source-hash: every flow of a client on the backend its address hashes to",
+        (0..6)
+            .map(|i| {
+                let step = lb(
+                    syn(47000 + i, 7400),
+                    Expect::Tx(Target::SourceTable),
+                    reason::FWD_TX,
+                );
+                if i == 0 { with(sh.clone(), step) } else { step }
+            })
+            .collect(),
+    ));
+    cases
 }
 
 #[test]

@@ -104,6 +104,7 @@ fn desired(mode: u8, mac: Option<[u8; 6]>) -> Desired {
             proto,
         },
         mode,
+        scheduler: lb_userspace::dataplane::Sched::Maglev,
         table_size: 251,
         backends: vec![DesiredBackend {
             address: BACKEND.parse().expect("be"),

@@ -82,6 +82,7 @@ fn set(backends: &[u8]) -> Desired {
                 proto: PROTO_TCP,
             },
             mode: MODE_DSR,
+            scheduler: lb_userspace::dataplane::Sched::Maglev,
             table_size: 4093,
             backends: backends
                 .iter()

@@ -55,6 +55,23 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     finish(h, 40)
 }
 
+/// Hash of the flow's source address only (the `source-hash` scheduler): every flow of one
+/// client lands on the same table slot.
+#[inline(always)]
+pub fn source_hash(key: &FlowKey, seed: u32) -> u32 {
+    let mut h = seed ^ 0x5eed_5a17;
+    if key.family == crate::FAMILY_V6 {
+        let mut i = 0;
+        while i < 16 {
+            h = mix(h, word(&key.src, i));
+            i += 4;
+        }
+    } else {
+        h = mix(h, word(&key.src, 0));
+    }
+    finish(h, 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +94,19 @@ mod tests {
         let k = key([192, 0, 2, 1], 40000);
         assert_eq!(flow_hash(&k, 1), flow_hash(&k, 1));
         assert_ne!(flow_hash(&k, 1), flow_hash(&k, 2));
+    }
+
+    #[test]
+    fn source_hash_ignores_ports_and_destination() {
+        let a = key([192, 0, 2, 1], 40000);
+        let mut b = key([192, 0, 2, 1], 40001);
+        b.dst[3] = 9;
+        assert_eq!(source_hash(&a, 3), source_hash(&b, 3));
+        assert_ne!(
+            source_hash(&a, 3),
+            source_hash(&key([192, 0, 2, 2], 40000), 3)
+        );
+        assert_ne!(source_hash(&a, 3), source_hash(&a, 4));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod names {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    pub const CURSORS: &str = "CURSORS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -59,8 +60,28 @@ pub const PROTO_UDP: u8 = 17;
 pub const MODE_DSR: u8 = 1;
 pub const MODE_IPIP: u8 = 2;
 
-/// Schedulers (`VipMeta::scheduler`).
+/// How the kernel picks a new flow's backend (`VipMeta::scheduler`). The six schedulers a
+/// VIP can name reduce to three kernel mechanisms; the daemon writes the table each reads.
+///
+/// `maglev`: table slot `flow_hash % table_size` (a Maglev table).
 pub const SCHED_MAGLEV: u8 = 0;
+/// `rr`, `wrr`, `lc`, `wlc`: the table is a sequence of backend ids of length `table_size`,
+/// walked one step per new flow by the VIP's shared cursor (`CURSORS`). The daemon writes
+/// the round-robin order (rr), the smooth weighted order (wrr), or the least-connection
+/// order computed from the kernel's open/close counters (lc, wlc).
+pub const SCHED_SEQUENCE: u8 = 1;
+/// `source-hash`: table slot `source_hash % table_size` (a Maglev table indexed by the
+/// client address only, so one client's flows share a backend).
+pub const SCHED_SOURCE_HASH: u8 = 2;
+
+/// `FlowValue::state`: the connection is open (counted as active).
+pub const FLOW_OPEN: u32 = 0;
+/// `FlowValue::state`: a FIN or RST was seen from the client. The flow keeps its backend
+/// (the rest of the close still has to reach it) but no longer counts as active.
+pub const FLOW_CLOSING: u32 = 1;
+/// `FlowValue::last_seen` is `CLOCK_MONOTONIC` (coarse) nanoseconds shifted right by this:
+/// ticks of 1.07 s, so the kernel rewrites it at most about once a second per flow.
+pub const FLOW_TIME_SHIFT: u32 = 30;
 
 /// `Backend::flags`: the backend may carry flows (present and not down). A flow whose
 /// backend lacks this flag is reassigned on its next packet.
@@ -127,12 +148,17 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of the `FLOWS` map.
+/// Value of the `FLOWS` map: where the flow goes, and what connection tracking knows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
     pub backend_id: u32,
     pub generation: u32,
+    /// When the last packet was seen, in `FLOW_TIME_SHIFT` ticks of `CLOCK_MONOTONIC`
+    /// (coarse). The daemon expires idle flows from it.
+    pub last_seen: u32,
+    /// `FLOW_OPEN` or `FLOW_CLOSING`.
+    pub state: u32,
 }
 
 /// Global settings (`CONFIG` array, one entry).
@@ -149,21 +175,24 @@ pub struct GlobalConfig {
     pub _pad: u32,
 }
 
-/// Per-CPU traffic counters, per VIP and per backend.
+/// Per-CPU traffic counters, per VIP and per backend. `new_flows` and `closes` are the
+/// kernel's connection tracking: a flow opens when it is inserted (or a SYN reopens a
+/// closing flow) and closes when the client's first FIN or RST is seen. The daemon derives
+/// active connections from them (and expires idle flows itself).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
-    pub _reserved: u64,
+    pub closes: u64,
 }
 
 const _: () = assert!(size_of::<VipKey>() == 20);
 const _: () = assert!(size_of::<VipMeta>() == 16);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
-const _: () = assert!(size_of::<FlowValue>() == 8);
+const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 32);
 const _: () = assert!(size_of::<Counters>() == 32);
 

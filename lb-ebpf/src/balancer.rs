@@ -53,22 +53,25 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
     let seed = CONFIG.get(0).map_or(0, |c| c.hash_seed);
     let hash = flow_hash(&pkt.key, seed);
-    let (id, backend, new_flow) = match flow::lookup(&pkt.key, vip.vip_id) {
-        Some((id, b)) => (id, b, false),
+    let (id, backend, track) = match flow::lookup(&pkt.key, vip.vip_id, pkt.tcp_flags) {
+        Some(hit) => (hit.0, hit.1, Some(hit.2)),
         None => {
-            let (id, b) = select::maglev(vip, hash).ok_or(reason::DROP_NO_BACKEND)?;
-            (id, b, true)
+            let (id, b) = select::pick(vip, &pkt.key, hash, seed).ok_or(reason::DROP_NO_BACKEND)?;
+            (id, b, None)
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let verdict = forward::forward(ctx, &pkt, vip.mode, backend, hash)?;
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.
-    let opened = new_flow && pkt.tcp_flags & TCP_RST == 0;
-    if opened {
-        flow::insert(&pkt.key, id, backend.generation);
-    }
-    stats::forwarded(vip.vip_id, id, bytes, opened);
+    let track = match track {
+        Some(t) => t,
+        None if pkt.tcp_flags & TCP_RST == 0 => {
+            flow::insert(&pkt.key, id, backend.generation, pkt.tcp_flags)
+        }
+        None => flow::Track::Same,
+    };
+    stats::forwarded(vip.vip_id, id, bytes, track);
     match verdict {
         Verdict::Tx => {
             stats::reason(reason::FWD_TX);

@@ -1,8 +1,37 @@
-//! The flow table: a connection keeps its backend for as long as that backend serves.
+//! The flow table and connection tracking: a connection keeps its backend for as long as
+//! that backend serves; the kernel counts opens (insert, or a SYN on a closing flow) and
+//! closes (the client's first FIN or RST), and stamps the last time a flow was seen so
+//! the daemon can expire idle ones.
 
-use lb_common::{BACKEND_F_SERVING, Backend, FlowKey, FlowValue};
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use lb_common::{
+    BACKEND_F_SERVING, Backend, FLOW_CLOSING, FLOW_OPEN, FLOW_TIME_SHIFT, FlowKey, FlowValue,
+};
 
-use crate::maps::{BACKENDS, FLOWS};
+use crate::{
+    maps::{BACKENDS, FLOWS},
+    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// What one packet did to its connection's tracking state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Nothing that changes the active count.
+    Same,
+    /// The connection opened (new flow, or a SYN reusing a closing flow's 5-tuple).
+    Opened,
+    /// The first FIN/RST of an open connection.
+    Closed,
+    /// A new flow whose very first packet is a FIN (opened and closed at once).
+    OpenedClosed,
+}
+
+/// Now, in `FLOW_TIME_SHIFT` ticks of the coarse monotonic clock.
+#[inline(always)]
+pub fn now_ticks() -> u32 {
+    // SAFETY: a helper call without arguments.
+    (unsafe { bpf_ktime_get_coarse_ns() } >> FLOW_TIME_SHIFT) as u32
+}
 
 /// The backend slot `id`, if it still serves `vip_id` under `generation`.
 #[inline(always)]
@@ -12,24 +41,62 @@ pub fn serving_backend(id: u32, generation: u32, vip_id: u32) -> Option<&'static
         .then_some(b)
 }
 
-/// The backend this flow is pinned to, if that backend still serves. A flow whose backend
-/// was removed, reused or marked down yields `None` and is reassigned by the caller.
+/// The backend this flow is pinned to, if that backend still serves, and the tracking
+/// update of this packet (applied to the entry in place). A flow whose backend was
+/// removed, reused or marked down yields `None` and is reassigned (and reopened) by the
+/// caller.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, vip_id: u32) -> Option<(u32, &'static Backend)> {
-    // SAFETY: LRU hash values are only written by `insert` below (whole 8-byte value).
-    let v = unsafe { FLOWS.get(key) }?;
-    let (id, generation) = (v.backend_id, v.generation);
-    serving_backend(id, generation, vip_id).map(|b| (id, b))
+pub fn lookup(key: &FlowKey, vip_id: u32, tcp_flags: u8) -> Option<(u32, &'static Backend, Track)> {
+    let v = FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a pointer to a live LRU value. Only this program writes values in place (one
+    // 32-bit field at a time, each write whole), the daemon only reads or deletes them.
+    let (id, generation, state, seen) =
+        unsafe { ((*v).backend_id, (*v).generation, (*v).state, (*v).last_seen) };
+    let Some(b) = serving_backend(id, generation, vip_id) else {
+        // The flow moves: its connection ends on the old backend (and opens on the new
+        // one when the caller inserts it again).
+        if state == FLOW_OPEN {
+            crate::stats::closed(vip_id, id);
+        }
+        return None;
+    };
+    let now = now_ticks();
+    let mut track = Track::Same;
+    if state == FLOW_OPEN && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        track = Track::Closed;
+        // SAFETY: as above.
+        unsafe { (*v).state = FLOW_CLOSING };
+    } else if state == FLOW_CLOSING && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
+        // The client reuses the 5-tuple for a new connection (after TIME_WAIT).
+        track = Track::Opened;
+        // SAFETY: as above.
+        unsafe { (*v).state = FLOW_OPEN };
+    }
+    if seen != now {
+        // SAFETY: as above. Written at most once a tick, so established flows do not
+        // dirty their entry on every packet.
+        unsafe { (*v).last_seen = now };
+    }
+    Some((id, b, track))
 }
 
-/// Pin the flow to `backend_id`. A full table evicts its least recently used entry.
+/// Pin a new flow to `backend_id`; what it means for the active count. A full table
+/// evicts its least recently used entry.
 #[inline(always)]
-pub fn insert(key: &FlowKey, backend_id: u32, generation: u32) {
+pub fn insert(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) -> Track {
+    let closing = tcp_flags & TCP_FIN != 0;
     let v = FlowValue {
         backend_id,
         generation,
+        last_seen: now_ticks(),
+        state: if closing { FLOW_CLOSING } else { FLOW_OPEN },
     };
     // A failed insert (out of memory) only costs the flow its stickiness until the next
     // packet; there is nothing better to do with the error on the fast path.
     let _ = FLOWS.insert(key, v, 0);
+    if closing {
+        Track::OpenedClosed
+    } else {
+        Track::Opened
+    }
 }

@@ -6,6 +6,7 @@
 //! flow, `forward` rewrites the frame (DSR or IPIP), `stats` counts, `balancer` and `decap`
 //! tie them together.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod balancer;
 pub mod bench;

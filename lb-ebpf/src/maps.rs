@@ -36,6 +36,12 @@ pub static TABLES: Array<u32> = Array::with_max_entries(DEFAULT_TABLE_SLOTS, BPF
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, BPF_F_NO_COMMON_LRU);
 
+/// Per-VIP cursor of the sequence schedulers (`SCHED_SEQUENCE`), indexed by `vip_id`: one
+/// shared counter (not per CPU), stepped atomically, so rr/wrr/lc keep their order across
+/// CPUs. The daemon resets it when it writes a new sequence.
+#[map]
+pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_VIPS, 0);
+
 /// Global settings, one entry.
 #[map]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);

@@ -2,7 +2,10 @@
 
 use lb_common::Counters;
 
-use crate::maps::{BACKEND_STATS, REASONS, VIP_STATS};
+use crate::{
+    flow::Track,
+    maps::{BACKEND_STATS, REASONS, VIP_STATS},
+};
 
 /// Count one packet for `reason`.
 #[inline(always)]
@@ -14,22 +17,45 @@ pub fn reason(code: u32) {
 }
 
 #[inline(always)]
-fn add(c: Option<*mut Counters>, bytes: u64, new_flow: bool) {
+fn add(c: Option<*mut Counters>, bytes: u64, track: Track) {
     if let Some(c) = c {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
-            if new_flow {
-                (*c).new_flows += 1;
+            match track {
+                Track::Same => {}
+                Track::Opened => (*c).new_flows += 1,
+                Track::Closed => (*c).closes += 1,
+                Track::OpenedClosed => {
+                    (*c).new_flows += 1;
+                    (*c).closes += 1;
+                }
             }
         }
     }
 }
 
-/// Count one forwarded packet for its VIP and backend.
+/// Count one forwarded packet, and what it did to its connection, for its VIP and
+/// backend.
 #[inline(always)]
-pub fn forwarded(vip_id: u32, backend_id: u32, bytes: u64, new_flow: bool) {
-    add(VIP_STATS.get_ptr_mut(vip_id), bytes, new_flow);
-    add(BACKEND_STATS.get_ptr_mut(backend_id), bytes, new_flow);
+pub fn forwarded(vip_id: u32, backend_id: u32, bytes: u64, track: Track) {
+    add(VIP_STATS.get_ptr_mut(vip_id), bytes, track);
+    add(BACKEND_STATS.get_ptr_mut(backend_id), bytes, track);
+}
+
+/// A flow left its backend without a FIN/RST (the backend went away): one close for the
+/// old backend and the VIP, no packet.
+#[inline(always)]
+pub fn closed(vip_id: u32, backend_id: u32) {
+    for c in [
+        VIP_STATS.get_ptr_mut(vip_id),
+        BACKEND_STATS.get_ptr_mut(backend_id),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { (*c).closes += 1 };
+    }
 }

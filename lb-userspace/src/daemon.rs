@@ -15,9 +15,9 @@ use tracing::{info, warn};
 use crate::{
     api::{self, Request, Response, server::ApiCall},
     config::{CheckKind, Config, XdpMode},
-    dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, iface, neigh},
+    dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, conntrack, iface, neigh},
     health::{self, Health, PathProber},
-    lookup, metrics, plan,
+    lifecycle, lookup, metrics, plan,
     state::{self, State},
 };
 
@@ -26,6 +26,8 @@ use crate::{
 const NEIGH_REFRESH: Duration = Duration::from_secs(20);
 /// How often the status file (with counters) is rewritten.
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
+/// How often drains are checked and slow starts stepped.
+const LIFECYCLE_TICK: Duration = Duration::from_millis(200);
 
 fn lock(dp: &Mutex<Dataplane>) -> anyhow::Result<std::sync::MutexGuard<'_, Dataplane>> {
     dp.lock()
@@ -165,6 +167,13 @@ pub async fn serve(
         None => None,
     };
     let dir = state.config.daemon.state_dir.clone();
+    let sweeper = spawn_sweeper(&dp, &state.config.daemon)?;
+    let mut lc_tick = tokio::time::interval(Duration::from_millis(u64::from(
+        state.config.daemon.least_conn_refresh_ms,
+    )));
+    lc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut life_tick = tokio::time::interval(LIFECYCLE_TICK);
+    let mut was_ramping = state.ramping();
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
     let mut fib_backends = neigh::fib_backends(&state.desired());
@@ -212,6 +221,47 @@ pub async fn serve(
                 }
                 let _ = reply.send(outcome);
             }
+            _ = lc_tick.tick() => {
+                let mut dp = lock(&dp)?;
+                if let Err(err) = dp.refresh_least_conn() {
+                    warn!(error = %err, "refreshing the least-connection plans failed");
+                }
+            }
+            _ = life_tick.tick() => {
+                // Slow start: republish while weights ramp (unchanged VIPs are skipped).
+                let ramping = state.ramping();
+                if ramping || was_ramping {
+                    let mut dp = lock(&dp)?;
+                    if let Err(err) = dp.publish(&state.desired()) {
+                        warn!(error = %err, "publishing a slow-start step failed");
+                    }
+                }
+                was_ramping = ramping;
+                let done = {
+                    let dp = lock(&dp)?;
+                    lifecycle::check(&mut state, std::time::Instant::now(), |vip, addr| {
+                        let id = dp.layout().backend_id(&vip, addr)?;
+                        dp.active(id).ok()
+                    })
+                };
+                for d in &done {
+                    if d.left == 0 {
+                        info!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, remove = d.remove, "backend drained: no active connections left");
+                    } else {
+                        warn!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, left = d.left, remove = d.remove, "drain deadline passed with connections left (they move or reset when it is removed)");
+                    }
+                }
+                if let Some(next) = lifecycle::without_removed(&state.config, &done) {
+                    match commit(&mut state, &dp, next) {
+                        Ok(what) => {
+                            info!(edit = %what, "drained backends removed");
+                            checkers.restart(&state);
+                            fib_backends = neigh::fib_backends(&state.desired());
+                        }
+                        Err(why) => warn!(reason = %why, "removing drained backends failed; they stay drained"),
+                    }
+                }
+            }
             _ = neigh_tick.tick() => neigh::prime(&fib_backends),
             _ = status_tick.tick() => {
                 let dp = lock(&dp)?;
@@ -224,6 +274,7 @@ pub async fn serve(
         }
     }
     drop(checkers);
+    sweeper.stop();
     api_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -374,21 +425,98 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
                     "[daemon] settings cannot change while running (restart the daemon)".to_owned(),
                 );
             }
-            let next = state.with_config(*config);
-            let mut dp = dp
-                .lock()
-                .map_err(|_| "data plane lock poisoned".to_owned())?;
-            let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
-            *state = next;
-            state.version += 1;
-            persist(state);
-            Ok(format!(
-                "{} VIPs added, {} removed; {} backends added, {} removed",
-                report.vips_added,
-                report.vips_removed,
-                report.backends_added,
-                report.backends_removed
-            ))
+            commit(state, dp, *config)
         }
     }
+}
+
+/// Make `config` the running configuration: publish, then (only if that worked) take it,
+/// bump the version and persist it.
+fn commit(state: &mut State, dp: &Mutex<Dataplane>, config: Config) -> Result<String, String> {
+    let next = state.with_config(config);
+    let mut dp = dp
+        .lock()
+        .map_err(|_| "data plane lock poisoned".to_owned())?;
+    let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
+    *state = next;
+    state.version += 1;
+    persist(state);
+    Ok(format!(
+        "{} VIPs added, {} removed; {} backends added, {} removed",
+        report.vips_added, report.vips_removed, report.backends_added, report.backends_removed
+    ))
+}
+
+/// The connection-tracking sweeper: a thread that walks the flow table every
+/// `daemon.conntrack_sweep_ms` on its own map handles (the data plane stays free), then
+/// hands the exact counts to the data plane as the new base of the active figures.
+struct SweeperTask {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SweeperTask {
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn_sweeper(
+    dp: &Arc<Mutex<Dataplane>>,
+    d: &crate::config::DaemonConfig,
+) -> anyhow::Result<SweeperTask> {
+    let timeouts = conntrack::Timeouts {
+        tcp_idle: Duration::from_millis(u64::from(d.tcp_idle_timeout_ms)),
+        tcp_fin: Duration::from_millis(u64::from(d.tcp_fin_timeout_ms)),
+        udp_idle: Duration::from_millis(u64::from(d.udp_idle_timeout_ms)),
+    };
+    let mut sweeper = lock(dp)?.sweeper(timeouts)?;
+    let period = Duration::from_millis(u64::from(d.conntrack_sweep_ms));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dp, flag) = (Arc::clone(dp), Arc::clone(&stop));
+    let thread = std::thread::Builder::new()
+        .name("sluice-conntrack".to_owned())
+        .spawn(move || {
+            let mut next = std::time::Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if std::time::Instant::now() >= next {
+                    next += period;
+                    let ids: Vec<u32> = match dp.lock() {
+                        Ok(dp) => dp
+                            .layout()
+                            .vips()
+                            .flat_map(|(_, r)| r.backends.values().map(|b| b.id))
+                            .collect(),
+                        Err(_) => return,
+                    };
+                    match sweeper.sweep(&ids) {
+                        Ok(s) => {
+                            if s.expired + s.reaped > 0 {
+                                info!(
+                                    expired = s.expired,
+                                    reaped = s.reaped,
+                                    scanned = s.scanned,
+                                    took_us = s.took.as_micros() as u64,
+                                    "conntrack sweep removed idle flows"
+                                );
+                            }
+                            match dp.lock() {
+                                Ok(mut dp) => dp.rebase_conntrack(&s),
+                                Err(_) => return,
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "conntrack sweep failed"),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .context("starting the conntrack sweeper thread")?;
+    Ok(SweeperTask {
+        stop,
+        thread: Some(thread),
+    })
 }

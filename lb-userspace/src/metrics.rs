@@ -42,6 +42,16 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// Every lifecycle state a backend can be in (`state::State::lifecycle`, plus weight 0).
+const LIFECYCLE: [&str; 6] = [
+    "active",
+    "slow-start",
+    "quiesced",
+    "draining",
+    "drained",
+    "down",
+];
+
 /// The exposition text for a status snapshot.
 pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
     let mut r = Registry::with_prefix("sluice");
@@ -55,6 +65,11 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
     let be_weight = Family::<BackendLabels, Gauge>::default();
     let be_transitions = Family::<BackendLabels, Counter>::default();
     let be_state = Family::<StateLabels, Gauge>::default();
+    let vip_active = Family::<VipLabels, Gauge>::default();
+    let vip_closes = Family::<VipLabels, Counter>::default();
+    let be_active = Family::<BackendLabels, Gauge>::default();
+    let be_closes = Family::<BackendLabels, Counter>::default();
+    let be_eff = Family::<BackendLabels, Gauge>::default();
     let reasons = Family::<ReasonLabels, Counter>::default();
     for v in &status.vips {
         let l = VipLabels {
@@ -64,6 +79,12 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
         vip_packets.get_or_create(&l).inc_by(v.packets);
         vip_bytes.get_or_create(&l).inc_by(v.bytes);
         vip_new.get_or_create(&l).inc_by(v.new_flows);
+        vip_active
+            .get_or_create(&l)
+            .set(i64::try_from(v.active).unwrap_or(i64::MAX));
+        vip_closes
+            .get_or_create(&l)
+            .inc_by(v.backends.iter().map(|b| b.closes).sum());
         for b in &v.backends {
             let l = BackendLabels {
                 vip: v.vip.clone(),
@@ -77,12 +98,17 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
                 .set(i64::from(b.health == Health::Up));
             be_weight.get_or_create(&l).set(i64::from(b.weight));
             be_transitions.get_or_create(&l).inc_by(b.transitions);
-            let state = match (b.health, b.weight) {
-                (Health::Down, _) => "down",
-                (Health::Up, 0) => "quiesced",
-                (Health::Up, _) => "active",
+            be_active
+                .get_or_create(&l)
+                .set(i64::try_from(b.active).unwrap_or(i64::MAX));
+            be_closes.get_or_create(&l).inc_by(b.closes);
+            be_eff.get_or_create(&l).set(i64::from(b.effective_weight));
+            let state = match b.lifecycle.as_str() {
+                "active" if b.weight == 0 => "quiesced",
+                "" => "active",
+                s => s,
             };
-            for s in ["active", "quiesced", "down"] {
+            for s in LIFECYCLE {
                 let l = StateLabels {
                     vip: v.vip.clone(),
                     backend: b.address.to_string(),
@@ -116,6 +142,31 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
     );
     r.register("backend_weight", "Configured weight", be_weight);
     r.register(
+        "backend_effective_weight",
+        "Weight in the table now (0 while draining, ramping in slow start)",
+        be_eff,
+    );
+    r.register(
+        "vip_active_flows",
+        "Open connections to a VIP (kernel connection tracking)",
+        vip_active,
+    );
+    r.register(
+        "vip_closes",
+        "Connections to a VIP closed (FIN/RST seen or moved)",
+        vip_closes,
+    );
+    r.register(
+        "backend_active_flows",
+        "Open connections on a backend (kernel connection tracking)",
+        be_active,
+    );
+    r.register(
+        "backend_closes",
+        "Connections on a backend closed (FIN/RST seen or moved)",
+        be_closes,
+    );
+    r.register(
         "backend_health_transitions",
         "Up/down transitions",
         be_transitions,
@@ -137,8 +188,15 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
     tables.inc_by(tables_built);
     r.register(
         "table_rebuilds",
-        "Maglev tables built and published",
+        "Lookup tables built and published (Maglev tables and scheduler sequences)",
         tables,
+    );
+    let expired = Counter::<u64>::default();
+    expired.inc_by(status.conntrack.expired);
+    r.register(
+        "conntrack_expired",
+        "Open flows expired for idleness by the conntrack sweep",
+        expired,
     );
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
@@ -188,13 +246,19 @@ mod tests {
                 name: "web".into(),
                 vip: "10.0.0.1:80/tcp".into(),
                 forwarding: "dsr".into(),
+                scheduler: "wlc".into(),
                 check: "tcp".into(),
                 packets: 10,
                 bytes: 1000,
                 new_flows: 2,
+                active: 1,
                 backends: vec![BackendStatus {
                     address: "10.0.1.1".parse().unwrap(),
                     weight: 3,
+                    effective_weight: 0,
+                    lifecycle: "down".into(),
+                    active: 1,
+                    closes: 1,
                     health: Health::Down,
                     since: 0,
                     reason: String::new(),
@@ -206,12 +270,16 @@ mod tests {
                 }],
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
+            conntrack: crate::state::ConntrackStatus::default(),
         };
         let text = render(&status, 4, 7);
         for line in [
             r#"sluice_vip_packets_total{vip="10.0.0.1:80/tcp",name="web"} 10"#,
             r#"sluice_backend_up{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0"#,
             r#"sluice_backend_state{vip="10.0.0.1:80/tcp",backend="10.0.1.1",state="down"} 1"#,
+            r#"sluice_backend_state{vip="10.0.0.1:80/tcp",backend="10.0.1.1",state="draining"} 0"#,
+            r#"sluice_backend_active_flows{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 1"#,
+            r#"sluice_vip_active_flows{vip="10.0.0.1:80/tcp",name="web"} 1"#,
             r#"sluice_packets_total{reason="fwd_tx"} 10"#,
             "sluice_edits_total 4",
             "sluice_table_rebuilds_total 7",

@@ -32,8 +32,12 @@ pub struct VipPlan {
     pub name: String,
     pub vip: String,
     pub change: Change,
-    /// Share of table slots whose backend changes (0..=1).
+    /// Share of table slots whose backend changes (0..=1); hashing schedulers only.
     pub slots_moved: f64,
+    /// The VIP's scheduler hashes flows to slots (maglev, source-hash): `slots_moved` says
+    /// how many future flows land elsewhere. Otherwise new flows follow a sequence.
+    #[serde(default)]
+    pub hashed: bool,
     pub added: Vec<IpAddr>,
     pub removed: Vec<IpAddr>,
     /// Live flows on the removed backends.
@@ -68,7 +72,22 @@ fn table(
             }
         })
         .collect();
-    let t = maglev::build(&entries, v.table_size, seed).unwrap_or_default();
+    let t = match v.scheduler.order() {
+        None => maglev::build(&entries, v.table_size, seed).unwrap_or_default(),
+        // Sequence schedulers: the long-run shares (least-connection plans depend on live
+        // counts; with equal counts they share like their weights).
+        Some(order) => {
+            let members: Vec<crate::sched::Member> = entries
+                .iter()
+                .map(|e| crate::sched::Member {
+                    id: e.id,
+                    weight: e.weight,
+                    active: 0,
+                })
+                .collect();
+            crate::sched::sequence(order, &members, v.table_size, v.table_size)
+        }
+    };
     (t, by_id)
 }
 
@@ -139,11 +158,13 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
             .sum();
         let shares = maglev::shares(&new_table);
         let size = new_table.len().max(1) as f64;
+        let hashed = v.scheduler.order().is_none();
         vips.push(VipPlan {
             name: cfg.name.clone(),
             vip: v.ident.to_string(),
             change,
-            slots_moved,
+            hashed,
+            slots_moved: if hashed { slots_moved } else { 0.0 },
             added,
             removed,
             flows_on_removed,
@@ -175,6 +196,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
                 name: cfg.name.clone(),
                 vip: o.ident.to_string(),
                 change: Change::Removed,
+                hashed: true,
                 slots_moved: 1.0,
                 added: Vec::new(),
                 removed: o.backends.iter().map(|b| b.address).collect(),
@@ -201,8 +223,13 @@ impl fmt::Display for Plan {
         }
         for v in changed {
             writeln!(f, "{} {} ({:?})", v.name, v.vip, v.change)?;
-            if v.change == Change::Changed {
+            if v.change == Change::Changed && v.hashed {
                 writeln!(f, "  table slots moving: {:.2}%", 100.0 * v.slots_moved)?;
+            } else if v.change == Change::Changed {
+                writeln!(
+                    f,
+                    "  new flows follow the new order; existing flows keep their backend"
+                )?;
             }
             for a in &v.added {
                 writeln!(f, "  + backend {a}")?;

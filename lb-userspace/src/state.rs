@@ -1,18 +1,34 @@
-//! The daemon's state: the configuration plus what the health checks found. Every change
-//! (for now: health transitions) is applied here and republished as one desired state, so
-//! the data plane only ever receives whole, consistent states.
+//! The daemon's state: the configuration plus what the health checks found and where each
+//! backend is in its lifecycle. Every change (edits, health transitions, slow-start steps,
+//! drains finishing) is applied here and republished as one desired state, so the data
+//! plane only ever receives whole, consistent states.
+//!
+//! Backend lifecycle, as `sluice backend list`, `stats` and the metrics show it:
+//!
+//! ```text
+//!   (added) ─→ slow-start ─→ active ─→ draining ─→ drained ─→ (removed, with drain_remove)
+//!                  ↑            │  ↖ undrain ↙
+//!                  └── up ── down (health checks; any state)
+//! ```
+//!
+//! - `slow-start`: a backend added while running, or back up after being down, gets
+//!   `weight × elapsed / vip.slow_start_ms` (at least 1) until the window ends;
+//! - `draining` (`state = "draining"` in the configuration): weight 0 in the table, so no
+//!   new flows, but still serving its existing flows;
+//! - `drained`: draining and no active connections left (kernel connection tracking), or
+//!   `vip.drain_timeout_ms` passed; with `drain_remove` the daemon then removes it.
 
 use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::Path,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::Config,
+    config::{BackendConfig, BackendState, Config},
     dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
 };
@@ -26,6 +42,21 @@ pub struct BackendHealth {
     pub transitions: u64,
 }
 
+/// Where a backend is in its lifecycle (runtime only: a restarted daemon starts drains and
+/// slow starts afresh).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Life {
+    /// Since when the backend ramps up (slow start); `None`: full weight.
+    pub ramp_from: Option<Instant>,
+    /// When its current drain began.
+    pub drain_started: Option<Instant>,
+    /// Since when a draining backend has had no active connection.
+    pub zero_since: Option<Instant>,
+    /// When it was found drained, and why (`true`: the deadline passed with connections
+    /// left).
+    pub drained: Option<(Instant, bool)>,
+}
+
 #[derive(Debug)]
 pub struct State {
     pub config: Config,
@@ -35,6 +66,7 @@ pub struct State {
     /// and the hash of the config file they were made on top of.
     pub persist: Option<(std::path::PathBuf, u64)>,
     health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
+    life: BTreeMap<(VipIdent, IpAddr), Life>,
 }
 
 /// The dataplane identity of a configured VIP.
@@ -47,12 +79,21 @@ pub fn ident(v: &crate::config::VipConfig) -> VipIdent {
 }
 
 impl State {
-    /// Every backend starts up.
+    /// Every backend starts up, at full weight (it may have been serving before a
+    /// restart); draining ones start their drain now.
     pub fn new(config: Config) -> Self {
         let now = SystemTime::now();
         let mut health = BTreeMap::new();
+        let mut life = BTreeMap::new();
         for v in &config.vips {
             for b in &v.backends {
+                life.insert(
+                    (ident(v), b.address),
+                    Life {
+                        drain_started: (b.state == BackendState::Draining).then(Instant::now),
+                        ..Life::default()
+                    },
+                );
                 health.insert(
                     (ident(v), b.address),
                     BackendHealth {
@@ -69,6 +110,7 @@ impl State {
             version: 0,
             persist: None,
             health,
+            life,
         }
     }
 
@@ -81,6 +123,34 @@ impl State {
         for (key, h) in &mut next.health {
             if let Some(old) = self.health.get(key) {
                 *h = old.clone();
+            }
+        }
+        let now = Instant::now();
+        for v in &next.config.vips {
+            let id = ident(v);
+            for b in &v.backends {
+                let key = (id, b.address);
+                let Some(l) = next.life.get_mut(&key) else {
+                    continue;
+                };
+                match self.life.get(&key) {
+                    // Kept: its ramp goes on; a drain goes on, or starts, or ends (undrain).
+                    Some(old) => {
+                        l.ramp_from = old.ramp_from;
+                        if b.state == BackendState::Draining {
+                            l.drain_started = old.drain_started.or(Some(now));
+                            l.zero_since = old.zero_since;
+                            l.drained = old.drained;
+                        } else {
+                            l.drain_started = None;
+                            l.drained = None;
+                        }
+                    }
+                    // Added while running: it ramps up.
+                    None => {
+                        l.ramp_from = (v.slow_start_ms > 0).then_some(now);
+                    }
+                }
             }
         }
         next
@@ -98,7 +168,74 @@ impl State {
         h.health = e.health;
         h.since = SystemTime::now();
         h.transitions += 1;
+        // Back up: ramp up again.
+        if e.health == Health::Up
+            && let Some(l) = self.life.get_mut(&(e.vip, e.backend))
+        {
+            l.ramp_from = Some(Instant::now());
+        }
         true
+    }
+
+    pub fn life_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&Life> {
+        self.life.get(&(vip, backend))
+    }
+
+    pub fn life_mut(&mut self, vip: VipIdent, backend: IpAddr) -> Option<&mut Life> {
+        self.life.get_mut(&(vip, backend))
+    }
+
+    /// The weight backend `b` of `v` has in the table now: 0 while draining, ramping during
+    /// slow start.
+    pub fn effective_weight(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> u32 {
+        if b.state == BackendState::Draining || b.weight == 0 {
+            return 0;
+        }
+        let Some(from) = self.life_of(ident(v), b.address).and_then(|l| l.ramp_from) else {
+            return b.weight;
+        };
+        let window = Duration::from_millis(u64::from(v.slow_start_ms));
+        let elapsed = from.elapsed();
+        if window.is_zero() || elapsed >= window {
+            return b.weight;
+        }
+        let w = (f64::from(b.weight) * elapsed.as_secs_f64() / window.as_secs_f64()).ceil();
+        (w as u32).clamp(1, b.weight)
+    }
+
+    /// Whether some backend is still ramping up (the daemon republishes as it goes).
+    pub fn ramping(&self) -> bool {
+        self.config.vips.iter().any(|v| {
+            let window = Duration::from_millis(u64::from(v.slow_start_ms));
+            v.backends.iter().any(|b| {
+                self.life_of(ident(v), b.address)
+                    .and_then(|l| l.ramp_from)
+                    .is_some_and(|t| t.elapsed() < window)
+            })
+        })
+    }
+
+    /// The lifecycle state of a backend, as shown to users.
+    pub fn lifecycle(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> &'static str {
+        let id = ident(v);
+        if self
+            .health_of(id, b.address)
+            .is_some_and(|h| h.health == Health::Down)
+        {
+            return "down";
+        }
+        let life = self.life_of(id, b.address);
+        if b.state == BackendState::Draining {
+            return if life.is_some_and(|l| l.drained.is_some()) {
+                "drained"
+            } else {
+                "draining"
+            };
+        }
+        if b.weight > 0 && self.effective_weight(v, b) < b.weight {
+            return "slow-start";
+        }
+        "active"
     }
 
     pub fn health_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&BackendHealth> {
@@ -123,13 +260,14 @@ impl State {
                     DesiredVip {
                         ident: id,
                         mode: v.forwarding.mode(),
+                        scheduler: v.scheduler.sched(),
                         table_size: v.table_size,
                         backends: v
                             .backends
                             .iter()
                             .map(|b| DesiredBackend {
                                 address: b.address,
-                                weight: b.weight,
+                                weight: self.effective_weight(v, b),
                                 mac: b.mac,
                                 serving: self
                                     .health_of(id, b.address)
@@ -155,10 +293,12 @@ impl State {
                 let vip_counters = rec
                     .and_then(|r| dp.vip_counters(r.vip_id).ok())
                     .unwrap_or_default();
+                let mut vip_active = 0;
                 VipStatus {
                     name: v.name.clone(),
                     vip: id.to_string(),
                     forwarding: v.forwarding.as_str().to_owned(),
+                    scheduler: v.scheduler.as_str().to_owned(),
                     check: v.health.check.as_str().to_owned(),
                     packets: vip_counters.packets,
                     bytes: vip_counters.bytes,
@@ -172,9 +312,15 @@ impl State {
                             let c = slot
                                 .and_then(|s| dp.backend_counters(s).ok())
                                 .unwrap_or_default();
+                            let active = slot.and_then(|s| dp.active(s).ok()).unwrap_or(0);
+                            vip_active += active;
                             BackendStatus {
                                 address: b.address,
                                 weight: b.weight,
+                                effective_weight: self.effective_weight(v, b),
+                                lifecycle: self.lifecycle(v, b).to_owned(),
+                                active,
+                                closes: c.closes,
                                 health: h.map_or(Health::Up, |h| h.health),
                                 since: h.map_or(0, |h| secs(h.since)),
                                 reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
@@ -186,7 +332,9 @@ impl State {
                             }
                         })
                         .collect(),
+                    active: 0,
                 }
+                .with_active(vip_active)
             })
             .collect();
         let reasons = dp
@@ -199,12 +347,42 @@ impl State {
                     .collect()
             })
             .unwrap_or_default();
+        let ct = dp.conntrack();
         Status {
             written: secs(SystemTime::now()),
             vips,
             reasons,
+            conntrack: ConntrackStatus {
+                last_sweep_ms_ago: ct
+                    .last_sweep
+                    .map(|(t, _, _)| t.elapsed().as_millis() as u64),
+                last_sweep_took_us: ct.last_sweep.map(|(_, d, _)| d.as_micros() as u64),
+                last_sweep_flows: ct.last_sweep.map(|(_, _, n)| n),
+                expired: ct.expired_total,
+                reaped: ct.reaped_total,
+            },
         }
     }
+}
+
+impl VipStatus {
+    fn with_active(mut self, active: u64) -> Self {
+        self.active = active;
+        self
+    }
+}
+
+/// How fresh the active-connection figures are (see `dataplane::conntrack`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConntrackStatus {
+    /// Since the last flow-table sweep (the exact recount); `None`: none yet.
+    pub last_sweep_ms_ago: Option<u64>,
+    pub last_sweep_took_us: Option<u64>,
+    /// Flows the last sweep walked.
+    pub last_sweep_flows: Option<u64>,
+    /// Open flows expired for idleness, and closing flows reaped, since the daemon started.
+    pub expired: u64,
+    pub reaped: u64,
 }
 
 /// `status` with each backend's flow-table entries filled in.
@@ -227,6 +405,8 @@ pub struct Status {
     pub written: u64,
     pub vips: Vec<VipStatus>,
     pub reasons: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub conntrack: ConntrackStatus,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -234,17 +414,35 @@ pub struct VipStatus {
     pub name: String,
     pub vip: String,
     pub forwarding: String,
+    #[serde(default)]
+    pub scheduler: String,
     pub check: String,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// Active connections over all its backends.
+    #[serde(default)]
+    pub active: u64,
     pub backends: Vec<BackendStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub address: IpAddr,
+    /// Configured weight.
     pub weight: u32,
+    /// Weight in the table now (0 while draining; ramping in slow start).
+    #[serde(default)]
+    pub effective_weight: u32,
+    /// active, slow-start, draining, drained or down.
+    #[serde(default)]
+    pub lifecycle: String,
+    /// Open connections (kernel connection tracking; see `ConntrackStatus` for freshness).
+    #[serde(default)]
+    pub active: u64,
+    /// Connections closed (FIN/RST seen, or moved away), since the slot was created.
+    #[serde(default)]
+    pub closes: u64,
     pub health: Health,
     /// Unix time of the last transition (or of the daemon's start).
     pub since: u64,

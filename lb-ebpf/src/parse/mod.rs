@@ -100,6 +100,7 @@ pub struct Packet {
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// Parse a frame. `Err` carries the `lb_common::reason` code to pass the frame with.
 #[inline(always)]

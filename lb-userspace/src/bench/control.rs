@@ -252,6 +252,7 @@ fn edit_state(vip: VipIdent, n: usize, extra: Option<u32>) -> Desired {
         vips: vec![DesiredVip {
             ident: vip,
             mode: MODE_DSR,
+            scheduler: crate::dataplane::Sched::Maglev,
             table_size: TABLE,
             backends,
         }],
@@ -385,6 +386,7 @@ fn memory(vips: usize, backends: usize) -> anyhow::Result<Memory> {
                     proto: PROTO_TCP,
                 },
                 mode: MODE_DSR,
+                scheduler: crate::dataplane::Sched::Maglev,
                 table_size: TABLE,
                 backends: (0..backends as u32)
                     .map(|i| {

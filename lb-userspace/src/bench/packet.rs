@@ -201,6 +201,7 @@ fn vip(ident: VipIdent, mode: u8, addrs: Vec<IpAddr>, with_mac: bool) -> Desired
     DesiredVip {
         ident,
         mode,
+        scheduler: crate::dataplane::Sched::Maglev,
         table_size: TABLE,
         backends: addrs
             .into_iter()

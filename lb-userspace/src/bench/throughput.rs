@@ -112,6 +112,7 @@ fn desired() -> Desired {
         vips: vec![DesiredVip {
             ident: VIP,
             mode: MODE_DSR,
+            scheduler: crate::dataplane::Sched::Maglev,
             table_size: 65537,
             backends: (1..=10u32)
                 .map(|i| DesiredBackend {

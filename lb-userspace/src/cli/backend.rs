@@ -37,23 +37,38 @@ pub fn print(status: &crate::state::Status) {
         .map_or(0, |d| d.as_secs());
     for v in &status.vips {
         println!(
-            "{} {} ({}, check {}): {} packets, {} new flows",
-            v.name, v.vip, v.forwarding, v.check, v.packets, v.new_flows
+            "{} {} ({}, {}, check {}): {} packets, {} new flows, {} active",
+            v.name, v.vip, v.forwarding, v.scheduler, v.check, v.packets, v.new_flows, v.active
         );
         println!(
-            "  {:<24} {:>6} {:>6} {:>8} {:>12} {:>10} {:>10}  last check",
-            "backend", "weight", "health", "for", "packets", "bytes", "new flows"
+            "  {:<24} {:>9} {:>10} {:>6} {:>8} {:>12} {:>10} {:>9} {:>7}  last check",
+            "backend",
+            "weight",
+            "state",
+            "health",
+            "for",
+            "packets",
+            "bytes",
+            "new flows",
+            "active"
         );
         for b in &v.backends {
+            let weight = if b.effective_weight == b.weight {
+                b.weight.to_string()
+            } else {
+                format!("{}/{}", b.effective_weight, b.weight)
+            };
             println!(
-                "  {:<24} {:>6} {:>6} {:>7}s {:>12} {:>10} {:>10}  {}",
+                "  {:<24} {:>9} {:>10} {:>6} {:>7}s {:>12} {:>10} {:>9} {:>7}  {}",
                 b.address.to_string(),
-                b.weight,
+                weight,
+                b.lifecycle,
                 format!("{:?}", b.health).to_lowercase(),
                 now.saturating_sub(b.since),
                 b.packets,
                 b.bytes,
                 b.new_flows,
+                b.active,
                 b.reason
             );
         }

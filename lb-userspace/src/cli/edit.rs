@@ -43,6 +43,15 @@ pub struct VipAdd {
     pub forwarding: String,
     #[arg(long, default_value_t = config::DEFAULT_TABLE_SIZE)]
     pub table_size: u32,
+    /// maglev, rr, wrr, lc, wlc or source-hash.
+    #[arg(long, default_value = "maglev")]
+    pub scheduler: String,
+    /// New and recovered backends ramp up their weight over this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub slow_start_ms: u32,
+    /// A drain ends after this many milliseconds even with connections left (0: never).
+    #[arg(long, default_value_t = config::DEFAULT_DRAIN_TIMEOUT_MS)]
+    pub drain_timeout_ms: u32,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +61,13 @@ pub struct VipSet {
     pub forwarding: Option<String>,
     #[arg(long)]
     pub table_size: Option<u32>,
+    /// maglev, rr, wrr, lc, wlc or source-hash (existing flows keep their backend).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    #[arg(long)]
+    pub slow_start_ms: Option<u32>,
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +102,20 @@ pub enum EditBackend {
         at: BackendRef,
         #[arg(long)]
         weight: u32,
+    },
+    /// Drain a backend: no new flows; its open connections continue until they end (or
+    /// the VIP's drain_timeout_ms). `sluice backend list` shows the progress.
+    Drain {
+        #[command(flatten)]
+        at: BackendRef,
+        /// Remove the backend from the configuration once drained.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Take a draining (or drained) backend back into service.
+    Undrain {
+        #[command(flatten)]
+        at: BackendRef,
     },
 }
 
@@ -228,28 +258,26 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
                 &a.forwarding,
                 &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)],
             )?;
-            // Health defaults as a config file without [vip.health] would get them.
+            let scheduler = parse_scheduler(&a.scheduler)?;
+            // Every other key as a config file with only these would get it (health
+            // defaults depend on the protocol and port); the daemon validates it again.
             let template = format!(
-                "[daemon]\ninterface = \"x\"\n[[vip]]\naddress = \"{address}\"\nport = {}\nprotocol = \"{}\"\nforwarding = \"{}\"\ntable_size = {}\n",
-                a.port, a.protocol, a.forwarding, a.table_size
+                "[daemon]\ninterface = \"x\"\n[[vip]]\naddress = \"{address}\"\nport = {}\nprotocol = \"{}\"\nforwarding = \"{}\"\n",
+                a.port, a.protocol, a.forwarding
             );
-            let health = config::parse(&template, "vip add")
-                .map(|l| l.config.vips[0].health.clone())
+            let mut v = config::parse(&template, "vip add")
+                .map(|l| l.config.vips[0].clone())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            c.vips.push(VipConfig {
-                name: a
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| VipConfig::default_name(address, a.port, protocol)),
-                address,
-                port: a.port,
-                protocol,
-                forwarding,
-                scheduler: config::Scheduler::Maglev,
-                table_size: a.table_size,
-                health,
-                backends: Vec::new(),
-            });
+            v.name = a
+                .name
+                .clone()
+                .unwrap_or_else(|| VipConfig::default_name(address, a.port, protocol));
+            v.forwarding = forwarding;
+            v.scheduler = scheduler;
+            v.table_size = a.table_size;
+            v.slow_start_ms = a.slow_start_ms;
+            v.drain_timeout_ms = a.drain_timeout_ms;
+            c.vips.push(v);
             Ok(())
         }),
         VipCmd::Remove { name } => edit(socket, dry_run, json, |c| {
@@ -273,6 +301,15 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
             if let Some(t) = s.table_size {
                 v.table_size = t;
             }
+            if let Some(x) = &s.scheduler {
+                v.scheduler = parse_scheduler(x)?;
+            }
+            if let Some(x) = s.slow_start_ms {
+                v.slow_start_ms = x;
+            }
+            if let Some(x) = s.drain_timeout_ms {
+                v.drain_timeout_ms = x;
+            }
             Ok(())
         }),
     }
@@ -291,6 +328,8 @@ pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> an
                 address: at.address,
                 weight,
                 mac,
+                state: config::BackendState::Active,
+                drain_remove: false,
                 health: None,
             });
             Ok(())
@@ -307,7 +346,40 @@ pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> an
             v.backends[i].weight = weight;
             Ok(())
         }
+        EditBackend::Drain { at, remove } => {
+            let v = vip_mut(c, &at.vip)?;
+            let i = backend_index(v, at.address)?;
+            v.backends[i].state = config::BackendState::Draining;
+            v.backends[i].drain_remove = remove;
+            Ok(())
+        }
+        EditBackend::Undrain { at } => {
+            let v = vip_mut(c, &at.vip)?;
+            let i = backend_index(v, at.address)?;
+            if v.backends[i].state != config::BackendState::Draining {
+                bail!("--address {}: not draining", at.address);
+            }
+            v.backends[i].state = config::BackendState::Active;
+            v.backends[i].drain_remove = false;
+            Ok(())
+        }
     })
+}
+
+fn parse_scheduler(s: &str) -> anyhow::Result<config::Scheduler> {
+    use config::Scheduler as S;
+    parse_named(
+        "scheduler",
+        s,
+        &[
+            ("maglev", S::Maglev),
+            ("rr", S::RoundRobin),
+            ("wrr", S::WeightedRoundRobin),
+            ("lc", S::LeastConn),
+            ("wlc", S::WeightedLeastConn),
+            ("source-hash", S::SourceHash),
+        ],
+    )
 }
 
 pub fn plan(socket: &Path, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {

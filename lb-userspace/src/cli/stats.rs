@@ -8,7 +8,6 @@ use anyhow::bail;
 
 use crate::{
     api::{Request, Response, client},
-    health::Health,
     state::Status,
 };
 
@@ -59,34 +58,33 @@ fn human(x: f64) -> String {
 
 fn print(s: &Status, now: &Totals, before: &Totals, secs: f64) {
     println!(
-        "{:<34} {:>9} {:>10} {:>9} {:>8} {:>7} {:>9}",
-        "vip / backend", "pkts/s", "bytes/s", "flows/s", "flows", "health", "state"
+        "{:<34} {:>9} {:>10} {:>9} {:>8} {:>7} {:>10}",
+        "vip / backend", "pkts/s", "bytes/s", "flows/s", "active", "health", "state"
     );
     for v in &s.vips {
         let (p, b, f) = rate(now, before, &v.vip, secs);
-        let flows: u64 = v.backends.iter().filter_map(|b| b.flows).sum();
         println!(
-            "{:<34} {:>9} {:>10} {:>9} {:>8}",
+            "{:<34} {:>9} {:>10} {:>9} {:>8}   {}",
             format!("{} {}", v.name, v.vip),
             human(p),
             human(b),
             human(f),
-            flows
+            v.active,
+            v.scheduler
         );
         for be in &v.backends {
             let (p, b, f) = rate(now, before, &format!("{} {}", v.vip, be.address), secs);
-            let state = match (be.health, be.weight) {
-                (Health::Down, _) => "down",
-                (Health::Up, 0) => "quiesced",
-                (Health::Up, _) => "active",
+            let state = match be.lifecycle.as_str() {
+                "active" if be.weight == 0 => "quiesced",
+                s => s,
             };
             println!(
-                "  {:<32} {:>9} {:>10} {:>9} {:>8} {:>7} {:>9}",
+                "  {:<32} {:>9} {:>10} {:>9} {:>8} {:>7} {:>10}",
                 be.address.to_string(),
                 human(p),
                 human(b),
                 human(f),
-                be.flows.unwrap_or(0),
+                be.active,
                 format!("{:?}", be.health).to_lowercase(),
                 state
             );

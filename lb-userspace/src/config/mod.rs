@@ -46,6 +46,22 @@ pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 pub const TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 7..=16_777_213;
 /// Default `vip.backend.weight`.
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// Connection-tracking timeouts (IPVS's defaults), in milliseconds, and their range.
+pub const DEFAULT_TCP_IDLE_TIMEOUT_MS: u32 = 900_000;
+pub const DEFAULT_TCP_FIN_TIMEOUT_MS: u32 = 120_000;
+pub const DEFAULT_UDP_IDLE_TIMEOUT_MS: u32 = 300_000;
+pub const TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1_000..=86_400_000;
+/// Default and range of `daemon.conntrack_sweep_ms`.
+pub const DEFAULT_CONNTRACK_SWEEP_MS: u32 = 2_000;
+pub const CONNTRACK_SWEEP_RANGE: std::ops::RangeInclusive<u32> = 100..=60_000;
+/// Default and range of `daemon.least_conn_refresh_ms`.
+pub const DEFAULT_LEAST_CONN_REFRESH_MS: u32 = 100;
+pub const LEAST_CONN_REFRESH_RANGE: std::ops::RangeInclusive<u32> = 10..=10_000;
+/// Range of `vip.slow_start_ms` (0: off).
+pub const SLOW_START_RANGE: std::ops::RangeInclusive<u32> = 0..=3_600_000;
+/// Default and range of `vip.drain_timeout_ms` (0: no deadline).
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u32 = 300_000;
+pub const DRAIN_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 0..=86_400_000;
 /// Health-check defaults and ranges (`[vip.health]`). The interval and timeout follow GitHub
 /// GLB's defaults halved: a dead backend is out within `fall × interval` ≈ 6 s.
 pub const DEFAULT_HEALTH_INTERVAL_MS: u32 = 2000;
@@ -124,6 +140,16 @@ pub struct DaemonConfig {
     /// A group whose members may use the API too (root always may).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_group: Option<String>,
+    /// Connection tracking: an open TCP connection idle this long is closed.
+    pub tcp_idle_timeout_ms: u32,
+    /// A TCP connection whose close was seen keeps its backend this long.
+    pub tcp_fin_timeout_ms: u32,
+    /// A UDP flow idle this long is closed.
+    pub udp_idle_timeout_ms: u32,
+    /// How often the flow table is walked (idle expiry, exact active counts).
+    pub conntrack_sweep_ms: u32,
+    /// How often least-connection VIPs' plans are recomputed from the counters.
+    pub least_conn_refresh_ms: u32,
 }
 
 /// `[[vip]]`: one virtual service.
@@ -137,6 +163,11 @@ pub struct VipConfig {
     pub protocol: Protocol,
     pub forwarding: Forwarding,
     pub scheduler: Scheduler,
+    /// A new or recovered backend's weight ramps up linearly over this window (0: off).
+    pub slow_start_ms: u32,
+    /// A draining backend counts as drained after this long even with connections left
+    /// (0: no deadline).
+    pub drain_timeout_ms: u32,
     /// Maglev lookup-table size, a prime.
     pub table_size: u32,
     /// How the daemon checks this VIP's backends.
@@ -241,6 +272,11 @@ pub struct BackendConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub mac: Option<[u8; 6]>,
+    /// `active`, or `draining` (no new flows; existing ones continue until they end).
+    pub state: BackendState,
+    /// Draining: remove the backend from the configuration once drained.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drain_remove: bool,
     /// This backend's own checks, when it overrides the VIP's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
@@ -286,12 +322,39 @@ pub enum Forwarding {
     Ipip,
 }
 
-/// How a backend is chosen for a new flow.
+/// How a backend is chosen for a new flow (see `crate::sched` and the data path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Scheduler {
-    /// Maglev consistent hashing.
+    /// Maglev consistent hashing of the 5-tuple.
+    #[serde(rename = "maglev")]
     Maglev,
+    /// Round robin.
+    #[serde(rename = "rr")]
+    RoundRobin,
+    /// Smooth weighted round robin.
+    #[serde(rename = "wrr")]
+    WeightedRoundRobin,
+    /// Fewest active connections.
+    #[serde(rename = "lc")]
+    LeastConn,
+    /// Fewest active connections per unit of weight.
+    #[serde(rename = "wlc")]
+    WeightedLeastConn,
+    /// Consistent hashing of the client address: a client's flows share a backend.
+    #[serde(rename = "source-hash")]
+    SourceHash,
+}
+
+/// A backend's administrative state (`vip.backend.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new flows (subject to health and weight).
+    #[default]
+    Active,
+    /// Takes no new flows; its connections continue until they end (or the VIP's
+    /// `drain_timeout_ms`), then it is drained (and removed, with `drain_remove`).
+    Draining,
 }
 
 /// Accepted spellings, for error messages and parsing.
@@ -337,7 +400,15 @@ macro_rules! named {
 named!(XdpMode, "xdp_mode", ["native" => XdpMode::Native, "generic" => XdpMode::Generic, "auto" => XdpMode::Auto]);
 named!(Protocol, "protocol", ["tcp" => Protocol::Tcp, "udp" => Protocol::Udp]);
 named!(Forwarding, "forwarding", ["dsr" => Forwarding::Dsr, "ipip" => Forwarding::Ipip]);
-named!(Scheduler, "scheduler", ["maglev" => Scheduler::Maglev], reserved: Scheduler::RESERVED);
+named!(Scheduler, "scheduler", [
+    "maglev" => Scheduler::Maglev,
+    "rr" => Scheduler::RoundRobin,
+    "wrr" => Scheduler::WeightedRoundRobin,
+    "lc" => Scheduler::LeastConn,
+    "wlc" => Scheduler::WeightedLeastConn,
+    "source-hash" => Scheduler::SourceHash,
+]);
+named!(BackendState, "state", ["active" => BackendState::Active, "draining" => BackendState::Draining]);
 named!(CheckKind, "check", ["tcp" => CheckKind::Tcp, "http" => CheckKind::Http, "udp" => CheckKind::Udp, "none" => CheckKind::None]);
 
 impl Protocol {
@@ -361,14 +432,16 @@ impl Forwarding {
 }
 
 impl Scheduler {
-    /// Scheduler names that are planned but not implemented: rejected with "not supported
-    /// yet" rather than "unknown".
-    pub const RESERVED: &'static [&'static str] = &["rr", "wrr", "lc", "wlc", "source-hash"];
-
-    /// `VipMeta::scheduler` (`lb_common::SCHED_*`).
-    pub fn id(self) -> u8 {
+    /// The data plane's scheduler.
+    pub fn sched(self) -> crate::dataplane::Sched {
+        use crate::dataplane::Sched;
         match self {
-            Scheduler::Maglev => lb_common::SCHED_MAGLEV,
+            Scheduler::Maglev => Sched::Maglev,
+            Scheduler::RoundRobin => Sched::RoundRobin,
+            Scheduler::WeightedRoundRobin => Sched::WeightedRoundRobin,
+            Scheduler::LeastConn => Sched::LeastConn,
+            Scheduler::WeightedLeastConn => Sched::WeightedLeastConn,
+            Scheduler::SourceHash => Sched::SourceHash,
         }
     }
 }

@@ -26,6 +26,11 @@ pub(super) struct RawDaemon {
     pub api_socket: Option<String>,
     pub api_group: Option<String>,
     pub metrics_listen: Option<String>,
+    pub tcp_idle_timeout_ms: Option<i64>,
+    pub tcp_fin_timeout_ms: Option<i64>,
+    pub udp_idle_timeout_ms: Option<i64>,
+    pub conntrack_sweep_ms: Option<i64>,
+    pub least_conn_refresh_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +43,8 @@ pub(super) struct RawVip {
     pub forwarding: Option<String>,
     pub scheduler: Option<String>,
     pub table_size: Option<i64>,
+    pub slow_start_ms: Option<i64>,
+    pub drain_timeout_ms: Option<i64>,
     pub health: Option<RawHealth>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
@@ -86,5 +93,7 @@ pub(super) struct RawBackend {
     pub address: Option<String>,
     pub weight: Option<i64>,
     pub mac: Option<String>,
+    pub state: Option<String>,
+    pub drain_remove: Option<bool>,
     pub health: Option<RawHealth>,
 }

@@ -41,7 +41,9 @@ fn reference_config_validates_without_warnings() {
     assert_eq!(web.backends.len(), 3);
     assert_eq!(web.backends[0].mac, Some([2, 0, 0, 0, 0, 1]));
     assert_eq!(web.backends[1].weight, 2);
-    assert_eq!(web.backends[2].weight, 0);
+    assert_eq!(web.backends[2].state, BackendState::Draining);
+    assert!(web.backends[2].drain_remove);
+    assert_eq!((web.slow_start_ms, web.drain_timeout_ms), (30_000, 300_000));
 
     let dns = &c.vips[1];
     assert!(dns.address.is_ipv6());
@@ -140,6 +142,8 @@ fn defaults() {
             address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
             weight: 1,
             mac: None,
+            state: BackendState::Active,
+            drain_remove: false,
             health: None,
         }
     );
@@ -471,17 +475,34 @@ const INVALID: &[(&str, Expected)] = &[
             (
                 Some(11),
                 "vip[0].scheduler",
-                "unknown scheduler \"random\"; accepted values: \"maglev\"",
+                "unknown scheduler \"random\"; accepted values: \"maglev\", \"rr\", \"wrr\", \"lc\", \"wlc\", \"source-hash\"",
             ),
         ],
     ),
     (
-        "reserved_scheduler.toml",
-        &[(
-            Some(10),
-            "vip[0].scheduler",
-            "scheduler \"rr\" is not supported yet (only \"maglev\")",
-        )],
+        "bad_lifecycle.toml",
+        &[
+            (
+                Some(4),
+                "daemon.tcp_idle_timeout_ms",
+                "10 is out of range (1000..=86400000)",
+            ),
+            (
+                Some(12),
+                "vip[0].slow_start_ms",
+                "-1 is out of range (0..=3600000)",
+            ),
+            (
+                Some(13),
+                "vip[0].drain_timeout_ms",
+                "100000000 is out of range (0..=86400000)",
+            ),
+            (
+                Some(17),
+                "vip[0].backend[0].state",
+                "unknown state \"retired\"; accepted values: \"active\", \"draining\"",
+            ),
+        ],
     ),
     (
         "ipip_mac.toml",

@@ -10,8 +10,14 @@ use std::ops::RangeInclusive;
 use super::locate::Locator;
 use super::raw::{RawBackend, RawDaemon, RawFile, RawHealth, RawVip};
 use super::{
-    BackendConfig, CheckKind, Config, DaemonConfig, Forwarding, HealthConfig, Ipv4Prefix,
-    Ipv6Prefix, Named, Problem, Protocol, Scheduler, VipConfig, XdpMode,
+    BackendConfig, BackendState, CheckKind, Config, DaemonConfig, Forwarding, HealthConfig,
+    Ipv4Prefix, Ipv6Prefix, Named, Problem, Protocol, Scheduler, VipConfig, XdpMode,
+};
+use super::{
+    CONNTRACK_SWEEP_RANGE, DEFAULT_CONNTRACK_SWEEP_MS, DEFAULT_DRAIN_TIMEOUT_MS,
+    DEFAULT_LEAST_CONN_REFRESH_MS, DEFAULT_TCP_FIN_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS,
+    DEFAULT_UDP_IDLE_TIMEOUT_MS, DRAIN_TIMEOUT_RANGE, LEAST_CONN_REFRESH_RANGE, SLOW_START_RANGE,
+    TIMEOUT_RANGE,
 };
 use super::{
     DEFAULT_ENCAP_SOURCE_V4, DEFAULT_ENCAP_SOURCE_V6, DEFAULT_FLOW_TABLE_SIZE,
@@ -282,7 +288,50 @@ impl Cx<'_> {
                 }
             },
         };
+        let ms = |this: &mut Self, key: &str, v: Option<i64>, default: u32, range| {
+            this.int(&format!("daemon.{key}"), v, Some(default), range)
+        };
+        let tcp_idle_timeout_ms = ms(
+            self,
+            "tcp_idle_timeout_ms",
+            d.tcp_idle_timeout_ms,
+            DEFAULT_TCP_IDLE_TIMEOUT_MS,
+            TIMEOUT_RANGE,
+        );
+        let tcp_fin_timeout_ms = ms(
+            self,
+            "tcp_fin_timeout_ms",
+            d.tcp_fin_timeout_ms,
+            DEFAULT_TCP_FIN_TIMEOUT_MS,
+            TIMEOUT_RANGE,
+        );
+        let udp_idle_timeout_ms = ms(
+            self,
+            "udp_idle_timeout_ms",
+            d.udp_idle_timeout_ms,
+            DEFAULT_UDP_IDLE_TIMEOUT_MS,
+            TIMEOUT_RANGE,
+        );
+        let conntrack_sweep_ms = ms(
+            self,
+            "conntrack_sweep_ms",
+            d.conntrack_sweep_ms,
+            DEFAULT_CONNTRACK_SWEEP_MS,
+            CONNTRACK_SWEEP_RANGE,
+        );
+        let least_conn_refresh_ms = ms(
+            self,
+            "least_conn_refresh_ms",
+            d.least_conn_refresh_ms,
+            DEFAULT_LEAST_CONN_REFRESH_MS,
+            LEAST_CONN_REFRESH_RANGE,
+        );
         Some(DaemonConfig {
+            tcp_idle_timeout_ms: tcp_idle_timeout_ms?,
+            tcp_fin_timeout_ms: tcp_fin_timeout_ms?,
+            udp_idle_timeout_ms: udp_idle_timeout_ms?,
+            conntrack_sweep_ms: conntrack_sweep_ms?,
+            least_conn_refresh_ms: least_conn_refresh_ms?,
             metrics_listen: metrics_listen?,
             api_socket: api_socket?,
             api_group: api_group?,
@@ -446,6 +495,18 @@ impl Cx<'_> {
             Some(Scheduler::Maglev),
         );
         let table_size = self.table_size(&at("table_size"), v.table_size, v.backend.len());
+        let slow_start_ms = self.int(
+            &at("slow_start_ms"),
+            v.slow_start_ms,
+            Some(0),
+            SLOW_START_RANGE,
+        );
+        let drain_timeout_ms = self.int(
+            &at("drain_timeout_ms"),
+            v.drain_timeout_ms,
+            Some(DEFAULT_DRAIN_TIMEOUT_MS),
+            DRAIN_TIMEOUT_RANGE,
+        );
         let raw_health = v.health.clone().unwrap_or_default();
         let health = self.health(&at("health"), &raw_health, port, protocol);
         let name = match &v.name {
@@ -516,6 +577,8 @@ impl Cx<'_> {
             forwarding,
             scheduler,
             table_size,
+            slow_start_ms,
+            drain_timeout_ms,
             health,
             backends,
         }
@@ -749,10 +812,20 @@ impl Cx<'_> {
                 Ok(mac) => Some(Some(mac)),
             },
         };
+        let state = self.named(&at("state"), b.state.as_ref(), Some(BackendState::Active));
+        let drain_remove = b.drain_remove.unwrap_or(false);
+        if drain_remove && state == Some(BackendState::Active) {
+            self.warn(
+                &at("drain_remove"),
+                "only used while state = \"draining\"; ignored for an active backend",
+            );
+        }
         Some(BackendConfig {
             address: address?,
             weight: weight?,
             mac: mac?,
+            state: state?,
+            drain_remove,
             health: None,
         })
     }
@@ -767,6 +840,8 @@ struct PartialVip {
     forwarding: Option<Forwarding>,
     scheduler: Option<Scheduler>,
     table_size: Option<u32>,
+    slow_start_ms: Option<u32>,
+    drain_timeout_ms: Option<u32>,
     health: Option<HealthConfig>,
     backends: Option<Vec<BackendConfig>>,
 }
@@ -781,6 +856,8 @@ impl PartialVip {
             forwarding: self.forwarding?,
             scheduler: self.scheduler?,
             table_size: self.table_size?,
+            slow_start_ms: self.slow_start_ms?,
+            drain_timeout_ms: self.drain_timeout_ms?,
             health: self.health?,
             backends: self.backends?,
         })

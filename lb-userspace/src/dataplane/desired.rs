@@ -82,12 +82,57 @@ pub struct DesiredBackend {
     pub serving: bool,
 }
 
+/// How new flows of a VIP choose their backend (see `crate::sched` and
+/// `lb_common::SCHED_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sched {
+    /// Maglev table indexed by the flow hash.
+    #[default]
+    Maglev,
+    /// Maglev table indexed by a hash of the client address.
+    SourceHash,
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastConn,
+    WeightedLeastConn,
+}
+
+impl Sched {
+    /// The sequence order, for the schedulers the kernel runs as a sequence.
+    pub fn order(self) -> Option<crate::sched::Order> {
+        use crate::sched::Order;
+        match self {
+            Self::Maglev | Self::SourceHash => None,
+            Self::RoundRobin => Some(Order::RoundRobin),
+            Self::WeightedRoundRobin => Some(Order::WeightedRoundRobin),
+            Self::LeastConn => Some(Order::LeastConn),
+            Self::WeightedLeastConn => Some(Order::WeightedLeastConn),
+        }
+    }
+
+    /// Whether the table depends on the live connection counts.
+    pub fn least_conn(self) -> bool {
+        matches!(self, Self::LeastConn | Self::WeightedLeastConn)
+    }
+
+    /// The kernel mechanism (`VipMeta::scheduler`).
+    pub fn kernel(self) -> u8 {
+        match self {
+            Self::Maglev => lb_common::SCHED_MAGLEV,
+            Self::SourceHash => lb_common::SCHED_SOURCE_HASH,
+            _ => lb_common::SCHED_SEQUENCE,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredVip {
     pub ident: VipIdent,
     /// `lb_common::MODE_DSR` or `MODE_IPIP`.
     pub mode: u8,
-    /// Maglev table size (prime).
+    pub scheduler: Sched,
+    /// Table slots (a prime, for Maglev); for the sequence schedulers, the longest
+    /// sequence.
     pub table_size: u32,
     pub backends: Vec<DesiredBackend>,
 }

@@ -200,7 +200,14 @@ mod tests {
 pub struct VipRecord {
     pub vip_id: u32,
     pub mode: u8,
+    /// Slots of each half.
     pub table_size: u32,
+    /// Length of the live table (`table_size` for Maglev; the sequence length for the
+    /// sequence schedulers; 0 = no backend for new flows).
+    pub live_len: u32,
+    /// What was published last, with the hash seed it was built with: an unchanged VIP is
+    /// not rebuilt.
+    pub published: Option<(super::DesiredVip, u32)>,
     /// Starts of the two table halves in `TABLES`.
     pub halves: [u32; 2],
     /// Which half `VIPS` points at.

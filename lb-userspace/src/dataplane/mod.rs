@@ -4,6 +4,7 @@
 //! through `BPF_PROG_TEST_RUN` (fixtures, `lookup`, benchmarks).
 
 mod attach;
+pub mod conntrack;
 mod desired;
 pub mod iface;
 mod layout;
@@ -23,7 +24,7 @@ use lb_common::{
 };
 
 pub use attach::{AttachMode, Attached};
-pub use desired::{Desired, DesiredBackend, DesiredVip, Global, VipIdent};
+pub use desired::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 pub use publish::PublishReport;
 pub use testrun::RunResult;
 
@@ -101,6 +102,15 @@ pub struct Dataplane {
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
+    cursors: Array<MapData, u64>,
+    /// Kernel ids of the maps the conntrack sweeper opens its own handles on.
+    flows_id: u32,
+    backend_stats_id: u32,
+    /// Active connections: the last sweep and the counters it goes with.
+    book: conntrack::Book,
+    /// How many new flows per second each least-connection VIP saw at the last refresh,
+    /// and when (to size the plan of the next interval).
+    lc_rates: std::collections::HashMap<VipIdent, (std::time::Instant, u64, f64)>,
     layout: Layout,
     attached: Vec<Attached>,
     /// Tables built and published since load.
@@ -161,6 +171,18 @@ impl Dataplane {
             prog.load()
                 .map_err(|source| DataplaneError::Program { name, source })?;
         }
+        let id_of = |ebpf: &Ebpf, name: &'static str| -> Result<u32, DataplaneError> {
+            let data = match ebpf.map(name).ok_or(DataplaneError::MissingMap(name))? {
+                Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+                _ => return Err(DataplaneError::MissingMap(name)),
+            };
+            let info = data
+                .info()
+                .map_err(|source| DataplaneError::Map { name, source })?;
+            Ok(info.id())
+        };
+        let flows_id = id_of(&ebpf, names::FLOWS)?;
+        let backend_stats_id = id_of(&ebpf, names::BACKEND_STATS)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
             Map::Array(data) => TableMem::new(data, sizes.table_slots)?,
             _ => return Err(DataplaneError::MissingMap(names::TABLES)),
@@ -173,6 +195,11 @@ impl Dataplane {
             vip_stats: typed!(&mut ebpf, names::VIP_STATS),
             backend_stats: typed!(&mut ebpf, names::BACKEND_STATS),
             reasons: typed!(&mut ebpf, names::REASONS),
+            cursors: typed!(&mut ebpf, names::CURSORS),
+            flows_id,
+            backend_stats_id,
+            book: conntrack::Book::default(),
+            lc_rates: std::collections::HashMap::new(),
             layout: Layout::new(sizes.table_slots),
             tables,
             ebpf,
@@ -230,6 +257,7 @@ impl Dataplane {
             a.packets += c.packets;
             a.bytes += c.bytes;
             a.new_flows += c.new_flows;
+            a.closes += c.closes;
             a
         }))
     }
@@ -242,6 +270,48 @@ impl Dataplane {
     /// Counters of a backend slot, summed over CPUs.
     pub fn backend_counters(&self, backend_id: u32) -> Result<Counters, DataplaneError> {
         Self::sum(&self.backend_stats, names::BACKEND_STATS, backend_id)
+    }
+
+    /// A flow-table walker with its own map handles (the daemon runs it without holding the
+    /// data plane).
+    pub fn sweeper(
+        &self,
+        timeouts: conntrack::Timeouts,
+    ) -> Result<conntrack::Sweeper, DataplaneError> {
+        let open = |id: u32, name: &'static str| -> Result<Map, DataplaneError> {
+            let data =
+                MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })?;
+            Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })
+        };
+        let flows = open(self.flows_id, names::FLOWS)?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                name: names::FLOWS,
+                source,
+            })?;
+        let stats = open(self.backend_stats_id, names::BACKEND_STATS)?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                name: names::BACKEND_STATS,
+                source,
+            })?;
+        Ok(conntrack::Sweeper::new(flows, stats, timeouts))
+    }
+
+    /// Take a sweep's counts as the base of the active-connection figures.
+    pub fn rebase_conntrack(&mut self, sweep: &conntrack::Sweep) {
+        self.book.rebase(sweep);
+    }
+
+    /// The connection-tracking book (last sweep, totals).
+    pub fn conntrack(&self) -> &conntrack::Book {
+        &self.book
+    }
+
+    /// Active connections of backend slot `id` now (see `conntrack`).
+    pub fn active(&self, id: u32) -> Result<u64, DataplaneError> {
+        let c = self.backend_counters(id)?;
+        Ok(self.book.active(id, c.into()))
     }
 
     /// The flow-table entry of a 5-tuple, if any.

@@ -11,12 +11,18 @@ use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
 use lb_common::{BACKEND_F_HAS_MAC, BACKEND_F_SERVING, Backend, GlobalConfig, VipMeta, names};
 
+use super::conntrack::OpenClose;
+
 use super::{
     Dataplane, DataplaneError, Desired, DesiredVip, VipIdent,
     desired::addr_bytes,
     layout::{BackendRecord, VipRecord},
 };
-use crate::maglev;
+use crate::{maglev, sched};
+
+/// How far ahead a least-connection plan looks: this many seconds of the VIP's recent
+/// new-flow rate (at least 8 flows per backend), so the plan outlasts the refresh period.
+const LC_HORIZON_SECS: f64 = 0.5;
 
 /// How long userspace waits after switching a VIP to a new table before it reuses what the
 /// old one referenced (backend slots, table halves). An XDP program reads `VipMeta`, then
@@ -161,6 +167,14 @@ impl Dataplane {
         later: &mut Deferred,
     ) -> Result<(), DataplaneError> {
         let existing = self.layout.vips.get(&vip.ident).cloned();
+        // Unchanged since the last publish: nothing to build (least-connection tables are
+        // rebuilt: they follow the live counts).
+        if let Some(r) = &existing
+            && r.published.as_ref() == Some(&(vip.clone(), seed))
+            && !vip.scheduler.least_conn()
+        {
+            return Ok(());
+        }
         let mut rec = match existing {
             Some(r) => r,
             None => {
@@ -169,6 +183,8 @@ impl Dataplane {
                     vip_id: self.layout.vip_ids.alloc()?,
                     mode: vip.mode,
                     table_size: 0,
+                    live_len: 0,
+                    published: None,
                     halves: [0, 0],
                     live: 1,
                     backends: BTreeMap::new(),
@@ -198,6 +214,9 @@ impl Dataplane {
                 None => {
                     let (id, generation) = self.layout.slots.alloc()?;
                     report.backends_added += 1;
+                    // A reused slot's counters carry its old life: start from them.
+                    let now: OpenClose = self.backend_counters(id)?.into();
+                    self.book.reset(id, now);
                     BackendRecord { id, generation }
                 }
             };
@@ -223,46 +242,11 @@ impl Dataplane {
             next.insert(b.address, r);
         }
 
-        // The table: built from the serving backends with a non-zero weight.
-        let names: Vec<String> = vip.backends.iter().map(|b| b.address.to_string()).collect();
-        let entries: Vec<maglev::Entry<'_>> = vip
-            .backends
-            .iter()
-            .zip(&names)
-            .map(|(b, name)| maglev::Entry {
-                name,
-                weight: if b.serving { b.weight } else { 0 },
-                id: next[&b.address].id,
-            })
-            .collect();
         let started = Instant::now();
-        let table = maglev::build(&entries, vip.table_size, seed).map_err(|source| {
-            DataplaneError::Maglev {
-                vip: vip.ident.to_string(),
-                source,
-            }
-        })?;
+        let table = self.build_table(vip, &next, seed)?;
         report.build_us += started.elapsed().as_micros();
         report.tables_built += 1;
-        self.tables_built += 1;
-        let target = 1 - rec.live;
-        self.tables.write(rec.halves[target], &table);
-        let meta = VipMeta {
-            vip_id: rec.vip_id,
-            table_base: rec.halves[target],
-            table_size: vip.table_size,
-            mode: vip.mode,
-            scheduler: lb_common::SCHED_MAGLEV,
-            flags: 0,
-            _pad: 0,
-        };
-        self.vips
-            .insert(vip.ident.key(), meta, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: names::VIPS,
-                source,
-            })?;
-        rec.live = target;
+        self.flip(vip, &mut rec, &table)?;
 
         // The backends that left and the old halves are only retired after a grace period
         // (see `publish`): a packet that read the old `VipMeta` may still be using them.
@@ -280,8 +264,166 @@ impl Dataplane {
             later.regions.push((halves[0], size));
             later.regions.push((halves[1], size));
         }
+        rec.published = Some((vip.clone(), seed));
         self.layout.vips.insert(vip.ident, rec);
         Ok(())
+    }
+
+    /// The table of `vip` given its backends' slots: a Maglev table, or the scheduler's
+    /// sequence (least-connection ones from the live active counts).
+    fn build_table(
+        &mut self,
+        vip: &DesiredVip,
+        slots: &BTreeMap<IpAddr, BackendRecord>,
+        seed: u32,
+    ) -> Result<Vec<u32>, DataplaneError> {
+        let weight = |b: &super::DesiredBackend| if b.serving { b.weight } else { 0 };
+        let Some(order) = vip.scheduler.order() else {
+            let names: Vec<String> = vip.backends.iter().map(|b| b.address.to_string()).collect();
+            let entries: Vec<maglev::Entry<'_>> = vip
+                .backends
+                .iter()
+                .zip(&names)
+                .map(|(b, name)| maglev::Entry {
+                    name,
+                    weight: weight(b),
+                    id: slots[&b.address].id,
+                })
+                .collect();
+            return maglev::build(&entries, vip.table_size, seed).map_err(|source| {
+                DataplaneError::Maglev {
+                    vip: vip.ident.to_string(),
+                    source,
+                }
+            });
+        };
+        let mut members = Vec::with_capacity(vip.backends.len());
+        for b in &vip.backends {
+            let id = slots[&b.address].id;
+            let active = if vip.scheduler.least_conn() {
+                self.active(id)?
+            } else {
+                0
+            };
+            members.push(sched::Member {
+                id,
+                weight: weight(b),
+                active,
+            });
+        }
+        let horizon = if vip.scheduler.least_conn() {
+            let eligible = members.iter().filter(|m| m.weight > 0).count() as f64;
+            let rate = self.lc_rate(vip)?;
+            (rate * LC_HORIZON_SECS).max(8.0 * eligible).ceil() as u32
+        } else {
+            0
+        };
+        Ok(sched::sequence(order, &members, vip.table_size, horizon))
+    }
+
+    /// The recent new-flow rate of a least-connection VIP (per second), updated from its
+    /// counters at most every 100 ms.
+    fn lc_rate(&mut self, vip: &DesiredVip) -> Result<f64, DataplaneError> {
+        let Some(rec) = self.layout.vips.get(&vip.ident) else {
+            return Ok(0.0);
+        };
+        let now = Instant::now();
+        let flows = self.vip_counters(rec.vip_id)?.new_flows;
+        let rate = match self.lc_rates.get(&vip.ident) {
+            Some(&(at, n, rate)) => {
+                let dt = now.duration_since(at).as_secs_f64();
+                if dt < 0.1 {
+                    return Ok(rate);
+                }
+                let fresh = flows.saturating_sub(n) as f64 / dt;
+                // Smooth a little: one quiet interval does not erase a busy one.
+                0.5 * fresh + 0.5 * rate
+            }
+            None => 0.0,
+        };
+        self.lc_rates.insert(vip.ident, (now, flows, rate));
+        Ok(rate)
+    }
+
+    /// Write `table` into the half no packet reads and switch the VIP to it with one
+    /// `VIPS` update; sequence schedulers restart at the sequence's head.
+    fn flip(
+        &mut self,
+        vip: &DesiredVip,
+        rec: &mut VipRecord,
+        table: &[u32],
+    ) -> Result<(), DataplaneError> {
+        self.tables_built += 1;
+        let target = 1 - rec.live;
+        self.tables.write(rec.halves[target], table);
+        let len = table.len() as u32;
+        let meta = VipMeta {
+            vip_id: rec.vip_id,
+            table_base: rec.halves[target],
+            table_size: len,
+            mode: vip.mode,
+            scheduler: vip.scheduler.kernel(),
+            flags: 0,
+            _pad: 0,
+        };
+        self.vips
+            .insert(vip.ident.key(), meta, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::VIPS,
+                source,
+            })?;
+        rec.live = target;
+        rec.live_len = len;
+        if vip.scheduler.order().is_some() {
+            self.cursors
+                .set(rec.vip_id, 0, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: names::CURSORS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Recompute the least-connection VIPs' plans from the live active counts and switch
+    /// those that changed. Returns how many were switched. (The daemon calls this every
+    /// `daemon.least_conn_refresh_ms`.)
+    pub fn refresh_least_conn(&mut self) -> Result<usize, DataplaneError> {
+        let lc: Vec<(VipIdent, DesiredVip, u32)> = self
+            .layout
+            .vips
+            .iter()
+            .filter_map(|(i, r)| {
+                let (v, seed) = r.published.as_ref()?;
+                v.scheduler.least_conn().then(|| (*i, v.clone(), *seed))
+            })
+            .collect();
+        if lc.is_empty() {
+            return Ok(0);
+        }
+        if let Some(t) = self.last_flip {
+            let left = GRACE.saturating_sub(t.elapsed());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
+        let mut switched = 0;
+        for (ident, vip, seed) in lc {
+            let Some(mut rec) = self.layout.vips.get(&ident).cloned() else {
+                continue;
+            };
+            let table = self.build_table(&vip, &rec.backends, seed)?;
+            if self.tables.read(rec.halves[rec.live], rec.live_len) == table {
+                continue;
+            }
+            self.flip(&vip, &mut rec, &table)?;
+            self.layout.vips.insert(ident, rec);
+            switched += 1;
+        }
+        if switched > 0 {
+            self.last_flip = Some(Instant::now());
+        }
+        Ok(switched)
     }
 
     /// Retire what the last flips made unreachable, once no packet can still be using it.
@@ -341,6 +483,6 @@ impl Dataplane {
     /// The live table of a VIP, as the kernel reads it.
     pub fn live_table(&self, ident: &VipIdent) -> Option<Vec<u32>> {
         let rec = self.layout.vips.get(ident)?;
-        Some(self.tables.read(rec.halves[rec.live], rec.table_size))
+        Some(self.tables.read(rec.halves[rec.live], rec.live_len))
     }
 }

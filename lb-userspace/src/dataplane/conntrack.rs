@@ -1,0 +1,294 @@
+//! Active connections per backend, from the kernel's connection tracking.
+//!
+//! The XDP program counts, per backend and per VIP (per-CPU `Counters`): `new_flows` when a
+//! connection opens (a flow is inserted, or a SYN reopens a closing flow) and `closes` when
+//! it closes (the client's first FIN or RST, or the flow leaving a backend that stopped
+//! serving). It stamps every flow with the last time it saw it (`FlowValue::last_seen`).
+//!
+//! The daemon turns that into active counts in two ways, combined:
+//!
+//! - **sweep** (every `daemon.conntrack_sweep_ms`, off the data-plane lock): walk the flow
+//!   table, delete flows idle for longer than the protocol's idle timeout (open) or the
+//!   close timeout (closing), and count the open ones per backend: that is the exact
+//!   figure at the time of the sweep (LRU evictions and expiries included);
+//! - **between sweeps**: active = the sweep's count + opens − closes since the counters
+//!   snapshot taken just before that sweep.
+//!
+//! So a count is at most one counter read old (the daemon reads counters when it asks);
+//! what the counters cannot see (an idle flow, an eviction) is corrected at the next sweep.
+//! Error bound: flows opened or closed *during* a sweep's walk may be counted twice or not
+//! at all until the next sweep (the walk of 10k flows takes a few ms).
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use lb_common::{
+    Counters, FLOW_CLOSING, FLOW_OPEN, FLOW_TIME_SHIFT, FlowKey, FlowValue, PROTO_UDP, names,
+};
+
+use super::DataplaneError;
+
+/// How long flows may stay idle before the daemon expires them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An open TCP connection with no packet for this long is closed (IPVS: 900 s).
+    pub tcp_idle: Duration,
+    /// A TCP connection whose close was seen keeps its backend this long (IPVS: 120 s).
+    pub tcp_fin: Duration,
+    /// A UDP flow with no packet for this long is closed (IPVS: 300 s).
+    pub udp_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp_idle: Duration::from_secs(900),
+            tcp_fin: Duration::from_secs(120),
+            udp_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Now on the clock the kernel stamps flows with (`CLOCK_MONOTONIC_COARSE`), in
+/// `FLOW_TIME_SHIFT` ticks.
+pub fn now_ticks() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    let ns = (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64);
+    (ns >> FLOW_TIME_SHIFT) as u32
+}
+
+/// A duration in flow-time ticks, rounded up (a flow is never expired early).
+fn ticks(d: Duration) -> u32 {
+    let t = 1u128 << FLOW_TIME_SHIFT;
+    u32::try_from(d.as_nanos().div_ceil(t)).unwrap_or(u32::MAX)
+}
+
+/// One backend's opens and closes, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenClose {
+    pub opens: u64,
+    pub closes: u64,
+}
+
+impl From<Counters> for OpenClose {
+    fn from(c: Counters) -> Self {
+        Self {
+            opens: c.new_flows,
+            closes: c.closes,
+        }
+    }
+}
+
+/// What one sweep found.
+#[derive(Clone, Debug, Default)]
+pub struct Sweep {
+    /// Open, not idle flows per backend id.
+    pub active: HashMap<u32, u64>,
+    /// The counters just before the walk.
+    pub counters: HashMap<u32, OpenClose>,
+    pub scanned: u64,
+    /// Open flows expired for idleness.
+    pub expired: u64,
+    /// Closing flows removed after the close timeout.
+    pub reaped: u64,
+    pub took: Duration,
+}
+
+/// Walks the flow table on its own map handles, so the daemon does not hold the data
+/// plane while it runs.
+pub struct Sweeper {
+    flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    stats: PerCpuArray<MapData, Counters>,
+    pub timeouts: Timeouts,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+impl Sweeper {
+    pub(super) fn new(
+        flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+        stats: PerCpuArray<MapData, Counters>,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            flows,
+            stats,
+            timeouts,
+        }
+    }
+
+    /// Read the open/close counters of backend `id`.
+    pub fn counters(&self, id: u32) -> Result<OpenClose, DataplaneError> {
+        read(&self.stats, id)
+    }
+
+    /// Expire idle flows and count the open ones of backends `ids`.
+    pub fn sweep(&mut self, ids: &[u32]) -> Result<Sweep, DataplaneError> {
+        let started = Instant::now();
+        let mut out = Sweep::default();
+        for &id in ids {
+            out.counters.insert(id, self.counters(id)?);
+            out.active.insert(id, 0);
+        }
+        let now = now_ticks();
+        let (tcp_idle, tcp_fin, udp_idle) = (
+            ticks(self.timeouts.tcp_idle),
+            ticks(self.timeouts.tcp_fin),
+            ticks(self.timeouts.udp_idle),
+        );
+        let mut doomed = Vec::new();
+        for entry in self.flows.iter() {
+            let Ok((k, v)) = entry else { continue };
+            out.scanned += 1;
+            let idle = now.wrapping_sub(v.last_seen);
+            let limit = match (k.proto, v.state) {
+                (_, FLOW_CLOSING) => tcp_fin,
+                (PROTO_UDP, _) => udp_idle,
+                _ => tcp_idle,
+            };
+            // `idle` beyond half the u32 range is a stamp from the future (a clock read
+            // between the kernel's stamp and ours): not idle.
+            if idle > limit && idle < u32::MAX / 2 {
+                doomed.push((k, v));
+            } else if v.state == FLOW_OPEN {
+                *out.active.entry(v.backend_id).or_insert(0) += 1;
+            }
+        }
+        for (k, v) in doomed {
+            // A packet may have arrived since the walk: only delete an entry unchanged.
+            match self.flows.get(&k, 0) {
+                Ok(now_v) if now_v == v => {}
+                Ok(now_v) => {
+                    if now_v.state == FLOW_OPEN {
+                        *out.active.entry(now_v.backend_id).or_insert(0) += 1;
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            match self.flows.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::FLOWS)(e)),
+            }
+            if v.state == FLOW_OPEN {
+                out.expired += 1;
+            } else {
+                out.reaped += 1;
+            }
+        }
+        out.took = started.elapsed();
+        Ok(out)
+    }
+}
+
+fn read(stats: &PerCpuArray<MapData, Counters>, id: u32) -> Result<OpenClose, DataplaneError> {
+    let per_cpu = stats.get(&id, 0).map_err(map_err(names::BACKEND_STATS))?;
+    Ok(per_cpu.iter().fold(OpenClose::default(), |mut a, c| {
+        a.opens += c.new_flows;
+        a.closes += c.closes;
+        a
+    }))
+}
+
+/// The last sweep's counts and the counter snapshot they go with, per backend id.
+#[derive(Debug, Default)]
+pub struct Book {
+    base: HashMap<u32, (u64, OpenClose)>,
+    pub last_sweep: Option<(Instant, Duration, u64)>,
+    /// Flows expired for idleness and closing flows reaped, since the daemon started.
+    pub expired_total: u64,
+    pub reaped_total: u64,
+}
+
+impl Book {
+    /// Take a sweep's result as the new base.
+    pub fn rebase(&mut self, s: &Sweep) {
+        for (id, c) in &s.counters {
+            let active = s.active.get(id).copied().unwrap_or(0);
+            self.base.insert(*id, (active, *c));
+        }
+        self.last_sweep = Some((Instant::now(), s.took, s.scanned));
+        self.expired_total += s.expired;
+        self.reaped_total += s.reaped;
+    }
+
+    /// A backend slot starts (or restarts) from zero with these counters.
+    pub fn reset(&mut self, id: u32, now: OpenClose) {
+        self.base.insert(id, (0, now));
+    }
+
+    /// Active connections of backend `id` given its counters now.
+    pub fn active(&self, id: u32, now: OpenClose) -> u64 {
+        let (base, at) = self.base.get(&id).copied().unwrap_or_default();
+        let opened = now.opens.saturating_sub(at.opens);
+        let closed = now.closes.saturating_sub(at.closes);
+        (base + opened).saturating_sub(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn book_adds_opens_and_subtracts_closes_since_the_sweep() {
+        let mut b = Book::default();
+        let mut s = Sweep::default();
+        s.active.insert(7, 10);
+        s.counters.insert(
+            7,
+            OpenClose {
+                opens: 100,
+                closes: 90,
+            },
+        );
+        b.rebase(&s);
+        let now = OpenClose {
+            opens: 105,
+            closes: 93,
+        };
+        assert_eq!(b.active(7, now), 12);
+        // Never negative, even if closes outrun what the base knew of.
+        assert_eq!(
+            b.active(
+                7,
+                OpenClose {
+                    opens: 100,
+                    closes: 200
+                }
+            ),
+            0
+        );
+        b.reset(7, now);
+        assert_eq!(
+            b.active(
+                7,
+                OpenClose {
+                    opens: 106,
+                    closes: 93
+                }
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(Duration::ZERO), 0);
+        assert_eq!(ticks(Duration::from_nanos(1)), 1);
+        assert_eq!(ticks(Duration::from_secs(2)), 2);
+        assert_eq!(ticks(Duration::from_secs(900)), 839);
+    }
+}
