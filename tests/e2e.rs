@@ -8,8 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     sync::Mutex,
     time::Duration,
 };
@@ -19,69 +18,17 @@ use lb_userspace::{
     config::{CheckKind, Config, Forwarding},
     daemon::Edit,
     health::Health,
-    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
+    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
 };
-use sluice_tests::require_root;
+use sluice_tests::{
+    conn::{Held, TIMEOUT, connections},
+    require_root,
+};
 
-const TIMEOUT: Duration = Duration::from_secs(3);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     format!("sl-e2e-{}-{n}", std::process::id() % 100_000)
-}
-
-/// A long-lived connection to a VIP through the `HOLD` protocol: the server names itself,
-/// then echoes every line prefixed with its name.
-struct Held {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    backend: String,
-}
-
-impl Held {
-    fn open(client: &Node, to: SocketAddr) -> anyhow::Result<Self> {
-        let mut stream = client
-            .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
-            .with_context(|| format!("connecting to {to}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.write_all(b"HOLD\n")?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut name = String::new();
-        reader.read_line(&mut name)?;
-        ensure!(name.ends_with('\n'), "no name from {to}: {name:?}");
-        Ok(Self {
-            stream,
-            reader,
-            backend: name.trim().to_owned(),
-        })
-    }
-
-    /// Send a line; the echo must come from the same backend.
-    fn echo(&mut self, line: &str) -> anyhow::Result<()> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
-        let mut got = String::new();
-        self.reader
-            .read_line(&mut got)
-            .with_context(|| format!("echo of {line:?} from {}", self.backend))?;
-        ensure!(
-            got == format!("{}:{line}\n", self.backend),
-            "{} answered {got:?} to {line:?}",
-            self.backend
-        );
-        Ok(())
-    }
-}
-
-/// `n` connections, each checked for consistency over 2 echoed lines; answers per backend.
-fn connections(client: &Node, to: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut counts = BTreeMap::new();
-    for i in 0..n {
-        let mut c = Held::open(client, to).with_context(|| format!("connection {i}"))?;
-        c.echo(&format!("a{i}"))?;
-        c.echo(&format!("b{i}"))?;
-        *counts.entry(c.backend.clone()).or_insert(0) += 1;
-    }
-    Ok(counts)
 }
 
 fn with_fast_checks(mut c: Config) -> Config {

@@ -136,6 +136,12 @@ async fn serve_one(
         line.push(b'\n');
         std::io::Result::Ok(line)
     };
+    // Read the request first even from a refused peer, so that it reads the refusal
+    // rather than a broken pipe; it is not looked at.
+    let mut lines = BufReader::new(r).lines();
+    let Some(text) = lines.next_line().await? else {
+        return Ok(());
+    };
     if !access.allows(cred.uid(), cred.gid()) {
         warn!(
             uid = cred.uid(),
@@ -149,10 +155,6 @@ async fn serve_one(
         .await?;
         return w.write_all(&line).await;
     }
-    let mut lines = BufReader::new(r).lines();
-    let Some(text) = lines.next_line().await? else {
-        return Ok(());
-    };
     let resp = match serde_json::from_str::<Request>(&text) {
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),

@@ -1,0 +1,431 @@
+//! The control plane an operator touches every day, end to end through the lab with real
+//! TCP connections: least-connection schedulers equalising active connections, the
+//! active-connection figures matching the truth, drains that reset nothing and remove the
+//! backend when done, and the API refusing users outside its group.
+//!
+//! Each test builds its own lab (prefix `sl-lc-<pid>-<n>`), removed when it drops, also on
+//! failure; tests run one at a time; every loop is bounded in count and time.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use lb_userspace::{
+    api::{Request, Response, client},
+    config::{BackendState, Config, Scheduler, VipConfig},
+    daemon::Edit,
+    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
+    state::Status,
+};
+use sluice_tests::{
+    conn::{Held, connections},
+    require_root,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn prefix(n: &str) -> String {
+    format!("sl-lc-{}-{n}", std::process::id() % 100_000)
+}
+
+fn vip_mut<'c>(c: &'c mut Config, name: &str) -> &'c mut VipConfig {
+    c.vips
+        .iter_mut()
+        .find(|v| v.name == name)
+        .expect("a lab VIP")
+}
+
+fn status(socket: &Path) -> anyhow::Result<Status> {
+    match client::request(socket, &Request::Status { flows: false })? {
+        Response::Status { status } => Ok(status),
+        r => bail!("unexpected answer {r:?}"),
+    }
+}
+
+fn running_config(socket: &Path) -> anyhow::Result<(Config, u64)> {
+    match client::request(socket, &Request::Config)? {
+        Response::Config { toml, version } => Ok((
+            lb_userspace::config::parse(&toml, "running")?.config,
+            version,
+        )),
+        r => bail!("unexpected answer {r:?}"),
+    }
+}
+
+/// Change the running configuration through the API, as the CLI does.
+fn apply(socket: &Path, change: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+    let (mut c, version) = running_config(socket)?;
+    change(&mut c);
+    match client::request(
+        socket,
+        &Request::Apply {
+            config: c.to_toml()?,
+            dry_run: false,
+            base_version: Some(version),
+        },
+    )? {
+        Response::Plan { applied: true, .. } => Ok(()),
+        r => bail!("edit not applied: {r:?}"),
+    }
+}
+
+/// The lab's backends: name → address.
+fn backends(lab: &Lab) -> BTreeMap<String, IpAddr> {
+    (0..lab.backends().len())
+        .map(|i| (lab.backend(i).name(), IpAddr::from(lab.backend(i).addr4())))
+        .collect()
+}
+
+/// Open connections per backend address, as the clients know them (every backend listed).
+fn truth(lab: &Lab, held: &[Held]) -> BTreeMap<IpAddr, u64> {
+    let names = backends(lab);
+    let mut t: BTreeMap<IpAddr, u64> = names.values().map(|a| (*a, 0)).collect();
+    for h in held {
+        *t.entry(names[&h.backend]).or_insert(0) += 1;
+    }
+    t
+}
+
+/// The daemon's active-connection figure per backend of `vip`.
+fn reported(socket: &Path, vip: &str) -> anyhow::Result<BTreeMap<IpAddr, u64>> {
+    let s = status(socket)?;
+    let v = s
+        .vips
+        .iter()
+        .find(|v| v.name == vip)
+        .context("VIP in status")?;
+    Ok(v.backends.iter().map(|b| (b.address, b.active)).collect())
+}
+
+/// Wait (at most 2 s: the counters move with the packets) until the daemon reports exactly
+/// `want` active connections per backend.
+fn wait_active(socket: &Path, vip: &str, want: &BTreeMap<IpAddr, u64>) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let got = reported(socket, vip)?;
+        let relevant: BTreeMap<IpAddr, u64> = want
+            .keys()
+            .map(|a| (*a, got.get(a).copied().unwrap_or(0)))
+            .collect();
+        if &relevant == want {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(2) {
+            bail!("active connections reported {relevant:?}, true {want:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for h in held {
+        *m.entry(h.backend.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("lc")).backends(3))?;
+    let mut config = lab.daemon_config(&Weights::Explicit(vec![1, 0, 0]))?;
+    config.daemon.conntrack_sweep_ms = 500;
+    vip_mut(&mut config, "lab-tcp4").scheduler = Scheduler::LeastConn;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config.clone())?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+
+    // 30 long-lived connections, all on backend-1: the others take no new flows yet.
+    let mut held: Vec<Held> = (0..30)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(per_backend(&held).get("backend-1") == Some(&30));
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+
+    // All three take new flows now: the next 30 go to the two empty ones.
+    for b in &mut vip_mut(&mut config, "lab-tcp4").backends {
+        b.weight = 1;
+    }
+    d.edit(Edit::Replace(Box::new(config.clone())))?;
+    let mut fresh: Vec<Held> = (0..30)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    let got = per_backend(&fresh);
+    println!("lc: 30 held on backend-1, then 30 new connections went {got:?}");
+    let n = |m: &BTreeMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
+    ensure!(
+        n(&got, "backend-1") <= 1,
+        "lc sent new flows to the loaded backend: {got:?}"
+    );
+    ensure!(
+        n(&got, "backend-2").abs_diff(n(&got, "backend-3")) <= 2,
+        "lc did not equalise the empty backends: {got:?}"
+    );
+    held.append(&mut fresh);
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+
+    // Clients close 10 connections of backend-1 and 5 of backend-2: the figures follow
+    // (the FIN counts the close).
+    let mut closed = (0, 0);
+    let mut kept = Vec::new();
+    for h in held {
+        if h.backend == "backend-1" && closed.0 < 10 {
+            closed.0 += 1;
+            h.close()?;
+        } else if h.backend == "backend-2" && closed.1 < 5 {
+            closed.1 += 1;
+            h.close()?;
+        } else {
+            kept.push(h);
+        }
+    }
+    let mut held = kept;
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+    // Still exact after the flow-table sweep recounted.
+    std::thread::sleep(Duration::from_millis(1200));
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+
+    // wlc with weights 1:1:2: new flows fill each backend up to the same load per weight.
+    {
+        let v = vip_mut(&mut config, "lab-tcp4");
+        v.scheduler = Scheduler::WeightedLeastConn;
+        v.backends[2].weight = 2;
+    }
+    d.edit(Edit::Replace(Box::new(config.clone())))?;
+    for _ in 0..40 {
+        held.push(Held::open(lab.client(0), vip)?);
+    }
+    let t = truth(&lab, &held);
+    let names = backends(&lab);
+    let total: u64 = t.values().sum();
+    let level = total as f64 / 4.0;
+    println!("wlc 1:1:2: active now {t:?} (level {level:.1} per weight unit)");
+    for (i, w) in [(1, 1.0), (2, 1.0), (3, 2.0)] {
+        let a = t[&names[&format!("backend-{i}")]] as f64;
+        ensure!(
+            (a / w - level).abs() <= 2.5,
+            "backend-{i}: {a} active for weight {w}, level {level:.1}: {t:?}"
+        );
+    }
+    wait_active(&socket, "lab-tcp4", &t)?;
+    for h in held {
+        h.close()?;
+    }
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+#[test]
+fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("drain")).backends(3))?;
+    let mut config = lab.daemon_config(&Weights::Equal)?;
+    config.daemon.conntrack_sweep_ms = 500;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let names = backends(&lab);
+    let b2 = names["backend-2"];
+
+    let mut held: Vec<Held> = (0..45)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    for (i, h) in held.iter_mut().enumerate() {
+        h.echo(&format!("before{i}"))?;
+    }
+    let on_b2 = per_backend(&held).get("backend-2").copied().unwrap_or(0);
+    ensure!(
+        on_b2 >= 3,
+        "too few connections on backend-2 to drain: {on_b2}"
+    );
+
+    // `sluice backend drain --vip lab-tcp4 --address <b2> --remove`, through the API.
+    let t0 = Instant::now();
+    apply(&socket, |c| {
+        let b = vip_mut(c, "lab-tcp4")
+            .backends
+            .iter_mut()
+            .find(|b| b.address == b2)
+            .expect("backend-2");
+        b.state = BackendState::Draining;
+        b.drain_remove = true;
+    })?;
+    let lifecycle = |s: &Status| {
+        s.vips
+            .iter()
+            .find(|v| v.name == "lab-tcp4")
+            .and_then(|v| v.backends.iter().find(|b| b.address == b2))
+            .map(|b| (b.lifecycle.clone(), b.active))
+    };
+    let st = lifecycle(&status(&socket)?);
+    println!("drain started: backend-2 {st:?} ({on_b2} held connections)");
+    ensure!(st == Some(("draining".to_owned(), on_b2 as u64)), "{st:?}");
+
+    // No new flow reaches it; every held connection (its own included) carries on.
+    let counts = connections(lab.client(0), vip, 60)?;
+    ensure!(
+        !counts.contains_key("backend-2"),
+        "a draining backend got new flows: {counts:?}"
+    );
+    for (i, h) in held.iter_mut().enumerate() {
+        h.echo(&format!("draining{i}"))?;
+    }
+
+    // Its clients finish one by one; the daemon's progress follows each close.
+    let (mine, mut others): (Vec<Held>, Vec<Held>) =
+        held.into_iter().partition(|h| h.backend == "backend-2");
+    let mut left = mine.len() as u64;
+    for h in mine {
+        h.close()?;
+        left -= 1;
+        let t = Instant::now();
+        loop {
+            let s = lifecycle(&status(&socket)?);
+            if s.as_ref().is_some_and(|(_, a)| *a == left) || s.is_none() {
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(2),
+                "progress stuck: {s:?}, {left} left"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // Drained (no connection for 1 s) and removed from the configuration.
+    let removed = loop {
+        let (c, _) = running_config(&socket)?;
+        if !vip_mut(&mut c.clone(), "lab-tcp4")
+            .backends
+            .iter()
+            .any(|b| b.address == b2)
+        {
+            break t0.elapsed();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "backend-2 not removed after its drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "backend-2 drained and removed {} ms after the drain began",
+        removed.as_millis()
+    );
+    // Zero resets: everything else still talks, then closes cleanly.
+    for (i, h) in others.iter_mut().enumerate() {
+        h.echo(&format!("after{i}"))?;
+    }
+    for h in others {
+        h.close()?;
+    }
+
+    // Drain without removal, then undrain: it takes new flows again.
+    let b3 = names["backend-3"];
+    let set = |state: BackendState| {
+        apply(&socket, |c| {
+            if let Some(b) = vip_mut(c, "lab-tcp4")
+                .backends
+                .iter_mut()
+                .find(|b| b.address == b3)
+            {
+                b.state = state;
+            }
+        })
+    };
+    set(BackendState::Draining)?;
+    let counts = connections(lab.client(0), vip, 30)?;
+    ensure!(!counts.contains_key("backend-3"), "{counts:?}");
+    set(BackendState::Active)?;
+    let counts = connections(lab.client(0), vip, 60)?;
+    ensure!(
+        counts.get("backend-3").copied().unwrap_or(0) >= 10,
+        "undrained backend-3 takes too few: {counts:?}"
+    );
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+/// `sluice --api-socket S vip list` as uid `nobody` with the given primary group and
+/// supplementary groups; (exit ok, output).
+fn api_as_nobody(socket: &Path, gid: u32, groups: &[u32]) -> anyhow::Result<(bool, String)> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe()?;
+    let sluice = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("sluice"))
+        .context("target dir")?;
+    ensure!(
+        sluice.exists(),
+        "{} not built (run the tests with `cargo xtask test`)",
+        sluice.display()
+    );
+    let groups = groups.to_vec();
+    let mut cmd = std::process::Command::new(sluice);
+    cmd.arg("--api-socket").arg(socket).args(["vip", "list"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+#[test]
+fn api_serves_root_and_its_group_only() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("acl")).backends(1))?;
+    let mut config = lab.daemon_config(&Weights::Equal)?;
+    // Debian's `nogroup` (65534) exists on every machine this runs on.
+    config.daemon.api_group = Some("nogroup".to_owned());
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    // A member of the group (primary group): served.
+    let (ok, out) = api_as_nobody(&socket, 65534, &[])?;
+    ensure!(
+        ok && out.contains("lab-tcp4"),
+        "group member refused: {out}"
+    );
+    // Reaches the socket through a supplementary group but is neither root nor in the group
+    // by its credentials: refused by the daemon.
+    let (ok, out) = api_as_nobody(&socket, 65533, &[65534])?;
+    ensure!(
+        !ok && out.contains("permission denied"),
+        "outsider served: {out}"
+    );
+    // No access to the socket at all: refused by the kernel.
+    let (ok, out) = api_as_nobody(&socket, 65533, &[])?;
+    ensure!(
+        !ok && out.to_lowercase().contains("permission denied"),
+        "outsider served: {out}"
+    );
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
