@@ -173,6 +173,20 @@ pub struct GlobalConfig {
     /// Seed of the flow hash (the same on every LB instance keeps them in agreement).
     pub hash_seed: u32,
     pub _pad: u32,
+    /// A 256-bit filter of the VIP addresses (bit `vip_filter_bit(addr)` set for each): a
+    /// frame whose destination's bit is clear is not for a VIP, and is passed without a
+    /// hash-map lookup.
+    pub vip_filter: [u64; 4],
+}
+
+/// The `GlobalConfig::vip_filter` bit of a destination address (IPv4 in the first 4 bytes,
+/// the rest zero): its 32-bit words folded together, then folded to 8 bits.
+#[inline(always)]
+pub fn vip_filter_bit(addr: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    let x = w(0) ^ w(4) ^ w(8) ^ w(12);
+    let x = x ^ (x >> 16);
+    (x ^ (x >> 8)) & 0xff
 }
 
 /// Per-CPU traffic counters, per VIP and per backend. `new_flows` and `closes` are the
@@ -193,7 +207,7 @@ const _: () = assert!(size_of::<VipMeta>() == 16);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 16);
-const _: () = assert!(size_of::<GlobalConfig>() == 32);
+const _: () = assert!(size_of::<GlobalConfig>() == 64);
 const _: () = assert!(size_of::<Counters>() == 32);
 
 #[cfg(feature = "user")]

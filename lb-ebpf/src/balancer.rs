@@ -2,7 +2,7 @@
 //! forward → count.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
-use lb_common::{FlowKey, VipKey, VipMeta, hash::flow_hash, reason};
+use lb_common::{FlowKey, VipKey, VipMeta, hash::flow_hash, reason, vip_filter_bit};
 
 use crate::{
     flow,
@@ -50,14 +50,22 @@ pub fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
 #[inline(always)]
 fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     let pkt = parse::parse(ctx)?;
+    let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
+    // Most traffic that is not for a VIP stops here, without a hash-map lookup.
+    let bit = vip_filter_bit(&pkt.key.dst);
+    if cfg.vip_filter[(bit >> 6) as usize & 3] & (1 << (bit & 63)) == 0 {
+        return Err(reason::PASS_NOT_VIP);
+    }
     let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
-    let seed = CONFIG.get(0).map_or(0, |c| c.hash_seed);
-    let hash = flow_hash(&pkt.key, seed);
-    let (id, backend, track) = match flow::lookup(&pkt.key, vip.vip_id, pkt.tcp_flags) {
-        Some(hit) => (hit.0, hit.1, Some(hit.2)),
+    // The flow hash is only computed when needed: to choose a backend, or for the IPIP
+    // outer header (`forward`).
+    let (id, backend, track, hash) = match flow::lookup(&pkt.key, vip.vip_id, pkt.tcp_flags) {
+        Some(hit) => (hit.0, hit.1, Some(hit.2), None),
         None => {
-            let (id, b) = select::pick(vip, &pkt.key, hash, seed).ok_or(reason::DROP_NO_BACKEND)?;
-            (id, b, None)
+            let hash = flow_hash(&pkt.key, cfg.hash_seed);
+            let (id, b) = select::pick(vip, &pkt.key, hash, cfg.hash_seed)
+                .ok_or(reason::DROP_NO_BACKEND)?;
+            (id, b, None, Some(hash))
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;

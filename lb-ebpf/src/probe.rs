@@ -41,7 +41,7 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     }
     let seed = CONFIG.get(0).map_or(0, |c| c.hash_seed);
     let hash = flow_hash(&pkt.key, seed);
-    match forward::forward(ctx, &pkt, vip.mode, backend, hash)? {
+    match forward::forward(ctx, &pkt, vip.mode, backend, Some(hash))? {
         Verdict::Tx => Ok(xdp_action::XDP_TX),
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),

@@ -520,3 +520,71 @@ pub fn read_runtime(path: &Path, file_hash: u64) -> Option<String> {
     let marker = format!("# config-file-hash = {file_hash:016x}");
     text.lines().take(3).any(|l| l == marker).then_some(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = "[daemon]\ninterface = \"x\"\n[[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\n\
+                    port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\nslow_start_ms = 10000\n\
+                    [[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 10\n";
+        crate::config::parse(text, "test").unwrap().config
+    }
+
+    #[test]
+    fn slow_start_ramps_added_and_recovered_backends_only() {
+        let s = State::new(config());
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        // At start (maybe serving before a restart): full weight at once.
+        assert_eq!(s.effective_weight(v, b), 10);
+        assert_eq!(s.lifecycle(v, b), "active");
+
+        // Added while running: ramps from 1.
+        let mut c = config();
+        c.vips[0].backends.push(BackendConfig {
+            address: "10.0.0.3".parse().unwrap(),
+            ..c.vips[0].backends[0].clone()
+        });
+        let mut s = s.with_config(c);
+        let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.effective_weight(v, new), 1);
+        assert_eq!(s.lifecycle(v, new), "slow-start");
+        assert!(s.ramping());
+        // Half-way through the window: half the weight.
+        let key = (ident(v), new.address);
+        s.life.get_mut(&key).unwrap().ramp_from = Some(Instant::now() - Duration::from_secs(5));
+        let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.effective_weight(v, new), 5);
+        s.life.get_mut(&key).unwrap().ramp_from = Some(Instant::now() - Duration::from_secs(11));
+        let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.effective_weight(v, new), 10);
+        assert!(!s.ramping());
+
+        // Back up after being down: ramps again.
+        let e = |health| Event {
+            vip: key.0,
+            backend: key.1,
+            health,
+            reason: String::new(),
+        };
+        assert!(s.apply(&e(Health::Down)));
+        assert!(s.apply(&e(Health::Up)));
+        let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.effective_weight(v, new), 1);
+    }
+
+    #[test]
+    fn draining_takes_weight_zero_and_undrain_restores_it() {
+        let mut c = config();
+        c.vips[0].backends[0].state = BackendState::Draining;
+        let s = State::new(c);
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        assert_eq!(s.effective_weight(v, b), 0);
+        assert_eq!(s.lifecycle(v, b), "draining");
+        assert!(s.desired().vips[0].backends[0].serving, "existing flows continue");
+        let s = s.with_config(config());
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        assert_eq!((s.effective_weight(v, b), s.lifecycle(v, b)), (10, "active"));
+    }
+}

@@ -6,7 +6,19 @@ use lb_common::{BACKEND_F_HAS_MAC, Backend, reason};
 use network_types::eth::EthHdr;
 
 use super::{Verdict, fib};
-use crate::parse::{Packet, ptr_at};
+use crate::parse::{Packet, copy_mac, ptr_at};
+
+/// Store a MAC into the frame byte by byte (volatile: a merged 6-byte copy becomes a
+/// `memmove` call, see `fib::zeroed_params`).
+#[inline(always)]
+fn put_mac(dst: *mut [u8; 6], m: &[u8; 6]) {
+    let d = dst.cast::<u8>();
+    for (i, b) in m.iter().enumerate() {
+        // SAFETY: `dst` points at 6 bytes inside the frame (checked by the caller's
+        // `ptr_at`); `i < 6`.
+        unsafe { core::ptr::write_volatile(d.add(i), *b) };
+    }
+}
 
 /// Destination MAC := the backend's (configured, or from the FIB/neighbour table); source
 /// MAC := the LB interface's (the frame's old destination, or the FIB's egress MAC).
@@ -16,9 +28,9 @@ pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Resu
         let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the Ethernet header is inside the frame.
         unsafe {
-            let own = (*eth).dst_addr;
-            (*eth).src_addr = own;
-            (*eth).dst_addr = backend.mac;
+            let own = copy_mac(&(*eth).dst_addr);
+            put_mac(&raw mut (*eth).src_addr, &own);
+            put_mac(&raw mut (*eth).dst_addr, &backend.mac);
         }
         return Ok(Verdict::Tx);
     }
@@ -26,8 +38,8 @@ pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Resu
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: as above.
     unsafe {
-        (*eth).src_addr = hop.smac;
-        (*eth).dst_addr = hop.dmac;
+        put_mac(&raw mut (*eth).src_addr, &hop.smac);
+        put_mac(&raw mut (*eth).dst_addr, &hop.dmac);
     }
     Ok(hop.verdict(ctx))
 }

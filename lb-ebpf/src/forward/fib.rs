@@ -45,8 +45,7 @@ pub fn lookup(
     dst: &[u8; 16],
     tot_len: u16,
 ) -> Result<NextHop, u32> {
-    // SAFETY: a plain C struct of integers and unions of integers: all-zero is valid.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    let mut p = zeroed_params();
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_1.tot_len = tot_len;
     if family == FAMILY_V6 {
@@ -73,6 +72,25 @@ pub fn lookup(
     } else {
         Err(reason::DROP_NO_ROUTE)
     }
+}
+
+/// An all-zero parameter block, written as eight 8-byte stores: `mem::zeroed` becomes a
+/// call to `memset`, a BPF-to-BPF call whose frame, added to the balancer's, exceeds the
+/// 512-byte stack limit of older verifiers (6.1).
+#[inline(always)]
+fn zeroed_params() -> FibParams {
+    const WORDS: usize = size_of::<FibParams>() / 8;
+    const _: () = assert!(size_of::<FibParams>() == 8 * WORDS);
+    let mut p = core::mem::MaybeUninit::<FibParams>::uninit();
+    let w = p.as_mut_ptr().cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: `i < WORDS` words of the (8-byte aligned) block; volatile so the stores are
+        // not merged back into a `memset` call.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+    }
+    // SAFETY: every byte was written; a plain C struct of integers (and unions of
+    // integers), for which all-zero is valid.
+    unsafe { p.assume_init() }
 }
 
 #[inline(always)]

@@ -19,12 +19,13 @@ pub(super) fn encap(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
-    hash: u32,
+    hash: Option<u32>,
 ) -> Result<Verdict, u32> {
     if backend.family != pkt.key.family {
         return Err(reason::DROP_INTERNAL);
     }
     let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
+    let hash = hash.unwrap_or_else(|| lb_common::hash::flow_hash(&pkt.key, cfg.hash_seed));
     if pkt.key.family == FAMILY_V6 {
         encap6(ctx, pkt, backend, cfg, hash)
     } else {

@@ -18,14 +18,15 @@ pub enum Verdict {
     Redirect(u32),
 }
 
-/// Rewrite the frame for `backend`. `Err` carries the drop reason.
+/// Rewrite the frame for `backend`. `hash` is the flow hash when the caller has it (IPIP
+/// computes it otherwise). `Err` carries the drop reason.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     pkt: &Packet,
     mode: u8,
     backend: &Backend,
-    hash: u32,
+    hash: Option<u32>,
 ) -> Result<Verdict, u32> {
     if mode == MODE_IPIP {
         ipip::encap(ctx, pkt, backend, hash)

@@ -79,7 +79,21 @@ impl Dataplane {
             encap_v6_prefix: g.encap_v6.0.octets(),
             hash_seed: g.hash_seed,
             _pad: 0,
+            vip_filter: [0; 4],
         };
+        // The filter covers the VIPs about to be published and those still published (a
+        // VIP being removed keeps its bit until the next publish: a spurious bit only costs
+        // a hash lookup, a missing one would pass a VIP's traffic).
+        let mut cfg = cfg;
+        for key in desired
+            .vips
+            .iter()
+            .map(|v| v.ident.key())
+            .chain(self.layout.vips.keys().map(VipIdent::key))
+        {
+            let bit = lb_common::vip_filter_bit(&key.addr);
+            cfg.vip_filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
         self.config
             .set(0, cfg, 0)
             .map_err(|source| DataplaneError::Map {
