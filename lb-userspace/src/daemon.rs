@@ -1,6 +1,8 @@
-//! `sluice run`: load, publish the configured state, attach, then serve: health checks and
-//! API edits turn into republished states, the status file and metrics are refreshed, and
-//! FIB-resolved backends' neighbour entries are kept warm, until shutdown; then detach.
+//! `sluice run`: load (adopting what a previous daemon pinned: `dataplane/adopt.rs`),
+//! publish the configured state, attach, then serve: health checks and API edits turn into
+//! republished states, the status file and metrics are refreshed, and FIB-resolved
+//! backends' neighbour entries are kept warm, until shutdown; then the balancer stays
+//! attached and pinned (`sluice detach` removes it), or, for an ephemeral daemon, detaches.
 
 use std::{
     sync::{Arc, Mutex},
@@ -8,14 +10,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use lb_common::programs;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::{
     api::{self, Request, Response, server::ApiCall},
     config::{CheckKind, Config, XdpMode},
-    dataplane::{AttachMode, Dataplane, DataplaneError, Sizes, conntrack, iface, neigh},
+    dataplane::{
+        AttachMode, Dataplane, DataplaneError, LAYOUT_FILE, PinConfig, Sizes, conntrack, iface,
+        neigh,
+    },
     health::{self, Health, PathProber},
     lifecycle, lookup, metrics, plan,
     state::{self, State},
@@ -42,25 +46,85 @@ pub fn attach_mode(m: XdpMode) -> AttachMode {
     }
 }
 
-/// Load the data plane for `state`, publish it and attach the balancer.
-pub fn start(state: &State) -> Result<Dataplane, DataplaneError> {
+/// What becomes of the balancer when the daemon stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExit {
+    /// It stays attached, forwarding with the last published state, and pinned for the
+    /// next daemon to adopt (`sluice run`); `sluice detach` removes it.
+    Keep,
+    /// Detached and unpinned: the daemon leaves nothing behind (`sluice demo`, the lab's
+    /// in-process daemon, tests).
+    Remove,
+}
+
+/// Load the data plane for `state` (pinned in `daemon.pin_dir`, adopting a previous
+/// daemon's maps, layout and link when they are there), publish it and attach the
+/// balancer (atomically replacing the previous program, if any).
+pub fn start(state: &State, on_exit: OnExit) -> Result<Dataplane, DataplaneError> {
     let d = &state.config.daemon;
-    let mut dp = Dataplane::load(Sizes {
-        flow_entries: d.flow_table_size,
-        table_slots: d.table_capacity,
-    })?;
-    let desired = state.desired();
-    let report = dp.publish(&desired)?;
-    neigh::prime(&neigh::fib_backends(&desired));
-    info!(
-        vips = report.vips_added,
-        backends = report.backends_added,
-        tables = report.tables_built,
-        build_us = report.build_us,
-        "published"
-    );
-    let mode = dp.attach(programs::BALANCER, &d.interface, attach_mode(d.xdp_mode))?;
-    info!(interface = %d.interface, ?mode, "balancer attached");
+    let pin = PinConfig {
+        dir: d.pin_dir(),
+        interface: d.interface.clone(),
+        layout_file: d.state_dir.join(LAYOUT_FILE),
+        keep: on_exit == OnExit::Keep,
+    };
+    let (mut dp, adoption) = Dataplane::load_pinned(
+        Sizes {
+            flow_entries: d.flow_table_size,
+            table_slots: d.table_capacity,
+        },
+        pin,
+    )?;
+    let dir = d.pin_dir();
+    if adoption.maps.is_empty() {
+        info!(pin_dir = %dir.display(), "maps pinned (nothing to adopt)");
+    } else {
+        info!(
+            pin_dir = %dir.display(),
+            vips = adoption.vips,
+            backends = adoption.backends,
+            flows = adoption.flows,
+            link = adoption.link,
+            "adopting the pinned state of the previous daemon"
+        );
+        for n in &adoption.notes {
+            warn!("saved layout vs pinned maps (the maps win): {n}");
+        }
+        if !adoption.new.is_empty() {
+            info!(maps = ?adoption.new, "maps new in this build: created and pinned");
+        }
+        if !adoption.stale.is_empty() {
+            info!(maps = ?adoption.stale, "pinned maps this build no longer has: removed");
+        }
+    }
+    let result = (|| {
+        let desired = state.desired();
+        let report = dp.publish(&desired)?;
+        neigh::prime(&neigh::fib_backends(&desired));
+        info!(
+            vips_added = report.vips_added,
+            vips_removed = report.vips_removed,
+            backends_added = report.backends_added,
+            backends_removed = report.backends_removed,
+            tables = report.tables_built,
+            build_us = report.build_us,
+            "published"
+        );
+        let (mode, replaced) = dp.attach_balancer(&d.interface, attach_mode(d.xdp_mode))?;
+        if replaced {
+            info!(interface = %d.interface, ?mode, "balancer program replaced atomically in the pinned XDP link");
+        } else {
+            info!(interface = %d.interface, ?mode, "balancer attached (link pinned)");
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // A fresh start leaves nothing behind; adopted state stays for the next try.
+        if !dp.adopted() {
+            let _ = dp.stop_removing();
+        }
+        return Err(e);
+    }
     Ok(dp)
 }
 
@@ -280,8 +344,14 @@ pub async fn serve(
         t.abort();
     }
     let _ = std::fs::remove_file(&state.config.daemon.api_socket);
-    info!("shutting down; detaching");
-    lock(&dp)?.detach_all()?;
+    match lock(&dp)?.stop()? {
+        Some(pins) => info!(
+            interface = %state.config.daemon.interface,
+            pin_dir = %pins.display(),
+            "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
+        ),
+        None => info!("shut down; detached and unpinned"),
+    }
     let _ = std::fs::remove_file(dir.join("status.json"));
     // Only if nothing else lives there.
     let _ = std::fs::remove_dir(&dir);

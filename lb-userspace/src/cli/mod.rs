@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod decap;
 mod demo;
+mod detach;
 mod edit;
 mod lab;
 mod run;
@@ -44,6 +45,21 @@ pub enum Command {
         /// Override `daemon.xdp_mode`.
         #[arg(long, value_enum)]
         xdp_mode: Option<Mode>,
+    },
+    /// Remove the balancer: detach its pinned XDP link and remove its pinned maps (every
+    /// flow), pin directory and saved layout. A stopped `sluice run` leaves the balancer
+    /// attached and forwarding, for the next one to adopt; this is the explicit removal.
+    Detach {
+        /// The daemon's config: its `daemon.pin_dir` (or the default for its interface) and
+        /// `daemon.state_dir`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The interface (pin directory /sys/fs/bpf/sluice/IF unless --pin-dir says).
+        #[arg(long, short)]
+        interface: Option<String>,
+        /// The pin directory (`daemon.pin_dir`).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
     },
     /// Configuration files.
     #[command(subcommand)]
@@ -186,6 +202,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             interface,
             xdp_mode,
         } => run::run(&config, interface, xdp_mode),
+        Command::Detach {
+            config,
+            interface,
+            pin_dir,
+        } => detach::run(config.as_deref(), interface, pin_dir),
         Command::Config(ConfigCmd::Check { file }) => config::check(&file),
         Command::Demo {
             config,

@@ -150,6 +150,20 @@ pub struct DaemonConfig {
     pub conntrack_sweep_ms: u32,
     /// How often least-connection VIPs' plans are recomputed from the counters.
     pub least_conn_refresh_ms: u32,
+    /// Where the balancer's maps and XDP link are pinned in bpffs (`None`: the default,
+    /// [`DaemonConfig::pin_dir`], which follows the interface, also when `sluice run
+    /// --interface` overrides it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl DaemonConfig {
+    /// The pin directory: `daemon.pin_dir`, or `/sys/fs/bpf/sluice/<interface>`.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_dir
+            .clone()
+            .unwrap_or_else(|| crate::dataplane::pinned::default_pin_dir(&self.interface))
+    }
 }
 
 /// `[[vip]]`: one virtual service.

@@ -31,6 +31,7 @@ pub(super) struct RawDaemon {
     pub udp_idle_timeout_ms: Option<i64>,
     pub conntrack_sweep_ms: Option<i64>,
     pub least_conn_refresh_ms: Option<i64>,
+    pub pin_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -326,12 +326,25 @@ impl Cx<'_> {
             DEFAULT_LEAST_CONN_REFRESH_MS,
             LEAST_CONN_REFRESH_RANGE,
         );
+        let pin_dir = match d.pin_dir.as_deref() {
+            None => Some(None),
+            Some(p) => {
+                match crate::dataplane::pinned::check_pin_dir_syntax(std::path::Path::new(p)) {
+                    Ok(()) => Some(Some(std::path::PathBuf::from(p))),
+                    Err(why) => {
+                        self.error("daemon.pin_dir", format!("{p:?} {why}"));
+                        None
+                    }
+                }
+            }
+        };
         Some(DaemonConfig {
             tcp_idle_timeout_ms: tcp_idle_timeout_ms?,
             tcp_fin_timeout_ms: tcp_fin_timeout_ms?,
             udp_idle_timeout_ms: udp_idle_timeout_ms?,
             conntrack_sweep_ms: conntrack_sweep_ms?,
             least_conn_refresh_ms: least_conn_refresh_ms?,
+            pin_dir: pin_dir?,
             metrics_listen: metrics_listen?,
             api_socket: api_socket?,
             api_group: api_group?,

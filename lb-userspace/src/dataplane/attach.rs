@@ -15,14 +15,16 @@ pub enum AttachMode {
     Auto,
 }
 
-/// A program attached to an interface; detached when the dataplane is dropped.
+/// A program attached to an interface; detached when the dataplane is dropped, unless
+/// its link is pinned (the daemon's balancer: see `adopt.rs`).
 #[derive(Debug)]
 pub struct Attached {
     pub program: &'static str,
     pub interface: String,
     /// The mode the kernel accepted (never `Auto`).
     pub mode: AttachMode,
-    link: XdpLinkId,
+    /// `None`: a pinned link, which bpffs owns.
+    pub(super) link: Option<XdpLinkId>,
 }
 
 /// Attach a loaded XDP program, honouring `mode` (with the `Auto` fallback).
@@ -76,16 +78,18 @@ impl Dataplane {
             program,
             interface: interface.to_owned(),
             mode: got,
-            link,
+            link: Some(link),
         });
         Ok(got)
     }
 
-    /// Detach everything this dataplane attached.
+    /// Detach everything this dataplane attached, except pinned links (see
+    /// [`Dataplane::stop`]).
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         while let Some(a) = self.attached.pop() {
+            let Some(link) = a.link else { continue };
             let prog = self.program(a.program)?;
-            prog.detach(a.link).map_err(|e| DataplaneError::Attach {
+            prog.detach(link).map_err(|e| DataplaneError::Attach {
                 interface: a.interface.clone(),
                 message: format!("detaching {}: {}", a.program, error_chain(&e)),
             })?;

@@ -57,6 +57,32 @@ impl BackendSlots {
     pub fn in_use(&self) -> usize {
         self.used.iter().filter(|u| **u).count() - 1
     }
+
+    /// Rebuild from what the kernel holds (adoption): every slot's last generation (freed
+    /// slots keep theirs in `BACKENDS`, so a reuse still bumps past it), which slots are in
+    /// use, and where the round-robin cursor stands.
+    pub fn restore(generations: &[u32], used: &[u32], cursor: usize) -> Self {
+        let mut s = Self::default();
+        for (g, have) in s.generation.iter_mut().zip(generations) {
+            *g = *have;
+        }
+        for &id in used {
+            if let Some(u) = s.used.get_mut(id as usize) {
+                *u = true;
+            }
+        }
+        s.cursor = if (1..s.used.len()).contains(&cursor) {
+            cursor
+        } else {
+            1
+        };
+        s
+    }
+
+    /// The round-robin cursor (saved with the layout).
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
 }
 
 /// Hands out VIP ids `0..MAX_VIPS`, lowest first.
@@ -79,6 +105,11 @@ impl VipIds {
 
     pub fn free(&mut self, id: u32) {
         self.used.remove(&id);
+    }
+
+    /// Mark `id` used (adoption); false if it is out of range or already used.
+    pub fn reserve(&mut self, id: u32) -> bool {
+        id < MAX_VIPS && self.used.insert(id)
     }
 }
 
@@ -125,6 +156,30 @@ impl Regions {
         Ok(start)
     }
 
+    /// Take exactly `[start, start + len)` (adoption: the halves the kernel already uses);
+    /// false, changing nothing, unless that whole range is free.
+    pub fn reserve(&mut self, start: u32, len: u32) -> bool {
+        let Some((&fs, &fl)) = self.free.range(..=start).next_back() else {
+            return false;
+        };
+        let (end, fend) = (
+            u64::from(start) + u64::from(len),
+            u64::from(fs) + u64::from(fl),
+        );
+        if len == 0 || end > fend {
+            return false;
+        }
+        self.free.remove(&fs);
+        if start > fs {
+            self.free.insert(fs, start - fs);
+        }
+        if fend > end {
+            // Both fit in u32: end < fend <= capacity.
+            self.free.insert(end as u32, (fend - end) as u32);
+        }
+        true
+    }
+
     /// Give back `[start, start + len)`, merging with free neighbours.
     pub fn release(&mut self, start: u32, len: u32) {
         let (mut s, mut l) = (start, len);
@@ -162,6 +217,34 @@ mod tests {
         r.release(c, 30);
         r.release(0, 60);
         assert_eq!(r.alloc(100).unwrap(), 0, "everything coalesced");
+    }
+
+    #[test]
+    fn regions_reserve_exact_ranges() {
+        let mut r = Regions::new(100);
+        assert!(r.reserve(10, 20));
+        assert!(!r.reserve(25, 10), "overlaps the first");
+        assert!(r.reserve(90, 10));
+        assert!(!r.reserve(95, 10), "beyond the capacity");
+        assert_eq!(r.free_slots(), 70);
+        assert_eq!(r.alloc(10).unwrap(), 0);
+        assert_eq!(r.alloc(60).unwrap(), 30);
+        assert!(r.alloc(1).is_err());
+    }
+
+    #[test]
+    fn backend_slots_restore_keeps_generations() {
+        let mut gens = vec![0; MAX_BACKENDS as usize];
+        gens[1] = 7;
+        gens[2] = 3;
+        let mut s = BackendSlots::restore(&gens, &[2], 1);
+        assert_eq!(s.in_use(), 1);
+        assert_eq!(
+            s.alloc().unwrap(),
+            (1, 8),
+            "a freed slot's reuse bumps past its last generation"
+        );
+        assert_eq!(s.alloc().unwrap(), (3, 1));
     }
 
     #[test]

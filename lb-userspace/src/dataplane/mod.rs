@@ -3,6 +3,7 @@
 //! flipped with one `VIPS` update), reads counters, and runs programs on synthetic frames
 //! through `BPF_PROG_TEST_RUN` (fixtures, `lookup`, benchmarks).
 
+mod adopt;
 mod attach;
 pub mod conntrack;
 mod desired;
@@ -14,6 +15,8 @@ mod publish;
 mod tables;
 mod testrun;
 
+use std::path::PathBuf;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
@@ -23,6 +26,10 @@ use lb_common::{
     Backend, Counters, FlowKey, FlowValue, GlobalConfig, VipKey, VipMeta, names, programs, reason,
 };
 
+pub use adopt::{
+    ABI_EPOCH, Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach,
+    object_specs,
+};
 pub use attach::{AttachMode, Attached};
 pub use desired::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 pub use publish::PublishReport;
@@ -68,6 +75,19 @@ pub enum DataplaneError {
     },
     #[error("interface {interface}: {message}")]
     Attach { interface: String, message: String },
+    #[error("pin directory {}: {message}", dir.display())]
+    Pins { dir: PathBuf, message: String },
+    #[error(
+        "the state pinned in {} does not fit this sluice build, so it cannot be adopted \
+         without corrupting it: {}. To keep the flows, run the sluice that pinned it (or a \
+         compatible one); to start over, dropping every flow: `sluice detach --config FILE` \
+         (or `--interface IF --pin-dir {}`), then start again",
+        dir.display(), differences.join("; "), dir.display()
+    )]
+    Incompatible {
+        dir: PathBuf,
+        differences: Vec<String>,
+    },
     #[error("test run of {program}: {source}")]
     TestRun {
         program: &'static str,
@@ -117,6 +137,9 @@ pub struct Dataplane {
     tables_built: u64,
     /// When the last publish switched tables (see `publish::GRACE`).
     last_flip: Option<std::time::Instant>,
+    /// The pin directory, for a daemon's dataplane (`adopt.rs`); `None` for loads that
+    /// must leave nothing in bpffs (tests, fixtures, benchmarks).
+    pins: Option<adopt::Pins>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -155,13 +178,23 @@ pub const ALL_PROGRAMS: &[&str] = &[
 
 impl Dataplane {
     /// Load the object with the given map sizes and verify every program. Nothing is
-    /// attached yet.
+    /// attached yet, nothing pinned.
     pub fn load(sizes: Sizes) -> Result<Self, DataplaneError> {
+        Self::load_with(sizes, &[])
+    }
+
+    /// [`Dataplane::load`], with the maps named in `pins` taken from (or, where missing,
+    /// pinned at) the given paths.
+    fn load_with(sizes: Sizes, pins: &[(String, PathBuf)]) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::FLOWS, sizes.flow_entries)
-            .map_max_entries(names::TABLES, sizes.table_slots)
-            .load(EBPF_OBJECT)?;
+            .map_max_entries(names::TABLES, sizes.table_slots);
+        for (name, path) in pins {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         for &name in ALL_PROGRAMS {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
@@ -206,6 +239,7 @@ impl Dataplane {
             attached: Vec::new(),
             tables_built: 0,
             last_flip: None,
+            pins: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Attachments that outlive the process: the backend-side decap (`sluice decap attach`)
 //! and the lab's `XDP_PASS` programs on veth peers. The link is pinned in bpffs; removing
-//! the pin detaches it.
+//! the pin detaches it. Also the bpffs chores of the balancer's pin directory (see
+//! `adopt.rs`): where it is, that it is on bpffs, and its removal (`sluice detach`).
 
 use std::{
     ffi::CString,
@@ -17,6 +18,116 @@ use super::{AttachMode, DataplaneError, EBPF_OBJECT, attach::attach_xdp, attach:
 
 /// Where sluice pins objects in bpffs.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/sluice";
+
+/// `statfs` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The balancer's default pin directory on `interface`: `/sys/fs/bpf/sluice/<interface>`.
+pub fn default_pin_dir(interface: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(interface)
+}
+
+/// What a pin directory must look like, without touching the file system (config
+/// validation): an absolute, normalised path (no `.`/`..`, no NUL) below a mount point.
+/// The reason it is not, as the end of a sentence starting with the path.
+pub fn check_pin_dir_syntax(dir: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let s = dir.as_os_str().as_encoded_bytes();
+    if !dir.is_absolute() || s.contains(&0) {
+        return Err("is not an absolute path".to_owned());
+    }
+    if dir
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+    {
+        return Err("must not contain '.' or '..'".to_owned());
+    }
+    if dir.components().count() < 3 {
+        return Err(
+            "must be a directory below a bpffs mount (e.g. /sys/fs/bpf/sluice/eth0)".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-struct the kernel fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type == BPF_FS_MAGIC
+}
+
+/// Check `dir` (syntax, and that its nearest existing ancestor is on bpffs: pins can live
+/// nowhere else) and create it.
+pub fn prepare_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
+    let err = |message: String| DataplaneError::Pins {
+        dir: dir.to_owned(),
+        message,
+    };
+    check_pin_dir_syntax(dir).map_err(|why| err(format!("the pin directory {why}")))?;
+    if dir.starts_with("/sys/fs/bpf") {
+        ensure_bpffs()?;
+    }
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    if !is_bpffs(existing) {
+        return Err(err(format!(
+            "{} is not on a bpffs (BPF objects can only be pinned there; mount one with \
+             `mount -t bpf bpf DIR` or choose a daemon.pin_dir under /sys/fs/bpf)",
+            existing.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("creating it: {e}")))
+}
+
+/// Remove `dir`'s empty ancestors that sluice creates (`/sys/fs/bpf/sluice` and the
+/// directories below it), nearest first, stopping at the first one that is not empty.
+pub fn remove_empty_parents(dir: &Path) {
+    for a in dir.ancestors().skip(1) {
+        if !a.starts_with(PIN_ROOT) || std::fs::remove_dir(a).is_err() {
+            break;
+        }
+    }
+}
+
+/// Remove everything pinned in `dir` (the XDP link first, which detaches the program,
+/// then the maps), `dir` itself and its empty parents ([`remove_empty_parents`]); what
+/// was removed. The caller makes sure no daemon uses it (see `adopt::lock_pin_dir`).
+pub fn remove_pin_dir(dir: &Path, link_name: &str) -> Result<Vec<PathBuf>, DataplaneError> {
+    let err = |message: String| DataplaneError::Pins {
+        dir: dir.to_owned(),
+        message,
+    };
+    let mut removed = Vec::new();
+    let link = dir.join(link_name);
+    if link.exists() {
+        std::fs::remove_file(&link)
+            .map_err(|e| err(format!("removing {}: {e}", link.display())))?;
+        removed.push(link);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(err(format!("reading it: {e}"))),
+    };
+    for e in entries {
+        let path = e.map_err(|e| err(format!("reading it: {e}")))?.path();
+        std::fs::remove_file(&path)
+            .map_err(|e| err(format!("removing {}: {e}", path.display())))?;
+        removed.push(path);
+    }
+    std::fs::remove_dir(dir).map_err(|e| err(format!("removing it: {e}")))?;
+    removed.push(dir.to_owned());
+    remove_empty_parents(dir);
+    Ok(removed)
+}
 
 /// The pin of `program` on `interface`.
 pub fn link_pin_path(program: &str, interface: &str) -> PathBuf {
@@ -154,5 +265,6 @@ pub fn detach_pinned(program: &str, interface: &str) -> Result<(), DataplaneErro
         .unpin()
         .map_err(|e| err(format!("unpinning {}: {e}", path.display())))?;
     drop(link);
+    remove_empty_parents(&path);
     Ok(())
 }

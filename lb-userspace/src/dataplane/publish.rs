@@ -129,6 +129,8 @@ impl Dataplane {
         }
         self.last_flip = Some(Instant::now());
         self.retire(later)?;
+        // For the next daemon (`adopt.rs`); a no-op for unpinned loads.
+        self.save_layout();
         Ok(report)
     }
 

@@ -1,5 +1,8 @@
 //! The real daemon (`daemon::start` + `daemon::serve`) run in-process on its own thread,
 //! inside the lab's load-balancer namespace: used by `sluice demo` and the end-to-end tests.
+//! It pins in the lab's own pin directory ([`super::lab_pin_dir`]; interfaces in different
+//! labs share the name eth0) unless the config names one, and by default removes it all
+//! when it stops ([`Daemon::start_keeping`] leaves it, as `sluice run` does).
 
 use std::{
     net::IpAddr,
@@ -13,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Lab, LabError};
 use crate::{
     config::Config,
-    daemon::{self, Edit, EditRequest},
+    daemon::{self, Edit, EditRequest, OnExit},
     health::Health,
     state::{self, State, Status},
 };
@@ -33,7 +36,21 @@ fn err(message: impl Into<String>) -> LabError {
 
 impl Daemon {
     /// Start serving `config` (attach, publish, health checks); returns once attached.
+    /// Everything is detached and unpinned when it stops.
     pub fn start(lab: &Lab, config: Config) -> Result<Self, LabError> {
+        Self::start_with(lab, config, OnExit::Remove)
+    }
+
+    /// [`Daemon::start`], but leaving the balancer attached and pinned when it stops, for
+    /// the next daemon to adopt (restart tests); [`super::Lab::down`] removes it.
+    pub fn start_keeping(lab: &Lab, config: Config) -> Result<Self, LabError> {
+        Self::start_with(lab, config, OnExit::Keep)
+    }
+
+    fn start_with(lab: &Lab, mut config: Config, on_exit: OnExit) -> Result<Self, LabError> {
+        if config.daemon.pin_dir.is_none() {
+            config.daemon.pin_dir = Some(super::lab_pin_dir(lab.prefix()));
+        }
         let (edits, edit_rx) = mpsc::channel(8);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -49,7 +66,7 @@ impl Daemon {
                     .build()
                     .map_err(|e| e.to_string())?;
                 let state = State::new(config);
-                let dp = match daemon::start(&state) {
+                let dp = match daemon::start(&state, on_exit) {
                     Ok(dp) => dp,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));

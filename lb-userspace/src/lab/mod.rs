@@ -48,7 +48,8 @@
 //!   (TCP [`TCP_PORT`]: HTTP, `HOLD`, raw; UDP [`UDP_PORT`]: echo).
 //!
 //! Pins: `/sys/fs/bpf/sluice/links/PROGRAM@IFACE@NAMESPACE` (the namespace makes them
-//! unique: every backend's interface is eth0).
+//! unique: every backend's interface is eth0), and the balancer's pin directory
+//! [`lab_pin_dir`] (`/sys/fs/bpf/sluice/lab/PREFIX`).
 //!
 //! # Using it
 //!
@@ -367,6 +368,12 @@ pub fn config_path(prefix: &str) -> PathBuf {
 /// daemon's `state_dir` (`status.json`, for `sluice backend list --state-dir`).
 pub fn lab_dir(prefix: &str) -> PathBuf {
     Path::new(STATE_DIR).join(prefix)
+}
+
+/// The pin directory of lab `prefix`'s balancer (`daemon.pin_dir`): its own, since every
+/// lab's load balancer attaches to an interface called eth0.
+pub fn lab_pin_dir(prefix: &str) -> PathBuf {
+    Path::new(pinned::PIN_ROOT).join("lab").join(prefix)
 }
 
 fn addr4(host: u8) -> Ipv4Addr {
@@ -972,10 +979,12 @@ impl Lab {
             "[daemon]\ninterface = \"{IFACE}\"\nxdp_mode = \"native\"\n\
              flow_table_size = {LAB_FLOW_TABLE_SIZE}\n\
              # room for as many VIPs again, for tests that add some\n\
-             table_capacity = {}\nstate_dir = \"{}\"\napi_socket = \"{}/sluice.sock\"",
+             table_capacity = {}\nstate_dir = \"{}\"\napi_socket = \"{}/sluice.sock\"\n\
+             pin_dir = \"{}\"",
             2 * 2 * LAB_TABLE_SIZE * vips,
             lab_dir(self.prefix()).display(),
             lab_dir(self.prefix()).display(),
+            lab_pin_dir(self.prefix()).display(),
         );
         for &vip in families {
             let family = if vip.is_ipv4() { 4 } else { 6 };
@@ -1083,11 +1092,22 @@ impl Lab {
             .collect();
         kill_all(&pids);
         for pin in &status.pins {
+            if pin.is_dir() {
+                // The balancer's pin directory (link first: that detaches it).
+                match pinned::remove_pin_dir(pin, crate::dataplane::LINK_PIN) {
+                    Ok(r) => removed.pins.extend(r),
+                    Err(e) => errors.push(e.to_string()),
+                }
+                continue;
+            }
             match std::fs::remove_file(pin) {
                 Ok(()) => removed.pins.push(pin.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => errors.push(format!("removing {}: {e}", pin.display())),
             }
+        }
+        if let Some(links) = pinned::pin_path("x").parent() {
+            pinned::remove_empty_parents(&links.join("x"));
         }
         // Backends and clients first, the switch (with the bridge) last.
         for n in status.namespaces.iter().rev() {
@@ -1192,13 +1212,12 @@ pub fn validate_prefix(prefix: &str) -> Result<(), LabError> {
 
 /// Every lab pin: (lab prefix, path).
 fn all_lab_pins() -> Vec<(String, PathBuf)> {
-    let dir = pinned::pin_path("x");
-    let Some(dir) = dir.parent() else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let link = pinned::pin_path("x");
+    let entries = link
+        .parent()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten();
     let mut v: Vec<(String, PathBuf)> = entries
         .filter_map(|e| {
             let e = e.ok()?;
@@ -1210,6 +1229,17 @@ fn all_lab_pins() -> Vec<(String, PathBuf)> {
             Some((prefix.to_owned(), e.path()))
         })
         .collect();
+    // The labs' balancer pin directories.
+    if let Some(parent) = lab_pin_dir("x").parent()
+        && let Ok(entries) = std::fs::read_dir(parent)
+    {
+        v.extend(entries.filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            validate_prefix(&name).ok()?;
+            Some((name, e.path()))
+        }));
+    }
     v.sort();
     v
 }

@@ -1,0 +1,271 @@
+//! Restarting and upgrading the daemon keeps forwarding and keeps every flow: long-lived
+//! TCP connections through the lab's daemon (DSR and IPIP) keep exchanging data, on the
+//! same backend, while no daemon runs, across a restart with the same config, across one
+//! with a backend added, and across a refused start (an incompatible flow-table size);
+//! `sluice detach` (its library half, `dataplane::detach`) then leaves no pin and no XDP
+//! program on the interface.
+//!
+//! Every test builds its own lab (prefix `sl-rst-<pid>-<n>`), removed when it drops (the
+//! lab's pin directory included), also on failure. Every loop is bounded in count and time.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    sync::Mutex,
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use lb_userspace::{
+    config::Forwarding,
+    dataplane::{self, LAYOUT_FILE, LINK_PIN},
+    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
+};
+use sluice_tests::require_root;
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn prefix(n: &str) -> String {
+    format!("sl-rst-{}-{n}", std::process::id() % 100_000)
+}
+
+/// A long-lived connection through the `HOLD` protocol: the server names itself, then
+/// echoes every line prefixed with its name.
+struct Held {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    backend: String,
+}
+
+impl Held {
+    fn open(client: &Node, to: SocketAddr) -> anyhow::Result<Self> {
+        let mut stream = client
+            .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
+            .with_context(|| format!("connecting to {to}"))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.write_all(b"HOLD\n")?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut name = String::new();
+        reader.read_line(&mut name)?;
+        ensure!(name.ends_with('\n'), "no name from {to}: {name:?}");
+        Ok(Self {
+            stream,
+            reader,
+            backend: name.trim().to_owned(),
+        })
+    }
+
+    /// Send a line; the echo must come from the same backend (a reset or a move to another
+    /// backend fails).
+    fn echo(&mut self, line: &str) -> anyhow::Result<()> {
+        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let mut got = String::new();
+        self.reader
+            .read_line(&mut got)
+            .with_context(|| format!("echo of {line:?} from {}", self.backend))?;
+        ensure!(
+            got == format!("{}:{line}\n", self.backend),
+            "{} answered {got:?} to {line:?}",
+            self.backend
+        );
+        Ok(())
+    }
+}
+
+fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
+    for (i, c) in held.iter_mut().enumerate() {
+        c.echo(&format!("{phase}-{i}"))
+            .with_context(|| format!("held connection {i} ({phase})"))?;
+    }
+    Ok(())
+}
+
+/// New connections: each must answer; answers per backend.
+fn fresh(
+    client: &Node,
+    to: SocketAddr,
+    n: usize,
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let mut c = Held::open(client, to).with_context(|| format!("new connection {i}"))?;
+        c.echo(&format!("new{i}"))?;
+        *counts.entry(c.backend.clone()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// The id of the XDP program on the load balancer's eth0, if any (`ip -j link`).
+fn xdp_prog(lab: &Lab) -> anyhow::Result<Option<u64>> {
+    let out = lab
+        .lb()
+        .exec(&["ip", "-j", "link", "show", "dev", "eth0"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+    Ok(v.get(0)
+        .and_then(|l| l.get("xdp"))
+        .and_then(|x| x.get("prog"))
+        .and_then(|p| p.get("id"))
+        .and_then(serde_json::Value::as_u64))
+}
+
+fn pins_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|e| {
+            e.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn saved(path: &Path) -> anyhow::Result<dataplane::SavedLayout> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn restart_keeps_flows(mode: Forwarding, tag: &str) -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let mut lab = Lab::up(LabSpec::new(&prefix(tag)).backends(3).mode(mode))?;
+    let pin_dir = lab::lab_pin_dir(lab.prefix());
+    let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let config = lab.daemon_config(&Weights::Equal)?;
+
+    let d = Daemon::start_keeping(&lab, config.clone())?;
+    let first = xdp_prog(&lab)?.context("no XDP program after the first start")?;
+    let mut held: Vec<Held> = (0..30)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    let backends: Vec<String> = held.iter().map(|h| h.backend.clone()).collect();
+    echo_all(&mut held, "first")?;
+    d.stop()?;
+
+    // No daemon: the program stays, pinned, and forwards old and new connections.
+    let pins = pins_in(&pin_dir);
+    println!("{tag}: pinned after stop: {pins:?}");
+    ensure!(pins.iter().any(|p| p == LINK_PIN), "no link pin: {pins:?}");
+    for m in ["BACKENDS", "FLOWS", "TABLES", "VIPS"] {
+        ensure!(pins.iter().any(|p| p == m), "{m} not pinned: {pins:?}");
+    }
+    ensure!(layout.exists(), "no saved layout at {}", layout.display());
+    ensure!(
+        xdp_prog(&lab)? == Some(first),
+        "the program changed without a daemon"
+    );
+    echo_all(&mut held, "no-daemon")?;
+    let counts = fresh(lab.client(0), vip, 20)?;
+    println!("{tag}: 20 new connections with no daemon: {counts:?}");
+
+    // Same config (backends listed in the reverse order, so that a daemon allocating
+    // slots afresh would give them other slot ids): the new program replaces the old one
+    // inside the link, every backend keeps its slot and generation, flows stay.
+    let before = saved(&layout)?;
+    let mut reversed = config.clone();
+    for v in &mut reversed.vips {
+        v.backends.reverse();
+    }
+    let d = Daemon::start_keeping(&lab, reversed)?;
+    let second = xdp_prog(&lab)?.context("no XDP program after the restart")?;
+    ensure!(
+        second != first,
+        "the restart did not load a new program ({first})"
+    );
+    echo_all(&mut held, "restarted")?;
+    // (Every publish writes the inactive half and flips to it: `live` alternates.)
+    let slots = |s: dataplane::SavedLayout| -> Vec<_> {
+        s.vips
+            .into_iter()
+            .map(|v| (v.address, v.port, v.proto, v.vip_id, v.halves, v.backends))
+            .collect()
+    };
+    let (was, is) = (slots(before), slots(saved(&layout)?));
+    ensure!(
+        was == is,
+        "the restart changed the layout: {was:?} → {is:?}"
+    );
+
+    // A start that cannot adopt (another flow-table size) is refused and changes nothing.
+    d.stop()?;
+    let mut bigger = config.clone();
+    bigger.daemon.flow_table_size *= 2;
+    let refused = Daemon::start_keeping(&lab, bigger)
+        .err()
+        .context("a daemon with another flow_table_size adopted the pinned flow table")?;
+    let why = refused.to_string();
+    println!("{tag}: incompatible start refused: {why}");
+    ensure!(
+        why.contains("FLOWS")
+            && why.contains("daemon.flow_table_size")
+            && why.contains("sluice detach"),
+        "the refusal does not say what differs and what to do: {why}"
+    );
+    ensure!(
+        xdp_prog(&lab)? == Some(second),
+        "a refused start changed the program"
+    );
+    echo_all(&mut held, "refused")?;
+
+    // One more backend: old connections stay on their backends, new ones use it too.
+    let added = lab.add_backend()?.name();
+    let d = Daemon::start_keeping(&lab, lab.daemon_config(&Weights::Equal)?)?;
+    ensure!(
+        xdp_prog(&lab)? != Some(second),
+        "no new program after the upgrade"
+    );
+    echo_all(&mut held, "grown")?;
+    let now: Vec<String> = held.iter().map(|h| h.backend.clone()).collect();
+    ensure!(now == backends, "connections changed backends");
+    let counts = fresh(lab.client(0), vip, 200)?;
+    println!("{tag}: 200 new connections after adding {added}: {counts:?}");
+    // 1/4 of 200 expected; ≥ 20 is more than 4 standard deviations below.
+    ensure!(
+        counts.get(&added).copied().unwrap_or(0) >= 20,
+        "{added} got too few new connections: {counts:?}"
+    );
+    d.stop()?;
+    echo_all(&mut held, "last")?;
+
+    // The explicit removal: no pins, no program.
+    let removed = dataplane::detach(&pin_dir, Some(&layout))?;
+    println!("{tag}: detach removed {} entries", removed.len());
+    ensure!(!pin_dir.exists(), "{} still exists", pin_dir.display());
+    ensure!(!layout.exists(), "{} still exists", layout.display());
+    ensure!(
+        xdp_prog(&lab)?.is_none(),
+        "an XDP program is still attached after detach"
+    );
+    drop(held);
+    lab.down()?;
+    Ok(())
+}
+
+#[test]
+fn dsr_connections_survive_restarts() -> anyhow::Result<()> {
+    restart_keeps_flows(Forwarding::Dsr, "dsr")
+}
+
+#[test]
+fn ipip_connections_survive_restarts() -> anyhow::Result<()> {
+    restart_keeps_flows(Forwarding::Ipip, "ipip")
+}
+
+#[test]
+fn an_ephemeral_daemon_leaves_nothing() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("eph")).backends(1))?;
+    let pin_dir = lab::lab_pin_dir(lab.prefix());
+    let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
+    ensure!(pin_dir.join(LINK_PIN).exists(), "the lab daemon pins too");
+    ensure!(xdp_prog(&lab)?.is_some());
+    d.stop()?;
+    ensure!(!pin_dir.exists(), "{} left behind", pin_dir.display());
+    ensure!(xdp_prog(&lab)?.is_none(), "program left attached");
+    lab.down()?;
+    Ok(())
+}
