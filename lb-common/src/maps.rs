@@ -11,6 +11,7 @@ pub mod names {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
     pub const CURSORS: &str = "CURSORS";
+    pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
 }
 
 /// Names of the programs in the eBPF object.

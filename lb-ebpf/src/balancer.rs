@@ -63,8 +63,8 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         Some(hit) => (hit.0, hit.1, Some(hit.2), None),
         None => {
             let hash = flow_hash(&pkt.key, cfg.hash_seed);
-            let (id, b) = select::pick(vip, &pkt.key, hash, cfg.hash_seed)
-                .ok_or(reason::DROP_NO_BACKEND)?;
+            let (id, b) =
+                select::pick(vip, &pkt.key, hash, cfg.hash_seed).ok_or(reason::DROP_NO_BACKEND)?;
             (id, b, None, Some(hash))
         }
     };

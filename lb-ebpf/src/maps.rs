@@ -42,6 +42,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 #[map]
 pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_VIPS, 0);
 
+/// Per-CPU scratch space for `bpf_fib_lookup`'s 64-byte parameter block (kept off the
+/// stack, see `forward::fib`).
+#[map]
+pub static FIB_SCRATCH: PerCpuArray<aya_ebpf::bindings::bpf_fib_lookup> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Global settings, one entry.
 #[map]
 pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);

@@ -582,9 +582,15 @@ mod tests {
         let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
         assert_eq!(s.effective_weight(v, b), 0);
         assert_eq!(s.lifecycle(v, b), "draining");
-        assert!(s.desired().vips[0].backends[0].serving, "existing flows continue");
+        assert!(
+            s.desired().vips[0].backends[0].serving,
+            "existing flows continue"
+        );
         let s = s.with_config(config());
         let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
-        assert_eq!((s.effective_weight(v, b), s.lifecycle(v, b)), (10, "active"));
+        assert_eq!(
+            (s.effective_weight(v, b), s.lifecycle(v, b)),
+            (10, "active")
+        );
     }
 }

@@ -11,6 +11,8 @@ use aya_ebpf::{
 };
 use lb_common::{FAMILY_V6, reason};
 
+use crate::{maps::FIB_SCRATCH, parse::copy_mac};
+
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -45,7 +47,20 @@ pub fn lookup(
     dst: &[u8; 16],
     tot_len: u16,
 ) -> Result<NextHop, u32> {
-    let mut p = zeroed_params();
+    // The parameter block lives in a per-CPU scratch map, not on the stack: 64 bytes at
+    // each of the three inlined call sites would push the balancer past the BPF stack
+    // limit, and zeroing it on the stack becomes a `memset` call (a BPF-to-BPF call whose
+    // frame older verifiers add to ours).
+    let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(reason::DROP_INTERNAL)?;
+    let w = p.cast::<u64>();
+    for i in 0..size_of::<FibParams>() / 8 {
+        // SAFETY: a per-CPU map value of `size_of::<FibParams>()` bytes, 8-byte aligned;
+        // volatile so the stores are not merged into a `memset` call.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+    }
+    // SAFETY: `p` is this CPU's scratch block, zeroed above (valid for this plain C struct
+    // of integers); nothing else uses it while this program runs.
+    let p = unsafe { &mut *p };
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_1.tot_len = tot_len;
     if family == FAMILY_V6 {
@@ -58,12 +73,19 @@ pub fn lookup(
         p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
     }
     // SAFETY: `p` is a valid, fully initialised parameter block of the size we pass.
-    let ret = unsafe { bpf_fib_lookup(ctx.as_ptr(), &raw mut p, size_of::<FibParams>() as i32, 0) };
+    let ret = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            core::ptr::from_mut(p),
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
     if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         Ok(NextHop {
             ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
+            smac: copy_mac(&p.smac),
+            dmac: copy_mac(&p.dmac),
         })
     } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
         Err(reason::DROP_TOO_BIG)
@@ -72,25 +94,6 @@ pub fn lookup(
     } else {
         Err(reason::DROP_NO_ROUTE)
     }
-}
-
-/// An all-zero parameter block, written as eight 8-byte stores: `mem::zeroed` becomes a
-/// call to `memset`, a BPF-to-BPF call whose frame, added to the balancer's, exceeds the
-/// 512-byte stack limit of older verifiers (6.1).
-#[inline(always)]
-fn zeroed_params() -> FibParams {
-    const WORDS: usize = size_of::<FibParams>() / 8;
-    const _: () = assert!(size_of::<FibParams>() == 8 * WORDS);
-    let mut p = core::mem::MaybeUninit::<FibParams>::uninit();
-    let w = p.as_mut_ptr().cast::<u64>();
-    for i in 0..WORDS {
-        // SAFETY: `i < WORDS` words of the (8-byte aligned) block; volatile so the stores are
-        // not merged back into a `memset` call.
-        unsafe { core::ptr::write_volatile(w.add(i), 0) };
-    }
-    // SAFETY: every byte was written; a plain C struct of integers (and unions of
-    // integers), for which all-zero is valid.
-    unsafe { p.assume_init() }
 }
 
 #[inline(always)]
