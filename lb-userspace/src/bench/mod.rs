@@ -3,8 +3,9 @@
 //! - [`packet`]: the real balancer, one frame per `BPF_PROG_TEST_RUN` call, against the
 //!   floor program on the same CPU; figures are ratios to the floor.
 //! - [`control`]: Maglev builds, edit latency, memory, map memory, a million flows.
-//! - [`throughput`]: packets per second through sluice attached to a veth, fed by the
-//!   generator ([`traffic`]), against the same generator into floor programs.
+//! - [`throughput`]: packets per second through sluice attached to a veth, fed by a
+//!   generator ([`generator`]: live frames, [`traffic`], or the kernel's [`pktgen`]), against
+//!   the same generator into floor programs.
 //!
 //! Everything runs on a thread of its own inside a private network namespace
 //! ([`netns::in_private_netns`]) that disappears with it: no host interface, address or
@@ -12,9 +13,11 @@
 
 pub mod control;
 pub mod frame;
+pub mod generator;
 pub mod netns;
 mod output;
 pub mod packet;
+pub mod pktgen;
 mod run;
 pub mod throughput;
 pub mod traffic;
@@ -37,6 +40,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The CPU the measurements are pinned to (default: the last one this process may use).
     pub cpu: Option<usize>,
+    /// The throughput benchmark's traffic generator.
+    pub generator: generator::Choice,
 }
 
 impl Options {
@@ -50,6 +55,7 @@ impl Options {
             quick: false,
             out: out.into(),
             cpu: None,
+            generator: generator::Choice::Auto,
         }
     }
 
@@ -76,7 +82,7 @@ impl Options {
         }
     }
 
-    fn throughput_options(&self, cpu: usize) -> throughput::Options {
+    fn throughput_options(&self, cpu: usize, generator: generator::Chosen) -> throughput::Options {
         throughput::Options {
             flows: if self.quick {
                 vec![1, 1000]
@@ -87,6 +93,7 @@ impl Options {
             max_seconds: if self.quick { 1.0 } else { 2.0 },
             rounds: if self.quick { 1 } else { 3 },
             cpu,
+            generator,
         }
     }
 }
@@ -184,6 +191,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         None => *cpus.last().unwrap_or(&0),
     };
     let machine = Machine::probe();
+    // Before entering the namespace: loading pktgen is the host's business, once.
+    let generator = opts
+        .throughput
+        .then(|| generator::resolve(opts.generator))
+        .transpose()?;
     let (packet, control, throughput) = netns::in_private_netns(|| {
         let ifindex = packet::network()?;
         let control = opts
@@ -194,9 +206,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             .packet
             .then(|| packet::run(&opts.packet_options(cpu, &cpus), ifindex))
             .transpose()?;
-        let throughput = opts
-            .throughput
-            .then(|| throughput::run(&opts.throughput_options(cpu)))
+        let throughput = generator
+            .map(|g| throughput::run(&opts.throughput_options(cpu, g)))
             .transpose()?;
         Ok((packet, control, throughput))
     })?;

@@ -1,12 +1,17 @@
 //! `sluice bench throughput`: packets per second through sluice attached (native XDP) to a
-//! veth, fed by the live-frames generator from the peer, against the same generator into
-//! floor programs on the same veth:
+//! veth, fed by a traffic generator from the peer, against the same generator into floor
+//! programs on the same veth, in the same run:
 //!
 //! ```text
-//!   generator ──XDP_TX──▶ tg0 ══veth══ tl0 [sluice_lb | sluice_floor_tx | sluice_sink]
-//!   (test run, ingress tg0)  ▲                         │ XDP_TX (sluice, floor_tx)
+//!   generator ──────────▶ tg0 ══veth══ tl0 [sluice_lb | sluice_floor_tx | sluice_sink]
+//!                            ▲                         │ XDP_TX (sluice, floor_tx)
 //!                            └── tg0 [sluice_sink] ◀───┘
 //! ```
+//!
+//! The generator ([`generator`]) is either the live-frames XDP generator (`sluice_gen`
+//! test-run with `XDP_TX` as if on ingress of `tg0`: TCP ACKs to `10.90.1.1:80`) or the
+//! kernel's pktgen transmitting on `tg0` from `kpktgend_<cpu>` (UDP to `10.90.1.1:9`, the
+//! only L4 protocol it makes). sluice serves the VIP the generator sends to.
 //!
 //! - `sluice`: the balancer on `tl0` (DSR, backends with MACs), its output counted and
 //!   dropped by the sink on `tg0`; rate = packets the balancer processed (its `REASONS`).
@@ -15,19 +20,20 @@
 //! - `drop`: the sink on `tl0` itself; rate = packets it dropped.
 //!
 //! Generator, both veth ends' NAPI and the programs all run on the pinned CPU (the veth
-//! processes the frames in the softirq the generator's flush raises), so a rate is the
+//! processes the frames in the softirq the generator's transmit raises), so a rate is the
 //! whole chain's per-packet cost, and the difference between two configurations is what
-//! their programs cost.
+//! their programs cost. Only the ratios compare across generators and machines.
 
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::ensure;
-use lb_common::{MODE_DSR, PROTO_TCP, programs, reason};
+use lb_common::{MODE_DSR, PROTO_TCP, PROTO_UDP, programs, reason};
 use serde::Serialize;
 
 use super::{
-    frame::{Frame, Spec, TCP_ACK},
-    netns, packet, traffic,
+    frame::{FIRST_PORT, Frame, Spec, TCP_ACK},
+    generator::{Chosen, Kind},
+    netns, packet, pktgen, traffic,
 };
 use crate::dataplane::{
     AttachMode, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
@@ -51,6 +57,8 @@ pub struct Options {
     /// Measurements of each configuration, interleaved; the median rate is reported.
     pub rounds: usize,
     pub cpu: usize,
+    /// The generator (resolved by the caller, with its reason).
+    pub generator: Chosen,
 }
 
 /// One measurement of one configuration at one flow count.
@@ -60,7 +68,11 @@ pub struct Run {
     pub config: &'static str,
     pub flows: u32,
     pub round: usize,
+    /// Frames the generator sent (live frames: made; pktgen: `pkts-sofar`).
     pub generated: u64,
+    /// Frames pktgen's device refused (a full veth ring; not sent, not in `generated`).
+    pub refused: u64,
+    /// The generator's sending time (live frames: wall clock; pktgen: its own clock).
     pub seconds: f64,
     /// Frames the program on `tl0` processed (sluice: its `REASONS` total; floors: the
     /// sink's count).
@@ -91,8 +103,14 @@ pub struct Summary {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// `live-frames` or `pktgen`, and why.
+    pub generator: Chosen,
+    /// What the generator sends (`tcp` or `udp`) to the VIP.
+    pub protocol: &'static str,
+    pub vip: String,
     pub cpu: usize,
     pub frame_bytes: usize,
+    /// Live frames: frames per batch; pktgen: 0 (`clone_skb 0`, no burst).
     pub batch: u32,
     pub attach_mode: String,
     pub rounds: usize,
@@ -100,17 +118,27 @@ pub struct Report {
     pub summary: Vec<Summary>,
 }
 
+const VIP_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 90, 1, 1);
+/// What the live-frames generator sends to.
 const VIP: VipIdent = VipIdent {
-    address: IpAddr::V4(std::net::Ipv4Addr::new(10, 90, 1, 1)),
+    address: IpAddr::V4(VIP_ADDR),
     port: 80,
     proto: PROTO_TCP,
 };
+/// What pktgen sends to (it makes UDP only).
+const VIP_UDP: VipIdent = VipIdent {
+    address: IpAddr::V4(VIP_ADDR),
+    port: 9,
+    proto: PROTO_UDP,
+};
+/// Flow 0's source address (both generators).
+const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 64, 0, 0);
 
-fn desired() -> Desired {
+fn desired(vip: VipIdent) -> Desired {
     Desired {
         global: Global::default(),
         vips: vec![DesiredVip {
-            ident: VIP,
+            ident: vip,
             mode: MODE_DSR,
             scheduler: crate::dataplane::Sched::Maglev,
             table_size: 65537,
@@ -139,7 +167,7 @@ pub fn template(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, to: VipIdent) -
         dst_mac,
         src,
         dst: to.address,
-        sport: super::frame::FIRST_PORT as u16,
+        sport: FIRST_PORT as u16,
         dport: to.port,
         udp: to.proto != PROTO_TCP,
         tcp_flags: TCP_ACK,
@@ -149,6 +177,88 @@ pub fn template(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, to: VipIdent) -
 
 fn reasons_total(dp: &Dataplane) -> anyhow::Result<u64> {
     Ok(dp.reason_counts()?.iter().sum())
+}
+
+/// Where the frames come from.
+enum Source {
+    /// `sluice_gen` in live-frames mode, transmitting `frame` (made into each flow) on
+    /// `ifindex`.
+    Live { frame: Frame, ifindex: u32 },
+    /// pktgen on `tg0`.
+    Pktgen {
+        session: pktgen::Session,
+        traffic: pktgen::Traffic,
+    },
+}
+
+/// What one generator run sent.
+struct Sent {
+    generated: u64,
+    refused: u64,
+    seconds: f64,
+}
+
+impl Source {
+    fn open(kind: Kind, cpu: usize, gen_if: u32) -> anyhow::Result<Self> {
+        Ok(match kind {
+            Kind::LiveFrames => Self::Live {
+                frame: template(LB_MAC, GEN_MAC, IpAddr::V4(CLIENT), VIP),
+                ifindex: gen_if,
+            },
+            Kind::Pktgen => Self::Pktgen {
+                session: pktgen::Session::open(cpu, GEN_IF)?,
+                traffic: pktgen::Traffic {
+                    src_mac: GEN_MAC,
+                    dst_mac: LB_MAC,
+                    src: CLIENT,
+                    dst: VIP_ADDR,
+                    src_port: FIRST_PORT as u16,
+                    dst_port: VIP_UDP.port,
+                    flows: 1,
+                    frame_len: FRAME_LEN,
+                },
+            },
+        })
+    }
+
+    const fn vip(&self) -> VipIdent {
+        match self {
+            Self::Live { .. } => VIP,
+            Self::Pktgen { .. } => VIP_UDP,
+        }
+    }
+
+    fn set_flows(&mut self, dp: &mut Dataplane, flows: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Live { frame, .. } => traffic::configure(dp, frame, flows),
+            Self::Pktgen { session, traffic } => {
+                traffic.flows = flows;
+                session.apply(&pktgen::device_commands(traffic)?)
+            }
+        }
+    }
+
+    fn send(&self, dp: &Dataplane, packets: u64, max: Duration) -> anyhow::Result<Sent> {
+        match self {
+            Self::Live { frame, ifindex } => {
+                let g0 = traffic::generated(dp)?;
+                let s = traffic::send(dp, frame, *ifindex, traffic::DEFAULT_BATCH, packets, max)?;
+                Ok(Sent {
+                    generated: traffic::generated(dp)? - g0,
+                    refused: 0,
+                    seconds: s.seconds,
+                })
+            }
+            Self::Pktgen { session, .. } => {
+                let o = session.run(packets, max)?;
+                Ok(Sent {
+                    generated: o.sent,
+                    refused: o.errors,
+                    seconds: pktgen::seconds(&o),
+                })
+            }
+        }
+    }
 }
 
 /// Run the throughput comparison inside the calling thread's private namespace.
@@ -170,27 +280,24 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         flow_entries: packet::flow_entries_for(u64::from(max_flows), 1),
         ..Sizes::default()
     })?;
-    dp.publish(&desired())?;
-    let vip_id = dp.layout().vip(&VIP).map_or(0, |r| r.vip_id);
+    // Removes its device from pktgen when dropped, on every path out of here.
+    let mut source = Source::open(opts.generator.kind, opts.cpu, gen_if)?;
+    let vip = source.vip();
+    dp.publish(&desired(vip))?;
+    let vip_id = dp.layout().vip(&vip).map_or(0, |r| r.vip_id);
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
-    let frame = template(
-        LB_MAC,
-        GEN_MAC,
-        IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 0)),
-        VIP,
-    );
     let mut runs = Vec::new();
     let mut summary = Vec::new();
     let mut mode = String::new();
     for &flows in &opts.flows {
-        traffic::configure(&mut dp, &frame, flows)?;
+        source.set_flows(&mut dp, flows)?;
         dp.clear_flows()?;
         let mut pps: [Vec<f64>; 3] = Default::default();
         let mut new_flows_measured = 0;
         for round in 0..opts.rounds.max(1) {
             for (k, config) in CONFIGS.into_iter().enumerate() {
-                let r = measure(&mut dp, &frame, gen_if, vip_id, config, flows, opts)?;
+                let r = measure(&mut dp, &source, vip_id, config, flows, opts)?;
                 mode.clone_from(&r.1);
                 new_flows_measured += r.2;
                 pps[k].push(r.0.pps);
@@ -211,10 +318,20 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             new_flows_measured,
         });
     }
+    let (protocol, batch) = match source {
+        Source::Live { .. } => ("tcp", traffic::DEFAULT_BATCH),
+        Source::Pktgen { session, .. } => {
+            session.close()?;
+            ("udp", 0)
+        }
+    };
     Ok(Report {
+        generator: opts.generator.clone(),
+        protocol,
+        vip: format!("{}:{}", vip.address, vip.port),
         cpu: opts.cpu,
-        frame_bytes: frame.bytes.len(),
-        batch: traffic::DEFAULT_BATCH,
+        frame_bytes: FRAME_LEN,
+        batch,
         attach_mode: mode,
         rounds: opts.rounds.max(1),
         runs,
@@ -229,12 +346,26 @@ fn median(v: &mut [f64]) -> f64 {
     v[(v.len() - 1) / 2]
 }
 
+/// The count of frames the program on `tl0` has processed, once it stops moving: frames a
+/// generator sent may still sit in the veth's ring when it returns (bounded: 2 s).
+fn settled(mut read: impl FnMut() -> anyhow::Result<u64>) -> anyhow::Result<u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut last = read()?;
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read()?;
+        if now == last || std::time::Instant::now() >= deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
 /// Attach `config`'s programs, warm up, measure once. The run, the attach mode the kernel
 /// took, and the flows sluice opened while measuring.
 fn measure(
     dp: &mut Dataplane,
-    frame: &Frame,
-    gen_if: u32,
+    source: &Source,
     vip_id: u32,
     config: &'static str,
     flows: u32,
@@ -254,23 +385,20 @@ fn measure(
     let max = Duration::from_secs_f64(opts.max_seconds);
     // Warm-up: every flow once (for sluice: into the flow table), and then some.
     let warm = u64::from(flows) + opts.packets / 20;
-    traffic::send(dp, frame, gen_if, traffic::DEFAULT_BATCH, warm, max)?;
-    let (g0, r0, s0) = (
-        traffic::generated(dp)?,
-        reasons_total(dp)?,
-        traffic::sunk(dp)?,
-    );
+    source.send(dp, warm, max)?;
+    let processed_now = |dp: &Dataplane| match config {
+        "sluice" => reasons_total(dp),
+        _ => traffic::sunk(dp),
+    };
+    let (p0, s0) = (settled(|| processed_now(dp))?, traffic::sunk(dp)?);
     let nf0 = dp.vip_counters(vip_id)?.new_flows;
     tracing::info!(config, flows, "measuring throughput");
-    let sent = traffic::send(dp, frame, gen_if, traffic::DEFAULT_BATCH, opts.packets, max)?;
-    let generated = traffic::generated(dp)? - g0;
+    let sent = source.send(dp, opts.packets, max)?;
+    let processed = settled(|| processed_now(dp))? - p0;
     let sunk = traffic::sunk(dp)? - s0;
-    let (processed, opened) = match config {
-        "sluice" => (
-            reasons_total(dp)? - r0,
-            dp.vip_counters(vip_id)?.new_flows - nf0,
-        ),
-        _ => (sunk, 0),
+    let opened = match config {
+        "sluice" => dp.vip_counters(vip_id)?.new_flows - nf0,
+        _ => 0,
     };
     dp.detach_all()?;
     let pps = processed as f64 / sent.seconds;
@@ -279,7 +407,8 @@ fn measure(
             config,
             flows,
             round: 0,
-            generated,
+            generated: sent.generated,
+            refused: sent.refused,
             seconds: sent.seconds,
             processed,
             returned: if near.is_some() { sunk } else { 0 },
@@ -295,11 +424,26 @@ fn measure(
 pub fn text(t: &Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
+    let source = match t.generator.kind {
+        Kind::LiveFrames => format!("live-frames generator (XDP_TX, batch {})", t.batch),
+        Kind::Pktgen => format!("kernel pktgen (kpktgend_{}, clone_skb 0)", t.cpu),
+    };
     let _ = writeln!(
         s,
-        "\nThroughput: live-frames generator (XDP_TX, batch {}) → veth → program on the far end \
-         ({} XDP), {}-byte frames, all on CPU {}; Mpps, median of {} rounds",
-        t.batch, t.attach_mode, t.frame_bytes, t.cpu, t.rounds
+        "\nThroughput: {source} → veth → program on the far end ({} XDP), {}-byte {} frames \
+         to {}, all on CPU {}; Mpps, median of {} rounds",
+        t.attach_mode,
+        t.frame_bytes,
+        t.protocol.to_uppercase(),
+        t.vip,
+        t.cpu,
+        t.rounds
+    );
+    let _ = writeln!(
+        s,
+        "generator: {} ({})",
+        t.generator.kind.name(),
+        t.generator.why
     );
     let _ = writeln!(
         s,
@@ -309,7 +453,7 @@ pub fn text(t: &Report) -> String {
     for x in &t.summary {
         let _ = writeln!(
             s,
-            "{:>8} {:>9.2} {:>9.2} {:>9.2} {:>10.2}× {:>8.2}× {:>13.1}",
+            "{:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.2}× {:>8.2}× {:>13.1}",
             packet::short(u64::from(x.flows)),
             x.sluice_pps / 1e6,
             x.floor_tx_pps / 1e6,
@@ -319,5 +463,14 @@ pub fn text(t: &Report) -> String {
             x.sluice_extra_ns
         );
     }
+    let sum = |f: fn(&Run) -> u64| t.runs.iter().map(f).sum::<u64>();
+    let _ = writeln!(
+        s,
+        "frames measured: {} sent by the generator, {} processed on {LB_IF}, {} refused by the \
+         veth before it (not sent)",
+        sum(|r| r.generated),
+        sum(|r| r.processed),
+        sum(|r| r.refused)
+    );
     s
 }

@@ -23,6 +23,11 @@ pub struct BenchArgs {
     /// CPU to pin the measurements to [default: the last one available].
     #[arg(long, global = true)]
     pub cpu: Option<usize>,
+    /// Traffic generator of the throughput benchmark: `auto` takes the kernel's pktgen
+    /// where it has one (/proc/net/pktgen, or `modprobe pktgen` works), live frames
+    /// otherwise; the report says which ran and why.
+    #[arg(long, global = true, value_enum, default_value_t = bench::generator::Choice::Auto)]
+    pub generator: bench::generator::Choice,
 }
 
 #[derive(Clone, Copy, Debug, Subcommand)]
@@ -31,7 +36,7 @@ pub enum BenchPart {
     Packet,
     /// Maglev builds, edit latency, daemon and map memory, a million flows.
     Control,
-    /// Packets per second through a veth against floor programs (live-frames generator).
+    /// Packets per second through a veth against floor programs (live frames or pktgen).
     Throughput,
 }
 
@@ -87,6 +92,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     o.calls = a.calls;
     o.quick = a.quick;
     o.cpu = a.cpu;
+    o.generator = a.generator;
     let report = bench::run(&o)?;
     print!("{}", report.to_text());
     println!(
