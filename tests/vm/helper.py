@@ -7,6 +7,9 @@
     helper.py reconcile BEFORE AFTER SENT BACKEND_RX VIP FLOWS
                                            pktgen's count against sluice's counters (two
                                            snapshots) and the backend's; key=value lines
+    helper.py bench BENCH_JSON             `sluice bench throughput` ran with pktgen, every
+                                           frame sent was processed, figures positive;
+                                           key=value lines (bench=ok|FAILED)
     helper.py progs PID                    the BPF programs process PID holds, as the kernel
                                            reports them: "name:verified-insns" each
     helper.py verifier LOG                 a program the kernel refused in LOG (aya's load
@@ -20,6 +23,7 @@
 
 import ctypes
 import json
+import math
 import os
 import re
 import socket
@@ -99,6 +103,41 @@ def reconcile(before, after, sent, backend_rx, vip_name, flows):
     if failed:
         print(f"pktgen_error={'; '.join(failed)}")
     sys.exit(1 if failed else 0)
+
+
+def bench(path):
+    """The pktgen benchmark's report: pktgen ran (not live frames), every run sent frames
+    and its program processed exactly those (pktgen counts only frames the veth took), and
+    every rate and ratio is positive and finite. Speed is never judged."""
+    with open(path, encoding="utf-8") as f:
+        t = json.load(f)["throughput"]
+    gen = t["generator"]
+    checks = [(gen["kind"] == "pktgen", f"generator {gen['kind']} ran ({gen['why']})")]
+    for r in t["runs"]:
+        name = f"{r['config']} at {r['flows']} flows"
+        checks.append((r["generated"] > 0, f"{name}: pktgen sent nothing"))
+        checks.append(
+            (r["processed"] == r["generated"], f"{name}: sent {r['generated']}, processed {r['processed']}")
+        )
+        checks.append((math.isfinite(r["pps"]) and r["pps"] > 0, f"{name}: rate {r['pps']}"))
+    for s in t["summary"]:
+        for key in ("vs_floor_tx", "vs_drop"):
+            checks.append((math.isfinite(s[key]) and s[key] > 0, f"{s['flows']} flows: {key} {s[key]}"))
+    failed = [msg for ok, msg in checks if not ok]
+    sent = sum(r["generated"] for r in t["runs"])
+    processed = sum(r["processed"] for r in t["runs"])
+    refused = sum(r["refused"] for r in t["runs"])
+    ratios = ", ".join(
+        f"{s['flows']} flows {s['vs_floor_tx']:.2f}x floor_tx ({s['sluice_pps'] / 1e3:.1f} kpps)"
+        for s in t["summary"]
+    )
+    print(f"bench={'FAILED' if failed else 'ok'}")
+    print(f"bench_generator={gen['kind']}")
+    print(f"bench_why={gen['why']}")
+    print(f"bench_ratios={ratios}")
+    print(f"bench_frames={len(t['runs'])} runs: {sent} sent = {processed} processed ({refused} refused by the veth)")
+    if failed:
+        print(f"bench_error={'; '.join(failed[:5])}")
 
 
 SYS_BPF = 321  # x86_64
@@ -220,6 +259,8 @@ def main():
         reconcile(args[0], args[1], int(args[2]), int(args[3]), args[4], int(args[5]))
     elif cmd == "verifier":
         verifier(args[0])
+    elif cmd == "bench":
+        bench(args[0])
     elif cmd == "progs":
         progs(int(args[0]))
     elif cmd == "serve":

@@ -23,7 +23,7 @@ pub struct Line {
 }
 
 /// Debian 12's kernels: its own 6.1 LTS, and the 6.12 LTS it gained in the 12.x point
-/// releases. To add one, add a line (and a `KernelArg` value in `mod.rs`).
+/// releases. To add one, add a line: `--kernel` takes its label, and `all` includes it.
 pub const MATRIX: &[Line] = &[
     Line {
         label: "6.1",

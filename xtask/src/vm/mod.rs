@@ -5,9 +5,11 @@
 //! kernel. In each guest (`tests/vm/init`, then `tests/vm/guest.sh` in a chroot into the
 //! host's root, shared read-only over 9p, so the host-built binaries run unchanged): the
 //! packet fixtures, the DSR/IPIP smoke test, a pktgen run through the `sluice` daemon with
-//! exact counter reconciliation, and TCP through sluice to a backend decapsulating with the
-//! kernel's own ipip device. Prints a per-kernel summary (also in `<target>/vm/summary.txt`);
-//! fails if any check failed on any kernel, or a kernel could not be fetched or booted.
+//! exact counter reconciliation, TCP through sluice to a backend decapsulating with the
+//! kernel's own ipip device, and a short `sluice bench throughput --generator pktgen`.
+//! Prints a per-kernel summary (also in `<target>/vm/summary.txt`); fails if any check
+//! failed on any kernel, a guest ran with another accelerator than the one asked for, or a
+//! kernel could not be fetched or booted.
 
 mod host;
 mod initramfs;
@@ -80,7 +82,7 @@ impl Row {
     }
 
     /// What failed; empty if the kernel passed.
-    fn failures(&self) -> Vec<String> {
+    fn failures(&self, accel: Accel) -> Vec<String> {
         let mut f: Vec<String> = self.error.iter().cloned().collect();
         f.extend(self.console.iter().map(|l| format!("console: {l}")));
         if !self.get("refused").is_empty() {
@@ -97,10 +99,19 @@ impl Row {
                 "pktgen",
                 "interop",
                 "daemon_exit",
+                "bench",
             ] {
                 if !self.ok(key) {
                     f.push(format!("{key}: {}", or_missing(self.get(key))));
                 }
+            }
+            let seen = self.get("accel_guest");
+            if seen != accel.name() {
+                f.push(format!(
+                    "QEMU was asked for {} but the guest runs under {}",
+                    accel.name(),
+                    or_missing(seen)
+                ));
             }
             if self.get("done") != "1" {
                 f.push("the guest script did not finish".into());
@@ -127,7 +138,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .filter(|l| args.kernel.iter().any(|k| k == l.label))
             .collect()
     };
-    let (accel, why) = args.accel.resolve();
+    let (accel, why) = args.accel.resolve()?;
     cmd::section("vm-test: plan");
     println!(
         "kernels: {}",
@@ -183,7 +194,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("(written to {})", file.display());
     let failed: Vec<&str> = rows
         .iter()
-        .filter(|r| !r.failures().is_empty())
+        .filter(|r| !r.failures(accel).is_empty())
         .map(|r| r.label)
         .collect();
     if !failed.is_empty() {
@@ -478,6 +489,26 @@ fn interop_cell(row: &Row) -> String {
     }
 }
 
+/// The pktgen benchmark's ratios ("1 flows 0.71x floor_tx (8.1 kpps), ..."), shortened.
+fn bench_cell(row: &Row) -> String {
+    let ratios: Vec<String> = row
+        .get("bench_ratios")
+        .split(", ")
+        .filter_map(|r| {
+            let (flows, rest) = r.split_once(" flows ")?;
+            let ratio = rest.split_whitespace().next()?;
+            Some(format!("{flows}: {ratio}"))
+        })
+        .collect();
+    let ran = row.get("bench_generator") == "pktgen";
+    match (row.ok("bench"), ran, ratios.is_empty()) {
+        (true, true, false) => format!("pktgen, {}", ratios.join(" ")),
+        (true, true, true) => "pktgen".into(),
+        (false, true, _) => format!("FAILED (pktgen ran: {})", ratios.join(" ")),
+        _ => "FAILED".into(),
+    }
+}
+
 fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Duration) -> String {
     let header = [
         "kernel",
@@ -489,11 +520,12 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
         "smoke dsr+ipip",
         "pktgen sent = fwd + drop + pass -> backend",
         "ipip interop",
+        "bench (sluice/floor_tx)",
         "result",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
     for r in rows {
-        let failures = r.failures();
+        let failures = r.failures(accel);
         if r.results.is_empty() {
             // The guest never ran (the kernel could not be fetched or booted).
             let mut row = vec!["-".to_owned(); header.len()];
@@ -506,7 +538,8 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
         table.push(vec![
             r.label.to_owned(),
             or_missing(&r.release).to_owned(),
-            or_missing(r.get("accel")).to_owned(),
+            // What the guest saw (a mismatch with the request is a failure).
+            or_missing(r.get("accel_guest")).to_owned(),
             format!("{:.0}s", r.seconds),
             if r.get("refused").is_empty() {
                 or_missing(r.get("programs_loaded")).to_owned()
@@ -524,6 +557,7 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
             },
             pktgen_cell(r),
             interop_cell(r),
+            bench_cell(r),
             if failures.is_empty() {
                 "ok".into()
             } else {
@@ -574,17 +608,23 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
                 "interop_tunl0_rx",
                 "interop: packets the backend's tunl0 decapsulated",
             ),
+            ("bench_why", "bench: generator chosen"),
+            ("bench_ratios", "bench: sluice against the MAC-swap floor"),
+            ("bench_frames", "bench: frames"),
         ] {
             let v = r.get(key);
             if !v.is_empty() {
                 let _ = writeln!(s, "  {what}: {v}");
             }
         }
-        for f in r.failures() {
+        for f in r.failures(accel) {
             let _ = writeln!(s, "  FAILED: {f}");
         }
         if !r.get("pktgen_error").is_empty() {
             let _ = writeln!(s, "  pktgen mismatch: {}", r.get("pktgen_error"));
+        }
+        if !r.get("bench_error").is_empty() {
+            let _ = writeln!(s, "  bench: {}", r.get("bench_error"));
         }
     }
     let _ = writeln!(s);
@@ -594,6 +634,12 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
         host_release()
     );
     let _ = writeln!(s, "accelerator: {} ({why})", accel.name());
+    if accel == Accel::Tcg {
+        let _ = writeln!(
+            s,
+            "emulated guests: rates (bench, pktgen) are for correctness only, never for speed"
+        );
+    }
     let _ = writeln!(
         s,
         "time: build {build_secs:.0}s, total {:.0}s",
@@ -604,7 +650,78 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
 
 #[cfg(test)]
 mod tests {
-    use super::{Artifact, artifact, json_string};
+    use super::{Accel, Artifact, Row, artifact, bench_cell, json_string, summary};
+
+    fn row(results: &[(&str, &str)]) -> Row {
+        Row {
+            label: "6.12",
+            release: "6.12.117+deb12-amd64".into(),
+            seconds: 80.0,
+            error: None,
+            results: results
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            console: Vec::new(),
+        }
+    }
+
+    /// A guest that passed everything, as guest.sh and helper.py write it.
+    const PASSED: &[(&str, &str)] = &[
+        ("accel", "tcg"),
+        ("accel_guest", "tcg"),
+        ("modules", "ok"),
+        ("fixtures", "ok"),
+        ("smoke", "ok"),
+        ("pktgen", "ok"),
+        ("interop", "ok"),
+        ("daemon_exit", "ok"),
+        ("bench", "ok"),
+        ("bench_generator", "pktgen"),
+        (
+            "bench_ratios",
+            "1 flows 0.71x floor_tx (8.1 kpps), 1000 flows 0.65x floor_tx (7.2 kpps)",
+        ),
+        ("done", "1"),
+    ];
+
+    #[test]
+    fn summary_rows() {
+        let ok = row(PASSED);
+        assert!(
+            ok.failures(Accel::Tcg).is_empty(),
+            "{:?}",
+            ok.failures(Accel::Tcg)
+        );
+        assert_eq!(bench_cell(&ok), "pktgen, 1: 0.71x 1000: 0.65x");
+        // Asked for KVM, the guest saw emulation.
+        assert!(
+            ok.failures(Accel::Kvm)
+                .iter()
+                .any(|f| f.contains("asked for kvm but the guest runs under tcg"))
+        );
+        // The benchmark fell back to (or was) another generator: a failure.
+        let mut other: Vec<(&str, &str)> = PASSED.to_vec();
+        other.retain(|(k, _)| !k.starts_with("bench"));
+        other.push(("bench", "FAILED"));
+        other.push(("bench_generator", "live-frames"));
+        let bad = row(&other);
+        assert_eq!(bench_cell(&bad), "FAILED");
+        assert!(
+            bad.failures(Accel::Tcg)
+                .iter()
+                .any(|f| f.starts_with("bench:"))
+        );
+        let text = summary(
+            &[ok, bad],
+            Accel::Tcg,
+            "auto: test",
+            1.0,
+            Default::default(),
+        );
+        assert!(text.contains("pktgen, 1: 0.71x 1000: 0.65x"), "{text}");
+        assert!(text.contains("correctness only"), "{text}");
+    }
 
     #[test]
     fn cargo_artifact_lines() {

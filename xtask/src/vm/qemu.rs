@@ -36,35 +36,62 @@ impl Accel {
         }
     }
 
-    /// `Auto` resolved, with why.
-    pub fn resolve(self) -> (Self, String) {
-        match self {
-            Self::Auto => {
-                let flags = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-                let virt = flags.lines().any(|l| {
-                    l.starts_with("flags") && l.split_whitespace().any(|f| f == "vmx" || f == "svm")
-                });
-                let kvm = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/kvm")
-                    .is_ok();
-                match (virt, kvm) {
-                    (true, true) => (Self::Kvm, "the CPU has vmx/svm and /dev/kvm opens".into()),
-                    (false, _) => (
-                        Self::Tcg,
-                        "no vmx/svm in /proc/cpuinfo: emulating (TCG; slow, correctness only)"
-                            .into(),
-                    ),
-                    (true, false) => (
-                        Self::Tcg,
-                        "/dev/kvm cannot be opened: emulating (TCG; slow, correctness only)".into(),
-                    ),
-                }
+    /// `Auto` resolved on this machine, with why; `Kvm` checked (an error if `/dev/kvm`
+    /// cannot be opened, rather than a guest that never boots).
+    pub fn resolve(self) -> anyhow::Result<(Self, String)> {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let kvm = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map(drop)
+            .map_err(|e| e.to_string());
+        self.decide(&cpuinfo, kvm)
+    }
+
+    /// The decision of [`Self::resolve`], given `/proc/cpuinfo` and the outcome of opening
+    /// `/dev/kvm`. KVM needs both: a `/dev/kvm` that opens is not enough (a machine may
+    /// expose one without hardware virtualisation: Debian's kernels then never boot).
+    pub fn decide(self, cpuinfo: &str, kvm: Result<(), String>) -> anyhow::Result<(Self, String)> {
+        const EMULATING: &str = "emulating (TCG: slow, rates for correctness only)";
+        let virt = cpuinfo.lines().any(|l| {
+            l.starts_with("flags") && l.split_whitespace().any(|f| f == "vmx" || f == "svm")
+        });
+        Ok(match (self, virt, kvm) {
+            (Self::Tcg, ..) => (Self::Tcg, format!("--accel tcg: {EMULATING}")),
+            (Self::Kvm, _, Err(e)) => {
+                anyhow::bail!("--accel kvm: /dev/kvm cannot be opened ({e})")
             }
-            Self::Kvm => (Self::Kvm, "--accel kvm".into()),
-            Self::Tcg => (Self::Tcg, "--accel tcg".into()),
-        }
+            (Self::Kvm, true, Ok(())) => (
+                Self::Kvm,
+                "--accel kvm: the CPU has vmx/svm and /dev/kvm opens".into(),
+            ),
+            (Self::Kvm, false, Ok(())) => (
+                Self::Kvm,
+                "--accel kvm, although the CPU shows no vmx/svm (guests may not boot)".into(),
+            ),
+            (Self::Auto, true, Ok(())) => (
+                Self::Kvm,
+                "auto: the CPU has vmx/svm and /dev/kvm opens: hardware virtualisation".into(),
+            ),
+            (Self::Auto, false, Ok(())) => (
+                Self::Tcg,
+                format!(
+                    "auto: /dev/kvm opens but the CPU shows no vmx/svm in /proc/cpuinfo: \
+                     {EMULATING}"
+                ),
+            ),
+            (Self::Auto, false, Err(_)) => (
+                Self::Tcg,
+                format!("auto: no vmx/svm in /proc/cpuinfo, no /dev/kvm: {EMULATING}"),
+            ),
+            (Self::Auto, true, Err(e)) => (
+                Self::Tcg,
+                format!(
+                    "auto: the CPU has vmx/svm but /dev/kvm cannot be opened ({e}): {EMULATING}"
+                ),
+            ),
+        })
     }
 }
 
@@ -182,7 +209,41 @@ pub fn printable(line: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{Accel, printable};
+
+    #[test]
+    fn accelerator_choice() {
+        let vmx = "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse2\n";
+        let plain = "processor\t: 0\nflags\t\t: fpu vme de pse hypervisor sse2\n";
+        let opens = || Ok(());
+        let absent = || Err("No such file or directory (os error 2)".to_owned());
+        let auto = |c, k| Accel::Auto.decide(c, k).unwrap();
+
+        assert_eq!(auto(vmx, opens()).0, Accel::Kvm);
+        // This development machine: /dev/kvm opens, no vmx/svm: emulate, and say why.
+        let (a, why) = auto(plain, opens());
+        assert_eq!(a, Accel::Tcg);
+        assert!(why.contains("no vmx/svm") && why.contains("TCG"), "{why}");
+        let (a, why) = auto(vmx, absent());
+        assert_eq!(a, Accel::Tcg);
+        assert!(
+            why.contains("cannot be opened") && why.contains("TCG"),
+            "{why}"
+        );
+        assert_eq!(auto(plain, absent()).0, Accel::Tcg);
+        // "svm" as a word of the flags line only.
+        assert_eq!(
+            auto("flags\t: svm_lock\nmodel name: vmx\n", opens()).0,
+            Accel::Tcg
+        );
+        assert_eq!(auto("flags\t: fpu svm\n", opens()).0, Accel::Kvm);
+
+        assert_eq!(Accel::Tcg.decide(vmx, opens()).unwrap().0, Accel::Tcg);
+        assert!(Accel::Kvm.decide(vmx, absent()).is_err());
+        let (a, why) = Accel::Kvm.decide(plain, opens()).unwrap();
+        assert_eq!(a, Accel::Kvm);
+        assert!(why.contains("may not boot"), "{why}");
+    }
 
     #[test]
     fn console_lines() {
