@@ -542,18 +542,20 @@ mod tests {
 
         // Added while running: ramps from 1.
         let mut c = config();
-        c.vips[0].backends.push(BackendConfig {
+        let added = BackendConfig {
             address: "10.0.0.3".parse().unwrap(),
             ..c.vips[0].backends[0].clone()
-        });
+        };
+        c.vips[0].backends.push(added);
         let mut s = s.with_config(c);
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 1);
         assert_eq!(s.lifecycle(v, new), "slow-start");
         assert!(s.ramping());
-        // Half-way through the window: half the weight.
+        // Just under half-way through the window: half the weight (rounded up).
         let key = (ident(v), new.address);
-        s.life.get_mut(&key).unwrap().ramp_from = Some(Instant::now() - Duration::from_secs(5));
+        s.life.get_mut(&key).unwrap().ramp_from =
+            Some(Instant::now() - Duration::from_millis(4_500));
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 5);
         s.life.get_mut(&key).unwrap().ramp_from = Some(Instant::now() - Duration::from_secs(11));
