@@ -15,6 +15,7 @@
 //! Errors render as `origin:line: path: message`, one problem a line, e.g.
 //! `config/x.toml:14: vip[0].backend[2].weight: 70000 is out of range (0..=10000)`.
 
+pub mod autoscale;
 mod locate;
 mod raw;
 mod validate;

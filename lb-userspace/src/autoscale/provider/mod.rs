@@ -1,0 +1,1 @@
+//! Providers: where the autoscaler's backends come from and go back to.
