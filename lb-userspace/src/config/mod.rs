@@ -187,6 +187,9 @@ pub struct VipConfig {
     pub table_size: u32,
     /// How the daemon checks this VIP's backends.
     pub health: HealthConfig,
+    /// The autoscaler's settings, when it manages this VIP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<autoscale::AutoscaleConfig>,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }

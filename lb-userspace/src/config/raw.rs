@@ -47,6 +47,7 @@ pub(super) struct RawVip {
     pub slow_start_ms: Option<i64>,
     pub drain_timeout_ms: Option<i64>,
     pub health: Option<RawHealth>,
+    pub autoscale: Option<super::autoscale::RawAutoscale>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
 }

@@ -248,6 +248,102 @@ address = "10.0.1.2"
 type Expected = &'static [(Option<usize>, &'static str, &'static str)];
 
 const INVALID: &[(&str, Expected)] = &[
+    (
+        "autoscale.toml",
+        &[
+            (Some(13), "vip[0].autoscale.min", "5 is more than max (3)"),
+            (
+                Some(17),
+                "vip[0].autoscale.target.metric",
+                "metric \"backend\" needs [vip.autoscale.backend_metric]",
+            ),
+            (
+                Some(18),
+                "vip[0].autoscale.target.value",
+                "the target must be more than 0",
+            ),
+            (
+                Some(21),
+                "vip[0].autoscale.step[0].metric",
+                "unknown metric \"queue_depth\"; accepted values: \"active_connections\", \"new_connections\", \"packets\", \"bytes\", \"backend\"",
+            ),
+            (
+                Some(23),
+                "vip[0].autoscale.step[0].below",
+                "either `above` or `below`, not both",
+            ),
+            (
+                Some(28),
+                "vip[0].autoscale.step[1].add",
+                "a `below` rule removes backends: use `remove`",
+            ),
+            (
+                Some(30),
+                "vip[0].autoscale.cron[0]",
+                "the entry sets nothing",
+            ),
+            (
+                Some(31),
+                "vip[0].autoscale.cron[0].schedule",
+                "\"0 25 * * *\" is not a cron expression",
+            ),
+            (
+                Some(32),
+                "vip[0].autoscale.cron[0].timezone",
+                "\"Europe/Pariss\" is not an IANA time zone",
+            ),
+            (
+                Some(34),
+                "vip[0].autoscale.cron[1]",
+                "the entry sets nothing",
+            ),
+            (
+                Some(39),
+                "vip[0].autoscale.provider.standby[1]",
+                "2001:db8::2 is not the same family as the VIP 10.0.0.1",
+            ),
+            (
+                Some(39),
+                "vip[0].autoscale.provider.standby[2]",
+                "duplicate standby address 10.0.0.2: standby[0] has it too",
+            ),
+            (
+                Some(40),
+                "vip[0].autoscale.provider.retries",
+                "`retries` does not apply to kind = \"pool\"",
+            ),
+        ],
+    ),
+    (
+        "autoscale_provider.toml",
+        &[
+            (
+                Some(18),
+                "vip[0].autoscale.provider.destroy",
+                "missing required key `destroy`",
+            ),
+            (
+                Some(20),
+                "vip[0].autoscale.provider.create",
+                "expected a command as a list",
+            ),
+            (
+                Some(21),
+                "vip[0].autoscale.provider.standby",
+                "`standby` does not apply to kind = \"exec\"",
+            ),
+            (
+                Some(29),
+                "vip[1].autoscale",
+                "no policy: set [vip.autoscale.target]",
+            ),
+            (
+                Some(33),
+                "vip[1].autoscale.provider.kind",
+                "kind \"kubernetes\" is not supported yet (only \"pool\", \"exec\")",
+            ),
+        ],
+    ),
     ("syntax.toml", &[(Some(3), "", "invalid TOML")]),
     (
         "unknown_key.toml",
@@ -927,4 +1023,50 @@ fn primes() {
     assert!(!validate::is_prime(16_777_215));
     assert!(!validate::is_prime(4_294_967_295));
     assert!(validate::is_prime(4_294_967_291));
+}
+
+#[test]
+fn autoscale_section_reference_and_defaults() {
+    use super::autoscale::*;
+    let loaded = load(Path::new(REFERENCE)).unwrap();
+    let a = loaded.config.vips[0].autoscale.as_ref().unwrap();
+    assert_eq!((a.min, a.max, a.interval_ms), (2, 6, 15_000));
+    assert_eq!(
+        a.target.as_ref().unwrap().metric,
+        MetricKind::ActiveConnections
+    );
+    assert_eq!(a.steps.len(), 2);
+    assert_eq!(a.steps[1].direction, StepDirection::Below);
+    assert_eq!(a.crons[0].timezone, "Europe/Paris");
+    assert_eq!(a.backend_metric.as_ref().unwrap().port, 9100);
+    assert!(matches!(&a.provider, ProviderConfig::Pool { standby } if standby.len() == 3));
+    let e = loaded.config.vips[1].autoscale.as_ref().unwrap();
+    assert!(matches!(
+        &e.provider,
+        ProviderConfig::Exec { retries: 2, .. }
+    ));
+
+    // Defaults: min 1, the Kubernetes rate limits, tolerance 0.1, 300 s down window.
+    let c = ok(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [vip.autoscale]\nmax = 4\n[vip.autoscale.target]\nmetric = \"new_connections\"\nvalue = 2.5\n\
+         [vip.autoscale.provider]\nkind = \"pool\"\nstandby = [\"10.0.0.2\", \"10.0.0.3\"]\n"
+    ));
+    let a = c.config.vips[0].autoscale.as_ref().unwrap();
+    assert_eq!(
+        (a.min, a.up_backends, a.up_percent, a.down_percent),
+        (1, 4, 100, 100)
+    );
+    let t = a.target.as_ref().unwrap();
+    assert_eq!(
+        (t.value, t.tolerance, t.scale_down_stabilization_ms),
+        (Num(2.5), Num(0.1), 300_000)
+    );
+    // max 4 with 0 fixed + 2 standby can never be reached: a warning, not an error.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("vip[0].autoscale.max: 4 can never be reached"),
+        "{:?}",
+        c.warnings
+    );
 }

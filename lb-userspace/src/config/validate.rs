@@ -63,7 +63,7 @@ pub(super) fn validate(
     (config, cx.problems, cx.warnings)
 }
 
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     loc: &'a Locator,
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
@@ -78,31 +78,35 @@ impl Cx<'_> {
         }
     }
 
-    fn error(&mut self, path: &str, message: impl Display) {
+    pub(super) fn error(&mut self, path: &str, message: impl Display) {
         let p = self.problem(path, message);
         self.problems.push(p);
     }
 
-    fn warn(&mut self, path: &str, message: impl Display) {
+    pub(super) fn warn(&mut self, path: &str, message: impl Display) {
         let p = self.problem(path, message);
         self.warnings.push(p);
     }
 
     /// `vip[0] (line 3)`: another place in the file, for "also at" messages.
-    fn where_is(&self, path: &str) -> String {
+    pub(super) fn where_is(&self, path: &str) -> String {
         match self.loc.line(path) {
             Some(line) => format!("{path} (line {line})"),
             None => path.to_owned(),
         }
     }
 
-    fn missing(&mut self, path: &str) {
+    pub(super) fn missing(&mut self, path: &str) {
         let key = path.rsplit('.').next().unwrap_or(path);
         let table = super::locate::parent(path).unwrap_or("");
         self.error(path, format!("missing required key `{key}` in [{table}]"));
     }
 
-    fn required<'v, T: ?Sized>(&mut self, path: &str, value: Option<&'v T>) -> Option<&'v T> {
+    pub(super) fn required<'v, T: ?Sized>(
+        &mut self,
+        path: &str,
+        value: Option<&'v T>,
+    ) -> Option<&'v T> {
         if value.is_none() {
             self.missing(path);
         }
@@ -110,7 +114,7 @@ impl Cx<'_> {
     }
 
     /// An integer in `range`, or `default` when absent (`None` default: required).
-    fn int<T>(
+    pub(super) fn int<T>(
         &mut self,
         path: &str,
         value: Option<i64>,
@@ -139,7 +143,7 @@ impl Cx<'_> {
     }
 
     /// One of the names in `T::ALL`, or `default` when absent (`None` default: required).
-    fn named<T: Named>(
+    pub(super) fn named<T: Named>(
         &mut self,
         path: &str,
         value: Option<&String>,
@@ -172,7 +176,7 @@ impl Cx<'_> {
         None
     }
 
-    fn ip(&mut self, path: &str, value: Option<&String>, what: &str) -> Option<IpAddr> {
+    pub(super) fn ip(&mut self, path: &str, value: Option<&String>, what: &str) -> Option<IpAddr> {
         let s = self.required(path, value)?;
         let Ok(ip) = s.parse::<IpAddr>() else {
             self.error(path, format!("\"{s}\" is not an IP address"));
@@ -574,8 +578,25 @@ impl Cx<'_> {
                 _ => backends = None,
             }
         }
+        let autoscale = match &v.autoscale {
+            None => Some(None),
+            Some(a) => {
+                let addrs: Vec<IpAddr> = backends
+                    .iter()
+                    .flatten()
+                    .map(|b: &BackendConfig| b.address)
+                    .collect();
+                let cx = super::autoscale::VipContext {
+                    address,
+                    backends: &addrs,
+                };
+                self.autoscale(a, &at("autoscale"), &cx).map(Some)
+            }
+        };
         if v.backend.is_empty() {
-            self.warn(path, "no backends: new flows to this VIP are dropped");
+            if v.autoscale.is_none() {
+                self.warn(path, "no backends: new flows to this VIP are dropped");
+            }
         } else if v.backend.iter().all(|b| b.weight == Some(0)) {
             self.warn(
                 path,
@@ -593,6 +614,7 @@ impl Cx<'_> {
             slow_start_ms,
             drain_timeout_ms,
             health,
+            autoscale,
             backends,
         }
     }
@@ -856,6 +878,7 @@ struct PartialVip {
     slow_start_ms: Option<u32>,
     drain_timeout_ms: Option<u32>,
     health: Option<HealthConfig>,
+    autoscale: Option<Option<super::autoscale::AutoscaleConfig>>,
     backends: Option<Vec<BackendConfig>>,
 }
 
@@ -872,6 +895,7 @@ impl PartialVip {
             slow_start_ms: self.slow_start_ms?,
             drain_timeout_ms: self.drain_timeout_ms?,
             health: self.health?,
+            autoscale: self.autoscale?,
             backends: self.backends?,
         })
     }
