@@ -9,6 +9,7 @@ mod detach;
 mod edit;
 mod lab;
 mod run;
+mod simulate;
 mod stats;
 
 use std::path::PathBuf;
@@ -121,6 +122,23 @@ pub enum Command {
     /// A namespace lab (clients, load balancer, backends) for trying sluice out and tests.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Replay a load trace through the autoscaler's policies (offline, no root): backends
+    /// over time, utilisation, time over target, backend-seconds; compared with the plain
+    /// Kubernetes HPA defaults on the same trace.
+    Simulate {
+        /// CSV: time_s,conns_per_s,mean_duration_s (see config/traces/).
+        #[arg(long)]
+        trace: PathBuf,
+        /// TOML: [autoscale] as in [vip.autoscale], and [sim] (the capacity model).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Write the time series (one row per step) here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Seconds between the lines of the printed timeline.
+        #[arg(long, default_value_t = 300.0)]
+        every: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +283,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Simulate {
+            trace,
+            policy,
+            csv,
+            every,
+        } => simulate::run(&trace, &policy, csv.as_deref(), every.max(1.0)),
     }
 }
 

@@ -63,6 +63,23 @@ pub(super) fn validate(
     (config, cx.problems, cx.warnings)
 }
 
+/// Run `f` with a validation context over `loc`; (its result, problems, warnings), each
+/// list in file order. For files other than the main configuration (simulator policies).
+pub(super) fn with_cx<T>(
+    loc: &Locator,
+    f: impl FnOnce(&mut Cx<'_>) -> T,
+) -> (T, Vec<Problem>, Vec<Problem>) {
+    let mut cx = Cx {
+        loc,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let out = f(&mut cx);
+    cx.problems.sort_by_key(|p| p.line.unwrap_or(0));
+    cx.warnings.sort_by_key(|p| p.line.unwrap_or(0));
+    (out, cx.problems, cx.warnings)
+}
+
 pub(super) struct Cx<'a> {
     loc: &'a Locator,
     problems: Vec<Problem>,
@@ -589,6 +606,7 @@ impl Cx<'_> {
                 let cx = super::autoscale::VipContext {
                     address,
                     backends: &addrs,
+                    simulated: false,
                 };
                 self.autoscale(a, &at("autoscale"), &cx).map(Some)
             }
