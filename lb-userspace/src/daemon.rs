@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::{self, Request, Response, server::ApiCall},
+    autoscale,
     config::{CheckKind, Config, XdpMode},
     dataplane::{
         AttachMode, Dataplane, DataplaneError, LAYOUT_FILE, PinConfig, Sizes, conntrack, iface,
@@ -241,6 +242,9 @@ pub async fn serve(
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
     let mut fib_backends = neigh::fib_backends(&state.desired());
+    let (scale_tx, mut scale_calls) = mpsc::channel::<autoscale::driver::Call>(16);
+    let (scale_task, scale_report) =
+        autoscale::driver::spawn(scale_tx, Arc::new(autoscale::clock::SystemClock));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -264,6 +268,11 @@ pub async fn serve(
                 }
             }
             Some((req, reply)) = calls.recv() => {
+                if let Request::AutoscaleStatus = req {
+                    let status = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
+                    let _ = reply.send(Response::Autoscale { status });
+                    continue;
+                }
                 let (resp, changed) = handle_api(&mut state, &dp, req);
                 if changed {
                     checkers.restart(&state);
@@ -326,11 +335,36 @@ pub async fn serve(
                     }
                 }
             }
+            Some(call) = scale_calls.recv() => match call {
+                autoscale::driver::Call::Snapshot(tx) => {
+                    let dp = lock(&dp)?;
+                    let _ = tx.send((state.config.clone(), state.status(&dp)));
+                }
+                autoscale::driver::Call::Modify { why, change, reply } => {
+                    // The autoscaler's edits take the API's path: the whole configuration
+                    // validated with the file's rules, published, persisted.
+                    let mut next = state.config.clone();
+                    let outcome = change(&mut next)
+                        .and_then(|()| revalidate(&next))
+                        .and_then(|c| commit(&mut state, &dp, c));
+                    match &outcome {
+                        Ok(what) => {
+                            info!(why = %why, edit = %what, "autoscaler edit applied");
+                            checkers.restart(&state);
+                            fib_backends = neigh::fib_backends(&state.desired());
+                            neigh::prime(&fib_backends);
+                        }
+                        Err(e) => warn!(why = %why, reason = %e, "autoscaler edit rejected; nothing changed"),
+                    }
+                    let _ = reply.send(outcome);
+                }
+            },
             _ = neigh_tick.tick() => neigh::prime(&fib_backends),
             _ = status_tick.tick() => {
                 let dp = lock(&dp)?;
                 let status = state.status(&dp);
-                metrics_tx.send_replace(metrics::render(&status, state.version, dp.tables_built()));
+                let scaled = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
+                metrics_tx.send_replace(metrics::render(&status, state.version, dp.tables_built(), &scaled));
                 if let Err(err) = state::write_status(&dir, &status) {
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
@@ -338,6 +372,7 @@ pub async fn serve(
         }
     }
     drop(checkers);
+    scale_task.abort();
     sweeper.stop();
     api_task.abort();
     if let Some(t) = metrics_task {
@@ -415,6 +450,8 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
                 Err(e) => error(e),
             }
         }
+        // Answered by the loop from the autoscaler's report.
+        Request::AutoscaleStatus => error("the autoscaler's status is not available".to_owned()),
         Request::Config => match state.config.to_toml() {
             Ok(toml) => (
                 Response::Config {
@@ -498,6 +535,23 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
             commit(state, dp, *config)
         }
     }
+}
+
+/// `config` checked with exactly the rules of the config file (through its TOML form).
+fn revalidate(config: &Config) -> Result<Config, String> {
+    let text = config
+        .to_toml()
+        .map_err(|e| format!("exporting the configuration: {e}"))?;
+    crate::config::parse(&text, "edit")
+        .map(|l| l.config)
+        .map_err(|e| {
+            let problems: Vec<String> = e
+                .problems()
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect();
+            problems.join("; ")
+        })
 }
 
 /// Make `config` the running configuration: publish, then (only if that worked) take it,

@@ -53,7 +53,12 @@ const LIFECYCLE: [&str; 6] = [
 ];
 
 /// The exposition text for a status snapshot.
-pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
+pub fn render(
+    status: &Status,
+    edits: u64,
+    tables_built: u64,
+    scaled: &crate::autoscale::driver::AutoscaleStatus,
+) -> String {
     let mut r = Registry::with_prefix("sluice");
     let vip_packets = Family::<VipLabels, Counter>::default();
     let vip_bytes = Family::<VipLabels, Counter>::default();
@@ -198,11 +203,81 @@ pub fn render(status: &Status, edits: u64, tables_built: u64) -> String {
         "Open flows expired for idleness by the conntrack sweep",
         expired,
     );
+    autoscale(&mut r, scaled);
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
     }
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    vip: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    vip: String,
+}
+
+/// The autoscaler's decisions, counts and actions per scaled VIP (by VIP name).
+fn autoscale(r: &mut Registry, scaled: &crate::autoscale::driver::AutoscaleStatus) {
+    let decisions = Family::<DecisionLabels, Counter>::default();
+    let desired = Family::<NameLabels, Gauge>::default();
+    let serving = Family::<NameLabels, Gauge>::default();
+    let added = Family::<NameLabels, Counter>::default();
+    let removed = Family::<NameLabels, Counter>::default();
+    let failures = Family::<NameLabels, Counter>::default();
+    for v in &scaled.vips {
+        for (d, n) in [
+            ("up", v.decisions_up),
+            ("down", v.decisions_down),
+            ("hold", v.decisions_hold),
+        ] {
+            decisions
+                .get_or_create(&DecisionLabels {
+                    vip: v.name.clone(),
+                    direction: d.to_owned(),
+                })
+                .inc_by(n);
+        }
+        let l = NameLabels {
+            vip: v.name.clone(),
+        };
+        desired.get_or_create(&l).set(i64::from(v.desired));
+        serving.get_or_create(&l).set(i64::from(v.serving));
+        added.get_or_create(&l).inc_by(v.added);
+        removed.get_or_create(&l).inc_by(v.removed);
+        failures.get_or_create(&l).inc_by(v.failures);
+    }
+    r.register(
+        "autoscale_decisions",
+        "Autoscaler evaluations by outcome (up, down, hold)",
+        decisions,
+    );
+    r.register(
+        "autoscale_desired",
+        "Backends the autoscaler wants serving",
+        desired,
+    );
+    r.register(
+        "autoscale_serving",
+        "Backends serving (active and healthy)",
+        serving,
+    );
+    r.register("autoscale_added", "Backends the autoscaler added", added);
+    r.register(
+        "autoscale_removed",
+        "Backends the autoscaler drained, removed and released",
+        removed,
+    );
+    r.register(
+        "autoscale_failures",
+        "Failed scale-outs (provider, health checks) and rejected autoscaler edits",
+        failures,
+    );
 }
 
 /// Serve the latest snapshot on `addr` (any path, `GET`), until the task is aborted.
@@ -272,7 +347,7 @@ mod tests {
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
             conntrack: crate::state::ConntrackStatus::default(),
         };
-        let text = render(&status, 4, 7);
+        let text = render(&status, 4, 7, &Default::default());
         for line in [
             r#"sluice_vip_packets_total{vip="10.0.0.1:80/tcp",name="web"} 10"#,
             r#"sluice_backend_up{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0"#,

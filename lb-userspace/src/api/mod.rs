@@ -34,6 +34,8 @@ pub enum Request {
         /// The destination port, for an all-ports VIP.
         dport: Option<u16>,
     },
+    /// The autoscaler: per scaled VIP, its bounds, counts, last decisions and actions.
+    AutoscaleStatus,
     /// Replace the configuration (TOML text). With `dry_run`, only the plan.
     Apply {
         config: String,
@@ -66,6 +68,9 @@ pub enum Response {
         backend: Option<std::net::IpAddr>,
         /// The destination MAC (DSR) or outer destination (IPIP) the program wrote.
         detail: String,
+    },
+    Autoscale {
+        status: crate::autoscale::driver::AutoscaleStatus,
     },
     Error {
         message: String,

@@ -24,6 +24,7 @@
 //! path as the API (validate, publish, persist); it never touches the data plane itself.
 
 pub mod clock;
+pub mod driver;
 pub mod policy;
 pub mod provider;
 pub mod sim;
@@ -309,7 +310,6 @@ mod tests {
             interval_ms: 15_000,
             weight: 1,
             ready_timeout_ms: 60_000,
-            drain_deadline_ms: 300_000,
             up_backends: 4,
             up_percent: 100,
             up_period_ms: 15_000,

@@ -11,7 +11,7 @@
 //! - scale-out takes `sim.startup_ms` from the decision (provisioning and health checks);
 //!   a backend that becomes ready when it is no longer wanted is given back unused;
 //! - scale-in drains: the backend takes no new connections and leaves when its last one
-//!   ends (under half a connection left in the fluid model) or at `drain_deadline_ms`;
+//!   ends (under half a connection left in the fluid model) or at `sim.drain_timeout_ms`;
 //! - packets/s = open connections × `packets_per_connection`, bytes/s = packets ×
 //!   `bytes_per_packet`;
 //! - a backend costs from the decision that provisioned it until it is released.
@@ -217,7 +217,7 @@ pub fn run(
                 b.conns += rate * duration * leave / f64::from(serving);
             }
         }
-        let deadline = u64::from(policy.drain_deadline_ms);
+        let deadline = u64::from(sim.drain_timeout_ms);
         backends.retain(|b| {
             b.phase == Phase::Active
                 || (b.conns >= 0.5 && t_ms.saturating_sub(b.drain_since) < deadline)

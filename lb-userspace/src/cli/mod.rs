@@ -1,5 +1,6 @@
 //! The `sluice` command line: argument parsing only; each family's work is in its module.
 
+mod autoscale;
 mod backend;
 mod bench;
 mod config;
@@ -122,6 +123,10 @@ pub enum Command {
     /// A namespace lab (clients, load balancer, backends) for trying sluice out and tests.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// The autoscaler of the running daemon: per scaled VIP, its counts, last decisions
+    /// (reason and inputs) and actions.
+    #[command(subcommand)]
+    Autoscale(AutoscaleCmd),
     /// Replay a load trace through the autoscaler's policies (offline, no root): backends
     /// over time, utilisation, time over target, backend-seconds; compared with the plain
     /// Kubernetes HPA defaults on the same trace.
@@ -139,6 +144,13 @@ pub enum Command {
         #[arg(long, default_value_t = 300.0)]
         every: f64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutoscaleCmd {
+    /// Bounds, serving and desired counts, the last decisions with their reasons and
+    /// inputs, and the last actions.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,6 +295,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&cli.api_socket, cli.json),
         Command::Simulate {
             trace,
             policy,

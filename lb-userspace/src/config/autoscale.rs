@@ -40,8 +40,6 @@ pub const DEFAULT_UP_STABILIZATION_MS: u32 = 0;
 pub const WINDOW_RANGE: std::ops::RangeInclusive<u32> = 0..=86_400_000;
 pub const DEFAULT_READY_TIMEOUT_MS: u32 = 60_000;
 pub const READY_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1000..=3_600_000;
-pub const DEFAULT_DRAIN_DEADLINE_MS: u32 = 300_000;
-pub const DRAIN_DEADLINE_RANGE: std::ops::RangeInclusive<u32> = 0..=86_400_000;
 pub const DEFAULT_EXEC_TIMEOUT_MS: u32 = 60_000;
 pub const EXEC_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 100..=3_600_000;
 pub const DEFAULT_EXEC_RETRIES: u32 = 2;
@@ -105,8 +103,6 @@ pub struct AutoscaleConfig {
     pub weight: u32,
     /// How long a new backend may take to pass its health checks before it is given back.
     pub ready_timeout_ms: u32,
-    /// How long a draining backend is waited for before it is removed anyway.
-    pub drain_deadline_ms: u32,
     /// Rate limits of the final decision (HPA `behavior`).
     pub up_backends: u32,
     pub up_percent: u32,
@@ -246,7 +242,6 @@ pub(super) struct RawAutoscale {
     pub interval_ms: Option<i64>,
     pub weight: Option<i64>,
     pub ready_timeout_ms: Option<i64>,
-    pub drain_deadline_ms: Option<i64>,
     pub up_backends: Option<i64>,
     pub up_percent: Option<i64>,
     pub up_period_ms: Option<i64>,
@@ -427,12 +422,6 @@ impl Cx<'_> {
             DEFAULT_READY_TIMEOUT_MS,
             READY_TIMEOUT_RANGE,
         );
-        let drain_deadline_ms = self.ms(
-            &at("drain_deadline_ms"),
-            a.drain_deadline_ms,
-            DEFAULT_DRAIN_DEADLINE_MS,
-            DRAIN_DEADLINE_RANGE,
-        );
         let up_backends = self.int(
             &at("up_backends"),
             a.up_backends,
@@ -532,7 +521,6 @@ impl Cx<'_> {
             interval_ms: interval_ms?,
             weight: weight?,
             ready_timeout_ms: ready_timeout_ms?,
-            drain_deadline_ms: drain_deadline_ms?,
             up_backends: up_backends?,
             up_percent: up_percent?,
             up_period_ms: up_period_ms?,
@@ -872,6 +860,9 @@ pub struct SimSettings {
     pub start: String,
     /// Simulation step.
     pub step_ms: u32,
+    /// A draining backend leaves at the latest this long after its drain began (the VIP's
+    /// `drain_timeout_ms` in the daemon).
+    pub drain_timeout_ms: u32,
     /// Packets per second each open connection sends, and bytes per packet (for the
     /// packets/bytes metrics).
     pub packets_per_connection: f64,
@@ -893,6 +884,7 @@ struct RawSim {
     startup_ms: Option<i64>,
     start: Option<String>,
     step_ms: Option<i64>,
+    drain_timeout_ms: Option<i64>,
     packets_per_connection: Option<RawNum>,
     bytes_per_packet: Option<RawNum>,
 }
@@ -969,6 +961,12 @@ impl Cx<'_> {
         };
         let startup_ms = self.int("sim.startup_ms", s.startup_ms, Some(30_000), 0..=3_600_000);
         let step_ms = self.int("sim.step_ms", s.step_ms, Some(1000), 10..=60_000);
+        let drain_timeout_ms = self.int(
+            "sim.drain_timeout_ms",
+            s.drain_timeout_ms,
+            Some(super::DEFAULT_DRAIN_TIMEOUT_MS),
+            super::DRAIN_TIMEOUT_RANGE,
+        );
         let start = s
             .start
             .clone()
@@ -1001,6 +999,7 @@ impl Cx<'_> {
             startup_ms: startup_ms?,
             start: start?,
             step_ms: step_ms?,
+            drain_timeout_ms: drain_timeout_ms?,
             packets_per_connection: ppc?.0,
             bytes_per_packet: bpp?.0,
         })
