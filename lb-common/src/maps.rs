@@ -89,6 +89,9 @@ pub const FLOW_TIME_SHIFT: u32 = 30;
 pub const BACKEND_F_SERVING: u8 = 1;
 /// `Backend::flags`: `mac` is set (DSR uses it instead of a FIB lookup).
 pub const BACKEND_F_HAS_MAC: u8 = 2;
+/// `Backend::flags`: its VIP forwards with IPIP (else DSR). An established flow is forwarded
+/// from its backend entry alone, without the VIP lookup.
+pub const BACKEND_F_IPIP: u8 = 4;
 
 /// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
 #[repr(C)]

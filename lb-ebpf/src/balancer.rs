@@ -1,8 +1,11 @@
-//! The balancer: parse → VIP → flow table (hit: forward) → select (miss) → insert →
-//! forward → count.
+//! The balancer: parse → VIP filter → flow table (hit: forward) → VIP → select (miss) →
+//! insert → forward → count.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
-use lb_common::{FlowKey, VipKey, VipMeta, hash::flow_hash, reason, vip_filter_bit};
+use lb_common::{
+    BACKEND_F_IPIP, FlowKey, MODE_DSR, MODE_IPIP, VipKey, VipMeta, hash::flow_hash, reason,
+    vip_filter_bit,
+};
 
 use crate::{
     flow,
@@ -56,20 +59,28 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     if cfg.vip_filter[(bit >> 6) as usize & 3] & (1 << (bit & 63)) == 0 {
         return Err(reason::PASS_NOT_VIP);
     }
-    let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
-    // The flow hash is only computed when needed: to choose a backend, or for the IPIP
-    // outer header (`forward`).
-    let (id, backend, track, hash) = match flow::lookup(&pkt.key, vip.vip_id, pkt.tcp_flags) {
-        Some(hit) => (hit.0, hit.1, Some(hit.2), None),
+    // An established flow is forwarded from its flow entry and backend alone (the backend
+    // names its VIP and the VIP's forwarding mode): one hash lookup per packet. The flow
+    // hash is only computed when needed: to choose a backend, or for the IPIP outer header.
+    let (vip_id, mode, id, backend, track, hash) = match flow::lookup(&pkt.key, pkt.tcp_flags) {
+        Some((id, b, track)) => {
+            let mode = if b.flags & BACKEND_F_IPIP != 0 {
+                MODE_IPIP
+            } else {
+                MODE_DSR
+            };
+            (b.vip_id, mode, id, b, Some(track), None)
+        }
         None => {
+            let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
             let hash = flow_hash(&pkt.key, cfg.hash_seed);
             let (id, b) =
                 select::pick(vip, &pkt.key, hash, cfg.hash_seed).ok_or(reason::DROP_NO_BACKEND)?;
-            (id, b, None, Some(hash))
+            (vip.vip_id, vip.mode, id, b, None, Some(hash))
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = forward::forward(ctx, &pkt, vip.mode, backend, hash)?;
+    let verdict = forward::forward(ctx, &pkt, mode, backend, hash)?;
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.
     let track = match track {
@@ -79,7 +90,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         }
         None => flow::Track::Same,
     };
-    stats::forwarded(vip.vip_id, id, bytes, track);
+    stats::forwarded(vip_id, id, bytes, track);
     match verdict {
         Verdict::Tx => {
             stats::reason(reason::FWD_TX);

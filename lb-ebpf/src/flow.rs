@@ -33,12 +33,13 @@ pub fn now_ticks() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } >> FLOW_TIME_SHIFT) as u32
 }
 
-/// The backend slot `id`, if it still serves `vip_id` under `generation`.
+/// The backend slot `id`, if it still serves under `generation`. (The slot names its VIP;
+/// the flow key, which includes the VIP's address, port and protocol, can only have been
+/// pinned to a backend of that VIP, and a slot never changes VIP without a new generation.)
 #[inline(always)]
-pub fn serving_backend(id: u32, generation: u32, vip_id: u32) -> Option<&'static Backend> {
+pub fn serving_backend(id: u32, generation: u32) -> Option<&'static Backend> {
     let b = BACKENDS.get(id)?;
-    (b.flags & BACKEND_F_SERVING != 0 && b.generation == generation && b.vip_id == vip_id)
-        .then_some(b)
+    (b.flags & BACKEND_F_SERVING != 0 && b.generation == generation).then_some(b)
 }
 
 /// The backend this flow is pinned to, if that backend still serves, and the tracking
@@ -46,17 +47,20 @@ pub fn serving_backend(id: u32, generation: u32, vip_id: u32) -> Option<&'static
 /// removed, reused or marked down yields `None` and is reassigned (and reopened) by the
 /// caller.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, vip_id: u32, tcp_flags: u8) -> Option<(u32, &'static Backend, Track)> {
+pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend, Track)> {
     let v = FLOWS.get_ptr_mut(key)?;
     // SAFETY: a pointer to a live LRU value. Only this program writes values in place (one
     // 32-bit field at a time, each write whole), the daemon only reads or deletes them.
     let (id, generation, state, seen) =
         unsafe { ((*v).backend_id, (*v).generation, (*v).state, (*v).last_seen) };
-    let Some(b) = serving_backend(id, generation, vip_id) else {
+    let Some(b) = serving_backend(id, generation) else {
         // The flow moves: its connection ends on the old backend (and opens on the new
-        // one when the caller inserts it again).
-        if state == FLOW_OPEN {
-            crate::stats::closed(vip_id, id);
+        // one when the caller inserts it again). A reused slot's counters are not touched.
+        if state == FLOW_OPEN
+            && let Some(old) = BACKENDS.get(id)
+            && old.generation == generation
+        {
+            crate::stats::closed(old.vip_id, id);
         }
         return None;
     };

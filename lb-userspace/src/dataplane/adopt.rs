@@ -61,7 +61,8 @@ pub const LAYOUT_FILE: &str = "layout.json";
 const FORMAT: u32 = 1;
 /// Bumped when a map's *meaning* changes while its type and sizes stay the same (which the
 /// per-map check cannot see): a daemon refuses to adopt state saved under another epoch.
-pub const ABI_EPOCH: u32 = 1;
+/// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
+pub const ABI_EPOCH: u32 = 2;
 
 /// How a daemon pins (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -244,6 +244,9 @@ impl Dataplane {
             if b.mac.is_some() {
                 flags |= BACKEND_F_HAS_MAC;
             }
+            if vip.mode == lb_common::MODE_IPIP {
+                flags |= lb_common::BACKEND_F_IPIP;
+            }
             self.write_backend(
                 r.id,
                 Backend {
