@@ -44,6 +44,9 @@ pub struct VipPlan {
     pub flows_on_removed: u64,
     /// Each backend's share of new flows after the edit.
     pub shares: Vec<(IpAddr, f64)>,
+    /// Backends this edit starts draining, with their active connections (which continue).
+    #[serde(default)]
+    pub draining: Vec<(IpAddr, u64)>,
 }
 
 /// Table of `v` with the backends' current ids (new ones get ids no slot holds yet).
@@ -159,11 +162,36 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
         let shares = maglev::shares(&new_table);
         let size = new_table.len().max(1) as f64;
         let hashed = v.scheduler.order().is_none();
+        let old_cfg = now
+            .config
+            .vips
+            .iter()
+            .find(|o| crate::state::ident(o) == v.ident);
+        let draining: Vec<(IpAddr, u64)> = cfg
+            .backends
+            .iter()
+            .filter(|b| b.state == crate::config::BackendState::Draining)
+            .filter(|b| {
+                old_cfg.is_none_or(|o| {
+                    o.backends.iter().any(|ob| {
+                        ob.address == b.address && ob.state != crate::config::BackendState::Draining
+                    })
+                })
+            })
+            .map(|b| {
+                let active = ids
+                    .get(&b.address)
+                    .and_then(|id| dp.active(*id).ok())
+                    .unwrap_or(0);
+                (b.address, active)
+            })
+            .collect();
         vips.push(VipPlan {
             name: cfg.name.clone(),
             vip: v.ident.to_string(),
             change,
             hashed,
+            draining,
             slots_moved: if hashed { slots_moved } else { 0.0 },
             added,
             removed,
@@ -197,6 +225,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
                 vip: o.ident.to_string(),
                 change: Change::Removed,
                 hashed: true,
+                draining: Vec::new(),
                 slots_moved: 1.0,
                 added: Vec::new(),
                 removed: o.backends.iter().map(|b| b.address).collect(),
@@ -236,6 +265,12 @@ impl fmt::Display for Plan {
             }
             for a in &v.removed {
                 writeln!(f, "  - backend {a}")?;
+            }
+            for (a, n) in &v.draining {
+                writeln!(
+                    f,
+                    "  ~ backend {a} drains: no new flows; its {n} active connections continue"
+                )?;
             }
             if !v.removed.is_empty() {
                 writeln!(
