@@ -355,24 +355,42 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
     Ok(())
 }
 
-/// `sluice --api-socket S vip list` as uid `nobody` with the given primary group and
-/// supplementary groups; (exit ok, output).
-fn api_as_nobody(socket: &Path, gid: u32, groups: &[u32]) -> anyhow::Result<(bool, String)> {
+/// The environment variable that turns [`api_client_as_child`] into a client of this
+/// socket (it does nothing in a normal test run).
+const CLIENT_SOCKET: &str = "SLUICE_TEST_API_CLIENT";
+
+/// Not a test of its own: the client half of `api_serves_root_and_its_group_only`, run in a
+/// child process (this test binary, re-executed with other credentials), so the check does
+/// not depend on any other binary having been built.
+#[test]
+fn api_client_as_child() {
+    let Some(socket) = std::env::var_os(CLIENT_SOCKET) else {
+        return;
+    };
+    match client::request(Path::new(&socket), &Request::Status { flows: false }) {
+        Ok(Response::Status { status }) => {
+            let names: Vec<&str> = status.vips.iter().map(|v| v.name.as_str()).collect();
+            println!("SERVED {}", names.join(","));
+        }
+        Ok(r) => println!("REFUSED {r:?}"),
+        Err(e) => println!("REFUSED {e:#}"),
+    }
+}
+
+/// A status request as uid `nobody` with the given primary group and supplementary
+/// groups; what the child printed.
+fn api_as_nobody(socket: &Path, gid: u32, groups: &[u32]) -> anyhow::Result<String> {
     use std::os::unix::process::CommandExt as _;
-    let exe = std::env::current_exe()?;
-    let sluice = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("sluice"))
-        .context("target dir")?;
-    ensure!(
-        sluice.exists(),
-        "{} not built (run the tests with `cargo xtask test`)",
-        sluice.display()
-    );
     let groups = groups.to_vec();
-    let mut cmd = std::process::Command::new(sluice);
-    cmd.arg("--api-socket").arg(socket).args(["vip", "list"]);
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "--exact",
+        "api_client_as_child",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CLIENT_SOCKET, socket);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -386,14 +404,15 @@ fn api_as_nobody(socket: &Path, gid: u32, groups: &[u32]) -> anyhow::Result<(boo
         });
     }
     let out = cmd.output()?;
-    Ok((
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    let text = String::from_utf8_lossy(&out.stdout);
+    // libtest prints "test api_client_as_child ... " before the child's own line.
+    text.lines()
+        .find_map(|l| {
+            l.find("SERVED ")
+                .or_else(|| l.find("REFUSED "))
+                .map(|i| l[i..].to_owned())
+        })
+        .with_context(|| format!("the client child said nothing useful: {text}"))
 }
 
 #[test]
@@ -407,22 +426,22 @@ fn api_serves_root_and_its_group_only() -> anyhow::Result<()> {
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
     // A member of the group (primary group): served.
-    let (ok, out) = api_as_nobody(&socket, 65534, &[])?;
+    let out = api_as_nobody(&socket, 65534, &[])?;
     ensure!(
-        ok && out.contains("lab-tcp4"),
+        out.starts_with("SERVED") && out.contains("lab-tcp4"),
         "group member refused: {out}"
     );
     // Reaches the socket through a supplementary group but is neither root nor in the group
     // by its credentials: refused by the daemon.
-    let (ok, out) = api_as_nobody(&socket, 65533, &[65534])?;
+    let out = api_as_nobody(&socket, 65533, &[65534])?;
     ensure!(
-        !ok && out.contains("permission denied"),
+        out.starts_with("REFUSED") && out.contains("permission denied: the sluice API"),
         "outsider served: {out}"
     );
     // No access to the socket at all: refused by the kernel.
-    let (ok, out) = api_as_nobody(&socket, 65533, &[])?;
+    let out = api_as_nobody(&socket, 65533, &[])?;
     ensure!(
-        !ok && out.to_lowercase().contains("permission denied"),
+        out.starts_with("REFUSED") && out.to_lowercase().contains("permission denied"),
         "outsider served: {out}"
     );
     drop(d);
