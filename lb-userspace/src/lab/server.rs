@@ -516,6 +516,18 @@ mod tests {
         assert!(http.ends_with("\r\n\r\nbe-x\n"), "{http}");
         let health = exchange(addr, b"GET /health HTTP/1.0\r\n\r\n", false);
         assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+        // The server forgets a finished connection only when its thread sees the client's
+        // close, which can come after `exchange` returned: wait for every one to be gone,
+        // so that the count below is exactly the HOLD connection.
+        let t0 = Instant::now();
+        while server.connections() != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{} finished connections still served after 5 s",
+                server.connections()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
 
         // HOLD: long-lived, line by line, closed by the server's stop.
         let mut h = TcpStream::connect(addr).expect("connect");
