@@ -87,8 +87,13 @@ pub struct Opinion {
     pub reason: String,
 }
 
-/// `ceil` of a non-negative finite value as a backend count (saturating).
+/// `ceil` of a non-negative finite value as a backend count (saturating). A value within a
+/// relative 1e-12 above a whole number counts as that number: `current × metric / target`
+/// is computed as `(total / current) / target × current`, which rounding can leave a few
+/// ulps above the exact result (29 connections over 7 backends at a target of 1 gives
+/// 29.000000000000004), and that must not ask for one more backend.
 pub(crate) fn ceil_count(x: f64) -> u32 {
+    let x = x * (1.0 - 1e-12);
     if x.is_nan() || x <= 0.0 {
         0
     } else if x >= f64::from(u32::MAX) {
@@ -127,6 +132,10 @@ mod tests {
         };
         assert_eq!(silent.per_backend(MetricKind::Backend, 2), None);
         assert_eq!(ceil_count(2.000_1), 3);
+        assert_eq!(ceil_count(2.0), 2);
+        // Rounding noise above a whole number is not one more backend.
+        assert_eq!(ceil_count(29.0 / 7.0 / 1.0 * 7.0), 29);
+        assert_eq!(ceil_count(130.0 / 3.0 / 10.0 * 3.0), 13);
         assert_eq!(ceil_count(-1.0), 0);
         assert_eq!(ceil_count(f64::NAN), 0);
     }
