@@ -1,0 +1,637 @@
+//! The autoscaler end to end in the lab: a bounded ramp of real long-lived TCP connections
+//! makes the daemon's own autoscaler add backends from its standby pool (each only after
+//! its health probes pass), new connections reach them, and as clients close their
+//! connections it drains the backend with the fewest, removes it once drained and gives it
+//! back to the pool, down to `min`; then a second ramp takes a released backend again.
+//! Zero resets (every held connection echoes after every scaling event and closes with a
+//! clean EOF), no flapping (only scale-ups while the load rises, only scale-downs while it
+//! falls), and a timeline of what happened (the README's lab run).
+//!
+//! The lab is `sl-as-<pid>-<n>`, removed when it drops, also on failure; every loop is
+//! bounded in count and time.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use lb_userspace::{
+    api::{Request, Response, client},
+    autoscale::{Decision, driver::VipReport},
+    config::{
+        CheckKind, Config, Scheduler,
+        autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
+    },
+    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
+    state::Status,
+};
+use sluice_tests::{conn::Held, require_root};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const VIP: &str = "lab-tcp4";
+/// Active connections per serving backend the target policy holds.
+const TARGET: f64 = 10.0;
+/// Connections opened (or closed) per step.
+const STEP: usize = 10;
+/// The most connections the test holds at once.
+const MAX_HELD: usize = 50;
+/// How long the scaler may take to reach a count it should reach.
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn prefix(n: &str) -> String {
+    format!("sl-as-{}-{n}", std::process::id() % 100_000)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn status(socket: &Path) -> anyhow::Result<Status> {
+    match client::request(socket, &Request::Status { flows: false })? {
+        Response::Status { status } => Ok(status),
+        r => bail!("unexpected answer {r:?}"),
+    }
+}
+
+fn scaler(socket: &Path) -> anyhow::Result<Option<VipReport>> {
+    match client::request(socket, &Request::AutoscaleStatus)? {
+        Response::Autoscale { status } => Ok(status.vips.into_iter().find(|v| v.name == VIP)),
+        r => bail!("unexpected answer {r:?}"),
+    }
+}
+
+fn running_config(socket: &Path) -> anyhow::Result<Config> {
+    match client::request(socket, &Request::Config)? {
+        Response::Config { toml, .. } => Ok(lb_userspace::config::parse(&toml, "running")?.config),
+        r => bail!("unexpected answer {r:?}"),
+    }
+}
+
+/// One backend of the VIP as the daemon reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    address: IpAddr,
+    lifecycle: String,
+    active: u64,
+}
+
+/// Everything observed, in order: the README's timeline.
+struct Watch {
+    socket: PathBuf,
+    t0: Instant,
+    wall0: u64,
+    /// Address → short name (b1..).
+    names: BTreeMap<IpAddr, String>,
+    decisions: BTreeMap<u64, Decision>,
+    events: Vec<String>,
+    /// (seconds since the start, line).
+    rows: Vec<(f64, String)>,
+    last: Vec<Seen>,
+    report: VipReport,
+    /// Lifecycles each backend was seen in.
+    lifecycles: BTreeMap<IpAddr, Vec<String>>,
+    held: usize,
+}
+
+impl Watch {
+    fn t(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Seconds since the start of an event's time (`2025-01-01T10:00:00.123Z`): the time of
+    /// day against the start's (the test runs for minutes, not across midnight).
+    fn since_start(&self, at: &str) -> Option<f64> {
+        let tod = at.split_once('T')?.1.strip_suffix('Z')?;
+        let mut parts = tod.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        let ms = (h * 3600.0 + m * 60.0 + s) * 1000.0;
+        let start = (self.wall0 % 86_400_000) as f64;
+        Some(((ms - start) / 1000.0).max(0.0))
+    }
+
+    fn backends(&self) -> String {
+        let mut s = String::new();
+        for b in &self.last {
+            let tag = match b.lifecycle.as_str() {
+                "active" => "",
+                "slow-start" => "(slow-start)",
+                "draining" => "(draining)",
+                "drained" => "(drained)",
+                other => other,
+            };
+            let _ = write!(s, "{}:{}{tag} ", self.names[&b.address], b.active);
+        }
+        s.trim_end().to_owned()
+    }
+
+    fn row(&mut self, t: f64, what: &str) {
+        let serving = self
+            .last
+            .iter()
+            .filter(|b| b.lifecycle != "draining" && b.lifecycle != "drained")
+            .count();
+        let line = format!(
+            "{t:6.1}s  conns {:2}  serving {serving}  [{}]  {what}",
+            self.held,
+            self.backends()
+        );
+        println!("{line}");
+        self.rows.push((t, line));
+    }
+
+    /// Poll the daemon once; record what changed.
+    fn poll(&mut self) -> anyhow::Result<()> {
+        let st = status(&self.socket)?;
+        let v = st
+            .vips
+            .iter()
+            .find(|v| v.name == VIP)
+            .context("VIP in status")?;
+        let now: Vec<Seen> = v
+            .backends
+            .iter()
+            .map(|b| Seen {
+                address: b.address,
+                lifecycle: b.lifecycle.clone(),
+                active: b.active,
+            })
+            .collect();
+        for b in &now {
+            let l = self.lifecycles.entry(b.address).or_default();
+            if l.last() != Some(&b.lifecycle) {
+                l.push(b.lifecycle.clone());
+            }
+        }
+        let membership = |s: &[Seen]| -> Vec<(IpAddr, String)> {
+            s.iter().map(|b| (b.address, b.lifecycle.clone())).collect()
+        };
+        let changed = membership(&now) != membership(&self.last);
+        self.last = now;
+        if let Some(r) = scaler(&self.socket)? {
+            for d in &r.decisions {
+                if self.decisions.contains_key(&d.at.0) {
+                    continue;
+                }
+                self.decisions.insert(d.at.0, d.clone());
+                let prev = self
+                    .decisions
+                    .range(..d.at.0)
+                    .next_back()
+                    .map(|(_, p)| p.desired);
+                // A row for every decision that changes something, once per new count.
+                if d.direction() != "hold" && prev != Some(d.desired) {
+                    let t = d.at.0.saturating_sub(self.wall0) as f64 / 1000.0;
+                    let what = format!(
+                        "decision {} {}→{}: {}",
+                        d.direction(),
+                        d.current,
+                        d.desired,
+                        d.said
+                            .iter()
+                            .map(|s| s.reason.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                    self.row(t, &what);
+                }
+            }
+            for e in &r.events {
+                if !self.events.contains(e) {
+                    self.events.push(e.clone());
+                    // "<time> what", the time the scaler's own.
+                    let (at, what) = e.split_once(' ').unwrap_or(("", e.as_str()));
+                    let t = self.since_start(at).unwrap_or_else(|| self.t());
+                    self.row(t, &format!("scaler: {what}"));
+                }
+            }
+            self.report = r;
+        }
+        if changed {
+            let t = self.t();
+            self.row(t, "backends changed");
+        }
+        Ok(())
+    }
+
+    /// Serving backends (neither draining nor drained).
+    fn serving(&self) -> Vec<IpAddr> {
+        self.last
+            .iter()
+            .filter(|b| b.lifecycle != "draining" && b.lifecycle != "drained")
+            .map(|b| b.address)
+            .collect()
+    }
+
+    fn draining(&self) -> Vec<IpAddr> {
+        self.last
+            .iter()
+            .filter(|b| b.lifecycle == "draining" || b.lifecycle == "drained")
+            .map(|b| b.address)
+            .collect()
+    }
+
+    /// Poll until `done` holds (at most `within`).
+    fn until(
+        &mut self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        let t = Instant::now();
+        loop {
+            self.poll()?;
+            if done(self) {
+                return Ok(());
+            }
+            if t.elapsed() > within {
+                bail!(
+                    "{what}: not within {within:?}; backends [{}], scaler {:?}",
+                    self.backends(),
+                    self.report
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Non-hold decisions taken between two wall-clock instants, as directions.
+    fn directions(&self, from: u64, to: u64) -> Vec<&'static str> {
+        self.decisions
+            .range(from..to)
+            .map(|(_, d)| d.direction())
+            .filter(|d| *d != "hold")
+            .collect()
+    }
+}
+
+/// Every held connection still talks to the backend it started on.
+fn echo_all(held: &mut [Held], tag: &str) -> anyhow::Result<()> {
+    for (i, h) in held.iter_mut().enumerate() {
+        h.echo(&format!("{tag}-{i}"))
+            .with_context(|| format!("connection {i} after {tag}"))?;
+    }
+    Ok(())
+}
+
+fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for h in held {
+        *m.entry(h.backend.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// What target tracking should settle on for `conns` open connections (no change inside
+/// the tolerance), within [1, 4].
+fn expected(conns: usize, serving: usize) -> usize {
+    let per = conns as f64 / serving as f64;
+    let want = if (per / TARGET - 1.0).abs() <= 0.1 {
+        serving
+    } else {
+        (conns as f64 / TARGET).ceil() as usize
+    };
+    want.clamp(1, 4)
+}
+
+#[test]
+fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    // backend-1 serves always; backend-2..4 run their servers on standby.
+    let lab = Lab::up(LabSpec::new(&prefix("pool")).backends(4).ipv6(false))?;
+    let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
+    let mut config = lab.daemon_config(&Weights::Equal)?;
+    config.daemon.conntrack_sweep_ms = 500;
+    config.vips.retain(|v| v.name == VIP);
+    {
+        let v = &mut config.vips[0];
+        v.backends.retain(|b| b.address == addr(0));
+        // Weights above 1 so that slow start shows (lc itself only skips weight 0).
+        v.backends[0].weight = 10;
+        v.scheduler = Scheduler::LeastConn;
+        v.slow_start_ms = 2000;
+        assert_eq!(v.health.check, CheckKind::Tcp);
+        v.health.interval_ms = 300;
+        v.health.timeout_ms = 200;
+        v.health.rise = 2;
+        v.health.fall = 2;
+        v.autoscale = Some(AutoscaleConfig {
+            min: 1,
+            max: 4,
+            interval_ms: 500,
+            weight: 10,
+            ready_timeout_ms: 10_000,
+            up_backends: 4,
+            up_percent: 100,
+            up_period_ms: 15_000,
+            down_backends: 0,
+            down_percent: 100,
+            down_period_ms: 15_000,
+            target: Some(TargetConfig {
+                metric: MetricKind::ActiveConnections,
+                value: Num(TARGET),
+                tolerance: Num(0.1),
+                scale_down_stabilization_ms: 3000,
+                scale_up_stabilization_ms: 0,
+            }),
+            steps: Vec::new(),
+            crons: Vec::new(),
+            backend_metric: None,
+            provider: ProviderConfig::Pool {
+                standby: vec![addr(1), addr(2), addr(3)],
+            },
+        });
+    }
+    // Through the file's rules, as a config file would be.
+    let config = lb_userspace::config::parse(&config.to_toml()?, "autoscale test")?.config;
+    println!("{}", config.to_toml()?);
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let name_of: BTreeMap<String, IpAddr> =
+        (0..4).map(|i| (lab.backend(i).name(), addr(i))).collect();
+    let mut w = Watch {
+        socket,
+        t0: Instant::now(),
+        wall0: wall_ms(),
+        names: (0..4).map(|i| (addr(i), format!("b{}", i + 1))).collect(),
+        decisions: BTreeMap::new(),
+        events: Vec::new(),
+        rows: Vec::new(),
+        last: Vec::new(),
+        report: VipReport::default(),
+        lifecycles: BTreeMap::new(),
+        held: 0,
+    };
+    w.until(SETTLE, "the scaler managing the VIP", |w| {
+        w.report.name == VIP && w.serving() == [addr(0)]
+    })?;
+
+    // Ramp: 10 connections a step; after each, the count target tracking asks for.
+    let ramp_from = wall_ms();
+    let mut held: Vec<Held> = Vec::new();
+    let mut newest: Option<IpAddr> = None;
+    while held.len() < MAX_HELD {
+        let mut batch: Vec<Held> = (0..STEP)
+            .map(|_| Held::open(lab.client(0), vip))
+            .collect::<anyhow::Result<_>>()?;
+        let got = per_backend(&batch);
+        held.append(&mut batch);
+        w.held = held.len();
+        let t = w.t();
+        w.row(t, &format!("clients opened {STEP}: {got:?}"));
+        // The backend added last takes (nearly) the whole batch: lc, and it had none.
+        if let Some(n) = newest.take() {
+            let on_new = got
+                .iter()
+                .filter(|(k, _)| name_of[k.as_str()] == n)
+                .map(|(_, c)| *c)
+                .sum::<usize>();
+            ensure!(
+                on_new * 2 >= STEP,
+                "new connections did not reach the added backend {n}: {got:?}"
+            );
+        }
+        let before = w.serving();
+        let want = expected(held.len(), before.len());
+        w.until(
+            SETTLE,
+            &format!("{want} serving for {} conns", held.len()),
+            |w| w.serving().len() == want && w.report.provisioning == 0,
+        )?;
+        if want > before.len() {
+            newest = w.serving().into_iter().find(|a| !before.contains(a));
+        }
+        let tag = format!("ramp{}", held.len());
+        echo_all(&mut held, &tag)?;
+    }
+    // At max with 50 connections (5 a backend would be wanted): it stays at 4.
+    std::thread::sleep(Duration::from_millis(1500));
+    w.poll()?;
+    ensure!(w.serving().len() == 4, "not at max: [{}]", w.backends());
+    ensure!(
+        w.draining().is_empty(),
+        "draining during the ramp: [{}]",
+        w.backends()
+    );
+    let peak = wall_ms();
+
+    // Fall: clients close 10 connections a step (on the busiest serving backends); when
+    // the scaler drains a backend, that backend's clients finish their exchange and close.
+    let mut last_step = Instant::now()
+        .checked_sub(Duration::from_secs(60))
+        .unwrap_or_else(Instant::now);
+    let fall_deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        w.poll()?;
+        ensure!(
+            Instant::now() < fall_deadline,
+            "the fall did not end within 120 s: [{}]",
+            w.backends()
+        );
+        let draining: Vec<String> = w
+            .draining()
+            .iter()
+            .filter_map(|a| {
+                name_of
+                    .iter()
+                    .find(|(_, x)| *x == a)
+                    .map(|(n, _)| n.clone())
+            })
+            .collect();
+        let (finishing, rest): (Vec<Held>, Vec<Held>) = std::mem::take(&mut held)
+            .into_iter()
+            .partition(|h| draining.contains(&h.backend));
+        held = rest;
+        if !finishing.is_empty() {
+            // The scaler drained the serving backend with the fewest connections.
+            let serving_counts: Vec<usize> = w
+                .serving()
+                .iter()
+                .map(|a| held.iter().filter(|h| name_of[&h.backend] == *a).count())
+                .collect();
+            for (b, n) in per_backend(&finishing) {
+                ensure!(
+                    serving_counts.iter().all(|c| n <= *c),
+                    "drained {b} with {n} connections, the serving ones have {serving_counts:?}"
+                );
+            }
+            echo_all(&mut held, "drain")?;
+            let n = finishing.len();
+            for (i, mut h) in finishing.into_iter().enumerate() {
+                h.echo(&format!("last-{i}"))?;
+                h.close()?;
+            }
+            w.held = held.len();
+            let t = w.t();
+            w.row(
+                t,
+                &format!("clients of the draining backend finished: {n} closed cleanly"),
+            );
+            continue;
+        }
+        if held.is_empty() && w.serving() == [addr(0)] && w.draining().is_empty() {
+            break;
+        }
+        if !held.is_empty()
+            && w.draining().is_empty()
+            && last_step.elapsed() > Duration::from_secs(6)
+        {
+            let n = STEP.min(held.len());
+            for _ in 0..n {
+                let counts = per_backend(&held);
+                let busiest = counts
+                    .iter()
+                    .max_by_key(|(_, c)| **c)
+                    .map(|(b, _)| b.clone())
+                    .context("a backend")?;
+                let i = held
+                    .iter()
+                    .position(|h| h.backend == busiest)
+                    .context("a connection")?;
+                held.swap_remove(i).close()?;
+            }
+            w.held = held.len();
+            last_step = Instant::now();
+            let t = w.t();
+            w.poll()?;
+            w.row(
+                t,
+                &format!("clients closed {n} (left: {:?})", per_backend(&held)),
+            );
+            let tag = format!("fall{}", held.len());
+            echo_all(&mut held, &tag)?;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Idle at min: nothing more happens.
+    std::thread::sleep(Duration::from_millis(2000));
+    w.poll()?;
+    let fallen = wall_ms();
+    let cfg = running_config(&w.socket)?;
+    let left: Vec<IpAddr> = cfg.vips[0].backends.iter().map(|b| b.address).collect();
+    ensure!(left == [addr(0)], "backends left: {left:?}");
+    let r = w.report.clone();
+    println!(
+        "scaler after the fall: serving {} desired {} added {} removed {} failures {} \
+         decisions up {} down {} hold {}",
+        r.serving,
+        r.desired,
+        r.added,
+        r.removed,
+        r.failures,
+        r.decisions_up,
+        r.decisions_down,
+        r.decisions_hold
+    );
+    ensure!(
+        (r.serving, r.desired, r.added, r.removed, r.failures) == (1, 1, 3, 3, 0),
+        "{r:?}"
+    );
+    ensure!(r.draining.is_empty() && r.provisioning == 0, "{r:?}");
+    for i in 1..4 {
+        let a = addr(i);
+        ensure!(
+            w.events
+                .iter()
+                .any(|e| e.contains(&format!("{a} passed its checks"))),
+            "{a} joined without passing its checks first: {:?}",
+            w.events
+        );
+        ensure!(
+            w.events
+                .iter()
+                .any(|e| e.contains(&format!("{a} drained and removed; released"))),
+            "{a} not released: {:?}",
+            w.events
+        );
+        let l = &w.lifecycles[&a];
+        ensure!(
+            l.last().is_some_and(|s| s == "draining" || s == "drained"),
+            "{a}: lifecycles {l:?}"
+        );
+    }
+    // No flapping: only ups while the load rose, only downs while it fell.
+    let up = w.directions(ramp_from, peak);
+    let down = w.directions(peak, fallen);
+    ensure!(
+        !up.is_empty() && up.iter().all(|d| *d == "up"),
+        "ramp decisions {up:?}"
+    );
+    ensure!(
+        !down.is_empty() && down.iter().all(|d| *d == "down"),
+        "fall decisions {down:?}"
+    );
+
+    // The released backends are standby again: a second ramp takes one back (the first
+    // free address), and new connections reach it.
+    let again_from = wall_ms();
+    let mut held: Vec<Held> = Vec::new();
+    for _ in 0..2 {
+        let mut batch: Vec<Held> = (0..STEP)
+            .map(|_| Held::open(lab.client(0), vip))
+            .collect::<anyhow::Result<_>>()?;
+        held.append(&mut batch);
+    }
+    w.held = held.len();
+    let t = w.t();
+    w.row(
+        t,
+        &format!("again: clients opened 20: {:?}", per_backend(&held)),
+    );
+    w.until(SETTLE, "a pool backend taken again", |w| {
+        w.serving().len() == 2
+    })?;
+    let back = w.serving();
+    ensure!(back == [addr(0), addr(1)], "taken again: {back:?}");
+    let mut batch: Vec<Held> = (0..STEP)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    let got = per_backend(&batch);
+    w.row(w.t(), &format!("again: clients opened {STEP}: {got:?}"));
+    ensure!(
+        got.get(&lab.backend(1).name()).copied().unwrap_or(0) * 2 >= STEP,
+        "the re-added backend takes no new connections: {got:?}"
+    );
+    held.append(&mut batch);
+    w.held = held.len();
+    echo_all(&mut held, "again")?;
+    for h in held {
+        h.close()?;
+    }
+    w.held = 0;
+    w.row(w.t(), "again: clients closed all");
+    w.until(SETTLE, "back to min, released again", |w| {
+        w.serving() == [addr(0)] && w.draining().is_empty() && w.report.removed == 4
+    })?;
+    ensure!(w.report.added == 4, "{:?}", w.report);
+    let again = w.directions(again_from, wall_ms());
+    ensure!(
+        again
+            .iter()
+            .skip_while(|d| **d == "up")
+            .all(|d| *d == "down"),
+        "second cycle decisions {again:?}"
+    );
+    ensure!(w.report.failures == 0, "{:?}", w.report);
+
+    // In time order (events carry the scaler's time, seen up to a poll later).
+    w.rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!("\ntimeline ({} rows):", w.rows.len());
+    for (_, r) in &w.rows {
+        println!("{r}");
+    }
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
