@@ -102,6 +102,24 @@ struct Watch {
 }
 
 impl Watch {
+    fn new(socket: PathBuf, lab: &Lab) -> Self {
+        Self {
+            socket,
+            t0: Instant::now(),
+            wall0: wall_ms(),
+            names: (0..lab.backends().len())
+                .map(|i| (IpAddr::from(lab.backend(i).addr4()), format!("b{}", i + 1)))
+                .collect(),
+            decisions: BTreeMap::new(),
+            events: Vec::new(),
+            rows: Vec::new(),
+            last: Vec::new(),
+            report: VipReport::default(),
+            lifecycles: BTreeMap::new(),
+            held: 0,
+        }
+    }
+
     fn t(&self) -> f64 {
         self.t0.elapsed().as_secs_f64()
     }
@@ -303,19 +321,16 @@ fn expected(conns: usize, serving: usize) -> usize {
     want.clamp(1, 4)
 }
 
-#[test]
-fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
-    require_root();
-    let _serial = SERIAL.lock();
-    // backend-1 serves always; backend-2..4 run their servers on standby.
-    let lab = Lab::up(LabSpec::new(&prefix("pool")).backends(4).ipv6(false))?;
-    let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
+/// The lab's `lab-tcp4` alone, with backend-1 only, scaled between 1 and `max` backends
+/// from `provider` (target tracking: 10 open connections a backend; short windows).
+fn scaled_config(lab: &Lab, max: u32, provider: ProviderConfig) -> anyhow::Result<Config> {
+    let first = IpAddr::from(lab.backend(0).addr4());
     let mut config = lab.daemon_config(&Weights::Equal)?;
     config.daemon.conntrack_sweep_ms = 500;
     config.vips.retain(|v| v.name == VIP);
     {
         let v = &mut config.vips[0];
-        v.backends.retain(|b| b.address == addr(0));
+        v.backends.retain(|b| b.address == first);
         // Weights above 1 so that slow start shows (lc itself only skips weight 0).
         v.backends[0].weight = 10;
         v.scheduler = Scheduler::LeastConn;
@@ -327,7 +342,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         v.health.fall = 2;
         v.autoscale = Some(AutoscaleConfig {
             min: 1,
-            max: 4,
+            max,
             interval_ms: 500,
             weight: 10,
             ready_timeout_ms: 10_000,
@@ -347,32 +362,33 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
             steps: Vec::new(),
             crons: Vec::new(),
             backend_metric: None,
-            provider: ProviderConfig::Pool {
-                standby: vec![addr(1), addr(2), addr(3)],
-            },
+            provider,
         });
     }
     // Through the file's rules, as a config file would be.
-    let config = lb_userspace::config::parse(&config.to_toml()?, "autoscale test")?.config;
-    println!("{}", config.to_toml()?);
+    Ok(lb_userspace::config::parse(&config.to_toml()?, "autoscale test")?.config)
+}
+
+#[test]
+fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    // backend-1 serves always; backend-2..4 run their servers on standby.
+    let lab = Lab::up(LabSpec::new(&prefix("pool")).backends(4).ipv6(false))?;
+    let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
+    let config = scaled_config(
+        &lab,
+        4,
+        ProviderConfig::Pool {
+            standby: vec![addr(1), addr(2), addr(3)],
+        },
+    )?;
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let name_of: BTreeMap<String, IpAddr> =
         (0..4).map(|i| (lab.backend(i).name(), addr(i))).collect();
-    let mut w = Watch {
-        socket,
-        t0: Instant::now(),
-        wall0: wall_ms(),
-        names: (0..4).map(|i| (addr(i), format!("b{}", i + 1))).collect(),
-        decisions: BTreeMap::new(),
-        events: Vec::new(),
-        rows: Vec::new(),
-        last: Vec::new(),
-        report: VipReport::default(),
-        lifecycles: BTreeMap::new(),
-        held: 0,
-    };
+    let mut w = Watch::new(socket, &lab);
     w.until(SETTLE, "the scaler managing the VIP", |w| {
         w.report.name == VIP && w.serving() == [addr(0)]
     })?;
@@ -626,6 +642,188 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     ensure!(w.report.failures == 0, "{:?}", w.report);
 
     // In time order (events carry the scaler's time, seen up to a poll later).
+    w.rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!("\ntimeline ({} rows):", w.rows.len());
+    for (_, r) in &w.rows {
+        println!("{r}");
+    }
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+/// The environment variable that turns [`backend_server_as_child`] into a lab backend
+/// server: `NAME ADDRESS...`.
+const SERVE_AS: &str = "SLUICE_TEST_BACKEND_SERVER";
+
+/// Not a test of its own: run by the `exec` provider's create script (this test binary
+/// re-executed inside a backend's namespace) as a backend server that serves until killed.
+/// Without the variable it does nothing.
+#[test]
+fn backend_server_as_child() {
+    let Some(spec) = std::env::var_os(SERVE_AS) else {
+        return;
+    };
+    let spec = spec.to_string_lossy().into_owned();
+    let mut words = spec.split_whitespace();
+    let name = words.next().expect("a name");
+    let addrs: Vec<IpAddr> = words.map(|a| a.parse().expect("an address")).collect();
+    let server =
+        lab::server::BackendServer::start(name, &addrs).expect("the backend server starts");
+    server.wait();
+}
+
+/// `exec` provider scripts for the lab: `create` starts the server of the first standby
+/// backend (`standby`: index, address) that has none, as a process of its own in the
+/// backend's namespace, and prints its address; `destroy ADDRESS` kills it and waits until
+/// it is gone. State in `dir` (`run-K/pid`).
+fn exec_scripts(lab: &Lab, dir: &Path, standby: &[usize]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe()?;
+    let mut create = String::from("#!/bin/sh\nset -eu\n");
+    let mut destroy = String::from("#!/bin/sh\nset -eu\ncase \"$1\" in\n");
+    for &i in standby {
+        let b = lab.backend(i);
+        let run = dir.join(format!("run-{i}"));
+        let _ = write!(
+            create,
+            "if mkdir {run} 2>/dev/null; then\n  \
+             {SERVE_AS}='{name} {a} {vip}' setsid ip netns exec {ns} {exe} --exact \
+             backend_server_as_child --nocapture --test-threads 1 \
+             >{run}/log 2>&1 </dev/null &\n  \
+             echo $! >{run}/pid\n  echo {a}\n  exit 0\nfi\n",
+            run = run.display(),
+            name = b.name(),
+            a = b.addr4(),
+            vip = lab.vip4(),
+            ns = b.ns(),
+            exe = exe.display(),
+        );
+        let _ = writeln!(
+            destroy,
+            "  {a}) run={run} ;;",
+            a = b.addr4(),
+            run = run.display()
+        );
+    }
+    create.push_str("echo 'no standby backend left' >&2\nexit 1\n");
+    destroy.push_str(
+        "  *) echo \"unknown backend $1\" >&2; exit 1 ;;\nesac\n\
+         pid=$(cat \"$run/pid\")\nkill \"$pid\"\n\
+         i=0\nwhile kill -0 \"$pid\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done\n\
+         if kill -0 \"$pid\" 2>/dev/null; then echo \"$pid still running\" >&2; exit 1; fi\n\
+         rm -r \"$run\"\n",
+    );
+    std::fs::create_dir_all(dir)?;
+    let (c, d) = (dir.join("create.sh"), dir.join("destroy.sh"));
+    std::fs::write(&c, create)?;
+    std::fs::write(&d, destroy)?;
+    Ok((c, d))
+}
+
+/// Whether a TCP connection to `to` from `client` is accepted.
+fn accepts(client: &lab::Node, to: SocketAddr) -> anyhow::Result<bool> {
+    Ok(client
+        .run(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)))?
+        .is_ok())
+}
+
+#[test]
+fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    // backend-2 and backend-3 have no server: the provider's scripts start and stop them.
+    let lab = Lab::up(LabSpec::new(&prefix("exec")).backends(3).ipv6(false))?;
+    lab.kill_backend_server(1)?;
+    lab.kill_backend_server(2)?;
+    let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
+    let dir = lab::lab_dir(lab.prefix()).join("exec");
+    let (create, destroy) = exec_scripts(&lab, &dir, &[1, 2])?;
+    let sh = |p: &Path| vec!["/bin/sh".to_owned(), p.display().to_string()];
+    let config = scaled_config(
+        &lab,
+        2,
+        ProviderConfig::Exec {
+            create: sh(&create),
+            destroy: sh(&destroy),
+            timeout_ms: 5000,
+            retries: 0,
+        },
+    )?;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let b2 = SocketAddr::new(addr(1), lab::TCP_PORT);
+    let mut w = Watch::new(socket, &lab);
+    w.until(SETTLE, "the scaler managing the VIP", |w| {
+        w.report.name == VIP && w.serving() == [addr(0)]
+    })?;
+    ensure!(
+        !accepts(lab.client(0), b2)?,
+        "backend-2 serves before any create"
+    );
+
+    // 20 connections: the scaler runs `create`, which starts backend-2's server; it joins
+    // once its checks pass, and the next connections reach it.
+    let mut held: Vec<Held> = (0..2 * STEP)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    w.held = held.len();
+    w.row(
+        w.t(),
+        &format!("clients opened 20: {:?}", per_backend(&held)),
+    );
+    w.until(SETTLE, "backend-2 created and added", |w| {
+        w.serving().len() == 2 && w.report.provisioning == 0
+    })?;
+    ensure!(w.serving() == [addr(0), addr(1)], "{:?}", w.serving());
+    ensure!(
+        dir.join("run-1/pid").exists() && !dir.join("run-2").exists(),
+        "create started the wrong servers"
+    );
+    let mut batch: Vec<Held> = (0..STEP)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    let got = per_backend(&batch);
+    w.row(w.t(), &format!("clients opened {STEP}: {got:?}"));
+    ensure!(
+        got.get(&lab.backend(1).name()).copied().unwrap_or(0) * 2 >= STEP,
+        "the created backend takes no new connections: {got:?}"
+    );
+    held.append(&mut batch);
+    w.held = held.len();
+    echo_all(&mut held, "exec")?;
+
+    // All close: backend-2 is drained, removed, and `destroy` stops its server.
+    for h in held {
+        h.close()?;
+    }
+    w.held = 0;
+    w.row(w.t(), "clients closed all");
+    w.until(SETTLE, "backend-2 drained, removed and destroyed", |w| {
+        w.serving() == [addr(0)] && w.draining().is_empty() && w.report.removed == 1
+    })?;
+    // `destroy` ran in the background of the release: wait for its outcome.
+    let t = Instant::now();
+    while dir.join("run-1").exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(!dir.join("run-1").exists(), "destroy did not run");
+    ensure!(
+        !accepts(lab.client(0), b2)?,
+        "backend-2's server still runs"
+    );
+    let r = &w.report;
+    ensure!(
+        (r.provider.as_str(), r.added, r.removed, r.failures) == ("exec", 1, 1, 0),
+        "{r:?}"
+    );
+    ensure!(
+        w.events
+            .iter()
+            .any(|e| e.contains(&format!("{} passed its checks", addr(1)))),
+        "{:?}",
+        w.events
+    );
     w.rows.sort_by(|a, b| a.0.total_cmp(&b.0));
     println!("\ntimeline ({} rows):", w.rows.len());
     for (_, r) in &w.rows {
