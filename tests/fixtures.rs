@@ -363,32 +363,23 @@ impl World {
         find(port).or_else(|| find(0))
     }
 
-    /// The backend the live table gives `key`.
+    /// The backend the live table gives `key` (by its flow hash).
     fn table_pick(&self, v: &DesiredVip, key: &FlowKey) -> anyhow::Result<IpAddr> {
-        let table = self
-            .dp
-            .live_table(&v.ident)
-            .ok_or_else(|| anyhow::anyhow!("no table"))?;
-        let id = table[(flow_hash(key, SEED) % v.table_size) as usize];
-        let rec = self
-            .dp
-            .layout()
-            .vip(&v.ident)
-            .ok_or_else(|| anyhow::anyhow!("no record"))?;
-        rec.backends
-            .iter()
-            .find(|(_, r)| r.id == id)
-            .map(|(a, _)| *a)
-            .ok_or_else(|| anyhow::anyhow!("table slot holds unknown id {id}"))
+        self.slot_owner(v, flow_hash(key, SEED))
     }
 
-    /// The backend the live table gives `key`'s source address.
+    /// The backend the live table gives `key`'s source address (`source-hash`).
     fn source_pick(&self, v: &DesiredVip, key: &FlowKey) -> anyhow::Result<IpAddr> {
+        self.slot_owner(v, lb_common::hash::source_hash(key, SEED))
+    }
+
+    /// The backend of the live table's slot `hash % table_size`.
+    fn slot_owner(&self, v: &DesiredVip, hash: u32) -> anyhow::Result<IpAddr> {
         let table = self
             .dp
             .live_table(&v.ident)
             .ok_or_else(|| anyhow::anyhow!("no table"))?;
-        let id = table[(lb_common::hash::source_hash(key, SEED) % v.table_size) as usize];
+        let id = table[(hash % v.table_size) as usize];
         let rec = self
             .dp
             .layout()

@@ -8,13 +8,7 @@
 //! Every test builds its own lab (prefix `sl-rst-<pid>-<n>`), removed when it drops (the
 //! lab's pin directory included), also on failure. Every loop is bounded in count and time.
 
-use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpStream},
-    path::Path,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, sync::Mutex};
 
 use anyhow::{Context as _, ensure};
 use lb_userspace::{
@@ -22,56 +16,12 @@ use lb_userspace::{
     dataplane::{self, LAYOUT_FILE, LINK_PIN},
     lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
 };
-use sluice_tests::require_root;
+use sluice_tests::{conn::Held, require_root};
 
-const TIMEOUT: Duration = Duration::from_secs(3);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     format!("sl-rst-{}-{n}", std::process::id() % 100_000)
-}
-
-/// A long-lived connection through the `HOLD` protocol: the server names itself, then
-/// echoes every line prefixed with its name.
-struct Held {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    backend: String,
-}
-
-impl Held {
-    fn open(client: &Node, to: SocketAddr) -> anyhow::Result<Self> {
-        let mut stream = client
-            .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
-            .with_context(|| format!("connecting to {to}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.write_all(b"HOLD\n")?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut name = String::new();
-        reader.read_line(&mut name)?;
-        ensure!(name.ends_with('\n'), "no name from {to}: {name:?}");
-        Ok(Self {
-            stream,
-            reader,
-            backend: name.trim().to_owned(),
-        })
-    }
-
-    /// Send a line; the echo must come from the same backend (a reset or a move to another
-    /// backend fails).
-    fn echo(&mut self, line: &str) -> anyhow::Result<()> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
-        let mut got = String::new();
-        self.reader
-            .read_line(&mut got)
-            .with_context(|| format!("echo of {line:?} from {}", self.backend))?;
-        ensure!(
-            got == format!("{}:{line}\n", self.backend),
-            "{} answered {got:?} to {line:?}",
-            self.backend
-        );
-        Ok(())
-    }
 }
 
 fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
