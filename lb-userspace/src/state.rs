@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - `slow-start`: a backend added while running, or back up after being down, gets
-//!   `weight × elapsed / vip.slow_start_ms` (at least 1) until the window ends;
+//!   `weight × elapsed / vip.slow_start_ms` (in 1/100 steps, `WEIGHT_SCALE`) until the
+//!   window ends;
 //! - `draining` (`state = "draining"` in the configuration): weight 0 in the table, so no
 //!   new flows, but still serving its existing flows;
 //! - `drained`: draining and no active connections left (kernel connection tracking), or
@@ -41,6 +42,9 @@ pub struct BackendHealth {
     pub reason: String,
     pub transitions: u64,
 }
+
+/// Configured weights are multiplied by this in the data plane (see `State::table_weight`).
+pub const WEIGHT_SCALE: u32 = 100;
 
 /// Where a backend is in its lifecycle (runtime only: a restarted daemon starts drains and
 /// slow starts afresh).
@@ -185,22 +189,32 @@ impl State {
         self.life.get_mut(&(vip, backend))
     }
 
-    /// The weight backend `b` of `v` has in the table now: 0 while draining, ramping during
-    /// slow start.
+    /// The weight backend `b` of `v` has in the table now, in configured units rounded up
+    /// (what `sluice backend list` shows): 0 while draining, ramping during slow start.
     pub fn effective_weight(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> u32 {
+        self.table_weight(v, b).div_ceil(WEIGHT_SCALE)
+    }
+
+    /// The weight published to the data plane: the configured weight × `WEIGHT_SCALE`,
+    /// 0 while draining, and during slow start `weight × WEIGHT_SCALE × elapsed / window`
+    /// (at least 1). Every scheduler only uses weight ratios (Maglev and wrr) or whether a
+    /// weight is 0 (rr, lc), so the scale changes nothing but lets a backend of weight 1
+    /// ramp in 100 steps.
+    pub fn table_weight(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> u32 {
         if b.state == BackendState::Draining || b.weight == 0 {
             return 0;
         }
+        let full = b.weight.saturating_mul(WEIGHT_SCALE);
         let Some(from) = self.life_of(ident(v), b.address).and_then(|l| l.ramp_from) else {
-            return b.weight;
+            return full;
         };
         let window = Duration::from_millis(u64::from(v.slow_start_ms));
         let elapsed = from.elapsed();
         if window.is_zero() || elapsed >= window {
-            return b.weight;
+            return full;
         }
-        let w = (f64::from(b.weight) * elapsed.as_secs_f64() / window.as_secs_f64()).ceil();
-        (w as u32).clamp(1, b.weight)
+        let w = (f64::from(full) * elapsed.as_secs_f64() / window.as_secs_f64()).ceil();
+        (w as u32).clamp(1, full)
     }
 
     /// Whether some backend is still ramping up (the daemon republishes as it goes).
@@ -232,7 +246,7 @@ impl State {
                 "draining"
             };
         }
-        if b.weight > 0 && self.effective_weight(v, b) < b.weight {
+        if b.weight > 0 && self.table_weight(v, b) < b.weight.saturating_mul(WEIGHT_SCALE) {
             return "slow-start";
         }
         "active"
@@ -267,7 +281,7 @@ impl State {
                             .iter()
                             .map(|b| DesiredBackend {
                                 address: b.address,
-                                weight: self.effective_weight(v, b),
+                                weight: self.table_weight(v, b),
                                 mac: b.mac,
                                 serving: self
                                     .health_of(id, b.address)
@@ -550,6 +564,7 @@ mod tests {
         let mut s = s.with_config(c);
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 1);
+        assert!(s.table_weight(v, new) < 10, "{}", s.table_weight(v, new));
         assert_eq!(s.lifecycle(v, new), "slow-start");
         assert!(s.ramping());
         // Just under half-way through the window: half the weight (rounded up).
@@ -558,6 +573,7 @@ mod tests {
             Some(Instant::now() - Duration::from_millis(4_500));
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 5);
+        assert!((449..=452).contains(&s.table_weight(v, new)));
         s.life.get_mut(&key).unwrap().ramp_from = Some(Instant::now() - Duration::from_secs(11));
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 10);
@@ -574,6 +590,29 @@ mod tests {
         assert!(s.apply(&e(Health::Up)));
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 1);
+    }
+
+    #[test]
+    fn a_weight_1_backend_ramps_in_fine_steps() {
+        let mut c = config();
+        c.vips[0].backends[0].weight = 1;
+        let mut s = State::new(c.clone());
+        let key = (
+            ident(&s.config.vips[0]),
+            s.config.vips[0].backends[0].address,
+        );
+        s.life.get_mut(&key).unwrap().ramp_from =
+            Some(Instant::now() - Duration::from_millis(2_500));
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        // A quarter of the way: a quarter of the scaled weight, though the configured
+        // weight is 1.
+        assert!(
+            (25..=27).contains(&s.table_weight(v, b)),
+            "{}",
+            s.table_weight(v, b)
+        );
+        assert_eq!(s.lifecycle(v, b), "slow-start");
+        assert_eq!(s.desired().vips[0].backends[0].weight, s.table_weight(v, b));
     }
 
     #[test]
