@@ -243,8 +243,11 @@ pub async fn serve(
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
     let mut fib_backends = neigh::fib_backends(&state.desired());
     let (scale_tx, mut scale_calls) = mpsc::channel::<autoscale::driver::Call>(16);
-    let (scale_task, scale_report) =
-        autoscale::driver::spawn(scale_tx, Arc::new(autoscale::clock::SystemClock));
+    let (scale_task, scale_report) = autoscale::driver::spawn(
+        scale_tx,
+        Arc::new(autoscale::clock::SystemClock),
+        dir.clone(),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -5,10 +5,15 @@
 //! (`rise` passing checks in a row within `ready_timeout_ms`) → add it (slow start is the
 //! daemon's); scale-in: set the chosen backend draining with `drain_remove`, and once the
 //! daemon has removed it (drained, or the VIP's drain deadline), release it to the provider.
+//!
+//! What the configuration does not say (which backends the provider created, which ones
+//! are being drained to be released) is kept in `<state_dir>/autoscale.json` ([`persist`])
+//! and reconciled with the running configuration when the daemon starts again.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     net::IpAddr,
+    path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -23,6 +28,7 @@ use tracing::{info, warn};
 use super::{
     BackendView, Controller, Decision, Phase,
     clock::{Clock, Time},
+    persist::{self, Saved, VipSaved},
     policy::{Metrics, Sample},
     provider::{self, Candidate, Provider},
     reconcile,
@@ -75,12 +81,19 @@ pub struct VipReport {
     pub provisioning: u32,
     /// Backends this autoscaler set draining, not yet removed.
     pub draining: Vec<IpAddr>,
+    /// Backends the provider created and not yet released (kept across restarts).
+    #[serde(default)]
+    pub owned: Vec<IpAddr>,
     pub decisions_up: u64,
     pub decisions_down: u64,
     pub decisions_hold: u64,
     pub added: u64,
     pub removed: u64,
+    /// Failed scale-outs, rejected edits and failed releases.
     pub failures: u64,
+    /// Of `failures`: releases to the provider that failed (retried at the next start).
+    #[serde(default)]
+    pub release_failures: u64,
     /// The last decisions, newest last.
     pub decisions: Vec<Decision>,
     /// The last actions and failures, newest last.
@@ -91,6 +104,8 @@ pub struct VipReport {
 pub type Report = Arc<Mutex<AutoscaleStatus>>;
 
 enum Done {
+    /// The provider made a candidate (recorded as owned before it is probed).
+    Created { vip: String, candidate: Candidate },
     Ready {
         vip: String,
         candidate: Candidate,
@@ -100,6 +115,11 @@ enum Done {
         vip: String,
         candidate: Option<Candidate>,
         why: String,
+    },
+    Released {
+        vip: String,
+        candidate: Candidate,
+        outcome: Result<(), String>,
     },
 }
 
@@ -113,7 +133,9 @@ struct Scaler {
     pending: u32,
     ready: Vec<Candidate>,
     /// Backends we set draining (with their MAC, for the release).
-    draining: BTreeMap<IpAddr, Option<[u8; 6]>>,
+    draining: BTreeMap<IpAddr, Candidate>,
+    /// Backends the provider created, until their release succeeds.
+    owned: BTreeMap<IpAddr, Candidate>,
     desired: u32,
     report: VipReport,
     events: VecDeque<String>,
@@ -121,7 +143,13 @@ struct Scaler {
 }
 
 impl Scaler {
-    fn new(name: &str, spec: &AutoscaleConfig, now: Time) -> Result<Self, String> {
+    fn new(
+        name: &str,
+        spec: &AutoscaleConfig,
+        now: Time,
+        owned: BTreeMap<IpAddr, Candidate>,
+        draining: BTreeMap<IpAddr, Candidate>,
+    ) -> Result<Self, String> {
         Ok(Self {
             controller: Controller::new(spec.clone())?,
             provider: Arc::from(provider::from_config(name, &spec.provider)),
@@ -130,7 +158,8 @@ impl Scaler {
             prev: None,
             pending: 0,
             ready: Vec::new(),
-            draining: BTreeMap::new(),
+            draining,
+            owned,
             desired: spec.min,
             report: VipReport {
                 name: name.to_owned(),
@@ -152,17 +181,79 @@ impl Scaler {
         }
         self.events.push_back(format!("{now} {what}"));
     }
+
+    fn saved(&self) -> VipSaved {
+        VipSaved {
+            owned: self.owned.values().cloned().collect(),
+            draining: self.draining.values().cloned().collect(),
+        }
+    }
 }
 
-/// Start the autoscaler task; it ends when the daemon loop drops its end of `calls`.
+/// Start the autoscaler task; it ends when the daemon loop drops its end of `calls`. Its
+/// own state is kept in `state_dir` (see [`persist`]).
 pub fn spawn(
     calls: mpsc::Sender<Call>,
     clock: Arc<dyn Clock>,
+    state_dir: PathBuf,
 ) -> (tokio::task::JoinHandle<()>, Report) {
     let report = Report::default();
     let r = Arc::clone(&report);
-    let task = tokio::spawn(async move { run(calls, clock, r).await });
+    let task = tokio::spawn(async move { run(calls, clock, r, state_dir).await });
     (task, report)
+}
+
+/// A VIP's state without a scaler: loaded from the file and not yet reconciled
+/// (`from_disk`), or kept from a scaler that was dropped (its section changed or went).
+struct Parked {
+    saved: VipSaved,
+    from_disk: bool,
+}
+
+/// The state file at start: unusable files are logged and set aside, never fatal.
+fn load(dir: &std::path::Path) -> BTreeMap<String, Parked> {
+    match persist::read(dir) {
+        Ok(None) => BTreeMap::new(),
+        Ok(Some(saved)) => {
+            info!(file = %persist::path(dir).display(), vips = saved.vips.len(), "autoscaler: state restored");
+            saved
+                .vips
+                .into_iter()
+                .map(|(k, saved)| {
+                    (
+                        k,
+                        Parked {
+                            saved,
+                            from_disk: true,
+                        },
+                    )
+                })
+                .collect()
+        }
+        Err(e) => {
+            let aside = persist::set_aside(dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| format!("not moved aside: {e}"));
+            warn!(error = %e, kept_as = %aside, "autoscaler: state file ignored; backends it listed are not released (check the file and release them by hand)");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Everything to persist now.
+fn collect(scalers: &BTreeMap<String, Scaler>, parked: &BTreeMap<String, Parked>) -> Saved {
+    let mut vips: BTreeMap<String, VipSaved> = parked
+        .iter()
+        .map(|(k, p)| (k.clone(), p.saved.clone()))
+        .collect();
+    for (k, s) in scalers {
+        vips.insert(k.clone(), s.saved());
+    }
+    vips.retain(|_, v| !v.is_empty());
+    Saved {
+        version: persist::VERSION,
+        vips,
+    }
 }
 
 async fn snapshot(calls: &mpsc::Sender<Call>) -> Option<(Config, Status)> {
@@ -180,17 +271,72 @@ async fn modify(calls: &mpsc::Sender<Call>, why: String, change: Change) -> Resu
     rx.await.map_err(|_| "the daemon is stopping".to_owned())?
 }
 
-async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report) {
+async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, dir: PathBuf) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
     let mut scalers: BTreeMap<String, Scaler> = BTreeMap::new();
+    let mut parked = load(&dir);
+    let mut written = collect(&scalers, &parked);
+    let mut warned_parked = false;
     loop {
+        let now_saved = collect(&scalers, &parked);
+        if now_saved != written {
+            match persist::write(&dir, &now_saved) {
+                Ok(()) => written = now_saved,
+                Err(e) => {
+                    warn!(error = %e, file = %persist::path(&dir).display(), "autoscaler: writing its state failed (retried at the next change)");
+                }
+            }
+        }
         tokio::select! {
             _ = tick.tick() => {}
             Some(d) = done_rx.recv() => {
                 let now = clock.now();
                 match d {
+                    Done::Created { vip, candidate } => if let Some(s) = scalers.get_mut(&vip) {
+                        s.owned.insert(candidate.address, candidate);
+                    } else {
+                        parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false })
+                            .saved.owned.push(candidate);
+                    },
+                    Done::Released { vip, candidate, outcome } => {
+                        let owned = match scalers.get_mut(&vip) {
+                            Some(s) => {
+                                match &outcome {
+                                    Ok(()) => s.event(now, format!("{} released to the provider", candidate.address)),
+                                    Err(why) => {
+                                        s.report.failures += 1;
+                                        s.report.release_failures += 1;
+                                        s.event(now, format!("releasing {} failed (retried at the next start): {why}", candidate.address));
+                                    }
+                                }
+                                &mut s.owned
+                            }
+                            None => {
+                                let p = parked.entry(vip.clone()).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
+                                // Park as a map for the removal below, then back.
+                                let mut m: BTreeMap<IpAddr, Candidate> = p.saved.owned.drain(..).map(|c| (c.address, c)).collect();
+                                if outcome.is_ok() {
+                                    m.remove(&candidate.address);
+                                } else {
+                                    m.insert(candidate.address, candidate.clone());
+                                }
+                                p.saved.owned = m.into_values().collect();
+                                continue;
+                            }
+                        };
+                        match outcome {
+                            Ok(()) => {
+                                info!(vip, backend = %candidate.address, "autoscaler: backend released to the provider");
+                                owned.remove(&candidate.address);
+                            }
+                            Err(e) => {
+                                warn!(vip, backend = %candidate.address, error = %e, "autoscaler: releasing the backend failed; it stays recorded and is released again at the next start");
+                                owned.insert(candidate.address, candidate);
+                            }
+                        }
+                    }
                     Done::Ready { vip, candidate, took } => if let Some(s) = scalers.get_mut(&vip) {
                         s.pending = s.pending.saturating_sub(1);
                         s.event(now, format!("{} passed its checks after {} ms", candidate.address, took.as_millis()));
@@ -202,7 +348,7 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report) {
                         warn!(vip, error = %why, "autoscaler: scale-out failed");
                         s.event(now, format!("scale-out failed: {why}"));
                         if let Some(c) = candidate {
-                            release(&vip, Arc::clone(&s.provider), c);
+                            release(&vip, Arc::clone(&s.provider), c, &done_tx);
                         }
                     },
                 }
@@ -213,24 +359,80 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report) {
             return;
         };
         let now = clock.now();
-        // Follow the configuration: new scaled VIPs, changed or removed sections.
-        scalers.retain(|name, s| {
-            config
-                .vips
-                .iter()
-                .any(|v| &v.name == name && v.autoscale.as_ref() == Some(&s.spec))
-        });
+        // Follow the configuration: new scaled VIPs, changed or removed sections. A dropped
+        // scaler's state is parked for the next scaler of the VIP (or the next start).
+        let gone: Vec<String> = scalers
+            .iter()
+            .filter(|(name, s)| {
+                !config
+                    .vips
+                    .iter()
+                    .any(|v| &v.name == *name && v.autoscale.as_ref() == Some(&s.spec))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(s) = scalers.remove(&name) {
+                let saved = s.saved();
+                if !saved.is_empty() {
+                    parked.insert(
+                        name,
+                        Parked {
+                            saved,
+                            from_disk: false,
+                        },
+                    );
+                }
+            }
+        }
         for v in &config.vips {
             if let Some(a) = &v.autoscale
                 && !scalers.contains_key(&v.name)
             {
-                match Scaler::new(&v.name, a, now) {
-                    Ok(s) => {
-                        info!(vip = %v.name, min = a.min, max = a.max, "autoscaler: managing the VIP");
+                let (owned, draining, release_now) = match parked.remove(&v.name) {
+                    None => Default::default(),
+                    Some(Parked {
+                        saved,
+                        from_disk: true,
+                    }) => {
+                        let r = persist::restore(&saved, v);
+                        for n in &r.notes {
+                            info!(vip = %v.name, "autoscaler: after the restart, {n}");
+                        }
+                        (r.owned, r.draining, r.release)
+                    }
+                    Some(Parked {
+                        saved,
+                        from_disk: false,
+                    }) => (
+                        saved.owned.into_iter().map(|c| (c.address, c)).collect(),
+                        saved.draining.into_iter().map(|c| (c.address, c)).collect(),
+                        Vec::new(),
+                    ),
+                };
+                match Scaler::new(&v.name, a, now, owned, draining) {
+                    Ok(mut s) => {
+                        info!(vip = %v.name, min = a.min, max = a.max, owned = s.owned.len(), draining = s.draining.len(), "autoscaler: managing the VIP");
+                        for c in release_now {
+                            s.event(now, format!("{} released after the restart", c.address));
+                            release(&v.name, Arc::clone(&s.provider), c, &done_tx);
+                        }
                         scalers.insert(v.name.clone(), s);
                     }
                     Err(e) => warn!(vip = %v.name, error = %e, "autoscaler: cannot manage the VIP"),
                 }
+            }
+        }
+        if !warned_parked {
+            warned_parked = true;
+            for (name, p) in parked.iter().filter(|(_, p)| p.from_disk) {
+                let list = |l: &[Candidate]| {
+                    l.iter()
+                        .map(|c| c.address.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                warn!(vip = %name, owned = %list(&p.saved.owned), draining = %list(&p.saved.draining), "autoscaler: saved state for a VIP that is not scaled now; kept in the state file and not released until it is scaled again");
             }
         }
         for (name, s) in &mut scalers {
@@ -250,6 +452,7 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report) {
                 rep.decisions = s.decisions.iter().cloned().collect();
                 rep.events = s.events.iter().cloned().collect();
                 rep.draining = s.draining.keys().copied().collect();
+                rep.owned = s.owned.keys().copied().collect();
                 rep.provisioning = s.pending;
                 rep
             })
@@ -257,17 +460,19 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report) {
     }
 }
 
-fn release(vip: &str, p: Arc<dyn Provider>, c: Candidate) {
-    let vip = vip.to_owned();
+/// Release in the background; the outcome comes back as [`Done::Released`] (logged,
+/// counted, and the backend stays owned, so recorded, if it failed).
+fn release(vip: &str, p: Arc<dyn Provider>, c: Candidate, done: &mpsc::Sender<Done>) {
+    let (vip, done) = (vip.to_owned(), done.clone());
     tokio::spawn(async move {
-        match p.release(c.clone()).await {
-            Ok(()) => {
-                info!(vip, backend = %c.address, "autoscaler: backend released to the provider")
-            }
-            Err(e) => {
-                warn!(vip, backend = %c.address, error = %e, "autoscaler: releasing the backend failed")
-            }
-        }
+        let outcome = p.release(c.clone()).await.map_err(|e| e.to_string());
+        let _ = done
+            .send(Done::Released {
+                vip,
+                candidate: c,
+                outcome,
+            })
+            .await;
     });
 }
 
@@ -282,17 +487,19 @@ async fn step(
     done: &mpsc::Sender<Done>,
 ) {
     // Drained backends the daemon removed go back to the provider.
-    let gone: Vec<(IpAddr, Option<[u8; 6]>)> = s
+    let gone: Vec<Candidate> = s
         .draining
-        .iter()
-        .filter(|(a, _)| !v.backends.iter().any(|b| b.address == **a))
-        .map(|(a, m)| (*a, *m))
+        .values()
+        .filter(|c| !v.backends.iter().any(|b| b.address == c.address))
+        .cloned()
         .collect();
-    for (address, mac) in gone {
-        s.draining.remove(&address);
+    for c in gone {
+        s.draining.remove(&c.address);
         s.report.removed += 1;
-        s.event(now, format!("{address} drained and removed; released"));
-        release(name, Arc::clone(&s.provider), Candidate { address, mac });
+        s.event(now, format!("{} drained and removed; releasing", c.address));
+        // The provider's record (e.g. the MAC `create` printed) is the better one.
+        let c = s.owned.get(&c.address).cloned().unwrap_or(c);
+        release(name, Arc::clone(&s.provider), c, done);
     }
     let views: Vec<BackendView> = v
         .backends
@@ -308,7 +515,7 @@ async fn step(
                 },
                 healthy: st.is_none_or(|x| x.health == Health::Up),
                 active_connections: st.map_or(0, |x| x.active),
-                owned: s.provider.owns(b.address),
+                owned: s.owned.contains_key(&b.address) || s.provider.owns(b.address),
             }
         })
         .collect();
@@ -321,8 +528,8 @@ async fn step(
         let ready = std::mem::take(&mut s.ready);
         let (join, back) = ready.split_at(want.min(ready.len()));
         for c in back {
-            s.event(now, format!("{} no longer needed; released", c.address));
-            release(name, Arc::clone(&s.provider), c.clone());
+            s.event(now, format!("{} no longer needed; releasing", c.address));
+            release(name, Arc::clone(&s.provider), c.clone(), done);
         }
         if !join.is_empty() {
             let add: Vec<Candidate> = join.to_vec();
@@ -368,7 +575,7 @@ async fn step(
                     warn!(vip = name, error = %why, "autoscaler: adding backends rejected");
                     s.event(now, format!("adding {} rejected: {why}", list.join(", ")));
                     for c in join {
-                        release(name, Arc::clone(&s.provider), c.clone());
+                        release(name, Arc::clone(&s.provider), c.clone(), done);
                     }
                 }
             }
@@ -446,16 +653,25 @@ async fn step(
                     candidate: None,
                     why: e.to_string(),
                 },
-                Ok(c) => match ready(c.address, &health, timeout).await {
-                    Ok(()) => Done::Ready {
-                        vip,
-                        candidate: c,
-                        took: start.elapsed(),
-                    },
-                    Err(why) => Done::Failed {
-                        vip,
-                        why: format!("{}: {why}", c.address),
-                        candidate: Some(c),
+                Ok(c) => match done
+                    .send(Done::Created {
+                        vip: vip.clone(),
+                        candidate: c.clone(),
+                    })
+                    .await
+                {
+                    Err(_) => return,
+                    Ok(()) => match ready(c.address, &health, timeout).await {
+                        Ok(()) => Done::Ready {
+                            vip,
+                            candidate: c,
+                            took: start.elapsed(),
+                        },
+                        Err(why) => Done::Failed {
+                            vip,
+                            why: format!("{}: {why}", c.address),
+                            candidate: Some(c),
+                        },
                     },
                 },
             };
@@ -494,7 +710,7 @@ async fn step(
                         .iter()
                         .find(|b| b.address == *a)
                         .and_then(|b| b.mac);
-                    s.draining.insert(*a, mac);
+                    s.draining.insert(*a, Candidate { address: *a, mac });
                 }
                 info!(vip = name, backends = %list.join(", "), "autoscaler: draining (fewest active connections)");
                 s.event(now, format!("draining {}", list.join(", ")));

@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod driver;
+pub mod persist;
 pub mod policy;
 pub mod provider;
 pub mod sim;
