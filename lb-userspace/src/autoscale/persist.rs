@@ -193,7 +193,7 @@ mod tests {
 
     fn vip() -> VipConfig {
         let text = "[daemon]\ninterface = \"x\"\n[[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\n\
-                    port = 80\nprotocol = \"tcp\"\n\
+                    port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
                     [[vip.backend]]\naddress = \"10.0.0.2\"\n\
                     [[vip.backend]]\naddress = \"10.0.0.3\"\n\
                     [[vip.backend]]\naddress = \"10.0.0.4\"\nstate = \"draining\"\ndrain_remove = true\n";

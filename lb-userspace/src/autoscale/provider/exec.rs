@@ -1,13 +1,35 @@
 //! `kind = "exec"`: user commands create and destroy backends (the lab starts and stops
-//! backend namespaces with it). `create` prints the new backend's address on the first
-//! line of its standard output, optionally followed by its MAC; `destroy` gets the address
-//! (and MAC) as extra arguments and in the environment (`SLUICE_BACKEND`, `SLUICE_MAC`,
-//! and `SLUICE_VIP` for both). Each run has a timeout (the process is killed at it) and is
+//! backend namespaces with it). Each run has a timeout (the process is killed at it) and is
 //! retried; every failure is logged with the exit status and standard error.
+//!
+//! **The contract for the commands:**
+//!
+//! - `create` prints the new backend's address on the **first line** of its standard
+//!   output, optionally followed by its MAC (`10.0.0.7` or `10.0.0.7 02:00:00:00:00:07`),
+//!   and exits 0. Later lines are ignored. sluice waits for the command to *exit*, not for
+//!   its standard output to close: a server it leaves running in the background may keep
+//!   the inherited stdout/stderr open (what it writes there after the exit is not read).
+//! - `destroy` gets the address (and MAC) as extra arguments and in the environment
+//!   (`SLUICE_BACKEND`, `SLUICE_MAC`); both get `SLUICE_VIP`. It exits 0 once the backend
+//!   is gone; a failure is retried, then counted, and the backend stays recorded in
+//!   `autoscale.json` and is destroyed again at the next daemon start.
+//! - Both may run again for the same backend after a daemon restart, so `destroy` should
+//!   succeed for a backend that is already gone.
+//!
+//! Which backends were created is the driver's record (persisted across restarts), not
+//! this provider's: `owns` is false here.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Arc, sync::Mutex, time::Duration};
+use std::{
+    net::IpAddr,
+    process::ExitStatus,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use tokio::process::Command;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt as _},
+    process::Command,
+};
 use tracing::warn;
 
 use super::{Call, Candidate, Provider, ProviderError};
@@ -19,8 +41,6 @@ pub struct Exec {
     destroy: Vec<String>,
     timeout: Duration,
     retries: u32,
-    /// Addresses this provider created (only those may be scaled in).
-    made: Arc<Mutex<BTreeSet<IpAddr>>>,
 }
 
 impl Exec {
@@ -37,12 +57,33 @@ impl Exec {
             destroy,
             timeout: Duration::from_millis(u64::from(timeout_ms)),
             retries,
-            made: Arc::default(),
         }
     }
 }
 
-/// Run `argv` once: its standard output, or why not.
+/// How long, after the command exited, its output pipes may take to reach their end (a
+/// background process that inherited them keeps them open: then what was read counts).
+const AFTER_EXIT: Duration = Duration::from_millis(200);
+/// Output kept per stream (the first line is what matters; stderr goes into errors).
+const KEEP_OUTPUT: usize = 16 * 1024;
+
+/// Read `r` into `buf` until its end or [`KEEP_OUTPUT`] bytes.
+async fn collect(mut r: impl AsyncRead + Unpin, buf: Arc<Mutex<Vec<u8>>>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = KEEP_OUTPUT.saturating_sub(b.len());
+                b.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// Run `argv` once and wait for it to exit (not for its output to close): its standard
+/// output, or why not.
 async fn run_once(
     argv: &[String],
     env: &[(&str, String)],
@@ -53,20 +94,50 @@ async fn run_once(
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let out = match tokio::time::timeout(timeout, cmd.output()).await {
-        Err(_) => return Err(format!("killed after {} ms", timeout.as_millis())),
-        Ok(Err(e)) => return Err(format!("cannot run {prog:?}: {e}")),
-        Ok(Ok(o)) => o,
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {prog:?}: {e}"))?;
+    let (out, err) = (Arc::<Mutex<Vec<u8>>>::default(), Arc::default());
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|r| tokio::spawn(collect(r, Arc::clone(&out)))),
+        child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(collect(r, Arc::clone(&err)))),
+    ];
+    let status: ExitStatus = match tokio::time::timeout(timeout, child.wait()).await {
+        Err(_) => {
+            // Dropping `child` kills it (kill_on_drop); say so only once it is dead.
+            let _ = child.kill().await;
+            for r in readers.into_iter().flatten() {
+                r.abort();
+            }
+            return Err(format!("killed after {} ms", timeout.as_millis()));
+        }
+        Ok(Err(e)) => return Err(format!("waiting for {prog:?}: {e}")),
+        Ok(Ok(s)) => s,
     };
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    for r in readers.into_iter().flatten() {
+        let abort = r.abort_handle();
+        if tokio::time::timeout(AFTER_EXIT, r).await.is_err() {
+            abort.abort();
+        }
+    }
+    let text = |b: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&b.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    };
+    if status.success() {
+        Ok(text(&out))
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
         Err(format!(
-            "{} (stderr: {:?})",
-            out.status,
-            err.trim().chars().take(400).collect::<String>()
+            "{status} (stderr: {:?})",
+            text(&err).trim().chars().take(400).collect::<String>()
         ))
     }
 }
@@ -125,7 +196,6 @@ impl Provider for Exec {
             self.timeout,
             self.retries,
         );
-        let made = Arc::clone(&self.made);
         let in_use = in_use.to_vec();
         Box::pin(async move {
             let env = [("SLUICE_VIP", vip.clone())];
@@ -137,9 +207,6 @@ impl Provider for Exec {
                     c.address
                 )));
             }
-            made.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(c.address);
             Ok(c)
         })
     }
@@ -151,7 +218,6 @@ impl Provider for Exec {
             self.timeout,
             self.retries,
         );
-        let made = Arc::clone(&self.made);
         Box::pin(async move {
             let mac = c.mac.as_ref().map(crate::config::format_mac);
             argv.push(c.address.to_string());
@@ -162,18 +228,13 @@ impl Provider for Exec {
                 ("SLUICE_MAC", mac.unwrap_or_default()),
             ];
             run("destroy", &vip, &argv, &env, timeout, retries).await?;
-            made.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&c.address);
             Ok(())
         })
     }
 
-    fn owns(&self, address: IpAddr) -> bool {
-        self.made
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&address)
+    /// Nothing is ours by configuration: the driver records what `create` made.
+    fn owns(&self, _address: IpAddr) -> bool {
+        false
     }
 }
 
@@ -208,7 +269,6 @@ mod tests {
         let c = p.acquire(&[]).await.unwrap();
         assert_eq!(c.address, IpAddr::from([10, 0, 0, 7]));
         assert_eq!(c.mac, Some([2, 0, 0, 0, 0, 7]));
-        assert!(p.owns(c.address));
         // Returned again while it is a backend: refused.
         assert!(p.acquire(&[c.address]).await.is_err());
         p.release(c.clone()).await.unwrap();
@@ -216,7 +276,7 @@ mod tests {
             std::fs::read_to_string(&log).unwrap(),
             "web 10.0.0.7 10.0.0.7 02:00:00:00:00:07\n"
         );
-        assert!(!p.owns(c.address));
+        assert!(!p.owns(c.address), "ownership is the driver's record");
 
         // A failing command is retried, and the error says how often and why.
         let count = dir.join("count");
@@ -242,6 +302,19 @@ mod tests {
         let e = slow.acquire(&[]).await.unwrap_err().to_string();
         assert!(e.contains("killed after 200 ms"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(3));
+        // A create that leaves a background process holding its stdout (and stderr) open
+        // is done when it exits: its first line counts, the process is not waited for.
+        let t = std::time::Instant::now();
+        let bg = Exec::new(
+            "web",
+            sh("echo 10.0.0.8; sleep 5 & echo later; exit 0"),
+            sh("true"),
+            3000,
+            0,
+        );
+        let c = bg.acquire(&[]).await.unwrap();
+        assert_eq!(c.address, IpAddr::from([10, 0, 0, 8]));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         // Garbage output.
         let bad = Exec::new("web", sh("echo hello"), sh("true"), 2000, 0);
         assert!(
