@@ -567,7 +567,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         ensure!(
             w.events
                 .iter()
-                .any(|e| e.contains(&format!("{a} drained and removed; released"))),
+                .any(|e| e.contains(&format!("{a} released to the provider"))),
             "{a} not released: {:?}",
             w.events
         );
@@ -829,6 +829,119 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
     for (_, r) in &w.rows {
         println!("{r}");
     }
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+/// The autoscaler's own state survives a daemon restart mid-drain: backend-2 (created by
+/// `exec`) is draining with connections still open when the daemon stops; the next daemon
+/// (same pinned program, the running configuration) reads `autoscale.json`, keeps it
+/// draining, and once the connections close and the daemon removes it, runs `destroy`.
+/// Without the persisted state the new daemon would remove it and never destroy it.
+#[test]
+fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("exrs")).backends(2).ipv6(false))?;
+    lab.kill_backend_server(1)?;
+    let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
+    let dir = lab::lab_dir(lab.prefix()).join("exec");
+    let (create, destroy) = exec_scripts(&lab, &dir, &[1])?;
+    let sh = |p: &Path| vec!["/bin/sh".to_owned(), p.display().to_string()];
+    let mut config = scaled_config(
+        &lab,
+        2,
+        ProviderConfig::Exec {
+            create: sh(&create),
+            destroy: sh(&destroy),
+            timeout_ms: 5000,
+            retries: 0,
+        },
+    )?;
+    // No drain deadline: the drain lasts as long as the test holds a connection.
+    config.vips[0].drain_timeout_ms = 0;
+    let socket = config.daemon.api_socket.clone();
+    let state_dir = config.daemon.state_dir.clone();
+    let d = Daemon::start_keeping(&lab, config)?;
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let mut w = Watch::new(socket.clone(), &lab);
+    w.until(SETTLE, "the scaler managing the VIP", |w| {
+        w.report.name == VIP && w.serving() == [addr(0)]
+    })?;
+    let mut held: Vec<Held> = (0..2 * STEP)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()?;
+    w.until(SETTLE, "backend-2 created and added", |w| {
+        w.serving() == [addr(0), addr(1)] && w.report.provisioning == 0
+    })?;
+    held.extend(
+        (0..STEP)
+            .map(|_| Held::open(lab.client(0), vip))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    // Keep 3 connections on backend-2, close every other: the target asks for 1 backend,
+    // and backend-2 (the only one the provider created) is drained, slowly.
+    let b2 = lab.backend(1).name();
+    let (mut keep, close): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| h.backend == b2);
+    ensure!(keep.len() >= 3, "backend-2 took {} connections", keep.len());
+    for h in close.into_iter().chain(keep.split_off(3)) {
+        h.close()?;
+    }
+    w.until(SETTLE, "backend-2 draining", |w| {
+        w.draining() == [addr(1)] && w.report.draining == [addr(1)]
+    })?;
+    let saved = lb_userspace::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
+    let entry = saved
+        .vips
+        .get(VIP)
+        .context("autoscale.json without the VIP")?;
+    ensure!(
+        entry.draining.iter().map(|c| c.address).collect::<Vec<_>>() == [addr(1)]
+            && entry.owned.iter().any(|c| c.address == addr(1)),
+        "{saved:?}"
+    );
+
+    // Restart with the running configuration (backend-2 draining, drain_remove).
+    let running = running_config(&socket)?;
+    drop(d);
+    let d = Daemon::start_keeping(&lab, running)?;
+    w.until(SETTLE, "the new scaler restored the drain", |w| {
+        w.report.draining == [addr(1)] && w.report.owned == [addr(1)]
+    })?;
+    ensure!(
+        dir.join("run-1").exists(),
+        "backend-2 destroyed before its drain ended"
+    );
+    echo_all(&mut keep, "restarted")?;
+    for h in keep {
+        h.close()?;
+    }
+    w.until(SETTLE, "backend-2 drained, removed and released", |w| {
+        w.serving() == [addr(0)]
+            && w.draining().is_empty()
+            && w.report.removed == 1
+            && w.report.owned.is_empty()
+    })?;
+    ensure!(!dir.join("run-1").exists(), "destroy did not run");
+    ensure!(
+        !accepts(lab.client(0), SocketAddr::new(addr(1), lab::TCP_PORT))?,
+        "backend-2's server still runs"
+    );
+    ensure!(
+        w.report.failures == 0 && w.report.release_failures == 0,
+        "{:?}",
+        w.report
+    );
+    ensure!(
+        w.events
+            .iter()
+            .any(|e| e.contains("released to the provider")),
+        "{:?}",
+        w.events
+    );
+    let after = lb_userspace::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
+    ensure!(after.vips.is_empty(), "{after:?}");
     drop(d);
     lab.down()?;
     Ok(())

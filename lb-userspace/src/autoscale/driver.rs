@@ -240,6 +240,19 @@ fn load(dir: &std::path::Path) -> BTreeMap<String, Parked> {
     }
 }
 
+/// Write the state if it changed since the last successful write.
+fn save(dir: &std::path::Path, now: &Saved, written: &mut Saved) {
+    if now == written {
+        return;
+    }
+    match persist::write(dir, now) {
+        Ok(()) => *written = now.clone(),
+        Err(e) => {
+            warn!(error = %e, file = %persist::path(dir).display(), "autoscaler: writing its state failed (retried at the next change)");
+        }
+    }
+}
+
 /// Everything to persist now.
 fn collect(scalers: &BTreeMap<String, Scaler>, parked: &BTreeMap<String, Parked>) -> Saved {
     let mut vips: BTreeMap<String, VipSaved> = parked
@@ -280,15 +293,8 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
     let mut written = collect(&scalers, &parked);
     let mut warned_parked = false;
     loop {
-        let now_saved = collect(&scalers, &parked);
-        if now_saved != written {
-            match persist::write(&dir, &now_saved) {
-                Ok(()) => written = now_saved,
-                Err(e) => {
-                    warn!(error = %e, file = %persist::path(&dir).display(), "autoscaler: writing its state failed (retried at the next change)");
-                }
-            }
-        }
+        // Written before anyone can see the change in the report.
+        save(&dir, &collect(&scalers, &parked), &mut written);
         tokio::select! {
             _ = tick.tick() => {}
             Some(d) = done_rx.recv() => {
@@ -297,43 +303,34 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
                     Done::Created { vip, candidate } => if let Some(s) = scalers.get_mut(&vip) {
                         s.owned.insert(candidate.address, candidate);
                     } else {
-                        parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false })
-                            .saved.owned.push(candidate);
+                        let p = parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
+                        p.saved.owned.retain(|c| c.address != candidate.address);
+                        p.saved.owned.push(candidate);
                     },
                     Done::Released { vip, candidate, outcome } => {
-                        let owned = match scalers.get_mut(&vip) {
-                            Some(s) => {
-                                match &outcome {
-                                    Ok(()) => s.event(now, format!("{} released to the provider", candidate.address)),
-                                    Err(why) => {
-                                        s.report.failures += 1;
-                                        s.report.release_failures += 1;
-                                        s.event(now, format!("releasing {} failed (retried at the next start): {why}", candidate.address));
-                                    }
+                        match &outcome {
+                            Ok(()) => info!(vip, backend = %candidate.address, "autoscaler: backend released to the provider"),
+                            Err(e) => warn!(vip, backend = %candidate.address, error = %e, "autoscaler: releasing the backend failed; it stays recorded and is released again at the next start"),
+                        }
+                        if let Some(s) = scalers.get_mut(&vip) {
+                            match outcome {
+                                Ok(()) => {
+                                    s.event(now, format!("{} released to the provider", candidate.address));
+                                    s.owned.remove(&candidate.address);
                                 }
-                                &mut s.owned
-                            }
-                            None => {
-                                let p = parked.entry(vip.clone()).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
-                                // Park as a map for the removal below, then back.
-                                let mut m: BTreeMap<IpAddr, Candidate> = p.saved.owned.drain(..).map(|c| (c.address, c)).collect();
-                                if outcome.is_ok() {
-                                    m.remove(&candidate.address);
-                                } else {
-                                    m.insert(candidate.address, candidate.clone());
+                                Err(why) => {
+                                    s.report.failures += 1;
+                                    s.report.release_failures += 1;
+                                    s.event(now, format!("releasing {} failed (retried at the next start): {why}", candidate.address));
+                                    s.owned.insert(candidate.address, candidate);
                                 }
-                                p.saved.owned = m.into_values().collect();
-                                continue;
                             }
-                        };
-                        match outcome {
-                            Ok(()) => {
-                                info!(vip, backend = %candidate.address, "autoscaler: backend released to the provider");
-                                owned.remove(&candidate.address);
-                            }
-                            Err(e) => {
-                                warn!(vip, backend = %candidate.address, error = %e, "autoscaler: releasing the backend failed; it stays recorded and is released again at the next start");
-                                owned.insert(candidate.address, candidate);
+                        } else {
+                            // The VIP's scaler went meanwhile: its parked record follows.
+                            let p = parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
+                            p.saved.owned.retain(|c| c.address != candidate.address);
+                            if outcome.is_err() {
+                                p.saved.owned.push(candidate);
                             }
                         }
                     }
@@ -444,6 +441,7 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
             };
             step(name, s, v, vs, now, &calls, &done_tx).await;
         }
+        save(&dir, &collect(&scalers, &parked), &mut written);
         let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
         r.vips = scalers
             .values()

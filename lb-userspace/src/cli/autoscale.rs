@@ -37,9 +37,19 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
             }
         );
         println!(
-            "  decisions: {} up, {} down, {} hold; backends added {}, removed {}; failures {}",
-            v.decisions_up, v.decisions_down, v.decisions_hold, v.added, v.removed, v.failures
+            "  decisions: {} up, {} down, {} hold; backends added {}, removed {}; failures {} ({} releases)",
+            v.decisions_up,
+            v.decisions_down,
+            v.decisions_hold,
+            v.added,
+            v.removed,
+            v.failures,
+            v.release_failures
         );
+        if !v.owned.is_empty() {
+            let owned: Vec<String> = v.owned.iter().map(ToString::to_string).collect();
+            println!("  created by the provider: {}", owned.join(", "));
+        }
         println!(
             "  {:<24} {:>7} {:>7} {:>10} {:>8}  reason",
             "decided at", "serving", "desired", "open conns", "new/s"
