@@ -336,10 +336,12 @@ fn scaled_config(lab: &Lab, max: u32, provider: ProviderConfig) -> anyhow::Resul
         v.scheduler = Scheduler::LeastConn;
         v.slow_start_ms = 2000;
         assert_eq!(v.health.check, CheckKind::Tcp);
+        // Fast rise (candidates join quickly), but a loaded CI machine must not take a healthy
+        // backend down: 280 ms to answer, 4 misses in a row (1.2 s) before it is down.
         v.health.interval_ms = 300;
-        v.health.timeout_ms = 200;
+        v.health.timeout_ms = 280;
         v.health.rise = 2;
-        v.health.fall = 2;
+        v.health.fall = 4;
         v.autoscale = Some(AutoscaleConfig {
             min: 1,
             max,
