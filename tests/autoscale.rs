@@ -293,6 +293,33 @@ impl Watch {
 }
 
 /// Every held connection still talks to the backend it started on.
+/// `n` new held connections from the lab's client to `vip`.
+fn open_batch(lab: &Lab, vip: SocketAddr, n: usize) -> anyhow::Result<Vec<Held>> {
+    (0..n).map(|_| Held::open(lab.client(0), vip)).collect()
+}
+
+/// Open a batch of `STEP` connections, log it, and require that at least half reach
+/// `backend` (just added: lc gives it the new flows); then every held connection echoes.
+fn batch_reaches(
+    lab: &Lab,
+    vip: SocketAddr,
+    w: &mut Watch,
+    held: &mut Vec<Held>,
+    backend: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let mut batch = open_batch(lab, vip, STEP)?;
+    let got = per_backend(&batch);
+    w.row(w.t(), &format!("{label}: clients opened {STEP}: {got:?}"));
+    ensure!(
+        got.get(backend).copied().unwrap_or(0) * 2 >= STEP,
+        "{backend} (just added) takes too few new connections: {got:?}"
+    );
+    held.append(&mut batch);
+    w.held = held.len();
+    echo_all(held, label)
+}
+
 fn echo_all(held: &mut [Held], tag: &str) -> anyhow::Result<()> {
     for (i, h) in held.iter_mut().enumerate() {
         h.echo(&format!("{tag}-{i}"))
@@ -400,9 +427,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     let mut held: Vec<Held> = Vec::new();
     let mut newest: Option<IpAddr> = None;
     while held.len() < MAX_HELD {
-        let mut batch: Vec<Held> = (0..STEP)
-            .map(|_| Held::open(lab.client(0), vip))
-            .collect::<anyhow::Result<_>>()?;
+        let mut batch = open_batch(&lab, vip, STEP)?;
         let got = per_backend(&batch);
         held.append(&mut batch);
         w.held = held.len();
@@ -596,10 +621,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     let again_from = wall_ms();
     let mut held: Vec<Held> = Vec::new();
     for _ in 0..2 {
-        let mut batch: Vec<Held> = (0..STEP)
-            .map(|_| Held::open(lab.client(0), vip))
-            .collect::<anyhow::Result<_>>()?;
-        held.append(&mut batch);
+        held.append(&mut open_batch(&lab, vip, STEP)?);
     }
     w.held = held.len();
     let t = w.t();
@@ -612,18 +634,14 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     })?;
     let back = w.serving();
     ensure!(back == [addr(0), addr(1)], "taken again: {back:?}");
-    let mut batch: Vec<Held> = (0..STEP)
-        .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
-    let got = per_backend(&batch);
-    w.row(w.t(), &format!("again: clients opened {STEP}: {got:?}"));
-    ensure!(
-        got.get(&lab.backend(1).name()).copied().unwrap_or(0) * 2 >= STEP,
-        "the re-added backend takes no new connections: {got:?}"
-    );
-    held.append(&mut batch);
-    w.held = held.len();
-    echo_all(&mut held, "again")?;
+    batch_reaches(
+        &lab,
+        vip,
+        &mut w,
+        &mut held,
+        &lab.backend(1).name(),
+        "again",
+    )?;
     for h in held {
         h.close()?;
     }
@@ -782,18 +800,7 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
         dir.join("run-1/pid").exists() && !dir.join("run-2").exists(),
         "create started the wrong servers"
     );
-    let mut batch: Vec<Held> = (0..STEP)
-        .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
-    let got = per_backend(&batch);
-    w.row(w.t(), &format!("clients opened {STEP}: {got:?}"));
-    ensure!(
-        got.get(&lab.backend(1).name()).copied().unwrap_or(0) * 2 >= STEP,
-        "the created backend takes no new connections: {got:?}"
-    );
-    held.append(&mut batch);
-    w.held = held.len();
-    echo_all(&mut held, "exec")?;
+    batch_reaches(&lab, vip, &mut w, &mut held, &lab.backend(1).name(), "exec")?;
 
     // All close: backend-2 is drained, removed, and `destroy` stops its server.
     for h in held {
