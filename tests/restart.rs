@@ -8,7 +8,12 @@
 //! Every test builds its own lab (prefix `sl-rst-<pid>-<n>`), removed when it drops (the
 //! lab's pin directory included), also on failure. Every loop is bounded in count and time.
 
-use std::{net::SocketAddr, path::Path, sync::Mutex};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, ensure};
 use lb_userspace::{
@@ -202,6 +207,62 @@ fn dsr_connections_survive_restarts() -> anyhow::Result<()> {
 #[test]
 fn ipip_connections_survive_restarts() -> anyhow::Result<()> {
     restart_keeps_flows(Forwarding::Ipip, "ipip")
+}
+
+#[test]
+fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
+    use lb_userspace::{config::CheckKind, health::Health};
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("down")).backends(3))?;
+    let pin_dir = lab::lab_pin_dir(lab.prefix());
+    let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let mut config = lab.daemon_config(&Weights::Equal)?;
+    for v in &mut config.vips {
+        if v.health.check != CheckKind::None {
+            (v.health.interval_ms, v.health.timeout_ms) = (300, 250);
+            (v.health.rise, v.health.fall) = (2, 2);
+        }
+    }
+    let victim = lab.backend(1).addr4().into();
+    let d = Daemon::start_keeping(&lab, config.clone())?;
+    d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(5))?;
+    lab.kill_backend_server(1)?;
+    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))?;
+    d.stop()?;
+
+    // The next daemon starts with it down (before any check has run) and sends it no new
+    // flow; it comes back after `rise` checks once its server is back.
+    let d = Daemon::start_keeping(&lab, config)?;
+    let t = Instant::now();
+    let (health, reason) = loop {
+        if let Some(h) = d.health("lab-tcp4", victim) {
+            break h;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(2),
+            "no status after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!("after the restart: backend-2 {health:?} ({reason})");
+    ensure!(
+        health == Health::Down,
+        "backend-2 came back up with the restart"
+    );
+    let counts = fresh(lab.client(0), vip, 60)?;
+    ensure!(
+        !counts.contains_key("backend-2"),
+        "a backend down before the restart got new flows: {counts:?}"
+    );
+    lab.start_backend_server(1)?;
+    let back = d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(10))?;
+    println!("backend-2 up again {back:?} after its server restarted");
+    d.stop()?;
+    dataplane::detach(&pin_dir, Some(&layout))?;
+    lab.down()?;
+    Ok(())
 }
 
 #[test]

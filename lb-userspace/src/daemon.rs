@@ -61,8 +61,8 @@ pub enum OnExit {
 /// Load the data plane for `state` (pinned in `daemon.pin_dir`, adopting a previous
 /// daemon's maps, layout and link when they are there), publish it and attach the
 /// balancer (atomically replacing the previous program, if any).
-pub fn start(state: &State, on_exit: OnExit) -> Result<Dataplane, DataplaneError> {
-    let d = &state.config.daemon;
+pub fn start(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneError> {
+    let d = state.config.daemon.clone();
     let pin = PinConfig {
         dir: d.pin_dir(),
         interface: d.interface.clone(),
@@ -96,6 +96,20 @@ pub fn start(state: &State, on_exit: OnExit) -> Result<Dataplane, DataplaneError
         }
         if !adoption.stale.is_empty() {
             info!(maps = ?adoption.stale, "pinned maps this build no longer has: removed");
+        }
+        // Backends that were down when the previous daemon stopped stay down until their
+        // checks pass (`rise`), instead of taking new flows until they fail (`fall`).
+        for (vip, backend) in dp.backends_not_serving() {
+            let e = health::Event {
+                vip,
+                backend,
+                health: Health::Down,
+                reason: "down when the previous daemon stopped; back after `rise` checks"
+                    .to_owned(),
+            };
+            if state.apply(&e) {
+                warn!(%vip, %backend, "backend was down before the restart: kept down until its checks pass");
+            }
         }
     }
     let result = (|| {

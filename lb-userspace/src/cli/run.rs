@@ -41,7 +41,7 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
     }
     let mut state = State::new(loaded.config);
     state.persist = Some((runtime, hash));
-    let dp = daemon::start(&state, daemon::OnExit::Keep)?;
+    let dp = daemon::start(&mut state, daemon::OnExit::Keep)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

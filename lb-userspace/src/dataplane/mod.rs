@@ -348,6 +348,26 @@ impl Dataplane {
         Ok(self.book.active(id, c.into()))
     }
 
+    /// The published backends whose slot is not serving (marked down by the daemon that
+    /// wrote the maps). After adopting a previous daemon's maps, these were down when it
+    /// stopped: the new daemon keeps them down until their checks pass, rather than sending
+    /// new flows to them until their checks fail.
+    pub fn backends_not_serving(&self) -> Vec<(VipIdent, std::net::IpAddr)> {
+        let mut out = Vec::new();
+        for (ident, rec) in self.layout.vips() {
+            for (addr, b) in &rec.backends {
+                let serving = self
+                    .backends
+                    .get(&b.id, 0)
+                    .is_ok_and(|x| x.flags & lb_common::BACKEND_F_SERVING != 0);
+                if !serving {
+                    out.push((*ident, *addr));
+                }
+            }
+        }
+        out
+    }
+
     /// The flow-table entry of a 5-tuple, if any.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         self.flows.get(key, 0).ok()

@@ -65,8 +65,8 @@ impl Daemon {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?;
-                let state = State::new(config);
-                let dp = match daemon::start(&state, on_exit) {
+                let mut state = State::new(config);
+                let dp = match daemon::start(&mut state, on_exit) {
                     Ok(dp) => dp,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
