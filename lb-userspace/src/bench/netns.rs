@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use crate::config::format_mac;
+
 /// Run `f` on a new thread inside a fresh private network namespace (with `lo` up); the
 /// namespace and everything created in it disappear when `f` returns.
 pub fn in_private_netns<T: Send>(
@@ -80,13 +82,6 @@ pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     Ok(i)
 }
 
-pub fn mac_str(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// The per-packet benchmark's network (inside the private namespace): the LB interface
 /// `IFACE` (a veth whose peer only exists so it is up) with `10.98.0.1/16` and
 /// `fd98::1/64`, forwarding on, and a permanent neighbour entry for each `(address, MAC)`,
@@ -102,7 +97,7 @@ pub fn packet_network(
          && ip link set {IFACE} up && ip link set sb1 up \
          && ip addr add 10.98.0.1/16 dev {IFACE} && ip -6 addr add fd98::1/64 dev {IFACE} nodad \
          && sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv6.conf.all.forwarding=1",
-        mac_str(lb_mac)
+        format_mac(&lb_mac)
     ))?;
     // One `ip -batch` for all entries: a thousand `ip` processes would take seconds.
     let batch: String = neighbours
@@ -110,7 +105,7 @@ pub fn packet_network(
         .map(|(a, m)| {
             format!(
                 "neigh replace {a} lladdr {} dev {IFACE} nud permanent\n",
-                mac_str(*m)
+                format_mac(m)
             )
         })
         .collect();

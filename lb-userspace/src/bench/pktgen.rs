@@ -25,6 +25,8 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
+use crate::config::format_mac;
+
 /// pktgen's directory for the calling thread's network namespace.
 pub const PROC_DIR: &str = "/proc/thread-self/net/pktgen";
 
@@ -115,14 +117,13 @@ pub fn device_commands(t: &Traffic) -> anyhow::Result<Vec<String>> {
         "source ports {}..{port_end} exceed 65535",
         t.src_port
     );
-    let mac = super::netns::mac_str;
     Ok(vec![
         // The skb itself goes to the veth peer: never re-send a clone; one per transmit.
         "clone_skb 0".into(),
         format!("pkt_size {}", t.frame_len),
         "delay 0".into(),
-        format!("src_mac {}", mac(t.src_mac)),
-        format!("dst_mac {}", mac(t.dst_mac)),
+        format!("src_mac {}", format_mac(&t.src_mac)),
+        format!("dst_mac {}", format_mac(&t.dst_mac)),
         format!("dst {}", t.dst),
         // Inclusive range: addrs addresses.
         format!("src_min {}", t.src),

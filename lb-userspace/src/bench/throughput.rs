@@ -271,8 +271,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
          && sysctl -qw net.ipv6.conf.{GEN_IF}.disable_ipv6=1 \
          && sysctl -qw net.ipv6.conf.{LB_IF}.disable_ipv6=1 \
          && ip link set {GEN_IF} up && ip link set {LB_IF} up",
-        netns::mac_str(GEN_MAC),
-        netns::mac_str(LB_MAC)
+        crate::config::format_mac(&GEN_MAC),
+        crate::config::format_mac(&LB_MAC)
     ))?;
     let gen_if = netns::ifindex(GEN_IF)?;
     let max_flows = opts.flows.iter().copied().max().unwrap_or(1);
