@@ -141,11 +141,6 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[(v.len() - 1) / 2]
-}
-
 /// Run the control-plane benchmarks in the network `packet::network()` made.
 pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     ensure!(
@@ -206,7 +201,7 @@ fn maglev_build(n: usize, runs: usize) -> anyhow::Result<MaglevBuild> {
     }
     let min = t.iter().copied().fold(f64::INFINITY, f64::min);
     let max = t.iter().copied().fold(0.0, f64::max);
-    let median_ms = median(&mut t);
+    let median_ms = super::median(&mut t);
     let target = (n == 1000).then_some(TARGET_BUILD_1000_MS);
     Ok(MaglevBuild {
         backends: n,
@@ -290,15 +285,15 @@ fn publish_edit(rounds: usize, ifindex: u32) -> anyhow::Result<PublishEdit> {
         remove.push(ms(start.elapsed()));
     }
     let add_max_ms = add.iter().copied().fold(0.0, f64::max);
-    let add_median_ms = median(&mut add);
+    let add_median_ms = super::median(&mut add);
     Ok(PublishEdit {
         backends_before: N,
         table_size: TABLE,
         rounds,
         add_median_ms,
         add_max_ms,
-        add_build_median_ms: median(&mut build),
-        remove_median_ms: median(&mut remove),
+        add_build_median_ms: super::median(&mut build),
+        remove_median_ms: super::median(&mut remove),
         verified_rounds: verified,
         target_ms: TARGET_EDIT_MS,
         met: add_median_ms <= TARGET_EDIT_MS,

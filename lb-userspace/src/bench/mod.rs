@@ -231,6 +231,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The median of `v` (the lower one for an even count), for the control-plane and
+/// throughput figures; sorts `v`.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() - 1) / 2]
+}
+
 /// Write `bench.json`, `bench.txt` and `ratios.svg` into `dir` (created if needed).
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context as _;

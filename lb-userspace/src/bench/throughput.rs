@@ -306,7 +306,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         }
         let forwarded = dp.reason_counts()?[reason::FWD_TX as usize];
         ensure!(forwarded > 0, "sluice forwarded nothing");
-        let [s, f, d] = pps.map(|mut v| median(&mut v));
+        let [s, f, d] = pps.map(|mut v| super::median(&mut v));
         summary.push(Summary {
             flows,
             sluice_pps: s,
@@ -340,11 +340,6 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 }
 
 const CONFIGS: [&str; 3] = ["sluice", "floor_tx", "drop"];
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[(v.len() - 1) / 2]
-}
 
 /// The count of frames the program on `tl0` has processed, once it stops moving: frames a
 /// generator sent may still sit in the veth's ring when it returns (bounded: 2 s).
