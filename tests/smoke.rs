@@ -49,8 +49,8 @@ impl Lab {
             // appears in the host's own namespace.
             switch.exec(&format!(
                 "ip link add eth0 netns {n} type veth peer name p-{s} && ip link set p-{s} master br0 && ip link set p-{s} up",
-                n = ns.name,
-                s = &ns.name[ns.name.len() - 2..],
+                n = ns.name(),
+                s = &ns.name()[ns.name().len() - 2..],
             ))?;
             ns.exec(&format!(
                 "ip addr add {addr}/24 dev eth0 && ip link set eth0 up"

@@ -6,9 +6,8 @@
 //!
 //! [`Named`]: `ip netns add` namespaces for multi-host topologies, deleted on drop.
 
-use std::{fs::File, os::fd::AsRawFd as _};
-
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+use lb_userspace::lab::netns::Netns;
 
 pub use lb_userspace::bench::netns::{ifindex, sh};
 
@@ -26,53 +25,40 @@ impl Private {
     }
 }
 
-/// A named namespace, deleted (with everything in it) on drop.
+/// A named namespace, deleted (with everything in it) on drop: the lab's
+/// [`Netns`] with a test's lifetime.
 pub struct Named {
-    pub name: String,
+    ns: Netns,
 }
 
 impl Named {
     pub fn new(name: &str) -> anyhow::Result<Self> {
+        let ns = Netns::named(name);
         // A crashed earlier run may have left it behind.
-        let _ = sh(&format!("ip netns del {name} 2>/dev/null"));
-        sh(&format!("ip netns add {name}"))?;
-        let ns = Self {
-            name: name.to_owned(),
-        };
-        ns.exec("ip link set lo up")?;
-        Ok(ns)
+        let _ = ns.delete();
+        Ok(Self {
+            ns: Netns::create(name)?,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.ns.name()
     }
 
     /// Run a shell command inside the namespace.
     pub fn exec(&self, cmd: &str) -> anyhow::Result<String> {
-        sh(&format!(
-            "ip netns exec {} sh -c '{}'",
-            self.name,
-            cmd.replace('\'', "'\\''")
-        ))
+        Ok(self.ns.sh(cmd)?)
     }
 
     /// Run `f` with the calling thread inside this namespace, then move it back. Sockets
     /// created by `f` stay in this namespace.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> anyhow::Result<T> {
-        let home = File::open("/proc/thread-self/ns/net").context("opening own netns")?;
-        let target = File::open(format!("/var/run/netns/{}", self.name))
-            .with_context(|| format!("opening netns {}", self.name))?;
-        // SAFETY: setns on valid namespace fds; affects only the calling thread.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
-        }
-        let out = f();
-        // SAFETY: as above.
-        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns back: {}", std::io::Error::last_os_error());
-        }
-        Ok(out)
+        Ok(self.ns.run(f)?)
     }
 }
 
 impl Drop for Named {
     fn drop(&mut self) {
-        let _ = sh(&format!("ip netns del {}", self.name));
+        let _ = self.ns.delete();
     }
 }
