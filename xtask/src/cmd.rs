@@ -104,3 +104,14 @@ pub fn stdout(cmd: &mut Command) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Whether the Debian package `package` is installed, by `dpkg-query`; `needs` names what
+/// requires Debian, for the error when there is no `dpkg-query`.
+pub fn deb_installed(package: &str, needs: &str) -> anyhow::Result<bool> {
+    let out = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .with_context(|| format!("dpkg-query not found: {needs} needs Debian (or a derivative)"))?;
+    // `${Status}` is "<want> <flag> <status>", e.g. "install ok installed"; dpkg-query exits
+    // non-zero for a package it has never heard of.
+    let status = String::from_utf8_lossy(&out.stdout);
+    Ok(out.status.success() && status.split_whitespace().nth(2) == Some("installed"))
+}

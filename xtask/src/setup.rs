@@ -274,7 +274,7 @@ fn apt(check: bool) -> anyhow::Result<Vec<String>> {
     let mut absent = Vec::new();
     for &(package, why) in DEBIAN_PACKAGES {
         let item = format!("Debian package {package} ({why})");
-        if deb_installed(package)? {
+        if cmd::deb_installed(package, "this step")? {
             report("ok", &item);
         } else {
             report(if check { "missing" } else { "installing" }, &item);
@@ -306,7 +306,7 @@ fn apt(check: bool) -> anyhow::Result<Vec<String>> {
     })?;
     let still: Vec<_> = absent
         .into_iter()
-        .filter(|p| !deb_installed(p).unwrap_or(false))
+        .filter(|p| !cmd::deb_installed(p, "this step").unwrap_or(false))
         .collect();
     if !still.is_empty() {
         bail!(
@@ -315,15 +315,6 @@ fn apt(check: bool) -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(Vec::new())
-}
-
-fn deb_installed(package: &str) -> anyhow::Result<bool> {
-    let out = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .context("dpkg-query not found: this step needs Debian (or a derivative)")?;
-    // `${Status}` is "<want> <flag> <status>", e.g. "install ok installed"; dpkg-query exits
-    // non-zero for a package it has never heard of.
-    let status = String::from_utf8_lossy(&out.stdout);
-    Ok(out.status.success() && status.split_whitespace().nth(2) == Some("installed"))
 }
 
 // ---- bpf-linker ------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 //! What the host needs for `vm-test` beyond `cargo xtask setup`: Debian packages, installed
 //! only when missing (with everything present: one `dpkg-query` per package, no network).
 
-use std::process::Command;
-
 use anyhow::{Context as _, bail};
 
 use crate::cmd;
@@ -29,7 +27,7 @@ pub fn ensure() -> anyhow::Result<()> {
     cmd::section("vm-test: host packages");
     let mut absent = Vec::new();
     for &(package, why) in PACKAGES {
-        let installed = deb_installed(package)?;
+        let installed = cmd::deb_installed(package, "vm-test")?;
         println!(
             "{:<10} Debian package {package} ({why})",
             if installed { "ok" } else { "installing" }
@@ -55,17 +53,10 @@ pub fn ensure() -> anyhow::Result<()> {
     .with_context(|| format!("installing {}", absent.join(" ")))?;
     let still: Vec<_> = absent
         .into_iter()
-        .filter(|p| !deb_installed(p).unwrap_or(false))
+        .filter(|p| !cmd::deb_installed(p, "vm-test").unwrap_or(false))
         .collect();
     if !still.is_empty() {
         bail!("still not installed after apt-get: {}", still.join(" "));
     }
     Ok(())
-}
-
-fn deb_installed(package: &str) -> anyhow::Result<bool> {
-    let out = cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
-        .context("dpkg-query not found: vm-test needs Debian (or a derivative)")?;
-    let status = String::from_utf8_lossy(&out.stdout);
-    Ok(out.status.success() && status.split_whitespace().nth(2) == Some("installed"))
 }
