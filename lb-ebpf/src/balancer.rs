@@ -80,7 +80,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = forward::forward(ctx, &pkt, mode, backend, hash)?;
+    let verdict = forward::forward(ctx, &pkt, mode, backend, cfg, hash)?;
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.
     let track = match track {

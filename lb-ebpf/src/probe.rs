@@ -39,9 +39,10 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     if id == 0 || backend.vip_id != vip.vip_id || backend.family != pkt.key.family {
         return Err(reason::DROP_NO_BACKEND);
     }
-    let seed = CONFIG.get(0).map_or(0, |c| c.hash_seed);
-    let hash = flow_hash(&pkt.key, seed);
-    match forward::forward(ctx, &pkt, vip.mode, backend, Some(hash))? {
+    // An `Array` entry within `max_entries` always exists: this never fails.
+    let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
+    let hash = flow_hash(&pkt.key, cfg.hash_seed);
+    match forward::forward(ctx, &pkt, vip.mode, backend, cfg, Some(hash))? {
         Verdict::Tx => Ok(xdp_action::XDP_TX),
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),

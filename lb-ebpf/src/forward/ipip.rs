@@ -5,10 +5,7 @@ use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
 
 use super::{Verdict, csum, fib};
-use crate::{
-    maps::CONFIG,
-    parse::{Packet, ptr_at, vlan_tag, write_l2},
-};
+use crate::parse::{Packet, ptr_at, vlan_tag, write_l2};
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -19,12 +16,12 @@ pub(super) fn encap(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
+    cfg: &GlobalConfig,
     hash: Option<u32>,
 ) -> Result<Verdict, u32> {
     if backend.family != pkt.key.family {
         return Err(reason::DROP_INTERNAL);
     }
-    let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
     let hash = hash.unwrap_or_else(|| lb_common::hash::flow_hash(&pkt.key, cfg.hash_seed));
     if pkt.key.family == FAMILY_V6 {
         encap6(ctx, pkt, backend, cfg, hash)

@@ -6,7 +6,7 @@ mod fib;
 mod ipip;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Backend, MODE_IPIP};
+use lb_common::{Backend, GlobalConfig, MODE_IPIP};
 
 use crate::parse::Packet;
 
@@ -18,7 +18,8 @@ pub enum Verdict {
     Redirect(u32),
 }
 
-/// Rewrite the frame for `backend`. `hash` is the flow hash when the caller has it (IPIP
+/// Rewrite the frame for `backend`. `cfg` is the configuration the caller already looked
+/// up (one `CONFIG` lookup a packet); `hash` is the flow hash when the caller has it (IPIP
 /// computes it otherwise). `Err` carries the drop reason.
 #[inline(always)]
 pub fn forward(
@@ -26,10 +27,11 @@ pub fn forward(
     pkt: &Packet,
     mode: u8,
     backend: &Backend,
+    cfg: &GlobalConfig,
     hash: Option<u32>,
 ) -> Result<Verdict, u32> {
     if mode == MODE_IPIP {
-        ipip::encap(ctx, pkt, backend, hash)
+        ipip::encap(ctx, pkt, backend, cfg, hash)
     } else {
         dsr::rewrite(ctx, pkt, backend)
     }
