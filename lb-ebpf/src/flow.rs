@@ -33,15 +33,6 @@ pub fn now_ticks() -> u32 {
     (unsafe { bpf_ktime_get_coarse_ns() } >> FLOW_TIME_SHIFT) as u32
 }
 
-/// The backend slot `id`, if it still serves under `generation`. (The slot names its VIP;
-/// the flow key, which includes the VIP's address, port and protocol, can only have been
-/// pinned to a backend of that VIP, and a slot never changes VIP without a new generation.)
-#[inline(always)]
-pub fn serving_backend(id: u32, generation: u32) -> Option<&'static Backend> {
-    let b = BACKENDS.get(id)?;
-    (b.flags & BACKEND_F_SERVING != 0 && b.generation == generation).then_some(b)
-}
-
 /// The backend this flow is pinned to, if that backend still serves, and the tracking
 /// update of this packet (applied to the entry in place). A flow whose backend was
 /// removed, reused or marked down yields `None` and is reassigned (and reopened) by the
@@ -53,12 +44,16 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend, Tr
     // 32-bit field at a time, each write whole), the daemon only reads or deletes them.
     let (id, generation, state, seen) =
         unsafe { ((*v).backend_id, (*v).generation, (*v).state, (*v).last_seen) };
-    let Some(b) = serving_backend(id, generation) else {
+    // The slot still holds this flow's backend if its generation is unchanged. (The slot
+    // names its VIP; the flow key, which includes the VIP's address, port and protocol, can
+    // only have been pinned to a backend of that VIP, and a slot never changes VIP without
+    // a new generation.) One `BACKENDS` lookup serves both the check and the close below.
+    let same = BACKENDS.get(id).filter(|b| b.generation == generation);
+    let Some(b) = same.filter(|b| b.flags & BACKEND_F_SERVING != 0) else {
         // The flow moves: its connection ends on the old backend (and opens on the new
         // one when the caller inserts it again). A reused slot's counters are not touched.
         if state == FLOW_OPEN
-            && let Some(old) = BACKENDS.get(id)
-            && old.generation == generation
+            && let Some(old) = same
         {
             crate::stats::closed(old.vip_id, id);
         }
