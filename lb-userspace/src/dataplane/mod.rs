@@ -154,15 +154,31 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, DataplaneError> {
     ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
 }
 
-macro_rules! typed {
-    ($ebpf:expr, $name:expr) => {
-        take($ebpf, $name)?
-            .try_into()
-            .map_err(|source| DataplaneError::Map {
-                name: $name,
-                source,
-            })?
-    };
+/// `map` (named `name`) as the typed handle `T`, or why it is not one.
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    map: Map,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    map.try_into()
+        .map_err(|source| DataplaneError::Map { name, source })
+}
+
+/// The kernel map `id` (the object's map `name`), opened anew as the typed handle `T`.
+fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    id: u32,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    let data = MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })?;
+    let map = Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })?;
+    typed(map, name)
+}
+
+/// The object's map `name`, taken out of `ebpf` as the typed handle `T`.
+fn take_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    typed(take(ebpf, name)?, name)
 }
 
 /// Every program of the object, loaded into the kernel (verified) by [`Dataplane::load`].
@@ -221,14 +237,14 @@ impl Dataplane {
             _ => return Err(DataplaneError::MissingMap(names::TABLES)),
         };
         Ok(Self {
-            vips: typed!(&mut ebpf, names::VIPS),
-            backends: typed!(&mut ebpf, names::BACKENDS),
-            flows: typed!(&mut ebpf, names::FLOWS),
-            config: typed!(&mut ebpf, names::CONFIG),
-            vip_stats: typed!(&mut ebpf, names::VIP_STATS),
-            backend_stats: typed!(&mut ebpf, names::BACKEND_STATS),
-            reasons: typed!(&mut ebpf, names::REASONS),
-            cursors: typed!(&mut ebpf, names::CURSORS),
+            vips: take_typed(&mut ebpf, names::VIPS)?,
+            backends: take_typed(&mut ebpf, names::BACKENDS)?,
+            flows: take_typed(&mut ebpf, names::FLOWS)?,
+            config: take_typed(&mut ebpf, names::CONFIG)?,
+            vip_stats: take_typed(&mut ebpf, names::VIP_STATS)?,
+            backend_stats: take_typed(&mut ebpf, names::BACKEND_STATS)?,
+            reasons: take_typed(&mut ebpf, names::REASONS)?,
+            cursors: take_typed(&mut ebpf, names::CURSORS)?,
             flows_id,
             backend_stats_id,
             book: conntrack::Book::default(),
@@ -312,23 +328,8 @@ impl Dataplane {
         &self,
         timeouts: conntrack::Timeouts,
     ) -> Result<conntrack::Sweeper, DataplaneError> {
-        let open = |id: u32, name: &'static str| -> Result<Map, DataplaneError> {
-            let data =
-                MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })?;
-            Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })
-        };
-        let flows = open(self.flows_id, names::FLOWS)?
-            .try_into()
-            .map_err(|source| DataplaneError::Map {
-                name: names::FLOWS,
-                source,
-            })?;
-        let stats = open(self.backend_stats_id, names::BACKEND_STATS)?
-            .try_into()
-            .map_err(|source| DataplaneError::Map {
-                name: names::BACKEND_STATS,
-                source,
-            })?;
+        let flows = open_typed(self.flows_id, names::FLOWS)?;
+        let stats = open_typed(self.backend_stats_id, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(flows, stats, timeouts))
     }
 
