@@ -13,19 +13,12 @@ use etherparse::PacketBuilder;
 use lb_common::programs;
 
 use crate::{
-    config::{Forwarding, Protocol, VipConfig},
+    config::{Forwarding, Protocol, VipConfig, format_mac},
     dataplane::{Dataplane, iface::Iface},
 };
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-
-fn mac_str(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// The neighbour entries of the current namespace: MAC → address.
 fn neighbours() -> Vec<(String, IpAddr)> {
@@ -124,11 +117,15 @@ pub fn lookup(
             .unwrap_or_default();
         return Ok(("forwarded".to_owned(), backend, detail));
     }
-    let dmac = out.get(0..6).map(mac_str).unwrap_or_default();
+    let dmac = out
+        .get(0..6)
+        .and_then(|b| <[u8; 6]>::try_from(b).ok())
+        .map(|m| format_mac(&m))
+        .unwrap_or_default();
     let configured = vip
         .backends
         .iter()
-        .find(|b| b.mac.is_some_and(|m| mac_str(&m) == dmac))
+        .find(|b| b.mac.is_some_and(|m| format_mac(&m) == dmac))
         .map(|b| b.address);
     let backend = configured.or_else(|| {
         neighbours()
