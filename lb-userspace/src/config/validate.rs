@@ -30,6 +30,8 @@ use super::{
     DEFAULT_HEALTH_SEND, DEFAULT_HEALTH_TIMEOUT_MS, HEALTH_COUNT_RANGE, HEALTH_INTERVAL_RANGE,
     HEALTH_TIMEOUT_RANGE,
 };
+/// The Maglev builder's primality test: a table size the config accepts is one it builds.
+pub(super) use crate::maglev::is_prime;
 
 /// Validates `raw`; the config is `Some` exactly when there are no problems. Returns
 /// (config, problems, warnings).
@@ -944,20 +946,6 @@ fn nth_backend(raw: &[RawVip], mut n: usize) -> (usize, usize) {
         n -= v.backend.len();
     }
     (raw.len(), 0)
-}
-
-pub(super) fn is_prime(n: u32) -> bool {
-    if n < 4 {
-        return n >= 2;
-    }
-    if n.is_multiple_of(2) {
-        return false;
-    }
-    let n = u64::from(n);
-    (3..)
-        .step_by(2)
-        .take_while(|d| d * d <= n)
-        .all(|d| n % d != 0)
 }
 
 /// Why `name` cannot be a Linux interface name (`dev_valid_name`), if it cannot.
