@@ -18,8 +18,8 @@ use crate::{
     autoscale,
     config::{CheckKind, Config, XdpMode},
     dataplane::{
-        AttachMode, Dataplane, DataplaneError, LAYOUT_FILE, PinConfig, Sizes, conntrack, iface,
-        neigh,
+        AttachMode, Dataplane, DataplaneError, LAYOUT_FILE, PinConfig, PublishReport, Sizes,
+        conntrack, iface, neigh,
     },
     health::{self, Health, PathProber},
     lifecycle, lookup, metrics, plan,
@@ -342,7 +342,7 @@ pub async fn serve(
                     }
                 }
                 if let Some(next) = lifecycle::without_removed(&state.config, &done) {
-                    match commit(&mut state, &dp, next) {
+                    match commit_config(&mut state, &dp, next) {
                         Ok(what) => {
                             info!(edit = %what, "drained backends removed");
                             checkers.restart(&state);
@@ -363,7 +363,7 @@ pub async fn serve(
                     let mut next = state.config.clone();
                     let outcome = change(&mut next)
                         .and_then(|()| revalidate(&next))
-                        .and_then(|c| commit(&mut state, &dp, c));
+                        .and_then(|c| commit_config(&mut state, &dp, c));
                     match &outcome {
                         Ok(what) => {
                             info!(why = %why, edit = %what, "autoscaler edit applied");
@@ -487,14 +487,9 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
             let loaded = match crate::config::parse(&config, "edit") {
                 Ok(l) => l,
                 Err(e) => {
-                    let problems: Vec<String> = e
-                        .problems()
-                        .iter()
-                        .map(|p| format!("{}: {}", p.path, p.message))
-                        .collect();
                     return error(format!(
                         "rejected, nothing changed:\n{}",
-                        problems.join("\n")
+                        problems(&e).join("\n")
                     ));
                 }
             };
@@ -506,8 +501,8 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
                     state.version
                 ));
             }
-            if loaded.config.daemon != state.config.daemon {
-                return error("rejected, nothing changed: [daemon] settings cannot change while running (restart the daemon)".to_owned());
+            if let Err(e) = daemon_unchanged(state, &loaded.config) {
+                return error(format!("rejected, nothing changed: {e}"));
             }
             let next = state.with_config(loaded.config);
             let plan = plan::compute(state, &next, &dp);
@@ -521,12 +516,9 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
                     false,
                 );
             }
-            if let Err(e) = dp.publish(&next.desired()) {
+            if let Err(e) = commit(state, &mut dp, next) {
                 return error(format!("applying: {e}"));
             }
-            *state = next;
-            state.version += 1;
-            persist(state);
             info!(version = state.version, "edit applied through the API");
             (
                 Response::Plan {
@@ -544,14 +536,27 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
 fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<String, String> {
     match edit {
         Edit::Replace(config) => {
-            if config.daemon != state.config.daemon {
-                return Err(
-                    "[daemon] settings cannot change while running (restart the daemon)".to_owned(),
-                );
-            }
-            commit(state, dp, *config)
+            daemon_unchanged(state, &config)?;
+            commit_config(state, dp, *config)
         }
     }
+}
+
+/// An edit may change everything but `[daemon]`, which is read once at start.
+fn daemon_unchanged(state: &State, config: &Config) -> Result<(), String> {
+    if config.daemon == state.config.daemon {
+        Ok(())
+    } else {
+        Err("[daemon] settings cannot change while running (restart the daemon)".to_owned())
+    }
+}
+
+/// A rejected configuration's problems, one `path: message` each.
+fn problems(e: &crate::config::ConfigError) -> Vec<String> {
+    e.problems()
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect()
 }
 
 /// `config` checked with exactly the rules of the config file (through its TOML form).
@@ -561,27 +566,35 @@ fn revalidate(config: &Config) -> Result<Config, String> {
         .map_err(|e| format!("exporting the configuration: {e}"))?;
     crate::config::parse(&text, "edit")
         .map(|l| l.config)
-        .map_err(|e| {
-            let problems: Vec<String> = e
-                .problems()
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect();
-            problems.join("; ")
-        })
+        .map_err(|e| problems(&e).join("; "))
 }
 
-/// Make `config` the running configuration: publish, then (only if that worked) take it,
-/// bump the version and persist it.
-fn commit(state: &mut State, dp: &Mutex<Dataplane>, config: Config) -> Result<String, String> {
+/// Make `next` the running state: publish it, then (only if that worked) take it, bump the
+/// version and persist it. Every change of the configuration ends here, whoever made it
+/// (API apply, reload edit, autoscaler, drained-backend removal).
+fn commit(
+    state: &mut State,
+    dp: &mut Dataplane,
+    next: State,
+) -> Result<PublishReport, DataplaneError> {
+    let report = dp.publish(&next.desired())?;
+    *state = next;
+    state.version += 1;
+    persist(state);
+    Ok(report)
+}
+
+/// [`commit`] of `config` (taking the data plane's lock), summed up for the log.
+fn commit_config(
+    state: &mut State,
+    dp: &Mutex<Dataplane>,
+    config: Config,
+) -> Result<String, String> {
     let next = state.with_config(config);
     let mut dp = dp
         .lock()
         .map_err(|_| "data plane lock poisoned".to_owned())?;
-    let report = dp.publish(&next.desired()).map_err(|e| e.to_string())?;
-    *state = next;
-    state.version += 1;
-    persist(state);
+    let report = commit(state, &mut dp, next).map_err(|e| e.to_string())?;
     Ok(format!(
         "{} VIPs added, {} removed; {} backends added, {} removed",
         report.vips_added, report.vips_removed, report.backends_added, report.backends_removed
