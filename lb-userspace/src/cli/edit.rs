@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::{
     api::{Request, Response, client},
-    config::{self, BackendConfig, Config, Forwarding, Protocol, VipConfig},
+    config::{self, BackendConfig, Config, Forwarding, Named, Protocol, VipConfig},
 };
 
 #[derive(Debug, Subcommand)]
@@ -192,17 +192,17 @@ fn edit(
     Ok(())
 }
 
-fn parse_named<T>(what: &str, value: &str, all: &[(&str, T)]) -> anyhow::Result<T>
-where
-    T: Copy,
-{
-    all.iter()
+/// `value` of option `--FIELD`, spelled as in the configuration file.
+fn parse_named<T: Named>(value: &str) -> anyhow::Result<T> {
+    T::ALL
+        .iter()
         .find(|(n, _)| *n == value)
         .map(|(_, v)| *v)
         .with_context(|| {
-            let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = T::ALL.iter().map(|(n, _)| *n).collect();
             format!(
-                "--{what} {value:?}: accepted values are {}",
+                "--{} {value:?}: accepted values are {}",
+                T::FIELD,
                 names.join(", ")
             )
         })
@@ -248,17 +248,9 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
                 .address
                 .parse()
                 .with_context(|| format!("--address {:?}: not an IP address", a.address))?;
-            let protocol = parse_named(
-                "protocol",
-                &a.protocol,
-                &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
-            )?;
-            let forwarding = parse_named(
-                "forwarding",
-                &a.forwarding,
-                &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)],
-            )?;
-            let scheduler = parse_scheduler(&a.scheduler)?;
+            let protocol: Protocol = parse_named(&a.protocol)?;
+            let forwarding: Forwarding = parse_named(&a.forwarding)?;
+            let scheduler: config::Scheduler = parse_named(&a.scheduler)?;
             // Every other key as a config file with only these would get it (health
             // defaults depend on the protocol and port); the daemon validates it again.
             let template = format!(
@@ -292,17 +284,13 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
         VipCmd::Set(s) => edit(socket, dry_run, json, |c| {
             let v = vip_mut(c, &s.name)?;
             if let Some(f) = &s.forwarding {
-                v.forwarding = parse_named(
-                    "forwarding",
-                    f,
-                    &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)],
-                )?;
+                v.forwarding = parse_named(f)?;
             }
             if let Some(t) = s.table_size {
                 v.table_size = t;
             }
             if let Some(x) = &s.scheduler {
-                v.scheduler = parse_scheduler(x)?;
+                v.scheduler = parse_named(x)?;
             }
             if let Some(x) = s.slow_start_ms {
                 v.slow_start_ms = x;
@@ -364,22 +352,6 @@ pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> an
             Ok(())
         }
     })
-}
-
-fn parse_scheduler(s: &str) -> anyhow::Result<config::Scheduler> {
-    use config::Scheduler as S;
-    parse_named(
-        "scheduler",
-        s,
-        &[
-            ("maglev", S::Maglev),
-            ("rr", S::RoundRobin),
-            ("wrr", S::WeightedRoundRobin),
-            ("lc", S::LeastConn),
-            ("wlc", S::WeightedLeastConn),
-            ("source-hash", S::SourceHash),
-        ],
-    )
 }
 
 pub fn plan(socket: &Path, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {

@@ -375,8 +375,8 @@ pub enum BackendState {
     Draining,
 }
 
-/// Accepted spellings, for error messages and parsing.
-trait Named: Sized + Copy + PartialEq + 'static {
+/// Accepted spellings, for error messages and parsing (the config file's and the CLI's).
+pub(crate) trait Named: Sized + Copy + PartialEq + 'static {
     /// The key that holds this value.
     const FIELD: &'static str;
     /// Every accepted spelling and its value.
