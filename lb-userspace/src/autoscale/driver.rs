@@ -20,7 +20,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::AsyncReadExt as _,
     sync::{mpsc, oneshot},
 };
 use tracing::{info, warn};
@@ -772,18 +772,9 @@ async fn fetch_all(backends: &[IpAddr], m: &BackendMetricConfig) -> Vec<Option<f
 
 /// `GET path` on the backend's own address: the body, a number.
 pub async fn fetch(backend: IpAddr, m: &BackendMetricConfig) -> Option<f64> {
-    let mut s = tokio::net::TcpStream::connect((backend, m.port))
+    let s = crate::health::send_get(backend, m.port, &m.path, "sluice-autoscale")
         .await
         .ok()?;
-    let host = match backend {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
-    };
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-autoscale\r\nConnection: close\r\n\r\n",
-        m.path
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     s.take(64 * 1024).read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf);
@@ -797,6 +788,8 @@ pub async fn fetch(backend: IpAddr, m: &BackendMetricConfig) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
     use super::*;
 
     #[tokio::test]

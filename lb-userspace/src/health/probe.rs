@@ -36,8 +36,15 @@ async fn tcp(backend: IpAddr, port: u16) -> Result<String, String> {
     Ok("connected".to_owned())
 }
 
-async fn http(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
-    let mut s = TcpStream::connect((backend, spec.port))
+/// Connect to `backend:port` and send `GET path` (one request, then the server closes):
+/// the health check's and the autoscaler's backend-metric request.
+pub async fn send_get(
+    backend: IpAddr,
+    port: u16,
+    path: &str,
+    agent: &str,
+) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect((backend, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let host = match backend {
@@ -45,12 +52,16 @@ async fn http(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
         IpAddr::V6(a) => format!("[{a}]"),
     };
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n",
-        spec.path
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send: {e}"))?;
+    Ok(s)
+}
+
+async fn http(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
+    let mut s = send_get(backend, spec.port, &spec.path, "sluice-health").await?;
     // The status line is all we need; read until it is complete.
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
