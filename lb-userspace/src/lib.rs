@@ -2,6 +2,7 @@
 //! owner. The `sluice` binary (`main.rs`) is a thin CLI over this library.
 
 pub mod api;
+pub mod atomic_file;
 pub mod autoscale;
 pub mod bench;
 pub mod cli;

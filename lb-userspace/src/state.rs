@@ -29,6 +29,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    atomic_file::{self, Durability},
     config::{BackendConfig, BackendState, Config},
     dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
@@ -474,13 +475,8 @@ pub struct BackendStatus {
 
 /// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).
 pub fn write_status(dir: &Path, status: &Status) -> std::io::Result<()> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(".status.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("status.json"))
+    let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    atomic_file::write(&dir.join("status.json"), &bytes, Durability::Snapshot)
 }
 
 /// Read `<dir>/status.json`.
@@ -510,21 +506,12 @@ pub fn write_runtime(
     version: u64,
     config: &Config,
 ) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
     let text = config.to_toml().map_err(std::io::Error::other)?;
-    let tmp = dir.join(".runtime.toml.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(
-        f,
-        "# sluice runtime state: the configuration after {version} live edit(s)."
-    )?;
-    writeln!(f, "# config-file-hash = {file_hash:016x}")?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let bytes = format!(
+        "# sluice runtime state: the configuration after {version} live edit(s).\n\
+         # config-file-hash = {file_hash:016x}\n{text}"
+    );
+    atomic_file::write(path, bytes.as_bytes(), Durability::Persistent)
 }
 
 /// The persisted runtime configuration's text, if it was made on top of a config file with

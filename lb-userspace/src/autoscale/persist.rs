@@ -20,7 +20,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -120,15 +119,13 @@ pub fn set_aside(dir: &Path) -> std::io::Result<PathBuf> {
 
 /// Write atomically: a reader (or a crash) sees the old file or the new one, never a mix.
 pub fn write(dir: &Path, saved: &Saved) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let text = serde_json::to_string_pretty(saved).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    let mut text = serde_json::to_string_pretty(saved).map_err(std::io::Error::other)?;
+    text.push('\n');
+    crate::atomic_file::write(
+        &path(dir),
+        text.as_bytes(),
+        crate::atomic_file::Durability::Persistent,
+    )
 }
 
 /// What [`restore`] decided for one VIP.

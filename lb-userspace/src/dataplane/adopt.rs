@@ -28,7 +28,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
-    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -610,25 +609,6 @@ fn cross_check(saved: &SavedLayout, layout: &Layout, table_slots: u32, notes: &m
     }
 }
 
-/// Write `bytes` to `path` atomically: a temporary file next to it, fsync, rename, fsync
-/// of the directory; a reader sees the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Read a saved layout: `None` if there is none, or it is unreadable, or it belongs to
 /// another pin directory (with a warning).
 fn read_saved(path: &Path, dir: &Path) -> Option<SavedLayout> {
@@ -889,7 +869,13 @@ impl Dataplane {
             .to_saved(&p.abi, p.specs.clone(), &p.cfg, p.mode);
         let result = serde_json::to_vec_pretty(&saved)
             .map_err(std::io::Error::other)
-            .and_then(|b| write_atomic(&p.cfg.layout_file, &b));
+            .and_then(|b| {
+                crate::atomic_file::write(
+                    &p.cfg.layout_file,
+                    &b,
+                    crate::atomic_file::Durability::Persistent,
+                )
+            });
         if let Err(e) = result {
             tracing::warn!(path = %p.cfg.layout_file.display(), error = %e, "saving the layout failed: a restart rebuilds it from the pinned maps (inactive table halves are reallocated)");
         }
@@ -1265,20 +1251,5 @@ mod tests {
         })
         .unwrap();
         assert_ne!(abi_hash(&bigger), h, "the flow-table size is part of it");
-    }
-
-    #[test]
-    fn atomic_writes_replace_whole_files() {
-        let dir = std::env::temp_dir().join(format!("sluice-adopt-{}", std::process::id()));
-        let f = dir.join("layout.json");
-        write_atomic(&f, b"one").unwrap();
-        write_atomic(&f, b"two").unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), b"two");
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temporary left"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
