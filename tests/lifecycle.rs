@@ -379,10 +379,44 @@ fn api_client_as_child() {
 
 /// A status request as uid `nobody` with the given primary group and supplementary
 /// groups; what the child printed.
-fn api_as_nobody(socket: &Path, gid: u32, groups: &[u32]) -> anyhow::Result<String> {
+/// A copy of this test binary that `nobody` can execute: where it was built may be out of
+/// its reach (a checkout under a 0700 directory, like `mktemp -d`). Removed on drop.
+struct ClientCopy {
+    dir: std::path::PathBuf,
+    exe: std::path::PathBuf,
+}
+
+impl ClientCopy {
+    fn new() -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("sluice-acl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let copy = Self {
+            exe: dir.join("client"),
+            dir,
+        };
+        std::fs::set_permissions(&copy.dir, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::copy(std::env::current_exe()?, &copy.exe)?;
+        std::fs::set_permissions(&copy.exe, std::fs::Permissions::from_mode(0o755))?;
+        Ok(copy)
+    }
+}
+
+impl Drop for ClientCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn api_as_nobody(
+    client: &ClientCopy,
+    socket: &Path,
+    gid: u32,
+    groups: &[u32],
+) -> anyhow::Result<String> {
     use std::os::unix::process::CommandExt as _;
     let groups = groups.to_vec();
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let mut cmd = std::process::Command::new(&client.exe);
     cmd.args([
         "--exact",
         "api_client_as_child",
@@ -425,21 +459,22 @@ fn api_serves_root_and_its_group_only() -> anyhow::Result<()> {
     config.daemon.api_group = Some("nogroup".to_owned());
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
+    let client = ClientCopy::new()?;
     // A member of the group (primary group): served.
-    let out = api_as_nobody(&socket, 65534, &[])?;
+    let out = api_as_nobody(&client, &socket, 65534, &[])?;
     ensure!(
         out.starts_with("SERVED") && out.contains("lab-tcp4"),
         "group member refused: {out}"
     );
     // Reaches the socket through a supplementary group but is neither root nor in the group
     // by its credentials: refused by the daemon.
-    let out = api_as_nobody(&socket, 65533, &[65534])?;
+    let out = api_as_nobody(&client, &socket, 65533, &[65534])?;
     ensure!(
         out.starts_with("REFUSED") && out.contains("permission denied: the sluice API"),
         "outsider served: {out}"
     );
     // No access to the socket at all: refused by the kernel.
-    let out = api_as_nobody(&socket, 65533, &[])?;
+    let out = api_as_nobody(&client, &socket, 65533, &[])?;
     ensure!(
         out.starts_with("REFUSED") && out.to_lowercase().contains("permission denied"),
         "outsider served: {out}"
