@@ -1,7 +1,8 @@
 //! Attaching programs to interfaces: native (driver) mode, generic (SKB) mode, or native
-//! with a logged fallback to generic.
+//! with a logged fallback to generic when the driver has no native XDP support (and only
+//! then: any other refusal — no such interface, another program attached — is reported).
 
-use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::programs::{ProgramError, Xdp, XdpError, XdpMode, xdp::XdpLinkId};
 
 use super::{Dataplane, DataplaneError};
 
@@ -34,9 +35,9 @@ pub(super) fn attach_xdp(
     interface: &str,
     mode: AttachMode,
 ) -> Result<(XdpLinkId, AttachMode), DataplaneError> {
-    let err = |e: aya::programs::ProgramError| DataplaneError::Attach {
+    let err = |e: ProgramError| DataplaneError::Attach {
         interface: interface.to_owned(),
-        message: format!("attaching {program}: {}", error_chain(&e)),
+        message: format!("attaching {program}: {}", describe(&e, interface)),
     };
     match mode {
         AttachMode::Native => Ok((
@@ -49,18 +50,53 @@ pub(super) fn attach_xdp(
         )),
         AttachMode::Auto => match prog.attach(interface, XdpMode::Driver) {
             Ok(link) => Ok((link, AttachMode::Native)),
-            Err(e) => {
+            Err(e) if native_unsupported(&e) => {
                 tracing::warn!(
                     interface,
                     error = %error_chain(&e),
-                    "native XDP not available; falling back to generic (SKB) mode, which is much slower"
+                    "native XDP not available (the driver does not support it); falling back to generic (SKB) mode, which is much slower"
                 );
                 Ok((
                     prog.attach(interface, XdpMode::Skb).map_err(err)?,
                     AttachMode::Generic,
                 ))
             }
+            Err(e) => Err(err(e)),
         },
+    }
+}
+
+/// The errno of a failed attach, if the kernel gave one (through `bpf_link_create`, or
+/// netlink on kernels without XDP links).
+fn errno(e: &ProgramError) -> Option<i32> {
+    match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// Whether a native-mode attach failed because the driver has no native XDP (the kernel's
+/// `EOPNOTSUPP`, or `ENOTSUPP` from some drivers): the one case where `Auto` falls back.
+fn native_unsupported(e: &ProgramError) -> bool {
+    /// The kernel-internal `ENOTSUPP`, which some drivers leak to user space.
+    const ENOTSUPP: i32 = 524;
+    matches!(errno(e), Some(libc::EOPNOTSUPP | ENOTSUPP))
+}
+
+/// A failed attach in the operator's terms, with its cause.
+fn describe(e: &ProgramError, interface: &str) -> String {
+    match (e, errno(e)) {
+        (ProgramError::UnknownInterface { .. }, _) | (_, Some(libc::ENODEV)) => {
+            format!("no such interface {interface:?} (in this network namespace)")
+        }
+        (_, Some(libc::EBUSY | libc::EEXIST)) => format!(
+            "{}: another XDP program is attached to {interface} (see `ip link show dev \
+             {interface}`); remove it first (`sluice detach` if it is sluice's balancer, \
+             else `ip link set dev {interface} xdp off`)",
+            error_chain(e)
+        ),
+        _ => error_chain(e),
     }
 }
 
@@ -112,4 +148,50 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::sys::SyscallError;
+
+    use super::*;
+
+    fn syscall(errno: i32) -> ProgramError {
+        ProgramError::SyscallError(SyscallError {
+            call: "bpf_link_create",
+            io_error: std::io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn only_a_driver_without_native_xdp_falls_back() {
+        assert!(native_unsupported(&syscall(libc::EOPNOTSUPP)));
+        assert!(native_unsupported(&syscall(524)));
+        for e in [
+            ProgramError::UnknownInterface {
+                name: "nope0".into(),
+            },
+            syscall(libc::EBUSY),
+            syscall(libc::EEXIST),
+            syscall(libc::EPERM),
+            syscall(libc::ENODEV),
+            syscall(libc::EINVAL),
+        ] {
+            assert!(!native_unsupported(&e), "{e:?} must not fall back");
+        }
+    }
+
+    #[test]
+    fn refusals_name_their_cause() {
+        let missing = ProgramError::UnknownInterface {
+            name: "nope0".into(),
+        };
+        assert!(describe(&missing, "nope0").contains("no such interface \"nope0\""));
+        assert!(describe(&syscall(libc::ENODEV), "nope0").contains("no such interface"));
+        let busy = describe(&syscall(libc::EBUSY), "eth0");
+        assert!(
+            busy.contains("another XDP program is attached to eth0") && busy.contains("busy"),
+            "{busy}"
+        );
+    }
 }
