@@ -1,8 +1,69 @@
 //! Writing a file so that a reader (or a crash) sees the old content or the new, never a
 //! mix: a temporary file next to it, fsync, rename over it. Every file the daemon keeps
 //! (saved layout, runtime configuration, status, autoscaler state) is written this way.
+//! The temporary file is `<name>.tmp.<pid>`; a crash can leave one behind, which the next
+//! daemon removes at start ([`remove_leftovers`]).
 
-use std::{fs::File, io::Write as _, path::Path};
+use std::{
+    fs::File,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+/// The temporary file `write` uses for `path` in process `pid`: `<name>.tmp.<pid>`.
+fn temp_path(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".tmp.{pid}"));
+    path.with_file_name(name)
+}
+
+/// The writer's pid if `name` is one of [`write`]'s temporary files (`*.tmp.<pid>`; also
+/// the `<stem>.tmp.<pid>` of earlier builds, which replaced the extension).
+fn temp_owner(name: &str) -> Option<u32> {
+    let (head, pid) = name.rsplit_once('.')?;
+    let stem = head.strip_suffix(".tmp")?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists (on this host's pid namespace).
+fn alive(pid: u32) -> bool {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    p > 0
+        && (unsafe { libc::kill(p, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Remove the temporary files of [`write`] that a crashed writer left in `dir` (those of a
+/// process that no longer exists, or of this one: nothing of it writes yet when the daemon
+/// starts); the files removed. A missing `dir` has none.
+pub fn remove_leftovers(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for e in entries {
+        let e = e?;
+        let Some(pid) = e.file_name().to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if !e.file_type()?.is_file() || (pid != me && alive(pid)) {
+            continue;
+        }
+        std::fs::remove_file(e.path())?;
+        removed.push(e.path());
+    }
+    removed.sort();
+    Ok(removed)
+}
 
 /// How durable a write must be once it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +80,7 @@ pub enum Durability {
 pub fn write(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let tmp = temp_path(path, std::process::id());
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -51,6 +112,72 @@ mod tests {
             std::fs::read_dir(&dir).unwrap().count(),
             1,
             "no temporary left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporary_files_are_recognised_by_name() {
+        let t = temp_path(Path::new("/run/sluice/layout.json"), 42);
+        assert_eq!(t, Path::new("/run/sluice/layout.json.tmp.42"));
+        assert_eq!(temp_owner("layout.json.tmp.42"), Some(42));
+        assert_eq!(
+            temp_owner("layout.tmp.7"),
+            Some(7),
+            "earlier builds' naming"
+        );
+        for other in [
+            "layout.json",
+            "layout.json.tmp",
+            "layout.json.tmp.",
+            "layout.json.tmp.12a",
+            ".tmp.12",
+            "notes.tmp.x1",
+            "layout.json.temp.12",
+        ] {
+            assert_eq!(temp_owner(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("sluice-leftovers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A process that certainly exited (reaped just now), and one that is alive (pid 1).
+        let dead = std::process::Command::new("true")
+            .spawn()
+            .and_then(|mut c| c.wait().map(|_| c.id()))
+            .unwrap();
+        let names = [
+            format!("layout.json.tmp.{dead}"),
+            format!("status.tmp.{dead}"),
+            format!("runtime.toml.tmp.{}", std::process::id()),
+            "autoscale.json.tmp.1".to_owned(),
+            "layout.json".to_owned(),
+            "notes.tmp".to_owned(),
+        ];
+        for n in &names {
+            std::fs::write(dir.join(n), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.join(format!("d.tmp.{dead}"))).unwrap();
+        let removed = remove_leftovers(&dir).unwrap();
+        let mut want: Vec<PathBuf> = names[..3].iter().map(|n| dir.join(n)).collect();
+        want.sort();
+        assert_eq!(removed, want);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "autoscale.json.tmp.1".to_owned(),
+                format!("d.tmp.{dead}"),
+                "layout.json".to_owned(),
+                "notes.tmp".to_owned()
+            ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
