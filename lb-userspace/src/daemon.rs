@@ -1,5 +1,7 @@
-//! `sluice run`: load (adopting what a previous daemon pinned: `dataplane/adopt.rs`),
-//! publish the configured state, attach, then serve: health checks and API edits turn into
+//! `sluice run`: check and acquire what can fail without the balancer (`preflight.rs`: the
+//! interface, the state directory, the API socket and group, the metrics listener), load
+//! (adopting what a previous daemon pinned: `dataplane/adopt.rs`), publish the configured
+//! state, attach, then serve on the listeners acquired first: health checks and API edits turn into
 //! republished states, the status file and metrics are refreshed, and FIB-resolved
 //! backends' neighbour entries are kept warm, until shutdown; then the balancer stays
 //! attached and pinned (`sluice detach` removes it), or, for an ephemeral daemon, detaches.
@@ -23,6 +25,7 @@ use crate::{
     },
     health::{self, Health, PathProber},
     lifecycle, lookup, metrics, plan,
+    preflight::{self, Preflight, PreflightError},
     state::{self, State},
 };
 
@@ -58,10 +61,37 @@ pub enum OnExit {
     Remove,
 }
 
-/// Load the data plane for `state` (pinned in `daemon.pin_dir`, adopting a previous
-/// daemon's maps, layout and link when they are there), publish it and attach the
-/// balancer (atomically replacing the previous program, if any).
-pub fn start(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneError> {
+/// Why a daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("refused before anything was loaded, pinned or attached: {0}")]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+/// A started daemon, for [`serve`]: its data plane, attached, and the listeners acquired
+/// before (see `preflight.rs`).
+#[derive(Debug)]
+pub struct Started {
+    dp: Dataplane,
+    acquired: Preflight,
+}
+
+/// Acquire what can fail without the balancer ([`preflight::acquire`]), then load the data
+/// plane for `state` (pinned in `daemon.pin_dir`, adopting a previous daemon's maps, layout
+/// and link when they are there), publish it and attach the balancer (atomically replacing
+/// the previous program, if any).
+pub fn start(state: &mut State, on_exit: OnExit) -> Result<Started, StartError> {
+    let acquired = preflight::acquire(&state.config.daemon)?;
+    for f in &acquired.leftovers {
+        info!(file = %f.display(), "removed a temporary file left by a crashed write");
+    }
+    let dp = start_dataplane(state, on_exit)?;
+    Ok(Started { dp, acquired })
+}
+
+fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneError> {
     let d = state.config.daemon.clone();
     let pin = PinConfig {
         dir: d.pin_dir(),
@@ -203,10 +233,11 @@ impl Drop for Checkers {
 /// runtime, in the network namespace of the LB interface.
 pub async fn serve(
     mut state: State,
-    dp: Dataplane,
+    started: Started,
     mut edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Started { dp, acquired } = started;
     let dp = Arc::new(Mutex::new(dp));
     let (tx, mut rx) = mpsc::channel(256);
     let ifname = &state.config.daemon.interface;
@@ -231,14 +262,13 @@ pub async fn serve(
     checkers.restart(&state);
     let (call_tx, mut calls) = mpsc::channel::<ApiCall>(32);
     let d = &state.config.daemon;
-    let api_task = api::server::start(&d.api_socket, d.api_group.as_deref(), call_tx)
+    let api_task = api::server::serve(acquired.api, call_tx)
         .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
     info!(socket = %d.api_socket.display(), "control API listening");
     let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
-    let metrics_task = match d.metrics_listen {
-        Some(addr) => {
-            let t = metrics::serve(addr, metrics_rx)
-                .await
+    let metrics_task = match acquired.metrics {
+        Some((addr, listener)) => {
+            let t = metrics::serve(listener, metrics_rx)
                 .with_context(|| format!("the metrics listener daemon.metrics_listen = {addr}"))?;
             info!(%addr, "metrics at http://{addr}/metrics");
             Some(t)

@@ -16,5 +16,6 @@ pub mod lookup;
 pub mod maglev;
 pub mod metrics;
 pub mod plan;
+pub mod preflight;
 pub mod sched;
 pub mod state;

@@ -280,12 +280,26 @@ fn autoscale(r: &mut Registry, scaled: &crate::autoscale::driver::AutoscaleStatu
     );
 }
 
-/// Serve the latest snapshot on `addr` (any path, `GET`), until the task is aborted.
-pub async fn serve(
-    addr: SocketAddr,
+/// Bind the metrics listener (`SO_REUSEADDR`, as tokio's own bind: a restart does not wait
+/// for the previous daemon's closed connections): before the daemon loads or attaches
+/// anything, so that a taken port stops the start early.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Serve the latest snapshot on a [bound](bind) listener (any path, `GET`), until the task
+/// is aborted. Must run inside a tokio runtime.
+pub fn serve(
+    listener: std::net::TcpListener,
     latest: watch::Receiver<String>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::from_std(listener)?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {

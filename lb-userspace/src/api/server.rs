@@ -3,7 +3,7 @@
 
 use std::{
     ffi::CString,
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -40,6 +40,11 @@ fn group_gid(group: &str) -> std::io::Result<(u32, Vec<String>)> {
     Ok((gid, members))
 }
 
+/// Whether `group` exists on this host (`config check`).
+pub fn group_exists(group: &str) -> bool {
+    group_gid(group).is_ok()
+}
+
 fn user_name(uid: u32) -> Option<String> {
     // SAFETY: getpwuid; the result is read before any other call.
     let p = unsafe { libc::getpwuid(uid) };
@@ -69,42 +74,133 @@ impl Access {
     }
 }
 
-/// Bind the socket (replacing a stale one), set its mode and group, and serve until the
-/// daemon's loop goes away.
-pub fn start(
-    path: &Path,
-    group: Option<&str>,
-    calls: mpsc::Sender<ApiCall>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Why the API socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// `daemon.api_group` names no group on this host.
+    #[error("no group {group:?} on this host")]
+    NoGroup { group: String },
+    #[error("{}: {message}", path.display())]
+    Socket { path: PathBuf, message: String },
+}
+
+/// The API socket, bound and owned (mode 0660, its group set) but not yet served
+/// ([`serve`]): the daemon binds it before it loads or attaches anything, so that a socket
+/// it cannot have stops the start early. Dropped unserved, it removes its socket file.
+#[derive(Debug)]
+pub struct Bound {
+    listener: Option<std::os::unix::net::UnixListener>,
+    path: PathBuf,
+    access: Access,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::other(format!(
-                "{} is in use: is another daemon running?",
-                path.display()
+}
+
+/// Resolve `group`, then bind the socket at `path`: a stale socket (nobody accepts on it)
+/// is replaced; a live one (another daemon) and anything that is not a socket are refused
+/// and left alone.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<Bound, BindError> {
+    let group = group
+        .map(|g| {
+            group_gid(g).map_err(|_| BindError::NoGroup {
+                group: g.to_owned(),
+            })
+        })
+        .transpose()?;
+    let err = |message: String| BindError::Socket {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("creating its directory {}: {e}", dir.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(err(
+                    "in use: another sluice daemon is serving on it (stop it, or give this \
+                     one another daemon.api_socket)"
+                        .to_owned(),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // Left by a daemon that died: nobody listens.
+                std::fs::remove_file(path)
+                    .map_err(|e| err(format!("removing the stale socket: {e}")))?;
+            }
+            Err(e) => return Err(err(format!("cannot tell whether a daemon uses it: {e}"))),
+        },
+        Ok(m) => {
+            return Err(err(format!(
+                "exists and is not a socket (a {}): refusing to replace it; remove it or \
+                 choose another daemon.api_socket",
+                file_kind(&m.file_type())
             )));
         }
-        std::fs::remove_file(path)?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e.to_string())),
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    let group = match group {
-        Some(g) => {
-            let (gid, members) = group_gid(g)?;
-            let c =
-                CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-            // SAFETY: chown of a path we just created, to root and the group.
-            if unsafe { libc::chown(c.as_ptr(), 0, gid) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Some((gid, members))
-        }
-        None => None,
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|e| err(format!("binding: {e}")))?;
+    // From here on, a failure removes the socket just created (`Drop`).
+    let mut bound = Bound {
+        listener: Some(listener),
+        path: path.to_owned(),
+        access: Access { group: None },
     };
-    let access = Access { group };
-    let owned: PathBuf = path.to_owned();
+    let io = |what: &str, e: std::io::Error| err(format!("{what}: {e}"));
+    if let Some(l) = &bound.listener {
+        l.set_nonblocking(true)
+            .map_err(|e| io("setting it non-blocking", e))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| io("setting its mode", e))?;
+    if let Some((gid, _)) = &group {
+        let c =
+            CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| err(e.to_string()))?;
+        // SAFETY: chown of a path we just created, to root and the group.
+        if unsafe { libc::chown(c.as_ptr(), 0, *gid) } != 0 {
+            return Err(io("setting its group", std::io::Error::last_os_error()));
+        }
+    }
+    bound.access = Access { group };
+    Ok(bound)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "regular file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symbolic link"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else {
+        "device or other special file"
+    }
+}
+
+/// Serve the [bound](bind) socket until the daemon's loop goes away.
+pub fn serve(
+    mut bound: Bound,
+    calls: mpsc::Sender<ApiCall>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let Some(std_listener) = bound.listener.take() else {
+        return Err(std::io::Error::other("the API socket is already served"));
+    };
+    let owned: PathBuf = bound.path.clone();
+    let listener = UnixListener::from_std(std_listener).inspect_err(|_| {
+        let _ = std::fs::remove_file(&owned);
+    })?;
+    let access = bound.access.clone();
     Ok(tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
