@@ -62,6 +62,14 @@ const FORMAT: u32 = 1;
 /// per-map check cannot see): a daemon refuses to adopt state saved under another epoch.
 /// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
 pub const ABI_EPOCH: u32 = 2;
+/// Earlier epochs whose pinned maps this build adopts: what it rebuilds its layout from
+/// (VIP ids, table positions, backend addresses, slots, generations) means the same in
+/// them, and what changed is rewritten by the first publish — which writes every backend of
+/// every VIP before the new program takes over the link. Their saved layout is ignored
+/// (the state is rebuilt from the maps, as for an unreadable one). Any other epoch (a newer
+/// build's) is refused ([`DataplaneError::Epoch`]).
+/// 1 → 2: the first publish sets `BACKEND_F_IPIP` on the backends of IPIP VIPs.
+const ADOPTABLE_EPOCHS: [u32; 1] = [1];
 
 /// How a daemon pins (see the module documentation).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -732,19 +740,26 @@ impl Dataplane {
         let lock = lock_pin_dir(&dir)?;
         let specs = object_specs(sizes)?;
         let found = inspect(&dir, &specs)?;
-        let saved = read_saved(&cfg.layout_file, &dir);
+        let mut saved = read_saved(&cfg.layout_file, &dir);
         if !found.maps.is_empty()
             && let Some(s) = &saved
             && s.epoch != ABI_EPOCH
         {
-            return Err(DataplaneError::Incompatible {
-                dir,
-                differences: vec![format!(
-                    "the maps were written under ABI epoch {} (layout {}), this build uses epoch {ABI_EPOCH}",
-                    s.epoch,
-                    cfg.layout_file.display()
-                )],
-            });
+            if !ADOPTABLE_EPOCHS.contains(&s.epoch) {
+                return Err(DataplaneError::Epoch {
+                    dir,
+                    layout_file: cfg.layout_file.clone(),
+                    saved: s.epoch,
+                    ours: ABI_EPOCH,
+                });
+            }
+            tracing::warn!(
+                layout = %cfg.layout_file.display(),
+                saved_epoch = s.epoch,
+                epoch = ABI_EPOCH,
+                "the pinned state is from an earlier ABI epoch: its saved layout is ignored and the layout rebuilt from the maps (the first publish rewrites every backend for this epoch before the new program takes over)"
+            );
+            saved = None;
         }
         // A link whose interface is gone is dead weight; one on another interface is not ours.
         let link_path = dir.join(LINK_PIN);

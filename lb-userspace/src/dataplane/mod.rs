@@ -88,6 +88,21 @@ pub enum DataplaneError {
         dir: PathBuf,
         differences: Vec<String>,
     },
+    #[error(
+        "the saved layout {} was written under ABI epoch {saved} (by another sluice build) \
+         and this build uses epoch {ours}: it cannot vouch that the maps pinned in {} mean \
+         what it expects. To keep every flow, run the sluice build that pinned them; or, if \
+         its release notes say its maps are compatible, delete the saved layout (`rm {}`) \
+         and start again: the state is then rebuilt from the pinned maps, keeping every \
+         flow (no `sluice detach`: that would drop them all)",
+        layout_file.display(), dir.display(), layout_file.display()
+    )]
+    Epoch {
+        dir: PathBuf,
+        layout_file: PathBuf,
+        saved: u32,
+        ours: u32,
+    },
     #[error("test run of {program}: {source}")]
     TestRun {
         program: &'static str,
