@@ -1,7 +1,8 @@
 //! `sluice detach`: the explicit removal of the balancer. A stopped daemon leaves it
 //! attached and pinned (so the next one adopts every flow); this removes the link (which
 //! detaches the program), the pinned maps (every flow with them), the pin directory and
-//! the saved layout.
+//! the saved layout (found through the config file's `daemon.state_dir`, else in
+//! `--state-dir` or the default state directory, if it names this pin directory).
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,11 @@ pub fn run(
     config: Option<&Path>,
     interface: Option<String>,
     pin_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Without a config file, the saved layout is looked for where the daemon keeps it by
+    // default (or in --state-dir), and removed if it names this pin directory.
+    let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_STATE_DIR));
     let (dir, layout) = match config {
         Some(file) => {
             let mut d = crate::config::load(file)?.config.daemon;
@@ -26,8 +31,15 @@ pub fn run(
             (d.pin_dir(), Some(d.state_dir.join(LAYOUT_FILE)))
         }
         None => match (pin_dir, interface) {
-            (Some(dir), _) => (dir, None),
-            (None, Some(i)) => (pinned::default_pin_dir(&i), None),
+            (Some(dir), _) => {
+                let layout = dataplane::saved_layout_for(&dir, &state_dir);
+                (dir, layout)
+            }
+            (None, Some(i)) => {
+                let dir = pinned::default_pin_dir(&i);
+                let layout = dataplane::saved_layout_for(&dir, &state_dir);
+                (dir, layout)
+            }
             (None, None) => anyhow::bail!(
                 "say what to detach: --config FILE, or --interface IF (pin directory {}/IF), or --pin-dir DIR",
                 pinned::PIN_ROOT
@@ -63,6 +75,13 @@ pub fn run(
         .find(|p| p.file_name() == Some(LAYOUT_FILE.as_ref()))
     {
         println!("removed the saved layout {}", l.display());
+    } else if config.is_none() {
+        println!(
+            "no saved layout of {} in {} (if daemon.state_dir is elsewhere, pass --state-dir \
+             DIR or --config FILE, or remove DIR/{LAYOUT_FILE})",
+            dir.display(),
+            state_dir.display()
+        );
     }
     Ok(())
 }

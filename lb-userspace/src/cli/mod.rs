@@ -62,6 +62,10 @@ pub enum Command {
         /// The pin directory (`daemon.pin_dir`).
         #[arg(long)]
         pin_dir: Option<PathBuf>,
+        /// Without --config: the `daemon.state_dir` holding the saved layout to remove
+        /// (default /run/sluice); a layout saved for another pin directory is left alone.
+        #[arg(long, conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
     },
     /// Configuration files.
     #[command(subcommand)]
@@ -236,7 +240,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             interface,
             pin_dir,
-        } => detach::run(config.as_deref(), interface, pin_dir),
+            state_dir,
+        } => detach::run(config.as_deref(), interface, pin_dir, state_dir),
         Command::Config(ConfigCmd::Check { file }) => config::check(&file),
         Command::Demo {
             config,

@@ -1018,6 +1018,20 @@ pub fn detach(dir: &Path, layout_file: Option<&Path>) -> Result<Vec<PathBuf>, Da
     Ok(removed)
 }
 
+/// The saved layout in `state_dir` if it belongs to the balancer pinned in `pin_dir` (for
+/// `sluice detach` without a config file: whatever its format or epoch, it names its pin
+/// directory).
+pub fn saved_layout_for(pin_dir: &Path, state_dir: &Path) -> Option<PathBuf> {
+    #[derive(Deserialize)]
+    struct Owner {
+        pin_dir: PathBuf,
+    }
+    let path = state_dir.join(LAYOUT_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let owner: Owner = serde_json::from_str(&text).ok()?;
+    (owner.pin_dir == pin_dir).then_some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use lb_common::{BACKEND_F_SERVING, PROTO_TCP};
@@ -1068,6 +1082,27 @@ mod tests {
             ..Backend::default()
         };
         (vips, b)
+    }
+
+    #[test]
+    fn detach_finds_the_saved_layout_of_its_pin_dir_only() {
+        let dir = std::env::temp_dir().join(format!("sluice-saved-for-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mine = Path::new("/sys/fs/bpf/sluice/eth0");
+        assert_eq!(saved_layout_for(mine, &dir), None, "no file");
+        // Another epoch and format than this build's: still found by its pin directory.
+        let text = r#"{"format": 7, "epoch": 99, "pin_dir": "/sys/fs/bpf/sluice/eth0"}"#;
+        std::fs::write(dir.join(LAYOUT_FILE), text).unwrap();
+        assert_eq!(saved_layout_for(mine, &dir), Some(dir.join(LAYOUT_FILE)));
+        assert_eq!(
+            saved_layout_for(Path::new("/sys/fs/bpf/sluice/eth1"), &dir),
+            None,
+            "another balancer's layout"
+        );
+        std::fs::write(dir.join(LAYOUT_FILE), "not json").unwrap();
+        assert_eq!(saved_layout_for(mine, &dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn pins() -> PinConfig {
