@@ -750,6 +750,13 @@ impl ConfigError {
     }
 }
 
+/// The line of the field `path` (`daemon.api_group`) in configuration text, or of its
+/// nearest enclosing table present (a defaulted key: its table's header); `None` if
+/// neither is in the text.
+pub fn line_of(text: &str, path: &str) -> Option<usize> {
+    Locator::new(text).ok()?.line(path)
+}
+
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
