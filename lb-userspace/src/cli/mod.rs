@@ -6,7 +6,7 @@ mod bench;
 mod config;
 mod decap;
 mod demo;
-mod detach;
+pub mod detach;
 mod edit;
 mod lab;
 mod run;
