@@ -186,8 +186,14 @@ pub enum BackendCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
-    /// Validate a config file exactly as `run` would, without touching the kernel.
-    Check { file: PathBuf },
+    /// Validate a config file exactly as `run` would, without touching the kernel; then
+    /// what of this host would stop `run` (the API group, writable directories).
+    Check {
+        file: PathBuf,
+        /// Check the file alone, not this host (a config meant for another machine).
+        #[arg(long)]
+        file_only: bool,
+    },
     /// Print the effective configuration (every default filled in) as TOML.
     Export { file: PathBuf },
 }
@@ -242,7 +248,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             pin_dir,
             state_dir,
         } => detach::run(config.as_deref(), interface, pin_dir, state_dir),
-        Command::Config(ConfigCmd::Check { file }) => config::check(&file),
+        Command::Config(ConfigCmd::Check { file, file_only }) => config::check(&file, file_only),
         Command::Demo {
             config,
             connections,
