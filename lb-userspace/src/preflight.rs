@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{api, atomic_file, config::DaemonConfig, dataplane::iface, metrics};
+use crate::{api, atomic_file, config::DaemonConfig, metrics};
 
 /// Why a start was refused before anything was touched.
 #[derive(Debug, thiserror::Error)]
@@ -49,20 +49,11 @@ pub struct Preflight {
 /// is loaded (see the module documentation). On an error, what was acquired is released
 /// (the API socket file this created is removed).
 pub fn acquire(d: &DaemonConfig) -> Result<Preflight, PreflightError> {
-    match iface::lookup(&d.interface) {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return Err(PreflightError::Interface {
-                name: d.interface.clone(),
-                message: "no such interface in this network namespace".to_owned(),
-            });
-        }
-        Err(e) => {
-            return Err(PreflightError::Interface {
-                name: d.interface.clone(),
-                message: format!("looking it up: {e}"),
-            });
-        }
+    if !interface_exists(&d.interface) {
+        return Err(PreflightError::Interface {
+            name: d.interface.clone(),
+            message: "no such interface in this network namespace".to_owned(),
+        });
     }
     let leftovers =
         prepare_state_dir(&d.state_dir).map_err(|message| PreflightError::StateDir {
@@ -97,6 +88,16 @@ pub fn acquire(d: &DaemonConfig) -> Result<Preflight, PreflightError> {
         metrics,
         leftovers,
     })
+}
+
+/// Whether `name` is an interface of this network namespace (`if_nametoindex`, as the
+/// attach looks it up).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated name; no out-parameters.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
 /// Create `dir`, remove the temporary files crashed writes left there, and prove it
@@ -196,7 +197,7 @@ pub fn offline(d: &DaemonConfig) -> Vec<Finding> {
             false,
         ),
     }
-    if let Ok(None) = iface::lookup(&d.interface) {
+    if !interface_exists(&d.interface) {
         push(
             "daemon.interface",
             format!(
@@ -284,6 +285,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn interfaces_are_looked_up_by_name() {
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("sl-no-such0"));
+        assert!(!interface_exists("bad\0name"));
     }
 
     #[test]

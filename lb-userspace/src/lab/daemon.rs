@@ -86,7 +86,8 @@ impl Daemon {
             Ok(Err(e)) => return Err(err(format!("the daemon did not start: {e}"))),
             Err(_) => return Err(err("the daemon did not start within 30 s")),
         }
-        // Serving starts (the API socket appears) right after the attach.
+        // The API socket is bound before the attach; requests wait in its backlog until
+        // serving starts, right after it.
         let t0 = Instant::now();
         while !api_socket.exists() && t0.elapsed() < Duration::from_secs(10) {
             if thread.is_finished() {
