@@ -1,8 +1,8 @@
 //! `sluice run`: check and acquire what can fail without the balancer (`preflight.rs`: the
 //! interface, the state directory, the API socket and group, the metrics listener), load
 //! (adopting what a previous daemon pinned: `dataplane/adopt.rs`), publish the configured
-//! state, attach, then serve on the listeners acquired first: health checks and API edits turn into
-//! republished states, the status file and metrics are refreshed, and FIB-resolved
+//! state, attach, then serve on the listeners acquired first: health checks and API edits
+//! turn into republished states, the status file and metrics are refreshed, and FIB-resolved
 //! backends' neighbour entries are kept warm, until shutdown; then the balancer stays
 //! attached and pinned (`sluice detach` removes it), or, for an ephemeral daemon, detaches.
 
