@@ -220,6 +220,17 @@ impl State {
 
     /// Whether some backend is still ramping up (the daemon republishes as it goes).
     pub fn ramping(&self) -> bool {
+        // Checked five times a second: first a plain scan (no lookups), which is all it
+        // takes when nothing ramps, however many backends there are.
+        let longest = self.config.vips.iter().map(|v| v.slow_start_ms).max();
+        let longest = Duration::from_millis(u64::from(longest.unwrap_or(0)));
+        if !self
+            .life
+            .values()
+            .any(|l| l.ramp_from.is_some_and(|t| t.elapsed() < longest))
+        {
+            return false;
+        }
         self.config.vips.iter().any(|v| {
             let window = Duration::from_millis(u64::from(v.slow_start_ms));
             v.backends.iter().any(|b| {
@@ -297,17 +308,32 @@ impl State {
 
     /// A snapshot for `sluice backend list`, with the kernel's counters.
     pub fn status(&self, dp: &Dataplane) -> Status {
+        self.status_of(dp, |_| true)
+    }
+
+    /// [`State::status`] of the VIPs `which` picks only.
+    pub fn status_of(
+        &self,
+        dp: &Dataplane,
+        which: impl Fn(&crate::config::VipConfig) -> bool,
+    ) -> Status {
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Every counter in one read of each map (not one syscall per VIP and backend).
+        let (vip_counts, backend_counts) = dp.all_counters().unwrap_or_default();
+        let counters = |all: &[lb_common::Counters], id: u32| {
+            all.get(id as usize).copied().unwrap_or_default()
+        };
         let vips = self
             .config
             .vips
             .iter()
+            .filter(|v| which(v))
             .map(|v| {
                 let id = ident(v);
                 let rec = dp.layout().vip(&id);
-                let vip_counters = rec
-                    .and_then(|r| dp.vip_counters(r.vip_id).ok())
-                    .unwrap_or_default();
+                let vip_counters = rec.map_or_else(Default::default, |r| {
+                    counters(&vip_counts, r.vip_id)
+                });
                 let mut vip_active = 0;
                 VipStatus {
                     name: v.name.clone(),
@@ -324,10 +350,10 @@ impl State {
                         .map(|b| {
                             let h = self.health_of(id, b.address);
                             let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
-                            let c = slot
-                                .and_then(|s| dp.backend_counters(s).ok())
-                                .unwrap_or_default();
-                            let active = slot.and_then(|s| dp.active(s).ok()).unwrap_or(0);
+                            let c = slot.map_or_else(Default::default, |s| {
+                                counters(&backend_counts, s)
+                            });
+                            let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
                             vip_active += active;
                             BackendStatus {
                                 address: b.address,
@@ -424,7 +450,7 @@ pub struct Status {
     pub conntrack: ConntrackStatus,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VipStatus {
     pub name: String,
     pub vip: String,
@@ -441,7 +467,7 @@ pub struct VipStatus {
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub address: IpAddr,
     /// Configured weight.
@@ -473,10 +499,83 @@ pub struct BackendStatus {
     pub flows: Option<u64>,
 }
 
-/// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).
-pub fn write_status(dir: &Path, status: &Status) -> std::io::Result<()> {
+/// Write `status` to `<dir>/status.json` atomically (temporary file, rename; not fsynced:
+/// it is rewritten every second), readable by root only (0600), or also by `group`
+/// (`daemon.api_group`'s gid: 0640), as the API is: it names every backend.
+pub fn write_status(dir: &Path, status: &Status, group: Option<u32>) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    atomic_file::write(&dir.join("status.json"), &bytes, Durability::Snapshot)
+    atomic_file::write_private(&dir.join("status.json"), &bytes, Durability::Snapshot, group)
+}
+
+/// How often the status file is rewritten when nothing in it changed (its `written` time
+/// then tells that the daemon is alive).
+pub const STATUS_UNCHANGED_REWRITE: Duration = Duration::from_secs(10);
+
+/// The daemon's `<state_dir>/status.json`: each snapshot is encoded and written on a
+/// blocking thread, off the daemon's loop, and only when something in it changed (or
+/// every [`STATUS_UNCHANGED_REWRITE`]): an idle daemon with thousands of backends does not
+/// encode megabytes of JSON every second. A snapshot that comes while the previous one is
+/// still being written is skipped (the next, at most a second later, is fresher).
+#[derive(Debug)]
+pub struct StatusFile {
+    dir: std::path::PathBuf,
+    group: Option<u32>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+    last: Option<(std::sync::Arc<Status>, Instant)>,
+}
+
+/// Whether two snapshots show the same (all but when they were taken).
+fn same_figures(a: &Status, b: &Status) -> bool {
+    a.vips == b.vips
+        && a.reasons == b.reasons
+        && (a.conntrack.expired, a.conntrack.reaped, a.conntrack.last_sweep_flows)
+            == (b.conntrack.expired, b.conntrack.reaped, b.conntrack.last_sweep_flows)
+}
+
+impl StatusFile {
+    /// For `dir`, readable by `group` (`daemon.api_group`) too if it exists.
+    pub fn new(dir: &Path, group: Option<&str>) -> Self {
+        let group = group.and_then(|g| match crate::api::server::group_gid(g) {
+            Ok((gid, _)) => Some(gid),
+            Err(e) => {
+                tracing::warn!(error = %e, "daemon.api_group: the status file stays root-only");
+                None
+            }
+        });
+        Self {
+            dir: dir.to_owned(),
+            group,
+            writing: None,
+            last: None,
+        }
+    }
+
+    /// Write `status` (in the background), unless it shows what the file already does.
+    pub fn write(&mut self, status: std::sync::Arc<Status>) {
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some((last, at)) = &self.last
+            && at.elapsed() < STATUS_UNCHANGED_REWRITE
+            && same_figures(last, &status)
+        {
+            return;
+        }
+        self.last = Some((std::sync::Arc::clone(&status), Instant::now()));
+        let (dir, group) = (self.dir.clone(), self.group);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(err) = write_status(&dir, &status, group) {
+                tracing::warn!(error = %err, dir = %dir.display(), "writing the status file");
+            }
+        }));
+    }
+
+    /// Wait for the write in progress, if any.
+    pub async fn finish(&mut self) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+    }
 }
 
 /// Read `<dir>/status.json`.

@@ -5,6 +5,7 @@
 
 mod adopt;
 mod attach;
+mod batch;
 pub mod conntrack;
 mod desired;
 pub mod iface;
@@ -315,6 +316,27 @@ impl Dataplane {
     /// Counters of a VIP, summed over CPUs.
     pub fn vip_counters(&self, vip_id: u32) -> Result<Counters, DataplaneError> {
         Self::sum(&self.vip_stats, names::VIP_STATS, vip_id)
+    }
+
+    /// Counters of every VIP, then of every backend slot, summed over CPUs and indexed by
+    /// id: one batch read of each map (see `batch`), for status snapshots.
+    pub fn all_counters(&self) -> Result<(Vec<Counters>, Vec<Counters>), DataplaneError> {
+        let add = |a: &mut Counters, c: &Counters| {
+            a.packets += c.packets;
+            a.bytes += c.bytes;
+            a.new_flows += c.new_flows;
+            a.closes += c.closes;
+        };
+        let vips = batch::sum_all(&self.vip_stats, add).map_err(|source| DataplaneError::Map {
+            name: names::VIP_STATS,
+            source,
+        })?;
+        let backends =
+            batch::sum_all(&self.backend_stats, add).map_err(|source| DataplaneError::Map {
+                name: names::BACKEND_STATS,
+                source,
+            })?;
+        Ok((vips, backends))
     }
 
     /// Counters of a backend slot, summed over CPUs.
