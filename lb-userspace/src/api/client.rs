@@ -28,13 +28,15 @@ pub enum ClientError {
 
 /// Send one request; the daemon's response (an `Error` response becomes `Err`).
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    // Encoded before connecting: the daemon drops a connection that stays silent for its
+    // idle timeout.
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
     let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.display().to_string(),
         source,
     })?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
     // The daemon may answer before reading everything (a request over its size limit, a
     // full connection table) and close: its answer says why, better than a broken pipe.
     let sent = s.write_all(&line);
