@@ -74,7 +74,9 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
     let writer = std::thread::spawn(move || -> usize {
         let chunk = vec![b'a'; 1 << 20];
         let mut sent = 0;
-        if w.write_all(br#"{"op":"apply","dry_run":true,"config":""#).is_err() {
+        if w.write_all(br#"{"op":"apply","dry_run":true,"config":""#)
+            .is_err()
+        {
             return sent;
         }
         while sent < MAX_REQUEST_BYTES + (4 << 20) {
@@ -118,8 +120,8 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
 }
 
 #[test]
-fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served()
--> anyhow::Result<()> {
+fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served() -> anyhow::Result<()>
+{
     require_root();
     let _serial = SERIAL.lock();
     let (_lab, _d, socket) = up("idle")?;
@@ -151,7 +153,10 @@ fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served()
             t0.elapsed().as_secs_f64(),
             IDLE_TIMEOUT.as_secs()
         );
-        ensure!(t0.elapsed() >= IDLE_TIMEOUT, "dropped before the idle timeout");
+        ensure!(
+            t0.elapsed() >= IDLE_TIMEOUT,
+            "dropped before the idle timeout"
+        );
     }
     status(&socket)?;
     Ok(())
@@ -191,10 +196,7 @@ fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyho
     d.edit(Edit::Replace(Box::new(config)))
         .context("an edit while the API is full")?;
     let t0 = Instant::now();
-    while d
-        .status()
-        .is_none_or(|s| s.vips[0].backends[0].weight != 7)
-    {
+    while d.status().is_none_or(|s| s.vips[0].backends[0].weight != 7) {
         ensure!(
             t0.elapsed() < Duration::from_secs(10),
             "the edit does not show in the status file"
@@ -257,7 +259,10 @@ fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
     let mut answered = Vec::new();
     let t0 = Instant::now();
     while rx.try_recv().is_err() {
-        ensure!(t0.elapsed() < Duration::from_secs(120), "no answer to the apply");
+        ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no answer to the apply"
+        );
         status(&socket)?;
         answered.push(Instant::now());
     }
@@ -341,11 +346,8 @@ fn emfile_child() -> anyhow::Result<()> {
     ensure!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0);
     lim.rlim_cur = open + 8;
     // SAFETY: as above.
-    ensure!(
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0,
-        "setrlimit: {}",
-        std::io::Error::last_os_error()
-    );
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    ensure!(set == 0, "setrlimit: {}", std::io::Error::last_os_error());
     // Connect until this process is out of descriptors: the last connections wait in the
     // listener's queue, which the server cannot accept.
     let mut clients = Vec::new();

@@ -325,8 +325,7 @@ pub async fn serve(
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
                 let _turn = one.lock().await;
-                let Ok(body) = tokio::task::spawn_blocking(move || snapshot.render()).await
-                else {
+                let Ok(body) = tokio::task::spawn_blocking(move || snapshot.render()).await else {
                     return;
                 };
                 let head = format!(

@@ -331,9 +331,8 @@ impl State {
             .map(|v| {
                 let id = ident(v);
                 let rec = dp.layout().vip(&id);
-                let vip_counters = rec.map_or_else(Default::default, |r| {
-                    counters(&vip_counts, r.vip_id)
-                });
+                let vip_counters =
+                    rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
                 let mut vip_active = 0;
                 VipStatus {
                     name: v.name.clone(),
@@ -350,9 +349,8 @@ impl State {
                         .map(|b| {
                             let h = self.health_of(id, b.address);
                             let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
-                            let c = slot.map_or_else(Default::default, |s| {
-                                counters(&backend_counts, s)
-                            });
+                            let c = slot
+                                .map_or_else(Default::default, |s| counters(&backend_counts, s));
                             let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
                             vip_active += active;
                             BackendStatus {
@@ -504,7 +502,12 @@ pub struct BackendStatus {
 /// (`daemon.api_group`'s gid: 0640), as the API is: it names every backend.
 pub fn write_status(dir: &Path, status: &Status, group: Option<u32>) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    atomic_file::write_private(&dir.join("status.json"), &bytes, Durability::Snapshot, group)
+    atomic_file::write_private(
+        &dir.join("status.json"),
+        &bytes,
+        Durability::Snapshot,
+        group,
+    )
 }
 
 /// How often the status file is rewritten when nothing in it changed (its `written` time
@@ -528,8 +531,15 @@ pub struct StatusFile {
 fn same_figures(a: &Status, b: &Status) -> bool {
     a.vips == b.vips
         && a.reasons == b.reasons
-        && (a.conntrack.expired, a.conntrack.reaped, a.conntrack.last_sweep_flows)
-            == (b.conntrack.expired, b.conntrack.reaped, b.conntrack.last_sweep_flows)
+        && (
+            a.conntrack.expired,
+            a.conntrack.reaped,
+            a.conntrack.last_sweep_flows,
+        ) == (
+            b.conntrack.expired,
+            b.conntrack.reaped,
+            b.conntrack.last_sweep_flows,
+        )
 }
 
 impl StatusFile {

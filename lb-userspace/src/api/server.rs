@@ -272,8 +272,7 @@ async fn refuse_busy(mut stream: UnixStream) {
 
 fn answer(resp: &Response) -> Vec<u8> {
     let mut line = serde_json::to_vec(resp).unwrap_or_else(|e| {
-        format!("{{\"result\":\"error\",\"message\":\"encoding the answer: {e}\"}}")
-            .into_bytes()
+        format!("{{\"result\":\"error\",\"message\":\"encoding the answer: {e}\"}}").into_bytes()
     });
     line.push(b'\n');
     line

@@ -5,8 +5,8 @@
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
-use aya::maps::{IterableMap as _, MapData, PerCpuArray};
 use aya::Pod;
+use aya::maps::{IterableMap as _, MapData, PerCpuArray};
 
 /// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd`).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -60,8 +60,7 @@ pub fn sum_all<V: Pod + Default>(
 
 /// The raw per-CPU values of keys `0..n`: `n × possible CPUs` values, key-major.
 fn lookup_all<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>> {
-    let cpus = aya::util::nr_cpus()
-        .map_err(|(_, e)| e)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     // The kernel copies each CPU's value rounded up to 8 bytes.
     let stride = size_of::<V>().next_multiple_of(8);
     if stride != size_of::<V>() || align_of::<V>() > 8 {
