@@ -30,7 +30,20 @@ pub fn sum_all<V: Pod + Default>(
     map: &PerCpuArray<MapData, V>,
     add: impl Fn(&mut V, &V),
 ) -> Result<Vec<V>, aya::maps::MapError> {
-    let n = map.len();
+    sum_first(map, map.len(), add)
+}
+
+/// The first `n` entries of `map` (keys `0..n`, at most all of them), summed over CPUs
+/// with `add`, indexed by key; one syscall.
+pub fn sum_first<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    n: u32,
+    add: impl Fn(&mut V, &V),
+) -> Result<Vec<V>, aya::maps::MapError> {
+    let n = n.min(map.len());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     match lookup_all::<V>(map.map(), n) {
         Ok(per_cpu) => {
             let cpus = per_cpu.len() / n.max(1) as usize;

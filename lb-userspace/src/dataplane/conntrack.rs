@@ -138,8 +138,11 @@ impl Sweeper {
     pub fn sweep(&mut self, ids: &[u32]) -> Result<Sweep, DataplaneError> {
         let started = Instant::now();
         let mut out = Sweep::default();
-        // Every backend's counters in one batch read, not one syscall per backend.
-        let all = super::batch::sum_all(&self.stats, |a: &mut Counters, c: &Counters| {
+        // The backends' counters in one batch read (not one syscall per backend), of the
+        // slots in use only: the shorter the time between this snapshot and the walk, the
+        // fewer flows opening meanwhile are counted twice until the next sweep.
+        let used = ids.iter().max().map_or(0, |m| m.saturating_add(1));
+        let all = super::batch::sum_first(&self.stats, used, |a: &mut Counters, c: &Counters| {
             a.new_flows += c.new_flows;
             a.closes += c.closes;
         })
