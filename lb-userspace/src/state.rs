@@ -244,24 +244,12 @@ impl State {
     /// The lifecycle state of a backend, as shown to users.
     pub fn lifecycle(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> &'static str {
         let id = ident(v);
-        if self
-            .health_of(id, b.address)
-            .is_some_and(|h| h.health == Health::Down)
-        {
-            return "down";
-        }
-        let life = self.life_of(id, b.address);
-        if b.state == BackendState::Draining {
-            return if life.is_some_and(|l| l.drained.is_some()) {
-                "drained"
-            } else {
-                "draining"
-            };
-        }
-        if b.weight > 0 && self.table_weight(v, b) < b.weight.saturating_mul(WEIGHT_SCALE) {
-            return "slow-start";
-        }
-        "active"
+        lifecycle_of(
+            b,
+            self.health_of(id, b.address),
+            self.life_of(id, b.address),
+            self.table_weight(v, b),
+        )
     }
 
     pub fn health_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&BackendHealth> {
@@ -318,8 +306,9 @@ impl State {
         which: impl Fn(&crate::config::VipConfig) -> bool,
     ) -> Status {
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        // Every counter in one read of each map (not one syscall per VIP and backend).
-        let (vip_counts, backend_counts) = dp.all_counters().unwrap_or_default();
+        // Every counter in one read of each map (not one syscall per VIP and backend), of
+        // the slots in use.
+        let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
         let counters = |all: &[lb_common::Counters], id: u32| {
             all.get(id as usize).copied().unwrap_or_default()
         };
@@ -353,11 +342,14 @@ impl State {
                                 .map_or_else(Default::default, |s| counters(&backend_counts, s));
                             let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
                             vip_active += active;
+                            // One lookup of each kind per backend (thousands, every second).
+                            let tw = self.table_weight(v, b);
+                            let life = self.life_of(id, b.address);
                             BackendStatus {
                                 address: b.address,
                                 weight: b.weight,
-                                effective_weight: self.effective_weight(v, b),
-                                lifecycle: self.lifecycle(v, b).to_owned(),
+                                effective_weight: tw.div_ceil(WEIGHT_SCALE),
+                                lifecycle: lifecycle_of(b, h, life, tw).to_owned(),
                                 active,
                                 closes: c.closes,
                                 health: h.map_or(Health::Up, |h| h.health),
@@ -402,6 +394,29 @@ impl State {
             },
         }
     }
+}
+
+/// [`State::lifecycle`] from what is known of the backend (looked up once by the caller).
+fn lifecycle_of(
+    b: &BackendConfig,
+    health: Option<&BackendHealth>,
+    life: Option<&Life>,
+    table_weight: u32,
+) -> &'static str {
+    if health.is_some_and(|h| h.health == Health::Down) {
+        return "down";
+    }
+    if b.state == BackendState::Draining {
+        return if life.is_some_and(|l| l.drained.is_some()) {
+            "drained"
+        } else {
+            "draining"
+        };
+    }
+    if b.weight > 0 && table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
+        return "slow-start";
+    }
+    "active"
 }
 
 impl VipStatus {

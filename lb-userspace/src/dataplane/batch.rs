@@ -1,4 +1,4 @@
-//! Reading a whole per-CPU array in one `BPF_MAP_LOOKUP_BATCH` call (Linux 5.6+) instead
+//! Reading a per-CPU array (its slots in use) in one `BPF_MAP_LOOKUP_BATCH` call (Linux 5.6+) instead
 //! of one `bpf_map_lookup_elem` per entry: the status of 1000 VIPs × 10 backends reads
 //! every counter once a second, and 11000 syscalls a second were most of an idle daemon's
 //! work. Falls back to entry-by-entry reads where the kernel lacks batch operations.
@@ -23,14 +23,6 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
-}
-
-/// Every entry of `map`, summed over CPUs with `add`, indexed by key; one syscall.
-pub fn sum_all<V: Pod + Default>(
-    map: &PerCpuArray<MapData, V>,
-    add: impl Fn(&mut V, &V),
-) -> Result<Vec<V>, aya::maps::MapError> {
-    sum_first(map, map.len(), add)
 }
 
 /// The first `n` entries of `map` (keys `0..n`, at most all of them), summed over CPUs
