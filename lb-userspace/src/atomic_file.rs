@@ -71,20 +71,59 @@ pub enum Durability {
     /// The directory is fsynced too, so the rename itself survives a crash (state a
     /// restart relies on).
     Persistent,
-    /// The rename is not fsynced: a snapshot rewritten every second (the status file), for
-    /// which losing the last one to a crash does not matter.
+    /// Nothing is fsynced: a snapshot rewritten every second (the status file), for which
+    /// losing the last one to a crash does not matter (readers still never see a mix).
     Snapshot,
 }
 
 /// Replace `path` with `bytes` atomically (creating its directory if needed).
 pub fn write(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
+    write_as(path, bytes, durability, None)
+}
+
+/// [`write`], the file readable by its owner only (mode 0600), or also by `group`
+/// (a gid: mode 0640, group-owned by it).
+pub fn write_private(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    group: Option<u32>,
+) -> std::io::Result<()> {
+    write_as(path, bytes, durability, Some(group))
+}
+
+fn write_as(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    private: Option<Option<u32>>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = temp_path(path, std::process::id());
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = match private {
+            None => File::create(&tmp)?,
+            Some(group) => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                if let Some(gid) = group {
+                    std::os::unix::fs::fchown(&f, None, Some(gid))?;
+                    // Exactly 0640, whatever the umask.
+                    f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+                }
+                f
+            }
+        };
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durability == Durability::Persistent {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
         if durability == Durability::Persistent {
             File::open(dir)?.sync_all()?;
@@ -179,6 +218,24 @@ mod tests {
                 "notes.tmp".to_owned()
             ]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn private_files_are_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("sluice-private-{}", std::process::id()));
+        let f = dir.join("status.json");
+        // Replacing a world-readable file (as older daemons wrote it).
+        write(&f, b"old", Durability::Snapshot).unwrap();
+        write_private(&f, b"one", Durability::Snapshot, None).unwrap();
+        let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&f), 0o600);
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        write_private(&f, b"two", Durability::Snapshot, Some(gid)).unwrap();
+        assert_eq!(mode(&f), 0o640);
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,7 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::{
-    api::{self, Request, Response, server::ApiCall},
+    api::{
+        self, Request, Response,
+        server::{ApiCall, Call},
+    },
     autoscale,
     config::{CheckKind, Config, XdpMode},
     dataplane::{
@@ -265,7 +268,7 @@ pub async fn serve(
     let api_task = api::server::serve(acquired.api, call_tx)
         .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
     info!(socket = %d.api_socket.display(), "control API listening");
-    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
+    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(metrics::Snapshot::default());
     let metrics_task = match acquired.metrics {
         Some((addr, listener)) => {
             let t = metrics::serve(listener, metrics_rx)
@@ -285,6 +288,8 @@ pub async fn serve(
     let mut was_ramping = state.ramping();
     let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
     let mut status_tick = tokio::time::interval(STATUS_REFRESH);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status_file = state::StatusFile::new(&dir, state.config.daemon.api_group.as_deref());
     let mut fib_backends = neigh::fib_backends(&state.desired());
     let (scale_tx, mut scale_calls) = mpsc::channel::<autoscale::driver::Call>(16);
     let (scale_task, scale_report) = autoscale::driver::spawn(
@@ -310,12 +315,10 @@ pub async fn serve(
                     warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
                 }
                 fib_backends = neigh::fib_backends(&desired);
-                if let Err(err) = state::write_status(&dir, &state.status(&dp)) {
-                    warn!(error = %err, dir = %dir.display(), "writing the status file");
-                }
+                status_file.write(Arc::new(state.status(&dp)));
             }
             Some((req, reply)) = calls.recv() => {
-                if let Request::AutoscaleStatus = req {
+                if let Call::Other(Request::AutoscaleStatus) = req {
                     let status = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
                     let _ = reply.send(Response::Autoscale { status });
                     continue;
@@ -384,8 +387,15 @@ pub async fn serve(
             }
             Some(call) = scale_calls.recv() => match call {
                 autoscale::driver::Call::Snapshot(tx) => {
+                    // Twice a second: only the scaled VIPs (all the autoscaler looks at),
+                    // not a copy and status of every VIP.
+                    let scaled = |v: &crate::config::VipConfig| v.autoscale.is_some();
+                    let all = std::mem::take(&mut state.config.vips);
+                    let mut config = state.config.clone();
+                    state.config.vips = all;
+                    config.vips = state.config.vips.iter().filter(|v| scaled(v)).cloned().collect();
                     let dp = lock(&dp)?;
-                    let _ = tx.send((state.config.clone(), state.status(&dp)));
+                    let _ = tx.send((config, state.status_of(&dp, scaled)));
                 }
                 autoscale::driver::Call::Modify { why, change, reply } => {
                     // The autoscaler's edits take the API's path: the whole configuration
@@ -408,13 +418,18 @@ pub async fn serve(
             },
             _ = neigh_tick.tick() => neigh::prime(&fib_backends),
             _ = status_tick.tick() => {
+                // The loop only reads the counters (one batch read per map); the status
+                // file is encoded and written, and the metrics rendered (on scrape), off it.
                 let dp = lock(&dp)?;
-                let status = state.status(&dp);
+                let status = Arc::new(state.status(&dp));
                 let scaled = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
-                metrics_tx.send_replace(metrics::render(&status, state.version, dp.tables_built(), &scaled));
-                if let Err(err) = state::write_status(&dir, &status) {
-                    warn!(error = %err, dir = %dir.display(), "writing the status file");
-                }
+                metrics_tx.send_replace(metrics::Snapshot {
+                    status: Some(Arc::clone(&status)),
+                    edits: state.version,
+                    tables_built: dp.tables_built(),
+                    scaled,
+                });
+                status_file.write(status);
             }
         }
     }
@@ -434,6 +449,7 @@ pub async fn serve(
         ),
         None => info!("shut down; detached and unpinned"),
     }
+    status_file.finish().await;
     let _ = std::fs::remove_file(dir.join("status.json"));
     // Only if nothing else lives there.
     let _ = std::fs::remove_dir(&dir);
@@ -450,10 +466,26 @@ fn persist(state: &State) {
 }
 
 /// Answer one API request; whether the state changed.
-fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Response, bool) {
+fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response, bool) {
     let error = |message: String| (Response::Error { message }, false);
     let Ok(mut dp) = dp.lock() else {
         return error("data plane lock poisoned".to_owned());
+    };
+    // An apply's configuration was parsed and validated by the API server, off the loop.
+    let (req, parsed) = match call {
+        Call::Apply {
+            config,
+            dry_run,
+            base_version,
+        } => (
+            Request::Apply {
+                config: String::new(),
+                dry_run,
+                base_version,
+            },
+            Some(*config),
+        ),
+        Call::Other(req) => (req, None),
     };
     match req {
         Request::Status { flows: true } => (
@@ -514,14 +546,9 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
             dry_run,
             base_version,
         } => {
-            let loaded = match crate::config::parse(&config, "edit") {
-                Ok(l) => l,
-                Err(e) => {
-                    return error(format!(
-                        "rejected, nothing changed:\n{}",
-                        problems(&e).join("\n")
-                    ));
-                }
+            let config = match parsed.map_or_else(|| api::server::parse_apply(&config), Ok) {
+                Ok(c) => c,
+                Err(e) => return error(e),
             };
             if let Some(v) = base_version
                 && v != state.version
@@ -531,10 +558,10 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, req: Request) -> (Respon
                     state.version
                 ));
             }
-            if let Err(e) = daemon_unchanged(state, &loaded.config) {
+            if let Err(e) = daemon_unchanged(state, &config) {
                 return error(format!("rejected, nothing changed: {e}"));
             }
-            let next = state.with_config(loaded.config);
+            let next = state.with_config(config);
             let plan = plan::compute(state, &next, &dp);
             if dry_run {
                 return (

@@ -1,9 +1,9 @@
 //! Prometheus exposition (OpenMetrics text) on `daemon.metrics_listen` (loopback by
-//! default). The daemon renders a snapshot every second from the same counters as
-//! `sluice backend list`; a scrape returns the latest one, so figures are at most one second
-//! old.
+//! default). The daemon takes a status snapshot every second from the same counters as
+//! `sluice backend list`; a scrape renders the latest one (off the daemon's loop), so
+//! figures are at most one second old.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -293,24 +293,54 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// What a scrape renders: the daemon's latest status snapshot and counts.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub status: Option<Arc<Status>>,
+    pub edits: u64,
+    pub tables_built: u64,
+    pub scaled: crate::autoscale::driver::AutoscaleStatus,
+}
+
+impl Snapshot {
+    /// The exposition text (empty before the first status).
+    pub fn render(&self) -> String {
+        self.status.as_ref().map_or_else(String::new, |s| {
+            render(s, self.edits, self.tables_built, &self.scaled)
+        })
+    }
+}
+
 /// Serve the latest snapshot on a [bound](bind) listener (any path, `GET`), until the task
-/// is aborted. Must run inside a tokio runtime.
+/// is aborted. Must run inside a tokio runtime. The text is rendered when scraped, on a
+/// blocking thread: nothing is rendered when nobody scrapes, and never on the daemon's loop.
 pub fn serve(
     listener: std::net::TcpListener,
-    latest: watch::Receiver<String>,
+    latest: watch::Receiver<Snapshot>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::from_std(listener)?;
+    // One scrape at a time: a burst of scrapers waits instead of rendering in parallel.
+    let one = Arc::new(tokio::sync::Mutex::new(()));
     Ok(tokio::spawn(async move {
+        let mut backoff = crate::api::server::Backoff::default();
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
+                // Out of file descriptors: pause rather than spin.
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             };
-            let body = latest.borrow().clone();
+            backoff.succeeded();
+            let snapshot = latest.borrow().clone();
+            let one = Arc::clone(&one);
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 // The request itself does not matter; read what arrived and answer.
                 let _ =
                     tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
+                let _turn = one.lock().await;
+                let Ok(body) = tokio::task::spawn_blocking(move || snapshot.render()).await else {
+                    return;
+                };
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()

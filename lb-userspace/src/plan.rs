@@ -100,15 +100,31 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
     let before = now.desired();
     let after = next.desired();
     let flows = dp.flows_per_backend();
+    // By identity: an edit of 1000 VIPs must not search them for each one.
+    let before_by: HashMap<_, _> = before.vips.iter().map(|o| (o.ident, o)).collect();
+    let old_cfgs: HashMap<_, _> = now
+        .config
+        .vips
+        .iter()
+        .map(|o| (crate::state::ident(o), o))
+        .collect();
     let mut vips = Vec::new();
     for (cfg, v) in next.config.vips.iter().zip(&after.vips) {
         let rec = dp.layout().vip(&v.ident);
         let ids: HashMap<IpAddr, u32> = rec
             .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
             .unwrap_or_default();
-        let (new_table, new_by_id) = table(v, &ids, seed);
-        let old = before.vips.iter().find(|o| o.ident == v.ident);
-        let (slots_moved, removed, change) = match (old, dp.live_table(&v.ident)) {
+        let old = before_by.get(&v.ident).copied();
+        let live = dp.live_table(&v.ident);
+        // An unchanged VIP keeps its live table: its shares are read from it, nothing is
+        // built or compared (an edit of one VIP among 1000 built 1000 tables).
+        let unchanged = old == Some(v) && live.is_some();
+        let (new_table, new_by_id) = match &live {
+            Some(l) if unchanged => (l.clone(), ids.iter().map(|(a, id)| (*id, *a)).collect()),
+            _ => table(v, &ids, seed),
+        };
+        let (slots_moved, removed, change) = match (old, live) {
+            _ if unchanged => (0.0, Vec::new(), Change::Unchanged),
             (Some(o), Some(live)) if live.len() == new_table.len() => {
                 let moved = live
                     .iter()
@@ -162,11 +178,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
         let shares = maglev::shares(&new_table);
         let size = new_table.len().max(1) as f64;
         let hashed = v.scheduler.order().is_none();
-        let old_cfg = now
-            .config
-            .vips
-            .iter()
-            .find(|o| crate::state::ident(o) == v.ident);
+        let old_cfg = old_cfgs.get(&v.ident).copied();
         let draining: Vec<(IpAddr, u64)> = cfg
             .backends
             .iter()

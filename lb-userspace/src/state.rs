@@ -220,6 +220,17 @@ impl State {
 
     /// Whether some backend is still ramping up (the daemon republishes as it goes).
     pub fn ramping(&self) -> bool {
+        // Checked five times a second: first a plain scan (no lookups), which is all it
+        // takes when nothing ramps, however many backends there are.
+        let longest = self.config.vips.iter().map(|v| v.slow_start_ms).max();
+        let longest = Duration::from_millis(u64::from(longest.unwrap_or(0)));
+        if !self
+            .life
+            .values()
+            .any(|l| l.ramp_from.is_some_and(|t| t.elapsed() < longest))
+        {
+            return false;
+        }
         self.config.vips.iter().any(|v| {
             let window = Duration::from_millis(u64::from(v.slow_start_ms));
             v.backends.iter().any(|b| {
@@ -233,24 +244,12 @@ impl State {
     /// The lifecycle state of a backend, as shown to users.
     pub fn lifecycle(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> &'static str {
         let id = ident(v);
-        if self
-            .health_of(id, b.address)
-            .is_some_and(|h| h.health == Health::Down)
-        {
-            return "down";
-        }
-        let life = self.life_of(id, b.address);
-        if b.state == BackendState::Draining {
-            return if life.is_some_and(|l| l.drained.is_some()) {
-                "drained"
-            } else {
-                "draining"
-            };
-        }
-        if b.weight > 0 && self.table_weight(v, b) < b.weight.saturating_mul(WEIGHT_SCALE) {
-            return "slow-start";
-        }
-        "active"
+        lifecycle_of(
+            b,
+            self.health_of(id, b.address),
+            self.life_of(id, b.address),
+            self.table_weight(v, b),
+        )
     }
 
     pub fn health_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&BackendHealth> {
@@ -297,17 +296,32 @@ impl State {
 
     /// A snapshot for `sluice backend list`, with the kernel's counters.
     pub fn status(&self, dp: &Dataplane) -> Status {
+        self.status_of(dp, |_| true)
+    }
+
+    /// [`State::status`] of the VIPs `which` picks only.
+    pub fn status_of(
+        &self,
+        dp: &Dataplane,
+        which: impl Fn(&crate::config::VipConfig) -> bool,
+    ) -> Status {
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Every counter in one read of each map (not one syscall per VIP and backend), of
+        // the slots in use.
+        let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
+        let counters = |all: &[lb_common::Counters], id: u32| {
+            all.get(id as usize).copied().unwrap_or_default()
+        };
         let vips = self
             .config
             .vips
             .iter()
+            .filter(|v| which(v))
             .map(|v| {
                 let id = ident(v);
                 let rec = dp.layout().vip(&id);
-                let vip_counters = rec
-                    .and_then(|r| dp.vip_counters(r.vip_id).ok())
-                    .unwrap_or_default();
+                let vip_counters =
+                    rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
                 let mut vip_active = 0;
                 VipStatus {
                     name: v.name.clone(),
@@ -325,15 +339,17 @@ impl State {
                             let h = self.health_of(id, b.address);
                             let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
                             let c = slot
-                                .and_then(|s| dp.backend_counters(s).ok())
-                                .unwrap_or_default();
-                            let active = slot.and_then(|s| dp.active(s).ok()).unwrap_or(0);
+                                .map_or_else(Default::default, |s| counters(&backend_counts, s));
+                            let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
                             vip_active += active;
+                            // One lookup of each kind per backend (thousands, every second).
+                            let tw = self.table_weight(v, b);
+                            let life = self.life_of(id, b.address);
                             BackendStatus {
                                 address: b.address,
                                 weight: b.weight,
-                                effective_weight: self.effective_weight(v, b),
-                                lifecycle: self.lifecycle(v, b).to_owned(),
+                                effective_weight: tw.div_ceil(WEIGHT_SCALE),
+                                lifecycle: lifecycle_of(b, h, life, tw).to_owned(),
                                 active,
                                 closes: c.closes,
                                 health: h.map_or(Health::Up, |h| h.health),
@@ -380,6 +396,29 @@ impl State {
     }
 }
 
+/// [`State::lifecycle`] from what is known of the backend (looked up once by the caller).
+fn lifecycle_of(
+    b: &BackendConfig,
+    health: Option<&BackendHealth>,
+    life: Option<&Life>,
+    table_weight: u32,
+) -> &'static str {
+    if health.is_some_and(|h| h.health == Health::Down) {
+        return "down";
+    }
+    if b.state == BackendState::Draining {
+        return if life.is_some_and(|l| l.drained.is_some()) {
+            "drained"
+        } else {
+            "draining"
+        };
+    }
+    if b.weight > 0 && table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
+        return "slow-start";
+    }
+    "active"
+}
+
 impl VipStatus {
     fn with_active(mut self, active: u64) -> Self {
         self.active = active;
@@ -424,7 +463,7 @@ pub struct Status {
     pub conntrack: ConntrackStatus,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VipStatus {
     pub name: String,
     pub vip: String,
@@ -441,7 +480,7 @@ pub struct VipStatus {
     pub backends: Vec<BackendStatus>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub address: IpAddr,
     /// Configured weight.
@@ -473,10 +512,95 @@ pub struct BackendStatus {
     pub flows: Option<u64>,
 }
 
-/// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).
-pub fn write_status(dir: &Path, status: &Status) -> std::io::Result<()> {
+/// Write `status` to `<dir>/status.json` atomically (temporary file, rename; not fsynced:
+/// it is rewritten every second), readable by root only (0600), or also by `group`
+/// (`daemon.api_group`'s gid: 0640), as the API is: it names every backend.
+pub fn write_status(dir: &Path, status: &Status, group: Option<u32>) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    atomic_file::write(&dir.join("status.json"), &bytes, Durability::Snapshot)
+    atomic_file::write_private(
+        &dir.join("status.json"),
+        &bytes,
+        Durability::Snapshot,
+        group,
+    )
+}
+
+/// How often the status file is rewritten when nothing in it changed (its `written` time
+/// then tells that the daemon is alive).
+pub const STATUS_UNCHANGED_REWRITE: Duration = Duration::from_secs(10);
+
+/// The daemon's `<state_dir>/status.json`: each snapshot is encoded and written on a
+/// blocking thread, off the daemon's loop, and only when something in it changed (or
+/// every [`STATUS_UNCHANGED_REWRITE`]): an idle daemon with thousands of backends does not
+/// encode megabytes of JSON every second. A snapshot that comes while the previous one is
+/// still being written is skipped (the next, at most a second later, is fresher).
+#[derive(Debug)]
+pub struct StatusFile {
+    dir: std::path::PathBuf,
+    group: Option<u32>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+    last: Option<(std::sync::Arc<Status>, Instant)>,
+}
+
+/// Whether two snapshots show the same (all but when they were taken).
+fn same_figures(a: &Status, b: &Status) -> bool {
+    a.vips == b.vips
+        && a.reasons == b.reasons
+        && (
+            a.conntrack.expired,
+            a.conntrack.reaped,
+            a.conntrack.last_sweep_flows,
+        ) == (
+            b.conntrack.expired,
+            b.conntrack.reaped,
+            b.conntrack.last_sweep_flows,
+        )
+}
+
+impl StatusFile {
+    /// For `dir`, readable by `group` (`daemon.api_group`) too if it exists.
+    pub fn new(dir: &Path, group: Option<&str>) -> Self {
+        let group = group.and_then(|g| match crate::api::server::group_gid(g) {
+            Ok((gid, _)) => Some(gid),
+            Err(e) => {
+                tracing::warn!(error = %e, "daemon.api_group: the status file stays root-only");
+                None
+            }
+        });
+        Self {
+            dir: dir.to_owned(),
+            group,
+            writing: None,
+            last: None,
+        }
+    }
+
+    /// Write `status` (in the background), unless it shows what the file already does.
+    pub fn write(&mut self, status: std::sync::Arc<Status>) {
+        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some((last, at)) = &self.last
+            && at.elapsed() < STATUS_UNCHANGED_REWRITE
+            && same_figures(last, &status)
+        {
+            return;
+        }
+        self.last = Some((std::sync::Arc::clone(&status), Instant::now()));
+        let (dir, group) = (self.dir.clone(), self.group);
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Err(err) = write_status(&dir, &status, group) {
+                tracing::warn!(error = %err, dir = %dir.display(), "writing the status file");
+            }
+        }));
+    }
+
+    /// Wait for the write in progress, if any.
+    pub async fn finish(&mut self) {
+        if let Some(h) = self.writing.take() {
+            let _ = h.await;
+        }
+    }
 }
 
 /// Read `<dir>/status.json`.

@@ -28,16 +28,24 @@ pub enum ClientError {
 
 /// Send one request; the daemon's response (an `Error` response becomes `Err`).
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    // Encoded before connecting: the daemon drops a connection that stays silent for its
+    // idle timeout.
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
     let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.display().to_string(),
         source,
     })?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    s.write_all(&line)?;
+    // The daemon may answer before reading everything (a request over its size limit, a
+    // full connection table) and close: its answer says why, better than a broken pipe.
+    let sent = s.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(s).read_line(&mut answer)?;
+    let read = BufReader::new(s).read_line(&mut answer);
+    if answer.is_empty() {
+        sent?;
+        read?;
+    }
     match serde_json::from_str(&answer)? {
         Response::Error { message } => Err(ClientError::Daemon(message)),
         r => Ok(r),

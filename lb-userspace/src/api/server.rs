@@ -1,26 +1,98 @@
-//! The API listener: accepts connections, checks the peer, reads one request, hands it to
-//! the daemon's loop and writes its answer back.
+//! The API listener: accepts connections, checks the peer, reads one request, decodes it
+//! (and parses an `Apply`'s configuration) off the daemon's loop, hands it to the loop and
+//! writes its answer back.
+//!
+//! Nothing a client does can hold the daemon: a request is at most [`MAX_REQUEST_BYTES`];
+//! a connection that sends nothing for [`IDLE_TIMEOUT`], or has not sent its whole request
+//! within [`REQUEST_TIMEOUT`], or does not take its answer within [`WRITE_TIMEOUT`], is
+//! dropped; at most [`MAX_CONNECTIONS`] are served at once (more are refused at once with
+//! an error); decoding and parsing run on blocking threads, so the loop only sees parsed
+//! requests; and when accepting fails (out of file descriptors), the listener backs off
+//! instead of spinning.
 
 use std::{
     ffi::CString,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant,
 };
 use tracing::{debug, warn};
 
 use super::{Request, Response};
+use crate::config::Config;
 
-/// A request on its way to the daemon's loop, with where to answer.
-pub type ApiCall = (Request, oneshot::Sender<Response>);
+/// The largest request accepted, newline included (a configuration of 1024 VIPs with
+/// 16383 backends is well under 4 MiB).
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
+/// A connection that sends nothing for this long while its request is incomplete is
+/// dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole request must have arrived this long after the connection was accepted.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The answer must have been taken by the client within this long.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are answered with an error and closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
 
-/// The gid of `group`.
-fn group_gid(group: &str) -> std::io::Result<(u32, Vec<String>)> {
+/// A request on its way to the daemon's loop, decoded (and an `Apply`'s configuration
+/// parsed and validated) off the loop.
+#[derive(Debug)]
+pub enum Call {
+    /// An `Apply` whose configuration passed the config file's rules.
+    Apply {
+        config: Box<Config>,
+        dry_run: bool,
+        base_version: Option<u64>,
+    },
+    /// Any other request.
+    Other(Request),
+}
+
+/// A call and where to answer it.
+pub type ApiCall = (Call, oneshot::Sender<Response>);
+
+/// The `Apply` text parsed and validated with the config file's rules, or the error to
+/// answer (every problem, `path: message` each).
+pub fn parse_apply(config: &str) -> Result<Config, String> {
+    crate::config::parse(config, "edit")
+        .map(|l| l.config)
+        .map_err(|e| {
+            let problems: Vec<String> = e
+                .problems()
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect();
+            format!("rejected, nothing changed:\n{}", problems.join("\n"))
+        })
+}
+
+/// One request line decoded into a call for the loop, or the error to answer.
+fn decode(text: &[u8]) -> Result<Call, String> {
+    match serde_json::from_slice::<Request>(text) {
+        Err(e) => Err(format!("bad request: {e}")),
+        Ok(Request::Apply {
+            config,
+            dry_run,
+            base_version,
+        }) => parse_apply(&config).map(|c| Call::Apply {
+            config: Box::new(c),
+            dry_run,
+            base_version,
+        }),
+        Ok(other) => Ok(Call::Other(other)),
+    }
+}
+
+/// The gid of `group`, and its members.
+pub(crate) fn group_gid(group: &str) -> std::io::Result<(u32, Vec<String>)> {
     let c = CString::new(group).map_err(std::io::Error::other)?;
     // SAFETY: getgrnam with a valid C string; the result is read before any other call.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
@@ -202,22 +274,170 @@ pub fn serve(
     })?;
     let access = bound.access.clone();
     Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (calls, access) = (calls.clone(), access.clone());
-            if calls.is_closed() {
-                break;
-            }
-            tokio::spawn(async move {
-                if let Err(e) = serve_one(stream, &access, calls).await {
-                    debug!(error = %e, "API connection");
-                }
-            });
-        }
+        accept_loop(listener, access, calls).await;
         let _ = std::fs::remove_file(owned);
     }))
+}
+
+/// How long the accept loop waits after a failed `accept`: 10 ms, doubling with every
+/// failure in a row up to 1 s; the first success resets it. When the process is out of
+/// file descriptors (`EMFILE`, `ENFILE`) the pending connection stays queued and the
+/// listener stays readable, so without a pause the loop would spin on the same error.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(10);
+    pub const MAX: Duration = Duration::from_secs(1);
+
+    /// The pause after one more failure in a row.
+    pub fn failed(&mut self) -> Duration {
+        let d = Self::FIRST
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    /// Failures in a row so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+}
+
+async fn accept_loop(listener: UnixListener, access: Access, calls: mpsc::Sender<ApiCall>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Backoff::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if backoff.failures() > 0 {
+                    warn!(
+                        failures = backoff.failures(),
+                        "API accepting connections again"
+                    );
+                }
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                let pause = backoff.failed();
+                if backoff.failures() == 1 {
+                    warn!(error = %e, "API accept failed (out of file descriptors?); backing off up to 1 s between tries");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        if calls.is_closed() {
+            break;
+        }
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            warn!(
+                limit = MAX_CONNECTIONS,
+                "API connection refused: too many connections open"
+            );
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
+        let (calls, access) = (calls.clone(), access.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_one(stream, &access, calls).await {
+                debug!(error = %e, "API connection");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Tell a connection over the limit so (without reading its request) and close it.
+async fn refuse_busy(mut stream: UnixStream) {
+    let line = answer(&Response::Error {
+        message: format!(
+            "the daemon is busy: {MAX_CONNECTIONS} API connections are open (the limit); try again"
+        ),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+}
+
+fn answer(resp: &Response) -> Vec<u8> {
+    let mut line = serde_json::to_vec(resp).unwrap_or_else(|e| {
+        format!("{{\"result\":\"error\",\"message\":\"encoding the answer: {e}\"}}").into_bytes()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("the connection closed before a whole request")]
+    Closed,
+    #[error("no data for {} s: connection dropped", IDLE_TIMEOUT.as_secs())]
+    Idle,
+    #[error("the request did not arrive within {} s", REQUEST_TIMEOUT.as_secs())]
+    Slow,
+    #[error(
+        "request too large: more than {MAX_REQUEST_BYTES} bytes ({} MiB, the API's limit); nothing changed",
+        MAX_REQUEST_BYTES >> 20
+    )]
+    TooLarge,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// How much a request may take: bytes, and time without data / in all.
+#[derive(Clone, Copy, Debug)]
+struct ReadLimits {
+    max_bytes: usize,
+    idle: Duration,
+    total: Duration,
+}
+
+const READ_LIMITS: ReadLimits = ReadLimits {
+    max_bytes: MAX_REQUEST_BYTES,
+    idle: IDLE_TIMEOUT,
+    total: REQUEST_TIMEOUT,
+};
+
+/// Read one request line (without its newline), within `limits`.
+async fn read_request(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    limits: ReadLimits,
+) -> Result<Vec<u8>, ReadError> {
+    let deadline = Instant::now() + limits.total;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = limits.idle.min(left);
+        let n = match tokio::time::timeout(wait, r.read(&mut chunk)).await {
+            Ok(n) => n?,
+            Err(_) if left <= limits.idle => return Err(ReadError::Slow),
+            Err(_) => return Err(ReadError::Idle),
+        };
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        let start = buf.len();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf[start..].iter().position(|b| *b == b'\n') {
+            if start + i + 1 > limits.max_bytes {
+                return Err(ReadError::TooLarge);
+            }
+            buf.truncate(start + i);
+            return Ok(buf);
+        }
+        if buf.len() >= limits.max_bytes {
+            return Err(ReadError::TooLarge);
+        }
+    }
 }
 
 async fn serve_one(
@@ -226,17 +446,32 @@ async fn serve_one(
     calls: mpsc::Sender<ApiCall>,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
-    let (r, mut w) = stream.into_split();
-    let reply = |resp: Response| async move {
-        let mut line = serde_json::to_vec(&resp).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        std::io::Result::Ok(line)
+    let (mut r, mut w) = stream.into_split();
+    let write = |resp: Response| async move {
+        // A big answer (a status of thousands of backends) is encoded off the runtime's
+        // workers too.
+        let line = tokio::task::spawn_blocking(move || answer(&resp))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line))
+            .await
+            .map_err(|_| std::io::Error::other("the client did not take its answer"))?
     };
     // Read the request first even from a refused peer, so that it reads the refusal
     // rather than a broken pipe; it is not looked at.
-    let mut lines = BufReader::new(r).lines();
-    let Some(text) = lines.next_line().await? else {
-        return Ok(());
+    let text = match read_request(&mut r, READ_LIMITS).await {
+        Ok(text) => text,
+        Err(e @ ReadError::TooLarge) => {
+            warn!(uid = cred.uid(), "API request refused: {e}");
+            return write(Response::Error {
+                message: e.to_string(),
+            })
+            .await;
+        }
+        Err(e) => {
+            debug!(uid = cred.uid(), "API connection dropped: {e}");
+            return Ok(());
+        }
     };
     if !access.allows(cred.uid(), cred.gid()) {
         warn!(
@@ -244,20 +479,20 @@ async fn serve_one(
             gid = cred.gid(),
             "API request refused: not root nor in daemon.api_group"
         );
-        let line = reply(Response::Error {
+        return write(Response::Error {
             message: "permission denied: the sluice API is for root and daemon.api_group"
                 .to_owned(),
         })
-        .await?;
-        return w.write_all(&line).await;
+        .await;
     }
-    let resp = match serde_json::from_str::<Request>(&text) {
-        Err(e) => Response::Error {
-            message: format!("bad request: {e}"),
-        },
-        Ok(req) => {
+    let call = tokio::task::spawn_blocking(move || decode(&text))
+        .await
+        .map_err(std::io::Error::other)?;
+    let resp = match call {
+        Err(message) => Response::Error { message },
+        Ok(call) => {
             let (tx, rx) = oneshot::channel();
-            if calls.send((req, tx)).await.is_err() {
+            if calls.send((call, tx)).await.is_err() {
                 Response::Error {
                     message: "the daemon is shutting down".to_owned(),
                 }
@@ -268,6 +503,86 @@ async fn serve_one(
             }
         }
     };
-    let line = reply(resp).await?;
-    w.write_all(&line).await
+    write(resp).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_second_and_resets() {
+        let mut b = Backoff::default();
+        let pauses: Vec<u64> = (0..10).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        // A long outage never overflows and stays at the ceiling.
+        for _ in 0..100 {
+            assert_eq!(b.failed(), Backoff::MAX);
+        }
+        b.succeeded();
+        assert_eq!(b.failed(), Backoff::FIRST);
+    }
+
+    const SMALL: ReadLimits = ReadLimits {
+        max_bytes: 1000,
+        idle: Duration::from_millis(100),
+        total: Duration::from_millis(300),
+    };
+
+    #[tokio::test]
+    async fn requests_are_read_within_the_limits() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(b"{\"op\":\"config\"}\nrest").await.unwrap();
+        assert_eq!(
+            read_request(&mut b, SMALL).await.unwrap(),
+            b"{\"op\":\"config\"}"
+        );
+
+        // Too large: refused once the limit is passed, without waiting for a newline.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&[b' '; 1001]).await.unwrap();
+        assert!(matches!(
+            read_request(&mut b, SMALL).await,
+            Err(ReadError::TooLarge)
+        ));
+        // Exactly at the limit with its newline: fine.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let mut line = vec![b' '; 999];
+        line.push(b'\n');
+        a.write_all(&line).await.unwrap();
+        assert_eq!(read_request(&mut b, SMALL).await.unwrap().len(), 999);
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(b"{\"op\":").await.unwrap();
+        drop(a);
+        assert!(matches!(
+            read_request(&mut b, SMALL).await,
+            Err(ReadError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn silent_and_slow_clients_are_dropped() {
+        // Nothing at all: dropped after the idle time.
+        let (_a, mut b) = tokio::io::duplex(64);
+        assert!(matches!(
+            read_request(&mut b, SMALL).await,
+            Err(ReadError::Idle)
+        ));
+        // A byte now and then, never a whole request: dropped at the total deadline.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let trickle = tokio::spawn(async move {
+            for _ in 0..20 {
+                if a.write_all(b" ").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        assert!(matches!(
+            read_request(&mut b, SMALL).await,
+            Err(ReadError::Slow)
+        ));
+        trickle.abort();
+    }
 }

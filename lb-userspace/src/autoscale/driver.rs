@@ -52,7 +52,7 @@ pub type Change = Box<dyn FnOnce(&mut Config) -> Result<(), String> + Send>;
 
 /// What the autoscaler asks of the daemon loop.
 pub enum Call {
-    /// The running configuration and a status snapshot.
+    /// The running configuration and a status snapshot, of the scaled VIPs only.
     Snapshot(oneshot::Sender<(Config, Status)>),
     /// Change the configuration (applied like an API edit, or not at all).
     Modify {

@@ -1,6 +1,8 @@
 //! `sluice bench control`: the control plane and the data plane's capacity. Maglev table
 //! builds, the time a published edit takes to be in effect, the daemon's resident memory
-//! with many VIPs, the kernel memory of the maps, and a table of a million flows.
+//! with many VIPs, the kernel memory of the maps, a table of a million flows, and the real
+//! daemon with 1000 VIPs × 10 backends (`backend list` latency, idle CPU share:
+//! [`super::daemon_scale`]).
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -40,6 +42,11 @@ pub struct Options {
     pub scale_flows: u64,
     /// The CPUs to spread them over.
     pub cpus: Vec<usize>,
+    /// VIPs × backends of the running daemon, latency rounds and idle window.
+    pub daemon_vips: usize,
+    pub daemon_backends: usize,
+    pub daemon_rounds: usize,
+    pub daemon_idle: std::time::Duration,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -135,6 +142,7 @@ pub struct Report {
     pub memory: Memory,
     pub map_memory: MapMemory,
     pub flow_scale: FlowScale,
+    pub daemon: super::daemon_scale::DaemonScale,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -154,6 +162,17 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         "memory with many VIPs"
     );
     let memory = memory(opts.rss_vips, opts.rss_backends)?;
+    tracing::info!(
+        vips = opts.daemon_vips,
+        backends = opts.daemon_backends,
+        "the daemon with many VIPs"
+    );
+    let daemon = super::daemon_scale::run(
+        opts.daemon_vips,
+        opts.daemon_backends,
+        opts.daemon_rounds,
+        opts.daemon_idle,
+    )?;
     tracing::info!("Maglev builds");
     let maglev = [10, 100, 1000]
         .into_iter()
@@ -171,6 +190,7 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         memory,
         map_memory,
         flow_scale,
+        daemon,
     })
 }
 

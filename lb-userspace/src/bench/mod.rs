@@ -12,6 +12,7 @@
 //! sysctl is touched. [`run`] writes `bench.json`, `bench.txt` and `ratios.svg`.
 
 pub mod control;
+pub mod daemon_scale;
 pub mod frame;
 pub mod generator;
 pub mod netns;
@@ -79,6 +80,10 @@ impl Options {
             rss_backends: 100,
             scale_flows: if self.quick { 20_000 } else { 1_000_000 },
             cpus: cpus.to_vec(),
+            daemon_vips: 1000,
+            daemon_backends: 10,
+            daemon_rounds: if self.quick { 3 } else { 11 },
+            daemon_idle: std::time::Duration::from_secs(if self.quick { 5 } else { 20 }),
         }
     }
 

@@ -54,6 +54,12 @@ pub fn figures(r: &Report) -> Vec<(String, f64)> {
         ));
         v.push(("memory.daemon_kib".into(), m.daemon_kib as f64));
         v.push(("memory.publish_ms".into(), m.publish_ms));
+        let d = &c.daemon;
+        v.push(("daemon.list_median_ms".into(), d.list_median_ms));
+        v.push(("daemon.list_max_ms".into(), d.list_max_ms));
+        v.push(("daemon.metrics_median_ms".into(), d.metrics_median_ms));
+        v.push(("daemon.edit_median_ms".into(), d.edit_median_ms));
+        v.push(("daemon.idle_cpu_percent".into(), d.idle_cpu_percent));
         v.push((
             "map_memory.total_bytes".into(),
             c.map_memory.total_bytes as f64,
@@ -209,6 +215,26 @@ pub fn text(r: &Report) -> String {
             mib(mm.daemon_kib),
             mm.target_mib,
             mark(Some(mm.met))
+        );
+        let d = &c.daemon;
+        let _ = writeln!(
+            s,
+            "  Daemon with {} VIPs × {} backends: `sluice backend list` median {:.1} ms, max {:.1} ms \
+             ({} runs); metrics scrape {:.1} ms ({} bytes); API edit {:.1} ms; idle CPU {:.2}% of a core \
+             over {:.0} s  targets list ≤ {} ms, idle ≤ {}% {}",
+            d.vips,
+            d.backends_per_vip,
+            d.list_median_ms,
+            d.list_max_ms,
+            d.list_runs,
+            d.metrics_median_ms,
+            d.metrics_bytes,
+            d.edit_median_ms,
+            d.idle_cpu_percent,
+            d.idle_window_s,
+            d.target_list_ms,
+            d.target_idle_cpu_percent,
+            mark(Some(d.met))
         );
         let k = &c.map_memory;
         let _ = writeln!(

@@ -5,6 +5,7 @@
 
 mod adopt;
 mod attach;
+mod batch;
 pub mod conntrack;
 mod desired;
 pub mod iface;
@@ -330,6 +331,39 @@ impl Dataplane {
     /// Counters of a VIP, summed over CPUs.
     pub fn vip_counters(&self, vip_id: u32) -> Result<Counters, DataplaneError> {
         Self::sum(&self.vip_stats, names::VIP_STATS, vip_id)
+    }
+
+    /// Counters of every VIP, then of every backend slot (up to the highest id in use),
+    /// summed over CPUs and indexed by id: one batch read of each map (see `batch`), for
+    /// status snapshots.
+    pub fn used_counters(&self) -> Result<(Vec<Counters>, Vec<Counters>), DataplaneError> {
+        let (mut vip_max, mut backend_max) = (0, 0);
+        for (_, r) in self.layout.vips() {
+            vip_max = vip_max.max(r.vip_id.saturating_add(1));
+            for b in r.backends.values() {
+                backend_max = backend_max.max(b.id.saturating_add(1));
+            }
+        }
+        let add = |a: &mut Counters, c: &Counters| {
+            a.packets += c.packets;
+            a.bytes += c.bytes;
+            a.new_flows += c.new_flows;
+            a.closes += c.closes;
+        };
+        let vips = batch::sum_first(&self.vip_stats, vip_max, add).map_err(|source| {
+            DataplaneError::Map {
+                name: names::VIP_STATS,
+                source,
+            }
+        })?;
+        let backends =
+            batch::sum_first(&self.backend_stats, backend_max, add).map_err(|source| {
+                DataplaneError::Map {
+                    name: names::BACKEND_STATS,
+                    source,
+                }
+            })?;
+        Ok((vips, backends))
     }
 
     /// Counters of a backend slot, summed over CPUs.

@@ -1,0 +1,105 @@
+//! Reading a per-CPU array (its slots in use) in one `BPF_MAP_LOOKUP_BATCH` call (Linux 5.6+) instead
+//! of one `bpf_map_lookup_elem` per entry: the status of 1000 VIPs × 10 backends reads
+//! every counter once a second, and 11000 syscalls a second were most of an idle daemon's
+//! work. Falls back to entry-by-entry reads where the kernel lacks batch operations.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::Pod;
+use aya::maps::{IterableMap as _, MapData, PerCpuArray};
+
+/// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd`).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// The first `n` entries of `map` (keys `0..n`, at most all of them), summed over CPUs
+/// with `add`, indexed by key; one syscall.
+pub fn sum_first<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    n: u32,
+    add: impl Fn(&mut V, &V),
+) -> Result<Vec<V>, aya::maps::MapError> {
+    let n = n.min(map.len());
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match lookup_all::<V>(map.map(), n) {
+        Ok(per_cpu) => {
+            let cpus = per_cpu.len() / n.max(1) as usize;
+            Ok(per_cpu
+                .chunks(cpus.max(1))
+                .map(|vals| {
+                    vals.iter().fold(V::default(), |mut a, v| {
+                        add(&mut a, v);
+                        a
+                    })
+                })
+                .collect())
+        }
+        // No batch operations (before Linux 5.6): one lookup per entry.
+        Err(_) => (0..n)
+            .map(|i| {
+                map.get(&i, 0).map(|vals| {
+                    vals.iter().fold(V::default(), |mut a, v| {
+                        add(&mut a, v);
+                        a
+                    })
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The raw per-CPU values of keys `0..n`: `n × possible CPUs` values, key-major.
+fn lookup_all<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    // The kernel copies each CPU's value rounded up to 8 bytes.
+    let stride = size_of::<V>().next_multiple_of(8);
+    if stride != size_of::<V>() || align_of::<V>() > 8 {
+        return Err(std::io::Error::other("value size is not a multiple of 8"));
+    }
+    let total = n as usize * cpus;
+    let mut values: Vec<V> = vec![V::default(); total];
+    let mut keys: Vec<u32> = vec![0; n as usize];
+    let mut out_batch: u32 = 0;
+    let mut attr = BatchAttr {
+        out_batch: std::ptr::from_mut(&mut out_batch) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: n,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: bpf(2) with a batch attribute whose buffers hold `count` keys and
+    // `count × possible CPUs` values of the map's value size, all live for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            std::ptr::from_mut(&mut attr),
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // ENOENT: the end of the map was reached (here, with every entry read).
+    if r != 0 && err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    if attr.count != n || keys.iter().enumerate().any(|(i, k)| *k as usize != i) {
+        return Err(std::io::Error::other("short batch read"));
+    }
+    Ok(values)
+}
