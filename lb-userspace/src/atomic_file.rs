@@ -17,11 +17,44 @@ pub enum Durability {
 
 /// Replace `path` with `bytes` atomically (creating its directory if needed).
 pub fn write(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
+    write_inner(path, bytes, durability, None)
+}
+
+/// [`write`], the file getting exactly `mode` (whatever the umask) and, with `group`, that
+/// group, from the moment it appears: for files that must not be world-readable.
+pub fn write_private(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    mode: u32,
+    group: Option<u32>,
+) -> std::io::Result<()> {
+    write_inner(path, bytes, durability, Some((mode, group)))
+}
+
+fn write_inner(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    private: Option<(u32, Option<u32>)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(private.map_or(0o666, |(m, _)| m))
+            .open(&tmp)?;
+        if let Some((mode, group)) = private {
+            if let Some(gid) = group {
+                std::os::unix::fs::fchown(&f, None, Some(gid))?;
+            }
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
