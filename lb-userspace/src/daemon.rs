@@ -649,7 +649,12 @@ fn reload(state: &mut State, dp: &mut Dataplane) -> Result<(plan::Plan, String),
         .map(|l| l.config);
     let m = persist::merge::merge(base.as_ref(), &state.config, &file);
     let Some(merged) = m.clean() else {
-        return Err(persist::conflict_report(path, &store.dir, &m));
+        return Err(persist::conflict_report(
+            path,
+            &store.dir,
+            &m,
+            persist::Refused::Reload,
+        ));
     };
     let mut merged = merged.clone();
     let mut notes = Vec::new();

@@ -107,7 +107,10 @@ pub fn diff(file: &Path) -> anyhow::Result<()> {
             file.display()
         );
     } else {
-        println!("{}", persist::conflict_report(file, dir, &m));
+        println!(
+            "{}",
+            persist::conflict_report(file, dir, &m, persist::Refused::Start)
+        );
     }
     Ok(())
 }

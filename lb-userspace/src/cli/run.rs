@@ -34,7 +34,10 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
         let base = saved.base_config(&text);
         let m = persist::merge::merge(base.as_ref(), &saved.config, &loaded.config);
         let Some(merged) = m.clean() else {
-            anyhow::bail!("{}", persist::conflict_report(file, &dir, &m));
+            anyhow::bail!(
+                "{}",
+                persist::conflict_report(file, &dir, &m, persist::Refused::Start)
+            );
         };
         if m.file_changes.is_empty() {
             info!(path = %dir.join(persist::RUNTIME_FILE).display(), edits = m.live_changes.len(), version = saved.version, "resuming the live edits made on top of {}", file.display());

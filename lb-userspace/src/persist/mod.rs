@@ -218,8 +218,20 @@ impl Store {
     }
 }
 
+/// Who refuses a merge: a start (no daemon runs) or a running daemon's reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Start,
+    Reload,
+}
+
 /// A refused merge, ready to print: each conflict with both values, and how to resolve.
-pub fn conflict_report(file: &Path, state_dir: &Path, m: &merge::Merged) -> String {
+pub fn conflict_report(
+    file: &Path,
+    state_dir: &Path,
+    m: &merge::Merged,
+    refused: Refused,
+) -> String {
     let mut out = String::new();
     let f = file.display();
     if m.conflicts.is_empty() {
@@ -243,14 +255,22 @@ pub fn conflict_report(file: &Path, state_dir: &Path, m: &merge::Merged) -> Stri
             let _ = writeln!(out, "  - {c}");
         }
     }
-    let _ = write!(
-        out,
-        "Nothing was changed. To resolve, keep one side:\n\
-         \x20 sluice config diff {f}      # the live edits and the file's changes, side by side\n\
-         \x20 sluice config save {f}      # write the live edits into the file (they win the conflicts; the old file is kept as {f}.bak)\n\
-         \x20 sluice config discard {f}   # drop the saved live edits: the file wins\n\
-         or edit {f} so that it agrees with the live edits, and start again."
-    );
+    let _ = match refused {
+        Refused::Start => write!(
+            out,
+            "Nothing was changed. To resolve, keep one side:\n\
+             \x20 sluice config diff {f}      # the live edits and the file's changes, side by side\n\
+             \x20 sluice config save {f}      # write the live edits into the file (they win the conflicts; the old file is kept as {f}.bak)\n\
+             \x20 sluice config discard {f}   # drop the saved live edits: the file wins\n\
+             or edit {f} so that it agrees with the live edits, and start again."
+        ),
+        Refused::Reload => write!(
+            out,
+            "The daemon keeps running unchanged. To resolve, keep one side:\n\
+             \x20 sluice config save {f}      # write the running configuration into the file (the live edits win)\n\
+             or edit {f} (or the live state, with `sluice backend|vip ...`) so that they agree, and reload again."
+        ),
+    };
     out
 }
 
