@@ -671,3 +671,26 @@ fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::R
     d.stop()?;
     Ok(())
 }
+
+#[test]
+fn an_empty_or_binary_runtime_toml_refuses_the_start_and_is_kept() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = lab("corrupt")?;
+    let (f, _) = Files::new(&lab)?;
+    std::fs::create_dir_all(&f.state)?;
+    for (bytes, says) in [
+        (&b""[..], "it is empty"),
+        (&b"\x00\x01\x02\xff binary"[..], "it is not text"),
+    ] {
+        std::fs::write(f.state.join(persist::RUNTIME_FILE), bytes)?;
+        let (code, log) = f.refused()?;
+        ensure!(code != 0, "started:\n{log}");
+        ensure!(
+            log.contains(says) && !log.contains("changed since"),
+            "wrong report:\n{log}"
+        );
+        ensure!(f.saved()? == bytes, "runtime.toml was not kept as it was");
+    }
+    Ok(())
+}
