@@ -108,6 +108,7 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
         config: "#".repeat(MAX_REQUEST_BYTES),
         dry_run: true,
         base_version: None,
+        force: false,
     };
     match client::request(&socket, &huge) {
         Err(client::ClientError::Daemon(m)) if m.contains("request too large") => {}
@@ -246,6 +247,7 @@ fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
         config,
         dry_run: true,
         base_version: Some(version),
+        force: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let apply_socket = socket.clone();
@@ -328,7 +330,8 @@ fn emfile_child() -> anyhow::Result<()> {
         .build()?;
     let (calls, mut rx) = tokio::sync::mpsc::channel::<server::ApiCall>(8);
     rt.block_on(async {
-        let task = server::start(&socket, None, calls)?;
+        let bound = server::bind(&socket, None)?;
+        let task = server::serve(bound, calls)?;
         tokio::spawn(async move {
             while let Some((_, reply)) = rx.recv().await {
                 let _ = reply.send(Response::Error {

@@ -290,6 +290,7 @@ fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
             config: text.clone(),
             dry_run: true,
             base_version: Some(v0),
+            force: false,
         },
     )?
     else {
@@ -316,6 +317,7 @@ fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
             config: bad,
             dry_run: false,
             base_version: Some(v0),
+            force: false,
         },
     )
     .expect_err("weight 70000 must be rejected");
@@ -333,6 +335,7 @@ fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
             config: text.clone(),
             dry_run: false,
             base_version: Some(v0),
+            force: false,
         },
     )?
     else {
@@ -345,6 +348,7 @@ fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
             config: text,
             dry_run: false,
             base_version: Some(v0),
+            force: false,
         },
     );
     ensure!(stale.is_err_and(|e| e.to_string().contains("changed since version")));

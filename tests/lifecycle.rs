@@ -67,6 +67,7 @@ fn apply(socket: &Path, change: impl FnOnce(&mut Config)) -> anyhow::Result<()> 
             config: c.to_toml()?,
             dry_run: false,
             base_version: Some(version),
+            force: false,
         },
     )? {
         Response::Plan { applied: true, .. } => Ok(()),

@@ -78,25 +78,31 @@ pub enum Durability {
 
 /// Replace `path` with `bytes` atomically (creating its directory if needed).
 pub fn write(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
-    write_as(path, bytes, durability, None)
+    write_inner(path, bytes, durability, None)
 }
 
-/// [`write`], the file readable by its owner only (mode 0600), or also by `group`
-/// (a gid: mode 0640, group-owned by it).
+/// The mode of a file only root (0600), or root and the group `gid` (0640), may read.
+pub fn private_mode(gid: Option<u32>) -> u32 {
+    if gid.is_some() { 0o640 } else { 0o600 }
+}
+
+/// [`write`], the file getting exactly `mode` (whatever the umask) and, with `group`, that
+/// group, from the moment it appears: for files that must not be world-readable.
 pub fn write_private(
     path: &Path,
     bytes: &[u8],
     durability: Durability,
+    mode: u32,
     group: Option<u32>,
 ) -> std::io::Result<()> {
-    write_as(path, bytes, durability, Some(group))
+    write_inner(path, bytes, durability, Some((mode, group)))
 }
 
-fn write_as(
+fn write_inner(
     path: &Path,
     bytes: &[u8],
     durability: Durability,
-    private: Option<Option<u32>>,
+    private: Option<(u32, Option<u32>)>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -104,22 +110,17 @@ fn write_as(
     let tmp = temp_path(path, std::process::id());
     let result = (|| {
         let _ = std::fs::remove_file(&tmp);
-        let mut f = match private {
-            None => File::create(&tmp)?,
-            Some(group) => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                if let Some(gid) = group {
-                    std::os::unix::fs::fchown(&f, None, Some(gid))?;
-                    // Exactly 0640, whatever the umask.
-                    f.set_permissions(std::fs::Permissions::from_mode(0o640))?;
-                }
-                f
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(private.map_or(0o666, |(m, _)| m))
+            .open(&tmp)?;
+        if let Some((mode, group)) = private {
+            if let Some(gid) = group {
+                std::os::unix::fs::fchown(&f, None, Some(gid))?;
             }
-        };
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         if durability == Durability::Persistent {
             f.sync_all()?;
@@ -228,12 +229,12 @@ mod tests {
         let f = dir.join("status.json");
         // Replacing a world-readable file (as older daemons wrote it).
         write(&f, b"old", Durability::Snapshot).unwrap();
-        write_private(&f, b"one", Durability::Snapshot, None).unwrap();
+        write_private(&f, b"one", Durability::Snapshot, private_mode(None), None).unwrap();
         let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&f), 0o600);
         // SAFETY: getegid has no preconditions.
         let gid = unsafe { libc::getegid() };
-        write_private(&f, b"two", Durability::Snapshot, Some(gid)).unwrap();
+        write_private(&f, b"two", Durability::Snapshot, private_mode(Some(gid)), Some(gid)).unwrap();
         assert_eq!(mode(&f), 0o640);
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     api::{
@@ -27,7 +27,7 @@ use crate::{
         conntrack, iface, neigh,
     },
     health::{self, Health, PathProber},
-    lifecycle, lookup, metrics, plan,
+    lifecycle, lookup, metrics, persist, plan,
     preflight::{self, Preflight, PreflightError},
     state::{self, State},
 };
@@ -183,6 +183,8 @@ pub enum Edit {
     /// Replace the VIPs and backends with those of this (already validated) configuration.
     /// Backends that stay keep their slot, flows and health; `[daemon]` must be unchanged.
     Replace(Box<Config>),
+    /// Read the config file again (SIGHUP), merged with the live edits ([`reload`]).
+    Reload,
 }
 
 /// An edit and where to send its outcome.
@@ -456,15 +458,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// Save the configuration after an edit, so it survives a restart.
-fn persist(state: &State) {
-    if let Some((path, hash)) = &state.persist
-        && let Err(e) = state::write_runtime(path, *hash, state.version, &state.config)
-    {
-        warn!(error = %e, path = %path.display(), "persisting the runtime configuration failed: the edit is live but a restart would lose it");
-    }
-}
-
 /// Answer one API request; whether the state changed.
 fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response, bool) {
     let error = |message: String| (Response::Error { message }, false);
@@ -477,11 +470,13 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response
             config,
             dry_run,
             base_version,
+            force,
         } => (
             Request::Apply {
                 config: String::new(),
                 dry_run,
                 base_version,
+                force,
             },
             Some(*config),
         ),
@@ -541,17 +536,46 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response
             ),
             Err(e) => error(format!("exporting the configuration: {e}")),
         },
+        Request::Reload => match reload(state, &mut dp) {
+            Ok((plan, what)) => {
+                info!(edit = %what, version = state.version, "config file reloaded through the API");
+                (
+                    Response::Plan {
+                        plan,
+                        applied: true,
+                        version: state.version,
+                    },
+                    true,
+                )
+            }
+            Err(e) => {
+                warn!(reason = %e, "reload through the API rejected; nothing changed");
+                error(e)
+            }
+        },
         Request::Apply {
             config,
             dry_run,
             base_version,
+            force,
         } => {
             let config = match parsed.map_or_else(|| api::server::parse_apply(&config), Ok) {
                 Ok(c) => c,
                 Err(e) => return error(e),
             };
+            // Last-writer-wins only when asked for: an edit made on a configuration that
+            // changed since would silently undo the other change.
+            if base_version.is_none() && !force && !dry_run {
+                return error(format!(
+                    "rejected, nothing changed: base_version is required (the version of the \
+                     configuration the edit was made on, from a config request; now {}), or \
+                     force to apply it whatever changed since",
+                    state.version
+                ));
+            }
             if let Some(v) = base_version
                 && v != state.version
+                && !force
             {
                 return error(format!(
                     "rejected, nothing changed: the configuration changed since version {v} (now {}); try again",
@@ -574,7 +598,7 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response
                 );
             }
             if let Err(e) = commit(state, &mut dp, next) {
-                return error(format!("applying: {e}"));
+                return error(format!("rejected, nothing changed: {e}"));
             }
             info!(version = state.version, "edit applied through the API");
             (
@@ -595,6 +619,12 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
         Edit::Replace(config) => {
             daemon_unchanged(state, &config)?;
             commit_config(state, dp, *config)
+        }
+        Edit::Reload => {
+            let mut dp = dp
+                .lock()
+                .map_err(|_| "data plane lock poisoned".to_owned())?;
+            reload(state, &mut dp).map(|(_, what)| what)
         }
     }
 }
@@ -626,19 +656,111 @@ fn revalidate(config: &Config) -> Result<Config, String> {
         .map_err(|e| problems(&e).join("; "))
 }
 
-/// Make `next` the running state: publish it, then (only if that worked) take it, bump the
-/// version and persist it. Every change of the configuration ends here, whoever made it
-/// (API apply, reload edit, autoscaler, drained-backend removal).
-fn commit(
-    state: &mut State,
-    dp: &mut Dataplane,
-    next: State,
-) -> Result<PublishReport, DataplaneError> {
-    let report = dp.publish(&next.desired())?;
-    *state = next;
-    state.version += 1;
-    persist(state);
-    Ok(report)
+/// Make `next` the running state. Every change of the configuration ends here, whoever
+/// made it (API apply, reload, autoscaler, drained-backend removal): it is persisted first
+/// (nothing is acknowledged that a restart would lose), then published, and only if both
+/// worked taken as the state with a new version. A failed publish puts the saved
+/// configuration back; a failure leaves the running state and the data plane as they were.
+fn commit(state: &mut State, dp: &mut Dataplane, mut next: State) -> Result<PublishReport, String> {
+    let version = state.version + 1;
+    if let Some(store) = &next.persist {
+        store
+            .save(&next.config, version)
+            .map_err(|e| e.to_string())?;
+    }
+    match dp.publish(&next.desired()) {
+        Ok(report) => {
+            next.version = version;
+            *state = next;
+            Ok(report)
+        }
+        Err(e) => {
+            if let Some(store) = &state.persist
+                && let Err(re) = store.save(&state.config, state.version)
+            {
+                error!(error = %re, "putting the saved configuration back after a failed publish failed: the saved file has an edit that is not running");
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Read the config file again and make it the running configuration, merged with the
+/// live edits made since its base ([`persist::merge`]): what SIGHUP and `sluice reload`
+/// do. Conflicts refuse the reload with their report; `[daemon]` changes wait for the
+/// next start. The file becomes the new base of the live edits.
+fn reload(state: &mut State, dp: &mut Dataplane) -> Result<(plan::Plan, String), String> {
+    let Some(store) = state.persist.clone() else {
+        return Err(
+            "this daemon does not run a config file (in-process): nothing to reload".to_owned(),
+        );
+    };
+    let path = &store.config_file;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}; nothing changed", path.display()))?;
+    let file = crate::config::parse(&text, &path.display().to_string())
+        .map_err(|e| format!("{e}\nnothing changed"))?
+        .config;
+    let base_text = store.base_text();
+    let base = base_text
+        .as_deref()
+        .and_then(|t| crate::config::parse(t, persist::BASE_FILE).ok())
+        .map(|l| l.config);
+    let m = persist::merge::merge(base.as_ref(), &state.config, &file);
+    let Some(merged) = m.clean() else {
+        return Err(persist::conflict_report(
+            path,
+            &store.dir,
+            &m,
+            persist::Refused::Reload,
+        ));
+    };
+    let mut merged = merged.clone();
+    let mut notes = Vec::new();
+    if base.as_ref().is_some_and(|b| b.daemon != file.daemon) {
+        notes.push("[daemon] changed in the file: it takes effect at the next start".to_owned());
+    }
+    merged.daemon = state.config.daemon.clone();
+    let hash = persist::file_hash(text.as_bytes());
+    if merged == state.config && hash == store.base_hash {
+        return Ok((
+            plan::compute(state, &state.with_config(merged.clone()), dp),
+            "reloaded: nothing changed".to_owned(),
+        ));
+    }
+    let mut next = state.with_config(merged);
+    let plan = plan::compute(state, &next, dp);
+    let mut new_store = store.clone();
+    new_store
+        .save_base(&text)
+        .map_err(|e| format!("{e}; nothing changed"))?;
+    next.persist = Some(new_store);
+    match commit(state, dp, next) {
+        Ok(r) => {
+            let kept = m.live_changes.len();
+            notes.insert(
+                0,
+                format!(
+                    "reloaded {} ({} file change(s), {kept} live edit(s) kept): {} VIPs added, {} removed; {} backends added, {} removed",
+                    path.display(),
+                    m.file_changes.len(),
+                    r.vips_added,
+                    r.vips_removed,
+                    r.backends_added,
+                    r.backends_removed
+                ),
+            );
+            Ok((plan, notes.join("; ")))
+        }
+        Err(e) => {
+            if let Some(b) = base_text
+                && let Err(re) = store.clone().save_base(&b)
+            {
+                error!(error = %re, "putting the previous base file back failed");
+            }
+            Err(format!("{e}; nothing changed"))
+        }
+    }
 }
 
 /// [`commit`] of `config` (taking the data plane's lock), summed up for the log.
@@ -651,7 +773,7 @@ fn commit_config(
     let mut dp = dp
         .lock()
         .map_err(|_| "data plane lock poisoned".to_owned())?;
-    let report = commit(state, &mut dp, next).map_err(|e| e.to_string())?;
+    let report = commit(state, &mut dp, next)?;
     Ok(format!(
         "{} VIPs added, {} removed; {} backends added, {} removed",
         report.vips_added, report.vips_removed, report.backends_added, report.backends_removed

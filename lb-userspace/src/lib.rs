@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod lookup;
 pub mod maglev;
 pub mod metrics;
+pub mod persist;
 pub mod plan;
 pub mod preflight;
 pub mod sched;

@@ -67,9 +67,9 @@ pub struct State {
     pub config: Config,
     /// Edits applied since the daemon started (the API's optimistic-concurrency token).
     pub version: u64,
-    /// Where applied edits are persisted (`sluice run`; `None` for in-process daemons),
-    /// and the hash of the config file they were made on top of.
-    pub persist: Option<(std::path::PathBuf, u64)>,
+    /// Where applied edits are persisted before they are acknowledged (`sluice run`;
+    /// `None` for in-process daemons).
+    pub persist: Option<crate::persist::Store>,
     health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
     life: BTreeMap<(VipIdent, IpAddr), Life>,
 }
@@ -521,6 +521,7 @@ pub fn write_status(dir: &Path, status: &Status, group: Option<u32>) -> std::io:
         &dir.join("status.json"),
         &bytes,
         Durability::Snapshot,
+        atomic_file::private_mode(group),
         group,
     )
 }
@@ -607,43 +608,6 @@ impl StatusFile {
 pub fn read_status(dir: &Path) -> std::io::Result<Status> {
     let bytes = std::fs::read(dir.join("status.json"))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
-}
-
-/// FNV-1a, 64 bits: a hash of the config file that stays the same across sluice versions
-/// (std's hasher does not promise that), to tell whether runtime edits still apply to it.
-pub fn file_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// The persisted runtime configuration in `dir`.
-pub fn runtime_path(dir: &Path) -> std::path::PathBuf {
-    dir.join("runtime.toml")
-}
-
-/// Persist `config` (the result of runtime edits on top of the config file whose hash is
-/// `file_hash`): temporary file, fsync, rename, fsync of the directory.
-pub fn write_runtime(
-    path: &Path,
-    file_hash: u64,
-    version: u64,
-    config: &Config,
-) -> std::io::Result<()> {
-    let text = config.to_toml().map_err(std::io::Error::other)?;
-    let bytes = format!(
-        "# sluice runtime state: the configuration after {version} live edit(s).\n\
-         # config-file-hash = {file_hash:016x}\n{text}"
-    );
-    atomic_file::write(path, bytes.as_bytes(), Durability::Persistent)
-}
-
-/// The persisted runtime configuration's text, if it was made on top of a config file with
-/// this hash.
-pub fn read_runtime(path: &Path, file_hash: u64) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let marker = format!("# config-file-hash = {file_hash:016x}");
-    text.lines().take(3).any(|l| l == marker).then_some(text)
 }
 
 #[cfg(test)]

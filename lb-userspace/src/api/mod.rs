@@ -5,7 +5,8 @@
 //! Every edit is a whole new configuration (`Apply`): the CLI fetches the current one,
 //! changes it, and sends it back with the version it started from. The daemon validates it
 //! with exactly the rules of the config file, computes the plan, and applies it only if it
-//! is valid, not a dry run, and nothing else changed the state since `base_version`.
+//! is valid, not a dry run, and nothing else changed the state since `base_version` (required,
+//! unless `force`). An edit is acknowledged only once it is saved (`persist`).
 
 pub mod client;
 pub mod server;
@@ -40,9 +41,15 @@ pub enum Request {
     Apply {
         config: String,
         dry_run: bool,
-        /// Refuse if the state changed since this version.
+        /// The version the edit was made on (from `Config`): refused if the state changed
+        /// since. Required unless `force` (or `dry_run`).
         base_version: Option<u64>,
+        /// Apply whatever changed since `base_version` (last writer wins).
+        #[serde(default)]
+        force: bool,
     },
+    /// Read the config file again, merged with the live edits (as SIGHUP does).
+    Reload,
 }
 
 /// A response.

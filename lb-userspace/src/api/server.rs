@@ -51,6 +51,7 @@ pub enum Call {
         config: Box<Config>,
         dry_run: bool,
         base_version: Option<u64>,
+        force: bool,
     },
     /// Any other request.
     Other(Request),
@@ -82,10 +83,12 @@ fn decode(text: &[u8]) -> Result<Call, String> {
             config,
             dry_run,
             base_version,
+            force,
         }) => parse_apply(&config).map(|c| Call::Apply {
             config: Box::new(c),
             dry_run,
             base_version,
+            force,
         }),
         Ok(other) => Ok(Call::Other(other)),
     }

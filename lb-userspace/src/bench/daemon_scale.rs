@@ -189,6 +189,7 @@ pub fn run(
                 config: c.to_toml()?,
                 dry_run: false,
                 base_version: Some(version),
+                force: false,
             };
             let t = Instant::now();
             client::request(&socket, &req)?;

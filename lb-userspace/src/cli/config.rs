@@ -1,6 +1,14 @@
-//! `sluice config check|export`.
+//! `sluice config check|export|diff|save|discard` and `sluice reload`.
 
 use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    api::{Request, Response, client},
+    atomic_file::{self, Durability},
+    persist,
+};
 
 /// What `config check` found on this host (`preflight::offline`), rendered like the
 /// file's own problems: `file:line: field: message`.
@@ -77,6 +85,215 @@ pub fn check(file: &Path, file_only: bool) -> anyhow::Result<()> {
 pub fn export(file: &Path) -> anyhow::Result<()> {
     let loaded = crate::config::load(file)?;
     print!("{}", loaded.config.to_toml()?);
+    Ok(())
+}
+
+/// The config file's text and its validated configuration.
+fn read_file(file: &Path) -> anyhow::Result<(String, crate::config::Config)> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let config = crate::config::parse(&text, &file.display().to_string())?.config;
+    Ok((text, config))
+}
+
+/// The running daemon's configuration, if one answers on `socket`.
+fn running(socket: &Path) -> anyhow::Result<Option<crate::config::Config>> {
+    match client::request(socket, &Request::Config) {
+        Ok(Response::Config { toml, .. }) => Ok(Some(
+            crate::config::parse(&toml, "the running configuration")?.config,
+        )),
+        Ok(_) => bail!("unexpected answer to a config request"),
+        Err(client::ClientError::Connect { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `sluice config diff FILE`: the saved live edits, the file's changes since they were
+/// made, and the conflicts, field by field.
+pub fn diff(file: &Path) -> anyhow::Result<()> {
+    let (text, config) = read_file(file)?;
+    let dir = &config.daemon.state_dir;
+    let Some(saved) = persist::read(dir)? else {
+        println!(
+            "no live edits saved in {}: `sluice run` starts from {} as it is",
+            dir.display(),
+            file.display()
+        );
+        return Ok(());
+    };
+    let base = saved.base_config(&text);
+    let m = persist::merge::merge(base.as_ref(), &saved.config, &config);
+    let runtime = dir.join(persist::RUNTIME_FILE);
+    if base.is_some() {
+        println!(
+            "live edits (configuration version {}, saved in {}):",
+            saved.version,
+            runtime.display()
+        );
+    } else {
+        println!(
+            "the file the live edits in {} were made on is not known (saved by an older sluice, \
+             or removed): every difference from {} counts as a conflict:",
+            runtime.display(),
+            file.display()
+        );
+    }
+    for c in &m.live_changes {
+        println!("  {c}");
+    }
+    if m.live_changes.is_empty() {
+        println!("  (none)");
+    }
+    if base.is_some() {
+        println!(
+            "changes in {} since the live edits were made:",
+            file.display()
+        );
+        for c in &m.file_changes {
+            println!("  {c}");
+        }
+        if m.file_changes.is_empty() {
+            println!("  (none)");
+        }
+    }
+    if m.clean().is_some() {
+        println!(
+            "no conflict: `sluice run` (or `sluice reload`) merges them; `sluice config save {}` writes them into the file",
+            file.display()
+        );
+    } else {
+        println!(
+            "{}",
+            persist::conflict_report(file, dir, &m, persist::Refused::Start)
+        );
+    }
+    Ok(())
+}
+
+/// Replace `file` with `config` (keeping the old one as FILE.bak, and its mode).
+fn write_config(file: &Path, config: &crate::config::Config) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let backup = file.with_extension(match file.extension() {
+        Some(e) => format!("{}.bak", e.to_string_lossy()),
+        None => "bak".to_owned(),
+    });
+    std::fs::copy(file, &backup)
+        .with_context(|| format!("keeping the old file as {}", backup.display()))?;
+    let mode = std::fs::metadata(file)?.permissions().mode() & 0o7777;
+    let text = format!(
+        "# Written by `sluice config save` from the running configuration (live edits\n\
+         # included, every default spelled out); the previous file is {}.\n{}",
+        backup.display(),
+        config.to_toml()?
+    );
+    atomic_file::write_private(file, text.as_bytes(), Durability::Persistent, mode, None)
+        .with_context(|| format!("{}: cannot write", file.display()))?;
+    println!(
+        "wrote the running configuration to {} (the previous file is {})",
+        file.display(),
+        backup.display()
+    );
+    Ok(text)
+}
+
+/// `sluice config save FILE`: write the running configuration (the live edits) into the
+/// config file: asked of the running daemon (which then reloads the file, now its base),
+/// or, with no daemon, taken from the saved live edits merged with the file (the edits
+/// winning conflicts), which then are made on the new file.
+pub fn save(file: &Path) -> anyhow::Result<()> {
+    let (text, config) = read_file(file)?;
+    let d = &config.daemon;
+    if let Some(mut live) = running(&d.api_socket)? {
+        live.daemon = config.daemon.clone();
+        write_config(file, &live)?;
+        let Response::Plan { version, .. } = client::request(&d.api_socket, &Request::Reload)?
+        else {
+            bail!("unexpected answer to a reload request");
+        };
+        println!("the daemon reloaded it (configuration version {version})");
+        return Ok(());
+    }
+    let Some(saved) = persist::read(&d.state_dir)? else {
+        bail!(
+            "no daemon answers on {} and no live edits are saved in {}: nothing to save",
+            d.api_socket.display(),
+            d.state_dir.display()
+        );
+    };
+    let base = saved.base_config(&text);
+    let m = persist::merge::merge(base.as_ref(), &saved.config, &config);
+    let merged = m.config.map_err(|e| {
+        anyhow::anyhow!(
+            "the live edits merged with {} are not a valid configuration: {e}",
+            file.display()
+        )
+    })?;
+    let written = write_config(file, &merged)?;
+    let gid = match &d.api_group {
+        Some(g) => {
+            Some(persist::group_gid(g).with_context(|| format!("daemon.api_group = {g:?}"))?)
+        }
+        None => None,
+    };
+    let mut store = persist::Store {
+        dir: d.state_dir.clone(),
+        gid,
+        config_file: file.to_owned(),
+        base_hash: 0,
+    };
+    store.save_base(&written)?;
+    store.save(&merged, saved.version)?;
+    println!(
+        "the saved live edits are now made on the new file: `sluice run` starts with them, without conflict"
+    );
+    Ok(())
+}
+
+/// `sluice config discard FILE`: drop the saved live edits (a copy is kept), so that the
+/// next `sluice run` starts from the file as it is.
+pub fn discard(file: &Path) -> anyhow::Result<()> {
+    let (_, config) = read_file(file)?;
+    let d = &config.daemon;
+    if running(&d.api_socket)?.is_some() {
+        bail!(
+            "a daemon answers on {}: its live edits are its running configuration. Stop it \
+             first, or write them into the file with `sluice config save {}`",
+            d.api_socket.display(),
+            file.display()
+        );
+    }
+    let runtime = d.state_dir.join(persist::RUNTIME_FILE);
+    if !runtime.exists() {
+        println!("no live edits saved in {}", d.state_dir.display());
+        return Ok(());
+    }
+    let copy = d.state_dir.join("runtime.discarded.toml");
+    std::fs::rename(&runtime, &copy)
+        .with_context(|| format!("moving {} away", runtime.display()))?;
+    let _ = std::fs::remove_file(d.state_dir.join(persist::BASE_FILE));
+    println!(
+        "discarded the live edits (a copy is in {}): the next `sluice run` starts from {}",
+        copy.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `sluice reload`: the daemon reads its config file again (as on SIGHUP), merged with
+/// the live edits; conflicts refuse it with their report.
+pub fn reload(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let Response::Plan { plan, version, .. } = client::request(socket, &Request::Reload)? else {
+        bail!("unexpected answer to a reload request");
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "version": version}))?
+        );
+    } else {
+        print!("{plan}");
+        println!("reloaded (configuration version {version})");
+    }
     Ok(())
 }
 

@@ -164,6 +164,7 @@ fn edit(
             config: text,
             dry_run,
             base_version: Some(version),
+            force: false,
         },
     )?;
     let Response::Plan {

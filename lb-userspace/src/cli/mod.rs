@@ -70,6 +70,9 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Make the running daemon read its config file again (as SIGHUP does), merged with the
+    /// live edits made since; conflicts refuse it with their report.
+    Reload,
     /// VIPs of the running daemon: list, add, remove, set.
     #[command(subcommand)]
     Vip(edit::VipCmd),
@@ -196,6 +199,15 @@ pub enum ConfigCmd {
     },
     /// Print the effective configuration (every default filled in) as TOML.
     Export { file: PathBuf },
+    /// The live edits saved for this config file (`daemon.state_dir`), the file's changes
+    /// since they were made, and the conflicts, field by field.
+    Diff { file: PathBuf },
+    /// Write the running configuration (live edits included) into the config file; the
+    /// old file is kept as FILE.bak.
+    Save { file: PathBuf },
+    /// Drop the saved live edits (a copy is kept): the next `sluice run` starts from the
+    /// file as it is.
+    Discard { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -296,6 +308,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli.json,
         ),
         Command::Config(ConfigCmd::Export { file }) => config::export(&file),
+        Command::Config(ConfigCmd::Diff { file }) => config::diff(&file),
+        Command::Config(ConfigCmd::Save { file }) => config::save(&file),
+        Command::Config(ConfigCmd::Discard { file }) => config::discard(&file),
+        Command::Reload => config::reload(&cli.api_socket, cli.json),
         Command::Decap(DecapCmd::Attach {
             interface,
             xdp_mode,

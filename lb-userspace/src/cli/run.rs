@@ -2,36 +2,56 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::Mode;
 use crate::{
     daemon,
-    state::{self, State},
+    persist::{self, Store},
+    state::State,
 };
 
 pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow::Result<()> {
-    let mut loaded = crate::config::load(file)?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let mut loaded = crate::config::parse(&text, &file.display().to_string())?;
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    // Live edits made on top of this very file survive restarts; a changed file wins.
-    let bytes = std::fs::read(file)?;
-    let hash = state::file_hash(&bytes);
-    let runtime = state::runtime_path(&loaded.config.daemon.state_dir);
-    if let Some(text) = state::read_runtime(&runtime, hash) {
-        match crate::config::parse(&text, &runtime.display().to_string()) {
-            Ok(l) => {
-                info!(path = %runtime.display(), "resuming the live edits made on top of {}", file.display());
-                loaded = l;
-            }
-            Err(e) => {
-                warn!(error = %e, "the saved runtime configuration is invalid; starting from the config file")
-            }
+    let dir = loaded.config.daemon.state_dir.clone();
+    let gid = match &loaded.config.daemon.api_group {
+        Some(g) => {
+            Some(persist::group_gid(g).with_context(|| format!("daemon.api_group = {g:?}"))?)
         }
-    } else if runtime.exists() {
-        warn!(path = %runtime.display(), "{} changed since the live edits were saved: the file wins, the saved edits are discarded", file.display());
-        let _ = std::fs::remove_file(&runtime);
+        None => None,
+    };
+    // Live edits survive restarts: merged onto the file when it changed, or the start is
+    // refused with the conflicts. Nothing saved is removed here (another daemon may be
+    // running on this state directory: `daemon::start` finds out).
+    let mut version = 0;
+    if let Some(saved) = persist::read(&dir)? {
+        let base = saved.base_config(&text);
+        let m = persist::merge::merge(base.as_ref(), &saved.config, &loaded.config);
+        let Some(merged) = m.clean() else {
+            anyhow::bail!(
+                "{}",
+                persist::conflict_report(file, &dir, &m, persist::Refused::Start)
+            );
+        };
+        if m.file_changes.is_empty() {
+            info!(path = %dir.join(persist::RUNTIME_FILE).display(), edits = m.live_changes.len(), version = saved.version, "resuming the live edits made on top of {}", file.display());
+        } else {
+            info!(path = %dir.join(persist::RUNTIME_FILE).display(), edits = m.live_changes.len(), file_changes = m.file_changes.len(), version = saved.version, "{} changed since the live edits were made: merged (no conflict)", file.display());
+        }
+        for c in &m.live_changes {
+            info!("live edit kept: {c}");
+        }
+        for c in &m.file_changes {
+            info!("file change taken: {c}");
+        }
+        loaded.config = merged.clone();
+        version = saved.version;
     }
     if let Some(i) = interface {
         loaded.config.daemon.interface = i;
@@ -39,17 +59,50 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
     if let Some(m) = mode {
         loaded.config.daemon.xdp_mode = m.into();
     }
+    let mut store = Store {
+        dir,
+        gid,
+        config_file: file.to_owned(),
+        base_hash: persist::file_hash(text.as_bytes()),
+    };
     let mut state = State::new(loaded.config);
-    state.persist = Some((runtime, hash));
-    let dp = daemon::start(&mut state, daemon::OnExit::Keep)?;
+    state.version = version;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // Edits arrive through the control API; this channel is for in-process owners.
-    let (_edits, edit_rx) = tokio::sync::mpsc::channel(1);
+    // SIGHUP reloads; its handler is in place before anything is attached.
+    let mut hangup = {
+        let _rt = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?
+    };
+    let dp = daemon::start(&mut state, daemon::OnExit::Keep)?;
+    // This daemon owns the state directory now: from here on, its edits are made on this
+    // file. Until both are saved, edits are refused (each save is checked again).
+    match store
+        .save_base(&text)
+        .and_then(|()| store.save(&state.config, state.version))
+    {
+        Ok(()) => {}
+        Err(e) => {
+            warn!(error = %e, "saving the configuration at start failed: live edits will be refused until the state directory is writable")
+        }
+    }
+    state.persist = Some(store);
+    let (edits, edit_rx) = tokio::sync::mpsc::channel(4);
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shown = file.display().to_string();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                info!("SIGHUP: reloading {shown}");
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if edits.send((daemon::Edit::Reload, tx)).await.is_err() {
+                    break;
+                }
+                let _ = rx.await;
+            }
+        });
         let shutdown = async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
