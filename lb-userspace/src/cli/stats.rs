@@ -74,10 +74,6 @@ fn print(s: &Status, now: &Totals, before: &Totals, secs: f64) {
         );
         for be in &v.backends {
             let (p, b, f) = rate(now, before, &format!("{} {}", v.vip, be.address), secs);
-            let state = match be.lifecycle.as_str() {
-                "active" if be.weight == 0 => "quiesced",
-                s => s,
-            };
             println!(
                 "  {:<32} {:>9} {:>10} {:>9} {:>8} {:>7} {:>10}",
                 be.address.to_string(),
@@ -86,7 +82,7 @@ fn print(s: &Status, now: &Totals, before: &Totals, secs: f64) {
                 human(f),
                 be.active,
                 format!("{:?}", be.health).to_lowercase(),
-                state
+                be.lifecycle
             );
         }
     }
