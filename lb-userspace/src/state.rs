@@ -711,7 +711,10 @@ mod tests {
         // Checked and down, then its checks are switched off: up, unchecked (no checker
         // runs that could ever bring it back).
         let s = State::new(config());
-        let key = (ident(&s.config.vips[0]), s.config.vips[0].backends[0].address);
+        let key = (
+            ident(&s.config.vips[0]),
+            s.config.vips[0].backends[0].address,
+        );
         let mut s = s;
         assert!(s.apply(&Event {
             vip: key.0,

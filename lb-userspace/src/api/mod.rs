@@ -8,6 +8,7 @@
 //! is valid, not a dry run, and nothing else changed the state since `base_version`.
 
 pub mod client;
+pub mod denied;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

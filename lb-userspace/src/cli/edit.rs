@@ -247,8 +247,7 @@ pub fn vip(socket: &Path, cmd: VipCmd, json: bool) -> anyhow::Result<()> {
 
 /// `sluice vip list`.
 fn list(socket: &Path, json: bool) -> anyhow::Result<()> {
-    let Response::Status { status } =
-        client::request(socket, &Request::Status { flows: false })?
+    let Response::Status { status } = client::request(socket, &Request::Status { flows: false })?
     else {
         bail!("unexpected answer to a status request");
     };
@@ -315,14 +314,15 @@ fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
             v.drain_timeout_ms = a.drain_timeout_ms;
             match c.vips.iter().find(|x| x.name == v.name) {
                 // Added before, exactly so: nothing to do.
-                Some(x) if x.address == v.address
-                    && x.port == v.port
-                    && x.protocol == v.protocol
-                    && x.forwarding == v.forwarding
-                    && x.scheduler == v.scheduler
-                    && x.table_size == v.table_size
-                    && x.slow_start_ms == v.slow_start_ms
-                    && x.drain_timeout_ms == v.drain_timeout_ms => {}
+                Some(x)
+                    if x.address == v.address
+                        && x.port == v.port
+                        && x.protocol == v.protocol
+                        && x.forwarding == v.forwarding
+                        && x.scheduler == v.scheduler
+                        && x.table_size == v.table_size
+                        && x.slow_start_ms == v.slow_start_ms
+                        && x.drain_timeout_ms == v.drain_timeout_ms => {}
                 Some(_) => bail!(
                     "--name {:?}: a VIP of that name exists with other settings (change it with \
                      `sluice vip set`, or remove it first)",

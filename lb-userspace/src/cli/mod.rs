@@ -235,11 +235,7 @@ impl Command {
     pub fn is_report(&self) -> bool {
         !matches!(
             self,
-            Self::Run { .. }
-                | Self::Demo { .. }
-                | Self::Lab(_)
-                | Self::Bench(_)
-                | Self::Gen(_)
+            Self::Run { .. } | Self::Demo { .. } | Self::Lab(_) | Self::Bench(_) | Self::Gen(_)
         )
     }
 }
