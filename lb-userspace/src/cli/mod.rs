@@ -231,16 +231,19 @@ impl From<Mode> for crate::config::XdpMode {
 impl Command {
     /// A command that only reports (or edits through the API, or changes one pin) and can
     /// simply end when its reader goes away (`sluice backend list | head`). The others own
-    /// kernel state they must clean up (the daemon, the demo, labs, benchmarks).
+    /// kernel state they must clean up (the daemon, the demo, a lab being built or its
+    /// servers, benchmarks).
     pub fn is_report(&self) -> bool {
         !matches!(
             self,
-            Self::Run { .. } | Self::Demo { .. } | Self::Lab(_) | Self::Bench(_) | Self::Gen(_)
+            Self::Run { .. }
+                | Self::Demo { .. }
+                | Self::Lab(lab::LabCmd::Up { .. } | lab::LabCmd::Backend { .. })
+                | Self::Bench(_)
+                | Self::Gen(_)
         )
     }
-}
 
-impl Command {
     /// A command that talks to a running daemon through its API socket.
     pub fn uses_api(&self) -> bool {
         matches!(
@@ -425,6 +428,25 @@ mod tests {
         assert!(e.to_string().contains("--scheduler"), "{e}");
         parse(&["vip", "set", "web", "--scheduler", "wlc"]).expect("one option");
         parse(&["plan", "vip", "set", "web"]).expect_err("plan: nothing to set either");
+    }
+
+    #[test]
+    fn reports_end_on_a_closed_stdout_daemons_do_not() {
+        for args in [
+            &["backend", "list"][..],
+            &["stats", "--watch"],
+            &["vip", "list"],
+            &["lab", "status"],
+            &["config", "export", "f.toml"],
+        ] {
+            assert!(parse(args).expect("parses").command.is_report(), "{args:?}");
+        }
+        for args in [&["run"][..], &["demo"], &["lab", "up"]] {
+            assert!(
+                !parse(args).expect("parses").command.is_report(),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
