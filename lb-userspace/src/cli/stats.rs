@@ -53,7 +53,9 @@ fn rate(now: &Totals, before: &Totals, key: &str, secs: f64) -> (f64, f64, f64) 
 }
 
 fn human(x: f64) -> String {
-    if x >= 1e9 {
+    if x >= 1e12 {
+        format!("{:.1}T", x / 1e12)
+    } else if x >= 1e9 {
         format!("{:.1}G", x / 1e9)
     } else if x >= 1e6 {
         format!("{:.1}M", x / 1e6)
@@ -340,7 +342,7 @@ mod tests {
         assert!(f.lines().next().unwrap().contains(&year[..10]), "{f}");
         // Long names are not cut: they get a line of their own.
         assert!(f.contains("2001:db8:1234:5678:9abc:def0:1234:5678"), "{f}");
-        assert!(f.contains("slow-start"), "{f}");
+        assert!(f.contains("slow-start") && f.contains(" 3.0T "), "{f}");
         // A wider terminal: names stay on the row.
         let f = frame(&a, &b, Duration::from_secs(1), false, 160).unwrap();
         assert!(
