@@ -12,12 +12,13 @@ use super::{Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the daemon at {path}: {source} (is `sluice run` running? is this its \
+        "cannot reach the daemon at {path}: {error} (is `sluice run` running? is this its \
          daemon.api_socket? point at it with --api-socket, SLUICE_API_SOCKET or --config FILE)"
     )]
     Connect {
         path: String,
-        source: std::io::Error,
+        // Not `source`: the message says it once (`{:#}` would repeat a source).
+        error: std::io::Error,
     },
     /// The kernel refused the socket to this user (EACCES/EPERM).
     #[error("cannot reach the daemon: {0}")]
@@ -38,7 +39,7 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
         } else {
             ClientError::Connect {
                 path: socket.display().to_string(),
-                source,
+                error: source,
             }
         }
     })?;

@@ -449,6 +449,25 @@ mod tests {
         }
     }
 
+    /// As `main` prints errors (`{:#}`): a missing socket is named with its reason once,
+    /// and with where the socket can be set.
+    #[test]
+    fn connect_error_says_its_reason_once() {
+        let missing = Path::new("/nonexistent/sluice-test.sock");
+        let e = crate::api::client::request(missing, &crate::api::Request::Config)
+            .expect_err("no daemon there");
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("/nonexistent/sluice-test.sock") && text.contains("SLUICE_API_SOCKET"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn plan_offers_edits_only() {
         parse(&["plan", "vip", "list"]).expect_err("`plan vip list` is no plan");

@@ -323,7 +323,7 @@ mod tests {
     fn refused() -> ClientError {
         ClientError::Connect {
             path: "/run/test.sock".to_owned(),
-            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         }
     }
 
