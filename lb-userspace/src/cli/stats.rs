@@ -250,9 +250,13 @@ pub fn watch(
             Err(e) if daemon_gone(&e) => {
                 if !waiting {
                     let n: &mut dyn std::io::Write = if w.json { notes } else { out };
+                    let why = match &e {
+                        ClientError::Connect { error, .. } => error.to_string(),
+                        e => e.to_string(),
+                    };
                     writeln!(
                         n,
-                        "{}  no answer from the daemon at {} ({e}); waiting for it \
+                        "{}  no answer from the daemon ({why}); waiting for it at {} \
                          (Ctrl-C to stop)",
                         timestamp(),
                         w.socket.display()
