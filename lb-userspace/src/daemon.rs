@@ -585,9 +585,12 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response
             if let Err(e) = daemon_unchanged(state, &config) {
                 return error(format!("rejected, nothing changed: {e}"));
             }
+            // A configuration that is already running changes nothing: no new version,
+            // nothing applied, and no error (repeated edits are idempotent).
+            let unchanged = config == state.config;
             let next = state.with_config(config);
             let plan = plan::compute(state, &next, &dp);
-            if dry_run {
+            if dry_run || unchanged {
                 return (
                     Response::Plan {
                         plan,
@@ -618,6 +621,9 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
     match edit {
         Edit::Replace(config) => {
             daemon_unchanged(state, &config)?;
+            if *config == state.config {
+                return Ok("no change".to_owned());
+            }
             commit_config(state, dp, *config)
         }
         Edit::Reload => {

@@ -12,7 +12,18 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli::dispatch(cli::Cli::parse()) {
+    let args = cli::Cli::parse();
+    if args.command.is_report() {
+        // `sluice backend list | head`: a reader that stops early ends a report command
+        // quietly, as it does `ls` or `cat` (SIGPIPE), instead of `println!` panicking on
+        // EPIPE. Commands that own kernel state (run, demo, lab, bench) keep ignoring it, so
+        // they always clean up.
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match cli::dispatch(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -42,16 +42,6 @@ struct ReasonLabels {
     reason: String,
 }
 
-/// Every lifecycle state a backend can be in (`state::State::lifecycle`, plus weight 0).
-const LIFECYCLE: [&str; 6] = [
-    "active",
-    "slow-start",
-    "quiesced",
-    "draining",
-    "drained",
-    "down",
-];
-
 /// The exposition text for a status snapshot.
 pub fn render(
     status: &Status,
@@ -108,12 +98,12 @@ pub fn render(
                 .set(i64::try_from(b.active).unwrap_or(i64::MAX));
             be_closes.get_or_create(&l).inc_by(b.closes);
             be_eff.get_or_create(&l).set(i64::from(b.effective_weight));
+            // The daemon's own state, as `backend list` shows it (old status files: "").
             let state = match b.lifecycle.as_str() {
-                "active" if b.weight == 0 => "quiesced",
                 "" => "active",
                 s => s,
             };
-            for s in LIFECYCLE {
+            for s in crate::state::LIFECYCLE_STATES {
                 let l = StateLabels {
                     vip: v.vip.clone(),
                     backend: b.address.to_string(),

@@ -14,6 +14,7 @@
 //! - `slow-start`: a backend added while running, or back up after being down, gets
 //!   `weight × elapsed / vip.slow_start_ms` (in 1/100 steps, `WEIGHT_SCALE`) until the
 //!   window ends;
+//! - `quiesced`: weight 0 (`set-weight 0`): no new flows, its existing ones stay;
 //! - `draining` (`state = "draining"` in the configuration): weight 0 in the table, so no
 //!   new flows, but still serving its existing flows;
 //! - `drained`: draining and no active connections left (kernel connection tracking), or
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     atomic_file::{self, Durability},
-    config::{BackendConfig, BackendState, Config},
+    config::{BackendConfig, BackendState, CheckKind, Config},
     dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
 };
@@ -43,6 +44,34 @@ pub struct BackendHealth {
     pub reason: String,
     pub transitions: u64,
 }
+
+/// The health reason of a backend with `check = "none"`: up, and never checked.
+pub const NOT_CHECKED: &str = "not checked (check = none)";
+
+/// The backends of `config` with `check = "none"`.
+fn unchecked(config: &Config) -> std::collections::BTreeSet<(VipIdent, IpAddr)> {
+    config
+        .vips
+        .iter()
+        .flat_map(|v| {
+            v.backends
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| v.health_of(*i).check == CheckKind::None)
+                .map(|(_, b)| (ident(v), b.address))
+        })
+        .collect()
+}
+
+/// Every lifecycle state a backend can be in ([`State::lifecycle`]).
+pub const LIFECYCLE_STATES: [&str; 6] = [
+    "active",
+    "slow-start",
+    "quiesced",
+    "draining",
+    "drained",
+    "down",
+];
 
 /// Configured weights are multiplied by this in the data plane (see `State::table_weight`).
 pub const WEIGHT_SCALE: u32 = 100;
@@ -91,7 +120,7 @@ impl State {
         let mut health = BTreeMap::new();
         let mut life = BTreeMap::new();
         for v in &config.vips {
-            for b in &v.backends {
+            for (i, b) in v.backends.iter().enumerate() {
                 life.insert(
                     (ident(v), b.address),
                     Life {
@@ -104,7 +133,12 @@ impl State {
                     BackendHealth {
                         health: Health::Up,
                         since: now,
-                        reason: "not checked yet".to_owned(),
+                        reason: if v.health_of(i).check == CheckKind::None {
+                            NOT_CHECKED
+                        } else {
+                            "not checked yet"
+                        }
+                        .to_owned(),
                         transitions: 0,
                     },
                 );
@@ -125,8 +159,13 @@ impl State {
         let mut next = Self::new(config);
         next.version = self.version;
         next.persist.clone_from(&self.persist);
+        // A backend whose checks stop (check = "none") is up, unchecked; one whose checks
+        // start is up until they say otherwise; the others keep what was found.
+        let (was, is) = (unchecked(&self.config), unchecked(&next.config));
         for (key, h) in &mut next.health {
-            if let Some(old) = self.health.get(key) {
+            if let Some(old) = self.health.get(key)
+                && was.contains(key) == is.contains(key)
+            {
                 *h = old.clone();
             }
         }
@@ -241,7 +280,8 @@ impl State {
         })
     }
 
-    /// The lifecycle state of a backend, as shown to users.
+    /// The lifecycle state of a backend, as shown to users: one of [`LIFECYCLE_STATES`],
+    /// the same everywhere (`backend list`, `stats`, the metrics).
     pub fn lifecycle(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> &'static str {
         let id = ident(v);
         lifecycle_of(
@@ -413,7 +453,10 @@ fn lifecycle_of(
             "draining"
         };
     }
-    if b.weight > 0 && table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
+    if b.weight == 0 {
+        return "quiesced";
+    }
+    if table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
         return "slow-start";
     }
     "active"
@@ -688,6 +731,91 @@ mod tests {
         );
         assert_eq!(s.lifecycle(v, b), "slow-start");
         assert_eq!(s.desired().vips[0].backends[0].weight, s.table_weight(v, b));
+    }
+
+    #[test]
+    fn weight_0_is_quiesced_everywhere() {
+        let mut c = config();
+        c.vips[0].backends[0].weight = 0;
+        let s = State::new(c);
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        assert_eq!(s.lifecycle(v, b), "quiesced");
+        assert!(LIFECYCLE_STATES.contains(&s.lifecycle(v, b)));
+        // The metrics show the state the status (`backend list`, `stats`) carries.
+        let status = Status {
+            written: 0,
+            vips: vec![VipStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80/tcp".into(),
+                forwarding: "dsr".into(),
+                scheduler: "maglev".into(),
+                check: "tcp".into(),
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                active: 0,
+                backends: vec![BackendStatus {
+                    address: b.address,
+                    weight: 0,
+                    effective_weight: 0,
+                    lifecycle: s.lifecycle(v, b).to_owned(),
+                    active: 0,
+                    closes: 0,
+                    health: Health::Up,
+                    since: 0,
+                    reason: String::new(),
+                    transitions: 0,
+                    packets: 0,
+                    bytes: 0,
+                    new_flows: 0,
+                    flows: None,
+                }],
+            }],
+            reasons: BTreeMap::new(),
+            conntrack: ConntrackStatus::default(),
+        };
+        let text = crate::metrics::render(&status, 0, 0, &Default::default());
+        let line = |state: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("sluice_backend_state")
+                        && l.contains(&format!("state=\"{state}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        assert_eq!(line("quiesced").as_deref(), Some("1"), "{text}");
+        assert_eq!(line("active").as_deref(), Some("0"), "{text}");
+    }
+
+    #[test]
+    fn check_none_says_not_checked() {
+        let mut c = config();
+        c.vips[0].health.check = CheckKind::None;
+        let s = State::new(c.clone());
+        let v = &s.config.vips[0];
+        let h = s.health_of(ident(v), v.backends[0].address).unwrap();
+        assert_eq!((h.health, h.reason.as_str()), (Health::Up, NOT_CHECKED));
+
+        // Checked and down, then its checks are switched off: up, unchecked (no checker
+        // runs that could ever bring it back).
+        let s = State::new(config());
+        let key = (
+            ident(&s.config.vips[0]),
+            s.config.vips[0].backends[0].address,
+        );
+        let mut s = s;
+        assert!(s.apply(&Event {
+            vip: key.0,
+            backend: key.1,
+            health: Health::Down,
+            reason: "connect refused".to_owned(),
+        }));
+        let s = s.with_config(c);
+        let h = s.health_of(key.0, key.1).unwrap();
+        assert_eq!((h.health, h.reason.as_str()), (Health::Up, NOT_CHECKED));
+        // And checked again: waiting for its first check.
+        let s = s.with_config(config());
+        assert_eq!(s.health_of(key.0, key.1).unwrap().reason, "not checked yet");
     }
 
     #[test]

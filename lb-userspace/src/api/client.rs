@@ -12,12 +12,17 @@ use super::{Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot reach the daemon at {path}: {source} (is `sluice run` running? is --api-socket right?)"
+        "cannot reach the daemon at {path}: {error} (is `sluice run` running? is this its \
+         daemon.api_socket? point at it with --api-socket, SLUICE_API_SOCKET or --config FILE)"
     )]
     Connect {
         path: String,
-        source: std::io::Error,
+        // Not `source`: the message says it once (`{:#}` would repeat a source).
+        error: std::io::Error,
     },
+    /// The kernel refused the socket to this user (EACCES/EPERM).
+    #[error("cannot reach the daemon: {0}")]
+    Denied(String),
     #[error("talking to the daemon: {0}")]
     Io(#[from] std::io::Error),
     #[error("the daemon's answer is not understood: {0}")]
@@ -32,9 +37,15 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     // idle timeout.
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-        path: socket.display().to_string(),
-        source,
+    let mut s = UnixStream::connect(socket).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::Denied(super::denied::advice(socket))
+        } else {
+            ClientError::Connect {
+                path: socket.display().to_string(),
+                error: source,
+            }
+        }
     })?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     // The daemon may answer before reading everything (a request over its size limit, a

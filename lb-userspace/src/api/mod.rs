@@ -9,6 +9,7 @@
 //! unless `force`). An edit is acknowledged only once it is saved (`persist`).
 
 pub mod client;
+pub mod denied;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

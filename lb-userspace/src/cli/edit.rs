@@ -17,6 +17,13 @@ use crate::{
 pub enum VipCmd {
     /// Every VIP with its counters.
     List,
+    #[command(flatten)]
+    Edit(VipEdit),
+}
+
+/// The VIP commands that change something (and so can be planned).
+#[derive(Debug, Subcommand)]
+pub enum VipEdit {
     /// Add a VIP (no backends yet; add them with `sluice backend add`).
     Add(VipAdd),
     /// Remove a VIP and its backends.
@@ -55,6 +62,12 @@ pub struct VipAdd {
 }
 
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["forwarding", "table_size", "scheduler", "slow_start_ms", "drain_timeout_ms"])
+))]
 pub struct VipSet {
     pub name: String,
     #[arg(long)]
@@ -124,7 +137,7 @@ pub enum EditBackend {
 pub enum PlanCmd {
     /// A VIP edit.
     #[command(subcommand)]
-    Vip(VipCmd),
+    Vip(VipEdit),
     /// A backend edit.
     #[command(subcommand)]
     Backend(EditBackend),
@@ -155,8 +168,21 @@ fn edit(
     let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
         bail!("unexpected answer to a config request");
     };
-    let mut c = config::parse(&toml, "the running configuration")?.config;
+    let running = config::parse(&toml, "the running configuration")?.config;
+    let mut c = running.clone();
     change(&mut c)?;
+    if c == running {
+        // Already so: repeating an edit succeeds and changes nothing (not even the version).
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"plan": "", "applied": false, "changed": false, "version": version})
+            );
+        } else {
+            println!("no change: the running configuration (version {version}) already says so");
+        }
+        return Ok(());
+    }
     let text = c.to_toml()?;
     let resp = client::request(
         socket,
@@ -179,13 +205,17 @@ fn edit(
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"plan": plan, "applied": applied, "version": version})
+                &serde_json::json!({"plan": plan, "applied": applied, "changed": applied, "version": version})
             )?
         );
     } else {
         print!("{plan}");
         if applied {
             println!("applied (configuration version {version})");
+        } else if !dry_run {
+            // The daemon found nothing to change (the configuration changed to this
+            // meanwhile).
+            println!("no change: the running configuration (version {version}) already says so");
         } else {
             println!("plan only: nothing changed");
         }
@@ -209,42 +239,55 @@ fn parse_named<T: Named>(value: &str) -> anyhow::Result<T> {
         })
 }
 
-pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Result<()> {
+pub fn vip(socket: &Path, cmd: VipCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        VipCmd::List => {
-            let Response::Status { status } =
-                client::request(socket, &Request::Status { flows: false })?
-            else {
-                bail!("unexpected answer to a status request");
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status.vips)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
-                "name", "vip", "mode", "check", "backends", "packets", "new flows"
-            );
-            for v in &status.vips {
-                let up = v
-                    .backends
-                    .iter()
-                    .filter(|b| b.health == crate::health::Health::Up)
-                    .count();
-                println!(
-                    "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
-                    v.name,
-                    v.vip,
-                    v.forwarding,
-                    v.check,
-                    format!("{up}/{}", v.backends.len()),
-                    v.packets,
-                    v.new_flows
-                );
-            }
-            Ok(())
-        }
-        VipCmd::Add(a) => edit(socket, dry_run, json, |c| {
+        VipCmd::List => list(socket, json),
+        VipCmd::Edit(e) => vip_edit(socket, e, false, json),
+    }
+}
+
+/// `sluice vip list`.
+fn list(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let Response::Status { status } = client::request(socket, &Request::Status { flows: false })?
+    else {
+        bail!("unexpected answer to a status request");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status.vips)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
+        "name", "vip", "mode", "check", "backends", "packets", "new flows"
+    );
+    for v in &status.vips {
+        let up = v
+            .backends
+            .iter()
+            .filter(|b| b.health == crate::health::Health::Up)
+            .count();
+        println!(
+            "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
+            v.name,
+            v.vip,
+            v.forwarding,
+            v.check,
+            format!("{up}/{}", v.backends.len()),
+            v.packets,
+            v.new_flows
+        );
+    }
+    Ok(())
+}
+
+fn vip_edit(socket: &Path, cmd: VipEdit, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    edit(socket, dry_run, json, |c| change_vip(c, cmd))
+}
+
+/// `cmd` made to `c`; a no-op when `c` already says so.
+fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
+    match cmd {
+        VipEdit::Add(a) => {
             let address: IpAddr = a
                 .address
                 .parse()
@@ -270,10 +313,27 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
             v.table_size = a.table_size;
             v.slow_start_ms = a.slow_start_ms;
             v.drain_timeout_ms = a.drain_timeout_ms;
-            c.vips.push(v);
+            match c.vips.iter().find(|x| x.name == v.name) {
+                // Added before, exactly so: nothing to do.
+                Some(x)
+                    if x.address == v.address
+                        && x.port == v.port
+                        && x.protocol == v.protocol
+                        && x.forwarding == v.forwarding
+                        && x.scheduler == v.scheduler
+                        && x.table_size == v.table_size
+                        && x.slow_start_ms == v.slow_start_ms
+                        && x.drain_timeout_ms == v.drain_timeout_ms => {}
+                Some(_) => bail!(
+                    "--name {:?}: a VIP of that name exists with other settings (change it with \
+                     `sluice vip set`, or remove it first)",
+                    v.name
+                ),
+                None => c.vips.push(v),
+            }
             Ok(())
-        }),
-        VipCmd::Remove { name } => edit(socket, dry_run, json, |c| {
+        }
+        VipEdit::Remove { name } => {
             let i = c
                 .vips
                 .iter()
@@ -281,8 +341,8 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
                 .with_context(|| format!("no VIP named {name:?}"))?;
             c.vips.remove(i);
             Ok(())
-        }),
-        VipCmd::Set(s) => edit(socket, dry_run, json, |c| {
+        }
+        VipEdit::Set(s) => {
             let v = vip_mut(c, &s.name)?;
             if let Some(f) = &s.forwarding {
                 v.forwarding = parse_named(f)?;
@@ -300,12 +360,17 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
                 v.drain_timeout_ms = x;
             }
             Ok(())
-        }),
+        }
     }
 }
 
 pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    edit(socket, dry_run, json, |c| match cmd {
+    edit(socket, dry_run, json, |c| change_backend(c, cmd))
+}
+
+/// `cmd` made to `c`; a no-op when `c` already says so.
+fn change_backend(c: &mut Config, cmd: EditBackend) -> anyhow::Result<()> {
+    match cmd {
         EditBackend::Add { at, weight, mac } => {
             let v = vip_mut(c, &at.vip)?;
             let mac = mac
@@ -313,6 +378,19 @@ pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> an
                 .map(config::parse_mac)
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--mac: {e}"))?;
+            if let Some(b) = v.backends.iter().find(|b| b.address == at.address) {
+                // Repeating an add is fine; an add that would change it is a mistake.
+                if b.weight == weight && (mac.is_none() || b.mac == mac) {
+                    return Ok(());
+                }
+                bail!(
+                    "--address {}: already a backend of VIP {:?} (weight {}); change it with \
+                     `sluice backend set-weight`",
+                    at.address,
+                    at.vip,
+                    b.weight
+                );
+            }
             v.backends.push(BackendConfig {
                 address: at.address,
                 weight,
@@ -345,20 +423,120 @@ pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> an
         EditBackend::Undrain { at } => {
             let v = vip_mut(c, &at.vip)?;
             let i = backend_index(v, at.address)?;
-            if v.backends[i].state != config::BackendState::Draining {
-                bail!("--address {}: not draining", at.address);
-            }
+            // An active backend is already what undrain makes it: nothing changes.
             v.backends[i].state = config::BackendState::Active;
             v.backends[i].drain_remove = false;
             Ok(())
         }
-    })
+    }
 }
 
 pub fn plan(socket: &Path, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
-        PlanCmd::Vip(VipCmd::List) => bail!("`vip list` changes nothing; there is nothing to plan"),
-        PlanCmd::Vip(v) => vip(socket, v, true, json),
+        PlanCmd::Vip(v) => vip_edit(socket, v, true, json),
         PlanCmd::Backend(b) => backend(socket, b, true, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> Config {
+        config::parse(
+            "[daemon]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"10.0.0.10\"\n\
+             port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+             [[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 2\n\
+             [[vip.backend]]\naddress = \"10.0.1.2\"\nstate = \"draining\"\n",
+            "test",
+        )
+        .expect("valid")
+        .config
+    }
+
+    fn at(a: &str) -> BackendRef {
+        BackendRef {
+            vip: "web".to_owned(),
+            address: a.parse().expect("address"),
+        }
+    }
+
+    /// Every edit, made twice: the second succeeds and changes nothing.
+    #[test]
+    fn repeated_edits_are_noops() {
+        let edits = || {
+            vec![
+                EditBackend::Undrain { at: at("10.0.1.1") },
+                EditBackend::Undrain { at: at("10.0.1.2") },
+                EditBackend::Drain {
+                    at: at("10.0.1.2"),
+                    remove: false,
+                },
+                EditBackend::SetWeight {
+                    at: at("10.0.1.1"),
+                    weight: 2,
+                },
+                EditBackend::Add {
+                    at: at("10.0.1.1"),
+                    weight: 2,
+                    mac: None,
+                },
+                EditBackend::Add {
+                    at: at("10.0.1.3"),
+                    weight: 1,
+                    mac: None,
+                },
+            ]
+        };
+        for (first, again) in edits().into_iter().zip(edits()) {
+            let what = format!("{first:?}");
+            let mut c = running();
+            change_backend(&mut c, first).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let once = c.clone();
+            change_backend(&mut c, again).unwrap_or_else(|e| panic!("{what} again: {e}"));
+            assert_eq!(c, once, "{what} again changed the configuration");
+        }
+        // Undrain of an active backend is already done: no error, no change.
+        let mut c = running();
+        change_backend(&mut c, EditBackend::Undrain { at: at("10.0.1.1") }).expect("undrain");
+        assert_eq!(c, running());
+    }
+
+    #[test]
+    fn conflicting_add_is_refused() {
+        let mut c = running();
+        let e = change_backend(
+            &mut c,
+            EditBackend::Add {
+                at: at("10.0.1.1"),
+                weight: 5,
+                mac: None,
+            },
+        )
+        .expect_err("an add that would change the weight");
+        assert!(e.to_string().contains("set-weight"), "{e}");
+        assert_eq!(c, running());
+    }
+
+    #[test]
+    fn repeated_vip_add_is_a_noop() {
+        let add = || {
+            VipEdit::Add(VipAdd {
+                name: Some("api".to_owned()),
+                address: "10.0.0.11".to_owned(),
+                port: 443,
+                protocol: "tcp".to_owned(),
+                forwarding: "ipip".to_owned(),
+                table_size: config::DEFAULT_TABLE_SIZE,
+                scheduler: "maglev".to_owned(),
+                slow_start_ms: 0,
+                drain_timeout_ms: config::DEFAULT_DRAIN_TIMEOUT_MS,
+            })
+        };
+        let mut c = running();
+        change_vip(&mut c, add()).expect("add");
+        let once = c.clone();
+        change_vip(&mut c, add()).expect("add again");
+        assert_eq!(c, once);
     }
 }

@@ -1,10 +1,11 @@
 //! `sluice lab up|down|status|backend`: the namespace lab (`crate::lab`) from the command
 //! line.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::Path};
 
 use clap::{Subcommand, ValueEnum};
 
+use super::API_SOCKET_ENV;
 use crate::{
     config::{self, Forwarding},
     lab::{self, DEFAULT_PREFIX, Lab, LabSpec, Role, Servers, Weights, server::BackendServer},
@@ -164,11 +165,10 @@ fn up(spec: LabSpec, weights: Weights) -> anyhow::Result<()> {
         println!("    {}", pin.display());
     }
     println!("\nDaemon config: {}", path.display());
-    println!(
-        "  run sluice:  sluice --netns {} run --config {}",
-        lab.lb_ns(),
-        path.display()
-    );
+    let socket = lab.daemon_config(&weights)?.daemon.api_socket;
+    for line in hints(lab.lb_ns(), &path, &socket) {
+        println!("{line}");
+    }
     println!(
         "  try it:      ip netns exec {} curl -s http://{}/",
         lab.client(0).ns(),
@@ -177,6 +177,18 @@ fn up(spec: LabSpec, weights: Weights) -> anyhow::Result<()> {
     println!("  remove it:   sluice lab down --prefix {p}");
     lab.keep();
     Ok(())
+}
+
+/// The exact commands to run the lab's daemon and to talk to it (its API socket is the
+/// lab's, not the default one).
+fn hints(lb_ns: &str, config: &Path, socket: &Path) -> [String; 4] {
+    let (config, socket) = (config.display(), socket.display());
+    [
+        format!("  run sluice:  sluice --netns {lb_ns} run --config {config}"),
+        format!("  talk to it:  sluice --config {config} backend list"),
+        format!("          or:  export {API_SOCKET_ENV}={socket}; sluice backend list"),
+        format!("          or:  sluice --api-socket {socket} stats --watch"),
+    ]
 }
 
 fn status(prefix: Option<&str>) -> anyhow::Result<()> {
@@ -225,4 +237,31 @@ fn status(prefix: Option<&str>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every printed command reaches the lab's daemon: the socket the lab config names.
+    #[test]
+    fn hints_name_the_labs_socket() {
+        let config = Path::new("/var/lib/sluice-lab/sl-lab.toml");
+        let socket = Path::new("/var/lib/sluice-lab/sl-lab/sluice.sock");
+        let h = hints("sl-lab-lb", config, socket);
+        assert!(
+            h[0].ends_with("sluice --netns sl-lab-lb run --config /var/lib/sluice-lab/sl-lab.toml")
+        );
+        assert!(h[1].contains("sluice --config /var/lib/sluice-lab/sl-lab.toml backend list"));
+        assert!(h[2].contains("SLUICE_API_SOCKET=/var/lib/sluice-lab/sl-lab/sluice.sock"));
+        assert!(h[3].contains("--api-socket /var/lib/sluice-lab/sl-lab/sluice.sock"));
+        // And the commands parse as printed.
+        for line in &h[1..] {
+            let cmd = line.rsplit(':').next().unwrap_or_default();
+            let cmd = cmd.rsplit("; ").next().unwrap_or_default();
+            let args: Vec<&str> = cmd.split_whitespace().collect();
+            <super::super::Cli as clap::Parser>::try_parse_from(&args)
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        }
+    }
 }

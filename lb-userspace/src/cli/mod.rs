@@ -13,7 +13,9 @@ mod run;
 mod simulate;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -25,9 +27,14 @@ pub struct Cli {
     /// pins in /sys/fs/bpf stay visible and outlive the command.
     #[arg(long, global = true, value_name = "NAME")]
     pub netns: Option<String>,
-    /// The daemon's control socket (`daemon.api_socket`).
-    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_API_SOCKET)]
-    pub api_socket: PathBuf,
+    /// The daemon's control socket (`daemon.api_socket`). Default: $SLUICE_API_SOCKET,
+    /// else the one the --config file names, else /run/sluice/sluice.sock.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+    /// The daemon's config file, to find its API socket (`daemon.api_socket`) when it is
+    /// not the default: `sluice --config lab.toml backend list`.
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "api_socket")]
+    pub daemon_config: Option<PathBuf>,
     /// Print JSON instead of tables (list, stats and edit commands).
     #[arg(long, global = true)]
     pub json: bool,
@@ -243,11 +250,91 @@ impl From<Mode> for crate::config::XdpMode {
     }
 }
 
+impl Command {
+    /// A command that only reports (or edits through the API, or changes one pin) and can
+    /// simply end when its reader goes away (`sluice backend list | head`). The others own
+    /// kernel state they must clean up (the daemon, the demo, a lab being built or its
+    /// servers, benchmarks).
+    pub fn is_report(&self) -> bool {
+        !matches!(
+            self,
+            Self::Run { .. }
+                | Self::Demo { .. }
+                | Self::Lab(lab::LabCmd::Up { .. } | lab::LabCmd::Backend { .. })
+                | Self::Bench(_)
+                | Self::Gen(_)
+        )
+    }
+
+    /// A command that talks to a running daemon through its API socket.
+    pub fn uses_api(&self) -> bool {
+        matches!(
+            self,
+            Self::Vip(_)
+                | Self::Backend(_)
+                | Self::Lookup { .. }
+                | Self::Stats { .. }
+                | Self::Plan(_)
+                | Self::Autoscale(_)
+        )
+    }
+}
+
+/// The environment variable naming the daemon's API socket.
+pub const API_SOCKET_ENV: &str = "SLUICE_API_SOCKET";
+
+/// The daemon's API socket: `--api-socket`, else the `daemon.api_socket` of the
+/// `--config` file (the default if it sets none), else `$SLUICE_API_SOCKET` (if not empty),
+/// else the default. What the command line says wins over the environment.
+pub fn api_socket(
+    flag: Option<&Path>,
+    config: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    let Some(file) = config else {
+        return Ok(env
+            .filter(|e| !e.is_empty())
+            .map_or_else(|| crate::config::DEFAULT_API_SOCKET.into(), PathBuf::from));
+    };
+    // Only this one key: a file the daemon took at its start need not validate against
+    // this build, and its other settings are none of this command's business.
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--config {}: cannot read it", file.display()))?;
+    let doc: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("--config {}: not a TOML file", file.display()))?;
+    match doc.get("daemon").and_then(|d| d.get("api_socket")) {
+        None => Ok(crate::config::DEFAULT_API_SOCKET.into()),
+        Some(toml::Value::String(s)) if !s.is_empty() => Ok(s.into()),
+        Some(v) => anyhow::bail!(
+            "--config {}: daemon.api_socket = {v} is not a path",
+            file.display()
+        ),
+    }
+}
+
 /// Run the parsed command.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     if let Some(ns) = &cli.netns {
         enter_netns(ns)?;
     }
+    if let Some(file) = &cli.daemon_config
+        && !cli.command.uses_api()
+    {
+        anyhow::bail!(
+            "--config {} before the command only tells commands that talk to the daemon where \
+             its socket is; this command takes its own: `sluice <command> --config {}`",
+            file.display(),
+            file.display()
+        );
+    }
+    let api_socket = api_socket(
+        cli.api_socket.as_deref(),
+        cli.daemon_config.as_deref(),
+        std::env::var_os(API_SOCKET_ENV),
+    )?;
     match cli.command {
         Command::Run {
             config,
@@ -266,14 +353,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             connections,
         } => demo::run(config.as_deref(), connections),
         Command::Backend(BackendCmd::List { state_dir }) => {
-            backend::list(&cli.api_socket, state_dir.as_deref(), cli.json)
+            backend::list(&api_socket, state_dir.as_deref(), cli.json)
         }
-        Command::Backend(BackendCmd::Edit(e)) => edit::backend(&cli.api_socket, e, false, cli.json),
-        Command::Vip(v) => edit::vip(&cli.api_socket, v, false, cli.json),
-        Command::Plan(p) => edit::plan(&cli.api_socket, p, cli.json),
+        Command::Backend(BackendCmd::Edit(e)) => edit::backend(&api_socket, e, false, cli.json),
+        Command::Vip(v) => edit::vip(&api_socket, v, cli.json),
+        Command::Plan(p) => edit::plan(&api_socket, p, cli.json),
         Command::Lookup { vip, src, dport } => {
             match crate::api::client::request(
-                &cli.api_socket,
+                &api_socket,
                 &crate::api::Request::Lookup { vip, src, dport },
             )? {
                 crate::api::Response::Lookup {
@@ -302,7 +389,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { watch, interval } => stats::run(
-            &cli.api_socket,
+            &api_socket,
             watch,
             std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
             cli.json,
@@ -311,7 +398,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCmd::Diff { file }) => config::diff(&file),
         Command::Config(ConfigCmd::Save { file }) => config::save(&file),
         Command::Config(ConfigCmd::Discard { file }) => config::discard(&file),
-        Command::Reload => config::reload(&cli.api_socket, cli.json),
+        Command::Reload => config::reload(&api_socket, cli.json),
         Command::Decap(DecapCmd::Attach {
             interface,
             xdp_mode,
@@ -322,7 +409,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
-        Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&cli.api_socket, cli.json),
+        Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&api_socket, cli.json),
         Command::Simulate {
             trace,
             policy,
@@ -339,7 +426,7 @@ fn enter_netns(name: &str) -> anyhow::Result<()> {
         !name.is_empty() && !name.contains('/'),
         "--netns {name:?}: not a namespace name (as `ip netns list` shows them)"
     );
-    let path = std::path::Path::new("/run/netns").join(name);
+    let path = Path::new("/run/netns").join(name);
     let f = std::fs::File::open(&path)
         .map_err(|e| anyhow::anyhow!("--netns {name}: cannot open {}: {e}", path.display()))?;
     // SAFETY: setns on a namespace fd we own; no other thread exists yet.
@@ -347,4 +434,126 @@ fn enter_netns(name: &str) -> anyhow::Result<()> {
         anyhow::bail!("--netns {name}: setns: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn vip_set_needs_something_to_set() {
+        let e = parse(&["vip", "set", "web"]).expect_err("nothing to set");
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{e}"
+        );
+        assert!(e.to_string().contains("--scheduler"), "{e}");
+        parse(&["vip", "set", "web", "--scheduler", "wlc"]).expect("one option");
+        parse(&["plan", "vip", "set", "web"]).expect_err("plan: nothing to set either");
+    }
+
+    #[test]
+    fn reports_end_on_a_closed_stdout_daemons_do_not() {
+        for args in [
+            &["backend", "list"][..],
+            &["stats", "--watch"],
+            &["vip", "list"],
+            &["lab", "status"],
+            &["config", "export", "f.toml"],
+        ] {
+            assert!(parse(args).expect("parses").command.is_report(), "{args:?}");
+        }
+        for args in [&["run"][..], &["demo"], &["lab", "up"]] {
+            assert!(
+                !parse(args).expect("parses").command.is_report(),
+                "{args:?}"
+            );
+        }
+    }
+
+    /// As `main` prints errors (`{:#}`): a missing socket is named with its reason once,
+    /// and with where the socket can be set.
+    #[test]
+    fn connect_error_says_its_reason_once() {
+        let missing = Path::new("/nonexistent/sluice-test.sock");
+        let e = crate::api::client::request(missing, &crate::api::Request::Config)
+            .expect_err("no daemon there");
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("/nonexistent/sluice-test.sock") && text.contains("SLUICE_API_SOCKET"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn plan_offers_edits_only() {
+        parse(&["plan", "vip", "list"]).expect_err("`plan vip list` is no plan");
+        parse(&["vip", "list"]).expect("vip list");
+        parse(&["plan", "vip", "remove", "web"]).expect("plan an edit");
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let plan_vip = cmd
+            .find_subcommand_mut("plan")
+            .and_then(|p| p.find_subcommand_mut("vip"))
+            .expect("plan vip");
+        let offered: Vec<&str> = plan_vip.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(!offered.contains(&"list"), "{offered:?}");
+    }
+
+    #[test]
+    fn api_socket_lookup() {
+        let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let with = dir.join("with.toml");
+        std::fs::write(
+            &with,
+            "[daemon]\ninterface = \"eth0\"\napi_socket = \"/run/lab/sluice.sock\"\n",
+        )
+        .expect("write");
+        let without = dir.join("without.toml");
+        std::fs::write(&without, "[daemon]\ninterface = \"eth0\"\n").expect("write");
+        let env = || Some(std::ffi::OsString::from("/tmp/env.sock"));
+        let p = |x: &str| PathBuf::from(x);
+        let flag = p("/tmp/flag.sock");
+        // The flag wins, then --config, then the environment, then the default.
+        assert_eq!(
+            api_socket(Some(&flag), Some(&with), env()).expect("flag"),
+            flag
+        );
+        assert_eq!(
+            api_socket(None, Some(&with), env()).expect("config"),
+            p("/run/lab/sluice.sock")
+        );
+        assert_eq!(
+            api_socket(None, Some(&without), env()).expect("config's default"),
+            p(crate::config::DEFAULT_API_SOCKET)
+        );
+        assert_eq!(
+            api_socket(None, None, env()).expect("env"),
+            p("/tmp/env.sock")
+        );
+        assert_eq!(
+            api_socket(None, None, Some("".into())).expect("empty env"),
+            p(crate::config::DEFAULT_API_SOCKET)
+        );
+        let e = api_socket(None, Some(&dir.join("missing.toml")), None).expect_err("missing");
+        assert!(format!("{e:#}").contains("missing.toml"), "{e:#}");
+        // Parsed from the command line: a top-level --config, and the two are exclusive.
+        let cli = parse(&["--config", "lab.toml", "backend", "list"]).expect("--config");
+        assert_eq!(cli.daemon_config, Some(p("lab.toml")));
+        parse(&["--config", "a.toml", "--api-socket", "/x", "stats"]).expect_err("both");
+        // `run` keeps its own --config; a top-level one is refused, not ignored.
+        let cli = parse(&["--config", "lab.toml", "run"]).expect("parses");
+        assert!(dispatch(cli).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

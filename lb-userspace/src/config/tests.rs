@@ -1070,3 +1070,31 @@ fn autoscale_section_reference_and_defaults() {
         c.warnings
     );
 }
+
+#[test]
+fn health_timeout_default_follows_the_interval() {
+    let with = |health: &str| {
+        format!(
+            "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\n\
+             forwarding = \"dsr\"\n[vip.health]\n{health}\n\
+             [[vip.backend]]\naddress = \"10.0.1.1\"\n[vip.backend.health]\ninterval_ms = 100\n"
+        )
+    };
+    // A short interval alone is valid: the default timeout is half of it (at most 1000).
+    let c = ok(&with("interval_ms = 500")).config;
+    assert_eq!(
+        (c.vips[0].health.interval_ms, c.vips[0].health.timeout_ms),
+        (500, 250)
+    );
+    // Per backend too, from the backend's own interval.
+    assert_eq!(c.vips[0].health_of(0).timeout_ms, 50);
+    let c = ok(&with("interval_ms = 10000")).config;
+    assert_eq!(c.vips[0].health.timeout_ms, DEFAULT_HEALTH_TIMEOUT_MS);
+    // An explicit timeout is checked against the interval as before.
+    let p = problems(&with("interval_ms = 500\ntimeout_ms = 600"));
+    assert!(
+        p.iter()
+            .any(|p| p.path == "vip[0].health.timeout_ms" && p.message.contains("longer")),
+        "{p:?}"
+    );
+}

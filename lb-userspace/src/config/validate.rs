@@ -683,10 +683,12 @@ impl Cx<'_> {
             Some(DEFAULT_HEALTH_INTERVAL_MS),
             HEALTH_INTERVAL_RANGE,
         )?;
+        // Default: 1000 ms, or half the interval when that is shorter (so `interval_ms`
+        // alone is always valid); an explicit value must fit in the interval.
         let timeout_ms = self.int(
             &at("timeout_ms"),
             h.timeout_ms,
-            Some(DEFAULT_HEALTH_TIMEOUT_MS),
+            Some(DEFAULT_HEALTH_TIMEOUT_MS.min(interval_ms / 2)),
             HEALTH_TIMEOUT_RANGE,
         )?;
         if timeout_ms > interval_ms {

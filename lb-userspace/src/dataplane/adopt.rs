@@ -644,7 +644,7 @@ fn read_saved(path: &Path, dir: &Path) -> Option<SavedLayout> {
 /// The interface index the XDP link pinned at `path` is attached to (0: the interface is
 /// gone), read with `BPF_OBJ_GET` + `BPF_OBJ_GET_INFO_BY_FD` (aya's `LinkInfo` has no
 /// ifindex, and `FdLink` does not lend its descriptor).
-fn link_ifindex(path: &Path) -> Result<u32, String> {
+pub(crate) fn link_ifindex(path: &Path) -> Result<u32, String> {
     use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;

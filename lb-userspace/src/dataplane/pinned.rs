@@ -129,9 +129,51 @@ pub fn remove_pin_dir(dir: &Path, link_name: &str) -> Result<Vec<PathBuf>, Datap
     Ok(removed)
 }
 
-/// The pin of `program` on `interface`.
-pub fn link_pin_path(program: &str, interface: &str) -> PathBuf {
+/// The pin of `program` on `interface` of the network namespace `netns` ([`netns_id`]):
+/// `PROGRAM@INTERFACE@netns-INODE`. bpffs is shared by every namespace of a host while
+/// interface names repeat across them (each container's `eth0`), so the name says which.
+pub fn link_pin_path(program: &str, interface: &str, netns: u64) -> PathBuf {
+    pin_path(&format!("{program}@{interface}@netns-{netns}"))
+}
+
+/// The pin of `program` on `interface` before pins named their namespace: still detached
+/// by [`detach_pinned`].
+fn old_link_pin_path(program: &str, interface: &str) -> PathBuf {
     pin_path(&format!("{program}@{interface}"))
+}
+
+/// The calling thread's network namespace: the inode of its `ns/net` (what `ip netns
+/// identify` compares, and the number in `net:[...]`).
+pub fn netns_id() -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+}
+
+/// Namespace `id` for people: its `ip netns` name if it has one, else `net:[id]`.
+pub fn netns_label(id: u64) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let named = std::fs::read_dir("/run/netns").ok().and_then(|d| {
+        d.flatten().find_map(|e| {
+            std::fs::metadata(e.path())
+                .is_ok_and(|m| m.ino() == id)
+                .then(|| format!("{} (net:[{id}])", e.file_name().to_string_lossy()))
+        })
+    });
+    named.unwrap_or_else(|| format!("net:[{id}]"))
+}
+
+/// The namespaces (ids) where `program` is pinned on an interface called `interface`.
+fn pinned_namespaces(program: &str, interface: &str) -> Vec<u64> {
+    let prefix = format!("{program}@{interface}@netns-");
+    let Ok(dir) = std::fs::read_dir(Path::new(PIN_ROOT).join("links")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// The link pin called `name` (a file name: no '/').
@@ -173,14 +215,24 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     Ok(())
 }
 
-/// Load `program` on its own (with minimal maps) and attach it to `interface` with a
-/// pinned link. Fails if that program is already pinned there.
+/// Load `program` on its own (with minimal maps) and attach it to `interface` of the
+/// calling thread's network namespace with a pinned link ([`link_pin_path`]). Fails if
+/// that program is already pinned there.
 pub fn attach_pinned(
     program: &'static str,
     interface: &str,
     mode: AttachMode,
 ) -> Result<(AttachMode, PathBuf), DataplaneError> {
-    attach_pinned_as(program, interface, mode, &format!("{program}@{interface}"))
+    let netns = netns_id().map_err(|e| DataplaneError::Attach {
+        interface: interface.to_owned(),
+        message: format!("which network namespace is this (/proc/thread-self/ns/net): {e}"),
+    })?;
+    let path = link_pin_path(program, interface, netns);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    attach_pinned_as(program, interface, mode, &name)
 }
 
 /// [`attach_pinned`], pinned under `pin_name` ([`pin_path`]) instead of
@@ -247,18 +299,55 @@ pub fn attach_pinned_as(
     Ok((got, path))
 }
 
-/// Remove the pinned link of `program` on `interface`, which detaches it.
+/// Remove the pinned link of `program` on `interface` of the calling thread's network
+/// namespace, which detaches it. A pin from before pins named their namespace
+/// (`PROGRAM@INTERFACE`) is removed when its link is on this namespace's `interface` (by
+/// interface index: that is all a link tells).
 pub fn detach_pinned(program: &str, interface: &str) -> Result<(), DataplaneError> {
-    let path = link_pin_path(program, interface);
     let err = |message: String| DataplaneError::Attach {
         interface: interface.to_owned(),
         message,
     };
+    let netns = netns_id().map_err(|e| {
+        err(format!(
+            "which network namespace is this (/proc/thread-self/ns/net): {e}"
+        ))
+    })?;
+    let mut path = link_pin_path(program, interface, netns);
     if !path.exists() {
-        return Err(err(format!(
-            "{program} is not attached by sluice (no pin at {})",
-            path.display()
-        )));
+        let old = old_link_pin_path(program, interface);
+        let here = super::iface::lookup(interface)
+            .ok()
+            .flatten()
+            .map(|i| i.ifindex);
+        let old_here = old.exists()
+            && here.is_some_and(|i| super::adopt::link_ifindex(&old).is_ok_and(|l| l == i));
+        if !old_here {
+            let elsewhere: Vec<String> = pinned_namespaces(program, interface)
+                .into_iter()
+                .map(netns_label)
+                .collect();
+            let mut message = format!(
+                "{program} is not attached to {interface} by sluice in this network namespace \
+                 ({}; no pin at {})",
+                netns_label(netns),
+                path.display()
+            );
+            if !elsewhere.is_empty() {
+                message.push_str(&format!(
+                    "; it is on an {interface} of network namespace {}: detach it there \
+                     (`sluice --netns NAME {} detach --interface {interface}`)",
+                    elsewhere.join(", "),
+                    if program == lb_common::programs::DECAP {
+                        "decap"
+                    } else {
+                        "peer"
+                    }
+                ));
+            }
+            return Err(err(message));
+        }
+        path = old;
     }
     let link = PinnedLink::from_pin(&path).map_err(|e| err(error_chain(&e)))?;
     let link = link
