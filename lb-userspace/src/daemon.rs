@@ -271,7 +271,11 @@ pub async fn serve(
                     continue;
                 }
                 match e.health {
-                    Health::Down => warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, its flows move"),
+                    Health::Down => {
+                        let keep = state.config.vips.iter().any(|v| state::ident(v) == e.vip && v.on_down == crate::config::OnDown::Keep);
+                        let flows = if keep { "its flows stay (on_down = keep)" } else { "its flows move (on_down = reassign)" };
+                        warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, {flows}");
+                    }
                     Health::Up => info!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend up"),
                 }
                 let desired = state.desired();

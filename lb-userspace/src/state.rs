@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     atomic_file::{self, Durability},
-    config::{BackendConfig, BackendState, Config},
+    config::{BackendConfig, BackendState, Config, OnDown},
     dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
 };
@@ -257,7 +257,8 @@ impl State {
         self.health.get(&(vip, backend))
     }
 
-    /// The data plane's desired state: the config, with down backends not serving.
+    /// The data plane's desired state: the config, with down backends not serving
+    /// (`vip.on_down = "reassign"`) or serving only their existing flows (`"keep"`).
     pub fn desired(&self) -> Desired {
         let d = &self.config.daemon;
         Desired {
@@ -280,13 +281,19 @@ impl State {
                         backends: v
                             .backends
                             .iter()
-                            .map(|b| DesiredBackend {
-                                address: b.address,
-                                weight: self.table_weight(v, b),
-                                mac: b.mac,
-                                serving: self
+                            .map(|b| {
+                                let up = self
                                     .health_of(id, b.address)
-                                    .is_none_or(|h| h.health == Health::Up),
+                                    .is_none_or(|h| h.health == Health::Up);
+                                // Down: out of the table either way; with `keep` its flows
+                                // stay (as when draining), with `reassign` they move.
+                                let keep = !up && v.on_down == OnDown::Keep;
+                                DesiredBackend {
+                                    address: b.address,
+                                    weight: if keep { 0 } else { self.table_weight(v, b) },
+                                    mac: b.mac,
+                                    serving: up || keep,
+                                }
                             })
                             .collect(),
                     }
@@ -620,5 +627,44 @@ mod tests {
             (s.effective_weight(v, b), s.lifecycle(v, b)),
             (10, "active")
         );
+    }
+
+    #[test]
+    fn down_backends_move_their_flows_or_keep_them_as_on_down_says() {
+        for (on_down, serving) in [(OnDown::Reassign, false), (OnDown::Keep, true)] {
+            let mut c = config();
+            c.vips[0].slow_start_ms = 0;
+            c.vips[0].on_down = on_down;
+            let mut s = State::new(c);
+            let key = (
+                ident(&s.config.vips[0]),
+                s.config.vips[0].backends[0].address,
+            );
+            let e = |health| Event {
+                vip: key.0,
+                backend: key.1,
+                health,
+                reason: String::new(),
+            };
+            let live = DesiredBackend {
+                address: key.1,
+                weight: 10 * WEIGHT_SCALE,
+                mac: None,
+                serving: true,
+            };
+            assert_eq!(s.desired().vips[0].backends[0], live);
+            assert!(s.apply(&e(Health::Down)));
+            let down = s.desired().vips[0].backends[0].clone();
+            assert_eq!(down.serving, serving, "{on_down:?}: existing flows");
+            if on_down == OnDown::Keep {
+                assert_eq!(down.weight, 0, "keep: no new flows");
+            }
+            assert_eq!(
+                s.lifecycle(&s.config.vips[0], &s.config.vips[0].backends[0]),
+                "down"
+            );
+            assert!(s.apply(&e(Health::Up)));
+            assert!(s.desired().vips[0].backends[0].serving);
+        }
     }
 }

@@ -52,6 +52,10 @@ pub struct VipAdd {
     /// A drain ends after this many milliseconds even with connections left (0: never).
     #[arg(long, default_value_t = config::DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u32,
+    /// What a backend marked down does to its flows: reassign (they move) or keep (they
+    /// stay until they end; only new flows avoid it).
+    #[arg(long, default_value = "reassign")]
+    pub on_down: String,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,9 @@ pub struct VipSet {
     pub slow_start_ms: Option<u32>,
     #[arg(long)]
     pub drain_timeout_ms: Option<u32>,
+    /// reassign or keep (see `vip.on_down`).
+    #[arg(long)]
+    pub on_down: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -202,7 +209,7 @@ fn parse_named<T: Named>(value: &str) -> anyhow::Result<T> {
             let names: Vec<&str> = T::ALL.iter().map(|(n, _)| *n).collect();
             format!(
                 "--{} {value:?}: accepted values are {}",
-                T::FIELD,
+                T::FIELD.replace('_', "-"),
                 names.join(", ")
             )
         })
@@ -269,6 +276,7 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
             v.table_size = a.table_size;
             v.slow_start_ms = a.slow_start_ms;
             v.drain_timeout_ms = a.drain_timeout_ms;
+            v.on_down = parse_named(&a.on_down)?;
             c.vips.push(v);
             Ok(())
         }),
@@ -297,6 +305,9 @@ pub fn vip(socket: &Path, cmd: VipCmd, dry_run: bool, json: bool) -> anyhow::Res
             }
             if let Some(x) = s.drain_timeout_ms {
                 v.drain_timeout_ms = x;
+            }
+            if let Some(x) = &s.on_down {
+                v.on_down = parse_named(x)?;
             }
             Ok(())
         }),
