@@ -106,6 +106,7 @@ pub fn start(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneE
                 health: Health::Down,
                 reason: "down when the previous daemon stopped; back after `rise` checks"
                     .to_owned(),
+                ok: None,
             };
             if state.apply(&e) {
                 warn!(%vip, %backend, "backend was down before the restart: kept down until its checks pass");

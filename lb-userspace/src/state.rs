@@ -42,6 +42,9 @@ pub struct BackendHealth {
     pub since: SystemTime,
     pub reason: String,
     pub transitions: u64,
+    /// Checks run, and how many of them failed, since the daemon started.
+    pub checks: u64,
+    pub failed_checks: u64,
 }
 
 /// Configured weights are multiplied by this in the data plane (see `State::table_weight`).
@@ -106,6 +109,8 @@ impl State {
                         since: now,
                         reason: "not checked yet".to_owned(),
                         transitions: 0,
+                        checks: 0,
+                        failed_checks: 0,
                     },
                 );
             }
@@ -167,6 +172,10 @@ impl State {
             return false;
         };
         h.reason.clone_from(&e.reason);
+        if let Some(ok) = e.ok {
+            h.checks += 1;
+            h.failed_checks += u64::from(!ok);
+        }
         if h.health == e.health {
             return false;
         }
@@ -347,6 +356,8 @@ impl State {
                                 since: h.map_or(0, |h| secs(h.since)),
                                 reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                                 transitions: h.map_or(0, |h| h.transitions),
+                                checks: h.map_or(0, |h| h.checks),
+                                failed_checks: h.map_or(0, |h| h.failed_checks),
                                 packets: c.packets,
                                 bytes: c.bytes,
                                 new_flows: c.new_flows,
@@ -471,6 +482,11 @@ pub struct BackendStatus {
     /// The last probe's outcome.
     pub reason: String,
     pub transitions: u64,
+    /// Checks run and failed since the daemon started.
+    #[serde(default)]
+    pub checks: u64,
+    #[serde(default)]
+    pub failed_checks: u64,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
@@ -579,6 +595,7 @@ mod tests {
             backend: key.1,
             health,
             reason: String::new(),
+            ok: None,
         };
         assert!(s.apply(&e(Health::Down)));
         assert!(s.apply(&e(Health::Up)));
@@ -645,6 +662,7 @@ mod tests {
                 backend: key.1,
                 health,
                 reason: String::new(),
+                ok: None,
             };
             let live = DesiredBackend {
                 address: key.1,
