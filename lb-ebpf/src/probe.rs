@@ -13,14 +13,17 @@
 //! unchanged (IPIP copies the inner IPv4 id to the outer header; neither has a meaning for
 //! an unfragmented packet that the backend acts on).
 //!
+//! The program trusts its caller (it is never attached, only run by the daemon): the frame's
+//! destination is the backend's VIP, its destination port the checked port, which may differ
+//! from the VIP's port, so the VIP is not looked up.
+//!
 //! The backend's answer (a SYN-ACK, or a UDP reply, from the VIP) proves what a probe of its
 //! own address cannot: that it holds the VIP and, for IPIP, decapsulates.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
-use lb_common::{FAMILY_V4, hash::flow_hash, reason};
+use lb_common::{BACKEND_F_IPIP, FAMILY_V4, MODE_DSR, MODE_IPIP, hash::flow_hash, reason};
 
 use crate::{
-    balancer::vip_of,
     forward::{self, Verdict},
     maps::{BACKENDS, CONFIG},
     parse::{self, ptr_at},
@@ -35,7 +38,6 @@ pub fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     let pkt = parse::parse(ctx)?;
-    let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
     let id = if pkt.key.family == FAMILY_V4 {
         u32::from(u16::from_be_bytes(pkt.ipv4_id))
     } else {
@@ -46,13 +48,20 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
         u32::from(b[1] & 0x0f) << 16 | u32::from(b[2]) << 8 | u32::from(b[3])
     };
     let backend = BACKENDS.get(id).ok_or(reason::DROP_NO_BACKEND)?;
-    if id == 0 || backend.vip_id != vip.vip_id || backend.family != pkt.key.family {
+    if id == 0 || backend.family != pkt.key.family {
         return Err(reason::DROP_NO_BACKEND);
     }
+    // The slot names its VIP's forwarding mode; the VIP itself is not looked up, as the
+    // checked port may differ from the VIP's (a backend's check override).
+    let mode = if backend.flags & BACKEND_F_IPIP != 0 {
+        MODE_IPIP
+    } else {
+        MODE_DSR
+    };
     // An `Array` entry within `max_entries` always exists: this never fails.
     let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
-    match forward::forward(ctx, &pkt, vip.mode, backend, cfg, Some(hash))? {
+    match forward::forward(ctx, &pkt, mode, backend, cfg, Some(hash))? {
         Verdict::Tx => Ok(xdp_action::XDP_TX),
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),
