@@ -539,14 +539,17 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
                     .current
                     .vips
                     .iter()
-                    .find(|v| v.ident.address == ip(addr) && v.ident.port == *port && v.ident.proto == key.proto)
+                    .find(|v| {
+                        v.ident.address == ip(addr)
+                            && v.ident.port == *port
+                            && v.ident.proto == key.proto
+                    })
                     .ok_or_else(|| ctx(format!("no VIP {addr}:{port}")))?
                     .clone();
-                let id = w
-                    .dp
-                    .layout()
-                    .backend_id(&v.ident, ip(backend))
-                    .ok_or_else(|| ctx(format!("{backend} has no slot")))?;
+                let id =
+                    w.dp.layout()
+                        .backend_id(&v.ident, ip(backend))
+                        .ok_or_else(|| ctx(format!("{backend} has no slot")))?;
                 Some((spec.clone().ip_id(id), v))
             }
             _ => None,

@@ -254,7 +254,10 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
             ports.iter().filter(|p| held.contains(p)).count() >= 30,
             "{vip}: the half-open connections were not made: {held:?}"
         );
-        println!("{vip}: probe port {p}; half-open connections left on {victim:?} ports 49152..49176 and {ports:?}", victim = victim.name());
+        println!(
+            "{vip}: probe port {p}; half-open connections left on {victim:?} ports 49152..49176 and {ports:?}",
+            victim = victim.name()
+        );
         ahead.insert(vip, (lb_addr, ports));
     }
     // Long enough for the probes to pass every one of those ports (two backends × 5 probes
@@ -280,7 +283,10 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
     for (vip, (lb_addr, ports)) in &ahead {
         let left = syn_recv_ports(victim, *lb_addr)?;
         let reset = ports.iter().filter(|p| !left.contains(p)).count();
-        println!("{vip}: {reset} of the {} half-open connections ahead of the probes were reset by them", ports.len());
+        println!(
+            "{vip}: {reset} of the {} half-open connections ahead of the probes were reset by them",
+            ports.len()
+        );
         ensure!(reset >= 1, "{vip}: no probe met a half-open connection");
     }
     // The probes themselves leave nothing: a half-open connection from a probe port that is
@@ -347,9 +353,10 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
         let d = Daemon::start(&lab, on_down_config(&lab, on_down)?)?;
         // Up, and checked (a check passed since the start).
         let t0 = Instant::now();
-        while d.health("lab-tcp4", victim_addr).is_none_or(|(h, why)| {
-            h != Health::Up || !why.contains("VIP answered")
-        }) {
+        while d
+            .health("lab-tcp4", victim_addr)
+            .is_none_or(|(h, why)| h != Health::Up || !why.contains("VIP answered"))
+        {
             ensure!(
                 t0.elapsed() < Duration::from_secs(5),
                 "backend-2 not checked up: {:?}",
@@ -370,7 +377,12 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
         }
         // Its check fails; port 80 still works.
         check.stop();
-        d.wait_health("lab-tcp4", victim_addr, Health::Down, Duration::from_secs(5))?;
+        d.wait_health(
+            "lab-tcp4",
+            victim_addr,
+            Health::Down,
+            Duration::from_secs(5),
+        )?;
         let mut broken = Vec::new();
         for (i, c) in held.iter_mut().enumerate() {
             if let Err(e) = c.echo(&format!("after{i}")) {
@@ -387,10 +399,7 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
             "{on_down:?}: a down backend got new connections: {counts:?}"
         );
         match on_down {
-            OnDown::Keep => ensure!(
-                broken.is_empty(),
-                "keep: connections broke: {broken:?}"
-            ),
+            OnDown::Keep => ensure!(broken.is_empty(), "keep: connections broke: {broken:?}"),
             OnDown::Reassign => {
                 ensure!(
                     broken.len() == on_victim && broken.iter().all(|(b, _)| b == "backend-2"),
@@ -565,7 +574,10 @@ fn soak_lab(mode: Forwarding, secs: u64) -> anyhow::Result<String> {
     if !errors.is_empty() {
         bail!("{mode}: traffic errors: {errors:?}");
     }
-    ensure!(checks >= 4 * 3 * secs * 3, "{mode}: too few checks: {checks}");
+    ensure!(
+        checks >= 4 * 3 * secs * 3,
+        "{mode}: too few checks: {checks}"
+    );
     drop(d);
     lab.down()?;
     Ok(line)

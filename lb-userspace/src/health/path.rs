@@ -26,8 +26,9 @@
 //!
 //! **Source ports.** Each probe of a VIP's check (address, port, protocol) takes the next
 //! port of `PROBE_PORT_BASE..=65535` in turn (from a random start), skipping ports a probe
-//! waits on and ports whose last probe's state is not known to be closed: a port comes back
-//! only after 16384 probes of that check, so a backend never meets its own recent probes.
+//! waits on and ports where the same backend's probe is not known to be closed: a port comes
+//! back only after 16384 probes of that check, so a backend never meets its own recent
+//! probes.
 //! (The backend id cannot live in the port any more: 16384 backend slots would leave one
 //! port each.) Answers are matched by (VIP, VIP port, probe port, protocol) and, for TCP,
 //! by the acknowledged sequence number.
@@ -545,18 +546,20 @@ impl PathProber {
             .map_err(|e| format!("injecting the probe: {e}"))
     }
 
-    /// The next source port for a probe of (VIP, port, protocol), starting after `first`
-    /// if given (tests), and register its waiter and record; `None` if every port is busy.
+    /// The next source port for a probe of (VIP, port, protocol), and register its waiter
+    /// and record; `None` if every port is busy.
     fn take_port(
         &self,
         inner: &mut Inner,
         check: (IpAddr, u16, u8),
-        first: Option<u16>,
         sent: Sent,
         tx: oneshot::Sender<Reply>,
     ) -> Option<Key> {
         let now = Instant::now();
-        if inner.swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+        if inner
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+        {
             inner.sent.retain(|_, v| {
                 v.retain(|s| s.until > now);
                 !v.is_empty()
@@ -568,20 +571,19 @@ impl PathProber {
             .cursors
             .entry(check)
             .or_insert_with(|| random_u32() % PORTS);
-        if let Some(p) = first {
-            *cursor = u32::from(p.saturating_sub(PROBE_PORT_BASE)) + PORTS - 1;
-        }
         let mut chosen = None;
         for _ in 0..PORTS {
             *cursor = (*cursor + 1) % PORTS;
             let port = PROBE_PORT_BASE + *cursor as u16;
             let key = (vip, vport, port, proto);
+            // Another backend may take a port whose last probe is unsettled: its
+            // connection is on the other backend, and answers are told apart by sequence
+            // number. So a dead backend's unanswered probes only hold ports for itself.
             let busy = inner.waiting.contains_key(&key)
-                || (first.is_none()
-                    && inner
-                        .sent
-                        .get(&key)
-                        .is_some_and(|v| v.iter().any(|s| !s.settled && s.until > now)));
+                || inner.sent.get(&key).is_some_and(|v| {
+                    v.iter()
+                        .any(|s| s.id == sent.id && !s.settled && s.until > now)
+                });
             if !busy {
                 chosen = Some(key);
                 break;
@@ -600,7 +602,6 @@ impl PathProber {
         id: u32,
         src: IpAddr,
         spec: &HealthConfig,
-        first_port: Option<u16>,
         deadline: tokio::time::Instant,
     ) -> Result<Attempt, String> {
         let udp = spec.check == CheckKind::Udp;
@@ -616,14 +617,8 @@ impl PathProber {
         let (tx, rx) = oneshot::channel();
         let key = {
             let mut inner = self.inner.lock().map_err(|_| "lock poisoned".to_owned())?;
-            self.take_port(
-                &mut inner,
-                (vip.address, spec.port, proto),
-                first_port,
-                sent,
-                tx,
-            )
-            .ok_or("every probe source port is busy")?
+            self.take_port(&mut inner, (vip.address, spec.port, proto), sent, tx)
+                .ok_or("every probe source port is busy")?
         };
         let _guard = WaitGuard { prober: self, key };
         let l4 = if udp {
@@ -651,18 +646,6 @@ impl PathProber {
         backend: IpAddr,
         spec: &HealthConfig,
     ) -> Result<String, String> {
-        self.probe_from(vip, backend, spec, None).await
-    }
-
-    /// [`PathProber::probe`], its first SYN sent from `first_port` when given (tests: to
-    /// meet a half-open connection left on that port).
-    pub async fn probe_from(
-        &self,
-        vip: VipIdent,
-        backend: IpAddr,
-        spec: &HealthConfig,
-        first_port: Option<u16>,
-    ) -> Result<String, String> {
         let id = {
             let dp = self
                 .dp
@@ -682,13 +665,12 @@ impl PathProber {
                 }
             )
         })?;
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(u64::from(spec.timeout_ms));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(spec.timeout_ms));
         let mut challenged = false;
-        let mut first = first_port;
         // At most one retry: after a challenge ACK, from another port.
         for _ in 0..2 {
-            let attempt = self.attempt(vip, id, src, spec, first.take(), deadline).await?;
+            let attempt = self.attempt(vip, id, src, spec, deadline).await?;
             let reply = match attempt {
                 Attempt::Answer(Reply::Challenged) if !challenged => {
                     bump(&self.counters.challenged);
@@ -712,7 +694,12 @@ impl PathProber {
         ))
     }
 
-    fn outcome(&self, reply: Reply, spec: &HealthConfig, challenged: bool) -> Result<String, String> {
+    fn outcome(
+        &self,
+        reply: Reply,
+        spec: &HealthConfig,
+        challenged: bool,
+    ) -> Result<String, String> {
         let after = if challenged {
             ", after a challenge ACK (a stale connection on the backend, reset)"
         } else {
