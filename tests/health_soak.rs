@@ -457,7 +457,7 @@ fn churn(lab: &Lab, client: usize, stop: &AtomicBool, t: &Traffic) {
             Ok(Err(e)) => t.error(format!("tcp {tcp}: {e:#}")),
             Err(e) => t.error(format!("tcp {tcp}: {e}")),
         }
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let udp = SocketAddr::new(vip, lab::UDP_PORT);
             let local: SocketAddr = if vip.is_ipv4() {
                 ([0, 0, 0, 0], 0).into()
