@@ -545,16 +545,18 @@ impl PathProber {
         dp.inject(programs::PROBE, frame, self.iface.ifindex)
             .map_err(|e| format!("injecting the probe: {e}"))
     }
+}
 
-    /// The next source port for a probe of (VIP, port, protocol), and register its waiter
-    /// and record; `None` if every port is busy.
+impl Inner {
+    /// The next source port for a probe of (VIP, port, protocol), with its waiter and
+    /// record registered; `None` if every port is busy.
     fn take_port(
-        &self,
-        inner: &mut Inner,
+        &mut self,
         check: (IpAddr, u16, u8),
         sent: Sent,
         tx: oneshot::Sender<Reply>,
     ) -> Option<Key> {
+        let inner = self;
         let now = Instant::now();
         if inner
             .swept
@@ -594,7 +596,9 @@ impl PathProber {
         inner.sent.entry(key).or_default().push(sent);
         Some(key)
     }
+}
 
+impl PathProber {
     /// One SYN (or datagram) to backend slot `id` from a fresh port, and its answer.
     async fn attempt(
         &self,
@@ -617,7 +621,8 @@ impl PathProber {
         let (tx, rx) = oneshot::channel();
         let key = {
             let mut inner = self.inner.lock().map_err(|_| "lock poisoned".to_owned())?;
-            self.take_port(&mut inner, (vip.address, spec.port, proto), sent, tx)
+            inner
+                .take_port((vip.address, spec.port, proto), sent, tx)
                 .ok_or("every probe source port is busy")?
         };
         let _guard = WaitGuard { prober: self, key };
@@ -778,6 +783,63 @@ mod tests {
         assert_eq!(classify(seg("R", 0), Some(isn)), TcpAnswer::Ignore);
         assert_eq!(classify(seg("FA", 5), Some(isn)), TcpAnswer::Ignore);
         assert_eq!(classify(seg("S", 0), Some(isn)), TcpAnswer::Ignore);
+    }
+
+    #[test]
+    fn each_probe_takes_the_next_port_and_a_backend_never_meets_its_unsettled_probes() {
+        let mut inner = Inner::default();
+        let vip: IpAddr = "10.0.0.100".parse().unwrap();
+        let check = (vip, 80, PROTO_TCP);
+        let sent = |id| Sent {
+            id,
+            src: "10.0.0.1".parse().unwrap(),
+            isn: 1,
+            until: Instant::now() + LINGER,
+            settled: false,
+        };
+        let mut take = |inner: &mut Inner, id| {
+            let (tx, _rx) = oneshot::channel();
+            inner.take_port(check, sent(id), tx).map(|k| k.2)
+        };
+        let first = take(&mut inner, 1).unwrap();
+        let next = |p: u16, n: u32| {
+            PROBE_PORT_BASE + ((u32::from(p - PROBE_PORT_BASE) + n) % PORTS) as u16
+        };
+        assert_eq!(take(&mut inner, 1), Some(next(first, 1)));
+        assert_eq!(take(&mut inner, 2), Some(next(first, 2)));
+        // Once every port was used: backend 1 finds all of them held (by waiting probes
+        // or its own unsettled ones)...
+        inner.waiting.clear();
+        for _ in 3..PORTS {
+            take(&mut inner, 2).unwrap();
+        }
+        inner.waiting.clear();
+        assert_eq!(
+            take(&mut inner, 1),
+            Some(next(first, 2)),
+            "skips its own two"
+        );
+        // ...and another backend may reuse them (its connections are elsewhere).
+        inner.waiting.clear();
+        assert_eq!(take(&mut inner, 3), Some(next(first, 3)));
+        // A settled probe frees its port for its own backend too.
+        for v in inner.sent.values_mut() {
+            for s in v {
+                s.settled = true;
+            }
+        }
+        inner.waiting.clear();
+        assert_eq!(take(&mut inner, 1), Some(next(first, 4)));
+        // Every port waited on: none left.
+        let mut inner = Inner::default();
+        let mut keep = Vec::new();
+        for _ in 0..PORTS {
+            let (tx, rx) = oneshot::channel();
+            keep.push(rx);
+            inner.take_port(check, sent(5), tx).unwrap();
+        }
+        let (tx, _rx) = oneshot::channel();
+        assert!(inner.take_port(check, sent(6), tx).is_none());
     }
 
     #[test]
