@@ -797,7 +797,7 @@ mod tests {
             until: Instant::now() + LINGER,
             settled: false,
         };
-        let mut take = |inner: &mut Inner, id| {
+        let take = |inner: &mut Inner, id| {
             let (tx, _rx) = oneshot::channel();
             inner.take_port(check, sent(id), tx).map(|k| k.2)
         };
