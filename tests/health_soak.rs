@@ -415,6 +415,73 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
     Ok(())
 }
 
+#[test]
+fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()> {
+    use lb_userspace::dataplane::{self, LAYOUT_FILE};
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("keeprestart")).backends(3).ipv6(false))?;
+    let pin_dir = lab::lab_pin_dir(lab.prefix());
+    let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
+    let victim: IpAddr = lab.backend(1).addr4().into();
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    let mut config = lab.daemon_config(&Weights::Equal)?;
+    for v in &mut config.vips {
+        v.on_down = OnDown::Keep;
+        if v.health.check != CheckKind::None {
+            (v.health.interval_ms, v.health.timeout_ms) = (300, 250);
+            (v.health.rise, v.health.fall) = (2, 2);
+        }
+    }
+    let d = Daemon::start_keeping(&lab, config.clone())?;
+    lab.kill_backend_server(1)?;
+    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))?;
+    thread::sleep(Duration::from_millis(1200)); // the status file is rewritten every second
+    d.stop()?;
+    let status_file = lab::lab_dir(lab.prefix()).join("status.json");
+    let modified = || {
+        std::fs::metadata(&status_file)
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let old_status = modified();
+    let result = (|| -> anyhow::Result<()> {
+        // In the maps it still serves (keep): only the status file knew it was down. The next
+        // daemon starts with it down, and sends it no new flow before any check ran.
+        let d = Daemon::start_keeping(&lab, config)?;
+        let t = Instant::now();
+        // The new daemon's first status (written as it starts serving).
+        let (health, reason) = loop {
+            if modified() != old_status
+                && let Some(h) = d.health("lab-tcp4", victim)
+            {
+                break h;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(3),
+                "no status from the new daemon"
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        println!("after the restart: backend-2 {health:?} ({reason})");
+        ensure!(
+            health == Health::Down,
+            "backend-2 came back up with the restart: {reason}"
+        );
+        let counts = connections(lab.client(0), vip, 40)?;
+        ensure!(
+            !counts.contains_key("backend-2"),
+            "a backend down before the restart got new flows: {counts:?}"
+        );
+        d.stop()?;
+        Ok(())
+    })();
+    dataplane::detach(&pin_dir, Some(&layout))?;
+    result?;
+    lab.down()?;
+    Ok(())
+}
+
 /// What the soak's traffic saw.
 #[derive(Default)]
 struct Traffic {

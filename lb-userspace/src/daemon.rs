@@ -112,6 +112,25 @@ pub fn start(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneE
                 warn!(%vip, %backend, "backend was down before the restart: kept down until its checks pass");
             }
         }
+        // Under `on_down = "keep"` a down backend still serves its flows in the maps (out
+        // of the table only): the previous daemon's `down.json` tells it was down.
+        for (vip, backend) in kept_down(state) {
+            let e = health::Event {
+                vip,
+                backend,
+                health: Health::Down,
+                reason: "down when the previous daemon stopped; back after `rise` checks"
+                    .to_owned(),
+                ok: None,
+            };
+            if state.apply(&e) {
+                warn!(%vip, %backend, "backend was down before the restart (on_down = keep, its flows stay): kept down until its checks pass");
+            }
+        }
+    }
+    // From now on the file speaks for this daemon (an older one may be stale).
+    if let Err(err) = state::write_down(&d.state_dir, state) {
+        warn!(error = %err, dir = %d.state_dir.display(), "writing the down backends file");
     }
     let result = (|| {
         let desired = state.desired();
@@ -142,6 +161,28 @@ pub fn start(state: &mut State, on_exit: OnExit) -> Result<Dataplane, DataplaneE
         return Err(e);
     }
     Ok(dp)
+}
+
+/// The backends of `on_down = "keep"` VIPs that the previous daemon had down
+/// (`state::DOWN_FILE`; same VIP, same address).
+fn kept_down(state: &State) -> Vec<(crate::dataplane::VipIdent, std::net::IpAddr)> {
+    let prev = state::read_down(&state.config.daemon.state_dir);
+    let mut out = Vec::new();
+    for v in &state.config.vips {
+        if v.on_down != crate::config::OnDown::Keep {
+            continue;
+        }
+        let id = state::ident(v);
+        for b in &v.backends {
+            if prev
+                .iter()
+                .any(|(pv, pb)| *pv == id.to_string() && *pb == b.address)
+            {
+                out.push((id, b.address));
+            }
+        }
+    }
+    out
 }
 
 /// A change asked of the running daemon (the control API, tests). Each is validated by the
@@ -285,6 +326,9 @@ pub async fn serve(
                     warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
                 }
                 fib_backends = neigh::fib_backends(&desired);
+                if let Err(err) = state::write_down(&dir, &state) {
+                    warn!(error = %err, dir = %dir.display(), "writing the down backends file");
+                }
                 if let Err(err) = state::write_status(&dir, &state.status(&dp)) {
                     warn!(error = %err, dir = %dir.display(), "writing the status file");
                 }
@@ -407,7 +451,11 @@ pub async fn serve(
             pin_dir = %pins.display(),
             "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
         ),
-        None => info!("shut down; detached and unpinned"),
+        None => {
+            info!("shut down; detached and unpinned");
+            // Nothing to adopt: nothing to remember.
+            let _ = std::fs::remove_file(dir.join(state::DOWN_FILE));
+        }
     }
     let _ = std::fs::remove_file(dir.join("status.json"));
     // Only if nothing else lives there.

@@ -496,6 +496,41 @@ pub struct BackendStatus {
     pub flows: Option<u64>,
 }
 
+/// `<state_dir>/down.json`: the backends down now, rewritten on every health transition and
+/// left in place when the daemon stops. Under `on_down = "keep"` a down backend still serves
+/// its flows in the pinned maps, so they cannot tell the next daemon it was down; this file
+/// does.
+pub const DOWN_FILE: &str = "down.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DownFile {
+    /// (VIP as `VipIdent` displays it, backend address).
+    down: Vec<(String, IpAddr)>,
+}
+
+/// Write the backends `state` has down to `<dir>/down.json` (atomically).
+pub fn write_down(dir: &Path, state: &State) -> std::io::Result<()> {
+    let f = DownFile {
+        down: state
+            .health
+            .iter()
+            .filter(|(_, h)| h.health == Health::Down)
+            .map(|((v, b), _)| (v.to_string(), *b))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
+    atomic_file::write(&dir.join(DOWN_FILE), &bytes, Durability::Snapshot)
+}
+
+/// The (VIP, backend) pairs `<dir>/down.json` lists; none if it is missing or unreadable.
+pub fn read_down(dir: &Path) -> Vec<(String, IpAddr)> {
+    std::fs::read(dir.join(DOWN_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DownFile>(&b).ok())
+        .map(|f| f.down)
+        .unwrap_or_default()
+}
+
 /// Write `status` to `<dir>/status.json` atomically (temporary file, fsync, rename).
 pub fn write_status(dir: &Path, status: &Status) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
