@@ -437,6 +437,9 @@ pub async fn serve(
             }
         }
     }
+    if let Some(p) = &checkers.prober {
+        info!(stats = ?p.stats(), "health probes through the forwarding path");
+    }
     drop(checkers);
     scale_task.abort();
     sweeper.stop();

@@ -292,11 +292,17 @@ enum Attempt {
 struct WaitGuard<'a> {
     prober: &'a PathProber,
     key: Key,
+    isn: u32,
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut inner) = self.prober.inner.lock() {
+        if let Ok(mut inner) = self.prober.inner.lock()
+            && inner
+                .waiting
+                .get(&self.key)
+                .is_some_and(|w| w.sent.isn == self.isn)
+        {
             inner.waiting.remove(&self.key);
         }
     }
@@ -625,7 +631,11 @@ impl PathProber {
                 .take_port((vip.address, spec.port, proto), sent, tx)
                 .ok_or("every probe source port is busy")?
         };
-        let _guard = WaitGuard { prober: self, key };
+        let _guard = WaitGuard {
+            prober: self,
+            key,
+            isn,
+        };
         let l4 = if udp {
             ProbeL4::Udp(spec.send.as_bytes())
         } else {
