@@ -24,7 +24,8 @@ pub mod programs {
     pub const FLOOR_TX: &str = "sluice_floor_tx";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
-    /// Health probes through the forwarding path, to the backend the source port names.
+    /// Health probes through the forwarding path, to the backend the IP header names (IPv4
+    /// identification / IPv6 flow label).
     pub const PROBE: &str = "sluice_probe";
     /// Benchmarks: the live-frames traffic generator (rewrites its template per flow,
     /// `XDP_TX`).
