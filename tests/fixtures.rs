@@ -198,6 +198,9 @@ enum Expect {
 enum Input {
     Spec(Spec),
     Raw(Vec<u8>),
+    /// A health probe for `sluice_probe`: the frame with the slot id of backend `.2` of the
+    /// VIP (address, port) `.1` in its IPv4 identification / IPv6 flow label.
+    Probe(Spec, (&'static str, u16), &'static str),
     /// The frame the previous step produced.
     Previous,
 }
@@ -286,6 +289,23 @@ fn lb(spec: Spec, expect: Expect, reason: u32) -> Step {
         input: Input::Spec(spec),
         expect,
         reason,
+        checks: Vec::new(),
+    }
+}
+
+/// No reason counter moves (the probe program counts nothing).
+const NO_REASON: u32 = u32::MAX;
+
+/// A health probe of `backend` of the VIP `vip` (whose port may differ from the frame's:
+/// a check override); `Expect::Tx(Target::Backend(..))` is the frame forwarded there as
+/// the VIP's mode says.
+fn probe(spec: Spec, vip: (&'static str, u16), backend: &'static str, expect: Expect) -> Step {
+    Step {
+        publish: None,
+        program: programs::PROBE,
+        input: Input::Probe(spec, vip, backend),
+        expect,
+        reason: NO_REASON,
         checks: Vec::new(),
     }
 }
@@ -511,8 +531,32 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
                 .map(|c| w.counters(c))
                 .collect::<anyhow::Result<_>>()?;
         }
+        // A probe's frame, with its backend's slot id, and the VIP it probes.
+        let probe = match &step.input {
+            Input::Probe(spec, (addr, port), backend) => {
+                let key = spec.key();
+                let v = w
+                    .current
+                    .vips
+                    .iter()
+                    .find(|v| {
+                        v.ident.address == ip(addr)
+                            && v.ident.port == *port
+                            && v.ident.proto == key.proto
+                    })
+                    .ok_or_else(|| ctx(format!("no VIP {addr}:{port}")))?
+                    .clone();
+                let id =
+                    w.dp.layout()
+                        .backend_id(&v.ident, ip(backend))
+                        .ok_or_else(|| ctx(format!("{backend} has no slot")))?;
+                Some((spec.clone().ip_id(id), v))
+            }
+            _ => None,
+        };
         let frame = match &step.input {
             Input::Spec(s) => s.build(),
+            Input::Probe(..) => probe.as_ref().map(|(s, _)| s.build()).unwrap_or_default(),
             Input::Raw(f) => f.clone(),
             Input::Previous => previous
                 .clone()
@@ -529,6 +573,10 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
             _ => None,
         };
         let (action, out) = match (&step.expect, spec) {
+            (Expect::Tx(Target::Backend(a)), None) if probe.is_some() => {
+                let (spec, v) = probe.as_ref().expect("a probe");
+                (XDP_TX, forwarded(spec, v, ip(a)))
+            }
             (Expect::Pass, _) => (XDP_PASS, frame.clone()),
             (Expect::Drop, _) => (XDP_DROP, got.frame.clone()),
             (Expect::Exact(a, f), _) => (*a, f.clone()),
@@ -589,15 +637,20 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
             .filter(|(_, (a, b))| a != b)
             .map(|(i, (a, b))| (i, a - b))
             .collect();
-        if moved != [(step.reason as usize, 1)] {
+        let want: &[(usize, u64)] = if step.reason == NO_REASON {
+            &[]
+        } else {
+            &[(step.reason as usize, 1)]
+        };
+        if moved != want {
             let names: Vec<String> = moved
                 .iter()
                 .map(|(i, d)| format!("{}+{d}", reason::NAMES[*i]))
                 .collect();
-            return Err(ctx(format!(
-                "counters moved {names:?}, want exactly {}+1",
-                reason::NAMES[step.reason as usize]
-            )));
+            let want = reason::NAMES
+                .get(step.reason as usize)
+                .map_or("none".to_owned(), |n| format!("exactly {n}+1"));
+            return Err(ctx(format!("counters moved {names:?}, want {want}")));
         }
         for c in &step.checks {
             check(w, spec, &assigned, edited, *c).map_err(|e| ctx(format!("{c:?}: {e}")))?;
@@ -783,6 +836,7 @@ fn cases() -> Vec<Case> {
         counters(),
         tracking(),
         schedulers(),
+        probes(),
     ]
     .into_iter()
     .flatten()
@@ -1894,6 +1948,56 @@ fn schedulers() -> Vec<Case> {
             .collect(),
     ));
     cases
+}
+
+/// Health probes (`sluice_probe`): the backend comes from the IPv4 identification / IPv6 flow
+/// label, whatever the source port; the VIP's mode; any destination port (check overrides).
+fn probes() -> Vec<Case> {
+    let [a, b, ..] = BACKENDS4;
+    let [a6, b6, ..] = BACKENDS6;
+    let to = |x: &'static str| Expect::Tx(Target::Backend(x));
+    vec![
+        case(
+            "probe: dsr v4, any source port, the id names the backend",
+            vec![
+                probe(syn4(49152, 80), (VIP4, 80), b, to(b)),
+                probe(syn4(65535, 80), (VIP4, 80), b, to(b)),
+                probe(syn4(50000, 80), (VIP4, 80), a, to(a)),
+                // RSTs (closing a probe's half-open connection) and UDP go the same way.
+                probe(
+                    Spec::tcp(CLIENT4, 50000, VIP4, 80, RST),
+                    (VIP4, 80),
+                    a,
+                    to(a),
+                ),
+                probe(Spec::udp(CLIENT4, 50001, VIP4, 53), (VIP4, 53), b, to(b)),
+                // A check override on another port than the VIP's.
+                probe(syn4(50002, 8080), (VIP4, 80), b, to(b)),
+            ],
+        ),
+        case(
+            "probe: ipip v4 and v6, dsr v6 (flow label)",
+            vec![
+                probe(syn4(51000, 443), (VIP4, 443), a, to(a)),
+                probe(syn6(51000, 443), (VIP6, 443), b6, to(b6)),
+                probe(syn6(60000, 80), (VIP6, 80), a6, to(a6)),
+                probe(syn6(60001, 80), (VIP6, 80), b6, to(b6)),
+            ],
+        ),
+        case(
+            "probe: no backend 0, none of the other family",
+            vec![
+                raw(
+                    programs::PROBE,
+                    syn4(50000, 80).ip_id(0).build(),
+                    Expect::Drop,
+                    NO_REASON,
+                ),
+                // The frame is IPv4, the id an IPv6 backend's.
+                probe(syn4(50000, 80), (VIP6, 80), a6, Expect::Drop),
+            ],
+        ),
+    ]
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub mod programs {
     pub const FLOOR_TX: &str = "sluice_floor_tx";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
-    /// Health probes through the forwarding path, to the backend the source port names.
+    /// Health probes through the forwarding path, to the backend the IP header names (IPv4
+    /// identification / IPv6 flow label).
     pub const PROBE: &str = "sluice_probe";
     /// Benchmarks: the live-frames traffic generator (rewrites its template per flow,
     /// `XDP_TX`).
@@ -43,11 +44,13 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// Default capacity of the lookup-table storage (`TABLES`, u32 backend ids), enough for
 /// 32 VIPs with 65537-slot tables, double-buffered.
 pub const DEFAULT_TABLE_SLOTS: u32 = 32 * 2 * 65537;
-/// Health probes use source port `PROBE_PORT_BASE + backend id` (49152..=65535, exactly
-/// `MAX_BACKENDS` ports): the probe program reads the target from it, and the daemon matches
-/// replies by it.
+/// Health probes use source ports `PROBE_PORT_BASE..=65535` (16384 ports), a different one
+/// for each probe of a VIP's check, and carry the target backend's id in their IP header
+/// (IPv4 identification / IPv6 flow label), where the probe program reads it; the daemon
+/// matches replies by port (and TCP sequence number).
 pub const PROBE_PORT_BASE: u16 = 49152;
-const _: () = assert!(PROBE_PORT_BASE as u32 + MAX_BACKENDS - 1 == u16::MAX as u32);
+/// Every backend id fits the IPv4 identification field (and the 20-bit IPv6 flow label).
+const _: () = assert!(MAX_BACKENDS <= 1 << 16);
 /// The backend id that means "no backend".
 pub const NO_BACKEND: u32 = 0;
 

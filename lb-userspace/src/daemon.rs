@@ -139,11 +139,31 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
                 health: Health::Down,
                 reason: "down when the previous daemon stopped; back after `rise` checks"
                     .to_owned(),
+                ok: None,
             };
             if state.apply(&e) {
                 warn!(%vip, %backend, "backend was down before the restart: kept down until its checks pass");
             }
         }
+        // Under `on_down = "keep"` a down backend still serves its flows in the maps (out
+        // of the table only): the previous daemon's `down.json` tells it was down.
+        for (vip, backend) in kept_down(state) {
+            let e = health::Event {
+                vip,
+                backend,
+                health: Health::Down,
+                reason: "down when the previous daemon stopped; back after `rise` checks"
+                    .to_owned(),
+                ok: None,
+            };
+            if state.apply(&e) {
+                warn!(%vip, %backend, "backend was down before the restart (on_down = keep, its flows stay): kept down until its checks pass");
+            }
+        }
+    }
+    // From now on the file speaks for this daemon (an older one may be stale).
+    if let Err(err) = state::write_down(&d.state_dir, state) {
+        warn!(error = %err, dir = %d.state_dir.display(), "writing the down backends file");
     }
     let result = (|| {
         let desired = state.desired();
@@ -174,6 +194,28 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         return Err(e);
     }
     Ok(dp)
+}
+
+/// The backends of `on_down = "keep"` VIPs that the previous daemon had down
+/// (`state::DOWN_FILE`; same VIP, same address).
+fn kept_down(state: &State) -> Vec<(crate::dataplane::VipIdent, std::net::IpAddr)> {
+    let prev = state::read_down(&state.config.daemon.state_dir);
+    let mut out = Vec::new();
+    for v in &state.config.vips {
+        if v.on_down != crate::config::OnDown::Keep {
+            continue;
+        }
+        let id = state::ident(v);
+        for b in &v.backends {
+            if prev
+                .iter()
+                .any(|(pv, pb)| *pv == id.to_string() && *pb == b.address)
+            {
+                out.push((id, b.address));
+            }
+        }
+    }
+    out
 }
 
 /// A change asked of the running daemon (the control API, tests). Each is validated by the
@@ -308,7 +350,11 @@ pub async fn serve(
                     continue;
                 }
                 match e.health {
-                    Health::Down => warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, its flows move"),
+                    Health::Down => {
+                        let keep = state.config.vips.iter().any(|v| state::ident(v) == e.vip && v.on_down == crate::config::OnDown::Keep);
+                        let flows = if keep { "its flows stay (on_down = keep)" } else { "its flows move (on_down = reassign)" };
+                        warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, {flows}");
+                    }
                     Health::Up => info!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend up"),
                 }
                 let desired = state.desired();
@@ -317,6 +363,9 @@ pub async fn serve(
                     warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
                 }
                 fib_backends = neigh::fib_backends(&desired);
+                if let Err(err) = state::write_down(&state.config.daemon.state_dir, &state) {
+                    warn!(error = %err, dir = %state.config.daemon.state_dir.display(), "writing the down backends file");
+                }
                 status_file.write(Arc::new(state.status(&dp)));
             }
             Some((req, reply)) = calls.recv() => {
@@ -435,6 +484,9 @@ pub async fn serve(
             }
         }
     }
+    if let Some(p) = &checkers.prober {
+        info!(stats = ?p.stats(), "health probes through the forwarding path");
+    }
     drop(checkers);
     scale_task.abort();
     sweeper.stop();
@@ -449,7 +501,11 @@ pub async fn serve(
             pin_dir = %pins.display(),
             "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
         ),
-        None => info!("shut down; detached and unpinned"),
+        None => {
+            info!("shut down; detached and unpinned");
+            // Nothing to adopt: nothing to remember.
+            let _ = std::fs::remove_file(dir.join(state::DOWN_FILE));
+        }
     }
     status_file.finish().await;
     let _ = std::fs::remove_file(dir.join("status.json"));

@@ -372,6 +372,8 @@ mod tests {
                     since: 0,
                     reason: String::new(),
                     transitions: 1,
+                    checks: 0,
+                    failed_checks: 0,
                     packets: 10,
                     bytes: 1000,
                     new_flows: 2,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     atomic_file::{self, Durability},
-    config::{BackendConfig, BackendState, CheckKind, Config},
+    config::{BackendConfig, BackendState, CheckKind, Config, OnDown},
     dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
 };
@@ -43,6 +43,9 @@ pub struct BackendHealth {
     pub since: SystemTime,
     pub reason: String,
     pub transitions: u64,
+    /// Checks run, and how many of them failed, since the daemon started.
+    pub checks: u64,
+    pub failed_checks: u64,
 }
 
 /// The health reason of a backend with `check = "none"`: up, and never checked.
@@ -140,6 +143,8 @@ impl State {
                         }
                         .to_owned(),
                         transitions: 0,
+                        checks: 0,
+                        failed_checks: 0,
                     },
                 );
             }
@@ -206,6 +211,10 @@ impl State {
             return false;
         };
         h.reason.clone_from(&e.reason);
+        if let Some(ok) = e.ok {
+            h.checks += 1;
+            h.failed_checks += u64::from(!ok);
+        }
         if h.health == e.health {
             return false;
         }
@@ -296,7 +305,8 @@ impl State {
         self.health.get(&(vip, backend))
     }
 
-    /// The data plane's desired state: the config, with down backends not serving.
+    /// The data plane's desired state: the config, with down backends not serving
+    /// (`vip.on_down = "reassign"`) or serving only their existing flows (`"keep"`).
     pub fn desired(&self) -> Desired {
         let d = &self.config.daemon;
         Desired {
@@ -319,13 +329,19 @@ impl State {
                         backends: v
                             .backends
                             .iter()
-                            .map(|b| DesiredBackend {
-                                address: b.address,
-                                weight: self.table_weight(v, b),
-                                mac: b.mac,
-                                serving: self
+                            .map(|b| {
+                                let up = self
                                     .health_of(id, b.address)
-                                    .is_none_or(|h| h.health == Health::Up),
+                                    .is_none_or(|h| h.health == Health::Up);
+                                // Down: out of the table either way; with `keep` its flows
+                                // stay (as when draining), with `reassign` they move.
+                                let keep = !up && v.on_down == OnDown::Keep;
+                                DesiredBackend {
+                                    address: b.address,
+                                    weight: if keep { 0 } else { self.table_weight(v, b) },
+                                    mac: b.mac,
+                                    serving: up || keep,
+                                }
                             })
                             .collect(),
                     }
@@ -396,6 +412,8 @@ impl State {
                                 since: h.map_or(0, |h| secs(h.since)),
                                 reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                                 transitions: h.map_or(0, |h| h.transitions),
+                                checks: h.map_or(0, |h| h.checks),
+                                failed_checks: h.map_or(0, |h| h.failed_checks),
                                 packets: c.packets,
                                 bytes: c.bytes,
                                 new_flows: c.new_flows,
@@ -546,6 +564,11 @@ pub struct BackendStatus {
     /// The last probe's outcome.
     pub reason: String,
     pub transitions: u64,
+    /// Checks run and failed since the daemon started.
+    #[serde(default)]
+    pub checks: u64,
+    #[serde(default)]
+    pub failed_checks: u64,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
@@ -553,6 +576,41 @@ pub struct BackendStatus {
     /// it walks the flow table). Idle entries count until the LRU evicts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<u64>,
+}
+
+/// `<state_dir>/down.json`: the backends down now, rewritten on every health transition and
+/// left in place when the daemon stops. Under `on_down = "keep"` a down backend still serves
+/// its flows in the pinned maps, so they cannot tell the next daemon it was down; this file
+/// does.
+pub const DOWN_FILE: &str = "down.json";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct DownFile {
+    /// (VIP as `VipIdent` displays it, backend address).
+    down: Vec<(String, IpAddr)>,
+}
+
+/// Write the backends `state` has down to `<dir>/down.json` (atomically).
+pub fn write_down(dir: &Path, state: &State) -> std::io::Result<()> {
+    let f = DownFile {
+        down: state
+            .health
+            .iter()
+            .filter(|(_, h)| h.health == Health::Down)
+            .map(|((v, b), _)| (v.to_string(), *b))
+            .collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
+    atomic_file::write(&dir.join(DOWN_FILE), &bytes, Durability::Snapshot)
+}
+
+/// The (VIP, backend) pairs `<dir>/down.json` lists; none if it is missing or unreadable.
+pub fn read_down(dir: &Path) -> Vec<(String, IpAddr)> {
+    std::fs::read(dir.join(DOWN_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DownFile>(&b).ok())
+        .map(|f| f.down)
+        .unwrap_or_default()
 }
 
 /// Write `status` to `<dir>/status.json` atomically (temporary file, rename; not fsynced:
@@ -703,6 +761,7 @@ mod tests {
             backend: key.1,
             health,
             reason: String::new(),
+            ok: None,
         };
         assert!(s.apply(&e(Health::Down)));
         assert!(s.apply(&e(Health::Up)));
@@ -765,6 +824,8 @@ mod tests {
                     since: 0,
                     reason: String::new(),
                     transitions: 0,
+                    checks: 0,
+                    failed_checks: 0,
                     packets: 0,
                     bytes: 0,
                     new_flows: 0,
@@ -809,6 +870,7 @@ mod tests {
             backend: key.1,
             health: Health::Down,
             reason: "connect refused".to_owned(),
+            ok: Some(false),
         }));
         let s = s.with_config(c);
         let h = s.health_of(key.0, key.1).unwrap();
@@ -836,5 +898,45 @@ mod tests {
             (s.effective_weight(v, b), s.lifecycle(v, b)),
             (10, "active")
         );
+    }
+
+    #[test]
+    fn down_backends_move_their_flows_or_keep_them_as_on_down_says() {
+        for (on_down, serving) in [(OnDown::Reassign, false), (OnDown::Keep, true)] {
+            let mut c = config();
+            c.vips[0].slow_start_ms = 0;
+            c.vips[0].on_down = on_down;
+            let mut s = State::new(c);
+            let key = (
+                ident(&s.config.vips[0]),
+                s.config.vips[0].backends[0].address,
+            );
+            let e = |health| Event {
+                vip: key.0,
+                backend: key.1,
+                health,
+                reason: String::new(),
+                ok: None,
+            };
+            let live = DesiredBackend {
+                address: key.1,
+                weight: 10 * WEIGHT_SCALE,
+                mac: None,
+                serving: true,
+            };
+            assert_eq!(s.desired().vips[0].backends[0], live);
+            assert!(s.apply(&e(Health::Down)));
+            let down = s.desired().vips[0].backends[0].clone();
+            assert_eq!(down.serving, serving, "{on_down:?}: existing flows");
+            if on_down == OnDown::Keep {
+                assert_eq!(down.weight, 0, "keep: no new flows");
+            }
+            assert_eq!(
+                s.lifecycle(&s.config.vips[0], &s.config.vips[0].backends[0]),
+                "down"
+            );
+            assert!(s.apply(&e(Health::Up)));
+            assert!(s.desired().vips[0].backends[0].serving);
+        }
     }
 }

@@ -65,6 +65,9 @@ pub struct Spec {
     pub fragment: (bool, u16),
     /// Zero bytes after the IP packet (Ethernet padding of short frames).
     pub trailer: usize,
+    /// The IPv4 identification / IPv6 flow label (what carries a health probe's backend
+    /// id); default 0x1234 / 0x12345.
+    pub ip_id: Option<u32>,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -102,6 +105,7 @@ impl Spec {
             ttl: 61,
             fragment: (false, 0),
             trailer: 0,
+            ip_id: None,
         }
     }
 
@@ -119,6 +123,12 @@ impl Spec {
     /// IPv4 fragmentation fields: more-fragments and the offset in 8-byte units.
     pub fn fragment(mut self, more: bool, offset: u16) -> Self {
         self.fragment = (more, offset);
+        self
+    }
+
+    /// The IPv4 identification / IPv6 flow label: a health probe's backend id.
+    pub fn ip_id(mut self, id: u32) -> Self {
+        self.ip_id = Some(id);
         self
     }
 
@@ -188,7 +198,7 @@ impl Spec {
                 h.more_fragments = self.fragment.0;
                 h.fragment_offset =
                     IpFragOffset::try_new(self.fragment.1).expect("fragment offset");
-                h.identification = 0x1234;
+                h.identification = self.ip_id.map_or(0x1234, |i| i as u16);
                 h.options = Ipv4Options::try_from(&self.ipv4_options[..]).expect("options");
                 h.total_len = (h.header_len() + l4_len) as u16;
                 h.write(&mut out).expect("write ipv4");
@@ -212,7 +222,8 @@ impl Spec {
                 } + self.payload.len();
                 let h = Ipv6Header {
                     traffic_class: self.tos,
-                    flow_label: Ipv6FlowLabel::try_new(0x12345).expect("flow label"),
+                    flow_label: Ipv6FlowLabel::try_new(self.ip_id.unwrap_or(0x12345))
+                        .expect("flow label"),
                     payload_length: l4_len as u16,
                     next_header: IpNumber(self.proto()),
                     hop_limit: self.ttl,

@@ -59,6 +59,10 @@ pub struct VipAdd {
     /// A drain ends after this many milliseconds even with connections left (0: never).
     #[arg(long, default_value_t = config::DEFAULT_DRAIN_TIMEOUT_MS)]
     pub drain_timeout_ms: u32,
+    /// What a backend marked down does to its flows: reassign (they move) or keep (they
+    /// stay until they end; only new flows avoid it).
+    #[arg(long, default_value = "reassign")]
+    pub on_down: String,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,9 @@ pub struct VipSet {
     pub slow_start_ms: Option<u32>,
     #[arg(long)]
     pub drain_timeout_ms: Option<u32>,
+    /// reassign or keep (see `vip.on_down`).
+    #[arg(long)]
+    pub on_down: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -233,7 +240,7 @@ fn parse_named<T: Named>(value: &str) -> anyhow::Result<T> {
             let names: Vec<&str> = T::ALL.iter().map(|(n, _)| *n).collect();
             format!(
                 "--{} {value:?}: accepted values are {}",
-                T::FIELD,
+                T::FIELD.replace('_', "-"),
                 names.join(", ")
             )
         })
@@ -313,6 +320,7 @@ fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
             v.table_size = a.table_size;
             v.slow_start_ms = a.slow_start_ms;
             v.drain_timeout_ms = a.drain_timeout_ms;
+            v.on_down = parse_named(&a.on_down)?;
             match c.vips.iter().find(|x| x.name == v.name) {
                 // Added before, exactly so: nothing to do.
                 Some(x)
@@ -323,7 +331,8 @@ fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
                         && x.scheduler == v.scheduler
                         && x.table_size == v.table_size
                         && x.slow_start_ms == v.slow_start_ms
-                        && x.drain_timeout_ms == v.drain_timeout_ms => {}
+                        && x.drain_timeout_ms == v.drain_timeout_ms
+                        && x.on_down == v.on_down => {}
                 Some(_) => bail!(
                     "--name {:?}: a VIP of that name exists with other settings (change it with \
                      `sluice vip set`, or remove it first)",
@@ -358,6 +367,9 @@ fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
             }
             if let Some(x) = s.drain_timeout_ms {
                 v.drain_timeout_ms = x;
+            }
+            if let Some(x) = &s.on_down {
+                v.on_down = parse_named(x)?;
             }
             Ok(())
         }
@@ -531,6 +543,7 @@ mod tests {
                 scheduler: "maglev".to_owned(),
                 slow_start_ms: 0,
                 drain_timeout_ms: config::DEFAULT_DRAIN_TIMEOUT_MS,
+                on_down: "reassign".to_owned(),
             })
         };
         let mut c = running();

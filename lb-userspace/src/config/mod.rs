@@ -183,6 +183,8 @@ pub struct VipConfig {
     /// A draining backend counts as drained after this long even with connections left
     /// (0: no deadline).
     pub drain_timeout_ms: u32,
+    /// What a backend marked down by its health checks does to its existing flows.
+    pub on_down: OnDown,
     /// Maglev lookup-table size, a prime.
     pub table_size: u32,
     /// How the daemon checks this VIP's backends.
@@ -375,6 +377,22 @@ pub enum BackendState {
     Draining,
 }
 
+/// What a backend marked down does to its existing flows (`vip.on_down`). Either way new
+/// flows avoid it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDown {
+    /// It stops serving: its flows move to other backends on their next packet (TCP
+    /// connections on it break). For stateless or short requests, and when "down" means
+    /// dead: clients reconnect at once instead of waiting for a timeout.
+    #[default]
+    Reassign,
+    /// It stays serving its existing flows (as when draining: out of the table, flows
+    /// continue) until they end or time out. For long-lived streams, which a false or
+    /// partial "down" (the check fails, the service still works) would otherwise break.
+    Keep,
+}
+
 /// Accepted spellings, for error messages and parsing (the config file's and the CLI's).
 pub(crate) trait Named: Sized + Copy + PartialEq + 'static {
     /// The key that holds this value.
@@ -427,6 +445,7 @@ named!(Scheduler, "scheduler", [
     "source-hash" => Scheduler::SourceHash,
 ]);
 named!(BackendState, "state", ["active" => BackendState::Active, "draining" => BackendState::Draining]);
+named!(OnDown, "on_down", ["reassign" => OnDown::Reassign, "keep" => OnDown::Keep]);
 named!(CheckKind, "check", ["tcp" => CheckKind::Tcp, "http" => CheckKind::Http, "udp" => CheckKind::Udp, "none" => CheckKind::None]);
 
 impl Protocol {

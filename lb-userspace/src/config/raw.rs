@@ -46,6 +46,7 @@ pub(super) struct RawVip {
     pub table_size: Option<i64>,
     pub slow_start_ms: Option<i64>,
     pub drain_timeout_ms: Option<i64>,
+    pub on_down: Option<String>,
     pub health: Option<RawHealth>,
     pub autoscale: Option<super::autoscale::RawAutoscale>,
     #[serde(default)]

@@ -594,7 +594,12 @@ const INVALID: &[(&str, Expected)] = &[
                 "100000000 is out of range (0..=86400000)",
             ),
             (
-                Some(17),
+                Some(14),
+                "vip[0].on_down",
+                "unknown on_down \"drop\"; accepted values: \"reassign\", \"keep\"",
+            ),
+            (
+                Some(18),
                 "vip[0].backend[0].state",
                 "unknown state \"retired\"; accepted values: \"active\", \"draining\"",
             ),

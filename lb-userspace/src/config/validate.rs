@@ -11,7 +11,7 @@ use super::locate::Locator;
 use super::raw::{RawBackend, RawDaemon, RawFile, RawHealth, RawVip};
 use super::{
     BackendConfig, BackendState, CheckKind, Config, DaemonConfig, Forwarding, HealthConfig,
-    Ipv4Prefix, Ipv6Prefix, Named, Problem, Protocol, Scheduler, VipConfig, XdpMode,
+    Ipv4Prefix, Ipv6Prefix, Named, OnDown, Problem, Protocol, Scheduler, VipConfig, XdpMode,
 };
 use super::{
     CONNTRACK_SWEEP_RANGE, DEFAULT_CONNTRACK_SWEEP_MS, DEFAULT_DRAIN_TIMEOUT_MS,
@@ -543,6 +543,7 @@ impl Cx<'_> {
             Some(DEFAULT_DRAIN_TIMEOUT_MS),
             DRAIN_TIMEOUT_RANGE,
         );
+        let on_down = self.named(&at("on_down"), v.on_down.as_ref(), Some(OnDown::Reassign));
         let raw_health = v.health.clone().unwrap_or_default();
         let health = self.health(&at("health"), &raw_health, port, protocol);
         let name = match &v.name {
@@ -633,6 +634,7 @@ impl Cx<'_> {
             table_size,
             slow_start_ms,
             drain_timeout_ms,
+            on_down,
             health,
             autoscale,
             backends,
@@ -899,6 +901,7 @@ struct PartialVip {
     table_size: Option<u32>,
     slow_start_ms: Option<u32>,
     drain_timeout_ms: Option<u32>,
+    on_down: Option<OnDown>,
     health: Option<HealthConfig>,
     autoscale: Option<Option<super::autoscale::AutoscaleConfig>>,
     backends: Option<Vec<BackendConfig>>,
@@ -916,6 +919,7 @@ impl PartialVip {
             table_size: self.table_size?,
             slow_start_ms: self.slow_start_ms?,
             drain_timeout_ms: self.drain_timeout_ms?,
+            on_down: self.on_down?,
             health: self.health?,
             autoscale: self.autoscale?,
             backends: self.backends?,

@@ -78,7 +78,8 @@ pub struct DesiredBackend {
     /// Share of new flows; 0 = none (existing flows continue while `serving`).
     pub weight: u32,
     pub mac: Option<[u8; 6]>,
-    /// False when the backend is down: its flows move on their next packet.
+    /// False when the backend is down (`on_down = "reassign"`): its flows move on their next
+    /// packet.
     pub serving: bool,
 }
 

@@ -93,6 +93,9 @@ pub struct Event {
     pub health: Health,
     /// The last probe's outcome, e.g. "connect: Connection refused" or "HTTP 200".
     pub reason: String,
+    /// Whether the check passed; `None` when the event is no check (a restarted daemon's
+    /// knowledge).
+    pub ok: Option<bool>,
 }
 
 /// A random delay in `[0, interval)` for the first probe of `backend`.
@@ -162,6 +165,7 @@ pub fn spawn(
                 backend,
                 health: tracker.state(),
                 reason,
+                ok: Some(ok),
             };
             if events.send(e).await.is_err() {
                 return;

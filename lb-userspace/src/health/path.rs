@@ -4,14 +4,34 @@
 //! check port (a TCP SYN, or the configured UDP datagram). The daemon runs the `sluice_probe`
 //! XDP program on it in live-frames mode on the LB interface, which forwards it exactly as
 //! the balancer would (DSR MAC rewrite, or IPIP encapsulation) but to the backend named by
-//! the probe's source port (`PROBE_PORT_BASE + backend id`), whatever its health. The backend
-//! answers the LB directly, from the VIP:
+//! the probe's IP header (IPv4 identification / IPv6 flow label = backend id), whatever its
+//! health. The backend answers the LB directly, from the VIP:
 //!
 //! - a SYN-ACK: the backend holds the VIP (on its loopback) and, for IPIP, decapsulates, and
-//!   something listens on the port. The prober then resets the half-open connection through
-//!   the same path, so the backend keeps no state.
-//! - a RST: the VIP is there but nothing listens on the port.
+//!   something listens on the port;
+//! - a RST: the VIP is there but nothing listens on the port;
+//! - a bare ACK (a *challenge ACK*): the backend already has a connection on this 4-tuple,
+//!   typically a half-open one (SYN-RECV) an earlier probe left behind. Its TCP stack, the
+//!   VIP and the listener are there: the probe resets that connection and tries again from
+//!   another port, and the backend counts as alive even if the retry gets no answer;
 //! - nothing: the VIP is missing, decapsulation is missing, or the backend is gone.
+//!
+//! **No probe leaves state on a backend.** Every SYN-ACK and challenge ACK that reaches a
+//! probe port is answered with a RST through the same path by the receiving task, not by the
+//! probe that is waiting: answers that arrive after the probe's timeout, or after its checker
+//! was cancelled (every edit restarts the checkers), or a SYN-ACK retransmitted because a RST
+//! was lost, are reset too. To route such a RST, every probe is remembered (port, sequence
+//! number, backend) for [`LINGER`], longer than Linux retransmits a SYN-ACK (63 s). A RST
+//! that cannot be injected is counted and logged, and retried when the backend retransmits.
+//!
+//! **Source ports.** Each probe of a VIP's check (address, port, protocol) takes the next
+//! port of `PROBE_PORT_BASE..=65535` in turn (from a random start), skipping ports a probe
+//! waits on and ports where the same backend's probe is not known to be closed: a port comes
+//! back only after 16384 probes of that check, so a backend never meets its own recent
+//! probes.
+//! (The backend id cannot live in the port any more: 16384 backend slots would leave one
+//! port each.) Answers are matched by (VIP, VIP port, probe port, protocol) and, for TCP,
+//! by the acknowledged sequence number.
 //!
 //! Answers are read from raw sockets (the kernel's TCP stack, finding no socket for them,
 //! answers a SYN-ACK with a RST of its own, which is dropped: the LB never resolves the VIP).
@@ -22,35 +42,170 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
-use etherparse::{PacketBuilder, TcpHeaderSlice, UdpHeaderSlice};
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeaderSlice,
+    UdpHeaderSlice,
+};
 use lb_common::{PROBE_PORT_BASE, PROTO_TCP, PROTO_UDP, programs};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
+use tracing::warn;
 
 use crate::{
     config::{CheckKind, HealthConfig},
     dataplane::{Dataplane, VipIdent, iface::Iface},
 };
 
-/// Who answered a probe, and how.
+/// How long a probe is remembered, to reset its late answers: longer than Linux keeps
+/// retransmitting a SYN-ACK (`tcp_synack_retries` = 5: 1 + 2 + 4 + 8 + 16 + 32 = 63 s).
+pub const LINGER: Duration = Duration::from_secs(75);
+/// How long a probe whose SYN-ACK was reset is remembered: a few SYN-ACK retransmissions,
+/// in case our RST was lost.
+const SETTLED_LINGER: Duration = Duration::from_secs(10);
+/// Probe source ports: `PROBE_PORT_BASE..=65535`.
+const PORTS: u32 = 65536 - PROBE_PORT_BASE as u32;
+/// Expired probe records are swept at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The fields of a TCP segment that tell what it answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub syn: bool,
+    pub ack: bool,
+    pub rst: bool,
+    pub fin: bool,
+    /// The acknowledgment number (meaningful with `ack`).
+    pub ack_no: u32,
+}
+
+/// What a TCP segment from the VIP to a probe port means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpAnswer {
+    /// A SYN-ACK for the waiting probe's SYN: the backend listens. Reset it.
+    SynAck,
+    /// A RST for the waiting probe's SYN: nothing listens on the port.
+    Refused,
+    /// A bare ACK: the backend has a connection on this 4-tuple (typically half-open, left
+    /// by an earlier probe) and challenged the SYN. Alive; reset it (a RST with the ACK's
+    /// acknowledgment number is in its window) and retry from another port.
+    ChallengeAck,
+    /// A SYN-ACK for another SYN than the waiting probe's (none waits, or it has another
+    /// sequence number): an answer that came late or a retransmission. Reset it.
+    StaleSynAck,
+    /// Anything else (a RST for something else, a FIN, a SYN): ignored.
+    Ignore,
+}
+
+/// Classify a segment from the VIP to a probe port; `isn` is the initial sequence number of
+/// the probe waiting on that port, if one waits.
+pub fn classify(seg: Segment, isn: Option<u32>) -> TcpAnswer {
+    let acks_ours = seg.ack && isn.is_some_and(|i| seg.ack_no == i.wrapping_add(1));
+    if seg.rst {
+        return if acks_ours {
+            TcpAnswer::Refused
+        } else {
+            TcpAnswer::Ignore
+        };
+    }
+    match (seg.syn, seg.ack) {
+        (true, true) if acks_ours => TcpAnswer::SynAck,
+        (true, true) => TcpAnswer::StaleSynAck,
+        (false, true) if !seg.fin => TcpAnswer::ChallengeAck,
+        _ => TcpAnswer::Ignore,
+    }
+}
+
+/// What the probe waiting on a port was told.
 #[derive(Debug)]
 enum Reply {
-    SynAck { ack: u32 },
-    Rst,
+    SynAck,
+    Refused,
+    Challenged,
     Udp(Vec<u8>),
 }
 
 /// (VIP address, VIP port, probe source port, protocol).
 type Key = (IpAddr, u16, u16, u8);
 
+/// A probe sent: where to send the RST that closes what it opened.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    /// The backend's slot (the probe program's target).
+    id: u32,
+    /// The LB's address it was sent from.
+    src: IpAddr,
+    isn: u32,
+    /// Forgotten after this.
+    until: Instant,
+    /// Its SYN-ACK (or challenge) was reset: the backend keeps nothing.
+    settled: bool,
+}
+
+/// The probe waiting on a port.
+struct Waiter {
+    sent: Sent,
+    tx: oneshot::Sender<Reply>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiting: HashMap<Key, Waiter>,
+    /// Every probe of the last [`LINGER`], by port (several only after the port came back).
+    sent: HashMap<Key, Vec<Sent>>,
+    /// Per VIP check (address, port, protocol): the last port used, as an offset.
+    cursors: HashMap<(IpAddr, u16, u8), u32>,
+    swept: Option<Instant>,
+}
+
+/// Counts since the prober started (`sluice` logs; tests and the soak report them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Probes injected (retries after a challenge ACK included).
+    pub sent: u64,
+    pub syn_acks: u64,
+    pub refused: u64,
+    pub udp_replies: u64,
+    /// Challenge ACKs met (each one reset, and retried).
+    pub challenged: u64,
+    /// Answers after their probe stopped waiting (late or retransmitted SYN-ACKs), reset.
+    pub late: u64,
+    /// RSTs injected to close a backend's half-open connection.
+    pub resets: u64,
+    /// RSTs that could not be injected (retried on the backend's next retransmission).
+    pub reset_failures: u64,
+    /// Probes that got no answer in time.
+    pub timeouts: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    syn_acks: AtomicU64,
+    refused: AtomicU64,
+    udp_replies: AtomicU64,
+    challenged: AtomicU64,
+    late: AtomicU64,
+    resets: AtomicU64,
+    reset_failures: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Sends probes through the data plane and matches the answers.
 pub struct PathProber {
     dp: Arc<Mutex<Dataplane>>,
     iface: Iface,
-    pending: Mutex<HashMap<Key, oneshot::Sender<Reply>>>,
+    inner: Mutex<Inner>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for PathProber {
@@ -126,6 +281,80 @@ fn random_u32() -> u32 {
     h.finish() as u32
 }
 
+/// The outcome of one SYN or datagram.
+enum Attempt {
+    Answer(Reply),
+    TimedOut,
+}
+
+/// Removes a probe's waiter when the probe ends, also when its future is dropped (a
+/// cancelled checker): its record stays, so that a late answer is still reset.
+struct WaitGuard<'a> {
+    prober: &'a PathProber,
+    key: Key,
+    isn: u32,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.prober.inner.lock()
+            && inner
+                .waiting
+                .get(&self.key)
+                .is_some_and(|w| w.sent.isn == self.isn)
+        {
+            inner.waiting.remove(&self.key);
+        }
+    }
+}
+
+/// The frame of a probe (or its RST): from the LB's address and `sport` to the VIP, with
+/// the backend id in the IPv4 identification / IPv6 flow label, where `sluice_probe` reads
+/// it.
+pub fn probe_frame(
+    mac: [u8; 6],
+    src: IpAddr,
+    vip: IpAddr,
+    id: u32,
+    sport: u16,
+    dport: u16,
+    l4: ProbeL4<'_>,
+) -> Result<Vec<u8>, String> {
+    let eth = PacketBuilder::ethernet2(mac, mac);
+    let proto = match l4 {
+        ProbeL4::Udp(_) => IpNumber::UDP,
+        _ => IpNumber::TCP,
+    };
+    let ip = match (src, vip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = Ipv4Header::new(0, 64, proto, s.octets(), d.octets())
+                .map_err(|e| format!("building the probe: {e}"))?;
+            h.identification = u16::try_from(id).map_err(|_| "backend id out of range")?;
+            eth.ip(IpHeaders::Ipv4(h, Default::default()))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let h = Ipv6Header {
+                flow_label: Ipv6FlowLabel::try_new(id).map_err(|_| "backend id out of range")?,
+                next_header: proto,
+                hop_limit: 64,
+                source: s.octets(),
+                destination: d.octets(),
+                ..Ipv6Header::default()
+            };
+            eth.ip(IpHeaders::Ipv6(h, Default::default()))
+        }
+        _ => return Err("address families differ".to_owned()),
+    };
+    let mut out = Vec::with_capacity(128);
+    let written = match l4 {
+        ProbeL4::Syn { seq } => ip.tcp(sport, dport, seq, 64240).syn().write(&mut out, &[]),
+        ProbeL4::Rst { seq } => ip.tcp(sport, dport, seq, 0).rst().write(&mut out, &[]),
+        ProbeL4::Udp(payload) => ip.udp(sport, dport).write(&mut out, payload),
+    };
+    written.map_err(|e| format!("building the probe: {e}"))?;
+    Ok(out)
+}
+
 impl PathProber {
     /// Open the raw sockets (IPv4 and IPv6, TCP and UDP) and start matching answers.
     /// Must run inside a tokio runtime.
@@ -133,7 +362,8 @@ impl PathProber {
         let prober = Arc::new(Self {
             dp,
             iface,
-            pending: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
+            counters: Counters::default(),
         });
         for (domain, proto) in [
             (libc::AF_INET, PROTO_TCP),
@@ -169,69 +399,148 @@ impl PathProber {
         Ok(prober)
     }
 
-    /// Hand an answer to the probe waiting for it, if any.
-    fn dispatch(&self, from: IpAddr, proto: u8, l4: &[u8]) {
-        let (sport, dport, reply) = if proto == PROTO_TCP {
-            let Ok(t) = TcpHeaderSlice::from_slice(l4) else {
-                return;
-            };
-            let reply = if t.rst() {
-                Reply::Rst
-            } else if t.syn() && t.ack() {
-                Reply::SynAck {
-                    ack: t.acknowledgment_number(),
-                }
-            } else {
-                return;
-            };
-            (t.source_port(), t.destination_port(), reply)
-        } else {
-            let Ok(u) = UdpHeaderSlice::from_slice(l4) else {
-                return;
-            };
-            (
-                u.source_port(),
-                u.destination_port(),
-                Reply::Udp(l4[8..].to_vec()),
-            )
-        };
-        if dport < PROBE_PORT_BASE {
-            return;
-        }
-        let waiter = self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(&(from, sport, dport, proto)));
-        if let Some(w) = waiter {
-            let _ = w.send(reply);
+    /// The counts so far.
+    pub fn stats(&self) -> ProbeStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProbeStats {
+            sent: get(&c.sent),
+            syn_acks: get(&c.syn_acks),
+            refused: get(&c.refused),
+            udp_replies: get(&c.udp_replies),
+            challenged: get(&c.challenged),
+            late: get(&c.late),
+            resets: get(&c.resets),
+            reset_failures: get(&c.reset_failures),
+            timeouts: get(&c.timeouts),
         }
     }
 
-    /// A frame from the LB's address and `sport` to the VIP.
+    /// Handle an answer: reset what a probe opened, and tell the probe waiting, if any.
+    fn dispatch(&self, from: IpAddr, proto: u8, l4: &[u8]) {
+        if proto == PROTO_UDP {
+            let Ok(u) = UdpHeaderSlice::from_slice(l4) else {
+                return;
+            };
+            if u.destination_port() < PROBE_PORT_BASE {
+                return;
+            }
+            let key = (from, u.source_port(), u.destination_port(), proto);
+            let waiter = self
+                .inner
+                .lock()
+                .ok()
+                .and_then(|mut m| m.waiting.remove(&key));
+            if let Some(w) = waiter {
+                let _ = w.tx.send(Reply::Udp(l4[8..].to_vec()));
+            }
+            return;
+        }
+        let Ok(t) = TcpHeaderSlice::from_slice(l4) else {
+            return;
+        };
+        if t.destination_port() < PROBE_PORT_BASE {
+            return;
+        }
+        let key = (from, t.source_port(), t.destination_port(), proto);
+        let seg = Segment {
+            syn: t.syn(),
+            ack: t.ack(),
+            rst: t.rst(),
+            fin: t.fin(),
+            ack_no: t.acknowledgment_number(),
+        };
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let isn = inner.waiting.get(&key).map(|w| w.sent.isn);
+        let answer = classify(seg, isn);
+        // Which probe's connection to reset (through its backend), and what to tell the
+        // waiting probe.
+        let (reset, tell) = match answer {
+            TcpAnswer::SynAck => (inner.waiting.get(&key).map(|w| w.sent), Some(Reply::SynAck)),
+            TcpAnswer::Refused => (None, Some(Reply::Refused)),
+            // The challenge answers the last SYN sent from this port: the waiting probe's,
+            // or (none waiting any more) the last one remembered.
+            TcpAnswer::ChallengeAck => (
+                inner
+                    .waiting
+                    .get(&key)
+                    .map(|w| w.sent)
+                    .or_else(|| inner.sent.get(&key).and_then(|v| v.last().copied())),
+                isn.map(|_| Reply::Challenged),
+            ),
+            TcpAnswer::StaleSynAck => {
+                let found = inner.sent.get(&key).and_then(|v| {
+                    v.iter()
+                        .rev()
+                        .find(|s| s.isn.wrapping_add(1) == seg.ack_no)
+                        .copied()
+                });
+                if found.is_some() {
+                    bump(&self.counters.late);
+                }
+                (found, None)
+            }
+            TcpAnswer::Ignore => (None, None),
+        };
+        if let Some(reply) = tell
+            && let Some(w) = inner.waiting.remove(&key)
+        {
+            let _ = w.tx.send(reply);
+        }
+        drop(inner);
+        if let Some(s) = reset {
+            let ok = self.reset(key, s, seg.ack_no);
+            if let Ok(mut inner) = self.inner.lock()
+                && let Some(rec) = inner
+                    .sent
+                    .get_mut(&key)
+                    .and_then(|v| v.iter_mut().find(|r| r.isn == s.isn))
+            {
+                // A failed RST keeps the record (and the port) until the backend gives up
+                // or retransmits, when the RST is tried again.
+                if ok {
+                    rec.settled = true;
+                    rec.until = rec.until.min(Instant::now() + SETTLED_LINGER);
+                } else {
+                    rec.until = Instant::now() + LINGER;
+                }
+            }
+        }
+    }
+
+    /// Send a RST with sequence number `seq` from the probe port of `key` through the path
+    /// of probe `s`; whether it was injected.
+    fn reset(&self, key: Key, s: Sent, seq: u32) -> bool {
+        let (vip, vport, sport, _) = key;
+        let result = self
+            .frame(s.src, vip, s.id, sport, vport, ProbeL4::Rst { seq })
+            .and_then(|f| self.inject(&f));
+        match result {
+            Ok(()) => {
+                bump(&self.counters.resets);
+                true
+            }
+            Err(e) => {
+                bump(&self.counters.reset_failures);
+                warn!(vip = %vip, port = sport, error = %e, "could not reset a health probe's half-open connection; retried when the backend retransmits");
+                false
+            }
+        }
+    }
+
     fn frame(
         &self,
         src: IpAddr,
         vip: IpAddr,
+        id: u32,
         sport: u16,
         dport: u16,
-        l4: L4<'_>,
+        l4: ProbeL4<'_>,
     ) -> Result<Vec<u8>, String> {
         let mac = self.iface.mac.ok_or("the LB interface has no MAC")?;
-        let eth = PacketBuilder::ethernet2(mac, mac);
-        let mut out = Vec::with_capacity(128);
-        let ip = match (src, vip) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-            (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-            _ => return Err("address families differ".to_owned()),
-        };
-        let written = match l4 {
-            L4::Syn { seq } => ip.tcp(sport, dport, seq, 64240).syn().write(&mut out, &[]),
-            L4::Rst { seq } => ip.tcp(sport, dport, seq, 0).rst().write(&mut out, &[]),
-            L4::Udp(payload) => ip.udp(sport, dport).write(&mut out, payload),
-        };
-        written.map_err(|e| format!("building the probe: {e}"))?;
-        Ok(out)
+        probe_frame(mac, src, vip, id, sport, dport, l4)
     }
 
     fn inject(&self, frame: &[u8]) -> Result<(), String> {
@@ -241,6 +550,108 @@ impl PathProber {
             .map_err(|_| "data plane lock poisoned".to_owned())?;
         dp.inject(programs::PROBE, frame, self.iface.ifindex)
             .map_err(|e| format!("injecting the probe: {e}"))
+    }
+}
+
+impl Inner {
+    /// The next source port for a probe of (VIP, port, protocol), with its waiter and
+    /// record registered; `None` if every port is busy.
+    fn take_port(
+        &mut self,
+        check: (IpAddr, u16, u8),
+        sent: Sent,
+        tx: oneshot::Sender<Reply>,
+    ) -> Option<Key> {
+        let inner = self;
+        let now = Instant::now();
+        if inner
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+        {
+            inner.sent.retain(|_, v| {
+                v.retain(|s| s.until > now);
+                !v.is_empty()
+            });
+            inner.swept = Some(now);
+        }
+        let (vip, vport, proto) = check;
+        let cursor = inner
+            .cursors
+            .entry(check)
+            .or_insert_with(|| random_u32() % PORTS);
+        let mut chosen = None;
+        for _ in 0..PORTS {
+            *cursor = (*cursor + 1) % PORTS;
+            let port = PROBE_PORT_BASE + *cursor as u16;
+            let key = (vip, vport, port, proto);
+            // Another backend may take a port whose last probe is unsettled: its
+            // connection is on the other backend, and answers are told apart by sequence
+            // number. So a dead backend's unanswered probes only hold ports for itself.
+            let busy = inner.waiting.contains_key(&key)
+                || inner.sent.get(&key).is_some_and(|v| {
+                    v.iter()
+                        .any(|s| s.id == sent.id && !s.settled && s.until > now)
+                });
+            if !busy {
+                chosen = Some(key);
+                break;
+            }
+        }
+        let key = chosen?;
+        inner.waiting.insert(key, Waiter { sent, tx });
+        inner.sent.entry(key).or_default().push(sent);
+        Some(key)
+    }
+}
+
+impl PathProber {
+    /// One SYN (or datagram) to backend slot `id` from a fresh port, and its answer.
+    async fn attempt(
+        &self,
+        vip: VipIdent,
+        id: u32,
+        src: IpAddr,
+        spec: &HealthConfig,
+        deadline: tokio::time::Instant,
+    ) -> Result<Attempt, String> {
+        let udp = spec.check == CheckKind::Udp;
+        let proto = if udp { PROTO_UDP } else { PROTO_TCP };
+        let isn = random_u32();
+        let sent = Sent {
+            id,
+            src,
+            isn,
+            until: Instant::now() + LINGER,
+            settled: false,
+        };
+        let (tx, rx) = oneshot::channel();
+        let key = {
+            let mut inner = self.inner.lock().map_err(|_| "lock poisoned".to_owned())?;
+            inner
+                .take_port((vip.address, spec.port, proto), sent, tx)
+                .ok_or("every probe source port is busy")?
+        };
+        let _guard = WaitGuard {
+            prober: self,
+            key,
+            isn,
+        };
+        let l4 = if udp {
+            ProbeL4::Udp(spec.send.as_bytes())
+        } else {
+            ProbeL4::Syn { seq: isn }
+        };
+        self.frame(src, vip.address, id, key.2, spec.port, l4)
+            .and_then(|f| self.inject(&f))?;
+        bump(&self.counters.sent);
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => Ok(Attempt::Answer(reply)),
+            Ok(Err(_)) => Err("probe abandoned".to_owned()),
+            Err(_) => {
+                bump(&self.counters.timeouts);
+                Ok(Attempt::TimedOut)
+            }
+        }
     }
 
     /// Probe `backend` of `vip` through the forwarding path; what happened.
@@ -259,7 +670,6 @@ impl PathProber {
                 .backend_id(&vip, backend)
                 .ok_or("backend not published")?
         };
-        let sport = PROBE_PORT_BASE + u16::try_from(id).map_err(|_| "backend id out of range")?;
         let src = self.iface.source_for(vip.address).ok_or_else(|| {
             format!(
                 "the LB interface has no {} address to probe from",
@@ -270,66 +680,222 @@ impl PathProber {
                 }
             )
         })?;
-        let port = spec.port;
-        let udp = spec.check == CheckKind::Udp;
-        let proto = if udp { PROTO_UDP } else { PROTO_TCP };
-        let key = (vip.address, port, sport, proto);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| "lock poisoned".to_owned())?
-            .insert(key, tx);
-        let seq = random_u32();
-        let l4 = if udp {
-            L4::Udp(spec.send.as_bytes())
-        } else {
-            L4::Syn { seq }
-        };
-        let sent = self
-            .frame(src, vip.address, sport, port, l4)
-            .and_then(|f| self.inject(&f));
-        let limit = Duration::from_millis(u64::from(spec.timeout_ms));
-        let outcome = match sent {
-            Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(limit, rx).await {
-                Ok(Ok(Reply::SynAck { ack })) => {
-                    // Close the backend's half-open connection through the same path.
-                    if let Ok(f) = self.frame(src, vip.address, sport, port, L4::Rst { seq: ack }) {
-                        let _ = self.inject(&f);
-                    }
-                    Ok("VIP answered (SYN-ACK through the forwarding path)".to_owned())
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(spec.timeout_ms));
+        let mut challenged = false;
+        // At most one retry: after a challenge ACK, from another port.
+        for _ in 0..2 {
+            let attempt = self.attempt(vip, id, src, spec, deadline).await?;
+            let reply = match attempt {
+                Attempt::Answer(Reply::Challenged) if !challenged => {
+                    bump(&self.counters.challenged);
+                    challenged = true;
+                    continue;
                 }
-                Ok(Ok(Reply::Rst)) => {
-                    Err("VIP port closed (RST through the forwarding path)".to_owned())
-                }
-                Ok(Ok(Reply::Udp(payload))) => {
-                    let text = String::from_utf8_lossy(&payload);
-                    match &spec.expect {
-                        Some(want) if !text.contains(want.as_str()) => {
-                            Err(format!("reply through the VIP {text:?} lacks {want:?}"))
-                        }
-                        _ => Ok(format!(
-                            "VIP answered ({}-byte reply through the forwarding path)",
-                            payload.len()
-                        )),
-                    }
-                }
-                Ok(Err(_)) => Err("probe abandoned".to_owned()),
-                Err(_) => Err(format!(
-                    "no answer from the VIP within {} ms: VIP not on the backend, no decapsulation, or backend gone",
-                    spec.timeout_ms
-                )),
-            },
-        };
-        if let Ok(mut m) = self.pending.lock() {
-            m.remove(&key);
+                Attempt::Answer(r) => r,
+                Attempt::TimedOut => break,
+            };
+            return self.outcome(reply, spec, challenged);
         }
-        outcome
+        if challenged {
+            return Ok(
+                "VIP answered (challenge ACK through the forwarding path: a stale connection on the backend, reset)"
+                    .to_owned(),
+            );
+        }
+        Err(format!(
+            "no answer from the VIP within {} ms: VIP not on the backend, no decapsulation, or backend gone",
+            spec.timeout_ms
+        ))
+    }
+
+    fn outcome(
+        &self,
+        reply: Reply,
+        spec: &HealthConfig,
+        challenged: bool,
+    ) -> Result<String, String> {
+        let after = if challenged {
+            ", after a challenge ACK (a stale connection on the backend, reset)"
+        } else {
+            ""
+        };
+        match reply {
+            Reply::SynAck => {
+                bump(&self.counters.syn_acks);
+                Ok(format!(
+                    "VIP answered (SYN-ACK through the forwarding path{after})"
+                ))
+            }
+            Reply::Refused => {
+                bump(&self.counters.refused);
+                Err(format!(
+                    "VIP port closed (RST through the forwarding path{after})"
+                ))
+            }
+            Reply::Challenged => {
+                bump(&self.counters.challenged);
+                Ok("VIP answered (challenge ACK through the forwarding path: a stale connection on the backend, reset)".to_owned())
+            }
+            Reply::Udp(payload) => {
+                bump(&self.counters.udp_replies);
+                let text = String::from_utf8_lossy(&payload);
+                match &spec.expect {
+                    Some(want) if !text.contains(want.as_str()) => {
+                        Err(format!("reply through the VIP {text:?} lacks {want:?}"))
+                    }
+                    _ => Ok(format!(
+                        "VIP answered ({}-byte reply through the forwarding path)",
+                        payload.len()
+                    )),
+                }
+            }
+        }
     }
 }
 
-enum L4<'a> {
+/// The L4 part of a probe frame.
+#[derive(Clone, Copy, Debug)]
+pub enum ProbeL4<'a> {
     Syn { seq: u32 },
     Rst { seq: u32 },
     Udp(&'a [u8]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(flags: &str, ack_no: u32) -> Segment {
+        Segment {
+            syn: flags.contains('S'),
+            ack: flags.contains('A'),
+            rst: flags.contains('R'),
+            fin: flags.contains('F'),
+            ack_no,
+        }
+    }
+
+    #[test]
+    fn answers_are_classified_by_flags_and_acknowledged_sequence() {
+        let isn = u32::MAX; // wraps: isn + 1 = 0
+        assert_eq!(classify(seg("SA", 0), Some(isn)), TcpAnswer::SynAck);
+        assert_eq!(classify(seg("RA", 0), Some(isn)), TcpAnswer::Refused);
+        // A half-open connection from an earlier SYN on this 4-tuple: the backend acks
+        // that SYN, not ours.
+        assert_eq!(classify(seg("A", 77), Some(isn)), TcpAnswer::ChallengeAck);
+        assert_eq!(classify(seg("A", 77), None), TcpAnswer::ChallengeAck);
+        // A SYN-ACK for another SYN (late, or retransmitted): reset, not an answer.
+        assert_eq!(classify(seg("SA", 5), Some(isn)), TcpAnswer::StaleSynAck);
+        assert_eq!(classify(seg("SA", 0), None), TcpAnswer::StaleSynAck);
+        // A RST for something else is no answer to this probe.
+        assert_eq!(classify(seg("RA", 5), Some(isn)), TcpAnswer::Ignore);
+        assert_eq!(classify(seg("R", 0), Some(isn)), TcpAnswer::Ignore);
+        assert_eq!(classify(seg("FA", 5), Some(isn)), TcpAnswer::Ignore);
+        assert_eq!(classify(seg("S", 0), Some(isn)), TcpAnswer::Ignore);
+    }
+
+    #[test]
+    fn each_probe_takes_the_next_port_and_a_backend_never_meets_its_unsettled_probes() {
+        let mut inner = Inner::default();
+        let vip: IpAddr = "10.0.0.100".parse().unwrap();
+        let check = (vip, 80, PROTO_TCP);
+        let sent = |id| Sent {
+            id,
+            src: "10.0.0.1".parse().unwrap(),
+            isn: 1,
+            until: Instant::now() + LINGER,
+            settled: false,
+        };
+        let take = |inner: &mut Inner, id| {
+            let (tx, _rx) = oneshot::channel();
+            inner.take_port(check, sent(id), tx).map(|k| k.2)
+        };
+        let first = take(&mut inner, 1).unwrap();
+        let next = |p: u16, n: u32| {
+            PROBE_PORT_BASE + ((u32::from(p - PROBE_PORT_BASE) + n) % PORTS) as u16
+        };
+        assert_eq!(take(&mut inner, 1), Some(next(first, 1)));
+        assert_eq!(take(&mut inner, 2), Some(next(first, 2)));
+        // Once every port was used: backend 1 finds all of them held (by waiting probes
+        // or its own unsettled ones)...
+        inner.waiting.clear();
+        for _ in 3..PORTS {
+            take(&mut inner, 2).unwrap();
+        }
+        inner.waiting.clear();
+        assert_eq!(
+            take(&mut inner, 1),
+            Some(next(first, 2)),
+            "skips its own two"
+        );
+        // ...and another backend may reuse them (its connections are elsewhere).
+        inner.waiting.clear();
+        assert_eq!(take(&mut inner, 3), Some(next(first, 3)));
+        // A settled probe frees its port for its own backend too.
+        for v in inner.sent.values_mut() {
+            for s in v {
+                s.settled = true;
+            }
+        }
+        inner.waiting.clear();
+        assert_eq!(take(&mut inner, 1), Some(next(first, 4)));
+        // Every port waited on: none left.
+        let mut inner = Inner::default();
+        let mut keep = Vec::new();
+        for _ in 0..PORTS {
+            let (tx, rx) = oneshot::channel();
+            keep.push(rx);
+            inner.take_port(check, sent(5), tx).unwrap();
+        }
+        let (tx, _rx) = oneshot::channel();
+        assert!(inner.take_port(check, sent(6), tx).is_none());
+    }
+
+    #[test]
+    fn probe_frames_carry_the_backend_id_in_the_ip_header() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let f = probe_frame(
+            mac,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.100".parse().unwrap(),
+            0x1234,
+            50000,
+            80,
+            ProbeL4::Syn { seq: 7 },
+        )
+        .unwrap();
+        assert_eq!(&f[14 + 4..14 + 6], &[0x12, 0x34], "IPv4 identification");
+        let v4 = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = v4.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(ip.header().header_checksum(), {
+            ip.header().to_header().calc_header_checksum()
+        });
+        let f = probe_frame(
+            mac,
+            "fd00::1".parse().unwrap(),
+            "fd00::100".parse().unwrap(),
+            16383,
+            50000,
+            80,
+            ProbeL4::Rst { seq: 7 },
+        )
+        .unwrap();
+        let label = u32::from(f[15] & 0x0f) << 16 | u32::from(f[16]) << 8 | u32::from(f[17]);
+        assert_eq!(label, 16383, "IPv6 flow label");
+        assert!(
+            probe_frame(
+                mac,
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.100".parse().unwrap(),
+                70000,
+                50000,
+                80,
+                ProbeL4::Syn { seq: 7 },
+            )
+            .is_err()
+        );
+    }
 }
