@@ -1936,7 +1936,10 @@ fn mtu() -> Vec<Case> {
                 clamped(syn6(51000, 443).mss(1440), 1400),
                 to_same(ack6(51000, 443)),
                 // A SYN-ACK-flagged SYN is clamped the same way.
-                clamped(Spec::tcp(CLIENT4, 51001, VIP4, 443, SYN | ACK).mss(9000), 1440),
+                clamped(
+                    Spec::tcp(CLIENT4, 51001, VIP4, 443, SYN | ACK).mss(9000),
+                    1440,
+                ),
             ],
         ),
         case(
@@ -2003,7 +2006,10 @@ fn mtu() -> Vec<Case> {
             "icmp too-big: rate-limited per cpu, off at 0",
             vec![
                 // A new rate starts a full bucket: one message a second.
-                with(icmp_rate(1), too_big(ack4(51050, 443).payload(vec![0; 1460]))),
+                with(
+                    icmp_rate(1),
+                    too_big(ack4(51050, 443).payload(vec![0; 1460])),
+                ),
                 lb(
                     ack4(51051, 443).payload(vec![0; 1460]),
                     Expect::Drop,

@@ -7,8 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue, GlobalConfig,
-    IcmpLimit,
-    MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
+    IcmpLimit, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core

@@ -608,5 +608,11 @@ pub fn icmp_too_big(spec: &Spec, mtu: u32) -> Vec<u8> {
         }
         _ => panic!("mixed families"),
     };
-    l2(spec.dst_mac, spec.src_mac, spec.vlan.as_slice(), ether_type, &out)
+    l2(
+        spec.dst_mac,
+        spec.src_mac,
+        spec.vlan.as_slice(),
+        ether_type,
+        &out,
+    )
 }

@@ -37,7 +37,13 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// header's length). Returns the reason to count: `ICMP_TOO_BIG` when the frame now holds
 /// the ICMP message (send it with `XDP_TX`), else `DROP_TOO_BIG`.
 #[inline(always)]
-pub(super) fn reply(ctx: &XdpContext, pkt: &Packet, cfg: &GlobalConfig, mtu: u32, outer: u32) -> u32 {
+pub(super) fn reply(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    cfg: &GlobalConfig,
+    mtu: u32,
+    outer: u32,
+) -> u32 {
     match try_reply(ctx, pkt, cfg, mtu, outer) {
         Ok(()) => reason::ICMP_TOO_BIG,
         Err(code) => code,
@@ -160,8 +166,8 @@ fn write4(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), u32> {
     let len = (20 + 8 + QUOTE4 as u16).to_be_bytes();
     // TOS: internetwork control (as the kernel's own ICMP errors); no DF; TTL 64.
     let mut ip: [u8; 20] = [
-        0x45, 0xc0, len[0], len[1], 0, 0, 0, 0, 64, 1, 0, 0, s[0], s[1], s[2], s[3], d[0],
-        d[1], d[2], d[3],
+        0x45, 0xc0, len[0], len[1], 0, 0, 0, 0, 64, 1, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1],
+        d[2], d[3],
     ];
     let c = csum::ipv4_header(&ip);
     ip[10] = c[0];
@@ -190,7 +196,11 @@ fn write4(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), u32> {
 #[inline(always)]
 fn write6(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), u32> {
     // A PMTU below the IPv6 minimum is not taken by hosts (RFC 8200 5): announce 1280.
-    let mtu = if mtu < IPV6_MIN_MTU { IPV6_MIN_MTU } else { mtu };
+    let mtu = if mtu < IPV6_MIN_MTU {
+        IPV6_MIN_MTU
+    } else {
+        mtu
+    };
     let plen = (8 + QUOTE6 as u16).to_be_bytes();
     let m = mtu.to_be_bytes();
     let l3 = pkt.l3_off;
