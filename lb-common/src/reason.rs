@@ -4,7 +4,8 @@
 //! malformed, fragmented, IPv6 extension headers, stacked VLANs, other L4 protocols) is
 //! never forwarded; it is passed to the kernel untouched, whose own stack validates it and
 //! keeps its own counters. A packet that matches a VIP but cannot be forwarded (no usable
-//! backend, no route or neighbour, too big after encapsulation) is dropped.
+//! backend, no route or neighbour, too big after encapsulation) is dropped; one too big
+//! with DF set (or IPv6) is answered with ICMP instead, within a rate limit.
 
 pub const PASS_NOT_IP: u32 = 0;
 pub const PASS_NOT_VIP: u32 = 1;
