@@ -2034,9 +2034,33 @@ fn mtu() -> Vec<Case> {
     ]
 }
 
+/// Keep this thread on the CPU it runs on: the ICMP rate limit's bucket is per CPU, and the
+/// rate-limit case needs its frames to meet the same one.
+fn stay_on_this_cpu() -> anyhow::Result<()> {
+    // SAFETY: plain libc calls on this thread, with a zero-initialised `cpu_set_t` (a
+    // bitmask: zero is a valid value) that outlives them.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        anyhow::ensure!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) == 0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn fixture_table() -> anyhow::Result<()> {
     require_root();
+    stay_on_this_cpu()?;
     let (_ns, ifindex) = network()?;
     let dp = Dataplane::load(Sizes {
         flow_entries: 65536,
