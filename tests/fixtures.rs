@@ -193,6 +193,9 @@ enum Expect {
     /// `XDP_PASS` and this client frame as it arrives at the backend an earlier step sent
     /// its flow to: the decapsulated form of that step's IPIP output.
     Restored(Spec),
+    /// Like `Tx`, but the frame sent is this one's (the input rewritten, e.g. its MSS
+    /// clamped), forwarded for the target.
+    TxAs(Target, Spec),
 }
 
 enum Input {
@@ -589,7 +592,7 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
                     original.clone().macs(LB_MAC, mac_of(backend)).build(),
                 )
             }
-            (Expect::Tx(target), Some(spec)) => {
+            (Expect::Tx(target) | Expect::TxAs(target, _), Some(spec)) => {
                 let key = spec.key();
                 let v = w
                     .vip_for(&key)
@@ -616,9 +619,15 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
                     Target::SourceTable => w.source_pick(&v, &key)?,
                 };
                 assigned.insert(key, backend);
-                (XDP_TX, forwarded(spec, &v, backend))
+                let sent = match &step.expect {
+                    Expect::TxAs(_, s) => s,
+                    _ => spec,
+                };
+                (XDP_TX, forwarded(sent, &v, backend))
             }
-            (Expect::Tx(_), None) => return Err(ctx("Tx needs a Spec input".into())),
+            (Expect::Tx(_) | Expect::TxAs(..), None) => {
+                return Err(ctx("Tx needs a Spec input".into()));
+            }
         };
         if got.action != action {
             return Err(ctx(format!("verdict {} instead of {action}", got.action)));
@@ -837,6 +846,7 @@ fn cases() -> Vec<Case> {
         tracking(),
         schedulers(),
         probes(),
+        mtu(),
     ]
     .into_iter()
     .flatten()
@@ -1566,21 +1576,12 @@ fn reachability() -> Vec<Case> {
             ],
         ),
         case(
-            "ipip above the mtu drops; exactly the mtu forwards",
+            "ipip above the mtu answers icmp too-big; exactly the mtu forwards",
             vec![
-                // A dropped first packet opens no flow.
-                lb(
-                    syn4_sized(47004, 443, 1490),
-                    Expect::Drop,
-                    reason::DROP_TOO_BIG,
-                )
-                .check(Check::Unpinned),
+                // An answered first packet opens no flow.
+                too_big(syn4_sized(47004, 443, 1490)).check(Check::Unpinned),
                 to_table(syn4_sized(47005, 443, 1480)),
-                lb(
-                    syn6_sized(47006, 443, 1461),
-                    Expect::Drop,
-                    reason::DROP_TOO_BIG,
-                ),
+                too_big(syn6_sized(47006, 443, 1461)).check(Check::Unpinned),
                 to_table(syn6_sized(47007, 443, 1460)),
             ],
         ),
@@ -1789,7 +1790,7 @@ fn counters() -> Vec<Case> {
             to_b(&dns),
             to_b(&dns),
             to_c6(&syn6),
-            lb(big6, Expect::Drop, reason::DROP_TOO_BIG),
+            too_big(big6),
             lb(
                 Spec::tcp(CLIENT4, 49000, CNT4, 81, SYN),
                 Expect::Pass,
@@ -2000,9 +2001,170 @@ fn probes() -> Vec<Case> {
     ]
 }
 
+/// A too-big frame answered with ICMP toward the client (fx0's MTU is 1500).
+fn too_big(spec: Spec) -> Step {
+    let icmp = frames::icmp_too_big(&spec, 1500);
+    lb(spec, Expect::Exact(XDP_TX, icmp), reason::ICMP_TOO_BIG)
+}
+
+/// The base state with `icmp_too_big_per_sec` set.
+fn icmp_rate(per_sec: u32) -> Desired {
+    let mut s = base();
+    s.global.icmp_too_big_per_sec = per_sec;
+    s
+}
+
+/// MSS clamping and ICMP too-big (fx0's MTU is 1500: IPIP leaves 1480 bytes for the
+/// client's IPv4 packet, IP6IP6 1460 for its IPv6 packet).
+fn mtu() -> Vec<Case> {
+    let clamped = |s: Spec, mss: u16| {
+        let out = s.clone().mss(mss);
+        lb(s, Expect::TxAs(Target::Table, out), reason::FWD_MSS_CLAMPED).check(Check::Pinned)
+    };
+    // NOP, MSS 1460, NOP, NOP, NOP: the MSS value at an odd offset of the segment.
+    let odd = |mss: u16| {
+        let m = mss.to_be_bytes();
+        vec![1, 2, 4, m[0], m[1], 1, 1, 1]
+    };
+    // MSS after window scale and SACK-permitted, as some stacks order them.
+    let late = |mss: u16| {
+        let m = mss.to_be_bytes();
+        vec![1, 3, 3, 7, 4, 2, 2, 4, m[0], m[1], 1, 1]
+    };
+    vec![
+        case(
+            "mss: ipip syn clamped to the egress mtu (v4 1460 to 1440, v6 1440 to 1400)",
+            vec![
+                clamped(syn4(51000, 443).mss(1460), 1440),
+                to_same(ack4(51000, 443)),
+                clamped(syn6(51000, 443).mss(1440), 1400),
+                to_same(ack6(51000, 443)),
+                // A SYN-ACK-flagged SYN is clamped the same way.
+                clamped(
+                    Spec::tcp(CLIENT4, 51001, VIP4, 443, SYN | ACK).mss(9000),
+                    1440,
+                ),
+            ],
+        ),
+        case(
+            "mss: odd offset and later options, checksum fixed incrementally",
+            vec![
+                lb(
+                    syn4(51010, 443).tcp_options(&odd(1460)),
+                    Expect::TxAs(Target::Table, syn4(51010, 443).tcp_options(&odd(1440))),
+                    reason::FWD_MSS_CLAMPED,
+                ),
+                lb(
+                    syn6(51010, 443).tcp_options(&late(8960)),
+                    Expect::TxAs(Target::Table, syn6(51010, 443).tcp_options(&late(1400))),
+                    reason::FWD_MSS_CLAMPED,
+                ),
+                lb(
+                    syn4(51011, 443).vlan(7).mss(1460),
+                    Expect::TxAs(Target::Table, syn4(51011, 443).vlan(7).mss(1440)),
+                    reason::FWD_MSS_CLAMPED,
+                ),
+            ],
+        ),
+        case(
+            "mss: small enough, absent, not a syn, or dsr: untouched",
+            vec![
+                to_table(syn4(51020, 443).mss(1440)),
+                to_table(syn6(51020, 443).mss(1400)),
+                to_table(syn4(51021, 443).mss(536)),
+                // No MSS option: nothing inserted (the peer assumes 536 / 1220).
+                to_table(syn4(51022, 443).tcp_options(&[1, 1, 4, 2])),
+                to_table(syn6(51022, 443)),
+                // Not a SYN: an MSS option (invalid there) is left alone.
+                to_table(ack4(51023, 443).mss(1460)),
+                // DSR adds no header.
+                to_table(syn4(51024, 80).mss(1460)),
+                to_table(syn6(51024, 80).mss(1460)),
+            ],
+        ),
+        case(
+            "icmp too-big: v4 and v6 answered, tagged too, flows not opened",
+            vec![
+                too_big(ack4(51030, 443).payload(vec![0x11; 1460])).check(Check::Unpinned),
+                too_big(ack6(51030, 443).payload(vec![0x22; 1440])).check(Check::Unpinned),
+                too_big(syn4_sized(51031, 443, 1481).vlan(9)),
+                too_big(syn6_sized(51031, 443, 1461).vlan(9)),
+                // UDP too.
+                too_big(Spec::udp(CLIENT4, 51032, VIP4, 4789).payload(vec![3; 1500])),
+                // Exactly the MTU still forwards.
+                to_table(ack4(51033, 443).payload(vec![0x11; 1440])),
+            ],
+        ),
+        case(
+            "icmp too-big: no DF on v4 is dropped (sluice does not fragment)",
+            vec![
+                lb(
+                    ack4(51040, 443).payload(vec![0; 1460]).no_df(),
+                    Expect::Drop,
+                    reason::DROP_TOO_BIG,
+                )
+                .check(Check::Unpinned),
+            ],
+        ),
+        case(
+            "icmp too-big: rate-limited per cpu, off at 0",
+            vec![
+                // A new rate starts a full bucket: one message a second.
+                with(
+                    icmp_rate(1),
+                    too_big(ack4(51050, 443).payload(vec![0; 1460])),
+                ),
+                lb(
+                    ack4(51051, 443).payload(vec![0; 1460]),
+                    Expect::Drop,
+                    reason::DROP_TOO_BIG,
+                ),
+                lb(
+                    ack6(51051, 443).payload(vec![0; 1440]),
+                    Expect::Drop,
+                    reason::DROP_TOO_BIG,
+                ),
+                with(icmp_rate(0), {
+                    lb(
+                        ack6(51052, 443).payload(vec![0; 1440]),
+                        Expect::Drop,
+                        reason::DROP_TOO_BIG,
+                    )
+                }),
+                // Back to the default: a full bucket again.
+                with(base(), too_big(ack6(51053, 443).payload(vec![0; 1440]))),
+            ],
+        ),
+    ]
+}
+
+/// Keep this thread on the CPU it runs on: the ICMP rate limit's bucket is per CPU, and the
+/// rate-limit case needs its frames to meet the same one.
+fn stay_on_this_cpu() -> anyhow::Result<()> {
+    // SAFETY: plain libc calls on this thread, with a zero-initialised `cpu_set_t` (a
+    // bitmask: zero is a valid value) that outlives them.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        anyhow::ensure!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) == 0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn fixture_table() -> anyhow::Result<()> {
     require_root();
+    stay_on_this_cpu()?;
     let (_ns, ifindex) = network()?;
     let dp = Dataplane::load(Sizes {
         flow_entries: 65536,

@@ -12,6 +12,7 @@ pub mod names {
     pub const REASONS: &str = "REASONS";
     pub const CURSORS: &str = "CURSORS";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
+    pub const ICMP_LIMIT: &str = "ICMP_LIMIT";
 }
 
 /// Names of the programs in the eBPF object.
@@ -179,7 +180,9 @@ pub struct GlobalConfig {
     pub encap_v6_prefix: [u8; 16],
     /// Seed of the flow hash (the same on every LB instance keeps them in agreement).
     pub hash_seed: u32,
-    pub _pad: u32,
+    /// ICMP "fragmentation needed" / "packet too big" messages each CPU may send a second
+    /// (also its burst); 0 sends none (too-big packets are only dropped).
+    pub icmp_too_big_per_sec: u32,
     /// A 256-bit filter of the VIP addresses (bit `vip_filter_bit(addr)` set for each): a
     /// frame whose destination's bit is clear is not for a VIP, and is passed without a
     /// hash-map lookup.
@@ -194,6 +197,19 @@ pub fn vip_filter_bit(addr: &[u8; 16]) -> u32 {
     let x = w(0) ^ w(4) ^ w(8) ^ w(12);
     let x = x ^ (x >> 16);
     (x ^ (x >> 8)) & 0xff
+}
+
+/// Value of the per-CPU `ICMP_LIMIT` map: the token bucket of ICMP too-big messages.
+/// `credit_ns` is time credit (one message costs `1e9 / icmp_too_big_per_sec` ns, at most
+/// one second is kept); `per_sec` is the rate the bucket was filled under: a changed rate
+/// starts a full bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IcmpLimit {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+    pub per_sec: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU traffic counters, per VIP and per backend. `new_flows` and `closes` are the
@@ -216,6 +232,7 @@ const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 64);
 const _: () = assert!(size_of::<Counters>() == 32);
+const _: () = assert!(size_of::<IcmpLimit>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -234,4 +251,6 @@ mod pod {
     unsafe impl aya::Pod for super::GlobalConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IcmpLimit {}
 }

@@ -4,7 +4,8 @@
 //! malformed, fragmented, IPv6 extension headers, stacked VLANs, other L4 protocols) is
 //! never forwarded; it is passed to the kernel untouched, whose own stack validates it and
 //! keeps its own counters. A packet that matches a VIP but cannot be forwarded (no usable
-//! backend, no route or neighbour, too big after encapsulation) is dropped.
+//! backend, no route or neighbour, too big after encapsulation) is dropped; one too big
+//! with DF set (or IPv6) is answered with ICMP instead, within a rate limit.
 
 pub const PASS_NOT_IP: u32 = 0;
 pub const PASS_NOT_VIP: u32 = 1;
@@ -23,9 +24,15 @@ pub const FWD_REDIRECT: u32 = 13;
 pub const DECAP: u32 = 14;
 pub const PASS_NOT_ENCAP: u32 = 15;
 pub const DROP_NO_NEIGH: u32 = 16;
+/// A TCP SYN forwarded (`XDP_TX` or redirect) with its MSS option lowered to what fits the
+/// egress MTU after encapsulation (the SYN's one reason: not also `fwd_tx`/`fwd_redirect`).
+pub const FWD_MSS_CLAMPED: u32 = 17;
+/// A packet too big once encapsulated, with DF set (IPv6: always), answered toward the
+/// client with ICMP "fragmentation needed" / ICMPv6 "packet too big" (`XDP_TX`).
+pub const ICMP_TOO_BIG: u32 = 18;
 
 /// Number of reasons (size of the `REASONS` map).
-pub const COUNT: u32 = 17;
+pub const COUNT: u32 = 19;
 
 /// Names, indexed by reason code (for stats and metrics).
 pub const NAMES: [&str; COUNT as usize] = [
@@ -46,6 +53,8 @@ pub const NAMES: [&str; COUNT as usize] = [
     "decap",
     "pass_not_encap",
     "drop_no_neigh",
+    "fwd_mss_clamped",
+    "icmp_too_big",
 ];
 
 /// Reasons whose packets are dropped (the rest of the non-forward reasons pass).

@@ -22,7 +22,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Ok(action) => action,
         Err(code) => {
             stats::reason(code);
-            if reason::is_drop(code) {
+            // The frame now holds an ICMP too-big message for the client.
+            if code == reason::ICMP_TOO_BIG {
+                xdp_action::XDP_TX
+            } else if reason::is_drop(code) {
                 xdp_action::XDP_DROP
             } else {
                 xdp_action::XDP_PASS
@@ -80,7 +83,10 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let verdict = forward::forward(ctx, &pkt, mode, backend, cfg, hash)?;
+    let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, backend, cfg, hash) {
+        Err(reason::ICMP_TOO_BIG) => return Err(forward::too_big(ctx, &pkt, cfg)),
+        r => r?,
+    };
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.
     let track = match track {
@@ -93,11 +99,19 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     stats::forwarded(vip_id, id, bytes, track);
     match verdict {
         Verdict::Tx => {
-            stats::reason(reason::FWD_TX);
+            stats::reason(if clamped {
+                reason::FWD_MSS_CLAMPED
+            } else {
+                reason::FWD_TX
+            });
             Ok(xdp_action::XDP_TX)
         }
         Verdict::Redirect(ifindex) => {
-            stats::reason(reason::FWD_REDIRECT);
+            stats::reason(if clamped {
+                reason::FWD_MSS_CLAMPED
+            } else {
+                reason::FWD_REDIRECT
+            });
             // SAFETY: a plain helper call; it only records the target interface.
             Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
         }

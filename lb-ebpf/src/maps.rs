@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue, GlobalConfig,
-    MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
+    IcmpLimit, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
@@ -63,3 +63,7 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 /// One counter per pass/drop/forward reason (`lb_common::reason`).
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
+
+/// Per-CPU token bucket of the ICMP too-big messages (`forward::too_big`).
+#[map]
+pub static ICMP_LIMIT: PerCpuArray<IcmpLimit> = PerCpuArray::with_max_entries(1, 0);

@@ -314,6 +314,7 @@ impl State {
                 hash_seed: d.hash_seed,
                 encap_v4: (d.encap_source_v4.addr(), d.encap_source_v4.prefix_len()),
                 encap_v6: (d.encap_source_v6.addr(), d.encap_source_v6.prefix_len()),
+                icmp_too_big_per_sec: d.icmp_too_big_per_sec,
             },
             vips: self
                 .config

@@ -68,6 +68,10 @@ pub struct Spec {
     /// The IPv4 identification / IPv6 flow label (what carries a health probe's backend
     /// id); default 0x1234 / 0x12345.
     pub ip_id: Option<u32>,
+    /// TCP options (a multiple of 4 bytes, at most 40).
+    pub tcp_options: Vec<u8>,
+    /// IPv4: DF clear on an unfragmented packet.
+    pub no_df: bool,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -106,7 +110,27 @@ impl Spec {
             fragment: (false, 0),
             trailer: 0,
             ip_id: None,
+            tcp_options: Vec::new(),
+            no_df: false,
         }
+    }
+
+    /// TCP options (raw, a multiple of 4 bytes).
+    pub fn tcp_options(mut self, opts: &[u8]) -> Self {
+        self.tcp_options = opts.to_vec();
+        self
+    }
+
+    /// A TCP MSS option (kind 2) of `mss` as the only option.
+    pub fn mss(self, mss: u16) -> Self {
+        let m = mss.to_be_bytes();
+        self.tcp_options(&[2, 4, m[0], m[1]])
+    }
+
+    /// IPv4 without DF.
+    pub fn no_df(mut self) -> Self {
+        self.no_df = true;
+        self
     }
 
     /// One 802.1Q tag with this TCI.
@@ -181,7 +205,7 @@ impl Spec {
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let l4_len = match self.l4 {
-                    L4::Tcp { .. } => 20,
+                    L4::Tcp { .. } => 20 + self.tcp_options.len(),
                     L4::Udp { .. } => 8,
                 } + self.payload.len();
                 let mut h = Ipv4Header::new(
@@ -194,7 +218,7 @@ impl Spec {
                 .expect("ipv4 header");
                 h.dscp = IpDscp::try_new(self.tos >> 2).expect("dscp");
                 h.ecn = IpEcn::try_new(self.tos & 3).expect("ecn");
-                h.dont_fragment = self.fragment == (false, 0);
+                h.dont_fragment = self.fragment == (false, 0) && !self.no_df;
                 h.more_fragments = self.fragment.0;
                 h.fragment_offset =
                     IpFragOffset::try_new(self.fragment.1).expect("fragment offset");
@@ -205,6 +229,7 @@ impl Spec {
                 match self.l4 {
                     L4::Tcp { flags, .. } => {
                         let mut t = tcp_header(sport, dport, flags);
+                        t.set_options_raw(&self.tcp_options).expect("tcp options");
                         t.checksum = t.calc_checksum_ipv4(&h, &self.payload).expect("tcp csum");
                         t.write(&mut out).expect("write tcp");
                     }
@@ -217,7 +242,7 @@ impl Spec {
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 let l4_len = match self.l4 {
-                    L4::Tcp { .. } => 20,
+                    L4::Tcp { .. } => 20 + self.tcp_options.len(),
                     L4::Udp { .. } => 8,
                 } + self.payload.len();
                 let h = Ipv6Header {
@@ -234,6 +259,7 @@ impl Spec {
                 match self.l4 {
                     L4::Tcp { flags, .. } => {
                         let mut t = tcp_header(sport, dport, flags);
+                        t.set_options_raw(&self.tcp_options).expect("tcp options");
                         t.checksum = t.calc_checksum_ipv6(&h, &self.payload).expect("tcp csum");
                         t.write(&mut out).expect("write tcp");
                     }
@@ -529,4 +555,75 @@ pub fn icmp6(src: &str, dst: &str, kind: Icmpv6Type, payload: &[u8]) -> Vec<u8> 
         .expect("icmpv6");
     icmp.extend_from_slice(payload);
     frame(&ipv6_packet(src, dst, IpNumber::IPV6_ICMP, &icmp))
+}
+
+/// What sluice answers to `spec` (a client frame with DF set, or IPv6) when it is too big
+/// for an egress MTU `mtu` once encapsulated: ICMP "fragmentation needed" (next-hop MTU
+/// `mtu - 20`, the first 548 bytes of the packet quoted, 576 bytes in all) or ICMPv6
+/// "packet too big" (MTU `mtu - 40`, 1232 bytes quoted, 1280 in all), from the VIP to the
+/// client (TOS 0xc0 for IPv4, TTL 64), back to the client's MAC with any VLAN tag kept.
+pub fn icmp_too_big(spec: &Spec, mtu: u32) -> Vec<u8> {
+    let pkt = spec.ip_packet();
+    let mut out = Vec::new();
+    let ether_type = match (spec.src, spec.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let quote = &pkt[..548];
+            let icmp = Icmpv4Header::with_checksum(
+                Icmpv4Type::DestinationUnreachable(
+                    etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                        next_hop_mtu: (mtu - 20) as u16,
+                    },
+                ),
+                quote,
+            );
+            let mut h = Ipv4Header::new(
+                (icmp.header_len() + quote.len()) as u16,
+                64,
+                IpNumber::ICMP,
+                d.octets(),
+                s.octets(),
+            )
+            .expect("ipv4");
+            h.dscp = IpDscp::try_new(0xc0 >> 2).expect("dscp");
+            h.dont_fragment = false;
+            h.identification = 0;
+            h.header_checksum = h.calc_header_checksum();
+            h.write(&mut out).expect("ipv4");
+            icmp.write(&mut out).expect("icmp");
+            out.extend_from_slice(quote);
+            EtherType::IPV4
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let quote = &pkt[..1232];
+            let icmp = Icmpv6Header::with_checksum(
+                Icmpv6Type::PacketTooBig { mtu: mtu - 40 },
+                d.octets(),
+                s.octets(),
+                quote,
+            )
+            .expect("icmpv6");
+            Ipv6Header {
+                traffic_class: 0,
+                flow_label: Ipv6FlowLabel::ZERO,
+                payload_length: (icmp.header_len() + quote.len()) as u16,
+                next_header: IpNumber::IPV6_ICMP,
+                hop_limit: 64,
+                source: d.octets(),
+                destination: s.octets(),
+            }
+            .write(&mut out)
+            .expect("ipv6");
+            icmp.write(&mut out).expect("icmpv6");
+            out.extend_from_slice(quote);
+            EtherType::IPV6
+        }
+        _ => panic!("mixed families"),
+    };
+    l2(
+        spec.dst_mac,
+        spec.src_mac,
+        spec.vlan.as_slice(),
+        ether_type,
+        &out,
+    )
 }

@@ -37,8 +37,9 @@ impl NextHop {
 
 /// Look up the route to `dst` (an IPv4 address in the first 4 bytes, or IPv6) for a packet
 /// of `tot_len` bytes entering on the context's interface. `Err` is the drop reason:
-/// `DROP_TOO_BIG` above the egress MTU, `DROP_NO_NEIGH` when the next hop's MAC is not
-/// resolved yet, `DROP_NO_ROUTE` for anything else (no route, forwarding disabled).
+/// `DROP_TOO_BIG` above the egress MTU (then [`mtu`] says the MTU), `DROP_NO_NEIGH` when
+/// the next hop's MAC is not resolved yet, `DROP_NO_ROUTE` for anything else (no route,
+/// forwarding disabled).
 #[inline(always)]
 pub fn lookup(
     ctx: &XdpContext,
@@ -93,6 +94,18 @@ pub fn lookup(
         Err(reason::DROP_NO_NEIGH)
     } else {
         Err(reason::DROP_NO_ROUTE)
+    }
+}
+
+/// The egress MTU the last [`lookup`] on this CPU reported with `DROP_TOO_BIG` (the
+/// kernel's `mtu_result`, since Linux 5.12), or 0.
+#[inline(always)]
+pub fn mtu() -> u16 {
+    match FIB_SCRATCH.get_ptr(0) {
+        // SAFETY: this CPU's scratch block, written by the last lookup of this program run;
+        // `mtu_result` shares its union with `tot_len` (plain integers).
+        Some(p) => unsafe { (*p).__bindgen_anon_1.mtu_result },
+        None => 0,
     }
 }
 

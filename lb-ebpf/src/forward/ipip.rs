@@ -4,8 +4,8 @@
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
 
-use super::{Verdict, csum, fib};
-use crate::parse::{Packet, ptr_at, vlan_tag, write_l2};
+use super::{Verdict, csum, fib, mss};
+use crate::parse::{Packet, TCP_SYN, ptr_at, vlan_tag, write_l2};
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -18,15 +18,95 @@ pub(super) fn encap(
     backend: &Backend,
     cfg: &GlobalConfig,
     hash: Option<u32>,
-) -> Result<Verdict, u32> {
+) -> Result<(Verdict, bool), u32> {
     if backend.family != pkt.key.family {
         return Err(reason::DROP_INTERNAL);
     }
     let hash = hash.unwrap_or_else(|| lb_common::hash::flow_hash(&pkt.key, cfg.hash_seed));
-    if pkt.key.family == FAMILY_V6 {
-        encap6(ctx, pkt, backend, cfg, hash)
+    let h = hash.to_be_bytes();
+    // One route (and MSS) step for both families keeps the program small.
+    let v6 = pkt.key.family == FAMILY_V6;
+    let (outer, hdrs) = if v6 { (40, 60) } else { (20, 40) };
+    let tot_len = u32::from(pkt.l3_len) + outer;
+    if tot_len > u32::from(u16::MAX) {
+        return Err(reason::DROP_TOO_BIG);
+    }
+    let mut src = [0u8; 16];
+    if v6 {
+        src = cfg.encap_v6_prefix;
+        src[12] = h[0];
+        src[13] = h[1];
+        src[14] = h[2];
+        src[15] = h[3];
     } else {
-        encap4(ctx, pkt, backend, cfg, hash)
+        let mut i = 0;
+        while i < 4 {
+            src[i] = cfg.encap_v4_prefix[i] | (h[i] & !cfg.encap_v4_mask[i]);
+            i += 1;
+        }
+    }
+    let (hop, clamped) = route(ctx, pkt, &src, &backend.addr, tot_len as u16, outer, hdrs)?;
+    if v6 {
+        encap6(ctx, pkt, backend, &src, hash, &hop)?;
+    } else {
+        encap4(ctx, pkt, backend, &src, tot_len as u16, &hop)?;
+    }
+    Ok((hop.verdict(ctx), clamped))
+}
+
+/// The next hop for the encapsulated packet of `tot_len` bytes (`outer`: the outer
+/// header's length, `hdrs`: the inner IP and TCP fixed headers). A SYN's MSS option is
+/// checked against the egress MTU the FIB reports: the route is looked up for a full-size
+/// segment of that MSS, and if that is too big the MSS is lowered to fit (the bool says
+/// so) and the packet itself looked up. A packet too big itself gives `Err(ICMP_TOO_BIG)`:
+/// the caller answers it (`too_big`, once for both families, to keep the program small)
+/// with the MTU `fib::mtu` reports.
+#[inline(always)]
+fn route(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    tot_len: u16,
+    outer: u32,
+    hdrs: u32,
+) -> Result<(fib::NextHop, bool), u32> {
+    let family = pkt.key.family;
+    let mss = if pkt.tcp_flags & TCP_SYN != 0 {
+        mss::find(ctx, pkt)
+    } else {
+        None
+    };
+    let full = mss.map_or(0, |(_, m)| outer + hdrs + u32::from(m));
+    let probe = if full > u32::from(tot_len) {
+        if full > u32::from(u16::MAX) {
+            u16::MAX
+        } else {
+            full as u16
+        }
+    } else {
+        tot_len
+    };
+    match fib::lookup(ctx, family, src, dst, probe) {
+        Ok(hop) => Ok((hop, false)),
+        Err(reason::DROP_TOO_BIG) => {
+            let mtu = u32::from(fib::mtu());
+            if u32::from(tot_len) > mtu {
+                return Err(reason::ICMP_TOO_BIG);
+            }
+            let mut clamped = false;
+            if let Some((off, m)) = mss {
+                let fit = mtu.saturating_sub(outer + hdrs);
+                // `tot_len` fits, so the route works; an MSS that does not is lowered
+                // (never below a sane floor, whatever a route's MTU says).
+                if fit < u32::from(m) && fit >= 256 {
+                    mss::set(ctx, pkt, off, m, fit as u16)?;
+                    clamped = true;
+                }
+            }
+            Ok((fib::lookup(ctx, family, src, dst, tot_len)?, clamped))
+        }
+        Err(code) => Err(code),
     }
 }
 
@@ -48,23 +128,11 @@ fn encap4(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
-    cfg: &GlobalConfig,
-    hash: u32,
-) -> Result<Verdict, u32> {
-    let tot_len = u32::from(pkt.l3_len) + 20;
-    if tot_len > u32::from(u16::MAX) {
-        return Err(reason::DROP_TOO_BIG);
-    }
-    let tot_len = tot_len as u16;
-    let h = hash.to_be_bytes();
-    let mut src = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        src[i] = cfg.encap_v4_prefix[i] | (h[i] & !cfg.encap_v4_mask[i]);
-        i += 1;
-    }
-    let hop = fib::lookup(ctx, backend.family, &src, &backend.addr, tot_len)?;
-    push_l2(ctx, pkt, 20, &hop)?;
+    src: &[u8; 16],
+    tot_len: u16,
+    hop: &fib::NextHop,
+) -> Result<(), u32> {
+    push_l2(ctx, pkt, 20, hop)?;
 
     let len = tot_len.to_be_bytes();
     let d = &backend.addr;
@@ -101,7 +169,7 @@ fn encap4(
     // SAFETY: `ptr_at` checked the 20 bytes are inside the frame; byte arrays need no
     // alignment.
     unsafe { out.write(ip) };
-    Ok(hop.verdict(ctx))
+    Ok(())
 }
 
 #[inline(always)]
@@ -109,23 +177,14 @@ fn encap6(
     ctx: &XdpContext,
     pkt: &Packet,
     backend: &Backend,
-    cfg: &GlobalConfig,
+    src: &[u8; 16],
     hash: u32,
-) -> Result<Verdict, u32> {
-    let payload = pkt.l3_len;
-    let tot_len = u32::from(payload) + 40;
-    if tot_len > u32::from(u16::MAX) {
-        return Err(reason::DROP_TOO_BIG);
-    }
-    let h = hash.to_be_bytes();
-    let mut src = cfg.encap_v6_prefix;
-    src[12] = h[0];
-    src[13] = h[1];
-    src[14] = h[2];
-    src[15] = h[3];
-    let hop = fib::lookup(ctx, backend.family, &src, &backend.addr, tot_len as u16)?;
-    push_l2(ctx, pkt, 40, &hop)?;
+    hop: &fib::NextHop,
+) -> Result<(), u32> {
+    push_l2(ctx, pkt, 40, hop)?;
 
+    let h = hash.to_be_bytes();
+    let payload = pkt.l3_len;
     let len = payload.to_be_bytes();
     let tc = pkt.tos;
     // Version 6, the inner traffic class, and 20 bits of the flow hash as flow label.
@@ -147,5 +206,5 @@ fn encap6(
     let out: *mut [u8; 40] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: as in `encap4`.
     unsafe { out.write(ip) };
-    Ok(hop.verdict(ctx))
+    Ok(())
 }

@@ -4,11 +4,21 @@ mod csum;
 mod dsr;
 mod fib;
 mod ipip;
+mod mss;
+mod too_big;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Backend, GlobalConfig, MODE_IPIP};
+use lb_common::{Backend, FAMILY_V6, GlobalConfig, MODE_IPIP};
 
 use crate::parse::Packet;
+
+/// Answer a packet too big once encapsulated (`Err(ICMP_TOO_BIG)` from [`forward`]); only
+/// the balancer does (health probes are small).
+#[inline(always)]
+pub fn too_big(ctx: &XdpContext, pkt: &Packet, cfg: &GlobalConfig) -> u32 {
+    let outer = if pkt.key.family == FAMILY_V6 { 40 } else { 20 };
+    too_big::reply(ctx, pkt, cfg, u32::from(fib::mtu()), outer)
+}
 
 /// What to do with the frame after it was rewritten.
 pub enum Verdict {
@@ -20,7 +30,9 @@ pub enum Verdict {
 
 /// Rewrite the frame for `backend`. `cfg` is the configuration the caller already looked
 /// up (one `CONFIG` lookup a packet); `hash` is the flow hash when the caller has it (IPIP
-/// computes it otherwise). `Err` carries the drop reason.
+/// computes it otherwise). The bool says a SYN's MSS was clamped (IPIP only). `Err`
+/// carries the drop reason, or `ICMP_TOO_BIG` for a packet too big once encapsulated
+/// (untouched: the caller may answer it with [`too_big`]).
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -29,10 +41,10 @@ pub fn forward(
     backend: &Backend,
     cfg: &GlobalConfig,
     hash: Option<u32>,
-) -> Result<Verdict, u32> {
+) -> Result<(Verdict, bool), u32> {
     if mode == MODE_IPIP {
         ipip::encap(ctx, pkt, backend, cfg, hash)
     } else {
-        dsr::rewrite(ctx, pkt, backend)
+        Ok((dsr::rewrite(ctx, pkt, backend)?, false))
     }
 }

@@ -81,6 +81,8 @@ pub fn vlan_tag(ctx: &XdpContext, l3_off: usize) -> Result<Option<[u8; 4]>, u32>
 pub struct Packet {
     /// Offset of the IP header (14, or 18 behind a VLAN tag).
     pub l3_off: usize,
+    /// Offset of the TCP/UDP header (the MSS clamp reads a SYN's options from there).
+    pub l4_off: usize,
     /// The ethertype of the IP header (`ETH_P_IP` or `ETH_P_IPV6`), host order.
     pub eth_proto: u16,
     /// The 5-tuple.
@@ -108,6 +110,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
     let (l3_off, eth_proto) = l2::parse(ctx)?;
     let mut pkt = Packet {
         l3_off,
+        l4_off: 0,
         eth_proto,
         key: FlowKey::default(),
         tcp_flags: 0,
@@ -122,5 +125,6 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
         l3::parse_v6(ctx, &mut pkt)?
     };
     l4::parse(ctx, &mut pkt, l4_off)?;
+    pkt.l4_off = l4_off;
     Ok(pkt)
 }

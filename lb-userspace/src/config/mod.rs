@@ -100,6 +100,8 @@ fn serialize_listen<S: Serializer>(
 pub const DEFAULT_API_SOCKET: &str = "/run/sluice/sluice.sock";
 /// Default `daemon.state_dir`.
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
+/// Default `daemon.icmp_too_big_per_sec`.
+pub const DEFAULT_ICMP_TOO_BIG_PER_SEC: u32 = 1000;
 /// Default `daemon.encap_source_v6`.
 pub const DEFAULT_ENCAP_SOURCE_V6: &str = "fd00:5c::/96";
 /// Accepted prefix lengths of `daemon.encap_source_v4`.
@@ -131,6 +133,8 @@ pub struct DaemonConfig {
     pub encap_source_v4: Ipv4Prefix,
     /// Outer source prefix of IP6IP6-encapsulated IPv6 packets.
     pub encap_source_v6: Ipv6Prefix,
+    /// ICMP too-big messages each CPU may send a second (0: none).
+    pub icmp_too_big_per_sec: u32,
     /// Where the daemon keeps its runtime files (status for `sluice backend list`).
     pub state_dir: PathBuf,
     /// The control API's Unix socket (mode 0660, owner root).

@@ -22,6 +22,7 @@ pub(super) struct RawDaemon {
     pub hash_seed: Option<i64>,
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,
+    pub icmp_too_big_per_sec: Option<i64>,
     pub state_dir: Option<String>,
     pub api_socket: Option<String>,
     pub api_group: Option<String>,

@@ -112,6 +112,22 @@ fn export_round_trips() {
 }
 
 #[test]
+fn icmp_too_big_per_sec_range() {
+    let vip =
+        "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"ipip\"\n";
+    let c = ok(&format!("{DAEMON}icmp_too_big_per_sec = 0\n{vip}")).config;
+    assert_eq!(c.daemon.icmp_too_big_per_sec, 0);
+    let p = problems(&format!("{DAEMON}icmp_too_big_per_sec = 1000001\n{vip}"));
+    let shown: Vec<String> = p.iter().map(|p| p.render("test.toml")).collect();
+    assert!(
+        shown.iter().any(|s| s.contains("test.toml:3")
+            && s.contains("daemon.icmp_too_big_per_sec")
+            && s.contains("1000001 is out of range (0..=1000000)")),
+        "{shown:?}"
+    );
+}
+
+#[test]
 fn defaults() {
     let c = ok(&format!(
         "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
@@ -124,6 +140,7 @@ fn defaults() {
     assert_eq!(d.flow_table_size, 1_048_576);
     assert_eq!(d.table_capacity, lb_common::DEFAULT_TABLE_SLOTS);
     assert_eq!(d.hash_seed, 0);
+    assert_eq!(d.icmp_too_big_per_sec, 1000);
     assert_eq!(
         d.encap_source_v4,
         Ipv4Prefix::new(Ipv4Addr::new(172, 16, 0, 0), 16).unwrap()

@@ -247,6 +247,12 @@ impl Cx<'_> {
             TABLE_CAPACITY_RANGE,
         );
         let hash_seed = self.int("daemon.hash_seed", d.hash_seed, Some(0), 0..=u32::MAX);
+        let icmp_too_big_per_sec = self.int(
+            "daemon.icmp_too_big_per_sec",
+            d.icmp_too_big_per_sec,
+            Some(super::DEFAULT_ICMP_TOO_BIG_PER_SEC),
+            0..=1_000_000,
+        );
         let encap_source_v4 = self.encap_v4(
             d.encap_source_v4
                 .as_deref()
@@ -379,6 +385,7 @@ impl Cx<'_> {
             hash_seed: hash_seed?,
             encap_source_v4: encap_source_v4?,
             encap_source_v6: encap_source_v6?,
+            icmp_too_big_per_sec: icmp_too_big_per_sec?,
         })
     }
 

@@ -60,6 +60,8 @@ pub struct Global {
     pub encap_v4: (Ipv4Addr, u8),
     /// Outer source prefix for IP6IP6 (length ≤ 96): the last 32 bits carry the flow hash.
     pub encap_v6: (Ipv6Addr, u8),
+    /// ICMP too-big messages each CPU may send a second (0: none).
+    pub icmp_too_big_per_sec: u32,
 }
 
 impl Default for Global {
@@ -68,6 +70,7 @@ impl Default for Global {
             hash_seed: 0,
             encap_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
             encap_v6: (Ipv6Addr::new(0xfd00, 0x5c, 0, 0, 0, 0, 0, 0), 96),
+            icmp_too_big_per_sec: crate::config::DEFAULT_ICMP_TOO_BIG_PER_SEC,
         }
     }
 }

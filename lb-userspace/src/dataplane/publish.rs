@@ -78,7 +78,7 @@ impl Dataplane {
             encap_v4_mask: mask,
             encap_v6_prefix: g.encap_v6.0.octets(),
             hash_seed: g.hash_seed,
-            _pad: 0,
+            icmp_too_big_per_sec: g.icmp_too_big_per_sec,
             vip_filter: [0; 4],
         };
         // The filter covers the VIPs about to be published and those still published (a
