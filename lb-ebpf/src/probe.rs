@@ -28,6 +28,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     let pkt = parse::parse(ctx)?;
+    // The daemon crafts plain, valid TCP/UDP probes; nothing else is sent on.
+    if pkt.icmp != 0 || pkt.invalid != 0 {
+        return Err(reason::PASS_OTHER_L4);
+    }
     let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
     let sport = u16::from_be_bytes(pkt.key.sport);
     let id = u32::from(
