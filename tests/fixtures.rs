@@ -2121,10 +2121,10 @@ fn icmp_errors() -> Vec<Case> {
             "icmp v6 dsr (fib): packet too big, hop limit, port unreachable",
             vec![
                 to_table(t6.clone()),
-                fwd(e6(ROUTER6, &t6, too_big.clone(), &quote(&t6, ALL)), &t6),
-                fwd(e6(ROUTER6, &t6, hop6.clone(), &quote(&t6, ALL)), &t6),
+                fwd(e6(ROUTER6, &t6, too_big, &quote(&t6, ALL)), &t6),
+                fwd(e6(ROUTER6, &t6, hop6, &quote(&t6, ALL)), &t6),
                 to_table(u6.clone()),
-                fwd(e6(CLIENT6, &u6, port6.clone(), &quote(&u6, ALL)), &u6),
+                fwd(e6(CLIENT6, &u6, port6, &quote(&u6, ALL)), &u6),
                 to_same(ack6(40104, 80)).check(Check::Tracked(lb_common::FLOW_OPEN)),
             ],
         ),
@@ -2132,9 +2132,9 @@ fn icmp_errors() -> Vec<Case> {
             "icmp v6 ipip: errors are encapsulated to the flow's backend",
             vec![
                 to_table(t6i.clone()),
-                fwd(e6(ROUTER6, &t6i, too_big.clone(), &quote(&t6i, ALL)), &t6i),
+                fwd(e6(ROUTER6, &t6i, too_big, &quote(&t6i, ALL)), &t6i),
                 to_table(u6i.clone()),
-                fwd(e6(CLIENT6, &u6i, port6.clone(), &quote(&u6i, ALL)), &u6i),
+                fwd(e6(CLIENT6, &u6i, port6, &quote(&u6i, ALL)), &u6i),
             ],
         ),
         case(
@@ -2168,13 +2168,13 @@ fn icmp_errors() -> Vec<Case> {
                     reason::PASS_TRUNCATED,
                 ),
                 to_table(c6.clone()),
-                fwd(e6(ROUTER6, &c6, too_big.clone(), &quote(&c6, 40 + 8)), &c6),
+                fwd(e6(ROUTER6, &c6, too_big, &quote(&c6, 40 + 8)), &c6),
                 pass(
-                    e6(ROUTER6, &c6, too_big.clone(), &quote(&c6, 40 + 7)),
+                    e6(ROUTER6, &c6, too_big, &quote(&c6, 40 + 7)),
                     reason::PASS_TRUNCATED,
                 ),
                 pass(
-                    e6(ROUTER6, &c6, too_big.clone(), &quote(&c6, 30)),
+                    e6(ROUTER6, &c6, too_big, &quote(&c6, 30)),
                     reason::PASS_TRUNCATED,
                 ),
                 // The ICMP header itself cut short.
@@ -2202,7 +2202,7 @@ fn icmp_errors() -> Vec<Case> {
                 no_flow(e6(
                     ROUTER6,
                     &syn6(40111, 443),
-                    too_big.clone(),
+                    too_big,
                     &quote(&syn6(40111, 443), ALL),
                 ))
                 .check(Check::NoFlow(syn6(40111, 443).key())),
@@ -2247,7 +2247,7 @@ fn icmp_errors() -> Vec<Case> {
                         e6(
                             ROUTER6,
                             &syn6(40114, 81),
-                            too_big.clone(),
+                            too_big,
                             &quote(&syn6(40114, 81), ALL),
                         ),
                         reason::PASS_NOT_VIP,
@@ -2278,7 +2278,7 @@ fn icmp_errors() -> Vec<Case> {
                     ),
                     // About an IPv6 packet with an extension header.
                     pass(
-                        frames::icmp6(ROUTER6, VIP6, too_big.clone(), &quoted_ext),
+                        frames::icmp6(ROUTER6, VIP6, too_big, &quoted_ext),
                         reason::PASS_OTHER_L4,
                     ),
                     // Other ICMP types: parameter problem (v4 and v6), redirect.
