@@ -2206,6 +2206,18 @@ fn icmp_errors() -> Vec<Case> {
                     &quote(&syn6(40111, 443), ALL),
                 ))
                 .check(Check::NoFlow(syn6(40111, 443).key())),
+                // The flow's backend no longer serves: its owner is gone.
+                to_table(syn4(40115, 80)),
+                edit(
+                    &syn4(40115, 80),
+                    Edit::Down,
+                    no_flow(e4(
+                        ROUTER4,
+                        &syn4(40115, 80),
+                        frag_needed.clone(),
+                        &quote(&syn4(40115, 80), ALL),
+                    )),
+                ),
                 // The client's other connection does not count.
                 to_table(syn4(40112, 80)),
                 no_flow(e4(
