@@ -196,6 +196,9 @@ enum Expect {
     /// Like `Tx`, but the frame sent is this one's (the input rewritten, e.g. its MSS
     /// clamped), forwarded for the target.
     TxAs(Target, Spec),
+    /// `XDP_TX`, the (raw) input frame sent as this flow's packets are: to the backend an
+    /// earlier step gave it, per its VIP's mode (ICMP errors about the flow).
+    Along(Spec),
 }
 
 enum Input {
@@ -241,6 +244,8 @@ enum Check {
     AvoidsEdited,
     /// The flow's connection-tracking state (`lb_common::FLOW_OPEN` / `FLOW_CLOSING`).
     Tracked(u32),
+    /// The flow table has no entry for this flow (for raw frames).
+    NoFlow(FlowKey),
 }
 
 struct Step {
@@ -628,6 +633,16 @@ fn run_case(w: &mut World, case: &Case, ran: &mut Ran) -> anyhow::Result<()> {
             (Expect::Tx(_) | Expect::TxAs(..), None) => {
                 return Err(ctx("Tx needs a Spec input".into()));
             }
+            (Expect::Along(flow), _) => {
+                let key = flow.key();
+                let backend = *assigned
+                    .get(&key)
+                    .ok_or_else(|| ctx("no earlier backend for this flow".into()))?;
+                let v = w
+                    .vip_for(&key)
+                    .ok_or_else(|| ctx("no VIP for this flow".into()))?;
+                (XDP_TX, along(&frame, v, &key, backend))
+            }
         };
         if got.action != action {
             return Err(ctx(format!("verdict {} instead of {action}", got.action)));
@@ -699,6 +714,11 @@ fn check(
     edited: Option<(VipIdent, IpAddr)>,
     c: Check,
 ) -> anyhow::Result<()> {
+    if let Check::NoFlow(key) = c {
+        let entry = w.dp.flow(&key);
+        anyhow::ensure!(entry.is_none(), "flow entry {entry:?}, want none");
+        return Ok(());
+    }
     let key = spec
         .ok_or_else(|| anyhow::anyhow!("checks need a Spec input"))?
         .key();
@@ -729,7 +749,9 @@ fn check(
                 "flow tracking state {got:?}, want {state} (0 open, 1 closing)"
             );
         }
-        Check::Unpinned => anyhow::ensure!(entry.is_none(), "flow entry {entry:?}, want none"),
+        Check::Unpinned | Check::NoFlow(_) => {
+            anyhow::ensure!(entry.is_none(), "flow entry {entry:?}, want none")
+        }
         Check::TableMoved => {
             let b = assigned
                 .get(&key)
@@ -847,6 +869,8 @@ fn cases() -> Vec<Case> {
         schedulers(),
         probes(),
         mtu(),
+        icmp_errors(),
+        validity(),
     ]
     .into_iter()
     .flatten()
@@ -1340,11 +1364,20 @@ fn malformed() -> Vec<Case> {
                 },
             ],
         ),
+        // For a VIP: dropped, as every header the kernel would discard (see `validity`).
         case(
             "malformed tcp: data offset below 5",
             (0..5u8)
-                .map(|d| bad(patched(v4(), &[(14 + 20 + 12, d << 4)])))
-                .chain([bad(patched(v6(), &[(14 + 40 + 12, 4 << 4)]))])
+                .map(|d| {
+                    drop_invalid(
+                        patched(v4(), &[(14 + 20 + 12, d << 4)]),
+                        reason::DROP_TCP_DOFF,
+                    )
+                })
+                .chain([drop_invalid(
+                    patched(v6(), &[(14 + 40 + 12, 4 << 4)]),
+                    reason::DROP_TCP_DOFF,
+                )])
                 .collect(),
         ),
         // Regression: the TCP/UDP header must lie inside the IP packet (IPv4 total length,
@@ -2202,4 +2235,502 @@ fn fixture_table() -> anyhow::Result<()> {
         failures.join("\n")
     );
     Ok(())
+}
+
+/// The frame sluice must send for a raw, untagged `frame` (an ICMP error) that goes along
+/// the flow `key` to `backend` of `v`: DSR rewrites the MACs; IPIP wraps the IP packet as
+/// the flow's own packets are wrapped (outer source and flow label from the flow's hash;
+/// the packet's own TOS, IPv4 id and DF flag).
+fn along(frame: &[u8], v: &DesiredVip, key: &FlowKey, backend: IpAddr) -> Vec<u8> {
+    let ip = &frame[14..];
+    if v.mode == MODE_IPIP {
+        let hash = flow_hash(key, SEED);
+        let h = hash.to_be_bytes();
+        let src = match backend {
+            IpAddr::V4(_) => IpAddr::from([172, 16, h[2], h[3]]),
+            IpAddr::V6(_) => {
+                let mut a = Global::default().encap_v6.0.octets();
+                a[12..].copy_from_slice(&h);
+                IpAddr::from(a)
+            }
+        };
+        let tos = if ip[0] >> 4 == 6 {
+            (ip[0] << 4) | (ip[1] >> 4)
+        } else {
+            ip[1]
+        };
+        Encap {
+            src_mac: LB_MAC,
+            dst_mac: mac_of(backend),
+            vlan: None,
+            src,
+            dst: backend,
+            tos,
+            flow_label: hash,
+        }
+        .wrap(ip)
+    } else {
+        let mac = v
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .and_then(|b| b.mac)
+            .unwrap_or(mac_of(backend));
+        let mut f = frame.to_vec();
+        f[..6].copy_from_slice(&mac);
+        f[6..12].copy_from_slice(&LB_MAC);
+        f
+    }
+}
+
+/// A frame dropped for `reason` (a header the kernel would discard, for a VIP).
+fn drop_invalid(frame: Vec<u8>, reason: u32) -> Step {
+    raw(programs::BALANCER, frame, Expect::Drop, reason)
+}
+
+/// A router on the path to the clients (the source of ICMP errors).
+const ROUTER4: &str = "203.0.113.1";
+const ROUTER6: &str = "2001:db8:1::1";
+
+/// What a backend sends the client of `flow` (client → VIP): the reverse direction, from
+/// the VIP (DSR and IPIP backends answer directly).
+fn reply(flow: &Spec) -> Spec {
+    let mut r = flow.clone();
+    std::mem::swap(&mut r.src, &mut r.dst);
+    r.l4 = match flow.l4 {
+        frames::L4::Tcp { sport, dport, .. } => frames::L4::Tcp {
+            sport: dport,
+            dport: sport,
+            flags: SYN | ACK,
+        },
+        frames::L4::Udp { sport, dport } => frames::L4::Udp {
+            sport: dport,
+            dport: sport,
+        },
+    };
+    r
+}
+
+/// The first `n` bytes (at most all) of what the backend sent for `flow`: the quote of an
+/// ICMP error.
+fn quote(flow: &Spec, n: usize) -> Vec<u8> {
+    let p = reply(flow).ip_packet();
+    p[..n.min(p.len())].to_vec()
+}
+
+/// Whole quotes.
+const ALL: usize = usize::MAX;
+
+/// ICMP errors addressed to a VIP about a flow (the quoted packet, VIP → client, looked
+/// up reversed) go to the flow's backend, as the flow's packets do, counted `fwd_icmp`.
+fn icmp_errors() -> Vec<Case> {
+    use etherparse::{
+        Icmpv4Type, icmpv4::DestUnreachableHeader as Un4, icmpv4::TimeExceededCode as Te4,
+        icmpv6::DestUnreachableCode as Un6, icmpv6::TimeExceededCode as Te6,
+    };
+    let frag_needed =
+        Icmpv4Type::DestinationUnreachable(Un4::FragmentationNeeded { next_hop_mtu: 1400 });
+    let port4 = Icmpv4Type::DestinationUnreachable(Un4::Port);
+    let ttl4 = Icmpv4Type::TimeExceeded(Te4::TtlExceededInTransit);
+    let too_big = Icmpv6Type::PacketTooBig { mtu: 1280 };
+    let port6 = Icmpv6Type::DestinationUnreachable(Un6::Port);
+    let hop6 = Icmpv6Type::TimeExceeded(Te6::HopLimitExceeded);
+    // An error from `from` to the VIP of `flow`, quoting `q`.
+    let e4 = |from: &str, flow: &Spec, kind: Icmpv4Type, q: &[u8]| {
+        frames::icmp4(from, &flow.dst.to_string(), kind, q)
+    };
+    let e6 = |from: &str, flow: &Spec, kind: Icmpv6Type, q: &[u8]| {
+        frames::icmp6(from, &flow.dst.to_string(), kind, q)
+    };
+    let fwd = |frame: Vec<u8>, flow: &Spec| {
+        raw(
+            programs::BALANCER,
+            frame,
+            Expect::Along(flow.clone()),
+            reason::FWD_ICMP,
+        )
+    };
+    let no_flow = |frame: Vec<u8>| drop_invalid(frame, reason::DROP_ICMP_NO_FLOW);
+
+    let (t4, u4) = (syn4(40100, 80), Spec::udp(CLIENT4, 40101, VIP4, 53));
+    let (t4i, u4i) = (syn4(40102, 443), Spec::udp(CLIENT4, 40103, VIP4, 4789));
+    let (t6, u6) = (syn6(40104, 80), Spec::udp(CLIENT6, 40105, VIP6, 53));
+    let (t6i, u6i) = (syn6(40106, 443), Spec::udp(CLIENT6, 40107, VIP6, 4789));
+    let (c4, c4o, c6) = (syn4(40108, 80), syn4(40109, 443), syn6(40110, 80));
+    let reply_opts = reply(&c4o).options(&nops(2)).ip_packet();
+    vec![
+        case(
+            "icmp v4 dsr: frag needed, ttl exceeded, port unreachable go to the flow's backend",
+            vec![
+                with(base(), to_table(t4.clone())),
+                fwd(e4(ROUTER4, &t4, frag_needed.clone(), &quote(&t4, ALL)), &t4),
+                fwd(e4(ROUTER4, &t4, ttl4.clone(), &quote(&t4, ALL)), &t4),
+                to_table(u4.clone()),
+                fwd(e4(CLIENT4, &u4, port4.clone(), &quote(&u4, ALL)), &u4),
+                // The errors neither closed nor moved the flow.
+                to_same(ack4(40100, 80)).check(Check::Tracked(lb_common::FLOW_OPEN)),
+            ],
+        ),
+        case(
+            "icmp v4 ipip: errors are encapsulated to the flow's backend",
+            vec![
+                to_table(t4i.clone()),
+                fwd(
+                    e4(ROUTER4, &t4i, frag_needed.clone(), &quote(&t4i, ALL)),
+                    &t4i,
+                ),
+                to_table(u4i.clone()),
+                fwd(e4(CLIENT4, &u4i, port4.clone(), &quote(&u4i, ALL)), &u4i),
+            ],
+        ),
+        case(
+            "icmp v6 dsr (fib): packet too big, hop limit, port unreachable",
+            vec![
+                to_table(t6.clone()),
+                fwd(e6(ROUTER6, &t6, too_big, &quote(&t6, ALL)), &t6),
+                fwd(e6(ROUTER6, &t6, hop6, &quote(&t6, ALL)), &t6),
+                to_table(u6.clone()),
+                fwd(e6(CLIENT6, &u6, port6, &quote(&u6, ALL)), &u6),
+                to_same(ack6(40104, 80)).check(Check::Tracked(lb_common::FLOW_OPEN)),
+            ],
+        ),
+        case(
+            "icmp v6 ipip: errors are encapsulated to the flow's backend",
+            vec![
+                to_table(t6i.clone()),
+                fwd(e6(ROUTER6, &t6i, too_big, &quote(&t6i, ALL)), &t6i),
+                to_table(u6i.clone()),
+                fwd(e6(CLIENT6, &u6i, port6, &quote(&u6i, ALL)), &u6i),
+            ],
+        ),
+        case(
+            "icmp: a quote needs its ip header and 8 bytes of l4 header",
+            vec![
+                to_table(c4.clone()),
+                fwd(
+                    e4(ROUTER4, &c4, frag_needed.clone(), &quote(&c4, 20 + 8)),
+                    &c4,
+                ),
+                pass(
+                    e4(ROUTER4, &c4, frag_needed.clone(), &quote(&c4, 20 + 7)),
+                    reason::PASS_TRUNCATED,
+                ),
+                pass(
+                    e4(ROUTER4, &c4, frag_needed.clone(), &quote(&c4, 20)),
+                    reason::PASS_TRUNCATED,
+                ),
+                pass(
+                    e4(ROUTER4, &c4, frag_needed.clone(), &quote(&c4, 12)),
+                    reason::PASS_TRUNCATED,
+                ),
+                // A quoted header with options: its ports are after them.
+                to_table(c4o.clone()),
+                fwd(
+                    e4(ROUTER4, &c4o, frag_needed.clone(), &reply_opts[..28 + 8]),
+                    &c4o,
+                ),
+                pass(
+                    e4(ROUTER4, &c4o, frag_needed.clone(), &reply_opts[..28 + 7]),
+                    reason::PASS_TRUNCATED,
+                ),
+                to_table(c6.clone()),
+                fwd(e6(ROUTER6, &c6, too_big, &quote(&c6, 40 + 8)), &c6),
+                pass(
+                    e6(ROUTER6, &c6, too_big, &quote(&c6, 40 + 7)),
+                    reason::PASS_TRUNCATED,
+                ),
+                pass(
+                    e6(ROUTER6, &c6, too_big, &quote(&c6, 30)),
+                    reason::PASS_TRUNCATED,
+                ),
+                // The ICMP header itself cut short.
+                pass(
+                    frames::frame(&frames::ipv4_packet(
+                        ROUTER4,
+                        VIP4,
+                        IpNumber::ICMP,
+                        &[3, 4, 0, 0],
+                    )),
+                    reason::PASS_TRUNCATED,
+                ),
+            ],
+        ),
+        case(
+            "icmp: an error about a vip flow the table does not hold is dropped",
+            vec![
+                no_flow(e4(
+                    ROUTER4,
+                    &syn4(40111, 80),
+                    frag_needed.clone(),
+                    &quote(&syn4(40111, 80), ALL),
+                ))
+                .check(Check::NoFlow(syn4(40111, 80).key())),
+                no_flow(e6(
+                    ROUTER6,
+                    &syn6(40111, 443),
+                    too_big,
+                    &quote(&syn6(40111, 443), ALL),
+                ))
+                .check(Check::NoFlow(syn6(40111, 443).key())),
+                // The flow's backend no longer serves: its owner is gone.
+                to_table(syn4(40115, 80)),
+                edit(
+                    &syn4(40115, 80),
+                    Edit::Down,
+                    no_flow(e4(
+                        ROUTER4,
+                        &syn4(40115, 80),
+                        frag_needed.clone(),
+                        &quote(&syn4(40115, 80), ALL),
+                    )),
+                ),
+                // The client's other connection does not count.
+                to_table(syn4(40112, 80)),
+                no_flow(e4(
+                    ROUTER4,
+                    &syn4(40113, 80),
+                    port4.clone(),
+                    &quote(&syn4(40113, 80), ALL),
+                )),
+            ],
+        ),
+        case(
+            "icmp: what is not an error about a vip flow is passed untouched",
+            {
+                let other = Spec::tcp(CLIENT4, 40114, "10.99.0.11", 80, SYN);
+                let stranger = Spec::tcp("10.99.0.11", 80, CLIENT4, 40114, SYN | ACK).ip_packet();
+                let mut ext = Ipv6RawExtHeader::new_raw(IpNumber::TCP, &[1, 4, 0, 0, 0, 0])
+                    .expect("ext")
+                    .to_bytes()
+                    .to_vec();
+                ext.extend(reply(&c6).l4_segment());
+                let quoted_ext =
+                    frames::ipv6_packet(VIP6, CLIENT6, IpNumber::IPV6_HEADER_HOP_BY_HOP, &ext);
+                vec![
+                    // Not to a VIP address; to a VIP address but no VIP port.
+                    pass(
+                        e4(ROUTER4, &other, frag_needed.clone(), &quote(&other, ALL)),
+                        reason::PASS_NOT_VIP,
+                    ),
+                    pass(
+                        e4(
+                            ROUTER4,
+                            &syn4(40114, 81),
+                            frag_needed.clone(),
+                            &quote(&syn4(40114, 81), ALL),
+                        ),
+                        reason::PASS_NOT_VIP,
+                    ),
+                    pass(
+                        e6(
+                            ROUTER6,
+                            &syn6(40114, 81),
+                            too_big,
+                            &quote(&syn6(40114, 81), ALL),
+                        ),
+                        reason::PASS_NOT_VIP,
+                    ),
+                    // To the VIP, about a packet another address sent.
+                    pass(
+                        frames::icmp4(ROUTER4, VIP4, frag_needed.clone(), &stranger),
+                        reason::PASS_OTHER_L4,
+                    ),
+                    // About an ICMP packet; about a later fragment (no ports).
+                    pass(
+                        frames::icmp4(
+                            ROUTER4,
+                            VIP4,
+                            port4.clone(),
+                            &frames::icmp4_echo(VIP4, CLIENT4)[14..],
+                        ),
+                        reason::PASS_OTHER_L4,
+                    ),
+                    pass(
+                        frames::icmp4(
+                            ROUTER4,
+                            VIP4,
+                            frag_needed.clone(),
+                            &reply(&c4).fragment(false, 10).ip_packet(),
+                        ),
+                        reason::PASS_FRAGMENT,
+                    ),
+                    // About an IPv6 packet with an extension header.
+                    pass(
+                        frames::icmp6(ROUTER6, VIP6, too_big, &quoted_ext),
+                        reason::PASS_OTHER_L4,
+                    ),
+                    // Other ICMP types: parameter problem (v4 and v6), redirect.
+                    pass(
+                        frames::icmp4(
+                            ROUTER4,
+                            VIP4,
+                            Icmpv4Type::Unknown {
+                                type_u8: 12,
+                                code_u8: 0,
+                                bytes5to8: [0; 4],
+                            },
+                            &quote(&c4, ALL),
+                        ),
+                        reason::PASS_OTHER_L4,
+                    ),
+                    pass(
+                        frames::icmp4(
+                            ROUTER4,
+                            VIP4,
+                            Icmpv4Type::Unknown {
+                                type_u8: 5,
+                                code_u8: 1,
+                                bytes5to8: [10, 99, 0, 1],
+                            },
+                            &quote(&c4, ALL),
+                        ),
+                        reason::PASS_OTHER_L4,
+                    ),
+                    pass(
+                        frames::icmp6(
+                            ROUTER6,
+                            VIP6,
+                            Icmpv6Type::Unknown {
+                                type_u8: 4,
+                                code_u8: 0,
+                                bytes5to8: [0; 4],
+                            },
+                            &quote(&c6, ALL),
+                        ),
+                        reason::PASS_OTHER_L4,
+                    ),
+                ]
+            },
+        ),
+    ]
+}
+
+/// `frame` (an IPv4 packet at `l3`) with its header checksum broken.
+fn bad_csum(mut frame: Vec<u8>, l3: usize) -> Vec<u8> {
+    frame[l3 + 10] ^= 0x5a;
+    frame
+}
+
+/// Headers the kernel would discard (found by fuzzing): for a VIP they are dropped, with
+/// their own counter, and open no flow; for anything else they are passed.
+fn validity() -> Vec<Case> {
+    // TCP data offset (the high nibble of byte 12 of the TCP header) at l4 offset `l4`.
+    let doff = |s: &Spec, l4: usize, d: u8| patched(s.build(), &[(l4 + 12, d << 4)]);
+    let bare4 = syn4(45100, 80).payload(Vec::new());
+    let bare6 = syn6(45101, 80).payload(Vec::new());
+    let bare4i = syn4(45102, 443).payload(Vec::new());
+    // Payload of 22 bytes: a 42-byte segment.
+    let full4 = syn4(45103, 80);
+    let doff_bad = |f: Vec<u8>| drop_invalid(f, reason::DROP_TCP_DOFF);
+    // UDP length (bytes 4-5 of the UDP header) at l4 offset `l4`.
+    let ulen = |s: &Spec, l4: usize, n: u16| {
+        let b = n.to_be_bytes();
+        patched(s.build(), &[(l4 + 4, b[0]), (l4 + 5, b[1])])
+    };
+    let u4 = Spec::udp(CLIENT4, 45200, VIP4, 53);
+    let u6 = Spec::udp(CLIENT6, 45201, VIP6, 53);
+    let u4i = Spec::udp(CLIENT4, 45202, VIP4, 4789);
+    let u4ok = Spec::udp(CLIENT4, 45203, VIP4, 53);
+    let len_bad = |f: Vec<u8>| drop_invalid(f, reason::DROP_UDP_LEN);
+    let csum_bad = |f: Vec<u8>| drop_invalid(f, reason::DROP_IPV4_CSUM);
+    let opts10 = syn4(45301, 80).options(&nops(10));
+    let icmp_flow = syn4(45307, 80);
+    vec![
+        case(
+            "tcp data offset beyond the segment: dropped for a vip, passed otherwise",
+            vec![
+                doff_bad(doff(&bare4, 34, 6)).check(Check::NoFlow(bare4.key())),
+                doff_bad(doff(&bare4, 34, 15)).check(Check::NoFlow(bare4.key())),
+                doff_bad(doff(&bare6, 54, 6)).check(Check::NoFlow(bare6.key())),
+                doff_bad(doff(&bare4i, 34, 8)).check(Check::NoFlow(bare4i.key())),
+                doff_bad(doff(&full4, 34, 11)).check(Check::NoFlow(full4.key())),
+                // Up to the segment's end is valid (the payload read as options).
+                to_table(full4.clone()),
+                raw(
+                    programs::BALANCER,
+                    doff(&full4, 34, 10),
+                    Expect::Along(full4.clone()),
+                    reason::FWD_TX,
+                ),
+                // Not for a VIP: a VIP address on another port, another address.
+                pass(
+                    doff(&syn4(45104, 81).payload(Vec::new()), 34, 6),
+                    reason::PASS_MALFORMED,
+                ),
+                pass(
+                    doff(&Spec::tcp(CLIENT4, 45104, "10.99.0.11", 80, SYN), 34, 2),
+                    reason::PASS_MALFORMED,
+                ),
+            ],
+        ),
+        case(
+            "udp length below 8 or beyond the ip payload: dropped for a vip, passed otherwise",
+            vec![
+                len_bad(ulen(&u4, 34, 7)).check(Check::NoFlow(u4.key())),
+                len_bad(ulen(&u4, 34, 0)).check(Check::NoFlow(u4.key())),
+                len_bad(ulen(&u4, 34, 8 + 22 + 1)).check(Check::NoFlow(u4.key())),
+                len_bad(ulen(&u4, 34, 0xffff)).check(Check::NoFlow(u4.key())),
+                len_bad(ulen(&u6, 54, 0)).check(Check::NoFlow(u6.key())),
+                len_bad(ulen(&u6, 54, 7)).check(Check::NoFlow(u6.key())),
+                len_bad(ulen(&u6, 54, 8 + 22 + 1)).check(Check::NoFlow(u6.key())),
+                len_bad(ulen(&u4i, 34, 7)).check(Check::NoFlow(u4i.key())),
+                // Shorter than the IP payload is valid (the rest is trailing bytes).
+                to_table(u4ok.clone()),
+                raw(
+                    programs::BALANCER,
+                    ulen(&u4ok, 34, 8),
+                    Expect::Along(u4ok.clone()),
+                    reason::FWD_TX,
+                ),
+                pass(
+                    ulen(&Spec::udp(CLIENT4, 45204, VIP4, 54), 34, 7),
+                    reason::PASS_MALFORMED,
+                ),
+            ],
+        ),
+        case(
+            "ipv4 header checksum: a bad one is dropped for a vip, options included",
+            vec![
+                csum_bad(bad_csum(syn4(45300, 80).build(), 14))
+                    .check(Check::NoFlow(syn4(45300, 80).key())),
+                csum_bad(bad_csum(opts10.build(), 14)).check(Check::NoFlow(opts10.key())),
+                // Only an option byte changed: the first option word, and the last.
+                csum_bad(patched(opts10.build(), &[(14 + 20, 0x94)]))
+                    .check(Check::NoFlow(opts10.key())),
+                csum_bad(patched(opts10.build(), &[(14 + 59, 0x01)]))
+                    .check(Check::NoFlow(opts10.key())),
+                csum_bad(bad_csum(syn4(45302, 443).build(), 14)),
+                csum_bad(bad_csum(Spec::udp(CLIENT4, 45302, VIP4, 53).build(), 14)),
+                csum_bad(bad_csum(syn4(45303, 80).vlan(12).build(), 18)),
+                // Good checksums, with options.
+                to_table(opts10.clone()),
+                to_table(syn4(45304, 80).options(&nops(1))),
+                // An established flow's packet with a bad checksum is not forwarded either.
+                to_table(syn4(45305, 80)),
+                csum_bad(bad_csum(ack4(45305, 80).build(), 14)),
+                // An ICMP error about a flow, with a bad outer checksum.
+                to_table(icmp_flow.clone()),
+                csum_bad(bad_csum(
+                    frames::icmp4(
+                        ROUTER4,
+                        VIP4,
+                        etherparse::Icmpv4Type::DestinationUnreachable(
+                            etherparse::icmpv4::DestUnreachableHeader::Port,
+                        ),
+                        &quote(&icmp_flow, ALL),
+                    ),
+                    14,
+                )),
+                // Not a VIP: another port is passed; another address is not even summed.
+                pass(
+                    bad_csum(syn4(45306, 81).build(), 14),
+                    reason::PASS_MALFORMED,
+                ),
+                pass(
+                    bad_csum(Spec::tcp(CLIENT4, 45306, "10.99.0.11", 80, SYN).build(), 14),
+                    reason::PASS_NOT_VIP,
+                ),
+            ],
+        ),
+    ]
 }

@@ -6,6 +6,20 @@
 //! keeps its own counters. A packet that matches a VIP but cannot be forwarded (no usable
 //! backend, no route or neighbour, too big after encapsulation) is dropped; one too big
 //! with DF set (or IPv6) is answered with ICMP instead, within a rate limit.
+//!
+//! Invalid packets for a VIP: a packet that parses but that the kernel would itself discard
+//! (IPv4 header checksum wrong, TCP data offset below 5 or beyond the segment, UDP length
+//! below 8 or beyond the IP payload) is never forwarded (a backend would discard it, after
+//! it opened a flow). Addressed to a VIP it is dropped with its own counter: passed, the
+//! kernel would not validate a packet it does not hold the address of, but route it on
+//! (back toward the router). Not addressed to a VIP it is passed (`pass_malformed`), as any
+//! traffic that is not ours; the IPv4 checksum is only computed for VIP traffic.
+//!
+//! ICMP errors (IPv4 destination unreachable and time exceeded, ICMPv6 destination
+//! unreachable, packet too big and time exceeded) addressed to a VIP and quoting a packet
+//! that VIP sent (inner source = outer destination) go to the backend of the flow they
+//! quote (looked up reversed), forwarded like that flow (`fwd_icmp`); without such a
+//! flow on a live VIP they are dropped (`drop_icmp_no_flow`). Other ICMP is passed.
 
 pub const PASS_NOT_IP: u32 = 0;
 pub const PASS_NOT_VIP: u32 = 1;
@@ -30,9 +44,14 @@ pub const FWD_MSS_CLAMPED: u32 = 17;
 /// A packet too big once encapsulated, with DF set (IPv6: always), answered toward the
 /// client with ICMP "fragmentation needed" / ICMPv6 "packet too big" (`XDP_TX`).
 pub const ICMP_TOO_BIG: u32 = 18;
+pub const DROP_IPV4_CSUM: u32 = 19;
+pub const DROP_TCP_DOFF: u32 = 20;
+pub const DROP_UDP_LEN: u32 = 21;
+pub const FWD_ICMP: u32 = 22;
+pub const DROP_ICMP_NO_FLOW: u32 = 23;
 
 /// Number of reasons (size of the `REASONS` map).
-pub const COUNT: u32 = 19;
+pub const COUNT: u32 = 24;
 
 /// Names, indexed by reason code (for stats and metrics).
 pub const NAMES: [&str; COUNT as usize] = [
@@ -55,12 +74,25 @@ pub const NAMES: [&str; COUNT as usize] = [
     "drop_no_neigh",
     "fwd_mss_clamped",
     "icmp_too_big",
+    "drop_ipv4_csum",
+    "drop_tcp_doff",
+    "drop_udp_len",
+    "fwd_icmp",
+    "drop_icmp_no_flow",
 ];
 
 /// Reasons whose packets are dropped (the rest of the non-forward reasons pass).
 pub const fn is_drop(code: u32) -> bool {
     matches!(
         code,
-        DROP_NO_BACKEND | DROP_NO_ROUTE | DROP_NO_NEIGH | DROP_TOO_BIG | DROP_INTERNAL
+        DROP_NO_BACKEND
+            | DROP_NO_ROUTE
+            | DROP_NO_NEIGH
+            | DROP_TOO_BIG
+            | DROP_INTERNAL
+            | DROP_IPV4_CSUM
+            | DROP_TCP_DOFF
+            | DROP_UDP_LEN
+            | DROP_ICMP_NO_FLOW
     )
 }

@@ -1,4 +1,5 @@
-//! The balancer: parse → VIP filter → flow table (hit: forward) → VIP → select (miss) →
+//! The balancer: parse → VIP filter → validity (invalid for a VIP: drop) → flow table
+//! (hit: forward; an ICMP error: its quoted flow's backend) → VIP → select (miss) →
 //! insert → forward → count.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
@@ -11,7 +12,7 @@ use crate::{
     flow,
     forward::{self, Verdict},
     maps::{CONFIG, VIPS},
-    parse::{self, TCP_RST},
+    parse::{self, ETH_P_IP, TCP_RST},
     select, stats,
 };
 
@@ -60,12 +61,47 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // Most traffic that is not for a VIP stops here, without a hash-map lookup.
     let bit = vip_filter_bit(&pkt.key.dst);
     if cfg.vip_filter[(bit >> 6) as usize & 3] & (1 << (bit & 63)) == 0 {
-        return Err(reason::PASS_NOT_VIP);
+        return Err(if pkt.invalid != 0 {
+            reason::PASS_MALFORMED
+        } else {
+            reason::PASS_NOT_VIP
+        });
+    }
+    // A packet the kernel would discard is never forwarded: for a VIP it is dropped (the
+    // kernel, not holding the VIP, would route it on rather than validate it), otherwise
+    // passed like all traffic that is not ours. The IPv4 header checksum is only summed
+    // here, for VIP traffic.
+    let invalid = if pkt.invalid != 0 {
+        u32::from(pkt.invalid)
+    } else if pkt.eth_proto == ETH_P_IP && !parse::ipv4_checksum_ok(ctx, pkt.l3_off) {
+        reason::DROP_IPV4_CSUM
+    } else {
+        0
+    };
+    if invalid != 0 {
+        return Err(if vip_of(&pkt.key).is_some() {
+            invalid
+        } else {
+            reason::PASS_MALFORMED
+        });
     }
     // An established flow is forwarded from its flow entry and backend alone (the backend
     // names its VIP and the VIP's forwarding mode): one hash lookup per packet. The flow
     // hash is only computed when needed: to choose a backend, or for the IPIP outer header.
-    let (vip_id, mode, id, backend, track, hash) = match flow::lookup(&pkt.key, pkt.tcp_flags) {
+    // An ICMP error goes where the flow it quotes goes, without touching that flow.
+    let found = if pkt.icmp != 0 {
+        let Some((id, b)) = flow::peek(&pkt.key) else {
+            return Err(if vip_of(&pkt.key).is_some() {
+                reason::DROP_ICMP_NO_FLOW
+            } else {
+                reason::PASS_NOT_VIP
+            });
+        };
+        Some((id, b, flow::Track::Same))
+    } else {
+        flow::lookup(&pkt.key, pkt.tcp_flags)
+    };
+    let (vip_id, mode, id, backend, track, hash) = match found {
         Some((id, b, track)) => {
             let mode = if b.flags & BACKEND_F_IPIP != 0 {
                 MODE_IPIP
@@ -97,21 +133,24 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         None => flow::Track::Same,
     };
     stats::forwarded(vip_id, id, bytes, track);
+    // One reason per frame: a forwarded ICMP error, a SYN whose MSS was clamped, or how it
+    // left.
+    let fwd = |plain: u32| {
+        if pkt.icmp != 0 {
+            reason::FWD_ICMP
+        } else if clamped {
+            reason::FWD_MSS_CLAMPED
+        } else {
+            plain
+        }
+    };
     match verdict {
         Verdict::Tx => {
-            stats::reason(if clamped {
-                reason::FWD_MSS_CLAMPED
-            } else {
-                reason::FWD_TX
-            });
+            stats::reason(fwd(reason::FWD_TX));
             Ok(xdp_action::XDP_TX)
         }
         Verdict::Redirect(ifindex) => {
-            stats::reason(if clamped {
-                reason::FWD_MSS_CLAMPED
-            } else {
-                reason::FWD_REDIRECT
-            });
+            stats::reason(fwd(reason::FWD_REDIRECT));
             // SAFETY: a plain helper call; it only records the target interface.
             Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
         }

@@ -99,3 +99,18 @@ pub fn insert(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) ->
         Track::Opened
     }
 }
+
+/// The backend a flow is pinned to, if that backend still serves, without touching the
+/// entry (no tracking, no last-seen stamp): for ICMP errors about the flow, which neither
+/// keep it alive nor move it.
+#[inline(always)]
+pub fn peek(key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    // SAFETY: a live LRU value, read field by field (see `lookup`).
+    let v = unsafe { FLOWS.get(key) }?;
+    let (id, generation) = (v.backend_id, v.generation);
+    let b = BACKENDS.get(id)?;
+    if b.generation != generation || b.flags & BACKEND_F_SERVING == 0 {
+        return None;
+    }
+    Some((id, b))
+}

@@ -38,6 +38,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     let pkt = parse::parse(ctx)?;
+    // The daemon crafts plain, valid TCP/UDP probes; nothing else is sent on.
+    if pkt.icmp != 0 || pkt.invalid != 0 {
+        return Err(reason::PASS_OTHER_L4);
+    }
     let id = if pkt.key.family == FAMILY_V4 {
         u32::from(u16::from_be_bytes(pkt.ipv4_id))
     } else {

@@ -627,3 +627,14 @@ pub fn icmp_too_big(spec: &Spec, mtu: u32) -> Vec<u8> {
         &out,
     )
 }
+
+/// An ICMPv4 message of `kind` with `payload` (for errors: the quoted packet) in an IPv4
+/// packet.
+pub fn icmp4(src: &str, dst: &str, kind: Icmpv4Type, payload: &[u8]) -> Vec<u8> {
+    let mut icmp = Vec::new();
+    Icmpv4Header::with_checksum(kind, payload)
+        .write(&mut icmp)
+        .expect("icmp");
+    icmp.extend_from_slice(payload);
+    frame(&ipv4_packet(src, dst, IpNumber::ICMP, &icmp))
+}

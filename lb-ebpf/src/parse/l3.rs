@@ -2,6 +2,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, reason};
+
+use super::icmp::{PROTO_ICMP, PROTO_ICMPV6};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use super::{Packet, ptr_at};
@@ -39,7 +41,7 @@ pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
         return Err(reason::PASS_FRAGMENT);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_ICMP {
         return Err(reason::PASS_OTHER_L4);
     }
     pkt.key.family = FAMILY_V4;
@@ -68,7 +70,7 @@ pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
         return Err(reason::PASS_TRUNCATED);
     }
     match ip.next_hdr {
-        PROTO_TCP | PROTO_UDP => {}
+        PROTO_TCP | PROTO_UDP | PROTO_ICMPV6 => {}
         // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility, HIP,
         // shim6, experimental.
         0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254 => {
@@ -89,4 +91,43 @@ pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     };
     pkt.tos = (ip.vcf[0] << 4) | (ip.vcf[1] >> 4);
     Ok(pkt.l3_off + IPV6_HLEN)
+}
+
+/// Whether the IPv4 header at `l3_off` (already parsed: IHL 5..15, inside the frame) has a
+/// valid checksum: its one's-complement sum, options included, is all ones. Ten 16-bit
+/// loads and adds for a plain header, two more per option word (at most ten words, a
+/// bounded loop). The sum is byte-order independent, so words are added as they lie.
+#[inline(always)]
+pub fn ipv4_checksum_ok(ctx: &XdpContext, l3_off: usize) -> bool {
+    let Some(h) = ptr_at::<[u16; 10]>(ctx, l3_off) else {
+        return false;
+    };
+    // SAFETY: `ptr_at` checked the 20 bytes are inside the frame. The IP header is at an
+    // even offset (14 or 18) of the frame, whose start is 2-byte aligned (as the Ethernet
+    // header's 16-bit fields already assume), so these are aligned 16-bit loads, not the
+    // byte-by-byte ones an unaligned read would compile to.
+    let h = unsafe { h.read() };
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < 10 {
+        sum += u32::from(h[i]);
+        i += 1;
+    }
+    let words = usize::from(u16::from_be(h[0]) >> 8 & 0x0f).saturating_sub(5);
+    let mut w = 0;
+    while w < 10 {
+        if w >= words {
+            break;
+        }
+        let Some(o) = ptr_at::<[u16; 2]>(ctx, l3_off + 20 + w * 4) else {
+            return false;
+        };
+        // SAFETY: as above, for these 4 bytes (at an even offset too).
+        let o = unsafe { o.read() };
+        sum += u32::from(o[0]) + u32::from(o[1]);
+        w += 1;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
 }

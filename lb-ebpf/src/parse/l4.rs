@@ -7,7 +7,10 @@ use network_types::{tcp::TcpHdr, udp::UdpHdr};
 use super::{Packet, ptr_at};
 
 /// Fills ports and TCP flags. The L4 header must lie inside the IP packet, not only inside
-/// the frame (Ethernet padding after a short IP packet is not a header).
+/// the frame (Ethernet padding after a short IP packet is not a header). A header the
+/// kernel would discard (TCP data offset below 5 or beyond the segment, UDP length below 8
+/// or beyond the IP payload) is parsed all the same and marked in `pkt.invalid`: whether
+/// it is passed or dropped depends on whether it is for a VIP (`balancer`).
 #[inline(always)]
 pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<(), u32> {
     let ip_end = pkt.l3_off + usize::from(pkt.l3_len);
@@ -23,8 +26,9 @@ pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<()
         let tcp: *const TcpHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the fixed TCP header is inside the frame.
         let tcp = unsafe { &*tcp };
-        if tcp.doff() < 5 {
-            return Err(reason::PASS_MALFORMED);
+        let hlen = usize::from(tcp.doff()) * 4;
+        if hlen < size_of::<TcpHdr>() || off + hlen > ip_end {
+            pkt.invalid = reason::DROP_TCP_DOFF as u8;
         }
         pkt.key.sport = tcp.source;
         pkt.key.dport = tcp.dest;
@@ -34,6 +38,10 @@ pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<()
         let udp: *const UdpHdr = ptr_at(ctx, off).ok_or(reason::PASS_TRUNCATED)?;
         // SAFETY: `ptr_at` checked the UDP header is inside the frame.
         let udp = unsafe { &*udp };
+        let len = usize::from(u16::from_be_bytes(udp.len));
+        if len < size_of::<UdpHdr>() || off + len > ip_end {
+            pkt.invalid = reason::DROP_UDP_LEN as u8;
+        }
         pkt.key.sport = udp.src;
         pkt.key.dport = udp.dst;
     }

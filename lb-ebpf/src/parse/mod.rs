@@ -1,7 +1,8 @@
 //! Frame parsing: Ethernet (+ one 802.1Q tag), IPv4 (options allowed), IPv6 (fixed header),
-//! TCP and UDP, into one small [`Packet`] view. [`ptr_at`] is the only bounds check every
-//! packet access goes through.
+//! TCP and UDP, and ICMP errors about a VIP's flows, into one small [`Packet`] view.
+//! [`ptr_at`] is the only bounds check every packet access goes through.
 
+mod icmp;
 mod l2;
 mod l3;
 mod l4;
@@ -10,6 +11,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::FlowKey;
 
 pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
+pub use l3::ipv4_checksum_ok;
 
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `None` if the
 /// frame is shorter than `offset + size_of::<T>()`.
@@ -97,6 +99,12 @@ pub struct Packet {
     /// them to the outer header).
     pub ipv4_id: [u8; 2],
     pub ipv4_frags: [u8; 2],
+    /// 0, or the drop reason of an L4 header the kernel would discard
+    /// (`reason::DROP_TCP_DOFF`, `reason::DROP_UDP_LEN`).
+    pub invalid: u8,
+    /// 0, or the type of the ICMP error this frame is; `key` is then the flow it quotes,
+    /// reversed (client → VIP), and `tcp_flags` 0.
+    pub icmp: u8,
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -118,13 +126,19 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
         tos: 0,
         ipv4_id: [0; 2],
         ipv4_frags: [0; 2],
+        invalid: 0,
+        icmp: 0,
     };
     let l4_off = if eth_proto == ETH_P_IP {
         l3::parse_v4(ctx, &mut pkt)?
     } else {
         l3::parse_v6(ctx, &mut pkt)?
     };
-    l4::parse(ctx, &mut pkt, l4_off)?;
+    if pkt.key.proto == icmp::PROTO_ICMP || pkt.key.proto == icmp::PROTO_ICMPV6 {
+        icmp::parse(ctx, &mut pkt, l4_off)?;
+    } else {
+        l4::parse(ctx, &mut pkt, l4_off)?;
+    }
     pkt.l4_off = l4_off;
     Ok(pkt)
 }
