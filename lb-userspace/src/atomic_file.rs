@@ -234,7 +234,14 @@ mod tests {
         assert_eq!(mode(&f), 0o600);
         // SAFETY: getegid has no preconditions.
         let gid = unsafe { libc::getegid() };
-        write_private(&f, b"two", Durability::Snapshot, private_mode(Some(gid)), Some(gid)).unwrap();
+        write_private(
+            &f,
+            b"two",
+            Durability::Snapshot,
+            private_mode(Some(gid)),
+            Some(gid),
+        )
+        .unwrap();
         assert_eq!(mode(&f), 0o640);
         assert_eq!(std::fs::read(&f).unwrap(), b"two");
         std::fs::remove_dir_all(&dir).unwrap();
