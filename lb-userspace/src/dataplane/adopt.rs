@@ -206,9 +206,18 @@ pub struct Found {
     pub new: Vec<String>,
     /// Pinned maps this build no longer has (unpinned after adoption).
     pub stale: Vec<String>,
+    /// Pinned counter maps whose shape this build changed (e.g. a new reason counter):
+    /// replaced by new, empty ones instead of refusing the adoption ([`RESETTABLE`]).
+    pub replaced: Vec<String>,
     /// A pinned XDP link.
     pub link: bool,
 }
+
+/// Maps that hold nothing but counters the daemon only reports: when this build changes
+/// their shape, the pinned ones are replaced by new, zeroed ones (the old program keeps its
+/// own until the link switches to the new program) rather than refusing to adopt, which
+/// would leave `sluice detach` (dropping every flow) as the only way to upgrade.
+pub const RESETTABLE: &[&str] = &[names::REASONS];
 
 /// Inspect `dir`: every pinned map must match its spec exactly, or the whole adoption is
 /// refused ([`DataplaneError::Incompatible`], listing every difference).
@@ -249,7 +258,12 @@ pub fn inspect(dir: &Path, specs: &[MapSpec]) -> Result<Found, DataplaneError> {
             max_entries: info.max_entries(),
             flags: info.map_flags(),
         };
-        diffs.extend(differences(spec, &pinned));
+        let d = differences(spec, &pinned);
+        if !d.is_empty() && RESETTABLE.contains(&name.as_str()) {
+            found.replaced.push(name);
+            continue;
+        }
+        diffs.extend(d);
         present.insert(name.clone());
         found.maps.push(name);
     }
@@ -266,6 +280,7 @@ pub fn inspect(dir: &Path, specs: &[MapSpec]) -> Result<Found, DataplaneError> {
         .collect();
     found.maps.sort();
     found.stale.sort();
+    found.replaced.sort();
     Ok(found)
 }
 
@@ -786,6 +801,11 @@ impl Dataplane {
                 }
                 Err(e) => return Err(err(format!("{}: {e}", link_path.display()))),
             }
+        }
+        for name in &found.replaced {
+            let p = dir.join(name);
+            tracing::warn!(map = %name, "this build changed the shape of a pinned counter map: it is replaced by a new one (its counters restart from zero)");
+            std::fs::remove_file(&p).map_err(|e| err(format!("removing {}: {e}", p.display())))?;
         }
         let pins: Vec<(String, PathBuf)> = specs
             .iter()
