@@ -131,8 +131,13 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
             info!(maps = ?adoption.stale, "pinned maps this build no longer has: removed");
         }
         // Backends that were down when the previous daemon stopped stay down until their
-        // checks pass (`rise`), instead of taking new flows until they fail (`fall`).
-        for (vip, backend) in dp.backends_not_serving() {
+        // checks pass (`rise`), instead of taking new flows until they fail (`fall`). The
+        // maps tell which were not serving; under `on_down = "keep"` a down backend still
+        // serves its flows (out of the table only), and the previous daemon's `down.json`
+        // tells it was down.
+        let not_serving = dp.backends_not_serving().into_iter().map(|p| (p, false));
+        let kept = kept_down(state).into_iter().map(|p| (p, true));
+        for ((vip, backend), keep) in not_serving.chain(kept) {
             let e = health::Event {
                 vip,
                 backend,
@@ -142,22 +147,12 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
                 ok: None,
             };
             if state.apply(&e) {
-                warn!(%vip, %backend, "backend was down before the restart: kept down until its checks pass");
-            }
-        }
-        // Under `on_down = "keep"` a down backend still serves its flows in the maps (out
-        // of the table only): the previous daemon's `down.json` tells it was down.
-        for (vip, backend) in kept_down(state) {
-            let e = health::Event {
-                vip,
-                backend,
-                health: Health::Down,
-                reason: "down when the previous daemon stopped; back after `rise` checks"
-                    .to_owned(),
-                ok: None,
-            };
-            if state.apply(&e) {
-                warn!(%vip, %backend, "backend was down before the restart (on_down = keep, its flows stay): kept down until its checks pass");
+                let flows = if keep {
+                    " (on_down = keep, its flows stay)"
+                } else {
+                    ""
+                };
+                warn!(%vip, %backend, "backend was down before the restart{flows}: kept down until its checks pass");
             }
         }
     }

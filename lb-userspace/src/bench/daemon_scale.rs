@@ -155,7 +155,7 @@ pub fn run(
         let (cpu, wall) = (cpu_time() - c0, w0.elapsed());
         let idle_cpu_percent = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
 
-        let exe = std::env::current_exe()?;
+        let exe = sluice_exe()?;
         let mut list = Vec::new();
         for _ in 0..rounds {
             let t = Instant::now();
@@ -221,4 +221,23 @@ pub fn run(
     let r = result?;
     stopped.context("the benchmark daemon")?;
     Ok(r)
+}
+
+/// The `sluice` binary that `backend list` is timed with: this process when it is `sluice`
+/// (`sluice bench`), else the one cargo built next to it (a test harness in `deps/`).
+fn sluice_exe() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    if exe.file_stem().is_some_and(|s| s == "sluice") {
+        return Ok(exe);
+    }
+    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    [dir.join("sluice"), dir.join("../sluice")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no sluice binary next to {} to time `backend list` with (build it: cargo build -p lb-userspace)",
+                exe.display()
+            )
+        })
 }
