@@ -225,12 +225,12 @@ pub fn run(
 
 /// The `sluice` binary that `backend list` is timed with: this process when it is `sluice`
 /// (`sluice bench`), else the one cargo built next to it (a test harness in `deps/`).
-fn sluice_exe() -> anyhow::Result<std::path::PathBuf> {
+fn sluice_exe() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     if exe.file_stem().is_some_and(|s| s == "sluice") {
         return Ok(exe);
     }
-    let dir = exe.parent().unwrap_or(std::path::Path::new("."));
+    let dir = exe.parent().unwrap_or(Path::new("."));
     [dir.join("sluice"), dir.join("../sluice")]
         .into_iter()
         .find(|p| p.is_file())
