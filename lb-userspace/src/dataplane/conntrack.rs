@@ -16,8 +16,10 @@
 //!
 //! So a count is at most one counter read old (the daemon reads counters when it asks);
 //! what the counters cannot see (an idle flow, an eviction) is corrected at the next sweep.
-//! Error bound: flows opened or closed *during* a sweep's walk may be counted twice or not
-//! at all until the next sweep (the walk of 10k flows takes a few ms).
+//! Error bound: a flow opened or closed *during* a sweep's walk could be counted twice or
+//! not at all; the sweep therefore walks again (at most 3 walks) until the counters did not
+//! move during a walk. Only under constant churn on a backend does the last walk stand,
+//! off by the flows that opened or closed while it ran, until the next sweep.
 
 use std::{
     collections::HashMap,
@@ -138,20 +140,6 @@ impl Sweeper {
     pub fn sweep(&mut self, ids: &[u32]) -> Result<Sweep, DataplaneError> {
         let started = Instant::now();
         let mut out = Sweep::default();
-        // The backends' counters in one batch read (not one syscall per backend), of the
-        // slots in use only: the shorter the time between this snapshot and the walk, the
-        // fewer flows opening meanwhile are counted twice until the next sweep.
-        let used = ids.iter().max().map_or(0, |m| m.saturating_add(1));
-        let all = super::batch::sum_first(&self.stats, used, |a: &mut Counters, c: &Counters| {
-            a.new_flows += c.new_flows;
-            a.closes += c.closes;
-        })
-        .map_err(map_err(names::BACKEND_STATS))?;
-        for &id in ids {
-            let c = all.get(id as usize).copied().unwrap_or_default();
-            out.counters.insert(id, c.into());
-            out.active.insert(id, 0);
-        }
         let now = now_ticks();
         let (tcp_idle, tcp_fin, udp_idle) = (
             ticks(self.timeouts.tcp_idle),
@@ -159,21 +147,35 @@ impl Sweeper {
             ticks(self.timeouts.udp_idle),
         );
         let mut doomed = Vec::new();
-        for entry in self.flows.iter() {
-            let Ok((k, v)) = entry else { continue };
-            out.scanned += 1;
-            let idle = now.wrapping_sub(v.last_seen);
-            let limit = match (k.proto, v.state) {
-                (_, FLOW_CLOSING) => tcp_fin,
-                (PROTO_UDP, _) => udp_idle,
-                _ => tcp_idle,
-            };
-            // `idle` beyond half the u32 range is a stamp from the future (a clock read
-            // between the kernel's stamp and ours): not idle.
-            if idle > limit && idle < u32::MAX / 2 {
-                doomed.push((k, v));
-            } else if v.state == FLOW_OPEN {
-                *out.active.entry(v.backend_id).or_insert(0) += 1;
+        // A flow that opens or closes during the walk may be counted by both the walk and
+        // the counters (or by neither) until the next sweep. So the walk is repeated (at
+        // most `WALKS` times) until the backends' counters did not move while it ran: then
+        // its count and its snapshot agree exactly.
+        for walk in 1..=WALKS {
+            let before = self.snapshot(ids)?;
+            out.active = ids.iter().map(|&id| (id, 0)).collect();
+            out.scanned = 0;
+            doomed.clear();
+            for entry in self.flows.iter() {
+                let Ok((k, v)) = entry else { continue };
+                out.scanned += 1;
+                let idle = now.wrapping_sub(v.last_seen);
+                let limit = match (k.proto, v.state) {
+                    (_, FLOW_CLOSING) => tcp_fin,
+                    (PROTO_UDP, _) => udp_idle,
+                    _ => tcp_idle,
+                };
+                // `idle` beyond half the u32 range is a stamp from the future (a clock read
+                // between the kernel's stamp and ours): not idle.
+                if idle > limit && idle < u32::MAX / 2 {
+                    doomed.push((k, v));
+                } else if v.state == FLOW_OPEN {
+                    *out.active.entry(v.backend_id).or_insert(0) += 1;
+                }
+            }
+            out.counters = before;
+            if walk == WALKS || self.snapshot(ids)? == out.counters {
+                break;
             }
         }
         for (k, v) in doomed {
@@ -200,6 +202,26 @@ impl Sweeper {
         }
         out.took = started.elapsed();
         Ok(out)
+    }
+}
+
+/// How many times a sweep walks the flow table, at most, to find a walk during which no
+/// counted backend opened or closed a flow.
+const WALKS: u32 = 3;
+
+impl Sweeper {
+    /// The open/close counters of backends `ids`, in one batch read of the slots in use.
+    fn snapshot(&self, ids: &[u32]) -> Result<HashMap<u32, OpenClose>, DataplaneError> {
+        let used = ids.iter().max().map_or(0, |m| m.saturating_add(1));
+        let all = super::batch::sum_first(&self.stats, used, |a: &mut Counters, c: &Counters| {
+            a.new_flows += c.new_flows;
+            a.closes += c.closes;
+        })
+        .map_err(map_err(names::BACKEND_STATS))?;
+        Ok(ids
+            .iter()
+            .map(|&id| (id, all.get(id as usize).copied().unwrap_or_default().into()))
+            .collect())
     }
 }
 
