@@ -89,16 +89,9 @@ pub struct Store {
     pub base_hash: u64,
 }
 
-/// The gid of group `name`.
+/// The gid of group `name` (the API server's lookup, without the members).
 pub fn group_gid(name: &str) -> std::io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
-    // SAFETY: getgrnam with a valid C string; the result is read at once.
-    let g = unsafe { libc::getgrnam(c.as_ptr()) };
-    if g.is_null() {
-        return Err(std::io::Error::other(format!("no group {name:?}")));
-    }
-    // SAFETY: non-null result of getgrnam: a valid group record.
-    Ok(unsafe { (*g).gr_gid })
+    crate::api::server::group_gid(name).map(|(gid, _)| gid)
 }
 
 /// Read the saved live edits in `dir`: `None` if there are none. A file that is there but
