@@ -17,7 +17,7 @@ use lb_userspace::{
     lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
 };
 use sluice_tests::{
-    conn::Held,
+    conn::{Held, echo_all, xdp_prog},
     netns::{Private, sh},
     require_root,
 };
@@ -26,19 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     format!("sl-pre-{}-{n}", std::process::id() % 100_000)
-}
-
-/// The id of the XDP program on the load balancer's eth0, if any (`ip -j link`).
-fn xdp_prog(lab: &Lab) -> anyhow::Result<Option<u64>> {
-    let out = lab
-        .lb()
-        .exec(&["ip", "-j", "link", "show", "dev", "eth0"])?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
-    Ok(v.get(0)
-        .and_then(|l| l.get("xdp"))
-        .and_then(|x| x.get("prog"))
-        .and_then(|p| p.get("id"))
-        .and_then(serde_json::Value::as_u64))
 }
 
 /// A refused start: its message, after checking that nothing was attached or pinned.
@@ -127,14 +114,6 @@ fn a_start_that_cannot_serve_touches_nothing() -> anyhow::Result<()> {
     ensure!(xdp_prog(&lab)?.is_some(), "no program after a good start");
     d.stop()?;
     lab.down()?;
-    Ok(())
-}
-
-fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
-    for (i, c) in held.iter_mut().enumerate() {
-        c.echo(&format!("{phase}-{i}"))
-            .with_context(|| format!("held connection {i} ({phase})"))?;
-    }
     Ok(())
 }
 

@@ -21,20 +21,15 @@ use lb_userspace::{
     dataplane::{self, LAYOUT_FILE, LINK_PIN},
     lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
 };
-use sluice_tests::{conn::Held, require_root};
+use sluice_tests::{
+    conn::{Held, echo_all, xdp_prog},
+    require_root,
+};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     format!("sl-rst-{}-{n}", std::process::id() % 100_000)
-}
-
-fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
-    for (i, c) in held.iter_mut().enumerate() {
-        c.echo(&format!("{phase}-{i}"))
-            .with_context(|| format!("held connection {i} ({phase})"))?;
-    }
-    Ok(())
 }
 
 /// New connections: each must answer; answers per backend.
@@ -50,19 +45,6 @@ fn fresh(
         *counts.entry(c.backend.clone()).or_insert(0) += 1;
     }
     Ok(counts)
-}
-
-/// The id of the XDP program on the load balancer's eth0, if any (`ip -j link`).
-fn xdp_prog(lab: &Lab) -> anyhow::Result<Option<u64>> {
-    let out = lab
-        .lb()
-        .exec(&["ip", "-j", "link", "show", "dev", "eth0"])?;
-    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
-    Ok(v.get(0)
-        .and_then(|l| l.get("xdp"))
-        .and_then(|x| x.get("prog"))
-        .and_then(|p| p.get("id"))
-        .and_then(serde_json::Value::as_u64))
 }
 
 fn pins_in(dir: &Path) -> Vec<String> {

@@ -87,3 +87,25 @@ impl Held {
         Ok(())
     }
 }
+
+/// One echo on every held connection (`{phase}-{i}`): each must answer, from its backend.
+pub fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
+    for (i, c) in held.iter_mut().enumerate() {
+        c.echo(&format!("{phase}-{i}"))
+            .with_context(|| format!("held connection {i} ({phase})"))?;
+    }
+    Ok(())
+}
+
+/// The id of the XDP program on the lab load balancer's eth0, if any (`ip -j link`).
+pub fn xdp_prog(lab: &lb_userspace::lab::Lab) -> anyhow::Result<Option<u64>> {
+    let out = lab
+        .lb()
+        .exec(&["ip", "-j", "link", "show", "dev", "eth0"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j link")?;
+    Ok(v.get(0)
+        .and_then(|l| l.get("xdp"))
+        .and_then(|x| x.get("prog"))
+        .and_then(|p| p.get("id"))
+        .and_then(serde_json::Value::as_u64))
+}
