@@ -1,22 +1,12 @@
-//! sluice's control plane: configuration, the Maglev table builder, and the data-plane
-//! owner. The `sluice` binary (`main.rs`) is a thin CLI over this library.
+//! The `sluice` command: the CLI over the daemon (`sluice run`), its API, the data plane
+//! (for the commands that work without a daemon: `detach`, `decap`, `lookup --offline`) and
+//! the lab (`demo`, `lab`, `bench`). `main.rs` only parses arguments and dispatches.
+//!
+//! The crates below it, and what each may depend on, are pictured in ARCHITECTURE.md.
 
-pub mod api;
-pub mod atomic_file;
-pub mod autoscale;
-pub mod bench;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod dataplane;
-pub mod health;
-pub mod lab;
-pub mod lifecycle;
-pub mod lookup;
-pub mod maglev;
-pub mod metrics;
-pub mod persist;
-pub mod plan;
-pub mod preflight;
-pub mod sched;
-pub mod state;
+
+use sluice_core::{autoscale, config};
+use sluice_daemon::{api, daemon, health, persist, preflight, state};
+use sluice_dataplane::{self as dataplane, atomic_file};
+use sluice_lab::{bench, lab};

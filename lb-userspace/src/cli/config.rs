@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     api::{Request, Response, client},
     atomic_file::{self, Durability},
-    persist,
+    persist::{self, StoreFiles as _},
 };
 
 /// What `config check` found on this host (`preflight::offline`), rendered like the

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::Mode;
 use crate::{
     daemon,
-    persist::{self, Store},
+    persist::{self, Store, StoreFiles as _},
     state::State,
 };
 

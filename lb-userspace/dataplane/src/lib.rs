@@ -4,10 +4,10 @@
 //! through `BPF_PROG_TEST_RUN` (fixtures, `lookup`, benchmarks).
 
 mod adopt;
+pub mod atomic_file;
 mod attach;
 mod batch;
 pub mod conntrack;
-mod desired;
 pub mod iface;
 mod layout;
 pub mod neigh;
@@ -32,7 +32,8 @@ pub use adopt::{
     object_specs, saved_layout_for,
 };
 pub use attach::{AttachMode, Attached};
-pub use desired::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
+pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
+use sluice_core::{maglev, sched};
 pub use publish::PublishReport;
 pub use testrun::RunResult;
 
@@ -72,7 +73,7 @@ pub enum DataplaneError {
     #[error("building the table of VIP {vip}: {source}")]
     Maglev {
         vip: String,
-        source: crate::maglev::MaglevError,
+        source: maglev::MaglevError,
     },
     #[error("interface {interface}: {message}")]
     Attach { interface: String, message: String },
@@ -283,15 +284,18 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program { name, source })
     }
 
-    /// The loaded object: the benchmarks run its programs with their own lean
-    /// `BPF_PROG_TEST_RUN` loop (`crate::bench`).
-    pub(crate) fn ebpf(&self) -> &Ebpf {
+    /// The loaded object: the benchmarks (`sluice-lab`) run its programs with their own
+    /// lean `BPF_PROG_TEST_RUN` loop. Only with the `test-helpers` feature: the daemon never
+    /// reaches past the data plane's own methods.
+    #[cfg(feature = "test-helpers")]
+    pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
 
     /// The loaded object, mutably: the benchmark-only maps (`lb_common::bench::names`),
-    /// which the balancer does not use.
-    pub(crate) fn ebpf_mut(&mut self) -> &mut Ebpf {
+    /// which the balancer does not use. Only with the `test-helpers` feature.
+    #[cfg(feature = "test-helpers")]
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
 
@@ -476,5 +480,27 @@ fn raise_memlock_limit() {
     // the load error that follows says so.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// What an edit plan reads of the running data plane (`sluice_core::plan`).
+impl sluice_core::plan::Live for Dataplane {
+    fn flows_per_backend(&self) -> std::collections::HashMap<u32, u64> {
+        Dataplane::flows_per_backend(self)
+    }
+
+    fn backend_slots(&self, vip: &VipIdent) -> std::collections::HashMap<std::net::IpAddr, u32> {
+        self.layout
+            .vip(vip)
+            .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
+            .unwrap_or_default()
+    }
+
+    fn live_table(&self, vip: &VipIdent) -> Option<Vec<u32>> {
+        Dataplane::live_table(self, vip)
+    }
+
+    fn active(&self, id: u32) -> Option<u64> {
+        Dataplane::active(self, id).ok()
     }
 }

@@ -29,7 +29,8 @@ use crate::{
     health::{self, Health, PathProber},
     lifecycle, lookup, metrics, persist, plan,
     preflight::{self, Preflight, PreflightError},
-    state::{self, State},
+    persist::StoreFiles as _,
+    state::{self, Snapshot as _, State},
 };
 
 /// How often the neighbour entries of FIB-resolved backends are refreshed (well inside the
@@ -640,7 +641,7 @@ fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response
             // nothing applied, and no error (repeated edits are idempotent).
             let unchanged = config == state.config;
             let next = state.with_config(config);
-            let plan = plan::compute(state, &next, &dp);
+            let plan = plan::compute(state, &next, &*dp);
             if dry_run || unchanged {
                 return (
                     Response::Plan {

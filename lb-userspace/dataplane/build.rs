@@ -4,7 +4,7 @@
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../lb-ebpf");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lb-ebpf");
     aya_build::build_ebpf(
         [Package {
             name: "lb-ebpf",

@@ -14,7 +14,7 @@
 //! report of each conflict and the commands that keep one side. Nothing is deleted
 //! behind the user's back: a saved file that cannot be read is reported and left alone.
 
-pub mod merge;
+pub use sluice_core::persist::{Store, merge};
 
 use std::{
     fmt::Write as _,
@@ -75,18 +75,6 @@ pub struct Saved {
     pub base_hash: u64,
     /// That file's text, if it was kept (older sluice versions did not).
     pub base: Option<String>,
-}
-
-/// Where a daemon saves its live edits.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pub dir: PathBuf,
-    /// Group of the saved files (`daemon.api_group`), which then get mode 0640.
-    pub gid: Option<u32>,
-    /// The config file the daemon runs (what `sluice reload` reads again).
-    pub config_file: PathBuf,
-    /// The hash of the base file the running edits are made on.
-    pub base_hash: u64,
 }
 
 /// The gid of group `name` (the API server's lookup, without the members).
@@ -163,22 +151,32 @@ impl Saved {
     }
 }
 
-impl Store {
-    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
-        let path = self.dir.join(name);
-        atomic_file::write_private(
-            &path,
-            bytes,
-            Durability::Persistent,
-            atomic_file::private_mode(self.gid),
-            self.gid,
-        )
-        .map_err(|source| PersistError::Write { path, source })
-    }
-
+/// Reading and writing the files of a [`Store`].
+pub trait StoreFiles {
     /// Save `config` (version `version`, made on the base file with hash
     /// `self.base_hash`); only once this returns is it safe to acknowledge the edit.
-    pub fn save(&self, config: &Config, version: u64) -> Result<(), PersistError> {
+    fn save(&self, config: &Config, version: u64) -> Result<(), PersistError>;
+    /// Keep `text` as the base file of the edits from now on.
+    fn save_base(&mut self, text: &str) -> Result<(), PersistError>;
+    /// The base file's text, if it is there and is the one the edits are made on.
+    fn base_text(&self) -> Option<String>;
+}
+
+fn write_file(store: &Store, name: &str, bytes: &[u8]) -> Result<(), PersistError> {
+    let path = store.dir.join(name);
+    atomic_file::write_private(
+        &path,
+        bytes,
+        Durability::Persistent,
+        atomic_file::private_mode(store.gid),
+        store.gid,
+    )
+    .map_err(|source| PersistError::Write { path, source })
+}
+
+impl StoreFiles for Store {
+
+    fn save(&self, config: &Config, version: u64) -> Result<(), PersistError> {
         let text = config.to_toml()?;
         let mut out = String::new();
         let _ = write!(
@@ -188,18 +186,16 @@ impl Store {
              {HASH_MARK}{:016x}\n{VERSION_MARK}{version}\n{text}",
             self.base_hash
         );
-        self.write(RUNTIME_FILE, out.as_bytes())
+        write_file(self, RUNTIME_FILE, out.as_bytes())
     }
 
-    /// Keep `text` as the base file of the edits from now on.
-    pub fn save_base(&mut self, text: &str) -> Result<(), PersistError> {
-        self.write(BASE_FILE, text.as_bytes())?;
+    fn save_base(&mut self, text: &str) -> Result<(), PersistError> {
+        write_file(self, BASE_FILE, text.as_bytes())?;
         self.base_hash = file_hash(text.as_bytes());
         Ok(())
     }
 
-    /// The base file's text, if it is there and is the one the edits are made on.
-    pub fn base_text(&self) -> Option<String> {
+    fn base_text(&self) -> Option<String> {
         std::fs::read(self.dir.join(BASE_FILE))
             .ok()
             .filter(|b| file_hash(b) == self.base_hash)

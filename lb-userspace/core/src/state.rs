@@ -23,17 +23,15 @@
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    path::Path,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    atomic_file::{self, Durability},
     config::{BackendConfig, BackendState, CheckKind, Config, OnDown},
-    dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, VipIdent},
     health::{Event, Health},
+    model::{Desired, DesiredBackend, DesiredVip, Global, VipIdent},
 };
 
 /// What the health checks know of one backend.
@@ -305,6 +303,14 @@ impl State {
         self.health.get(&(vip, backend))
     }
 
+    /// The backends the health checks have down.
+    pub fn down(&self) -> impl Iterator<Item = (VipIdent, IpAddr)> + '_ {
+        self.health
+            .iter()
+            .filter(|(_, h)| h.health == Health::Down)
+            .map(|((v, b), _)| (*v, *b))
+    }
+
     /// The data plane's desired state: the config, with down backends not serving
     /// (`vip.on_down = "reassign"`) or serving only their existing flows (`"keep"`).
     pub fn desired(&self) -> Desired {
@@ -350,113 +356,11 @@ impl State {
                 .collect(),
         }
     }
-
-    /// A snapshot for `sluice backend list`, with the kernel's counters.
-    pub fn status(&self, dp: &Dataplane) -> Status {
-        self.status_of(dp, |_| true)
-    }
-
-    /// [`State::status`] of the VIPs `which` picks only.
-    pub fn status_of(
-        &self,
-        dp: &Dataplane,
-        which: impl Fn(&crate::config::VipConfig) -> bool,
-    ) -> Status {
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        // Every counter in one read of each map (not one syscall per VIP and backend), of
-        // the slots in use.
-        let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
-        let counters = |all: &[lb_common::Counters], id: u32| {
-            all.get(id as usize).copied().unwrap_or_default()
-        };
-        let vips = self
-            .config
-            .vips
-            .iter()
-            .filter(|v| which(v))
-            .map(|v| {
-                let id = ident(v);
-                let rec = dp.layout().vip(&id);
-                let vip_counters =
-                    rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
-                let mut vip_active = 0;
-                VipStatus {
-                    name: v.name.clone(),
-                    vip: id.to_string(),
-                    forwarding: v.forwarding.as_str().to_owned(),
-                    scheduler: v.scheduler.as_str().to_owned(),
-                    check: v.health.check.as_str().to_owned(),
-                    packets: vip_counters.packets,
-                    bytes: vip_counters.bytes,
-                    new_flows: vip_counters.new_flows,
-                    backends: v
-                        .backends
-                        .iter()
-                        .map(|b| {
-                            let h = self.health_of(id, b.address);
-                            let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
-                            let c = slot
-                                .map_or_else(Default::default, |s| counters(&backend_counts, s));
-                            let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
-                            vip_active += active;
-                            // One lookup of each kind per backend (thousands, every second).
-                            let tw = self.table_weight(v, b);
-                            let life = self.life_of(id, b.address);
-                            BackendStatus {
-                                address: b.address,
-                                weight: b.weight,
-                                effective_weight: tw.div_ceil(WEIGHT_SCALE),
-                                lifecycle: lifecycle_of(b, h, life, tw).to_owned(),
-                                active,
-                                closes: c.closes,
-                                health: h.map_or(Health::Up, |h| h.health),
-                                since: h.map_or(0, |h| secs(h.since)),
-                                reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
-                                transitions: h.map_or(0, |h| h.transitions),
-                                checks: h.map_or(0, |h| h.checks),
-                                failed_checks: h.map_or(0, |h| h.failed_checks),
-                                packets: c.packets,
-                                bytes: c.bytes,
-                                new_flows: c.new_flows,
-                                flows: None,
-                            }
-                        })
-                        .collect(),
-                    active: 0,
-                }
-                .with_active(vip_active)
-            })
-            .collect();
-        let reasons = dp
-            .reason_counts()
-            .map(|counts| {
-                lb_common::reason::NAMES
-                    .iter()
-                    .zip(counts)
-                    .map(|(n, c)| ((*n).to_owned(), c))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let ct = dp.conntrack();
-        Status {
-            written: secs(SystemTime::now()),
-            vips,
-            reasons,
-            conntrack: ConntrackStatus {
-                last_sweep_ms_ago: ct
-                    .last_sweep
-                    .map(|(t, _, _)| t.elapsed().as_millis() as u64),
-                last_sweep_took_us: ct.last_sweep.map(|(_, d, _)| d.as_micros() as u64),
-                last_sweep_flows: ct.last_sweep.map(|(_, _, n)| n),
-                expired: ct.expired_total,
-                reaped: ct.reaped_total,
-            },
-        }
-    }
 }
 
+
 /// [`State::lifecycle`] from what is known of the backend (looked up once by the caller).
-fn lifecycle_of(
+pub fn lifecycle_of(
     b: &BackendConfig,
     health: Option<&BackendHealth>,
     life: Option<&Life>,
@@ -481,13 +385,6 @@ fn lifecycle_of(
     "active"
 }
 
-impl VipStatus {
-    fn with_active(mut self, active: u64) -> Self {
-        self.active = active;
-        self
-    }
-}
-
 /// How fresh the active-connection figures are (see `dataplane::conntrack`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ConntrackStatus {
@@ -501,18 +398,6 @@ pub struct ConntrackStatus {
     pub reaped: u64,
 }
 
-/// `status` with each backend's flow-table entries filled in.
-pub fn with_flows(mut status: Status, dp: &Dataplane, state: &State) -> Status {
-    let per = dp.flows_per_backend();
-    for (v, vs) in state.config.vips.iter().zip(&mut status.vips) {
-        let rec = dp.layout().vip(&ident(v));
-        for b in &mut vs.backends {
-            let id = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
-            b.flows = Some(id.and_then(|id| per.get(&id).copied()).unwrap_or(0));
-        }
-    }
-    status
-}
 
 /// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -580,137 +465,6 @@ pub struct BackendStatus {
 }
 
 /// `<state_dir>/down.json`: the backends down now, rewritten on every health transition and
-/// left in place when the daemon stops. Under `on_down = "keep"` a down backend still serves
-/// its flows in the pinned maps, so they cannot tell the next daemon it was down; this file
-/// does.
-pub const DOWN_FILE: &str = "down.json";
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct DownFile {
-    /// (VIP as `VipIdent` displays it, backend address).
-    down: Vec<(String, IpAddr)>,
-}
-
-/// Write the backends `state` has down to `<dir>/down.json` (atomically).
-pub fn write_down(dir: &Path, state: &State) -> std::io::Result<()> {
-    let f = DownFile {
-        down: state
-            .health
-            .iter()
-            .filter(|(_, h)| h.health == Health::Down)
-            .map(|((v, b), _)| (v.to_string(), *b))
-            .collect(),
-    };
-    let bytes = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
-    atomic_file::write(&dir.join(DOWN_FILE), &bytes, Durability::Snapshot)
-}
-
-/// The (VIP, backend) pairs `<dir>/down.json` lists; none if it is missing or unreadable.
-pub fn read_down(dir: &Path) -> Vec<(String, IpAddr)> {
-    std::fs::read(dir.join(DOWN_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<DownFile>(&b).ok())
-        .map(|f| f.down)
-        .unwrap_or_default()
-}
-
-/// Write `status` to `<dir>/status.json` atomically (temporary file, rename; not fsynced:
-/// it is rewritten every second), readable by root only (0600), or also by `group`
-/// (`daemon.api_group`'s gid: 0640), as the API is: it names every backend.
-pub fn write_status(dir: &Path, status: &Status, group: Option<u32>) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    atomic_file::write_private(
-        &dir.join("status.json"),
-        &bytes,
-        Durability::Snapshot,
-        atomic_file::private_mode(group),
-        group,
-    )
-}
-
-/// How often the status file is rewritten when nothing in it changed (its `written` time
-/// then tells that the daemon is alive).
-pub const STATUS_UNCHANGED_REWRITE: Duration = Duration::from_secs(10);
-
-/// The daemon's `<state_dir>/status.json`: each snapshot is encoded and written on a
-/// blocking thread, off the daemon's loop, and only when something in it changed (or
-/// every [`STATUS_UNCHANGED_REWRITE`]): an idle daemon with thousands of backends does not
-/// encode megabytes of JSON every second. A snapshot that comes while the previous one is
-/// still being written is skipped (the next, at most a second later, is fresher).
-#[derive(Debug)]
-pub struct StatusFile {
-    dir: std::path::PathBuf,
-    group: Option<u32>,
-    writing: Option<tokio::task::JoinHandle<()>>,
-    last: Option<(std::sync::Arc<Status>, Instant)>,
-}
-
-/// Whether two snapshots show the same (all but when they were taken).
-fn same_figures(a: &Status, b: &Status) -> bool {
-    a.vips == b.vips
-        && a.reasons == b.reasons
-        && (
-            a.conntrack.expired,
-            a.conntrack.reaped,
-            a.conntrack.last_sweep_flows,
-        ) == (
-            b.conntrack.expired,
-            b.conntrack.reaped,
-            b.conntrack.last_sweep_flows,
-        )
-}
-
-impl StatusFile {
-    /// For `dir`, readable by `group` (`daemon.api_group`) too if it exists.
-    pub fn new(dir: &Path, group: Option<&str>) -> Self {
-        let group = group.and_then(|g| match crate::api::server::group_gid(g) {
-            Ok((gid, _)) => Some(gid),
-            Err(e) => {
-                tracing::warn!(error = %e, "daemon.api_group: the status file stays root-only");
-                None
-            }
-        });
-        Self {
-            dir: dir.to_owned(),
-            group,
-            writing: None,
-            last: None,
-        }
-    }
-
-    /// Write `status` (in the background), unless it shows what the file already does.
-    pub fn write(&mut self, status: std::sync::Arc<Status>) {
-        if self.writing.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        if let Some((last, at)) = &self.last
-            && at.elapsed() < STATUS_UNCHANGED_REWRITE
-            && same_figures(last, &status)
-        {
-            return;
-        }
-        self.last = Some((std::sync::Arc::clone(&status), Instant::now()));
-        let (dir, group) = (self.dir.clone(), self.group);
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            if let Err(err) = write_status(&dir, &status, group) {
-                tracing::warn!(error = %err, dir = %dir.display(), "writing the status file");
-            }
-        }));
-    }
-
-    /// Wait for the write in progress, if any.
-    pub async fn finish(&mut self) {
-        if let Some(h) = self.writing.take() {
-            let _ = h.await;
-        }
-    }
-}
-
-/// Read `<dir>/status.json`.
-pub fn read_status(dir: &Path) -> std::io::Result<Status> {
-    let bytes = std::fs::read(dir.join("status.json"))?;
-    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
-}
 
 #[cfg(test)]
 mod tests {
@@ -801,52 +555,6 @@ mod tests {
         let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
         assert_eq!(s.lifecycle(v, b), "quiesced");
         assert!(LIFECYCLE_STATES.contains(&s.lifecycle(v, b)));
-        // The metrics show the state the status (`backend list`, `stats`) carries.
-        let status = Status {
-            written: 0,
-            vips: vec![VipStatus {
-                name: "web".into(),
-                vip: "10.0.0.1:80/tcp".into(),
-                forwarding: "dsr".into(),
-                scheduler: "maglev".into(),
-                check: "tcp".into(),
-                packets: 0,
-                bytes: 0,
-                new_flows: 0,
-                active: 0,
-                backends: vec![BackendStatus {
-                    address: b.address,
-                    weight: 0,
-                    effective_weight: 0,
-                    lifecycle: s.lifecycle(v, b).to_owned(),
-                    active: 0,
-                    closes: 0,
-                    health: Health::Up,
-                    since: 0,
-                    reason: String::new(),
-                    transitions: 0,
-                    checks: 0,
-                    failed_checks: 0,
-                    packets: 0,
-                    bytes: 0,
-                    new_flows: 0,
-                    flows: None,
-                }],
-            }],
-            reasons: BTreeMap::new(),
-            conntrack: ConntrackStatus::default(),
-        };
-        let text = crate::metrics::render(&status, 0, 0, &Default::default());
-        let line = |state: &str| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("sluice_backend_state")
-                        && l.contains(&format!("state=\"{state}\""))
-                })
-                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
-        };
-        assert_eq!(line("quiesced").as_deref(), Some("1"), "{text}");
-        assert_eq!(line("active").as_deref(), Some("0"), "{text}");
     }
 
     #[test]

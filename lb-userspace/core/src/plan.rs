@@ -8,7 +8,7 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    dataplane::{Dataplane, DesiredVip},
+    model::{DesiredVip, VipIdent},
     maglev,
     state::State,
 };
@@ -94,8 +94,21 @@ fn table(
     (t, by_id)
 }
 
+/// What a plan needs to know of the running data plane (the data plane implements it; the
+/// tests use a fake).
+pub trait Live {
+    /// Flow-table entries per backend slot.
+    fn flows_per_backend(&self) -> HashMap<u32, u64>;
+    /// The backend slots of VIP `vip`, by address; empty when it is not published yet.
+    fn backend_slots(&self, vip: &VipIdent) -> HashMap<IpAddr, u32>;
+    /// The lookup table the kernel uses for `vip` now (`None`: not published yet).
+    fn live_table(&self, vip: &VipIdent) -> Option<Vec<u32>>;
+    /// Open connections of backend slot `id` (`None`: unknown).
+    fn active(&self, id: u32) -> Option<u64>;
+}
+
 /// The plan of going from `now` to `next`.
-pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
+pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
     let seed = next.config.daemon.hash_seed;
     let before = now.desired();
     let after = next.desired();
@@ -110,17 +123,15 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
         .collect();
     let mut vips = Vec::new();
     for (cfg, v) in next.config.vips.iter().zip(&after.vips) {
-        let rec = dp.layout().vip(&v.ident);
-        let ids: HashMap<IpAddr, u32> = rec
-            .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
-            .unwrap_or_default();
+        let ids = dp.backend_slots(&v.ident);
+        let by_id: HashMap<u32, IpAddr> = ids.iter().map(|(a, id)| (*id, *a)).collect();
         let old = before_by.get(&v.ident).copied();
         let live = dp.live_table(&v.ident);
         // An unchanged VIP keeps its live table: its shares are read from it, nothing is
         // built or compared (an edit of one VIP among 1000 built 1000 tables).
         let unchanged = old == Some(v) && live.is_some();
         let (new_table, new_by_id) = match &live {
-            Some(l) if unchanged => (l.clone(), ids.iter().map(|(a, id)| (*id, *a)).collect()),
+            Some(l) if unchanged => (l.clone(), by_id.clone()),
             _ => table(v, &ids, seed),
         };
         let (slots_moved, removed, change) = match (old, live) {
@@ -129,12 +140,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
                 let moved = live
                     .iter()
                     .zip(&new_table)
-                    .filter(|(a, b)| {
-                        let was = rec
-                            .and_then(|r| r.backends.iter().find(|(_, x)| x.id == **a))
-                            .map(|(ad, _)| *ad);
-                        was != new_by_id.get(b).copied()
-                    })
+                    .filter(|(a, b)| by_id.get(a) != new_by_id.get(b))
                     .count();
                 let removed: Vec<IpAddr> = o
                     .backends
@@ -193,7 +199,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
             .map(|b| {
                 let active = ids
                     .get(&b.address)
-                    .and_then(|id| dp.active(*id).ok())
+                    .and_then(|id| dp.active(*id))
                     .unwrap_or(0);
                 (b.address, active)
             })
@@ -227,11 +233,7 @@ pub fn compute(now: &State, next: &State, dp: &Dataplane) -> Plan {
     }
     for (cfg, o) in now.config.vips.iter().zip(&before.vips) {
         if !after.vips.iter().any(|v| v.ident == o.ident) {
-            let ids: HashMap<IpAddr, u32> = dp
-                .layout()
-                .vip(&o.ident)
-                .map(|r| r.backends.iter().map(|(a, b)| (*a, b.id)).collect())
-                .unwrap_or_default();
+            let ids = dp.backend_slots(&o.ident);
             vips.push(VipPlan {
                 name: cfg.name.clone(),
                 vip: o.ident.to_string(),

@@ -2,8 +2,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
-const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/sluice.toml");
-const INVALID_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/invalid");
+const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/sluice.toml");
+const INVALID_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/invalid");
 
 /// A `[daemon]` table that validates, to prepend to VIP-only snippets.
 const DAEMON: &str = "[daemon]\ninterface = \"eth0\"\n";

@@ -20,14 +20,11 @@
 //!
 //! Everything here is pure: time comes in as [`clock::Time`] and nothing touches the
 //! kernel, so the daemon, the simulator ([`sim`]) and the tests run the same code. The
-//! daemon's driver (`driver`) turns plans into edits of the configuration through the same
+//! daemon's driver (`sluice_daemon::autoscale::driver`) turns plans into edits of the configuration through the same
 //! path as the API (validate, publish, persist); it never touches the data plane itself.
 
 pub mod clock;
-pub mod driver;
-pub mod persist;
 pub mod policy;
-pub mod provider;
 pub mod sim;
 
 use std::{collections::VecDeque, net::IpAddr};

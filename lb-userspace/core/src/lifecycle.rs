@@ -15,7 +15,7 @@ use std::{
 
 use crate::{
     config::{BackendState, Config},
-    dataplane::VipIdent,
+    model::VipIdent,
     state::{State, ident},
 };
 

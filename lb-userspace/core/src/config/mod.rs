@@ -17,6 +17,7 @@
 
 pub mod autoscale;
 mod locate;
+pub mod pins;
 mod raw;
 mod validate;
 
@@ -167,7 +168,7 @@ impl DaemonConfig {
     pub fn pin_dir(&self) -> PathBuf {
         self.pin_dir
             .clone()
-            .unwrap_or_else(|| crate::dataplane::pinned::default_pin_dir(&self.interface))
+            .unwrap_or_else(|| pins::default_pin_dir(&self.interface))
     }
 }
 
@@ -398,7 +399,7 @@ pub enum OnDown {
 }
 
 /// Accepted spellings, for error messages and parsing (the config file's and the CLI's).
-pub(crate) trait Named: Sized + Copy + PartialEq + 'static {
+pub trait Named: Sized + Copy + PartialEq + 'static {
     /// The key that holds this value.
     const FIELD: &'static str;
     /// Every accepted spelling and its value.
@@ -474,8 +475,8 @@ impl Forwarding {
 
 impl Scheduler {
     /// The data plane's scheduler.
-    pub fn sched(self) -> crate::dataplane::Sched {
-        use crate::dataplane::Sched;
+    pub fn sched(self) -> crate::model::Sched {
+        use crate::model::Sched;
         match self {
             Scheduler::Maglev => Sched::Maglev,
             Scheduler::RoundRobin => Sched::RoundRobin,

@@ -15,9 +15,10 @@ use super::conntrack::OpenClose;
 
 use super::{
     Dataplane, DataplaneError, Desired, DesiredVip, VipIdent,
-    desired::addr_bytes,
     layout::{BackendRecord, VipRecord},
 };
+use sluice_core::model::addr_bytes;
+
 use crate::{maglev, sched};
 
 /// How far ahead a least-connection plan looks: this many seconds of the VIP's recent

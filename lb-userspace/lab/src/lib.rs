@@ -1,0 +1,11 @@
+//! sluice's lab and benchmarks (not published): network-namespace topologies with test
+//! servers and an in-process daemon ([`lab`]), and the benchmarks and traffic generator
+//! ([`bench`]) that `sluice bench`, `sluice demo` and the tests run. It reaches the
+//! balancer's maps through `sluice-dataplane`'s `test-helpers` feature.
+
+pub mod bench;
+pub mod lab;
+
+use sluice_core::{config, maglev};
+use sluice_daemon::{api, daemon, health, state};
+use sluice_dataplane as dataplane;
