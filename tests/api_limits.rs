@@ -11,8 +11,7 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
-    path::{Path, PathBuf},
-    sync::Mutex,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -24,26 +23,12 @@ use lb_userspace::{
     },
     daemon::Edit,
     lab::{Lab, LabSpec, Weights, daemon::Daemon},
-    state::Status,
 };
-use sluice_tests::require_root;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-api-{}-{n}", std::process::id() % 100_000)
-}
-
-fn status(socket: &Path) -> anyhow::Result<Status> {
-    match client::request(socket, &Request::Status { flows: false })? {
-        Response::Status { status } => Ok(status),
-        r => bail!("unexpected answer {r:?}"),
-    }
-}
+use sluice_tests::{api::status, prefix, require_root, serial};
 
 /// A lab with one backend and its daemon; the API socket.
 fn up(tag: &str) -> anyhow::Result<(Lab, Daemon, PathBuf)> {
-    let lab = Lab::up(LabSpec::new(&prefix(tag)).backends(1))?;
+    let lab = Lab::up(LabSpec::new(&prefix("api", tag)).backends(1))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
@@ -64,7 +49,7 @@ fn answer(s: &UnixStream, within: Duration) -> anyhow::Result<String> {
 #[test]
 fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let (_lab, _d, socket) = up("big")?;
 
     let s = UnixStream::connect(&socket)?;
@@ -124,7 +109,7 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
 fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served() -> anyhow::Result<()>
 {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let (_lab, _d, socket) = up("idle")?;
 
     let t0 = Instant::now();
@@ -166,7 +151,7 @@ fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served() -
 #[test]
 fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let (lab, d, socket) = up("cap")?;
 
     // Fill every slot with a connection that has sent half a request.
@@ -231,7 +216,7 @@ fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyho
 #[test]
 fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let (_lab, _d, socket) = up("parse")?;
 
     let Response::Config { toml, version } = client::request(&socket, &Request::Config)? else {
@@ -296,8 +281,8 @@ fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
 #[test]
 fn the_status_file_is_not_world_readable() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("mode")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("api", "mode")).backends(1))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let file = config.daemon.state_dir.join("status.json");
     let d = Daemon::start(&lab, config)?;

@@ -15,7 +15,6 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::Mutex,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -28,11 +27,14 @@ use lb_userspace::{
         autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
     },
     lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
-    state::Status,
 };
-use sluice_tests::{conn::Held, require_root};
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use sluice_tests::{
+    api::running_config,
+    api::status,
+    conn::Held,
+    conn::{echo_all, per_backend},
+    prefix, require_root, serial,
+};
 
 const VIP: &str = "lab-tcp4";
 /// Active connections per serving backend the target policy holds.
@@ -44,33 +46,15 @@ const MAX_HELD: usize = 50;
 /// How long the scaler may take to reach a count it should reach.
 const SETTLE: Duration = Duration::from_secs(20);
 
-fn prefix(n: &str) -> String {
-    format!("sl-as-{}-{n}", std::process::id() % 100_000)
-}
-
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn status(socket: &Path) -> anyhow::Result<Status> {
-    match client::request(socket, &Request::Status { flows: false })? {
-        Response::Status { status } => Ok(status),
-        r => bail!("unexpected answer {r:?}"),
-    }
-}
-
 fn scaler(socket: &Path) -> anyhow::Result<Option<VipReport>> {
     match client::request(socket, &Request::AutoscaleStatus)? {
         Response::Autoscale { status } => Ok(status.vips.into_iter().find(|v| v.name == VIP)),
-        r => bail!("unexpected answer {r:?}"),
-    }
-}
-
-fn running_config(socket: &Path) -> anyhow::Result<Config> {
-    match client::request(socket, &Request::Config)? {
-        Response::Config { toml, .. } => Ok(lb_userspace::config::parse(&toml, "running")?.config),
         r => bail!("unexpected answer {r:?}"),
     }
 }
@@ -320,22 +304,6 @@ fn batch_reaches(
     echo_all(held, label)
 }
 
-fn echo_all(held: &mut [Held], tag: &str) -> anyhow::Result<()> {
-    for (i, h) in held.iter_mut().enumerate() {
-        h.echo(&format!("{tag}-{i}"))
-            .with_context(|| format!("connection {i} after {tag}"))?;
-    }
-    Ok(())
-}
-
-fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for h in held {
-        *m.entry(h.backend.clone()).or_insert(0) += 1;
-    }
-    m
-}
-
 /// What target tracking should settle on for `conns` open connections (no change inside
 /// the tolerance), within [1, 4].
 fn expected(conns: usize, serving: usize) -> usize {
@@ -401,9 +369,9 @@ fn scaled_config(lab: &Lab, max: u32, provider: ProviderConfig) -> anyhow::Resul
 #[test]
 fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     // backend-1 serves always; backend-2..4 run their servers on standby.
-    let lab = Lab::up(LabSpec::new(&prefix("pool")).backends(4).ipv6(false))?;
+    let lab = Lab::up(LabSpec::new(&prefix("as", "pool")).backends(4).ipv6(false))?;
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
     let config = scaled_config(
         &lab,
@@ -561,7 +529,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(2000));
     w.poll()?;
     let fallen = wall_ms();
-    let cfg = running_config(&w.socket)?;
+    let cfg = running_config(&w.socket)?.0;
     let left: Vec<IpAddr> = cfg.vips[0].backends.iter().map(|b| b.address).collect();
     ensure!(left == [addr(0)], "backends left: {left:?}");
     let r = w.report.clone();
@@ -750,9 +718,9 @@ fn accepts(client: &lab::Node, to: SocketAddr) -> anyhow::Result<bool> {
 #[test]
 fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     // backend-2 and backend-3 have no server: the provider's scripts start and stop them.
-    let lab = Lab::up(LabSpec::new(&prefix("exec")).backends(3).ipv6(false))?;
+    let lab = Lab::up(LabSpec::new(&prefix("as", "exec")).backends(3).ipv6(false))?;
     lab.kill_backend_server(1)?;
     lab.kill_backend_server(2)?;
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
@@ -851,8 +819,8 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
 #[test]
 fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("exrs")).backends(2).ipv6(false))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("as", "exrs")).backends(2).ipv6(false))?;
     lab.kill_backend_server(1)?;
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
     let dir = lab::lab_dir(lab.prefix()).join("exec");
@@ -912,7 +880,7 @@ fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
     );
 
     // Restart with the running configuration (backend-2 draining, drain_remove).
-    let running = running_config(&socket)?;
+    let running = running_config(&socket)?.0;
     drop(d);
     let d = Daemon::start_keeping(&lab, running)?;
     w.until(SETTLE, "the new scaler restored the drain", |w| {

@@ -5,7 +5,7 @@
 //! Each test builds its own namespaces (prefix `sl-cs-<pid>-<n>`), removed when they drop,
 //! also on failure; tests run one at a time.
 
-use std::{path::Path, sync::Mutex};
+use std::path::Path;
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser as _;
@@ -16,13 +16,7 @@ use lb_userspace::{
     dataplane::{AttachMode, pinned},
     lab::{Lab, LabSpec, Weights, daemon::Daemon},
 };
-use sluice_tests::{netns::Named, require_root};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-cs-{}-{n}", std::process::id() % 100_000)
-}
+use sluice_tests::{netns::Named, prefix, require_root, serial};
 
 /// `sluice --api-socket SOCKET ARGS...`, in process.
 fn sluice(socket: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -43,8 +37,8 @@ fn version(socket: &Path) -> anyhow::Result<u64> {
 #[test]
 fn edits_that_change_nothing_succeed_and_keep_the_version() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("idem")).backends(2))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("cs", "idem")).backends(2))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
@@ -126,8 +120,8 @@ fn cli_as_child() {
 fn a_user_outside_the_api_group_is_told_how_to_get_in() -> anyhow::Result<()> {
     use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("acl")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("cs", "acl")).backends(1))?;
     let mut config = lab.daemon_config(&Weights::Equal)?;
     // Debian's `nogroup` (65534) exists on every machine this runs on.
     config.daemon.api_group = Some("nogroup".to_owned());
@@ -202,9 +196,9 @@ impl Drop for Pins {
 #[test]
 fn decap_pins_of_two_namespaces_eth0_coexist() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let a = Named::new(&prefix("na"))?;
-    let b = Named::new(&prefix("nb"))?;
+    let _serial = serial();
+    let a = Named::new(&prefix("cs", "na"))?;
+    let b = Named::new(&prefix("cs", "nb"))?;
     for ns in [&a, &b] {
         ns.exec("ip link add eth0 type veth peer name eth1 && ip link set eth0 up && ip link set eth1 up")?;
     }

@@ -9,7 +9,6 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
-    sync::Mutex,
     time::Duration,
 };
 
@@ -22,14 +21,8 @@ use lb_userspace::{
 };
 use sluice_tests::{
     conn::{Held, TIMEOUT, connections},
-    require_root,
+    prefix, require_root, serial,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-e2e-{}-{n}", std::process::id() % 100_000)
-}
 
 fn with_fast_checks(mut c: Config) -> Config {
     for v in &mut c.vips {
@@ -46,8 +39,8 @@ fn with_fast_checks(mut c: Config) -> Config {
 #[test]
 fn weights_1_2_3_over_1000_connections() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("w")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("e2e", "w")).backends(3))?;
     let d = Daemon::start(&lab, lab.daemon_config(&Weights::Ascending)?)?;
     let n = 1000;
     let counts = connections(
@@ -78,8 +71,8 @@ fn weights_1_2_3_over_1000_connections() -> anyhow::Result<()> {
 #[test]
 fn adding_a_backend_keeps_open_connections() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let mut lab = Lab::up(LabSpec::new(&prefix("add")).backends(3))?;
+    let _serial = serial();
+    let mut lab = Lab::up(LabSpec::new(&prefix("e2e", "add")).backends(3))?;
     let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let mut held: Vec<Held> = (0..40)
@@ -112,8 +105,8 @@ fn adding_a_backend_keeps_open_connections() -> anyhow::Result<()> {
 #[test]
 fn a_killed_backend_fails_over_and_comes_back() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("kill")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("e2e", "kill")).backends(3))?;
     let config = with_fast_checks(lab.daemon_config(&Weights::Equal)?);
     let h = config
         .vips
@@ -160,10 +153,10 @@ fn a_killed_backend_fails_over_and_comes_back() -> anyhow::Result<()> {
 #[test]
 fn a_backend_without_the_vip_is_reported_down() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     for mode in [Forwarding::Dsr, Forwarding::Ipip] {
         let lab = Lab::up(
-            LabSpec::new(&prefix(&format!("bad{mode}")))
+            LabSpec::new(&prefix("e2e", &format!("bad{mode}")))
                 .backends(2)
                 .mode(mode),
         )?;
@@ -195,10 +188,10 @@ fn a_backend_without_the_vip_is_reported_down() -> anyhow::Result<()> {
 #[test]
 fn both_modes_both_families_tcp_and_udp() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     for mode in [Forwarding::Dsr, Forwarding::Ipip] {
         let lab = Lab::up(
-            LabSpec::new(&prefix(&format!("m{mode}")))
+            LabSpec::new(&prefix("e2e", &format!("m{mode}")))
                 .backends(3)
                 .mode(mode),
         )?;
@@ -258,8 +251,8 @@ fn both_modes_both_families_tcp_and_udp() -> anyhow::Result<()> {
 fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
     use lb_userspace::api::{Request, Response, client};
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("api")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("e2e", "api")).backends(3))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;

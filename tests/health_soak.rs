@@ -36,10 +36,8 @@ use lb_userspace::{
 };
 use sluice_tests::{
     conn::{Held, TIMEOUT, connections},
-    require_root,
+    require_root, serial,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn prefix(n: &str) -> String {
     let p = format!("sl-hs-{}-{n}", std::process::id() % 100_000);
@@ -227,7 +225,7 @@ fn ensure_no_transition(d: &Daemon, what: &str) -> anyhow::Result<(u64, u64)> {
 #[test]
 fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("half")).backends(2))?;
     let d = Daemon::start(&lab, fast_checks(lab.daemon_config(&Weights::Equal)?))?;
     let victim = lab.backend(0);
@@ -336,7 +334,7 @@ fn on_down_config(lab: &Lab, on_down: OnDown) -> anyhow::Result<Config> {
 #[test]
 fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("ondown")).backends(3).ipv6(false))?;
     let victim = lab.backend(1);
     let victim_addr: IpAddr = victim.addr4().into();
@@ -419,7 +417,7 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
 fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()> {
     use lb_userspace::dataplane::{self, LAYOUT_FILE};
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("keeprestart")).backends(3).ipv6(false))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
@@ -653,7 +651,7 @@ fn soak_lab(mode: Forwarding, secs: u64) -> anyhow::Result<String> {
 #[test]
 fn soak_traffic_edits_and_fast_probes_without_false_transitions() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let secs: u64 = match std::env::var("SLUICE_SOAK_SECS") {
         Ok(s) => s.parse().context("SLUICE_SOAK_SECS")?,
         Err(_) => 75,

@@ -11,7 +11,6 @@
 use std::{
     net::IpAddr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -20,9 +19,7 @@ use lb_userspace::{
     config::Forwarding,
     lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
 };
-use sluice_tests::require_root;
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use sluice_tests::{prefix, require_root, serial};
 
 /// The client's source port of the first flow (one more for each next one).
 const CLIENT_PORT: u16 = 40555;
@@ -186,11 +183,11 @@ fn echo_owner(client: &OwnedFd, cport: u16, vip: IpAddr, port: u16) -> anyhow::R
 #[test]
 fn port_unreachable_reaches_the_flows_backend() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let mut cport = CLIENT_PORT;
     let mut owners = std::collections::BTreeSet::new();
     for mode in [Forwarding::Dsr, Forwarding::Ipip] {
-        let prefix = format!("sl-icmp-{}-{mode}", std::process::id() % 100_000);
+        let prefix = prefix("icmp", &mode.to_string());
         let lab = Lab::up(LabSpec::new(&prefix).backends(2).mode(mode))?;
         let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
         let port = lab::UDP_PORT;

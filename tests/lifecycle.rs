@@ -10,7 +10,6 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::Path,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -23,38 +22,18 @@ use lb_userspace::{
     state::Status,
 };
 use sluice_tests::{
+    api::running_config,
+    api::status,
+    conn::per_backend,
     conn::{Held, connections},
-    require_root,
+    prefix, require_root, serial,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-lc-{}-{n}", std::process::id() % 100_000)
-}
 
 fn vip_mut<'c>(c: &'c mut Config, name: &str) -> &'c mut VipConfig {
     c.vips
         .iter_mut()
         .find(|v| v.name == name)
         .expect("a lab VIP")
-}
-
-fn status(socket: &Path) -> anyhow::Result<Status> {
-    match client::request(socket, &Request::Status { flows: false })? {
-        Response::Status { status } => Ok(status),
-        r => bail!("unexpected answer {r:?}"),
-    }
-}
-
-fn running_config(socket: &Path) -> anyhow::Result<(Config, u64)> {
-    match client::request(socket, &Request::Config)? {
-        Response::Config { toml, version } => Ok((
-            lb_userspace::config::parse(&toml, "running")?.config,
-            version,
-        )),
-        r => bail!("unexpected answer {r:?}"),
-    }
 }
 
 /// Change the running configuration through the API, as the CLI does.
@@ -123,19 +102,11 @@ fn wait_active(socket: &Path, vip: &str, want: &BTreeMap<IpAddr, u64>) -> anyhow
     }
 }
 
-fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for h in held {
-        *m.entry(h.backend.clone()).or_insert(0) += 1;
-    }
-    m
-}
-
 #[test]
 fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("lc")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "lc")).backends(3))?;
     let mut config = lab.daemon_config(&Weights::Explicit(vec![1, 0, 0]))?;
     config.daemon.conntrack_sweep_ms = 500;
     vip_mut(&mut config, "lab-tcp4").scheduler = Scheduler::LeastConn;
@@ -227,8 +198,8 @@ fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()
 #[test]
 fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("drain")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "drain")).backends(3))?;
     let mut config = lab.daemon_config(&Weights::Equal)?;
     config.daemon.conntrack_sweep_ms = 500;
     let socket = config.daemon.api_socket.clone();
@@ -453,8 +424,8 @@ fn api_as_nobody(
 #[test]
 fn api_serves_root_and_its_group_only() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("acl")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "acl")).backends(1))?;
     let mut config = lab.daemon_config(&Weights::Equal)?;
     // Debian's `nogroup` (65534) exists on every machine this runs on.
     config.daemon.api_group = Some("nogroup".to_owned());

@@ -21,7 +21,6 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -32,16 +31,10 @@ use lb_userspace::{
     lab::{Lab, LabSpec, Weights, lab_dir},
     persist,
 };
-use sluice_tests::require_root;
-
-static SERIAL: Mutex<()> = Mutex::new(());
+use sluice_tests::{prefix, require_root, serial};
 
 const ARGV: &str = "SLUICE_TEST_ARGV";
 const VIP: &str = "lab-tcp4";
-
-fn prefix(n: &str) -> String {
-    format!("sl-per-{}-{n}", std::process::id() % 100_000)
-}
 
 /// Not a test of its own: the `sluice` command line, run by the tests below in a child
 /// process (this binary re-executed), so that they need no other binary built.
@@ -281,7 +274,7 @@ impl Drop for Daemon {
 }
 
 fn lab(tag: &str) -> anyhow::Result<Lab> {
-    Ok(Lab::up(LabSpec::new(&prefix(tag)).backends(2))?)
+    Ok(Lab::up(LabSpec::new(&prefix("per", tag)).backends(2))?)
 }
 
 fn backend(c: &Config, vip: &str, a: IpAddr) -> anyhow::Result<config::BackendConfig> {
@@ -310,7 +303,7 @@ fn ok(what: &str, r: (i32, String, String)) -> anyhow::Result<String> {
 fn a_drain_survives_a_restart_after_a_comment_is_appended() -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("drain")?;
     let (f, config) = Files::new(&lab)?;
     let b1 = config.vips[0].backends[0].address;
@@ -342,7 +335,7 @@ fn a_drain_survives_a_restart_after_a_comment_is_appended() -> anyhow::Result<()
 #[test]
 fn a_conflicting_file_change_refuses_the_start_and_config_save_resolves_it() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("conflict")?;
     let (f, mut config) = Files::new(&lab)?;
     let b1 = config.vips[0].backends[0].address;
@@ -396,7 +389,7 @@ fn a_conflicting_file_change_refuses_the_start_and_config_save_resolves_it() -> 
 #[test]
 fn a_second_run_on_the_same_pin_dir_leaves_the_saved_edits_alone() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("second")?;
     let (f, config) = Files::new(&lab)?;
     let b1 = config.vips[0].backends[0].address;
@@ -460,7 +453,7 @@ impl Drop for ReadOnly {
 #[test]
 fn with_a_read_only_state_dir_an_edit_is_refused_and_nothing_changes() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("rodir")?;
     let (f, config) = Files::new(&lab)?;
     let b1 = config.vips[0].backends[0].address;
@@ -515,7 +508,7 @@ fn apply(f: &Files, c: &Config, base: Option<u64>, force: bool) -> anyhow::Resul
 #[test]
 fn applies_need_a_base_version_and_every_acknowledged_one_survives() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("apply")?;
     let (f, _) = Files::new(&lab)?;
     let d = f.start()?;
@@ -596,7 +589,7 @@ fn applies_need_a_base_version_and_every_acknowledged_one_survives() -> anyhow::
 #[test]
 fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("reload")?;
     let (f, mut config) = Files::new(&lab)?;
     let (b1, b2) = (
@@ -675,7 +668,7 @@ fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::R
 #[test]
 fn an_empty_or_binary_runtime_toml_refuses_the_start_and_is_kept() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
+    let _serial = serial();
     let lab = lab("corrupt")?;
     let (f, _) = Files::new(&lab)?;
     std::fs::create_dir_all(&f.state)?;

@@ -9,7 +9,7 @@
 //! Every lab test builds its own lab (prefix `sl-pre-<pid>-<n>`), removed when it drops
 //! (the lab's pin directory included), also on failure. Every loop is bounded.
 
-use std::{net::SocketAddr, path::Path, sync::Mutex};
+use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context as _, ensure};
 use lb_userspace::{
@@ -19,14 +19,8 @@ use lb_userspace::{
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},
     netns::{Private, sh},
-    require_root,
+    prefix, require_root, serial,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-pre-{}-{n}", std::process::id() % 100_000)
-}
 
 /// A refused start: its message, after checking that nothing was attached or pinned.
 fn refused(lab: &Lab, config: lb_userspace::config::Config, case: &str) -> anyhow::Result<String> {
@@ -58,8 +52,8 @@ fn refused(lab: &Lab, config: lb_userspace::config::Config, case: &str) -> anyho
 #[test]
 fn a_start_that_cannot_serve_touches_nothing() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("ref")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("pre", "ref")).backends(1))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     std::fs::create_dir_all(socket.parent().context("socket dir")?)?;
@@ -132,8 +126,8 @@ fn hold(client: &Node, to: SocketAddr, n: usize) -> anyhow::Result<Vec<Held>> {
 #[test]
 fn a_saved_layout_of_another_epoch_costs_no_flow() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("epo")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("pre", "epo")).backends(3))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
@@ -193,8 +187,8 @@ fn a_saved_layout_of_another_epoch_costs_no_flow() -> anyhow::Result<()> {
 #[test]
 fn crash_leftovers_go_at_start_and_detach_finds_the_saved_layout() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("tmp")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("pre", "tmp")).backends(1))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let state_dir = lab::lab_dir(lab.prefix());
     let layout = state_dir.join(LAYOUT_FILE);

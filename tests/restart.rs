@@ -11,7 +11,6 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -23,14 +22,8 @@ use lb_userspace::{
 };
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},
-    require_root,
+    prefix, require_root, serial,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn prefix(n: &str) -> String {
-    format!("sl-rst-{}-{n}", std::process::id() % 100_000)
-}
 
 /// New connections: each must answer; answers per backend.
 fn fresh(
@@ -66,8 +59,8 @@ fn saved(path: &Path) -> anyhow::Result<dataplane::SavedLayout> {
 
 fn restart_keeps_flows(mode: Forwarding, tag: &str) -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let mut lab = Lab::up(LabSpec::new(&prefix(tag)).backends(3).mode(mode))?;
+    let _serial = serial();
+    let mut lab = Lab::up(LabSpec::new(&prefix("rst", tag)).backends(3).mode(mode))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
@@ -195,8 +188,8 @@ fn ipip_connections_survive_restarts() -> anyhow::Result<()> {
 fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
     use lb_userspace::{config::CheckKind, health::Health};
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("down")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("rst", "down")).backends(3))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
@@ -250,8 +243,8 @@ fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
 #[test]
 fn an_ephemeral_daemon_leaves_nothing() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("eph")).backends(1))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("rst", "eph")).backends(1))?;
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
     ensure!(pin_dir.join(LINK_PIN).exists(), "the lab daemon pins too");

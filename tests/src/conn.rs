@@ -109,3 +109,12 @@ pub fn xdp_prog(lab: &lb_userspace::lab::Lab) -> anyhow::Result<Option<u64>> {
         .and_then(|p| p.get("id"))
         .and_then(serde_json::Value::as_u64))
 }
+
+/// How many held connections each backend (by name) holds.
+pub fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for h in held {
+        *m.entry(h.backend.clone()).or_insert(0) += 1;
+    }
+    m
+}

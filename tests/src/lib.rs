@@ -2,9 +2,28 @@
 //! builders. Every namespace, link and pin a test creates is removed when its guard drops,
 //! also when the test fails.
 
+pub mod api;
 pub mod conn;
 pub mod frames;
 pub mod netns;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Tests of one binary that build labs or daemons run one at a time: they share names
+/// (prefixes), pin directories and the machine's few cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Hold this for the whole test; a test that failed (panicked) while holding it does not
+/// stop the next.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A name for a test's lab or namespaces, unique per test binary (`binary`) and process:
+/// `sl-<binary>-<pid % 100000>-<name>` (short: interface names derive from it).
+pub fn prefix(binary: &str, name: &str) -> String {
+    format!("sl-{binary}-{}-{name}", std::process::id() % 100_000)
+}
 
 /// Fail loudly (not skip) when not root: CI runs as root, and a skipped test proves nothing.
 pub fn require_root() {
