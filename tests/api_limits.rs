@@ -16,14 +16,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use lb_userspace::{
+use sluice_daemon::{
     api::{
         Request, Response, client,
         server::{self, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REQUEST_BYTES},
     },
     daemon::Edit,
-    lab::{Lab, LabSpec, Weights, daemon::Daemon},
 };
+use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{api::status, prefix, require_root, serial};
 
 /// A lab with one backend and its daemon; the API socket.

@@ -19,15 +19,15 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use lb_userspace::{
+use sluice_core::config::{
+    CheckKind, Config, Scheduler,
+    autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
+};
+use sluice_daemon::{
     api::{Request, Response, client},
     autoscale::{Decision, driver::VipReport},
-    config::{
-        CheckKind, Config, Scheduler,
-        autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
-    },
-    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
 };
+use sluice_lab::lab::{self, Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{
     api::running_config,
     api::status,
@@ -363,7 +363,7 @@ fn scaled_config(lab: &Lab, max: u32, provider: ProviderConfig) -> anyhow::Resul
         });
     }
     // Through the file's rules, as a config file would be.
-    Ok(lb_userspace::config::parse(&config.to_toml()?, "autoscale test")?.config)
+    Ok(sluice_core::config::parse(&config.to_toml()?, "autoscale test")?.config)
 }
 
 #[test]
@@ -868,7 +868,8 @@ fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
     w.until(SETTLE, "backend-2 draining", |w| {
         w.draining() == [addr(1)] && w.report.draining == [addr(1)]
     })?;
-    let saved = lb_userspace::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
+    let saved =
+        sluice_daemon::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
     let entry = saved
         .vips
         .get(VIP)
@@ -917,7 +918,8 @@ fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
         "{:?}",
         w.events
     );
-    let after = lb_userspace::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
+    let after =
+        sluice_daemon::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
     ensure!(after.vips.is_empty(), "{after:?}");
     drop(d);
     lab.down()?;

@@ -4,7 +4,7 @@
 //! namespace the benchmark makes for itself. It must write its three files, and every
 //! figure must be a positive, finite number. No speed is asserted: CI machines vary.
 
-use lb_userspace::bench::{Options, run};
+use sluice_lab::bench::{Options, run};
 use sluice_tests::require_root;
 
 #[test]
@@ -84,10 +84,8 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
 fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
     use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
     use lb_common::programs;
-    use lb_userspace::{
-        bench::{frame::Frame, throughput::template, traffic},
-        dataplane::{Dataplane, Sizes, VipIdent},
-    };
+    use sluice_dataplane::{Dataplane, Sizes, VipIdent};
+    use sluice_lab::bench::{frame::Frame, throughput::template, traffic};
     use std::net::IpAddr;
 
     require_root();

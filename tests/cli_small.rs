@@ -10,12 +10,10 @@ use std::path::Path;
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser as _;
 use lb_common::programs;
-use lb_userspace::{
-    api::{Request, Response, client},
-    cli::{Cli, dispatch},
-    dataplane::{AttachMode, pinned},
-    lab::{Lab, LabSpec, Weights, daemon::Daemon},
-};
+use lb_userspace::cli::{Cli, dispatch};
+use sluice_daemon::api::{Request, Response, client};
+use sluice_dataplane::{AttachMode, pinned};
+use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{netns::Named, prefix, require_root, serial};
 
 /// `sluice --api-socket SOCKET ARGS...`, in process.

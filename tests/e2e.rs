@@ -13,12 +13,9 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::{
-    config::{CheckKind, Config, Forwarding},
-    daemon::Edit,
-    health::Health,
-    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
-};
+use sluice_core::config::{CheckKind, Config, Forwarding};
+use sluice_daemon::{daemon::Edit, health::Health};
+use sluice_lab::lab::{self, Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{
     conn::{Held, TIMEOUT, connections},
     prefix, require_root, serial,
@@ -249,7 +246,7 @@ fn both_modes_both_families_tcp_and_udp() -> anyhow::Result<()> {
 
 #[test]
 fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
-    use lb_userspace::api::{Request, Response, client};
+    use sluice_daemon::api::{Request, Response, client};
     require_root();
     let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("e2e", "api")).backends(3))?;
@@ -264,7 +261,7 @@ fn api_plans_applies_and_rejects_edits() -> anyhow::Result<()> {
     };
     let (toml, v0) = get()?;
     // Remove backend-3 from lab-tcp4: a third of the slots move.
-    let mut c = lb_userspace::config::parse(&toml, "t")?.config;
+    let mut c = sluice_core::config::parse(&toml, "t")?.config;
     let vip = c
         .vips
         .iter_mut()

@@ -28,12 +28,9 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use lb_userspace::{
-    config::{CheckKind, Config, Forwarding, OnDown},
-    daemon::Edit,
-    health::Health,
-    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon, server::BackendServer},
-};
+use sluice_core::config::{CheckKind, Config, Forwarding, OnDown};
+use sluice_daemon::{daemon::Edit, health::Health};
+use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon, server::BackendServer};
 use sluice_tests::{
     conn::{Held, TIMEOUT, connections},
     require_root, serial,
@@ -415,7 +412,7 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
 
 #[test]
 fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()> {
-    use lb_userspace::dataplane::{self, LAYOUT_FILE};
+    use sluice_dataplane::{self as dataplane, LAYOUT_FILE};
     require_root();
     let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("keeprestart")).backends(3).ipv6(false))?;

@@ -15,10 +15,8 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::{
-    config::Forwarding,
-    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
-};
+use sluice_core::config::Forwarding;
+use sluice_lab::lab::{self, Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{prefix, require_root, serial};
 
 /// The client's source port of the first flow (one more for each next one).

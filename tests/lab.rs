@@ -1,4 +1,4 @@
-//! The namespace lab (`lb_userspace::lab`): it builds what it promises (nodes, addresses,
+//! The namespace lab (`sluice_lab::lab`): it builds what it promises (nodes, addresses,
 //! backend configuration, pins, servers), and removes everything it created: on `down`,
 //! on drop, and, for the leftovers of a crashed run, by prefix.
 //!
@@ -14,11 +14,9 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use lb_common::programs;
-use lb_userspace::{
-    config::{self, Forwarding},
-    dataplane::pinned,
-    lab::{self, Lab, LabSpec, Node, Role, Servers, Weights},
-};
+use sluice_core::config::{self, Forwarding};
+use sluice_dataplane::pinned;
+use sluice_lab::lab::{self, Lab, LabSpec, Node, Role, Servers, Weights};
 use sluice_tests::require_root;
 
 const TIMEOUT: Duration = Duration::from_secs(3);

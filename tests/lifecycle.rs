@@ -14,13 +14,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use lb_userspace::{
+use sluice_core::config::{BackendState, Config, Scheduler, VipConfig};
+use sluice_daemon::{
     api::{Request, Response, client},
-    config::{BackendState, Config, Scheduler, VipConfig},
     daemon::Edit,
-    lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
     state::Status,
 };
+use sluice_lab::lab::{self, Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{
     api::running_config,
     api::status,

@@ -13,10 +13,8 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::{
-    config::Forwarding,
-    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
-};
+use sluice_core::config::Forwarding;
+use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon};
 use sluice_tests::require_root;
 
 /// A connect or a read: generous for a loaded machine, finite for a hang.

@@ -25,12 +25,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use lb_userspace::{
+use sluice_core::config::{self, BackendState, Config};
+use sluice_daemon::{
     api::{Request, Response, client},
-    config::{self, BackendState, Config},
-    lab::{Lab, LabSpec, Weights, lab_dir},
     persist,
 };
+use sluice_lab::lab::{Lab, LabSpec, Weights, lab_dir};
 use sluice_tests::{prefix, require_root, serial};
 
 const ARGV: &str = "SLUICE_TEST_ARGV";

@@ -12,10 +12,8 @@
 use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::{
-    dataplane::{self, ABI_EPOCH, AttachMode, Dataplane, LAYOUT_FILE, Sizes},
-    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
-};
+use sluice_dataplane::{self as dataplane, ABI_EPOCH, AttachMode, Dataplane, LAYOUT_FILE, Sizes};
+use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon};
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},
     netns::{Private, sh},
@@ -23,7 +21,7 @@ use sluice_tests::{
 };
 
 /// A refused start: its message, after checking that nothing was attached or pinned.
-fn refused(lab: &Lab, config: lb_userspace::config::Config, case: &str) -> anyhow::Result<String> {
+fn refused(lab: &Lab, config: sluice_core::config::Config, case: &str) -> anyhow::Result<String> {
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let why = match Daemon::start_keeping(lab, config) {
         Ok(d) => {

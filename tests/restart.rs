@@ -15,11 +15,9 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::{
-    config::Forwarding,
-    dataplane::{self, LAYOUT_FILE, LINK_PIN},
-    lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
-};
+use sluice_core::config::Forwarding;
+use sluice_dataplane::{self as dataplane, LAYOUT_FILE, LINK_PIN};
+use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon};
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},
     prefix, require_root, serial,
@@ -186,7 +184,8 @@ fn ipip_connections_survive_restarts() -> anyhow::Result<()> {
 
 #[test]
 fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
-    use lb_userspace::{config::CheckKind, health::Health};
+    use sluice_core::config::CheckKind;
+    use sluice_daemon::health::Health;
     require_root();
     let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("rst", "down")).backends(3))?;

@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::Context as _;
 use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs, reason};
-use lb_userspace::dataplane::{
+use sluice_dataplane::{
     AttachMode, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent, neigh,
     pinned,
 };
@@ -104,7 +104,7 @@ fn desired(mode: u8, mac: Option<[u8; 6]>) -> Desired {
             proto,
         },
         mode,
-        scheduler: lb_userspace::dataplane::Sched::Maglev,
+        scheduler: sluice_dataplane::Sched::Maglev,
         table_size: 251,
         backends: vec![DesiredBackend {
             address: BACKEND.parse().expect("be"),

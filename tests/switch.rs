@@ -10,9 +10,7 @@ use std::{
 };
 
 use lb_common::{MODE_DSR, PROTO_TCP, programs};
-use lb_userspace::dataplane::{
-    Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
-};
+use sluice_dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent};
 use sluice_tests::{
     frames::{RST, Spec},
     netns::Private,
@@ -82,7 +80,7 @@ fn set(backends: &[u8]) -> Desired {
                 proto: PROTO_TCP,
             },
             mode: MODE_DSR,
-            scheduler: lb_userspace::dataplane::Sched::Maglev,
+            scheduler: sluice_dataplane::Sched::Maglev,
             table_size: 4093,
             backends: backends
                 .iter()

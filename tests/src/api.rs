@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::bail;
-use lb_userspace::{
+use sluice_core::config::Config;
+use sluice_daemon::{
     api::{Request, Response, client},
-    config::Config,
     state::Status,
 };
 
@@ -21,7 +21,7 @@ pub fn status(socket: &Path) -> anyhow::Result<Status> {
 pub fn running_config(socket: &Path) -> anyhow::Result<(Config, u64)> {
     match client::request(socket, &Request::Config)? {
         Response::Config { toml, version } => Ok((
-            lb_userspace::config::parse(&toml, "running")?.config,
+            sluice_core::config::parse(&toml, "running")?.config,
             version,
         )),
         r => bail!("unexpected answer {r:?}"),

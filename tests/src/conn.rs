@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
-use lb_userspace::lab::Node;
+use sluice_lab::lab::Node;
 
 /// How long a connect or a read may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -98,7 +98,7 @@ pub fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
 }
 
 /// The id of the XDP program on the lab load balancer's eth0, if any (`ip -j link`).
-pub fn xdp_prog(lab: &lb_userspace::lab::Lab) -> anyhow::Result<Option<u64>> {
+pub fn xdp_prog(lab: &sluice_lab::lab::Lab) -> anyhow::Result<Option<u64>> {
     let out = lab
         .lb()
         .exec(&["ip", "-j", "link", "show", "dev", "eth0"])?;

@@ -7,9 +7,9 @@
 //! [`Named`]: `ip netns add` namespaces for multi-host topologies, deleted on drop.
 
 use anyhow::bail;
-use lb_userspace::lab::netns::Netns;
+use sluice_lab::lab::netns::Netns;
 
-pub use lb_userspace::bench::netns::{ifindex, sh};
+pub use sluice_lab::bench::netns::{ifindex, sh};
 
 /// The calling thread's own fresh network namespace (with `lo` up).
 pub struct Private(());

@@ -33,7 +33,7 @@ pub fn clippy(args: &ClippyArgs) -> anyhow::Result<()> {
 
     if args.only != Some(Side::Ebpf) {
         cmd::section("clippy: workspace (host)");
-        // Building lb-userspace runs its build script, which builds the eBPF object with
+        // Building sluice-dataplane runs its build script, which builds the eBPF object with
         // aya-build (nightly + bpf-linker): `cargo xtask setup` must have run. --keep-going:
         // a crate failing its lints does not stop the lints of crates that do not need it.
         let mut host = cmd::cargo();

@@ -79,4 +79,3 @@ pub struct Event {
     /// knowledge).
     pub ok: Option<bool>,
 }
-

@@ -8,8 +8,8 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{DesiredVip, VipIdent},
     maglev,
+    model::{DesiredVip, VipIdent},
     state::State,
 };
 

@@ -358,7 +358,6 @@ impl State {
     }
 }
 
-
 /// [`State::lifecycle`] from what is known of the backend (looked up once by the caller).
 pub fn lifecycle_of(
     b: &BackendConfig,
@@ -397,7 +396,6 @@ pub struct ConntrackStatus {
     pub expired: u64,
     pub reaped: u64,
 }
-
 
 /// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -463,8 +461,6 @@ pub struct BackendStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<u64>,
 }
-
-/// `<state_dir>/down.json`: the backends down now, rewritten on every health transition and
 
 #[cfg(test)]
 mod tests {

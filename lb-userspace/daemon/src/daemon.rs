@@ -27,9 +27,10 @@ use crate::{
         conntrack, iface, neigh,
     },
     health::{self, Health, PathProber},
-    lifecycle, lookup, metrics, persist, plan,
-    preflight::{self, Preflight, PreflightError},
+    lifecycle, lookup, metrics, persist,
     persist::StoreFiles as _,
+    plan,
+    preflight::{self, Preflight, PreflightError},
     state::{self, Snapshot as _, State},
 };
 

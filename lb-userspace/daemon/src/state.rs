@@ -23,8 +23,11 @@ pub trait Snapshot {
     /// A snapshot for `sluice backend list`, with the kernel's counters.
     fn status(&self, dp: &Dataplane) -> Status;
     /// [`Snapshot::status`] of the VIPs `which` picks only.
-    fn status_of(&self, dp: &Dataplane, which: impl Fn(&crate::config::VipConfig) -> bool)
-    -> Status;
+    fn status_of(
+        &self,
+        dp: &Dataplane,
+        which: impl Fn(&crate::config::VipConfig) -> bool,
+    ) -> Status;
 }
 
 impl Snapshot for State {
@@ -144,6 +147,7 @@ pub fn with_flows(mut status: Status, dp: &Dataplane, state: &State) -> Status {
     status
 }
 
+/// `<state_dir>/down.json`: the backends down now, rewritten on every health transition and
 /// left in place when the daemon stops. Under `on_down = "keep"` a down backend still serves
 /// its flows in the pinned maps, so they cannot tell the next daemon it was down; this file
 /// does.
@@ -158,10 +162,7 @@ struct DownFile {
 /// Write the backends `state` has down to `<dir>/down.json` (atomically).
 pub fn write_down(dir: &Path, state: &State) -> std::io::Result<()> {
     let f = DownFile {
-        down: state
-            .down()
-            .map(|(v, b)| (v.to_string(), b))
-            .collect(),
+        down: state.down().map(|(v, b)| (v.to_string(), b)).collect(),
     };
     let bytes = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
     atomic_file::write(&dir.join(DOWN_FILE), &bytes, Durability::Snapshot)
@@ -272,4 +273,67 @@ impl StatusFile {
 pub fn read_status(dir: &Path) -> std::io::Result<Status> {
     let bytes = std::fs::read(dir.join("status.json"))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// The metrics show the lifecycle state the status (`backend list`, `stats`) carries.
+    #[test]
+    fn weight_0_is_quiesced_in_the_metrics_too() {
+        let text = "[daemon]\ninterface = \"x\"\n[[vip]]\nname = \"web\"\naddress = \"10.0.0.1\"\n\
+                    port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 0\n";
+        let s = State::new(crate::config::parse(text, "test").unwrap().config);
+        let (v, b) = (&s.config.vips[0], &s.config.vips[0].backends[0]);
+        assert_eq!(s.lifecycle(v, b), "quiesced");
+        // The metrics show the state the status (`backend list`, `stats`) carries.
+        let status = Status {
+            written: 0,
+            vips: vec![VipStatus {
+                name: "web".into(),
+                vip: "10.0.0.1:80/tcp".into(),
+                forwarding: "dsr".into(),
+                scheduler: "maglev".into(),
+                check: "tcp".into(),
+                packets: 0,
+                bytes: 0,
+                new_flows: 0,
+                active: 0,
+                backends: vec![BackendStatus {
+                    address: b.address,
+                    weight: 0,
+                    effective_weight: 0,
+                    lifecycle: s.lifecycle(v, b).to_owned(),
+                    active: 0,
+                    closes: 0,
+                    health: Health::Up,
+                    since: 0,
+                    reason: String::new(),
+                    transitions: 0,
+                    checks: 0,
+                    failed_checks: 0,
+                    packets: 0,
+                    bytes: 0,
+                    new_flows: 0,
+                    flows: None,
+                }],
+            }],
+            reasons: BTreeMap::new(),
+            conntrack: ConntrackStatus::default(),
+        };
+        let text = crate::metrics::render(&status, 0, 0, &Default::default());
+        let line = |state: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("sluice_backend_state")
+                        && l.contains(&format!("state=\"{state}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        assert_eq!(line("quiesced").as_deref(), Some("1"), "{text}");
+        assert_eq!(line("active").as_deref(), Some("0"), "{text}");
+    }
 }

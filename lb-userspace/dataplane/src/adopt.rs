@@ -1057,7 +1057,7 @@ mod tests {
     use lb_common::{BACKEND_F_SERVING, PROTO_TCP};
 
     use super::*;
-    use crate::dataplane::desired::addr_bytes;
+    use sluice_core::model::addr_bytes;
 
     fn ident(last: u8) -> VipIdent {
         VipIdent {

@@ -32,9 +32,9 @@ pub use adopt::{
     object_specs, saved_layout_for,
 };
 pub use attach::{AttachMode, Attached};
+pub use publish::PublishReport;
 pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 use sluice_core::{maglev, sched};
-pub use publish::PublishReport;
 pub use testrun::RunResult;
 
 use self::{layout::Layout, tables::TableMem};

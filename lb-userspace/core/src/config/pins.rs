@@ -34,4 +34,3 @@ pub fn check_pin_dir_syntax(dir: &Path) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -357,15 +357,13 @@ impl Cx<'_> {
         );
         let pin_dir = match d.pin_dir.as_deref() {
             None => Some(None),
-            Some(p) => {
-                match super::pins::check_pin_dir_syntax(std::path::Path::new(p)) {
-                    Ok(()) => Some(Some(std::path::PathBuf::from(p))),
-                    Err(why) => {
-                        self.error("daemon.pin_dir", format!("{p:?} {why}"));
-                        None
-                    }
+            Some(p) => match super::pins::check_pin_dir_syntax(std::path::Path::new(p)) {
+                Ok(()) => Some(Some(std::path::PathBuf::from(p))),
+                Err(why) => {
+                    self.error("daemon.pin_dir", format!("{p:?} {why}"));
+                    None
                 }
-            }
+            },
         };
         Some(DaemonConfig {
             tcp_idle_timeout_ms: tcp_idle_timeout_ms?,

@@ -17,4 +17,3 @@ pub struct Store {
     /// The hash of the base file the running edits are made on.
     pub base_hash: u64,
 }
-

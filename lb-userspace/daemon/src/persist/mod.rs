@@ -175,7 +175,6 @@ fn write_file(store: &Store, name: &str, bytes: &[u8]) -> Result<(), PersistErro
 }
 
 impl StoreFiles for Store {
-
     fn save(&self, config: &Config, version: u64) -> Result<(), PersistError> {
         let text = config.to_toml()?;
         let mut out = String::new();

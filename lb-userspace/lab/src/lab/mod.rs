@@ -73,7 +73,7 @@
 //!
 //! ```no_run
 //! use std::{io::{Read as _, Write as _}, net::{Shutdown, TcpStream}};
-//! use lb_userspace::lab::{Lab, LabSpec, Weights};
+//! use sluice_lab::lab::{Lab, LabSpec, Weights};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let lab = Lab::up(LabSpec::new("sl-example"))?; // 3 backends, 1 client, DSR

@@ -74,7 +74,7 @@ impl Netns {
     /// it.
     ///
     /// ```no_run
-    /// # fn f(lab: &lb_userspace::lab::Lab) -> Result<(), Box<dyn std::error::Error>> {
+    /// # fn f(lab: &sluice_lab::lab::Lab) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::net::TcpStream;
     /// let s = lab.client(0).run(|| TcpStream::connect((lab.vip4(), 80)))??;
     /// # Ok(()) }
