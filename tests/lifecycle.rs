@@ -433,6 +433,46 @@ fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sluice lookup` on a DSR VIP whose backends have no configured MAC: the program runs
+/// under the data plane's lock, the backend is named from the kernel's neighbour table
+/// after it (`lookup::run`, then `lookup::resolve`).
+#[test]
+fn lookup_names_a_fib_resolved_backend() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("lookup")).backends(3))?;
+    let config = lab.daemon_config(&Weights::Equal)?;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let addrs: Vec<IpAddr> = backends(&lab).into_values().collect();
+    let client = IpAddr::from(lab.client(0).addr4());
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 40_000..40_030 {
+        let answer = client::request(
+            &socket,
+            &Request::Lookup {
+                vip: "lab-tcp4".to_owned(),
+                src: SocketAddr::new(client, port),
+                dport: None,
+            },
+        )?;
+        let Response::Lookup {
+            verdict, backend, ..
+        } = answer
+        else {
+            bail!("unexpected answer {answer:?}");
+        };
+        ensure!(verdict == "forwarded", "port {port}: {verdict}");
+        let b = backend.with_context(|| format!("port {port}: no backend named"))?;
+        ensure!(addrs.contains(&b), "port {port}: {b} is not a lab backend");
+        seen.insert(b);
+    }
+    ensure!(seen.len() > 1, "30 flows, one backend: {seen:?}");
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
 /// The environment variable that turns [`api_client_as_child`] into a client of this
 /// socket (it does nothing in a normal test run).
 const CLIENT_SOCKET: &str = "SLUICE_TEST_API_CLIENT";
