@@ -327,6 +327,123 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
     Ok(())
 }
 
+/// Every commit primes the neighbour entries of the FIB-resolved backends it keeps (one
+/// empty datagram to their discard port, 9), the removal of a drained backend included:
+/// the backends left hear from the daemon at once, not only at the periodic refresh (every
+/// 20 s from the start).
+#[test]
+fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("prime")).backends(2))?;
+    let config = lab.daemon_config(&Weights::Equal)?;
+    let socket = config.daemon.api_socket.clone();
+    let t0 = Instant::now();
+    let d = Daemon::start(&lab, config)?;
+    let b2 = backends(&lab)["backend-2"];
+    // Backend-1's discard port, as the daemon's primings reach it.
+    let discard = lab
+        .backend(0)
+        .netns()
+        .run(|| std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 9)))??;
+    // Wait for nothing: just collect what is there.
+    let quiet = |s: &std::net::UdpSocket| -> anyhow::Result<usize> {
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        let mut n = 0;
+        while s.recv_from(&mut [0u8; 64]).is_ok() {
+            n += 1;
+        }
+        Ok(n)
+    };
+
+    // `sluice backend drain --vip lab-tcp4 --address <b2> --remove`: nothing to drain, so it
+    // goes after `lifecycle::SETTLE` (1 s).
+    apply(&socket, |c| {
+        let b = vip_mut(c, "lab-tcp4")
+            .backends
+            .iter_mut()
+            .find(|b| b.address == b2)
+            .expect("backend-2");
+        b.state = BackendState::Draining;
+        b.drain_remove = true;
+    })?;
+    // The apply primed too: forget that.
+    let before = quiet(&discard)?;
+    println!("{before} priming datagram(s) after the apply");
+    let removed = loop {
+        let (mut c, _) = running_config(&socket)?;
+        if !vip_mut(&mut c, "lab-tcp4")
+            .backends
+            .iter()
+            .any(|b| b.address == b2)
+        {
+            break t0.elapsed();
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "backend-2 not removed after its drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    discard.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let primed = discard.recv_from(&mut [0u8; 64]);
+    println!(
+        "backend-2 removed {} ms after the start; backend-1 primed: {primed:?}",
+        removed.as_millis()
+    );
+    ensure!(
+        removed < Duration::from_secs(17),
+        "removed too late to tell its priming from the periodic one"
+    );
+    ensure!(
+        primed.is_ok(),
+        "the removal of a drained backend did not prime the neighbours of those left"
+    );
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
+/// `sluice lookup` on a DSR VIP whose backends have no configured MAC: the program runs
+/// under the data plane's lock, the backend is named from the kernel's neighbour table
+/// after it (`lookup::run`, then `lookup::resolve`).
+#[test]
+fn lookup_names_a_fib_resolved_backend() -> anyhow::Result<()> {
+    require_root();
+    let _serial = SERIAL.lock();
+    let lab = Lab::up(LabSpec::new(&prefix("lookup")).backends(3))?;
+    let config = lab.daemon_config(&Weights::Equal)?;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config)?;
+    let addrs: Vec<IpAddr> = backends(&lab).into_values().collect();
+    let client = IpAddr::from(lab.client(0).addr4());
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 40_000..40_030 {
+        let answer = client::request(
+            &socket,
+            &Request::Lookup {
+                vip: "lab-tcp4".to_owned(),
+                src: SocketAddr::new(client, port),
+                dport: None,
+            },
+        )?;
+        let Response::Lookup {
+            verdict, backend, ..
+        } = answer
+        else {
+            bail!("unexpected answer {answer:?}");
+        };
+        ensure!(verdict == "forwarded", "port {port}: {verdict}");
+        let b = backend.with_context(|| format!("port {port}: no backend named"))?;
+        ensure!(addrs.contains(&b), "port {port}: {b} is not a lab backend");
+        seen.insert(b);
+    }
+    ensure!(seen.len() > 1, "30 flows, one backend: {seen:?}");
+    drop(d);
+    lab.down()?;
+    Ok(())
+}
+
 /// The environment variable that turns [`api_client_as_child`] into a client of this
 /// socket (it does nothing in a normal test run).
 const CLIENT_SOCKET: &str = "SLUICE_TEST_API_CLIENT";

@@ -16,23 +16,20 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{
-        self, Request, Response,
-        server::{ApiCall, Call},
-    },
-    autoscale,
     config::{CheckKind, Config, XdpMode},
     dataplane::{
         AttachMode, Dataplane, DataplaneError, LAYOUT_FILE, PinConfig, PublishReport, Sizes,
-        conntrack, iface, neigh,
+        conntrack, neigh,
     },
     health::{self, Health, PathProber},
-    lifecycle, lookup, metrics, persist,
-    persist::StoreFiles as _,
+    persist::{self, StoreFiles as _},
     plan,
     preflight::{self, Preflight, PreflightError},
-    state::{self, Snapshot as _, State},
+    state::{self, State},
 };
+
+mod events;
+mod requests;
 
 /// How often the neighbour entries of FIB-resolved backends are refreshed (well inside the
 /// kernel's default 60 s `gc_stale_time`).
@@ -273,400 +270,15 @@ impl Drop for Checkers {
     }
 }
 
-/// Serve until `shutdown` completes: the daemon's main loop. Must run inside a tokio
-/// runtime, in the network namespace of the LB interface.
+/// Serve until `shutdown` completes: the daemon's main loop ([`events`]). Must run inside
+/// a tokio runtime, in the network namespace of the LB interface.
 pub async fn serve(
-    mut state: State,
+    state: State,
     started: Started,
-    mut edits: mpsc::Receiver<EditRequest>,
+    edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Started { dp, acquired } = started;
-    let dp = Arc::new(Mutex::new(dp));
-    let (tx, mut rx) = mpsc::channel(256);
-    let ifname = &state.config.daemon.interface;
-    let prober = match iface::lookup(ifname) {
-        Ok(Some(i)) => match PathProber::start(Arc::clone(&dp), i) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                warn!(error = %e, "health checks cannot go through the forwarding path (raw sockets); checking backends' own addresses only");
-                None
-            }
-        },
-        Ok(None) | Err(_) => {
-            warn!(interface = %ifname, "interface not found for health probes; checking backends' own addresses only");
-            None
-        }
-    };
-    let mut checkers = Checkers {
-        prober,
-        events: tx,
-        running: Vec::new(),
-    };
-    checkers.restart(&state);
-    let (call_tx, mut calls) = mpsc::channel::<ApiCall>(32);
-    let d = &state.config.daemon;
-    let api_task = api::server::serve(acquired.api, call_tx)
-        .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
-    info!(socket = %d.api_socket.display(), "control API listening");
-    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(metrics::Snapshot::default());
-    let metrics_task = match acquired.metrics {
-        Some((addr, listener)) => {
-            let t = metrics::serve(listener, metrics_rx)
-                .with_context(|| format!("the metrics listener daemon.metrics_listen = {addr}"))?;
-            info!(%addr, "metrics at http://{addr}/metrics");
-            Some(t)
-        }
-        None => None,
-    };
-    let dir = state.config.daemon.state_dir.clone();
-    let sweeper = spawn_sweeper(&dp, &state.config.daemon)?;
-    let mut lc_tick = tokio::time::interval(Duration::from_millis(u64::from(
-        state.config.daemon.least_conn_refresh_ms,
-    )));
-    lc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut life_tick = tokio::time::interval(LIFECYCLE_TICK);
-    let mut was_ramping = state.ramping();
-    let mut neigh_tick = tokio::time::interval(NEIGH_REFRESH);
-    let mut status_tick = tokio::time::interval(STATUS_REFRESH);
-    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut status_file = state::StatusFile::new(&dir, state.config.daemon.api_group.as_deref());
-    let mut fib_backends = neigh::fib_backends(&state.desired());
-    let (scale_tx, mut scale_calls) = mpsc::channel::<autoscale::driver::Call>(16);
-    let (scale_task, scale_report) = autoscale::driver::spawn(
-        scale_tx,
-        Arc::new(autoscale::clock::SystemClock),
-        dir.clone(),
-    );
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(e) = rx.recv() => {
-                if !state.apply(&e) {
-                    continue;
-                }
-                match e.health {
-                    Health::Down => {
-                        let keep = state.config.vips.iter().any(|v| state::ident(v) == e.vip && v.on_down == crate::config::OnDown::Keep);
-                        let flows = if keep { "its flows stay (on_down = keep)" } else { "its flows move (on_down = reassign)" };
-                        warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, {flows}");
-                    }
-                    Health::Up => info!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend up"),
-                }
-                let desired = state.desired();
-                let mut dp = lock(&dp)?;
-                if let Err(err) = dp.publish(&desired) {
-                    warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
-                }
-                fib_backends = neigh::fib_backends(&desired);
-                if let Err(err) = state::write_down(&state.config.daemon.state_dir, &state) {
-                    warn!(error = %err, dir = %state.config.daemon.state_dir.display(), "writing the down backends file");
-                }
-                status_file.write(Arc::new(state.status(&dp)));
-            }
-            Some((req, reply)) = calls.recv() => {
-                if let Call::Other(Request::AutoscaleStatus) = req {
-                    let status = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
-                    let _ = reply.send(Response::Autoscale { status });
-                    continue;
-                }
-                let (resp, changed) = handle_api(&mut state, &dp, req);
-                if changed {
-                    checkers.restart(&state);
-                    fib_backends = neigh::fib_backends(&state.desired());
-                    neigh::prime(&fib_backends);
-                }
-                let _ = reply.send(resp);
-            }
-            Some((edit, reply)) = edits.recv() => {
-                let outcome = apply_edit(&mut state, &dp, edit);
-                match &outcome {
-                    Ok(what) => {
-                        info!(edit = %what, "edit applied");
-                        checkers.restart(&state);
-                        fib_backends = neigh::fib_backends(&state.desired());
-                        neigh::prime(&fib_backends);
-                    }
-                    Err(why) => warn!(reason = %why, "edit rejected; nothing changed"),
-                }
-                let _ = reply.send(outcome);
-            }
-            _ = lc_tick.tick() => {
-                let mut dp = lock(&dp)?;
-                if let Err(err) = dp.refresh_least_conn() {
-                    warn!(error = %err, "refreshing the least-connection plans failed");
-                }
-            }
-            _ = life_tick.tick() => {
-                // Slow start: republish while weights ramp (unchanged VIPs are skipped).
-                let ramping = state.ramping();
-                if ramping || was_ramping {
-                    let mut dp = lock(&dp)?;
-                    if let Err(err) = dp.publish(&state.desired()) {
-                        warn!(error = %err, "publishing a slow-start step failed");
-                    }
-                }
-                was_ramping = ramping;
-                let done = {
-                    let dp = lock(&dp)?;
-                    lifecycle::check(&mut state, std::time::Instant::now(), |vip, addr| {
-                        let id = dp.layout().backend_id(&vip, addr)?;
-                        dp.active(id).ok()
-                    })
-                };
-                for d in &done {
-                    if d.left == 0 {
-                        info!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, remove = d.remove, "backend drained: no active connections left");
-                    } else {
-                        warn!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, left = d.left, remove = d.remove, "drain deadline passed with connections left (they move or reset when it is removed)");
-                    }
-                }
-                if let Some(next) = lifecycle::without_removed(&state.config, &done) {
-                    match commit_config(&mut state, &dp, next) {
-                        Ok(what) => {
-                            info!(edit = %what, "drained backends removed");
-                            checkers.restart(&state);
-                            fib_backends = neigh::fib_backends(&state.desired());
-                        }
-                        Err(why) => warn!(reason = %why, "removing drained backends failed; they stay drained"),
-                    }
-                }
-            }
-            Some(call) = scale_calls.recv() => match call {
-                autoscale::driver::Call::Snapshot(tx) => {
-                    // Twice a second: only the scaled VIPs (all the autoscaler looks at),
-                    // not a copy and status of every VIP.
-                    let scaled = |v: &crate::config::VipConfig| v.autoscale.is_some();
-                    let all = std::mem::take(&mut state.config.vips);
-                    let mut config = state.config.clone();
-                    state.config.vips = all;
-                    config.vips = state.config.vips.iter().filter(|v| scaled(v)).cloned().collect();
-                    let dp = lock(&dp)?;
-                    let _ = tx.send((config, state.status_of(&dp, scaled)));
-                }
-                autoscale::driver::Call::Modify { why, change, reply } => {
-                    // The autoscaler's edits take the API's path: the whole configuration
-                    // validated with the file's rules, published, persisted.
-                    let mut next = state.config.clone();
-                    let outcome = change(&mut next)
-                        .and_then(|()| revalidate(&next))
-                        .and_then(|c| commit_config(&mut state, &dp, c));
-                    match &outcome {
-                        Ok(what) => {
-                            info!(why = %why, edit = %what, "autoscaler edit applied");
-                            checkers.restart(&state);
-                            fib_backends = neigh::fib_backends(&state.desired());
-                            neigh::prime(&fib_backends);
-                        }
-                        Err(e) => warn!(why = %why, reason = %e, "autoscaler edit rejected; nothing changed"),
-                    }
-                    let _ = reply.send(outcome);
-                }
-            },
-            _ = neigh_tick.tick() => neigh::prime(&fib_backends),
-            _ = status_tick.tick() => {
-                // The loop only reads the counters (one batch read per map); the status
-                // file is encoded and written, and the metrics rendered (on scrape), off it.
-                let dp = lock(&dp)?;
-                let status = Arc::new(state.status(&dp));
-                let scaled = scale_report.lock().map(|r| r.clone()).unwrap_or_default();
-                metrics_tx.send_replace(metrics::Snapshot {
-                    status: Some(Arc::clone(&status)),
-                    edits: state.version,
-                    tables_built: dp.tables_built(),
-                    scaled,
-                });
-                status_file.write(status);
-            }
-        }
-    }
-    if let Some(p) = &checkers.prober {
-        info!(stats = ?p.stats(), "health probes through the forwarding path");
-    }
-    drop(checkers);
-    scale_task.abort();
-    sweeper.stop();
-    api_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
-    let _ = std::fs::remove_file(&state.config.daemon.api_socket);
-    match lock(&dp)?.stop()? {
-        Some(pins) => info!(
-            interface = %state.config.daemon.interface,
-            pin_dir = %pins.display(),
-            "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
-        ),
-        None => {
-            info!("shut down; detached and unpinned");
-            // Nothing to adopt: nothing to remember.
-            let _ = std::fs::remove_file(dir.join(state::DOWN_FILE));
-        }
-    }
-    status_file.finish().await;
-    let _ = std::fs::remove_file(dir.join("status.json"));
-    // Only if nothing else lives there.
-    let _ = std::fs::remove_dir(&dir);
-    Ok(())
-}
-
-/// Answer one API request; whether the state changed.
-fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response, bool) {
-    let error = |message: String| (Response::Error { message }, false);
-    let Ok(mut dp) = dp.lock() else {
-        return error("data plane lock poisoned".to_owned());
-    };
-    // An apply's configuration was parsed and validated by the API server, off the loop.
-    let (req, parsed) = match call {
-        Call::Apply {
-            config,
-            dry_run,
-            base_version,
-            force,
-        } => (
-            Request::Apply {
-                config: String::new(),
-                dry_run,
-                base_version,
-                force,
-            },
-            Some(*config),
-        ),
-        Call::Other(req) => (req, None),
-    };
-    match req {
-        Request::Status { flows: true } => (
-            Response::Status {
-                status: state::with_flows(state.status(&dp), &dp, state),
-            },
-            false,
-        ),
-        Request::Status { flows: false } => (
-            Response::Status {
-                status: state.status(&dp),
-            },
-            false,
-        ),
-        Request::Lookup { vip, src, dport } => {
-            let Some(v) = state.config.vips.iter().find(|v| v.name == vip) else {
-                let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
-                return error(format!(
-                    "--vip {vip:?}: no such VIP (VIPs: {})",
-                    names.join(", ")
-                ));
-            };
-            let iface = match iface::lookup(&state.config.daemon.interface) {
-                Ok(Some(i)) => i,
-                _ => {
-                    return error(format!(
-                        "interface {} not found",
-                        state.config.daemon.interface
-                    ));
-                }
-            };
-            match lookup::lookup(&mut dp, &iface, v, src, dport) {
-                Ok((verdict, backend, detail)) => (
-                    Response::Lookup {
-                        verdict,
-                        backend,
-                        detail,
-                    },
-                    false,
-                ),
-                Err(e) => error(e),
-            }
-        }
-        // Answered by the loop from the autoscaler's report.
-        Request::AutoscaleStatus => error("the autoscaler's status is not available".to_owned()),
-        Request::Config => match state.config.to_toml() {
-            Ok(toml) => (
-                Response::Config {
-                    toml,
-                    version: state.version,
-                },
-                false,
-            ),
-            Err(e) => error(format!("exporting the configuration: {e}")),
-        },
-        Request::Reload => match reload(state, &mut dp) {
-            Ok((plan, what)) => {
-                info!(edit = %what, version = state.version, "config file reloaded through the API");
-                (
-                    Response::Plan {
-                        plan,
-                        applied: true,
-                        version: state.version,
-                    },
-                    true,
-                )
-            }
-            Err(e) => {
-                warn!(reason = %e, "reload through the API rejected; nothing changed");
-                error(e)
-            }
-        },
-        Request::Apply {
-            config,
-            dry_run,
-            base_version,
-            force,
-        } => {
-            let config = match parsed.map_or_else(|| api::server::parse_apply(&config), Ok) {
-                Ok(c) => c,
-                Err(e) => return error(e),
-            };
-            // Last-writer-wins only when asked for: an edit made on a configuration that
-            // changed since would silently undo the other change.
-            if base_version.is_none() && !force && !dry_run {
-                return error(format!(
-                    "rejected, nothing changed: base_version is required (the version of the \
-                     configuration the edit was made on, from a config request; now {}), or \
-                     force to apply it whatever changed since",
-                    state.version
-                ));
-            }
-            if let Some(v) = base_version
-                && v != state.version
-                && !force
-            {
-                return error(format!(
-                    "rejected, nothing changed: the configuration changed since version {v} (now {}); try again",
-                    state.version
-                ));
-            }
-            if let Err(e) = daemon_unchanged(state, &config) {
-                return error(format!("rejected, nothing changed: {e}"));
-            }
-            // A configuration that is already running changes nothing: no new version,
-            // nothing applied, and no error (repeated edits are idempotent).
-            let unchanged = config == state.config;
-            let next = state.with_config(config);
-            let plan = plan::compute(state, &next, &*dp);
-            if dry_run || unchanged {
-                return (
-                    Response::Plan {
-                        plan,
-                        applied: false,
-                        version: state.version,
-                    },
-                    false,
-                );
-            }
-            if let Err(e) = commit(state, &mut dp, next) {
-                return error(format!("rejected, nothing changed: {e}"));
-            }
-            info!(version = state.version, "edit applied through the API");
-            (
-                Response::Plan {
-                    plan,
-                    applied: true,
-                    version: state.version,
-                },
-                true,
-            )
-        }
-    }
+    events::run(state, started, edits, shutdown).await
 }
 
 /// Apply one edit to the state and the data plane, or change nothing.
@@ -679,12 +291,7 @@ fn apply_edit(state: &mut State, dp: &Mutex<Dataplane>, edit: Edit) -> Result<St
             }
             commit_config(state, dp, *config)
         }
-        Edit::Reload => {
-            let mut dp = dp
-                .lock()
-                .map_err(|_| "data plane lock poisoned".to_owned())?;
-            reload(state, &mut dp).map(|(_, what)| what)
-        }
+        Edit::Reload => reload(state, dp).map(|(_, what)| what),
     }
 }
 
@@ -720,14 +327,24 @@ fn revalidate(config: &Config) -> Result<Config, String> {
 /// (nothing is acknowledged that a restart would lose), then published, and only if both
 /// worked taken as the state with a new version. A failed publish puts the saved
 /// configuration back; a failure leaves the running state and the data plane as they were.
-fn commit(state: &mut State, dp: &mut Dataplane, mut next: State) -> Result<PublishReport, String> {
+/// The data plane's lock is taken for the publish only: the saves (fsynced) happen without.
+fn commit(
+    state: &mut State,
+    dp: &Mutex<Dataplane>,
+    mut next: State,
+) -> Result<PublishReport, String> {
     let version = state.version + 1;
     if let Some(store) = &next.persist {
         store
             .save(&next.config, version)
             .map_err(|e| e.to_string())?;
     }
-    match dp.publish(&next.desired()) {
+    let desired = next.desired();
+    let published = match dp.lock() {
+        Ok(mut dp) => dp.publish(&desired).map_err(|e| e.to_string()),
+        Err(_) => Err("data plane lock poisoned".to_owned()),
+    };
+    match published {
         Ok(report) => {
             next.version = version;
             *state = next;
@@ -739,7 +356,7 @@ fn commit(state: &mut State, dp: &mut Dataplane, mut next: State) -> Result<Publ
             {
                 error!(error = %re, "putting the saved configuration back after a failed publish failed: the saved file has an edit that is not running");
             }
-            Err(e.to_string())
+            Err(e)
         }
     }
 }
@@ -747,8 +364,14 @@ fn commit(state: &mut State, dp: &mut Dataplane, mut next: State) -> Result<Publ
 /// Read the config file again and make it the running configuration, merged with the
 /// live edits made since its base ([`persist::merge`]): what SIGHUP and `sluice reload`
 /// do. Conflicts refuse the reload with their report; `[daemon]` changes wait for the
-/// next start. The file becomes the new base of the live edits.
-fn reload(state: &mut State, dp: &mut Dataplane) -> Result<(plan::Plan, String), String> {
+/// next start. The file becomes the new base of the live edits. The data plane's lock is
+/// taken only for the plan and the publish, not while files are read and written.
+fn reload(state: &mut State, dp: &Mutex<Dataplane>) -> Result<(plan::Plan, String), String> {
+    let planned = |now: &State, next: &State| {
+        dp.lock()
+            .map(|dp| plan::compute(now, next, &*dp))
+            .map_err(|_| "data plane lock poisoned".to_owned())
+    };
     let Some(store) = state.persist.clone() else {
         return Err(
             "this daemon does not run a config file (in-process): nothing to reload".to_owned(),
@@ -783,12 +406,12 @@ fn reload(state: &mut State, dp: &mut Dataplane) -> Result<(plan::Plan, String),
     let hash = persist::file_hash(text.as_bytes());
     if merged == state.config && hash == store.base_hash {
         return Ok((
-            plan::compute(state, &state.with_config(merged.clone()), dp),
+            planned(state, &state.with_config(merged.clone()))?,
             "reloaded: nothing changed".to_owned(),
         ));
     }
     let mut next = state.with_config(merged);
-    let plan = plan::compute(state, &next, dp);
+    let plan = planned(state, &next)?;
     let mut new_store = store.clone();
     new_store
         .save_base(&text)
@@ -822,17 +445,14 @@ fn reload(state: &mut State, dp: &mut Dataplane) -> Result<(plan::Plan, String),
     }
 }
 
-/// [`commit`] of `config` (taking the data plane's lock), summed up for the log.
+/// [`commit`] of `config`, summed up for the log.
 fn commit_config(
     state: &mut State,
     dp: &Mutex<Dataplane>,
     config: Config,
 ) -> Result<String, String> {
     let next = state.with_config(config);
-    let mut dp = dp
-        .lock()
-        .map_err(|_| "data plane lock poisoned".to_owned())?;
-    let report = commit(state, &mut dp, next)?;
+    let report = commit(state, dp, next)?;
     Ok(format!(
         "{} VIPs added, {} removed; {} backends added, {} removed",
         report.vips_added, report.vips_removed, report.backends_added, report.backends_removed

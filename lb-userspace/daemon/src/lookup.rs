@@ -6,6 +6,10 @@
 //! interface. The backend is read from what the program wrote: the outer destination (IPIP)
 //! or the destination MAC (DSR), mapped back through the configured MACs and the kernel's
 //! neighbour table. The one packet is counted like any other.
+//!
+//! Two steps, so that the daemon holds the data plane's lock only for the first: [`run`]
+//! runs the program (under the lock), [`resolve`] names the backend (reading the neighbour
+//! table, which is slow, after the lock is released).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,7 +18,7 @@ use lb_common::programs;
 
 use crate::{
     config::{Forwarding, Protocol, VipConfig, format_mac},
-    dataplane::{Dataplane, iface::Iface},
+    dataplane::{Dataplane, RunResult, iface::Iface},
 };
 
 const XDP_DROP: u32 = 1;
@@ -44,14 +48,19 @@ fn neighbours() -> Vec<(String, IpAddr)> {
     out
 }
 
-/// Run the balancer on a packet of the flow `src` → `vip`.
-pub fn lookup(
+/// What the balancer did with the packet of a lookup ([`run`]), to be [`resolve`]d.
+#[derive(Debug)]
+pub struct Ran(RunResult);
+
+/// Run the balancer on a packet of the flow `src` → `vip` (needs the data plane: under its
+/// lock; nothing slow).
+pub fn run(
     dp: &mut Dataplane,
     iface: &Iface,
     vip: &VipConfig,
     src: SocketAddr,
     dport: Option<u16>,
-) -> Result<(String, Option<IpAddr>, String), String> {
+) -> Result<Ran, String> {
     if src.is_ipv4() != vip.address.is_ipv4() {
         return Err(format!(
             "--src {src} and the VIP {} are not the same address family",
@@ -81,23 +90,29 @@ pub fn lookup(
         Protocol::Udp => ip.udp(src.port(), port).write(&mut frame, b"sluice lookup"),
     };
     built.map_err(|e| format!("building the packet: {e}"))?;
-    let r = dp
-        .run_frame(programs::BALANCER, &frame, iface.ifindex)
-        .map_err(|e| e.to_string())?;
+    dp.run_frame(programs::BALANCER, &frame, iface.ifindex)
+        .map(Ran)
+        .map_err(|e| e.to_string())
+}
+
+/// The verdict, backend and detail of a lookup the balancer [`run`]: reads the kernel's
+/// neighbour table (DSR to a backend without a configured MAC), so without the data
+/// plane's lock.
+pub fn resolve(Ran(r): &Ran, vip: &VipConfig) -> (String, Option<IpAddr>, String) {
     match r.action {
         XDP_PASS => {
-            return Ok((
+            return (
                 "passed (not for this VIP as the program sees it)".to_owned(),
                 None,
                 String::new(),
-            ));
+            );
         }
         XDP_DROP => {
-            return Ok((
+            return (
                 "dropped (no serving backend, or no route to it)".to_owned(),
                 None,
                 String::new(),
-            ));
+            );
         }
         _ => {}
     }
@@ -115,7 +130,7 @@ pub fn lookup(
         let detail = backend
             .map(|b| format!("outer destination {b}"))
             .unwrap_or_default();
-        return Ok(("forwarded".to_owned(), backend, detail));
+        return ("forwarded".to_owned(), backend, detail);
     }
     let dmac = out
         .get(0..6)
@@ -134,9 +149,9 @@ pub fn lookup(
             .map(|(_, a)| a)
             .next()
     });
-    Ok((
+    (
         "forwarded".to_owned(),
         backend,
         format!("destination MAC {dmac}"),
-    ))
+    )
 }

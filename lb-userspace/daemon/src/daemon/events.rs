@@ -1,0 +1,435 @@
+//! The daemon's loop ([`super::serve`]): a [`Daemon`] owns the running state and answers
+//! one event at a time, one method per event. Every change of the configuration, whoever
+//! made it (API, edit, drained-backend removal, autoscaler), is [`commit`](super::commit)ted
+//! and then followed by [`Daemon::after_commit`], the one place for what a new
+//! configuration needs beyond the maps.
+//!
+//! The data plane's lock is held only while the maps are read or written (it is shared
+//! with the conntrack sweeper and the path prober's injections); files, the neighbour
+//! table and the metrics snapshot are handled after it is released.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::{Interval, MissedTickBehavior},
+};
+use tracing::{info, warn};
+
+use super::{
+    Checkers, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started, SweeperTask,
+    apply_edit, commit_config, lock, requests::handle_api, revalidate, spawn_sweeper,
+};
+use crate::{
+    api::{
+        self, Response,
+        server::{ApiCall, Call},
+    },
+    autoscale,
+    config::{OnDown, VipConfig},
+    dataplane::{Dataplane, iface, neigh},
+    health::{self, Health, PathProber},
+    lifecycle, metrics,
+    state::{self, Snapshot as _, State},
+};
+
+/// The running daemon: the state, the data plane, and what follows them.
+pub(super) struct Daemon {
+    state: State,
+    dp: Arc<Mutex<Dataplane>>,
+    checkers: Checkers,
+    status_file: state::StatusFile,
+    /// The backends the kernel must resolve for `bpf_fib_lookup` (no configured MAC),
+    /// primed every [`NEIGH_REFRESH`] and after every commit.
+    fib_backends: Vec<IpAddr>,
+    /// Whether a slow start was ramping at the last lifecycle tick.
+    was_ramping: bool,
+    metrics: watch::Sender<metrics::Snapshot>,
+    scale_report: autoscale::driver::Report,
+}
+
+/// What the loop waits on (apart from shutdown), kept out of the [`Daemon`] so that
+/// `select!` borrows it while a handler borrows the daemon.
+struct Inputs {
+    health: mpsc::Receiver<health::Event>,
+    calls: mpsc::Receiver<ApiCall>,
+    edits: mpsc::Receiver<EditRequest>,
+    scale: mpsc::Receiver<autoscale::driver::Call>,
+    least_conn: Interval,
+    lifecycle: Interval,
+    neigh: Interval,
+    status: Interval,
+}
+
+/// What runs beside the loop and stops with it.
+struct Tasks {
+    api: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
+    scale: JoinHandle<()>,
+    sweeper: SweeperTask,
+}
+
+/// [`super::serve`]: start the daemon's tasks, answer events until `shutdown` completes,
+/// then stop.
+pub(super) async fn run(
+    state: State,
+    started: Started,
+    edits: mpsc::Receiver<EditRequest>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (mut daemon, mut inputs, tasks) = Daemon::start(state, started, edits)?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(e) = inputs.health.recv() => daemon.on_health(&e)?,
+            Some((call, reply)) = inputs.calls.recv() => daemon.on_api(call, reply),
+            Some((edit, reply)) = inputs.edits.recv() => daemon.on_edit(edit, reply),
+            _ = inputs.least_conn.tick() => daemon.on_least_conn_tick()?,
+            _ = inputs.lifecycle.tick() => daemon.on_lifecycle_tick()?,
+            Some(call) = inputs.scale.recv() => daemon.on_autoscaler(call)?,
+            _ = inputs.neigh.tick() => daemon.on_neigh_tick(),
+            _ = inputs.status.tick() => daemon.on_status_tick()?,
+        }
+    }
+    daemon.stop(tasks).await
+}
+
+impl Daemon {
+    /// The health checkers, the API server, the metrics listener, the conntrack sweeper
+    /// and the autoscaler, started on what [`super::start`] acquired and loaded.
+    fn start(
+        state: State,
+        started: Started,
+        edits: mpsc::Receiver<EditRequest>,
+    ) -> anyhow::Result<(Self, Inputs, Tasks)> {
+        let Started { dp, acquired } = started;
+        let dp = Arc::new(Mutex::new(dp));
+        let (tx, health) = mpsc::channel(256);
+        let mut checkers = Checkers {
+            prober: path_prober(&dp, &state.config.daemon.interface),
+            events: tx,
+            running: Vec::new(),
+        };
+        checkers.restart(&state);
+        let (call_tx, calls) = mpsc::channel::<ApiCall>(32);
+        let d = &state.config.daemon;
+        let api_task = api::server::serve(acquired.api, call_tx)
+            .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
+        info!(socket = %d.api_socket.display(), "control API listening");
+        let (metrics_tx, metrics_rx) = watch::channel(metrics::Snapshot::default());
+        let metrics_task = match acquired.metrics {
+            Some((addr, listener)) => {
+                let t = metrics::serve(listener, metrics_rx).with_context(|| {
+                    format!("the metrics listener daemon.metrics_listen = {addr}")
+                })?;
+                info!(%addr, "metrics at http://{addr}/metrics");
+                Some(t)
+            }
+            None => None,
+        };
+        let dir = state.config.daemon.state_dir.clone();
+        let sweeper = spawn_sweeper(&dp, &state.config.daemon)?;
+        let mut least_conn = tokio::time::interval(Duration::from_millis(u64::from(
+            state.config.daemon.least_conn_refresh_ms,
+        )));
+        least_conn.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut status = tokio::time::interval(STATUS_REFRESH);
+        status.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let status_file = state::StatusFile::new(&dir, state.config.daemon.api_group.as_deref());
+        let (scale_tx, scale) = mpsc::channel::<autoscale::driver::Call>(16);
+        let (scale_task, scale_report) =
+            autoscale::driver::spawn(scale_tx, Arc::new(autoscale::clock::SystemClock), dir);
+        let daemon = Self {
+            was_ramping: state.ramping(),
+            fib_backends: neigh::fib_backends(&state.desired()),
+            state,
+            dp,
+            checkers,
+            status_file,
+            metrics: metrics_tx,
+            scale_report,
+        };
+        let inputs = Inputs {
+            health,
+            calls,
+            edits,
+            scale,
+            least_conn,
+            lifecycle: tokio::time::interval(LIFECYCLE_TICK),
+            neigh: tokio::time::interval(NEIGH_REFRESH),
+            status,
+        };
+        let tasks = Tasks {
+            api: api_task,
+            metrics: metrics_task,
+            scale: scale_task,
+            sweeper,
+        };
+        Ok((daemon, inputs, tasks))
+    }
+
+    /// After every commit of a new configuration (an API apply or reload, an edit, the
+    /// removal of drained backends, an autoscaler edit; [`super::commit`] persisted and
+    /// published it): health checkers for the backends it has, and the neighbour entries
+    /// of its FIB-resolved backends primed, so that an added backend is reachable at once.
+    fn after_commit(&mut self) {
+        self.checkers.restart(&self.state);
+        self.fib_backends = neigh::fib_backends(&self.state.desired());
+        neigh::prime(&self.fib_backends);
+    }
+
+    /// A backend's health changed: republish, remember it across a restart (`down.json`)
+    /// and show it in the status file.
+    fn on_health(&mut self, e: &health::Event) -> anyhow::Result<()> {
+        if !self.state.apply(e) {
+            return Ok(());
+        }
+        match e.health {
+            Health::Down => {
+                let keep = self
+                    .state
+                    .config
+                    .vips
+                    .iter()
+                    .any(|v| state::ident(v) == e.vip && v.on_down == OnDown::Keep);
+                let flows = if keep {
+                    "its flows stay (on_down = keep)"
+                } else {
+                    "its flows move (on_down = reassign)"
+                };
+                warn!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend down: no new flows, {flows}");
+            }
+            Health::Up => {
+                info!(vip = %e.vip, backend = %e.backend, reason = %e.reason, "backend up");
+            }
+        }
+        let desired = self.state.desired();
+        let status = {
+            let mut dp = lock(&self.dp)?;
+            if let Err(err) = dp.publish(&desired) {
+                warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
+            }
+            Arc::new(self.state.status(&dp))
+        };
+        self.fib_backends = neigh::fib_backends(&desired);
+        let dir = &self.state.config.daemon.state_dir;
+        if let Err(err) = state::write_down(dir, &self.state) {
+            warn!(error = %err, dir = %dir.display(), "writing the down backends file");
+        }
+        self.status_file.write(status);
+        Ok(())
+    }
+
+    /// A control API request.
+    fn on_api(&mut self, call: Call, reply: oneshot::Sender<Response>) {
+        if let Call::Other(api::Request::AutoscaleStatus) = call {
+            let status = self
+                .scale_report
+                .lock()
+                .map(|r| r.clone())
+                .unwrap_or_default();
+            let _ = reply.send(Response::Autoscale { status });
+            return;
+        }
+        let (resp, changed) = handle_api(&mut self.state, &self.dp, call);
+        if changed {
+            self.after_commit();
+        }
+        let _ = reply.send(resp);
+    }
+
+    /// An edit from inside the process (SIGHUP's reload, the lab, tests).
+    fn on_edit(&mut self, edit: super::Edit, reply: oneshot::Sender<Result<String, String>>) {
+        let outcome = apply_edit(&mut self.state, &self.dp, edit);
+        match &outcome {
+            Ok(what) => {
+                info!(edit = %what, "edit applied");
+                self.after_commit();
+            }
+            Err(why) => warn!(reason = %why, "edit rejected; nothing changed"),
+        }
+        let _ = reply.send(outcome);
+    }
+
+    /// Refresh the least-connection plans from the active-connection counts.
+    fn on_least_conn_tick(&mut self) -> anyhow::Result<()> {
+        let mut dp = lock(&self.dp)?;
+        if let Err(err) = dp.refresh_least_conn() {
+            warn!(error = %err, "refreshing the least-connection plans failed");
+        }
+        Ok(())
+    }
+
+    /// Step slow starts, check drains, and remove the drained backends that asked for it.
+    fn on_lifecycle_tick(&mut self) -> anyhow::Result<()> {
+        // Slow start: republish while weights ramp (unchanged VIPs are skipped).
+        let ramping = self.state.ramping();
+        if ramping || self.was_ramping {
+            let desired = self.state.desired();
+            let mut dp = lock(&self.dp)?;
+            if let Err(err) = dp.publish(&desired) {
+                warn!(error = %err, "publishing a slow-start step failed");
+            }
+        }
+        self.was_ramping = ramping;
+        let done = {
+            let dp = lock(&self.dp)?;
+            lifecycle::check(&mut self.state, std::time::Instant::now(), |vip, addr| {
+                let id = dp.layout().backend_id(&vip, addr)?;
+                dp.active(id).ok()
+            })
+        };
+        for d in &done {
+            if d.left == 0 {
+                info!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, remove = d.remove, "backend drained: no active connections left");
+            } else {
+                warn!(vip = %d.vip_name, backend = %d.backend, took_ms = d.took.as_millis() as u64, left = d.left, remove = d.remove, "drain deadline passed with connections left (they move or reset when it is removed)");
+            }
+        }
+        if let Some(next) = lifecycle::without_removed(&self.state.config, &done) {
+            match commit_config(&mut self.state, &self.dp, next) {
+                Ok(what) => {
+                    info!(edit = %what, "drained backends removed");
+                    self.after_commit();
+                }
+                Err(why) => {
+                    warn!(reason = %why, "removing drained backends failed; they stay drained");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The autoscaler asks for a snapshot or an edit.
+    fn on_autoscaler(&mut self, call: autoscale::driver::Call) -> anyhow::Result<()> {
+        match call {
+            autoscale::driver::Call::Snapshot(tx) => {
+                // Twice a second: only the scaled VIPs (all the autoscaler looks at),
+                // not a copy and status of every VIP.
+                let scaled = |v: &VipConfig| v.autoscale.is_some();
+                let state = &mut self.state;
+                let all = std::mem::take(&mut state.config.vips);
+                let mut config = state.config.clone();
+                state.config.vips = all;
+                config.vips = state
+                    .config
+                    .vips
+                    .iter()
+                    .filter(|v| scaled(v))
+                    .cloned()
+                    .collect();
+                let status = state.status_of(&*lock(&self.dp)?, scaled);
+                let _ = tx.send((config, status));
+            }
+            autoscale::driver::Call::Modify { why, change, reply } => {
+                // The autoscaler's edits take the API's path: the whole configuration
+                // validated with the file's rules, published, persisted.
+                let mut next = self.state.config.clone();
+                let outcome = change(&mut next)
+                    .and_then(|()| revalidate(&next))
+                    .and_then(|c| commit_config(&mut self.state, &self.dp, c));
+                match &outcome {
+                    Ok(what) => {
+                        info!(why = %why, edit = %what, "autoscaler edit applied");
+                        self.after_commit();
+                    }
+                    Err(e) => {
+                        warn!(why = %why, reason = %e, "autoscaler edit rejected; nothing changed");
+                    }
+                }
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep the neighbour entries of FIB-resolved backends from going stale.
+    fn on_neigh_tick(&self) {
+        neigh::prime(&self.fib_backends);
+    }
+
+    /// Refresh the metrics snapshot and the status file.
+    fn on_status_tick(&mut self) -> anyhow::Result<()> {
+        // Under the lock only the counters are read (one batch read per map); the status
+        // file is encoded and written (on a blocking thread), and the metrics rendered (on
+        // scrape), after it is released.
+        let (status, tables_built) = {
+            let dp = lock(&self.dp)?;
+            (Arc::new(self.state.status(&dp)), dp.tables_built())
+        };
+        let scaled = self
+            .scale_report
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        self.metrics.send_replace(metrics::Snapshot {
+            status: Some(Arc::clone(&status)),
+            edits: self.state.version,
+            tables_built,
+            scaled,
+        });
+        self.status_file.write(status);
+        Ok(())
+    }
+
+    /// Stop everything beside the loop, then the data plane: it stays attached and pinned
+    /// ([`super::OnExit::Keep`]) or is removed.
+    async fn stop(mut self, tasks: Tasks) -> anyhow::Result<()> {
+        if let Some(p) = &self.checkers.prober {
+            info!(stats = ?p.stats(), "health probes through the forwarding path");
+        }
+        drop(self.checkers);
+        tasks.scale.abort();
+        tasks.sweeper.stop();
+        tasks.api.abort();
+        if let Some(t) = tasks.metrics {
+            t.abort();
+        }
+        let d = &self.state.config.daemon;
+        let dir: PathBuf = d.state_dir.clone();
+        let _ = std::fs::remove_file(&d.api_socket);
+        match lock(&self.dp)?.stop()? {
+            Some(pins) => info!(
+                interface = %d.interface,
+                pin_dir = %pins.display(),
+                "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
+            ),
+            None => {
+                info!("shut down; detached and unpinned");
+                // Nothing to adopt: nothing to remember.
+                let _ = std::fs::remove_file(dir.join(state::DOWN_FILE));
+            }
+        }
+        self.status_file.finish().await;
+        let _ = std::fs::remove_file(dir.join("status.json"));
+        // Only if nothing else lives there.
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+}
+
+/// Health checks through the forwarding path (raw sockets on the LB interface), if they
+/// can be set up.
+fn path_prober(dp: &Arc<Mutex<Dataplane>>, ifname: &str) -> Option<Arc<PathProber>> {
+    match iface::lookup(ifname) {
+        Ok(Some(i)) => match PathProber::start(Arc::clone(dp), i) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(error = %e, "health checks cannot go through the forwarding path (raw sockets); checking backends' own addresses only");
+                None
+            }
+        },
+        Ok(None) | Err(_) => {
+            warn!(interface = %ifname, "interface not found for health probes; checking backends' own addresses only");
+            None
+        }
+    }
+}
