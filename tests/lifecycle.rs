@@ -334,8 +334,8 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
 #[test]
 fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("prime")).backends(2))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "prime")).backends(2))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     let t0 = Instant::now();
@@ -410,8 +410,8 @@ fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
 #[test]
 fn lookup_names_a_fib_resolved_backend() -> anyhow::Result<()> {
     require_root();
-    let _serial = SERIAL.lock();
-    let lab = Lab::up(LabSpec::new(&prefix("lookup")).backends(3))?;
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "lookup")).backends(3))?;
     let config = lab.daemon_config(&Weights::Equal)?;
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config)?;
