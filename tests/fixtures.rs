@@ -82,17 +82,44 @@ fn network() -> anyhow::Result<(Private, u32)> {
             .collect::<Vec<_>>()
             .join(":")
     };
-    netns::sh(&format!(
-        "ip link add fx0 address {} mtu 1500 type veth peer name fx1 && ip link set fx0 up && ip link set fx1 up \
-         && ip addr add 10.99.0.1/16 dev fx0 && ip -6 addr add fd99::1/64 dev fx0 nodad \
-         && sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv6.conf.all.forwarding=1",
-        mac(LB_MAC)
-    ))?;
+    let lb_mac = mac(LB_MAC);
+    for argv in [
+        &[
+            "ip", "link", "add", "fx0", "address", &lb_mac, "mtu", "1500", "type", "veth", "peer",
+            "name", "fx1",
+        ][..],
+        &["ip", "link", "set", "fx0", "up"],
+        &["ip", "link", "set", "fx1", "up"],
+        &["ip", "addr", "add", "10.99.0.1/16", "dev", "fx0"],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd99::1/64",
+            "dev",
+            "fx0",
+            "nodad",
+        ],
+        &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    ] {
+        netns::run(argv)?;
+    }
     for b in BACKENDS4.iter().chain(&BACKENDS6) {
-        netns::sh(&format!(
-            "ip neigh replace {b} lladdr {} dev fx0 nud permanent",
-            mac(mac_of(ip(b)))
-        ))?;
+        let m = mac(mac_of(ip(b)));
+        netns::run(&[
+            "ip",
+            "neigh",
+            "replace",
+            b,
+            "lladdr",
+            &m,
+            "dev",
+            "fx0",
+            "nud",
+            "permanent",
+        ])?;
     }
     let ifindex = netns::ifindex("fx0")?;
     Ok((ns, ifindex))
