@@ -198,7 +198,11 @@ fn decap_pins_of_two_namespaces_eth0_coexist() -> anyhow::Result<()> {
     let a = Named::new(&prefix("cs", "na"))?;
     let b = Named::new(&prefix("cs", "nb"))?;
     for ns in [&a, &b] {
-        ns.exec("ip link add eth0 type veth peer name eth1 && ip link set eth0 up && ip link set eth1 up")?;
+        ns.exec(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        ns.exec(&["ip", "link", "set", "eth1", "up"])?;
     }
     let id = |ns: &Named| ns.run(pinned::netns_id);
     let (ia, ib) = (id(&a)??, id(&b)??);
@@ -242,7 +246,7 @@ fn decap_pins_of_two_namespaces_eth0_coexist() -> anyhow::Result<()> {
     })??;
     ensure!(old.exists());
     // Not from a namespace without that interface.
-    b.exec("ip link del eth0")?;
+    b.exec(&["ip", "link", "del", "eth0"])?;
     ensure!(
         detach(&b)?.is_err(),
         "another namespace detached the old pin"

@@ -16,7 +16,7 @@ use sluice_dataplane::{self as dataplane, ABI_EPOCH, AttachMode, Dataplane, LAYO
 use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon};
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},
-    netns::{Private, sh},
+    netns::{Private, run},
     prefix, require_root, serial,
 };
 
@@ -250,9 +250,11 @@ fn auto_mode_reports_real_attach_errors() -> anyhow::Result<()> {
     );
 
     // An interface with a program already attached (in native mode): busy, no fallback.
-    sh(
-        "ip link add sl-pa type veth peer name sl-pb && ip link set sl-pa up && ip link set sl-pb up",
-    )?;
+    run(&[
+        "ip", "link", "add", "sl-pa", "type", "veth", "peer", "name", "sl-pb",
+    ])?;
+    run(&["ip", "link", "set", "sl-pa", "up"])?;
+    run(&["ip", "link", "set", "sl-pb", "up"])?;
     ensure!(dp.attach(balancer, "sl-pa", AttachMode::Native)? == AttachMode::Native);
     let mut other = Dataplane::load(sizes)?;
     let busy = other

@@ -43,30 +43,44 @@ impl Lab {
         let client = Named::new(&format!("sl-smoke-{tag}-cl"))?;
         let lb = Named::new(&format!("sl-smoke-{tag}-lb"))?;
         let backend = Named::new(&format!("sl-smoke-{tag}-be"))?;
-        switch.exec("ip link add br0 type bridge && ip link set br0 up")?;
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        switch.exec(&["ip", "link", "set", "br0", "up"])?;
         for (ns, addr) in [(&client, "10.98.0.2"), (&lb, LB), (&backend, BACKEND)] {
             // Host side of the pair is created in the switch namespace, so nothing ever
             // appears in the host's own namespace.
-            switch.exec(&format!(
-                "ip link add eth0 netns {n} type veth peer name p-{s} && ip link set p-{s} master br0 && ip link set p-{s} up",
-                n = ns.name(),
-                s = &ns.name()[ns.name().len() - 2..],
-            ))?;
-            ns.exec(&format!(
-                "ip addr add {addr}/24 dev eth0 && ip link set eth0 up"
-            ))?;
+            let port = format!("p-{}", &ns.name()[ns.name().len() - 2..]);
+            switch.exec(&[
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+            ])?;
+            switch.exec(&["ip", "link", "set", &port, "master", "br0"])?;
+            switch.exec(&["ip", "link", "set", &port, "up"])?;
+            ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ns.exec(&["ip", "link", "set", "eth0", "up"])?;
         }
         // Frames the LB sends with XDP_TX are only received by a veth peer that runs an
         // XDP program; local sockets' partial checksums do not survive XDP_TX.
-        client.exec(&format!(
-            "ip route add {VIP}/32 via {LB} && ethtool -K eth0 tx off >/dev/null"
-        ))?;
-        lb.exec("sysctl -qw net.ipv4.ip_forward=1")?;
-        backend.exec(&format!(
-            "ip addr add {VIP}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1 \
-             && sysctl -qw net.ipv4.conf.all.arp_announce=2 && sysctl -qw net.ipv4.conf.all.rp_filter=0 \
-             && sysctl -qw net.ipv4.conf.eth0.rp_filter=0"
-        ))?;
+        client.exec(&["ip", "route", "add", &format!("{VIP}/32"), "via", LB])?;
+        client.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        backend.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        for key in [
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+        ] {
+            backend.exec(&["sysctl", "-qw", key])?;
+        }
         Ok(Self {
             client,
             lb,
@@ -76,7 +90,15 @@ impl Lab {
     }
 
     fn backend_mac(&self) -> anyhow::Result<[u8; 6]> {
-        let s = self.backend.exec("cat /sys/class/net/eth0/address")?;
+        // `eth0@ifN  UP  MAC  <FLAGS>` (not /sys/class/net: the namespace's commands see
+        // the host's sysfs).
+        let s = self
+            .backend
+            .exec(&["ip", "-br", "link", "show", "dev", "eth0"])?;
+        let s = s
+            .split_whitespace()
+            .nth(2)
+            .context("no MAC in `ip -br link`")?;
         let mut mac = [0u8; 6];
         for (i, p) in s.trim().split(':').enumerate() {
             mac[i] = u8::from_str_radix(p, 16)?;
@@ -216,7 +238,7 @@ fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
     let resolved = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         lab.lb
-            .exec(&format!("ip neigh show {BACKEND}"))
+            .exec(&["ip", "neigh", "show", BACKEND])
             .is_ok_and(|s| s.contains("lladdr"))
     });
     assert!(resolved, "priming did not resolve the backend's MAC");

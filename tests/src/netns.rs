@@ -9,7 +9,7 @@
 use anyhow::bail;
 use sluice_lab::lab::netns::Netns;
 
-pub use sluice_lab::bench::netns::{ifindex, sh};
+pub use sluice_lab::bench::netns::{ifindex, run, run_stdin};
 
 /// The calling thread's own fresh network namespace (with `lo` up).
 pub struct Private(());
@@ -20,7 +20,7 @@ impl Private {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
         }
-        sh("ip link set lo up")?;
+        run(&["ip", "link", "set", "lo", "up"])?;
         Ok(Self(()))
     }
 }
@@ -45,9 +45,9 @@ impl Named {
         self.ns.name()
     }
 
-    /// Run a shell command inside the namespace.
-    pub fn exec(&self, cmd: &str) -> anyhow::Result<String> {
-        Ok(self.ns.sh(cmd)?)
+    /// Run `argv` (no shell) inside the namespace; its stdout.
+    pub fn exec(&self, argv: &[&str]) -> anyhow::Result<String> {
+        Ok(self.ns.exec(argv)?)
     }
 
     /// Run `f` with the calling thread inside this namespace, then move it back. Sockets

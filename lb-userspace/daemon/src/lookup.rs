@@ -18,34 +18,19 @@ use lb_common::programs;
 
 use crate::{
     config::{Forwarding, Protocol, VipConfig, format_mac},
-    dataplane::{Dataplane, RunResult, iface::Iface},
+    dataplane::{Dataplane, RunResult, iface::Iface, netlink},
 };
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
-/// The neighbour entries of the current namespace: MAC → address.
-fn neighbours() -> Vec<(String, IpAddr)> {
-    let mut out = Vec::new();
-    for family in ["-4", "-6"] {
-        let Ok(o) = std::process::Command::new("ip")
-            .args([family, "neigh", "show"])
-            .output()
-        else {
-            continue;
-        };
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let (Some(a), Some(i)) = (
-                f.first().and_then(|a| a.parse().ok()),
-                f.iter().position(|w| *w == "lladdr"),
-            ) && let Some(mac) = f.get(i + 1)
-            {
-                out.push(((*mac).to_owned(), a));
-            }
-        }
-    }
-    out
+/// The neighbour entries of the current namespace with a MAC: MAC → address (see
+/// [`netlink::neighbour_macs`]); none if the kernel cannot be asked.
+fn neighbours() -> Vec<([u8; 6], IpAddr)> {
+    netlink::neighbour_macs().unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "listing neighbours");
+        Vec::new()
+    })
 }
 
 /// What the balancer did with the packet of a lookup ([`run`]), to be [`resolve`]d.
@@ -132,17 +117,14 @@ pub fn resolve(Ran(r): &Ran, vip: &VipConfig) -> (String, Option<IpAddr>, String
             .unwrap_or_default();
         return ("forwarded".to_owned(), backend, detail);
     }
-    let dmac = out
-        .get(0..6)
-        .and_then(|b| <[u8; 6]>::try_from(b).ok())
-        .map(|m| format_mac(&m))
-        .unwrap_or_default();
+    let dmac = out.get(0..6).and_then(|b| <[u8; 6]>::try_from(b).ok());
     let configured = vip
         .backends
         .iter()
-        .find(|b| b.mac.is_some_and(|m| format_mac(&m) == dmac))
+        .find(|b| b.mac.is_some_and(|m| Some(m) == dmac))
         .map(|b| b.address);
     let backend = configured.or_else(|| {
+        let dmac = dmac?;
         neighbours()
             .into_iter()
             .filter(|(m, a)| *m == dmac && vip.backends.iter().any(|b| b.address == *a))
@@ -152,6 +134,9 @@ pub fn resolve(Ran(r): &Ran, vip: &VipConfig) -> (String, Option<IpAddr>, String
     (
         "forwarded".to_owned(),
         backend,
-        format!("destination MAC {dmac}"),
+        format!(
+            "destination MAC {}",
+            dmac.map(|m| format_mac(&m)).unwrap_or_default()
+        ),
     )
 }

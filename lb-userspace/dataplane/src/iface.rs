@@ -1,10 +1,7 @@
-//! The addresses and MAC of an interface in the current network namespace (getifaddrs(3),
-//! which asks the kernel over netlink; /sys would show the namespace it was mounted in).
+//! The addresses and MAC of an interface in the current network namespace, over rtnetlink
+//! ([`super::netlink`]; /sys would show the namespace it was mounted in).
 
-use std::{
-    ffi::CStr,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What an interface has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,60 +23,20 @@ impl Iface {
     }
 }
 
-/// Look `name` up; `None` if no such interface.
+/// Look `name` up; `None` if no such interface. The kernel also finds an interface by an
+/// alternative name (as if_nametoindex(3), and so the attach, does).
 pub fn lookup(name: &str) -> std::io::Result<Option<Iface>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut found = Iface::default();
-    let mut seen = false;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let ifname = unsafe { CStr::from_ptr(ifa.ifa_name) };
-        if ifname.to_bytes() != name.as_bytes() || ifa.ifa_addr.is_null() {
-            continue;
-        }
-        seen = true;
-        // SAFETY: ifa_addr points at a sockaddr whose family says its real type.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        match family {
-            libc::AF_INET => {
-                // SAFETY: AF_INET: a sockaddr_in.
-                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-                found
-                    .v4
-                    .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            }
-            libc::AF_INET6 => {
-                // SAFETY: AF_INET6: a sockaddr_in6.
-                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
-                let a = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if !a.is_unicast_link_local() {
-                    found.v6.push(a);
-                }
-            }
-            libc::AF_PACKET => {
-                // SAFETY: AF_PACKET: a sockaddr_ll.
-                let ll = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_ll>() };
-                found.ifindex = u32::try_from(ll.sll_ifindex).unwrap_or(0);
-                if ll.sll_halen == 6 {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(&ll.sll_addr[..6]);
-                    found.mac = Some(mac);
-                }
-            }
-            _ => {}
-        }
-    }
-    // SAFETY: freeing the list getifaddrs allocated, once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(seen.then_some(found))
+    let Some(link) = super::netlink::link(name)? else {
+        return Ok(None);
+    };
+    let addresses = super::netlink::addresses()?;
+    let (v4, v6) = super::netlink::addresses_of(&addresses, link.index, &link.name);
+    Ok(Some(Iface {
+        ifindex: link.index,
+        mac: link.mac,
+        v4,
+        v6,
+    }))
 }
 
 #[cfg(test)]

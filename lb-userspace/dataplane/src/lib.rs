@@ -11,6 +11,7 @@ pub mod conntrack;
 pub mod iface;
 mod layout;
 pub mod neigh;
+pub mod netlink;
 pub mod pinned;
 mod publish;
 mod tables;

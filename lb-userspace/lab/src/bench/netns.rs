@@ -23,7 +23,7 @@ pub fn in_private_netns<T: Send>(
                     std::io::Error::last_os_error()
                 );
             }
-            sh("ip link set lo up")?;
+            run(&["ip", "link", "set", "lo", "up"])?;
             f()
         })
         .join()
@@ -31,40 +31,35 @@ pub fn in_private_netns<T: Send>(
     })
 }
 
-/// Run a shell command (in the calling thread's namespace), failing with its stderr.
-pub fn sh(cmd: &str) -> anyhow::Result<String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .with_context(|| format!("spawning `{cmd}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Run `argv` (program and arguments, no shell) in the calling thread's namespace; its
+/// stdout, or an error with its stderr.
+pub fn run(argv: &[&str]) -> anyhow::Result<String> {
+    run_stdin(argv, None)
 }
 
-/// Run a shell command with `input` on its standard input.
-pub fn sh_stdin(cmd: &str, input: &str) -> anyhow::Result<String> {
-    use std::io::Write as _;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+/// [`run`] with `input` on the command's standard input.
+pub fn run_stdin(argv: &[&str], input: Option<&str>) -> anyhow::Result<String> {
+    use std::{io::Write as _, process::Stdio};
+    let (program, args) = argv.split_first().context("an empty command")?;
+    let shown = argv.join(" ");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("spawning `{cmd}`"))?;
-    if let Some(mut stdin) = child.stdin.take() {
+        .with_context(|| format!("spawning `{shown}`"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
         stdin.write_all(input.as_bytes())?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "`{cmd}` failed: {}",
+            "`{shown}` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -92,14 +87,32 @@ pub fn packet_network(
     lb_mac: [u8; 6],
     neighbours: &[(std::net::IpAddr, [u8; 6])],
 ) -> anyhow::Result<u32> {
-    sh(&format!(
-        "ip link add {IFACE} address {} mtu 1500 type veth peer name sb1 \
-         && ip link set {IFACE} up && ip link set sb1 up \
-         && ip addr add 10.98.0.1/16 dev {IFACE} && ip -6 addr add fd98::1/64 dev {IFACE} nodad \
-         && sysctl -qw net.ipv4.ip_forward=1 && sysctl -qw net.ipv6.conf.all.forwarding=1",
-        format_mac(&lb_mac)
-    ))?;
-    // One `ip -batch` for all entries: a thousand `ip` processes would take seconds.
+    let lb_mac = format_mac(&lb_mac);
+    for argv in [
+        &[
+            "ip", "link", "add", IFACE, "address", &lb_mac, "mtu", "1500", "type", "veth", "peer",
+            "name", "sb1",
+        ][..],
+        &["ip", "link", "set", IFACE, "up"],
+        &["ip", "link", "set", "sb1", "up"],
+        &["ip", "addr", "add", "10.98.0.1/16", "dev", IFACE],
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd98::1/64",
+            "dev",
+            IFACE,
+            "nodad",
+        ],
+        &["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+    ] {
+        run(argv)?;
+    }
+    // One `ip -batch` for all entries: a thousand `ip` processes would take seconds. Its
+    // lines are built from typed addresses and MACs only (no shell involved).
     let batch: String = neighbours
         .iter()
         .map(|(a, m)| {
@@ -110,7 +123,7 @@ pub fn packet_network(
         })
         .collect();
     if !batch.is_empty() {
-        sh_stdin("ip -batch -", &batch)?;
+        run_stdin(&["ip", "-batch", "-"], Some(&batch))?;
     }
     ifindex(IFACE)
 }

@@ -266,14 +266,26 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     ensure!(opts.packets > 0 && !opts.flows.is_empty(), "nothing to run");
     // No IPv6 on the pair: the kernel's own router and listener solicitations would be
     // counted as traffic.
-    netns::sh(&format!(
-        "ip link add {GEN_IF} address {} type veth peer name {LB_IF} address {} \
-         && sysctl -qw net.ipv6.conf.{GEN_IF}.disable_ipv6=1 \
-         && sysctl -qw net.ipv6.conf.{LB_IF}.disable_ipv6=1 \
-         && ip link set {GEN_IF} up && ip link set {LB_IF} up",
+    let (gen_mac, lb_mac) = (
         crate::config::format_mac(&GEN_MAC),
-        crate::config::format_mac(&LB_MAC)
-    ))?;
+        crate::config::format_mac(&LB_MAC),
+    );
+    let (gen_v6, lb_v6) = (
+        format!("net.ipv6.conf.{GEN_IF}.disable_ipv6=1"),
+        format!("net.ipv6.conf.{LB_IF}.disable_ipv6=1"),
+    );
+    for argv in [
+        &[
+            "ip", "link", "add", GEN_IF, "address", &gen_mac, "type", "veth", "peer", "name",
+            LB_IF, "address", &lb_mac,
+        ][..],
+        &["sysctl", "-qw", &gen_v6],
+        &["sysctl", "-qw", &lb_v6],
+        &["ip", "link", "set", GEN_IF, "up"],
+        &["ip", "link", "set", LB_IF, "up"],
+    ] {
+        netns::run(argv)?;
+    }
     let gen_if = netns::ifindex(GEN_IF)?;
     let max_flows = opts.flows.iter().copied().max().unwrap_or(1);
     let mut dp = Dataplane::load(Sizes {

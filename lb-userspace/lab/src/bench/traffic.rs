@@ -177,13 +177,12 @@ pub struct GenResult {
 
 /// The MAC of `interface` (asked over netlink, so it is the current namespace's).
 fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
-    let out = super::netns::sh(&format!("ip -o link show dev '{interface}'"))?;
-    let mac = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .with_context(|| format!("{interface} has no Ethernet address"))?;
-    parse_mac(mac)
+    let link = crate::dataplane::netlink::link(interface)
+        .with_context(|| format!("looking up {interface}"))?
+        .with_context(|| format!("no interface {interface}"))?;
+    link.mac
+        .filter(|_| link.ether)
+        .with_context(|| format!("{interface} has no Ethernet address"))
 }
 
 /// `aa:bb:cc:dd:ee:ff`.

@@ -496,11 +496,6 @@ impl Node {
     pub fn exec(&self, argv: &[&str]) -> Result<String, LabError> {
         self.ns.exec(argv)
     }
-
-    /// Run a shell script in the node's namespace with `ip netns exec` ([`Netns::sh`]).
-    pub fn sh(&self, script: &str) -> Result<String, LabError> {
-        self.ns.sh(script)
-    }
 }
 
 /// A backend server the lab runs.
@@ -653,8 +648,16 @@ impl Lab {
         sw.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         sw.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         sw.ip(&[
-            &format!("link add {BRIDGE} type bridge mcast_snooping 0"),
-            &format!("link set {BRIDGE} up"),
+            &[
+                "link",
+                "add",
+                BRIDGE,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+            &["link", "set", BRIDGE, "up"],
         ])?;
 
         let lb = self.lb.clone();
@@ -674,8 +677,20 @@ impl Lab {
             let c = Node::new(&prefix, Role::Client(k))?;
             self.plug(&c)?;
             c.ns.ip(&[
-                &format!("route add {VIP4}/32 via {}", lb.addr4),
-                &format!("route add {VIP6}/128 via {}", lb.addr6),
+                &[
+                    "route",
+                    "add",
+                    &format!("{VIP4}/32"),
+                    "via",
+                    &lb.addr4.to_string(),
+                ],
+                &[
+                    "route",
+                    "add",
+                    &format!("{VIP6}/128"),
+                    "via",
+                    &lb.addr6.to_string(),
+                ],
             ])?;
             c.exec(&["ethtool", "-K", IFACE, "tx", "off"])?;
             for key in [
@@ -699,19 +714,41 @@ impl Lab {
     fn plug(&self, node: &Node) -> Result<(), LabError> {
         let ns = Netns::create(node.ns())?;
         self.switch.ip(&[
-            &format!(
-                "link add {IFACE} netns {} address {} type veth peer name {} address {}",
+            &[
+                "link",
+                "add",
+                IFACE,
+                "netns",
                 node.ns(),
-                fmt_mac(node.mac),
-                node.peer,
-                fmt_mac(mac(true, node.mac[5])),
-            ),
-            &format!("link set {} master {BRIDGE} up", node.peer),
+                "address",
+                &fmt_mac(node.mac),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &node.peer,
+                "address",
+                &fmt_mac(mac(true, node.mac[5])),
+            ],
+            &["link", "set", &node.peer, "master", BRIDGE, "up"],
         ])?;
         ns.ip(&[
-            &format!("addr add {}/{NET4_LEN} dev {IFACE}", node.addr4),
-            &format!("addr add {}/{NET6_LEN} dev {IFACE} nodad", node.addr6),
-            &format!("link set {IFACE} up"),
+            &[
+                "addr",
+                "add",
+                &format!("{}/{NET4_LEN}", node.addr4),
+                "dev",
+                IFACE,
+            ],
+            &[
+                "addr",
+                "add",
+                &format!("{}/{NET6_LEN}", node.addr6),
+                "dev",
+                IFACE,
+                "nodad",
+            ],
+            &["link", "set", IFACE, "up"],
         ])
     }
 
@@ -756,8 +793,8 @@ impl Lab {
     fn configure_backend(&self, b: &Node) -> Result<(), LabError> {
         self.plug(b)?;
         b.ns.ip(&[
-            &format!("addr add {VIP4}/32 dev lo"),
-            &format!("addr add {VIP6}/128 dev lo"),
+            &["addr", "add", &format!("{VIP4}/32"), "dev", "lo"],
+            &["addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
         ])?;
         for (key, value) in [
             ("net.ipv4.conf.all.arp_ignore", "1"),
@@ -939,8 +976,8 @@ impl Lab {
     pub fn break_backend(&self, i: usize) -> Result<(), LabError> {
         let b = self.backend_checked(i)?;
         b.ns.ip(&[
-            &format!("addr del {VIP4}/32 dev lo"),
-            &format!("addr del {VIP6}/128 dev lo"),
+            &["addr", "del", &format!("{VIP4}/32"), "dev", "lo"],
+            &["addr", "del", &format!("{VIP6}/128"), "dev", "lo"],
         ])
     }
 
@@ -948,8 +985,8 @@ impl Lab {
     pub fn repair_backend(&self, i: usize) -> Result<(), LabError> {
         let b = self.backend_checked(i)?;
         b.ns.ip(&[
-            &format!("addr replace {VIP4}/32 dev lo"),
-            &format!("addr replace {VIP6}/128 dev lo"),
+            &["addr", "replace", &format!("{VIP4}/32"), "dev", "lo"],
+            &["addr", "replace", &format!("{VIP6}/128"), "dev", "lo"],
         ])
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Unlike `ip netns exec`, neither changes the mount namespace: pins in /sys/fs/bpf land in
 //! the host's bpffs and outlive the command. The flip side: /sys/class/net still shows the
-//! host's interfaces, so commands should ask `ip` (netlink), not sysfs. [`Netns::sh`] is the
-//! exception, for scripts that want sysfs: it uses `ip netns exec` (never pin from it).
+//! host's interfaces, so commands should ask `ip` (netlink), not sysfs. Every command is an
+//! argument vector, never a shell script.
 
 use std::{
     ffi::OsStr,
@@ -45,7 +45,7 @@ impl Netns {
             return Err(LabError::Exists(format!("network namespace {name}")));
         }
         run_cmd(Command::new("ip").args(["netns", "add", name]), None)?;
-        ns.ip(&["link set lo up"])?;
+        ns.ip(&[&["link", "set", "lo", "up"]])?;
         Ok(ns)
     }
 
@@ -127,22 +127,14 @@ impl Netns {
         run_cmd(&mut cmd, None).map_err(|e| e.in_ns(&self.name))
     }
 
-    /// Run a shell script with `ip netns exec NAME sh -c SCRIPT` (sysfs remounted for the
-    /// namespace). Do not pin BPF objects from it: the pins would land in a private mount.
-    pub fn sh(&self, script: &str) -> Result<String, LabError> {
-        run_cmd(
-            Command::new("ip").args(["netns", "exec", &self.name, "sh", "-c", script]),
-            None,
-        )
-    }
-
-    /// Run `ip -batch -` inside this namespace with these commands, one a line (without
-    /// the leading `ip`).
-    pub fn ip(&self, lines: &[&str]) -> Result<(), LabError> {
-        let mut cmd = self.command("ip")?;
-        cmd.args(["-batch", "-"]);
-        let input = lines.join("\n") + "\n";
-        run_cmd(&mut cmd, Some(input.as_bytes())).map_err(|e| e.in_ns(&self.name))?;
+    /// Run `ip ARGS…` inside this namespace for each argument list, in order, stopping at
+    /// the first that fails.
+    pub fn ip(&self, commands: &[&[&str]]) -> Result<(), LabError> {
+        for args in commands {
+            let mut cmd = self.command("ip")?;
+            cmd.args(*args);
+            run_cmd(&mut cmd, None).map_err(|e| e.in_ns(&self.name))?;
+        }
         Ok(())
     }
 

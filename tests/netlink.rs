@@ -1,0 +1,269 @@
+//! The daemon's rtnetlink queries (`dataplane::netlink`, `dataplane::iface`) against what
+//! `ip` configures and reports, in a private network namespace of the test's thread (gone
+//! with the thread): links (index, MAC, MTU, kind, veth peer), addresses (order, aliases,
+//! link-local IPv6 left out) and neighbours (MAC and state as `ip neigh show` gives them;
+//! FAILED and INCOMPLETE entries never used).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+use serde_json::Value;
+use sluice_core::config::{format_mac, parse_mac};
+use sluice_dataplane::{
+    iface, neigh,
+    netlink::{self, NeighbourState as S},
+};
+use sluice_tests::{netns::Private, require_root};
+
+const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+/// `ip ARGS…` in the calling thread's namespace; its stdout.
+fn ip(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn json(args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let mut argv = vec!["-j"];
+    argv.extend_from_slice(args);
+    let out = ip(&argv)?;
+    // `ip -j` prints nothing at all for an empty list on some versions.
+    if out.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(&out).with_context(|| format!("ip {argv:?}: {out}"))
+}
+
+fn setup() -> anyhow::Result<()> {
+    ip(&[
+        "link",
+        "add",
+        "nl0",
+        "address",
+        &format_mac(&MAC),
+        "mtu",
+        "1400",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nl1",
+    ])?;
+    ip(&["link", "set", "nl0", "up"])?;
+    ip(&["link", "set", "nl1", "up"])?;
+    ip(&["addr", "add", "10.77.0.1/24", "dev", "nl0"])?;
+    ip(&["addr", "add", "10.77.0.2/24", "dev", "nl0"])?;
+    ip(&[
+        "addr",
+        "add",
+        "10.78.0.1/24",
+        "dev",
+        "nl0",
+        "label",
+        "nl0:1",
+    ])?;
+    ip(&["addr", "add", "fd77::1/64", "dev", "nl0", "nodad"])?;
+    ip(&["addr", "add", "fd77::2/64", "dev", "nl0", "nodad"])?;
+    Ok(())
+}
+
+#[test]
+fn links_and_addresses_match_ip() -> anyhow::Result<()> {
+    require_root();
+    let _ns = Private::enter()?;
+    setup()?;
+
+    let nl0 = netlink::link("nl0")?.context("nl0")?;
+    let nl1 = netlink::link("nl1")?.context("nl1")?;
+    let shown = json(&["-d", "link", "show", "dev", "nl0"])?;
+    let shown = shown.first().context("ip link show nl0")?;
+    ensure!(
+        Some(u64::from(nl0.index)) == shown["ifindex"].as_u64(),
+        "{nl0:?} {shown}"
+    );
+    ensure!(nl0.name == "nl0" && nl0.ether, "{nl0:?}");
+    ensure!(nl0.mac == Some(MAC), "{nl0:?}");
+    ensure!(
+        shown["address"].as_str().map(parse_mac) == Some(Ok(MAC)),
+        "{shown}"
+    );
+    ensure!(
+        nl0.mtu == Some(1400) && shown["mtu"].as_u64() == Some(1400),
+        "{nl0:?}"
+    );
+    ensure!(nl0.kind.as_deref() == Some("veth"), "{nl0:?}");
+    ensure!(
+        shown["linkinfo"]["info_kind"].as_str() == Some("veth"),
+        "{shown}"
+    );
+    ensure!(
+        nl0.link == Some(nl1.index) && nl1.link == Some(nl0.index),
+        "{nl0:?} {nl1:?}"
+    );
+    ensure!(netlink::link("lo")?.is_some_and(|l| l.kind.is_none()));
+    ensure!(netlink::link("nl9")?.is_none());
+    ensure!(netlink::link("a-name-far-too-long-for-ifnamsiz")?.is_none());
+    let all = netlink::links()?;
+    ensure!(
+        all.contains(&nl0) && all.contains(&nl1) && all.len() == 3,
+        "{all:?}"
+    );
+
+    // What the daemon uses: the alias's address is the alias's, link-local IPv6 left out,
+    // each family in the kernel's order (the first is the probes' source).
+    let i = iface::lookup("nl0")?.context("iface nl0")?;
+    ensure!(i.ifindex == nl0.index && i.mac == Some(MAC), "{i:?}");
+    let v4: Vec<Ipv4Addr> = ["10.77.0.1", "10.77.0.2"]
+        .map(|a| a.parse::<Ipv4Addr>().unwrap())
+        .into();
+    ensure!(i.v4 == v4, "{i:?}");
+    let mut v6: Vec<Ipv6Addr> = i.v6.clone();
+    v6.sort();
+    ensure!(
+        v6 == ["fd77::1", "fd77::2"].map(|a| a.parse::<Ipv6Addr>().unwrap()),
+        "{i:?}"
+    );
+    ensure!(iface::lookup("nl9")?.is_none());
+    // Against `ip addr`: the same addresses, in the same order.
+    let mut from_ip4 = Vec::new();
+    let mut from_ip6 = Vec::new();
+    for link in json(&["addr", "show", "dev", "nl0"])? {
+        for a in link["addr_info"].as_array().context("addr_info")? {
+            let local: IpAddr = a["local"].as_str().context("local")?.parse()?;
+            if a["label"].as_str().is_some_and(|l| l != "nl0") {
+                continue;
+            }
+            match local {
+                IpAddr::V4(x) => from_ip4.push(x),
+                IpAddr::V6(x) if !x.is_unicast_link_local() => from_ip6.push(x),
+                IpAddr::V6(_) => {}
+            }
+        }
+    }
+    ensure!(
+        i.v4 == from_ip4 && i.v6 == from_ip6,
+        "{i:?} vs {from_ip4:?} {from_ip6:?}"
+    );
+    let addrs = netlink::addresses()?;
+    ensure!(
+        addrs.iter().any(|a| a.index == nl0.index
+            && a.address == IpAddr::from([10, 78, 0, 1])
+            && a.prefix_len == 24
+            && a.label.as_deref() == Some("nl0:1")),
+        "{addrs:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn neighbours_match_ip_neigh_show() -> anyhow::Result<()> {
+    require_root();
+    let _ns = Private::enter()?;
+    setup()?;
+    let perm4: IpAddr = "10.77.0.9".parse()?;
+    let perm6: IpAddr = "fd77::9".parse()?;
+    let stale: IpAddr = "10.77.0.10".parse()?;
+    let failed: IpAddr = "10.77.0.11".parse()?;
+    let unresolved: IpAddr = "10.77.0.12".parse()?;
+    let (m4, m6, m_stale, m_failed) = (
+        [2, 0xaa, 0, 0, 0, 9],
+        [2, 0xaa, 0, 0, 0, 0x69],
+        [2, 0xaa, 0, 0, 0, 10],
+        [2, 0xaa, 0, 0, 0, 11],
+    );
+    for (a, m, nud) in [
+        (perm4, m4, "permanent"),
+        (perm6, m6, "permanent"),
+        (stale, m_stale, "stale"),
+        (failed, m_failed, "stale"),
+    ] {
+        ip(&[
+            "neigh",
+            "replace",
+            &a.to_string(),
+            "lladdr",
+            &format_mac(&m),
+            "dev",
+            "nl0",
+            "nud",
+            nud,
+        ])?;
+    }
+    // An entry that had a MAC and failed: the kernel keeps the old address, but it is not
+    // the neighbour's any more.
+    ip(&[
+        "neigh",
+        "change",
+        &failed.to_string(),
+        "dev",
+        "nl0",
+        "nud",
+        "failed",
+    ])?;
+    // An address nobody answers for (nl1 has none): priming leaves it INCOMPLETE, then
+    // FAILED.
+    neigh::prime(&[unresolved]);
+
+    let all = netlink::neighbours()?;
+    let state = |a: IpAddr| all.iter().find(|n| n.address == a).map(|n| n.state);
+    ensure!(state(perm4) == Some(S::Permanent), "{all:?}");
+    ensure!(state(failed) == Some(S::Failed), "{all:?}");
+    ensure!(
+        matches!(state(unresolved), Some(S::Incomplete | S::Failed)),
+        "{all:?}"
+    );
+
+    let macs = netlink::neighbour_macs()?;
+    ensure!(macs.contains(&(m4, perm4)), "{macs:?}");
+    ensure!(macs.contains(&(m6, perm6)), "{macs:?}");
+    ensure!(macs.contains(&(m_stale, stale)), "{macs:?}");
+    ensure!(
+        !macs.iter().any(|(_, a)| *a == failed || *a == unresolved),
+        "{macs:?}"
+    );
+    ensure!(!macs.iter().any(|(m, _)| *m == m_failed), "{macs:?}");
+
+    // Exactly what the old parse of `ip -4/-6 neigh show` gave: every line with an lladdr.
+    let mut from_ip = Vec::new();
+    for family in ["-4", "-6"] {
+        for line in ip(&[family, "neigh", "show"])?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(a), Some(i)) = (
+                f.first().and_then(|a| a.parse::<IpAddr>().ok()),
+                f.iter().position(|w| *w == "lladdr"),
+            ) && let Some(Ok(m)) = f.get(i + 1).map(|m| parse_mac(m))
+            {
+                from_ip.push((m, a));
+            }
+        }
+    }
+    ensure!(macs == from_ip, "{macs:?} vs `ip neigh show` {from_ip:?}");
+
+    // Once the unresolved entry has failed (a few seconds), it still has no MAC.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = netlink::neighbours()?;
+        if now
+            .iter()
+            .any(|n| n.address == unresolved && n.state == S::Failed)
+        {
+            let macs = netlink::neighbour_macs()?;
+            ensure!(!macs.iter().any(|(_, a)| *a == unresolved), "{macs:?}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{unresolved} never failed: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
