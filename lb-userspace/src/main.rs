@@ -18,10 +18,10 @@ fn main() -> std::process::ExitCode {
         // quietly, as it does `ls` or `cat` (SIGPIPE), instead of `println!` panicking on
         // EPIPE. Commands that own kernel state (run, demo, lab, bench) keep ignoring it, so
         // they always clean up.
-        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: called before any other thread exists; SIG_DFL installs no handler (nix's
+        // `signal` is unsafe only for handlers, which must be async-signal-safe).
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     }
     match cli::dispatch(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,8 +27,7 @@ pub fn prefix(binary: &str, name: &str) -> String {
 
 /// Fail loudly (not skip) when not root: CI runs as root, and a skipped test proves nothing.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     assert_eq!(
         uid, 0,
         "these tests need root (BPF, network namespaces); run them as root, as CI does"

@@ -16,9 +16,9 @@ pub struct Private(());
 
 impl Private {
     pub fn enter() -> anyhow::Result<Self> {
-        // SAFETY: unshare with a plain flag; affects only the calling thread.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        // Affects only the calling thread.
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            bail!("unshare(CLONE_NEWNET): {}", std::io::Error::from(e));
         }
         run(&["ip", "link", "set", "lo", "up"])?;
         Ok(Self(()))

@@ -11,7 +11,6 @@
 //! nothing ([`offline`]).
 
 use std::{
-    ffi::CString,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -93,11 +92,7 @@ pub fn acquire(d: &DaemonConfig) -> Result<Preflight, PreflightError> {
 /// Whether `name` is an interface of this network namespace (`if_nametoindex`, as the
 /// attach looks it up).
 fn interface_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated name; no out-parameters.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 /// Create `dir`, remove the temporary files crashed writes left there, and prove it
@@ -246,29 +241,27 @@ fn writable(dir: &Path) -> Result<(), Unwritable> {
     let Some(a) = existing else {
         return Err(Unwritable::Surely("no existing ancestor".to_owned()));
     };
-    let c = CString::new(a.as_os_str().as_encoded_bytes())
-        .map_err(|e| Unwritable::Surely(e.to_string()))?;
-    // SAFETY: a valid NUL-terminated path; no out-parameters.
-    if unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    } == 0
-    {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
+    use nix::{
+        fcntl::{AT_FDCWD, AtFlags},
+        unistd::{AccessFlags, faccessat},
+    };
+    // The effective ids (AT_EACCESS), as the kernel checks the daemon's writes.
+    let e = match faccessat(
+        AT_FDCWD,
+        a,
+        AccessFlags::W_OK | AccessFlags::X_OK,
+        AtFlags::AT_EACCESS,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e) => std::io::Error::from(e),
+    };
     let why = if a == dir {
         format!("not writable: {e}")
     } else {
         format!("cannot be created in {}: {e}", a.display())
     };
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if e.raw_os_error() == Some(libc::EACCES) && !root {
+    let root = nix::unistd::geteuid().is_root();
+    if e.raw_os_error() == Some(nix::errno::Errno::EACCES as i32) && !root {
         Err(Unwritable::ForThisUser(why))
     } else {
         Err(Unwritable::Surely(why))

@@ -292,16 +292,14 @@ pub fn lock_pin_dir(dir: &Path) -> Result<File, DataplaneError> {
         message,
     };
     let f = File::open(dir).map_err(|e| err(format!("opening it: {e}")))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            "another sluice daemon is using it (stop it first)".to_owned()
-        } else {
-            format!("locking it: {e}")
-        }));
+    // std's `try_lock` is flock(LOCK_EX | LOCK_NB) on Linux.
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(err(
+            "another sluice daemon is using it (stop it first)".to_owned(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(format!("locking it: {e}"))),
     }
-    Ok(f)
 }
 
 /// The layout as saved after every publish.
@@ -1058,6 +1056,22 @@ mod tests {
 
     use super::*;
     use sluice_core::model::addr_bytes;
+
+    /// One holder of a pin directory's lock at a time; closing the file releases it.
+    #[test]
+    fn a_pin_dir_is_locked_by_one_holder_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("sluice-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = lock_pin_dir(&dir).unwrap();
+        let e = lock_pin_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("another sluice daemon is using it"), "{e}");
+        assert!(e.contains(&dir.display().to_string()), "{e}");
+        drop(held);
+        drop(lock_pin_dir(&dir).unwrap());
+        let e = lock_pin_dir(&dir.join("missing")).unwrap_err().to_string();
+        assert!(e.contains("opening it"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn ident(last: u8) -> VipIdent {
         VipIdent {

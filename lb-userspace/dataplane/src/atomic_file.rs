@@ -30,13 +30,12 @@ fn temp_owner(name: &str) -> Option<u32> {
 
 /// Whether process `pid` exists (on this host's pid namespace).
 fn alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
+    use nix::{errno::Errno, sys::signal::kill, unistd::Pid};
+    let Ok(p) = i32::try_from(pid) else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the process exists.
-    p > 0
-        && (unsafe { libc::kill(p, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    // No signal (0) only checks that the process exists; EPERM: it does, as another user's.
+    p > 0 && matches!(kill(Pid::from_raw(p), None), Ok(()) | Err(Errno::EPERM))
 }
 
 /// Remove the temporary files of [`write`] that a crashed writer left in `dir` (those of a
@@ -232,8 +231,7 @@ mod tests {
         write_private(&f, b"one", Durability::Snapshot, private_mode(None), None).unwrap();
         let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&f), 0o600);
-        // SAFETY: getegid has no preconditions.
-        let gid = unsafe { libc::getegid() };
+        let gid = nix::unistd::getegid().as_raw();
         write_private(
             &f,
             b"two",

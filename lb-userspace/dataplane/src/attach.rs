@@ -3,6 +3,7 @@
 //! then: any other refusal — no such interface, another program attached — is reported).
 
 use aya::programs::{ProgramError, Xdp, XdpError, XdpMode, xdp::XdpLinkId};
+use nix::errno::Errno;
 
 use super::{Dataplane, DataplaneError};
 
@@ -81,16 +82,16 @@ fn errno(e: &ProgramError) -> Option<i32> {
 fn native_unsupported(e: &ProgramError) -> bool {
     /// The kernel-internal `ENOTSUPP`, which some drivers leak to user space.
     const ENOTSUPP: i32 = 524;
-    matches!(errno(e), Some(libc::EOPNOTSUPP | ENOTSUPP))
+    errno(e).is_some_and(|n| n == Errno::EOPNOTSUPP as i32 || n == ENOTSUPP)
 }
 
 /// A failed attach in the operator's terms, with its cause.
 fn describe(e: &ProgramError, interface: &str) -> String {
-    match (e, errno(e)) {
-        (ProgramError::UnknownInterface { .. }, _) | (_, Some(libc::ENODEV)) => {
+    match (e, errno(e).map(Errno::from_raw)) {
+        (ProgramError::UnknownInterface { .. }, _) | (_, Some(Errno::ENODEV)) => {
             format!("no such interface {interface:?} (in this network namespace)")
         }
-        (_, Some(libc::EBUSY | libc::EEXIST)) => format!(
+        (_, Some(Errno::EBUSY | Errno::EEXIST)) => format!(
             "{}: another XDP program is attached to {interface} (see `ip link show dev \
              {interface}`); remove it first (`sluice detach` if it is sluice's balancer, \
              else `ip link set dev {interface} xdp off`)",
@@ -165,17 +166,17 @@ mod tests {
 
     #[test]
     fn only_a_driver_without_native_xdp_falls_back() {
-        assert!(native_unsupported(&syscall(libc::EOPNOTSUPP)));
+        assert!(native_unsupported(&syscall(Errno::EOPNOTSUPP as i32)));
         assert!(native_unsupported(&syscall(524)));
         for e in [
             ProgramError::UnknownInterface {
                 name: "nope0".into(),
             },
-            syscall(libc::EBUSY),
-            syscall(libc::EEXIST),
-            syscall(libc::EPERM),
-            syscall(libc::ENODEV),
-            syscall(libc::EINVAL),
+            syscall(Errno::EBUSY as i32),
+            syscall(Errno::EEXIST as i32),
+            syscall(Errno::EPERM as i32),
+            syscall(Errno::ENODEV as i32),
+            syscall(Errno::EINVAL as i32),
         ] {
             assert!(!native_unsupported(&e), "{e:?} must not fall back");
         }
@@ -187,8 +188,8 @@ mod tests {
             name: "nope0".into(),
         };
         assert!(describe(&missing, "nope0").contains("no such interface \"nope0\""));
-        assert!(describe(&syscall(libc::ENODEV), "nope0").contains("no such interface"));
-        let busy = describe(&syscall(libc::EBUSY), "eth0");
+        assert!(describe(&syscall(Errno::ENODEV as i32), "nope0").contains("no such interface"));
+        let busy = describe(&syscall(Errno::EBUSY as i32), "eth0");
         assert!(
             busy.contains("another XDP program is attached to eth0") && busy.contains("busy"),
             "{busy}"

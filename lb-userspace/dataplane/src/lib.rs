@@ -473,13 +473,9 @@ impl Dataplane {
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it so large maps load.
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid struct; failure only matters on old kernels, where
-    // the load error that follows says so.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    // Failure only matters on old kernels, where the load error that follows says so.
+    if setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).is_err() {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
     }
 }

@@ -3,10 +3,7 @@
 //! the pin detaches it. Also the bpffs chores of the balancer's pin directory (see
 //! `adopt.rs`): where it is, that it is on bpffs, and its removal (`sluice detach`).
 
-use std::{
-    ffi::CString,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use aya::{
     EbpfLoader,
@@ -18,19 +15,10 @@ use super::{AttachMode, DataplaneError, EBPF_OBJECT, attach::attach_xdp, attach:
 
 pub use sluice_core::config::pins::{PIN_ROOT, check_pin_dir_syntax, default_pin_dir};
 
-/// `statfs` magic of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-struct the kernel fills.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type == BPF_FS_MAGIC
+    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+    statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// Check `dir` (syntax, and that its nearest existing ancestor is on bpffs: pins can live
@@ -162,28 +150,17 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     }) {
         return Ok(());
     }
-    let c = |s: &str| CString::new(s).unwrap_or_default();
-    let (src, dst, fstype) = (c("bpf"), c("/sys/fs/bpf"), c("bpf"));
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(DataplaneError::Attach {
-            interface: String::new(),
-            message: format!(
-                "mounting bpffs at /sys/fs/bpf: {}",
-                std::io::Error::last_os_error()
-            ),
-        });
-    }
-    Ok(())
+    nix::mount::mount(
+        Some("bpf"),
+        "/sys/fs/bpf",
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| DataplaneError::Attach {
+        interface: String::new(),
+        message: format!("mounting bpffs at /sys/fs/bpf: {}", std::io::Error::from(e)),
+    })
 }
 
 /// Load `program` on its own (with minimal maps) and attach it to `interface` of the
@@ -327,4 +304,24 @@ pub fn detach_pinned(program: &str, interface: &str) -> Result<(), DataplaneErro
     drop(link);
     remove_empty_parents(&path);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statfs magic check: bpffs where /proc/self/mounts says so, nothing else.
+    #[test]
+    fn bpffs_is_recognised_by_its_magic() {
+        assert!(!is_bpffs(Path::new("/")));
+        assert!(!is_bpffs(&std::env::temp_dir()));
+        assert!(!is_bpffs(Path::new("/nonexistent/sluice")));
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        for l in mounts.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(2) == Some(&"bpf") {
+                assert!(is_bpffs(Path::new(f[1])), "{l}");
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! plain stores instead of 65537 syscalls. Userspace only ever writes a region no VIP
 //! currently points at; the `VIPS` update that flips to it is the publication barrier.
 
-use std::{os::fd::AsFd as _, os::fd::AsRawFd as _, ptr::NonNull};
+use std::{num::NonZeroUsize, os::fd::AsFd as _, ptr::NonNull};
 
 use aya::maps::MapData;
 
@@ -34,29 +34,33 @@ impl std::fmt::Debug for TableMem {
 
 impl TableMem {
     pub fn new(map: MapData, slots: u32) -> Result<Self, DataplaneError> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        use nix::{
+            sys::mman::{MapFlags, ProtFlags, mmap},
+            unistd::{SysconfVar, sysconf},
+        };
+        let page = sysconf(SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(4096);
         let len = (slots as usize * STRIDE).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
+        let size = NonZeroUsize::new(len)
+            .ok_or_else(|| DataplaneError::Mmap(std::io::Error::other("an empty table")))?;
         // SAFETY: mapping a BPF array fd shared and writable, at offset 0, for exactly the
-        // size the kernel allocated for it; the result is checked below.
+        // size the kernel allocated for it; nothing else in this process maps it.
         let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                map.fd().as_fd(),
                 0,
             )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(DataplaneError::Mmap(std::io::Error::last_os_error()));
         }
-        let ptr = NonNull::new(p.cast::<u8>())
-            .ok_or_else(|| DataplaneError::Mmap(std::io::Error::other("mmap returned NULL")))?;
+        .map_err(|e| DataplaneError::Mmap(e.into()))?;
         Ok(Self {
-            ptr,
+            ptr: p.cast::<u8>(),
             len,
             slots,
             _map: map,
@@ -93,7 +97,7 @@ impl TableMem {
 
 impl Drop for TableMem {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // SAFETY: unmapping exactly what `new` mapped; nothing refers into it any more.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
     }
 }

@@ -421,7 +421,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// Move the (still single-threaded) process into the named network namespace.
 fn enter_netns(name: &str) -> anyhow::Result<()> {
-    use std::os::fd::AsRawFd as _;
     anyhow::ensure!(
         !name.is_empty() && !name.contains('/'),
         "--netns {name:?}: not a namespace name (as `ip netns list` shows them)"
@@ -429,11 +428,9 @@ fn enter_netns(name: &str) -> anyhow::Result<()> {
     let path = Path::new("/run/netns").join(name);
     let f = std::fs::File::open(&path)
         .map_err(|e| anyhow::anyhow!("--netns {name}: cannot open {}: {e}", path.display()))?;
-    // SAFETY: setns on a namespace fd we own; no other thread exists yet.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        anyhow::bail!("--netns {name}: setns: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    // No other thread exists yet: the whole process moves.
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| anyhow::anyhow!("--netns {name}: setns: {}", std::io::Error::from(e)))
 }
 
 #[cfg(test)]

@@ -76,11 +76,17 @@ fn width() -> usize {
     if !std::io::stdout().is_terminal() {
         return 80;
     }
-    // SAFETY: TIOCGWINSZ fills a winsize we own.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; fd 1 is stdout.
-    let rc = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-    if rc == 0 && ws.ws_col > 0 {
+    // nix has no safe call for TIOCGWINSZ; its macro declares the typed ioctl.
+    nix::ioctl_read_bad!(tiocgwinsz, libc::TIOCGWINSZ, libc::winsize);
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize, into ours; fd 1 is stdout.
+    let rc = unsafe { tiocgwinsz(1, &raw mut ws) };
+    if rc.is_ok() && ws.ws_col > 0 {
         usize::from(ws.ws_col).max(60)
     } else {
         80

@@ -1,28 +1,12 @@
 //! What to tell a user the kernel refused the API socket to (EACCES/EPERM on connect):
 //! which socket, who may use it (root and `daemon.api_group`), and how to get in.
 
-use std::{ffi::CStr, os::unix::fs::MetadataExt as _, path::Path};
+use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 /// The name of group `gid`, if it has one.
 fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: a zeroed out-struct and a buffer that getgrgid_r fills; `result` points into
-    // them (or is null) and is read before they are dropped.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrgid_r(
-            gid,
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        Some(CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned())
-    }
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok()??;
+    Some(group.name).filter(|n| !n.is_empty())
 }
 
 /// The advice for a refused connect to `socket`, from its owner group and mode (when this

@@ -11,7 +11,6 @@
 //! instead of spinning.
 
 use std::{
-    ffi::CString,
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Arc,
@@ -96,23 +95,18 @@ fn decode(text: &[u8]) -> Result<Call, String> {
 
 /// The gid of `group`, and its members.
 pub(crate) fn group_gid(group: &str) -> std::io::Result<(u32, Vec<String>)> {
-    let c = CString::new(group).map_err(std::io::Error::other)?;
-    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
-    let g = unsafe { libc::getgrnam(c.as_ptr()) };
-    if g.is_null() {
-        return Err(std::io::Error::other(format!("no group {group:?}")));
-    }
-    // SAFETY: non-null result of getgrnam: a valid group record.
-    let (gid, mut members) = unsafe { ((*g).gr_gid, Vec::new()) };
-    // SAFETY: gr_mem is a NULL-terminated array of C strings.
-    unsafe {
-        let mut m = (*g).gr_mem;
-        while !m.is_null() && !(*m).is_null() {
-            members.push(std::ffi::CStr::from_ptr(*m).to_string_lossy().into_owned());
-            m = m.add(1);
+    use nix::errno::Errno;
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok((g.gid.as_raw(), g.mem)),
+        // getgrnam_r(3) lists these for "not found" as well.
+        Ok(None) | Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => {
+            Err(std::io::Error::other(format!("no group {group:?}")))
         }
+        Err(e) => Err(std::io::Error::other(format!(
+            "looking up group {group:?}: {}",
+            std::io::Error::from(e)
+        ))),
     }
-    Ok((gid, members))
 }
 
 /// Whether `group` exists on this host (`config check`).
@@ -121,14 +115,8 @@ pub fn group_exists(group: &str) -> bool {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    // SAFETY: getpwuid; the result is read before any other call.
-    let p = unsafe { libc::getpwuid(uid) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: non-null: a valid passwd record with a C string name.
-    let name = unsafe { std::ffi::CStr::from_ptr((*p).pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(user.name)
 }
 
 /// Who may talk to the API.
@@ -238,12 +226,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Bound, BindError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| io("setting its mode", e))?;
     if let Some((gid, _)) = &group {
-        let c =
-            CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| err(e.to_string()))?;
-        // SAFETY: chown of a path we just created, to root and the group.
-        if unsafe { libc::chown(c.as_ptr(), 0, *gid) } != 0 {
-            return Err(io("setting its group", std::io::Error::last_os_error()));
-        }
+        // Root and the group: the socket we just created.
+        std::os::unix::fs::chown(path, Some(0), Some(*gid))
+            .map_err(|e| io("setting its group", e))?;
     }
     bound.access = Access { group };
     Ok(bound)
@@ -512,6 +497,34 @@ async fn serve_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lookups (nix's getgrnam_r/getpwuid_r) agree with `/etc/group`: gid and members
+    /// of every group listed there, and an unknown group is named in the error.
+    #[test]
+    fn groups_and_users_are_looked_up_by_name() {
+        assert_eq!(group_gid("root").unwrap().0, 0);
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        let e = group_gid("sluice-no-such-group").unwrap_err().to_string();
+        assert_eq!(e, "no group \"sluice-no-such-group\"");
+        assert!(!group_exists("sluice-no-such-group"));
+        let etc = std::fs::read_to_string("/etc/group").unwrap();
+        for line in etc.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split(':').collect();
+            let [name, _, gid, members] = f[..] else {
+                continue;
+            };
+            let members: Vec<String> = members
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(
+                group_gid(name).unwrap(),
+                (gid.parse().unwrap(), members),
+                "{line}"
+            );
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_a_second_and_resets() {

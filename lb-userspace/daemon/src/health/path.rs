@@ -40,8 +40,8 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher as _, Hasher as _},
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd as _, OwnedFd, RawFd},
+    net::IpAddr,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -54,6 +54,7 @@ use etherparse::{
     UdpHeaderSlice,
 };
 use lb_common::{PROBE_PORT_BASE, PROTO_TCP, PROTO_UDP, programs};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage};
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 use tracing::warn;
 
@@ -225,54 +226,35 @@ impl AsRawFd for RawSocket {
     }
 }
 
-fn raw_socket(domain: i32, proto: u8) -> io::Result<RawSocket> {
-    // SAFETY: plain socket(2) call; the result is checked and owned below.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        )
+fn raw_socket(domain: AddressFamily, proto: u8) -> io::Result<RawSocket> {
+    let proto = if proto == PROTO_UDP {
+        SockProtocol::Udp
+    } else {
+        SockProtocol::Tcp
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Ok(RawSocket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    let fd = socket::socket(
+        domain,
+        SockType::Raw,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        proto,
+    )?;
+    Ok(RawSocket(fd))
 }
 
 /// One datagram and its source address.
 fn recv_from(sock: &RawSocket, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: valid buffer and address storage of the sizes passed.
-    let n = unsafe {
-        libc::recvfrom(
-            sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            0,
-            (&raw mut from).cast(),
-            &raw mut len,
-        )
+    let (n, from) = socket::recvfrom::<SockaddrStorage>(sock.as_raw_fd(), buf)?;
+    let from = from.as_ref();
+    // These sockets receive only AF_INET or AF_INET6 datagrams.
+    let addr = match (
+        from.and_then(SockaddrStorage::as_sockaddr_in),
+        from.and_then(SockaddrStorage::as_sockaddr_in6),
+    ) {
+        (Some(sin), _) => IpAddr::V4(sin.ip()),
+        (None, Some(sin6)) => IpAddr::V6(sin6.ip()),
+        (None, None) => return Err(io::Error::other("a datagram without a source address")),
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let addr = match i32::from(from.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says it is a sockaddr_in.
-            let sin = unsafe { &*(&raw const from).cast::<libc::sockaddr_in>() };
-            IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-        }
-        _ => {
-            // SAFETY: otherwise AF_INET6 (the only other family these sockets receive).
-            let sin6 = unsafe { &*(&raw const from).cast::<libc::sockaddr_in6>() };
-            IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
-        }
-    };
-    Ok((n as usize, addr))
+    Ok((n, addr))
 }
 
 fn random_u32() -> u32 {
@@ -366,10 +348,10 @@ impl PathProber {
             counters: Counters::default(),
         });
         for (domain, proto) in [
-            (libc::AF_INET, PROTO_TCP),
-            (libc::AF_INET, PROTO_UDP),
-            (libc::AF_INET6, PROTO_TCP),
-            (libc::AF_INET6, PROTO_UDP),
+            (AddressFamily::Inet, PROTO_TCP),
+            (AddressFamily::Inet, PROTO_UDP),
+            (AddressFamily::Inet6, PROTO_TCP),
+            (AddressFamily::Inet6, PROTO_UDP),
         ] {
             // SAFETY: `RawSocket` owns its descriptor, keeps it open for its whole life and
             // always returns the same one.
@@ -385,7 +367,7 @@ impl PathProber {
                     if let Ok(Ok((n, from))) = guard.try_io(|s| recv_from(s.get_ref(), &mut buf)) {
                         let Some(p) = p.upgrade() else { return };
                         // IPv4 raw sockets see the IP header, IPv6 ones do not.
-                        let l4 = if domain == libc::AF_INET {
+                        let l4 = if domain == AddressFamily::Inet {
                             let hl = usize::from(buf[0] & 0x0f) * 4;
                             buf.get(hl..n).unwrap_or(&[])
                         } else {

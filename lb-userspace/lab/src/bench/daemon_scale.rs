@@ -75,14 +75,15 @@ fn config_text(dir: &Path, vips: usize, backends: usize) -> String {
 
 /// This process's CPU time (user + system).
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage with a valid out pointer.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    use nix::sys::{
+        resource::{UsageWho, getrusage},
+        time::{TimeVal, TimeValLike as _},
     };
-    tv(u.ru_utime) + tv(u.ru_stime)
+    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return Duration::ZERO;
+    };
+    let tv = |t: TimeVal| Duration::from_micros(t.num_microseconds() as u64);
+    tv(u.user_time()) + tv(u.system_time())
 }
 
 fn ms(d: Duration) -> f64 {

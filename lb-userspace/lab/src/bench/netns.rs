@@ -6,6 +6,10 @@
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use nix::{
+    sched::{CpuSet, sched_getaffinity, sched_setaffinity},
+    unistd::Pid,
+};
 
 use crate::config::format_mac;
 
@@ -16,11 +20,11 @@ pub fn in_private_netns<T: Send>(
 ) -> anyhow::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: unshare with a plain flag; it affects only this thread.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            // Affects only this thread.
+            if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
                 bail!(
                     "unshare(CLONE_NEWNET): {} (the benchmarks need root)",
-                    std::io::Error::last_os_error()
+                    std::io::Error::from(e)
                 );
             }
             run(&["ip", "link", "set", "lo", "up"])?;
@@ -68,13 +72,7 @@ pub fn run_stdin(argv: &[&str], input: Option<&str>) -> anyhow::Result<String> {
 
 /// The ifindex of `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> anyhow::Result<u32> {
-    let c = std::ffi::CString::new(name)?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 {
-        bail!("no interface {name}");
-    }
-    Ok(i)
+    nix::net::if_::if_nametoindex(name).map_err(|_| anyhow::anyhow!("no interface {name}"))
 }
 
 /// The per-packet benchmark's network (inside the private namespace): the LB interface
@@ -130,53 +128,37 @@ pub fn packet_network(
 
 /// Pin the calling thread to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity take a
-    // valid pointer to it; pid 0 is the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "sched_setaffinity(cpu {cpu}): {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .map_err(|e| anyhow::anyhow!("cpu {cpu}: {}", std::io::Error::from(e)))?;
+    // Pid 0: the calling thread.
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| anyhow::anyhow!("sched_setaffinity(cpu {cpu}): {}", std::io::Error::from(e)))
 }
 
 /// The CPUs this process may run on.
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: as in `pin_to_cpu`; sched_getaffinity fills the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|c| libc::CPU_ISSET(*c, &set))
-            .collect()
-    }
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return vec![0];
+    };
+    (0..CpuSet::count())
+        .filter(|c| set.is_set(*c).unwrap_or(false))
+        .collect()
 }
 
 /// The calling thread's current affinity, to restore after pinning.
-pub struct Affinity(libc::cpu_set_t);
+pub struct Affinity(CpuSet);
 
 impl Affinity {
     pub fn save() -> Self {
-        // SAFETY: as in `allowed_cpus`.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set);
-            Self(set)
-        }
+        // An empty set if it cannot be read (as before): restoring it then fails, harmlessly.
+        Self(sched_getaffinity(Pid::from_raw(0)).unwrap_or_else(|_| CpuSet::new()))
     }
 }
 
 impl Drop for Affinity {
     fn drop(&mut self) {
-        // SAFETY: restoring a set read by `save`.
-        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.0) };
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
     }
 }
 
@@ -206,6 +188,24 @@ fn parse_cpu_list(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    /// Pinning moves the calling thread to one CPU; the saved affinity comes back.
+    #[test]
+    fn a_thread_is_pinned_and_its_affinity_restored() {
+        std::thread::spawn(|| {
+            let before = super::allowed_cpus();
+            let cpu = *before.last().unwrap();
+            {
+                let _saved = super::Affinity::save();
+                super::pin_to_cpu(cpu).unwrap();
+                assert_eq!(super::allowed_cpus(), [cpu]);
+            }
+            assert_eq!(super::allowed_cpus(), before);
+            assert!(super::pin_to_cpu(usize::MAX).is_err());
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(super::parse_cpu_list("0-1"), Some(2));

@@ -1319,11 +1319,11 @@ fn dead(pid: u32) -> bool {
 
 /// SIGTERM, up to [`TERM_GRACE`] to exit, then SIGKILL (and up to a second more).
 fn kill_all(pids: &[u32]) {
-    let signal = |sig| {
+    use nix::{sys::signal::Signal, unistd::Pid};
+    let signal = |sig: Signal| {
         for &pid in pids {
-            if let Ok(p) = libc::pid_t::try_from(pid) {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(p, sig) };
+            if let Ok(p) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p), sig);
             }
         }
     };
@@ -1340,9 +1340,9 @@ fn kill_all(pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
-    signal(libc::SIGTERM);
+    signal(Signal::SIGTERM);
     if !wait(TERM_GRACE) {
-        signal(libc::SIGKILL);
+        signal(Signal::SIGKILL);
         wait(Duration::from_secs(1));
     }
 }

@@ -10,10 +10,7 @@ use std::{
     ffi::OsStr,
     fs::File,
     io::Write as _,
-    os::{
-        fd::AsRawFd as _,
-        unix::{fs::MetadataExt as _, process::CommandExt as _},
-    },
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
     path::PathBuf,
     process::{Command, Stdio},
 };
@@ -194,11 +191,8 @@ pub fn list() -> Vec<String> {
 }
 
 fn setns(f: &File) -> std::io::Result<()> {
-    // SAFETY: setns on a namespace fd that `f` keeps open; affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // Affects only the calling thread.
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
 
 /// Run a command to completion: its stdout, or an error with its stderr.

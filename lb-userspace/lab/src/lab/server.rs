@@ -194,8 +194,7 @@ impl BackendServer {
         }
         for l in &self.listeners {
             // shutdown(2) on a listening socket wakes a blocked accept(2) (EINVAL).
-            // SAFETY: a valid socket fd we own (kept alive by the Arc).
-            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
         if let Ok(mut conns) = self.shared.conns.lock() {
             for (_, c) in conns.drain() {
