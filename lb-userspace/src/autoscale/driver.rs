@@ -149,9 +149,9 @@ impl Scaler {
         now: Time,
         owned: BTreeMap<IpAddr, Candidate>,
         draining: BTreeMap<IpAddr, Candidate>,
-    ) -> Result<Self, String> {
-        Ok(Self {
-            controller: Controller::new(spec.clone())?,
+    ) -> Self {
+        Self {
+            controller: Controller::new(spec.clone()),
             provider: Arc::from(provider::from_config(name, &spec.provider)),
             spec: spec.clone(),
             next_eval: now,
@@ -172,7 +172,7 @@ impl Scaler {
             },
             events: VecDeque::new(),
             decisions: VecDeque::new(),
-        })
+        }
     }
 
     fn event(&mut self, now: Time, what: String) {
@@ -407,17 +407,13 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
                         Vec::new(),
                     ),
                 };
-                match Scaler::new(&v.name, a, now, owned, draining) {
-                    Ok(mut s) => {
-                        info!(vip = %v.name, min = a.min, max = a.max, owned = s.owned.len(), draining = s.draining.len(), "autoscaler: managing the VIP");
-                        for c in release_now {
-                            s.event(now, format!("{} released after the restart", c.address));
-                            release(&v.name, Arc::clone(&s.provider), c, &done_tx);
-                        }
-                        scalers.insert(v.name.clone(), s);
-                    }
-                    Err(e) => warn!(vip = %v.name, error = %e, "autoscaler: cannot manage the VIP"),
+                let mut s = Scaler::new(&v.name, a, now, owned, draining);
+                info!(vip = %v.name, min = a.min, max = a.max, owned = s.owned.len(), draining = s.draining.len(), "autoscaler: managing the VIP");
+                for c in release_now {
+                    s.event(now, format!("{} released after the restart", c.address));
+                    release(&v.name, Arc::clone(&s.provider), c, &done_tx);
                 }
+                scalers.insert(v.name.clone(), s);
             }
         }
         if !warned_parked {
