@@ -375,7 +375,10 @@ async fn answer<B>(
         r
     };
     if req.uri().path() != "/metrics" {
-        return plain(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n",
+        );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -501,7 +504,10 @@ mod tests {
         // The scrape: 200, the content type, the text, one request per connection.
         let a = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
-        assert!(a.contains(&format!("\r\nContent-Type: {CONTENT_TYPE}\r\n")), "{a}");
+        assert!(
+            a.contains(&format!("\r\nContent-Type: {CONTENT_TYPE}\r\n")),
+            "{a}"
+        );
         assert!(a.contains("\nsluice_edits_total 4\n"), "{a}");
         assert!(a.ends_with("# EOF\n"), "{a}");
         let (_, body) = a.split_once("\r\n\r\n").unwrap();
@@ -511,7 +517,10 @@ mod tests {
         );
         // HEAD: the head only.
         let a = exchange(addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(a.starts_with("HTTP/1.1 200 OK\r\n") && a.ends_with("\r\n\r\n"), "{a}");
+        assert!(
+            a.starts_with("HTTP/1.1 200 OK\r\n") && a.ends_with("\r\n\r\n"),
+            "{a}"
+        );
         // Other paths: 404; other methods: 405 with Allow.
         let a = exchange(addr, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(a.starts_with("HTTP/1.1 404 "), "{a}");

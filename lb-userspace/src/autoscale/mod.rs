@@ -300,7 +300,8 @@ pub fn reconcile(desired: u32, backends: &[BackendView], pending: u32) -> Plan {
 mod tests {
     use super::*;
     use crate::config::autoscale::{
-        CronConfig, CronSchedule, CronZone, MetricKind, Num, ProviderConfig, StepConfig, StepDirection, TargetConfig,
+        CronConfig, CronSchedule, CronZone, MetricKind, Num, ProviderConfig, StepConfig,
+        StepDirection, TargetConfig,
     };
 
     pub(crate) fn spec(min: u32, max: u32) -> AutoscaleConfig {
