@@ -10,11 +10,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-    sync::watch,
-};
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{health::Health, state::Status};
 
@@ -301,9 +297,24 @@ impl Snapshot {
     }
 }
 
-/// Serve the latest snapshot on a [bound](bind) listener (any path, `GET`), until the task
-/// is aborted. Must run inside a tokio runtime. The text is rendered when scraped, on a
-/// blocking thread: nothing is rendered when nobody scrapes, and never on the daemon's loop.
+/// What the endpoint answers a scrape with (the OpenMetrics text format, as
+/// prometheus-client encodes it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The largest request head read (hyper's smallest buffer): a scrape is a few hundred
+/// bytes; a larger head is answered 431 and the connection closed.
+pub const MAX_REQUEST_BYTES: usize = 8192;
+/// Time a client has to send its request head, from the connection on (a client that
+/// sends nothing is disconnected).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Time a connection may last in all (a client that does not read its answer cannot hold
+/// the connection).
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serve the latest snapshot on a [bound](bind) listener until the task is aborted: `GET`
+/// (and `HEAD`) `/metrics` only, 404 for other paths, 405 for other methods; one request
+/// per connection, bounded in size and time. Must run inside a tokio runtime. The text is
+/// rendered when scraped, on a blocking thread: nothing is rendered when nobody scrapes,
+/// and never on the daemon's loop.
 pub fn serve(
     listener: std::net::TcpListener,
     latest: watch::Receiver<Snapshot>,
@@ -311,35 +322,81 @@ pub fn serve(
     let listener = TcpListener::from_std(listener)?;
     // One scrape at a time: a burst of scrapers waits instead of rendering in parallel.
     let one = Arc::new(tokio::sync::Mutex::new(()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        // One request per connection, as before (`Connection: close`): no idle
+        // connections to bound.
+        .keep_alive(false)
+        // Header names as before (`Content-Type`, not `content-type`).
+        .title_case_headers(true);
     Ok(tokio::spawn(async move {
         let mut backoff = crate::api::server::Backoff::default();
         loop {
-            let Ok((mut s, _)) = listener.accept().await else {
+            let Ok((s, _)) = listener.accept().await else {
                 // Out of file descriptors: pause rather than spin.
                 tokio::time::sleep(backoff.failed()).await;
                 continue;
             };
             backoff.succeeded();
-            let snapshot = latest.borrow().clone();
+            let latest = latest.clone();
             let one = Arc::clone(&one);
+            let service = hyper::service::service_fn(move |req| {
+                let snapshot = latest.borrow().clone();
+                let one = Arc::clone(&one);
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, snapshot, &one).await) }
+            });
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(s), service);
             tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                // The request itself does not matter; read what arrived and answer.
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut buf)).await;
-                let _turn = one.lock().await;
-                let Ok(body) = tokio::task::spawn_blocking(move || snapshot.render()).await else {
-                    return;
-                };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body.as_bytes()).await;
+                // A client that is slow, silent or misbehaving only loses its connection.
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
             });
         }
     }))
+}
+
+type Body = http_body_util::Full<hyper::body::Bytes>;
+
+/// The answer to one request.
+async fn answer<B>(
+    req: &hyper::Request<B>,
+    snapshot: Snapshot,
+    one: &tokio::sync::Mutex<()>,
+) -> hyper::Response<Body> {
+    use hyper::{Method, StatusCode, header};
+    let plain = |status: StatusCode, text: &'static str| {
+        let mut r = hyper::Response::new(Body::from(text));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let _turn = one.lock().await;
+    let Ok(body) = tokio::task::spawn_blocking(move || snapshot.render()).await else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n");
+    };
+    // hyper sends the length, and no body for HEAD.
+    let mut r = hyper::Response::new(Body::from(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    r
 }
 
 #[cfg(test)]
@@ -398,5 +455,113 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A running endpoint with a snapshot (no VIPs, 4 edits).
+    async fn endpoint() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(Snapshot::default());
+        tx.send_replace(Snapshot {
+            status: Some(Arc::new(Status {
+                written: 0,
+                vips: Vec::new(),
+                reasons: Default::default(),
+                conntrack: crate::state::ConntrackStatus::default(),
+            })),
+            edits: 4,
+            ..Snapshot::default()
+        });
+        // The sender may go: the receiver keeps the last value.
+        drop(tx);
+        (addr, serve(listener, rx).unwrap())
+    }
+
+    /// Send `request` and read until the server closes (bounded: 10 s).
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // A server that closes early may make the write fail; the answer is what counts.
+        let _ = c.write_all(request).await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the server did not close the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_only() {
+        let (addr, task) = endpoint().await;
+        // The scrape: 200, the content type, the text, one request per connection.
+        let a = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+        assert!(
+            a.contains(&format!("\r\nContent-Type: {CONTENT_TYPE}\r\n")),
+            "{a}"
+        );
+        assert!(a.contains("\nsluice_edits_total 4\n"), "{a}");
+        assert!(a.ends_with("# EOF\n"), "{a}");
+        let (_, body) = a.split_once("\r\n\r\n").unwrap();
+        assert!(
+            a.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{a}"
+        );
+        // HEAD: the head only.
+        let a = exchange(addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(
+            a.starts_with("HTTP/1.1 200 OK\r\n") && a.ends_with("\r\n\r\n"),
+            "{a}"
+        );
+        // Other paths: 404; other methods: 405 with Allow.
+        let a = exchange(addr, b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(a.starts_with("HTTP/1.1 404 "), "{a}");
+        let a = exchange(
+            addr,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(a.starts_with("HTTP/1.1 405 "), "{a}");
+        assert!(a.contains("\r\nAllow: GET, HEAD\r\n"), "{a}");
+        task.abort();
+    }
+
+    /// A request head over the bound is refused (431 or closed), never answered 200.
+    #[tokio::test]
+    async fn oversized_request_is_refused() {
+        let (addr, task) = endpoint().await;
+        let big = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST_BYTES * 2)
+        );
+        let a = exchange(addr, big.as_bytes()).await;
+        assert!(a.is_empty() || a.starts_with("HTTP/1.1 431 "), "{a}");
+        // The endpoint still serves.
+        let a = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+        task.abort();
+    }
+
+    /// A client that sends nothing is disconnected once the request time is up.
+    #[tokio::test]
+    async fn silent_client_is_disconnected() {
+        let (addr, task) = endpoint().await;
+        let start = std::time::Instant::now();
+        let a = exchange(addr, b"").await;
+        let took = start.elapsed();
+        assert!(!a.starts_with("HTTP/1.1 200"), "{a}");
+        assert!(
+            took >= REQUEST_TIMEOUT / 2 && took < REQUEST_TIMEOUT * 3,
+            "closed after {took:?}"
+        );
+        task.abort();
     }
 }

@@ -84,15 +84,14 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Fails only for cron entries that do not parse (validation rejects them earlier).
-    pub fn new(spec: AutoscaleConfig) -> Result<Self, String> {
-        Ok(Self {
+    pub fn new(spec: AutoscaleConfig) -> Self {
+        Self {
             target: spec.target.clone().map(Target::new),
             steps: Steps::new(spec.steps.clone()),
-            cron: Schedules::new(spec.crons.clone())?,
+            cron: Schedules::new(spec.crons.clone()),
             changes: VecDeque::new(),
             spec,
-        })
+        }
     }
 
     pub fn spec(&self) -> &AutoscaleConfig {
@@ -298,7 +297,8 @@ pub fn reconcile(desired: u32, backends: &[BackendView], pending: u32) -> Plan {
 mod tests {
     use super::*;
     use crate::config::autoscale::{
-        CronConfig, MetricKind, Num, ProviderConfig, StepConfig, StepDirection, TargetConfig,
+        CronConfig, CronSchedule, CronZone, MetricKind, Num, ProviderConfig, StepConfig,
+        StepDirection, TargetConfig,
     };
 
     pub(crate) fn spec(min: u32, max: u32) -> AutoscaleConfig {
@@ -343,7 +343,7 @@ mod tests {
 
     #[test]
     fn bounds_and_rate_limits() {
-        let mut c = Controller::new(spec(2, 20)).unwrap();
+        let mut c = Controller::new(spec(2, 20));
         // 2 backends at 1000 each → HPA says 20; up is limited to max(4, 100% of 2) = +4.
         let d = c.decide(&sample(0, 2, 2000.0));
         assert_eq!(d.desired, 6, "{}", d.reason);
@@ -368,7 +368,7 @@ mod tests {
         let mut s = spec(1, 20);
         s.down_percent = 0;
         s.down_backends = 2;
-        let mut c = Controller::new(s).unwrap();
+        let mut c = Controller::new(s);
         assert_eq!(c.decide(&sample(0, 10, 100.0)).desired, 8);
         assert_eq!(
             c.decide(&sample(5, 8, 100.0)).desired,
@@ -391,7 +391,7 @@ mod tests {
             change: 3,
             cooldown_ms: 0,
         }];
-        let mut c = Controller::new(s).unwrap();
+        let mut c = Controller::new(s);
         let mut smp = sample(0, 3, 300.0);
         smp.metrics.new_connections_per_s = 300.0;
         let d = c.decide(&smp);
@@ -406,13 +406,13 @@ mod tests {
     fn cron_min_and_set() {
         let mut s = spec(1, 20);
         s.crons = vec![CronConfig {
-            schedule: "0 8 * * *".to_owned(),
-            timezone: "UTC".to_owned(),
+            schedule: CronSchedule::parse("0 8 * * *").unwrap(),
+            timezone: CronZone::parse("UTC").unwrap(),
             min: Some(5),
             max: None,
             desired: Some(8),
         }];
-        let mut c = Controller::new(s).unwrap();
+        let mut c = Controller::new(s);
         let day = 20_000 * 86_400; // 2024-10-04 00:00 UTC
         // 07:59: yesterday's 08:00 entry is in force: min 5.
         let d = c.decide(&sample(day + 7 * 3600 + 59 * 60, 5, 0.0));

@@ -150,7 +150,7 @@ pub fn run(
     policy: &AutoscaleConfig,
     sim: &SimSettings,
 ) -> Result<Outcome, String> {
-    let mut ctl = Controller::new(policy.clone())?;
+    let mut ctl = Controller::new(policy.clone());
     let start =
         chrono::DateTime::parse_from_rfc3339(&sim.start).map_err(|e| format!("sim.start: {e}"))?;
     let t0 = Time::from_chrono(&start);

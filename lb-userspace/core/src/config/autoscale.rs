@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use super::cron::{CronError, CronSchedule, CronZone};
 use super::{Named, validate::Cx};
 
 /// A finite, non-negative number from the file (targets, thresholds). `Eq` by bits so the
@@ -192,8 +193,8 @@ impl Serialize for StepConfig {
 /// once, when it fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CronConfig {
-    pub schedule: String,
-    pub timezone: String,
+    pub schedule: CronSchedule,
+    pub timezone: CronZone,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -655,18 +656,16 @@ impl Cx<'_> {
         let at = |key: &str| format!("{path}.{key}");
         let schedule = self
             .required(&at("schedule"), c.schedule.as_ref())
-            .and_then(
-                |s| match crate::autoscale::policy::cron::parse_schedule(s) {
-                    Ok(_) => Some(s.clone()),
-                    Err(e) => {
-                        self.error(&at("schedule"), e);
-                        None
-                    }
-                },
-            );
-        let tz = c.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
-        let timezone = match crate::autoscale::policy::cron::parse_timezone(&tz) {
-            Ok(_) => Some(tz),
+            .and_then(|s| match CronSchedule::parse(s) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.error(&at("schedule"), e);
+                    None
+                }
+            });
+        let tz = c.timezone.as_deref().unwrap_or("UTC");
+        let timezone = match CronZone::parse(tz) {
+            Ok(z) => Some(z),
             Err(e) => {
                 self.error(&at("timezone"), e);
                 None

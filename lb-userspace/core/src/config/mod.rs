@@ -16,6 +16,7 @@
 //! `config/x.toml:14: vip[0].backend[2].weight: 70000 is out of range (0..=10000)`.
 
 pub mod autoscale;
+mod cron;
 mod locate;
 pub mod pins;
 mod raw;

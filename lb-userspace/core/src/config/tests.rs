@@ -1120,3 +1120,18 @@ fn health_timeout_default_follows_the_interval() {
         "{p:?}"
     );
 }
+
+/// Cron schedules and zones are parsed once, by validation; the export writes them back as
+/// written (not in a normalised form of the parsed value).
+#[test]
+fn cron_entries_exported_as_written() {
+    let loaded = load(Path::new(REFERENCE)).unwrap();
+    let a = loaded.config.vips[0].autoscale.as_ref().unwrap();
+    assert_eq!(a.crons[0].schedule.as_str(), "0 8 * * MON-FRI");
+    assert_eq!(a.crons[0].timezone.tz(), chrono_tz::Tz::Europe__Paris);
+    let text = loaded.config.to_toml().unwrap();
+    assert!(text.contains("schedule = \"0 8 * * MON-FRI\""), "{text}");
+    assert!(text.contains("timezone = \"Europe/Paris\""), "{text}");
+    let again = parse(&text, "export").unwrap().config;
+    assert_eq!(again, loaded.config);
+}

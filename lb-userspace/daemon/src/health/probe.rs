@@ -4,7 +4,6 @@
 use std::{net::IpAddr, time::Duration};
 
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpStream, UdpSocket},
     time::timeout,
 };
@@ -36,57 +35,119 @@ async fn tcp(backend: IpAddr, port: u16) -> Result<String, String> {
     Ok("connected".to_owned())
 }
 
-/// Connect to `backend:port` and send `GET path` (one request, then the server closes):
-/// the health check's and the autoscaler's backend-metric request.
-pub async fn send_get(
+/// Why a `GET` gave no answer; the texts are the health check's reasons.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("request: {0}")]
+    Request(hyper::http::Error),
+    #[error("send: {0}")]
+    Send(hyper::Error),
+    #[error("not an HTTP response: {0}")]
+    NotHttp(hyper::Error),
+    #[error("receive: {0}")]
+    Receive(hyper::Error),
+    #[error("receive: the body is over {0} bytes")]
+    TooLarge(usize),
+    #[error("receive: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What a `GET` answered: the status and, when asked for, the whole body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Option<hyper::body::Bytes>,
+}
+
+/// Aborts the task driving a connection when the request is done or dropped (a timeout),
+/// so that no connection outlives its probe.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `GET path` on `backend:port` over a fresh connection (one request, `Connection: close`):
+/// the health check's and the autoscaler's backend-metric request. `Host` is the backend's
+/// address without the port. With `body_limit`, the body is read whole (any framing:
+/// length, chunked or until close) if it is at most that many bytes; without it, only the
+/// status is read. The caller bounds the time.
+pub async fn get(
     backend: IpAddr,
     port: u16,
     path: &str,
     agent: &str,
-) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect((backend, port))
+    body_limit: Option<usize>,
+) -> Result<Answer, GetError> {
+    use http_body_util::{BodyExt as _, Empty, Limited};
+    use hyper::{
+        Request,
+        body::Bytes,
+        header::{CONNECTION, HOST, USER_AGENT},
+    };
+
+    let s = TcpStream::connect((backend, port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(GetError::Connect)?;
     let host = match backend {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())
+    let req = Request::get(path)
+        .header(HOST, host)
+        .header(USER_AGENT, agent)
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(GetError::Request)?;
+    // Header names as they were written by hand before (`Host:`, not `host:`).
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(hyper_util::rt::TokioIo::new(s))
         .await
-        .map_err(|e| format!("send: {e}"))?;
-    Ok(s)
+        .map_err(GetError::Send)?;
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        // Its errors surface through the request's result.
+        let _ = conn.await;
+    }));
+    let response = sender.send_request(req).await.map_err(|e| {
+        if e.is_parse() {
+            GetError::NotHttp(e)
+        } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+            GetError::Receive(e)
+        } else {
+            GetError::Send(e)
+        }
+    })?;
+    let status = response.status().as_u16();
+    let body = match body_limit {
+        None => None,
+        Some(limit) => Some(
+            Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        GetError::TooLarge(limit)
+                    } else {
+                        GetError::Body(e)
+                    }
+                })?
+                .to_bytes(),
+        ),
+    };
+    Ok(Answer { status, body })
 }
 
 async fn http(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
-    let mut s = send_get(backend, spec.port, &spec.path, "sluice-health").await?;
-    // The status line is all we need; read until it is complete.
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 4096 {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("receive: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let line = String::from_utf8_lossy(&buf);
-    let line = line.lines().next().unwrap_or("");
-    let code: u16 = line
-        .strip_prefix("HTTP/")
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP response: {:?}",
-                line.chars().take(60).collect::<String>()
-            )
-        })?;
+    // The status is all the check needs.
+    let code = get(backend, spec.port, &spec.path, "sluice-health", None)
+        .await
+        .map_err(|e| e.to_string())?
+        .status;
     let (lo, hi) = spec.expect_status;
     if (lo..=hi).contains(&code) {
         Ok(format!("HTTP {code}"))
@@ -126,6 +187,8 @@ async fn udp(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
 
     fn spec(check: CheckKind, port: u16) -> HealthConfig {
@@ -188,5 +251,47 @@ mod tests {
         )
         .await;
         assert!(!ok && why.contains("no answer"), "{why}");
+    }
+
+    /// The request as before (title-case headers, `Host` the address without the port,
+    /// `Connection: close`); a garbage answer is "not an HTTP response"; an answer that
+    /// stalls after its head still passes on its status.
+    #[tokio::test]
+    async fn http_request_and_answers() {
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        let answers: [&[u8]; 3] = [
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        ];
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for a in answers {
+                let (mut c, _) = l.accept().await.unwrap();
+                let mut b = [0u8; 512];
+                let n = c.read(&mut b).await.unwrap();
+                requests.push(String::from_utf8_lossy(&b[..n]).into_owned());
+                c.write_all(a).await.unwrap();
+                // Held open (the stalled body) until the probe is done.
+                let _ = c.read(&mut b).await;
+            }
+            requests
+        });
+        let (ok, why) = probe(lo, &spec(CheckKind::Http, port)).await;
+        assert!(ok && why == "HTTP 204", "{why}");
+        let (ok, why) = probe(lo, &spec(CheckKind::Http, port)).await;
+        assert!(!ok && why.starts_with("not an HTTP response"), "{why}");
+        let (ok, why) = probe(lo, &spec(CheckKind::Http, port)).await;
+        assert!(ok && why == "HTTP 200", "{why}");
+        let requests = server.await.unwrap();
+        for r in &requests {
+            assert!(r.starts_with("GET /health HTTP/1.1\r\n"), "{r}");
+            assert!(r.contains("\r\nHost: 127.0.0.1\r\n"), "{r}");
+            assert!(r.contains("\r\nUser-Agent: sluice-health\r\n"), "{r}");
+            assert!(r.contains("\r\nConnection: close\r\n"), "{r}");
+            assert!(r.ends_with("\r\n\r\n"), "{r}");
+        }
     }
 }

@@ -9,50 +9,22 @@
 //! entry's `desired` is a one-off: in the evaluation that first sees the firing, the count
 //! is set to it (overriding the other policies that round); afterwards they take over.
 
-use chrono_tz::Tz;
-use croner::{
-    Cron,
-    parser::{CronParser, Seconds, Year},
-};
-
 use super::{Opinion, Sample};
 use crate::{autoscale::clock::Time, config::autoscale::CronConfig};
 
-/// Parse a five-field cron expression; the error says what is wrong.
-pub fn parse_schedule(s: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(s)
-        .map_err(|e| {
-            format!(
-                "{s:?} is not a cron expression (minute hour day-of-month month day-of-week): {e}"
-            )
-        })
-}
-
-/// Parse an IANA time-zone name.
-pub fn parse_timezone(s: &str) -> Result<Tz, String> {
-    s.parse::<Tz>().map_err(|_| {
-        format!(
-            "{s:?} is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\", \"America/New_York\")"
-        )
-    })
-}
-
 #[derive(Debug, Clone)]
 struct Entry {
+    /// Its schedule and zone were parsed when the configuration was validated.
     spec: CronConfig,
-    cron: Cron,
-    tz: Tz,
 }
 
 impl Entry {
     /// The last firing at or before `now`.
     fn last_firing(&self, now: Time) -> Option<Time> {
-        let local = now.to_utc().with_timezone(&self.tz);
-        self.cron
+        let local = now.to_utc().with_timezone(&self.spec.timezone.tz());
+        self.spec
+            .schedule
+            .cron()
             .find_previous_occurrence(&local, true)
             .ok()
             .map(|t| Time::from_chrono(&t))
@@ -67,23 +39,11 @@ pub struct Schedules {
 }
 
 impl Schedules {
-    /// Entries whose schedule or zone does not parse are an error (validation has already
-    /// checked them for configurations that loaded).
-    pub fn new(specs: Vec<CronConfig>) -> Result<Self, String> {
-        let entries = specs
-            .into_iter()
-            .map(|spec| {
-                Ok(Entry {
-                    cron: parse_schedule(&spec.schedule)?,
-                    tz: parse_timezone(&spec.timezone)?,
-                    spec,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Self {
-            entries,
+    pub fn new(specs: Vec<CronConfig>) -> Self {
+        Self {
+            entries: specs.into_iter().map(|spec| Entry { spec }).collect(),
             last_eval: None,
-        })
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,7 +81,7 @@ impl Schedules {
             e.timezone,
             fired
                 .to_utc()
-                .with_timezone(&self.entries[i].tz)
+                .with_timezone(&e.timezone.tz())
                 .format("%Y-%m-%d %H:%M %Z")
         );
         if let Some(m) = e.min {
@@ -146,14 +106,18 @@ impl Schedules {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone as _;
+    use chrono_tz::Tz;
 
     use super::*;
-    use crate::autoscale::policy::Metrics;
+    use crate::{
+        autoscale::policy::Metrics,
+        config::autoscale::{CronSchedule, CronZone},
+    };
 
     fn entry(schedule: &str, tz: &str, min: Option<u32>, desired: Option<u32>) -> CronConfig {
         CronConfig {
-            schedule: schedule.to_owned(),
-            timezone: tz.to_owned(),
+            schedule: CronSchedule::parse(schedule).unwrap(),
+            timezone: CronZone::parse(tz).unwrap(),
             min,
             max: None,
             desired,
@@ -176,8 +140,7 @@ mod tests {
         let mut p = Schedules::new(vec![
             entry("0 22 * * *", "Asia/Tokyo", Some(8), Some(10)),
             entry("0 2 * * *", "Asia/Tokyo", Some(2), None),
-        ])
-        .unwrap();
+        ]);
         // 21:59 local: the 02:00 entry (from this morning) is in force.
         let o = p.evaluate(&at(tokyo.with_ymd_and_hms(2025, 6, 1, 21, 59, 0).unwrap()));
         assert_eq!((o.min, o.set), (Some(2), None), "{}", o.reason);
@@ -203,8 +166,7 @@ mod tests {
         let mut p = Schedules::new(vec![
             entry("0 8 * * *", "Europe/Paris", Some(5), None),
             entry("0 20 * * *", "Europe/Paris", Some(1), None),
-        ])
-        .unwrap();
+        ]);
         let utc = |d, h, m| at(chrono::Utc.with_ymd_and_hms(2025, 3, d, h, m, 0).unwrap());
         assert_eq!(p.evaluate(&utc(29, 6, 59)).min, Some(1));
         assert_eq!(p.evaluate(&utc(29, 7, 0)).min, Some(5), "winter: 07:00 UTC");
@@ -214,17 +176,17 @@ mod tests {
 
     #[test]
     fn weekdays_only_and_parse_errors() {
-        let mut p = Schedules::new(vec![entry("30 9 * * MON-FRI", "UTC", Some(4), None)]).unwrap();
+        let mut p = Schedules::new(vec![entry("30 9 * * MON-FRI", "UTC", Some(4), None)]);
         // Saturday 7 June 2025 12:00: Friday's 09:30 is in force.
         let o = p.evaluate(&at(chrono::Utc
             .with_ymd_and_hms(2025, 6, 7, 12, 0, 0)
             .unwrap()));
         assert!(o.reason.contains("2025-06-06 09:30"), "{}", o.reason);
-        assert!(parse_schedule("61 * * * *").is_err());
+        assert!(CronSchedule::parse("61 * * * *").is_err());
         assert!(
-            parse_schedule("0 8 * * * *").is_err(),
+            CronSchedule::parse("0 8 * * * *").is_err(),
             "seconds are not accepted"
         );
-        assert!(parse_timezone("Mars/Olympus").is_err());
+        assert!(CronZone::parse("Mars/Olympus").is_err());
     }
 }
