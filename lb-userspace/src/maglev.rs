@@ -751,6 +751,59 @@ mod tests {
         assert_eq!(permutation("[2001:db8::2]", 251, 42), (194, 103));
     }
 
+    /// FNV-1a 64 of a table's slots (little-endian), to pin large tables in one literal.
+    fn digest(table: &[u32]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in table.iter().flat_map(|v| v.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    #[test]
+    fn tables_are_pinned() {
+        // Recorded with the hand-written SipHash-2-4 this module used before the siphasher
+        // crate: the tables are part of the contract between LB instances (and between a
+        // daemon and the one it replaces), so they must not change with the hash's
+        // implementation. Update these only on purpose.
+        let small = [
+            Entry {
+                name: "10.0.0.1",
+                weight: 1,
+                id: 1,
+            },
+            Entry {
+                name: "10.0.0.2",
+                weight: 2,
+                id: 2,
+            },
+            Entry {
+                name: "[2001:db8::3]",
+                weight: 3,
+                id: 3,
+            },
+        ];
+        assert_eq!(
+            build(&small, 31, 7).unwrap(),
+            [
+                1, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 3, 3, 1, 3, 3, 1, 3, 2,
+                1, 1, 3
+            ]
+        );
+        let names: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}")).collect();
+        let weights: Vec<u32> = (0..10).map(|i| 1 + i % 3).collect();
+        let table = build(&entries(&names, &weights), M, 0).unwrap();
+        assert_eq!(digest(&table), 0x02db_ba7c_981e_ccf2, "10 backends");
+        let names = backend_names(1000);
+        let weights: Vec<u32> = (0..1000).map(|i| 1 + (i * 7) % 50).collect();
+        let table = build(&entries(&names, &weights), M, 3).unwrap();
+        assert_eq!(digest(&table), 0xd40d_aa9c_2a5e_eb2d, "1000 backends");
+        assert_eq!(permutation("a", 13, 0), (7, 12));
+        assert_eq!(permutation("backend-1", M, 0xdead_beef), (28_174, 2_207));
+        assert_eq!(permutation("", 7, 1), (0, 5), "an empty name");
+    }
+
     #[test]
     fn primes() {
         let small: Vec<u32> = (0..60).filter(|&n| is_prime(n)).collect();
