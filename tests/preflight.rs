@@ -12,8 +12,9 @@
 use std::{net::SocketAddr, path::Path, sync::Mutex};
 
 use anyhow::{Context as _, ensure};
+use lb_common::ABI_EPOCH;
 use lb_userspace::{
-    dataplane::{self, ABI_EPOCH, AttachMode, Dataplane, LAYOUT_FILE, Sizes},
+    dataplane::{self, AttachMode, Dataplane, LAYOUT_FILE, Sizes},
     lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon},
 };
 use sluice_tests::{

@@ -97,6 +97,14 @@ pub const BACKEND_F_HAS_MAC: u8 = 2;
 /// from its backend entry alone, without the VIP lookup.
 pub const BACKEND_F_IPIP: u8 = 4;
 
+/// The ABI epoch of the maps: bumped when a map's *meaning* changes while its type and sizes
+/// stay the same (which the daemon's per-map check of pinned maps cannot see). A daemon
+/// refuses to adopt pinned maps saved under another epoch (except the earlier ones it knows
+/// how to upgrade). It lives here, next to the `#[repr(C)]` types it guards, so a change to
+/// their meaning and the bump go together.
+/// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
+pub const ABI_EPOCH: u32 = 2;
+
 /// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -41,7 +41,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use lb_common::{Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names};
+use lb_common::{ABI_EPOCH, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -58,10 +58,6 @@ pub const LINK_PIN: &str = "link";
 pub const LAYOUT_FILE: &str = "layout.json";
 /// Format of the saved layout file.
 const FORMAT: u32 = 1;
-/// Bumped when a map's *meaning* changes while its type and sizes stay the same (which the
-/// per-map check cannot see): a daemon refuses to adopt state saved under another epoch.
-/// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
-pub const ABI_EPOCH: u32 = 2;
 /// Earlier epochs whose pinned maps this build adopts: what it rebuilds its layout from
 /// (VIP ids, table positions, backend addresses, slots, generations) means the same in
 /// them, and what changed is rewritten by the first publish — which writes every backend of
@@ -1321,5 +1317,14 @@ mod tests {
         })
         .unwrap();
         assert_ne!(abi_hash(&bigger), h, "the flow-table size is part of it");
+    }
+
+    #[test]
+    fn the_abi_hash_is_pinned() {
+        // A daemon adopts the maps a previous one pinned only if their fingerprint matches:
+        // this value is what the balancer's maps and `ABI_EPOCH` give today. It changes only
+        // with a map (or the epoch) on purpose; then update it here.
+        let specs = object_specs(Sizes::default()).unwrap();
+        assert_eq!(abi_hash(&specs), "01bae95eab63c4e5");
     }
 }

@@ -28,7 +28,7 @@ use lb_common::{
 };
 
 pub use adopt::{
-    ABI_EPOCH, Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach,
+    Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach,
     object_specs, saved_layout_for,
 };
 pub use attach::{AttachMode, Attached};
