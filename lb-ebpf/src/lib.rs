@@ -3,7 +3,8 @@
 //!
 //! Map of the modules (Katran's split): `parse` turns a frame into a [`parse::Packet`]
 //! view, `flow` keeps connections on their backend, `select` picks a backend for a new
-//! flow, `forward` rewrites the frame (DSR or IPIP), `stats` counts, `balancer` and `decap`
+//! flow, `forward` rewrites the frame (DSR or IPIP), `stats` counts (`track`: what a packet
+//! did to its connection, which `flow` decides and `stats` counts), `balancer` and `decap`
 //! tie them together.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
@@ -19,3 +20,4 @@ pub mod parse;
 pub mod probe;
 pub mod select;
 pub mod stats;
+pub mod track;
