@@ -2237,6 +2237,31 @@ fn fixture_table() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The benchmarks' own object loads on this kernel (its verifier accepts the floor, the
+/// generator and the sink; `fixture_table` loads the balancer's): so the VM matrix, which
+/// runs this file on every kernel, still meets every program of both objects. The floor
+/// swaps the MACs and transmits, the sink drops.
+#[test]
+fn bench_object_loads() -> anyhow::Result<()> {
+    use lb_common::bench::programs as bench;
+    require_root();
+    let mut bo = lb_userspace::dataplane::BenchObject::load()?;
+    let mut frame = vec![0u8; 60];
+    frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xaa]);
+    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xbb]);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    let r = bo.run_frame(bench::FLOOR_TX, &frame, 0)?;
+    assert_eq!(r.action, XDP_TX, "floor: XDP_TX");
+    assert_eq!(r.frame[..6], frame[6..12], "floor: MACs swapped");
+    assert_eq!(r.frame[6..12], frame[..6], "floor: MACs swapped");
+    assert_eq!(
+        bo.run_frame(bench::SINK, &frame, 0)?.action,
+        XDP_DROP,
+        "sink"
+    );
+    Ok(())
+}
+
 /// The frame sluice must send for a raw, untagged `frame` (an ICMP error) that goes along
 /// the flow `key` to `backend` of `v`: DSR rewrites the MACs; IPIP wraps the IP packet as
 /// the flow's own packets are wrapped (outer source and flow label from the flow's hash;
