@@ -83,16 +83,13 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
 #[test]
 fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
     use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
-    use lb_common::programs;
-    use sluice_dataplane::{Dataplane, Sizes, VipIdent};
+    use lb_common::bench::programs;
+    use sluice_dataplane::{BenchObject, VipIdent};
     use sluice_lab::bench::{frame::Frame, throughput::template, traffic};
     use std::net::IpAddr;
 
     require_root();
-    let mut dp = Dataplane::load(Sizes {
-        flow_entries: 1024,
-        table_slots: 1024,
-    })?;
+    let mut bo = BenchObject::load()?;
     let cases: [(&str, &str, u8); 4] = [
         ("100.64.0.0", "10.0.0.1", lb_common::PROTO_TCP),
         ("100.64.255.255", "10.0.0.1", lb_common::PROTO_UDP),
@@ -111,10 +108,10 @@ fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
             IpAddr::V4(a) => u32::from(a),
             IpAddr::V6(a) => u128::from(a) as u32,
         });
-        traffic::configure(&mut dp, &t, 200_000)?;
-        traffic::set_counter(&mut dp, 63_998)?;
+        traffic::configure(&mut bo, &t, 200_000)?;
+        traffic::set_counter(&mut bo, 63_998)?;
         for i in 63_998u32..64_003 {
-            let r = dp.run_frame(programs::GEN, &t.bytes, 0)?;
+            let r = bo.run_frame(programs::GEN, &t.bytes, 0)?;
             assert_eq!(r.action, 3, "XDP_TX");
             let h = PacketHeaders::from_ethernet_slice(&r.frame)?;
             let payload = h.payload.slice();

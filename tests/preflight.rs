@@ -12,7 +12,8 @@
 use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context as _, ensure};
-use sluice_dataplane::{self as dataplane, ABI_EPOCH, AttachMode, Dataplane, LAYOUT_FILE, Sizes};
+use lb_common::ABI_EPOCH;
+use sluice_dataplane::{self as dataplane, AttachMode, Dataplane, LAYOUT_FILE, Sizes};
 use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon};
 use sluice_tests::{
     conn::{Held, echo_all, xdp_prog},

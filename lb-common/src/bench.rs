@@ -1,7 +1,18 @@
 //! Benchmark helpers shared by the kernel and `sluice bench`/`sluice gen`: the traffic
-//! generator's settings and the names of the maps only the benchmark programs use.
+//! generator's settings and the names of the programs and maps of the benchmarks' own eBPF
+//! object (`sluice-bench-ebpf`, apart from the balancer's).
 
-/// Names of the benchmark maps in the eBPF object.
+/// Names of the programs in the benchmarks' eBPF object.
+pub mod programs {
+    /// A floor for benchmarks: swap MACs and `XDP_TX`.
+    pub const FLOOR_TX: &str = "sluice_floor_tx";
+    /// The live-frames traffic generator (rewrites its template per flow, `XDP_TX`).
+    pub const GEN: &str = "sluice_gen";
+    /// Count the frame (`SINK_COUNT`) and `XDP_DROP` it.
+    pub const SINK: &str = "sluice_sink";
+}
+
+/// Names of the maps in the benchmarks' eBPF object.
 pub mod names {
     /// `GenConfig`, one entry.
     pub const GEN_CONFIG: &str = "GEN_CONFIG";

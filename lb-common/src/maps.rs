@@ -1,6 +1,6 @@
 //! Map names, capacities, keys and values.
 
-/// Names of the maps in the eBPF object, as userspace looks them up.
+/// Names of the maps in the balancer's eBPF object, as userspace looks them up.
 pub mod names {
     pub const VIPS: &str = "VIPS";
     pub const BACKENDS: &str = "BACKENDS";
@@ -15,24 +15,17 @@ pub mod names {
     pub const ICMP_LIMIT: &str = "ICMP_LIMIT";
 }
 
-/// Names of the programs in the eBPF object.
+/// Names of the programs in the balancer's eBPF object (`sluice-ebpf`).
 pub mod programs {
     /// The load balancer itself.
     pub const BALANCER: &str = "sluice_lb";
     /// The backend-side IPIP/IP6IP6 decapsulation.
     pub const DECAP: &str = "sluice_decap";
-    /// A floor for benchmarks: swap MACs and `XDP_TX`.
-    pub const FLOOR_TX: &str = "sluice_floor_tx";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
     /// Health probes through the forwarding path, to the backend the IP header names (IPv4
     /// identification / IPv6 flow label).
     pub const PROBE: &str = "sluice_probe";
-    /// Benchmarks: the live-frames traffic generator (rewrites its template per flow,
-    /// `XDP_TX`).
-    pub const GEN: &str = "sluice_gen";
-    /// Benchmarks: count the frame (`SINK_COUNT`) and `XDP_DROP` it.
-    pub const SINK: &str = "sluice_sink";
 }
 
 /// Most VIPs one daemon serves (`VIPS` map size; VIP ids are `0..MAX_VIPS`).
@@ -96,6 +89,14 @@ pub const BACKEND_F_HAS_MAC: u8 = 2;
 /// `Backend::flags`: its VIP forwards with IPIP (else DSR). An established flow is forwarded
 /// from its backend entry alone, without the VIP lookup.
 pub const BACKEND_F_IPIP: u8 = 4;
+
+/// The ABI epoch of the maps: bumped when a map's *meaning* changes while its type and sizes
+/// stay the same (which the daemon's per-map check of pinned maps cannot see). A daemon
+/// refuses to adopt pinned maps saved under another epoch (except the earlier ones it knows
+/// how to upgrade). It lives here, next to the `#[repr(C)]` types it guards, so a change to
+/// their meaning and the bump go together.
+/// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
+pub const ABI_EPOCH: u32 = 2;
 
 /// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
 #[repr(C)]

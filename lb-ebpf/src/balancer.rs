@@ -14,6 +14,7 @@ use crate::{
     maps::{CONFIG, VIPS},
     parse::{self, ETH_P_IP, TCP_RST},
     select, stats,
+    track::Track,
 };
 
 /// Entry point: one verdict per frame, every outcome counted once.
@@ -97,7 +98,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
                 reason::PASS_NOT_VIP
             });
         };
-        Some((id, b, flow::Track::Same))
+        Some((id, b, Track::Same))
     } else {
         flow::lookup(&pkt.key, pkt.tcp_flags)
     };
@@ -130,7 +131,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         None if pkt.tcp_flags & TCP_RST == 0 => {
             flow::insert(&pkt.key, id, backend.generation, pkt.tcp_flags)
         }
-        None => flow::Track::Same,
+        None => Track::Same,
     };
     stats::forwarded(vip_id, id, bytes, track);
     // One reason per frame: a forwarded ICMP error, a SYN whose MSS was clamped, or how it

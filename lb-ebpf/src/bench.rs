@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext};
 use network_types::eth::EthHdr;
 
-use crate::parse::{copy_mac, ptr_at};
+use crate::frame::{copy_mac, ptr_at};
 
 /// Swap the MACs and send the frame back: the least work an XDP forwarder can do.
 #[inline(always)]

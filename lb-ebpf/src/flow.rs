@@ -11,20 +11,9 @@ use lb_common::{
 use crate::{
     maps::{BACKENDS, FLOWS},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    stats,
+    track::Track,
 };
-
-/// What one packet did to its connection's tracking state.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Track {
-    /// Nothing that changes the active count.
-    Same,
-    /// The connection opened (new flow, or a SYN reusing a closing flow's 5-tuple).
-    Opened,
-    /// The first FIN/RST of an open connection.
-    Closed,
-    /// A new flow whose very first packet is a FIN (opened and closed at once).
-    OpenedClosed,
-}
 
 /// Now, in `FLOW_TIME_SHIFT` ticks of the coarse monotonic clock.
 #[inline(always)]
@@ -55,7 +44,7 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend, Tr
         if state == FLOW_OPEN
             && let Some(old) = same
         {
-            crate::stats::closed(old.vip_id, id);
+            stats::closed(old.vip_id, id);
         }
         return None;
     };

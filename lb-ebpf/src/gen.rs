@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use lb_common::bench::{GEN_MAX_OFFSET, GenConfig};
 
-use crate::parse::ptr_at;
+use crate::frame::ptr_at;
 
 /// The generator's settings (one entry, written by `sluice gen`/`sluice bench`).
 #[map]

@@ -1,4 +1,6 @@
-//! The XDP programs of sluice: entry points only (logic lives in the library).
+//! The XDP programs of sluice's balancer object (`sluice-ebpf`): entry points only (logic
+//! lives in the library). Only what production runs is here; the benchmarks' programs and
+//! maps are in their own object (`sluice-bench-ebpf`, `bin/sluice-bench-ebpf.rs`).
 #![no_std]
 #![no_main]
 
@@ -14,24 +16,6 @@ pub fn sluice_lb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn sluice_decap(ctx: XdpContext) -> u32 {
     lb_ebpf::decap::run(&ctx)
-}
-
-/// Benchmark floor: swap MACs, `XDP_TX`.
-#[xdp]
-pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
-    lb_ebpf::bench::floor_tx(&ctx)
-}
-
-/// Benchmarks: the live-frames traffic generator (`BPF_PROG_TEST_RUN`, `XDP_TX`).
-#[xdp]
-pub fn sluice_gen(ctx: XdpContext) -> u32 {
-    lb_ebpf::r#gen::run(&ctx)
-}
-
-/// Benchmarks: count and drop (the far end of a throughput run).
-#[xdp]
-pub fn sluice_sink(_ctx: XdpContext) -> u32 {
-    lb_ebpf::bench::sink()
 }
 
 /// Health probes through the forwarding path (run by the daemon with live frames).

@@ -1,4 +1,5 @@
-//! Every map of the object. The daemon is their only writer (besides this program's own
+//! Every map of the balancer's object (the benchmarks' own maps are in `bench` and `gen`,
+//! in their object). The daemon is their only writer (besides this program's own
 //! flow inserts and counters); names and value types come from `lb-common`.
 
 use aya_ebpf::{

@@ -3,8 +3,8 @@
 use lb_common::Counters;
 
 use crate::{
-    flow::Track,
     maps::{BACKEND_STATS, REASONS, VIP_STATS},
+    track::Track,
 };
 
 /// Count one packet for `reason`.

@@ -1,5 +1,6 @@
-//! Builds the eBPF object (`lb-ebpf`, for the BPF target, on the nightly toolchain with
-//! bpf-linker) into OUT_DIR so `dataplane` can embed it. `cargo xtask setup` installs what
+//! Builds the eBPF objects (every binary of `lb-ebpf`, for the BPF target, on the nightly
+//! toolchain with bpf-linker) into OUT_DIR so `dataplane` can embed them: the balancer's
+//! `sluice-ebpf` and the benchmarks' `sluice-bench-ebpf`. `cargo xtask setup` installs what
 //! this needs.
 use aya_build::{Package, Toolchain};
 

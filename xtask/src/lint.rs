@@ -69,7 +69,8 @@ pub fn clippy(args: &ClippyArgs) -> anyhow::Result<()> {
 }
 
 /// `lb-ebpf` as aya-build compiles it (see aya-build's `build_ebpf`): the `build-ebpf` feature
-/// (which enables the `sluice-ebpf` binary), `-Z build-std=core` on nightly, and
+/// (which enables its two binaries, the balancer's object `sluice-ebpf` and the benchmarks'
+/// `sluice-bench-ebpf`, whose modules only `--bins` lints), `-Z build-std=core` on nightly, and
 /// `--cfg bpf_target_arch` set to the host's architecture. Only `--lib --bins`: test targets
 /// need `std`, which the BPF target does not have (the host run lints those).
 fn ebpf_clippy() -> Command {

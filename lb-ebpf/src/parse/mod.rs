@@ -13,24 +13,7 @@ use lb_common::FlowKey;
 pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
 pub use l3::ipv4_checksum_ok;
 
-/// A bounds-checked pointer to a `T` at `offset` bytes into the frame, or `None` if the
-/// frame is shorter than `offset + size_of::<T>()`.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + size_of::<T>() > end {
-        return None;
-    }
-    Some((start + offset) as *mut T)
-}
-
-/// A MAC address copied byte by byte: a plain array copy out of packet memory can become
-/// a `memcpy` call whose packet bounds the verifier does not follow.
-#[inline(always)]
-pub fn copy_mac(m: &[u8; 6]) -> [u8; 6] {
-    [m[0], m[1], m[2], m[3], m[4], m[5]]
-}
+pub use crate::frame::{copy_mac, ptr_at};
 
 /// Write an Ethernet header (and, with `vlan`, a VLAN tag: its TPID and TCI as found in the
 /// frame, so 802.1Q and 802.1ad tags both survive) at the start of the frame, announcing

@@ -17,11 +17,12 @@
 //!
 //! `h1` and `h2` are SipHash-2-4 (Aumasson and Bernstein, 2012) of the UTF-8 bytes of the
 //! name, with the 128-bit key `(seed, OFFSET_KEY)` and `(seed, SKIP_KEY)`: two independent,
-//! seeded, well-distributed 64-bit hashes. It is implemented here (≈ 30 lines, no new crate)
-//! and pinned by the reference test vectors of the SipHash paper, because the hash is part of
-//! the on-wire contract between LB instances: it must never change with a Rust release
-//! (which rules out `DefaultHasher`/`RandomState`) or with a crate upgrade. Names are short
-//! and there are at most a few thousand per table, so its speed is irrelevant here.
+//! seeded, well-distributed 64-bit hashes, from the siphasher crate (the field's standard
+//! SipHash implementation). The hash is part of the on-wire contract between LB instances:
+//! it must never change with a Rust release (which rules out `DefaultHasher`/`RandomState`)
+//! or with a crate upgrade, so the tests pin it by the reference vectors of the SipHash
+//! paper and pin whole tables built with it. Names are short and there are at most a few
+//! thousand per table, so its speed is irrelevant here.
 //!
 //! # Weights
 //!
@@ -304,49 +305,10 @@ fn endgame_threshold(size: u32) -> u32 {
     size.isqrt()
 }
 
-/// SipHash-2-4 of `data` under the 128-bit key `(k0, k1)`.
+/// SipHash-2-4 of `data` under the 128-bit key `(k0, k1)` (the siphasher crate; pinned by
+/// the reference vectors and `tables_are_pinned` in the tests).
 fn siphash24(k0: u64, k1: u64, data: &[u8]) -> u64 {
-    #[inline(always)]
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let (blocks, tail) = data.as_chunks::<8>();
-    for block in blocks {
-        let m = u64::from_le_bytes(*block);
-        v[3] ^= m;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= m;
-    }
-    let mut last = [0u8; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    // The length modulo 256 goes into the top byte, as the specification says.
-    last[7] = data.len() as u8;
-    let m = u64::from_le_bytes(last);
-    v[3] ^= m;
-    round(&mut v);
-    round(&mut v);
-    v[0] ^= m;
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    siphasher::sip::SipHasher24::new_with_keys(k0, k1).hash(data)
 }
 
 /// `(a + m − back) mod m` for `a < m` and `0 < back ≤ m`, without overflow for any `m`, and
@@ -749,6 +711,59 @@ mod tests {
         assert_eq!(permutation("10.0.0.2", M, 0), (32_270, 53_909));
         assert_eq!(permutation("10.0.0.2", M, 1), (41_726, 49_070));
         assert_eq!(permutation("[2001:db8::2]", 251, 42), (194, 103));
+    }
+
+    /// FNV-1a 64 of a table's slots (little-endian), to pin large tables in one literal.
+    fn digest(table: &[u32]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in table.iter().flat_map(|v| v.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    #[test]
+    fn tables_are_pinned() {
+        // Recorded with the hand-written SipHash-2-4 this module used before the siphasher
+        // crate: the tables are part of the contract between LB instances (and between a
+        // daemon and the one it replaces), so they must not change with the hash's
+        // implementation. Update these only on purpose.
+        let small = [
+            Entry {
+                name: "10.0.0.1",
+                weight: 1,
+                id: 1,
+            },
+            Entry {
+                name: "10.0.0.2",
+                weight: 2,
+                id: 2,
+            },
+            Entry {
+                name: "[2001:db8::3]",
+                weight: 3,
+                id: 3,
+            },
+        ];
+        assert_eq!(
+            build(&small, 31, 7).unwrap(),
+            [
+                1, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 3, 3, 1, 3, 3, 1, 3, 2,
+                1, 1, 3
+            ]
+        );
+        let names: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}")).collect();
+        let weights: Vec<u32> = (0..10).map(|i| 1 + i % 3).collect();
+        let table = build(&entries(&names, &weights), M, 0).unwrap();
+        assert_eq!(digest(&table), 0x02db_ba7c_981e_ccf2, "10 backends");
+        let names = backend_names(1000);
+        let weights: Vec<u32> = (0..1000).map(|i| 1 + (i * 7) % 50).collect();
+        let table = build(&entries(&names, &weights), M, 3).unwrap();
+        assert_eq!(digest(&table), 0xd40d_aa9c_2a5e_eb2d, "1000 backends");
+        assert_eq!(permutation("a", 13, 0), (7, 12));
+        assert_eq!(permutation("backend-1", M, 0xdead_beef), (28_174, 2_207));
+        assert_eq!(permutation("", 7, 1), (0, 5), "an empty name");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Restarts and upgrades without dropping a flow.
 //!
-//! `sluice run` pins every map of the balancer (every map of the object except the
-//! benchmark-only ones, `lb_common::bench::names`) in its pin directory
+//! `sluice run` pins every map of the balancer (every map of its object; the benchmarks'
+//! maps are in an object of their own, [`super::BenchObject`]) in its pin directory
 //! (`daemon.pin_dir`, by default `/sys/fs/bpf/sluice/<interface>`), and the balancer's XDP
 //! attachment as a pinned `bpf_link` (`<pin dir>/link`). When the daemon stops, all of
 //! that stays: the program keeps forwarding with the last published state, and every flow
@@ -41,7 +41,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use lb_common::{Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names};
+use lb_common::{
+    ABI_EPOCH, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -58,10 +60,6 @@ pub const LINK_PIN: &str = "link";
 pub const LAYOUT_FILE: &str = "layout.json";
 /// Format of the saved layout file.
 const FORMAT: u32 = 1;
-/// Bumped when a map's *meaning* changes while its type and sizes stay the same (which the
-/// per-map check cannot see): a daemon refuses to adopt state saved under another epoch.
-/// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
-pub const ABI_EPOCH: u32 = 2;
 /// Earlier epochs whose pinned maps this build adopts: what it rebuilds its layout from
 /// (VIP ids, table positions, backend addresses, slots, generations) means the same in
 /// them, and what changed is rewritten by the first publish — which writes every backend of
@@ -121,22 +119,17 @@ pub struct MapSpec {
     pub flags: u32,
 }
 
-/// The maps the balancer pins: every map of the object but the benchmark-only ones and
-/// data sections, with the entry counts `sizes` gives `FLOWS` and `TABLES` at load.
+/// The maps the balancer pins: every map of its object but data sections, with the entry
+/// counts `sizes` gives `FLOWS` and `TABLES` at load.
 pub fn object_specs(sizes: Sizes) -> Result<Vec<MapSpec>, DataplaneError> {
     let obj = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Pins {
         dir: PathBuf::new(),
         message: format!("parsing the eBPF object: {e}"),
     })?;
-    let bench = [
-        lb_common::bench::names::GEN_CONFIG,
-        lb_common::bench::names::GEN_COUNTER,
-        lb_common::bench::names::SINK_COUNT,
-    ];
     let mut specs: Vec<MapSpec> = obj
         .maps
         .iter()
-        .filter(|(name, _)| !name.starts_with('.') && !bench.contains(&name.as_str()))
+        .filter(|(name, _)| !name.starts_with('.'))
         .map(|(name, m)| MapSpec {
             name: name.clone(),
             map_type: m.map_type(),
@@ -1318,12 +1311,16 @@ mod tests {
         ] {
             assert!(specs.iter().any(|s| s.name == name), "{name} not pinned");
         }
-        assert!(
-            !specs
-                .iter()
-                .any(|s| s.name == lb_common::bench::names::GEN_CONFIG),
-            "benchmark maps are not the balancer's"
-        );
+        for name in [
+            lb_common::bench::names::GEN_CONFIG,
+            lb_common::bench::names::GEN_COUNTER,
+            lb_common::bench::names::SINK_COUNT,
+        ] {
+            assert!(
+                !specs.iter().any(|s| s.name == name),
+                "{name}: benchmark maps are not the balancer's"
+            );
+        }
         let h = abi_hash(&specs);
         assert_eq!(h, abi_hash(&specs), "stable");
         let mut other = specs.clone();
@@ -1335,5 +1332,14 @@ mod tests {
         })
         .unwrap();
         assert_ne!(abi_hash(&bigger), h, "the flow-table size is part of it");
+    }
+
+    #[test]
+    fn the_abi_hash_is_pinned() {
+        // A daemon adopts the maps a previous one pinned only if their fingerprint matches:
+        // this value is what the balancer's maps and `ABI_EPOCH` give today. It changes only
+        // with a map (or the epoch) on purpose; then update it here.
+        let specs = object_specs(Sizes::default()).unwrap();
+        assert_eq!(abi_hash(&specs), "01bae95eab63c4e5");
     }
 }

@@ -1,4 +1,5 @@
-//! The data plane's only owner: loads the eBPF object, attaches programs, publishes the
+//! The data plane's only owner: loads the balancer's eBPF object (and, for the benchmarks,
+//! their own: [`BenchObject`]), attaches programs, publishes the
 //! desired state into the maps (tables built in userspace, written to the inactive half,
 //! flipped with one `VIPS` update), reads counters, and runs programs on synthetic frames
 //! through `BPF_PROG_TEST_RUN` (fixtures, `lookup`, benchmarks).
@@ -7,6 +8,8 @@ mod adopt;
 pub mod atomic_file;
 mod attach;
 mod batch;
+#[cfg(feature = "test-helpers")]
+mod bench_object;
 pub mod conntrack;
 pub mod iface;
 mod layout;
@@ -29,10 +32,12 @@ use lb_common::{
 };
 
 pub use adopt::{
-    ABI_EPOCH, Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach,
-    object_specs, saved_layout_for,
+    Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach, object_specs,
+    saved_layout_for,
 };
 pub use attach::{AttachMode, Attached};
+#[cfg(feature = "test-helpers")]
+pub use bench_object::{BENCH_OBJECT, BENCH_PROGRAMS, BenchObject};
 pub use publish::PublishReport;
 pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 use sluice_core::{maglev, sched};
@@ -40,7 +45,8 @@ pub use testrun::RunResult;
 
 use self::{layout::Layout, tables::TableMem};
 
-/// The compiled eBPF object, embedded at build time by `build.rs` (aya-build).
+/// The balancer's compiled eBPF object, embedded at build time by `build.rs` (aya-build).
+/// The benchmarks' programs are in their own object ([`BENCH_OBJECT`]).
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-ebpf"));
 
@@ -203,10 +209,7 @@ fn take_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 pub const ALL_PROGRAMS: &[&str] = &[
     programs::BALANCER,
     programs::DECAP,
-    programs::FLOOR_TX,
     programs::PASS,
-    programs::GEN,
-    programs::SINK,
     programs::PROBE,
 ];
 
@@ -291,13 +294,6 @@ impl Dataplane {
     #[cfg(feature = "test-helpers")]
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
-    }
-
-    /// The loaded object, mutably: the benchmark-only maps (`lb_common::bench::names`),
-    /// which the balancer does not use. Only with the `test-helpers` feature.
-    #[cfg(feature = "test-helpers")]
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
     }
 
     /// Per-reason packet counts, summed over CPUs, indexed by `lb_common::reason` code.

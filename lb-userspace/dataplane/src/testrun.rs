@@ -2,7 +2,7 @@
 //! fixtures, `sluice lookup` and the per-packet benchmark all go through here, so they
 //! exercise the real program, not a second implementation.
 
-use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 
 use super::{Dataplane, DataplaneError};
 
@@ -37,26 +37,35 @@ impl Dataplane {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<RunResult, DataplaneError> {
-        let prog = self.program(program)?;
-        let mut out = vec![0u8; frame.len() + GROWTH];
-        let md = xdp_md(frame.len(), ingress_ifindex);
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: (ingress_ifindex != 0).then_some(&md[..]),
-            repeat: 1,
-            ..TestRunOptions::default()
-        };
-        let r = prog
-            .test_run(opts)
-            .map_err(|source| DataplaneError::TestRun { program, source })?;
-        out.truncate(r.data_size_out as usize);
-        Ok(RunResult {
-            action: r.return_value,
-            frame: out,
-            duration_ns: r.duration.as_nanos() as u64,
-        })
+        run_frame(self.program(program)?, program, frame, ingress_ifindex)
     }
+}
+
+/// [`Dataplane::run_frame`] for a loaded program of any object.
+pub(super) fn run_frame(
+    prog: &Xdp,
+    program: &'static str,
+    frame: &[u8],
+    ingress_ifindex: u32,
+) -> Result<RunResult, DataplaneError> {
+    let mut out = vec![0u8; frame.len() + GROWTH];
+    let md = xdp_md(frame.len(), ingress_ifindex);
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: (ingress_ifindex != 0).then_some(&md[..]),
+        repeat: 1,
+        ..TestRunOptions::default()
+    };
+    let r = prog
+        .test_run(opts)
+        .map_err(|source| DataplaneError::TestRun { program, source })?;
+    out.truncate(r.data_size_out as usize);
+    Ok(RunResult {
+        action: r.return_value,
+        frame: out,
+        duration_ns: r.duration.as_nanos() as u64,
+    })
 }
 
 impl Dataplane {

@@ -11,7 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail, ensure};
-use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs};
+use lb_common::{
+    MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, bench::programs as bench_programs, programs,
+};
 use serde::Serialize;
 
 use super::{
@@ -19,7 +21,9 @@ use super::{
     netns,
     run::{self, XDP_PASS, XDP_TX},
 };
-use crate::dataplane::{Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent};
+use crate::dataplane::{
+    BenchObject, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
+};
 
 /// The LB interface's MAC in the benchmark namespace.
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
@@ -355,6 +359,8 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     let mut dp = Dataplane::load(sizes).context("loading the eBPF object")?;
     dp.publish(&desired())
         .context("publishing the benchmark VIPs")?;
+    // The floor every case is paired with.
+    let bo = BenchObject::load().context("loading the benchmark object")?;
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
 
@@ -475,11 +481,12 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
             _ => dp.clear_flows()?,
         }
         tracing::info!(case = def.name, calls = opts.calls, "measuring");
-        let (case, mut floor) = measure(&dp, def, opts.calls, ifindex)?;
+        let (case, mut floor) = measure(&dp, &bo, def, opts.calls, ifindex)?;
         all_floor.append(&mut floor);
         cases.push(case);
     }
     drop(dp);
+    drop(bo);
     Ok(Report {
         cpu: opts.cpu,
         calls_per_case: opts.calls,
@@ -543,12 +550,13 @@ pub fn prefill(
 /// Warm up, then measure `calls` calls of the balancer, each paired with one of the floor.
 fn measure(
     dp: &Dataplane,
+    bo: &BenchObject,
     def: &Def,
     calls: u32,
     ifindex: u32,
 ) -> anyhow::Result<(Case, Vec<u64>)> {
     let lb = run::xdp(dp.ebpf(), programs::BALANCER)?;
-    let floor = run::xdp(dp.ebpf(), programs::FLOOR_TX)?;
+    let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
     let mut f = def.template.clone();
     let md = run::xdp_md(f.bytes.len(), ifindex);
     let base = base_of(&f);

@@ -27,7 +27,9 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::ensure;
-use lb_common::{MODE_DSR, PROTO_TCP, PROTO_UDP, programs, reason};
+use lb_common::{
+    MODE_DSR, PROTO_TCP, PROTO_UDP, bench::programs as bench_programs, programs, reason,
+};
 use serde::Serialize;
 
 use super::{
@@ -36,7 +38,8 @@ use super::{
     netns, packet, pktgen, traffic,
 };
 use crate::dataplane::{
-    AttachMode, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
+    AttachMode, BenchObject, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes,
+    VipIdent,
 };
 
 const GEN_IF: &str = "tg0";
@@ -228,9 +231,9 @@ impl Source {
         }
     }
 
-    fn set_flows(&mut self, dp: &mut Dataplane, flows: u32) -> anyhow::Result<()> {
+    fn set_flows(&mut self, bo: &mut BenchObject, flows: u32) -> anyhow::Result<()> {
         match self {
-            Self::Live { frame, .. } => traffic::configure(dp, frame, flows),
+            Self::Live { frame, .. } => traffic::configure(bo, frame, flows),
             Self::Pktgen { session, traffic } => {
                 traffic.flows = flows;
                 session.apply(&pktgen::device_commands(traffic)?)
@@ -238,13 +241,13 @@ impl Source {
         }
     }
 
-    fn send(&self, dp: &Dataplane, packets: u64, max: Duration) -> anyhow::Result<Sent> {
+    fn send(&self, bo: &BenchObject, packets: u64, max: Duration) -> anyhow::Result<Sent> {
         match self {
             Self::Live { frame, ifindex } => {
-                let g0 = traffic::generated(dp)?;
-                let s = traffic::send(dp, frame, *ifindex, traffic::DEFAULT_BATCH, packets, max)?;
+                let g0 = traffic::generated(bo)?;
+                let s = traffic::send(bo, frame, *ifindex, traffic::DEFAULT_BATCH, packets, max)?;
                 Ok(Sent {
-                    generated: traffic::generated(dp)? - g0,
+                    generated: traffic::generated(bo)? - g0,
                     refused: 0,
                     seconds: s.seconds,
                 })
@@ -292,6 +295,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         flow_entries: packet::flow_entries_for(u64::from(max_flows), 1),
         ..Sizes::default()
     })?;
+    // The floor, the sink and the generator.
+    let mut bo = BenchObject::load()?;
     // Removes its device from pktgen when dropped, on every path out of here.
     let mut source = Source::open(opts.generator.kind, opts.cpu, gen_if)?;
     let vip = source.vip();
@@ -303,13 +308,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let mut summary = Vec::new();
     let mut mode = String::new();
     for &flows in &opts.flows {
-        source.set_flows(&mut dp, flows)?;
+        source.set_flows(&mut bo, flows)?;
         dp.clear_flows()?;
         let mut pps: [Vec<f64>; 3] = Default::default();
         let mut new_flows_measured = 0;
         for round in 0..opts.rounds.max(1) {
             for (k, config) in CONFIGS.into_iter().enumerate() {
-                let r = measure(&mut dp, &source, vip_id, config, flows, opts)?;
+                let r = measure(&mut dp, &mut bo, &source, vip_id, config, flows, opts)?;
                 mode.clone_from(&r.1);
                 new_flows_measured += r.2;
                 pps[k].push(r.0.pps);
@@ -372,6 +377,7 @@ fn settled(mut read: impl FnMut() -> anyhow::Result<u64>) -> anyhow::Result<u64>
 /// took, and the flows sluice opened while measuring.
 fn measure(
     dp: &mut Dataplane,
+    bo: &mut BenchObject,
     source: &Source,
     vip_id: u32,
     config: &'static str,
@@ -379,35 +385,43 @@ fn measure(
     opts: &Options,
 ) -> anyhow::Result<(Run, String, u64)> {
     dp.detach_all()?;
+    bo.detach_all()?;
+    // The balancer is in the balancer's object, the floor and the sink in the benchmarks'.
     let (far, near) = match config {
-        "sluice" => (programs::BALANCER, Some(programs::SINK)),
-        "floor_tx" => (programs::FLOOR_TX, Some(programs::SINK)),
-        _ => (programs::SINK, None),
+        "sluice" => (programs::BALANCER, Some(bench_programs::SINK)),
+        "floor_tx" => (bench_programs::FLOOR_TX, Some(bench_programs::SINK)),
+        _ => (bench_programs::SINK, None),
     };
     // The receiving end first, so nothing sent back is lost.
     if let Some(p) = near {
-        dp.attach(p, GEN_IF, AttachMode::Native)?;
+        bo.attach(p, GEN_IF, AttachMode::Native)?;
     }
-    let mode = format!("{:?}", dp.attach(far, LB_IF, AttachMode::Native)?);
+    let got = if far == programs::BALANCER {
+        dp.attach(far, LB_IF, AttachMode::Native)?
+    } else {
+        bo.attach(far, LB_IF, AttachMode::Native)?
+    };
+    let mode = format!("{got:?}");
     let max = Duration::from_secs_f64(opts.max_seconds);
     // Warm-up: every flow once (for sluice: into the flow table), and then some.
     let warm = u64::from(flows) + opts.packets / 20;
-    source.send(dp, warm, max)?;
-    let processed_now = |dp: &Dataplane| match config {
+    source.send(bo, warm, max)?;
+    let processed_now = |dp: &Dataplane, bo: &BenchObject| match config {
         "sluice" => reasons_total(dp),
-        _ => traffic::sunk(dp),
+        _ => traffic::sunk(bo),
     };
-    let (p0, s0) = (settled(|| processed_now(dp))?, traffic::sunk(dp)?);
+    let (p0, s0) = (settled(|| processed_now(dp, bo))?, traffic::sunk(bo)?);
     let nf0 = dp.vip_counters(vip_id)?.new_flows;
     tracing::info!(config, flows, "measuring throughput");
-    let sent = source.send(dp, opts.packets, max)?;
-    let processed = settled(|| processed_now(dp))? - p0;
-    let sunk = traffic::sunk(dp)? - s0;
+    let sent = source.send(bo, opts.packets, max)?;
+    let processed = settled(|| processed_now(dp, bo))? - p0;
+    let sunk = traffic::sunk(bo)? - s0;
     let opened = match config {
         "sluice" => dp.vip_counters(vip_id)?.new_flows - nf0,
         _ => 0,
     };
     dp.detach_all()?;
+    bo.detach_all()?;
     let pps = processed as f64 / sent.seconds;
     Ok((
         Run {

@@ -14,16 +14,13 @@ use aya::{
     maps::{Array, PerCpuArray, PerCpuValues},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions},
 };
-use lb_common::{
-    bench::{GEN_MAX_OFFSET, GenConfig, names},
-    programs,
-};
+use lb_common::bench::{GEN_MAX_OFFSET, GenConfig, names, programs};
 
 use super::{
     frame::{FIRST_PORT, Frame, PORTS_PER_ADDR},
     run,
 };
-use crate::dataplane::Dataplane;
+use crate::dataplane::BenchObject;
 
 /// Frames per batch the kernel builds and flushes at once (its maximum is 256).
 pub const DEFAULT_BATCH: u32 = 64;
@@ -41,7 +38,7 @@ fn off(v: usize) -> anyhow::Result<u32> {
 
 /// Tell `sluice_gen` how to turn `template` into `flows` flows (flow 0 is the template's
 /// own source address with port `FIRST_PORT`).
-pub fn configure(dp: &mut Dataplane, template: &Frame, flows: u32) -> anyhow::Result<()> {
+pub fn configure(bo: &mut BenchObject, template: &Frame, flows: u32) -> anyhow::Result<()> {
     anyhow::ensure!(flows > 0, "at least one flow");
     let a = template.addr_off();
     let base = u32::from_be_bytes(template.bytes[a..a + 4].try_into()?);
@@ -57,21 +54,21 @@ pub fn configure(dp: &mut Dataplane, template: &Frame, flows: u32) -> anyhow::Re
         udp: u32::from(template.is_udp()),
         _pad: 0,
     };
-    let map = dp
+    let map = bo
         .ebpf_mut()
         .map_mut(names::GEN_CONFIG)
-        .context("GEN_CONFIG missing from the eBPF object")?;
+        .context("GEN_CONFIG missing from the benchmark object")?;
     let mut arr: Array<_, GenConfig> = Array::try_from(map)?;
     arr.set(0, cfg, 0)?;
     Ok(())
 }
 
-/// A per-CPU `u64` counter of the object, summed.
-fn per_cpu_sum(dp: &Dataplane, name: &'static str) -> anyhow::Result<u64> {
-    let map = dp
+/// A per-CPU `u64` counter of the benchmark object, summed.
+fn per_cpu_sum(bo: &BenchObject, name: &'static str) -> anyhow::Result<u64> {
+    let map = bo
         .ebpf()
         .map(name)
-        .with_context(|| format!("{name} missing from the eBPF object"))?;
+        .with_context(|| format!("{name} missing from the benchmark object"))?;
     let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
     let v: PerCpuValues<u64> = arr.get(&0, 0)?;
     Ok(v.iter().sum())
@@ -79,11 +76,11 @@ fn per_cpu_sum(dp: &Dataplane, name: &'static str) -> anyhow::Result<u64> {
 
 /// Set the generator's packet counter on every CPU (the next frame on any CPU is flow
 /// `value % flows`).
-pub fn set_counter(dp: &mut Dataplane, value: u64) -> anyhow::Result<()> {
-    let map = dp
+pub fn set_counter(bo: &mut BenchObject, value: u64) -> anyhow::Result<()> {
+    let map = bo
         .ebpf_mut()
         .map_mut(names::GEN_COUNTER)
-        .context("GEN_COUNTER missing from the eBPF object")?;
+        .context("GEN_COUNTER missing from the benchmark object")?;
     let mut arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
     arr.set(0, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
@@ -91,13 +88,13 @@ pub fn set_counter(dp: &mut Dataplane, value: u64) -> anyhow::Result<()> {
 }
 
 /// Frames the generator has made so far (all CPUs).
-pub fn generated(dp: &Dataplane) -> anyhow::Result<u64> {
-    per_cpu_sum(dp, names::GEN_COUNTER)
+pub fn generated(bo: &BenchObject) -> anyhow::Result<u64> {
+    per_cpu_sum(bo, names::GEN_COUNTER)
 }
 
 /// Frames `sluice_sink` has dropped so far (all its attachments, all CPUs).
-pub fn sunk(dp: &Dataplane) -> anyhow::Result<u64> {
-    per_cpu_sum(dp, names::SINK_COUNT)
+pub fn sunk(bo: &BenchObject) -> anyhow::Result<u64> {
+    per_cpu_sum(bo, names::SINK_COUNT)
 }
 
 /// What one `send` did.
@@ -110,14 +107,14 @@ pub struct Sent {
 /// Transmit `packets` frames (or as many as fit in `max`) made from `template` on
 /// `ifindex`, `batch` at a time, from the calling thread's CPU.
 pub fn send(
-    dp: &Dataplane,
+    bo: &BenchObject,
     template: &Frame,
     ifindex: u32,
     batch: u32,
     packets: u64,
     max: Duration,
 ) -> anyhow::Result<Sent> {
-    let prog = run::xdp(dp.ebpf(), programs::GEN)?;
+    let prog = run::xdp(bo.ebpf(), programs::GEN)?;
     let md = run::xdp_md(template.bytes.len(), ifindex);
     let start = Instant::now();
     let mut sent = 0u64;
@@ -228,20 +225,17 @@ pub fn generate(o: &GenOptions) -> anyhow::Result<GenResult> {
         tcp_flags: super::frame::TCP_ACK,
         payload_len: o.size - headers,
     });
-    // The generator needs only its own maps: keep the balancer's small.
-    let mut dp = Dataplane::load(crate::dataplane::Sizes {
-        flow_entries: 1024,
-        table_slots: 1024,
-    })?;
-    configure(&mut dp, &template, o.flows)?;
+    // The generator needs only its own object, not the balancer's.
+    let mut bo = BenchObject::load()?;
+    configure(&mut bo, &template, o.flows)?;
     let _restore = super::netns::Affinity::save();
     if let Some(cpu) = o.cpu {
         super::netns::pin_to_cpu(cpu)?;
     }
-    let before = generated(&dp)?;
-    let sent = send(&dp, &template, ifindex, o.batch, o.count, o.duration)?;
+    let before = generated(&bo)?;
+    let sent = send(&bo, &template, ifindex, o.batch, o.count, o.duration)?;
     Ok(GenResult {
-        generated: generated(&dp)? - before,
+        generated: generated(&bo)? - before,
         seconds: sent.seconds,
     })
 }
