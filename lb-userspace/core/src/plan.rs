@@ -8,6 +8,7 @@ use std::{collections::HashMap, fmt, net::IpAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    config::{BackendState, VipConfig},
     maglev,
     model::{DesiredVip, VipIdent},
     state::State,
@@ -123,135 +124,204 @@ pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
         .collect();
     let mut vips = Vec::new();
     for (cfg, v) in next.config.vips.iter().zip(&after.vips) {
-        let ids = dp.backend_slots(&v.ident);
-        let by_id: HashMap<u32, IpAddr> = ids.iter().map(|(a, id)| (*id, *a)).collect();
-        let old = before_by.get(&v.ident).copied();
-        let live = dp.live_table(&v.ident);
-        // An unchanged VIP keeps its live table: its shares are read from it, nothing is
-        // built or compared (an edit of one VIP among 1000 built 1000 tables).
-        let unchanged = old == Some(v) && live.is_some();
-        let (new_table, new_by_id) = match &live {
-            Some(l) if unchanged => (l.clone(), by_id.clone()),
-            _ => table(v, &ids, seed),
+        let old = Old {
+            vip: before_by.get(&v.ident).copied(),
+            cfg: old_cfgs.get(&v.ident).copied(),
         };
-        let (slots_moved, removed, change) = match (old, live) {
-            _ if unchanged => (0.0, Vec::new(), Change::Unchanged),
-            (Some(o), Some(live)) if live.len() == new_table.len() => {
-                let moved = live
-                    .iter()
-                    .zip(&new_table)
-                    .filter(|(a, b)| by_id.get(a) != new_by_id.get(b))
-                    .count();
-                let removed: Vec<IpAddr> = o
-                    .backends
-                    .iter()
-                    .map(|b| b.address)
-                    .filter(|a| !v.backends.iter().any(|b| b.address == *a))
-                    .collect();
-                let change = if o == v {
-                    Change::Unchanged
-                } else {
-                    Change::Changed
-                };
-                (
-                    moved as f64 / new_table.len().max(1) as f64,
-                    removed,
-                    change,
-                )
-            }
-            (Some(o), _) => (
-                1.0,
-                o.backends
-                    .iter()
-                    .map(|b| b.address)
-                    .filter(|a| !v.backends.iter().any(|b| b.address == *a))
-                    .collect(),
-                Change::Changed,
-            ),
-            (None, _) => (1.0, Vec::new(), Change::Added),
-        };
-        let added: Vec<IpAddr> = v
-            .backends
-            .iter()
-            .map(|b| b.address)
-            .filter(|a| old.is_none_or(|o| !o.backends.iter().any(|b| b.address == *a)))
-            .collect();
-        let flows_on_removed = removed
-            .iter()
-            .filter_map(|a| ids.get(a))
-            .map(|id| flows.get(id).copied().unwrap_or(0))
-            .sum();
-        let shares = maglev::shares(&new_table);
-        let size = new_table.len().max(1) as f64;
-        let hashed = v.scheduler.order().is_none();
-        let old_cfg = old_cfgs.get(&v.ident).copied();
-        let draining: Vec<(IpAddr, u64)> = cfg
-            .backends
-            .iter()
-            .filter(|b| b.state == crate::config::BackendState::Draining)
-            .filter(|b| {
-                old_cfg.is_none_or(|o| {
-                    o.backends.iter().any(|ob| {
-                        ob.address == b.address && ob.state != crate::config::BackendState::Draining
-                    })
-                })
-            })
-            .map(|b| {
-                let active = ids
-                    .get(&b.address)
-                    .and_then(|id| dp.active(*id))
-                    .unwrap_or(0);
-                (b.address, active)
-            })
-            .collect();
-        vips.push(VipPlan {
-            name: cfg.name.clone(),
-            vip: v.ident.to_string(),
-            change,
-            hashed,
-            draining,
-            slots_moved: if hashed { slots_moved } else { 0.0 },
-            added,
-            removed,
-            flows_on_removed,
-            shares: v
-                .backends
-                .iter()
-                .map(|b| {
-                    let id = new_by_id
-                        .iter()
-                        .find(|(_, a)| **a == b.address)
-                        .map(|(id, _)| *id);
-                    (
-                        b.address,
-                        id.and_then(|id| shares.get(&id))
-                            .map_or(0.0, |n| *n as f64 / size),
-                    )
-                })
-                .collect(),
-        });
+        vips.push(vip_plan(cfg, v, old, dp, &flows, seed));
     }
     for (cfg, o) in now.config.vips.iter().zip(&before.vips) {
         if !after.vips.iter().any(|v| v.ident == o.ident) {
-            let ids = dp.backend_slots(&o.ident);
-            vips.push(VipPlan {
-                name: cfg.name.clone(),
-                vip: o.ident.to_string(),
-                change: Change::Removed,
-                hashed: true,
-                draining: Vec::new(),
-                slots_moved: 1.0,
-                added: Vec::new(),
-                removed: o.backends.iter().map(|b| b.address).collect(),
-                flows_on_removed: ids
-                    .values()
-                    .map(|id| flows.get(id).copied().unwrap_or(0))
-                    .sum(),
-                shares: Vec::new(),
-            });
+            vips.push(removed_vip_plan(cfg, o, dp, &flows));
         }
     }
     Plan { vips }
+}
+
+/// A VIP as it is before the edit (`None`s: the edit adds it).
+#[derive(Clone, Copy)]
+struct Old<'a> {
+    vip: Option<&'a DesiredVip>,
+    cfg: Option<&'a VipConfig>,
+}
+
+/// The plan of VIP `v` (configured as `cfg`) after the edit.
+fn vip_plan(
+    cfg: &VipConfig,
+    v: &DesiredVip,
+    old: Old<'_>,
+    dp: &impl Live,
+    flows: &HashMap<u32, u64>,
+    seed: u32,
+) -> VipPlan {
+    let ids = dp.backend_slots(&v.ident);
+    let by_id: HashMap<u32, IpAddr> = ids.iter().map(|(a, id)| (*id, *a)).collect();
+    let live = dp.live_table(&v.ident);
+    // An unchanged VIP keeps its live table: its shares are read from it, nothing is
+    // built or compared (an edit of one VIP among 1000 built 1000 tables).
+    let unchanged = old.vip == Some(v) && live.is_some();
+    let (new_table, new_by_id) = match &live {
+        Some(l) if unchanged => (l.clone(), by_id.clone()),
+        _ => table(v, &ids, seed),
+    };
+    let (slots_moved, removed, change) = if unchanged {
+        (0.0, Vec::new(), Change::Unchanged)
+    } else {
+        table_change(v, old.vip, live, &by_id, &new_table, &new_by_id)
+    };
+    let added: Vec<IpAddr> = v
+        .backends
+        .iter()
+        .map(|b| b.address)
+        .filter(|a| {
+            old.vip
+                .is_none_or(|o| !o.backends.iter().any(|b| b.address == *a))
+        })
+        .collect();
+    let flows_on_removed = removed
+        .iter()
+        .filter_map(|a| ids.get(a))
+        .map(|id| flows.get(id).copied().unwrap_or(0))
+        .sum();
+    let hashed = v.scheduler.order().is_none();
+    let draining = newly_draining(cfg, old.cfg, &ids, dp);
+    VipPlan {
+        name: cfg.name.clone(),
+        vip: v.ident.to_string(),
+        change,
+        hashed,
+        draining,
+        slots_moved: if hashed { slots_moved } else { 0.0 },
+        added,
+        removed,
+        flows_on_removed,
+        shares: new_shares(v, &new_table, &new_by_id),
+    }
+}
+
+/// (share of slots moved, backends removed, the kind of change) of a VIP that is not
+/// known unchanged: slots are compared with the live table when there is one of the same
+/// size; otherwise every slot counts as moved.
+fn table_change(
+    v: &DesiredVip,
+    old: Option<&DesiredVip>,
+    live: Option<Vec<u32>>,
+    by_id: &HashMap<u32, IpAddr>,
+    new_table: &[u32],
+    new_by_id: &HashMap<u32, IpAddr>,
+) -> (f64, Vec<IpAddr>, Change) {
+    match (old, live) {
+        (Some(o), Some(live)) if live.len() == new_table.len() => {
+            let moved = live
+                .iter()
+                .zip(new_table)
+                .filter(|(a, b)| by_id.get(a) != new_by_id.get(b))
+                .count();
+            let removed: Vec<IpAddr> = o
+                .backends
+                .iter()
+                .map(|b| b.address)
+                .filter(|a| !v.backends.iter().any(|b| b.address == *a))
+                .collect();
+            let change = if o == v {
+                Change::Unchanged
+            } else {
+                Change::Changed
+            };
+            (
+                moved as f64 / new_table.len().max(1) as f64,
+                removed,
+                change,
+            )
+        }
+        (Some(o), _) => (
+            1.0,
+            o.backends
+                .iter()
+                .map(|b| b.address)
+                .filter(|a| !v.backends.iter().any(|b| b.address == *a))
+                .collect(),
+            Change::Changed,
+        ),
+        (None, _) => (1.0, Vec::new(), Change::Added),
+    }
+}
+
+/// Backends this edit starts draining (draining now, not before), with their active
+/// connections.
+fn newly_draining(
+    cfg: &VipConfig,
+    old_cfg: Option<&VipConfig>,
+    ids: &HashMap<IpAddr, u32>,
+    dp: &impl Live,
+) -> Vec<(IpAddr, u64)> {
+    cfg.backends
+        .iter()
+        .filter(|b| b.state == BackendState::Draining)
+        .filter(|b| {
+            old_cfg.is_none_or(|o| {
+                o.backends
+                    .iter()
+                    .any(|ob| ob.address == b.address && ob.state != BackendState::Draining)
+            })
+        })
+        .map(|b| {
+            let active = ids
+                .get(&b.address)
+                .and_then(|id| dp.active(*id))
+                .unwrap_or(0);
+            (b.address, active)
+        })
+        .collect()
+}
+
+/// Each backend's share of new flows in `new_table`.
+fn new_shares(
+    v: &DesiredVip,
+    new_table: &[u32],
+    new_by_id: &HashMap<u32, IpAddr>,
+) -> Vec<(IpAddr, f64)> {
+    let shares = maglev::shares(new_table);
+    let size = new_table.len().max(1) as f64;
+    v.backends
+        .iter()
+        .map(|b| {
+            let id = new_by_id
+                .iter()
+                .find(|(_, a)| **a == b.address)
+                .map(|(id, _)| *id);
+            (
+                b.address,
+                id.and_then(|id| shares.get(&id))
+                    .map_or(0.0, |n| *n as f64 / size),
+            )
+        })
+        .collect()
+}
+
+/// The plan of a VIP the edit removes: every flow on it is reassigned.
+fn removed_vip_plan(
+    cfg: &VipConfig,
+    o: &DesiredVip,
+    dp: &impl Live,
+    flows: &HashMap<u32, u64>,
+) -> VipPlan {
+    let ids = dp.backend_slots(&o.ident);
+    VipPlan {
+        name: cfg.name.clone(),
+        vip: o.ident.to_string(),
+        change: Change::Removed,
+        hashed: true,
+        draining: Vec::new(),
+        slots_moved: 1.0,
+        added: Vec::new(),
+        removed: o.backends.iter().map(|b| b.address).collect(),
+        flows_on_removed: ids
+            .values()
+            .map(|id| flows.get(id).copied().unwrap_or(0))
+            .sum(),
+        shares: Vec::new(),
+    }
 }
 
 impl fmt::Display for Plan {

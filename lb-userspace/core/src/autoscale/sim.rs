@@ -23,7 +23,7 @@
 use std::{collections::VecDeque, fmt::Write as _, path::Path};
 
 use super::{
-    BackendView, Controller, Phase,
+    BackendView, Controller, Phase, Plan,
     clock::Time,
     policy::{Metrics, Sample},
     reconcile,
@@ -114,6 +114,118 @@ struct SimBackend {
     drain_since: u64,
 }
 
+/// The simulated backends: those serving or draining, and those being provisioned.
+struct Fleet {
+    backends: Vec<SimBackend>,
+    /// Ready times of backends being provisioned.
+    starting: VecDeque<u64>,
+    next_id: u32,
+}
+
+impl Fleet {
+    /// `initial` serving backends.
+    fn new(initial: u32) -> Self {
+        let mut fleet = Fleet {
+            backends: Vec::new(),
+            starting: VecDeque::new(),
+            next_id: 0,
+        };
+        for _ in 0..initial {
+            fleet.add_serving();
+        }
+        fleet
+    }
+
+    fn add_serving(&mut self) {
+        self.next_id += 1;
+        self.backends.push(SimBackend {
+            id: self.next_id,
+            conns: 0.0,
+            phase: Phase::Active,
+            drain_since: 0,
+        });
+    }
+
+    fn serving(&self) -> u32 {
+        self.backends
+            .iter()
+            .filter(|b| b.phase == Phase::Active)
+            .count() as u32
+    }
+
+    /// Backends ready by `t_ms` join (if still wanted) or are given back.
+    fn admit_ready(&mut self, t_ms: u64, desired: u32) {
+        while self.starting.front().is_some_and(|r| *r <= t_ms) {
+            self.starting.pop_front();
+            if self.serving() < desired {
+                self.add_serving();
+            }
+        }
+    }
+
+    /// One step of connections: arrivals on serving backends, departures everywhere.
+    fn flow(&mut self, rate: f64, duration: f64, dt: f64) {
+        let serving = self.serving();
+        let leave = 1.0 - (-dt / duration).exp();
+        for b in &mut self.backends {
+            b.conns -= b.conns * leave;
+            if b.phase == Phase::Active && serving > 0 {
+                // Arrivals during the step, less those that also ended in it (exact for
+                // the exponential model: the steady state is rate × duration).
+                b.conns += rate * duration * leave / f64::from(serving);
+            }
+        }
+    }
+
+    /// Draining backends leave once (nearly) empty or at the drain deadline.
+    fn release_drained(&mut self, t_ms: u64, deadline: u64) {
+        self.backends.retain(|b| {
+            b.phase == Phase::Active
+                || (b.conns >= 0.5 && t_ms.saturating_sub(b.drain_since) < deadline)
+        });
+    }
+
+    /// Open connections on the serving backends.
+    fn active_connections(&self) -> f64 {
+        self.backends
+            .iter()
+            .filter(|b| b.phase == Phase::Active)
+            .map(|b| b.conns)
+            .sum()
+    }
+
+    /// The backends as the reconciler sees them (addressed by id).
+    fn views(&self) -> Vec<BackendView> {
+        self.backends
+            .iter()
+            .map(|b| BackendView {
+                address: std::net::IpAddr::from(b.id.to_be_bytes()),
+                phase: b.phase,
+                healthy: true,
+                active_connections: b.conns.round() as u64,
+                owned: true,
+            })
+            .collect()
+    }
+
+    /// Provision and drain as `plan` says, at `t_ms`.
+    fn apply(&mut self, plan: Plan, t_ms: u64, startup_ms: u32) {
+        for _ in 0..plan.provision {
+            self.starting.push_back(t_ms + u64::from(startup_ms));
+        }
+        for a in plan.drain {
+            let std::net::IpAddr::V4(v4) = a else {
+                continue;
+            };
+            let id = u32::from_be_bytes(v4.octets());
+            if let Some(b) = self.backends.iter_mut().find(|b| b.id == id) {
+                b.phase = Phase::Draining;
+                b.drain_since = t_ms;
+            }
+        }
+    }
+}
+
 /// One row of the time series.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -158,20 +270,7 @@ pub fn run(
     let dt = step_ms as f64 / 1000.0;
     let end_ms = (trace.last().map_or(0.0, |p| p.time_s) * 1000.0) as u64;
     let initial = sim.initial.unwrap_or(policy.min).max(1);
-    let mut next_id = 0;
-    let mut backends: Vec<SimBackend> = (0..initial)
-        .map(|_| {
-            next_id += 1;
-            SimBackend {
-                id: next_id,
-                conns: 0.0,
-                phase: Phase::Active,
-                drain_since: 0,
-            }
-        })
-        .collect();
-    // Ready times of backends being provisioned.
-    let mut starting: VecDeque<u64> = VecDeque::new();
+    let mut fleet = Fleet::new(initial);
     let mut desired = initial;
     let mut out = Outcome {
         rows: Vec::new(),
@@ -192,41 +291,11 @@ pub fn run(
     while t_ms <= end_ms {
         let t = t_ms as f64 / 1000.0;
         let (rate, duration) = at(trace, t);
-        // Ready backends join (if still wanted) or are given back.
-        while starting.front().is_some_and(|r| *r <= t_ms) {
-            starting.pop_front();
-            let serving = backends.iter().filter(|b| b.phase == Phase::Active).count() as u32;
-            if serving < desired {
-                next_id += 1;
-                backends.push(SimBackend {
-                    id: next_id,
-                    conns: 0.0,
-                    phase: Phase::Active,
-                    drain_since: 0,
-                });
-            }
-        }
-        // Connections: arrivals on serving backends, departures everywhere.
-        let serving = backends.iter().filter(|b| b.phase == Phase::Active).count() as u32;
-        let leave = 1.0 - (-dt / duration).exp();
-        for b in &mut backends {
-            b.conns -= b.conns * leave;
-            if b.phase == Phase::Active && serving > 0 {
-                // Arrivals during the step, less those that also ended in it (exact for
-                // the exponential model: the steady state is rate × duration).
-                b.conns += rate * duration * leave / f64::from(serving);
-            }
-        }
-        let deadline = u64::from(sim.drain_timeout_ms);
-        backends.retain(|b| {
-            b.phase == Phase::Active
-                || (b.conns >= 0.5 && t_ms.saturating_sub(b.drain_since) < deadline)
-        });
-        let active: f64 = backends
-            .iter()
-            .filter(|b| b.phase == Phase::Active)
-            .map(|b| b.conns)
-            .sum();
+        fleet.admit_ready(t_ms, desired);
+        let serving = fleet.serving();
+        fleet.flow(rate, duration, dt);
+        fleet.release_drained(t_ms, u64::from(sim.drain_timeout_ms));
+        let active = fleet.active_connections();
         let metrics = Metrics {
             active_connections: active,
             new_connections_per_s: rate,
@@ -242,50 +311,82 @@ pub fn run(
                 metrics: metrics.clone(),
             });
             desired = d.desired;
-            if d.desired != d.current {
-                let up = d.desired > d.current;
-                if up {
-                    out.scale_ups += 1;
-                } else {
-                    out.scale_downs += 1;
-                }
-                if let Some((when, was_up)) = last_change
-                    && was_up != up
-                    && t_ms - when < 300_000
-                {
-                    out.reversals += 1;
-                }
-                last_change = Some((t_ms, up));
-            }
-            let views: Vec<BackendView> = backends
-                .iter()
-                .map(|b| BackendView {
-                    address: std::net::IpAddr::from(b.id.to_be_bytes()),
-                    phase: b.phase,
-                    healthy: true,
-                    active_connections: b.conns.round() as u64,
-                    owned: true,
-                })
-                .collect();
-            let plan = reconcile(desired, &views, starting.len() as u32);
-            for _ in 0..plan.provision {
-                starting.push_back(t_ms + u64::from(sim.startup_ms));
-            }
-            for a in plan.drain {
-                let std::net::IpAddr::V4(v4) = a else {
-                    continue;
-                };
-                let id = u32::from_be_bytes(v4.octets());
-                if let Some(b) = backends.iter_mut().find(|b| b.id == id) {
-                    b.phase = Phase::Draining;
-                    b.drain_since = t_ms;
-                }
-            }
+            out.count_change(d.current, d.desired, t_ms, &mut last_change);
+            let plan = reconcile(desired, &fleet.views(), fleet.starting.len() as u32);
+            fleet.apply(plan, t_ms, sim.startup_ms);
         }
-        let serving = backends.iter().filter(|b| b.phase == Phase::Active).count() as u32;
-        let draining = backends.len() as u32 - serving;
-        out.max_serving = out.max_serving.max(serving);
-        out.backend_seconds += (backends.len() + starting.len()) as f64 * dt;
+        let step = Step {
+            t,
+            dt,
+            rate,
+            active,
+            desired,
+        };
+        let util = out.record(&step, &fleet, &metrics, policy, sim);
+        util_sum += util.min(10.0) * dt;
+        t_ms += step_ms;
+    }
+    out.mean_utilisation = util_sum / out.duration_s.max(dt);
+    Ok(out)
+}
+
+/// What a step of the run saw, for [`Outcome::record`].
+struct Step {
+    t: f64,
+    dt: f64,
+    rate: f64,
+    active: f64,
+    desired: u32,
+}
+
+impl Outcome {
+    /// Counts a decision from `current` to `desired` backends at `t_ms`: a scale-up or
+    /// -down, and a reversal when it turns back the previous change within 5 minutes.
+    fn count_change(
+        &mut self,
+        current: u32,
+        desired: u32,
+        t_ms: u64,
+        last_change: &mut Option<(u64, bool)>,
+    ) {
+        if desired == current {
+            return;
+        }
+        let up = desired > current;
+        if up {
+            self.scale_ups += 1;
+        } else {
+            self.scale_downs += 1;
+        }
+        if let Some((when, was_up)) = *last_change
+            && was_up != up
+            && t_ms - when < 300_000
+        {
+            self.reversals += 1;
+        }
+        *last_change = Some((t_ms, up));
+    }
+
+    /// Adds the step's figures and row; returns its utilisation.
+    fn record(
+        &mut self,
+        step: &Step,
+        fleet: &Fleet,
+        metrics: &Metrics,
+        policy: &AutoscaleConfig,
+        sim: &SimSettings,
+    ) -> f64 {
+        let Step {
+            t,
+            dt,
+            rate,
+            active,
+            desired,
+        } = *step;
+        let serving = fleet.serving();
+        let draining = fleet.backends.len() as u32 - serving;
+        self.max_serving = self.max_serving.max(serving);
+        self.backend_seconds += (fleet.backends.len() + fleet.starting.len()) as f64 * dt;
         let cap = f64::from(serving) * sim.capacity;
         let util = if cap > 0.0 {
             active / cap
@@ -294,33 +395,31 @@ pub fn run(
         } else {
             0.0
         };
-        util_sum += util.min(10.0) * dt;
         if let Some(tc) = &policy.target
-            && over_target(tc, &metrics, serving)
+            && over_target(tc, metrics, serving)
         {
-            out.over_target_s += dt;
+            self.over_target_s += dt;
         }
-        if backends
+        if fleet
+            .backends
             .iter()
             .any(|b| b.phase == Phase::Active && b.conns > sim.capacity)
             || (serving == 0 && active > 0.0)
         {
-            out.overloaded_s += dt;
+            self.overloaded_s += dt;
         }
-        out.rows.push(Row {
+        self.rows.push(Row {
             t_s: t,
             offered_cps: rate,
             active,
             serving,
-            starting: starting.len() as u32,
+            starting: fleet.starting.len() as u32,
             draining,
             desired,
             utilisation: util,
         });
-        t_ms += step_ms;
+        util
     }
-    out.mean_utilisation = util_sum / out.duration_s.max(dt);
-    Ok(out)
 }
 
 fn over_target(t: &TargetConfig, m: &Metrics, serving: u32) -> bool {
