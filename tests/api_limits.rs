@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use sluice_daemon::{
     api::{
         Request, Response, client,
@@ -47,13 +47,13 @@ fn answer(s: &UnixStream, within: Duration) -> anyhow::Result<String> {
 }
 
 #[test]
-fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Result<()> {
+fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() {
     require_root();
     let _serial = serial();
-    let (_lab, _d, socket) = up("big")?;
+    let (_lab, _d, socket) = up("big").expect("bring the lab and daemon up");
 
-    let s = UnixStream::connect(&socket)?;
-    let mut w = s.try_clone()?;
+    let s = UnixStream::connect(&socket).expect("connect to the API socket");
+    let mut w = s.try_clone().expect("clone the socket");
     // A request line that never ends within the limit (the writer stops when the daemon
     // closes the connection).
     let writer = std::thread::spawn(move || -> usize {
@@ -72,19 +72,19 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
         }
         sent
     });
-    let line = answer(&s, Duration::from_secs(60))?;
+    let line = answer(&s, Duration::from_secs(60)).expect("the daemon's answer");
     println!("answer to an oversized request: {}", line.trim());
-    let r: Response = serde_json::from_str(&line)?;
+    let r: Response = serde_json::from_str(&line).expect("parse the JSON");
     let Response::Error { message } = r else {
-        bail!("not refused: {line}");
+        panic!("not refused: {line}");
     };
-    ensure!(
+    assert!(
         message.contains("request too large") && message.contains("16 MiB"),
         "unclear refusal: {message}"
     );
     drop(s);
     let sent = writer.join().expect("writer");
-    ensure!(
+    assert!(
         sent <= MAX_REQUEST_BYTES + (4 << 20),
         "the daemon read everything ({sent} bytes)"
     );
@@ -97,12 +97,11 @@ fn an_oversized_request_is_refused_and_the_daemon_keeps_serving() -> anyhow::Res
     };
     match client::request(&socket, &huge) {
         Err(client::ClientError::Daemon(m)) if m.contains("request too large") => {}
-        other => bail!("the client's answer to an oversized apply: {other:?}"),
+        other => panic!("the client's answer to an oversized apply: {other:?}"),
     }
     // Still serving.
-    let st = status(&socket)?;
-    ensure!(!st.vips.is_empty(), "no VIPs in {st:?}");
-    Ok(())
+    let st = status(&socket).expect("the daemon's status");
+    assert!(!st.vips.is_empty(), "no VIPs in {st:?}");
 }
 
 #[test]
@@ -149,16 +148,16 @@ fn a_silent_client_is_dropped_after_the_idle_timeout_while_others_are_served() -
 }
 
 #[test]
-fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyhow::Result<()> {
+fn excess_connections_are_refused_at_once_without_starving_the_daemon() {
     require_root();
     let _serial = serial();
-    let (lab, d, socket) = up("cap")?;
+    let (lab, d, socket) = up("cap").expect("bring the lab and daemon up");
 
     // Fill every slot with a connection that has sent half a request.
     let mut held = Vec::new();
     for i in 0..MAX_CONNECTIONS {
-        let s = UnixStream::connect(&socket).with_context(|| format!("connection {i}"))?;
-        (&s).write_all(b"{")?;
+        let s = UnixStream::connect(&socket).unwrap_or_else(|e| panic!("connection {i}: {e:#}"));
+        (&s).write_all(b"{").expect("write to the socket");
         held.push(s);
     }
     // Give the daemon time to accept them all (bounded).
@@ -166,24 +165,26 @@ fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyho
     let busy = loop {
         match client::request(&socket, &Request::Status { flows: false }) {
             Err(client::ClientError::Daemon(m)) if m.contains("busy") => break m,
-            _ if t0.elapsed() > Duration::from_secs(10) => bail!("never refused as busy"),
+            _ if t0.elapsed() > Duration::from_secs(10) => panic!("never refused as busy"),
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     };
     println!("connection over the limit: {busy}");
-    ensure!(
+    assert!(
         busy.contains(&MAX_CONNECTIONS.to_string()),
         "the refusal does not name the limit: {busy}"
     );
     // The daemon's loop keeps working meanwhile: an edit (not through the API) is applied
     // and shows in the status file.
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     config.vips[0].backends[0].weight = 7;
     d.edit(Edit::Replace(Box::new(config)))
-        .context("an edit while the API is full")?;
+        .expect("an edit while the API is full");
     let t0 = Instant::now();
     while d.status().is_none_or(|s| s.vips[0].backends[0].weight != 7) {
-        ensure!(
+        assert!(
             t0.elapsed() < Duration::from_secs(10),
             "the edit does not show in the status file"
         );
@@ -196,7 +197,7 @@ fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyho
         match status(&socket) {
             Ok(_) => break,
             Err(e) if t0.elapsed() > Duration::from_secs(10) => {
-                bail!("no slot after one closed: {e}")
+                panic!("no slot after one closed: {e}")
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
@@ -205,22 +206,23 @@ fn excess_connections_are_refused_at_once_without_starving_the_daemon() -> anyho
     std::thread::sleep(IDLE_TIMEOUT + Duration::from_secs(1));
     let mut fresh = Vec::new();
     for _ in 0..MAX_CONNECTIONS / 2 {
-        let s = UnixStream::connect(&socket)?;
-        (&s).write_all(b"{")?;
+        let s = UnixStream::connect(&socket).expect("connect to the API socket");
+        (&s).write_all(b"{").expect("write to the socket");
         fresh.push(s);
     }
-    status(&socket).context("slots not freed by the idle timeout")?;
-    Ok(())
+    status(&socket).expect("slots not freed by the idle timeout");
 }
 
 #[test]
-fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
+fn a_huge_valid_apply_is_parsed_off_the_loop() {
     require_root();
     let _serial = serial();
-    let (_lab, _d, socket) = up("parse")?;
+    let (_lab, _d, socket) = up("parse").expect("bring the lab and daemon up");
 
-    let Response::Config { toml, version } = client::request(&socket, &Request::Config)? else {
-        bail!("unexpected answer to a config request");
+    let Response::Config { toml, version } =
+        client::request(&socket, &Request::Config).expect("an API request")
+    else {
+        panic!("unexpected answer to a config request");
     };
     // Valid, and nearly as big as a request may be: the configuration with a long comment.
     let mut config = toml;
@@ -246,17 +248,17 @@ fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
     let mut answered = Vec::new();
     let t0 = Instant::now();
     while rx.try_recv().is_err() {
-        ensure!(
+        assert!(
             t0.elapsed() < Duration::from_secs(120),
             "no answer to the apply"
         );
-        status(&socket)?;
+        status(&socket).expect("the daemon's status");
         answered.push(Instant::now());
     }
     let (start, end, r) = apply.join().expect("apply thread");
-    match r? {
+    match r.unwrap_or_else(|e| panic!("the apply's answer: {e:#}")) {
         Response::Plan { applied: false, .. } => {}
-        other => bail!("unexpected answer to the apply: {other:?}"),
+        other => panic!("unexpected answer to the apply: {other:?}"),
     }
     let took = end - start;
     // Parsing is most of the apply's time; while it runs the loop must keep answering.
@@ -270,31 +272,35 @@ fn a_huge_valid_apply_is_parsed_off_the_loop() -> anyhow::Result<()> {
         took.as_secs_f64(),
         answered.len()
     );
-    ensure!(
+    assert!(
         during > 0,
         "no status answered while the apply was parsed ({} in all)",
         answered.len()
     );
-    Ok(())
 }
 
 #[test]
-fn the_status_file_is_not_world_readable() -> anyhow::Result<()> {
+fn the_status_file_is_not_world_readable() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("api", "mode")).backends(1))?;
-    let config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("api", "mode")).backends(1)).expect("bring the lab up");
+    let config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     let file = config.daemon.state_dir.join("status.json");
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let t0 = Instant::now();
     while d.status().is_none() {
-        ensure!(t0.elapsed() < Duration::from_secs(10), "no status file");
+        assert!(t0.elapsed() < Duration::from_secs(10), "no status file");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&file)
+        .expect("the file's metadata")
+        .permissions()
+        .mode()
+        & 0o777;
     println!("{}: mode {mode:o}", file.display());
-    ensure!(mode == 0o600, "status.json has mode {mode:o}, not 0600");
-    Ok(())
+    assert!(mode == 0o600, "status.json has mode {mode:o}, not 0600");
 }
 
 const CHILD: &str = "SLUICE_API_LIMITS_EMFILE_CHILD";
@@ -303,20 +309,21 @@ const CHILD: &str = "SLUICE_API_LIMITS_EMFILE_CHILD";
 /// fails; prints its CPU time over a window while it cannot accept.
 #[test]
 #[ignore = "the child process of accept_backs_off_when_out_of_file_descriptors"]
-fn emfile_child() -> anyhow::Result<()> {
+fn emfile_child() {
     if std::env::var_os(CHILD).is_none() {
-        return Ok(());
+        return;
     }
     let dir = PathBuf::from(std::env::var_os(CHILD).expect("dir"));
     let socket = dir.join("api.sock");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()?;
+        .build()
+        .expect("build the runtime");
     let (calls, mut rx) = tokio::sync::mpsc::channel::<server::ApiCall>(8);
     rt.block_on(async {
-        let bound = server::bind(&socket, None)?;
-        let task = server::serve(bound, calls)?;
+        let bound = server::bind(&socket, None).expect("bind the metrics server");
+        let task = server::serve(bound, calls).expect("serve metrics");
         tokio::spawn(async move {
             while let Some((_, reply)) = rx.recv().await {
                 let _ = reply.send(Response::Error {
@@ -325,17 +332,20 @@ fn emfile_child() -> anyhow::Result<()> {
             }
         });
         anyhow::Ok(task)
-    })?;
+    })
+    .expect("run the server");
     let _guard = rt.enter();
-    let open = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+    let open = std::fs::read_dir("/proc/self/fd")
+        .expect("read the directory")
+        .count() as u64;
     // SAFETY: getrlimit/setrlimit with a valid struct.
     let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
-    ensure!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0);
+    assert!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0);
     lim.rlim_cur = open + 8;
     // SAFETY: as above.
     let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    ensure!(set == 0, "setrlimit: {}", std::io::Error::last_os_error());
+    assert!(set == 0, "setrlimit: {}", std::io::Error::last_os_error());
     // Connect until this process is out of descriptors: the last connections wait in the
     // listener's queue, which the server cannot accept.
     let mut clients = Vec::new();
@@ -343,11 +353,11 @@ fn emfile_child() -> anyhow::Result<()> {
         match UnixStream::connect(&socket) {
             Ok(s) => clients.push(s),
             Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
-            Err(e) => return Err(e.into()),
+            Err(e) => panic!("connect to the API socket: {e}"),
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    ensure!(
+    assert!(
         clients.len() < 64,
         "never ran out of file descriptors ({} connections)",
         clients.len()
@@ -376,46 +386,45 @@ fn emfile_child() -> anyhow::Result<()> {
     loop {
         match client::request(&socket, &Request::Config) {
             Err(client::ClientError::Daemon(m)) if m == "answered" => break,
-            _ if t0.elapsed() > Duration::from_secs(10) => bail!("not serving again"),
+            _ if t0.elapsed() > Duration::from_secs(10) => panic!("not serving again"),
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
     println!("serving again after the descriptors came back");
     println!("EMFILE_RECOVERED=1");
-    Ok(())
 }
 
 #[test]
-fn accept_backs_off_when_out_of_file_descriptors() -> anyhow::Result<()> {
+fn accept_backs_off_when_out_of_file_descriptors() {
     require_root();
     let dir = std::env::temp_dir().join(format!("sluice-api-emfile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let out = std::process::Command::new(std::env::current_exe()?)
+    std::fs::create_dir_all(&dir).expect("create the directory");
+    let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
         .args(["--exact", "emfile_child", "--ignored", "--nocapture"])
         .env(CHILD, &dir)
         .output();
     let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
+    let out = out.expect("run the child");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    ensure!(out.status.success(), "the child failed: {}", out.status);
+    assert!(out.status.success(), "the child failed: {}", out.status);
     let used: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("EMFILE_CPU_S="))
-        .context("no CPU figure from the child")?
+        .expect("no CPU figure from the child")
         .trim()
-        .parse()?;
+        .parse()
+        .expect("parse the CPU figure");
     // Spinning on accept burns a core (3 s in the window; still over 0.5 s on this
     // loaded 2-CPU machine); backing off, about a millisecond. The bound is a hundred
     // times that.
-    ensure!(
+    assert!(
         used < 0.1,
         "the accept loop spun: {used:.3} s of CPU in a 3 s window out of descriptors"
     );
-    ensure!(
+    assert!(
         text.contains("EMFILE_RECOVERED=1"),
         "the server did not recover"
     );
-    Ok(())
 }

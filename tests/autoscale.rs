@@ -367,11 +367,12 @@ fn scaled_config(lab: &Lab, max: u32, provider: ProviderConfig) -> anyhow::Resul
 }
 
 #[test]
-fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
+fn pool_scales_out_and_in_with_real_connections() {
     require_root();
     let _serial = serial();
     // backend-1 serves always; backend-2..4 run their servers on standby.
-    let lab = Lab::up(LabSpec::new(&prefix("as", "pool")).backends(4).ipv6(false))?;
+    let lab = Lab::up(LabSpec::new(&prefix("as", "pool")).backends(4).ipv6(false))
+        .expect("bring the lab up");
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
     let config = scaled_config(
         &lab,
@@ -379,23 +380,25 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         ProviderConfig::Pool {
             standby: vec![addr(1), addr(2), addr(3)],
         },
-    )?;
+    )
+    .expect("the autoscaled config");
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let name_of: BTreeMap<String, IpAddr> =
         (0..4).map(|i| (lab.backend(i).name(), addr(i))).collect();
     let mut w = Watch::new(socket, &lab);
     w.until(SETTLE, "the scaler managing the VIP", |w| {
         w.report.name == VIP && w.serving() == [addr(0)]
-    })?;
+    })
+    .expect("wait for the scaler");
 
     // Ramp: 10 connections a step; after each, the count target tracking asks for.
     let ramp_from = wall_ms();
     let mut held: Vec<Held> = Vec::new();
     let mut newest: Option<IpAddr> = None;
     while held.len() < MAX_HELD {
-        let mut batch = open_batch(&lab, vip, STEP)?;
+        let mut batch = open_batch(&lab, vip, STEP).expect("open a batch of connections");
         let got = per_backend(&batch);
         held.append(&mut batch);
         w.held = held.len();
@@ -408,7 +411,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
                 .filter(|(k, _)| name_of[k.as_str()] == n)
                 .map(|(_, c)| *c)
                 .sum::<usize>();
-            ensure!(
+            assert!(
                 on_new * 2 >= STEP,
                 "new connections did not reach the added backend {n}: {got:?}"
             );
@@ -419,18 +422,19 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
             SETTLE,
             &format!("{want} serving for {} conns", held.len()),
             |w| w.serving().len() == want && w.report.provisioning == 0,
-        )?;
+        )
+        .expect("wait for the scaler");
         if want > before.len() {
             newest = w.serving().into_iter().find(|a| !before.contains(a));
         }
         let tag = format!("ramp{}", held.len());
-        echo_all(&mut held, &tag)?;
+        echo_all(&mut held, &tag).expect("echo on every held connection");
     }
     // At max with 50 connections (5 a backend would be wanted): it stays at 4.
     std::thread::sleep(Duration::from_millis(1500));
-    w.poll()?;
-    ensure!(w.serving().len() == 4, "not at max: [{}]", w.backends());
-    ensure!(
+    w.poll().expect("poll the scaler");
+    assert!(w.serving().len() == 4, "not at max: [{}]", w.backends());
+    assert!(
         w.draining().is_empty(),
         "draining during the ramp: [{}]",
         w.backends()
@@ -444,8 +448,8 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         .unwrap_or_else(Instant::now);
     let fall_deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        w.poll()?;
-        ensure!(
+        w.poll().expect("poll the scaler");
+        assert!(
             Instant::now() < fall_deadline,
             "the fall did not end within 120 s: [{}]",
             w.backends()
@@ -472,16 +476,17 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
                 .map(|a| held.iter().filter(|h| name_of[&h.backend] == *a).count())
                 .collect();
             for (b, n) in per_backend(&finishing) {
-                ensure!(
+                assert!(
                     serving_counts.iter().all(|c| n <= *c),
                     "drained {b} with {n} connections, the serving ones have {serving_counts:?}"
                 );
             }
-            echo_all(&mut held, "drain")?;
+            echo_all(&mut held, "drain").expect("echo on every held connection");
             let n = finishing.len();
             for (i, mut h) in finishing.into_iter().enumerate() {
-                h.echo(&format!("last-{i}"))?;
-                h.close()?;
+                h.echo(&format!("last-{i}"))
+                    .expect("echo on a held connection");
+                h.close().expect("close a held connection");
             }
             w.held = held.len();
             let t = w.t();
@@ -505,33 +510,37 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
                     .iter()
                     .max_by_key(|(_, c)| **c)
                     .map(|(b, _)| b.clone())
-                    .context("a backend")?;
+                    .expect("a backend");
                 let i = held
                     .iter()
                     .position(|h| h.backend == busiest)
-                    .context("a connection")?;
-                held.swap_remove(i).close()?;
+                    .expect("a connection");
+                held.swap_remove(i)
+                    .close()
+                    .expect("close a held connection");
             }
             w.held = held.len();
             last_step = Instant::now();
             let t = w.t();
-            w.poll()?;
+            w.poll().expect("poll the scaler");
             w.row(
                 t,
                 &format!("clients closed {n} (left: {:?})", per_backend(&held)),
             );
             let tag = format!("fall{}", held.len());
-            echo_all(&mut held, &tag)?;
+            echo_all(&mut held, &tag).expect("echo on every held connection");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     // Idle at min: nothing more happens.
     std::thread::sleep(Duration::from_millis(2000));
-    w.poll()?;
+    w.poll().expect("poll the scaler");
     let fallen = wall_ms();
-    let cfg = running_config(&w.socket)?.0;
+    let cfg = running_config(&w.socket)
+        .expect("the daemon's running config")
+        .0;
     let left: Vec<IpAddr> = cfg.vips[0].backends.iter().map(|b| b.address).collect();
-    ensure!(left == [addr(0)], "backends left: {left:?}");
+    assert!(left == [addr(0)], "backends left: {left:?}");
     let r = w.report.clone();
     println!(
         "scaler after the fall: serving {} desired {} added {} removed {} failures {} \
@@ -545,21 +554,21 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         r.decisions_down,
         r.decisions_hold
     );
-    ensure!(
+    assert!(
         (r.serving, r.desired, r.added, r.removed, r.failures) == (1, 1, 3, 3, 0),
         "{r:?}"
     );
-    ensure!(r.draining.is_empty() && r.provisioning == 0, "{r:?}");
+    assert!(r.draining.is_empty() && r.provisioning == 0, "{r:?}");
     for i in 1..4 {
         let a = addr(i);
-        ensure!(
+        assert!(
             w.events
                 .iter()
                 .any(|e| e.contains(&format!("{a} passed its checks"))),
             "{a} joined without passing its checks first: {:?}",
             w.events
         );
-        ensure!(
+        assert!(
             w.events
                 .iter()
                 .any(|e| e.contains(&format!("{a} released to the provider"))),
@@ -567,7 +576,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
             w.events
         );
         let l = &w.lifecycles[&a];
-        ensure!(
+        assert!(
             l.last().is_some_and(|s| s == "draining" || s == "drained"),
             "{a}: lifecycles {l:?}"
         );
@@ -575,11 +584,11 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     // No flapping: only ups while the load rose, only downs while it fell.
     let up = w.directions(ramp_from, peak);
     let down = w.directions(peak, fallen);
-    ensure!(
+    assert!(
         !up.is_empty() && up.iter().all(|d| *d == "up"),
         "ramp decisions {up:?}"
     );
-    ensure!(
+    assert!(
         !down.is_empty() && down.iter().all(|d| *d == "down"),
         "fall decisions {down:?}"
     );
@@ -589,7 +598,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     let again_from = wall_ms();
     let mut held: Vec<Held> = Vec::new();
     for _ in 0..2 {
-        held.append(&mut open_batch(&lab, vip, STEP)?);
+        held.append(&mut open_batch(&lab, vip, STEP).expect("open a batch of connections"));
     }
     w.held = held.len();
     let t = w.t();
@@ -599,9 +608,10 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
     );
     w.until(SETTLE, "a pool backend taken again", |w| {
         w.serving().len() == 2
-    })?;
+    })
+    .expect("wait for the scaler");
     let back = w.serving();
-    ensure!(back == [addr(0), addr(1)], "taken again: {back:?}");
+    assert!(back == [addr(0), addr(1)], "taken again: {back:?}");
     batch_reaches(
         &lab,
         vip,
@@ -609,25 +619,27 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         &mut held,
         &lab.backend(1).name(),
         "again",
-    )?;
+    )
+    .expect("a batch reaches the backends");
     for h in held {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
     w.held = 0;
     w.row(w.t(), "again: clients closed all");
     w.until(SETTLE, "back to min, released again", |w| {
         w.serving() == [addr(0)] && w.draining().is_empty() && w.report.removed == 4
-    })?;
-    ensure!(w.report.added == 4, "{:?}", w.report);
+    })
+    .expect("wait for the scaler");
+    assert!(w.report.added == 4, "{:?}", w.report);
     let again = w.directions(again_from, wall_ms());
-    ensure!(
+    assert!(
         again
             .iter()
             .skip_while(|d| **d == "up")
             .all(|d| *d == "down"),
         "second cycle decisions {again:?}"
     );
-    ensure!(w.report.failures == 0, "{:?}", w.report);
+    assert!(w.report.failures == 0, "{:?}", w.report);
 
     // In time order (events carry the scaler's time, seen up to a poll later).
     w.rows.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -636,8 +648,7 @@ fn pool_scales_out_and_in_with_real_connections() -> anyhow::Result<()> {
         println!("{r}");
     }
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// The environment variable that turns [`backend_server_as_child`] into a lab backend
@@ -716,16 +727,19 @@ fn accepts(client: &lab::Node, to: SocketAddr) -> anyhow::Result<bool> {
 }
 
 #[test]
-fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
+fn exec_provider_starts_and_stops_real_servers() {
     require_root();
     let _serial = serial();
     // backend-2 and backend-3 have no server: the provider's scripts start and stop them.
-    let lab = Lab::up(LabSpec::new(&prefix("as", "exec")).backends(3).ipv6(false))?;
-    lab.kill_backend_server(1)?;
-    lab.kill_backend_server(2)?;
+    let lab = Lab::up(LabSpec::new(&prefix("as", "exec")).backends(3).ipv6(false))
+        .expect("bring the lab up");
+    lab.kill_backend_server(1)
+        .expect("kill the backend's server");
+    lab.kill_backend_server(2)
+        .expect("kill the backend's server");
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
     let dir = lab::lab_dir(lab.prefix()).join("exec");
-    let (create, destroy) = exec_scripts(&lab, &dir, &[1, 2])?;
+    let (create, destroy) = exec_scripts(&lab, &dir, &[1, 2]).expect("the exec provider scripts");
     let sh = |p: &Path| vec!["/bin/sh".to_owned(), p.display().to_string()];
     let config = scaled_config(
         &lab,
@@ -736,17 +750,19 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
             timeout_ms: 5000,
             retries: 0,
         },
-    )?;
+    )
+    .expect("the autoscaled config");
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let b2 = SocketAddr::new(addr(1), lab::TCP_PORT);
     let mut w = Watch::new(socket, &lab);
     w.until(SETTLE, "the scaler managing the VIP", |w| {
         w.report.name == VIP && w.serving() == [addr(0)]
-    })?;
-    ensure!(
-        !accepts(lab.client(0), b2)?,
+    })
+    .expect("wait for the scaler");
+    assert!(
+        !accepts(lab.client(0), b2).expect("try a connection"),
         "backend-2 serves before any create"
     );
 
@@ -754,7 +770,8 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
     // once its checks pass, and the next connections reach it.
     let mut held: Vec<Held> = (0..2 * STEP)
         .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<anyhow::Result<_>>()
+        .expect("open the connections");
     w.held = held.len();
     w.row(
         w.t(),
@@ -762,39 +779,42 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
     );
     w.until(SETTLE, "backend-2 created and added", |w| {
         w.serving().len() == 2 && w.report.provisioning == 0
-    })?;
-    ensure!(w.serving() == [addr(0), addr(1)], "{:?}", w.serving());
-    ensure!(
+    })
+    .expect("wait for the scaler");
+    assert!(w.serving() == [addr(0), addr(1)], "{:?}", w.serving());
+    assert!(
         dir.join("run-1/pid").exists() && !dir.join("run-2").exists(),
         "create started the wrong servers"
     );
-    batch_reaches(&lab, vip, &mut w, &mut held, &lab.backend(1).name(), "exec")?;
+    batch_reaches(&lab, vip, &mut w, &mut held, &lab.backend(1).name(), "exec")
+        .expect("a batch reaches the backends");
 
     // All close: backend-2 is drained, removed, and `destroy` stops its server.
     for h in held {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
     w.held = 0;
     w.row(w.t(), "clients closed all");
     w.until(SETTLE, "backend-2 drained, removed and destroyed", |w| {
         w.serving() == [addr(0)] && w.draining().is_empty() && w.report.removed == 1
-    })?;
+    })
+    .expect("wait for the scaler");
     // `destroy` ran in the background of the release: wait for its outcome.
     let t = Instant::now();
     while dir.join("run-1").exists() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    ensure!(!dir.join("run-1").exists(), "destroy did not run");
-    ensure!(
-        !accepts(lab.client(0), b2)?,
+    assert!(!dir.join("run-1").exists(), "destroy did not run");
+    assert!(
+        !accepts(lab.client(0), b2).expect("try a connection"),
         "backend-2's server still runs"
     );
     let r = &w.report;
-    ensure!(
+    assert!(
         (r.provider.as_str(), r.added, r.removed, r.failures) == ("exec", 1, 1, 0),
         "{r:?}"
     );
-    ensure!(
+    assert!(
         w.events
             .iter()
             .any(|e| e.contains(&format!("{} passed its checks", addr(1)))),
@@ -807,8 +827,7 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
         println!("{r}");
     }
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// The autoscaler's own state survives a daemon restart mid-drain: backend-2 (created by
@@ -817,14 +836,16 @@ fn exec_provider_starts_and_stops_real_servers() -> anyhow::Result<()> {
 /// draining, and once the connections close and the daemon removes it, runs `destroy`.
 /// Without the persisted state the new daemon would remove it and never destroy it.
 #[test]
-fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
+fn exec_destroy_runs_after_a_restart_mid_drain() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("as", "exrs")).backends(2).ipv6(false))?;
-    lab.kill_backend_server(1)?;
+    let lab = Lab::up(LabSpec::new(&prefix("as", "exrs")).backends(2).ipv6(false))
+        .expect("bring the lab up");
+    lab.kill_backend_server(1)
+        .expect("kill the backend's server");
     let addr = |i: usize| IpAddr::from(lab.backend(i).addr4());
     let dir = lab::lab_dir(lab.prefix()).join("exec");
-    let (create, destroy) = exec_scripts(&lab, &dir, &[1])?;
+    let (create, destroy) = exec_scripts(&lab, &dir, &[1]).expect("the exec provider scripts");
     let sh = |p: &Path| vec!["/bin/sh".to_owned(), p.display().to_string()];
     let mut config = scaled_config(
         &lab,
@@ -835,93 +856,101 @@ fn exec_destroy_runs_after_a_restart_mid_drain() -> anyhow::Result<()> {
             timeout_ms: 5000,
             retries: 0,
         },
-    )?;
+    )
+    .expect("the autoscaled config");
     // No drain deadline: the drain lasts as long as the test holds a connection.
     config.vips[0].drain_timeout_ms = 0;
     let socket = config.daemon.api_socket.clone();
     let state_dir = config.daemon.state_dir.clone();
-    let d = Daemon::start_keeping(&lab, config)?;
+    let d = Daemon::start_keeping(&lab, config).expect("start the daemon keeping the pins");
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let mut w = Watch::new(socket.clone(), &lab);
     w.until(SETTLE, "the scaler managing the VIP", |w| {
         w.report.name == VIP && w.serving() == [addr(0)]
-    })?;
+    })
+    .expect("wait for the scaler");
     let mut held: Vec<Held> = (0..2 * STEP)
         .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<anyhow::Result<_>>()
+        .expect("open the connections");
     w.until(SETTLE, "backend-2 created and added", |w| {
         w.serving() == [addr(0), addr(1)] && w.report.provisioning == 0
-    })?;
+    })
+    .expect("wait for the scaler");
     held.extend(
         (0..STEP)
             .map(|_| Held::open(lab.client(0), vip))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+            .collect::<anyhow::Result<Vec<_>>>()
+            .expect("open the connections"),
     );
     // Keep 3 connections on backend-2, close every other: the target asks for 1 backend,
     // and backend-2 (the only one the provider created) is drained, slowly.
     let b2 = lab.backend(1).name();
     let (mut keep, close): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| h.backend == b2);
-    ensure!(keep.len() >= 3, "backend-2 took {} connections", keep.len());
+    assert!(keep.len() >= 3, "backend-2 took {} connections", keep.len());
     for h in close.into_iter().chain(keep.split_off(3)) {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
     w.until(SETTLE, "backend-2 draining", |w| {
         w.draining() == [addr(1)] && w.report.draining == [addr(1)]
-    })?;
-    let saved =
-        sluice_daemon::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
-    let entry = saved
-        .vips
-        .get(VIP)
-        .context("autoscale.json without the VIP")?;
-    ensure!(
+    })
+    .expect("wait for the scaler");
+    let saved = sluice_daemon::autoscale::persist::read(&state_dir)
+        .expect("read autoscale.json")
+        .expect("no autoscale.json");
+    let entry = saved.vips.get(VIP).expect("autoscale.json without the VIP");
+    assert!(
         entry.draining.iter().map(|c| c.address).collect::<Vec<_>>() == [addr(1)]
             && entry.owned.iter().any(|c| c.address == addr(1)),
         "{saved:?}"
     );
 
     // Restart with the running configuration (backend-2 draining, drain_remove).
-    let running = running_config(&socket)?.0;
+    let running = running_config(&socket)
+        .expect("the daemon's running config")
+        .0;
     drop(d);
-    let d = Daemon::start_keeping(&lab, running)?;
+    let d = Daemon::start_keeping(&lab, running).expect("start the daemon keeping the pins");
     w.until(SETTLE, "the new scaler restored the drain", |w| {
         w.report.draining == [addr(1)] && w.report.owned == [addr(1)]
-    })?;
-    ensure!(
+    })
+    .expect("wait for the scaler");
+    assert!(
         dir.join("run-1").exists(),
         "backend-2 destroyed before its drain ended"
     );
-    echo_all(&mut keep, "restarted")?;
+    echo_all(&mut keep, "restarted").expect("echo on every held connection");
     for h in keep {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
     w.until(SETTLE, "backend-2 drained, removed and released", |w| {
         w.serving() == [addr(0)]
             && w.draining().is_empty()
             && w.report.removed == 1
             && w.report.owned.is_empty()
-    })?;
-    ensure!(!dir.join("run-1").exists(), "destroy did not run");
-    ensure!(
-        !accepts(lab.client(0), SocketAddr::new(addr(1), lab::TCP_PORT))?,
+    })
+    .expect("wait for the scaler");
+    assert!(!dir.join("run-1").exists(), "destroy did not run");
+    assert!(
+        !accepts(lab.client(0), SocketAddr::new(addr(1), lab::TCP_PORT)).expect("try a connection"),
         "backend-2's server still runs"
     );
-    ensure!(
+    assert!(
         w.report.failures == 0 && w.report.release_failures == 0,
         "{:?}",
         w.report
     );
-    ensure!(
+    assert!(
         w.events
             .iter()
             .any(|e| e.contains("released to the provider")),
         "{:?}",
         w.events
     );
-    let after =
-        sluice_daemon::autoscale::persist::read(&state_dir)?.context("no autoscale.json")?;
-    ensure!(after.vips.is_empty(), "{after:?}");
+    let after = sluice_daemon::autoscale::persist::read(&state_dir)
+        .expect("read autoscale.json")
+        .expect("no autoscale.json");
+    assert!(after.vips.is_empty(), "{after:?}");
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }

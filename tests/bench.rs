@@ -8,7 +8,7 @@ use sluice_lab::bench::{Options, run};
 use sluice_tests::require_root;
 
 #[test]
-fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
+fn quick_bench_writes_every_figure() {
     require_root();
     let out = std::env::temp_dir().join(format!("sluice-bench-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -16,7 +16,7 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
         quick: true,
         ..Options::all(&out)
     };
-    let report = run(&opts)?;
+    let report = run(&opts).expect("run the quick bench");
 
     let figures = report.figures();
     assert!(figures.len() > 60, "only {} figures", figures.len());
@@ -52,19 +52,21 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
         );
     }
 
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json"))?)?;
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("bench.json")).expect("read the file"),
+    )
+    .expect("parse the JSON");
     assert_eq!(json["quick"], true);
     assert!(
         json["machine"]["kernel"]
             .as_str()
             .is_some_and(|k| !k.is_empty())
     );
-    let text = std::fs::read_to_string(out.join("bench.txt"))?;
+    let text = std::fs::read_to_string(out.join("bench.txt")).expect("read the file");
     for c in &packet.cases {
         assert!(text.contains(&c.label), "bench.txt lacks {}", c.label);
     }
-    let svg = std::fs::read_to_string(out.join("ratios.svg"))?;
+    let svg = std::fs::read_to_string(out.join("ratios.svg")).expect("read the file");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(
         svg.matches("<rect ").count(),
@@ -72,8 +74,7 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
         "background + one bar a case"
     );
 
-    std::fs::remove_dir_all(&out)?;
-    Ok(())
+    std::fs::remove_dir_all(&out).expect("remove the directory");
 }
 
 /// `sluice_gen` (run once per frame, not live) turns the template into flow `counter %
@@ -81,7 +82,7 @@ fn quick_bench_writes_every_figure() -> anyhow::Result<()> {
 /// the IPv4 header and TCP/UDP checksums right (checked with etherparse, independently of
 /// the program's incremental update and of the benchmark's own frame builder).
 #[test]
-fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
+fn generator_rewrites_flows_with_valid_checksums() {
     use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
     use lb_common::bench::programs;
     use sluice_dataplane::{BenchObject, VipIdent};
@@ -89,7 +90,7 @@ fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
     use std::net::IpAddr;
 
     require_root();
-    let mut bo = BenchObject::load()?;
+    let mut bo = BenchObject::load().expect("load the bench object");
     let cases: [(&str, &str, u8); 4] = [
         ("100.64.0.0", "10.0.0.1", lb_common::PROTO_TCP),
         ("100.64.255.255", "10.0.0.1", lb_common::PROTO_UDP),
@@ -97,9 +98,9 @@ fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
         ("2001:db8::ffff:ffff", "fd00::1", lb_common::PROTO_UDP),
     ];
     for (src, dst, proto) in cases {
-        let src: IpAddr = src.parse()?;
+        let src: IpAddr = src.parse().expect("an address");
         let to = VipIdent {
-            address: dst.parse()?,
+            address: dst.parse().expect("an address"),
             port: 8080,
             proto,
         };
@@ -108,35 +109,49 @@ fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
             IpAddr::V4(a) => u32::from(a),
             IpAddr::V6(a) => u128::from(a) as u32,
         });
-        traffic::configure(&mut bo, &t, 200_000)?;
-        traffic::set_counter(&mut bo, 63_998)?;
+        traffic::configure(&mut bo, &t, 200_000).expect("configure the generator");
+        traffic::set_counter(&mut bo, 63_998).expect("set the generator's counter");
         for i in 63_998u32..64_003 {
-            let r = bo.run_frame(programs::GEN, &t.bytes, 0)?;
+            let r = bo
+                .run_frame(programs::GEN, &t.bytes, 0)
+                .expect("run the generator on a frame");
             assert_eq!(r.action, 3, "XDP_TX");
-            let h = PacketHeaders::from_ethernet_slice(&r.frame)?;
+            let h = PacketHeaders::from_ethernet_slice(&r.frame).expect("parse the frame");
             let payload = h.payload.slice();
             let (sport, csum_ok, addr_low) = match (h.net, h.transport) {
                 (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(tcp))) => (
                     tcp.source_port,
                     ip.header_checksum == ip.calc_header_checksum()
-                        && tcp.checksum == tcp.calc_checksum_ipv4(&ip, payload)?,
+                        && tcp.checksum
+                            == tcp
+                                .calc_checksum_ipv4(&ip, payload)
+                                .expect("compute the IPv4 checksum"),
                     u32::from_be_bytes(ip.source),
                 ),
                 (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Udp(udp))) => (
                     udp.source_port,
                     ip.header_checksum == ip.calc_header_checksum()
-                        && udp.checksum == udp.calc_checksum_ipv4(&ip, payload)?,
+                        && udp.checksum
+                            == udp
+                                .calc_checksum_ipv4(&ip, payload)
+                                .expect("compute the IPv4 checksum"),
                     u32::from_be_bytes(ip.source),
                 ),
                 (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Tcp(tcp))) => (
                     tcp.source_port,
-                    tcp.checksum == tcp.calc_checksum_ipv6(&ip, payload)?,
-                    u32::from_be_bytes(ip.source[12..].try_into()?),
+                    tcp.checksum
+                        == tcp
+                            .calc_checksum_ipv6(&ip, payload)
+                            .expect("compute the IPv6 checksum"),
+                    u32::from_be_bytes(ip.source[12..].try_into().expect("a 4-byte address")),
                 ),
                 (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Udp(udp))) => (
                     udp.source_port,
-                    udp.checksum == udp.calc_checksum_ipv6(&ip, payload)?,
-                    u32::from_be_bytes(ip.source[12..].try_into()?),
+                    udp.checksum
+                        == udp
+                            .calc_checksum_ipv6(&ip, payload)
+                            .expect("compute the IPv6 checksum"),
+                    u32::from_be_bytes(ip.source[12..].try_into().expect("a 4-byte address")),
                 ),
                 other => panic!("unexpected headers {other:?}"),
             };
@@ -149,5 +164,4 @@ fn generator_rewrites_flows_with_valid_checksums() -> anyhow::Result<()> {
             assert!(csum_ok, "{src} proto {proto} flow {i}: checksums");
         }
     }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::bail;
 use clap::Parser as _;
 use lb_common::programs;
 use lb_userspace::cli::{Cli, dispatch};
@@ -33,38 +33,47 @@ fn version(socket: &Path) -> anyhow::Result<u64> {
 }
 
 #[test]
-fn edits_that_change_nothing_succeed_and_keep_the_version() -> anyhow::Result<()> {
+fn edits_that_change_nothing_succeed_and_keep_the_version() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("cs", "idem")).backends(2))?;
-    let config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("cs", "idem")).backends(2)).expect("bring the lab up");
+    let config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let backend = lab.backend(0).addr4().to_string();
     let at = ["--vip", "lab-tcp4", "--address", &backend];
-    let v0 = version(&socket)?;
+    let v0 = version(&socket).expect("the config's version");
 
     // Undrain of an active backend: done already.
     sluice(&socket, &[&["backend", "undrain"][..], &at].concat())
-        .context("undrain of an active backend")?;
-    ensure!(
-        version(&socket)? == v0,
+        .expect("undrain of an active backend");
+    assert!(
+        version(&socket).expect("the config's version") == v0,
         "a no-op undrain bumped the version"
     );
     // `vip set` to what it is; a repeated set-weight.
     sluice(
         &socket,
         &["vip", "set", "lab-tcp4", "--scheduler", "maglev"],
-    )?;
+    )
+    .expect("run the sluice CLI");
     sluice(
         &socket,
         &[&["backend", "set-weight"][..], &at, &["--weight", "1"]].concat(),
-    )?;
-    ensure!(version(&socket)? == v0, "no-op edits bumped the version");
+    )
+    .expect("run the sluice CLI");
+    assert!(
+        version(&socket).expect("the config's version") == v0,
+        "no-op edits bumped the version"
+    );
 
     // The API itself: the running configuration sent back is not a change.
-    let Response::Config { toml, version: v } = client::request(&socket, &Request::Config)? else {
-        bail!("no config");
+    let Response::Config { toml, version: v } =
+        client::request(&socket, &Request::Config).expect("an API request")
+    else {
+        panic!("no config");
     };
     match client::request(
         &socket,
@@ -74,29 +83,30 @@ fn edits_that_change_nothing_succeed_and_keep_the_version() -> anyhow::Result<()
             base_version: Some(v),
             force: false,
         },
-    )? {
+    )
+    .expect("an API request")
+    {
         Response::Plan {
             applied: false,
             version,
             ..
         } if version == v0 => {}
-        r => bail!("the unchanged configuration was applied: {r:?}"),
+        r => panic!("the unchanged configuration was applied: {r:?}"),
     }
 
     // A real change, made twice: one new version.
     let drain = [&["backend", "drain"][..], &at].concat();
-    sluice(&socket, &drain)?;
-    sluice(&socket, &drain).context("a repeated drain")?;
-    ensure!(
-        version(&socket)? == v0 + 1,
+    sluice(&socket, &drain).expect("run the sluice CLI");
+    sluice(&socket, &drain).expect("a repeated drain");
+    assert!(
+        version(&socket).expect("the config's version") == v0 + 1,
         "a drain made twice: {}",
-        version(&socket)?
+        version(&socket).expect("the config's version")
     );
-    sluice(&socket, &[&["backend", "undrain"][..], &at].concat())?;
-    ensure!(version(&socket)? == v0 + 2);
+    sluice(&socket, &[&["backend", "undrain"][..], &at].concat()).expect("run the sluice CLI");
+    assert!(version(&socket).expect("the config's version") == v0 + 2);
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// Where a child run as `nobody` reads its socket from.
@@ -115,25 +125,29 @@ fn cli_as_child() {
 }
 
 #[test]
-fn a_user_outside_the_api_group_is_told_how_to_get_in() -> anyhow::Result<()> {
+fn a_user_outside_the_api_group_is_told_how_to_get_in() {
     use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("cs", "acl")).backends(1))?;
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("cs", "acl")).backends(1)).expect("bring the lab up");
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     // Debian's `nogroup` (65534) exists on every machine this runs on.
     config.daemon.api_group = Some("nogroup".to_owned());
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
 
     // A copy of this binary that `nobody` can execute (the build directory may be out of
     // its reach).
     let dir = std::env::temp_dir().join(format!("sluice-cs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).expect("create the directory");
     let exe = dir.join("child");
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::copy(std::env::current_exe()?, &exe)?;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .expect("set the file's permissions");
+    std::fs::copy(std::env::current_exe().expect("the test binary"), &exe).expect("copy the file");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+        .expect("set the file's permissions");
     let mut cmd = std::process::Command::new(&exe);
     cmd.args([
         "--exact",
@@ -159,12 +173,12 @@ fn a_user_outside_the_api_group_is_told_how_to_get_in() -> anyhow::Result<()> {
     }
     let out = cmd.output();
     let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
+    let out = out.expect("run the child as nobody");
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
         .find_map(|l| l.find("REFUSED ").map(|i| l[i..].to_owned()))
-        .with_context(|| format!("the child was not refused: {text}"))?;
+        .unwrap_or_else(|| panic!("the child was not refused: {text}"));
     println!("{line}");
     for part in [
         &socket.display().to_string(),
@@ -172,11 +186,10 @@ fn a_user_outside_the_api_group_is_told_how_to_get_in() -> anyhow::Result<()> {
         "\"nogroup\"",
         "usermod -aG nogroup",
     ] {
-        ensure!(line.contains(part), "{part:?} missing from: {line}");
+        assert!(line.contains(part), "{part:?} missing from: {line}");
     }
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// Removes the test's link pins, also on failure (a namespace's deletion detaches its
@@ -192,20 +205,30 @@ impl Drop for Pins {
 }
 
 #[test]
-fn decap_pins_of_two_namespaces_eth0_coexist() -> anyhow::Result<()> {
+fn decap_pins_of_two_namespaces_eth0_coexist() {
     require_root();
     let _serial = serial();
-    let a = Named::new(&prefix("cs", "na"))?;
-    let b = Named::new(&prefix("cs", "nb"))?;
+    let a = Named::new(&prefix("cs", "na")).expect("a named namespace");
+    let b = Named::new(&prefix("cs", "nb")).expect("a named namespace");
     for ns in [&a, &b] {
         ns.exec(&[
             "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
-        ])?;
-        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        ns.exec(&["ip", "link", "set", "eth1", "up"])?;
+        ])
+        .expect("run a command in the namespace");
+        ns.exec(&["ip", "link", "set", "eth0", "up"])
+            .expect("run a command in the namespace");
+        ns.exec(&["ip", "link", "set", "eth1", "up"])
+            .expect("run a command in the namespace");
     }
     let id = |ns: &Named| ns.run(pinned::netns_id);
-    let (ia, ib) = (id(&a)??, id(&b)??);
+    let (ia, ib) = (
+        id(&a)
+            .expect("run in the namespace")
+            .expect("the namespace's id"),
+        id(&b)
+            .expect("run in the namespace")
+            .expect("the namespace's id"),
+    );
     // The name pins had before they named the namespace.
     let old_name = format!("{}@eth0", programs::DECAP);
     let mut pins = Pins(vec![
@@ -217,42 +240,52 @@ fn decap_pins_of_two_namespaces_eth0_coexist() -> anyhow::Result<()> {
         |ns: &Named| ns.run(|| pinned::attach_pinned(programs::DECAP, "eth0", AttachMode::Native));
     let detach = |ns: &Named| ns.run(|| pinned::detach_pinned(programs::DECAP, "eth0"));
 
-    let (_, pa) = attach(&a)??;
+    let (_, pa) = attach(&a)
+        .expect("run in the namespace")
+        .expect("attach the decap program");
     let (_, pb) = attach(&b)
-        .context("second namespace")?
-        .context("second namespace")?;
-    ensure!(pa != pb && pa.exists() && pb.exists(), "{pa:?} {pb:?}");
+        .expect("second namespace")
+        .expect("second namespace");
+    assert!(pa != pb && pa.exists() && pb.exists(), "{pa:?} {pb:?}");
 
-    detach(&a)??;
-    ensure!(
+    detach(&a)
+        .expect("run in the namespace")
+        .expect("detach the decap program");
+    assert!(
         !pa.exists() && pb.exists(),
         "detaching in one took the other's"
     );
     // Detached already here; it is attached in the other namespace, and the message says
     // which.
-    let e = detach(&a)?
+    let e = detach(&a)
+        .expect("run in the namespace")
         .expect_err("nothing left to detach here")
         .to_string();
-    ensure!(
+    assert!(
         e.contains("not attached") && e.contains(b.name()),
         "the message does not say where it is attached: {e}"
     );
-    detach(&b)??;
-    ensure!(!pb.exists());
+    detach(&b)
+        .expect("run in the namespace")
+        .expect("detach the decap program");
+    assert!(!pb.exists());
 
     // A pin from before the namespace was in the name still detaches.
-    let (_, old) = a.run(|| {
-        pinned::attach_pinned_as(programs::DECAP, "eth0", AttachMode::Native, &old_name)
-    })??;
-    ensure!(old.exists());
+    let (_, old) = a
+        .run(|| pinned::attach_pinned_as(programs::DECAP, "eth0", AttachMode::Native, &old_name))
+        .expect("run in the namespace")
+        .expect("attach the decap program under the old pin name");
+    assert!(old.exists());
     // Not from a namespace without that interface.
-    b.exec(&["ip", "link", "del", "eth0"])?;
-    ensure!(
-        detach(&b)?.is_err(),
+    b.exec(&["ip", "link", "del", "eth0"])
+        .expect("run a command in the namespace");
+    assert!(
+        detach(&b).expect("run in the namespace").is_err(),
         "another namespace detached the old pin"
     );
-    detach(&a)??;
-    ensure!(!old.exists(), "the old-style pin is still there");
+    detach(&a)
+        .expect("run in the namespace")
+        .expect("detach the decap program");
+    assert!(!old.exists(), "the old-style pin is still there");
     pins.0.clear();
-    Ok(())
 }

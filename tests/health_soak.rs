@@ -220,11 +220,18 @@ fn ensure_no_transition(d: &Daemon, what: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 #[test]
-fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
+fn half_open_connections_on_probe_ports_fail_no_check() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("half")).backends(2))?;
-    let d = Daemon::start(&lab, fast_checks(lab.daemon_config(&Weights::Equal)?))?;
+    let lab = Lab::up(LabSpec::new(&prefix("half")).backends(2)).expect("bring the lab up");
+    let d = Daemon::start(
+        &lab,
+        fast_checks(
+            lab.daemon_config(&Weights::Equal)
+                .expect("the lab's daemon config"),
+        ),
+    )
+    .expect("start the daemon");
     let victim = lab.backend(0);
     thread::sleep(Duration::from_millis(600));
     let lb_addrs: [IpAddr; 2] = [lab.lb().addr4().into(), lab.lb().addr6().into()];
@@ -233,19 +240,19 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
         // The ports the probes of the first backends always used (49152 + id): a half-open
         // connection there made every later probe of that backend time out for a minute.
         for sport in 49152..49152 + 24 {
-            leave_half_open(&lab, victim, vip, sport)?;
+            leave_half_open(&lab, victim, vip, sport).expect("leave a half-open connection");
         }
         // The ports the next probes of this VIP check will take (one after the other),
         // so that some probes meet a half-open connection and get a challenge ACK.
-        let p = next_probe_port(&lab, victim, vip)?;
+        let p = next_probe_port(&lab, victim, vip).expect("the next probe port");
         let ports: BTreeSet<u16> = (3..43)
             .map(|i| 49152 + ((u32::from(p - 49152) + i) % 16384) as u16)
             .collect();
         for &sport in &ports {
-            leave_half_open(&lab, victim, vip, sport)?;
+            leave_half_open(&lab, victim, vip, sport).expect("leave a half-open connection");
         }
-        let held = syn_recv_ports(victim, lb_addr)?;
-        ensure!(
+        let held = syn_recv_ports(victim, lb_addr).expect("the SYN-RECV ports");
+        assert!(
             ports.iter().filter(|p| held.contains(p)).count() >= 30,
             "{vip}: the half-open connections were not made: {held:?}"
         );
@@ -258,7 +265,8 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
     // Long enough for the probes to pass every one of those ports (two backends × 5 probes
     // a second take 10 ports a second) and for `fall` (3) failures in a row many times over.
     thread::sleep(Duration::from_secs(8));
-    let (checks, failed) = ensure_no_transition(&d, "half-open connections")?;
+    let (checks, failed) =
+        ensure_no_transition(&d, "half-open connections").expect("no health transition");
     for vip in ["lab-tcp4", "lab-tcp6"] {
         for b in lab.backends() {
             let addr = if vip.ends_with('4') {
@@ -266,7 +274,7 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
             } else {
                 b.addr6().into()
             };
-            ensure!(
+            assert!(
                 d.health(vip, addr).is_some_and(|(h, _)| h == Health::Up),
                 "{vip} {addr}: {:?}",
                 d.health(vip, addr)
@@ -276,34 +284,34 @@ fn half_open_connections_on_probe_ports_fail_no_check() -> anyhow::Result<()> {
     // The probes that met them reset them (a challenge ACK, then a RST with its
     // acknowledgment number), long before the backend would have given up (~60 s).
     for (vip, (lb_addr, ports)) in &ahead {
-        let left = syn_recv_ports(victim, *lb_addr)?;
+        let left = syn_recv_ports(victim, *lb_addr).expect("the SYN-RECV ports");
         let reset = ports.iter().filter(|p| !left.contains(p)).count();
         println!(
             "{vip}: {reset} of the {} half-open connections ahead of the probes were reset by them",
             ports.len()
         );
-        ensure!(reset >= 1, "{vip}: no probe met a half-open connection");
+        assert!(reset >= 1, "{vip}: no probe met a half-open connection");
     }
     // The probes themselves leave nothing: a half-open connection from a probe port that is
     // not ours, seen twice 500 ms apart, would be a probe's.
     for (vip, (lb_addr, ports)) in &ahead {
         let ours = |p: &u16| ports.contains(p) || (49152..49152 + 24).contains(p);
-        let first: BTreeSet<u16> = syn_recv_ports(victim, *lb_addr)?
+        let first: BTreeSet<u16> = syn_recv_ports(victim, *lb_addr)
+            .expect("the SYN-RECV ports")
             .into_iter()
             .filter(|p| !ours(p))
             .collect();
         thread::sleep(Duration::from_millis(500));
-        let second = syn_recv_ports(victim, *lb_addr)?;
+        let second = syn_recv_ports(victim, *lb_addr).expect("the SYN-RECV ports");
         let leaked: Vec<_> = first.intersection(&second).collect();
-        ensure!(
+        assert!(
             leaked.is_empty(),
             "{vip}: probes left half-open connections on ports {leaked:?}"
         );
     }
     println!("{checks} checks, {failed} failed, 0 transitions");
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// The lab config with backend-2's check of `lab-tcp4` on port `CHECK_PORT` (a server the
@@ -329,30 +337,38 @@ fn on_down_config(lab: &Lab, on_down: OnDown) -> anyhow::Result<Config> {
 }
 
 #[test]
-fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()> {
+fn on_down_keep_holds_connections_and_reassign_moves_them() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("ondown")).backends(3).ipv6(false))?;
+    let lab =
+        Lab::up(LabSpec::new(&prefix("ondown")).backends(3).ipv6(false)).expect("bring the lab up");
     let victim = lab.backend(1);
     let victim_addr: IpAddr = victim.addr4().into();
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     for on_down in [OnDown::Keep, OnDown::Reassign] {
-        let check = victim.run(|| {
-            BackendServer::start_on(
-                "backend-2-check",
-                &[victim_addr, lab.vip4().into()],
-                CHECK_PORT,
-                0,
-            )
-        })??;
-        let d = Daemon::start(&lab, on_down_config(&lab, on_down)?)?;
+        let check = victim
+            .run(|| {
+                BackendServer::start_on(
+                    "backend-2-check",
+                    &[victim_addr, lab.vip4().into()],
+                    CHECK_PORT,
+                    0,
+                )
+            })
+            .expect("run in the namespace")
+            .expect("start the check server");
+        let d = Daemon::start(
+            &lab,
+            on_down_config(&lab, on_down).expect("the on-down config"),
+        )
+        .expect("start the daemon");
         // Up, and checked (a check passed since the start).
         let t0 = Instant::now();
         while d
             .health("lab-tcp4", victim_addr)
             .is_none_or(|(h, why)| h != Health::Up || !why.contains("VIP answered"))
         {
-            ensure!(
+            assert!(
                 t0.elapsed() < Duration::from_secs(5),
                 "backend-2 not checked up: {:?}",
                 d.health("lab-tcp4", victim_addr)
@@ -361,14 +377,16 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
         }
         let mut held: Vec<Held> = (0..30)
             .map(|_| Held::open(lab.client(0), vip))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<anyhow::Result<_>>()
+            .expect("open the connections");
         let on_victim = held.iter().filter(|c| c.backend == "backend-2").count();
-        ensure!(
+        assert!(
             on_victim >= 2,
             "too few connections on backend-2: {on_victim}"
         );
         for (i, c) in held.iter_mut().enumerate() {
-            c.echo(&format!("before{i}"))?;
+            c.echo(&format!("before{i}"))
+                .expect("echo on a held connection");
         }
         // Its check fails; port 80 still works.
         check.stop();
@@ -377,26 +395,27 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
             victim_addr,
             Health::Down,
             Duration::from_secs(5),
-        )?;
+        )
+        .expect("wait for the health state");
         let mut broken = Vec::new();
         for (i, c) in held.iter_mut().enumerate() {
             if let Err(e) = c.echo(&format!("after{i}")) {
                 broken.push((c.backend.clone(), format!("{e:#}")));
             }
         }
-        let counts = connections(lab.client(0), vip, 60)?;
+        let counts = connections(lab.client(0), vip, 60).expect("connections through the VIP");
         println!(
             "{on_down:?}: {on_victim} of 30 held connections on backend-2; after it went down: {} broken {broken:?}; 60 new connections: {counts:?}",
             broken.len()
         );
-        ensure!(
+        assert!(
             !counts.contains_key("backend-2"),
             "{on_down:?}: a down backend got new connections: {counts:?}"
         );
         match on_down {
-            OnDown::Keep => ensure!(broken.is_empty(), "keep: connections broke: {broken:?}"),
+            OnDown::Keep => assert!(broken.is_empty(), "keep: connections broke: {broken:?}"),
             OnDown::Reassign => {
-                ensure!(
+                assert!(
                     broken.len() == on_victim && broken.iter().all(|(b, _)| b == "backend-2"),
                     "reassign: backend-2's {on_victim} connections should have moved (and broken), \
                      the others not: {broken:?}"
@@ -406,21 +425,23 @@ fn on_down_keep_holds_connections_and_reassign_moves_them() -> anyhow::Result<()
         drop(held);
         drop(d);
     }
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 #[test]
-fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()> {
+fn a_down_backend_under_keep_stays_down_across_a_restart() {
     use sluice_dataplane::{self as dataplane, LAYOUT_FILE};
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("keeprestart")).backends(3).ipv6(false))?;
+    let lab = Lab::up(LabSpec::new(&prefix("keeprestart")).backends(3).ipv6(false))
+        .expect("bring the lab up");
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
     let victim: IpAddr = lab.backend(1).addr4().into();
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     for v in &mut config.vips {
         v.on_down = OnDown::Keep;
         if v.health.check != CheckKind::None {
@@ -428,11 +449,13 @@ fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()>
             (v.health.rise, v.health.fall) = (2, 2);
         }
     }
-    let d = Daemon::start_keeping(&lab, config.clone())?;
-    lab.kill_backend_server(1)?;
-    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))?;
+    let d = Daemon::start_keeping(&lab, config.clone()).expect("start the daemon keeping the pins");
+    lab.kill_backend_server(1)
+        .expect("kill the backend's server");
+    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))
+        .expect("wait for the health state");
     thread::sleep(Duration::from_millis(1200)); // the status file is rewritten every second
-    d.stop()?;
+    d.stop().expect("stop the daemon");
     let status_file = lab::lab_dir(lab.prefix()).join("status.json");
     let modified = || {
         std::fs::metadata(&status_file)
@@ -471,10 +494,9 @@ fn a_down_backend_under_keep_stays_down_across_a_restart() -> anyhow::Result<()>
         d.stop()?;
         Ok(())
     })();
-    dataplane::detach(&pin_dir, Some(&layout))?;
-    result?;
-    lab.down()?;
-    Ok(())
+    dataplane::detach(&pin_dir, Some(&layout)).expect("detach the dataplane");
+    result.unwrap_or_else(|e| panic!("{e:#}"));
+    lab.down().expect("take the lab down");
 }
 
 /// What the soak's traffic saw.
@@ -646,23 +668,25 @@ fn soak_lab(mode: Forwarding, secs: u64) -> anyhow::Result<String> {
 }
 
 #[test]
-fn soak_traffic_edits_and_fast_probes_without_false_transitions() -> anyhow::Result<()> {
+fn soak_traffic_edits_and_fast_probes_without_false_transitions() {
     require_root();
     let _serial = serial();
     let secs: u64 = match std::env::var("SLUICE_SOAK_SECS") {
-        Ok(s) => s.parse().context("SLUICE_SOAK_SECS")?,
+        Ok(s) => s.parse().expect("SLUICE_SOAK_SECS"),
         Err(_) => 75,
     };
-    ensure!((10..=7200).contains(&secs), "SLUICE_SOAK_SECS: 10..=7200");
+    assert!((10..=7200).contains(&secs), "SLUICE_SOAK_SECS: 10..=7200");
     // Both labs at once: twice the load, as in production two services share a machine.
     let (dsr, ipip) = thread::scope(|s| {
         let a = s.spawn(|| soak_lab(Forwarding::Dsr, secs));
         let b = s.spawn(|| soak_lab(Forwarding::Ipip, secs));
         (a.join(), b.join())
     });
-    let dsr = dsr.map_err(|_| anyhow::anyhow!("the DSR soak panicked"))?;
-    let ipip = ipip.map_err(|_| anyhow::anyhow!("the IPIP soak panicked"))?;
-    let (dsr, ipip) = (dsr?, ipip?);
+    let dsr = dsr.unwrap_or_else(|_| panic!("the DSR soak panicked"));
+    let ipip = ipip.unwrap_or_else(|_| panic!("the IPIP soak panicked"));
+    let (dsr, ipip) = (
+        dsr.unwrap_or_else(|e| panic!("the DSR soak: {e:#}")),
+        ipip.unwrap_or_else(|e| panic!("the IPIP soak: {e:#}")),
+    );
     println!("soak:\n  {dsr}\n  {ipip}");
-    Ok(())
 }

@@ -179,15 +179,20 @@ fn echo_owner(client: &OwnedFd, cport: u16, vip: IpAddr, port: u16) -> anyhow::R
 }
 
 #[test]
-fn port_unreachable_reaches_the_flows_backend() -> anyhow::Result<()> {
+fn port_unreachable_reaches_the_flows_backend() {
     require_root();
     let _serial = serial();
     let mut cport = CLIENT_PORT;
     let mut owners = std::collections::BTreeSet::new();
     for mode in [Forwarding::Dsr, Forwarding::Ipip] {
         let prefix = prefix("icmp", &mode.to_string());
-        let lab = Lab::up(LabSpec::new(&prefix).backends(2).mode(mode))?;
-        let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
+        let lab = Lab::up(LabSpec::new(&prefix).backends(2).mode(mode)).expect("bring the lab up");
+        let d = Daemon::start(
+            &lab,
+            lab.daemon_config(&Weights::Equal)
+                .expect("the lab's daemon config"),
+        )
+        .expect("start the daemon");
         let port = lab::UDP_PORT;
         for vip in lab.vips() {
             // Flows from several ports, so that both backends own some.
@@ -199,15 +204,18 @@ fn port_unreachable_reaches_the_flows_backend() -> anyhow::Result<()> {
             };
             let watchers = (0..2)
                 .map(|k| lab.backend(k).run(|| raw_socket(family, icmp))?)
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<anyhow::Result<Vec<_>>>()
+                .expect("open the connections");
             let client = lab
                 .client(0)
-                .run(|| raw_socket(family, libc::IPPROTO_UDP))??;
+                .run(|| raw_socket(family, libc::IPPROTO_UDP))
+                .expect("run in the namespace")
+                .expect("open a raw socket");
             // The echo names the backend that holds the flow (`backend-k:payload`); the
             // raw UDP socket sees a copy of what the client's kernel then refuses.
-            let k =
-                echo_owner(&client, cport, vip, port).with_context(|| format!("{mode} {vip}"))?;
-            ensure!((1..=2).contains(&k), "{mode} {vip}: backend-{k}?");
+            let k = echo_owner(&client, cport, vip, port)
+                .unwrap_or_else(|e| panic!("{mode} {vip}: {e:#}"));
+            assert!((1..=2).contains(&k), "{mode} {vip}: backend-{k}?");
             // What reached each backend within 2 s of the echo.
             let mut got = [false; 2];
             let until = Instant::now() + Duration::from_secs(2);
@@ -223,19 +231,18 @@ fn port_unreachable_reaches_the_flows_backend() -> anyhow::Result<()> {
             println!(
                 "{mode} {vip}: flow on backend-{k}; port unreachable seen by backends 1, 2: {got:?}"
             );
-            ensure!(
+            assert!(
                 got[k - 1],
                 "{mode} {vip}: the port unreachable did not reach backend-{k}, the flow's backend"
             );
-            ensure!(
+            assert!(
                 !got[2 - k],
                 "{mode} {vip}: the port unreachable reached the other backend too"
             );
             owners.insert(k);
         }
         drop(d);
-        lab.down()?;
+        lab.down().expect("take the lab down");
     }
     println!("flows owned by backends {owners:?}");
-    Ok(())
 }

@@ -124,12 +124,12 @@ fn assert_gone(prefix: &str) -> anyhow::Result<()> {
 }
 
 #[test]
-fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
+fn dsr_lab_builds_serves_grows_and_goes_down() {
     require_root();
     reap_crashed_runs();
     let p = prefix("dsr");
-    let mut lab = Lab::up(LabSpec::new(&p).backends(3).clients(2))?;
-    ensure!(
+    let mut lab = Lab::up(LabSpec::new(&p).backends(3).clients(2)).expect("bring the lab up");
+    assert!(
         matches!(Lab::up(LabSpec::new(&p)), Err(lab::LabError::LabExists(_))),
         "a second lab with the same prefix must be refused"
     );
@@ -145,10 +145,11 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
     assert_eq!(lab.vip6().to_string(), "fd97::100");
     let mac = lab
         .backend(1)
-        .exec(&["ip", "-br", "link", "show", "dev", "eth0"])?;
+        .exec(&["ip", "-br", "link", "show", "dev", "eth0"])
+        .expect("run a command in the namespace");
     assert!(mac.contains("02:97:00:00:00:0c"), "{mac}");
 
-    check_reachable(&lab)?;
+    check_reachable(&lab).expect("every node reachable");
 
     // HTTP, on a backend's own address.
     let b = lab.backend(1);
@@ -156,14 +157,19 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
         lab.client(0),
         b.sock4(80),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-    )?;
+    )
+    .expect("a TCP request");
     assert!(http.starts_with("HTTP/1.1 200 OK\r\n"), "{http}");
     assert!(http.ends_with("\r\n\r\nbackend-2\n"), "{http}");
-    let health = ask(lab.client(0), b.sock6(80), b"GET /health HTTP/1.1\r\n\r\n")?;
+    let health =
+        ask(lab.client(0), b.sock6(80), b"GET /health HTTP/1.1\r\n\r\n").expect("a TCP request");
     assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
 
     // The configuration of each role.
-    let lo = lab.backend(0).exec(&["ip", "addr", "show", "dev", "lo"])?;
+    let lo = lab
+        .backend(0)
+        .exec(&["ip", "addr", "show", "dev", "lo"])
+        .expect("run a command in the namespace");
     assert!(
         lo.contains("10.97.0.100/32") && lo.contains("fd97::100/128"),
         "{lo}"
@@ -172,22 +178,46 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         Ok(n.run(|| std::fs::read_to_string(&path))??.trim().to_owned())
     };
-    assert_eq!(sysctl(lab.backend(0), "net.ipv4.conf.all.arp_ignore")?, "1");
     assert_eq!(
-        sysctl(lab.backend(0), "net.ipv4.conf.all.arp_announce")?,
+        sysctl(lab.backend(0), "net.ipv4.conf.all.arp_ignore").expect("read the sysctl"),
+        "1"
+    );
+    assert_eq!(
+        sysctl(lab.backend(0), "net.ipv4.conf.all.arp_announce").expect("read the sysctl"),
         "2"
     );
-    assert_eq!(sysctl(lab.lb(), "net.ipv4.ip_forward")?, "1");
-    assert_eq!(sysctl(lab.lb(), "net.ipv6.conf.all.forwarding")?, "1");
-    let routes = lab.client(0).exec(&["ip", "route"])?;
+    assert_eq!(
+        sysctl(lab.lb(), "net.ipv4.ip_forward").expect("read the sysctl"),
+        "1"
+    );
+    assert_eq!(
+        sysctl(lab.lb(), "net.ipv6.conf.all.forwarding").expect("read the sysctl"),
+        "1"
+    );
+    let routes = lab
+        .client(0)
+        .exec(&["ip", "route"])
+        .expect("run a command in the namespace");
     assert!(routes.contains("10.97.0.100 via 10.97.0.1"), "{routes}");
-    let routes6 = lab.client(0).exec(&["ip", "-6", "route"])?;
+    let routes6 = lab
+        .client(0)
+        .exec(&["ip", "-6", "route"])
+        .expect("run a command in the namespace");
     assert!(routes6.contains("fd97::100 via fd97::1"), "{routes6}");
-    let offload = lab.client(0).exec(&["ethtool", "-k", "eth0"])?;
+    let offload = lab
+        .client(0)
+        .exec(&["ethtool", "-k", "eth0"])
+        .expect("run a command in the namespace");
     assert!(offload.contains("tx-checksumming: off"), "{offload}");
     // Only the LB's switch port has a program in DSR mode.
-    assert_eq!(xdp_program(lab.switch(), lab.lb().peer())?, programs::PASS);
-    assert_eq!(xdp_program(lab.backend(0).netns(), "eth0")?, "");
+    assert_eq!(
+        xdp_program(lab.switch(), lab.lb().peer()).expect("look up the attached XDP program"),
+        programs::PASS
+    );
+    assert_eq!(
+        xdp_program(lab.backend(0).netns(), "eth0").expect("look up the attached XDP program"),
+        ""
+    );
     assert_eq!(
         lab.pins(),
         vec![pinned::pin_path(&lab::pin_name(
@@ -201,23 +231,28 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
     let b0 = lab.backend(0).sock4(80);
     let mut hold = lab
         .client(0)
-        .run(|| TcpStream::connect_timeout(&b0, TIMEOUT))??;
-    hold.set_read_timeout(Some(TIMEOUT))?;
-    hold.write_all(b"HOLD\n")?;
-    let mut r = BufReader::new(hold.try_clone()?);
+        .run(|| TcpStream::connect_timeout(&b0, TIMEOUT))
+        .expect("run in the namespace")
+        .expect("connect to backend-1");
+    hold.set_read_timeout(Some(TIMEOUT))
+        .expect("set the read timeout");
+    hold.write_all(b"HOLD\n").expect("write to the socket");
+    let mut r = BufReader::new(hold.try_clone().expect("clone the socket"));
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    r.read_line(&mut line).expect("read a line");
     assert_eq!(line, "backend-1\n");
     for i in 0..3 {
-        hold.write_all(format!("ping {i}\n").as_bytes())?;
+        hold.write_all(format!("ping {i}\n").as_bytes())
+            .expect("write to the socket");
         line.clear();
-        r.read_line(&mut line)?;
+        r.read_line(&mut line).expect("read a line");
         assert_eq!(line, format!("backend-1:ping {i}\n"));
     }
-    lab.kill_backend_server(0)?;
+    lab.kill_backend_server(0)
+        .expect("kill the backend's server");
     line.clear();
     assert_eq!(
-        r.read_line(&mut line)?,
+        r.read_line(&mut line).expect("read a line"),
         0,
         "held connection not closed: {line:?}"
     );
@@ -225,31 +260,43 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
         ask(lab.client(0), b0, b"hi").is_err(),
         "backend-1 answers without a server"
     );
-    lab.start_backend_server(0)?;
-    assert_eq!(ask(lab.client(0), b0, b"hi")?, "backend-1\n");
+    lab.start_backend_server(0)
+        .expect("start the backend's server");
+    assert_eq!(
+        ask(lab.client(0), b0, b"hi").expect("a TCP request"),
+        "backend-1\n"
+    );
 
     // break/repair: the VIPs leave lo and come back.
-    lab.break_backend(1)?;
-    let lo = lab.backend(1).exec(&["ip", "addr", "show", "dev", "lo"])?;
+    lab.break_backend(1).expect("break the backend");
+    let lo = lab
+        .backend(1)
+        .exec(&["ip", "addr", "show", "dev", "lo"])
+        .expect("run a command in the namespace");
     assert!(
         !lo.contains("10.97.0.100") && !lo.contains("fd97::100"),
         "{lo}"
     );
-    lab.repair_backend(1)?;
-    let lo = lab.backend(1).exec(&["ip", "addr", "show", "dev", "lo"])?;
+    lab.repair_backend(1).expect("repair the backend");
+    let lo = lab
+        .backend(1)
+        .exec(&["ip", "addr", "show", "dev", "lo"])
+        .expect("run a command in the namespace");
     assert!(
         lo.contains("10.97.0.100/32") && lo.contains("fd97::100/128"),
         "{lo}"
     );
 
     // A fourth backend joins the bridge and answers.
-    let b4 = lab.add_backend()?.clone();
+    let b4 = lab.add_backend().expect("add a backend").clone();
     assert_eq!(b4.name(), "backend-4");
     assert_eq!(b4.addr4().to_string(), "10.97.0.14");
-    check_reachable(&lab)?;
+    check_reachable(&lab).expect("every node reachable");
 
     // The daemon config: 4 VIPs (tcp/udp × v4/v6), every backend, weights 1..4, valid.
-    let config = lab.daemon_config(&Weights::Ascending)?;
+    let config = lab
+        .daemon_config(&Weights::Ascending)
+        .expect("the lab's daemon config");
     assert_eq!(config.daemon.interface, "eth0");
     assert_eq!(config.vips.len(), 4);
     for v in &config.vips {
@@ -262,8 +309,10 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
                 .all(|b| b.address.is_ipv4() == v.address.is_ipv4())
         );
     }
-    let path = lab.write_daemon_config(&Weights::Equal)?;
-    let loaded = config::load(&path)?;
+    let path = lab
+        .write_daemon_config(&Weights::Equal)
+        .expect("write the daemon's config");
+    let loaded = config::load(&path).expect("load the config");
     assert!(
         loaded
             .config
@@ -272,14 +321,17 @@ fn dsr_lab_builds_serves_grows_and_goes_down() -> anyhow::Result<()> {
             .all(|v| v.backends.iter().all(|b| b.weight == 1))
     );
 
-    let removed = lab.down()?;
+    let removed = lab.down().expect("take the lab down");
     assert_eq!(removed.namespaces.len(), 8, "{removed:?}");
     assert_eq!(removed.pins.len(), 1, "{removed:?}");
     assert!(!path.exists());
-    assert_gone(&p)?;
+    assert_gone(&p).expect("nothing left of the lab");
     // Idempotent.
-    assert!(Lab::down_prefix(&p)?.is_empty());
-    Ok(())
+    assert!(
+        Lab::down_prefix(&p)
+            .expect("remove the labs by prefix")
+            .is_empty()
+    );
 }
 
 /// Removes a lab by prefix on drop, for the test whose lab "crashes".
@@ -292,7 +344,7 @@ impl Drop for DownOnDrop {
 }
 
 #[test]
-fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Result<()> {
+fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() {
     require_root();
     reap_crashed_runs();
     let p = prefix("ipip");
@@ -302,9 +354,10 @@ fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Resul
             .backends(2)
             .mode(Forwarding::Ipip)
             .servers(Servers::InProcess),
-    )?;
-    lab.add_backend()?;
-    check_reachable(&lab)?;
+    )
+    .expect("bring the lab up");
+    lab.add_backend().expect("add a backend");
+    check_reachable(&lab).expect("every node reachable");
 
     // The decap program is pinned on every backend's eth0, under a name unique to its
     // namespace, and attached.
@@ -312,7 +365,7 @@ fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Resul
         let pin = pinned::pin_path(&lab::pin_name(programs::DECAP, "eth0", b.ns()));
         assert!(pin.exists(), "{} missing", pin.display());
         assert_eq!(
-            xdp_program(b.netns(), "eth0")?,
+            xdp_program(b.netns(), "eth0").expect("look up the attached XDP program"),
             programs::DECAP,
             "{}",
             b.ns()
@@ -321,18 +374,23 @@ fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Resul
     assert_eq!(lab.pins().len(), 4); // 3 decap + the LB port's pass
     let rp = lab
         .backend(0)
-        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter"))??;
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter"))
+        .expect("run in the namespace")
+        .expect("read rp_filter");
     assert_eq!(rp.trim(), "0");
-    let config = lab.daemon_config(&Weights::Equal)?;
+    let config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     assert!(config.vips.iter().all(|v| v.forwarding == Forwarding::Ipip));
 
     // A process in the lab (a daemon, a server...) that the crash leaves behind.
     let mut straggler = lab
         .backend(1)
-        .command("sleep")?
+        .command("sleep")
+        .expect("a command in the lab")
         .arg("600")
         .spawn()
-        .context("spawning a process in the lab")?;
+        .expect("spawning a process in the lab");
 
     // "Crash": the Lab value is never dropped.
     std::mem::forget(lab);
@@ -344,14 +402,14 @@ fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Resul
         .namespaces
         .iter()
         .find(|n| n.role == Role::Backend(2))
-        .context("b2")?;
+        .expect("b2");
     assert!(
         b2.processes.iter().any(|(pid, _)| *pid == straggler.id()),
         "{b2:?}"
     );
     assert!(Lab::list().contains(&p));
 
-    let removed = Lab::down_prefix(&p)?;
+    let removed = Lab::down_prefix(&p).expect("remove the labs by prefix");
     assert_eq!(removed.namespaces.len(), 6, "{removed:?}");
     assert_eq!(removed.pins.len(), 4, "{removed:?}");
     assert!(
@@ -361,15 +419,18 @@ fn ipip_lab_pins_decap_and_a_crashed_lab_is_removed_by_prefix() -> anyhow::Resul
             .any(|(pid, _)| *pid == straggler.id())
     );
     // It was killed (SIGTERM); reap it.
-    let status = straggler.wait()?;
+    let status = straggler.wait().expect("wait for the process");
     assert!(!status.success());
-    assert_gone(&p)?;
-    assert!(Lab::down_prefix(&p)?.is_empty());
-    Ok(())
+    assert_gone(&p).expect("nothing left of the lab");
+    assert!(
+        Lab::down_prefix(&p)
+            .expect("remove the labs by prefix")
+            .is_empty()
+    );
 }
 
 #[test]
-fn a_failed_up_leaves_nothing_and_prefixes_do_not_overlap() -> anyhow::Result<()> {
+fn a_failed_up_leaves_nothing_and_prefixes_do_not_overlap() {
     require_root();
     reap_crashed_runs();
     // Invalid specs are refused before anything is created.
@@ -380,15 +441,16 @@ fn a_failed_up_leaves_nothing_and_prefixes_do_not_overlap() -> anyhow::Result<()
     // A lab whose prefix extends another's is not touched by removing the other.
     let outer = prefix("o");
     let inner = format!("{outer}-x");
-    let a = Lab::up(LabSpec::new(&outer).backends(1).servers(Servers::None))?;
-    let b = Lab::up(LabSpec::new(&inner).backends(1).servers(Servers::None))?;
-    let removed = Lab::down_prefix(&outer)?;
+    let a =
+        Lab::up(LabSpec::new(&outer).backends(1).servers(Servers::None)).expect("bring the lab up");
+    let b =
+        Lab::up(LabSpec::new(&inner).backends(1).servers(Servers::None)).expect("bring the lab up");
+    let removed = Lab::down_prefix(&outer).expect("remove the labs by prefix");
     assert_eq!(removed.namespaces.len(), 4, "{removed:?}");
     assert_eq!(Lab::status(&inner).namespaces.len(), 4);
     assert!(b.backend(0).exec(&["ip", "link", "show", "eth0"]).is_ok());
     drop(b);
-    assert_gone(&inner)?;
+    assert_gone(&inner).expect("nothing left of the lab");
     drop(a); // nothing left to remove
-    assert_gone(&outer)?;
-    Ok(())
+    assert_gone(&outer).expect("nothing left of the lab");
 }

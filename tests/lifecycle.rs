@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, bail};
 use sluice_core::config::{BackendState, Config, Scheduler, VipConfig};
 use sluice_daemon::{
     api::{Request, Response, client},
@@ -103,45 +103,52 @@ fn wait_active(socket: &Path, vip: &str, want: &BTreeMap<IpAddr, u64>) -> anyhow
 }
 
 #[test]
-fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()> {
+fn least_connection_schedulers_equalise_and_count_exactly() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("lc", "lc")).backends(3))?;
-    let mut config = lab.daemon_config(&Weights::Explicit(vec![1, 0, 0]))?;
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "lc")).backends(3)).expect("bring the lab up");
+    let mut config = lab
+        .daemon_config(&Weights::Explicit(vec![1, 0, 0]))
+        .expect("the lab's daemon config");
     config.daemon.conntrack_sweep_ms = 500;
     vip_mut(&mut config, "lab-tcp4").scheduler = Scheduler::LeastConn;
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config.clone())?;
+    let d = Daemon::start(&lab, config.clone()).expect("start the daemon");
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
 
     // 30 long-lived connections, all on backend-1: the others take no new flows yet.
     let mut held: Vec<Held> = (0..30)
         .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
-    ensure!(per_backend(&held).get("backend-1") == Some(&30));
-    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+        .collect::<anyhow::Result<_>>()
+        .expect("open the connections");
+    assert!(per_backend(&held).get("backend-1") == Some(&30));
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))
+        .expect("wait for the active connection counts");
 
     // All three take new flows now: the next 30 go to the two empty ones.
     for b in &mut vip_mut(&mut config, "lab-tcp4").backends {
         b.weight = 1;
     }
-    d.edit(Edit::Replace(Box::new(config.clone())))?;
+    d.edit(Edit::Replace(Box::new(config.clone())))
+        .expect("edit the daemon's config");
     let mut fresh: Vec<Held> = (0..30)
         .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<anyhow::Result<_>>()
+        .expect("open the connections");
     let got = per_backend(&fresh);
     println!("lc: 30 held on backend-1, then 30 new connections went {got:?}");
     let n = |m: &BTreeMap<String, usize>, k: &str| m.get(k).copied().unwrap_or(0);
-    ensure!(
+    assert!(
         n(&got, "backend-1") <= 1,
         "lc sent new flows to the loaded backend: {got:?}"
     );
-    ensure!(
+    assert!(
         n(&got, "backend-2").abs_diff(n(&got, "backend-3")) <= 2,
         "lc did not equalise the empty backends: {got:?}"
     );
     held.append(&mut fresh);
-    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))
+        .expect("wait for the active connection counts");
 
     // Clients close 10 connections of backend-1 and 5 of backend-2: the figures follow
     // (the FIN counts the close).
@@ -150,19 +157,21 @@ fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()
     for h in held {
         if h.backend == "backend-1" && closed.0 < 10 {
             closed.0 += 1;
-            h.close()?;
+            h.close().expect("close a held connection");
         } else if h.backend == "backend-2" && closed.1 < 5 {
             closed.1 += 1;
-            h.close()?;
+            h.close().expect("close a held connection");
         } else {
             kept.push(h);
         }
     }
     let mut held = kept;
-    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))
+        .expect("wait for the active connection counts");
     // Still exact after the flow-table sweep recounted.
     std::thread::sleep(Duration::from_millis(1200));
-    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))?;
+    wait_active(&socket, "lab-tcp4", &truth(&lab, &held))
+        .expect("wait for the active connection counts");
 
     // wlc with weights 1:1:2: new flows fill each backend up to the same load per weight.
     {
@@ -170,9 +179,10 @@ fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()
         v.scheduler = Scheduler::WeightedLeastConn;
         v.backends[2].weight = 2;
     }
-    d.edit(Edit::Replace(Box::new(config.clone())))?;
+    d.edit(Edit::Replace(Box::new(config.clone())))
+        .expect("edit the daemon's config");
     for _ in 0..40 {
-        held.push(Held::open(lab.client(0), vip)?);
+        held.push(Held::open(lab.client(0), vip).expect("open a held connection"));
     }
     let t = truth(&lab, &held);
     let names = backends(&lab);
@@ -181,41 +191,44 @@ fn least_connection_schedulers_equalise_and_count_exactly() -> anyhow::Result<()
     println!("wlc 1:1:2: active now {t:?} (level {level:.1} per weight unit)");
     for (i, w) in [(1, 1.0), (2, 1.0), (3, 2.0)] {
         let a = t[&names[&format!("backend-{i}")]] as f64;
-        ensure!(
+        assert!(
             (a / w - level).abs() <= 2.5,
             "backend-{i}: {a} active for weight {w}, level {level:.1}: {t:?}"
         );
     }
-    wait_active(&socket, "lab-tcp4", &t)?;
+    wait_active(&socket, "lab-tcp4", &t).expect("wait for the active connection counts");
     for h in held {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 #[test]
-fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result<()> {
+fn draining_resets_nothing_and_removes_the_backend_when_done() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("lc", "drain")).backends(3))?;
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "drain")).backends(3)).expect("bring the lab up");
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     config.daemon.conntrack_sweep_ms = 500;
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
     let names = backends(&lab);
     let b2 = names["backend-2"];
 
     let mut held: Vec<Held> = (0..45)
         .map(|_| Held::open(lab.client(0), vip))
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<anyhow::Result<_>>()
+        .expect("open the connections");
     for (i, h) in held.iter_mut().enumerate() {
-        h.echo(&format!("before{i}"))?;
+        h.echo(&format!("before{i}"))
+            .expect("echo on a held connection");
     }
     let on_b2 = per_backend(&held).get("backend-2").copied().unwrap_or(0);
-    ensure!(
+    assert!(
         on_b2 >= 3,
         "too few connections on backend-2 to drain: {on_b2}"
     );
@@ -230,7 +243,8 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
             .expect("backend-2");
         b.state = BackendState::Draining;
         b.drain_remove = true;
-    })?;
+    })
+    .expect("apply the config");
     let lifecycle = |s: &Status| {
         s.vips
             .iter()
@@ -238,18 +252,19 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
             .and_then(|v| v.backends.iter().find(|b| b.address == b2))
             .map(|b| (b.lifecycle.clone(), b.active))
     };
-    let st = lifecycle(&status(&socket)?);
+    let st = lifecycle(&status(&socket).expect("the daemon's status"));
     println!("drain started: backend-2 {st:?} ({on_b2} held connections)");
-    ensure!(st == Some(("draining".to_owned(), on_b2 as u64)), "{st:?}");
+    assert!(st == Some(("draining".to_owned(), on_b2 as u64)), "{st:?}");
 
     // No new flow reaches it; every held connection (its own included) carries on.
-    let counts = connections(lab.client(0), vip, 60)?;
-    ensure!(
+    let counts = connections(lab.client(0), vip, 60).expect("connections through the VIP");
+    assert!(
         !counts.contains_key("backend-2"),
         "a draining backend got new flows: {counts:?}"
     );
     for (i, h) in held.iter_mut().enumerate() {
-        h.echo(&format!("draining{i}"))?;
+        h.echo(&format!("draining{i}"))
+            .expect("echo on a held connection");
     }
 
     // Its clients finish one by one; the daemon's progress follows each close.
@@ -257,15 +272,15 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
         held.into_iter().partition(|h| h.backend == "backend-2");
     let mut left = mine.len() as u64;
     for h in mine {
-        h.close()?;
+        h.close().expect("close a held connection");
         left -= 1;
         let t = Instant::now();
         loop {
-            let s = lifecycle(&status(&socket)?);
+            let s = lifecycle(&status(&socket).expect("the daemon's status"));
             if s.as_ref().is_some_and(|(_, a)| *a == left) || s.is_none() {
                 break;
             }
-            ensure!(
+            assert!(
                 t.elapsed() < Duration::from_secs(2),
                 "progress stuck: {s:?}, {left} left"
             );
@@ -274,7 +289,7 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
     }
     // Drained (no connection for 1 s) and removed from the configuration.
     let removed = loop {
-        let (c, _) = running_config(&socket)?;
+        let (c, _) = running_config(&socket).expect("the daemon's running config");
         if !vip_mut(&mut c.clone(), "lab-tcp4")
             .backends
             .iter()
@@ -282,7 +297,7 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
         {
             break t0.elapsed();
         }
-        ensure!(
+        assert!(
             t0.elapsed() < Duration::from_secs(10),
             "backend-2 not removed after its drain"
         );
@@ -294,10 +309,11 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
     );
     // Zero resets: everything else still talks, then closes cleanly.
     for (i, h) in others.iter_mut().enumerate() {
-        h.echo(&format!("after{i}"))?;
+        h.echo(&format!("after{i}"))
+            .expect("echo on a held connection");
     }
     for h in others {
-        h.close()?;
+        h.close().expect("close a held connection");
     }
 
     // Drain without removal, then undrain: it takes new flows again.
@@ -313,18 +329,17 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
             }
         })
     };
-    set(BackendState::Draining)?;
-    let counts = connections(lab.client(0), vip, 30)?;
-    ensure!(!counts.contains_key("backend-3"), "{counts:?}");
-    set(BackendState::Active)?;
-    let counts = connections(lab.client(0), vip, 60)?;
-    ensure!(
+    set(BackendState::Draining).expect("set backend-3's state");
+    let counts = connections(lab.client(0), vip, 30).expect("connections through the VIP");
+    assert!(!counts.contains_key("backend-3"), "{counts:?}");
+    set(BackendState::Active).expect("set backend-3's state");
+    let counts = connections(lab.client(0), vip, 60).expect("connections through the VIP");
+    assert!(
         counts.get("backend-3").copied().unwrap_or(0) >= 10,
         "undrained backend-3 takes too few: {counts:?}"
     );
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// Every commit primes the neighbour entries of the FIB-resolved backends it keeps (one
@@ -332,20 +347,24 @@ fn draining_resets_nothing_and_removes_the_backend_when_done() -> anyhow::Result
 /// the backends left hear from the daemon at once, not only at the periodic refresh (every
 /// 20 s from the start).
 #[test]
-fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
+fn removing_a_drained_backend_primes_the_backends_left() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("lc", "prime")).backends(2))?;
-    let config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "prime")).backends(2)).expect("bring the lab up");
+    let config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     let socket = config.daemon.api_socket.clone();
     let t0 = Instant::now();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let b2 = backends(&lab)["backend-2"];
     // Backend-1's discard port, as the daemon's primings reach it.
     let discard = lab
         .backend(0)
         .netns()
-        .run(|| std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 9)))??;
+        .run(|| std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 9)))
+        .expect("run in the namespace")
+        .expect("bind the discard port");
     // Wait for nothing: just collect what is there.
     let quiet = |s: &std::net::UdpSocket| -> anyhow::Result<usize> {
         s.set_read_timeout(Some(Duration::from_millis(300)))?;
@@ -366,12 +385,13 @@ fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
             .expect("backend-2");
         b.state = BackendState::Draining;
         b.drain_remove = true;
-    })?;
+    })
+    .expect("apply the config");
     // The apply primed too: forget that.
-    let before = quiet(&discard)?;
+    let before = quiet(&discard).expect("the discard counters");
     println!("{before} priming datagram(s) after the apply");
     let removed = loop {
-        let (mut c, _) = running_config(&socket)?;
+        let (mut c, _) = running_config(&socket).expect("the daemon's running config");
         if !vip_mut(&mut c, "lab-tcp4")
             .backends
             .iter()
@@ -379,42 +399,45 @@ fn removing_a_drained_backend_primes_the_backends_left() -> anyhow::Result<()> {
         {
             break t0.elapsed();
         }
-        ensure!(
+        assert!(
             t0.elapsed() < Duration::from_secs(10),
             "backend-2 not removed after its drain"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    discard.set_read_timeout(Some(Duration::from_secs(2)))?;
+    discard
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("set the read timeout");
     let primed = discard.recv_from(&mut [0u8; 64]);
     println!(
         "backend-2 removed {} ms after the start; backend-1 primed: {primed:?}",
         removed.as_millis()
     );
-    ensure!(
+    assert!(
         removed < Duration::from_secs(17),
         "removed too late to tell its priming from the periodic one"
     );
-    ensure!(
+    assert!(
         primed.is_ok(),
         "the removal of a drained backend did not prime the neighbours of those left"
     );
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// `sluice lookup` on a DSR VIP whose backends have no configured MAC: the program runs
 /// under the data plane's lock, the backend is named from the kernel's neighbour table
 /// after it (`lookup::run`, then `lookup::resolve`).
 #[test]
-fn lookup_names_a_fib_resolved_backend() -> anyhow::Result<()> {
+fn lookup_names_a_fib_resolved_backend() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("lc", "lookup")).backends(3))?;
-    let config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "lookup")).backends(3)).expect("bring the lab up");
+    let config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
     let addrs: Vec<IpAddr> = backends(&lab).into_values().collect();
     let client = IpAddr::from(lab.client(0).addr4());
     let mut seen = std::collections::BTreeSet::new();
@@ -426,22 +449,22 @@ fn lookup_names_a_fib_resolved_backend() -> anyhow::Result<()> {
                 src: SocketAddr::new(client, port),
                 dport: None,
             },
-        )?;
+        )
+        .expect("an API request");
         let Response::Lookup {
             verdict, backend, ..
         } = answer
         else {
-            bail!("unexpected answer {answer:?}");
+            panic!("unexpected answer {answer:?}");
         };
-        ensure!(verdict == "forwarded", "port {port}: {verdict}");
-        let b = backend.with_context(|| format!("port {port}: no backend named"))?;
-        ensure!(addrs.contains(&b), "port {port}: {b} is not a lab backend");
+        assert!(verdict == "forwarded", "port {port}: {verdict}");
+        let b = backend.unwrap_or_else(|| panic!("port {port}: no backend named"));
+        assert!(addrs.contains(&b), "port {port}: {b} is not a lab backend");
         seen.insert(b);
     }
-    ensure!(seen.len() > 1, "30 flows, one backend: {seen:?}");
+    assert!(seen.len() > 1, "30 flows, one backend: {seen:?}");
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }
 
 /// The environment variable that turns [`api_client_as_child`] into a client of this
@@ -539,36 +562,38 @@ fn api_as_nobody(
 }
 
 #[test]
-fn api_serves_root_and_its_group_only() -> anyhow::Result<()> {
+fn api_serves_root_and_its_group_only() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("lc", "acl")).backends(1))?;
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let lab = Lab::up(LabSpec::new(&prefix("lc", "acl")).backends(1)).expect("bring the lab up");
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     // Debian's `nogroup` (65534) exists on every machine this runs on.
     config.daemon.api_group = Some("nogroup".to_owned());
     let socket = config.daemon.api_socket.clone();
-    let d = Daemon::start(&lab, config)?;
-    let client = ClientCopy::new()?;
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+    let client = ClientCopy::new().expect("a copy of the test binary");
     // A member of the group (primary group): served.
-    let out = api_as_nobody(&client, &socket, 65534, &[])?;
-    ensure!(
+    let out = api_as_nobody(&client, &socket, 65534, &[]).expect("the API as an unprivileged user");
+    assert!(
         out.starts_with("SERVED") && out.contains("lab-tcp4"),
         "group member refused: {out}"
     );
     // Reaches the socket through a supplementary group but is neither root nor in the group
     // by its credentials: refused by the daemon.
-    let out = api_as_nobody(&client, &socket, 65533, &[65534])?;
-    ensure!(
+    let out =
+        api_as_nobody(&client, &socket, 65533, &[65534]).expect("the API as an unprivileged user");
+    assert!(
         out.starts_with("REFUSED") && out.contains("permission denied: the sluice API"),
         "outsider served: {out}"
     );
     // No access to the socket at all: refused by the kernel.
-    let out = api_as_nobody(&client, &socket, 65533, &[])?;
-    ensure!(
+    let out = api_as_nobody(&client, &socket, 65533, &[]).expect("the API as an unprivileged user");
+    assert!(
         out.starts_with("REFUSED") && out.to_lowercase().contains("permission denied"),
         "outsider served: {out}"
     );
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }

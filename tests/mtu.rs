@@ -67,21 +67,27 @@ fn exchange(client: &Node, vip: SocketAddr, rounds: usize) -> anyhow::Result<Str
 }
 
 #[test]
-fn ipip_8k_requests_and_responses_with_mtu_1500() -> anyhow::Result<()> {
+fn ipip_8k_requests_and_responses_with_mtu_1500() {
     require_root();
     let prefix = format!("sl-mtu-{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec::new(&prefix).backends(2).mode(Forwarding::Ipip))?;
+    let lab = Lab::up(LabSpec::new(&prefix).backends(2).mode(Forwarding::Ipip))
+        .expect("bring the lab up");
     for node in [lab.lb(), lab.client(0), lab.backend(0), lab.backend(1)] {
-        let m = mtu(node)?;
-        ensure!(m == 1500, "{}: eth0 MTU {m}, want 1500", node.name());
+        let m = mtu(node).expect("the link's MTU");
+        assert!(m == 1500, "{}: eth0 MTU {m}, want 1500", node.name());
     }
-    let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
+    let d = Daemon::start(
+        &lab,
+        lab.daemon_config(&Weights::Equal)
+            .expect("the lab's daemon config"),
+    )
+    .expect("start the daemon");
     for vip in lab.vips() {
         let to = SocketAddr::new(vip, lab::TCP_PORT);
         // Several connections: each new one learns the path MTU again or reuses it.
         for c in 0..3 {
             let name = exchange(lab.client(0), to, 4)
-                .with_context(|| format!("connection {c} to {to}"))?;
+                .unwrap_or_else(|e| panic!("connection {c} to {to}: {e:#}"));
             println!("{to}: connection {c}: 4 × 8 KB each way with {name}");
         }
     }
@@ -98,12 +104,11 @@ fn ipip_8k_requests_and_responses_with_mtu_1500() -> anyhow::Result<()> {
     }
     println!("reasons: {reasons:?}");
     for r in ["icmp_too_big", "fwd_mss_clamped"] {
-        ensure!(
+        assert!(
             reasons.get(r).copied().unwrap_or(0) > 0,
             "no {r} counted: {reasons:?}"
         );
     }
     drop(d);
-    lab.down()?;
-    Ok(())
+    lab.down().expect("take the lab down");
 }

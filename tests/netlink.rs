@@ -76,68 +76,90 @@ fn setup() -> anyhow::Result<()> {
 }
 
 #[test]
-fn links_and_addresses_match_ip() -> anyhow::Result<()> {
+fn links_and_addresses_match_ip() {
     require_root();
-    let _ns = Private::enter()?;
-    setup()?;
+    let _ns = Private::enter().expect("a private network namespace");
+    setup().expect("set the links up");
 
-    let nl0 = netlink::link("nl0")?.context("nl0")?;
-    let nl1 = netlink::link("nl1")?.context("nl1")?;
-    let shown = json(&["-d", "link", "show", "dev", "nl0"])?;
-    let shown = shown.first().context("ip link show nl0")?;
-    ensure!(
+    let nl0 = netlink::link("nl0")
+        .expect("look the link up")
+        .expect("nl0");
+    let nl1 = netlink::link("nl1")
+        .expect("look the link up")
+        .expect("nl1");
+    let shown = json(&["-d", "link", "show", "dev", "nl0"]).expect("ip -j");
+    let shown = shown.first().expect("ip link show nl0");
+    assert!(
         Some(u64::from(nl0.index)) == shown["ifindex"].as_u64(),
         "{nl0:?} {shown}"
     );
-    ensure!(nl0.name == "nl0" && nl0.ether, "{nl0:?}");
-    ensure!(nl0.mac == Some(MAC), "{nl0:?}");
-    ensure!(
+    assert!(nl0.name == "nl0" && nl0.ether, "{nl0:?}");
+    assert!(nl0.mac == Some(MAC), "{nl0:?}");
+    assert!(
         shown["address"].as_str().map(parse_mac) == Some(Ok(MAC)),
         "{shown}"
     );
-    ensure!(
+    assert!(
         nl0.mtu == Some(1400) && shown["mtu"].as_u64() == Some(1400),
         "{nl0:?}"
     );
-    ensure!(nl0.kind.as_deref() == Some("veth"), "{nl0:?}");
-    ensure!(
+    assert!(nl0.kind.as_deref() == Some("veth"), "{nl0:?}");
+    assert!(
         shown["linkinfo"]["info_kind"].as_str() == Some("veth"),
         "{shown}"
     );
-    ensure!(
+    assert!(
         nl0.link == Some(nl1.index) && nl1.link == Some(nl0.index),
         "{nl0:?} {nl1:?}"
     );
-    ensure!(netlink::link("lo")?.is_some_and(|l| l.kind.is_none()));
-    ensure!(netlink::link("nl9")?.is_none());
-    ensure!(netlink::link("a-name-far-too-long-for-ifnamsiz")?.is_none());
-    let all = netlink::links()?;
-    ensure!(
+    assert!(
+        netlink::link("lo")
+            .expect("look the link up")
+            .is_some_and(|l| l.kind.is_none())
+    );
+    assert!(netlink::link("nl9").expect("look the link up").is_none());
+    assert!(
+        netlink::link("a-name-far-too-long-for-ifnamsiz")
+            .expect("look the link up")
+            .is_none()
+    );
+    let all = netlink::links().expect("list the links");
+    assert!(
         all.contains(&nl0) && all.contains(&nl1) && all.len() == 3,
         "{all:?}"
     );
 
     // What the daemon uses: the alias's address is the alias's, link-local IPv6 left out,
     // each family in the kernel's order (the first is the probes' source).
-    let i = iface::lookup("nl0")?.context("iface nl0")?;
-    ensure!(i.ifindex == nl0.index && i.mac == Some(MAC), "{i:?}");
+    let i = iface::lookup("nl0")
+        .expect("look the interface up")
+        .expect("iface nl0");
+    assert!(i.ifindex == nl0.index && i.mac == Some(MAC), "{i:?}");
     let v4: Vec<Ipv4Addr> = ["10.77.0.1", "10.77.0.2"]
         .map(|a| a.parse::<Ipv4Addr>().unwrap())
         .into();
-    ensure!(i.v4 == v4, "{i:?}");
+    assert!(i.v4 == v4, "{i:?}");
     let mut v6: Vec<Ipv6Addr> = i.v6.clone();
     v6.sort();
-    ensure!(
+    assert!(
         v6 == ["fd77::1", "fd77::2"].map(|a| a.parse::<Ipv6Addr>().unwrap()),
         "{i:?}"
     );
-    ensure!(iface::lookup("nl9")?.is_none());
+    assert!(
+        iface::lookup("nl9")
+            .expect("look the interface up")
+            .is_none()
+    );
     // Against `ip addr`: the same addresses, in the same order.
     let mut from_ip4 = Vec::new();
     let mut from_ip6 = Vec::new();
-    for link in json(&["addr", "show", "dev", "nl0"])? {
-        for a in link["addr_info"].as_array().context("addr_info")? {
-            let local: IpAddr = a["local"].as_str().context("local")?.parse()?;
+    for link in json(&["addr", "show", "dev", "nl0"]).expect("ip -j") {
+        for a in link["addr_info"].as_array().expect("addr_info") {
+            let local: IpAddr = a["local"]
+                .as_str()
+                .expect("local")
+                .parse()
+                .expect("an address");
             if a["label"].as_str().is_some_and(|l| l != "nl0") {
                 continue;
             }
@@ -148,31 +170,30 @@ fn links_and_addresses_match_ip() -> anyhow::Result<()> {
             }
         }
     }
-    ensure!(
+    assert!(
         i.v4 == from_ip4 && i.v6 == from_ip6,
         "{i:?} vs {from_ip4:?} {from_ip6:?}"
     );
-    let addrs = netlink::addresses()?;
-    ensure!(
+    let addrs = netlink::addresses().expect("list the addresses");
+    assert!(
         addrs.iter().any(|a| a.index == nl0.index
             && a.address == IpAddr::from([10, 78, 0, 1])
             && a.prefix_len == 24
             && a.label.as_deref() == Some("nl0:1")),
         "{addrs:?}"
     );
-    Ok(())
 }
 
 #[test]
-fn neighbours_match_ip_neigh_show() -> anyhow::Result<()> {
+fn neighbours_match_ip_neigh_show() {
     require_root();
-    let _ns = Private::enter()?;
-    setup()?;
-    let perm4: IpAddr = "10.77.0.9".parse()?;
-    let perm6: IpAddr = "fd77::9".parse()?;
-    let stale: IpAddr = "10.77.0.10".parse()?;
-    let failed: IpAddr = "10.77.0.11".parse()?;
-    let unresolved: IpAddr = "10.77.0.12".parse()?;
+    let _ns = Private::enter().expect("a private network namespace");
+    setup().expect("set the links up");
+    let perm4: IpAddr = "10.77.0.9".parse().expect("an address");
+    let perm6: IpAddr = "fd77::9".parse().expect("an address");
+    let stale: IpAddr = "10.77.0.10".parse().expect("an address");
+    let failed: IpAddr = "10.77.0.11".parse().expect("an address");
+    let unresolved: IpAddr = "10.77.0.12".parse().expect("an address");
     let (m4, m6, m_stale, m_failed) = (
         [2, 0xaa, 0, 0, 0, 9],
         [2, 0xaa, 0, 0, 0, 0x69],
@@ -195,7 +216,8 @@ fn neighbours_match_ip_neigh_show() -> anyhow::Result<()> {
             "nl0",
             "nud",
             nud,
-        ])?;
+        ])
+        .expect("run ip");
     }
     // An entry that had a MAC and failed: the kernel keeps the old address, but it is not
     // the neighbour's any more.
@@ -207,34 +229,35 @@ fn neighbours_match_ip_neigh_show() -> anyhow::Result<()> {
         "nl0",
         "nud",
         "failed",
-    ])?;
+    ])
+    .expect("run ip");
     // An address nobody answers for (nl1 has none): priming leaves it INCOMPLETE, then
     // FAILED.
     neigh::prime(&[unresolved]);
 
-    let all = netlink::neighbours()?;
+    let all = netlink::neighbours().expect("list the neighbours");
     let state = |a: IpAddr| all.iter().find(|n| n.address == a).map(|n| n.state);
-    ensure!(state(perm4) == Some(S::Permanent), "{all:?}");
-    ensure!(state(failed) == Some(S::Failed), "{all:?}");
-    ensure!(
+    assert!(state(perm4) == Some(S::Permanent), "{all:?}");
+    assert!(state(failed) == Some(S::Failed), "{all:?}");
+    assert!(
         matches!(state(unresolved), Some(S::Incomplete | S::Failed)),
         "{all:?}"
     );
 
-    let macs = netlink::neighbour_macs()?;
-    ensure!(macs.contains(&(m4, perm4)), "{macs:?}");
-    ensure!(macs.contains(&(m6, perm6)), "{macs:?}");
-    ensure!(macs.contains(&(m_stale, stale)), "{macs:?}");
-    ensure!(
+    let macs = netlink::neighbour_macs().expect("the neighbours' MACs");
+    assert!(macs.contains(&(m4, perm4)), "{macs:?}");
+    assert!(macs.contains(&(m6, perm6)), "{macs:?}");
+    assert!(macs.contains(&(m_stale, stale)), "{macs:?}");
+    assert!(
         !macs.iter().any(|(_, a)| *a == failed || *a == unresolved),
         "{macs:?}"
     );
-    ensure!(!macs.iter().any(|(m, _)| *m == m_failed), "{macs:?}");
+    assert!(!macs.iter().any(|(m, _)| *m == m_failed), "{macs:?}");
 
     // Exactly what the old parse of `ip -4/-6 neigh show` gave: every line with an lladdr.
     let mut from_ip = Vec::new();
     for family in ["-4", "-6"] {
-        for line in ip(&[family, "neigh", "show"])?.lines() {
+        for line in ip(&[family, "neigh", "show"]).expect("run ip").lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if let (Some(a), Some(i)) = (
                 f.first().and_then(|a| a.parse::<IpAddr>().ok()),
@@ -245,25 +268,24 @@ fn neighbours_match_ip_neigh_show() -> anyhow::Result<()> {
             }
         }
     }
-    ensure!(macs == from_ip, "{macs:?} vs `ip neigh show` {from_ip:?}");
+    assert!(macs == from_ip, "{macs:?} vs `ip neigh show` {from_ip:?}");
 
     // Once the unresolved entry has failed (a few seconds), it still has no MAC.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = netlink::neighbours()?;
+        let now = netlink::neighbours().expect("list the neighbours");
         if now
             .iter()
             .any(|n| n.address == unresolved && n.state == S::Failed)
         {
-            let macs = netlink::neighbour_macs()?;
-            ensure!(!macs.iter().any(|(_, a)| *a == unresolved), "{macs:?}");
+            let macs = netlink::neighbour_macs().expect("the neighbours' MACs");
+            assert!(!macs.iter().any(|(_, a)| *a == unresolved), "{macs:?}");
             break;
         }
-        ensure!(
+        assert!(
             Instant::now() < deadline,
             "{unresolved} never failed: {now:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }

@@ -300,46 +300,54 @@ fn ok(what: &str, r: (i32, String, String)) -> anyhow::Result<String> {
 }
 
 #[test]
-fn a_drain_survives_a_restart_after_a_comment_is_appended() -> anyhow::Result<()> {
+fn a_drain_survives_a_restart_after_a_comment_is_appended() {
     use std::os::unix::fs::PermissionsExt as _;
     require_root();
     let _serial = serial();
-    let lab = lab("drain")?;
-    let (f, config) = Files::new(&lab)?;
+    let lab = lab("drain").expect("bring the lab up");
+    let (f, config) = Files::new(&lab).expect("the test files");
     let b1 = config.vips[0].backends[0].address;
-    let d = f.start()?;
+    let d = f.start().expect("start the daemon");
     let a = b1.to_string();
     ok(
         "backend drain",
-        f.cli(&["backend", "drain", "--vip", VIP, "--address", &a])?,
-    )?;
+        f.cli(&["backend", "drain", "--vip", VIP, "--address", &a])
+            .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
     for name in [persist::RUNTIME_FILE, persist::BASE_FILE] {
-        let mode = std::fs::metadata(f.state.join(name))?.permissions().mode() & 0o777;
-        ensure!(mode == 0o600, "{name} has mode {mode:o}, not 0600");
+        let mode = std::fs::metadata(f.state.join(name))
+            .expect("the file's metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert!(mode == 0o600, "{name} has mode {mode:o}, not 0600");
     }
-    d.stop()?;
-    let mut text = std::fs::read_to_string(&f.file)?;
+    d.stop().expect("stop the daemon");
+    let mut text = std::fs::read_to_string(&f.file).expect("read the file");
     text.push_str("# a comment appended by the operator\n");
-    std::fs::write(&f.file, text)?;
-    let d = f.start()?;
-    let (running, _) = f.running()?;
-    ensure!(
-        backend(&running, VIP, b1)?.state == BackendState::Draining,
+    std::fs::write(&f.file, text).expect("write the file");
+    let d = f.start().expect("start the daemon");
+    let (running, _) = f.running().expect("the daemon's running config");
+    assert!(
+        backend(&running, VIP, b1)
+            .expect("the backend in the config")
+            .state
+            == BackendState::Draining,
         "the drain was lost across the restart:\n{}",
         d.log()
     );
-    d.stop()?;
-    Ok(())
+    d.stop().expect("stop the daemon");
 }
 
 #[test]
-fn a_conflicting_file_change_refuses_the_start_and_config_save_resolves_it() -> anyhow::Result<()> {
+fn a_conflicting_file_change_refuses_the_start_and_config_save_resolves_it() {
     require_root();
     let _serial = serial();
-    let lab = lab("conflict")?;
-    let (f, mut config) = Files::new(&lab)?;
+    let lab = lab("conflict").expect("bring the lab up");
+    let (f, mut config) = Files::new(&lab).expect("the test files");
     let b1 = config.vips[0].backends[0].address;
-    let d = f.start()?;
+    let d = f.start().expect("start the daemon");
     ok(
         "set-weight",
         f.cli(&[
@@ -351,49 +359,69 @@ fn a_conflicting_file_change_refuses_the_start_and_config_save_resolves_it() -> 
             &b1.to_string(),
             "--weight",
             "5",
-        ])?,
-    )?;
-    d.stop()?;
-    let saved = f.saved()?;
+        ])
+        .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
+    d.stop().expect("stop the daemon");
+    let saved = f.saved().expect("read the saved runtime.toml");
     backend_mut(&mut config, VIP, b1).weight = 7;
-    f.write(&config)?;
-    let (code, log) = f.refused()?;
-    ensure!(code != 0, "the start was not refused:\n{log}");
+    f.write(&config).expect("write the config file");
+    let (code, log) = f.refused().expect("the refused start");
+    assert!(code != 0, "the start was not refused:\n{log}");
     let field = format!("vip \"{VIP}\" backend {b1}: weight: the file has 7, the live edits 5");
     for want in [
         field.as_str(),
         "sluice config save",
         "sluice config discard",
     ] {
-        ensure!(log.contains(want), "the report lacks {want:?}:\n{log}");
+        assert!(log.contains(want), "the report lacks {want:?}:\n{log}");
     }
-    ensure!(f.saved()? == saved, "the saved edits changed");
-    let diff = ok("config diff", f.cli(&["config", "diff", f.file()])?)?;
-    ensure!(diff.contains(&field), "config diff:\n{diff}");
-    ok("config save", f.cli(&["config", "save", f.file()])?)?;
-    let d = f.start()?;
-    let (running, _) = f.running()?;
-    ensure!(
-        backend(&running, VIP, b1)?.weight == 5,
+    assert!(
+        f.saved().expect("read the saved runtime.toml") == saved,
+        "the saved edits changed"
+    );
+    let diff = ok(
+        "config diff",
+        f.cli(&["config", "diff", f.file()])
+            .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
+    assert!(diff.contains(&field), "config diff:\n{diff}");
+    ok(
+        "config save",
+        f.cli(&["config", "save", f.file()])
+            .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
+    let d = f.start().expect("start the daemon");
+    let (running, _) = f.running().expect("the daemon's running config");
+    assert!(
+        backend(&running, VIP, b1)
+            .expect("the backend in the config")
+            .weight
+            == 5,
         "the live edit lost"
     );
-    let file = config::load(&f.file)?.config;
-    ensure!(
-        backend(&file, VIP, b1)?.weight == 5,
+    let file = config::load(&f.file).expect("load the config").config;
+    assert!(
+        backend(&file, VIP, b1)
+            .expect("the backend in the config")
+            .weight
+            == 5,
         "config save did not write it"
     );
-    d.stop()?;
-    Ok(())
+    d.stop().expect("stop the daemon");
 }
 
 #[test]
-fn a_second_run_on_the_same_pin_dir_leaves_the_saved_edits_alone() -> anyhow::Result<()> {
+fn a_second_run_on_the_same_pin_dir_leaves_the_saved_edits_alone() {
     require_root();
     let _serial = serial();
-    let lab = lab("second")?;
-    let (f, config) = Files::new(&lab)?;
+    let lab = lab("second").expect("bring the lab up");
+    let (f, config) = Files::new(&lab).expect("the test files");
     let b1 = config.vips[0].backends[0].address;
-    let mut d = f.start()?;
+    let mut d = f.start().expect("start the daemon");
     ok(
         "set-weight",
         f.cli(&[
@@ -405,25 +433,36 @@ fn a_second_run_on_the_same_pin_dir_leaves_the_saved_edits_alone() -> anyhow::Re
             &b1.to_string(),
             "--weight",
             "3",
-        ])?,
-    )?;
-    let saved = f.saved()?;
+        ])
+        .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
+    let saved = f.saved().expect("read the saved runtime.toml");
     // The file changed meanwhile (the case where the saved edits used to be discarded).
-    let mut text = std::fs::read_to_string(&f.file)?;
+    let mut text = std::fs::read_to_string(&f.file).expect("read the file");
     text.push_str("# edited while the daemon runs\n");
-    std::fs::write(&f.file, text)?;
-    let (code, log) = f.refused()?;
-    ensure!(code != 0, "a second daemon started:\n{log}");
-    ensure!(d.alive(), "the first daemon died");
-    ensure!(
-        f.saved()? == saved,
+    std::fs::write(&f.file, text).expect("write the file");
+    let (code, log) = f.refused().expect("the refused start");
+    assert!(code != 0, "a second daemon started:\n{log}");
+    assert!(d.alive(), "the first daemon died");
+    assert!(
+        f.saved().expect("read the saved runtime.toml") == saved,
         "the running daemon's saved edits were touched"
     );
-    d.stop()?;
-    let d = f.start()?;
-    ensure!(backend(&f.running()?.0, VIP, b1)?.weight == 3, "edit lost");
-    d.stop()?;
-    Ok(())
+    d.stop().expect("stop the daemon");
+    let d = f.start().expect("start the daemon");
+    assert!(
+        backend(
+            &f.running().expect("the daemon's running config").0,
+            VIP,
+            b1
+        )
+        .expect("the backend in the config")
+        .weight
+            == 3,
+        "edit lost"
+    );
+    d.stop().expect("stop the daemon");
 }
 
 /// A read-only bind mount of a directory (root ignores permission bits), undone on drop.
@@ -451,14 +490,14 @@ impl Drop for ReadOnly {
 }
 
 #[test]
-fn with_a_read_only_state_dir_an_edit_is_refused_and_nothing_changes() -> anyhow::Result<()> {
+fn with_a_read_only_state_dir_an_edit_is_refused_and_nothing_changes() {
     require_root();
     let _serial = serial();
-    let lab = lab("rodir")?;
-    let (f, config) = Files::new(&lab)?;
+    let lab = lab("rodir").expect("bring the lab up");
+    let (f, config) = Files::new(&lab).expect("the test files");
     let b1 = config.vips[0].backends[0].address;
-    let d = f.start()?;
-    let (before, v0) = f.running()?;
+    let d = f.start().expect("start the daemon");
+    let (before, v0) = f.running().expect("the daemon's running config");
     let set = |w: &str| {
         f.cli(&[
             "backend",
@@ -472,22 +511,35 @@ fn with_a_read_only_state_dir_an_edit_is_refused_and_nothing_changes() -> anyhow
         ])
     };
     {
-        let _ro = ReadOnly::new(&f.state)?;
-        let (code, out, err) = set("9")?;
-        ensure!(code != 0, "the edit was acknowledged:\n{out}");
-        ensure!(
+        let _ro = ReadOnly::new(&f.state).expect("a read-only state directory");
+        let (code, out, err) = set("9").expect("run sluice backend set-weight");
+        assert!(code != 0, "the edit was acknowledged:\n{out}");
+        assert!(
             err.contains("saving the live edits failed") && err.contains("Read-only file system"),
             "unclear refusal:\n{err}"
         );
-        let (after, v1) = f.running()?;
-        ensure!(after == before && v1 == v0, "the running state changed");
+        let (after, v1) = f.running().expect("the daemon's running config");
+        assert!(after == before && v1 == v0, "the running state changed");
     }
-    ok("set-weight", set("9")?)?;
-    d.stop()?;
-    let d = f.start()?;
-    ensure!(backend(&f.running()?.0, VIP, b1)?.weight == 9, "edit lost");
-    d.stop()?;
-    Ok(())
+    ok(
+        "set-weight",
+        set("9").expect("run sluice backend set-weight"),
+    )
+    .expect("the CLI command succeeds");
+    d.stop().expect("stop the daemon");
+    let d = f.start().expect("start the daemon");
+    assert!(
+        backend(
+            &f.running().expect("the daemon's running config").0,
+            VIP,
+            b1
+        )
+        .expect("the backend in the config")
+        .weight
+            == 9,
+        "edit lost"
+    );
+    d.stop().expect("stop the daemon");
 }
 
 fn apply(f: &Files, c: &Config, base: Option<u64>, force: bool) -> anyhow::Result<u64> {
@@ -506,24 +558,30 @@ fn apply(f: &Files, c: &Config, base: Option<u64>, force: bool) -> anyhow::Resul
 }
 
 #[test]
-fn applies_need_a_base_version_and_every_acknowledged_one_survives() -> anyhow::Result<()> {
+fn applies_need_a_base_version_and_every_acknowledged_one_survives() {
     require_root();
     let _serial = serial();
-    let lab = lab("apply")?;
-    let (f, _) = Files::new(&lab)?;
-    let d = f.start()?;
-    let (mut c, _) = f.running()?;
+    let lab = lab("apply").expect("bring the lab up");
+    let (f, _) = Files::new(&lab).expect("the test files");
+    let d = f.start().expect("start the daemon");
+    let (mut c, _) = f.running().expect("the daemon's running config");
     c.vips[0].slow_start_ms = 1234;
     let e = match apply(&f, &c, None, false) {
-        Ok(v) => bail!("an apply without a base version was acknowledged (version {v})"),
+        Ok(v) => panic!("an apply without a base version was acknowledged (version {v})"),
         Err(e) => e.to_string(),
     };
-    ensure!(e.contains("base_version is required"), "{e}");
-    ensure!(f.running()?.0.vips[0].slow_start_ms != 1234, "applied");
-    apply(&f, &c, None, true)?;
-    ensure!(f.running()?.0.vips[0].slow_start_ms == 1234, "force");
+    assert!(e.contains("base_version is required"), "{e}");
+    assert!(
+        f.running().expect("the daemon's running config").0.vips[0].slow_start_ms != 1234,
+        "applied"
+    );
+    apply(&f, &c, None, true).expect("apply the config");
+    assert!(
+        f.running().expect("the daemon's running config").0.vips[0].slow_start_ms == 1234,
+        "force"
+    );
     // 50 concurrent edits, each adding its own backend on the version it fetched.
-    let (_, v0) = f.running()?;
+    let (_, v0) = f.running().expect("the daemon's running config");
     let results: Vec<(IpAddr, anyhow::Result<u64>)> = std::thread::scope(|s| {
         let f = &f;
         let handles: Vec<_> = (0..50u8)
@@ -554,24 +612,24 @@ fn applies_need_a_base_version_and_every_acknowledged_one_survives() -> anyhow::
         .collect();
     for (a, r) in &results {
         if let Err(e) = r {
-            ensure!(
+            assert!(
                 e.to_string().contains("changed since version"),
                 "{a}: refused for another reason: {e}"
             );
         }
     }
-    ensure!(!acked.is_empty(), "no edit acknowledged");
-    d.stop()?;
-    let d = f.start()?;
-    let (c, v) = f.running()?;
-    ensure!(
+    assert!(!acked.is_empty(), "no edit acknowledged");
+    d.stop().expect("stop the daemon");
+    let d = f.start().expect("start the daemon");
+    let (c, v) = f.running().expect("the daemon's running config");
+    assert!(
         v == v0 + acked.len() as u64,
         "version {v}, {} acknowledged since {v0}",
         acked.len()
     );
     let present: Vec<IpAddr> = c.vips[0].backends.iter().map(|b| b.address).collect();
     for (a, r) in &results {
-        ensure!(
+        assert!(
             present.contains(a) == r.is_ok(),
             "{a}: acknowledged {} but present {}",
             r.is_ok(),
@@ -582,21 +640,20 @@ fn applies_need_a_base_version_and_every_acknowledged_one_survives() -> anyhow::
         "{} of 50 concurrent applies acknowledged, all kept; the others refused as stale",
         acked.len()
     );
-    d.stop()?;
-    Ok(())
+    d.stop().expect("stop the daemon");
 }
 
 #[test]
-fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::Result<()> {
+fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() {
     require_root();
     let _serial = serial();
-    let lab = lab("reload")?;
-    let (f, mut config) = Files::new(&lab)?;
+    let lab = lab("reload").expect("bring the lab up");
+    let (f, mut config) = Files::new(&lab).expect("the test files");
     let (b1, b2) = (
         config.vips[0].backends[0].address,
         config.vips[0].backends[1].address,
     );
-    let mut d = f.start()?;
+    let mut d = f.start().expect("start the daemon");
     ok(
         "drain",
         f.cli(&[
@@ -606,36 +663,51 @@ fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::R
             VIP,
             "--address",
             &b1.to_string(),
-        ])?,
-    )?;
+        ])
+        .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
     backend_mut(&mut config, VIP, b2).weight = 3;
-    f.write(&config)?;
-    d.signal(libc::SIGHUP)?;
+    f.write(&config).expect("write the config file");
+    d.signal(libc::SIGHUP).expect("signal the daemon");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        ensure!(d.alive(), "SIGHUP killed the daemon:\n{}", d.log());
+        assert!(d.alive(), "SIGHUP killed the daemon:\n{}", d.log());
         if let Ok((c, _)) = f.running()
-            && backend(&c, VIP, b2)?.weight == 3
+            && backend(&c, VIP, b2)
+                .expect("the backend in the config")
+                .weight
+                == 3
         {
-            ensure!(
-                backend(&c, VIP, b1)?.state == BackendState::Draining,
+            assert!(
+                backend(&c, VIP, b1)
+                    .expect("the backend in the config")
+                    .state
+                    == BackendState::Draining,
                 "the live drain was lost by the reload"
             );
             break;
         }
-        ensure!(
+        assert!(
             Instant::now() < deadline,
             "SIGHUP did not reload:\n{}",
             d.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ensure!(d.log().contains("SIGHUP: reloading"), "not logged");
+    assert!(d.log().contains("SIGHUP: reloading"), "not logged");
     backend_mut(&mut config, VIP, b2).weight = 4;
-    f.write(&config)?;
-    ok("reload", f.cli(&["reload"])?)?;
-    let (c, _) = f.running()?;
-    ensure!(backend(&c, VIP, b2)?.weight == 4, "sluice reload");
+    f.write(&config).expect("write the config file");
+    ok("reload", f.cli(&["reload"]).expect("run the sluice CLI"))
+        .expect("the CLI command succeeds");
+    let (c, _) = f.running().expect("the daemon's running config");
+    assert!(
+        backend(&c, VIP, b2)
+            .expect("the backend in the config")
+            .weight
+            == 4,
+        "sluice reload"
+    );
     // A reload that conflicts with a live edit is refused; the daemon keeps running.
     ok(
         "set-weight",
@@ -648,42 +720,55 @@ fn sighup_and_sluice_reload_apply_the_file_merged_with_live_edits() -> anyhow::R
             &b2.to_string(),
             "--weight",
             "6",
-        ])?,
-    )?;
+        ])
+        .expect("run the sluice CLI"),
+    )
+    .expect("the CLI command succeeds");
     backend_mut(&mut config, VIP, b2).weight = 8;
-    f.write(&config)?;
-    let (code, _, err) = f.cli(&["reload"])?;
-    ensure!(
+    f.write(&config).expect("write the config file");
+    let (code, _, err) = f.cli(&["reload"]).expect("run the sluice CLI");
+    assert!(
         code != 0
             && err.contains("the file has 8, the live edits 6")
             && err.contains("The daemon keeps running unchanged"),
         "{err}"
     );
-    ensure!(backend(&f.running()?.0, VIP, b2)?.weight == 6, "changed");
-    ensure!(d.alive(), "the daemon died");
-    d.stop()?;
-    Ok(())
+    assert!(
+        backend(
+            &f.running().expect("the daemon's running config").0,
+            VIP,
+            b2
+        )
+        .expect("the backend in the config")
+        .weight
+            == 6,
+        "changed"
+    );
+    assert!(d.alive(), "the daemon died");
+    d.stop().expect("stop the daemon");
 }
 
 #[test]
-fn an_empty_or_binary_runtime_toml_refuses_the_start_and_is_kept() -> anyhow::Result<()> {
+fn an_empty_or_binary_runtime_toml_refuses_the_start_and_is_kept() {
     require_root();
     let _serial = serial();
-    let lab = lab("corrupt")?;
-    let (f, _) = Files::new(&lab)?;
-    std::fs::create_dir_all(&f.state)?;
+    let lab = lab("corrupt").expect("bring the lab up");
+    let (f, _) = Files::new(&lab).expect("the test files");
+    std::fs::create_dir_all(&f.state).expect("create the directory");
     for (bytes, says) in [
         (&b""[..], "it is empty"),
         (&b"\x00\x01\x02\xff binary"[..], "it is not text"),
     ] {
-        std::fs::write(f.state.join(persist::RUNTIME_FILE), bytes)?;
-        let (code, log) = f.refused()?;
-        ensure!(code != 0, "started:\n{log}");
-        ensure!(
+        std::fs::write(f.state.join(persist::RUNTIME_FILE), bytes).expect("write the file");
+        let (code, log) = f.refused().expect("the refused start");
+        assert!(code != 0, "started:\n{log}");
+        assert!(
             log.contains(says) && !log.contains("changed since"),
             "wrong report:\n{log}"
         );
-        ensure!(f.saved()? == bytes, "runtime.toml was not kept as it was");
+        assert!(
+            f.saved().expect("read the saved runtime.toml") == bytes,
+            "runtime.toml was not kept as it was"
+        );
     }
-    Ok(())
 }

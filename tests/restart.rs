@@ -173,26 +173,30 @@ fn restart_keeps_flows(mode: Forwarding, tag: &str) -> anyhow::Result<()> {
 }
 
 #[test]
-fn dsr_connections_survive_restarts() -> anyhow::Result<()> {
+fn dsr_connections_survive_restarts() {
     restart_keeps_flows(Forwarding::Dsr, "dsr")
+        .unwrap_or_else(|e| panic!("DSR flows across restarts: {e:#}"));
 }
 
 #[test]
-fn ipip_connections_survive_restarts() -> anyhow::Result<()> {
+fn ipip_connections_survive_restarts() {
     restart_keeps_flows(Forwarding::Ipip, "ipip")
+        .unwrap_or_else(|e| panic!("IPIP flows across restarts: {e:#}"));
 }
 
 #[test]
-fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
+fn a_down_backend_stays_down_across_a_restart() {
     use sluice_core::config::CheckKind;
     use sluice_daemon::health::Health;
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("rst", "down")).backends(3))?;
+    let lab = Lab::up(LabSpec::new(&prefix("rst", "down")).backends(3)).expect("bring the lab up");
     let pin_dir = lab::lab_pin_dir(lab.prefix());
     let layout = lab::lab_dir(lab.prefix()).join(LAYOUT_FILE);
     let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
-    let mut config = lab.daemon_config(&Weights::Equal)?;
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
     for v in &mut config.vips {
         if v.health.check != CheckKind::None {
             (v.health.interval_ms, v.health.timeout_ms) = (300, 250);
@@ -200,57 +204,75 @@ fn a_down_backend_stays_down_across_a_restart() -> anyhow::Result<()> {
         }
     }
     let victim = lab.backend(1).addr4().into();
-    let d = Daemon::start_keeping(&lab, config.clone())?;
-    d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(5))?;
-    lab.kill_backend_server(1)?;
-    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))?;
-    d.stop()?;
+    let d = Daemon::start_keeping(&lab, config.clone()).expect("start the daemon keeping the pins");
+    d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(5))
+        .expect("wait for the health state");
+    lab.kill_backend_server(1)
+        .expect("kill the backend's server");
+    d.wait_health("lab-tcp4", victim, Health::Down, Duration::from_secs(10))
+        .expect("wait for the health state");
+    d.stop().expect("stop the daemon");
 
     // The next daemon starts with it down (before any check has run) and sends it no new
     // flow; it comes back after `rise` checks once its server is back.
-    let d = Daemon::start_keeping(&lab, config)?;
+    let d = Daemon::start_keeping(&lab, config).expect("start the daemon keeping the pins");
     let t = Instant::now();
     let (health, reason) = loop {
         if let Some(h) = d.health("lab-tcp4", victim) {
             break h;
         }
-        ensure!(
+        assert!(
             t.elapsed() < Duration::from_secs(2),
             "no status after the restart"
         );
         std::thread::sleep(Duration::from_millis(10));
     };
     println!("after the restart: backend-2 {health:?} ({reason})");
-    ensure!(
+    assert!(
         health == Health::Down,
         "backend-2 came back up with the restart"
     );
-    let counts = fresh(lab.client(0), vip, 60)?;
-    ensure!(
+    let counts = fresh(lab.client(0), vip, 60).expect("fresh connections");
+    assert!(
         !counts.contains_key("backend-2"),
         "a backend down before the restart got new flows: {counts:?}"
     );
-    lab.start_backend_server(1)?;
-    let back = d.wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(10))?;
+    lab.start_backend_server(1)
+        .expect("start the backend's server");
+    let back = d
+        .wait_health("lab-tcp4", victim, Health::Up, Duration::from_secs(10))
+        .expect("wait for the health state");
     println!("backend-2 up again {back:?} after its server restarted");
-    d.stop()?;
-    dataplane::detach(&pin_dir, Some(&layout))?;
-    lab.down()?;
-    Ok(())
+    d.stop().expect("stop the daemon");
+    dataplane::detach(&pin_dir, Some(&layout)).expect("detach the dataplane");
+    lab.down().expect("take the lab down");
 }
 
 #[test]
-fn an_ephemeral_daemon_leaves_nothing() -> anyhow::Result<()> {
+fn an_ephemeral_daemon_leaves_nothing() {
     require_root();
     let _serial = serial();
-    let lab = Lab::up(LabSpec::new(&prefix("rst", "eph")).backends(1))?;
+    let lab = Lab::up(LabSpec::new(&prefix("rst", "eph")).backends(1)).expect("bring the lab up");
     let pin_dir = lab::lab_pin_dir(lab.prefix());
-    let d = Daemon::start(&lab, lab.daemon_config(&Weights::Equal)?)?;
-    ensure!(pin_dir.join(LINK_PIN).exists(), "the lab daemon pins too");
-    ensure!(xdp_prog(&lab)?.is_some());
-    d.stop()?;
-    ensure!(!pin_dir.exists(), "{} left behind", pin_dir.display());
-    ensure!(xdp_prog(&lab)?.is_none(), "program left attached");
-    lab.down()?;
-    Ok(())
+    let d = Daemon::start(
+        &lab,
+        lab.daemon_config(&Weights::Equal)
+            .expect("the lab's daemon config"),
+    )
+    .expect("start the daemon");
+    assert!(pin_dir.join(LINK_PIN).exists(), "the lab daemon pins too");
+    assert!(
+        xdp_prog(&lab)
+            .expect("look up the attached XDP program")
+            .is_some()
+    );
+    d.stop().expect("stop the daemon");
+    assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
+    assert!(
+        xdp_prog(&lab)
+            .expect("look up the attached XDP program")
+            .is_none(),
+        "program left attached"
+    );
+    lab.down().expect("take the lab down");
 }

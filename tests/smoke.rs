@@ -199,26 +199,35 @@ fn exercise(lab: &Lab, tcp_port: u16, udp_port: u16) -> anyhow::Result<()> {
 }
 
 #[test]
-fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
+fn dsr_and_ipip_carry_real_tcp_and_udp() {
     require_root();
-    let lab = Lab::up()?;
+    let lab = Lab::up().expect("bring the lab up");
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 4096,
         table_slots: 4096,
-    })?;
+    })
+    .expect("load the object");
 
     // DSR, with the backend's MAC configured.
-    dp.publish(&desired(MODE_DSR, Some(lab.backend_mac()?)))?;
+    dp.publish(&desired(
+        MODE_DSR,
+        Some(lab.backend_mac().expect("the backend's MAC")),
+    ))
+    .expect("publish the tables");
     let mode = lab
         .lb
-        .run(|| dp.attach(programs::BALANCER, "eth0", AttachMode::Native))??;
+        .run(|| dp.attach(programs::BALANCER, "eth0", AttachMode::Native))
+        .expect("run in the namespace")
+        .expect("attach the program");
     assert_eq!(mode, AttachMode::Native);
     lab.switch
-        .run(|| pinned::attach_pinned(programs::PASS, "p-lb", AttachMode::Native))??;
+        .run(|| pinned::attach_pinned(programs::PASS, "p-lb", AttachMode::Native))
+        .expect("run in the namespace")
+        .expect("attach the pinned program");
     let _pass = PassGuard(&lab.switch);
-    serve(&lab, 8080, 5353)?;
-    exercise(&lab, 8080, 5353).context("dsr")?;
-    let counts = dp.reason_counts()?;
+    serve(&lab, 8080, 5353).expect("serve on the backends");
+    exercise(&lab, 8080, 5353).expect("dsr");
+    let counts = dp.reason_counts().expect("the reason counts");
     assert!(
         counts[reason::FWD_TX as usize] >= 12,
         "forwarded {}",
@@ -228,13 +237,17 @@ fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
     // IPIP: the LB resolves the backend's MAC itself (FIB + neighbour table); the backend
     // decapsulates with sluice's decap program.
     lab.backend
-        .run(|| pinned::attach_pinned(programs::DECAP, "eth0", AttachMode::Native))??;
+        .run(|| pinned::attach_pinned(programs::DECAP, "eth0", AttachMode::Native))
+        .expect("run in the namespace")
+        .expect("attach the pinned program");
     let _decap = DecapGuard(&lab.backend);
     let ipip = desired(MODE_IPIP, None);
-    dp.publish(&ipip)?;
+    dp.publish(&ipip).expect("publish the tables");
     // The daemon's own priming, from the LB's namespace; then wait (bounded) for the kernel
     // to have resolved the backend.
-    lab.lb.run(|| neigh::prime(&neigh::fib_backends(&ipip)))?;
+    lab.lb
+        .run(|| neigh::prime(&neigh::fib_backends(&ipip)))
+        .expect("run in the namespace");
     let resolved = (0..50).any(|_| {
         std::thread::sleep(Duration::from_millis(20));
         lab.lb
@@ -242,10 +255,9 @@ fn dsr_and_ipip_carry_real_tcp_and_udp() -> anyhow::Result<()> {
             .is_ok_and(|s| s.contains("lladdr"))
     });
     assert!(resolved, "priming did not resolve the backend's MAC");
-    serve(&lab, 8081, 5354)?;
-    exercise(&lab, 8081, 5354).context("ipip")?;
-    dp.detach_all()?;
-    Ok(())
+    serve(&lab, 8081, 5354).expect("serve on the backends");
+    exercise(&lab, 8081, 5354).expect("ipip");
+    dp.detach_all().expect("detach everything");
 }
 
 /// Detaches the XDP_PASS program on the LB's switch-side veth on drop.
