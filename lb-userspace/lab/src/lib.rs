@@ -1,9 +1,11 @@
 //! sluice's lab and benchmarks (not published): network-namespace topologies with test
-//! servers and an in-process daemon ([`lab`]), and the benchmarks and traffic generator
-//! ([`bench`]) that `sluice bench`, `sluice demo` and the tests run. It reaches the
-//! balancer's maps through `sluice-dataplane`'s `test-helpers` feature.
+//! servers and an in-process daemon ([`lab`]), the benchmarks and traffic generator
+//! ([`bench`]) that `sluice bench` and the tests run, and the demo ([`demo`]) that
+//! `sluice demo` runs. It reaches the balancer's maps through `sluice-dataplane`'s
+//! `test-helpers` feature.
 
 pub mod bench;
+pub mod demo;
 pub mod lab;
 
 use sluice_core::{config, maglev};

@@ -524,48 +524,77 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
         "result",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    for r in rows {
-        let failures = r.failures(accel);
-        if r.results.is_empty() {
-            // The guest never ran (the kernel could not be fetched or booted).
-            let mut row = vec!["-".to_owned(); header.len()];
-            row[0] = r.label.to_owned();
-            row[3] = format!("{:.0}s", r.seconds);
-            row[header.len() - 1] = "FAILED".into();
-            table.push(row);
-            continue;
-        }
-        table.push(vec![
-            r.label.to_owned(),
-            or_missing(&r.release).to_owned(),
-            // What the guest saw (a mismatch with the request is a failure).
-            or_missing(r.get("accel_guest")).to_owned(),
-            format!("{:.0}s", r.seconds),
-            if r.get("refused").is_empty() {
-                or_missing(r.get("programs_loaded")).to_owned()
-            } else {
-                format!(
-                    "REFUSED {}",
-                    r.get("refused").split(':').next().unwrap_or("?")
-                )
-            },
-            fixtures_cell(r),
-            if r.ok("smoke") {
-                "ok".into()
-            } else {
-                "FAILED".into()
-            },
-            pktgen_cell(r),
-            interop_cell(r),
-            bench_cell(r),
-            if failures.is_empty() {
-                "ok".into()
-            } else {
-                "FAILED".into()
-            },
-        ]);
+    table.extend(rows.iter().map(|r| summary_row(r, accel, header.len())));
+    let mut s = String::new();
+    write_table(&mut s, &table);
+    let _ = writeln!(s);
+    write_details(&mut s, rows, accel);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "host kernel {} is not booted here: `cargo xtask test` covers it",
+        host_release()
+    );
+    let _ = writeln!(s, "accelerator: {} ({why})", accel.name());
+    if accel == Accel::Tcg {
+        let _ = writeln!(
+            s,
+            "emulated guests: rates (bench, pktgen) are for correctness only, never for speed"
+        );
     }
-    let widths: Vec<usize> = (0..header.len())
+    let _ = writeln!(
+        s,
+        "time: build {build_secs:.0}s, total {:.0}s",
+        total.as_secs_f64()
+    );
+    s
+}
+
+/// One kernel's line of the summary table (`columns` cells).
+fn summary_row(r: &Row, accel: Accel, columns: usize) -> Vec<String> {
+    let failures = r.failures(accel);
+    if r.results.is_empty() {
+        // The guest never ran (the kernel could not be fetched or booted).
+        let mut row = vec!["-".to_owned(); columns];
+        row[0] = r.label.to_owned();
+        row[3] = format!("{:.0}s", r.seconds);
+        row[columns - 1] = "FAILED".into();
+        return row;
+    }
+    vec![
+        r.label.to_owned(),
+        or_missing(&r.release).to_owned(),
+        // What the guest saw (a mismatch with the request is a failure).
+        or_missing(r.get("accel_guest")).to_owned(),
+        format!("{:.0}s", r.seconds),
+        if r.get("refused").is_empty() {
+            or_missing(r.get("programs_loaded")).to_owned()
+        } else {
+            format!(
+                "REFUSED {}",
+                r.get("refused").split(':').next().unwrap_or("?")
+            )
+        },
+        fixtures_cell(r),
+        if r.ok("smoke") {
+            "ok".into()
+        } else {
+            "FAILED".into()
+        },
+        pktgen_cell(r),
+        interop_cell(r),
+        bench_cell(r),
+        if failures.is_empty() {
+            "ok".into()
+        } else {
+            "FAILED".into()
+        },
+    ]
+}
+
+/// The table, each column as wide as its widest cell.
+fn write_table(s: &mut String, table: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..table[0].len())
         .map(|c| {
             table
                 .iter()
@@ -574,8 +603,7 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
                 .unwrap_or(0)
         })
         .collect();
-    let mut s = String::new();
-    for row in &table {
+    for row in table {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -583,7 +611,10 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
             .collect();
         let _ = writeln!(s, "{}", line.join("  ").trim_end());
     }
-    let _ = writeln!(s);
+}
+
+/// Each kernel's details: what the guest reported, and its failures.
+fn write_details(s: &mut String, rows: &[Row], accel: Accel) {
     for r in rows {
         let _ = writeln!(s, "kernel {} ({}):", r.label, or_missing(&r.release));
         let programs = r.get("programs");
@@ -627,130 +658,7 @@ fn summary(rows: &[Row], accel: Accel, why: &str, build_secs: f64, total: Durati
             let _ = writeln!(s, "  bench: {}", r.get("bench_error"));
         }
     }
-    let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "host kernel {} is not booted here: `cargo xtask test` covers it",
-        host_release()
-    );
-    let _ = writeln!(s, "accelerator: {} ({why})", accel.name());
-    if accel == Accel::Tcg {
-        let _ = writeln!(
-            s,
-            "emulated guests: rates (bench, pktgen) are for correctness only, never for speed"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "time: build {build_secs:.0}s, total {:.0}s",
-        total.as_secs_f64()
-    );
-    s
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{Accel, Artifact, Row, artifact, bench_cell, json_string, summary};
-
-    fn row(results: &[(&str, &str)]) -> Row {
-        Row {
-            label: "6.12",
-            release: "6.12.117+deb12-amd64".into(),
-            seconds: 80.0,
-            error: None,
-            results: results
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            console: Vec::new(),
-        }
-    }
-
-    /// A guest that passed everything, as guest.sh and helper.py write it.
-    const PASSED: &[(&str, &str)] = &[
-        ("accel", "tcg"),
-        ("accel_guest", "tcg"),
-        ("modules", "ok"),
-        ("fixtures", "ok"),
-        ("smoke", "ok"),
-        ("pktgen", "ok"),
-        ("interop", "ok"),
-        ("daemon_exit", "ok"),
-        ("bench", "ok"),
-        ("bench_generator", "pktgen"),
-        (
-            "bench_ratios",
-            "1 flows 0.71x floor_tx (8.1 kpps), 1000 flows 0.65x floor_tx (7.2 kpps)",
-        ),
-        ("done", "1"),
-    ];
-
-    #[test]
-    fn summary_rows() {
-        let ok = row(PASSED);
-        assert!(
-            ok.failures(Accel::Tcg).is_empty(),
-            "{:?}",
-            ok.failures(Accel::Tcg)
-        );
-        assert_eq!(bench_cell(&ok), "pktgen, 1: 0.71x 1000: 0.65x");
-        // Asked for KVM, the guest saw emulation.
-        assert!(
-            ok.failures(Accel::Kvm)
-                .iter()
-                .any(|f| f.contains("asked for kvm but the guest runs under tcg"))
-        );
-        // The benchmark fell back to (or was) another generator: a failure.
-        let mut other: Vec<(&str, &str)> = PASSED.to_vec();
-        other.retain(|(k, _)| !k.starts_with("bench"));
-        other.push(("bench", "FAILED"));
-        other.push(("bench_generator", "live-frames"));
-        let bad = row(&other);
-        assert_eq!(bench_cell(&bad), "FAILED");
-        assert!(
-            bad.failures(Accel::Tcg)
-                .iter()
-                .any(|f| f.starts_with("bench:"))
-        );
-        let text = summary(
-            &[ok, bad],
-            Accel::Tcg,
-            "auto: test",
-            1.0,
-            Default::default(),
-        );
-        assert!(text.contains("pktgen, 1: 0.71x 1000: 0.65x"), "{text}");
-        assert!(text.contains("correctness only"), "{text}");
-    }
-
-    #[test]
-    fn cargo_artifact_lines() {
-        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#sluice-tests@0.1.0","manifest_path":"/w/tests/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"fixtures","src_path":"/w/tests/fixtures.rs","edition":"2024","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"0"},"features":[],"filenames":["/t/debug/deps/fixtures-9141742bfab4be52"],"executable":"/t/debug/deps/fixtures-9141742bfab4be52","fresh":true}"#;
-        assert_eq!(
-            artifact(line),
-            Some(Artifact {
-                name: "fixtures".into(),
-                kind: "test".into(),
-                executable: "/t/debug/deps/fixtures-9141742bfab4be52".into(),
-            })
-        );
-        let lib = line.replace(
-            r#""executable":"/t/debug/deps/fixtures-9141742bfab4be52""#,
-            r#""executable":null"#,
-        );
-        assert_eq!(artifact(&lib), None);
-        assert_eq!(
-            artifact(r#"{"reason":"build-finished","success":true}"#),
-            None
-        );
-    }
-
-    #[test]
-    fn json_strings() {
-        assert_eq!(
-            json_string(r#"{"a":"x\"y\\z\u0041"}"#, r#""a":""#).as_deref(),
-            Some(r#"x"y\zA"#)
-        );
-        assert_eq!(json_string(r#"{"a":"unterminated"#, r#""a":""#), None);
-    }
-}
+mod tests;

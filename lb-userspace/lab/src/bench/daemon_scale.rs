@@ -138,82 +138,8 @@ pub fn run(
             let _ = stop_rx.await;
         }))
     });
-    let result = (|| -> anyhow::Result<DaemonScale> {
-        ready_rx
-            .recv_timeout(Duration::from_secs(120))
-            .context("the daemon did not start within 120 s")?
-            .map_err(|e| anyhow::anyhow!("the daemon did not start: {e}"))?;
-        let t0 = Instant::now();
-        while !socket.exists() {
-            ensure!(t0.elapsed() < Duration::from_secs(30), "no API socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Settle (first status file, first sweep), then the idle window: this thread only
-        // sleeps, so the process's CPU time is the daemon's.
-        std::thread::sleep(Duration::from_secs(3));
-        let (c0, w0) = (cpu_time(), Instant::now());
-        std::thread::sleep(idle);
-        let (cpu, wall) = (cpu_time() - c0, w0.elapsed());
-        let idle_cpu_percent = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
-
-        let exe = sluice_exe()?;
-        let mut list = Vec::new();
-        for _ in 0..rounds {
-            let t = Instant::now();
-            let st = Command::new(&exe)
-                .arg("--api-socket")
-                .arg(&socket)
-                .args(["backend", "list"])
-                .stdout(Stdio::null())
-                .status()?;
-            list.push(ms(t.elapsed()));
-            ensure!(st.success(), "sluice backend list failed: {st}");
-        }
-        let mut metrics = Vec::new();
-        let mut metrics_bytes = 0;
-        for _ in 0..rounds {
-            let t = Instant::now();
-            metrics_bytes = scrape()?;
-            metrics.push(ms(t.elapsed()));
-        }
-        let mut edits = Vec::new();
-        for i in 0..rounds {
-            let Response::Config { toml, version } = client::request(&socket, &Request::Config)?
-            else {
-                anyhow::bail!("unexpected answer to a config request");
-            };
-            let mut c = crate::config::parse(&toml, "bench edit")
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .config;
-            c.vips[i % vips].backends[0].weight = 2 + (i as u32 % 5);
-            let req = Request::Apply {
-                config: c.to_toml()?,
-                dry_run: false,
-                base_version: Some(version),
-                force: false,
-            };
-            let t = Instant::now();
-            client::request(&socket, &req)?;
-            edits.push(ms(t.elapsed()));
-        }
-        let list_median_ms = super::median(&mut list);
-        let list_max_ms = list.iter().copied().fold(0.0, f64::max);
-        Ok(DaemonScale {
-            vips,
-            backends_per_vip: backends,
-            list_runs: rounds,
-            list_median_ms,
-            list_max_ms,
-            metrics_median_ms: super::median(&mut metrics),
-            metrics_bytes,
-            edit_median_ms: super::median(&mut edits),
-            idle_window_s: wall.as_secs_f64(),
-            idle_cpu_percent,
-            target_list_ms: TARGET_LIST_MS,
-            target_idle_cpu_percent: TARGET_IDLE_CPU_PERCENT,
-            met: list_max_ms <= TARGET_LIST_MS && idle_cpu_percent <= TARGET_IDLE_CPU_PERCENT,
-        })
-    })();
+    let result = wait_for_daemon(&ready_rx, &socket)
+        .and_then(|()| measure(&socket, vips, backends, rounds, idle));
     let _ = stop.send(());
     let stopped = daemon
         .join()
@@ -222,6 +148,119 @@ pub fn run(
     let r = result?;
     stopped.context("the benchmark daemon")?;
     Ok(r)
+}
+
+/// Wait until the daemon started (or failed to) and its API socket exists.
+fn wait_for_daemon(
+    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    socket: &Path,
+) -> anyhow::Result<()> {
+    ready
+        .recv_timeout(Duration::from_secs(120))
+        .context("the daemon did not start within 120 s")?
+        .map_err(|e| anyhow::anyhow!("the daemon did not start: {e}"))?;
+    let t0 = Instant::now();
+    while !socket.exists() {
+        ensure!(t0.elapsed() < Duration::from_secs(30), "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Measure the running daemon: its idle CPU, then `rounds` of each latency.
+fn measure(
+    socket: &Path,
+    vips: usize,
+    backends: usize,
+    rounds: usize,
+    idle: Duration,
+) -> anyhow::Result<DaemonScale> {
+    let (idle_cpu_percent, wall) = idle_cpu(idle);
+    let mut list = time_backend_list(socket, rounds)?;
+    let (mut metrics, metrics_bytes) = time_scrapes(rounds)?;
+    let mut edits = time_edits(socket, vips, rounds)?;
+    let list_median_ms = super::median(&mut list);
+    let list_max_ms = list.iter().copied().fold(0.0, f64::max);
+    Ok(DaemonScale {
+        vips,
+        backends_per_vip: backends,
+        list_runs: rounds,
+        list_median_ms,
+        list_max_ms,
+        metrics_median_ms: super::median(&mut metrics),
+        metrics_bytes,
+        edit_median_ms: super::median(&mut edits),
+        idle_window_s: wall.as_secs_f64(),
+        idle_cpu_percent,
+        target_list_ms: TARGET_LIST_MS,
+        target_idle_cpu_percent: TARGET_IDLE_CPU_PERCENT,
+        met: list_max_ms <= TARGET_LIST_MS && idle_cpu_percent <= TARGET_IDLE_CPU_PERCENT,
+    })
+}
+
+/// The daemon's CPU share (% of a core) over `idle`, and the window's length. Settles
+/// first (first status file, first sweep); this thread only sleeps, so the process's CPU
+/// time is the daemon's.
+fn idle_cpu(idle: Duration) -> (f64, Duration) {
+    std::thread::sleep(Duration::from_secs(3));
+    let (c0, w0) = (cpu_time(), Instant::now());
+    std::thread::sleep(idle);
+    let (cpu, wall) = (cpu_time() - c0, w0.elapsed());
+    (100.0 * cpu.as_secs_f64() / wall.as_secs_f64(), wall)
+}
+
+/// `rounds` runs of `sluice backend list` (the CLI binary, through the API), in ms.
+fn time_backend_list(socket: &Path, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let exe = sluice_exe()?;
+    let mut list = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .arg("--api-socket")
+            .arg(socket)
+            .args(["backend", "list"])
+            .stdout(Stdio::null())
+            .status()?;
+        list.push(ms(t.elapsed()));
+        ensure!(st.success(), "sluice backend list failed: {st}");
+    }
+    Ok(list)
+}
+
+/// `rounds` metrics scrapes, in ms, and the size of the last one.
+fn time_scrapes(rounds: usize) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut metrics = Vec::new();
+    let mut metrics_bytes = 0;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        metrics_bytes = scrape()?;
+        metrics.push(ms(t.elapsed()));
+    }
+    Ok((metrics, metrics_bytes))
+}
+
+/// `rounds` live edits through the API (a weight changed, VIP after VIP), in ms.
+fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let mut edits = Vec::new();
+    for i in 0..rounds {
+        let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
+            anyhow::bail!("unexpected answer to a config request");
+        };
+        let mut c = crate::config::parse(&toml, "bench edit")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .config;
+        c.vips[i % vips].backends[0].weight = 2 + (i as u32 % 5);
+        let req = Request::Apply {
+            config: c.to_toml()?,
+            dry_run: false,
+            base_version: Some(version),
+            force: false,
+        };
+        let t = Instant::now();
+        client::request(socket, &req)?;
+        edits.push(ms(t.elapsed()));
+    }
+    Ok(edits)
 }
 
 /// The `sluice` binary that `backend list` is timed with: this process when it is `sluice`

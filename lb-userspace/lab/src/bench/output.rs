@@ -106,185 +106,211 @@ pub fn text(r: &Report) -> String {
         r.duration_s
     );
     if let Some(p) = &r.packet {
-        let _ = writeln!(
-            s,
-            "\nPer packet: BPF_PROG_TEST_RUN, repeat 1, {} calls per case, kernel-measured ns; \
-             each call paired with one of the floor (sluice_floor_tx: swap MACs, XDP_TX) on \
-             the same frame; ratio = median / floor median. Warm ratio: the same frame {} times \
-             back to back per call (kernel average, caches warm; sluice ns / floor ns), for the \
-             one-flow cases a run leaves parseable. Flow table: {} entries.",
-            p.calls_per_case,
-            super::packet::WARM_REPEAT,
-            p.flow_entries
-        );
-        let _ = writeln!(
-            s,
-            "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<10} {:>12}",
-            "case",
-            "verdict",
-            "flows",
-            "min",
-            "median",
-            "p90",
-            "p99",
-            "floor",
-            "ratio",
-            "target",
-            "warm ratio"
-        );
-        for c in &p.cases {
-            let target = c
-                .target
-                .map(|t| format!("≤ {t:.1}× {}", mark(c.met)))
-                .unwrap_or_default();
-            let warm = c.warm.as_ref().map_or_else(String::new, |w| {
-                format!("{:.2}× ({:.0}/{:.0})", w.ratio, w.sluice_ns, w.floor_ns)
-            });
-            let _ = writeln!(
-                s,
-                "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>5.2}×  {:<10} {}",
-                if c.name.starts_with("tcp_new") || c.new_flows == 0 {
-                    c.label.clone()
-                } else {
-                    format!("{} [{} misses]", c.label, c.new_flows)
-                },
-                c.verdict.trim_start_matches("XDP_"),
-                super::packet::short(c.flows_in_table),
-                c.sluice_ns.min,
-                c.sluice_ns.median,
-                c.sluice_ns.p90,
-                c.sluice_ns.p99,
-                c.floor_ns.median,
-                c.ratio,
-                target,
-                warm
-            );
-        }
-        let f = &p.floor_ns;
-        let _ = writeln!(
-            s,
-            "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5}",
-            "(floor, all calls)", "TX", "", f.min, f.median, f.p90, f.p99
-        );
+        packet_text(&mut s, p);
     }
     if let Some(c) = &r.control {
         let _ = writeln!(s, "\nControl plane");
-        for b in &c.maglev {
-            let target = b
-                .target_ms
-                .map(|t| format!("  target ≤ {t} ms {}", mark(b.met)))
-                .unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "  Maglev build, {:>4} backends, M = {}: median {:.3} ms (min {:.3}, max {:.3}, {} runs){target}",
-                b.backends, b.table_size, b.median_ms, b.min_ms, b.max_ms, b.runs
-            );
-        }
-        let e = &c.publish_edit;
-        let _ = writeln!(
-            s,
-            "  Edit in effect (publish of +1 backend on a {}-backend VIP): median {:.2} ms, max {:.2} ms \
-             (Maglev build {:.2} ms); removal {:.2} ms; new backend served a new flow in {}/{} rounds  \
-             target ≤ {} ms {}",
-            e.backends_before,
-            e.add_median_ms,
-            e.add_max_ms,
-            e.add_build_median_ms,
-            e.remove_median_ms,
-            e.verified_rounds,
-            e.rounds,
-            e.target_ms,
-            mark(Some(e.met))
-        );
-        let mm = &c.memory;
-        let _ = writeln!(
-            s,
-            "  Daemon memory, {} VIPs × {} backends published (in {:.0} ms): VmRSS {:.1} MiB \
-             (before load {:.1}, loaded {:.1}; anon {:.1}, file {:.1}, shmem {:.1}); of which the \
-             TABLES mapping {:.1} MiB (kernel memory, below); daemon's own {:.1} MiB  target ≤ {} MiB {}",
-            mm.vips,
-            mm.backends_per_vip,
-            mm.publish_ms,
-            mib(mm.vmrss_published_kib),
-            mib(mm.vmrss_before_kib),
-            mib(mm.vmrss_loaded_kib),
-            mib(mm.rss_anon_kib),
-            mib(mm.rss_file_kib),
-            mib(mm.rss_shmem_kib),
-            mib(mm.tables_mapping_kib),
-            mib(mm.daemon_kib),
-            mm.target_mib,
-            mark(Some(mm.met))
-        );
-        let d = &c.daemon;
-        let _ = writeln!(
-            s,
-            "  Daemon with {} VIPs × {} backends: `sluice backend list` median {:.1} ms, max {:.1} ms \
-             ({} runs); metrics scrape {:.1} ms ({} bytes); API edit {:.1} ms; idle CPU {:.2}% of a core \
-             over {:.0} s  targets list ≤ {} ms, idle ≤ {}% {}",
-            d.vips,
-            d.backends_per_vip,
-            d.list_median_ms,
-            d.list_max_ms,
-            d.list_runs,
-            d.metrics_median_ms,
-            d.metrics_bytes,
-            d.edit_median_ms,
-            d.idle_cpu_percent,
-            d.idle_window_s,
-            d.target_list_ms,
-            d.target_idle_cpu_percent,
-            mark(Some(d.met))
-        );
-        let k = &c.map_memory;
-        let _ = writeln!(
-            s,
-            "  Kernel map memory, default sizes ({} flows, {} table slots): {:.1} MiB",
-            k.flow_entries,
-            k.table_slots,
-            k.total_bytes as f64 / MIB
-        );
-        for map in k.maps.iter().filter(|m| m.memlock_bytes >= 64 << 10) {
-            let _ = writeln!(
-                s,
-                "    {:<14} {:>9} entries {:>8.1} MiB",
-                map.name,
-                map.max_entries,
-                map.memlock_bytes as f64 / MIB
-            );
-        }
-        let small: u64 = k
-            .maps
-            .iter()
-            .filter(|m| m.memlock_bytes < 64 << 10)
-            .map(|m| m.memlock_bytes)
-            .sum();
-        let _ = writeln!(
-            s,
-            "    {:<14} {:>17} {:>8.1} MiB",
-            "(the rest)",
-            "",
-            small as f64 / MIB
-        );
-        let f = &c.flow_scale;
-        let _ = writeln!(
-            s,
-            "  Flow table ({} entries): {} new flows over {} CPUs in {:.2} s ({:.0} flows/s), {} held \
-             (counted in {:.2} s); the same flows all on one CPU: {} held (per-CPU LRU lists)",
-            f.capacity,
-            f.flows_offered,
-            f.cpus,
-            f.fill_s,
-            f.fill_flows_per_s,
-            f.held,
-            f.count_s,
-            f.one_cpu_held
-        );
+        maglev_text(&mut s, c);
+        memory_text(&mut s, &c.memory);
+        daemon_text(&mut s, &c.daemon);
+        map_memory_text(&mut s, &c.map_memory);
+        flow_scale_text(&mut s, &c.flow_scale);
     }
     if let Some(t) = &r.throughput {
         s.push_str(&super::throughput::text(t));
     }
     s
+}
+
+/// The per-packet table: one line a case, then the floor's.
+fn packet_text(s: &mut String, p: &super::packet::Report) {
+    let _ = writeln!(
+        s,
+        "\nPer packet: BPF_PROG_TEST_RUN, repeat 1, {} calls per case, kernel-measured ns; \
+         each call paired with one of the floor (sluice_floor_tx: swap MACs, XDP_TX) on \
+         the same frame; ratio = median / floor median. Warm ratio: the same frame {} times \
+         back to back per call (kernel average, caches warm; sluice ns / floor ns), for the \
+         one-flow cases a run leaves parseable. Flow table: {} entries.",
+        p.calls_per_case,
+        super::packet::WARM_REPEAT,
+        p.flow_entries
+    );
+    let _ = writeln!(
+        s,
+        "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<10} {:>12}",
+        "case",
+        "verdict",
+        "flows",
+        "min",
+        "median",
+        "p90",
+        "p99",
+        "floor",
+        "ratio",
+        "target",
+        "warm ratio"
+    );
+    for c in &p.cases {
+        let target = c
+            .target
+            .map(|t| format!("≤ {t:.1}× {}", mark(c.met)))
+            .unwrap_or_default();
+        let warm = c.warm.as_ref().map_or_else(String::new, |w| {
+            format!("{:.2}× ({:.0}/{:.0})", w.ratio, w.sluice_ns, w.floor_ns)
+        });
+        let _ = writeln!(
+            s,
+            "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>5.2}×  {:<10} {}",
+            if c.name.starts_with("tcp_new") || c.new_flows == 0 {
+                c.label.clone()
+            } else {
+                format!("{} [{} misses]", c.label, c.new_flows)
+            },
+            c.verdict.trim_start_matches("XDP_"),
+            super::packet::short(c.flows_in_table),
+            c.sluice_ns.min,
+            c.sluice_ns.median,
+            c.sluice_ns.p90,
+            c.sluice_ns.p99,
+            c.floor_ns.median,
+            c.ratio,
+            target,
+            warm
+        );
+    }
+    let f = &p.floor_ns;
+    let _ = writeln!(
+        s,
+        "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5}",
+        "(floor, all calls)", "TX", "", f.min, f.median, f.p90, f.p99
+    );
+}
+
+/// Maglev build times, and how long an edit takes to be in effect.
+fn maglev_text(s: &mut String, c: &super::control::Report) {
+    for b in &c.maglev {
+        let target = b
+            .target_ms
+            .map(|t| format!("  target ≤ {t} ms {}", mark(b.met)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  Maglev build, {:>4} backends, M = {}: median {:.3} ms (min {:.3}, max {:.3}, {} runs){target}",
+            b.backends, b.table_size, b.median_ms, b.min_ms, b.max_ms, b.runs
+        );
+    }
+    let e = &c.publish_edit;
+    let _ = writeln!(
+        s,
+        "  Edit in effect (publish of +1 backend on a {}-backend VIP): median {:.2} ms, max {:.2} ms \
+         (Maglev build {:.2} ms); removal {:.2} ms; new backend served a new flow in {}/{} rounds  \
+         target ≤ {} ms {}",
+        e.backends_before,
+        e.add_median_ms,
+        e.add_max_ms,
+        e.add_build_median_ms,
+        e.remove_median_ms,
+        e.verified_rounds,
+        e.rounds,
+        e.target_ms,
+        mark(Some(e.met))
+    );
+}
+
+/// The daemon's memory with many VIPs published.
+fn memory_text(s: &mut String, mm: &super::control::Memory) {
+    let _ = writeln!(
+        s,
+        "  Daemon memory, {} VIPs × {} backends published (in {:.0} ms): VmRSS {:.1} MiB \
+         (before load {:.1}, loaded {:.1}; anon {:.1}, file {:.1}, shmem {:.1}); of which the \
+         TABLES mapping {:.1} MiB (kernel memory, below); daemon's own {:.1} MiB  target ≤ {} MiB {}",
+        mm.vips,
+        mm.backends_per_vip,
+        mm.publish_ms,
+        mib(mm.vmrss_published_kib),
+        mib(mm.vmrss_before_kib),
+        mib(mm.vmrss_loaded_kib),
+        mib(mm.rss_anon_kib),
+        mib(mm.rss_file_kib),
+        mib(mm.rss_shmem_kib),
+        mib(mm.tables_mapping_kib),
+        mib(mm.daemon_kib),
+        mm.target_mib,
+        mark(Some(mm.met))
+    );
+}
+
+/// The daemon's API, metrics and idle CPU with many VIPs.
+fn daemon_text(s: &mut String, d: &super::daemon_scale::DaemonScale) {
+    let _ = writeln!(
+        s,
+        "  Daemon with {} VIPs × {} backends: `sluice backend list` median {:.1} ms, max {:.1} ms \
+         ({} runs); metrics scrape {:.1} ms ({} bytes); API edit {:.1} ms; idle CPU {:.2}% of a core \
+         over {:.0} s  targets list ≤ {} ms, idle ≤ {}% {}",
+        d.vips,
+        d.backends_per_vip,
+        d.list_median_ms,
+        d.list_max_ms,
+        d.list_runs,
+        d.metrics_median_ms,
+        d.metrics_bytes,
+        d.edit_median_ms,
+        d.idle_cpu_percent,
+        d.idle_window_s,
+        d.target_list_ms,
+        d.target_idle_cpu_percent,
+        mark(Some(d.met))
+    );
+}
+
+/// The kernel memory of the balancer's maps at the default sizes.
+fn map_memory_text(s: &mut String, k: &super::control::MapMemory) {
+    let _ = writeln!(
+        s,
+        "  Kernel map memory, default sizes ({} flows, {} table slots): {:.1} MiB",
+        k.flow_entries,
+        k.table_slots,
+        k.total_bytes as f64 / MIB
+    );
+    for map in k.maps.iter().filter(|m| m.memlock_bytes >= 64 << 10) {
+        let _ = writeln!(
+            s,
+            "    {:<14} {:>9} entries {:>8.1} MiB",
+            map.name,
+            map.max_entries,
+            map.memlock_bytes as f64 / MIB
+        );
+    }
+    let small: u64 = k
+        .maps
+        .iter()
+        .filter(|m| m.memlock_bytes < 64 << 10)
+        .map(|m| m.memlock_bytes)
+        .sum();
+    let _ = writeln!(
+        s,
+        "    {:<14} {:>17} {:>8.1} MiB",
+        "(the rest)",
+        "",
+        small as f64 / MIB
+    );
+}
+
+/// Filling the flow table from every CPU, and from one.
+fn flow_scale_text(s: &mut String, f: &super::control::FlowScale) {
+    let _ = writeln!(
+        s,
+        "  Flow table ({} entries): {} new flows over {} CPUs in {:.2} s ({:.0} flows/s), {} held \
+         (counted in {:.2} s); the same flows all on one CPU: {} held (per-CPU LRU lists)",
+        f.capacity,
+        f.flows_offered,
+        f.cpus,
+        f.fill_s,
+        f.fill_flows_per_s,
+        f.held,
+        f.count_s,
+        f.one_cpu_held
+    );
 }
 
 fn esc(s: &str) -> String {

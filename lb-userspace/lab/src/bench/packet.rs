@@ -8,6 +8,8 @@
 //! Everything runs inside the caller's private network namespace (`netns`), whose
 //! interface, addresses and permanent neighbour entries make `bpf_fib_lookup` answer.
 
+mod cases;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail, ensure};
@@ -16,10 +18,11 @@ use lb_common::{
 };
 use serde::Serialize;
 
+use self::cases::{Def, Vary, case_defs, tcp};
 use super::{
-    frame::{self, Frame, Spec, TCP_ACK, TCP_SYN},
+    frame::{self, Frame, Spec, TCP_SYN},
     netns,
-    run::{self, XDP_PASS, XDP_TX},
+    run::{self, XDP_TX},
 };
 use crate::dataplane::{
     BenchObject, Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sizes, VipIdent,
@@ -292,27 +295,6 @@ fn base_of(f: &Frame) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Which flow each call sends.
-#[derive(Clone, Copy, Debug)]
-enum Vary {
-    /// The same frame every call (one flow).
-    Fixed,
-    /// A flow never seen before every call.
-    Fresh,
-    /// Flows `0..n`, round and round (all in the table beforehand).
-    Cycle(u64),
-}
-
-struct Def {
-    name: &'static str,
-    label: String,
-    template: Frame,
-    vary: Vary,
-    expect: u32,
-    vip: Option<VipIdent>,
-    target: Option<f64>,
-}
-
 /// "50k", "1M", "1500".
 pub fn short(n: u64) -> String {
     if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
@@ -364,127 +346,8 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
 
-    let tcp = |to: VipIdent, flags| client_frame(to.address, to.port, false, flags);
-    let mut defs = vec![
-        Def {
-            name: "not_vip",
-            label: "not a VIP: XDP_PASS".into(),
-            template: client_frame(NOT_VIP, 80, false, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_PASS,
-            vip: None,
-            target: Some(TARGET_NOT_VIP),
-        },
-        Def {
-            name: "tcp_established",
-            label: "established TCP flow, 1 flow in table".into(),
-            template: tcp(VIPS.tcp, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.tcp),
-            target: Some(TARGET_ESTABLISHED),
-        },
-        Def {
-            name: "udp_established",
-            label: "UDP, established".into(),
-            template: client_frame(VIPS.udp.address, VIPS.udp.port, true, 0),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.udp),
-            target: None,
-        },
-        Def {
-            name: "ipv6_established",
-            label: "IPv6 TCP, established".into(),
-            template: tcp(VIPS.v6, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.v6),
-            target: None,
-        },
-        Def {
-            name: "dsr_fib_established",
-            label: "DSR, MAC from bpf_fib_lookup, established".into(),
-            template: tcp(VIPS.fib, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.fib),
-            target: None,
-        },
-        Def {
-            name: "ipip_established",
-            label: "IPIP encap + FIB, established".into(),
-            template: tcp(VIPS.ipip, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.ipip),
-            target: None,
-        },
-        Def {
-            name: "ip6ip6_established",
-            label: "IP6IP6 encap + FIB, established".into(),
-            template: tcp(VIPS.ip6ip6, TCP_ACK),
-            vary: Vary::Fixed,
-            expect: XDP_TX,
-            vip: Some(VIPS.ip6ip6),
-            target: None,
-        },
-        Def {
-            name: "tcp_new",
-            label: "new TCP flow (hash, Maglev, flow insert)".into(),
-            template: tcp(VIPS.tcp, TCP_SYN),
-            vary: Vary::Fresh,
-            expect: XDP_TX,
-            vip: Some(VIPS.tcp),
-            target: Some(TARGET_NEW),
-        },
-        Def {
-            name: "tcp_new_1000_backends",
-            label: "new TCP flow, VIP with 1000 backends".into(),
-            template: tcp(VIPS.big, TCP_SYN),
-            vary: Vary::Fresh,
-            expect: XDP_TX,
-            vip: Some(VIPS.big),
-            target: None,
-        },
-    ];
-    for (name, n) in [
-        ("tcp_established_mid", opts.mid_flows),
-        ("tcp_established_big", opts.big_flows),
-    ] {
-        defs.push(Def {
-            name,
-            label: format!("established TCP, {} flows in table", short(n)),
-            template: tcp(VIPS.tcp, TCP_ACK),
-            vary: Vary::Cycle(n),
-            expect: XDP_TX,
-            vip: Some(VIPS.tcp),
-            target: (n == 50_000).then_some(TARGET_50K),
-        });
-    }
-
-    let mut cases = Vec::new();
-    let mut all_floor = Vec::new();
-    let mut filled = 0u64;
-    for def in &defs {
-        match def.vary {
-            Vary::Cycle(n) => {
-                // The many-flow cases share one growing table: fill up to `n`.
-                if filled == 0 {
-                    dp.clear_flows()?;
-                }
-                let syn = tcp(VIPS.tcp, TCP_SYN);
-                tracing::info!(flows = n, "filling the flow table");
-                prefill(&dp, &syn, filled..n, ifindex, &opts.cpus)?;
-                filled = n;
-            }
-            _ => dp.clear_flows()?,
-        }
-        tracing::info!(case = def.name, calls = opts.calls, "measuring");
-        let (case, mut floor) = measure(&dp, &bo, def, opts.calls, ifindex)?;
-        all_floor.append(&mut floor);
-        cases.push(case);
-    }
+    let defs = case_defs(opts);
+    let (cases, mut all_floor) = measure_cases(&mut dp, &bo, &defs, opts, ifindex)?;
     drop(dp);
     drop(bo);
     Ok(Report {
@@ -494,6 +357,39 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         floor_ns: Dist::of(&mut all_floor),
         cases,
     })
+}
+
+/// Measure every case: its calls and the floor calls paired with them.
+fn measure_cases(
+    dp: &mut Dataplane,
+    bo: &BenchObject,
+    defs: &[Def],
+    opts: &Options,
+    ifindex: u32,
+) -> anyhow::Result<(Vec<Case>, Vec<u64>)> {
+    let mut cases = Vec::new();
+    let mut all_floor = Vec::new();
+    let mut filled = 0u64;
+    for def in defs {
+        match def.vary {
+            Vary::Cycle(n) => {
+                // The many-flow cases share one growing table: fill up to `n`.
+                if filled == 0 {
+                    dp.clear_flows()?;
+                }
+                let syn = tcp(VIPS.tcp, TCP_SYN);
+                tracing::info!(flows = n, "filling the flow table");
+                prefill(dp, &syn, filled..n, ifindex, &opts.cpus)?;
+                filled = n;
+            }
+            _ => dp.clear_flows()?,
+        }
+        tracing::info!(case = def.name, calls = opts.calls, "measuring");
+        let (case, mut floor) = measure(dp, bo, def, opts.calls, ifindex)?;
+        all_floor.append(&mut floor);
+        cases.push(case);
+    }
+    Ok((cases, all_floor))
 }
 
 fn new_flows(dp: &Dataplane, vip: Option<VipIdent>) -> anyhow::Result<u64> {
@@ -687,22 +583,4 @@ fn back_to_back(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let mut v: Vec<u64> = (1..=100).rev().collect();
-        let d = Dist::of(&mut v);
-        assert_eq!((d.min, d.median, d.p90, d.p99), (1, 50, 90, 99));
-        let d = Dist::of(&mut [7]);
-        assert_eq!((d.min, d.median, d.p99), (7, 7, 7));
-    }
-
-    #[test]
-    fn short_counts() {
-        assert_eq!(short(50_000), "50k");
-        assert_eq!(short(1_000_000), "1M");
-        assert_eq!(short(1500), "1500");
-    }
-}
+mod tests;

@@ -1,0 +1,274 @@
+//! Rebuilding the [`Layout`] from adopted maps (`VIPS`, `BACKENDS`), with the saved layout
+//! for what the maps cannot say, and cross-checking the two.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use lb_common::{Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names};
+
+use super::{Adoption, SavedLayout, SavedVip};
+use crate::{
+    Dataplane, DataplaneError, Sizes, VipIdent,
+    layout::{BackendRecord, BackendSlots, Layout, VipRecord},
+};
+
+/// A VIP key as the daemon names it.
+pub fn ident_of(k: &VipKey) -> Option<VipIdent> {
+    let address = match k.family {
+        FAMILY_V4 => IpAddr::V4(Ipv4Addr::new(k.addr[0], k.addr[1], k.addr[2], k.addr[3])),
+        FAMILY_V6 => IpAddr::V6(Ipv6Addr::from(k.addr)),
+        _ => return None,
+    };
+    Some(VipIdent {
+        address,
+        port: u16::from_be_bytes(k.port),
+        proto: k.proto,
+    })
+}
+
+/// A backend slot's address (`None`: a free slot).
+fn addr_of(b: &Backend) -> Option<IpAddr> {
+    match b.family {
+        FAMILY_V4 => Some(IpAddr::V4(Ipv4Addr::new(
+            b.addr[0], b.addr[1], b.addr[2], b.addr[3],
+        ))),
+        FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(b.addr))),
+        _ => None,
+    }
+}
+impl Layout {
+    /// Rebuild the layout of pinned maps: `vips` is the content of `VIPS`, `backends` of
+    /// `BACKENDS` (indexed by slot id). The maps decide (they are what the kernel forwards
+    /// with); `saved` supplies the inactive halves and the cursor where it agrees with them.
+    /// Returns the layout and the disagreements found (for the log); an error when the maps
+    /// themselves are inconsistent (overlapping tables, duplicate VIP ids, out of range).
+    pub fn recover(
+        table_slots: u32,
+        vips: &[(VipIdent, VipMeta)],
+        backends: &[Backend],
+        saved: Option<&SavedLayout>,
+    ) -> Result<(Self, Vec<String>), String> {
+        let mut layout = Self::new(table_slots);
+        let mut notes = Vec::new();
+        let saved_vips: BTreeMap<VipIdent, &SavedVip> = saved
+            .map(|s| s.vips.iter().map(|v| (v.ident(), v)).collect())
+            .unwrap_or_default();
+        let mut by_id: BTreeMap<u32, VipIdent> = BTreeMap::new();
+        // `VipMeta::table_size` is the live table's length, which can be shorter than a half
+        // (sequence schedulers) or 0 (no backend for new flows). The saved layout knows the
+        // halves; without it (or where it disagrees) a half is as long as the live table,
+        // and the first publish reallocates both if the VIP needs longer ones.
+        let mut halves: BTreeMap<VipIdent, ([u32; 2], usize, u32)> = BTreeMap::new();
+        for (ident, meta) in vips {
+            if meta.vip_id >= MAX_VIPS || !layout.vip_ids.reserve(meta.vip_id) {
+                return Err(format!(
+                    "VIPS: {ident} has VIP id {}, out of range or used twice",
+                    meta.vip_id
+                ));
+            }
+            by_id.insert(meta.vip_id, *ident);
+            // The live half may be either saved one: least-connection refreshes flip
+            // without saving.
+            let s = saved_vips.get(ident).and_then(|s| {
+                let live = s.halves.iter().position(|h| *h == meta.table_base)?;
+                (s.vip_id == meta.vip_id && s.table_size >= meta.table_size).then_some((
+                    s.halves,
+                    live,
+                    s.table_size,
+                ))
+            });
+            let (h, live, size) = s.unwrap_or(([meta.table_base, 0], 0, meta.table_size));
+            if size > 0 && !layout.regions.reserve(h[live], size) {
+                return Err(format!(
+                    "VIPS: {ident}'s table [{}, +{size}) is beyond TABLES ({table_slots} slots) or overlaps another",
+                    h[live]
+                ));
+            }
+            halves.insert(*ident, (h, live, size));
+        }
+        // Backend slots: every slot with an address belongs to the VIP its `vip_id` names.
+        let generations: Vec<u32> = backends.iter().map(|b| b.generation).collect();
+        let mut members: BTreeMap<VipIdent, BTreeMap<IpAddr, BackendRecord>> = BTreeMap::new();
+        let mut used = Vec::new();
+        for (id, b) in backends.iter().enumerate().skip(1) {
+            let Some(addr) = addr_of(b) else { continue };
+            let id = id as u32;
+            let Some(ident) = by_id.get(&b.vip_id) else {
+                notes.push(format!(
+                    "BACKENDS slot {id} ({addr}) names VIP id {}, which VIPS does not have: freed",
+                    b.vip_id
+                ));
+                continue;
+            };
+            let m = members.entry(*ident).or_default();
+            if m.contains_key(&addr) {
+                notes.push(format!(
+                    "BACKENDS slot {id}: {addr} twice under {ident}: the later slot is freed"
+                ));
+                continue;
+            }
+            m.insert(
+                addr,
+                BackendRecord {
+                    id,
+                    generation: b.generation,
+                },
+            );
+            used.push(id);
+        }
+        // Inactive halves: the saved ones where they agree, else fresh.
+        let mut unplaced = Vec::new();
+        for (ident, meta) in vips {
+            let (mut h, live, size) = halves[ident];
+            let from_saved = saved_vips
+                .get(ident)
+                .is_some_and(|s| s.halves == h && s.table_size == size);
+            if size > 0 && !(from_saved && layout.regions.reserve(h[1 - live], size)) {
+                unplaced.push((*ident, *meta, h, live, size));
+                continue;
+            }
+            if size == 0 {
+                h = [0, 0];
+            }
+            layout
+                .vips
+                .insert(*ident, record(meta, h, live, size, &mut members, ident));
+        }
+        for (ident, meta, mut h, live, size) in unplaced {
+            h[1 - live] = layout
+                .regions
+                .alloc(size)
+                .map_err(|e| format!("no room in TABLES for {ident}'s inactive table half: {e}"))?;
+            layout
+                .vips
+                .insert(ident, record(&meta, h, live, size, &mut members, &ident));
+        }
+        let cursor = saved.map_or_else(
+            || used.iter().max().map_or(1, |m| *m as usize + 1),
+            |s| s.cursor,
+        );
+        layout.slots = BackendSlots::restore(&generations, &used, cursor);
+        if let Some(s) = saved {
+            cross_check(s, &layout, table_slots, &mut notes);
+        }
+        Ok((layout, notes))
+    }
+}
+
+fn record(
+    meta: &VipMeta,
+    halves: [u32; 2],
+    live: usize,
+    table_size: u32,
+    members: &mut BTreeMap<VipIdent, BTreeMap<IpAddr, BackendRecord>>,
+    ident: &VipIdent,
+) -> VipRecord {
+    VipRecord {
+        vip_id: meta.vip_id,
+        mode: meta.mode,
+        table_size,
+        live_len: meta.table_size,
+        // Unknown: the first publish rebuilds every table (same backends, same slots: the
+        // same table for Maglev).
+        published: None,
+        halves,
+        live,
+        backends: members.remove(ident).unwrap_or_default(),
+    }
+}
+
+/// Where the saved layout and the one rebuilt from the maps disagree (a daemon that died
+/// between writing the maps and saving, or a file from another run).
+fn cross_check(saved: &SavedLayout, layout: &Layout, table_slots: u32, notes: &mut Vec<String>) {
+    if saved.table_slots != table_slots {
+        notes.push(format!(
+            "saved with {} table slots, TABLES has {table_slots}",
+            saved.table_slots
+        ));
+    }
+    for s in &saved.vips {
+        let ident = s.ident();
+        let Some(r) = layout.vips.get(&ident) else {
+            notes.push(format!("{ident} is saved but not in VIPS"));
+            continue;
+        };
+        if r.vip_id != s.vip_id || r.table_size != s.table_size {
+            notes.push(format!(
+                "{ident}: saved VIP id {} / table size {}, VIPS has {} / {}",
+                s.vip_id, s.table_size, r.vip_id, r.table_size
+            ));
+        }
+        if r.table_size > 0 && !s.halves.contains(&r.halves[r.live]) {
+            notes.push(format!(
+                "{ident}: saved live half at {:?}, VIPS points at {}",
+                s.halves.get(s.live),
+                r.halves[r.live]
+            ));
+        }
+        let want: BTreeMap<IpAddr, (u32, u32)> = s
+            .backends
+            .iter()
+            .map(|b| (b.address, (b.id, b.generation)))
+            .collect();
+        let have: BTreeMap<IpAddr, (u32, u32)> = r
+            .backends
+            .iter()
+            .map(|(a, b)| (*a, (b.id, b.generation)))
+            .collect();
+        if want != have {
+            notes.push(format!(
+                "{ident}: saved backends (address → slot, generation) {want:?}, BACKENDS has {have:?}"
+            ));
+        }
+    }
+    for ident in layout.vips.keys() {
+        if !saved.vips.iter().any(|s| s.ident() == *ident) {
+            notes.push(format!("{ident} is in VIPS but not saved"));
+        }
+    }
+}
+
+impl Dataplane {
+    /// Rebuild the layout from the adopted `VIPS` and `BACKENDS` (and `saved`), and count
+    /// what was adopted in `adoption`.
+    pub(super) fn adopt_layout(
+        &mut self,
+        sizes: Sizes,
+        saved: Option<&SavedLayout>,
+        dir: &Path,
+        adoption: &mut Adoption,
+    ) -> Result<(), DataplaneError> {
+        let vips: Vec<(VipIdent, VipMeta)> = self
+            .vips
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, m)| Some((ident_of(&k)?, m)))
+            .collect();
+        let backends = (0..MAX_BACKENDS)
+            .map(|i| {
+                self.backends
+                    .get(&i, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: names::BACKENDS,
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<Backend>, _>>()?;
+        let (layout, notes) =
+            Layout::recover(sizes.table_slots, &vips, &backends, saved).map_err(|why| {
+                DataplaneError::Incompatible {
+                    dir: dir.to_owned(),
+                    differences: vec![why],
+                }
+            })?;
+        adoption.vips = layout.vips.len();
+        adoption.backends = layout.vips.values().map(|r| r.backends.len()).sum();
+        adoption.flows = self.flow_count();
+        adoption.notes = notes;
+        self.layout = layout;
+        Ok(())
+    }
+}
