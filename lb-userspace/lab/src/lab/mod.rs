@@ -90,7 +90,7 @@
 //! ```
 
 mod backends;
-mod build;
+mod topology;
 pub mod daemon;
 mod daemon_config;
 mod names;
