@@ -137,6 +137,7 @@ pub fn run(
         rt.block_on(daemon::serve(state, dp, edit_rx, async {
             let _ = stop_rx.await;
         }))
+        .map_err(anyhow::Error::from)
     });
     let result = (|| -> anyhow::Result<DaemonScale> {
         ready_rx
