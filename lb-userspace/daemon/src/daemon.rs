@@ -7,11 +7,12 @@
 //! attached and pinned (`sluice detach` removes it), or, for an ephemeral daemon, detaches.
 
 use std::{
+    net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -39,9 +40,8 @@ const STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// How often drains are checked and slow starts stepped.
 const LIFECYCLE_TICK: Duration = Duration::from_millis(200);
 
-fn lock(dp: &Mutex<Dataplane>) -> anyhow::Result<std::sync::MutexGuard<'_, Dataplane>> {
-    dp.lock()
-        .map_err(|_| anyhow::anyhow!("data plane lock poisoned"))
+fn lock(dp: &Mutex<Dataplane>) -> Result<std::sync::MutexGuard<'_, Dataplane>, DaemonError> {
+    dp.lock().map_err(|_| DaemonError::LockPoisoned)
 }
 
 pub fn attach_mode(m: XdpMode) -> AttachMode {
@@ -68,6 +68,35 @@ pub enum OnExit {
 pub enum StartError {
     #[error("refused before anything was loaded, pinned or attached: {0}")]
     Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+/// Why a started daemon stopped serving ([`serve`]). The messages read as the CLI showed
+/// them before (`error: {e:#}` prints the cause after the message).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A thread panicked while it held the data plane.
+    #[error("data plane lock poisoned")]
+    LockPoisoned,
+    /// The control API socket (bound before the attach) could not be served.
+    #[error("the control API socket {}", path.display())]
+    Api {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics listener (bound before the attach) could not be served.
+    #[error("the metrics listener daemon.metrics_listen = {addr}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection-tracking sweeper's thread could not be started.
+    #[error("starting the conntrack sweeper thread")]
+    SweeperThread(#[source] std::io::Error),
+    /// The data plane failed (the sweeper's map handles, the stop).
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
 }
@@ -277,7 +306,7 @@ pub async fn serve(
     started: Started,
     edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), DaemonError> {
     events::run(state, started, edits, shutdown).await
 }
 
@@ -479,7 +508,7 @@ impl SweeperTask {
 fn spawn_sweeper(
     dp: &Arc<Mutex<Dataplane>>,
     d: &crate::config::DaemonConfig,
-) -> anyhow::Result<SweeperTask> {
+) -> Result<SweeperTask, DaemonError> {
     let timeouts = conntrack::Timeouts {
         tcp_idle: Duration::from_millis(u64::from(d.tcp_idle_timeout_ms)),
         tcp_fin: Duration::from_millis(u64::from(d.tcp_fin_timeout_ms)),
@@ -526,7 +555,7 @@ fn spawn_sweeper(
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
-        .context("starting the conntrack sweeper thread")?;
+        .map_err(DaemonError::SweeperThread)?;
     Ok(SweeperTask {
         stop,
         thread: Some(thread),

@@ -12,7 +12,10 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{health::Health, state::Status};
+use crate::{
+    health::Health,
+    state::{BackendStatus, Status, VipStatus},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipLabels {
@@ -46,69 +49,12 @@ pub fn render(
     scaled: &crate::autoscale::driver::AutoscaleStatus,
 ) -> String {
     let mut r = Registry::with_prefix("sluice");
-    let vip_packets = Family::<VipLabels, Counter>::default();
-    let vip_bytes = Family::<VipLabels, Counter>::default();
-    let vip_new = Family::<VipLabels, Counter>::default();
-    let be_packets = Family::<BackendLabels, Counter>::default();
-    let be_bytes = Family::<BackendLabels, Counter>::default();
-    let be_new = Family::<BackendLabels, Counter>::default();
-    let be_up = Family::<BackendLabels, Gauge>::default();
-    let be_weight = Family::<BackendLabels, Gauge>::default();
-    let be_transitions = Family::<BackendLabels, Counter>::default();
-    let be_state = Family::<StateLabels, Gauge>::default();
-    let vip_active = Family::<VipLabels, Gauge>::default();
-    let vip_closes = Family::<VipLabels, Counter>::default();
-    let be_active = Family::<BackendLabels, Gauge>::default();
-    let be_closes = Family::<BackendLabels, Counter>::default();
-    let be_eff = Family::<BackendLabels, Gauge>::default();
-    let reasons = Family::<ReasonLabels, Counter>::default();
+    let families = Families::default();
     for v in &status.vips {
-        let l = VipLabels {
-            vip: v.vip.clone(),
-            name: v.name.clone(),
-        };
-        vip_packets.get_or_create(&l).inc_by(v.packets);
-        vip_bytes.get_or_create(&l).inc_by(v.bytes);
-        vip_new.get_or_create(&l).inc_by(v.new_flows);
-        vip_active
-            .get_or_create(&l)
-            .set(i64::try_from(v.active).unwrap_or(i64::MAX));
-        vip_closes
-            .get_or_create(&l)
-            .inc_by(v.backends.iter().map(|b| b.closes).sum());
-        for b in &v.backends {
-            let l = BackendLabels {
-                vip: v.vip.clone(),
-                backend: b.address.to_string(),
-            };
-            be_packets.get_or_create(&l).inc_by(b.packets);
-            be_bytes.get_or_create(&l).inc_by(b.bytes);
-            be_new.get_or_create(&l).inc_by(b.new_flows);
-            be_up
-                .get_or_create(&l)
-                .set(i64::from(b.health == Health::Up));
-            be_weight.get_or_create(&l).set(i64::from(b.weight));
-            be_transitions.get_or_create(&l).inc_by(b.transitions);
-            be_active
-                .get_or_create(&l)
-                .set(i64::try_from(b.active).unwrap_or(i64::MAX));
-            be_closes.get_or_create(&l).inc_by(b.closes);
-            be_eff.get_or_create(&l).set(i64::from(b.effective_weight));
-            // The daemon's own state, as `backend list` shows it (old status files: "").
-            let state = match b.lifecycle.as_str() {
-                "" => "active",
-                s => s,
-            };
-            for s in crate::state::LIFECYCLE_STATES {
-                let l = StateLabels {
-                    vip: v.vip.clone(),
-                    backend: b.address.to_string(),
-                    state: s.to_owned(),
-                };
-                be_state.get_or_create(&l).set(i64::from(s == state));
-            }
-        }
+        families.vip(v);
     }
+    families.register(&mut r);
+    let reasons = Family::<ReasonLabels, Counter>::default();
     for (name, n) in &status.reasons {
         reasons
             .get_or_create(&ReasonLabels {
@@ -116,62 +62,168 @@ pub fn render(
             })
             .inc_by(*n);
     }
-    r.register("vip_packets", "Packets forwarded for a VIP", vip_packets);
-    r.register("vip_bytes", "Bytes forwarded for a VIP", vip_bytes);
-    r.register("vip_new_flows", "Flows opened to a VIP", vip_new);
-    r.register(
-        "backend_packets",
-        "Packets forwarded to a backend",
-        be_packets,
-    );
-    r.register("backend_bytes", "Bytes forwarded to a backend", be_bytes);
-    r.register("backend_new_flows", "Flows opened to a backend", be_new);
-    r.register(
-        "backend_up",
-        "1 when the backend passes its health checks",
-        be_up,
-    );
-    r.register("backend_weight", "Configured weight", be_weight);
-    r.register(
-        "backend_effective_weight",
-        "Weight in the table now (0 while draining, ramping in slow start)",
-        be_eff,
-    );
-    r.register(
-        "vip_active_flows",
-        "Open connections to a VIP (kernel connection tracking)",
-        vip_active,
-    );
-    r.register(
-        "vip_closes",
-        "Connections to a VIP closed (FIN/RST seen or moved)",
-        vip_closes,
-    );
-    r.register(
-        "backend_active_flows",
-        "Open connections on a backend (kernel connection tracking)",
-        be_active,
-    );
-    r.register(
-        "backend_closes",
-        "Connections on a backend closed (FIN/RST seen or moved)",
-        be_closes,
-    );
-    r.register(
-        "backend_health_transitions",
-        "Up/down transitions",
-        be_transitions,
-    );
-    r.register(
-        "backend_state",
-        "Lifecycle state (1 for the current one)",
-        be_state,
-    );
     r.register(
         "packets",
         "Packets by outcome (forwarded, passed, dropped and why)",
         reasons,
     );
+    totals(&mut r, status, edits, tables_built);
+    autoscale(&mut r, scaled);
+    let mut out = String::new();
+    if encode(&mut out, &r).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The per-VIP and per-backend families of a snapshot.
+#[derive(Default)]
+struct Families {
+    vip_packets: Family<VipLabels, Counter>,
+    vip_bytes: Family<VipLabels, Counter>,
+    vip_new: Family<VipLabels, Counter>,
+    be_packets: Family<BackendLabels, Counter>,
+    be_bytes: Family<BackendLabels, Counter>,
+    be_new: Family<BackendLabels, Counter>,
+    be_up: Family<BackendLabels, Gauge>,
+    be_weight: Family<BackendLabels, Gauge>,
+    be_transitions: Family<BackendLabels, Counter>,
+    be_state: Family<StateLabels, Gauge>,
+    vip_active: Family<VipLabels, Gauge>,
+    vip_closes: Family<VipLabels, Counter>,
+    be_active: Family<BackendLabels, Gauge>,
+    be_closes: Family<BackendLabels, Counter>,
+    be_eff: Family<BackendLabels, Gauge>,
+}
+
+impl Families {
+    /// A VIP's figures and its backends'.
+    fn vip(&self, v: &VipStatus) {
+        let l = VipLabels {
+            vip: v.vip.clone(),
+            name: v.name.clone(),
+        };
+        self.vip_packets.get_or_create(&l).inc_by(v.packets);
+        self.vip_bytes.get_or_create(&l).inc_by(v.bytes);
+        self.vip_new.get_or_create(&l).inc_by(v.new_flows);
+        self.vip_active
+            .get_or_create(&l)
+            .set(i64::try_from(v.active).unwrap_or(i64::MAX));
+        self.vip_closes
+            .get_or_create(&l)
+            .inc_by(v.backends.iter().map(|b| b.closes).sum());
+        for b in &v.backends {
+            self.backend(v, b);
+        }
+    }
+
+    /// A backend's figures, and its lifecycle state (one series per state, 1 for the
+    /// current one).
+    fn backend(&self, v: &VipStatus, b: &BackendStatus) {
+        let l = BackendLabels {
+            vip: v.vip.clone(),
+            backend: b.address.to_string(),
+        };
+        self.be_packets.get_or_create(&l).inc_by(b.packets);
+        self.be_bytes.get_or_create(&l).inc_by(b.bytes);
+        self.be_new.get_or_create(&l).inc_by(b.new_flows);
+        self.be_up
+            .get_or_create(&l)
+            .set(i64::from(b.health == Health::Up));
+        self.be_weight.get_or_create(&l).set(i64::from(b.weight));
+        self.be_transitions.get_or_create(&l).inc_by(b.transitions);
+        self.be_active
+            .get_or_create(&l)
+            .set(i64::try_from(b.active).unwrap_or(i64::MAX));
+        self.be_closes.get_or_create(&l).inc_by(b.closes);
+        self.be_eff
+            .get_or_create(&l)
+            .set(i64::from(b.effective_weight));
+        // The daemon's own state, as `backend list` shows it (old status files: "").
+        let state = match b.lifecycle.as_str() {
+            "" => "active",
+            s => s,
+        };
+        for s in crate::state::LIFECYCLE_STATES {
+            let l = StateLabels {
+                vip: v.vip.clone(),
+                backend: b.address.to_string(),
+                state: s.to_owned(),
+            };
+            self.be_state.get_or_create(&l).set(i64::from(s == state));
+        }
+    }
+
+    /// Register the families, in the order they are exposed.
+    fn register(self, r: &mut Registry) {
+        r.register(
+            "vip_packets",
+            "Packets forwarded for a VIP",
+            self.vip_packets,
+        );
+        r.register("vip_bytes", "Bytes forwarded for a VIP", self.vip_bytes);
+        r.register("vip_new_flows", "Flows opened to a VIP", self.vip_new);
+        r.register(
+            "backend_packets",
+            "Packets forwarded to a backend",
+            self.be_packets,
+        );
+        r.register(
+            "backend_bytes",
+            "Bytes forwarded to a backend",
+            self.be_bytes,
+        );
+        r.register(
+            "backend_new_flows",
+            "Flows opened to a backend",
+            self.be_new,
+        );
+        r.register(
+            "backend_up",
+            "1 when the backend passes its health checks",
+            self.be_up,
+        );
+        r.register("backend_weight", "Configured weight", self.be_weight);
+        r.register(
+            "backend_effective_weight",
+            "Weight in the table now (0 while draining, ramping in slow start)",
+            self.be_eff,
+        );
+        r.register(
+            "vip_active_flows",
+            "Open connections to a VIP (kernel connection tracking)",
+            self.vip_active,
+        );
+        r.register(
+            "vip_closes",
+            "Connections to a VIP closed (FIN/RST seen or moved)",
+            self.vip_closes,
+        );
+        r.register(
+            "backend_active_flows",
+            "Open connections on a backend (kernel connection tracking)",
+            self.be_active,
+        );
+        r.register(
+            "backend_closes",
+            "Connections on a backend closed (FIN/RST seen or moved)",
+            self.be_closes,
+        );
+        r.register(
+            "backend_health_transitions",
+            "Up/down transitions",
+            self.be_transitions,
+        );
+        r.register(
+            "backend_state",
+            "Lifecycle state (1 for the current one)",
+            self.be_state,
+        );
+    }
+}
+
+/// The daemon-wide counters: live edits, table builds, flows expired by the sweep.
+fn totals(r: &mut Registry, status: &Status, edits: u64, tables_built: u64) {
     let edits_c = Counter::<u64>::default();
     edits_c.inc_by(edits);
     r.register("edits", "Live edits applied", edits_c);
@@ -189,12 +241,6 @@ pub fn render(
         "Open flows expired for idleness by the conntrack sweep",
         expired,
     );
-    autoscale(&mut r, scaled);
-    let mut out = String::new();
-    if encode(&mut out, &r).is_err() {
-        out.clear();
-    }
-    out
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

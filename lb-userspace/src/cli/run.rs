@@ -109,6 +109,6 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
                 _ = term.recv() => {}
             }
         };
-        daemon::serve(state, dp, edit_rx, shutdown).await
+        Ok(daemon::serve(state, dp, edit_rx, shutdown).await?)
     })
 }

@@ -15,7 +15,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -23,21 +23,20 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{
-    BackendView, Controller, Decision, Phase,
+    Controller, Decision,
     clock::{Clock, Time},
     persist::{self, Saved, VipSaved},
-    policy::{Metrics, Sample},
     provider::{self, Candidate, Provider},
-    reconcile,
 };
 use crate::{
     config::{
-        BackendConfig, BackendState, CheckKind, Config, HealthConfig, VipConfig,
+        CheckKind, Config, HealthConfig, VipConfig,
         autoscale::{AutoscaleConfig, BackendMetricConfig},
     },
-    health::Health,
-    state::{Status, VipStatus},
+    state::Status,
 };
+
+mod tick;
 
 /// How often the task looks at the daemon's state (policies run every `interval_ms`).
 const TICK: Duration = Duration::from_millis(500);
@@ -285,77 +284,206 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(64);
-    let mut scalers: BTreeMap<String, Scaler> = BTreeMap::new();
-    let mut parked = load(&dir);
-    let mut written = collect(&scalers, &parked);
-    let mut warned_parked = false;
+    let mut task = Task::new(calls, clock, report, dir, done_tx);
     loop {
         // Written before anyone can see the change in the report.
-        save(&dir, &collect(&scalers, &parked), &mut written);
+        task.save();
         tokio::select! {
             _ = tick.tick() => {}
             Some(d) = done_rx.recv() => {
-                let now = clock.now();
-                match d {
-                    Done::Created { vip, candidate } => if let Some(s) = scalers.get_mut(&vip) {
-                        s.owned.insert(candidate.address, candidate);
-                    } else {
-                        let p = parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
-                        p.saved.owned.retain(|c| c.address != candidate.address);
-                        p.saved.owned.push(candidate);
-                    },
-                    Done::Released { vip, candidate, outcome } => {
-                        match &outcome {
-                            Ok(()) => info!(vip, backend = %candidate.address, "autoscaler: backend released to the provider"),
-                            Err(e) => warn!(vip, backend = %candidate.address, error = %e, "autoscaler: releasing the backend failed; it stays recorded and is released again at the next start"),
-                        }
-                        if let Some(s) = scalers.get_mut(&vip) {
-                            match outcome {
-                                Ok(()) => {
-                                    s.event(now, format!("{} released to the provider", candidate.address));
-                                    s.owned.remove(&candidate.address);
-                                }
-                                Err(why) => {
-                                    s.report.failures += 1;
-                                    s.report.release_failures += 1;
-                                    s.event(now, format!("releasing {} failed (retried at the next start): {why}", candidate.address));
-                                    s.owned.insert(candidate.address, candidate);
-                                }
-                            }
-                        } else {
-                            // The VIP's scaler went meanwhile: its parked record follows.
-                            let p = parked.entry(vip).or_insert(Parked { saved: VipSaved::default(), from_disk: false });
-                            p.saved.owned.retain(|c| c.address != candidate.address);
-                            if outcome.is_err() {
-                                p.saved.owned.push(candidate);
-                            }
-                        }
-                    }
-                    Done::Ready { vip, candidate, took } => if let Some(s) = scalers.get_mut(&vip) {
-                        s.pending = s.pending.saturating_sub(1);
-                        s.event(now, format!("{} passed its checks after {} ms", candidate.address, took.as_millis()));
-                        s.ready.push(candidate);
-                    },
-                    Done::Failed { vip, candidate, why } => if let Some(s) = scalers.get_mut(&vip) {
-                        s.pending = s.pending.saturating_sub(1);
-                        s.report.failures += 1;
-                        warn!(vip, error = %why, "autoscaler: scale-out failed");
-                        s.event(now, format!("scale-out failed: {why}"));
-                        if let Some(c) = candidate {
-                            release(&vip, Arc::clone(&s.provider), c, &done_tx);
-                        }
-                    },
-                }
+                task.on_done(d);
                 continue;
             }
         }
-        let Some((config, status)) = snapshot(&calls).await else {
+        let Some((config, status)) = snapshot(&task.calls).await else {
             return;
         };
-        let now = clock.now();
-        // Follow the configuration: new scaled VIPs, changed or removed sections. A dropped
-        // scaler's state is parked for the next scaler of the VIP (or the next start).
-        let gone: Vec<String> = scalers
+        task.tick(&config, &status).await;
+    }
+}
+
+/// The autoscaler task's state ([`run`]): a scaler per scaled VIP, the state of VIPs
+/// without one, and what was last written to the state file.
+struct Task {
+    calls: mpsc::Sender<Call>,
+    clock: Arc<dyn Clock>,
+    report: Report,
+    dir: PathBuf,
+    done_tx: mpsc::Sender<Done>,
+    scalers: BTreeMap<String, Scaler>,
+    parked: BTreeMap<String, Parked>,
+    written: Saved,
+    warned_parked: bool,
+}
+
+impl Task {
+    fn new(
+        calls: mpsc::Sender<Call>,
+        clock: Arc<dyn Clock>,
+        report: Report,
+        dir: PathBuf,
+        done_tx: mpsc::Sender<Done>,
+    ) -> Self {
+        let scalers = BTreeMap::new();
+        let parked = load(&dir);
+        let written = collect(&scalers, &parked);
+        Self {
+            calls,
+            clock,
+            report,
+            dir,
+            done_tx,
+            scalers,
+            parked,
+            written,
+            warned_parked: false,
+        }
+    }
+
+    /// Write the state file if it changed.
+    fn save(&mut self) {
+        save(
+            &self.dir,
+            &collect(&self.scalers, &self.parked),
+            &mut self.written,
+        );
+    }
+
+    /// The parked record of `vip` (a new, empty one if there is none).
+    fn parked(&mut self, vip: String) -> &mut Parked {
+        self.parked.entry(vip).or_insert(Parked {
+            saved: VipSaved::default(),
+            from_disk: false,
+        })
+    }
+
+    /// A background scale-out or release finished.
+    fn on_done(&mut self, d: Done) {
+        let now = self.clock.now();
+        match d {
+            Done::Created { vip, candidate } => {
+                if let Some(s) = self.scalers.get_mut(&vip) {
+                    s.owned.insert(candidate.address, candidate);
+                } else {
+                    let p = self.parked(vip);
+                    p.saved.owned.retain(|c| c.address != candidate.address);
+                    p.saved.owned.push(candidate);
+                }
+            }
+            Done::Released {
+                vip,
+                candidate,
+                outcome,
+            } => self.on_released(now, vip, candidate, outcome),
+            Done::Ready {
+                vip,
+                candidate,
+                took,
+            } => {
+                if let Some(s) = self.scalers.get_mut(&vip) {
+                    s.pending = s.pending.saturating_sub(1);
+                    s.event(
+                        now,
+                        format!(
+                            "{} passed its checks after {} ms",
+                            candidate.address,
+                            took.as_millis()
+                        ),
+                    );
+                    s.ready.push(candidate);
+                }
+            }
+            Done::Failed {
+                vip,
+                candidate,
+                why,
+            } => {
+                if let Some(s) = self.scalers.get_mut(&vip) {
+                    s.pending = s.pending.saturating_sub(1);
+                    s.report.failures += 1;
+                    warn!(vip, error = %why, "autoscaler: scale-out failed");
+                    s.event(now, format!("scale-out failed: {why}"));
+                    if let Some(c) = candidate {
+                        release(&vip, Arc::clone(&s.provider), c, &self.done_tx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A release to the provider finished: a failed one keeps the backend owned (so
+    /// recorded, and released again at the next start).
+    fn on_released(
+        &mut self,
+        now: Time,
+        vip: String,
+        candidate: Candidate,
+        outcome: Result<(), String>,
+    ) {
+        match &outcome {
+            Ok(()) => {
+                info!(vip, backend = %candidate.address, "autoscaler: backend released to the provider");
+            }
+            Err(e) => {
+                warn!(vip, backend = %candidate.address, error = %e, "autoscaler: releasing the backend failed; it stays recorded and is released again at the next start");
+            }
+        }
+        if let Some(s) = self.scalers.get_mut(&vip) {
+            match outcome {
+                Ok(()) => {
+                    s.event(
+                        now,
+                        format!("{} released to the provider", candidate.address),
+                    );
+                    s.owned.remove(&candidate.address);
+                }
+                Err(why) => {
+                    s.report.failures += 1;
+                    s.report.release_failures += 1;
+                    s.event(
+                        now,
+                        format!(
+                            "releasing {} failed (retried at the next start): {why}",
+                            candidate.address
+                        ),
+                    );
+                    s.owned.insert(candidate.address, candidate);
+                }
+            }
+        } else {
+            // The VIP's scaler went meanwhile: its parked record follows.
+            let p = self.parked(vip);
+            p.saved.owned.retain(|c| c.address != candidate.address);
+            if outcome.is_err() {
+                p.saved.owned.push(candidate);
+            }
+        }
+    }
+
+    /// One tick on a snapshot of the daemon: follow the configuration, step every scaled
+    /// VIP, save, and publish the report.
+    async fn tick(&mut self, config: &Config, status: &Status) {
+        let now = self.clock.now();
+        self.follow(config, now);
+        self.warn_parked_once();
+        for (name, s) in &mut self.scalers {
+            let (Some(v), Some(vs)) = (
+                config.vips.iter().find(|v| &v.name == name),
+                status.vips.iter().find(|vs| &vs.name == name),
+            ) else {
+                continue;
+            };
+            tick::step(name, s, v, vs, now, &self.calls, &self.done_tx).await;
+        }
+        self.save();
+        self.publish_report();
+    }
+
+    /// Follow the configuration: new scaled VIPs, changed or removed sections. A dropped
+    /// scaler's state is parked for the next scaler of the VIP (or the next start).
+    fn follow(&mut self, config: &Config, now: Time) {
+        let gone: Vec<String> = self
+            .scalers
             .iter()
             .filter(|(name, s)| {
                 !config
@@ -366,10 +494,10 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            if let Some(s) = scalers.remove(&name) {
+            if let Some(s) = self.scalers.remove(&name) {
                 let saved = s.saved();
                 if !saved.is_empty() {
-                    parked.insert(
+                    self.parked.insert(
                         name,
                         Parked {
                             saved,
@@ -381,62 +509,70 @@ async fn run(calls: mpsc::Sender<Call>, clock: Arc<dyn Clock>, report: Report, d
         }
         for v in &config.vips {
             if let Some(a) = &v.autoscale
-                && !scalers.contains_key(&v.name)
+                && !self.scalers.contains_key(&v.name)
             {
-                let (owned, draining, release_now) = match parked.remove(&v.name) {
-                    None => Default::default(),
-                    Some(Parked {
-                        saved,
-                        from_disk: true,
-                    }) => {
-                        let r = persist::restore(&saved, v);
-                        for n in &r.notes {
-                            info!(vip = %v.name, "autoscaler: after the restart, {n}");
-                        }
-                        (r.owned, r.draining, r.release)
-                    }
-                    Some(Parked {
-                        saved,
-                        from_disk: false,
-                    }) => (
-                        saved.owned.into_iter().map(|c| (c.address, c)).collect(),
-                        saved.draining.into_iter().map(|c| (c.address, c)).collect(),
-                        Vec::new(),
-                    ),
-                };
-                let mut s = Scaler::new(&v.name, a, now, owned, draining);
-                info!(vip = %v.name, min = a.min, max = a.max, owned = s.owned.len(), draining = s.draining.len(), "autoscaler: managing the VIP");
-                for c in release_now {
-                    s.event(now, format!("{} released after the restart", c.address));
-                    release(&v.name, Arc::clone(&s.provider), c, &done_tx);
+                let s = self.start_scaler(v, a, now);
+                self.scalers.insert(v.name.clone(), s);
+            }
+        }
+    }
+
+    /// A scaler for a newly scaled VIP, from its parked state if any (reconciled with the
+    /// configuration when it comes from the file: what is gone is released now).
+    fn start_scaler(&mut self, v: &VipConfig, a: &AutoscaleConfig, now: Time) -> Scaler {
+        let (owned, draining, release_now) = match self.parked.remove(&v.name) {
+            None => Default::default(),
+            Some(Parked {
+                saved,
+                from_disk: true,
+            }) => {
+                let r = persist::restore(&saved, v);
+                for n in &r.notes {
+                    info!(vip = %v.name, "autoscaler: after the restart, {n}");
                 }
-                scalers.insert(v.name.clone(), s);
+                (r.owned, r.draining, r.release)
             }
+            Some(Parked {
+                saved,
+                from_disk: false,
+            }) => (
+                saved.owned.into_iter().map(|c| (c.address, c)).collect(),
+                saved.draining.into_iter().map(|c| (c.address, c)).collect(),
+                Vec::new(),
+            ),
+        };
+        let mut s = Scaler::new(&v.name, a, now, owned, draining);
+        info!(vip = %v.name, min = a.min, max = a.max, owned = s.owned.len(), draining = s.draining.len(), "autoscaler: managing the VIP");
+        for c in release_now {
+            s.event(now, format!("{} released after the restart", c.address));
+            release(&v.name, Arc::clone(&s.provider), c, &self.done_tx);
         }
-        if !warned_parked {
-            warned_parked = true;
-            for (name, p) in parked.iter().filter(|(_, p)| p.from_disk) {
-                let list = |l: &[Candidate]| {
-                    l.iter()
-                        .map(|c| c.address.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                warn!(vip = %name, owned = %list(&p.saved.owned), draining = %list(&p.saved.draining), "autoscaler: saved state for a VIP that is not scaled now; kept in the state file and not released until it is scaled again");
-            }
+        s
+    }
+
+    /// Once, at the first tick: saved state for VIPs that are not scaled is kept, not
+    /// released; say so.
+    fn warn_parked_once(&mut self) {
+        if self.warned_parked {
+            return;
         }
-        for (name, s) in &mut scalers {
-            let (Some(v), Some(vs)) = (
-                config.vips.iter().find(|v| &v.name == name),
-                status.vips.iter().find(|vs| &vs.name == name),
-            ) else {
-                continue;
+        self.warned_parked = true;
+        for (name, p) in self.parked.iter().filter(|(_, p)| p.from_disk) {
+            let list = |l: &[Candidate]| {
+                l.iter()
+                    .map(|c| c.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
-            step(name, s, v, vs, now, &calls, &done_tx).await;
+            warn!(vip = %name, owned = %list(&p.saved.owned), draining = %list(&p.saved.draining), "autoscaler: saved state for a VIP that is not scaled now; kept in the state file and not released until it is scaled again");
         }
-        save(&dir, &collect(&scalers, &parked), &mut written);
-        let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
-        r.vips = scalers
+    }
+
+    /// The shared report (`sluice autoscale status`, metrics) from the scalers.
+    fn publish_report(&self) {
+        let mut r = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        r.vips = self
+            .scalers
             .values()
             .map(|s| {
                 let mut rep = s.report.clone();
@@ -465,254 +601,6 @@ fn release(vip: &str, p: Arc<dyn Provider>, c: Candidate, done: &mpsc::Sender<Do
             })
             .await;
     });
-}
-
-/// One VIP, one tick.
-async fn step(
-    name: &str,
-    s: &mut Scaler,
-    v: &VipConfig,
-    vs: &VipStatus,
-    now: Time,
-    calls: &mpsc::Sender<Call>,
-    done: &mpsc::Sender<Done>,
-) {
-    // Drained backends the daemon removed go back to the provider.
-    let gone: Vec<Candidate> = s
-        .draining
-        .values()
-        .filter(|c| !v.backends.iter().any(|b| b.address == c.address))
-        .cloned()
-        .collect();
-    for c in gone {
-        s.draining.remove(&c.address);
-        s.report.removed += 1;
-        s.event(now, format!("{} drained and removed; releasing", c.address));
-        // The provider's record (e.g. the MAC `create` printed) is the better one.
-        let c = s.owned.get(&c.address).cloned().unwrap_or(c);
-        release(name, Arc::clone(&s.provider), c, done);
-    }
-    let views: Vec<BackendView> = v
-        .backends
-        .iter()
-        .map(|b| {
-            let st = vs.backends.iter().find(|x| x.address == b.address);
-            BackendView {
-                address: b.address,
-                phase: if b.state == BackendState::Draining {
-                    Phase::Draining
-                } else {
-                    Phase::Active
-                },
-                healthy: st.is_none_or(|x| x.health == Health::Up),
-                active_connections: st.map_or(0, |x| x.active),
-                owned: s.owned.contains_key(&b.address) || s.provider.owns(b.address),
-            }
-        })
-        .collect();
-    let serving = super::serving(&views);
-    s.report.serving = serving;
-
-    // Candidates that passed their checks join if still wanted, else go back.
-    if !s.ready.is_empty() {
-        let want = s.desired.saturating_sub(serving) as usize;
-        let ready = std::mem::take(&mut s.ready);
-        let (join, back) = ready.split_at(want.min(ready.len()));
-        for c in back {
-            s.event(now, format!("{} no longer needed; releasing", c.address));
-            release(name, Arc::clone(&s.provider), c.clone(), done);
-        }
-        if !join.is_empty() {
-            let add: Vec<Candidate> = join.to_vec();
-            let weight = s.spec.weight;
-            let vip_name = name.to_owned();
-            let list: Vec<String> = add.iter().map(|c| c.address.to_string()).collect();
-            let change: Change = Box::new(move |c: &mut Config| {
-                let v = c
-                    .vips
-                    .iter_mut()
-                    .find(|v| v.name == vip_name)
-                    .ok_or("the VIP is gone")?;
-                for cand in &add {
-                    v.backends.push(BackendConfig {
-                        address: cand.address,
-                        weight,
-                        mac: if v.forwarding == crate::config::Forwarding::Dsr {
-                            cand.mac
-                        } else {
-                            None
-                        },
-                        state: BackendState::Active,
-                        drain_remove: false,
-                        health: None,
-                    });
-                }
-                Ok(())
-            });
-            match modify(
-                calls,
-                format!("autoscaler: add {}", list.join(", ")),
-                change,
-            )
-            .await
-            {
-                Ok(what) => {
-                    s.report.added += join.len() as u64;
-                    info!(vip = name, backends = %list.join(", "), edit = %what, "autoscaler: backends added");
-                    s.event(now, format!("added {}", list.join(", ")));
-                }
-                Err(why) => {
-                    s.report.failures += 1;
-                    warn!(vip = name, error = %why, "autoscaler: adding backends rejected");
-                    s.event(now, format!("adding {} rejected: {why}", list.join(", ")));
-                    for c in join {
-                        release(name, Arc::clone(&s.provider), c.clone(), done);
-                    }
-                }
-            }
-            return;
-        }
-    }
-
-    if now < s.next_eval {
-        return;
-    }
-    s.next_eval = now.plus_ms(u64::from(s.spec.interval_ms));
-    let mut metrics = Metrics {
-        active_connections: views
-            .iter()
-            .filter(|b| b.phase == Phase::Active && b.healthy)
-            .map(|b| b.active_connections as f64)
-            .sum(),
-        ..Metrics::default()
-    };
-    if let Some((t, nf, p, by)) = s.prev {
-        let secs = now.since(t) as f64 / 1000.0;
-        if secs > 0.0 {
-            metrics.new_connections_per_s = vs.new_flows.saturating_sub(nf) as f64 / secs;
-            metrics.packets_per_s = vs.packets.saturating_sub(p) as f64 / secs;
-            metrics.bytes_per_s = vs.bytes.saturating_sub(by) as f64 / secs;
-        }
-    }
-    s.prev = Some((now, vs.new_flows, vs.packets, vs.bytes));
-    if let Some(m) = &s.spec.backend_metric {
-        let serving_addrs: Vec<IpAddr> = views
-            .iter()
-            .filter(|b| b.phase == Phase::Active && b.healthy)
-            .map(|b| b.address)
-            .collect();
-        metrics.backend = fetch_all(&serving_addrs, m).await;
-    }
-    let d = s.controller.decide(&Sample {
-        now,
-        current: serving,
-        metrics,
-    });
-    s.desired = d.desired;
-    s.report.desired = d.desired;
-    s.report.min = d.min;
-    s.report.max = d.max;
-    match d.direction() {
-        "up" => s.report.decisions_up += 1,
-        "down" => s.report.decisions_down += 1,
-        _ => s.report.decisions_hold += 1,
-    }
-    if d.desired != d.current {
-        info!(vip = name, current = d.current, desired = d.desired, reason = %d.reason, inputs = ?d.metrics, said = ?d.said, "autoscaler: decision");
-    }
-    if s.decisions.len() == KEEP {
-        s.decisions.pop_front();
-    }
-    s.decisions.push_back(d);
-
-    let plan = reconcile(s.desired, &views, s.pending);
-    let in_use: Vec<IpAddr> = v.backends.iter().map(|b| b.address).collect();
-    for _ in 0..plan.provision {
-        s.pending += 1;
-        let (p, vip, health, timeout) = (
-            Arc::clone(&s.provider),
-            name.to_owned(),
-            v.health.clone(),
-            Duration::from_millis(u64::from(s.spec.ready_timeout_ms)),
-        );
-        let (in_use, done) = (in_use.clone(), done.clone());
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let outcome = match p.acquire(&in_use).await {
-                Err(e) => Done::Failed {
-                    vip,
-                    candidate: None,
-                    why: e.to_string(),
-                },
-                Ok(c) => match done
-                    .send(Done::Created {
-                        vip: vip.clone(),
-                        candidate: c.clone(),
-                    })
-                    .await
-                {
-                    Err(_) => return,
-                    Ok(()) => match ready(c.address, &health, timeout).await {
-                        Ok(()) => Done::Ready {
-                            vip,
-                            candidate: c,
-                            took: start.elapsed(),
-                        },
-                        Err(why) => Done::Failed {
-                            vip,
-                            why: format!("{}: {why}", c.address),
-                            candidate: Some(c),
-                        },
-                    },
-                },
-            };
-            let _ = done.send(outcome).await;
-        });
-    }
-    if !plan.drain.is_empty() {
-        let drain = plan.drain.clone();
-        let vip_name = name.to_owned();
-        let list: Vec<String> = drain.iter().map(ToString::to_string).collect();
-        let change: Change = Box::new(move |c: &mut Config| {
-            let v = c
-                .vips
-                .iter_mut()
-                .find(|v| v.name == vip_name)
-                .ok_or("the VIP is gone")?;
-            for b in &mut v.backends {
-                if drain.contains(&b.address) {
-                    b.state = BackendState::Draining;
-                    b.drain_remove = true;
-                }
-            }
-            Ok(())
-        });
-        match modify(
-            calls,
-            format!("autoscaler: drain {}", list.join(", ")),
-            change,
-        )
-        .await
-        {
-            Ok(_) => {
-                for a in &plan.drain {
-                    let mac = v
-                        .backends
-                        .iter()
-                        .find(|b| b.address == *a)
-                        .and_then(|b| b.mac);
-                    s.draining.insert(*a, Candidate { address: *a, mac });
-                }
-                info!(vip = name, backends = %list.join(", "), "autoscaler: draining (fewest active connections)");
-                s.event(now, format!("draining {}", list.join(", ")));
-            }
-            Err(why) => {
-                s.report.failures += 1;
-                warn!(vip = name, error = %why, "autoscaler: draining rejected");
-                s.event(now, format!("draining {} rejected: {why}", list.join(", ")));
-            }
-        }
-    }
 }
 
 /// Probe a candidate until `rise` checks in a row pass, or `timeout`.
@@ -789,79 +677,4 @@ pub async fn fetch(backend: IpAddr, m: &BackendMetricConfig) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-    use super::*;
-
-    #[tokio::test]
-    async fn backend_metric_over_http() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for body in ["42.5\n", "not a number"] {
-                let (mut c, _) = l.accept().await.unwrap();
-                let mut b = [0u8; 512];
-                let n = c.read(&mut b).await.unwrap();
-                assert!(String::from_utf8_lossy(&b[..n]).starts_with("GET /queue HTTP/1.1\r\n"));
-                c.write_all(format!("HTTP/1.1 200 OK\r\n\r\n{body}").as_bytes())
-                    .await
-                    .unwrap();
-            }
-        });
-        let m = BackendMetricConfig {
-            port,
-            path: "/queue".to_owned(),
-            timeout_ms: 500,
-        };
-        let lo = IpAddr::from([127, 0, 0, 1]);
-        assert_eq!(fetch_all(&[lo], &m).await, vec![Some(42.5)]);
-        assert_eq!(fetch_all(&[lo], &m).await, vec![None]);
-        // Nobody listens any more: no answer.
-        assert_eq!(fetch_all(&[lo], &m).await, vec![None]);
-    }
-
-    /// One local server answer per connection (the request is read, then `answer` sent and
-    /// the connection closed).
-    async fn answering(answers: Vec<Vec<u8>>) -> u16 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for a in answers {
-                let (mut c, _) = l.accept().await.unwrap();
-                let mut b = [0u8; 512];
-                let _ = c.read(&mut b).await.unwrap();
-                c.write_all(&a).await.unwrap();
-            }
-        });
-        port
-    }
-
-    /// A chunked answer is read whole (the hand-written client saw no metric in it), with
-    /// or without a length; a non-2xx status or a body over the limit gives no value.
-    #[tokio::test]
-    async fn backend_metric_chunked_and_limits() {
-        let big = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
-            METRIC_BODY_LIMIT + 1,
-            "1".repeat(METRIC_BODY_LIMIT + 1)
-        );
-        let port = answering(vec![
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n17\r\n3\r\n.25\r\n0\r\n\r\n".to_vec(),
-            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n7.5".to_vec(),
-            b"HTTP/1.1 503 Busy\r\nContent-Length: 1\r\n\r\n9".to_vec(),
-            big.into_bytes(),
-        ])
-        .await;
-        let m = BackendMetricConfig {
-            port,
-            path: "/queue".to_owned(),
-            timeout_ms: 2000,
-        };
-        let lo = IpAddr::from([127, 0, 0, 1]);
-        assert_eq!(fetch_all(&[lo], &m).await, vec![Some(17.25)], "chunked");
-        assert_eq!(fetch_all(&[lo], &m).await, vec![Some(7.5)], "length");
-        assert_eq!(fetch_all(&[lo], &m).await, vec![None], "503");
-        assert_eq!(fetch_all(&[lo], &m).await, vec![None], "over the limit");
-    }
-}
+mod tests;

@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Context as _;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
@@ -24,8 +23,8 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{
-    Checkers, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started, SweeperTask,
-    apply_edit, commit_config, lock, requests::handle_api, revalidate, spawn_sweeper,
+    Checkers, DaemonError, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started,
+    SweeperTask, apply_edit, commit_config, lock, requests::handle_api, revalidate, spawn_sweeper,
 };
 use crate::{
     api::{
@@ -83,7 +82,7 @@ pub(super) async fn run(
     started: Started,
     edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), DaemonError> {
     let (mut daemon, mut inputs, tasks) = Daemon::start(state, started, edits)?;
     tokio::pin!(shutdown);
     loop {
@@ -109,7 +108,7 @@ impl Daemon {
         state: State,
         started: Started,
         edits: mpsc::Receiver<EditRequest>,
-    ) -> anyhow::Result<(Self, Inputs, Tasks)> {
+    ) -> Result<(Self, Inputs, Tasks), DaemonError> {
         let Started { dp, acquired } = started;
         let dp = Arc::new(Mutex::new(dp));
         let (tx, health) = mpsc::channel(256);
@@ -121,15 +120,17 @@ impl Daemon {
         checkers.restart(&state);
         let (call_tx, calls) = mpsc::channel::<ApiCall>(32);
         let d = &state.config.daemon;
-        let api_task = api::server::serve(acquired.api, call_tx)
-            .with_context(|| format!("the control API socket {}", d.api_socket.display()))?;
+        let api_task =
+            api::server::serve(acquired.api, call_tx).map_err(|source| DaemonError::Api {
+                path: d.api_socket.clone(),
+                source,
+            })?;
         info!(socket = %d.api_socket.display(), "control API listening");
         let (metrics_tx, metrics_rx) = watch::channel(metrics::Snapshot::default());
         let metrics_task = match acquired.metrics {
             Some((addr, listener)) => {
-                let t = metrics::serve(listener, metrics_rx).with_context(|| {
-                    format!("the metrics listener daemon.metrics_listen = {addr}")
-                })?;
+                let t = metrics::serve(listener, metrics_rx)
+                    .map_err(|source| DaemonError::Metrics { addr, source })?;
                 info!(%addr, "metrics at http://{addr}/metrics");
                 Some(t)
             }
@@ -188,7 +189,7 @@ impl Daemon {
 
     /// A backend's health changed: republish, remember it across a restart (`down.json`)
     /// and show it in the status file.
-    fn on_health(&mut self, e: &health::Event) -> anyhow::Result<()> {
+    fn on_health(&mut self, e: &health::Event) -> Result<(), DaemonError> {
         if !self.state.apply(e) {
             return Ok(());
         }
@@ -260,7 +261,7 @@ impl Daemon {
     }
 
     /// Refresh the least-connection plans from the active-connection counts.
-    fn on_least_conn_tick(&mut self) -> anyhow::Result<()> {
+    fn on_least_conn_tick(&mut self) -> Result<(), DaemonError> {
         let mut dp = lock(&self.dp)?;
         if let Err(err) = dp.refresh_least_conn() {
             warn!(error = %err, "refreshing the least-connection plans failed");
@@ -269,7 +270,7 @@ impl Daemon {
     }
 
     /// Step slow starts, check drains, and remove the drained backends that asked for it.
-    fn on_lifecycle_tick(&mut self) -> anyhow::Result<()> {
+    fn on_lifecycle_tick(&mut self) -> Result<(), DaemonError> {
         // Slow start: republish while weights ramp (unchanged VIPs are skipped).
         let ramping = self.state.ramping();
         if ramping || self.was_ramping {
@@ -309,7 +310,7 @@ impl Daemon {
     }
 
     /// The autoscaler asks for a snapshot or an edit.
-    fn on_autoscaler(&mut self, call: autoscale::driver::Call) -> anyhow::Result<()> {
+    fn on_autoscaler(&mut self, call: autoscale::driver::Call) -> Result<(), DaemonError> {
         match call {
             autoscale::driver::Call::Snapshot(tx) => {
                 // Twice a second: only the scaled VIPs (all the autoscaler looks at),
@@ -357,7 +358,7 @@ impl Daemon {
     }
 
     /// Refresh the metrics snapshot and the status file.
-    fn on_status_tick(&mut self) -> anyhow::Result<()> {
+    fn on_status_tick(&mut self) -> Result<(), DaemonError> {
         // Under the lock only the counters are read (one batch read per map); the status
         // file is encoded and written (on a blocking thread), and the metrics rendered (on
         // scrape), after it is released.
@@ -382,7 +383,7 @@ impl Daemon {
 
     /// Stop everything beside the loop, then the data plane: it stays attached and pinned
     /// ([`super::OnExit::Keep`]) or is removed.
-    async fn stop(mut self, tasks: Tasks) -> anyhow::Result<()> {
+    async fn stop(mut self, tasks: Tasks) -> Result<(), DaemonError> {
         if let Some(p) = &self.checkers.prober {
             info!(stats = ?p.stats(), "health probes through the forwarding path");
         }

@@ -41,7 +41,6 @@ use std::{
     hash::{BuildHasher as _, Hasher as _},
     io,
     net::IpAddr,
-    os::fd::{AsRawFd, OwnedFd, RawFd},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -49,19 +48,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etherparse::{
-    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeaderSlice,
-    UdpHeaderSlice,
-};
+use etherparse::{TcpHeaderSlice, UdpHeaderSlice};
 use lb_common::{PROBE_PORT_BASE, PROTO_TCP, PROTO_UDP, programs};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage};
+use nix::sys::socket::AddressFamily;
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 use tracing::warn;
 
+pub use self::wire::{ProbeL4, probe_frame};
+use self::wire::{raw_socket, recv_from};
 use crate::{
     config::{CheckKind, HealthConfig},
     dataplane::{Dataplane, VipIdent, iface::Iface},
 };
+
+mod wire;
 
 /// How long a probe is remembered, to reset its late answers: longer than Linux keeps
 /// retransmitting a SYN-ACK (`tcp_synack_retries` = 5: 1 + 2 + 4 + 8 + 16 + 32 = 63 s).
@@ -217,46 +217,6 @@ impl std::fmt::Debug for PathProber {
     }
 }
 
-/// A raw socket, non-blocking.
-struct RawSocket(OwnedFd);
-
-impl AsRawFd for RawSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-fn raw_socket(domain: AddressFamily, proto: u8) -> io::Result<RawSocket> {
-    let proto = if proto == PROTO_UDP {
-        SockProtocol::Udp
-    } else {
-        SockProtocol::Tcp
-    };
-    let fd = socket::socket(
-        domain,
-        SockType::Raw,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        proto,
-    )?;
-    Ok(RawSocket(fd))
-}
-
-/// One datagram and its source address.
-fn recv_from(sock: &RawSocket, buf: &mut [u8]) -> io::Result<(usize, IpAddr)> {
-    let (n, from) = socket::recvfrom::<SockaddrStorage>(sock.as_raw_fd(), buf)?;
-    let from = from.as_ref();
-    // These sockets receive only AF_INET or AF_INET6 datagrams.
-    let addr = match (
-        from.and_then(SockaddrStorage::as_sockaddr_in),
-        from.and_then(SockaddrStorage::as_sockaddr_in6),
-    ) {
-        (Some(sin), _) => IpAddr::V4(sin.ip()),
-        (None, Some(sin6)) => IpAddr::V6(sin6.ip()),
-        (None, None) => return Err(io::Error::other("a datagram without a source address")),
-    };
-    Ok((n, addr))
-}
-
 fn random_u32() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x5eed);
@@ -288,53 +248,6 @@ impl Drop for WaitGuard<'_> {
             inner.waiting.remove(&self.key);
         }
     }
-}
-
-/// The frame of a probe (or its RST): from the LB's address and `sport` to the VIP, with
-/// the backend id in the IPv4 identification / IPv6 flow label, where `sluice_probe` reads
-/// it.
-pub fn probe_frame(
-    mac: [u8; 6],
-    src: IpAddr,
-    vip: IpAddr,
-    id: u32,
-    sport: u16,
-    dport: u16,
-    l4: ProbeL4<'_>,
-) -> Result<Vec<u8>, String> {
-    let eth = PacketBuilder::ethernet2(mac, mac);
-    let proto = match l4 {
-        ProbeL4::Udp(_) => IpNumber::UDP,
-        _ => IpNumber::TCP,
-    };
-    let ip = match (src, vip) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(0, 64, proto, s.octets(), d.octets())
-                .map_err(|e| format!("building the probe: {e}"))?;
-            h.identification = u16::try_from(id).map_err(|_| "backend id out of range")?;
-            eth.ip(IpHeaders::Ipv4(h, Default::default()))
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let h = Ipv6Header {
-                flow_label: Ipv6FlowLabel::try_new(id).map_err(|_| "backend id out of range")?,
-                next_header: proto,
-                hop_limit: 64,
-                source: s.octets(),
-                destination: d.octets(),
-                ..Ipv6Header::default()
-            };
-            eth.ip(IpHeaders::Ipv6(h, Default::default()))
-        }
-        _ => return Err("address families differ".to_owned()),
-    };
-    let mut out = Vec::with_capacity(128);
-    let written = match l4 {
-        ProbeL4::Syn { seq } => ip.tcp(sport, dport, seq, 64240).syn().write(&mut out, &[]),
-        ProbeL4::Rst { seq } => ip.tcp(sport, dport, seq, 0).rst().write(&mut out, &[]),
-        ProbeL4::Udp(payload) => ip.udp(sport, dport).write(&mut out, payload),
-    };
-    written.map_err(|e| format!("building the probe: {e}"))?;
-    Ok(out)
 }
 
 impl PathProber {
@@ -736,148 +649,5 @@ impl PathProber {
     }
 }
 
-/// The L4 part of a probe frame.
-#[derive(Clone, Copy, Debug)]
-pub enum ProbeL4<'a> {
-    Syn { seq: u32 },
-    Rst { seq: u32 },
-    Udp(&'a [u8]),
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seg(flags: &str, ack_no: u32) -> Segment {
-        Segment {
-            syn: flags.contains('S'),
-            ack: flags.contains('A'),
-            rst: flags.contains('R'),
-            fin: flags.contains('F'),
-            ack_no,
-        }
-    }
-
-    #[test]
-    fn answers_are_classified_by_flags_and_acknowledged_sequence() {
-        let isn = u32::MAX; // wraps: isn + 1 = 0
-        assert_eq!(classify(seg("SA", 0), Some(isn)), TcpAnswer::SynAck);
-        assert_eq!(classify(seg("RA", 0), Some(isn)), TcpAnswer::Refused);
-        // A half-open connection from an earlier SYN on this 4-tuple: the backend acks
-        // that SYN, not ours.
-        assert_eq!(classify(seg("A", 77), Some(isn)), TcpAnswer::ChallengeAck);
-        assert_eq!(classify(seg("A", 77), None), TcpAnswer::ChallengeAck);
-        // A SYN-ACK for another SYN (late, or retransmitted): reset, not an answer.
-        assert_eq!(classify(seg("SA", 5), Some(isn)), TcpAnswer::StaleSynAck);
-        assert_eq!(classify(seg("SA", 0), None), TcpAnswer::StaleSynAck);
-        // A RST for something else is no answer to this probe.
-        assert_eq!(classify(seg("RA", 5), Some(isn)), TcpAnswer::Ignore);
-        assert_eq!(classify(seg("R", 0), Some(isn)), TcpAnswer::Ignore);
-        assert_eq!(classify(seg("FA", 5), Some(isn)), TcpAnswer::Ignore);
-        assert_eq!(classify(seg("S", 0), Some(isn)), TcpAnswer::Ignore);
-    }
-
-    #[test]
-    fn each_probe_takes_the_next_port_and_a_backend_never_meets_its_unsettled_probes() {
-        let mut inner = Inner::default();
-        let vip: IpAddr = "10.0.0.100".parse().unwrap();
-        let check = (vip, 80, PROTO_TCP);
-        let sent = |id| Sent {
-            id,
-            src: "10.0.0.1".parse().unwrap(),
-            isn: 1,
-            until: Instant::now() + LINGER,
-            settled: false,
-        };
-        let take = |inner: &mut Inner, id| {
-            let (tx, _rx) = oneshot::channel();
-            inner.take_port(check, sent(id), tx).map(|k| k.2)
-        };
-        let first = take(&mut inner, 1).unwrap();
-        let next = |p: u16, n: u32| {
-            PROBE_PORT_BASE + ((u32::from(p - PROBE_PORT_BASE) + n) % PORTS) as u16
-        };
-        assert_eq!(take(&mut inner, 1), Some(next(first, 1)));
-        assert_eq!(take(&mut inner, 2), Some(next(first, 2)));
-        // Once every port was used: backend 1 finds all of them held (by waiting probes
-        // or its own unsettled ones)...
-        inner.waiting.clear();
-        for _ in 3..PORTS {
-            take(&mut inner, 2).unwrap();
-        }
-        inner.waiting.clear();
-        assert_eq!(
-            take(&mut inner, 1),
-            Some(next(first, 2)),
-            "skips its own two"
-        );
-        // ...and another backend may reuse them (its connections are elsewhere).
-        inner.waiting.clear();
-        assert_eq!(take(&mut inner, 3), Some(next(first, 3)));
-        // A settled probe frees its port for its own backend too.
-        for v in inner.sent.values_mut() {
-            for s in v {
-                s.settled = true;
-            }
-        }
-        inner.waiting.clear();
-        assert_eq!(take(&mut inner, 1), Some(next(first, 4)));
-        // Every port waited on: none left.
-        let mut inner = Inner::default();
-        let mut keep = Vec::new();
-        for _ in 0..PORTS {
-            let (tx, rx) = oneshot::channel();
-            keep.push(rx);
-            inner.take_port(check, sent(5), tx).unwrap();
-        }
-        let (tx, _rx) = oneshot::channel();
-        assert!(inner.take_port(check, sent(6), tx).is_none());
-    }
-
-    #[test]
-    fn probe_frames_carry_the_backend_id_in_the_ip_header() {
-        let mac = [2, 0, 0, 0, 0, 1];
-        let f = probe_frame(
-            mac,
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.100".parse().unwrap(),
-            0x1234,
-            50000,
-            80,
-            ProbeL4::Syn { seq: 7 },
-        )
-        .unwrap();
-        assert_eq!(&f[14 + 4..14 + 6], &[0x12, 0x34], "IPv4 identification");
-        let v4 = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = v4.net else {
-            panic!("not IPv4")
-        };
-        assert_eq!(ip.header().header_checksum(), {
-            ip.header().to_header().calc_header_checksum()
-        });
-        let f = probe_frame(
-            mac,
-            "fd00::1".parse().unwrap(),
-            "fd00::100".parse().unwrap(),
-            16383,
-            50000,
-            80,
-            ProbeL4::Rst { seq: 7 },
-        )
-        .unwrap();
-        let label = u32::from(f[15] & 0x0f) << 16 | u32::from(f[16]) << 8 | u32::from(f[17]);
-        assert_eq!(label, 16383, "IPv6 flow label");
-        assert!(
-            probe_frame(
-                mac,
-                "10.0.0.1".parse().unwrap(),
-                "10.0.0.100".parse().unwrap(),
-                70000,
-                50000,
-                80,
-                ProbeL4::Syn { seq: 7 },
-            )
-            .is_err()
-        );
-    }
-}
+mod tests;

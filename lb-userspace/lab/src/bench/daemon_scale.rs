@@ -137,6 +137,7 @@ pub fn run(
         rt.block_on(daemon::serve(state, dp, edit_rx, async {
             let _ = stop_rx.await;
         }))
+        .map_err(anyhow::Error::from)
     });
     let result = wait_for_daemon(&ready_rx, &socket)
         .and_then(|()| measure(&socket, vips, backends, rounds, idle));

@@ -77,7 +77,8 @@ impl Daemon {
                 rt.block_on(daemon::serve(state, dp, edit_rx, async {
                     let _ = stop_rx.await;
                 }))
-                .map_err(|e| format!("{e:#}"))
+                // The cause chain, as before (anyhow's alternate form).
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
             })
             .map_err(|e| e.to_string())?
         });
