@@ -66,10 +66,18 @@ pub enum OnExit {
 /// Why a daemon did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The preflight's message is part of this one (not a `source`, which `{:#}` would
+    /// print a second time).
     #[error("refused before anything was loaded, pinned or attached: {0}")]
-    Preflight(#[from] PreflightError),
+    Preflight(PreflightError),
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+}
+
+impl From<PreflightError> for StartError {
+    fn from(e: PreflightError) -> Self {
+        Self::Preflight(e)
+    }
 }
 
 /// Why a started daemon stopped serving ([`serve`]). The messages read as the CLI showed

@@ -90,7 +90,6 @@
 //! ```
 
 mod backends;
-mod topology;
 pub mod daemon;
 mod daemon_config;
 mod names;
@@ -99,6 +98,7 @@ mod node;
 pub mod server;
 mod spec;
 mod teardown;
+mod topology;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
