@@ -2,7 +2,10 @@
 //! with a logged fallback to generic when the driver has no native XDP support (and only
 //! then: any other refusal — no such interface, another program attached — is reported).
 
-use aya::programs::{ProgramError, Xdp, XdpError, XdpMode, xdp::XdpLinkId};
+use aya::{
+    Ebpf,
+    programs::{ProgramError, Xdp, XdpError, XdpMode, xdp::XdpLinkId},
+};
 use nix::errno::Errno;
 
 use super::{Dataplane, DataplaneError};
@@ -101,6 +104,64 @@ fn describe(e: &ProgramError, interface: &str) -> String {
     }
 }
 
+/// Program `name` of a loaded object, as an XDP program.
+pub(crate) fn xdp_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| DataplaneError::Program { name, source })
+}
+
+/// Load (verify) every program of `names` in `ebpf`.
+pub(crate) fn load_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), DataplaneError> {
+    for &name in names {
+        xdp_program(ebpf, name)?
+            .load()
+            .map_err(|source| DataplaneError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// Attach `program` of `ebpf` to `interface`, recorded in `attached`. Shared by the
+/// balancer's object ([`Dataplane`]) and the benchmarks' (`BenchObject`).
+pub(crate) fn attach_program(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<Attached>,
+    program: &'static str,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<AttachMode, DataplaneError> {
+    let (link, got) = attach_xdp(xdp_program(ebpf, program)?, program, interface, mode)?;
+    attached.push(Attached {
+        program,
+        interface: interface.to_owned(),
+        mode: got,
+        link: Some(link),
+    });
+    Ok(got)
+}
+
+/// Detach everything in `attached` (the last attached first), except pinned links, which
+/// carry no link of ours.
+pub(crate) fn detach_programs(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<Attached>,
+) -> Result<(), DataplaneError> {
+    while let Some(a) = attached.pop() {
+        let Some(link) = a.link else { continue };
+        xdp_program(ebpf, a.program)?
+            .detach(link)
+            .map_err(|e| DataplaneError::Attach {
+                interface: a.interface.clone(),
+                message: format!("detaching {}: {}", a.program, error_chain(&e)),
+            })?;
+    }
+    Ok(())
+}
+
 impl Dataplane {
     /// Attach `program` to `interface`; detached by [`Dataplane::detach_all`] or on drop.
     pub fn attach(
@@ -109,29 +170,13 @@ impl Dataplane {
         interface: &str,
         mode: AttachMode,
     ) -> Result<AttachMode, DataplaneError> {
-        let prog = self.program(program)?;
-        let (link, got) = attach_xdp(prog, program, interface, mode)?;
-        self.attached.push(Attached {
-            program,
-            interface: interface.to_owned(),
-            mode: got,
-            link: Some(link),
-        });
-        Ok(got)
+        attach_program(&mut self.ebpf, &mut self.attached, program, interface, mode)
     }
 
     /// Detach everything this dataplane attached, except pinned links (see
     /// [`Dataplane::stop`]).
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        while let Some(a) = self.attached.pop() {
-            let Some(link) = a.link else { continue };
-            let prog = self.program(a.program)?;
-            prog.detach(link).map_err(|e| DataplaneError::Attach {
-                interface: a.interface.clone(),
-                message: format!("detaching {}: {}", a.program, error_chain(&e)),
-            })?;
-        }
-        Ok(())
+        detach_programs(&mut self.ebpf, &mut self.attached)
     }
 
     pub fn attached(&self) -> &[Attached] {

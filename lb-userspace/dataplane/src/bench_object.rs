@@ -7,9 +7,7 @@ use aya::{Ebpf, EbpfLoader, programs::Xdp};
 use lb_common::bench::programs;
 
 use super::{
-    AttachMode, Attached, DataplaneError, RunResult,
-    attach::{attach_xdp, error_chain},
-    raise_memlock_limit, testrun,
+    AttachMode, Attached, DataplaneError, RunResult, attach, raise_memlock_limit, testrun,
 };
 
 /// The compiled benchmark object, embedded at build time by `build.rs` (aya-build builds
@@ -33,15 +31,7 @@ impl BenchObject {
     pub fn load() -> Result<Self, DataplaneError> {
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new().load(BENCH_OBJECT)?;
-        for &name in BENCH_PROGRAMS {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| DataplaneError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DataplaneError::Program { name, source })?;
-        }
+        attach::load_programs(&mut ebpf, BENCH_PROGRAMS)?;
         Ok(Self {
             ebpf,
             attached: Vec::new(),
@@ -49,11 +39,7 @@ impl BenchObject {
     }
 
     fn program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name, source })
+        attach::xdp_program(&mut self.ebpf, name)
     }
 
     /// The loaded object: the benchmarks run its programs with their own lean
@@ -74,28 +60,12 @@ impl BenchObject {
         interface: &str,
         mode: AttachMode,
     ) -> Result<AttachMode, DataplaneError> {
-        let prog = self.program(program)?;
-        let (link, got) = attach_xdp(prog, program, interface, mode)?;
-        self.attached.push(Attached {
-            program,
-            interface: interface.to_owned(),
-            mode: got,
-            link: Some(link),
-        });
-        Ok(got)
+        attach::attach_program(&mut self.ebpf, &mut self.attached, program, interface, mode)
     }
 
     /// Detach everything this object attached.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        while let Some(a) = self.attached.pop() {
-            let Some(link) = a.link else { continue };
-            let prog = self.program(a.program)?;
-            prog.detach(link).map_err(|e| DataplaneError::Attach {
-                interface: a.interface.clone(),
-                message: format!("detaching {}: {}", a.program, error_chain(&e)),
-            })?;
-        }
-        Ok(())
+        attach::detach_programs(&mut self.ebpf, &mut self.attached)
     }
 
     /// Run `program` once on `frame`, as [`super::Dataplane::run_frame`] does.

@@ -232,15 +232,7 @@ impl Dataplane {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        for &name in ALL_PROGRAMS {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| DataplaneError::Program { name, source })?;
-            prog.load()
-                .map_err(|source| DataplaneError::Program { name, source })?;
-        }
+        attach::load_programs(&mut ebpf, ALL_PROGRAMS)?;
         let id_of = |ebpf: &Ebpf, name: &'static str| -> Result<u32, DataplaneError> {
             let data = match ebpf.map(name).ok_or(DataplaneError::MissingMap(name))? {
                 Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
@@ -281,11 +273,7 @@ impl Dataplane {
     }
 
     fn program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| DataplaneError::Program { name, source })
+        attach::xdp_program(&mut self.ebpf, name)
     }
 
     /// The loaded object: the benchmarks (`sluice-lab`) run its programs with their own
