@@ -1,101 +1,8 @@
-//! Real TCP connections to a lab VIP, speaking the lab servers' `HOLD` protocol: the server
-//! names itself, then echoes every line prefixed with its name, so a test knows which
-//! backend holds each connection and sees at once if a connection moved or was reset.
+//! Real TCP connections to a lab VIP: the lab's own (`sluice_lab::conn`: the `HOLD`
+//! protocol), and what only the tests need.
 
-use std::{
-    collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
-    net::{Shutdown, SocketAddr, TcpStream},
-    time::Duration,
-};
-
-use anyhow::{Context as _, ensure};
-use sluice_lab::lab::Node;
-
-/// How long a connect or a read may take.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A long-lived connection to a VIP through the `HOLD` protocol: the server names itself,
-/// then echoes every line prefixed with its name.
-pub struct Held {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
-    pub backend: String,
-}
-
-impl Held {
-    pub fn open(client: &Node, to: SocketAddr) -> anyhow::Result<Self> {
-        let mut stream = client
-            .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
-            .with_context(|| format!("connecting to {to}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.write_all(b"HOLD\n")?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut name = String::new();
-        reader.read_line(&mut name)?;
-        ensure!(name.ends_with('\n'), "no name from {to}: {name:?}");
-        Ok(Self {
-            stream,
-            reader,
-            backend: name.trim().to_owned(),
-        })
-    }
-
-    /// Send a line; the echo must come from the same backend.
-    pub fn echo(&mut self, line: &str) -> anyhow::Result<()> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
-        let mut got = String::new();
-        self.reader
-            .read_line(&mut got)
-            .with_context(|| format!("echo of {line:?} from {}", self.backend))?;
-        ensure!(
-            got == format!("{}:{line}\n", self.backend),
-            "{} answered {got:?} to {line:?}",
-            self.backend
-        );
-        Ok(())
-    }
-}
-
-/// `n` connections, each checked for consistency over 2 echoed lines; answers per backend.
-pub fn connections(
-    client: &Node,
-    to: SocketAddr,
-    n: usize,
-) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut counts = BTreeMap::new();
-    for i in 0..n {
-        let mut c = Held::open(client, to).with_context(|| format!("connection {i}"))?;
-        c.echo(&format!("a{i}"))?;
-        c.echo(&format!("b{i}"))?;
-        *counts.entry(c.backend.clone()).or_insert(0) += 1;
-    }
-    Ok(counts)
-}
-
-impl Held {
-    /// Close cleanly: half-close, then the server's FIN must arrive (EOF). A reset, or
-    /// data from anyone, is an error.
-    pub fn close(mut self) -> anyhow::Result<()> {
-        self.stream.shutdown(Shutdown::Write)?;
-        let mut rest = String::new();
-        let n = self
-            .reader
-            .read_line(&mut rest)
-            .with_context(|| format!("closing a connection to {}", self.backend))?;
-        ensure!(n == 0, "{} sent {rest:?} instead of closing", self.backend);
-        Ok(())
-    }
-}
-
-/// One echo on every held connection (`{phase}-{i}`): each must answer, from its backend.
-pub fn echo_all(held: &mut [Held], phase: &str) -> anyhow::Result<()> {
-    for (i, c) in held.iter_mut().enumerate() {
-        c.echo(&format!("{phase}-{i}"))
-            .with_context(|| format!("held connection {i} ({phase})"))?;
-    }
-    Ok(())
-}
+use anyhow::Context as _;
+pub use sluice_lab::conn::*;
 
 /// The id of the XDP program on the lab load balancer's eth0, if any (`ip -j link`).
 pub fn xdp_prog(lab: &sluice_lab::lab::Lab) -> anyhow::Result<Option<u64>> {
@@ -110,11 +17,3 @@ pub fn xdp_prog(lab: &sluice_lab::lab::Lab) -> anyhow::Result<Option<u64>> {
         .and_then(serde_json::Value::as_u64))
 }
 
-/// How many held connections each backend (by name) holds.
-pub fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for h in held {
-        *m.entry(h.backend.clone()).or_insert(0) += 1;
-    }
-    m
-}

@@ -31,6 +31,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "NIC offload settings in the tests"),
     ("procps", "sysctl in the tests"),
     ("iputils-ping", "ping in the tests"),
+    (
+        "bird2",
+        "BIRD 2, the BGP speaker of the fleet lab and tests; the shipped configurations are checked with it",
+    ),
+    (
+        "frr",
+        "FRR, the documented alternative to BIRD: the shipped configuration is checked with vtysh",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -56,7 +64,7 @@ pub enum Step {
     /// rustup components: rust-src and clippy for nightly, clippy and rustfmt for the
     /// toolchain running xtask.
     Rust,
-    /// Debian packages: llvm-22-dev, iproute2, ethtool, procps, iputils-ping.
+    /// Debian packages: llvm-22-dev, iproute2, ethtool, procps, iputils-ping, bird2, frr.
     Apt,
     /// bpf-linker (a pinned version, built against LLVM 22) in ~/.cargo/bin.
     BpfLinker,

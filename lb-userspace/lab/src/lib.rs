@@ -5,7 +5,9 @@
 //! `test-helpers` feature.
 
 pub mod bench;
+pub mod conn;
 pub mod demo;
+pub mod fleet_demo;
 pub mod lab;
 
 use sluice_core::{config, maglev};

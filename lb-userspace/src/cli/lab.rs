@@ -33,6 +33,11 @@ pub enum LabCmd {
         /// Leave the IPv6 VIPs out of the config.
         #[arg(long)]
         no_ipv6: bool,
+        /// Build a routed fleet lab instead: N balancers (1..=4), each running BIRD and
+        /// sluice (started by this command), behind a router running BIRD with ECMP; the
+        /// clients on their own network behind the router. IPv4 only.
+        #[arg(long, value_name = "N")]
+        balancers: Option<usize>,
     },
     /// Remove a lab: kill the processes in its namespaces, unpin its programs, delete its
     /// namespaces and files. Succeeds when nothing is left to remove.
@@ -79,7 +84,25 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             clients,
             mode,
             equal_weights,
+            no_ipv6: _,
+            balancers: Some(n),
+        } => super::fleet_lab::up(
+            lab::fleet::FleetSpec::new(&prefix)
+                .balancers(n)
+                .backends(backends)
+                .clients(clients)
+                .mode(mode.into())
+                .servers(Servers::Process(std::env::current_exe()?)),
+            equal_weights,
+        ),
+        LabCmd::Up {
+            prefix,
+            backends,
+            clients,
+            mode,
+            equal_weights,
             no_ipv6,
+            balancers: None,
         } => up(
             LabSpec {
                 prefix,
@@ -149,7 +172,7 @@ fn up(spec: LabSpec, weights: Weights) -> anyhow::Result<()> {
             }
             Role::Lb => "run sluice here".into(),
             Role::Client(_) => "VIPs routed via the lb".into(),
-            Role::Switch => String::new(),
+            Role::Switch | Role::Router | Role::Balancer(_) => String::new(),
         };
         row([
             n.ns(),

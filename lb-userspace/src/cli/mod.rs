@@ -8,6 +8,7 @@ mod decap;
 mod demo;
 pub mod detach;
 mod edit;
+mod fleet_lab;
 mod lab;
 mod run;
 mod simulate;
@@ -123,6 +124,11 @@ pub enum Command {
         /// Connections per burst.
         #[arg(long, default_value_t = 600)]
         connections: usize,
+        /// The fleet demo instead: N balancers (2..=4) behind a router running BIRD with
+        /// ECMP, each announcing the VIP over BGP; traffic spread over them, one taken out
+        /// for maintenance, one lost; a table of connections and resets.
+        #[arg(long, value_name = "N", conflicts_with = "config")]
+        balancers: Option<usize>,
     },
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
@@ -349,8 +355,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => detach::run(config.as_deref(), interface, pin_dir, state_dir),
         Command::Config(ConfigCmd::Check { file, file_only }) => config::check(&file, file_only),
         Command::Demo {
+            balancers: Some(n),
+            connections,
+            ..
+        } => sluice_lab::fleet_demo::run(n, connections),
+        Command::Demo {
             config,
             connections,
+            balancers: None,
         } => demo::run(config.as_deref(), connections),
         Command::Backend(BackendCmd::List { state_dir }) => {
             backend::list(&api_socket, state_dir.as_deref(), cli.json)

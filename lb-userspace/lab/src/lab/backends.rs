@@ -2,7 +2,7 @@
 //! operations that change the pool under a running daemon (kill, break, repair).
 
 use std::{
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -32,51 +32,7 @@ impl Lab {
             });
         }
         let addrs = [b.addr4.into(), b.addr6.into(), VIP4.into(), VIP6.into()];
-        let server_err = |message: String| LabError::Server {
-            name: b.name(),
-            message,
-        };
-        servers[i] = match &self.spec.servers {
-            Servers::None => None,
-            Servers::InProcess => Some(Running::InProcess(
-                b.run(|| BackendServer::start(&b.name(), &addrs))?
-                    .map_err(|e| server_err(e.to_string()))?,
-            )),
-            Servers::Process(exe) => {
-                let dir = lab_dir(self.prefix());
-                let io = |what: String| move |source| LabError::Io { what, source };
-                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-                let log_path = dir.join(format!("{}.log", b.name()));
-                let log = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .map_err(io(format!("opening {}", log_path.display())))?;
-                let log2 = log
-                    .try_clone()
-                    .map_err(io(format!("opening {}", log_path.display())))?;
-                let mut cmd = std::process::Command::new(exe);
-                cmd.args(["--netns", b.ns(), "lab", "backend", "--name", &b.name()]);
-                for a in addrs {
-                    cmd.arg("--addr").arg(a.to_string());
-                }
-                use std::os::unix::process::CommandExt as _;
-                cmd.process_group(0)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(log2);
-                let mut child = cmd
-                    .spawn()
-                    .map_err(|e| server_err(format!("starting {}: {e}", exe.display())))?;
-                if let Err(e) = wait_listening(b, &mut child) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    return Err(server_err(format!("{e}; its log: {}", log.trim())));
-                }
-                Some(Running::Process(child))
-            }
-        };
+        servers[i] = spawn_server(&self.spec.servers, b, &addrs, self.prefix())?;
         Ok(())
     }
 
@@ -115,6 +71,60 @@ impl Lab {
             &["addr", "replace", &format!("{VIP6}/128"), "dev", "lo"],
         ])
     }
+}
+
+/// Start `b`'s server on `addrs` as `servers` says, and wait until it listens.
+pub(super) fn spawn_server(
+    servers: &Servers,
+    b: &Node,
+    addrs: &[IpAddr],
+    prefix: &str,
+) -> Result<Option<Running>, LabError> {
+    let server_err = |message: String| LabError::Server {
+        name: b.name(),
+        message,
+    };
+    Ok(match servers {
+        Servers::None => None,
+        Servers::InProcess => Some(Running::InProcess(
+            b.run(|| BackendServer::start(&b.name(), addrs))?
+                .map_err(|e| server_err(e.to_string()))?,
+        )),
+        Servers::Process(exe) => {
+            let dir = lab_dir(prefix);
+            let io = |what: String| move |source| LabError::Io { what, source };
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            let log_path = dir.join(format!("{}.log", b.name()));
+            let log = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(io(format!("opening {}", log_path.display())))?;
+            let log2 = log
+                .try_clone()
+                .map_err(io(format!("opening {}", log_path.display())))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["--netns", b.ns(), "lab", "backend", "--name", &b.name()]);
+            for a in addrs {
+                cmd.arg("--addr").arg(a.to_string());
+            }
+            use std::os::unix::process::CommandExt as _;
+            cmd.process_group(0)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2);
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| server_err(format!("starting {}: {e}", exe.display())))?;
+            if let Err(e) = wait_listening(b, &mut child) {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(server_err(format!("{e}; its log: {}", log.trim())));
+            }
+            Some(Running::Process(child))
+        }
+    })
 }
 
 pub(super) fn stop(running: Option<Running>) {

@@ -13,7 +13,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Lab, LabError};
+use super::{Lab, LabError, netns::Netns};
 use crate::{
     config::Config,
     daemon::{self, Edit, EditRequest, OnExit},
@@ -51,12 +51,24 @@ impl Daemon {
         if config.daemon.pin_dir.is_none() {
             config.daemon.pin_dir = Some(super::lab_pin_dir(lab.prefix()));
         }
+        Self::start_in(lab.lb().netns().clone(), config, on_exit)
+    }
+
+    /// Start serving `config` inside namespace `ns` (a fleet lab's balancer): as
+    /// [`Daemon::start`], but the config names its pin directory.
+    pub fn start_on(ns: &Netns, config: Config) -> Result<Self, LabError> {
+        if config.daemon.pin_dir.is_none() {
+            return Err(err("a daemon on a namespace of its own needs daemon.pin_dir"));
+        }
+        Self::start_in(ns.clone(), config, OnExit::Remove)
+    }
+
+    fn start_in(lb: Netns, config: Config, on_exit: OnExit) -> Result<Self, LabError> {
         let (edits, edit_rx) = mpsc::channel(8);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state_dir = config.daemon.state_dir.clone();
         let api_socket = config.daemon.api_socket.clone();
-        let lb = lab.lb().netns().clone();
         let thread = thread::spawn(move || {
             lb.run(|| -> Result<(), String> {
                 // The runtime's threads are created here, inside the LB namespace.

@@ -92,6 +92,7 @@
 mod backends;
 pub mod daemon;
 mod daemon_config;
+pub mod fleet;
 mod names;
 pub mod netns;
 mod node;

@@ -19,16 +19,22 @@ pub enum Role {
     Client(usize),
     /// Backend k (1-based, as in its name).
     Backend(usize),
+    /// The router of a fleet lab (`sluice lab up --balancers N`).
+    Router,
+    /// Balancer k of a fleet lab (1-based, as in its name).
+    Balancer(usize),
 }
 
 impl Role {
-    /// The namespace suffix: `sw`, `lb`, `c1`, `b1`.
+    /// The namespace suffix: `sw`, `lb`, `c1`, `b1`; in a fleet lab `r`, `lb1`.
     pub fn suffix(self) -> String {
         match self {
             Role::Switch => "sw".into(),
             Role::Lb => "lb".into(),
             Role::Client(k) => format!("c{k}"),
             Role::Backend(k) => format!("b{k}"),
+            Role::Router => "r".into(),
+            Role::Balancer(k) => format!("lb{k}"),
         }
     }
 
@@ -40,6 +46,8 @@ impl Role {
             Role::Lb => "lb".into(),
             Role::Client(k) => format!("client-{k}"),
             Role::Backend(k) => format!("backend-{k}"),
+            Role::Router => "router".into(),
+            Role::Balancer(k) => format!("lb-{k}"),
         }
     }
 
@@ -52,8 +60,11 @@ impl Role {
         match s {
             "sw" => Some(Role::Switch),
             "lb" => Some(Role::Lb),
+            "r" => Some(Role::Router),
             _ => {
-                if let Some(k) = s.strip_prefix('c') {
+                if let Some(k) = s.strip_prefix("lb") {
+                    num(k).map(Role::Balancer)
+                } else if let Some(k) = s.strip_prefix('c') {
                     num(k).map(Role::Client)
                 } else {
                     num(s.strip_prefix('b')?).map(Role::Backend)
@@ -65,7 +76,7 @@ impl Role {
     /// The last octet of the node's addresses.
     pub(super) fn host(self) -> Option<u8> {
         match self {
-            Role::Switch => None,
+            Role::Switch | Role::Router | Role::Balancer(_) => None,
             Role::Lb => Some(1),
             Role::Client(k) => u8::try_from(1 + k).ok(),
             Role::Backend(k) => u8::try_from(10 + k).ok(),

@@ -31,6 +31,26 @@ impl Node {
         })
     }
 
+    /// A node with addresses of its own (the fleet lab's plan), its switch-side port named
+    /// `peer`.
+    pub(super) fn with_addrs(
+        prefix: &str,
+        role: Role,
+        peer: String,
+        addr4: Ipv4Addr,
+        addr6: Ipv6Addr,
+        mac: [u8; 6],
+    ) -> Self {
+        Self {
+            role,
+            ns: Netns::named(&ns_name(prefix, role)),
+            peer,
+            addr4,
+            addr6,
+            mac,
+        }
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

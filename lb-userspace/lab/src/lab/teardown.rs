@@ -130,10 +130,18 @@ impl Lab {
         kill_all(&pids);
         for pin in &status.pins {
             if pin.is_dir() {
-                // The balancer's pin directory (link first: that detaches it).
-                match pinned::remove_pin_dir(pin, crate::dataplane::LINK_PIN) {
-                    Ok(r) => removed.pins.extend(r),
-                    Err(e) => errors.push(e.to_string()),
+                // The balancer's pin directory (link first: that detaches it); a fleet
+                // lab's has one directory per balancer in it.
+                let subdirs = std::fs::read_dir(pin)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| Some(e.ok()?.path()))
+                    .filter(|p| p.is_dir());
+                for dir in subdirs.chain(std::iter::once(pin.clone())) {
+                    match pinned::remove_pin_dir(&dir, crate::dataplane::LINK_PIN) {
+                        Ok(r) => removed.pins.extend(r),
+                        Err(e) => errors.push(e.to_string()),
+                    }
                 }
                 continue;
             }

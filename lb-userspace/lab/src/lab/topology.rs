@@ -162,13 +162,8 @@ impl Lab {
         ])
     }
 
-    /// Pin `program` on `iface` inside `ns` (the thread enters the namespace: the pin lands
-    /// in the host's bpffs).
     fn pin(&self, ns: &Netns, program: &'static str, iface: &str) -> Result<PathBuf, LabError> {
-        let name = pin_name(program, iface, ns.name());
-        let (_, path) =
-            ns.run(|| pinned::attach_pinned_as(program, iface, AttachMode::Native, &name))??;
-        Ok(path)
+        pin(ns, program, iface)
     }
 
     /// Add a backend namespace (the next number) on the bridge, configured for the lab's
@@ -223,4 +218,13 @@ impl Lab {
         }
         Ok(())
     }
+}
+
+/// Pin `program` on `iface` inside `ns` (the thread enters the namespace: the pin lands
+/// in the host's bpffs).
+pub(super) fn pin(ns: &Netns, program: &'static str, iface: &str) -> Result<PathBuf, LabError> {
+    let name = pin_name(program, iface, ns.name());
+    let (_, path) =
+        ns.run(|| pinned::attach_pinned_as(program, iface, AttachMode::Native, &name))??;
+    Ok(path)
 }
