@@ -9,6 +9,7 @@
 
 pub mod autoscale;
 pub mod config;
+pub mod fingerprint;
 pub mod health;
 pub mod lifecycle;
 pub mod maglev;

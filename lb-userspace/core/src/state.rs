@@ -102,6 +102,11 @@ pub struct State {
     pub persist: Option<crate::persist::Store>,
     health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
     life: BTreeMap<(VipIdent, IpAddr), Life>,
+    /// [`crate::fingerprint::config`] of `config` (`None`: it could not be exported).
+    /// Computed by [`State::new`], which [`State::with_config`] goes through: every commit
+    /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
+    /// way, so this always describes the running configuration.
+    config_fingerprint: Option<crate::fingerprint::Fingerprint>,
 }
 
 /// The dataplane identity of a configured VIP.
@@ -148,6 +153,7 @@ impl State {
             }
         }
         Self {
+            config_fingerprint: crate::fingerprint::config(&config).ok(),
             config,
             version: 0,
             persist: None,
@@ -226,6 +232,13 @@ impl State {
             l.ramp_from = Some(Instant::now());
         }
         true
+    }
+
+    /// The fingerprint of the running configuration (`None`: it could not be exported);
+    /// a new configuration comes with a new state ([`State::with_config`]) and so a
+    /// fingerprint computed again.
+    pub fn config_fingerprint(&self) -> Option<crate::fingerprint::Fingerprint> {
+        self.config_fingerprint
     }
 
     pub fn life_of(&self, vip: VipIdent, backend: IpAddr) -> Option<&Life> {
@@ -406,6 +419,10 @@ pub struct Status {
     pub reasons: BTreeMap<String, u64>,
     #[serde(default)]
     pub conntrack: ConntrackStatus,
+    /// The configuration fingerprint (`crate::fingerprint::config`): equal on balancers
+    /// running the same configuration.
+    #[serde(default)]
+    pub config_fingerprint: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -422,6 +439,10 @@ pub struct VipStatus {
     /// Active connections over all its backends.
     #[serde(default)]
     pub active: u64,
+    /// The table fingerprint (`crate::fingerprint::vip`) of its published table: equal on
+    /// balancers that send its new flows to the same backends. Empty: not published yet.
+    #[serde(default)]
+    pub fingerprint: String,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -518,6 +539,18 @@ mod tests {
         assert!(s.apply(&e(Health::Up)));
         let (v, new) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
         assert_eq!(s.effective_weight(v, new), 1);
+    }
+
+    #[test]
+    fn the_config_fingerprint_follows_every_new_configuration() {
+        let s = State::new(config());
+        let first = s.config_fingerprint().expect("a fingerprint");
+        let mut c = config();
+        c.vips[0].backends[0].weight = 11;
+        let s = s.with_config(c);
+        let second = s.config_fingerprint().expect("a fingerprint");
+        assert_ne!(first, second);
+        assert_eq!(s.with_config(config()).config_fingerprint(), Some(first));
     }
 
     #[test]

@@ -37,6 +37,17 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FingerprintLabels {
+    vip: String,
+    fingerprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigFingerprintLabels {
+    fingerprint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -94,6 +105,7 @@ struct Families {
     be_active: Family<BackendLabels, Gauge>,
     be_closes: Family<BackendLabels, Counter>,
     be_eff: Family<BackendLabels, Gauge>,
+    vip_fingerprint: Family<FingerprintLabels, Gauge>,
 }
 
 impl Families {
@@ -112,6 +124,14 @@ impl Families {
         self.vip_closes
             .get_or_create(&l)
             .inc_by(v.backends.iter().map(|b| b.closes).sum());
+        if !v.fingerprint.is_empty() {
+            self.vip_fingerprint
+                .get_or_create(&FingerprintLabels {
+                    vip: v.vip.clone(),
+                    fingerprint: v.fingerprint.clone(),
+                })
+                .set(1);
+        }
         for b in &v.backends {
             self.backend(v, b);
         }
@@ -219,6 +239,12 @@ impl Families {
             "Lifecycle state (1 for the current one)",
             self.be_state,
         );
+        r.register(
+            "vip_table_fingerprint_info",
+            "Fingerprint of the VIP's lookup table as backend addresses (equal on balancers \
+             that send its new flows to the same backends)",
+            self.vip_fingerprint,
+        );
     }
 }
 
@@ -241,6 +267,19 @@ fn totals(r: &mut Registry, status: &Status, edits: u64, tables_built: u64) {
         "Open flows expired for idleness by the conntrack sweep",
         expired,
     );
+    if !status.config_fingerprint.is_empty() {
+        let config = Family::<ConfigFingerprintLabels, Gauge>::default();
+        config
+            .get_or_create(&ConfigFingerprintLabels {
+                fingerprint: status.config_fingerprint.clone(),
+            })
+            .set(1);
+        r.register(
+            "config_fingerprint_info",
+            "Fingerprint of the running configuration (equal on balancers configured alike)",
+            config,
+        );
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -464,6 +503,7 @@ mod tests {
                 bytes: 1000,
                 new_flows: 2,
                 active: 1,
+                fingerprint: "00112233445566ff".into(),
                 backends: vec![BackendStatus {
                     address: "10.0.1.1".parse().unwrap(),
                     weight: 3,
@@ -485,6 +525,7 @@ mod tests {
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
             conntrack: crate::state::ConntrackStatus::default(),
+            config_fingerprint: "aabbccddeeff0011".into(),
         };
         let text = render(&status, 4, 7, &Default::default());
         for line in [
@@ -497,6 +538,8 @@ mod tests {
             r#"sluice_packets_total{reason="fwd_tx"} 10"#,
             "sluice_edits_total 4",
             "sluice_table_rebuilds_total 7",
+            r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
+            r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
@@ -514,6 +557,7 @@ mod tests {
                 vips: Vec::new(),
                 reasons: Default::default(),
                 conntrack: crate::state::ConntrackStatus::default(),
+                config_fingerprint: String::new(),
             })),
             edits: 4,
             ..Snapshot::default()

@@ -67,6 +67,10 @@ impl Snapshot for State {
                     packets: vip_counters.packets,
                     bytes: vip_counters.bytes,
                     new_flows: vip_counters.new_flows,
+                    fingerprint: rec
+                        .and_then(|r| r.fingerprint)
+                        .map(|f| f.to_string())
+                        .unwrap_or_default(),
                     backends: v
                         .backends
                         .iter()
@@ -130,6 +134,10 @@ impl Snapshot for State {
                 expired: ct.expired_total,
                 reaped: ct.reaped_total,
             },
+            config_fingerprint: self
+                .config_fingerprint()
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -302,6 +310,7 @@ mod tests {
                 bytes: 0,
                 new_flows: 0,
                 active: 0,
+                fingerprint: String::new(),
                 backends: vec![BackendStatus {
                     address: b.address,
                     weight: 0,
@@ -323,6 +332,7 @@ mod tests {
             }],
             reasons: BTreeMap::new(),
             conntrack: ConntrackStatus::default(),
+            config_fingerprint: String::new(),
         };
         let text = crate::metrics::render(&status, 0, 0, &Default::default());
         let line = |state: &str| {

@@ -291,6 +291,8 @@ pub struct VipRecord {
     /// What was published last, with the hash seed it was built with: an unchanged VIP is
     /// not rebuilt.
     pub published: Option<(super::DesiredVip, u32)>,
+    /// `sluice_core::fingerprint::vip` of what was published last (`None`: not yet).
+    pub fingerprint: Option<sluice_core::fingerprint::Fingerprint>,
     /// Starts of the two table halves in `TABLES`.
     pub halves: [u32; 2],
     /// Which half `VIPS` points at.

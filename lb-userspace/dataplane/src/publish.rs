@@ -17,7 +17,7 @@ use super::{
     Dataplane, DataplaneError, Desired, DesiredVip, VipIdent,
     layout::{BackendRecord, VipRecord},
 };
-use sluice_core::model::addr_bytes;
+use sluice_core::{fingerprint, model::addr_bytes};
 
 use crate::{maglev, sched};
 
@@ -202,6 +202,7 @@ impl Dataplane {
                     table_size: 0,
                     live_len: 0,
                     published: None,
+                    fingerprint: None,
                     halves: [0, 0],
                     live: 1,
                     backends: BTreeMap::new(),
@@ -267,6 +268,16 @@ impl Dataplane {
         report.build_us += started.elapsed().as_micros();
         report.tables_built += 1;
         self.flip(vip, &mut rec, &table)?;
+        // Fingerprinted from the table just built; a least-connection plan follows this
+        // balancer's own connections, so its fingerprint is of the plan with equal counts
+        // (built again only when the VIP changed).
+        if !vip.scheduler.least_conn() {
+            let ids: Vec<(u32, IpAddr)> = next.iter().map(|(a, r)| (r.id, *a)).collect();
+            rec.fingerprint = Some(fingerprint::table(vip, seed, &table, &ids));
+        } else if rec.fingerprint.is_none() || rec.published.as_ref() != Some(&(vip.clone(), seed))
+        {
+            rec.fingerprint = Some(fingerprint::vip(vip, seed));
+        }
 
         // The backends that left and the old halves are only retired after a grace period
         // (see `publish`): a packet that read the old `VipMeta` may still be using them.

@@ -13,9 +13,15 @@ use crate::{
     config::{self, BackendConfig, Config, Forwarding, Named, Protocol, VipConfig},
 };
 
+/// Said in the help of every live edit: the API changes one daemon.
+pub const ONE_BALANCER: &str = "Applies to this balancer only; in a fleet, make the same edit on \
+     every balancer or distribute the config file and reload (`sluice fleet check` shows \
+     whether they agree).";
+
 #[derive(Debug, Subcommand)]
 pub enum VipCmd {
-    /// Every VIP with its counters.
+    /// Every VIP: scheduler, backends (up/all), counters and table fingerprint (equal on
+    /// balancers that send its new flows to the same backends; see `sluice fleet check`).
     List,
     #[command(flatten)]
     Edit(VipEdit),
@@ -25,13 +31,16 @@ pub enum VipCmd {
 #[derive(Debug, Subcommand)]
 pub enum VipEdit {
     /// Add a VIP (no backends yet; add them with `sluice backend add`).
+    #[command(after_help = ONE_BALANCER)]
     Add(VipAdd),
     /// Remove a VIP and its backends.
+    #[command(after_help = ONE_BALANCER)]
     Remove {
         /// The VIP's name.
         name: String,
     },
     /// Change a VIP's forwarding mode or table size.
+    #[command(after_help = ONE_BALANCER)]
     Set(VipSet),
 }
 
@@ -102,6 +111,7 @@ pub struct BackendRef {
 #[derive(Debug, Subcommand)]
 pub enum EditBackend {
     /// Add a backend to a VIP.
+    #[command(after_help = ONE_BALANCER)]
     Add {
         #[command(flatten)]
         at: BackendRef,
@@ -112,11 +122,13 @@ pub enum EditBackend {
         mac: Option<String>,
     },
     /// Remove a backend (its live flows move to other backends).
+    #[command(after_help = ONE_BALANCER)]
     Remove {
         #[command(flatten)]
         at: BackendRef,
     },
     /// Change a backend's weight (0: no new flows, existing ones stay).
+    #[command(after_help = ONE_BALANCER)]
     SetWeight {
         #[command(flatten)]
         at: BackendRef,
@@ -125,6 +137,7 @@ pub enum EditBackend {
     },
     /// Drain a backend: no new flows; its open connections continue until they end (or
     /// the VIP's drain_timeout_ms). `sluice backend list` shows the progress.
+    #[command(after_help = ONE_BALANCER)]
     Drain {
         #[command(flatten)]
         at: BackendRef,
@@ -133,6 +146,7 @@ pub enum EditBackend {
         remove: bool,
     },
     /// Take a draining (or drained) backend back into service.
+    #[command(after_help = ONE_BALANCER)]
     Undrain {
         #[command(flatten)]
         at: BackendRef,
@@ -264,8 +278,8 @@ fn list(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
-        "name", "vip", "mode", "check", "backends", "packets", "new flows"
+        "{:<20} {:<28} {:<5} {:<7} {:<7} {:>8} {:>12} {:>10}  fingerprint",
+        "name", "vip", "mode", "sched", "check", "backends", "packets", "new flows"
     );
     for v in &status.vips {
         let up = v
@@ -274,14 +288,20 @@ fn list(socket: &Path, json: bool) -> anyhow::Result<()> {
             .filter(|b| b.health == crate::health::Health::Up)
             .count();
         println!(
-            "{:<20} {:<28} {:<5} {:<7} {:>8} {:>12} {:>10}",
+            "{:<20} {:<28} {:<5} {:<7} {:<7} {:>8} {:>12} {:>10}  {}",
             v.name,
             v.vip,
             v.forwarding,
+            v.scheduler,
             v.check,
             format!("{up}/{}", v.backends.len()),
             v.packets,
-            v.new_flows
+            v.new_flows,
+            if v.fingerprint.is_empty() {
+                "-"
+            } else {
+                v.fingerprint.as_str()
+            }
         );
     }
     Ok(())

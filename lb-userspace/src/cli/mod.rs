@@ -8,6 +8,7 @@ mod decap;
 mod demo;
 pub mod detach;
 mod edit;
+pub mod fleet;
 mod fleet_lab;
 mod lab;
 mod run;
@@ -80,12 +81,23 @@ pub enum Command {
     Config(ConfigCmd),
     /// Make the running daemon read its config file again (as SIGHUP does), merged with the
     /// live edits made since; conflicts refuse it with their report.
+    #[command(
+        after_help = "Reloads this balancer only; in a fleet, distribute the config \
+                            file and reload every balancer (`sluice fleet check` shows whether \
+                            they agree)."
+    )]
     Reload,
     /// VIPs of the running daemon: list, add, remove, set.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = edit::ONE_BALANCER)]
     Vip(edit::VipCmd),
-    /// Backends of the running daemon: list (health, counters), add, remove, set-weight.
+    /// Balancers together: `fleet check --peer SOCKET...` compares this balancer's VIP
+    /// table and configuration fingerprints with its peers'. Live CLI edits apply to one
+    /// balancer only.
     #[command(subcommand)]
+    Fleet(fleet::FleetCmd),
+    /// Backends of the running daemon: list (health, counters), add, remove, set-weight,
+    /// drain, undrain.
+    #[command(subcommand, after_help = edit::ONE_BALANCER)]
     Backend(BackendCmd),
     /// Which backend a flow goes to now, answered by the XDP program itself (run on a
     /// synthetic packet of the flow).
@@ -277,6 +289,7 @@ impl Command {
         matches!(
             self,
             Self::Vip(_)
+                | Self::Fleet(_)
                 | Self::Backend(_)
                 | Self::Lookup { .. }
                 | Self::Stats { .. }
@@ -318,6 +331,16 @@ pub fn api_socket(
             "--config {}: daemon.api_socket = {v} is not a path",
             file.display()
         ),
+    }
+}
+
+/// The exit status for an error [`dispatch`] returned: [`fleet::DISAGREE_EXIT`] when
+/// `sluice fleet check` found the balancers disagreeing, 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<fleet::Disagreement>().is_some() {
+        fleet::DISAGREE_EXIT
+    } else {
+        1
     }
 }
 
@@ -369,6 +392,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backend(BackendCmd::Edit(e)) => edit::backend(&api_socket, e, false, cli.json),
         Command::Vip(v) => edit::vip(&api_socket, v, cli.json),
+        Command::Fleet(f) => fleet::run(&api_socket, f, cli.json),
         Command::Plan(p) => edit::plan(&api_socket, p, cli.json),
         Command::Lookup { vip, src, dport } => {
             match crate::api::client::request(

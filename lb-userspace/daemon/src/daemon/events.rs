@@ -118,6 +118,7 @@ impl Daemon {
             running: Vec::new(),
         };
         checkers.restart(&state);
+        log_config_fingerprint(&state, "configuration running");
         let (call_tx, calls) = mpsc::channel::<ApiCall>(32);
         let d = &state.config.daemon;
         let api_task =
@@ -182,6 +183,7 @@ impl Daemon {
     /// published it): health checkers for the backends it has, and the neighbour entries
     /// of its FIB-resolved backends primed, so that an added backend is reachable at once.
     fn after_commit(&mut self) {
+        log_config_fingerprint(&self.state, "configuration committed");
         self.checkers.restart(&self.state);
         self.fib_backends = neigh::fib_backends(&self.state.desired());
         neigh::prime(&self.fib_backends);
@@ -432,5 +434,17 @@ fn path_prober(dp: &Arc<Mutex<Dataplane>>, ifname: &str) -> Option<Arc<PathProbe
             warn!(interface = %ifname, "interface not found for health probes; checking backends' own addresses only");
             None
         }
+    }
+}
+
+/// The configuration fingerprint in the log (at start and after every commit): balancers
+/// whose logs show the same one run the same configuration (`sluice fleet check`).
+fn log_config_fingerprint(state: &State, what: &str) {
+    match state.config_fingerprint() {
+        Some(fp) => info!(config_fingerprint = %fp, version = state.version, "{what}"),
+        None => tracing::warn!(
+            version = state.version,
+            "{what}; its fingerprint is unknown: the configuration could not be exported"
+        ),
     }
 }

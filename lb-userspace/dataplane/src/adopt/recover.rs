@@ -174,6 +174,7 @@ fn record(
         // Unknown: the first publish rebuilds every table (same backends, same slots: the
         // same table for Maglev).
         published: None,
+        fingerprint: None,
         halves,
         live,
         backends: members.remove(ident).unwrap_or_default(),
