@@ -324,7 +324,7 @@ mod tests {
             reasons: BTreeMap::new(),
             conntrack: ConntrackStatus::default(),
         };
-        let text = crate::metrics::render(&status, 0, 0, &Default::default());
+        let text = crate::metrics::render(&status, 0, 0, &Default::default(), None);
         let line = |state: &str| {
             text.lines()
                 .find(|l| {
