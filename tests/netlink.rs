@@ -289,3 +289,66 @@ fn neighbours_match_ip_neigh_show() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `dataplane::route`: host routes added, listed and deleted as `ip route` sees them, in
+/// a table past 255 (attribute only) and one below, IPv4 and IPv6; another protocol's
+/// route in the same table is neither listed nor deleted.
+#[test]
+fn announce_routes_match_ip_route() {
+    use sluice_dataplane::route::{self, RouteTable};
+    require_root();
+    let _ns = Private::enter().expect("a private network namespace");
+    setup().expect("set the links up");
+    let lo = iface::lookup("lo").expect("lo").expect("lo").ifindex;
+    let (v4, v6): (IpAddr, IpAddr) = (
+        "10.97.0.100".parse().expect("an address"),
+        "fd97::100".parse().expect("an address"),
+    );
+    for table in [100, 1000] {
+        let t = RouteTable {
+            table,
+            protocol: 99,
+        };
+        let tbl = table.to_string();
+        assert!(route::routes(t).expect("dump an empty table").is_empty());
+        ip(&[
+            "route",
+            "add",
+            "10.99.0.8/32",
+            "dev",
+            "lo",
+            "table",
+            &tbl,
+            "proto",
+            "98",
+        ])
+        .expect("a foreign route");
+        for a in [v4, v6] {
+            route::add(t, a, lo).expect("add");
+            let e = route::add(t, a, lo).expect_err("added twice");
+            assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
+        }
+        // Another protocol's route to an address is never replaced.
+        let foreign: IpAddr = "10.99.0.8".parse().expect("an address");
+        let e = route::add(t, foreign, lo).expect_err("a foreign route there");
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "{e}");
+        let got: Vec<IpAddr> = route::routes(t)
+            .expect("dump")
+            .iter()
+            .map(|r| r.address)
+            .collect();
+        assert_eq!(got, [v4, v6], "table {table}");
+        let shown = ip(&["route", "show", "table", &tbl, "proto", "99"]).expect("ip route");
+        assert!(shown.contains("10.97.0.100 dev lo"), "{shown}");
+        let shown6 = ip(&["-6", "route", "show", "table", &tbl, "proto", "99"]).expect("ip route");
+        assert!(shown6.contains("fd97::100 dev lo"), "{shown6}");
+        assert!(route::delete(t, v4).expect("delete"));
+        assert!(!route::delete(t, v4).expect("delete again"), "gone already");
+        // Not ours: another protocol's route is not deleted by our delete.
+        assert!(!route::delete(t, foreign).expect("delete a foreign route"));
+        assert!(route::delete(t, v6).expect("delete"));
+        assert!(route::routes(t).expect("dump").is_empty());
+        let left = ip(&["route", "show", "table", &tbl]).expect("ip route");
+        assert!(left.contains("10.99.0.8 dev lo proto 98"), "{left}");
+    }
+}

@@ -7,6 +7,7 @@
 //! libc (`cargo tree -p sluice-core`). The data plane (`sluice-dataplane`) and the daemon
 //! (`sluice-daemon`) build on it.
 
+pub mod announce;
 pub mod autoscale;
 pub mod config;
 pub mod fingerprint;

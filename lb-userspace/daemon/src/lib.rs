@@ -6,6 +6,7 @@
 //! The pure parts it runs (configuration, state, plans, policies) are `sluice-core`'s; the
 //! kernel is reached only through `sluice-dataplane`.
 
+pub mod announce;
 pub mod api;
 pub mod autoscale;
 pub mod daemon;

@@ -12,6 +12,8 @@ use prometheus_client::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
+use sluice_core::announce::AnnounceStatus;
+
 use crate::{
     health::Health,
     state::{BackendStatus, Status, VipStatus},
@@ -58,6 +60,7 @@ pub fn render(
     edits: u64,
     tables_built: u64,
     scaled: &crate::autoscale::driver::AutoscaleStatus,
+    announce: Option<&AnnounceStatus>,
 ) -> String {
     let mut r = Registry::with_prefix("sluice");
     let families = Families::default();
@@ -80,6 +83,9 @@ pub fn render(
     );
     totals(&mut r, status, edits, tables_built);
     autoscale(&mut r, scaled);
+    if let Some(a) = announce {
+        announced(&mut r, a);
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -351,6 +357,34 @@ fn autoscale(r: &mut Registry, scaled: &crate::autoscale::driver::AutoscaleStatu
     );
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabels {
+    vip: String,
+}
+
+/// `[daemon.announce]`: per VIP address whether its route is installed, and maintenance.
+fn announced(r: &mut Registry, a: &AnnounceStatus) {
+    let per = Family::<AddressLabels, Gauge>::default();
+    for x in &a.addresses {
+        per.get_or_create(&AddressLabels {
+            vip: x.address.to_string(),
+        })
+        .set(i64::from(x.announced));
+    }
+    r.register(
+        "vip_announced",
+        "Whether the VIP address is announced (its route installed for the BGP speaker)",
+        per,
+    );
+    let m = Gauge::<i64>::default();
+    m.set(i64::from(a.maintenance));
+    r.register(
+        "announce_maintenance",
+        "Whether every VIP address is withdrawn for maintenance (sluice announce withdraw --all)",
+        m,
+    );
+}
+
 /// Bind the metrics listener (`SO_REUSEADDR`, as tokio's own bind: a restart does not wait
 /// for the previous daemon's closed connections): before the daemon loads or attaches
 /// anything, so that a taken port stops the start early.
@@ -371,13 +405,21 @@ pub struct Snapshot {
     pub edits: u64,
     pub tables_built: u64,
     pub scaled: crate::autoscale::driver::AutoscaleStatus,
+    /// The announcer's status (`sluice announce status`).
+    pub announce: Option<Arc<AnnounceStatus>>,
 }
 
 impl Snapshot {
     /// The exposition text (empty before the first status).
     pub fn render(&self) -> String {
         self.status.as_ref().map_or_else(String::new, |s| {
-            render(s, self.edits, self.tables_built, &self.scaled)
+            render(
+                s,
+                self.edits,
+                self.tables_built,
+                &self.scaled,
+                self.announce.as_deref(),
+            )
         })
     }
 }
@@ -527,7 +569,7 @@ mod tests {
             conntrack: crate::state::ConntrackStatus::default(),
             config_fingerprint: "aabbccddeeff0011".into(),
         };
-        let text = render(&status, 4, 7, &Default::default());
+        let text = render(&status, 4, 7, &Default::default(), None);
         for line in [
             r#"sluice_vip_packets_total{vip="10.0.0.1:80/tcp",name="web"} 10"#,
             r#"sluice_backend_up{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0"#,
@@ -653,5 +695,38 @@ mod tests {
             "closed after {took:?}"
         );
         task.abort();
+    }
+
+    #[test]
+    fn renders_the_announce_families() {
+        use sluice_core::announce::AddressStatus;
+        let status = Status {
+            written: 0,
+            vips: Vec::new(),
+            reasons: std::collections::BTreeMap::new(),
+            conntrack: crate::state::ConntrackStatus::default(),
+        };
+        let address = |a: &str, announced| AddressStatus {
+            address: a.parse().expect("an address"),
+            announced,
+            reason: String::new(),
+            vips: Vec::new(),
+        };
+        let a = AnnounceStatus {
+            enabled: true,
+            maintenance: true,
+            addresses: vec![address("10.0.0.1", true), address("2001:db8::1", false)],
+            ..AnnounceStatus::default()
+        };
+        let text = render(&status, 0, 0, &Default::default(), Some(&a));
+        for line in [
+            "sluice_vip_announced{vip=\"10.0.0.1\"} 1",
+            "sluice_vip_announced{vip=\"2001:db8::1\"} 0",
+            "sluice_announce_maintenance 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        let none = render(&status, 0, 0, &Default::default(), None);
+        assert!(!none.contains("announce"), "{none}");
     }
 }

@@ -22,6 +22,12 @@ use crate::{api, atomic_file, config::DaemonConfig, metrics};
 pub enum PreflightError {
     #[error("daemon.interface {name:?}: {message}")]
     Interface { name: String, message: String },
+    /// `daemon.announce.interface` (announcing enabled) is not there.
+    #[error(
+        "daemon.announce.interface {name:?}: no such interface in this network namespace \
+         (the VIP routes point at it; create it, or name another)"
+    )]
+    AnnounceInterface { name: String },
     #[error("daemon.state_dir {}: {message}", dir.display())]
     StateDir { dir: PathBuf, message: String },
     #[error(
@@ -52,6 +58,12 @@ pub fn acquire(d: &DaemonConfig) -> Result<Preflight, PreflightError> {
         return Err(PreflightError::Interface {
             name: d.interface.clone(),
             message: "no such interface in this network namespace".to_owned(),
+        });
+    }
+    let a = &d.announce;
+    if a.enabled && !interface_exists(&a.interface) {
+        return Err(PreflightError::AnnounceInterface {
+            name: a.interface.clone(),
         });
     }
     let leftovers =
@@ -198,6 +210,16 @@ pub fn offline(d: &DaemonConfig) -> Vec<Finding> {
             format!(
                 "no interface {:?} in this network namespace (the daemon needs it where it runs)",
                 d.interface
+            ),
+            false,
+        );
+    }
+    if d.announce.enabled && !interface_exists(&d.announce.interface) {
+        push(
+            "daemon.announce.interface",
+            format!(
+                "no interface {:?} in this network namespace (the VIP routes point at it)",
+                d.announce.interface
             ),
             false,
         );

@@ -334,7 +334,7 @@ mod tests {
             conntrack: ConntrackStatus::default(),
             config_fingerprint: String::new(),
         };
-        let text = crate::metrics::render(&status, 0, 0, &Default::default());
+        let text = crate::metrics::render(&status, 0, 0, &Default::default(), None);
         let line = |state: &str| {
             text.lines()
                 .find(|l| {

@@ -17,6 +17,7 @@ pub mod neigh;
 pub mod netlink;
 pub mod pinned;
 mod publish;
+pub mod route;
 mod tables;
 mod testrun;
 

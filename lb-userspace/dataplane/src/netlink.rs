@@ -232,11 +232,27 @@ fn invalid(what: impl std::fmt::Display) -> io::Error {
 /// Send one request and collect the replies: up to `NLMSG_DONE` for a dump, the one
 /// answer otherwise. A kernel error comes back as its errno.
 fn request(msg: RouteNetlinkMessage, dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
+    transact(msg, if dump { NLM_F_DUMP } else { 0 }, false)
+}
+
+/// Send one request with `flags` (besides `NLM_F_REQUEST`) and collect the replies: up to
+/// `NLMSG_DONE` for a dump (`NLM_F_DUMP`), up to the acknowledgement with `NLM_F_ACK`, the
+/// one answer otherwise. `strict`: `NETLINK_GET_STRICT_CHK`, so that the kernel filters a
+/// dump by the header's fields (a route dump by table and protocol).
+pub(crate) fn transact(
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    strict: bool,
+) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
+    if strict {
+        socket.set_netlink_get_strict_chk(true)?;
+    }
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
+    header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = 1;
     let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
     req.finalize();
@@ -264,6 +280,8 @@ fn request(msg: RouteNetlinkMessage, dump: bool) -> io::Result<Vec<RouteNetlinkM
             match m.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                // The acknowledgement (`NLM_F_ACK`): an error message without an error.
+                NetlinkPayload::Error(_) => return Ok(out),
                 NetlinkPayload::InnerMessage(inner) => {
                     out.push(inner);
                     if !dump {

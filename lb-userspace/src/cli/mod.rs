@@ -1,5 +1,6 @@
 //! The `sluice` command line: argument parsing only; each family's work is in its module.
 
+mod announce;
 mod autoscale;
 mod backend;
 mod bench;
@@ -159,6 +160,10 @@ pub enum Command {
     /// (reason and inputs) and actions.
     #[command(subcommand)]
     Autoscale(AutoscaleCmd),
+    /// The VIP routes a BGP speaker exports (`[daemon.announce]`): status (announced or
+    /// not, and why), maintenance (withdraw --all, restore).
+    #[command(subcommand)]
+    Announce(announce::AnnounceCmd),
     /// Replay a load trace through the autoscaler's policies (offline, no root): backends
     /// over time, utilisation, time over target, backend-seconds; compared with the plain
     /// Kubernetes HPA defaults on the same trace.
@@ -295,6 +300,7 @@ impl Command {
                 | Self::Stats { .. }
                 | Self::Plan(_)
                 | Self::Autoscale(_)
+                | Self::Announce(_)
         )
     }
 }
@@ -446,6 +452,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&api_socket, cli.json),
+        Command::Announce(cmd) => announce::run(&api_socket, cmd, cli.json),
         Command::Simulate {
             trace,
             policy,
@@ -526,6 +533,27 @@ mod tests {
             text.contains("/nonexistent/sluice-test.sock") && text.contains("SLUICE_API_SOCKET"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn announce_withdraw_needs_all() {
+        let e = parse(&["announce", "withdraw"]).expect_err("no scope");
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "{e}"
+        );
+        for args in [
+            &["announce", "withdraw", "--all"][..],
+            &["announce", "restore"],
+            &["announce", "status", "--json"],
+        ] {
+            let cli = parse(args).expect("parses");
+            assert!(
+                cli.command.uses_api() && cli.command.is_report(),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -60,6 +60,23 @@ pub struct DaemonConfig {
     /// --interface` overrides it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pin_dir: Option<PathBuf>,
+    /// `[daemon.announce]`: announcing VIPs by kernel routes a BGP speaker exports.
+    pub announce: AnnounceConfig,
+}
+
+/// `[daemon.announce]`: a VIP address is announced by a host route (/32, /128) in a
+/// routing table of its own, tagged with a route protocol of its own, which a BGP speaker
+/// (BIRD's `kernel` protocol on that table) exports; withdrawn by removing the route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnnounceConfig {
+    /// Whether the daemon installs routes at all.
+    pub enabled: bool,
+    /// The kernel routing table the routes go in (not local, main or default).
+    pub table: u32,
+    /// The rtnetlink route protocol tagging the routes as sluice's.
+    pub protocol: u8,
+    /// The interface the routes point at (it must exist at start).
+    pub interface: String,
 }
 
 impl DaemonConfig {

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use self::daemon::{DaemonConfig, XdpMode};
+pub use self::daemon::{AnnounceConfig, DaemonConfig, XdpMode};
 use self::locate::Locator;
 pub use self::named::Named;
 pub use self::prefix::{Ipv4Prefix, Ipv6Prefix};
@@ -95,6 +95,20 @@ pub const GOOD_SLOTS_PER_BACKEND: u32 = 100;
 pub const DEFAULT_ENCAP_SOURCE_V4: &str = "172.16.0.0/16";
 /// Default `daemon.metrics_listen`: loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9640";
+
+/// Default `daemon.announce.table`: a table of sluice's own, not one the kernel uses.
+pub const DEFAULT_ANNOUNCE_TABLE: u32 = 100;
+/// The kernel's own routing tables (`local`, `main`, `default`), refused for
+/// `daemon.announce.table`; 0 (`unspec`) is out of range.
+pub const RESERVED_ROUTE_TABLES: [u32; 3] = [255, 254, 253];
+/// Default `daemon.announce.protocol`: a route protocol number no well-known daemon uses
+/// (see /etc/iproute2/rt_protos).
+pub const DEFAULT_ANNOUNCE_PROTOCOL: u8 = 99;
+/// `daemon.announce.protocol` values the kernel itself uses (unspec, redirect, kernel,
+/// boot, static), refused: a route of ours must not look like one of these.
+pub const RESERVED_ROUTE_PROTOCOLS: std::ops::RangeInclusive<u8> = 0..=4;
+/// Default `daemon.announce.interface`.
+pub const DEFAULT_ANNOUNCE_INTERFACE: &str = "lo";
 
 /// Default `daemon.api_socket`.
 pub const DEFAULT_API_SOCKET: &str = "/run/sluice/sluice.sock";

@@ -33,6 +33,17 @@ pub(super) struct RawDaemon {
     pub conntrack_sweep_ms: Option<i64>,
     pub least_conn_refresh_ms: Option<i64>,
     pub pin_dir: Option<String>,
+    pub announce: Option<RawAnnounce>,
+}
+
+/// `[daemon.announce]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAnnounce {
+    pub enabled: Option<bool>,
+    pub table: Option<i64>,
+    pub protocol: Option<i64>,
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,6 +51,16 @@ pub enum Request {
     },
     /// Read the config file again, merged with the live edits (as SIGHUP does).
     Reload,
+    /// Per VIP address: announced or not, and why; the maintenance flag
+    /// (`[daemon.announce]`). Answered with `Announce`.
+    AnnounceStatus,
+    /// Maintenance: withdraw every VIP address (the balancer keeps forwarding); kept
+    /// across restarts. `all` must be true (the only scope there is). Answered with
+    /// `Announce` (after the routes were reconciled).
+    AnnounceWithdraw { all: bool },
+    /// End maintenance: announce again what has a serving backend. Answered with
+    /// `Announce`.
+    AnnounceRestore,
 }
 
 /// A response.
@@ -79,6 +89,12 @@ pub enum Response {
     },
     Autoscale {
         status: crate::autoscale::driver::AutoscaleStatus,
+    },
+    Announce {
+        status: sluice_core::announce::AnnounceStatus,
+        /// What a withdraw or restore did (empty for a status request).
+        #[serde(default)]
+        message: String,
     },
     Error {
         message: String,

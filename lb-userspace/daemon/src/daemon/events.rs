@@ -27,6 +27,7 @@ use super::{
     SweeperTask, apply_edit, commit_config, lock, requests::handle_api, revalidate, spawn_sweeper,
 };
 use crate::{
+    announce::{self, Announcer},
     api::{
         self, Response,
         server::{ApiCall, Call},
@@ -52,6 +53,8 @@ pub(super) struct Daemon {
     was_ramping: bool,
     metrics: watch::Sender<metrics::Snapshot>,
     scale_report: autoscale::driver::Report,
+    /// The VIP routes (`[daemon.announce]`).
+    announcer: Announcer,
 }
 
 /// What the loop waits on (apart from shutdown), kept out of the [`Daemon`] so that
@@ -65,6 +68,7 @@ struct Inputs {
     lifecycle: Interval,
     neigh: Interval,
     status: Interval,
+    announce: Interval,
 }
 
 /// What runs beside the loop and stops with it.
@@ -96,6 +100,7 @@ pub(super) async fn run(
             Some(call) = inputs.scale.recv() => daemon.on_autoscaler(call)?,
             _ = inputs.neigh.tick() => daemon.on_neigh_tick(),
             _ = inputs.status.tick() => daemon.on_status_tick()?,
+            _ = inputs.announce.tick() => daemon.reconcile_routes()?,
         }
     }
     daemon.stop(tasks).await
@@ -149,7 +154,12 @@ impl Daemon {
         let (scale_tx, scale) = mpsc::channel::<autoscale::driver::Call>(16);
         let (scale_task, scale_report) =
             autoscale::driver::spawn(scale_tx, Arc::new(autoscale::clock::SystemClock), dir);
+        let mut announce = tokio::time::interval(announce::RECONCILE_EVERY);
+        announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut announcer = Announcer::new(&state.config);
+        announcer.warn_sequence(&state.config);
         let daemon = Self {
+            announcer,
             was_ramping: state.ramping(),
             fib_backends: neigh::fib_backends(&state.desired()),
             state,
@@ -168,6 +178,9 @@ impl Daemon {
             lifecycle: tokio::time::interval(LIFECYCLE_TICK),
             neigh: tokio::time::interval(NEIGH_REFRESH),
             status,
+            // Its first tick, at once, is the start's reconciliation (stale routes of a
+            // crashed daemon removed).
+            announce,
         };
         let tasks = Tasks {
             api: api_task,
@@ -181,12 +194,46 @@ impl Daemon {
     /// After every commit of a new configuration (an API apply or reload, an edit, the
     /// removal of drained backends, an autoscaler edit; [`super::commit`] persisted and
     /// published it): health checkers for the backends it has, and the neighbour entries
-    /// of its FIB-resolved backends primed, so that an added backend is reachable at once.
+    /// of its FIB-resolved backends primed, so that an added backend is reachable at once;
+    /// the VIP routes follow (and a VIP it adds with a sequence scheduler is warned about).
     fn after_commit(&mut self) {
         log_config_fingerprint(&self.state, "configuration committed");
         self.checkers.restart(&self.state);
         self.fib_backends = neigh::fib_backends(&self.state.desired());
         neigh::prime(&self.fib_backends);
+        self.announcer.warn_sequence(&self.state.config);
+        if let Err(e) = self.reconcile_routes() {
+            warn!(error = %e, "announcing after the commit failed");
+        }
+    }
+
+    /// Make the VIP routes what the state asks for (see [`Announcer::reconcile`]).
+    fn reconcile_routes(&mut self) -> Result<(), DaemonError> {
+        let dp = lock(&self.dp)?;
+        self.announcer.reconcile(&self.state, &dp);
+        Ok(())
+    }
+
+    /// `sluice announce status|withdraw|restore`.
+    fn on_announce(&mut self, req: &api::Request) -> Response {
+        let outcome = match req {
+            api::Request::AnnounceWithdraw { all: true } => self.announcer.set_maintenance(true),
+            api::Request::AnnounceWithdraw { all: false } => Err(
+                "withdraw needs `all` (--all): withdrawing single VIPs is not supported".to_owned(),
+            ),
+            api::Request::AnnounceRestore => self.announcer.set_maintenance(false),
+            _ => Ok(String::new()),
+        };
+        match outcome.and_then(|message| {
+            self.reconcile_routes().map_err(|e| e.to_string())?;
+            Ok(message)
+        }) {
+            Ok(message) => Response::Announce {
+                status: self.announcer.status().clone(),
+                message,
+            },
+            Err(message) => Response::Error { message },
+        }
     }
 
     /// A backend's health changed: republish, remember it across a restart (`down.json`)
@@ -223,6 +270,7 @@ impl Daemon {
             Arc::new(self.state.status(&dp))
         };
         self.fib_backends = neigh::fib_backends(&desired);
+        self.reconcile_routes()?;
         let dir = &self.state.config.daemon.state_dir;
         if let Err(err) = state::write_down(dir, &self.state) {
             warn!(error = %err, dir = %dir.display(), "writing the down backends file");
@@ -240,6 +288,15 @@ impl Daemon {
                 .map(|r| r.clone())
                 .unwrap_or_default();
             let _ = reply.send(Response::Autoscale { status });
+            return;
+        }
+        if let Call::Other(
+            req @ (api::Request::AnnounceStatus
+            | api::Request::AnnounceWithdraw { .. }
+            | api::Request::AnnounceRestore),
+        ) = &call
+        {
+            let _ = reply.send(self.on_announce(req));
             return;
         }
         let (resp, changed) = handle_api(&mut self.state, &self.dp, call);
@@ -378,6 +435,7 @@ impl Daemon {
             edits: self.state.version,
             tables_built,
             scaled,
+            announce: Some(Arc::new(self.announcer.status().clone())),
         });
         self.status_file.write(status);
         Ok(())
@@ -400,13 +458,22 @@ impl Daemon {
         let dir: PathBuf = d.state_dir.clone();
         let _ = std::fs::remove_file(&d.api_socket);
         match lock(&self.dp)?.stop()? {
-            Some(pins) => info!(
-                interface = %d.interface,
-                pin_dir = %pins.display(),
-                "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
-            ),
+            Some(pins) => {
+                info!(
+                    interface = %d.interface,
+                    pin_dir = %pins.display(),
+                    "shutting down; the balancer stays attached and keeps forwarding with the last published state (the next `sluice run` adopts it without dropping a flow); remove it with `sluice detach --config FILE` or `sluice detach --interface IF --pin-dir DIR`"
+                );
+                if d.announce.enabled {
+                    info!(
+                        table = d.announce.table,
+                        "the VIP routes stay announced (the balancer keeps forwarding); `sluice announce withdraw --all` before stopping takes this balancer out of the fleet"
+                    );
+                }
+            }
             None => {
                 info!("shut down; detached and unpinned");
+                self.announcer.withdraw_all();
                 // Nothing to adopt: nothing to remember.
                 let _ = std::fs::remove_file(dir.join(state::DOWN_FILE));
             }

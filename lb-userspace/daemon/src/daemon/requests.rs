@@ -60,6 +60,10 @@ pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -
         Request::Lookup { vip, src, dport } => (lookup_flow(state, dp, &vip, src, dport), false),
         // Answered by the loop from the autoscaler's report.
         Request::AutoscaleStatus => error("the autoscaler's status is not available".to_owned()),
+        // Answered by the loop's announcer.
+        Request::AnnounceStatus | Request::AnnounceWithdraw { .. } | Request::AnnounceRestore => {
+            error("the announcer is not available".to_owned())
+        }
         Request::Config => match state.config.to_toml() {
             Ok(toml) => (
                 Response::Config {

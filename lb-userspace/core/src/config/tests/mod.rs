@@ -2,6 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
+mod announce;
 mod invalid;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/sluice.toml");

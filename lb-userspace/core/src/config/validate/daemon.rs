@@ -55,7 +55,9 @@ impl Cx<'_> {
         let metrics_listen = self.metrics_listen(d.metrics_listen.as_deref());
         let conntrack = self.conntrack_timings(d);
         let pin_dir = self.pin_dir(d.pin_dir.as_deref());
+        let announce = self.announce(d.announce.as_ref().unwrap_or(&Default::default()));
         Some(DaemonConfig {
+            announce: announce?,
             tcp_idle_timeout_ms: conntrack.tcp_idle_timeout_ms?,
             tcp_fin_timeout_ms: conntrack.tcp_fin_timeout_ms?,
             udp_idle_timeout_ms: conntrack.udp_idle_timeout_ms?,
@@ -256,7 +258,7 @@ impl Cx<'_> {
 }
 
 /// Why `name` cannot be a Linux interface name (`dev_valid_name`), if it cannot.
-fn interface_name_problem(name: &str) -> Option<&'static str> {
+pub(super) fn interface_name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("it is empty")
     } else if name.len() > 15 {

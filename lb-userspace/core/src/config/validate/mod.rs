@@ -3,6 +3,7 @@
 //! names, addresses) and the context that collects problems are here; each section has
 //! its own file: [`daemon`], [`vip`] (VIPs and backends) and [`health`].
 
+mod announce;
 mod daemon;
 mod health;
 mod vip;
