@@ -36,7 +36,9 @@ pub const MAX_BACKENDS: u32 = 16384;
 /// Default capacity of the flow table (entries).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// Default capacity of the lookup-table storage (`TABLES`, u32 backend ids), enough for
-/// 32 VIPs with 65537-slot tables, double-buffered.
+/// 32 Maglev (or source-hash) VIPs with 65537-slot tables, double-buffered. A sequence VIP
+/// (rr, wrr, lc, wlc) takes twice as much: its fallback Maglev table is double-buffered
+/// too.
 pub const DEFAULT_TABLE_SLOTS: u32 = 32 * 2 * 65537;
 /// Health probes use source ports `PROBE_PORT_BASE..=65535` (16384 ports), a different one
 /// for each probe of a VIP's check, and carry the target backend's id in their IP header
@@ -67,6 +69,12 @@ pub const SCHED_MAGLEV: u8 = 0;
 /// walked one step per new flow by the VIP's shared cursor (`CURSORS`). The daemon writes
 /// the round-robin order (rr), the smooth weighted order (wrr), or the least-connection
 /// order computed from the kernel's open/close counters (lc, wlc).
+///
+/// A TCP packet without a flow entry that is not a SYN (SYN without ACK) belongs to a
+/// connection that began elsewhere (on another balancer, before an ECMP change): it is
+/// sent by the flow hash into the VIP's fallback Maglev table (`hash_base`, `hash_size`)
+/// instead, the table a `maglev` VIP with the same backends and weights would have, so
+/// every balancer with the same config and hash seed sends it to the same backend.
 pub const SCHED_SEQUENCE: u8 = 1;
 /// `source-hash`: table slot `source_hash % table_size` (a Maglev table indexed by the
 /// client address only, so one client's flows share a backend).
@@ -96,7 +104,9 @@ pub const BACKEND_F_IPIP: u8 = 4;
 /// how to upgrade). It lives here, next to the `#[repr(C)]` types it guards, so a change to
 /// their meaning and the bump go together.
 /// 2: `Backend::flags` carries `BACKEND_F_IPIP`.
-pub const ABI_EPOCH: u32 = 2;
+/// 3: `VipMeta` grows `hash_base`/`hash_size` (the sequence schedulers' fallback Maglev
+/// table), 16 → 24 bytes.
+pub const ABI_EPOCH: u32 = 3;
 
 /// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
 #[repr(C)]
@@ -111,7 +121,8 @@ pub struct VipKey {
 }
 
 /// Value of the `VIPS` map. Replaced whole by userspace, so a reader never sees a mix of
-/// an old and a new table (`table_base`/`table_size` switch together).
+/// an old and a new table (`table_base`/`table_size`, and `hash_base`/`hash_size`, switch
+/// together).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipMeta {
@@ -125,6 +136,13 @@ pub struct VipMeta {
     pub scheduler: u8,
     pub flags: u8,
     pub _pad: u8,
+    /// `SCHED_SEQUENCE` only: first slot of the fallback Maglev table in `TABLES`, which
+    /// TCP packets of connections begun elsewhere (no flow entry, not a SYN) are hashed
+    /// into.
+    pub hash_base: u32,
+    /// Slots of the fallback table (a prime, the VIP's `table_size`); 0: none (every new
+    /// flow follows the sequence).
+    pub hash_size: u32,
 }
 
 /// Value of the `BACKENDS` array, indexed by backend id.
@@ -227,7 +245,7 @@ pub struct Counters {
 }
 
 const _: () = assert!(size_of::<VipKey>() == 20);
-const _: () = assert!(size_of::<VipMeta>() == 16);
+const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<FlowValue>() == 16);

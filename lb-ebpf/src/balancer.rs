@@ -114,8 +114,8 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         None => {
             let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
             let hash = flow_hash(&pkt.key, cfg.hash_seed);
-            let (id, b) =
-                select::pick(vip, &pkt.key, hash, cfg.hash_seed).ok_or(reason::DROP_NO_BACKEND)?;
+            let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed)
+                .ok_or(reason::DROP_NO_BACKEND)?;
             (vip.vip_id, vip.mode, id, b, None, Some(hash))
         }
     };

@@ -114,6 +114,18 @@ impl Sched {
         }
     }
 
+    /// How many tables of `table_size` slots a VIP of this scheduler takes in `TABLES`:
+    /// its table, double-buffered (2), and for the sequence schedulers their fallback
+    /// Maglev table, double-buffered too (4; see `lb_common::SCHED_SEQUENCE`).
+    pub fn table_copies(self) -> u32 {
+        if self.order().is_some() { 4 } else { 2 }
+    }
+
+    /// `TABLES` slots a VIP of this scheduler and `table_size` takes.
+    pub fn table_slots(self, table_size: u32) -> u64 {
+        u64::from(self.table_copies()) * u64::from(table_size)
+    }
+
     /// Whether the table depends on the live connection counts.
     pub fn least_conn(self) -> bool {
         matches!(self, Self::LeastConn | Self::WeightedLeastConn)

@@ -705,6 +705,7 @@ mod tests {
             vips: Vec::new(),
             reasons: std::collections::BTreeMap::new(),
             conntrack: crate::state::ConntrackStatus::default(),
+            config_fingerprint: String::new(),
         };
         let address = |a: &str, announced| AddressStatus {
             address: a.parse().expect("an address"),

@@ -297,6 +297,15 @@ pub struct VipRecord {
     pub halves: [u32; 2],
     /// Which half `VIPS` points at.
     pub live: usize,
+    /// Slots of each half of the fallback Maglev table of a sequence scheduler (rr, wrr,
+    /// lc, wlc: TCP packets of connections begun on another balancer are hashed into it,
+    /// see `lb_common::SCHED_SEQUENCE`): the VIP's `table_size`, or 0 for other schedulers
+    /// (which have none).
+    pub hash_size: u32,
+    /// Starts of the fallback table's two halves in `TABLES` (when `hash_size` > 0).
+    pub hash_halves: [u32; 2],
+    /// Which fallback half `VIPS` points at.
+    pub hash_live: usize,
     /// Backend address → its slot.
     pub backends: BTreeMap<std::net::IpAddr, BackendRecord>,
 }

@@ -75,7 +75,8 @@ pub enum DataplaneError {
     Full { what: &'static str, limit: u32 },
     #[error(
         "lookup-table storage is full: {need} more slots needed, {free} free of {capacity} \
-         (raise daemon.table_capacity)"
+         (a maglev or source-hash VIP takes 2 × its table_size, an rr, wrr, lc or wlc VIP \
+         4 × (its fallback Maglev table too); raise daemon.table_capacity)"
     )]
     TablesFull { need: u32, free: u64, capacity: u32 },
     #[error("building the table of VIP {vip}: {source}")]

@@ -146,9 +146,7 @@ impl Dataplane {
                 .iter()
                 .filter(|b| rec.is_none_or(|r| !r.backends.contains_key(&b.address)))
                 .count() as u32;
-            if rec.is_none_or(|r| r.table_size != vip.table_size) {
-                new_slots += 2 * u64::from(vip.table_size);
-            }
+            new_slots += new_table_slots(vip, rec);
         }
         let free_backends = lb_common::MAX_BACKENDS - 1 - self.layout.slots.in_use() as u32;
         if new_backends > free_backends {
@@ -205,24 +203,19 @@ impl Dataplane {
                     fingerprint: None,
                     halves: [0, 0],
                     live: 1,
+                    hash_size: 0,
+                    hash_halves: [0, 0],
+                    hash_live: 1,
                     backends: BTreeMap::new(),
                 }
             }
         };
         rec.mode = vip.mode;
-        // A new VIP or a new table size gets fresh halves; the old ones are freed after
-        // the flip.
-        let mut old_halves = None;
-        if rec.table_size != vip.table_size {
-            let a = self.layout.regions.alloc(vip.table_size)?;
-            let b = self.layout.regions.alloc(vip.table_size)?;
-            if rec.table_size != 0 {
-                old_halves = Some((rec.halves, rec.table_size));
-            }
-            rec.halves = [a, b];
-            rec.live = 1;
-            rec.table_size = vip.table_size;
-        }
+        // The fallback table follows the backends and weights, not the live counts: built
+        // when they (or its halves) changed.
+        let fresh_hash = self.place_tables(vip, &mut rec, later)?;
+        let rebuild_hash = vip.scheduler.order().is_some()
+            && (fresh_hash || rec.published.as_ref() != Some(&(vip.clone(), seed)));
 
         // Backend slots: keep the ones that stay, allocate the new ones.
         let mut next: BTreeMap<IpAddr, BackendRecord> = BTreeMap::new();
@@ -265,9 +258,14 @@ impl Dataplane {
 
         let started = Instant::now();
         let table = self.build_table(vip, &next, seed)?;
+        let hash = if rebuild_hash {
+            Some(maglev_table(vip, &next, seed)?)
+        } else {
+            None
+        };
         report.build_us += started.elapsed().as_micros();
         report.tables_built += 1;
-        self.flip(vip, &mut rec, &table)?;
+        self.flip(vip, &mut rec, &table, hash.as_deref())?;
         // Fingerprinted from the table just built; a least-connection plan follows this
         // balancer's own connections, so its fingerprint is of the plan with equal counts
         // (built again only when the VIP changed).
@@ -291,13 +289,57 @@ impl Dataplane {
             report.backends_removed += 1;
         }
         rec.backends = next;
-        if let Some((halves, size)) = old_halves {
-            later.regions.push((halves[0], size));
-            later.regions.push((halves[1], size));
-        }
         rec.published = Some((vip.clone(), seed));
         self.layout.vips.insert(vip.ident, rec);
         Ok(())
+    }
+
+    /// Give `rec` what its tables need in `TABLES`: two halves of the VIP's table size
+    /// (fresh ones for a new VIP or a new size), and for a sequence scheduler two halves of
+    /// its fallback Maglev table (fresh ones when it had none or of another size; none
+    /// for other schedulers). What it leaves is retired after the flip (`later`). Whether
+    /// the fallback halves are fresh (so its table must be built).
+    fn place_tables(
+        &mut self,
+        vip: &DesiredVip,
+        rec: &mut VipRecord,
+        later: &mut Deferred,
+    ) -> Result<bool, DataplaneError> {
+        if rec.table_size != vip.table_size {
+            let a = self.layout.regions.alloc(vip.table_size)?;
+            let b = self.layout.regions.alloc(vip.table_size)?;
+            if rec.table_size != 0 {
+                later.regions.push((rec.halves[0], rec.table_size));
+                later.regions.push((rec.halves[1], rec.table_size));
+            }
+            rec.halves = [a, b];
+            rec.live = 1;
+            rec.table_size = vip.table_size;
+        }
+        let want = if vip.scheduler.order().is_some() {
+            vip.table_size
+        } else {
+            0
+        };
+        if rec.hash_size == want {
+            return Ok(false);
+        }
+        let fresh = if want > 0 {
+            [
+                self.layout.regions.alloc(want)?,
+                self.layout.regions.alloc(want)?,
+            ]
+        } else {
+            [0, 0]
+        };
+        if rec.hash_size != 0 {
+            later.regions.push((rec.hash_halves[0], rec.hash_size));
+            later.regions.push((rec.hash_halves[1], rec.hash_size));
+        }
+        rec.hash_halves = fresh;
+        rec.hash_live = 1;
+        rec.hash_size = want;
+        Ok(want > 0)
     }
 
     /// The table of `vip` given its backends' slots: a Maglev table, or the scheduler's
@@ -308,25 +350,8 @@ impl Dataplane {
         slots: &BTreeMap<IpAddr, BackendRecord>,
         seed: u32,
     ) -> Result<Vec<u32>, DataplaneError> {
-        let weight = |b: &super::DesiredBackend| if b.serving { b.weight } else { 0 };
         let Some(order) = vip.scheduler.order() else {
-            let names: Vec<String> = vip.backends.iter().map(|b| b.address.to_string()).collect();
-            let entries: Vec<maglev::Entry<'_>> = vip
-                .backends
-                .iter()
-                .zip(&names)
-                .map(|(b, name)| maglev::Entry {
-                    name,
-                    weight: weight(b),
-                    id: slots[&b.address].id,
-                })
-                .collect();
-            return maglev::build(&entries, vip.table_size, seed).map_err(|source| {
-                DataplaneError::Maglev {
-                    vip: vip.ident.to_string(),
-                    source,
-                }
-            });
+            return maglev_table(vip, slots, seed);
         };
         let mut members = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
@@ -338,7 +363,7 @@ impl Dataplane {
             };
             members.push(sched::Member {
                 id,
-                weight: weight(b),
+                weight: serving_weight(b),
                 active,
             });
         }
@@ -376,17 +401,27 @@ impl Dataplane {
         Ok(rate)
     }
 
-    /// Write `table` into the half no packet reads and switch the VIP to it with one
-    /// `VIPS` update; sequence schedulers restart at the sequence's head.
+    /// Write `table` (and a new fallback table `hash`, if given) into the half no packet
+    /// reads and switch the VIP to it with one `VIPS` update; sequence schedulers restart
+    /// at the sequence's head. Without `hash`, the live fallback table stays.
     fn flip(
         &mut self,
         vip: &DesiredVip,
         rec: &mut VipRecord,
         table: &[u32],
+        hash: Option<&[u32]>,
     ) -> Result<(), DataplaneError> {
         self.tables_built += 1;
         let target = 1 - rec.live;
         self.tables.write(rec.halves[target], table);
+        let hash_target = match hash {
+            Some(h) if rec.hash_size > 0 => {
+                let t = 1 - rec.hash_live;
+                self.tables.write(rec.hash_halves[t], h);
+                t
+            }
+            _ => rec.hash_live,
+        };
         let len = table.len() as u32;
         let meta = VipMeta {
             vip_id: rec.vip_id,
@@ -396,6 +431,12 @@ impl Dataplane {
             scheduler: vip.scheduler.kernel(),
             flags: 0,
             _pad: 0,
+            hash_base: if rec.hash_size > 0 {
+                rec.hash_halves[hash_target]
+            } else {
+                0
+            },
+            hash_size: rec.hash_size,
         };
         self.vips
             .insert(vip.ident.key(), meta, 0)
@@ -404,6 +445,7 @@ impl Dataplane {
                 source,
             })?;
         rec.live = target;
+        rec.hash_live = hash_target;
         rec.live_len = len;
         if vip.scheduler.order().is_some() {
             self.cursors
@@ -447,7 +489,7 @@ impl Dataplane {
             if self.tables.read(rec.halves[rec.live], rec.live_len) == table {
                 continue;
             }
-            self.flip(&vip, &mut rec, &table)?;
+            self.flip(&vip, &mut rec, &table, None)?;
             self.layout.vips.insert(ident, rec);
             switched += 1;
         }
@@ -507,6 +549,10 @@ impl Dataplane {
         }
         later.regions.push((rec.halves[0], rec.table_size));
         later.regions.push((rec.halves[1], rec.table_size));
+        if rec.hash_size > 0 {
+            later.regions.push((rec.hash_halves[0], rec.hash_size));
+            later.regions.push((rec.hash_halves[1], rec.hash_size));
+        }
         later.vip_ids.push(rec.vip_id);
         Ok(())
     }
@@ -515,5 +561,149 @@ impl Dataplane {
     pub fn live_table(&self, ident: &VipIdent) -> Option<Vec<u32>> {
         let rec = self.layout.vips.get(ident)?;
         Some(self.tables.read(rec.halves[rec.live], rec.live_len))
+    }
+
+    /// The live fallback Maglev table of a sequence VIP, as the kernel reads it (`None`
+    /// for other schedulers).
+    pub fn fallback_table(&self, ident: &VipIdent) -> Option<Vec<u32>> {
+        let rec = self.layout.vips.get(ident)?;
+        (rec.hash_size > 0).then(|| {
+            self.tables
+                .read(rec.hash_halves[rec.hash_live], rec.hash_size)
+        })
+    }
+}
+
+/// `TABLES` slots a publish of `vip` allocates, given what `rec` holds: two halves of a new
+/// table size, and two halves of a sequence scheduler's fallback Maglev table where it had
+/// none of that size (together `Sched::table_slots` for a new VIP).
+fn new_table_slots(vip: &DesiredVip, rec: Option<&VipRecord>) -> u64 {
+    let size = u64::from(vip.table_size);
+    let mut n = 0;
+    if rec.is_none_or(|r| r.table_size != vip.table_size) {
+        n += 2 * size;
+    }
+    if vip.scheduler.order().is_some() && rec.is_none_or(|r| r.hash_size != vip.table_size) {
+        n += 2 * size;
+    }
+    n
+}
+
+/// A backend's weight in a new table: 0 when it does not serve.
+fn serving_weight(b: &super::DesiredBackend) -> u32 {
+    if b.serving { b.weight } else { 0 }
+}
+
+/// The Maglev table of `vip`'s backends (by address, with their slots' ids) and weights:
+/// a `maglev` VIP's live table, and a sequence VIP's fallback table (the same table, so
+/// balancers with the same config agree on it whatever their scheduler's state).
+fn maglev_table(
+    vip: &DesiredVip,
+    slots: &BTreeMap<IpAddr, BackendRecord>,
+    seed: u32,
+) -> Result<Vec<u32>, DataplaneError> {
+    let names: Vec<String> = vip.backends.iter().map(|b| b.address.to_string()).collect();
+    let entries: Vec<maglev::Entry<'_>> = vip
+        .backends
+        .iter()
+        .zip(&names)
+        .map(|(b, name)| maglev::Entry {
+            name,
+            weight: serving_weight(b),
+            id: slots[&b.address].id,
+        })
+        .collect();
+    maglev::build(&entries, vip.table_size, seed).map_err(|source| DataplaneError::Maglev {
+        vip: vip.ident.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::Sched;
+
+    fn desired(scheduler: Sched, table_size: u32) -> DesiredVip {
+        DesiredVip {
+            ident: VipIdent {
+                address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                port: 80,
+                proto: lb_common::PROTO_TCP,
+            },
+            mode: lb_common::MODE_DSR,
+            scheduler,
+            table_size,
+            backends: Vec::new(),
+        }
+    }
+
+    fn record(table_size: u32, hash_size: u32) -> VipRecord {
+        VipRecord {
+            vip_id: 0,
+            mode: lb_common::MODE_DSR,
+            table_size,
+            live_len: table_size,
+            published: None,
+            fingerprint: None,
+            halves: [0, table_size],
+            live: 0,
+            hash_size,
+            hash_halves: [2 * table_size, 2 * table_size + hash_size],
+            hash_live: 0,
+            backends: BTreeMap::new(),
+        }
+    }
+
+    /// A new sequence VIP takes four halves (its table's and its fallback table's), a new
+    /// Maglev VIP two: `Sched::table_slots`, which config validation counts with too.
+    #[test]
+    fn a_new_vip_needs_its_schedulers_table_slots() {
+        for s in [
+            Sched::Maglev,
+            Sched::SourceHash,
+            Sched::RoundRobin,
+            Sched::WeightedRoundRobin,
+            Sched::LeastConn,
+            Sched::WeightedLeastConn,
+        ] {
+            assert_eq!(
+                new_table_slots(&desired(s, 1021), None),
+                s.table_slots(1021),
+                "{s:?}"
+            );
+        }
+        assert_eq!(Sched::RoundRobin.table_slots(1021), 4 * 1021);
+        assert_eq!(Sched::Maglev.table_slots(1021), 2 * 1021);
+    }
+
+    /// What an existing VIP's publish allocates: nothing when its halves fit; the fallback
+    /// halves when it becomes a sequence VIP; both pairs for a new table size.
+    #[test]
+    fn an_existing_vip_needs_only_what_changed() {
+        let maglev = record(1021, 0);
+        let seq = record(1021, 1021);
+        assert_eq!(
+            new_table_slots(&desired(Sched::Maglev, 1021), Some(&maglev)),
+            0
+        );
+        assert_eq!(
+            new_table_slots(&desired(Sched::LeastConn, 1021), Some(&seq)),
+            0
+        );
+        assert_eq!(
+            new_table_slots(&desired(Sched::RoundRobin, 1021), Some(&maglev)),
+            2 * 1021
+        );
+        assert_eq!(
+            new_table_slots(&desired(Sched::Maglev, 1021), Some(&seq)),
+            0
+        );
+        assert_eq!(
+            new_table_slots(&desired(Sched::WeightedRoundRobin, 2039), Some(&seq)),
+            4 * 2039
+        );
     }
 }

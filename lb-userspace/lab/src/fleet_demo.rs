@@ -79,7 +79,7 @@ fn demo(fleet: &Fleet, connections: usize) -> anyhow::Result<()> {
 
     section("maintenance: `sluice announce withdraw --all` on lb-1 (it keeps forwarding)");
     let t0 = Instant::now();
-    announce(fleet, 0, Request::AnnounceWithdraw)?;
+    announce(fleet, 0, Request::AnnounceWithdraw { all: true })?;
     let others: Vec<usize> = (1..n).collect();
     fleet.wait_next_hops(FLEET_VIP4, &others, Duration::from_secs(5))?;
     println!(

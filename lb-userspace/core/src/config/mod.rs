@@ -138,9 +138,13 @@ impl Config {
         toml::to_string(self)
     }
 
-    /// Lookup-table slots all VIPs need together (each double-buffered).
+    /// Lookup-table slots all VIPs need together (each double-buffered; a sequence
+    /// scheduler's fallback Maglev table too, see [`crate::model::Sched::table_slots`]).
     pub fn table_slots_needed(&self) -> u64 {
-        self.vips.iter().map(|v| 2 * u64::from(v.table_size)).sum()
+        self.vips
+            .iter()
+            .map(|v| v.scheduler.sched().table_slots(v.table_size))
+            .sum()
     }
 }
 

@@ -21,6 +21,9 @@ const FORMAT: u32 = 1;
 /// (the state is rebuilt from the maps, as for an unreadable one). Any other epoch (a newer
 /// build's) is refused ([`DataplaneError::Epoch`]).
 /// 1 → 2: the first publish sets `BACKEND_F_IPIP` on the backends of IPIP VIPs.
+/// 2 → 3 is not listed: `VipMeta` grew (16 → 24 bytes), so the pinned `VIPS` of an
+/// earlier build no longer fits this one's and the adoption is refused before any epoch is
+/// read ([`DataplaneError::Incompatible`]).
 const ADOPTABLE_EPOCHS: [u32; 1] = [1];
 
 /// The layout as saved after every publish.
@@ -53,6 +56,14 @@ pub struct SavedVip {
     /// Starts of the two halves in `TABLES`, and which one `VIPS` points at.
     pub halves: [u32; 2],
     pub live: usize,
+    /// The sequence schedulers' fallback Maglev table: slots of each half (0: none), their
+    /// starts, and which one `VIPS` points at.
+    #[serde(default)]
+    pub hash_size: u32,
+    #[serde(default)]
+    pub hash_halves: [u32; 2],
+    #[serde(default)]
+    pub hash_live: usize,
     pub backends: Vec<SavedBackend>,
 }
 
@@ -121,6 +132,9 @@ impl Layout {
                     table_size: r.table_size,
                     halves: r.halves,
                     live: r.live,
+                    hash_size: r.hash_size,
+                    hash_halves: r.hash_halves,
+                    hash_live: r.hash_live,
                     backends: r
                         .backends
                         .iter()

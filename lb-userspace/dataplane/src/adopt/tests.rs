@@ -302,5 +302,70 @@ fn the_abi_hash_is_pinned() {
     // this value is what the balancer's maps and `ABI_EPOCH` give today. It changes only
     // with a map (or the epoch) on purpose; then update it here.
     let specs = object_specs(Sizes::default()).unwrap();
-    assert_eq!(abi_hash(&specs), "01bae95eab63c4e5");
+    assert_eq!(abi_hash(&specs), "0d4674df177a2129");
+}
+
+/// A sequence VIP's fallback Maglev table (`hash_base`, `hash_size`): its live half is
+/// reserved from `VIPS`, its inactive half comes from the saved layout (or is allocated
+/// anew without it), and it round-trips through the saved layout.
+#[test]
+fn fallback_tables_are_recovered_with_their_halves() {
+    let (mut vips, b) = kernel();
+    // VIP 1 is a sequence VIP: a 4-long sequence at 20, its fallback table live at 60.
+    vips[0].1.scheduler = lb_common::SCHED_SEQUENCE;
+    vips[0].1.table_size = 4;
+    vips[0].1.hash_base = 60;
+    vips[0].1.hash_size = 10;
+    let (l, notes) = Layout::recover(100, &vips, &b, None).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let r = l.vip(&ident(1)).unwrap();
+    assert_eq!((r.hash_size, r.hash_halves[r.hash_live]), (10, 60));
+    let inactive = r.hash_halves[1 - r.hash_live];
+    assert!(
+        !(50..70).contains(&inactive) && !(10..30).contains(&inactive),
+        "the inactive fallback half {inactive} overlaps a live table"
+    );
+    assert_eq!(
+        l.vip(&ident(2)).unwrap().hash_size,
+        0,
+        "a Maglev VIP has none"
+    );
+    // VIP 1: two halves of 4 (without the saved layout a half is as long as the live
+    // sequence) and two fallback halves of 10; VIP 2: two halves of 10.
+    assert_eq!(l.regions.free_slots(), 100 - 2 * 4 - 2 * 10 - 2 * 10);
+    // Saved and read back: the same halves, whichever fallback half is live now.
+    let saved = l.to_saved("abc", Vec::new(), &pins(), None);
+    let (again, notes) = Layout::recover(100, &vips, &b, Some(&saved)).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(again.vip(&ident(1)).unwrap().hash_halves, r.hash_halves);
+    vips[0].1.hash_base = inactive;
+    let (flipped, notes) = Layout::recover(100, &vips, &b, Some(&saved)).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let f = flipped.vip(&ident(1)).unwrap();
+    assert_eq!(
+        (f.hash_halves, f.hash_halves[f.hash_live]),
+        (r.hash_halves, inactive)
+    );
+    // A fallback table that overlaps a live table is refused, naming it.
+    vips[0].1.hash_base = 22;
+    let e = Layout::recover(100, &vips, &b, None).unwrap_err();
+    assert!(e.contains("fallback table [22, +10)"), "{e}");
+}
+
+/// A layout saved before fallback tables existed (no `hash_*` keys) still reads: no
+/// fallback table.
+#[test]
+fn a_saved_layout_without_fallback_tables_reads() {
+    let (vips, b) = kernel();
+    let (l, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let saved = l.to_saved("abc", Vec::new(), &pins(), None);
+    let mut json: serde_json::Value = serde_json::to_value(&saved).unwrap();
+    for v in json["vips"].as_array_mut().unwrap() {
+        let v = v.as_object_mut().unwrap();
+        for k in ["hash_size", "hash_halves", "hash_live"] {
+            assert!(v.remove(k).is_some(), "{k} is saved");
+        }
+    }
+    let back: SavedLayout = serde_json::from_value(json).unwrap();
+    assert_eq!(back, saved);
 }

@@ -30,10 +30,11 @@ impl Lab {
             t,
             "[daemon]\ninterface = \"{IFACE}\"\nxdp_mode = \"native\"\n\
              flow_table_size = {LAB_FLOW_TABLE_SIZE}\n\
-             # room for as many VIPs again, for tests that add some\n\
+             # room for as many VIPs again, for tests that add some, each of them a \
+             sequence scheduler (4 × table_size)\n\
              table_capacity = {}\nstate_dir = \"{}\"\napi_socket = \"{}/sluice.sock\"\n\
              pin_dir = \"{}\"",
-            2 * 2 * LAB_TABLE_SIZE * vips,
+            2 * 4 * LAB_TABLE_SIZE * vips,
             lab_dir(self.prefix()).display(),
             lab_dir(self.prefix()).display(),
             lab_pin_dir(self.prefix()).display(),

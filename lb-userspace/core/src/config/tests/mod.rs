@@ -683,3 +683,31 @@ fn cron_entries_exported_as_written() {
     let again = parse(&text, "export").unwrap().config;
     assert_eq!(again, loaded.config);
 }
+
+/// An rr/wrr/lc/wlc VIP takes 4 × its table_size (its fallback Maglev table is
+/// double-buffered too), a maglev or source-hash VIP 2 ×: the capacity check counts both.
+#[test]
+fn sequence_vips_need_twice_the_table_slots() {
+    let text = |scheduler: &str, capacity: u32| {
+        format!(
+            "[daemon]\ninterface = \"eth0\"\ntable_capacity = {capacity}\n\
+             [[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+             scheduler = \"{scheduler}\"\ntable_size = 1021\n"
+        )
+    };
+    for s in ["maglev", "source-hash"] {
+        assert_eq!(ok(&text(s, 2 * 1021)).config.table_slots_needed(), 2 * 1021);
+    }
+    for s in ["rr", "wrr", "lc", "wlc"] {
+        assert_eq!(ok(&text(s, 4 * 1021)).config.table_slots_needed(), 4 * 1021);
+        let got = problems(&text(s, 4 * 1021 - 1));
+        assert_eq!(got.len(), 1, "{s}: {got:#?}");
+        assert_eq!(got[0].path, "daemon.table_capacity", "{s}");
+        assert!(
+            got[0].message.contains("the VIPs need 4084")
+                && got[0].message.contains("4 × table_size"),
+            "{s}: {}",
+            got[0].message
+        );
+    }
+}

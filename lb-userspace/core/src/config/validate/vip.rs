@@ -59,7 +59,11 @@ impl Cx<'_> {
             let path = format!("vip[{i}]");
             let vip = self.vip(v, &path);
             if let Some(size) = vip.table_size {
-                slots_needed += 2 * u64::from(size);
+                // An unknown scheduler (already an error) counts as the smallest need.
+                let sched = vip
+                    .scheduler
+                    .map_or(crate::model::Sched::Maglev, Scheduler::sched);
+                slots_needed += sched.table_slots(size);
             }
             if let (Some(address), Some(port), Some(protocol)) =
                 (vip.address, vip.port, vip.protocol)
@@ -117,8 +121,10 @@ impl Cx<'_> {
                 "daemon.table_capacity",
                 format!(
                     "{capacity} lookup-table slots are too few: the VIPs need {slots_needed} \
-                         (2 × the sum of their table_size, tables are double-buffered); \
-                         raise table_capacity to at least {slots_needed} or use smaller tables"
+                         (2 × table_size for each maglev or source-hash VIP, 4 × table_size \
+                         for each rr, wrr, lc or wlc VIP: tables are double-buffered, and a \
+                         sequence scheduler also keeps a fallback Maglev table); raise \
+                         table_capacity to at least {slots_needed} or use smaller tables"
                 ),
             );
         }
