@@ -490,7 +490,10 @@ fn routes_follow_the_backends_and_maintenance_survives_a_restart() {
 
     // A stopped daemon leaves its route: the pinned balancer keeps forwarding.
     let log = d.stop().expect("stop the daemon");
-    for l in log.lines().filter(|l| l.contains("VIP address") || l.contains("fleet")) {
+    for l in log
+        .lines()
+        .filter(|l| l.contains("VIP address") || l.contains("fleet"))
+    {
         println!("daemon: {l}");
     }
     assert!(

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 fn configs(dir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config").join(dir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(dir);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.expect("listing a config directory").path())
@@ -33,7 +35,11 @@ fn check(program: &str, args: &[&str], file: &Path) {
 #[test]
 fn shipped_bird_configurations_parse() {
     let files = configs("bird");
-    assert_eq!(files.len(), 2, "config/bird holds balancer.conf and router.conf");
+    assert_eq!(
+        files.len(),
+        2,
+        "config/bird holds balancer.conf and router.conf"
+    );
     for f in &files {
         check("bird", &["-p", "-c"], f);
     }
@@ -55,9 +61,21 @@ fn a_broken_configuration_is_refused() {
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let file = dir.join("broken.conf");
     std::fs::write(&file, "protocol bgp x { neighbor 10.0.0.1 as; }\n").expect("write");
-    let bird = std::process::Command::new("bird").args(["-p", "-c"]).arg(&file).output();
-    let frr = std::process::Command::new("vtysh").args(["--dryrun", "-f"]).arg(&file).output();
+    let bird = std::process::Command::new("bird")
+        .args(["-p", "-c"])
+        .arg(&file)
+        .output();
+    let frr = std::process::Command::new("vtysh")
+        .args(["--dryrun", "-f"])
+        .arg(&file)
+        .output();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(!bird.expect("run bird").status.success(), "bird accepted a broken file");
-    assert!(!frr.expect("run vtysh").status.success(), "vtysh accepted a broken file");
+    assert!(
+        !bird.expect("run bird").status.success(),
+        "bird accepted a broken file"
+    );
+    assert!(
+        !frr.expect("run vtysh").status.success(),
+        "vtysh accepted a broken file"
+    );
 }

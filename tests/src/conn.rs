@@ -16,4 +16,3 @@ pub fn xdp_prog(lab: &sluice_lab::lab::Lab) -> anyhow::Result<Option<u64>> {
         .and_then(|p| p.get("id"))
         .and_then(serde_json::Value::as_u64))
 }
-

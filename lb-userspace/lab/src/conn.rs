@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, ensure};
 use crate::lab::Node;
+use anyhow::{Context as _, ensure};
 
 /// How long a connect or a read may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);

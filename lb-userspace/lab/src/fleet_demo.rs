@@ -203,7 +203,7 @@ impl Table {
     }
 
     fn header(&self) {
-        print!("\n   {:<16}", "step");
+        print!("\n   {:<16}", "step (new flows)");
         for i in 1..=self.balancers {
             print!("{:>10}", format!("new@lb-{i}"));
         }
@@ -216,7 +216,10 @@ impl Table {
         for d in delta {
             print!("{d:>10}");
         }
-        let backends: Vec<String> = per_backend.iter().map(|(b, c)| format!("{b} {c}")).collect();
+        let backends: Vec<String> = per_backend
+            .iter()
+            .map(|(b, c)| format!("{b} {c}"))
+            .collect();
         println!("   {:<40} {resets}", backends.join(", "));
     }
 
@@ -240,15 +243,15 @@ impl Table {
 /// Each balancer's new flows of the demo VIP so far (0 for one that does not answer).
 fn new_flows(fleet: &Fleet) -> Vec<u64> {
     (0..fleet.balancers().len())
-        .map(|i| {
-            match client::request(&fleet.api_socket(i), &Request::Status { flows: false }) {
+        .map(
+            |i| match client::request(&fleet.api_socket(i), &Request::Status { flows: false }) {
                 Ok(Response::Status { status }) => status
                     .vips
                     .iter()
                     .find(|v| v.name == VIP_NAME)
                     .map_or(0, |v| v.new_flows),
                 _ => 0,
-            }
-        })
+            },
+        )
         .collect()
 }

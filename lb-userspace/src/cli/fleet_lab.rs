@@ -46,11 +46,19 @@ pub fn up(spec: FleetSpec, equal_weights: bool) -> anyhow::Result<()> {
             lb.ns(),
             &lb.name(),
             &lb.addr4().to_string(),
-            &format!("BIRD (AS 65001) + sluice, API {}", fleet.api_socket(i).display()),
+            &format!(
+                "BIRD (AS 65001) + sluice, API {}",
+                fleet.api_socket(i).display()
+            ),
         ]);
     }
     for c in fleet.clients() {
-        row([c.ns(), &c.name(), &c.addr4().to_string(), "default via the router"]);
+        row([
+            c.ns(),
+            &c.name(),
+            &c.addr4().to_string(),
+            "default via the router",
+        ]);
     }
     for (b, w) in fleet.backends().iter().zip(&weights) {
         row([
@@ -61,9 +69,15 @@ pub fn up(spec: FleetSpec, equal_weights: bool) -> anyhow::Result<()> {
         ]);
     }
     let bird = |i: usize| fleet.bird_socket(fleet.balancer(i)).display().to_string();
-    println!("\n  configs:     {}", fleet.balancer_dir(0).join("sluice.toml").display());
+    println!(
+        "\n  configs:     {}",
+        fleet.balancer_dir(0).join("sluice.toml").display()
+    );
     println!("  routes:      ip -n {} route show {FLEET_VIP4}", r.ns());
-    println!("  BGP:         birdc -s {} show protocols", fleet.bird_socket(r).display());
+    println!(
+        "  BGP:         birdc -s {} show protocols",
+        fleet.bird_socket(r).display()
+    );
     println!("               birdc -s {} show route table vips4", bird(0));
     println!(
         "  balancer 1:  sluice --api-socket {} announce status",

@@ -116,7 +116,7 @@ pub(super) fn spawn_server(
             let mut child = cmd
                 .spawn()
                 .map_err(|e| server_err(format!("starting {}: {e}", exe.display())))?;
-            if let Err(e) = wait_listening(b, &mut child) {
+            if let Err(e) = wait_listening(b, addrs, &mut child) {
                 let _ = child.kill();
                 let _ = child.wait();
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -138,15 +138,10 @@ pub(super) fn stop(running: Option<Running>) {
     }
 }
 
-/// Wait (bounded) until the server process listens on all of the backend's TCP addresses.
-fn wait_listening(b: &Node, child: &mut Child) -> Result<(), String> {
+/// Wait (bounded) until the server process listens on TCP at every one of `addrs`.
+fn wait_listening(b: &Node, addrs: &[IpAddr], child: &mut Child) -> Result<(), String> {
     let start = Instant::now();
-    let targets = [
-        SocketAddr::from((b.addr4, TCP_PORT)),
-        SocketAddr::from((b.addr6, TCP_PORT)),
-        SocketAddr::from((VIP4, TCP_PORT)),
-        SocketAddr::from((VIP6, TCP_PORT)),
-    ];
+    let targets: Vec<SocketAddr> = addrs.iter().map(|a| (*a, TCP_PORT).into()).collect();
     let mut pending: &[SocketAddr] = &targets;
     while let Some(t) = pending.first() {
         if let Ok(Some(status)) = child.try_wait() {

@@ -58,7 +58,9 @@ impl Daemon {
     /// [`Daemon::start`], but the config names its pin directory.
     pub fn start_on(ns: &Netns, config: Config) -> Result<Self, LabError> {
         if config.daemon.pin_dir.is_none() {
-            return Err(err("a daemon on a namespace of its own needs daemon.pin_dir"));
+            return Err(err(
+                "a daemon on a namespace of its own needs daemon.pin_dir",
+            ));
         }
         Self::start_in(ns.clone(), config, OnExit::Remove)
     }

@@ -256,11 +256,7 @@ impl Fleet {
     /// Leave the lab up when dropped (`sluice lab up`); `sluice lab down` removes it.
     pub fn keep(mut self) {
         self.keep = true;
-        let servers = std::mem::take(
-            self.servers
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let servers = std::mem::take(self.servers.get_mut().unwrap_or_else(|p| p.into_inner()));
         for s in servers.into_iter().flatten() {
             match s {
                 Running::Process(child) => drop(child),
@@ -276,11 +272,7 @@ impl Fleet {
 
     fn teardown(&mut self) -> Result<Removed, LabError> {
         self.done = true;
-        let servers = std::mem::take(
-            self.servers
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let servers = std::mem::take(self.servers.get_mut().unwrap_or_else(|p| p.into_inner()));
         for s in servers {
             super::backends::stop(s);
         }

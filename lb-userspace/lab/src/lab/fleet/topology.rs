@@ -10,8 +10,8 @@ use std::{
 use lb_common::programs;
 
 use super::{
-    FLEET_VIP4, FLEET_VIP4_LC, Fleet, FleetSpec, MAX_BALANCERS, MAX_FLEET_BACKENDS, MAX_FLEET_CLIENTS, Net,
-    ROUTER_HOST, bird,
+    FLEET_VIP4, FLEET_VIP4_LC, Fleet, FleetSpec, MAX_BALANCERS, MAX_FLEET_BACKENDS,
+    MAX_FLEET_CLIENTS, Net, ROUTER_HOST, bird,
 };
 use crate::{
     config::Forwarding,
@@ -217,20 +217,30 @@ impl Fleet {
             "via",
             &Net::Balancers.gateway().to_string(),
         ]])?;
-        for key in [
-            "net.ipv4.conf.all.send_redirects",
-            "net.ipv4.conf.eth0.send_redirects",
+        // Forwarding on: the balancer's FIB lookups (bpf_fib_lookup) need it.
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.eth0.send_redirects", "0"),
         ] {
-            ns.sysctl(key, "0")?;
+            ns.sysctl(key, value)?;
         }
         // veth delivers what the balancer sends with XDP_TX only to a peer running XDP.
         pin(&self.switch, programs::PASS, lb.peer())?;
+        // No unknown-unicast flooding to a balancer: XDP sees every frame a veth gets, also
+        // those for another MAC, so a flooded frame (for a balancer whose port went down, or
+        // before the bridge learned it) would be forwarded by a balancer it was not sent to,
+        // and a lost balancer would look alive. A NIC filters foreign unicast in hardware.
+        self.switch
+            .exec(&["bridge", "link", "set", "dev", lb.peer(), "flood", "off"])?;
         self.balancers.push(lb);
         Ok(&self.balancers[k - 1])
     }
 
     fn plug_client(&mut self, k: usize) -> Result<(), LabError> {
-        let host = u8::try_from(10 + k).map_err(|_| LabError::Invalid("too many clients".into()))?;
+        let host =
+            u8::try_from(10 + k).map_err(|_| LabError::Invalid("too many clients".into()))?;
         let role = Role::Client(k);
         let c = Node::with_addrs(
             self.prefix(),
@@ -350,14 +360,9 @@ impl Fleet {
 
     /// The balancers the router's kernel forwards `vip` to now (its ECMP next hops).
     pub fn router_next_hops(&self, vip: Ipv4Addr) -> Result<Vec<Ipv4Addr>, LabError> {
-        let out = self.router.exec(&[
-            "ip",
-            "-4",
-            "route",
-            "show",
-            "exact",
-            &format!("{vip}/32"),
-        ])?;
+        let out =
+            self.router
+                .exec(&["ip", "-4", "route", "show", "exact", &format!("{vip}/32")])?;
         let mut hops: Vec<Ipv4Addr> = out
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -377,10 +382,7 @@ impl Fleet {
         want: &[usize],
         within: Duration,
     ) -> Result<Duration, LabError> {
-        let mut want: Vec<Ipv4Addr> = want
-            .iter()
-            .map(|&i| self.balancers[i].addr4())
-            .collect();
+        let mut want: Vec<Ipv4Addr> = want.iter().map(|&i| self.balancers[i].addr4()).collect();
         want.sort_unstable();
         let t0 = Instant::now();
         loop {
