@@ -28,6 +28,7 @@ use std::{
 
 use clap::Parser as _;
 use lb_userspace::cli::{Cli, dispatch};
+use sluice_core::config::Forwarding;
 use sluice_lab::lab::{
     TCP_PORT,
     daemon::Daemon,
@@ -44,9 +45,14 @@ const WEIGHTS: [u32; 3] = [1, 2, 3];
 /// How long the router may take to follow a withdrawal or a failure.
 const REROUTE: Duration = Duration::from_secs(5);
 
-/// A fleet of `n` balancers with their daemons running and the VIP announced by all.
+/// A fleet of `n` balancers (DSR) with their daemons running and the VIP announced by all.
 fn fleet(name: &str, n: usize) -> (Fleet, Vec<Daemon>) {
-    let fleet = Fleet::up(FleetSpec::new(&prefix("fl", name)).balancers(n))
+    fleet_in(name, n, Forwarding::Dsr)
+}
+
+/// [`fleet`] in forwarding mode `mode` (IPIP: the backends behind the router).
+fn fleet_in(name: &str, n: usize, mode: Forwarding) -> (Fleet, Vec<Daemon>) {
+    let fleet = Fleet::up(FleetSpec::new(&prefix("fl", name)).balancers(n).mode(mode))
         .expect("bring the fleet lab up");
     let daemons = (0..n)
         .map(|i| {
@@ -255,9 +261,20 @@ fn maintenance_moves_every_connection_off_a_balancer_without_a_reset() {
 
 #[test]
 fn losing_a_balancer_keeps_every_connection_on_its_backend() {
+    losing_a_balancer(Forwarding::Dsr);
+}
+
+/// The same with IPIP: the balancers encapsulate to backends on a network behind the router
+/// (a routed hop), whose decapsulation program hands the packet to their stack.
+#[test]
+fn losing_a_balancer_keeps_every_connection_on_its_backend_with_ipip() {
+    losing_a_balancer(Forwarding::Ipip);
+}
+
+fn losing_a_balancer(mode: Forwarding) {
     require_root();
     let _serial = serial();
-    let (fleet, _daemons) = fleet("fail", 3);
+    let (fleet, _daemons) = fleet_in(&format!("fail-{mode}"), 3, mode);
     let mut held = open(&fleet, fleet.vip_sock(TCP_PORT), 40);
     echo_all(&mut held, "before").expect("every connection answers");
     let backends = per_backend(&held);
@@ -267,7 +284,7 @@ fn losing_a_balancer_keeps_every_connection_on_its_backend() {
     let (results, rerouted) = kill_and_echo(&fleet, 2, &mut held);
     let blackout = slowest(&results);
     eprintln!(
-        "balancer 3 lost with {via} of 40 connections: the router dropped it {rerouted:?} after \
+        "{mode}: balancer 3 lost with {via} of 40 connections: the router dropped it {rerouted:?} after \
          the kill (BFD 100 ms x 3); the slowest connection's echo took {blackout:?} (its blackout)"
     );
     assert!(

@@ -128,11 +128,19 @@ fn announce(fleet: &Fleet, i: usize, request: Request) -> anyhow::Result<()> {
     }
 }
 
-/// The demo's running record: per step, new flows per balancer and connections per
-/// backend, and the resets so far.
+/// One step of the demo: what happened, new flows per balancer, held connections per
+/// backend, resets.
+struct Row {
+    what: String,
+    new_flows: Vec<u64>,
+    per_backend: BTreeMap<String, usize>,
+    resets: usize,
+}
+
+/// The demo's running record: its rows, and the counters and resets so far.
 struct Table {
     balancers: usize,
-    rows: Vec<(String, Vec<u64>, BTreeMap<String, usize>, usize)>,
+    rows: Vec<Row>,
     new_flows: Vec<u64>,
     resets: usize,
 }
@@ -191,8 +199,12 @@ impl Table {
         for c in held.iter() {
             *per_backend.entry(c.backend.clone()).or_insert(0) += 1;
         }
-        self.rows
-            .push((what.to_owned(), delta, per_backend, resets));
+        self.rows.push(Row {
+            what: what.to_owned(),
+            new_flows: delta,
+            per_backend,
+            resets,
+        });
         self.print_last();
         Ok(results
             .iter()
@@ -210,17 +222,17 @@ impl Table {
         println!("   held per backend                         resets");
     }
 
-    fn row(&self, r: &(String, Vec<u64>, BTreeMap<String, usize>, usize)) {
-        let (what, delta, per_backend, resets) = r;
-        print!("   {what:<16}");
-        for d in delta {
+    fn row(&self, r: &Row) {
+        print!("   {:<16}", r.what);
+        for d in &r.new_flows {
             print!("{d:>10}");
         }
-        let backends: Vec<String> = per_backend
+        let backends: Vec<String> = r
+            .per_backend
             .iter()
             .map(|(b, c)| format!("{b} {c}"))
             .collect();
-        println!("   {:<40} {resets}", backends.join(", "));
+        println!("   {:<40} {}", backends.join(", "), r.resets);
     }
 
     fn print_last(&self) {
