@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{ANNOUNCE_TABLE, FLEET_AS, Fleet, MAX_BALANCERS, Net, ROUTER_AS, ROUTER_HOST};
+use super::{ANNOUNCE_TABLE, FLEET_AS, Fleet, MAX_BALANCERS, Net, ROUTER_AS};
 use crate::lab::{LabError, Node, lab_dir};
 
 /// How long a BIRD may take to start (its control socket to appear).
@@ -34,32 +34,72 @@ impl Fleet {
     }
 }
 
-fn bfd(t: &mut String, interval_ms: u32) {
-    let _ = writeln!(
-        t,
-        "protocol bfd {{\n    interface \"*\" {{\n        min rx interval {interval_ms} ms;\n        \
-         min tx interval {interval_ms} ms;\n        multiplier 3;\n    }};\n}}\n"
-    );
+/// The shipped configurations (`config/bird/`), which the lab runs with its own addresses,
+/// log file and BFD interval: what the tests exercise is what users are given.
+const ROUTER_CONF: &str = include_str!("../../../../../config/bird/router.conf");
+const BALANCER_CONF: &str = include_str!("../../../../../config/bird/balancer.conf");
+/// The example addresses in the shipped files.
+const EXAMPLE_ROUTER: &str = "10.1.0.1";
+const EXAMPLE_BALANCER: &str = "10.1.0.11";
+/// Where the shipped router config lists its balancers (one session each), to the end.
+const ROUTER_SESSIONS: &str = "# One per balancer.";
+
+/// `text` with every `from` replaced, or an error naming what the shipped file lacks.
+fn replace(text: &str, file: &str, from: &str, to: &str) -> Result<String, LabError> {
+    if text.contains(from) {
+        Ok(text.replace(from, to))
+    } else {
+        Err(LabError::Config(format!(
+            "config/bird/{file} no longer contains {from:?}, which the fleet lab replaces"
+        )))
+    }
 }
 
-/// The router's config: a BGP session (with BFD) to every balancer address the lab can
-/// have, so that balancers added later are picked up; ECMP into the kernel.
-pub fn router_config(log: &str, bfd_interval_ms: u32) -> String {
-    let mut t = String::new();
+/// The log and BFD lines of the lab: `log` to `log`, BFD every `interval_ms`.
+fn lab_lines(text: &str, file: &str, log: &str, interval_ms: u32) -> Result<String, LabError> {
+    let t = replace(
+        text,
+        file,
+        "log syslog all;",
+        &format!("log \"{log}\" all;"),
+    )?;
+    let t = replace(
+        &t,
+        file,
+        "min rx interval 100 ms",
+        &format!("min rx interval {interval_ms} ms"),
+    )?;
+    replace(
+        &t,
+        file,
+        "min tx interval 100 ms",
+        &format!("min tx interval {interval_ms} ms"),
+    )
+}
+
+/// The router's config: `config/bird/router.conf` with a BGP session (with BFD) to every
+/// balancer address the lab can have, so that balancers added later are picked up.
+pub fn router_config(log: &str, bfd_interval_ms: u32) -> Result<String, LabError> {
+    let file = "router.conf";
+    let head = ROUTER_CONF
+        .split_once(ROUTER_SESSIONS)
+        .map(|(head, _)| head)
+        .ok_or_else(|| {
+            LabError::Config(format!(
+                "config/bird/{file} has no {ROUTER_SESSIONS:?} line"
+            ))
+        })?;
+    let gateway = Net::Balancers.gateway().to_string();
+    let mut t = replace(
+        head,
+        file,
+        &format!("router id {EXAMPLE_ROUTER};"),
+        &format!("router id {gateway};"),
+    )?;
+    t = lab_lines(&t, file, log, bfd_interval_ms)?;
     let _ = writeln!(
         t,
-        "# The fleet lab's router (config/bird/router.conf with the lab's addresses).\n\
-         router id {};\nlog \"{log}\" all;\n\nprotocol device {{\n}}\n\n\
-         protocol kernel {{\n    merge paths on limit 16;\n    \
-         ipv4 {{ import none; export where source = RTS_BGP; }};\n}}\n",
-        Net::Balancers.gateway()
-    );
-    bfd(&mut t, bfd_interval_ms);
-    let _ = writeln!(
-        t,
-        "template bgp balancer {{\n    local as {ROUTER_AS};\n    bfd on;\n    hold time 9;\n    \
-         connect retry time 1;\n    error wait time 1, 5;\n    \
-         ipv4 {{ import all; export none; }};\n}}\n"
+        "{ROUTER_SESSIONS} (the fleet lab: every address it may use)"
     );
     for k in 1..=MAX_BALANCERS {
         let _ = writeln!(
@@ -68,40 +108,46 @@ pub fn router_config(log: &str, bfd_interval_ms: u32) -> String {
             Net::Balancers.addr4(k as u8)
         );
     }
-    t
+    Ok(t)
 }
 
-/// Balancer `node`'s config: learn the VIP routes sluice installs in table
-/// [`ANNOUNCE_TABLE`], export them to the router over BGP with BFD.
-pub fn balancer_config(node: &Node, log: &str, bfd_interval_ms: u32) -> String {
-    let me = node.addr4();
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "# Balancer {name} (config/bird/balancer.conf with the lab's addresses).\n\
-         router id {me};\nlog \"{log}\" all;\n\nipv4 table vips4;\n\nprotocol device {{\n}}\n\n\
-         protocol kernel sluice_vips4 {{\n    kernel table {ANNOUNCE_TABLE};\n    learn;\n    \
-         scan time 10;\n    ipv4 {{ table vips4; import all; export none; }};\n}}\n",
-        name = node.name(),
-    );
-    bfd(&mut t, bfd_interval_ms);
-    let _ = writeln!(
-        t,
-        "protocol bgp uplink {{\n    local {me} as {FLEET_AS};\n    neighbor {} as {ROUTER_AS};\n    \
-         bfd on;\n    hold time 9;\n    connect retry time 1;\n    error wait time 1, 5;\n    \
-         ipv4 {{\n        table vips4;\n        import none;\n        \
-         export where source = RTS_INHERIT;\n        next hop self;\n    }};\n}}",
-        Net::Balancers.addr4(ROUTER_HOST)
-    );
-    t
+/// Balancer `node`'s config: `config/bird/balancer.conf` with its address and the
+/// router's: it learns the VIP routes sluice installs in table [`ANNOUNCE_TABLE`] and
+/// exports them to the router over BGP with BFD.
+pub fn balancer_config(node: &Node, log: &str, bfd_interval_ms: u32) -> Result<String, LabError> {
+    let file = "balancer.conf";
+    // The balancer's example address first: the router's is a prefix of it.
+    let t = replace(
+        BALANCER_CONF,
+        file,
+        EXAMPLE_BALANCER,
+        &node.addr4().to_string(),
+    )?;
+    let t = replace(
+        &t,
+        file,
+        &format!("neighbor {EXAMPLE_ROUTER} as {ROUTER_AS};"),
+        &format!("neighbor {} as {ROUTER_AS};", Net::Balancers.gateway()),
+    )?;
+    let t = replace(
+        &t,
+        file,
+        &format!("kernel table {ANNOUNCE_TABLE};"),
+        &format!("kernel table {ANNOUNCE_TABLE};"),
+    )?;
+    lab_lines(&t, file, log, bfd_interval_ms)
 }
 
-fn start(fleet: &Fleet, node: &Node, config: impl FnOnce(&str) -> String) -> Result<(), LabError> {
+fn start(
+    fleet: &Fleet,
+    node: &Node,
+    config: impl FnOnce(&str) -> Result<String, LabError>,
+) -> Result<(), LabError> {
     let [conf, ctl, pid, log] = files(fleet.prefix(), node);
     let io = |what: String| move |source| LabError::Io { what, source };
     let d = dir(fleet.prefix());
     std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
-    std::fs::write(&conf, config(&log.to_string_lossy()))
+    std::fs::write(&conf, config(&log.to_string_lossy())?)
         .map_err(io(format!("writing {}", conf.display())))?;
     let _ = std::fs::remove_file(&ctl);
     // BIRD forks into the background once its config is loaded; it stays in the namespace.
