@@ -33,8 +33,8 @@ use lb_common::{
 };
 
 pub use adopt::{
-    Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash, detach, object_specs,
-    saved_layout_for,
+    ADOPTABLE_EPOCHS, Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash,
+    detach, object_specs, saved_layout_for,
 };
 pub use attach::{AttachMode, Attached};
 #[cfg(feature = "test-helpers")]

@@ -43,7 +43,7 @@ use self::{
     saved::{mode_from, read_saved},
 };
 pub use self::{
-    saved::{SavedLayout, SavedVip, saved_layout_for},
+    saved::{ADOPTABLE_EPOCHS, SavedLayout, SavedVip, saved_layout_for},
     specs::{Found, MapSpec, abi_hash, inspect, lock_pin_dir, object_specs},
 };
 use super::{AttachMode, Dataplane, DataplaneError, Sizes, pinned};

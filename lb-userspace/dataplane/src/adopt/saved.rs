@@ -24,7 +24,7 @@ const FORMAT: u32 = 1;
 /// 2 → 3 is not listed: `VipMeta` grew (16 → 24 bytes), so the pinned `VIPS` of an
 /// earlier build no longer fits this one's and the adoption is refused before any epoch is
 /// read ([`DataplaneError::Incompatible`]).
-const ADOPTABLE_EPOCHS: [u32; 1] = [1];
+pub const ADOPTABLE_EPOCHS: [u32; 1] = [1];
 
 /// The layout as saved after every publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
