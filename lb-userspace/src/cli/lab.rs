@@ -236,11 +236,16 @@ fn status(prefix: Option<&str>) -> anyhow::Result<()> {
         let width = s.namespaces.iter().map(|n| n.name.len()).max().unwrap_or(0) + 2;
         for n in &s.namespaces {
             let addrs = if n.role == Role::Switch {
-                let ports = lab::netns::Netns::named(&n.name)
-                    .exec(&["ip", "-br", "link", "show", "master", "br0"])
-                    .map(|o| o.lines().count())
-                    .unwrap_or(0);
-                format!("bridge br0, {ports} ports")
+                // br0; a fleet lab's switch also has br1 (clients) and br2 (IPIP backends).
+                let ns = lab::netns::Netns::named(&n.name);
+                let bridges: Vec<String> = ["br0", "br1", "br2"]
+                    .into_iter()
+                    .filter_map(|br| {
+                        let ports = ns.exec(&["ip", "-br", "link", "show", "master", br]).ok()?;
+                        Some(format!("bridge {br}, {} ports", ports.lines().count()))
+                    })
+                    .collect();
+                bridges.join("; ")
             } else {
                 lab::netns::Netns::named(&n.name)
                     .exec(&["ip", "-br", "addr", "show", "dev", "eth0"])
