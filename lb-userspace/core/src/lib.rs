@@ -13,6 +13,7 @@ pub mod config;
 pub mod fingerprint;
 pub mod health;
 pub mod lifecycle;
+pub mod load;
 pub mod maglev;
 pub mod model;
 pub mod persist;
