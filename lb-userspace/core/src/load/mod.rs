@@ -4,6 +4,8 @@
 //! new flows. Only the types every part shares are here; parsing and the policy have their
 //! own modules.
 
+pub mod policy;
+
 use std::time::Duration;
 
 /// What one read of a backend's load found.
