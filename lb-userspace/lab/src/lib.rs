@@ -9,6 +9,7 @@ pub mod conn;
 pub mod demo;
 pub mod fleet_demo;
 pub mod lab;
+pub mod llm;
 
 use sluice_core::{config, maglev};
 use sluice_daemon::{api, daemon, health, state};
