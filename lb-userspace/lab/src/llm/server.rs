@@ -499,3 +499,43 @@ fn completion(w: &mut TcpStream, ctx: &Ctx, req: &Request) -> io::Result<bool> {
     w.write_all(b"0\r\n\r\n")?;
     Ok(req.keep_alive)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::llm::client::Client;
+
+    fn server(speed: f64) -> LlmServer {
+        let params = ModelParams {
+            decode_base_ms: 2.0,
+            speed,
+            ..ModelParams::default()
+        };
+        LlmServer::start("t", &[Ipv4Addr::LOCALHOST.into()], 0, params).expect("start")
+    }
+
+    #[test]
+    fn keep_alive_errors_and_speed_on_loopback() {
+        let (fast, slow) = (server(1.0), server(0.25));
+        let timeout = Duration::from_secs(5);
+        let mut c = Client::connect(None, fast.addrs()[0], timeout).expect("connect");
+        let a = c.complete(10, 10).expect("first");
+        let (status, _) = c.get("/nope").expect("404 on the same connection");
+        assert_eq!(status, 404);
+        let (status, text) = c.get("/metrics").expect("metrics");
+        assert_eq!(status, 200);
+        assert!(super::super::parse_metrics(&text).is_ok(), "{text}");
+        assert_eq!(c.complete(10, 5).expect("third").tokens, 5);
+        assert!(matches!(c.complete(10, 0), Err(LlmError::Protocol(e)) if e.contains("400")));
+        let mut s = Client::connect(None, slow.addrs()[0], timeout).expect("connect");
+        let b = s.complete(10, 10).expect("slow");
+        assert_eq!((a.tokens, b.tokens), (10, 10));
+        // 4× slower per step (2 ms vs 8 ms); loose bounds for a loaded machine.
+        assert!(b.total > a.total * 2, "fast {a:?} slow {b:?}");
+        assert!(b.mean_itl >= Duration::from_millis(7), "{b:?}");
+        fast.stop();
+        slow.stop();
+    }
+}
