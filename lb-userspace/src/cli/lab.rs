@@ -1,4 +1,4 @@
-//! `sluice lab up|down|status|backend`: the namespace lab (`crate::lab`) from the command
+//! `sluice lab up|down|status|backend|llm-backend`: the namespace lab (`crate::lab`) from the command
 //! line.
 
 use std::{net::IpAddr, path::Path};
@@ -10,6 +10,7 @@ use crate::{
     config::{self, Forwarding},
     lab::{self, DEFAULT_PREFIX, Lab, LabSpec, Role, Servers, Weights, server::BackendServer},
 };
+use sluice_lab::llm;
 
 #[derive(Debug, Subcommand)]
 pub enum LabCmd {
@@ -58,6 +59,30 @@ pub enum LabCmd {
         name: String,
         #[arg(long = "addr", required = true, num_args = 1..)]
         addrs: Vec<IpAddr>,
+    },
+    /// A simulated LLM inference server (not a model): OpenAI-style `POST /v1/completions`
+    /// (streamed SSE tokens), continuous batching, vLLM-named gauges on `GET /metrics`, on
+    /// --port of every --addr, until killed. Run it in a backend's namespace:
+    /// `sluice --netns NS lab llm-backend ...`.
+    LlmBackend {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "addr", required = true, num_args = 1..)]
+        addrs: Vec<IpAddr>,
+        #[arg(long, default_value_t = llm::LLM_PORT)]
+        port: u16,
+        /// This GPU's speed factor (0.5: every engine step takes twice as long).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Most sequences decoding at once.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// One decode step with a batch of one, ms.
+        #[arg(long, default_value_t = 20.0)]
+        decode_ms: f64,
+        /// KV-cache capacity, tokens.
+        #[arg(long, default_value_t = 32768)]
+        kv_tokens: u64,
     },
 }
 
@@ -132,6 +157,27 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 lab::UDP_PORT,
                 addrs.join(" ")
             );
+            server.wait()
+        }
+        LabCmd::LlmBackend {
+            name,
+            addrs,
+            port,
+            speed,
+            batch,
+            decode_ms,
+            kv_tokens,
+        } => {
+            let params = llm::ModelParams {
+                speed,
+                batch,
+                decode_base_ms: decode_ms,
+                kv_capacity_tokens: kv_tokens,
+                ..llm::ModelParams::default()
+            };
+            let server = llm::LlmServer::start(&name, &addrs, port, params)?;
+            let addrs: Vec<String> = server.addrs().iter().map(ToString::to_string).collect();
+            eprintln!("llm backend {name}: {}", addrs.join(" "));
             server.wait()
         }
     }
