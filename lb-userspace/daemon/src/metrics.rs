@@ -618,7 +618,16 @@ mod tests {
                     bytes: 1000,
                     new_flows: 2,
                     flows: None,
-                    load: None,
+                    load: Some(crate::state::LoadStatus {
+                        waiting: Some(7.0),
+                        running: None,
+                        kv_cache: Some(0.375),
+                        agent: None,
+                        age_ms: Some(250),
+                        stale: false,
+                        error: None,
+                        errors: 2,
+                    }),
                 }],
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
@@ -638,6 +647,10 @@ mod tests {
             "sluice_table_rebuilds_total 7",
             r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
             r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
+            r#"sluice_backend_load_waiting{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 7.0"#,
+            r#"sluice_backend_load_kv_cache{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.375"#,
+            r#"sluice_backend_load_age_seconds{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.25"#,
+            r#"sluice_backend_load_errors_total{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
