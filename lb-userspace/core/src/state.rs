@@ -481,6 +481,28 @@ pub struct BackendStatus {
     /// it walks the flow table). Idle entries count until the LRU evicts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<u64>,
+    /// The backend's last load report, when its VIP has `[vip.load]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadStatus>,
+}
+
+/// A backend's load reading as `sluice backend list` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadStatus {
+    /// The figures of the last good report (`None`: it did not say, or none yet).
+    pub waiting: Option<f64>,
+    pub running: Option<f64>,
+    pub kv_cache: Option<f64>,
+    /// An agent's answer, as it read (e.g. `75%`, `drain`, `down#disk full`).
+    pub agent: Option<String>,
+    /// Since the last good report (`None`: none yet).
+    pub age_ms: Option<u64>,
+    /// No report, or older than `stale_after_ms`.
+    pub stale: bool,
+    /// The last read's failure, if it failed.
+    pub error: Option<String>,
+    /// Reads that failed since the reader started.
+    pub errors: u64,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod autoscale;
 pub mod daemon;
 pub mod health;
+pub mod load;
 pub mod lookup;
 pub mod metrics;
 pub mod persist;

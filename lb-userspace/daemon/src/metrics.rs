@@ -112,7 +112,15 @@ struct Families {
     be_closes: Family<BackendLabels, Counter>,
     be_eff: Family<BackendLabels, Gauge>,
     vip_fingerprint: Family<FingerprintLabels, Gauge>,
+    load_waiting: Family<BackendLabels, FloatGauge>,
+    load_running: Family<BackendLabels, FloatGauge>,
+    load_kv: Family<BackendLabels, FloatGauge>,
+    load_age: Family<BackendLabels, FloatGauge>,
+    load_errors: Family<BackendLabels, Counter>,
 }
+
+/// A gauge of a fractional value.
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 impl Families {
     /// A VIP's figures and its backends'.
@@ -178,6 +186,28 @@ impl Families {
             };
             self.be_state.get_or_create(&l).set(i64::from(s == state));
         }
+        if let Some(load) = &b.load {
+            self.load(&l, load);
+        }
+    }
+
+    /// A backend's load reading (`[vip.load]`): the figures its last report gave, how old
+    /// it is, and the failed reads.
+    fn load(&self, l: &BackendLabels, load: &crate::state::LoadStatus) {
+        for (family, value) in [
+            (&self.load_waiting, load.waiting),
+            (&self.load_running, load.running),
+            (&self.load_kv, load.kv_cache),
+        ] {
+            if let Some(v) = value {
+                family.get_or_create(l).set(v);
+            }
+        }
+        if let Some(ms) = load.age_ms {
+            #[expect(clippy::cast_precision_loss, reason = "an age in seconds")]
+            self.load_age.get_or_create(l).set(ms as f64 / 1000.0);
+        }
+        self.load_errors.get_or_create(l).inc_by(load.errors);
     }
 
     /// Register the families, in the order they are exposed.
@@ -250,6 +280,31 @@ impl Families {
             "Fingerprint of the VIP's lookup table as backend addresses (equal on balancers \
              that send its new flows to the same backends)",
             self.vip_fingerprint,
+        );
+        r.register(
+            "backend_load_waiting",
+            "Requests waiting, as the backend's last load report said",
+            self.load_waiting,
+        );
+        r.register(
+            "backend_load_running",
+            "Requests running, as the backend's last load report said",
+            self.load_running,
+        );
+        r.register(
+            "backend_load_kv_cache",
+            "KV-cache use (0..1), as the backend's last load report said",
+            self.load_kv,
+        );
+        r.register(
+            "backend_load_age_seconds",
+            "Age of the backend's last good load report",
+            self.load_age,
+        );
+        r.register(
+            "backend_load_errors",
+            "Failed reads of the backend's load report",
+            self.load_errors,
         );
     }
 }
@@ -563,6 +618,16 @@ mod tests {
                     bytes: 1000,
                     new_flows: 2,
                     flows: None,
+                    load: Some(crate::state::LoadStatus {
+                        waiting: Some(7.0),
+                        running: None,
+                        kv_cache: Some(0.375),
+                        agent: None,
+                        age_ms: Some(250),
+                        stale: false,
+                        error: None,
+                        errors: 2,
+                    }),
                 }],
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
@@ -582,6 +647,10 @@ mod tests {
             "sluice_table_rebuilds_total 7",
             r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
             r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
+            r#"sluice_backend_load_waiting{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 7.0"#,
+            r#"sluice_backend_load_kv_cache{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.375"#,
+            r#"sluice_backend_load_age_seconds{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.25"#,
+            r#"sluice_backend_load_errors_total{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -101,6 +101,7 @@ impl Snapshot for State {
                                 bytes: c.bytes,
                                 new_flows: c.new_flows,
                                 flows: None,
+                                load: None,
                             }
                         })
                         .collect(),
@@ -328,6 +329,7 @@ mod tests {
                     bytes: 0,
                     new_flows: 0,
                     flows: None,
+                    load: None,
                 }],
             }],
             reasons: BTreeMap::new(),

@@ -71,6 +71,38 @@ pub fn print(status: &crate::state::Status) {
                 b.active,
                 b.reason
             );
+            if let Some(load) = &b.load {
+                println!("    load: {}", load_line(load));
+            }
         }
     }
+}
+
+/// A backend's load reading on one line: `waiting 7, running 3, kv 37.5%, 120 ms ago`,
+/// then `stale` and the last read's error when there are.
+pub fn load_line(l: &crate::state::LoadStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(w) = l.waiting {
+        parts.push(format!("waiting {w}"));
+    }
+    if let Some(r) = l.running {
+        parts.push(format!("running {r}"));
+    }
+    if let Some(kv) = l.kv_cache {
+        parts.push(format!("kv {:.1}%", kv * 100.0));
+    }
+    if let Some(a) = &l.agent {
+        parts.push(format!("agent {a:?}"));
+    }
+    match l.age_ms {
+        Some(ms) => parts.push(format!("{ms} ms ago")),
+        None => parts.push("no report yet".to_owned()),
+    }
+    if l.stale {
+        parts.push("stale".to_owned());
+    }
+    if let Some(e) = &l.error {
+        parts.push(format!("last read failed ({} failures): {e}", l.errors));
+    }
+    parts.join(", ")
 }

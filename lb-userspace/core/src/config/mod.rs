@@ -38,8 +38,8 @@ use self::locate::Locator;
 pub use self::named::Named;
 pub use self::prefix::{Ipv4Prefix, Ipv6Prefix};
 pub use self::vip::{
-    BackendConfig, BackendState, CheckKind, Forwarding, HealthConfig, OnDown, Protocol, Scheduler,
-    VipConfig, format_mac, parse_mac,
+    BackendConfig, BackendState, CheckKind, Forwarding, HealthConfig, LoadConfig, LoadSource,
+    OnDown, Protocol, Scheduler, VipConfig, format_mac, parse_mac,
 };
 
 /// Default `daemon.flow_table_size` (flow-table entries).
@@ -73,6 +73,14 @@ pub const SLOW_START_RANGE: std::ops::RangeInclusive<u32> = 0..=3_600_000;
 /// Default and range of `vip.drain_timeout_ms` (0: no deadline).
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u32 = 300_000;
 pub const DRAIN_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 0..=86_400_000;
+/// `[vip.load]` defaults and ranges: a read every 250 ms (a model server's queue changes
+/// within a second), at least every 50 ms; stale after 3 intervals by default.
+pub const DEFAULT_LOAD_INTERVAL_MS: u32 = 250;
+pub const LOAD_INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 50..=60_000;
+pub const LOAD_STALE_RANGE: std::ops::RangeInclusive<u32> = 50..=3_600_000;
+/// `[vip.load]` `port` of a `prometheus` source without a preset (vLLM's API port).
+pub const DEFAULT_LOAD_PORT: u16 = 8000;
+pub const DEFAULT_LOAD_PATH: &str = "/metrics";
 /// Health-check defaults and ranges (`[vip.health]`). The interval and timeout follow GitHub
 /// GLB's defaults halved: a dead backend is out within `fall × interval` ≈ 6 s.
 pub const DEFAULT_HEALTH_INTERVAL_MS: u32 = 2000;

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
-use super::{BackendState, CheckKind, Forwarding, OnDown, Protocol, Scheduler, XdpMode};
+use super::{
+    BackendState, CheckKind, Forwarding, LoadSource, OnDown, Protocol, Scheduler, XdpMode,
+};
+use crate::load::presets::Preset;
 
 /// Accepted spellings, for error messages and parsing (the config file's and the CLI's).
 pub trait Named: Sized + Copy + PartialEq + 'static {
@@ -57,5 +60,12 @@ named!(Scheduler, "scheduler", [
     "source-hash" => Scheduler::SourceHash,
 ]);
 named!(BackendState, "state", ["active" => BackendState::Active, "draining" => BackendState::Draining]);
+named!(LoadSource, "source", ["prometheus" => LoadSource::Prometheus, "agent" => LoadSource::Agent]);
+named!(Preset, "preset", [
+    "vllm" => Preset::Vllm,
+    "tgi" => Preset::Tgi,
+    "sglang" => Preset::Sglang,
+    "triton" => Preset::Triton,
+]);
 named!(OnDown, "on_down", ["reassign" => OnDown::Reassign, "keep" => OnDown::Keep]);
 named!(CheckKind, "check", ["tcp" => CheckKind::Tcp, "http" => CheckKind::Http, "udp" => CheckKind::Udp, "none" => CheckKind::None]);

@@ -61,8 +61,25 @@ pub(super) struct RawVip {
     pub on_down: Option<String>,
     pub health: Option<RawHealth>,
     pub autoscale: Option<super::autoscale::RawAutoscale>,
+    pub load: Option<RawLoad>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
+}
+
+/// `[vip.load]`: where the backends' load reports are read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLoad {
+    pub source: Option<String>,
+    pub port: Option<i64>,
+    pub path: Option<String>,
+    pub interval_ms: Option<i64>,
+    pub timeout_ms: Option<i64>,
+    pub stale_after_ms: Option<i64>,
+    pub preset: Option<String>,
+    pub waiting: Option<String>,
+    pub running: Option<String>,
+    pub kv_cache: Option<String>,
 }
 
 /// `[vip.health]` and `[vip.backend.health]` (whose keys override the VIP's).

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use serde::{Serialize, Serializer};
 
 use super::autoscale;
+use crate::load::presets::{Preset, Selector, Selectors};
 
 /// `[[vip]]`: one virtual service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +33,9 @@ pub struct VipConfig {
     /// The autoscaler's settings, when it manages this VIP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<autoscale::AutoscaleConfig>,
+    /// Where the backends' load reports are read (inference-aware balancing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadConfig>,
     #[serde(rename = "backend")]
     pub backends: Vec<BackendConfig>,
 }
@@ -103,6 +107,92 @@ impl Serialize for HealthConfig {
         }
         .serialize(s)
     }
+}
+
+/// `[vip.load]`: how the daemon reads each backend's load report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadConfig {
+    pub source: LoadSource,
+    /// The backend's port serving the report.
+    pub port: u16,
+    /// `prometheus`: the page requested.
+    pub path: String,
+    pub interval_ms: u32,
+    /// A read taking longer fails.
+    pub timeout_ms: u32,
+    /// A report older than this is stale: the policy falls back to the configured weight.
+    pub stale_after_ms: u32,
+    /// `prometheus`: the server whose metric names are used.
+    pub preset: Option<Preset>,
+    /// `prometheus`: explicit selectors, overriding the preset's.
+    pub waiting: Option<Selector>,
+    pub running: Option<Selector>,
+    pub kv_cache: Option<Selector>,
+}
+
+impl LoadConfig {
+    /// The selectors to read: the explicit ones, else the preset's.
+    pub fn selectors(&self) -> Selectors {
+        let mut s = self.preset.map(Preset::selectors).unwrap_or_default();
+        for (explicit, list) in [
+            (&self.waiting, &mut s.waiting),
+            (&self.running, &mut s.running),
+            (&self.kv_cache, &mut s.kv_cache),
+        ] {
+            if let Some(sel) = explicit {
+                *list = vec![sel.clone()];
+            }
+        }
+        s
+    }
+}
+
+/// Exported as written: the prometheus keys only for that source, selectors as strings.
+impl Serialize for LoadConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            source: LoadSource,
+            port: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            path: Option<&'a str>,
+            interval_ms: u32,
+            timeout_ms: u32,
+            stale_after_ms: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            preset: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            waiting: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            running: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kv_cache: Option<String>,
+        }
+        let prom = self.source == LoadSource::Prometheus;
+        Out {
+            source: self.source,
+            port: self.port,
+            path: prom.then_some(self.path.as_str()),
+            interval_ms: self.interval_ms,
+            timeout_ms: self.timeout_ms,
+            stale_after_ms: self.stale_after_ms,
+            preset: self.preset.map(super::Named::name),
+            waiting: self.waiting.as_ref().map(ToString::to_string),
+            running: self.running.as_ref().map(ToString::to_string),
+            kv_cache: self.kv_cache.as_ref().map(ToString::to_string),
+        }
+        .serialize(s)
+    }
+}
+
+/// Where load reports come from (`vip.load.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadSource {
+    /// `GET path` on the backend: the Prometheus text format (vLLM, TGI, SGLang, Triton).
+    Prometheus,
+    /// An HAProxy agent-check: connect, read one line.
+    Agent,
 }
 
 /// The kind of health check.

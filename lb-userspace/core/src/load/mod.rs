@@ -54,3 +54,7 @@ pub enum Reading {
         error: Option<String>,
     },
 }
+
+pub mod agent;
+pub mod presets;
+pub mod prom;

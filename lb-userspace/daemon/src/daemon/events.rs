@@ -36,7 +36,7 @@ use crate::{
     config::{OnDown, VipConfig},
     dataplane::{Dataplane, iface, neigh},
     health::{self, Health, PathProber},
-    lifecycle, metrics,
+    lifecycle, load, metrics,
     state::{self, Snapshot as _, State},
 };
 
@@ -55,6 +55,8 @@ pub(super) struct Daemon {
     scale_report: autoscale::driver::Report,
     /// The VIP routes (`[daemon.announce]`).
     announcer: Announcer,
+    /// The backends' load reports (`[vip.load]`): the readers and their readings.
+    loads: load::Readers,
 }
 
 /// What the loop waits on (apart from shutdown), kept out of the [`Daemon`] so that
@@ -123,6 +125,8 @@ impl Daemon {
             running: Vec::new(),
         };
         checkers.restart(&state);
+        let mut loads = load::Readers::default();
+        loads.restart(&state.config);
         log_config_fingerprint(&state, "configuration running");
         let (call_tx, calls) = mpsc::channel::<ApiCall>(32);
         let d = &state.config.daemon;
@@ -168,6 +172,7 @@ impl Daemon {
             status_file,
             metrics: metrics_tx,
             scale_report,
+            loads,
         };
         let inputs = Inputs {
             health,
@@ -199,6 +204,7 @@ impl Daemon {
     fn after_commit(&mut self) {
         log_config_fingerprint(&self.state, "configuration committed");
         self.checkers.restart(&self.state);
+        self.loads.restart(&self.state.config);
         self.fib_backends = neigh::fib_backends(&self.state.desired());
         neigh::prime(&self.fib_backends);
         self.announcer.warn_sequence(&self.state.config);
@@ -267,7 +273,9 @@ impl Daemon {
             if let Err(err) = dp.publish(&desired) {
                 warn!(error = %err, "publishing the health change failed; the data plane keeps the previous state");
             }
-            Arc::new(self.state.status(&dp))
+            let mut status = self.state.status(&dp);
+            self.loads.fill(&mut status, &self.state.config);
+            Arc::new(status)
         };
         self.fib_backends = neigh::fib_backends(&desired);
         self.reconcile_routes()?;
@@ -299,7 +307,10 @@ impl Daemon {
             let _ = reply.send(self.on_announce(req));
             return;
         }
-        let (resp, changed) = handle_api(&mut self.state, &self.dp, call);
+        let (mut resp, changed) = handle_api(&mut self.state, &self.dp, call);
+        if let Response::Status { status } = &mut resp {
+            self.loads.fill(status, &self.state.config);
+        }
         if changed {
             self.after_commit();
         }
@@ -423,7 +434,9 @@ impl Daemon {
         // scrape), after it is released.
         let (status, tables_built) = {
             let dp = lock(&self.dp)?;
-            (Arc::new(self.state.status(&dp)), dp.tables_built())
+            let mut status = self.state.status(&dp);
+            self.loads.fill(&mut status, &self.state.config);
+            (Arc::new(status), dp.tables_built())
         };
         let scaled = self
             .scale_report

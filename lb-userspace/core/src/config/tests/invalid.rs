@@ -4,6 +4,36 @@ use super::*;
 
 const INVALID: &[(&str, Expected)] = &[
     (
+        "load.toml",
+        &[
+            (
+                Some(12),
+                "vip[0].load.interval_ms",
+                "10 is out of range (50..=60000)",
+            ),
+            (
+                Some(13),
+                "vip[0].load.preset",
+                "unknown preset \"llama\"; accepted values: \"vllm\", \"tgi\", \"sglang\", \"triton\"",
+            ),
+            (
+                Some(14),
+                "vip[0].load.waiting",
+                "\"queue{model=unquoted}\" is not a metric selector like name{label=\"value\"}: the value of label model must be quoted (\"...\")",
+            ),
+            (
+                Some(24),
+                "vip[1].load.port",
+                "missing required key `port` for source = \"agent\" (the agent's TCP port)",
+            ),
+            (
+                Some(26),
+                "vip[1].load.path",
+                "`path` only applies to source = \"prometheus\" (this is \"agent\")",
+            ),
+        ],
+    ),
+    (
         "autoscale.toml",
         &[
             (Some(13), "vip[0].autoscale.min", "5 is more than max (3)"),

@@ -711,3 +711,136 @@ fn sequence_vips_need_twice_the_table_slots() {
         );
     }
 }
+
+const LOAD_VIP: &str =
+    "[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n";
+
+#[test]
+fn load_section_defaults() {
+    let with = |load: &str| {
+        ok(&format!(
+            "{DAEMON}{LOAD_VIP}[vip.load]\n{load}\n[[vip.backend]]\naddress = \"10.0.1.1\"\n"
+        ))
+        .config
+        .vips[0]
+            .load
+            .clone()
+            .expect("a load section")
+    };
+    let l = with("source = \"prometheus\"\npreset = \"vllm\"");
+    assert_eq!(
+        (
+            l.port,
+            l.path.as_str(),
+            l.interval_ms,
+            l.timeout_ms,
+            l.stale_after_ms
+        ),
+        (8000, "/metrics", 250, 250, 750)
+    );
+    let s = l.selectors();
+    assert_eq!(s.kv_cache.len(), 2, "vLLM's KV metric has a fallback");
+    let l = with(
+        "source = \"prometheus\"\npreset = \"triton\"\ninterval_ms = 1000\nkv_cache = \"my:kv\"",
+    );
+    assert_eq!((l.port, l.timeout_ms, l.stale_after_ms), (8002, 1000, 3000));
+    let s = l.selectors();
+    assert_eq!(s.kv_cache.len(), 1);
+    assert_eq!(
+        s.kv_cache[0].name, "my:kv",
+        "explicit selectors override the preset's"
+    );
+    assert_eq!(
+        s.waiting[0].to_string(),
+        "nv_trt_llm_request_metrics{request_type=\"waiting\"}"
+    );
+    let l = with("source = \"prometheus\"\nwaiting = \"q\"");
+    assert_eq!((l.port, l.preset, l.running), (8000, None, None));
+    let l = with("source = \"agent\"\nport = 9999");
+    assert_eq!((l.source, l.port), (LoadSource::Agent, 9999));
+    // Export round-trips (also covered by the reference file).
+    let config = ok(&format!(
+        "{DAEMON}{LOAD_VIP}[vip.load]\nsource = \"agent\"\nport = 9999\n"
+    ))
+    .config;
+    let again = parse(&config.to_toml().unwrap(), "export").unwrap().config;
+    assert_eq!(again, config);
+}
+
+#[test]
+fn load_section_errors() {
+    let bad = |load: &str, path: &str, message: &str| {
+        let p = problems(&format!("{DAEMON}{LOAD_VIP}[vip.load]\n{load}\n"));
+        assert!(
+            p.iter()
+                .any(|p| p.path == path && p.message.contains(message)),
+            "{load:?}: expected {path}: {message}, got {p:#?}"
+        );
+    };
+    bad(
+        "preset = \"vllm\"",
+        "vip[0].load.source",
+        "missing required key",
+    );
+    bad(
+        "source = \"http\"",
+        "vip[0].load.source",
+        "accepted values: \"prometheus\", \"agent\"",
+    );
+    bad("source = \"prometheus\"", "vip[0].load", "needs `preset`");
+    bad(
+        "source = \"prometheus\"\npreset = \"ollama\"",
+        "vip[0].load.preset",
+        "unknown preset",
+    );
+    bad(
+        "source = \"agent\"",
+        "vip[0].load.port",
+        "for source = \"agent\"",
+    );
+    bad(
+        "source = \"agent\"\nport = 1\npreset = \"vllm\"",
+        "vip[0].load.preset",
+        "only applies",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\ninterval_ms = 49",
+        "vip[0].load.interval_ms",
+        "out of range (50..=60000)",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\ntimeout_ms = 300",
+        "vip[0].load.timeout_ms",
+        "longer than interval_ms",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\nstale_after_ms = 100",
+        "vip[0].load.stale_after_ms",
+        "shorter than interval_ms",
+    );
+    bad(
+        "source = \"prometheus\"\nwaiting = \"a b\"",
+        "vip[0].load.waiting",
+        "not a metric selector",
+    );
+    bad(
+        "source = \"prometheus\"\nkv_cache = \"kv{a=1}\"",
+        "vip[0].load.kv_cache",
+        "quoted",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\npath = \"metrics\"",
+        "vip[0].load.path",
+        "not an HTTP path",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\nport = 0",
+        "vip[0].load.port",
+        "out of range",
+    );
+    bad(
+        "source = \"prometheus\"\nbogus = 1",
+        "vip[0].load.bogus",
+        "unknown key",
+    );
+}

@@ -6,6 +6,7 @@
 mod announce;
 mod daemon;
 mod health;
+mod load;
 mod vip;
 
 use std::fmt::Display;

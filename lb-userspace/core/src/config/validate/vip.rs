@@ -136,6 +136,10 @@ impl Cx<'_> {
         let mut vip = self.vip_settings(v, path, &raw_health);
         vip.backends = self.vip_backends(v, path, &vip, &raw_health);
         vip.autoscale = self.vip_autoscale(v, path, vip.address, vip.backends.as_deref());
+        vip.load = match &v.load {
+            None => Some(None),
+            Some(l) => self.load(&format!("{path}.load"), l).map(Some),
+        };
         self.warn_if_no_new_flows(v, path);
         vip
     }
@@ -182,6 +186,7 @@ impl Cx<'_> {
             on_down,
             health,
             autoscale: None,
+            load: None,
             backends: None,
         }
     }
@@ -420,6 +425,7 @@ struct PartialVip {
     on_down: Option<OnDown>,
     health: Option<HealthConfig>,
     autoscale: Option<Option<AutoscaleConfig>>,
+    load: Option<Option<crate::config::LoadConfig>>,
     backends: Option<Vec<BackendConfig>>,
 }
 
@@ -438,6 +444,7 @@ impl PartialVip {
             on_down: self.on_down?,
             health: self.health?,
             autoscale: self.autoscale?,
+            load: self.load?,
             backends: self.backends?,
         })
     }

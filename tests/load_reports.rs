@@ -1,0 +1,177 @@
+//! Load reports (`[vip.load]`, inference-aware balancing) end to end through the lab: each
+//! backend serves a vLLM-like `/metrics` page from its own namespace, the daemon reads it
+//! and shows the figures and their age in the status (what `sluice backend list --json`
+//! prints), and a backend whose page stops answering shows the error while the other
+//! stays fresh.
+//!
+//! The lab (prefix `sl-ld-<pid>-<n>`) is removed when it drops, also on failure; the loops
+//! are bounded in time.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, TcpListener},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use clap::Parser as _;
+use lb_userspace::cli::{Cli, dispatch};
+use sluice_core::config::{LoadConfig, LoadSource};
+use sluice_core::load::presets::Preset;
+use sluice_daemon::state::LoadStatus;
+use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
+use sluice_tests::{api::status, prefix, require_root, serial};
+
+const METRICS_PORT: u16 = 18000;
+
+/// A `/metrics` server on `backend`'s address inside its namespace (the thread serving it
+/// only holds the socket), answering `page(i)` until `stop` is set, then closing each
+/// connection unanswered.
+fn serve_metrics(lab: &Lab, i: usize, waiting: u32, stop: Arc<AtomicBool>) {
+    let addr = lab.backend(i).addr4();
+    let listener = lab
+        .backend(i)
+        .run(|| TcpListener::bind((addr, METRICS_PORT)))
+        .expect("enter the backend's namespace")
+        .expect("bind the metrics port");
+    thread::spawn(move || {
+        let body = format!(
+            "# HELP vllm:num_requests_waiting Number of requests waiting.\n\
+             # TYPE vllm:num_requests_waiting gauge\n\
+             vllm:num_requests_waiting{{engine=\"0\",model_name=\"m\"}} {waiting}\n\
+             vllm:num_requests_waiting{{engine=\"1\",model_name=\"m\"}} 1\n\
+             vllm:num_requests_running{{engine=\"0\",model_name=\"m\"}} 2\n\
+             vllm:kv_cache_usage_perc{{engine=\"0\",model_name=\"m\"}} 0.25\n\
+             vllm:kv_cache_usage_perc{{engine=\"1\",model_name=\"m\"}} 0.5\n"
+        );
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            if stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            let mut req = [0u8; 2048];
+            let _ = s.read(&mut req);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+/// The load of each lab backend of VIP `lab-tcp4`, as the status shows it.
+fn loads(socket: &Path, lab: &Lab) -> Vec<Option<LoadStatus>> {
+    let s = status(socket).expect("the daemon's status");
+    let v = s
+        .vips
+        .iter()
+        .find(|v| v.name == "lab-tcp4")
+        .expect("the lab VIP");
+    (0..lab.backends().len())
+        .map(|i| {
+            let a = IpAddr::from(lab.backend(i).addr4());
+            v.backends
+                .iter()
+                .find(|b| b.address == a)
+                .and_then(|b| b.load.clone())
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn load_reports_are_read_and_shown_with_their_age_and_errors() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("ld", "prom")).backends(2)).expect("bring the lab up");
+    let stops: Vec<Arc<AtomicBool>> = (0..2).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    serve_metrics(&lab, 0, 6, Arc::clone(&stops[0]));
+    serve_metrics(&lab, 1, 2, Arc::clone(&stops[1]));
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
+    let vip = config
+        .vips
+        .iter_mut()
+        .find(|v| v.name == "lab-tcp4")
+        .expect("the lab VIP");
+    vip.load = Some(LoadConfig {
+        source: LoadSource::Prometheus,
+        port: METRICS_PORT,
+        path: "/metrics".to_owned(),
+        interval_ms: 100,
+        timeout_ms: 100,
+        stale_after_ms: 300,
+        preset: Some(Preset::Vllm),
+        waiting: None,
+        running: None,
+        kv_cache: None,
+    });
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+
+    // Both read: engines summed, KV use summed over engines (clamped to 1), fresh.
+    wait_for("both backends' reports", || {
+        loads(&socket, &lab).iter().all(|l| {
+            l.as_ref()
+                .is_some_and(|l| l.waiting.is_some() && !l.stale && l.error.is_none())
+        })
+    });
+    let l = loads(&socket, &lab);
+    let (a, b) = (l[0].clone().unwrap(), l[1].clone().unwrap());
+    assert_eq!(
+        (a.waiting, a.running, a.kv_cache),
+        (Some(7.0), Some(2.0), Some(0.75))
+    );
+    assert_eq!(b.waiting, Some(3.0));
+    assert!(a.age_ms.is_some_and(|ms| ms < 1000), "{a:?}");
+    // The CLI's table renders it (and --json is the same status, serialised).
+    let argv = [
+        "sluice",
+        "--api-socket",
+        socket.to_str().unwrap(),
+        "backend",
+        "list",
+    ];
+    dispatch(Cli::try_parse_from(argv).unwrap()).expect("sluice backend list");
+    let json = serde_json::to_value(status(&socket).unwrap()).unwrap();
+    assert!(
+        json["vips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v["backends"].as_array().unwrap())
+            .any(|b| b["load"]["waiting"] == 7.0),
+        "{json:#}"
+    );
+
+    // Backend 2's page stops answering: its reading shows the error and goes stale; the
+    // other stays fresh.
+    stops[1].store(true, Ordering::Relaxed);
+    wait_for("the silent backend's error", || {
+        let l = loads(&socket, &lab);
+        l[1].as_ref()
+            .is_some_and(|l| l.error.is_some() && l.stale && l.errors > 0)
+            && l[0].as_ref().is_some_and(|l| !l.stale && l.error.is_none())
+    });
+    let l = loads(&socket, &lab);
+    let b = l[1].clone().unwrap();
+    assert_eq!(b.waiting, Some(3.0), "the last good report is kept");
+    assert!(b.error.as_deref().unwrap().contains("/metrics"), "{b:?}");
+    drop(d);
+}
