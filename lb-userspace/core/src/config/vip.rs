@@ -120,7 +120,8 @@ pub struct LoadConfig {
     pub interval_ms: u32,
     /// A read taking longer fails.
     pub timeout_ms: u32,
-    /// A report older than this is stale: the policy falls back to the configured weight.
+    /// A report older than this is stale (the load policy counts a stale report as
+    /// saturated).
     pub stale_after_ms: u32,
     /// `prometheus`: the server whose metric names are used.
     pub preset: Option<Preset>,
