@@ -36,7 +36,7 @@ use sluice_lab::lab::{
 };
 use sluice_tests::{
     api,
-    conn::{Held, echo_all, per_backend},
+    conn::{Held, connections_held, echo_all, per_backend},
     prefix, require_root, serial,
 };
 
@@ -90,12 +90,8 @@ fn counters(fleet: &Fleet, i: usize, vip: &str) -> (u64, u64) {
 }
 
 fn open(fleet: &Fleet, to: SocketAddr, n: usize) -> Vec<Held> {
-    (0..n)
-        .map(|i| {
-            Held::open(fleet.client(0), to)
-                .unwrap_or_else(|e| panic!("open connection {i} to {to}: {e:#}"))
-        })
-        .collect()
+    connections_held(fleet.client(0), to, n)
+        .unwrap_or_else(|e| panic!("open {n} connections to {to}: {e:#}"))
 }
 
 /// One echo on every connection, all at once; per connection, how long it took or why it

@@ -13,7 +13,7 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -25,14 +25,18 @@ use sluice_core::config::{LoadConfig, LoadSource};
 use sluice_core::load::presets::Preset;
 use sluice_daemon::state::LoadStatus;
 use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
-use sluice_tests::{api::status, prefix, require_root, serial};
+use sluice_tests::{
+    api::status,
+    conn::{self, echo_all, per_backend},
+    prefix, require_root, serial,
+};
 
 const METRICS_PORT: u16 = 18000;
 
 /// A `/metrics` server on `backend`'s address inside its namespace (the thread serving it
 /// only holds the socket), answering `page(i)` until `stop` is set, then closing each
 /// connection unanswered.
-fn serve_metrics(lab: &Lab, i: usize, waiting: u32, stop: Arc<AtomicBool>) {
+fn serve_metrics(lab: &Lab, i: usize, waiting: Arc<AtomicU32>, stop: Arc<AtomicBool>) {
     let addr = lab.backend(i).addr4();
     let listener = lab
         .backend(i)
@@ -40,20 +44,21 @@ fn serve_metrics(lab: &Lab, i: usize, waiting: u32, stop: Arc<AtomicBool>) {
         .expect("enter the backend's namespace")
         .expect("bind the metrics port");
     thread::spawn(move || {
-        let body = format!(
-            "# HELP vllm:num_requests_waiting Number of requests waiting.\n\
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            if stop.load(Ordering::Relaxed) {
+                continue;
+            }
+            let waiting = waiting.load(Ordering::Relaxed);
+            let body = format!(
+                "# HELP vllm:num_requests_waiting Number of requests waiting.\n\
              # TYPE vllm:num_requests_waiting gauge\n\
              vllm:num_requests_waiting{{engine=\"0\",model_name=\"m\"}} {waiting}\n\
              vllm:num_requests_waiting{{engine=\"1\",model_name=\"m\"}} 1\n\
              vllm:num_requests_running{{engine=\"0\",model_name=\"m\"}} 2\n\
              vllm:kv_cache_usage_perc{{engine=\"0\",model_name=\"m\"}} 0.25\n\
              vllm:kv_cache_usage_perc{{engine=\"1\",model_name=\"m\"}} 0.5\n"
-        );
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { continue };
-            if stop.load(Ordering::Relaxed) {
-                continue;
-            }
+            );
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             let mut req = [0u8; 2048];
             let _ = s.read(&mut req);
@@ -100,8 +105,8 @@ fn load_reports_are_read_and_shown_with_their_age_and_errors() {
     let _serial = serial();
     let lab = Lab::up(LabSpec::new(&prefix("ld", "prom")).backends(2)).expect("bring the lab up");
     let stops: Vec<Arc<AtomicBool>> = (0..2).map(|_| Arc::new(AtomicBool::new(false))).collect();
-    serve_metrics(&lab, 0, 6, Arc::clone(&stops[0]));
-    serve_metrics(&lab, 1, 2, Arc::clone(&stops[1]));
+    serve_metrics(&lab, 0, Arc::new(AtomicU32::new(6)), Arc::clone(&stops[0]));
+    serve_metrics(&lab, 1, Arc::new(AtomicU32::new(2)), Arc::clone(&stops[1]));
     let mut config = lab
         .daemon_config(&Weights::Equal)
         .expect("the lab's daemon config");
@@ -121,6 +126,8 @@ fn load_reports_are_read_and_shown_with_their_age_and_errors() {
         waiting: None,
         running: None,
         kv_cache: None,
+        queue_limit: 5,
+        kv_limit_percent: 80,
     });
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config).expect("start the daemon");
@@ -173,5 +180,91 @@ fn load_reports_are_read_and_shown_with_their_age_and_errors() {
     let b = l[1].clone().unwrap();
     assert_eq!(b.waiting, Some(3.0), "the last good report is kept");
     assert!(b.error.as_deref().unwrap().contains("/metrics"), "{b:?}");
+    drop(d);
+}
+
+/// The policy: a backend whose reported queue grows past `queue_limit` takes no new flows
+/// while its open connections continue, and takes new flows again once its queue drains.
+#[test]
+fn a_backend_whose_queue_grows_takes_no_new_flows_until_it_drains() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("ld", "queue")).backends(2)).expect("bring the lab up");
+    let stop = Arc::new(AtomicBool::new(false));
+    let waiting: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::new(AtomicU32::new(0))).collect();
+    for (i, w) in waiting.iter().enumerate() {
+        serve_metrics(&lab, i, Arc::clone(w), Arc::clone(&stop));
+    }
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
+    let vip = config
+        .vips
+        .iter_mut()
+        .find(|v| v.name == "lab-tcp4")
+        .expect("the lab VIP");
+    vip.load = Some(LoadConfig {
+        source: LoadSource::Prometheus,
+        port: METRICS_PORT,
+        path: "/metrics".to_owned(),
+        interval_ms: 100,
+        timeout_ms: 100,
+        stale_after_ms: 1000,
+        preset: Some(Preset::Vllm),
+        waiting: None,
+        running: None,
+        kv_cache: None,
+        queue_limit: 5,
+        kv_limit_percent: 80,
+    });
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+    let to = std::net::SocketAddr::new(lab.vip4().into(), sluice_lab::lab::TCP_PORT);
+    let weight = |i: usize| -> u32 {
+        let s = status(&socket).expect("status");
+        let a = IpAddr::from(lab.backend(i).addr4());
+        s.vips
+            .iter()
+            .find(|v| v.name == "lab-tcp4")
+            .and_then(|v| v.backends.iter().find(|b| b.address == a))
+            .map_or(0, |b| b.effective_weight)
+    };
+    wait_for("both backends' reports", || {
+        loads(&socket, &lab)
+            .iter()
+            .all(|l| l.as_ref().is_some_and(|l| l.waiting.is_some()))
+    });
+    let mut held = conn::connections_held(lab.client(0), to, 20).expect("hold 20 connections");
+    let before = per_backend(&held);
+    assert_eq!(
+        before.len(),
+        2,
+        "20 connections over 2 equal backends: {before:?}"
+    );
+
+    // backend-1's queue grows: 8 + 1 waiting > 5.
+    waiting[0].store(8, Ordering::Relaxed);
+    wait_for("backend-1's weight to drop to 0", || weight(0) == 0);
+    let fresh = conn::connections(lab.client(0), to, 30).expect("new connections");
+    assert_eq!(
+        fresh.get("backend-1"),
+        None,
+        "a saturated backend took new flows: {fresh:?}"
+    );
+    echo_all(&mut held, "saturated").expect("open connections continue on both backends");
+    assert_eq!(per_backend(&held), before, "no open connection moved");
+
+    // Its queue drains: it takes new flows again.
+    waiting[0].store(0, Ordering::Relaxed);
+    wait_for("backend-1's weight to come back", || weight(0) > 0);
+    let fresh = conn::connections(lab.client(0), to, 30).expect("new connections");
+    assert!(
+        fresh.get("backend-1").copied().unwrap_or(0) > 0,
+        "backend-1 takes no new flows after its queue drained: {fresh:?}"
+    );
+    for c in held {
+        c.close().expect("a clean close");
+    }
+    stop.store(true, Ordering::Relaxed);
     drop(d);
 }

@@ -102,6 +102,9 @@ pub struct State {
     pub persist: Option<crate::persist::Store>,
     health: BTreeMap<(VipIdent, IpAddr), BackendHealth>,
     life: BTreeMap<(VipIdent, IpAddr), Life>,
+    /// The weights the load policy set (`[vip.load]`), in configured units: they replace a
+    /// backend's configured weight for new flows (0: none) until the policy changes them.
+    load_weights: BTreeMap<(VipIdent, IpAddr), u32>,
     /// [`crate::fingerprint::config`] of `config` (`None`: it could not be exported).
     /// Computed by [`State::new`], which [`State::with_config`] goes through: every commit
     /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
@@ -159,6 +162,7 @@ impl State {
             persist: None,
             health,
             life,
+            load_weights: BTreeMap::new(),
         }
     }
 
@@ -168,6 +172,23 @@ impl State {
         let mut next = Self::new(config);
         next.version = self.version;
         next.persist.clone_from(&self.persist);
+        // The load policy's weights stay for the backends that stay under a VIP that is
+        // still load-driven (the policy recomputes them from the next reports).
+        let load_driven: std::collections::BTreeSet<VipIdent> = next
+            .config
+            .vips
+            .iter()
+            .filter(|v| v.load.is_some())
+            .map(ident)
+            .collect();
+        next.load_weights = self
+            .load_weights
+            .iter()
+            .filter(|((vip, addr), _)| {
+                load_driven.contains(vip) && next.life.contains_key(&(*vip, *addr))
+            })
+            .map(|(k, w)| (*k, *w))
+            .collect();
         // A backend whose checks stop (check = "none") is up, unchecked; one whose checks
         // start is up until they say otherwise; the others keep what was found.
         let (was, is) = (unchecked(&self.config), unchecked(&next.config));
@@ -261,10 +282,15 @@ impl State {
     /// weight is 0 (rr, lc), so the scale changes nothing but lets a backend of weight 1
     /// ramp in 100 steps.
     pub fn table_weight(&self, v: &crate::config::VipConfig, b: &BackendConfig) -> u32 {
-        if b.state == BackendState::Draining || b.weight == 0 {
+        let weight = self
+            .load_weights
+            .get(&(ident(v), b.address))
+            .copied()
+            .unwrap_or(b.weight);
+        if b.state == BackendState::Draining || b.weight == 0 || weight == 0 {
             return 0;
         }
-        let full = b.weight.saturating_mul(WEIGHT_SCALE);
+        let full = weight.saturating_mul(WEIGHT_SCALE);
         let Some(from) = self.life_of(ident(v), b.address).and_then(|l| l.ramp_from) else {
             return full;
         };
@@ -275,6 +301,28 @@ impl State {
         }
         let w = (f64::from(full) * elapsed.as_secs_f64() / window.as_secs_f64()).ceil();
         (w as u32).clamp(1, full)
+    }
+
+    /// Set the load policy's weights of `vip`'s backends (configured units); whether any
+    /// changed. Backends not named keep theirs.
+    pub fn set_load_weights(
+        &mut self,
+        vip: VipIdent,
+        weights: impl IntoIterator<Item = (IpAddr, u32)>,
+    ) -> bool {
+        let mut changed = false;
+        for (addr, w) in weights {
+            if !self.life.contains_key(&(vip, addr)) {
+                continue;
+            }
+            changed |= self.load_weights.insert((vip, addr), w) != Some(w);
+        }
+        changed
+    }
+
+    /// The load policy's weight of a backend, if it set one.
+    pub fn load_weight(&self, vip: VipIdent, addr: IpAddr) -> Option<u32> {
+        self.load_weights.get(&(vip, addr)).copied()
     }
 
     /// Whether some backend is still ramping up (the daemon republishes as it goes).

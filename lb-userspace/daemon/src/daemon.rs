@@ -30,6 +30,7 @@ use crate::{
 };
 
 mod events;
+mod load_weights;
 mod requests;
 
 /// How often the neighbour entries of FIB-resolved backends are refreshed (well inside the

@@ -264,6 +264,8 @@ mod tests {
             waiting: None,
             running: None,
             kv_cache: None,
+            queue_limit: 5,
+            kv_limit_percent: 80,
         }
     }
 

@@ -57,6 +57,13 @@ impl Held {
     }
 }
 
+/// `n` long-lived connections to `to`, left open.
+pub fn connections_held(client: &Node, to: SocketAddr, n: usize) -> anyhow::Result<Vec<Held>> {
+    (0..n)
+        .map(|i| Held::open(client, to).with_context(|| format!("held connection {i}")))
+        .collect()
+}
+
 /// `n` connections, each checked for consistency over 2 echoed lines; answers per backend.
 pub fn connections(
     client: &Node,

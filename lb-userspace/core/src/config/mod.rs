@@ -76,6 +76,10 @@ pub const DRAIN_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 0..=86_400_000;
 /// `[vip.load]` defaults and ranges: a read every 250 ms (a model server's queue changes
 /// within a second), at least every 50 ms; stale after 3 intervals by default.
 pub const DEFAULT_LOAD_INTERVAL_MS: u32 = 250;
+/// Default `vip.load.queue_limit`: the endpoint picker's default queue threshold.
+pub const DEFAULT_LOAD_QUEUE_LIMIT: u32 = 5;
+/// Default `vip.load.kv_limit_percent`: the endpoint picker's default KV-cache threshold.
+pub const DEFAULT_LOAD_KV_LIMIT_PERCENT: u32 = 80;
 pub const LOAD_INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 50..=60_000;
 pub const LOAD_STALE_RANGE: std::ops::RangeInclusive<u32> = 50..=3_600_000;
 /// `[vip.load]` `port` of a `prometheus` source without a preset (vLLM's API port).

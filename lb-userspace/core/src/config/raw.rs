@@ -80,6 +80,8 @@ pub(super) struct RawLoad {
     pub waiting: Option<String>,
     pub running: Option<String>,
     pub kv_cache: Option<String>,
+    pub queue_limit: Option<i64>,
+    pub kv_limit_percent: Option<i64>,
 }
 
 /// `[vip.health]` and `[vip.backend.health]` (whose keys override the VIP's).

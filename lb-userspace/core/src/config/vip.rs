@@ -129,6 +129,11 @@ pub struct LoadConfig {
     pub waiting: Option<Selector>,
     pub running: Option<Selector>,
     pub kv_cache: Option<Selector>,
+    /// The load policy: a backend with more waiting requests than this is saturated (no new
+    /// flows while another backend is not).
+    pub queue_limit: u32,
+    /// The load policy: a backend whose KV-cache use exceeds this percentage is saturated.
+    pub kv_limit_percent: u32,
 }
 
 impl LoadConfig {
@@ -168,6 +173,8 @@ impl Serialize for LoadConfig {
             running: Option<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             kv_cache: Option<String>,
+            queue_limit: u32,
+            kv_limit_percent: u32,
         }
         let prom = self.source == LoadSource::Prometheus;
         Out {
@@ -181,6 +188,8 @@ impl Serialize for LoadConfig {
             waiting: self.waiting.as_ref().map(ToString::to_string),
             running: self.running.as_ref().map(ToString::to_string),
             kv_cache: self.kv_cache.as_ref().map(ToString::to_string),
+            queue_limit: self.queue_limit,
+            kv_limit_percent: self.kv_limit_percent,
         }
         .serialize(s)
     }

@@ -42,7 +42,7 @@ use crate::{
 
 /// The running daemon: the state, the data plane, and what follows them.
 pub(super) struct Daemon {
-    state: State,
+    pub(super) state: State,
     dp: Arc<Mutex<Dataplane>>,
     checkers: Checkers,
     status_file: state::StatusFile,
@@ -56,7 +56,9 @@ pub(super) struct Daemon {
     /// The VIP routes (`[daemon.announce]`).
     announcer: Announcer,
     /// The backends' load reports (`[vip.load]`): the readers and their readings.
-    loads: load::Readers,
+    pub(super) loads: load::Readers,
+    /// The load policy of each load-driven VIP.
+    pub(super) policies: super::load_weights::Policies,
 }
 
 /// What the loop waits on (apart from shutdown), kept out of the [`Daemon`] so that
@@ -162,6 +164,8 @@ impl Daemon {
         announce.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut announcer = Announcer::new(&state.config);
         announcer.warn_sequence(&state.config);
+        let mut policies = super::load_weights::Policies::default();
+        policies.follow(&state.config);
         let daemon = Self {
             announcer,
             was_ramping: state.ramping(),
@@ -172,6 +176,7 @@ impl Daemon {
             status_file,
             metrics: metrics_tx,
             scale_report,
+            policies,
             loads,
         };
         let inputs = Inputs {
@@ -205,6 +210,7 @@ impl Daemon {
         log_config_fingerprint(&self.state, "configuration committed");
         self.checkers.restart(&self.state);
         self.loads.restart(&self.state.config);
+        self.policies.follow(&self.state.config);
         self.fib_backends = neigh::fib_backends(&self.state.desired());
         neigh::prime(&self.fib_backends);
         self.announcer.warn_sequence(&self.state.config);
@@ -341,9 +347,11 @@ impl Daemon {
 
     /// Step slow starts, check drains, and remove the drained backends that asked for it.
     fn on_lifecycle_tick(&mut self) -> Result<(), DaemonError> {
-        // Slow start: republish while weights ramp (unchanged VIPs are skipped).
+        // Slow start: republish while weights ramp (unchanged VIPs are skipped); and when
+        // the load policy set new weights.
         let ramping = self.state.ramping();
-        if ramping || self.was_ramping {
+        let load_changed = self.apply_load_policies();
+        if ramping || self.was_ramping || load_changed {
             let desired = self.state.desired();
             let mut dp = lock(&self.dp)?;
             if let Err(err) = dp.publish(&desired) {

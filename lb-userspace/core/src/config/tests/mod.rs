@@ -738,6 +738,14 @@ fn load_section_defaults() {
         ),
         (8000, "/metrics", 250, 250, 750)
     );
+    assert_eq!(
+        (l.queue_limit, l.kv_limit_percent),
+        (5, 80),
+        "the policy's defaults"
+    );
+    let l =
+        with("source = \"prometheus\"\npreset = \"vllm\"\nqueue_limit = 0\nkv_limit_percent = 95");
+    assert_eq!((l.queue_limit, l.kv_limit_percent), (0, 95));
     let s = l.selectors();
     assert_eq!(s.kv_cache.len(), 2, "vLLM's KV metric has a fallback");
     let l = with(
@@ -812,6 +820,16 @@ fn load_section_errors() {
         "source = \"prometheus\"\npreset = \"vllm\"\ntimeout_ms = 300",
         "vip[0].load.timeout_ms",
         "longer than interval_ms",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\nkv_limit_percent = 0",
+        "vip[0].load.kv_limit_percent",
+        "out of range (1..=100)",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\nqueue_limit = -1",
+        "vip[0].load.queue_limit",
+        "out of range",
     );
     bad(
         "source = \"prometheus\"\npreset = \"vllm\"\nstale_after_ms = 100",

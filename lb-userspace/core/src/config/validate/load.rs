@@ -3,8 +3,8 @@
 use super::Cx;
 use crate::config::raw::RawLoad;
 use crate::config::{
-    DEFAULT_LOAD_INTERVAL_MS, DEFAULT_LOAD_PATH, DEFAULT_LOAD_PORT, LOAD_INTERVAL_RANGE,
-    LOAD_STALE_RANGE, LoadConfig, LoadSource,
+    DEFAULT_LOAD_INTERVAL_MS, DEFAULT_LOAD_KV_LIMIT_PERCENT, DEFAULT_LOAD_PATH, DEFAULT_LOAD_PORT,
+    DEFAULT_LOAD_QUEUE_LIMIT, LOAD_INTERVAL_RANGE, LOAD_STALE_RANGE, LoadConfig, LoadSource,
 };
 use crate::load::presets::{Preset, Selector};
 
@@ -81,7 +81,21 @@ impl Cx<'_> {
         }
         ok.then_some(())?;
         let (interval_ms, timeout_ms, stale_after_ms) = timing?;
+        let queue_limit = self.int(
+            &format!("{path}.queue_limit"),
+            l.queue_limit,
+            Some(DEFAULT_LOAD_QUEUE_LIMIT),
+            0..=1_000_000,
+        );
+        let kv_limit_percent = self.int(
+            &format!("{path}.kv_limit_percent"),
+            l.kv_limit_percent,
+            Some(DEFAULT_LOAD_KV_LIMIT_PERCENT),
+            1..=100,
+        );
         Some(LoadConfig {
+            queue_limit: queue_limit?,
+            kv_limit_percent: kv_limit_percent?,
             source,
             port: port?,
             path: lpath,
