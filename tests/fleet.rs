@@ -36,7 +36,7 @@ use sluice_lab::lab::{
 };
 use sluice_tests::{
     api,
-    conn::{Held, connections_held, echo_all, per_backend},
+    conn::{Held, connections_held, echo_all, echo_parallel, per_backend},
     prefix, require_root, serial,
 };
 
@@ -92,29 +92,6 @@ fn counters(fleet: &Fleet, i: usize, vip: &str) -> (u64, u64) {
 fn open(fleet: &Fleet, to: SocketAddr, n: usize) -> Vec<Held> {
     connections_held(fleet.client(0), to, n)
         .unwrap_or_else(|e| panic!("open {n} connections to {to}: {e:#}"))
-}
-
-/// One echo on every connection, all at once; per connection, how long it took or why it
-/// failed (a reset, a timeout, another backend answering).
-fn echo_parallel(held: &mut [Held], phase: &str) -> Vec<Result<Duration, String>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = held
-            .iter_mut()
-            .enumerate()
-            .map(|(i, c)| {
-                s.spawn(move || {
-                    let t0 = Instant::now();
-                    c.echo(&format!("{phase}-{i}"))
-                        .map(|()| t0.elapsed())
-                        .map_err(|e| format!("{e:#}"))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-            .collect()
-    })
 }
 
 /// Lose balancer `i` and at once send an echo on every held connection; the echoes'

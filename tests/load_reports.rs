@@ -72,6 +72,25 @@ fn serve_metrics(lab: &Lab, i: usize, waiting: Arc<AtomicU32>, stop: Arc<AtomicB
     });
 }
 
+/// `[vip.load]` reading the vLLM preset from [`METRICS_PORT`] every 100 ms, stale after
+/// `stale_after_ms`; the policy's defaults.
+fn vllm_load(stale_after_ms: u32) -> LoadConfig {
+    LoadConfig {
+        source: LoadSource::Prometheus,
+        port: METRICS_PORT,
+        path: "/metrics".to_owned(),
+        interval_ms: 100,
+        timeout_ms: 100,
+        stale_after_ms,
+        preset: Some(Preset::Vllm),
+        waiting: None,
+        running: None,
+        kv_cache: None,
+        queue_limit: 5,
+        kv_limit_percent: 80,
+    }
+}
+
 /// The load of each lab backend of VIP `lab-tcp4`, as the status shows it.
 fn loads(socket: &Path, lab: &Lab) -> Vec<Option<LoadStatus>> {
     let s = status(socket).expect("the daemon's status");
@@ -115,20 +134,7 @@ fn load_reports_are_read_and_shown_with_their_age_and_errors() {
         .iter_mut()
         .find(|v| v.name == "lab-tcp4")
         .expect("the lab VIP");
-    vip.load = Some(LoadConfig {
-        source: LoadSource::Prometheus,
-        port: METRICS_PORT,
-        path: "/metrics".to_owned(),
-        interval_ms: 100,
-        timeout_ms: 100,
-        stale_after_ms: 300,
-        preset: Some(Preset::Vllm),
-        waiting: None,
-        running: None,
-        kv_cache: None,
-        queue_limit: 5,
-        kv_limit_percent: 80,
-    });
+    vip.load = Some(vllm_load(300));
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config).expect("start the daemon");
 
@@ -203,20 +209,7 @@ fn a_backend_whose_queue_grows_takes_no_new_flows_until_it_drains() {
         .iter_mut()
         .find(|v| v.name == "lab-tcp4")
         .expect("the lab VIP");
-    vip.load = Some(LoadConfig {
-        source: LoadSource::Prometheus,
-        port: METRICS_PORT,
-        path: "/metrics".to_owned(),
-        interval_ms: 100,
-        timeout_ms: 100,
-        stale_after_ms: 1000,
-        preset: Some(Preset::Vllm),
-        waiting: None,
-        running: None,
-        kv_cache: None,
-        queue_limit: 5,
-        kv_limit_percent: 80,
-    });
+    vip.load = Some(vllm_load(1000));
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config).expect("start the daemon");
     let to = std::net::SocketAddr::new(lab.vip4().into(), sluice_lab::lab::TCP_PORT);

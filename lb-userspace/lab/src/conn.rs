@@ -112,3 +112,26 @@ pub fn per_backend(held: &[Held]) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// One echo on every held connection, all at once (a thread each); per connection, how long
+/// it took or why it failed (a reset, a timeout, another backend answering).
+pub fn echo_parallel(held: &mut [Held], phase: &str) -> Vec<Result<Duration, String>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = held
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| {
+                s.spawn(move || {
+                    let t0 = std::time::Instant::now();
+                    c.echo(&format!("{phase}-{i}"))
+                        .map(|()| t0.elapsed())
+                        .map_err(|e| format!("{e:#}"))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+            .collect()
+    })
+}

@@ -12,7 +12,7 @@ use anyhow::{Context as _, ensure};
 
 use crate::{
     api::{Request, Response, client},
-    conn::Held,
+    conn::{Held, echo_parallel},
     lab::{
         TCP_PORT,
         daemon::Daemon,
@@ -33,6 +33,7 @@ pub fn run(balancers: usize, connections: usize) -> anyhow::Result<()> {
         (2..=4).contains(&balancers),
         "--balancers {balancers}: the fleet demo needs 2 to 4"
     );
+    // Leftovers of an interrupted earlier demo; if some cannot go, `Fleet::up` says so.
     let _ = crate::lab::Lab::down_prefix(PREFIX);
     section(&format!(
         "building the fleet lab: a client, a router running BIRD (BGP + BFD 100 ms x 3, ECMP), \
@@ -168,24 +169,7 @@ impl Table {
     /// One echo on every held connection (all at once); a row of the table. Returns the
     /// slowest echo.
     fn step(&mut self, fleet: &Fleet, held: &mut [Held], what: &str) -> anyhow::Result<Duration> {
-        let results: Vec<Result<Duration, String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = held
-                .iter_mut()
-                .enumerate()
-                .map(|(i, c)| {
-                    s.spawn(move || {
-                        let t0 = Instant::now();
-                        c.echo(&format!("{what}-{i}"))
-                            .map(|()| t0.elapsed())
-                            .map_err(|e| format!("{e:#}"))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
-                .collect()
-        });
+        let results = echo_parallel(held, what);
         let resets = results.iter().filter(|r| r.is_err()).count();
         self.resets += resets;
         let now = new_flows(fleet);

@@ -189,24 +189,44 @@ impl BackendServer {
     }
 
     fn shutdown(&mut self) {
-        if self.shared.stop.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        for l in &self.listeners {
-            // shutdown(2) on a listening socket wakes a blocked accept(2) (EINVAL).
-            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        }
-        if let Ok(mut conns) = self.shared.conns.lock() {
-            for (_, c) in conns.drain() {
-                let _ = c.shutdown(Shutdown::Both);
-            }
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        // The listeners close when the last Arc (ours) goes.
-        self.listeners.clear();
+        close_all(
+            &self.shared.stop,
+            &mut self.listeners,
+            &self.shared.conns,
+            &mut self.threads,
+        );
     }
+}
+
+/// Stop a server (once: `stop` says whether it was stopped already): wake its accept
+/// loops, close every open connection, wait for its threads, drop its listeners. Shared by
+/// the lab's servers ([`BackendServer`], the LLM-like backend).
+pub(crate) fn close_all(
+    stop: &AtomicBool,
+    listeners: &mut Vec<Arc<TcpListener>>,
+    conns: &Mutex<HashMap<u64, TcpStream>>,
+    threads: &mut Vec<JoinHandle<()>>,
+) {
+    if stop.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    for l in listeners.iter() {
+        // shutdown(2) on a listening socket wakes a blocked accept(2) (EINVAL); an error
+        // means it is not listening any more, which is what we want.
+        let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
+    if let Ok(mut conns) = conns.lock() {
+        for (_, c) in conns.drain() {
+            // Already closed by the peer: nothing to do.
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+    for t in threads.drain(..) {
+        // A serving thread that panicked has nothing left to clean up.
+        let _ = t.join();
+    }
+    // The listeners close when the last Arc (ours) goes.
+    listeners.clear();
 }
 
 impl Drop for BackendServer {

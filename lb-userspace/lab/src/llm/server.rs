@@ -6,7 +6,6 @@ use std::{
     collections::HashMap,
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
     net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -158,22 +157,12 @@ impl LlmServer {
     }
 
     fn shutdown(&mut self) {
-        if self.shared.stop.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        for l in &self.listeners {
-            // shutdown(2) on a listening socket wakes a blocked accept(2).
-            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        }
-        if let Ok(mut conns) = self.shared.conns.lock() {
-            for (_, c) in conns.drain() {
-                let _ = c.shutdown(Shutdown::Both);
-            }
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        self.listeners.clear();
+        crate::lab::server::close_all(
+            &self.shared.stop,
+            &mut self.listeners,
+            &self.shared.conns,
+            &mut self.threads,
+        );
     }
 }
 

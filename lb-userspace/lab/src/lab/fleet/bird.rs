@@ -149,6 +149,7 @@ fn start(
     std::fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
     std::fs::write(&conf, config(&log.to_string_lossy())?)
         .map_err(io(format!("writing {}", conf.display())))?;
+    // A socket left by an earlier run (usually none); BIRD reports one it cannot replace.
     let _ = std::fs::remove_file(&ctl);
     // BIRD forks into the background once its config is loaded; it stays in the namespace.
     node.exec(&[

@@ -189,34 +189,35 @@ impl Fleet {
         Ok(())
     }
 
-    /// Plug the next balancer into the balancer network (its BIRD is the caller's).
-    fn plug_balancer(&mut self) -> Result<&Node, LabError> {
-        let k = self.balancers.len() + 1;
-        let host = u8::try_from(k).map_err(|_| LabError::Invalid("too many balancers".into()))?;
-        let role = Role::Balancer(k);
-        let lb = Node::with_addrs(
+    /// A node with host number `host` on `net`: its namespace, its eth0 plugged into that
+    /// network with its addresses, a default route via the router.
+    fn node_on(&self, role: Role, net: Net, host: usize) -> Result<(Node, Netns), LabError> {
+        let host =
+            u8::try_from(host).map_err(|_| LabError::Invalid(format!("no room for {role}")))?;
+        let node = Node::with_addrs(
             self.prefix(),
             role,
             format!("p-{}", role.suffix()),
-            Net::Balancers.addr4(host),
-            Net::Balancers.addr6(host),
-            Net::Balancers.mac(false, host),
+            net.addr4(host),
+            net.addr6(host),
+            net.mac(false, host),
         );
-        let ns = Netns::create(lb.ns())?;
+        let ns = Netns::create(node.ns())?;
         self.plug(&Port {
-            node: &lb,
+            node: &node,
             iface: "eth0",
-            net: Net::Balancers,
+            net,
             host,
-            peer: lb.peer().to_owned(),
+            peer: node.peer().to_owned(),
         })?;
-        ns.ip(&[&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &Net::Balancers.gateway().to_string(),
-        ]])?;
+        ns.ip(&[&["route", "add", "default", "via", &net.gateway().to_string()]])?;
+        Ok((node, ns))
+    }
+
+    /// Plug the next balancer into the balancer network (its BIRD is the caller's).
+    fn plug_balancer(&mut self) -> Result<&Node, LabError> {
+        let k = self.balancers.len() + 1;
+        let (lb, ns) = self.node_on(Role::Balancer(k), Net::Balancers, k)?;
         // Forwarding on: the balancer's FIB lookups (bpf_fib_lookup) need it.
         for (key, value) in [
             ("net.ipv4.ip_forward", "1"),
@@ -239,32 +240,7 @@ impl Fleet {
     }
 
     fn plug_client(&mut self, k: usize) -> Result<(), LabError> {
-        let host =
-            u8::try_from(10 + k).map_err(|_| LabError::Invalid("too many clients".into()))?;
-        let role = Role::Client(k);
-        let c = Node::with_addrs(
-            self.prefix(),
-            role,
-            format!("p-{}", role.suffix()),
-            Net::Clients.addr4(host),
-            Net::Clients.addr6(host),
-            Net::Clients.mac(false, host),
-        );
-        let ns = Netns::create(c.ns())?;
-        self.plug(&Port {
-            node: &c,
-            iface: "eth0",
-            net: Net::Clients,
-            host,
-            peer: c.peer().to_owned(),
-        })?;
-        ns.ip(&[&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &Net::Clients.gateway().to_string(),
-        ]])?;
+        let (c, ns) = self.node_on(Role::Client(k), Net::Clients, 10 + k)?;
         // Partial checksums do not survive XDP_TX; a retransmission must not move a
         // connection to another balancer by itself.
         c.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
@@ -274,33 +250,14 @@ impl Fleet {
     }
 
     fn plug_backend(&mut self, k: usize) -> Result<(), LabError> {
-        let host =
-            u8::try_from(10 + k).map_err(|_| LabError::Invalid("too many backends".into()))?;
         let net = match self.spec.mode {
             Forwarding::Dsr => Net::Balancers,
             Forwarding::Ipip => Net::Backends,
         };
-        let role = Role::Backend(k);
-        let b = Node::with_addrs(
-            self.prefix(),
-            role,
-            format!("p-{}", role.suffix()),
-            net.addr4(host),
-            net.addr6(host),
-            net.mac(false, host),
-        );
-        let ns = Netns::create(b.ns())?;
-        self.plug(&Port {
-            node: &b,
-            iface: "eth0",
-            net,
-            host,
-            peer: b.peer().to_owned(),
-        })?;
+        let (b, ns) = self.node_on(Role::Backend(k), net, 10 + k)?;
         ns.ip(&[
             &["addr", "add", &format!("{FLEET_VIP4}/32"), "dev", "lo"],
             &["addr", "add", &format!("{FLEET_VIP4_LC}/32"), "dev", "lo"],
-            &["route", "add", "default", "via", &net.gateway().to_string()],
         ])?;
         for (key, value) in [
             ("net.ipv4.conf.all.arp_ignore", "1"),
