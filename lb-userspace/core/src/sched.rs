@@ -40,6 +40,22 @@ pub enum Order {
     WeightedLeastConn,
 }
 
+/// How far ahead a least-connection plan looks, in seconds of new flows at the recent rate.
+pub const LC_HORIZON_SECS: f64 = 0.5;
+
+/// The number of new flows a least-connection plan covers: half a second of them at the
+/// recent new-flow rate, and at least 8 per eligible backend.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "non-negative and rounded up; `as` saturates"
+)]
+pub fn lc_horizon(rate_per_s: f64, eligible: usize) -> u32 {
+    (rate_per_s.max(0.0) * LC_HORIZON_SECS)
+        .max(8.0 * eligible as f64)
+        .ceil() as u32
+}
+
 /// The sequence for `members`, at most `capacity` long (the VIP's table size).
 /// `horizon` is how many new flows the least-connection plan covers (ignored otherwise).
 pub fn sequence(order: Order, members: &[Member], capacity: u32, horizon: u32) -> Vec<u32> {

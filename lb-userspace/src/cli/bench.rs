@@ -30,7 +30,7 @@ pub struct BenchArgs {
     pub generator: bench::generator::Choice,
 }
 
-#[derive(Clone, Copy, Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum BenchPart {
     /// Per-packet cost of the real program against the floor (BPF_PROG_TEST_RUN, repeat 1).
     Packet,
@@ -38,6 +38,12 @@ pub enum BenchPart {
     Control,
     /// Packets per second through a veth against floor programs (live frames or pktgen).
     Throughput,
+    /// Inference-aware balancing in the lab: LLM-like model servers behind the real
+    /// daemon, the same conversations through static Maglev, least connections and the
+    /// load-aware policies; TTFT p50/p95/p99 and throughput of each. Not part of the
+    /// default run (about 2.5 minutes a policy; `--quick`: a smoke run of 30
+    /// conversations). `sluice simulate inference` runs the same scenario offline.
+    Inference(super::simulate::ScenarioArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +89,9 @@ pub struct GenArgs {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchPart::Inference(args)) = &a.part {
+        return inference(args, a.quick, &a.out);
+    }
     let mut o = bench::Options::all(&a.out);
     if let Some(part) = a.part {
         o.packet = matches!(part, BenchPart::Packet);
@@ -129,5 +138,24 @@ pub fn generate(a: GenArgs) -> anyhow::Result<()> {
         r.generated as f64 / r.seconds / 1e6,
         a.flows
     );
+    Ok(())
+}
+
+/// `sluice bench inference`: the scenario in a lab, policy after policy.
+fn inference(args: &super::simulate::ScenarioArgs, quick: bool, out: &std::path::Path) -> anyhow::Result<()> {
+    let (mut s, policies) = args.scenario()?;
+    if quick {
+        s.sessions.sessions = s.sessions.sessions.min(30);
+    }
+    println!("inference comparison in the lab (real time)\n{}\n", s.describe());
+    let prefix = format!("sl-inf-{}", std::process::id() % 100_000);
+    let rows = sluice_lab::llm::bench::run(&prefix, &s, &policies, &mut |m| println!("{m}"))?;
+    let table = sluice_lab::llm::scenario::table(&rows);
+    println!("\n{table}");
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+    let path = out.join("inference.txt");
+    std::fs::write(&path, format!("{}\n\n{table}", s.describe()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    println!("written: {}", path.display());
     Ok(())
 }

@@ -167,13 +167,17 @@ pub enum Command {
     /// Replay a load trace through the autoscaler's policies (offline, no root): backends
     /// over time, utilisation, time over target, backend-seconds; compared with the plain
     /// Kubernetes HPA defaults on the same trace.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Simulate {
+        /// Simulate something else than the autoscaler.
+        #[command(subcommand)]
+        what: Option<SimulateCmd>,
         /// CSV: time_s,conns_per_s,mean_duration_s (see config/traces/).
-        #[arg(long)]
-        trace: PathBuf,
+        #[arg(long, required = true)]
+        trace: Option<PathBuf>,
         /// TOML: [autoscale] as in [vip.autoscale], and [sim] (the capacity model).
-        #[arg(long)]
-        policy: PathBuf,
+        #[arg(long, required = true)]
+        policy: Option<PathBuf>,
         /// Write the time series (one row per step) here.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -181,6 +185,15 @@ pub enum Command {
         #[arg(long, default_value_t = 300.0)]
         every: f64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimulateCmd {
+    /// Inference-aware balancing offline: LLM-like model servers (the lab's engine) under
+    /// a heavy-tailed request trace, through static Maglev, least connections and the
+    /// load-aware policies; TTFT p50/p95/p99 and throughput of each (simulated time, no
+    /// root). `sluice bench inference` runs the same scenario in the lab.
+    Inference(simulate::ScenarioArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -454,11 +467,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&api_socket, cli.json),
         Command::Announce(cmd) => announce::run(&api_socket, cmd, cli.json),
         Command::Simulate {
+            what: Some(SimulateCmd::Inference(args)),
+            ..
+        } => simulate::inference(&args),
+        Command::Simulate {
+            what: None,
             trace,
             policy,
             csv,
             every,
-        } => simulate::run(&trace, &policy, csv.as_deref(), every.max(1.0)),
+        } => {
+            let (Some(trace), Some(policy)) = (trace, policy) else {
+                anyhow::bail!("sluice simulate: --trace and --policy are required");
+            };
+            simulate::run(&trace, &policy, csv.as_deref(), every.max(1.0))
+        }
     }
 }
 

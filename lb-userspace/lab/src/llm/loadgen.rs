@@ -143,6 +143,201 @@ impl Trace {
     }
 }
 
+/// Conversations ([`Sessions`]): each one a keep-alive connection whose turns are sent
+/// back to back (after `think`), each turn's prompt holding the conversation so far, as a
+/// chat client or an agent resends its context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionSpec {
+    pub seed: u64,
+    pub sessions: usize,
+    /// Poisson arrivals of new conversations, per second.
+    pub rate: f64,
+    /// Turns per conversation (at least 1).
+    pub turns: LogNormal,
+    /// The first prompt: system prompt and any document.
+    pub context: LogNormal,
+    /// What the user adds each turn.
+    pub user: LogNormal,
+    /// Output tokens of each turn (`max_tokens`).
+    pub output: LogNormal,
+    /// Between a response's end and the next turn.
+    pub think: Duration,
+    /// Prompts are cut to this many tokens (the model's context).
+    pub max_context: u32,
+}
+
+/// One conversation: when it starts and its turns (their `at_us` is unused: a turn is sent
+/// when the previous one ended, plus the think time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub at_us: u64,
+    pub turns: Vec<TraceRequest>,
+}
+
+/// A generated set of conversations, by start time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sessions {
+    pub sessions: Vec<Session>,
+}
+
+impl Sessions {
+    /// The conversations `spec` describes (the same for the same spec).
+    pub fn generate(spec: &SessionSpec) -> Self {
+        let mut rng = SplitMix64::new(spec.seed);
+        let mut at = 0.0f64;
+        let sessions = (0..spec.sessions)
+            .map(|_| {
+                if spec.rate > 0.0 {
+                    at += -rng.unit().ln() / spec.rate * 1e6;
+                }
+                let turns = rng.log_normal(&spec.turns).max(1);
+                let mut context = u64::from(rng.log_normal(&spec.context));
+                let turns = (0..turns)
+                    .map(|_| {
+                        context += u64::from(rng.log_normal(&spec.user));
+                        let max_tokens = rng.log_normal(&spec.output);
+                        let prompt = context.min(u64::from(spec.max_context.max(1)));
+                        context += u64::from(max_tokens);
+                        TraceRequest {
+                            at_us: 0,
+                            prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+                            max_tokens,
+                        }
+                    })
+                    .collect();
+                Session {
+                    at_us: at as u64,
+                    turns,
+                }
+            })
+            .collect();
+        Self { sessions }
+    }
+
+    /// The number of requests (turns) of all conversations.
+    pub fn requests(&self) -> usize {
+        self.sessions.iter().map(|s| s.turns.len()).sum()
+    }
+
+    /// Each session's index of its first request in the flat numbering (session order,
+    /// then turn order).
+    pub fn offsets(&self) -> Vec<usize> {
+        let mut next = 0;
+        self.sessions
+            .iter()
+            .map(|s| {
+                let at = next;
+                next += s.turns.len();
+                at
+            })
+            .collect()
+    }
+}
+
+/// Run every conversation of `sessions` against `target` from `node`'s namespace: each
+/// on its own connection (a thread), started at its time; a failed turn ends the
+/// conversation (its remaining turns count as failed). Results are numbered as
+/// [`Sessions::offsets`] says.
+pub fn run_sessions(
+    node: Option<&Node>,
+    target: SocketAddr,
+    sessions: &Sessions,
+    timeout: Duration,
+    think: Duration,
+) -> LoadReport {
+    let results = Mutex::new(Vec::with_capacity(sessions.requests()));
+    let offsets = sessions.offsets();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for (session, offset) in sessions.sessions.iter().zip(offsets) {
+            let due = start + Duration::from_micros(session.at_us);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let results = &results;
+            s.spawn(move || {
+                let out = conversation(node, target, session, offset, timeout, think);
+                if let Ok(mut r) = results.lock() {
+                    r.extend(out);
+                }
+            });
+        }
+    });
+    let wall = start.elapsed();
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by_key(|r| r.index);
+    LoadReport { results, wall }
+}
+
+/// One conversation's turns on one connection.
+fn conversation(
+    node: Option<&Node>,
+    target: SocketAddr,
+    session: &Session,
+    offset: usize,
+    timeout: Duration,
+    think: Duration,
+) -> Vec<RequestResult> {
+    let mut out = Vec::with_capacity(session.turns.len());
+    let mut client = match Client::connect(node, target, timeout) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let error = e.to_string();
+            return session
+                .turns
+                .iter()
+                .enumerate()
+                .map(|(i, t)| failed(offset + i, t, &error))
+                .collect();
+        }
+    };
+    for (i, turn) in session.turns.iter().enumerate() {
+        if i > 0 && !think.is_zero() {
+            std::thread::sleep(think);
+        }
+        let Some(c) = client.as_mut() else {
+            out.push(failed(offset + i, turn, "an earlier turn failed"));
+            continue;
+        };
+        match c.complete(turn.prompt_tokens, turn.max_tokens) {
+            Ok(done) => {
+                let error = (!done.done || done.tokens != turn.max_tokens).then(|| {
+                    format!(
+                        "{} of {} tokens, [DONE] {}",
+                        done.tokens, turn.max_tokens, done.done
+                    )
+                });
+                if error.is_some() {
+                    client = None;
+                }
+                out.push(RequestResult {
+                    index: offset + i,
+                    max_tokens: turn.max_tokens,
+                    completion: done,
+                    error,
+                });
+            }
+            Err(e) => {
+                client = None;
+                out.push(failed(offset + i, turn, &e.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn failed(index: usize, turn: &TraceRequest, error: &str) -> RequestResult {
+    RequestResult {
+        index,
+        max_tokens: turn.max_tokens,
+        completion: Completion::default(),
+        error: Some(error.to_owned()),
+    }
+}
+
 /// How to run a trace.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadSpec {

@@ -40,10 +40,13 @@
 //! inter-token time, total time, tokens; a [`loadgen::Summary`] with p50/p95/p99 and
 //! throughput.
 
+pub mod bench;
 pub mod client;
 pub mod loadgen;
 pub mod model;
+pub mod scenario;
 mod server;
+pub mod sim;
 
 pub use self::{
     model::{Load, ModelParams, ParamError},
