@@ -605,8 +605,9 @@ fn autoscale_section_reference_and_defaults() {
         a.target.as_ref().unwrap().metric,
         MetricKind::ActiveConnections
     );
-    assert_eq!(a.steps.len(), 2);
+    assert_eq!(a.steps.len(), 3);
     assert_eq!(a.steps[1].direction, StepDirection::Below);
+    assert_eq!(a.steps[2].metric, MetricKind::LoadKvCachePercent);
     assert_eq!(a.crons[0].timezone, "Europe/Paris");
     assert_eq!(a.backend_metric.as_ref().unwrap().port, 9100);
     assert!(matches!(&a.provider, ProviderConfig::Pool { standby } if standby.len() == 3));
