@@ -2,7 +2,8 @@
 //! backend serves a vLLM-like `/metrics` page from its own namespace, the daemon reads it
 //! and shows the figures and their age in the status (what `sluice backend list --json`
 //! prints), and a backend whose page stops answering shows the error while the other
-//! stays fresh.
+//! stays fresh. The autoscaler targets the reported queue: a backend reporting more
+//! requests waiting than the target makes it add a standby backend.
 //!
 //! The lab (prefix `sl-ld-<pid>-<n>`) is removed when it drops, also on failure; the loops
 //! are bounded in time.
@@ -21,9 +22,16 @@ use std::{
 
 use clap::Parser as _;
 use lb_userspace::cli::{Cli, dispatch};
-use sluice_core::config::{LoadConfig, LoadSource};
+use sluice_core::config::{
+    LoadConfig, LoadSource,
+    autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
+};
 use sluice_core::load::presets::Preset;
-use sluice_daemon::state::LoadStatus;
+use sluice_daemon::{
+    api::{Request, Response, client},
+    autoscale::driver::VipReport,
+    state::LoadStatus,
+};
 use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{
     api::status,
@@ -258,6 +266,144 @@ fn a_backend_whose_queue_grows_takes_no_new_flows_until_it_drains() {
     for c in held {
         c.close().expect("a clean close");
     }
+    stop.store(true, Ordering::Relaxed);
+    drop(d);
+}
+
+/// The autoscaler's report of VIP `lab-tcp4`.
+fn scaler(socket: &Path) -> Option<VipReport> {
+    match client::request(socket, &Request::AutoscaleStatus).expect("autoscale status") {
+        Response::Autoscale { status } => status.vips.into_iter().find(|v| v.name == "lab-tcp4"),
+        r => panic!("unexpected answer {r:?}"),
+    }
+}
+
+/// `[vip.autoscale]` targeting 5 requests waiting per backend (the usual HPA setting for
+/// vLLM), evaluated every 500 ms, never scaling down within the test, with a pool.
+fn waiting_autoscale(standby: IpAddr) -> AutoscaleConfig {
+    AutoscaleConfig {
+        min: 1,
+        max: 2,
+        interval_ms: 500,
+        weight: 1,
+        ready_timeout_ms: 10_000,
+        up_backends: 4,
+        up_percent: 100,
+        up_period_ms: 15_000,
+        down_backends: 0,
+        down_percent: 100,
+        down_period_ms: 15_000,
+        target: Some(TargetConfig {
+            metric: MetricKind::LoadWaiting,
+            value: Num(5.0),
+            tolerance: Num(0.1),
+            scale_down_stabilization_ms: 300_000,
+            scale_up_stabilization_ms: 0,
+        }),
+        steps: Vec::new(),
+        crons: Vec::new(),
+        backend_metric: None,
+        provider: ProviderConfig::Pool {
+            standby: vec![standby],
+        },
+    }
+}
+
+/// The autoscaler on the backends' load reports: one backend reporting 1 request waiting
+/// holds (target 5); once it reports 20 the autoscaler adds the standby backend, and the
+/// decision shows the reported figures it was taken on.
+#[test]
+fn a_queue_above_the_target_adds_a_standby_backend() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("ld", "scale")).backends(2).ipv6(false))
+        .expect("bring the lab up");
+    let stop = Arc::new(AtomicBool::new(false));
+    let waiting: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::new(AtomicU32::new(0))).collect();
+    for (i, w) in waiting.iter().enumerate() {
+        serve_metrics(&lab, i, Arc::clone(w), Arc::clone(&stop));
+    }
+    let (first, standby) = (
+        IpAddr::from(lab.backend(0).addr4()),
+        IpAddr::from(lab.backend(1).addr4()),
+    );
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
+    config.vips.retain(|v| v.name == "lab-tcp4");
+    let v = &mut config.vips[0];
+    v.backends.retain(|b| b.address == first);
+    v.health.interval_ms = 300;
+    v.health.timeout_ms = 280;
+    v.health.rise = 2;
+    v.health.fall = 4;
+    v.load = Some(vllm_load(1000));
+    v.autoscale = Some(waiting_autoscale(standby));
+    // Through the file's rules (the load metric needs the VIP's [vip.load]).
+    let text = config.to_toml().expect("export the config");
+    let config = sluice_core::config::parse(&text, "load autoscale test")
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .config;
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+
+    // 0 + 1 (the second engine's) waiting: below the target, the count holds at 1.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let decided = |r: &Option<VipReport>| {
+        r.as_ref().and_then(|r| {
+            r.decisions
+                .iter()
+                .rev()
+                .find(|d| d.metrics.load_waiting.iter().any(Option::is_some))
+                .cloned()
+        })
+    };
+    let hold = loop {
+        if let Some(d) = decided(&scaler(&socket)) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no decision on a load report");
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(hold.metrics.load_waiting, vec![Some(1.0)], "{hold:?}");
+    assert_eq!(hold.metrics.load_kv_cache_percent, vec![Some(75.0)]);
+    assert_eq!((hold.current, hold.desired), (1, 1), "{}", hold.reason);
+
+    // The queue grows to 20: ratio 4, the autoscaler asks for 4 (max 2) and adds the
+    // standby backend once its health checks pass.
+    waiting[0].store(19, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(&socket).expect("status");
+        let added = s
+            .vips
+            .iter()
+            .any(|v| v.name == "lab-tcp4" && v.backends.iter().any(|b| b.address == standby));
+        if added {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby backend was not added: {:?}",
+            scaler(&socket)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let r = scaler(&socket).expect("the scaler's report");
+    let up = r
+        .decisions
+        .iter()
+        .find(|d| d.direction() == "up")
+        .unwrap_or_else(|| panic!("no scale-up decision: {r:?}"));
+    assert_eq!(up.metrics.load_waiting, vec![Some(20.0)], "{up:?}");
+    assert!(
+        up.said
+            .iter()
+            .any(|s| s.reason.contains("load_waiting 20.0/backend vs 5")),
+        "{up:?}"
+    );
+    assert_eq!(up.desired, 2, "{}", up.reason);
+    assert_eq!(r.added, 1, "{r:?}");
     stop.store(true, Ordering::Relaxed);
     drop(d);
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::api::{Request, Response, client};
+use crate::autoscale::policy::Metrics;
 
 pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     let Response::Autoscale { status } = client::request(socket, &Request::AutoscaleStatus)? else {
@@ -64,6 +65,9 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
                 d.metrics.new_connections_per_s,
                 d.reason
             );
+            if let Some(line) = load_line(&d.metrics) {
+                println!("  {:<24} {:>26} {line}", "", "load reports");
+            }
             for s in &d.said {
                 println!("  {:<24} {:>26} {}", "", s.policy, s.reason);
             }
@@ -76,4 +80,47 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The load-report figures of a decision's inputs, one value per serving backend in order
+/// (`-`: missing), e.g. `waiting 3 7 -; running 12 10 -; kv_cache 85% 90% -`; `None` when
+/// the VIP has no `[vip.load]`.
+fn load_line(m: &Metrics) -> Option<String> {
+    let list = |values: &[Option<f64>], unit: &str| {
+        values
+            .iter()
+            .map(|v| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}{unit}")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let parts: Vec<String> = [
+        ("waiting", &m.load_waiting, ""),
+        ("running", &m.load_running, ""),
+        ("kv_cache", &m.load_kv_cache_percent, "%"),
+    ]
+    .into_iter()
+    .filter(|(_, v, _)| !v.is_empty())
+    .map(|(name, v, unit)| format!("{name} {}", list(v, unit)))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_figures_of_a_decision() {
+        assert_eq!(load_line(&Metrics::default()), None);
+        let m = Metrics {
+            load_waiting: vec![Some(3.0), Some(7.0), None],
+            load_running: vec![Some(12.0), Some(10.0), None],
+            load_kv_cache_percent: vec![Some(85.2), None, None],
+            ..Metrics::default()
+        };
+        assert_eq!(
+            load_line(&m).as_deref(),
+            Some("waiting 3 7 -; running 12 10 -; kv_cache 85% - -")
+        );
+    }
 }

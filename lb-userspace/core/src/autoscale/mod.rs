@@ -425,6 +425,87 @@ mod tests {
         assert_eq!(d.desired, 5, "{}", d.reason);
     }
 
+    /// Inference: target tracking on the requests waiting (the usual HPA setting for vLLM,
+    /// 5 per backend) with KV-cache use as a second trigger (a step rule above 80 %). Each
+    /// works alone, and when both speak the higher count wins; a stale KV report silences
+    /// the step rule without holding the target back.
+    #[test]
+    fn waiting_target_and_kv_cache_step_together() {
+        let mut s = spec(1, 20);
+        s.target = Some(TargetConfig {
+            metric: MetricKind::LoadWaiting,
+            value: Num(5.0),
+            tolerance: Num(0.1),
+            scale_down_stabilization_ms: 0,
+            scale_up_stabilization_ms: 0,
+        });
+        s.steps = vec![StepConfig {
+            metric: MetricKind::LoadKvCachePercent,
+            direction: StepDirection::Above,
+            threshold: Num(80.0),
+            for_ms: 30_000,
+            change: 2,
+            cooldown_ms: 60_000,
+        }];
+        let mut c = Controller::new(s);
+        let load = |t: u64, waiting: Vec<Option<f64>>, kv: Vec<Option<f64>>| Sample {
+            now: Time::from_secs(t),
+            current: u32::try_from(waiting.len()).unwrap(),
+            metrics: Metrics {
+                load_waiting: waiting,
+                load_kv_cache_percent: kv,
+                ..Metrics::default()
+            },
+        };
+        let each = |n: usize, v: f64| vec![Some(v); n];
+        // Queues at the target, KV caches full: the target holds, the step rule waits.
+        let d = c.decide(&load(
+            0,
+            vec![Some(6.0), Some(4.0)],
+            vec![Some(90.0), Some(85.0)],
+        ));
+        assert_eq!(d.desired, 2, "{}", d.reason);
+        assert_eq!(d.said.len(), 2, "{:?}", d.said);
+        assert!(d.said[1].reason.contains("holding"), "{:?}", d.said);
+        // KV above 80 for 30 s: the step rule adds 2, more than the target's 2.
+        let d = c.decide(&load(
+            30,
+            vec![Some(6.0), Some(4.0)],
+            vec![Some(90.0), Some(85.0)],
+        ));
+        assert_eq!(d.desired, 4, "{}", d.reason);
+        assert!(d.reason.starts_with("step asks 4"), "{}", d.reason);
+        assert!(
+            d.said[1]
+                .reason
+                .contains("load_kv_cache_percent 87.5/backend > 80"),
+            "{:?}",
+            d.said
+        );
+        assert_eq!(
+            d.metrics.load_kv_cache_percent.len(),
+            2,
+            "the inputs are kept"
+        );
+        // Queues grow to 8 per backend: the target asks ceil(4 × 8 / 5) = 7 while the
+        // step rule is in its cooldown: the target's count.
+        let d = c.decide(&load(45, each(4, 8.0), each(4, 90.0)));
+        assert_eq!(d.desired, 7, "{}", d.reason);
+        assert!(d.reason.starts_with("target asks 7"), "{}", d.reason);
+        // KV reports stale (missing): the step rule has no value; the target decides alone.
+        let d = c.decide(&load(60, each(7, 5.0), vec![None; 7]));
+        assert_eq!(d.desired, 7, "{}", d.reason);
+        assert!(d.said[1].reason.contains("no rule holds"), "{:?}", d.said);
+        // Queues empty but KV still full: the target alone speaks first (down to min 1:
+        // the step rule's timer restarted with the stale round), then the step rule again
+        // once KV has held above 80 for 30 s (past its cooldown): the higher count wins.
+        let d = c.decide(&load(100, each(7, 0.0), each(7, 95.0)));
+        assert_eq!(d.desired, 1, "{}", d.reason);
+        let d = c.decide(&load(130, each(1, 0.0), each(1, 95.0)));
+        assert_eq!(d.desired, 3, "{}", d.reason);
+        assert!(d.reason.starts_with("step asks 3"), "{}", d.reason);
+    }
+
     fn view(addr: u8, conns: u64, owned: bool) -> BackendView {
         BackendView {
             address: IpAddr::from([10, 0, 0, addr]),

@@ -14,6 +14,9 @@
 //!   ends (under half a connection left in the fluid model) or at `sim.drain_timeout_ms`;
 //! - packets/s = open connections × `packets_per_connection`, bytes/s = packets ×
 //!   `bytes_per_packet`;
+//! - the load reports (the `load_*` metrics) read each serving backend as a model server
+//!   whose batch holds `sim.capacity` requests (one per open connection): running =
+//!   min(open, capacity), waiting = the rest, KV-cache use = running / capacity × 100 %;
 //! - a backend costs from the decision that provisioned it until it is released.
 //!
 //! Figures: backends over time, utilisation (open connections / serving capacity), time
@@ -194,6 +197,18 @@ impl Fleet {
             .sum()
     }
 
+    /// The load reports of the serving backends (see the module's doc): running, waiting
+    /// and KV-cache percent, each per serving backend.
+    fn load_reports(&self, capacity: f64, m: &mut Metrics) {
+        for b in self.backends.iter().filter(|b| b.phase == Phase::Active) {
+            let running = b.conns.min(capacity);
+            m.load_running.push(Some(running));
+            m.load_waiting.push(Some((b.conns - capacity).max(0.0)));
+            m.load_kv_cache_percent
+                .push(Some(running / capacity * 100.0));
+        }
+    }
+
     /// The backends as the reconciler sees them (addressed by id).
     fn views(&self) -> Vec<BackendView> {
         self.backends
@@ -285,6 +300,7 @@ pub fn run(
         reversals: 0,
     };
     let interval = u64::from(policy.interval_ms);
+    let uses_load = policy.metrics().any(MetricKind::is_load);
     let mut last_change: Option<(u64, bool)> = None;
     let mut util_sum = 0.0;
     let mut t_ms = 0u64;
@@ -296,13 +312,16 @@ pub fn run(
         fleet.flow(rate, duration, dt);
         fleet.release_drained(t_ms, u64::from(sim.drain_timeout_ms));
         let active = fleet.active_connections();
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             active_connections: active,
             new_connections_per_s: rate,
             packets_per_s: active * sim.packets_per_connection,
             bytes_per_s: active * sim.packets_per_connection * sim.bytes_per_packet,
-            backend: Vec::new(),
+            ..Metrics::default()
         };
+        if uses_load {
+            fleet.load_reports(sim.capacity, &mut metrics);
+        }
         // Decide every interval.
         if t_ms.is_multiple_of(interval) {
             let d = ctl.decide(&Sample {
@@ -556,6 +575,31 @@ mod tests {
 
     const POLICY: &str = "[autoscale]\nmin = 1\nmax = 20\n[autoscale.target]\n\
         metric = \"active_connections\"\nvalue = 100\n[sim]\ncapacity = 150\nstartup_ms = 10000\n";
+
+    /// The load reports are modelled: a backend's batch holds `capacity` requests, so with
+    /// 600 open and a target of 60 running per backend the count settles at 10.
+    #[test]
+    fn load_reports_are_modelled() {
+        let trace = parse_trace("0,20,30\n1800,20,30\n", "t").unwrap();
+        let policy = "[autoscale]\nmin = 1\nmax = 20\n[autoscale.target]\n\
+            metric = \"load_running\"\nvalue = 60\n[sim]\ncapacity = 100\nstartup_ms = 10000\n";
+        let (p, s) = crate::config::autoscale::parse_policy(policy, "p").unwrap();
+        let o = run(&trace, &p, &s).unwrap();
+        assert_eq!(
+            o.rows.last().unwrap().serving,
+            10,
+            "{}",
+            timeline(&o, 120.0)
+        );
+        let mut m = Metrics::default();
+        let mut fleet = Fleet::new(2);
+        fleet.backends[0].conns = 130.0;
+        fleet.backends[1].conns = 40.0;
+        fleet.load_reports(100.0, &mut m);
+        assert_eq!(m.load_running, vec![Some(100.0), Some(40.0)]);
+        assert_eq!(m.load_waiting, vec![Some(30.0), Some(0.0)]);
+        assert_eq!(m.load_kv_cache_percent, vec![Some(100.0), Some(40.0)]);
+    }
 
     #[test]
     fn steady_load_settles_at_the_formula() {

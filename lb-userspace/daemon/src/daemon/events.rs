@@ -405,7 +405,9 @@ impl Daemon {
                     .filter(|v| scaled(v))
                     .cloned()
                     .collect();
-                let status = state.status_of(&*lock(&self.dp)?, scaled);
+                let mut status = state.status_of(&*lock(&self.dp)?, scaled);
+                // The load readings of the backends (for the `load_*` metrics).
+                self.loads.fill(&mut status, &config);
                 let _ = tx.send((config, status));
             }
             autoscale::driver::Call::Modify { why, change, reply } => {

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Opinion, Sample, ceil_count};
+use super::{Opinion, Sample, ceil_count, missing_rule_ratio};
 use crate::{
     autoscale::clock::Time,
     config::autoscale::{MetricKind, TargetConfig},
@@ -30,40 +30,21 @@ impl Target {
     }
 
     /// The usage ratio (metric / target) and a description of the inputs; `None` when the
-    /// metric is unknown. Applies the missing-backend rule for the backend metric.
+    /// metric is unknown. A reported metric (`backend`, `load_*`) follows the missing-backend
+    /// rule ([`missing_rule_ratio`]).
     fn ratio(&self, s: &Sample) -> Option<(f64, String)> {
-        let target = self.spec.value.0;
-        let tol = self.spec.tolerance.0;
         let metric = self.spec.metric;
-        if metric != MetricKind::Backend {
-            let per = s.metrics.per_backend(metric, s.current)?;
-            return Some((per / target, format!("{metric} {per:.1}/backend")));
+        let target = self.spec.value.0;
+        if let Some(values) = s.metrics.reported(metric) {
+            let name = if metric == MetricKind::Backend {
+                "backend metric"
+            } else {
+                metric.as_str()
+            };
+            return missing_rule_ratio(values, target, self.spec.tolerance.0, name);
         }
-        let n = s.metrics.backend.len();
-        let known: Vec<f64> = s.metrics.backend.iter().flatten().copied().collect();
-        if known.is_empty() {
-            return None;
-        }
-        let sum: f64 = known.iter().sum();
-        let ratio = sum / known.len() as f64 / target;
-        let missing = n - known.len();
-        if missing == 0 {
-            return Some((
-                ratio,
-                format!("backend metric {:.1}/backend", ratio * target),
-            ));
-        }
-        // Kubernetes' rule for missing metrics: assume the value that argues against acting.
-        let assumed = if ratio > 1.0 { 0.0 } else { target };
-        let new_ratio = (sum + assumed * missing as f64) / n as f64 / target;
-        let what = format!(
-            "backend metric {:.1}/backend ({missing} of {n} silent, counted as {assumed})",
-            new_ratio * target
-        );
-        if (ratio > 1.0) != (new_ratio > 1.0) || (new_ratio - 1.0).abs() <= tol {
-            return Some((1.0, format!("{what}: no change")));
-        }
-        Some((new_ratio, what))
+        let per = s.metrics.per_backend(metric, s.current)?;
+        Some((per / target, format!("{metric} {per:.1}/backend")))
     }
 
     pub fn evaluate(&mut self, s: &Sample) -> Opinion {
@@ -242,5 +223,40 @@ mod tests {
         assert!(o.reason.contains("no change"), "{}", o.reason);
         // Nobody answers: no opinion.
         assert_eq!(p.evaluate(&b(45, vec![None, None])).desired, None);
+    }
+
+    /// The load figures follow the same rule; a stale or never-read backend is missing.
+    #[test]
+    fn load_waiting_target_with_missing_backends() {
+        let mut p = Target::new(spec(MetricKind::LoadWaiting, 5.0, 0));
+        let w = |t, v: Vec<Option<f64>>| Sample {
+            now: Time::from_secs(t),
+            current: u32::try_from(v.len()).unwrap(),
+            metrics: Metrics {
+                load_waiting: v,
+                ..Metrics::default()
+            },
+        };
+        // All fresh: mean 10 vs 5 → ratio 2 → 4.
+        let o = p.evaluate(&w(0, vec![Some(10.0), Some(10.0)]));
+        assert_eq!(o.desired, Some(4), "{}", o.reason);
+        assert!(
+            o.reason.contains("load_waiting 10.0/backend"),
+            "{}",
+            o.reason
+        );
+        // One stale (missing) while the others say up: it counts as 0 waiting,
+        // (12 + 12 + 0) / 3 = 8 → ratio 1.6 → ceil(4.8) = 5.
+        let o = p.evaluate(&w(15, vec![Some(12.0), None, Some(12.0)]));
+        assert_eq!(o.desired, Some(5), "{}", o.reason);
+        assert!(o.reason.contains("1 of 3 silent"), "{}", o.reason);
+        // The others say down: the missing one counts as the target, (1 + 5) / 2 = 3 →
+        // ratio 0.6 → ceil(1.2) = 2: no scale-down on the missing one's behalf.
+        let o = p.evaluate(&w(30, vec![Some(1.0), None]));
+        assert_eq!(o.desired, Some(2), "{}", o.reason);
+        // Every report stale: no opinion (the count stays).
+        let o = p.evaluate(&w(45, vec![None, None, None]));
+        assert_eq!(o.desired, None, "{}", o.reason);
+        assert!(o.reason.contains("load_waiting unknown"), "{}", o.reason);
     }
 }

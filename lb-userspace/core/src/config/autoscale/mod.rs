@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 pub use self::policy_file::{DEFAULT_SIM_START, SimSettings, parse_policy};
 pub(in crate::config) use self::raw::RawAutoscale;
-pub(in crate::config) use self::validate::VipContext;
+pub(in crate::config) use self::validate::{LoadContext, VipContext};
 use super::Named;
 pub use super::cron::{CronError, CronSchedule, CronZone};
 
@@ -58,7 +58,9 @@ pub const DEFAULT_BACKEND_METRIC_TIMEOUT_MS: u32 = 1000;
 pub const DEFAULT_BACKEND_METRIC_PATH: &str = "/metric";
 
 /// What a policy measures. VIP-wide rates are divided by the serving backends, so every
-/// target and threshold is **per backend**.
+/// target and threshold is **per backend**. The `load_*` kinds are the figures of the
+/// VIP's `[vip.load]` reports (the backends' own view of their load: a model server's queue,
+/// batch and KV cache), one value per serving backend, averaged like `backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
@@ -73,6 +75,13 @@ pub enum MetricKind {
     /// The value each backend reports over HTTP (`[vip.autoscale.backend_metric]`),
     /// averaged over the backends that answered.
     Backend,
+    /// Requests waiting to be scheduled, from `[vip.load]` (vLLM `num_requests_waiting`).
+    LoadWaiting,
+    /// Requests in the running batch, from `[vip.load]` (vLLM `num_requests_running`).
+    LoadRunning,
+    /// KV-cache use in **percent** (0..=100), from `[vip.load]` (vLLM reports a fraction;
+    /// it is multiplied by 100 so thresholds read like `kv_limit_percent`).
+    LoadKvCachePercent,
 }
 
 impl Named for MetricKind {
@@ -83,6 +92,9 @@ impl Named for MetricKind {
         ("packets", MetricKind::Packets),
         ("bytes", MetricKind::Bytes),
         ("backend", MetricKind::Backend),
+        ("load_waiting", MetricKind::LoadWaiting),
+        ("load_running", MetricKind::LoadRunning),
+        ("load_kv_cache_percent", MetricKind::LoadKvCachePercent),
     ];
     const RESERVED: &'static [&'static str] = &[];
 }
@@ -91,6 +103,14 @@ impl MetricKind {
     /// The name used in the configuration file.
     pub fn as_str(self) -> &'static str {
         Named::name(self)
+    }
+
+    /// A figure of the backends' load reports (`[vip.load]`).
+    pub fn is_load(self) -> bool {
+        matches!(
+            self,
+            MetricKind::LoadWaiting | MetricKind::LoadRunning | MetricKind::LoadKvCachePercent
+        )
     }
 }
 
@@ -129,6 +149,16 @@ pub struct AutoscaleConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend_metric: Option<BackendMetricConfig>,
     pub provider: ProviderConfig,
+}
+
+impl AutoscaleConfig {
+    /// The metrics its target and step rules measure.
+    pub fn metrics(&self) -> impl Iterator<Item = MetricKind> + '_ {
+        self.target
+            .iter()
+            .map(|t| t.metric)
+            .chain(self.steps.iter().map(|s| s.metric))
+    }
 }
 
 /// `[vip.autoscale.target]`: target tracking, the Kubernetes HPA rule.

@@ -84,6 +84,7 @@ pub fn parse_policy(
             address: None,
             backends: &[],
             simulated: true,
+            load: super::LoadContext::Simulated,
         };
         let a = match &raw.autoscale {
             Some(a) => cx.autoscale(a, "autoscale", &vip),

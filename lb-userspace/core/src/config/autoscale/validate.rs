@@ -55,6 +55,14 @@ struct Policies {
     crons: Option<Vec<CronConfig>>,
 }
 
+/// Where the backend-reported metrics can come from: `[vip.autoscale.backend_metric]`, and
+/// the VIP's `[vip.load]`.
+#[derive(Clone, Copy)]
+struct Sources {
+    backend_metric: bool,
+    load: LoadContext,
+}
+
 /// What validation needs to know of the VIP around the section.
 pub(in crate::config) struct VipContext<'a> {
     pub address: Option<IpAddr>,
@@ -62,6 +70,85 @@ pub(in crate::config) struct VipContext<'a> {
     pub backends: &'a [IpAddr],
     /// A simulator policy file: no provider needed.
     pub simulated: bool,
+    /// What the VIP's `[vip.load]` reads (for the `load_*` metrics).
+    pub load: LoadContext,
+}
+
+/// What the VIP's `[vip.load]` section reads, as the `load_*` metrics need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::config) enum LoadContext {
+    /// The VIP has no `[vip.load]`.
+    Absent,
+    /// It has one, but it is invalid (already an error): no further complaint.
+    Invalid,
+    /// `source = "agent"`: weights and states, no figures.
+    Agent,
+    /// `source = "prometheus"`: which figures its selectors (explicit or the preset's) read.
+    Reads {
+        waiting: bool,
+        running: bool,
+        kv_cache: bool,
+    },
+    /// The simulator, which models the figures from its capacity model.
+    Simulated,
+}
+
+impl LoadContext {
+    /// From the VIP's `[vip.load]` as written (`raw`) and as validated (`valid`).
+    pub(in crate::config) fn of(raw: bool, valid: Option<&crate::config::LoadConfig>) -> Self {
+        use crate::config::LoadSource;
+        match (raw, valid) {
+            (false, _) => LoadContext::Absent,
+            (true, None) => LoadContext::Invalid,
+            (true, Some(l)) if l.source == LoadSource::Agent => LoadContext::Agent,
+            (true, Some(l)) => {
+                let s = l.selectors();
+                LoadContext::Reads {
+                    waiting: !s.waiting.is_empty(),
+                    running: !s.running.is_empty(),
+                    kv_cache: !s.kv_cache.is_empty(),
+                }
+            }
+        }
+    }
+
+    /// Why a policy cannot use the load metric `m` on this VIP, if it cannot.
+    fn problem(self, m: MetricKind) -> Option<String> {
+        let what = match m {
+            MetricKind::LoadWaiting => "waiting requests",
+            MetricKind::LoadRunning => "running requests",
+            MetricKind::LoadKvCachePercent => "KV-cache use",
+            _ => return None,
+        };
+        match self {
+            LoadContext::Invalid | LoadContext::Simulated => None,
+            LoadContext::Absent => Some(format!(
+                "metric \"{m}\" needs [vip.load] on this VIP (where each backend reports its \
+                 load; e.g. source = \"prometheus\", preset = \"vllm\")"
+            )),
+            LoadContext::Agent => Some(format!(
+                "metric \"{m}\" needs a prometheus [vip.load]: this VIP's source = \"agent\" \
+                 reports no {what}"
+            )),
+            LoadContext::Reads {
+                waiting,
+                running,
+                kv_cache,
+            } => {
+                let (reads, key) = match m {
+                    MetricKind::LoadWaiting => (waiting, "waiting"),
+                    MetricKind::LoadRunning => (running, "running"),
+                    _ => (kv_cache, "kv_cache"),
+                };
+                (!reads).then(|| {
+                    format!(
+                        "metric \"{m}\" needs {what}, which this VIP's [vip.load] does not read: \
+                         set vip.load.{key} (a metric selector) or a preset that reports it"
+                    )
+                })
+            }
+        }
+    }
 }
 
 impl Cx<'_> {
@@ -128,7 +215,7 @@ impl Cx<'_> {
             READY_TIMEOUT_RANGE,
         );
         let rates = self.rate_limits(a, path);
-        let policies = self.policies(a, path, interval_ms);
+        let policies = self.policies(a, path, interval_ms, vip.load);
         let provider = self.autoscale_provider(a, path, vip, max);
         Some(AutoscaleConfig {
             min: min?,
@@ -222,7 +309,13 @@ impl Cx<'_> {
     }
 
     /// The backend metric and the policies (target, steps, crons); at least one policy.
-    fn policies(&mut self, a: &RawAutoscale, path: &str, interval_ms: Option<u32>) -> Policies {
+    fn policies(
+        &mut self,
+        a: &RawAutoscale,
+        path: &str,
+        interval_ms: Option<u32>,
+        load: LoadContext,
+    ) -> Policies {
         let at = |key: &str| format!("{path}.{key}");
         let backend_metric = match &a.backend_metric {
             None => Some(None),
@@ -230,17 +323,17 @@ impl Cx<'_> {
                 .backend_metric(m, &at("backend_metric"), interval_ms)
                 .map(Some),
         };
-        let has_backend_metric = a.backend_metric.is_some();
+        let on = Sources {
+            backend_metric: a.backend_metric.is_some(),
+            load,
+        };
         let target = match &a.target {
             None => Some(None),
-            Some(t) => self.target(t, &at("target"), has_backend_metric).map(Some),
+            Some(t) => self.target(t, &at("target"), on).map(Some),
         };
         let mut steps = Some(Vec::new());
         for (i, s) in a.step.iter().enumerate() {
-            match (
-                self.step(s, &format!("{path}.step[{i}]"), has_backend_metric),
-                &mut steps,
-            ) {
+            match (self.step(s, &format!("{path}.step[{i}]"), on), &mut steps) {
                 (Some(s), Some(list)) => list.push(s),
                 _ => steps = None,
             }
@@ -295,28 +388,22 @@ impl Cx<'_> {
         provider
     }
 
-    fn metric(
-        &mut self,
-        path: &str,
-        value: Option<&String>,
-        has_backend_metric: bool,
-    ) -> Option<MetricKind> {
+    fn metric(&mut self, path: &str, value: Option<&String>, on: Sources) -> Option<MetricKind> {
         let m = self.named::<MetricKind>(path, value, None)?;
-        if m == MetricKind::Backend && !has_backend_metric {
+        if m == MetricKind::Backend && !on.backend_metric {
             self.error(path, "metric \"backend\" needs [vip.autoscale.backend_metric] (where to ask each backend)");
+            return None;
+        }
+        if let Some(why) = on.load.problem(m) {
+            self.error(path, why);
             return None;
         }
         Some(m)
     }
 
-    fn target(
-        &mut self,
-        t: &RawTarget,
-        path: &str,
-        has_backend_metric: bool,
-    ) -> Option<TargetConfig> {
+    fn target(&mut self, t: &RawTarget, path: &str, on: Sources) -> Option<TargetConfig> {
         let at = |key: &str| format!("{path}.{key}");
-        let metric = self.metric(&at("metric"), t.metric.as_ref(), has_backend_metric);
+        let metric = self.metric(&at("metric"), t.metric.as_ref(), on);
         let mut value = self.num(&at("value"), t.value, None, 0.0..=1e15);
         if value.is_some_and(|v| v.0 <= 0.0) {
             self.error(&at("value"), "the target must be more than 0");
@@ -349,9 +436,9 @@ impl Cx<'_> {
         })
     }
 
-    fn step(&mut self, s: &RawStep, path: &str, has_backend_metric: bool) -> Option<StepConfig> {
+    fn step(&mut self, s: &RawStep, path: &str, on: Sources) -> Option<StepConfig> {
         let at = |key: &str| format!("{path}.{key}");
-        let metric = self.metric(&at("metric"), s.metric.as_ref(), has_backend_metric);
+        let metric = self.metric(&at("metric"), s.metric.as_ref(), on);
         let range = 0.0..=1e15;
         let (direction, threshold, change) = match (s.above, s.below) {
             (Some(_), Some(_)) => {

@@ -605,8 +605,9 @@ fn autoscale_section_reference_and_defaults() {
         a.target.as_ref().unwrap().metric,
         MetricKind::ActiveConnections
     );
-    assert_eq!(a.steps.len(), 2);
+    assert_eq!(a.steps.len(), 3);
     assert_eq!(a.steps[1].direction, StepDirection::Below);
+    assert_eq!(a.steps[2].metric, MetricKind::LoadKvCachePercent);
     assert_eq!(a.crons[0].timezone, "Europe/Paris");
     assert_eq!(a.backend_metric.as_ref().unwrap().port, 9100);
     assert!(matches!(&a.provider, ProviderConfig::Pool { standby } if standby.len() == 3));
@@ -860,5 +861,86 @@ fn load_section_errors() {
         "source = \"prometheus\"\nbogus = 1",
         "vip[0].load.bogus",
         "unknown key",
+    );
+}
+
+/// The `load_*` autoscale metrics read the VIP's `[vip.load]`: valid with a prometheus
+/// source that reads the figure, an error naming the VIP's field otherwise.
+#[test]
+fn autoscale_on_load_reports() {
+    use super::autoscale::MetricKind;
+    let with = |load: &str, target: &str, step: &str| {
+        format!(
+            "{DAEMON}{LOAD_VIP}{load}[vip.autoscale]\nmax = 2\n\
+             [vip.autoscale.target]\nmetric = \"{target}\"\nvalue = 5\n\
+             [[vip.autoscale.step]]\nmetric = \"{step}\"\nabove = 80\nadd = 1\n\
+             [vip.autoscale.provider]\nkind = \"pool\"\nstandby = [\"10.0.1.2\"]\n\
+             [[vip.backend]]\naddress = \"10.0.1.1\"\n"
+        )
+    };
+    let vllm = "[vip.load]\nsource = \"prometheus\"\npreset = \"vllm\"\n";
+    let c = ok(&with(vllm, "load_waiting", "load_kv_cache_percent")).config;
+    let a = c.vips[0].autoscale.as_ref().unwrap();
+    assert_eq!(a.target.as_ref().unwrap().metric, MetricKind::LoadWaiting);
+    assert_eq!(a.steps[0].metric, MetricKind::LoadKvCachePercent);
+    let again = parse(&c.to_toml().unwrap(), "export").unwrap().config;
+    assert_eq!(again, c, "the metric names export as written");
+    ok(&with(vllm, "load_running", "active_connections"));
+
+    let only = |text: &str, path: &str, message: &str| {
+        let p = problems(text);
+        assert!(
+            p.len() == 1 && p[0].path == path && p[0].message.contains(message),
+            "expected only {path}: {message}, got {p:#?}"
+        );
+        assert!(p[0].line.is_some(), "{p:#?}");
+    };
+    // No [vip.load].
+    only(
+        &with("", "load_waiting", "active_connections"),
+        "vip[0].autoscale.target.metric",
+        "metric \"load_waiting\" needs [vip.load] on this VIP",
+    );
+    // An agent reports no figures.
+    only(
+        &with(
+            "[vip.load]\nsource = \"agent\"\nport = 9999\n",
+            "active_connections",
+            "load_kv_cache_percent",
+        ),
+        "vip[0].autoscale.step[0].metric",
+        "source = \"agent\" reports no KV-cache use",
+    );
+    // TGI's preset has no KV-cache metric; an explicit selector gives one.
+    let tgi = "[vip.load]\nsource = \"prometheus\"\npreset = \"tgi\"\n";
+    only(
+        &with(tgi, "load_waiting", "load_kv_cache_percent"),
+        "vip[0].autoscale.step[0].metric",
+        "does not read: set vip.load.kv_cache",
+    );
+    ok(&with(
+        "[vip.load]\nsource = \"prometheus\"\npreset = \"tgi\"\nkv_cache = \"my:kv\"\n",
+        "load_waiting",
+        "load_kv_cache_percent",
+    ));
+    // Explicit selectors only: what is not selected is not read.
+    only(
+        &with(
+            "[vip.load]\nsource = \"prometheus\"\nwaiting = \"q\"\n",
+            "load_running",
+            "load_waiting",
+        ),
+        "vip[0].autoscale.target.metric",
+        "needs running requests",
+    );
+    // An invalid load section is its own error, not the metric's too.
+    only(
+        &with(
+            "[vip.load]\nsource = \"prometheus\"\npreset = \"llama\"\n",
+            "load_waiting",
+            "load_waiting",
+        ),
+        "vip[0].load.preset",
+        "unknown preset",
     );
 }

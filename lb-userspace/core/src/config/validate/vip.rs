@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 
 use super::{Cx, is_prime};
-use crate::config::autoscale::{AutoscaleConfig, VipContext};
+use crate::config::autoscale::{AutoscaleConfig, LoadContext, VipContext};
 use crate::config::raw::{RawBackend, RawHealth, RawVip};
 use crate::config::{
     BackendConfig, BackendState, Forwarding, HealthConfig, OnDown, Protocol, Scheduler, VipConfig,
@@ -135,11 +135,12 @@ impl Cx<'_> {
         let raw_health = v.health.clone().unwrap_or_default();
         let mut vip = self.vip_settings(v, path, &raw_health);
         vip.backends = self.vip_backends(v, path, &vip, &raw_health);
-        vip.autoscale = self.vip_autoscale(v, path, vip.address, vip.backends.as_deref());
         vip.load = match &v.load {
             None => Some(None),
             Some(l) => self.load(&format!("{path}.load"), l).map(Some),
         };
+        let load = LoadContext::of(v.load.is_some(), vip.load.as_ref().and_then(Option::as_ref));
+        vip.autoscale = self.vip_autoscale(v, path, vip.address, vip.backends.as_deref(), load);
         self.warn_if_no_new_flows(v, path);
         vip
     }
@@ -270,6 +271,7 @@ impl Cx<'_> {
         path: &str,
         address: Option<IpAddr>,
         backends: Option<&[BackendConfig]>,
+        load: LoadContext,
     ) -> Option<Option<AutoscaleConfig>> {
         match &v.autoscale {
             None => Some(None),
@@ -283,6 +285,7 @@ impl Cx<'_> {
                     address,
                     backends: &addrs,
                     simulated: false,
+                    load,
                 };
                 self.autoscale(a, &format!("{path}.autoscale"), &cx)
                     .map(Some)

@@ -48,7 +48,7 @@ pub(super) async fn step(
         return;
     }
     s.next_eval = now.plus_ms(u64::from(s.spec.interval_ms));
-    decide(name, s, &views, vs, now, serving).await;
+    decide(name, s, v, &views, vs, now, serving).await;
 
     let plan = reconcile(s.desired, &views, s.pending);
     provision(name, s, v, plan.provision, done);
@@ -183,12 +183,13 @@ fn add_backends(vip_name: &str, add: Vec<Candidate>, weight: u32) -> Change {
 async fn decide(
     name: &str,
     s: &mut Scaler,
+    v: &VipConfig,
     views: &[BackendView],
     vs: &VipStatus,
     now: Time,
     serving: u32,
 ) {
-    let metrics = sample(s, views, vs, now).await;
+    let metrics = sample(s, v, views, vs, now).await;
     let d = s.controller.decide(&Sample {
         now,
         current: serving,
@@ -213,8 +214,15 @@ async fn decide(
 }
 
 /// The policies' inputs now: active connections of the serving backends, rates since the
-/// previous evaluation, and the backends' own metric if configured.
-async fn sample(s: &mut Scaler, views: &[BackendView], vs: &VipStatus, now: Time) -> Metrics {
+/// previous evaluation, the backends' own metric if configured, and the figures of their
+/// load reports if the VIP has `[vip.load]` (the daemon's snapshot carries them).
+async fn sample(
+    s: &mut Scaler,
+    v: &VipConfig,
+    views: &[BackendView],
+    vs: &VipStatus,
+    now: Time,
+) -> Metrics {
     let mut metrics = Metrics {
         active_connections: views
             .iter()
@@ -232,12 +240,20 @@ async fn sample(s: &mut Scaler, views: &[BackendView], vs: &VipStatus, now: Time
         }
     }
     s.prev = Some((now, vs.new_flows, vs.packets, vs.bytes));
+    let serving_addrs: Vec<IpAddr> = views
+        .iter()
+        .filter(|b| b.phase == Phase::Active && b.healthy)
+        .map(|b| b.address)
+        .collect();
+    if v.load.is_some() {
+        metrics.fill_load(serving_addrs.iter().map(|a| {
+            vs.backends
+                .iter()
+                .find(|b| b.address == *a)
+                .and_then(|b| b.load.as_ref())
+        }));
+    }
     if let Some(m) = &s.spec.backend_metric {
-        let serving_addrs: Vec<IpAddr> = views
-            .iter()
-            .filter(|b| b.phase == Phase::Active && b.healthy)
-            .map(|b| b.address)
-            .collect();
         metrics.backend = fetch_all(&serving_addrs, m).await;
     }
     metrics
