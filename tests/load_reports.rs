@@ -21,7 +21,7 @@ use std::{
 
 use clap::Parser as _;
 use lb_userspace::cli::{Cli, dispatch};
-use sluice_core::config::{LoadConfig, LoadSource};
+use sluice_core::config::{InFlight, LoadConfig, LoadSource};
 use sluice_core::load::presets::Preset;
 use sluice_daemon::state::LoadStatus;
 use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
@@ -88,6 +88,7 @@ fn vllm_load(stale_after_ms: u32) -> LoadConfig {
         kv_cache: None,
         queue_limit: 5,
         kv_limit_percent: 80,
+        in_flight: InFlight::Reported,
     }
 }
 
