@@ -482,7 +482,8 @@ pub fn lifecycle_of(
             "draining"
         };
     }
-    if b.weight == 0 {
+    // Weight 0 configured, or set by the load policy (a saturated or drained backend).
+    if b.weight == 0 || table_weight == 0 {
         return "quiesced";
     }
     if table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
@@ -625,6 +626,9 @@ mod tests {
         let id = ident(&s.config.vips[0]);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
         let unknown: IpAddr = "10.9.9.9".parse().unwrap();
+        assert!(s.set_load_weights(id, [(b, 0)]));
+        let (v, vb) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.lifecycle(v, vb), "quiesced", "the load policy's weight 0");
         assert!(s.set_load_in_flight(id, [(a, Some(7)), (b, None), (unknown, Some(1))]));
         assert!(
             !s.set_load_in_flight(id, [(a, Some(7)), (b, None)]),

@@ -106,13 +106,23 @@ fn backend(out: &mut String, b: &BackendLoad, width: usize) {
     let pad = " ".repeat(width + 4);
     let _ = writeln!(out, "{pad}report: {}", load_line(&b.load));
     if let Some(counted) = &b.counted {
-        let figure = |n: Option<u64>| n.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-        let _ = writeln!(
-            out,
-            "{pad}plan counts {counted}: {} requests in flight reported, {} connections",
-            figure(b.reported_in_flight),
-            figure(b.connections)
-        );
+        let conns = b
+            .connections
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        let line = match (counted.as_str(), b.reported_in_flight) {
+            ("reported", Some(n)) => {
+                format!("plan counts {n} requests in flight (reported; {conns} connections)")
+            }
+            (_, Some(n)) => {
+                format!(
+                    "plan counts {conns} connections (in_flight = \"connections\"; {n} reported)"
+                )
+            }
+            (_, None) => {
+                format!("plan counts {conns} connections (no fresh in-flight report)")
+            }
+        };
+        let _ = writeln!(out, "{pad}{line}");
     }
 }
 
@@ -174,7 +184,7 @@ mod tests {
         assert!(line.contains("9 waiting > 5"), "{text}");
         assert!(text.contains("waiting 9, running 2, 120 ms ago"), "{text}");
         assert!(
-            text.contains("plan counts reported: 11 requests in flight reported, 4 connections"),
+            text.contains("plan counts 11 requests in flight (reported; 4 connections)"),
             "{text}"
         );
         assert!(!text.contains("FAILED OPEN"), "{text}");

@@ -12,7 +12,7 @@ mod edit;
 pub mod fleet;
 mod fleet_lab;
 mod lab;
-mod load;
+pub mod load;
 mod run;
 mod simulate;
 mod stats;
