@@ -1,9 +1,11 @@
 //! Load reports (`[vip.load]`, inference-aware balancing) end to end through the lab: each
-//! backend serves a vLLM-like `/metrics` page from its own namespace, the daemon reads it
-//! and shows the figures and their age in the status (what `sluice backend list --json`
-//! prints), and a backend whose page stops answering shows the error while the other
-//! stays fresh. The autoscaler targets the reported queue: a backend reporting more
-//! requests waiting than the target makes it add a standby backend.
+//! backend serves a vLLM-like `/metrics` page (or an HAProxy agent-check line) from its own
+//! namespace, the daemon reads it and shows the figures and their age in the status (what
+//! `sluice backend list --json` prints), and the load policy turns them into the weights of
+//! new flows (`sluice plan load` explains them): a saturated, drained or silent backend
+//! takes no new flows while its open connections continue. The autoscaler targets the
+//! reported queue: a backend reporting more requests waiting than the target makes it add
+//! a standby backend.
 //!
 //! The lab (prefix `sl-ld-<pid>-<n>`) is removed when it drops, also on failure; the loops
 //! are bounded in time.
@@ -23,10 +25,10 @@ use std::{
 use clap::Parser as _;
 use lb_userspace::cli::{Cli, dispatch};
 use sluice_core::config::{
-    LoadConfig, LoadSource,
+    Config, InFlight, LoadConfig, LoadSource, Scheduler,
     autoscale::{AutoscaleConfig, MetricKind, Num, ProviderConfig, TargetConfig},
 };
-use sluice_core::load::presets::Preset;
+use sluice_core::load::{explain::LoadExplain, presets::Preset};
 use sluice_daemon::{
     api::{Request, Response, client},
     autoscale::driver::VipReport,
@@ -34,12 +36,14 @@ use sluice_daemon::{
 };
 use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
 use sluice_tests::{
+    agent::Agent,
     api::status,
     conn::{self, echo_all, per_backend},
     prefix, require_root, serial,
 };
 
 const METRICS_PORT: u16 = 18000;
+const AGENT_PORT: u16 = 18001;
 
 /// A `/metrics` server on `backend`'s address inside its namespace (the thread serving it
 /// only holds the socket), answering `page(i)` until `stop` is set, then closing each
@@ -96,6 +100,7 @@ fn vllm_load(stale_after_ms: u32) -> LoadConfig {
         kv_cache: None,
         queue_limit: 5,
         kv_limit_percent: 80,
+        in_flight: InFlight::Reported,
     }
 }
 
@@ -116,6 +121,63 @@ fn loads(socket: &Path, lab: &Lab) -> Vec<Option<LoadStatus>> {
                 .and_then(|b| b.load.clone())
         })
         .collect()
+}
+
+/// The lab's daemon config with `load` on VIP `lab-tcp4`, scheduled by `scheduler`.
+fn load_config(lab: &Lab, load: LoadConfig, scheduler: Scheduler) -> Config {
+    let mut config = lab
+        .daemon_config(&Weights::Equal)
+        .expect("the lab's daemon config");
+    let vip = config
+        .vips
+        .iter_mut()
+        .find(|v| v.name == "lab-tcp4")
+        .expect("the lab VIP");
+    vip.load = Some(load);
+    vip.scheduler = scheduler;
+    config
+}
+
+/// The weight new flows of `lab-tcp4` see for lab backend `i` (the status's).
+fn weight(socket: &Path, lab: &Lab, i: usize) -> u32 {
+    let s = status(socket).expect("status");
+    let a = IpAddr::from(lab.backend(i).addr4());
+    s.vips
+        .iter()
+        .find(|v| v.name == "lab-tcp4")
+        .and_then(|v| v.backends.iter().find(|b| b.address == a))
+        .map_or(0, |b| b.effective_weight)
+}
+
+/// What the daemon's load policy makes of the current reports (`sluice plan load`).
+fn explain(socket: &Path) -> LoadExplain {
+    match client::request(socket, &Request::LoadExplain { vip: None }) {
+        Ok(Response::LoadExplain { explain }) => explain,
+        other => panic!("sluice plan load: {other:?}"),
+    }
+}
+
+/// `sluice plan load` through the CLI (it prints), and its text as the CLI renders it.
+fn plan_load(socket: &Path) -> String {
+    let argv = [
+        "sluice",
+        "--api-socket",
+        socket.to_str().expect("a UTF-8 socket path"),
+        "plan",
+        "load",
+        "lab-tcp4",
+    ];
+    dispatch(Cli::try_parse_from(argv).expect("sluice plan load")).expect("sluice plan load");
+    lb_userspace::cli::load::render(&explain(socket))
+}
+
+/// The line of `text` about lab backend `i`.
+fn line_of(text: &str, lab: &Lab, i: usize) -> String {
+    let a = format!("{} ", lab.backend(i).addr4());
+    text.lines()
+        .find(|l| l.trim_start().starts_with(&a))
+        .unwrap_or_else(|| panic!("no line for {a} in:\n{text}"))
+        .to_owned()
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -209,27 +271,11 @@ fn a_backend_whose_queue_grows_takes_no_new_flows_until_it_drains() {
     for (i, w) in waiting.iter().enumerate() {
         serve_metrics(&lab, i, Arc::clone(w), Arc::clone(&stop));
     }
-    let mut config = lab
-        .daemon_config(&Weights::Equal)
-        .expect("the lab's daemon config");
-    let vip = config
-        .vips
-        .iter_mut()
-        .find(|v| v.name == "lab-tcp4")
-        .expect("the lab VIP");
-    vip.load = Some(vllm_load(1000));
+    let config = load_config(&lab, vllm_load(1000), Scheduler::Maglev);
     let socket = config.daemon.api_socket.clone();
     let d = Daemon::start(&lab, config).expect("start the daemon");
     let to = std::net::SocketAddr::new(lab.vip4().into(), sluice_lab::lab::TCP_PORT);
-    let weight = |i: usize| -> u32 {
-        let s = status(&socket).expect("status");
-        let a = IpAddr::from(lab.backend(i).addr4());
-        s.vips
-            .iter()
-            .find(|v| v.name == "lab-tcp4")
-            .and_then(|v| v.backends.iter().find(|b| b.address == a))
-            .map_or(0, |b| b.effective_weight)
-    };
+    let weight = |i: usize| weight(&socket, &lab, i);
     wait_for("both backends' reports", || {
         loads(&socket, &lab)
             .iter()
@@ -246,6 +292,16 @@ fn a_backend_whose_queue_grows_takes_no_new_flows_until_it_drains() {
     // backend-1's queue grows: 8 + 1 waiting > 5.
     waiting[0].store(8, Ordering::Relaxed);
     wait_for("backend-1's weight to drop to 0", || weight(0) == 0);
+    // `sluice plan load` names it saturated, and why.
+    let text = plan_load(&socket);
+    let line = line_of(&text, &lab, 0);
+    assert!(
+        line.contains("weight    0")
+            && line.contains("SATURATED")
+            && line.contains("9 waiting > 5"),
+        "{text}"
+    );
+    assert!(!line_of(&text, &lab, 1).contains("SATURATED"), "{text}");
     let fresh = conn::connections(lab.client(0), to, 30).expect("new connections");
     assert_eq!(
         fresh.get("backend-1"),
@@ -405,5 +461,173 @@ fn a_queue_above_the_target_adds_a_standby_backend() {
     assert_eq!(up.desired, 2, "{}", up.reason);
     assert_eq!(r.added, 1, "{r:?}");
     stop.store(true, Ordering::Relaxed);
+    drop(d);
+}
+
+/// An HAProxy agent-check backend (`source = "agent"`) of an `lc` VIP answering `drain`
+/// takes no new flows (the policy's weight 0 reaches the least-connection plan) while its
+/// open connections continue; answering `ready` again, it takes new flows again.
+#[test]
+fn an_agent_answering_drain_takes_no_new_flows_until_it_is_ready_again() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("ld", "agent")).backends(2)).expect("bring the lab up");
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| Agent::start(lab.backend(i), AGENT_PORT, "ready").expect("an agent"))
+        .collect();
+    let load = LoadConfig {
+        source: LoadSource::Agent,
+        port: AGENT_PORT,
+        preset: None,
+        ..vllm_load(1000)
+    };
+    let config = load_config(&lab, load, Scheduler::LeastConn);
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+    let to = std::net::SocketAddr::new(lab.vip4().into(), sluice_lab::lab::TCP_PORT);
+    wait_for("both agents' answers", || {
+        loads(&socket, &lab).iter().all(|l| {
+            l.as_ref()
+                .is_some_and(|l| l.agent.as_deref() == Some("ready") && !l.stale)
+        })
+    });
+    let mut held = conn::connections_held(lab.client(0), to, 10).expect("hold 10 connections");
+    let before = per_backend(&held);
+    assert_eq!(
+        before.len(),
+        2,
+        "lc spreads 10 connections over both: {before:?}"
+    );
+
+    agents[0].say("drain");
+    wait_for("backend-1's weight to drop to 0", || {
+        weight(&socket, &lab, 0) == 0
+    });
+    let text = plan_load(&socket);
+    assert!(line_of(&text, &lab, 0).contains("agent: drain"), "{text}");
+    let fresh = conn::connections(lab.client(0), to, 20).expect("new connections");
+    assert_eq!(
+        fresh.get("backend-1"),
+        None,
+        "a drained backend took new flows: {fresh:?}"
+    );
+    echo_all(&mut held, "drained").expect("open connections continue on both backends");
+    assert_eq!(per_backend(&held), before, "no open connection moved");
+
+    agents[0].say("ready");
+    wait_for("backend-1's weight to come back", || {
+        weight(&socket, &lab, 0) > 0
+    });
+    let fresh = conn::connections(lab.client(0), to, 20).expect("new connections");
+    assert!(
+        fresh.get("backend-1").copied().unwrap_or(0) > 0,
+        "backend-1 takes no new flows after its agent said ready: {fresh:?}"
+    );
+    for c in held {
+        c.close().expect("a clean close");
+    }
+    drop(d);
+    drop(agents);
+}
+
+/// A backend whose `/metrics` stops answering is treated as the policy documents: once
+/// its last report is older than `stale_after_ms` it counts as saturated, so it takes no
+/// new flows while the other is open (its open connections continue), and `sluice backend
+/// list` shows the read error and the report's age. The VIP is `wlc`: the fresh backend's
+/// plan counts its reported requests in flight, the silent one's its connections. Once
+/// its page answers again, it takes new flows again.
+#[test]
+fn a_backend_whose_metrics_stop_answering_takes_no_new_flows_once_stale() {
+    require_root();
+    let _serial = serial();
+    let lab = Lab::up(LabSpec::new(&prefix("ld", "stale")).backends(2)).expect("bring the lab up");
+    let stops: Vec<Arc<AtomicBool>> = (0..2).map(|_| Arc::new(AtomicBool::new(false))).collect();
+    for (i, stop) in stops.iter().enumerate() {
+        serve_metrics(&lab, i, Arc::new(AtomicU32::new(0)), Arc::clone(stop));
+    }
+    let config = load_config(&lab, vllm_load(500), Scheduler::WeightedLeastConn);
+    let socket = config.daemon.api_socket.clone();
+    let d = Daemon::start(&lab, config).expect("start the daemon");
+    let to = std::net::SocketAddr::new(lab.vip4().into(), sluice_lab::lab::TCP_PORT);
+    wait_for("both backends' reports", || {
+        loads(&socket, &lab)
+            .iter()
+            .all(|l| l.as_ref().is_some_and(|l| !l.stale && l.error.is_none()))
+    });
+    let mut held = conn::connections_held(lab.client(0), to, 10).expect("hold 10 connections");
+    let before = per_backend(&held);
+    assert_eq!(
+        before.len(),
+        2,
+        "10 connections over 2 equal backends: {before:?}"
+    );
+
+    stops[0].store(true, Ordering::Relaxed);
+    wait_for("backend-1's weight to drop to 0", || {
+        weight(&socket, &lab, 0) == 0
+    });
+    let l = loads(&socket, &lab);
+    let silent = l[0].clone().expect("backend-1's reading");
+    assert!(
+        silent.stale && silent.errors > 0 && silent.age_ms.is_some_and(|ms| ms > 500),
+        "{silent:?}"
+    );
+    assert!(
+        silent
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("/metrics")),
+        "{silent:?}"
+    );
+    assert!(l[1].as_ref().is_some_and(|l| !l.stale), "{l:?}");
+    let argv = [
+        "sluice",
+        "--api-socket",
+        socket.to_str().unwrap(),
+        "backend",
+        "list",
+    ];
+    dispatch(Cli::try_parse_from(argv).unwrap()).expect("sluice backend list");
+    let e = explain(&socket);
+    let b = &e.vips[0].backends;
+    assert!(
+        b[0].saturated && b[0].reason.contains("stale report"),
+        "{e:?}"
+    );
+    assert!(!e.vips[0].fail_open, "the other backend is open: {e:?}");
+    assert_eq!(
+        (b[0].counted.as_deref(), b[1].counted.as_deref()),
+        (Some("connections"), Some("reported")),
+        "{e:?}"
+    );
+    assert_eq!(
+        b[1].reported_in_flight,
+        Some(3),
+        "running 2 + waiting 0 + 1: {e:?}"
+    );
+    let fresh = conn::connections(lab.client(0), to, 20).expect("new connections");
+    assert_eq!(
+        fresh.get("backend-1"),
+        None,
+        "a backend with a stale report took new flows: {fresh:?}"
+    );
+    echo_all(&mut held, "stale").expect("open connections continue on both backends");
+    assert_eq!(per_backend(&held), before, "no open connection moved");
+
+    stops[0].store(false, Ordering::Relaxed);
+    wait_for("backend-1's weight to come back", || {
+        weight(&socket, &lab, 0) > 0
+    });
+    let fresh = conn::connections(lab.client(0), to, 20).expect("new connections");
+    assert!(
+        fresh.get("backend-1").copied().unwrap_or(0) > 0,
+        "backend-1 takes no new flows after its page answered again: {fresh:?}"
+    );
+    for c in held {
+        c.close().expect("a clean close");
+    }
+    for s in &stops {
+        s.store(true, Ordering::Relaxed);
+    }
     drop(d);
 }

@@ -133,6 +133,7 @@ fn desired(mode: u8, mac: Option<[u8; 6]>) -> Desired {
             weight: 1,
             mac,
             serving: true,
+            in_flight: None,
         }],
     };
     Desired {

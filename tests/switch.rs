@@ -89,6 +89,7 @@ fn set(backends: &[u8]) -> Desired {
                     weight: u32::from(i),
                     mac: Some([2, 0, 0, 0, 1, i]),
                     serving: true,
+                    in_flight: None,
                 })
                 .collect(),
         }],

@@ -2,6 +2,7 @@
 //! builders. Every namespace, link and pin a test creates is removed when its guard drops,
 //! also when the test fails.
 
+pub mod agent;
 pub mod api;
 pub mod conn;
 pub mod frames;

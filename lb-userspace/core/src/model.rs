@@ -84,6 +84,9 @@ pub struct DesiredBackend {
     /// False when the backend is down (`on_down = "reassign"`): its flows move on their next
     /// packet.
     pub serving: bool,
+    /// `lc`/`wlc`: the requests in flight the backend reports (`[vip.load]`), counted in the
+    /// least-connection plan instead of its connections; `None`: its connection count.
+    pub in_flight: Option<u64>,
 }
 
 /// How new flows of a VIP choose their backend (see `crate::sched` and

@@ -105,6 +105,11 @@ pub struct State {
     /// The weights the load policy set (`[vip.load]`), in configured units: they replace a
     /// backend's configured weight for new flows (0: none) until the policy changes them.
     load_weights: BTreeMap<(VipIdent, IpAddr), u32>,
+    /// The requests in flight the backends of `lc`/`wlc` VIPs report (`[vip.load]`,
+    /// `in_flight = "reported"`), set by the load policy step: the least-connection plan
+    /// counts them instead of the backend's connections ([`DesiredBackend::in_flight`]).
+    /// A backend without an entry (no fresh report) is counted by its connections.
+    load_in_flight: BTreeMap<(VipIdent, IpAddr), u64>,
     /// [`crate::fingerprint::config`] of `config` (`None`: it could not be exported).
     /// Computed by [`State::new`], which [`State::with_config`] goes through: every commit
     /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
@@ -163,6 +168,7 @@ impl State {
             health,
             life,
             load_weights: BTreeMap::new(),
+            load_in_flight: BTreeMap::new(),
         }
     }
 
@@ -188,6 +194,14 @@ impl State {
                 load_driven.contains(vip) && next.life.contains_key(&(*vip, *addr))
             })
             .map(|(k, w)| (*k, *w))
+            .collect();
+        next.load_in_flight = self
+            .load_in_flight
+            .iter()
+            .filter(|((vip, addr), _)| {
+                load_driven.contains(vip) && next.life.contains_key(&(*vip, *addr))
+            })
+            .map(|(k, n)| (*k, *n))
             .collect();
         // A backend whose checks stop (check = "none") is up, unchecked; one whose checks
         // start is up until they say otherwise; the others keep what was found.
@@ -325,6 +339,33 @@ impl State {
         self.load_weights.get(&(vip, addr)).copied()
     }
 
+    /// Set the reported requests in flight of `vip`'s backends (`None`: not known, so the
+    /// plan counts its connections); whether any changed. Backends not named keep theirs.
+    pub fn set_load_in_flight(
+        &mut self,
+        vip: VipIdent,
+        in_flight: impl IntoIterator<Item = (IpAddr, Option<u64>)>,
+    ) -> bool {
+        let mut changed = false;
+        for (addr, n) in in_flight {
+            if !self.life.contains_key(&(vip, addr)) {
+                continue;
+            }
+            let before = match n {
+                Some(n) => self.load_in_flight.insert((vip, addr), n),
+                None => self.load_in_flight.remove(&(vip, addr)),
+            };
+            changed |= before != n;
+        }
+        changed
+    }
+
+    /// The reported requests in flight a least-connection plan counts for a backend, if
+    /// the load policy step set them.
+    pub fn load_in_flight(&self, vip: VipIdent, addr: IpAddr) -> Option<u64> {
+        self.load_in_flight.get(&(vip, addr)).copied()
+    }
+
     /// Whether some backend is still ramping up (the daemon republishes as it goes).
     pub fn ramping(&self) -> bool {
         // Checked five times a second: first a plain scan (no lookups), which is all it
@@ -409,6 +450,11 @@ impl State {
                                     weight: if keep { 0 } else { self.table_weight(v, b) },
                                     mac: b.mac,
                                     serving: up || keep,
+                                    in_flight: if v.scheduler.sched().least_conn() {
+                                        self.load_in_flight(id, b.address)
+                                    } else {
+                                        None
+                                    },
                                 }
                             })
                             .collect(),
@@ -436,7 +482,8 @@ pub fn lifecycle_of(
             "draining"
         };
     }
-    if b.weight == 0 {
+    // Weight 0 configured, or set by the load policy (a saturated or drained backend).
+    if b.weight == 0 || table_weight == 0 {
         return "quiesced";
     }
     if table_weight < b.weight.saturating_mul(WEIGHT_SCALE) {
@@ -562,6 +609,43 @@ mod tests {
                     port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\nslow_start_ms = 10000\n\
                     [[vip.backend]]\naddress = \"10.0.0.2\"\nweight = 10\n";
         crate::config::parse(text, "test").unwrap().config
+    }
+
+    #[test]
+    fn reported_in_flight_reaches_least_connection_plans_only() {
+        let lc = |sched: &str| {
+            let text = format!(
+                "[daemon]\ninterface = \"x\"\n[[vip]]\nname = \"llm\"\naddress = \"10.0.0.1\"\n\
+                 port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\nscheduler = \"{sched}\"\n\
+                 [vip.load]\nsource = \"prometheus\"\npreset = \"vllm\"\n\
+                 [[vip.backend]]\naddress = \"10.0.0.2\"\n[[vip.backend]]\naddress = \"10.0.0.3\"\n"
+            );
+            crate::config::parse(&text, "test").unwrap().config
+        };
+        let mut s = State::new(lc("lc"));
+        let id = ident(&s.config.vips[0]);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap());
+        let unknown: IpAddr = "10.9.9.9".parse().unwrap();
+        assert!(s.set_load_weights(id, [(b, 0)]));
+        let (v, vb) = (&s.config.vips[0], &s.config.vips[0].backends[1]);
+        assert_eq!(s.lifecycle(v, vb), "quiesced", "the load policy's weight 0");
+        assert!(s.set_load_in_flight(id, [(a, Some(7)), (b, None), (unknown, Some(1))]));
+        assert!(
+            !s.set_load_in_flight(id, [(a, Some(7)), (b, None)]),
+            "no change"
+        );
+        let d = s.desired();
+        let got: Vec<Option<u64>> = d.vips[0].backends.iter().map(|x| x.in_flight).collect();
+        assert_eq!(got, [Some(7), None], "unknown: counted by its connections");
+        // Kept across a commit of the same VIP; cleared when a report goes.
+        let mut s = s.with_config(lc("lc"));
+        assert_eq!(s.load_in_flight(id, a), Some(7));
+        assert!(s.set_load_in_flight(id, [(a, None)]));
+        assert_eq!(s.desired().vips[0].backends[0].in_flight, None);
+        // A hashing scheduler has no plan to feed.
+        s.set_load_in_flight(id, [(a, Some(3))]);
+        let s = s.with_config(lc("maglev"));
+        assert_eq!(s.desired().vips[0].backends[0].in_flight, None);
     }
 
     #[test]
@@ -731,6 +815,7 @@ mod tests {
                 weight: 10 * WEIGHT_SCALE,
                 mac: None,
                 serving: true,
+                in_flight: None,
             };
             assert_eq!(s.desired().vips[0].backends[0], live);
             assert!(s.apply(&e(Health::Down)));

@@ -111,6 +111,17 @@ impl Readers {
         }
     }
 
+    /// The reading of `backend` of `vip` as the status shows it.
+    pub fn status_of(&self, vip: VipIdent, backend: IpAddr, load: &LoadConfig) -> LoadStatus {
+        let slot = self
+            .board
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&(vip, backend)).cloned())
+            .unwrap_or_default();
+        load_status(&slot, load)
+    }
+
     /// The board, for tests.
     pub fn board(&self) -> &Board {
         &self.board
@@ -266,6 +277,7 @@ mod tests {
             kv_cache: None,
             queue_limit: 5,
             kv_limit_percent: 80,
+            in_flight: crate::config::InFlight::Reported,
         }
     }
 

@@ -185,7 +185,7 @@ impl Dataplane {
         // Unchanged since the last publish: nothing to build (least-connection tables are
         // rebuilt: they follow the live counts).
         if let Some(r) = &existing
-            && r.published.as_ref() == Some(&(vip.clone(), seed))
+            && same_vip(r.published.as_ref(), vip, seed)
             && !vip.scheduler.least_conn()
         {
             return Ok(());
@@ -215,7 +215,7 @@ impl Dataplane {
         // when they (or its halves) changed.
         let fresh_hash = self.place_tables(vip, &mut rec, later)?;
         let rebuild_hash = vip.scheduler.order().is_some()
-            && (fresh_hash || rec.published.as_ref() != Some(&(vip.clone(), seed)));
+            && (fresh_hash || !same_vip(rec.published.as_ref(), vip, seed));
 
         // Backend slots: keep the ones that stay, allocate the new ones.
         let mut next: BTreeMap<IpAddr, BackendRecord> = BTreeMap::new();
@@ -272,8 +272,7 @@ impl Dataplane {
         if !vip.scheduler.least_conn() {
             let ids: Vec<(u32, IpAddr)> = next.iter().map(|(a, r)| (r.id, *a)).collect();
             rec.fingerprint = Some(fingerprint::table(vip, seed, &table, &ids));
-        } else if rec.fingerprint.is_none() || rec.published.as_ref() != Some(&(vip.clone(), seed))
-        {
+        } else if rec.fingerprint.is_none() || !same_vip(rec.published.as_ref(), vip, seed) {
             rec.fingerprint = Some(fingerprint::vip(vip, seed));
         }
 
@@ -353,20 +352,7 @@ impl Dataplane {
         let Some(order) = vip.scheduler.order() else {
             return maglev_table(vip, slots, seed);
         };
-        let mut members = Vec::with_capacity(vip.backends.len());
-        for b in &vip.backends {
-            let id = slots[&b.address].id;
-            let active = if vip.scheduler.least_conn() {
-                self.active(id)?
-            } else {
-                0
-            };
-            members.push(sched::Member {
-                id,
-                weight: serving_weight(b),
-                active,
-            });
-        }
+        let members = members(vip, slots, |id| self.active(id))?;
         let horizon = if vip.scheduler.least_conn() {
             let eligible = members.iter().filter(|m| m.weight > 0).count() as f64;
             let rate = self.lc_rate(vip)?;
@@ -589,6 +575,68 @@ fn new_table_slots(vip: &DesiredVip, rec: Option<&VipRecord>) -> u64 {
     n
 }
 
+/// The sequence scheduler's view of `vip`'s backends (with their slots' ids): for a
+/// least-connection VIP each one's load is its reported requests in flight (`[vip.load]`)
+/// when known, else its open connections (`active`, the kernel's count).
+fn members<E>(
+    vip: &DesiredVip,
+    slots: &BTreeMap<IpAddr, BackendRecord>,
+    mut active: impl FnMut(u32) -> Result<u64, E>,
+) -> Result<Vec<sched::Member>, E> {
+    vip.backends
+        .iter()
+        .map(|b| {
+            let id = slots[&b.address].id;
+            let active = match (vip.scheduler.least_conn(), b.in_flight) {
+                (false, _) => 0,
+                (true, Some(reported)) => reported,
+                (true, None) => active(id)?,
+            };
+            Ok(sched::Member {
+                id,
+                weight: serving_weight(b),
+                active,
+            })
+        })
+        .collect()
+}
+
+/// Whether `published` is `vip` with `seed`, the reported requests in flight aside: they only
+/// feed the least-connection plan, which every publish and refresh builds again, so a new
+/// figure rebuilds neither the fallback table nor the fingerprint.
+fn same_vip(published: Option<&(DesiredVip, u32)>, vip: &DesiredVip, seed: u32) -> bool {
+    let Some((p, s)) = published else {
+        return false;
+    };
+    let DesiredVip {
+        ident,
+        mode,
+        scheduler,
+        table_size,
+        backends,
+    } = vip;
+    let same_backend = |a: &super::DesiredBackend, b: &super::DesiredBackend| {
+        let super::DesiredBackend {
+            address,
+            weight,
+            mac,
+            serving,
+            in_flight: _,
+        } = a;
+        *address == b.address && *weight == b.weight && *mac == b.mac && *serving == b.serving
+    };
+    *s == seed
+        && p.ident == *ident
+        && p.mode == *mode
+        && p.scheduler == *scheduler
+        && p.table_size == *table_size
+        && p.backends.len() == backends.len()
+        && p.backends
+            .iter()
+            .zip(backends)
+            .all(|(a, b)| same_backend(b, a))
+}
+
 /// A backend's weight in a new table: 0 when it does not serve.
 fn serving_weight(b: &super::DesiredBackend) -> u32 {
     if b.serving { b.weight } else { 0 }
@@ -677,6 +725,68 @@ mod tests {
         }
         assert_eq!(Sched::RoundRobin.table_slots(1021), 4 * 1021);
         assert_eq!(Sched::Maglev.table_slots(1021), 2 * 1021);
+    }
+
+    fn with_backends(scheduler: Sched, in_flight: &[Option<u64>]) -> DesiredVip {
+        let mut v = desired(scheduler, 1021);
+        v.backends = in_flight
+            .iter()
+            .enumerate()
+            .map(|(i, n)| super::super::DesiredBackend {
+                address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, i as u8 + 1)),
+                weight: 100,
+                mac: None,
+                serving: true,
+                in_flight: *n,
+            })
+            .collect();
+        v
+    }
+
+    fn slots(v: &DesiredVip) -> BTreeMap<IpAddr, BackendRecord> {
+        v.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let r = BackendRecord {
+                    id: i as u32 + 10,
+                    generation: 1,
+                };
+                (b.address, r)
+            })
+            .collect()
+    }
+
+    /// `lc`/`wlc`: a backend's reported requests in flight replace its connection count;
+    /// one without a report is counted by its connections; other schedulers count nothing.
+    #[test]
+    fn least_connection_members_count_reported_requests_first() {
+        let conns = |id: u32| Ok::<u64, ()>(u64::from(id) * 100);
+        let v = with_backends(Sched::LeastConn, &[Some(3), None]);
+        let m = members(&v, &slots(&v), conns).expect("members");
+        let active: Vec<u64> = m.iter().map(|m| m.active).collect();
+        assert_eq!(active, [3, 1100], "reported, then the kernel's count");
+        // The plan follows: the backend reporting 3 in flight takes the next flows, though
+        // it may hold more connections.
+        let seq = sched::sequence(sched::Order::LeastConn, &m, 1021, 8);
+        assert!(seq.iter().all(|id| *id == 10), "{seq:?}");
+        let v = with_backends(Sched::RoundRobin, &[Some(3), None]);
+        let m = members(&v, &slots(&v), conns).expect("members");
+        assert!(m.iter().all(|m| m.active == 0));
+    }
+
+    /// A new reported figure changes neither the fallback table nor the fingerprint: the
+    /// published VIP is the same but for it.
+    #[test]
+    fn reported_in_flight_is_not_a_change_of_the_vip() {
+        let a = with_backends(Sched::WeightedLeastConn, &[Some(3), None]);
+        let b = with_backends(Sched::WeightedLeastConn, &[Some(9), Some(1)]);
+        assert!(same_vip(Some(&(a.clone(), 7)), &b, 7));
+        assert!(!same_vip(Some(&(a.clone(), 7)), &b, 8), "another seed");
+        let mut c = b.clone();
+        c.backends[1].weight = 0;
+        assert!(!same_vip(Some(&(a.clone(), 7)), &c, 7), "another weight");
+        assert!(!same_vip(None, &a, 7));
     }
 
     /// What an existing VIP's publish allocates: nothing when its halves fit; the fallback

@@ -162,6 +162,14 @@ pub enum PlanCmd {
     /// A backend edit.
     #[command(subcommand)]
     Backend(EditBackend),
+    /// What the load policy makes of the backends' current load reports ([vip.load]): per
+    /// backend the configured weight, the weight the policy gives it now, saturated or
+    /// not and why, the report and its age, what an lc/wlc plan counts, and whether the
+    /// policy failed open. Computed by the daemon from its live readings; changes nothing.
+    Load {
+        /// The VIP's name (default: every VIP with a [vip.load] section).
+        vip: Option<String>,
+    },
 }
 
 fn vip_mut<'c>(c: &'c mut Config, name: &str) -> anyhow::Result<&'c mut VipConfig> {
@@ -467,6 +475,7 @@ pub fn plan(socket: &Path, cmd: PlanCmd, json: bool) -> anyhow::Result<()> {
     match cmd {
         PlanCmd::Vip(v) => vip_edit(socket, v, true, json),
         PlanCmd::Backend(b) => backend(socket, b, true, json),
+        PlanCmd::Load { vip } => super::load::explain(socket, vip, json),
     }
 }
 

@@ -12,6 +12,7 @@ mod edit;
 pub mod fleet;
 mod fleet_lab;
 mod lab;
+pub mod load;
 mod run;
 mod simulate;
 mod stats;
@@ -123,7 +124,8 @@ pub enum Command {
         interval: f64,
     },
     /// What an edit would do, without doing it: table slots that move, live flows on
-    /// backends that would be removed, the new weight shares.
+    /// backends that would be removed, the new weight shares; and (`plan load`) what the
+    /// load policy makes of the current load reports.
     #[command(subcommand)]
     Plan(edit::PlanCmd),
     /// The demo: a namespace lab, the daemon on config/demo.toml, real TCP connections

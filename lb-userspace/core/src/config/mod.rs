@@ -38,8 +38,8 @@ use self::locate::Locator;
 pub use self::named::Named;
 pub use self::prefix::{Ipv4Prefix, Ipv6Prefix};
 pub use self::vip::{
-    BackendConfig, BackendState, CheckKind, Forwarding, HealthConfig, LoadConfig, LoadSource,
-    OnDown, Protocol, Scheduler, VipConfig, format_mac, parse_mac,
+    BackendConfig, BackendState, CheckKind, Forwarding, HealthConfig, InFlight, LoadConfig,
+    LoadSource, OnDown, Protocol, Scheduler, VipConfig, format_mac, parse_mac,
 };
 
 /// Default `daemon.flow_table_size` (flow-table entries).

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::{
-    BackendState, CheckKind, Forwarding, LoadSource, OnDown, Protocol, Scheduler, XdpMode,
+    BackendState, CheckKind, Forwarding, InFlight, LoadSource, OnDown, Protocol, Scheduler, XdpMode,
 };
 use crate::load::presets::Preset;
 
@@ -61,6 +61,7 @@ named!(Scheduler, "scheduler", [
 ]);
 named!(BackendState, "state", ["active" => BackendState::Active, "draining" => BackendState::Draining]);
 named!(LoadSource, "source", ["prometheus" => LoadSource::Prometheus, "agent" => LoadSource::Agent]);
+named!(InFlight, "in_flight", ["reported" => InFlight::Reported, "connections" => InFlight::Connections]);
 named!(Preset, "preset", [
     "vllm" => Preset::Vllm,
     "tgi" => Preset::Tgi,

@@ -82,6 +82,7 @@ pub(super) struct RawLoad {
     pub kv_cache: Option<String>,
     pub queue_limit: Option<i64>,
     pub kv_limit_percent: Option<i64>,
+    pub in_flight: Option<String>,
 }
 
 /// `[vip.health]` and `[vip.backend.health]` (whose keys override the VIP's).

@@ -134,6 +134,8 @@ pub struct LoadConfig {
     pub queue_limit: u32,
     /// The load policy: a backend whose KV-cache use exceeds this percentage is saturated.
     pub kv_limit_percent: u32,
+    /// `lc`/`wlc`: what counts as a backend's load in the least-connection plan.
+    pub in_flight: InFlight,
 }
 
 impl LoadConfig {
@@ -175,6 +177,7 @@ impl Serialize for LoadConfig {
             kv_cache: Option<String>,
             queue_limit: u32,
             kv_limit_percent: u32,
+            in_flight: InFlight,
         }
         let prom = self.source == LoadSource::Prometheus;
         Out {
@@ -190,6 +193,7 @@ impl Serialize for LoadConfig {
             kv_cache: self.kv_cache.as_ref().map(ToString::to_string),
             queue_limit: self.queue_limit,
             kv_limit_percent: self.kv_limit_percent,
+            in_flight: self.in_flight,
         }
         .serialize(s)
     }
@@ -203,6 +207,18 @@ pub enum LoadSource {
     Prometheus,
     /// An HAProxy agent-check: connect, read one line.
     Agent,
+}
+
+/// What a `lc`/`wlc` plan counts as a backend's load (`vip.load.in_flight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InFlight {
+    /// The requests in flight the backend reports (`running + waiting`) when its report is
+    /// fresh and has them; its connection count otherwise.
+    #[default]
+    Reported,
+    /// Always its connection count (the kernel's connection tracking).
+    Connections,
 }
 
 /// The kind of health check.

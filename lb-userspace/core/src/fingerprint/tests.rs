@@ -9,6 +9,7 @@ fn backend(a: &str, weight: u32) -> DesiredBackend {
         weight,
         mac: None,
         serving: true,
+        in_flight: None,
     }
 }
 

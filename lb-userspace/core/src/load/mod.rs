@@ -56,5 +56,6 @@ pub enum Reading {
 }
 
 pub mod agent;
+pub mod explain;
 pub mod presets;
 pub mod prom;

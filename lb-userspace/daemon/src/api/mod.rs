@@ -61,6 +61,13 @@ pub enum Request {
     /// End maintenance: announce again what has a serving backend. Answered with
     /// `Announce`.
     AnnounceRestore,
+    /// What the load policy makes of the current load reports, for the VIP named `vip` or
+    /// every VIP with `[vip.load]` (`sluice plan load`). Changes nothing. Answered with
+    /// `LoadExplain`.
+    LoadExplain {
+        #[serde(default)]
+        vip: Option<String>,
+    },
 }
 
 /// A response.
@@ -95,6 +102,9 @@ pub enum Response {
         /// What a withdraw or restore did (empty for a status request).
         #[serde(default)]
         message: String,
+    },
+    LoadExplain {
+        explain: sluice_core::load::explain::LoadExplain,
     },
     Error {
         message: String,

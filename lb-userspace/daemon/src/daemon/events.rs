@@ -43,7 +43,7 @@ use crate::{
 /// The running daemon: the state, the data plane, and what follows them.
 pub(super) struct Daemon {
     pub(super) state: State,
-    dp: Arc<Mutex<Dataplane>>,
+    pub(super) dp: Arc<Mutex<Dataplane>>,
     checkers: Checkers,
     status_file: state::StatusFile,
     /// The backends the kernel must resolve for `bpf_fib_lookup` (no configured MAC),
@@ -311,6 +311,14 @@ impl Daemon {
         ) = &call
         {
             let _ = reply.send(self.on_announce(req));
+            return;
+        }
+        if let Call::Other(api::Request::LoadExplain { vip }) = &call {
+            let resp = match self.explain_load(vip.as_deref()) {
+                Ok(explain) => Response::LoadExplain { explain },
+                Err(message) => Response::Error { message },
+            };
+            let _ = reply.send(resp);
             return;
         }
         let (mut resp, changed) = handle_api(&mut self.state, &self.dp, call);

@@ -64,6 +64,8 @@ pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -
         Request::AnnounceStatus | Request::AnnounceWithdraw { .. } | Request::AnnounceRestore => {
             error("the announcer is not available".to_owned())
         }
+        // Answered by the loop, which has the load readings.
+        Request::LoadExplain { .. } => error("the load readings are not available".to_owned()),
         Request::Config => match state.config.to_toml() {
             Ok(toml) => (
                 Response::Config {

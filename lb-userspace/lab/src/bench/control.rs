@@ -241,6 +241,7 @@ fn backend(address: IpAddr, i: u32) -> DesiredBackend {
         weight: 1,
         mac: Some(packet::backend_mac(i)),
         serving: true,
+        in_flight: None,
     }
 }
 

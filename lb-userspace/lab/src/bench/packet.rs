@@ -218,6 +218,7 @@ fn vip(ident: VipIdent, mode: u8, addrs: Vec<IpAddr>, with_mac: bool) -> Desired
                 weight: 1,
                 mac: with_mac.then(|| backend_mac(i as u32 + 1)),
                 serving: true,
+                in_flight: None,
             })
             .collect(),
     }

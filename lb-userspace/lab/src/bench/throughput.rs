@@ -151,6 +151,7 @@ fn desired(vip: VipIdent) -> Desired {
                     weight: 1,
                     mac: Some(packet::backend_mac(i)),
                     serving: true,
+                    in_flight: None,
                 })
                 .collect(),
         }],

@@ -17,7 +17,7 @@ use super::{
     scenario::{Balancer, Row, Scenario},
 };
 use crate::{
-    config::{LoadConfig, LoadSource, Scheduler},
+    config::{InFlight, LoadConfig, LoadSource, Scheduler},
     lab::{Lab, LabError, LabSpec, Servers, TCP_PORT, VIP4, Weights, daemon::Daemon},
 };
 use sluice_core::{health::Health, load::presets::Preset};
@@ -63,6 +63,7 @@ fn load_config(s: &Scenario) -> LoadConfig {
             reason = "a fraction of 1 as a percentage"
         )]
         kv_limit_percent: (s.policy.kv_limit * 100.0).round() as u32,
+        in_flight: InFlight::Reported,
     }
 }
 

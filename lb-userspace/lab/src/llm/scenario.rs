@@ -156,7 +156,7 @@ impl Scenario {
                 };
                 if let Some((every, speed)) = slow
                     && every > 0
-                    && (n - 1 - i) % every == 0
+                    && (n - 1 - i).is_multiple_of(every)
                 {
                     p.speed = speed;
                 }

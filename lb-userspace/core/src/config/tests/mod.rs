@@ -747,6 +747,13 @@ fn load_section_defaults() {
     let l =
         with("source = \"prometheus\"\npreset = \"vllm\"\nqueue_limit = 0\nkv_limit_percent = 95");
     assert_eq!((l.queue_limit, l.kv_limit_percent), (0, 95));
+    assert_eq!(
+        l.in_flight,
+        InFlight::Reported,
+        "lc/wlc use reports by default"
+    );
+    let l = with("source = \"prometheus\"\npreset = \"vllm\"\nin_flight = \"connections\"");
+    assert_eq!(l.in_flight, InFlight::Connections);
     let s = l.selectors();
     assert_eq!(s.kv_cache.len(), 2, "vLLM's KV metric has a fallback");
     let l = with(
@@ -826,6 +833,11 @@ fn load_section_errors() {
         "source = \"prometheus\"\npreset = \"vllm\"\nkv_limit_percent = 0",
         "vip[0].load.kv_limit_percent",
         "out of range (1..=100)",
+    );
+    bad(
+        "source = \"prometheus\"\npreset = \"vllm\"\nin_flight = \"requests\"",
+        "vip[0].load.in_flight",
+        "accepted values: \"reported\", \"connections\"",
     );
     bad(
         "source = \"prometheus\"\npreset = \"vllm\"\nqueue_limit = -1",

@@ -4,7 +4,8 @@ use super::Cx;
 use crate::config::raw::RawLoad;
 use crate::config::{
     DEFAULT_LOAD_INTERVAL_MS, DEFAULT_LOAD_KV_LIMIT_PERCENT, DEFAULT_LOAD_PATH, DEFAULT_LOAD_PORT,
-    DEFAULT_LOAD_QUEUE_LIMIT, LOAD_INTERVAL_RANGE, LOAD_STALE_RANGE, LoadConfig, LoadSource,
+    DEFAULT_LOAD_QUEUE_LIMIT, InFlight, LOAD_INTERVAL_RANGE, LOAD_STALE_RANGE, LoadConfig,
+    LoadSource,
 };
 use crate::load::presets::{Preset, Selector};
 
@@ -21,6 +22,11 @@ impl Cx<'_> {
         let waiting = self.selector(&at("waiting"), l.waiting.as_ref());
         let running = self.selector(&at("running"), l.running.as_ref());
         let kv_cache = self.selector(&at("kv_cache"), l.kv_cache.as_ref());
+        let in_flight = self.named::<InFlight>(
+            &at("in_flight"),
+            l.in_flight.as_ref(),
+            Some(InFlight::Reported),
+        );
         let (source, preset) = (source?, preset?);
         let port = match (source, l.port) {
             (LoadSource::Agent, None) => {
@@ -94,6 +100,7 @@ impl Cx<'_> {
             1..=100,
         );
         Some(LoadConfig {
+            in_flight: in_flight?,
             queue_limit: queue_limit?,
             kv_limit_percent: kv_limit_percent?,
             source,
