@@ -41,8 +41,8 @@ pub enum BenchPart {
     /// Inference-aware balancing in the lab: LLM-like model servers behind the real
     /// daemon, the same conversations through static Maglev, least connections and the
     /// load-aware policies; TTFT p50/p95/p99 and throughput of each. Not part of the
-    /// default run (about 2.5 minutes a policy; `--quick`: a smoke run of 30
-    /// conversations). `sluice simulate inference` runs the same scenario offline.
+    /// default run (240 conversations, about 2.5 minutes a policy; `--quick`: a smoke run
+    /// of 30). `sluice simulate inference` runs the same scenario offline.
     Inference(super::simulate::ScenarioArgs),
 }
 
@@ -141,13 +141,26 @@ pub fn generate(a: GenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Conversations through the balancer in a lab run, unless `--sessions` says otherwise:
+/// at the default 1.7 a second, about 2.5 minutes a policy.
+const LAB_SESSIONS: usize = 240;
+
 /// `sluice bench inference`: the scenario in a lab, policy after policy.
-fn inference(args: &super::simulate::ScenarioArgs, quick: bool, out: &std::path::Path) -> anyhow::Result<()> {
+fn inference(
+    args: &super::simulate::ScenarioArgs,
+    quick: bool,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let (mut s, policies) = args.scenario()?;
-    if quick {
-        s.sessions.sessions = s.sessions.sessions.min(30);
+    if args.sessions.is_none() {
+        s.sessions.sessions = if quick { 30 } else { LAB_SESSIONS };
+        let background = s.background.as_ref().map_or(0.0, |b| b.sessions.rate);
+        s.set_background(background);
     }
-    println!("inference comparison in the lab (real time)\n{}\n", s.describe());
+    println!(
+        "inference comparison in the lab (real time)\n{}\n",
+        s.describe()
+    );
     let prefix = format!("sl-inf-{}", std::process::id() % 100_000);
     let rows = sluice_lab::llm::bench::run(&prefix, &s, &policies, &mut |m| println!("{m}"))?;
     let table = sluice_lab::llm::scenario::table(&rows);

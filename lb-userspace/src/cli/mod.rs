@@ -522,6 +522,60 @@ mod tests {
         parse(&["plan", "vip", "set", "web"]).expect_err("plan: nothing to set either");
     }
 
+    fn inference_args(args: &[&str]) -> simulate::ScenarioArgs {
+        match parse(args).expect("parses").command {
+            Command::Simulate {
+                what: Some(SimulateCmd::Inference(a)),
+                ..
+            } => a,
+            other => panic!("not simulate inference: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn simulate_keeps_the_autoscaler_form_and_takes_inference() {
+        parse(&["simulate", "--trace", "t.csv", "--policy", "p.toml"])
+            .expect("the autoscaler's form");
+        parse(&["simulate"]).expect_err("the autoscaler's form needs --trace and --policy");
+        let a = inference_args(&["simulate", "inference"]);
+        let (s, policies) = a.scenario().expect("the default scenario");
+        assert_eq!(policies.len(), 4);
+        assert_eq!(s.backends.len(), 4);
+        assert!(s.background.is_some(), "the default has background load");
+        // Eight backends: every fourth slow, rate and background scaled.
+        let a = inference_args(&[
+            "simulate",
+            "inference",
+            "--backends",
+            "8",
+            "--background",
+            "0",
+        ]);
+        let (s, _) = a.scenario().expect("eight backends");
+        let slow = s.backends.iter().filter(|p| p.speed < 1.0).count();
+        assert_eq!(slow, 2);
+        assert!((s.sessions.rate - 2.0 * sluice_lab::llm::scenario::DEFAULT_RATE).abs() < 1e-9);
+        assert!(s.background.is_none());
+    }
+
+    #[test]
+    fn simulate_inference_names_the_bad_argument() {
+        for (args, want) in [
+            (&["--policies", "lc,fastest"][..], "--policies"),
+            (&["--backends", "0"], "--backends"),
+            (&["--rate", "0"], "--rate"),
+            (&["--slow-speed=-1"], "--slow-speed"),
+            (&["--background=-2"], "--background"),
+        ] {
+            let all: Vec<&str> = ["simulate", "inference"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let e = inference_args(&all).scenario().expect_err("a bad argument");
+            assert!(e.to_string().contains(want), "{args:?}: {e}");
+        }
+    }
+
     #[test]
     fn reports_end_on_a_closed_stdout_daemons_do_not() {
         for args in [

@@ -65,6 +65,11 @@ pub struct ScenarioArgs {
     /// with --backends].
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Conversations per second sent straight to backend 1, past the balancer (another
+    /// balancer's share, or direct clients): load the balancer's connection counts do not
+    /// see. 0: none [default: the scenario's, scaled with --backends].
+    #[arg(long)]
+    pub background: Option<f64>,
     /// Median turns per conversation [default: the scenario's].
     #[arg(long)]
     pub turns: Option<f64>,
@@ -75,7 +80,11 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// The policies compared, comma-separated: maglev, lc, maglev+load, lc+load.
-    #[arg(long, value_delimiter = ',', default_value = "maglev,lc,maglev+load,lc+load")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "maglev,lc,maglev+load,lc+load"
+    )]
     pub policies: Vec<String>,
 }
 
@@ -108,12 +117,29 @@ impl ScenarioArgs {
             s.sessions.turns.median = t;
         }
         if let Some(c) = self.context {
-            anyhow::ensure!(c.is_finite() && c >= 1.0, "--context {c} must be at least 1");
+            anyhow::ensure!(
+                c.is_finite() && c >= 1.0,
+                "--context {c} must be at least 1"
+            );
             s.sessions.context.median = c;
         }
         if let Some(seed) = self.seed {
             s.sessions.seed = seed;
         }
+        let background = match self.background {
+            Some(r) => {
+                anyhow::ensure!(
+                    r.is_finite() && r >= 0.0,
+                    "--background {r} must be 0 or more"
+                );
+                r
+            }
+            None => base
+                .background
+                .as_ref()
+                .map_or(0.0, |b| b.sessions.rate * scale),
+        };
+        s.set_background(background);
         let mut policies = Vec::new();
         for p in &self.policies {
             let b = Balancer::parse(p.trim()).ok_or_else(|| {
@@ -133,7 +159,10 @@ impl ScenarioArgs {
 /// `sluice simulate inference`: the scenario through each policy on simulated time.
 pub fn inference(args: &ScenarioArgs) -> anyhow::Result<()> {
     let (s, policies) = args.scenario()?;
-    println!("offline inference comparison (simulated time)\n{}\n", s.describe());
+    println!(
+        "offline inference comparison (simulated time)\n{}\n",
+        s.describe()
+    );
     let mut rows = Vec::new();
     for b in policies {
         let r = sim::run(&s, b)?;

@@ -4,7 +4,8 @@
 //! client through the VIP by [`loadgen::run_sessions`]. The same servers and the same
 //! conversations go through each policy in turn; only the VIP's scheduler and its
 //! `[vip.load]` change between runs. The servers are idle between runs (every request of
-//! a run has ended).
+//! a run has ended). The scenario's background conversations go from a second lab client
+//! straight to their backend's own address, past the balancer, during each run.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -79,22 +80,33 @@ pub fn run(
     let lab = Lab::up(
         LabSpec::new(prefix)
             .backends(n)
+            .clients(2)
             .ipv6(false)
             .servers(Servers::None),
     )?;
     let mut servers = Vec::with_capacity(n);
     for (i, params) in scenario.backends.iter().enumerate() {
-        servers.push(LlmServer::start_in(lab.backend(i), TCP_PORT, params.clone())?);
+        servers.push(LlmServer::start_in(
+            lab.backend(i),
+            TCP_PORT,
+            params.clone(),
+        )?);
     }
     let sessions = Sessions::generate(&scenario.sessions);
+    let background = scenario
+        .background
+        .as_ref()
+        .map(|b| (Sessions::generate(&b.sessions), b.backend.min(n - 1)));
     progress(&format!(
-        "lab {prefix}: {n} model servers up; {} conversations ({} requests) a run",
+        "lab {prefix}: {n} model servers up; {} conversations ({} requests) a run through \
+         the balancer, {} in the background",
         sessions.sessions.len(),
-        sessions.requests()
+        sessions.requests(),
+        background.as_ref().map_or(0, |(b, _)| b.sessions.len()),
     ));
     let mut rows = Vec::new();
     for &policy in policies {
-        let summary = run_one(&lab, scenario, &sessions, policy)?;
+        let summary = run_one(&lab, scenario, &sessions, background.as_ref(), policy)?;
         progress(&format!("{policy}:\n{summary}"));
         rows.push(Row {
             balancer: policy,
@@ -113,6 +125,7 @@ fn run_one(
     lab: &Lab,
     scenario: &Scenario,
     sessions: &Sessions,
+    background: Option<&(Sessions, usize)>,
     policy: Balancer,
 ) -> Result<loadgen::Summary, BenchError> {
     let mut config = lab.daemon_config(&Weights::Equal)?;
@@ -141,13 +154,26 @@ fn run_one(
         daemon.wait_health(VIP, a, Health::Up, Duration::from_secs(30))?;
     }
     let target = SocketAddr::from((VIP4, TCP_PORT));
-    let report = loadgen::run_sessions(
-        Some(lab.client(0)),
-        target,
-        sessions,
-        scenario.timeout,
-        scenario.sessions.think,
-    );
+    let think = scenario.sessions.think;
+    let report = std::thread::scope(|s| {
+        let bg = background.map(|(b, i)| {
+            let to = lab.backend(*i).sock4(TCP_PORT);
+            s.spawn(move || {
+                loadgen::run_sessions(Some(lab.client(1)), to, b, scenario.timeout, think)
+            })
+        });
+        let report = loadgen::run_sessions(
+            Some(lab.client(0)),
+            target,
+            sessions,
+            scenario.timeout,
+            think,
+        );
+        // The background's own figures are not the comparison's; its requests only load
+        // the server.
+        let _background = bg.map(std::thread::ScopedJoinHandle::join);
+        report
+    });
     daemon.stop()?;
     Ok(report.summary())
 }

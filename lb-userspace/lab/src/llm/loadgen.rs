@@ -590,6 +590,75 @@ mod tests {
     }
 
     #[test]
+    fn conversations_resend_their_growing_context() {
+        let spec = SessionSpec {
+            seed: 3,
+            sessions: 500,
+            rate: 2.0,
+            turns: LogNormal {
+                median: 3.0,
+                sigma: 0.7,
+                min: 1,
+                max: 20,
+            },
+            context: LogNormal {
+                median: 1000.0,
+                sigma: 1.2,
+                min: 64,
+                max: 12000,
+            },
+            user: LogNormal {
+                median: 64.0,
+                sigma: 1.0,
+                min: 8,
+                max: 1024,
+            },
+            output: LogNormal {
+                median: 128.0,
+                sigma: 0.8,
+                min: 8,
+                max: 1024,
+            },
+            think: Duration::ZERO,
+            max_context: 16384,
+        };
+        let a = Sessions::generate(&spec);
+        assert_eq!(
+            a,
+            Sessions::generate(&spec),
+            "the same spec, the same sessions"
+        );
+        assert_eq!(a.sessions.len(), 500);
+        assert!(a.sessions.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        // Poisson at 2/s: 500 conversations take about 250 s.
+        let last = a.sessions.last().map_or(0, |s| s.at_us);
+        assert!((200_000_000..300_000_000).contains(&last), "{last}");
+        for s in &a.sessions {
+            assert!((1..=20).contains(&s.turns.len()));
+            for w in s.turns.windows(2) {
+                // The next prompt holds the previous prompt, its answer and a new turn.
+                let grown = u64::from(w[0].prompt_tokens) + u64::from(w[0].max_tokens) + 8;
+                assert!(
+                    u64::from(w[1].prompt_tokens) >= grown.min(16384),
+                    "{:?}",
+                    s.turns
+                );
+            }
+        }
+        let offsets = a.offsets();
+        assert_eq!(offsets[0], 0);
+        assert_eq!(
+            offsets[1],
+            a.sessions[0].turns.len(),
+            "requests are numbered session by session"
+        );
+        assert_eq!(
+            a.requests(),
+            a.sessions.iter().map(|s| s.turns.len()).sum::<usize>()
+        );
+    }
+
+    #[test]
     fn percentiles_nearest_rank() {
         let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let p = Percentiles::of(v);

@@ -74,6 +74,10 @@ pub struct Scenario {
     /// One entry per backend (their `speed` differ: heterogeneous GPUs).
     pub backends: Vec<ModelParams>,
     pub sessions: SessionSpec,
+    /// Load that reaches one backend without passing this balancer (another balancer of
+    /// the fleet, or clients that address the server directly): its connections are not
+    /// in this balancer's counts, its requests are in the server's reports.
+    pub background: Option<Background>,
     /// A request's connect and read timeout (lab only).
     pub timeout: Duration,
     /// The configured weight of every backend.
@@ -90,16 +94,31 @@ pub struct Scenario {
     pub table_size: u32,
 }
 
+/// Conversations sent straight to one backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Background {
+    pub sessions: SessionSpec,
+    /// Index of the backend they go to.
+    pub backend: usize,
+}
+
 /// The number of backends of the default scenario, and the speed of its slower ones.
 pub const DEFAULT_BACKENDS: usize = 4;
 pub const DEFAULT_SLOW_SPEED: f64 = 0.5;
+
+/// The default scenario's arrival rate of conversations through the balancer, and of
+/// those reaching backend 1 directly, per second.
+pub const DEFAULT_RATE: f64 = 1.7;
+pub const DEFAULT_BACKGROUND_RATE: f64 = 0.6;
 
 impl Default for Scenario {
     /// Four model servers, the last one a GPU of half the speed, serving conversations
     /// that arrive as a Poisson process; each conversation is one keep-alive connection
     /// whose turns resend the growing context (a first prompt of median 1000 tokens with
     /// a heavy tail: documents, agents' tool output), so connections differ widely in the
-    /// work they carry.
+    /// work they carry. Besides the balancer's 1.7 conversations a second, 0.6 a second
+    /// of the same kind reach backend 1 directly (another balancer's share, or clients
+    /// that address the server): together about 80 % of the fleet's capacity.
     fn default() -> Self {
         let fast = ModelParams {
             decode_base_ms: 10.0,
@@ -116,19 +135,21 @@ impl Default for Scenario {
             min,
             max,
         };
-        Self {
+        let sessions = SessionSpec {
+            seed: 14,
+            sessions: 1000,
+            rate: DEFAULT_RATE,
+            turns: ln(3.0, 0.7, 1, 20),
+            context: ln(1000.0, 1.2, 64, 12000),
+            user: ln(64.0, 1.0, 8, 1024),
+            output: ln(128.0, 0.8, 8, 1024),
+            think: Duration::ZERO,
+            max_context: 16384,
+        };
+        let mut s = Self {
             backends,
-            sessions: SessionSpec {
-                seed: 14,
-                sessions: 400,
-                rate: 3.0,
-                turns: ln(3.0, 0.7, 1, 20),
-                context: ln(1000.0, 1.2, 64, 12000),
-                user: ln(64.0, 1.0, 8, 1024),
-                output: ln(128.0, 0.8, 8, 1024),
-                think: Duration::ZERO,
-                max_context: 16384,
-            },
+            sessions,
+            background: None,
             timeout: Duration::from_secs(120),
             weight: 100,
             policy: PolicyParams {
@@ -139,11 +160,37 @@ impl Default for Scenario {
             tick: Duration::from_millis(200),
             lc_refresh: Duration::from_millis(100),
             table_size: 65537,
-        }
+        };
+        s.set_background(DEFAULT_BACKGROUND_RATE);
+        s
     }
 }
 
 impl Scenario {
+    /// Background conversations to backend 1 at `rate` a second (0: none): the same kind
+    /// as the balancer's, another seed, as many as arrive while the balancer's do.
+    pub fn set_background(&mut self, rate: f64) {
+        if rate <= 0.0 || !rate.is_finite() {
+            self.background = None;
+            return;
+        }
+        let mut spec = self.sessions.clone();
+        spec.seed = self.sessions.seed.wrapping_add(1000);
+        spec.rate = rate;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a non-negative count, rounded"
+        )]
+        let n =
+            (self.sessions.sessions as f64 * rate / self.sessions.rate.max(1e-9)).round() as usize;
+        spec.sessions = n;
+        self.background = Some(Background {
+            sessions: spec,
+            backend: 0,
+        });
+    }
+
     /// The default scenario with `n` backends, every `slow_every`-th of them (counting
     /// from the last) at `slow_speed`; `None` keeps all at full speed.
     pub fn with_backends(mut self, n: usize, slow: Option<(usize, f64)>) -> Self {
@@ -174,7 +221,11 @@ impl Scenario {
 
     /// A paragraph describing the scenario, for the printed report.
     pub fn describe(&self) -> String {
-        let speeds: Vec<String> = self.backends.iter().map(|p| format!("{}", p.speed)).collect();
+        let speeds: Vec<String> = self
+            .backends
+            .iter()
+            .map(|p| format!("{}", p.speed))
+            .collect();
         let p = self.backends.first().cloned().unwrap_or_default();
         let t = &self.sessions;
         let ln = |l: &LogNormal| {
@@ -188,6 +239,7 @@ impl Scenario {
              prefill {} ms/1k tokens, KV cache {} tokens)\n\
              {} conversations, Poisson {}/s, seed {}: turns {}; first prompt {}; \
              user turn {}; output {}; think {} ms; context cut at {}\n\
+             {}\n\
              load reads every {} ms, policy tick {} ms, lc refresh {} ms, queue_limit {}, kv_limit {}",
             self.backends.len(),
             speeds.join(", "),
@@ -205,6 +257,15 @@ impl Scenario {
             ln(&t.output),
             t.think.as_millis(),
             t.max_context,
+            match &self.background {
+                Some(b) => format!(
+                    "background: {} conversations of the same kind, Poisson {}/s, straight to backend {} (not through the balancer)",
+                    b.sessions.sessions,
+                    b.sessions.rate,
+                    b.backend + 1
+                ),
+                None => "no background load".to_owned(),
+            },
             self.read_interval.as_millis(),
             self.tick.as_millis(),
             self.lc_refresh.as_millis(),

@@ -83,6 +83,8 @@ struct Sim<'a> {
     balancer: Balancer,
     sessions: &'a Sessions,
     offsets: Vec<usize>,
+    /// The backend of each background conversation (`None`: through the balancer).
+    pinned: Vec<Option<usize>>,
     /// The backend of each conversation's connection.
     conns: Vec<Option<usize>>,
     engines: Vec<Engine>,
@@ -126,10 +128,35 @@ pub fn run(scenario: &Scenario, balancer: Balancer) -> Result<SimRun, SimError> 
         p.validate()
             .map_err(|source| SimError::Model { index, source })?;
     }
-    let sessions = Sessions::generate(&scenario.sessions);
-    let mut sim = Sim::new(scenario, balancer, &sessions)?;
+    let (sessions, pinned) = combined(scenario);
+    let mut sim = Sim::new(scenario, balancer, &sessions, pinned)?;
     sim.run()?;
     Ok(sim.finish())
+}
+
+/// The scenario's conversations and its background ones, by start time, and for each
+/// the backend it is pinned to (background) or `None` (through the balancer).
+fn combined(s: &Scenario) -> (Sessions, Vec<Option<usize>>) {
+    let mut all: Vec<(super::loadgen::Session, Option<usize>)> = Sessions::generate(&s.sessions)
+        .sessions
+        .into_iter()
+        .map(|x| (x, None))
+        .collect();
+    if let Some(bg) = &s.background {
+        let b = bg.backend.min(s.backends.len().saturating_sub(1));
+        all.extend(
+            Sessions::generate(&bg.sessions)
+                .sessions
+                .into_iter()
+                .map(|x| (x, Some(b))),
+        );
+    }
+    all.sort_by_key(|(x, _)| x.at_us);
+    let pinned = all.iter().map(|(_, p)| *p).collect();
+    let sessions = Sessions {
+        sessions: all.into_iter().map(|(x, _)| x).collect(),
+    };
+    (sessions, pinned)
 }
 
 fn us(d: Duration) -> u64 {
@@ -137,7 +164,12 @@ fn us(d: Duration) -> u64 {
 }
 
 impl<'a> Sim<'a> {
-    fn new(s: &'a Scenario, balancer: Balancer, sessions: &'a Sessions) -> Result<Self, SimError> {
+    fn new(
+        s: &'a Scenario,
+        balancer: Balancer,
+        sessions: &'a Sessions,
+        pinned: Vec<Option<usize>>,
+    ) -> Result<Self, SimError> {
         let n = s.backends.len();
         let addresses: Vec<IpAddr> = (0..n).map(Scenario::sim_address).collect();
         let interval = us(s.read_interval);
@@ -146,6 +178,7 @@ impl<'a> Sim<'a> {
             balancer,
             sessions,
             offsets: sessions.offsets(),
+            pinned,
             conns: vec![None; sessions.sessions.len()],
             engines: s.backends.iter().cloned().map(Engine::new).collect(),
             names: addresses.iter().map(ToString::to_string).collect(),
@@ -159,6 +192,7 @@ impl<'a> Sim<'a> {
                 .map(|(i, c)| Reverse((c.at_us, i, 0)))
                 .collect(),
             open_conns: vec![0; n],
+
             new_flows: 0,
             lc_last: (0, 0, 0.0),
             readings: vec![None; n],
@@ -244,9 +278,9 @@ impl<'a> Sim<'a> {
 
     /// Send `turn` of `session` (opening its connection on the first).
     fn send(&mut self, now: u64, session: usize, turn: usize) {
-        let b = match self.conns[session] {
-            Some(b) => b,
-            None => {
+        let b = match (self.pinned[session], self.conns[session]) {
+            (Some(b), _) | (None, Some(b)) => b,
+            (None, None) => {
                 let b = self.choose();
                 self.open_conns[b] += 1;
                 self.new_flows += 1;
@@ -263,12 +297,8 @@ impl<'a> Sim<'a> {
             turn,
             ..Request::default()
         };
-        let events = self.engines[b].submit(
-            now,
-            i as u64,
-            u64::from(req.prompt_tokens),
-            req.max_tokens,
-        );
+        let events =
+            self.engines[b].submit(now, i as u64, u64::from(req.prompt_tokens), req.max_tokens);
         self.on_events(&events);
     }
 
@@ -379,23 +409,17 @@ impl<'a> Sim<'a> {
             .map(|(((id, weight), conns), a)| sched::Member {
                 id,
                 weight: *weight,
-                active: {
-                    let rep = reported.iter().find(|(r, _)| r == a).and_then(|(_, n)| *n);
-                    match std::env::var("LCMODE").as_deref() {
-                        Ok("max") => rep.map_or(*conns, |r| r.max(*conns)),
-                        Ok("conns") => *conns,
-                        Ok("sum") => rep.unwrap_or(0) + *conns,
-                        Ok("wait") => *conns + self.readings[(id - 1) as usize].as_ref().and_then(|(r, _)| r.waiting).unwrap_or(0.0) as u64,
-                        _ => rep.unwrap_or(*conns),
-                    }
-                },
+                active: reported
+                    .iter()
+                    .find(|(r, _)| r == a)
+                    .and_then(|(_, n)| *n)
+                    .unwrap_or(*conns),
             })
             .collect();
         let eligible = members.iter().filter(|m| m.weight > 0).count();
         let horizon = sched::lc_horizon(self.flow_rate(t), eligible);
-        let order = if std::env::var("WLC").is_ok() && self.balancer.reads_load() { sched::Order::WeightedLeastConn } else { sched::Order::LeastConn };
         let seq = sched::sequence(
-            order,
+            sched::Order::LeastConn,
             &members,
             self.s.table_size,
             horizon,
@@ -418,10 +442,16 @@ impl<'a> Sim<'a> {
     }
 
     fn finish(self) -> SimRun {
-        let end = self.requests.iter().filter_map(|r| r.done).max().unwrap_or(0);
+        let end = self
+            .requests
+            .iter()
+            .filter_map(|r| r.done)
+            .max()
+            .unwrap_or(0);
         let results = self
             .requests
             .iter()
+            .filter(|r| self.pinned[r.session].is_none())
             .enumerate()
             .map(|(index, r)| {
                 let due = r.sent;
@@ -474,21 +504,35 @@ mod tests {
         for b in Balancer::ALL {
             let r = run(&s, b).expect("a run");
             let sum = r.report.summary();
-            assert_eq!(sum.requests, Sessions::generate(&s.sessions).requests(), "{b}");
+            assert_eq!(
+                sum.requests,
+                Sessions::generate(&s.sessions).requests(),
+                "{b}"
+            );
             assert_eq!(sum.failures, 0, "{b}");
             for res in &r.report.results {
                 assert_eq!(res.completion.tokens, res.max_tokens, "{b}");
                 assert!(res.completion.ttft <= res.completion.total);
             }
-            assert_eq!(sum.by_backend.len(), 4, "{b}: every backend served: {sum:?}");
+            assert_eq!(
+                sum.by_backend.len(),
+                4,
+                "{b}: every backend served: {sum:?}"
+            );
         }
     }
 
     #[test]
     fn the_same_scenario_gives_the_same_figures() {
         let s = small();
-        let a = run(&s, Balancer::MaglevLoad).expect("a run").report.summary();
-        let b = run(&s, Balancer::MaglevLoad).expect("a run").report.summary();
+        let a = run(&s, Balancer::MaglevLoad)
+            .expect("a run")
+            .report
+            .summary();
+        let b = run(&s, Balancer::MaglevLoad)
+            .expect("a run")
+            .report
+            .summary();
         assert_eq!(a, b);
     }
 
@@ -522,37 +566,9 @@ mod tests {
             backends: Vec::new(),
             ..Scenario::default()
         };
-        assert!(matches!(run(&s, Balancer::Maglev), Err(SimError::NoBackends)));
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    use crate::llm::scenario::{table, Row};
-    #[test]
-    #[ignore]
-    fn explore() {
-        let env = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-        let mut s = Scenario::default();
-        for p in &mut s.backends {
-            p.batch = env("BATCH", 16.0) as usize;
-            p.kv_capacity_tokens = env("KV", 32768.0) as u64;
-            p.decode_alpha = env("ALPHA", 0.05);
-        }
-        let n = s.backends.len();
-        s.backends[n - 1].speed = env("SLOW", 0.5);
-        s.sessions.rate = env("RATE", 3.0);
-        s.sessions.sessions = env("SESS", 400.0) as usize;
-        s.sessions.seed = env("SEED", 14.0) as u64;
-        s.sessions.context.median = env("CMED", 1000.0);
-        s.sessions.context.sigma = env("CSIG", 1.2);
-        s.sessions.turns.median = env("TURNS", 3.0);
-        s.sessions.think = std::time::Duration::from_millis(env("THINK", 0.0) as u64);
-        s.policy.queue_limit = env("QL", 5.0);
-        let mut rows = Vec::new();
-        for b in Balancer::ALL {
-            rows.push(Row { balancer: b, summary: run(&s, b).unwrap().report.summary() });
-        }
-        println!("{}", table(&rows));
+        assert!(matches!(
+            run(&s, Balancer::Maglev),
+            Err(SimError::NoBackends)
+        ));
     }
 }
