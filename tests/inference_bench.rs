@@ -42,7 +42,10 @@ fn the_inference_comparison_runs_every_policy_without_a_failed_request() {
         assert_eq!(row.balancer, policy);
         assert_eq!((sum.requests, sum.failures), (want, 0), "{policy}: {log}");
         let served: usize = sum.by_backend.iter().map(|(_, n)| n).sum();
-        assert_eq!(served, want, "{policy}: every request names its backend: {log}");
+        assert_eq!(
+            served, want,
+            "{policy}: every request names its backend: {log}"
+        );
         assert!(
             sum.ttft.p50 <= sum.ttft.p99 && sum.ttft.p99 <= sum.total.p99,
             "{policy}: {sum}"

@@ -21,10 +21,6 @@ use sluice_core::{fingerprint, model::addr_bytes};
 
 use crate::{maglev, sched};
 
-/// How far ahead a least-connection plan looks: this many seconds of the VIP's recent
-/// new-flow rate (at least 8 flows per backend), so the plan outlasts the refresh period.
-const LC_HORIZON_SECS: f64 = 0.5;
-
 /// How long userspace waits after switching a VIP to a new table before it reuses what the
 /// old one referenced (backend slots, table halves). An XDP program reads `VipMeta`, then
 /// the table slot, then the backend, within one run of well under a microsecond, inside the
@@ -354,9 +350,8 @@ impl Dataplane {
         };
         let members = members(vip, slots, |id| self.active(id))?;
         let horizon = if vip.scheduler.least_conn() {
-            let eligible = members.iter().filter(|m| m.weight > 0).count() as f64;
-            let rate = self.lc_rate(vip)?;
-            (rate * LC_HORIZON_SECS).max(8.0 * eligible).ceil() as u32
+            let eligible = members.iter().filter(|m| m.weight > 0).count();
+            sched::lc_horizon(self.lc_rate(vip)?, eligible)
         } else {
             0
         };

@@ -432,11 +432,14 @@ impl<'a> Sim<'a> {
     /// data plane does.
     fn flow_rate(&mut self, t: u64) -> f64 {
         let (at, n, rate) = self.lc_last;
+        // (The data plane starts from its first look at the counters; this from time 0.)
         let dt = t.saturating_sub(at) as f64 / 1e6;
         if dt < 0.1 {
             return rate;
         }
-        let rate = self.new_flows.saturating_sub(n) as f64 / dt;
+        let fresh = self.new_flows.saturating_sub(n) as f64 / dt;
+        // Smoothed as the data plane does.
+        let rate = 0.5 * fresh + 0.5 * rate;
         self.lc_last = (t, self.new_flows, rate);
         rate
     }
