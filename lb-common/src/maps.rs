@@ -13,6 +13,8 @@ pub mod names {
     pub const CURSORS: &str = "CURSORS";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const ICMP_LIMIT: &str = "ICMP_LIMIT";
+    pub const NEXT_HOPS: &str = "NEXT_HOPS";
+    pub const FIB_FALLBACKS: &str = "FIB_FALLBACKS";
 }
 
 /// Names of the programs in the balancer's eBPF object (`sluice-ebpf`).
@@ -161,6 +163,27 @@ pub struct Backend {
     pub vip_id: u32,
 }
 
+/// Value of the `NEXT_HOPS` array, indexed by backend id: where a frame for that backend
+/// leaves, as the daemon resolved it over rtnetlink (route to the backend's address, the
+/// egress interface's MAC and MTU, the next hop's neighbour entry). `ifindex` 0: none (the
+/// program asks the kernel's FIB with `bpf_fib_lookup`, and counts it in `FIB_FALLBACKS`).
+/// Used by IPIP backends and DSR backends without a configured MAC; the daemon rewrites it
+/// when a route, link or neighbour changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// The next hop's MAC (the backend's, or its gateway's).
+    pub dmac: [u8; 6],
+    /// The egress interface's MAC.
+    pub smac: [u8; 6],
+    /// The egress interface; 0 when unresolved.
+    pub ifindex: u32,
+    /// The egress MTU (the route's, else the interface's): a packet longer than this once
+    /// encapsulated is too big, as `bpf_fib_lookup` would say.
+    pub mtu: u16,
+    pub _pad: [u8; 2],
+}
+
 /// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so the flow
 /// hash reads it as ten 32-bit words.
 #[repr(C, align(4))]
@@ -248,6 +271,7 @@ const _: () = assert!(size_of::<VipKey>() == 20);
 const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<NextHop>() == 20);
 const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 64);
 const _: () = assert!(size_of::<Counters>() == 32);
@@ -272,4 +296,6 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IcmpLimit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NextHop {}
 }

@@ -120,7 +120,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, backend, cfg, hash) {
+    let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg, hash) {
         Err(reason::ICMP_TOO_BIG) => return Err(forward::too_big(ctx, &pkt, cfg)),
         r => r?,
     };

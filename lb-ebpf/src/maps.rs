@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue, GlobalConfig,
-    IcmpLimit, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, reason,
+    IcmpLimit, MAX_BACKENDS, MAX_VIPS, NextHop, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
@@ -25,6 +25,16 @@ pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 
 /// Backend id → backend. Id 0 is reserved and never serving.
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Backend id → the next hop the daemon resolved for it (IPIP, and DSR without a
+/// configured MAC); `ifindex` 0: none, ask the FIB.
+#[map]
+pub static NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Frames forwarded through `bpf_fib_lookup` because their backend had no resolved next
+/// hop in `NEXT_HOPS` (one counter; the daemon re-resolves when it moves).
+#[map]
+pub static FIB_FALLBACKS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Storage of every VIP's lookup table (Maglev slots holding backend ids). The daemon sizes
 /// it at load time and owns the allocation; each VIP's `VipMeta` says where its table is.

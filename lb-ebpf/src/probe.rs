@@ -65,7 +65,7 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     // An `Array` entry within `max_entries` always exists: this never fails.
     let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
-    match forward::forward(ctx, &pkt, mode, backend, cfg, Some(hash))?.0 {
+    match forward::forward(ctx, &pkt, mode, id, backend, cfg, Some(hash))?.0 {
         Verdict::Tx => Ok(xdp_action::XDP_TX),
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),

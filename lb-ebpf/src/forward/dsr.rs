@@ -20,10 +20,15 @@ fn put_mac(dst: *mut [u8; 6], m: &[u8; 6]) {
     }
 }
 
-/// Destination MAC := the backend's (configured, or from the FIB/neighbour table); source
-/// MAC := the LB interface's (the frame's old destination, or the FIB's egress MAC).
+/// Destination MAC := the backend's (configured, or its resolved next hop's); source MAC :=
+/// the LB interface's (the frame's old destination, or the next hop's egress MAC).
 #[inline(always)]
-pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Result<Verdict, u32> {
+pub(super) fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    id: u32,
+    backend: &Backend,
+) -> Result<Verdict, u32> {
     if backend.flags & BACKEND_F_HAS_MAC != 0 {
         let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the Ethernet header is inside the frame.
@@ -34,7 +39,7 @@ pub(super) fn rewrite(ctx: &XdpContext, pkt: &Packet, backend: &Backend) -> Resu
         }
         return Ok(Verdict::Tx);
     }
-    let hop = fib::lookup(ctx, backend.family, &[0; 16], &backend.addr, pkt.l3_len)?;
+    let hop = fib::next_hop(ctx, id, backend.family, &[0; 16], &backend.addr, pkt.l3_len)?;
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: as above.
     unsafe {

@@ -1,4 +1,6 @@
-//! Next hop and MACs from the kernel's FIB and neighbour tables (`bpf_fib_lookup`).
+//! Next hop and MACs: from the daemon's `NEXT_HOPS` slot of the backend (resolved over
+//! rtnetlink, rewritten on every route, link or neighbour change), else from the kernel's
+//! FIB and neighbour tables (`bpf_fib_lookup`, counted in `FIB_FALLBACKS`).
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -11,7 +13,10 @@ use aya_ebpf::{
 };
 use lb_common::{FAMILY_V6, reason};
 
-use crate::{maps::FIB_SCRATCH, parse::copy_mac};
+use crate::{
+    maps::{FIB_FALLBACKS, FIB_SCRATCH, NEXT_HOPS},
+    parse::copy_mac,
+};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -35,13 +40,48 @@ impl NextHop {
     }
 }
 
+/// The next hop of backend `id` for a packet of `tot_len` bytes: its `NEXT_HOPS` slot when
+/// the daemon resolved one (a packet above its MTU: `DROP_TOO_BIG`, [`mtu`] says the MTU),
+/// else [`lookup`] (`src`, `dst`: as there).
+#[inline(always)]
+pub fn next_hop(
+    ctx: &XdpContext,
+    id: u32,
+    family: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    tot_len: u16,
+) -> Result<NextHop, u32> {
+    if let Some(h) = NEXT_HOPS.get(id)
+        && h.ifindex != 0
+    {
+        if tot_len > h.mtu {
+            // Where `mtu` reads it, as the FIB would have reported it.
+            let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(reason::DROP_INTERNAL)?;
+            // SAFETY: this CPU's scratch block; `mtu_result` is a plain integer of its union.
+            unsafe { (*p).__bindgen_anon_1.mtu_result = h.mtu };
+            return Err(reason::DROP_TOO_BIG);
+        }
+        return Ok(NextHop {
+            ifindex: h.ifindex,
+            smac: copy_mac(&h.smac),
+            dmac: copy_mac(&h.dmac),
+        });
+    }
+    if let Some(n) = FIB_FALLBACKS.get_ptr_mut(0) {
+        // SAFETY: this CPU's counter; nothing else writes it while this program runs.
+        unsafe { *n += 1 };
+    }
+    lookup(ctx, family, src, dst, tot_len)
+}
+
 /// Look up the route to `dst` (an IPv4 address in the first 4 bytes, or IPv6) for a packet
 /// of `tot_len` bytes entering on the context's interface. `Err` is the drop reason:
 /// `DROP_TOO_BIG` above the egress MTU (then [`mtu`] says the MTU), `DROP_NO_NEIGH` when
 /// the next hop's MAC is not resolved yet, `DROP_NO_ROUTE` for anything else (no route,
 /// forwarding disabled).
 #[inline(always)]
-pub fn lookup(
+fn lookup(
     ctx: &XdpContext,
     family: u8,
     src: &[u8; 16],

@@ -15,6 +15,7 @@ const TTL: u8 = 64;
 pub(super) fn encap(
     ctx: &XdpContext,
     pkt: &Packet,
+    id: u32,
     backend: &Backend,
     cfg: &GlobalConfig,
     hash: Option<u32>,
@@ -45,7 +46,16 @@ pub(super) fn encap(
             i += 1;
         }
     }
-    let (hop, clamped) = route(ctx, pkt, &src, &backend.addr, tot_len as u16, outer, hdrs)?;
+    let (hop, clamped) = route(
+        ctx,
+        pkt,
+        id,
+        &src,
+        &backend.addr,
+        tot_len as u16,
+        outer,
+        hdrs,
+    )?;
     if v6 {
         encap6(ctx, pkt, backend, &src, hash, &hop)?;
     } else {
@@ -56,15 +66,20 @@ pub(super) fn encap(
 
 /// The next hop for the encapsulated packet of `tot_len` bytes (`outer`: the outer
 /// header's length, `hdrs`: the inner IP and TCP fixed headers). A SYN's MSS option is
-/// checked against the egress MTU the FIB reports: the route is looked up for a full-size
+/// checked against the egress MTU (the next hop's slot, or the FIB): the route is looked up for a full-size
 /// segment of that MSS, and if that is too big the MSS is lowered to fit (the bool says
 /// so) and the packet itself looked up. A packet too big itself gives `Err(ICMP_TOO_BIG)`:
 /// the caller answers it (`too_big`, once for both families, to keep the program small)
 /// with the MTU `fib::mtu` reports.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined; a struct would cost stack"
+)]
 fn route(
     ctx: &XdpContext,
     pkt: &Packet,
+    id: u32,
     src: &[u8; 16],
     dst: &[u8; 16],
     tot_len: u16,
@@ -87,7 +102,7 @@ fn route(
     } else {
         tot_len
     };
-    match fib::lookup(ctx, family, src, dst, probe) {
+    match fib::next_hop(ctx, id, family, src, dst, probe) {
         Ok(hop) => Ok((hop, false)),
         Err(reason::DROP_TOO_BIG) => {
             let mtu = u32::from(fib::mtu());
@@ -104,7 +119,7 @@ fn route(
                     clamped = true;
                 }
             }
-            Ok((fib::lookup(ctx, family, src, dst, tot_len)?, clamped))
+            Ok((fib::next_hop(ctx, id, family, src, dst, tot_len)?, clamped))
         }
         Err(code) => Err(code),
     }

@@ -28,7 +28,7 @@ pub enum Verdict {
     Redirect(u32),
 }
 
-/// Rewrite the frame for `backend`. `cfg` is the configuration the caller already looked
+/// Rewrite the frame for `backend` (slot `id`). `cfg` is the configuration the caller already looked
 /// up (one `CONFIG` lookup a packet); `hash` is the flow hash when the caller has it (IPIP
 /// computes it otherwise). The bool says a SYN's MSS was clamped (IPIP only). `Err`
 /// carries the drop reason, or `ICMP_TOO_BIG` for a packet too big once encapsulated
@@ -38,13 +38,14 @@ pub fn forward(
     ctx: &XdpContext,
     pkt: &Packet,
     mode: u8,
+    id: u32,
     backend: &Backend,
     cfg: &GlobalConfig,
     hash: Option<u32>,
 ) -> Result<(Verdict, bool), u32> {
     if mode == MODE_IPIP {
-        ipip::encap(ctx, pkt, backend, cfg, hash)
+        ipip::encap(ctx, pkt, id, backend, cfg, hash)
     } else {
-        Ok((dsr::rewrite(ctx, pkt, backend)?, false))
+        Ok((dsr::rewrite(ctx, pkt, id, backend)?, false))
     }
 }

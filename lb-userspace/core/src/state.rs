@@ -518,6 +518,10 @@ pub struct Status {
     /// running the same configuration.
     #[serde(default)]
     pub config_fingerprint: String,
+    /// Frames forwarded through `bpf_fib_lookup` because their backend's next hop was not
+    /// resolved, since the program was loaded.
+    #[serde(default)]
+    pub fib_fallbacks: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -579,6 +583,20 @@ pub struct BackendStatus {
     /// The backend's last load report, when its VIP has `[vip.load]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadStatus>,
+    /// Where its packets leave when it is reached through a route (IPIP, DSR without a
+    /// configured MAC): `10.0.0.1 on eth0 (02:00:00:00:00:01), mtu 1500`, or why it is not
+    /// resolved (its packets then go through the kernel's FIB on every packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<NextHopStatus>,
+}
+
+/// A backend's resolved next hop (see [`BackendStatus::next_hop`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NextHopStatus {
+    /// Whether the program forwards from it (else through `bpf_fib_lookup`).
+    pub resolved: bool,
+    /// The next hop, or why there is none.
+    pub detail: String,
 }
 
 /// A backend's load reading as `sluice backend list` shows it.

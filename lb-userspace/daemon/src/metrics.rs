@@ -321,6 +321,27 @@ fn totals(r: &mut Registry, status: &Status, edits: u64, tables_built: u64) {
         "Lookup tables built and published (Maglev tables and scheduler sequences)",
         tables,
     );
+    let fallbacks = Counter::<u64>::default();
+    fallbacks.inc_by(status.fib_fallbacks);
+    r.register(
+        "fib_fallbacks",
+        "Frames forwarded through the kernel's FIB (bpf_fib_lookup) because their backend's next hop was not resolved",
+        fallbacks,
+    );
+    let unresolved = Gauge::<i64>::default();
+    unresolved.set(
+        status
+            .vips
+            .iter()
+            .flat_map(|v| &v.backends)
+            .filter(|b| b.next_hop.as_ref().is_some_and(|h| !h.resolved))
+            .count() as i64,
+    );
+    r.register(
+        "next_hops_unresolved",
+        "Backends reached through a route whose next hop is not resolved",
+        unresolved,
+    );
     let expired = Counter::<u64>::default();
     expired.inc_by(status.conntrack.expired);
     r.register(
@@ -628,11 +649,16 @@ mod tests {
                         error: None,
                         errors: 2,
                     }),
+                    next_hop: Some(crate::state::NextHopStatus {
+                        resolved: false,
+                        detail: "unresolved".into(),
+                    }),
                 }],
             }],
             reasons: [("fwd_tx".to_owned(), 10u64)].into_iter().collect(),
             conntrack: crate::state::ConntrackStatus::default(),
             config_fingerprint: "aabbccddeeff0011".into(),
+            fib_fallbacks: 3,
         };
         let text = render(&status, 4, 7, &Default::default(), None);
         for line in [
@@ -645,6 +671,8 @@ mod tests {
             r#"sluice_packets_total{reason="fwd_tx"} 10"#,
             "sluice_edits_total 4",
             "sluice_table_rebuilds_total 7",
+            "sluice_fib_fallbacks_total 3",
+            "sluice_next_hops_unresolved 1",
             r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
             r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
             r#"sluice_backend_load_waiting{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 7.0"#,
@@ -669,6 +697,7 @@ mod tests {
                 reasons: Default::default(),
                 conntrack: crate::state::ConntrackStatus::default(),
                 config_fingerprint: String::new(),
+                fib_fallbacks: 0,
             })),
             edits: 4,
             ..Snapshot::default()
@@ -775,6 +804,7 @@ mod tests {
             reasons: std::collections::BTreeMap::new(),
             conntrack: crate::state::ConntrackStatus::default(),
             config_fingerprint: String::new(),
+            fib_fallbacks: 0,
         };
         let address = |a: &str, announced| AddressStatus {
             address: a.parse().expect("an address"),

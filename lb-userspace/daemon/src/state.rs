@@ -44,6 +44,11 @@ impl Snapshot for State {
         // Every counter in one read of each map (not one syscall per VIP and backend), of
         // the slots in use.
         let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
+        let hops: std::collections::BTreeMap<u32, NextHopStatus> = dp
+            .next_hops()
+            .into_iter()
+            .map(|h| (h.slot, next_hop_status(&h.resolution)))
+            .collect();
         let counters = |all: &[lb_common::Counters], id: u32| {
             all.get(id as usize).copied().unwrap_or_default()
         };
@@ -102,6 +107,7 @@ impl Snapshot for State {
                                 new_flows: c.new_flows,
                                 flows: None,
                                 load: None,
+                                next_hop: slot.and_then(|s| hops.get(&s)).cloned(),
                             }
                         })
                         .collect(),
@@ -139,7 +145,35 @@ impl Snapshot for State {
                 .config_fingerprint()
                 .map(|f| f.to_string())
                 .unwrap_or_default(),
+            fib_fallbacks: dp.fib_fallbacks().unwrap_or_default(),
         }
+    }
+}
+
+/// A next hop as `sluice backend list` shows it: `10.0.0.1 on eth0 (02:…), mtu 1500`
+/// (the interface by name when it still has one), or why it is unresolved.
+fn next_hop_status(r: &crate::dataplane::nexthop::Resolution) -> NextHopStatus {
+    match r {
+        Ok(h) => {
+            let mac = h
+                .dmac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            let dev = nix::net::if_::if_indextoname(h.ifindex).map_or_else(
+                |_| format!("ifindex {}", h.ifindex),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            NextHopStatus {
+                resolved: true,
+                detail: format!("{mac} on {dev}, mtu {}", h.mtu),
+            }
+        }
+        Err(why) => NextHopStatus {
+            resolved: false,
+            detail: format!("unresolved: {why} (forwarded through the kernel's FIB)"),
+        },
     }
 }
 
@@ -330,11 +364,13 @@ mod tests {
                     new_flows: 0,
                     flows: None,
                     load: None,
+                    next_hop: None,
                 }],
             }],
             reasons: BTreeMap::new(),
             conntrack: ConntrackStatus::default(),
             config_fingerprint: String::new(),
+            fib_fallbacks: 0,
         };
         let text = crate::metrics::render(&status, 0, 0, &Default::default(), None);
         let line = |state: &str| {

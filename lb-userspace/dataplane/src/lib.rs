@@ -15,6 +15,7 @@ pub mod iface;
 mod layout;
 pub mod neigh;
 pub mod netlink;
+pub mod nexthop;
 pub mod pinned;
 mod publish;
 pub mod route;
@@ -29,7 +30,8 @@ use aya::{
     programs::Xdp,
 };
 use lb_common::{
-    Backend, Counters, FlowKey, FlowValue, GlobalConfig, VipKey, VipMeta, names, programs, reason,
+    Backend, Counters, FlowKey, FlowValue, GlobalConfig, NextHop, VipKey, VipMeta, names, programs,
+    reason,
 };
 
 pub use adopt::{
@@ -39,7 +41,7 @@ pub use adopt::{
 pub use attach::{AttachMode, Attached};
 #[cfg(feature = "test-helpers")]
 pub use bench_object::{BENCH_OBJECT, BENCH_PROGRAMS, BenchObject};
-pub use publish::PublishReport;
+pub use publish::{HopStatus, PublishReport, needs_hop};
 pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 use sluice_core::{maglev, sched};
 pub use testrun::RunResult;
@@ -149,6 +151,11 @@ pub struct Dataplane {
     backend_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
     cursors: Array<MapData, u64>,
+    next_hops: Array<MapData, NextHop>,
+    fib_fallbacks: PerCpuArray<MapData, u64>,
+    /// The next hops: what each address resolved to, and what each slot's `NEXT_HOPS`
+    /// entry holds (`publish/hops.rs`).
+    hops: publish::Hops,
     /// Kernel ids of the maps the conntrack sweeper opens its own handles on.
     flows_id: u32,
     backend_stats_id: u32,
@@ -260,6 +267,9 @@ impl Dataplane {
             backend_stats: take_typed(&mut ebpf, names::BACKEND_STATS)?,
             reasons: take_typed(&mut ebpf, names::REASONS)?,
             cursors: take_typed(&mut ebpf, names::CURSORS)?,
+            next_hops: take_typed(&mut ebpf, names::NEXT_HOPS)?,
+            fib_fallbacks: take_typed(&mut ebpf, names::FIB_FALLBACKS)?,
+            hops: publish::Hops::default(),
             flows_id,
             backend_stats_id,
             book: conntrack::Book::default(),

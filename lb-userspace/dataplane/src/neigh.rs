@@ -1,7 +1,7 @@
-//! Keeping the kernel's neighbour table warm for backends reached through the FIB.
+//! Keeping the kernel's neighbour table warm for backends reached through a route.
 //!
-//! `bpf_fib_lookup` only reads the neighbour table; XDP cannot trigger ARP or neighbour
-//! discovery. A backend without a configured MAC therefore needs the kernel to have
+//! Their next hops (`nexthop.rs`) and `bpf_fib_lookup` only read the neighbour table; XDP
+//! cannot trigger ARP or neighbour discovery. A backend without a configured MAC therefore needs the kernel to have
 //! resolved it, or its packets are dropped (`drop_no_neigh`). Sending one empty UDP
 //! datagram to the backend's discard port (9) makes the kernel resolve it; repeating that
 //! periodically keeps the entry from being garbage-collected while only XDP uses it.
@@ -10,13 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use super::Desired;
 
-/// The addresses `bpf_fib_lookup` must resolve: every backend without a MAC.
+/// The addresses whose next hop the kernel must resolve: every backend reached through a
+/// route (IPIP, DSR without a configured MAC; see [`crate::needs_hop`]).
 pub fn fib_backends(desired: &Desired) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = desired
         .vips
         .iter()
-        .flat_map(|vip| vip.backends.iter())
-        .filter(|b| b.mac.is_none())
+        .flat_map(|vip| vip.backends.iter().filter(|b| crate::needs_hop(vip, b)))
         .map(|b| b.address)
         .collect();
     v.sort();

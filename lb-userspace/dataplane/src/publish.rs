@@ -7,6 +7,8 @@
 //! 3. only after the new tables are live: backends that left are marked not serving (their
 //!    flows move on the next packet) and their slots freed; VIPs that left are removed.
 
+mod hops;
+
 use std::{collections::BTreeMap, net::IpAddr, time::Instant};
 
 use lb_common::{BACKEND_F_HAS_MAC, BACKEND_F_SERVING, Backend, GlobalConfig, VipMeta, names};
@@ -26,6 +28,8 @@ use crate::{maglev, sched};
 /// the table slot, then the backend, within one run of well under a microsecond, inside the
 /// NAPI poll's RCU read section (tens of microseconds at most); 5 ms is a wide margin, and
 /// keeps an edit's effect well under the 20 ms target.
+pub use self::hops::{HopStatus, Hops, needs_hop};
+
 pub const GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What a publish made unreachable, retired after the grace period.
@@ -107,6 +111,7 @@ impl Dataplane {
                 std::thread::sleep(left);
             }
         }
+        self.resolve_new_hops(desired);
         let mut later = Deferred::default();
         let mut keep = std::collections::BTreeSet::new();
         for vip in &desired.vips {
@@ -238,6 +243,8 @@ impl Dataplane {
             if vip.mode == lb_common::MODE_IPIP {
                 flags |= lb_common::BACKEND_F_IPIP;
             }
+            // The next hop first: the slot never serves without it.
+            self.write_hop(r.id, needs_hop(vip, b).then_some(b.address))?;
             self.write_backend(
                 r.id,
                 Backend {
@@ -500,6 +507,7 @@ impl Dataplane {
 
     /// Mark a slot not serving (flows on it move on their next packet) and free it.
     fn retire_backend(&mut self, r: BackendRecord, vip_id: u32) -> Result<(), DataplaneError> {
+        self.write_hop(r.id, None)?;
         self.write_backend(
             r.id,
             Backend {

@@ -74,7 +74,16 @@ pub fn print(status: &crate::state::Status) {
             if let Some(load) = &b.load {
                 println!("    load: {}", load_line(load));
             }
+            if let Some(h) = &b.next_hop {
+                println!("    next hop: {}", h.detail);
+            }
         }
+    }
+    if status.fib_fallbacks > 0 {
+        println!(
+            "{} frames went through the kernel's FIB for want of a resolved next hop (see \"next hop\" above)",
+            status.fib_fallbacks
+        );
     }
 }
 

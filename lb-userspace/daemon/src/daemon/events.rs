@@ -16,7 +16,7 @@ use std::{
 };
 
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
@@ -34,7 +34,7 @@ use crate::{
     },
     autoscale,
     config::{OnDown, VipConfig},
-    dataplane::{Dataplane, iface, neigh},
+    dataplane::{Dataplane, iface, neigh, nexthop},
     health::{self, Health, PathProber},
     lifecycle, load, metrics,
     state::{self, Snapshot as _, State},
@@ -59,6 +59,11 @@ pub(super) struct Daemon {
     pub(super) loads: load::Readers,
     /// The load policy of each load-driven VIP.
     pub(super) policies: super::load_weights::Policies,
+    /// Reports link, neighbour and route changes (`Inputs::hops`); `None` if it could not
+    /// subscribe (next hops then follow only publishes and `FIB_FALLBACKS`).
+    _hop_watcher: Option<nexthop::Watcher>,
+    /// `FIB_FALLBACKS` at the last neighbour tick.
+    fib_fallbacks: u64,
 }
 
 /// What the loop waits on (apart from shutdown), kept out of the [`Daemon`] so that
@@ -73,6 +78,8 @@ struct Inputs {
     neigh: Interval,
     status: Interval,
     announce: Interval,
+    /// Woken by the next-hop watcher (one permit however many changes came).
+    hops: Arc<Notify>,
 }
 
 /// What runs beside the loop and stops with it.
@@ -102,7 +109,8 @@ pub(super) async fn run(
             _ = inputs.least_conn.tick() => daemon.on_least_conn_tick()?,
             _ = inputs.lifecycle.tick() => daemon.on_lifecycle_tick()?,
             Some(call) = inputs.scale.recv() => daemon.on_autoscaler(call)?,
-            _ = inputs.neigh.tick() => daemon.on_neigh_tick(),
+            _ = inputs.neigh.tick() => daemon.on_neigh_tick()?,
+            () = inputs.hops.notified() => daemon.on_next_hop_change()?,
             _ = inputs.status.tick() => daemon.on_status_tick()?,
             _ = inputs.announce.tick() => daemon.reconcile_routes()?,
         }
@@ -166,6 +174,16 @@ impl Daemon {
         announcer.warn_sequence(&state.config);
         let mut policies = super::load_weights::Policies::default();
         policies.follow(&state.config);
+        // Subscribed here, in the daemon's network namespace.
+        let hops = Arc::new(Notify::new());
+        let wake = Arc::clone(&hops);
+        let hop_watcher = match nexthop::Watcher::spawn(move || wake.notify_one()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "cannot watch route and neighbour changes: backends' next hops follow only publishes and FIB fallbacks");
+                None
+            }
+        };
         let daemon = Self {
             announcer,
             was_ramping: state.ramping(),
@@ -178,6 +196,8 @@ impl Daemon {
             scale_report,
             policies,
             loads,
+            _hop_watcher: hop_watcher,
+            fib_fallbacks: 0,
         };
         let inputs = Inputs {
             health,
@@ -191,6 +211,7 @@ impl Daemon {
             // Its first tick, at once, is the start's reconciliation (stale routes of a
             // crashed daemon removed).
             announce,
+            hops,
         };
         let tasks = Tasks {
             api: api_task,
@@ -440,9 +461,31 @@ impl Daemon {
         Ok(())
     }
 
-    /// Keep the neighbour entries of FIB-resolved backends from going stale.
-    fn on_neigh_tick(&self) {
+    /// Keep the neighbour entries of FIB-resolved backends from going stale; when frames
+    /// went through the FIB since the last tick (a next hop unresolved), resolve again.
+    fn on_neigh_tick(&mut self) -> Result<(), DaemonError> {
         neigh::prime(&self.fib_backends);
+        let fallbacks = lock(&self.dp)?.fib_fallbacks().unwrap_or_default();
+        if fallbacks != self.fib_fallbacks {
+            self.fib_fallbacks = fallbacks;
+            self.on_next_hop_change()?;
+        }
+        Ok(())
+    }
+
+    /// A link, neighbour or route changed (or frames went through the FIB): resolve every
+    /// backend's next hop again and rewrite the slots that moved.
+    fn on_next_hop_change(&mut self) -> Result<(), DaemonError> {
+        let started = std::time::Instant::now();
+        let changed = lock(&self.dp)?.refresh_next_hops()?;
+        if changed > 0 {
+            info!(
+                changed,
+                took_us = started.elapsed().as_micros() as u64,
+                "backends' next hops rewritten after a route or neighbour change"
+            );
+        }
+        Ok(())
     }
 
     /// Refresh the metrics snapshot and the status file.
