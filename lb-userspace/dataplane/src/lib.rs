@@ -139,6 +139,39 @@ impl Default for Sizes {
     }
 }
 
+/// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps and the
+/// per-CPU LRU lists of the flow table are sized by it.
+pub fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()))
+        .unwrap_or(1)
+}
+
+/// Count the CPUs in a list like `0-3,5`.
+pub fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => n += b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+            None => {
+                part.parse::<usize>().ok()?;
+                n += 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+/// How many flows one CPU's LRU list of a flow table of `entries` holds: the flow table
+/// is an LRU hash with `BPF_F_NO_COMMON_LRU` (per-CPU LRU lists over one shared table), and
+/// the kernel gives each possible CPU's list `entries / CPUs` nodes. Flows that all arrive
+/// on one CPU can fill only that share; with RSS spreading flows evenly over the CPUs, the
+/// whole table is used.
+pub fn flows_per_cpu(entries: u32) -> u32 {
+    entries / (possible_cpus().max(1) as u32)
+}
+
 /// The loaded object and typed handles on every map.
 pub struct Dataplane {
     ebpf: Ebpf,

@@ -162,28 +162,9 @@ impl Drop for Affinity {
     }
 }
 
-/// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps and the
-/// per-CPU LRU lists of the flow table are sized by it.
+/// Number of possible CPUs (see [`crate::dataplane::possible_cpus`]).
 pub fn possible_cpus() -> usize {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| parse_cpu_list(s.trim()))
-        .unwrap_or(1)
-}
-
-/// Count the CPUs in a list like `0-3,5`.
-fn parse_cpu_list(s: &str) -> Option<usize> {
-    let mut n = 0;
-    for part in s.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => n += b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
-            None => {
-                part.parse::<usize>().ok()?;
-                n += 1;
-            }
-        }
-    }
-    Some(n)
+    crate::dataplane::possible_cpus()
 }
 
 #[cfg(test)]
@@ -208,8 +189,8 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(super::parse_cpu_list("0-1"), Some(2));
-        assert_eq!(super::parse_cpu_list("0"), Some(1));
-        assert_eq!(super::parse_cpu_list("0-3,5,7-8"), Some(7));
+        assert_eq!(crate::dataplane::parse_cpu_list("0-1"), Some(2));
+        assert_eq!(crate::dataplane::parse_cpu_list("0"), Some(1));
+        assert_eq!(crate::dataplane::parse_cpu_list("0-3,5,7-8"), Some(7));
     }
 }
