@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod conn;
 pub mod frames;
+pub mod fuzz;
 pub mod netns;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -60,6 +60,17 @@ enum Task {
     /// counter reconciliation, and TCP to a backend decapsulating with the kernel's ipip
     /// device. Prints a per-kernel summary (also `<target>/vm/summary.txt`).
     VmTest(vm::Args),
+    /// Run the packet fuzzer (release build) through the real balancer: `--frames` frames
+    /// (random and mutated valid ones) from `--seed`, each checked against the data plane's
+    /// invariants (see `tests/src/fuzz.rs`); a violation prints its frame in hex and the
+    /// seed. For a long run: `cargo xtask fuzz --frames 100000000`.
+    Fuzz {
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Default: from the clock (printed, to replay a failure).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +81,7 @@ fn main() -> ExitCode {
         Task::FmtCheck => lint::fmt_check(),
         Task::Demo { connections } => demo(connections),
         Task::VmTest(args) => vm::run(&args),
+        Task::Fuzz { frames, seed } => fuzz(frames, seed),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).
@@ -108,6 +120,27 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     // --no-fail-fast: one failing test binary does not hide the results of the others.
     test.arg("--no-fail-fast").args(args);
     cmd::section("test");
+    cmd::run(&mut test)
+}
+
+fn fuzz(frames: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    setup::run(&setup::Args::default())?;
+    let mut test = cmd::cargo();
+    test.args([
+        "test",
+        "--release",
+        "--package",
+        "sluice-tests",
+        "--test",
+        "packet_fuzz",
+        "--",
+        "--nocapture",
+    ])
+    .env("SLUICE_FUZZ_FRAMES", frames.to_string());
+    if let Some(s) = seed {
+        test.env("SLUICE_FUZZ_SEED", s.to_string());
+    }
+    cmd::section("packet fuzz");
     cmd::run(&mut test)
 }
 
