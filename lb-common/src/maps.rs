@@ -15,6 +15,8 @@ pub mod names {
     pub const ICMP_LIMIT: &str = "ICMP_LIMIT";
     pub const NEXT_HOPS: &str = "NEXT_HOPS";
     pub const FIB_FALLBACKS: &str = "FIB_FALLBACKS";
+    pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
+    pub const FLOOD_LIMIT: &str = "FLOOD_LIMIT";
 }
 
 /// Names of the programs in the balancer's eBPF object (`sluice-ebpf`).
@@ -184,6 +186,30 @@ pub struct NextHop {
     pub _pad: [u8; 2],
 }
 
+/// Value of the per-CPU `FLOOD_GUARD` map: the token bucket of new flows this CPU may pin
+/// in the flow table (`credit_ns`: time credit, one flow costs `1e9 / per_sec` ns, at most
+/// one second kept; `per_sec`: the rate it was filled under, a changed one starts a full
+/// bucket), and the new flows forwarded without an entry beyond it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloodGuard {
+    pub credit_ns: u64,
+    pub last_ns: u64,
+    pub per_sec: u32,
+    pub _pad: u32,
+    /// New flows forwarded by their hash without a flow entry (over the rate).
+    pub unpinned: u64,
+}
+
+/// Value of the `FLOOD_LIMIT` array (one entry, written by the daemon): new flows each CPU
+/// may pin a second; 0: no limit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloodLimit {
+    pub per_cpu_per_sec: u32,
+    pub _pad: u32,
+}
+
 /// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so the flow
 /// hash reads it as ten 32-bit words.
 #[repr(C, align(4))]
@@ -272,6 +298,8 @@ const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<NextHop>() == 20);
+const _: () = assert!(size_of::<FloodGuard>() == 32);
+const _: () = assert!(size_of::<FloodLimit>() == 8);
 const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 64);
 const _: () = assert!(size_of::<Counters>() == 32);
@@ -298,4 +326,8 @@ mod pod {
     unsafe impl aya::Pod for super::IcmpLimit {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NextHop {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FloodGuard {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FloodLimit {}
 }

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    BACKEND_F_IPIP, FlowKey, MODE_DSR, MODE_IPIP, VipKey, VipMeta, hash::flow_hash, reason,
-    vip_filter_bit,
+    BACKEND_F_IPIP, FlowKey, MODE_DSR, MODE_IPIP, SCHED_SEQUENCE, VipKey, VipMeta, hash::flow_hash,
+    reason, vip_filter_bit,
 };
 
 use crate::{
-    flow,
+    flood, flow,
     forward::{self, Verdict},
     maps::{CONFIG, VIPS},
     parse::{self, ETH_P_IP, TCP_RST},
@@ -102,21 +102,24 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     } else {
         flow::lookup(&pkt.key, pkt.tcp_flags)
     };
-    let (vip_id, mode, id, backend, track, hash) = match found {
+    // `pin`: whether a new flow takes a flow entry (the flood guard's rate allows it; a
+    // VIP whose flows cannot be sent by their hash alone always pins).
+    let (vip_id, mode, id, backend, track, hash, pin) = match found {
         Some((id, b, track)) => {
             let mode = if b.flags & BACKEND_F_IPIP != 0 {
                 MODE_IPIP
             } else {
                 MODE_DSR
             };
-            (b.vip_id, mode, id, b, Some(track), None)
+            (b.vip_id, mode, id, b, Some(track), None, true)
         }
         None => {
             let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
             let hash = flow_hash(&pkt.key, cfg.hash_seed);
-            let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed)
+            let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
+            let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
                 .ok_or(reason::DROP_NO_BACKEND)?;
-            (vip.vip_id, vip.mode, id, b, None, Some(hash))
+            (vip.vip_id, vip.mode, id, b, None, Some(hash), pin)
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -128,6 +131,10 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // nothing), and never for a lone reset.
     let track = match track {
         Some(t) => t,
+        None if !pin => {
+            flood::unpinned();
+            Track::Same
+        }
         None if pkt.tcp_flags & TCP_RST == 0 => {
             flow::insert(&pkt.key, id, backend.generation, pkt.tcp_flags)
         }

@@ -12,6 +12,7 @@
 
 pub mod balancer;
 pub mod decap;
+pub mod flood;
 pub mod flow;
 pub mod forward;
 mod frame;

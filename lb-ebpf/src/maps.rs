@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FlowKey, FlowValue, GlobalConfig,
-    IcmpLimit, MAX_BACKENDS, MAX_VIPS, NextHop, VipKey, VipMeta, reason,
+    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FloodGuard, FloodLimit, FlowKey,
+    FlowValue, GlobalConfig, IcmpLimit, MAX_BACKENDS, MAX_VIPS, NextHop, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
@@ -74,6 +74,16 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 /// One counter per pass/drop/forward reason (`lb_common::reason`).
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
+
+/// Per-CPU token bucket of the new flows that may take a flow-table entry, and the count
+/// of those forwarded without one (`flood.rs`).
+#[map]
+pub static FLOOD_GUARD: PerCpuArray<FloodGuard> = PerCpuArray::with_max_entries(1, 0);
+
+/// The flood guard's rate (new flows per CPU per second; 0: no limit), written by the
+/// daemon.
+#[map]
+pub static FLOOD_LIMIT: Array<FloodLimit> = Array::with_max_entries(1, 0);
 
 /// Per-CPU token bucket of the ICMP too-big messages (`forward::too_big`).
 #[map]

@@ -58,7 +58,9 @@ fn begun_elsewhere(key: &FlowKey, tcp_flags: u8) -> bool {
 }
 
 /// The backend for a new flow of `vip`, or `None` when the VIP has no table, the slot is
-/// empty (id 0) or the backend no longer serves this VIP.
+/// empty (id 0) or the backend no longer serves this VIP. `hashed`: the flow will get no
+/// flow entry (the flood guard), so a sequence VIP must send it by its hash too (each of its
+/// packets is picked anew and must land on the same backend).
 #[inline(always)]
 pub fn pick(
     vip: &VipMeta,
@@ -66,11 +68,13 @@ pub fn pick(
     tcp_flags: u8,
     hash: u32,
     seed: u32,
+    hashed: bool,
 ) -> Option<(u32, &'static Backend)> {
     // Sequence VIPs: a connection moved here from another balancer goes where every
     // balancer's fallback Maglev table sends it, not where this one's cursor stands.
-    let fallback =
-        vip.scheduler == SCHED_SEQUENCE && vip.hash_size != 0 && begun_elsewhere(key, tcp_flags);
+    let fallback = vip.scheduler == SCHED_SEQUENCE
+        && vip.hash_size != 0
+        && (hashed || begun_elsewhere(key, tcp_flags));
     let (base, size) = if fallback {
         (vip.hash_base, vip.hash_size)
     } else {

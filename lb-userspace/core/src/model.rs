@@ -62,6 +62,8 @@ pub struct Global {
     pub encap_v6: (Ipv6Addr, u8),
     /// ICMP too-big messages each CPU may send a second (0: none).
     pub icmp_too_big_per_sec: u32,
+    /// New flows each CPU may pin in the flow table a second (0: no limit).
+    pub new_flow_limit_per_cpu: u32,
 }
 
 impl Default for Global {
@@ -71,6 +73,7 @@ impl Default for Global {
             encap_v4: (Ipv4Addr::new(172, 16, 0, 0), 16),
             encap_v6: (Ipv6Addr::new(0xfd00, 0x5c, 0, 0, 0, 0, 0, 0), 96),
             icmp_too_big_per_sec: crate::config::DEFAULT_ICMP_TOO_BIG_PER_SEC,
+            new_flow_limit_per_cpu: crate::config::DEFAULT_NEW_FLOW_LIMIT_PER_CPU,
         }
     }
 }

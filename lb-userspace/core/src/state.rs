@@ -423,6 +423,7 @@ impl State {
                 encap_v4: (d.encap_source_v4.addr(), d.encap_source_v4.prefix_len()),
                 encap_v6: (d.encap_source_v6.addr(), d.encap_source_v6.prefix_len()),
                 icmp_too_big_per_sec: d.icmp_too_big_per_sec,
+                new_flow_limit_per_cpu: d.new_flow_limit_per_cpu,
             },
             vips: self
                 .config
@@ -522,6 +523,10 @@ pub struct Status {
     /// resolved, since the program was loaded.
     #[serde(default)]
     pub fib_fallbacks: u64,
+    /// New flows forwarded by their hash without a flow entry (the flood guard's rate,
+    /// `daemon.new_flow_limit_per_cpu`, exceeded), since the program was loaded.
+    #[serde(default)]
+    pub unpinned_flows: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -328,6 +328,13 @@ fn totals(r: &mut Registry, status: &Status, edits: u64, tables_built: u64) {
         "Frames forwarded through the kernel's FIB (bpf_fib_lookup) because their backend's next hop was not resolved",
         fallbacks,
     );
+    let unpinned = Counter::<u64>::default();
+    unpinned.inc_by(status.unpinned_flows);
+    r.register(
+        "flows_unpinned",
+        "New flows forwarded by their hash without a flow-table entry because the flood guard's rate (daemon.new_flow_limit_per_cpu) was exceeded",
+        unpinned,
+    );
     let unresolved = Gauge::<i64>::default();
     unresolved.set(
         status
@@ -659,6 +666,7 @@ mod tests {
             conntrack: crate::state::ConntrackStatus::default(),
             config_fingerprint: "aabbccddeeff0011".into(),
             fib_fallbacks: 3,
+            unpinned_flows: 5,
         };
         let text = render(&status, 4, 7, &Default::default(), None);
         for line in [
@@ -672,6 +680,7 @@ mod tests {
             "sluice_edits_total 4",
             "sluice_table_rebuilds_total 7",
             "sluice_fib_fallbacks_total 3",
+            "sluice_flows_unpinned_total 5",
             "sluice_next_hops_unresolved 1",
             r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
             r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
@@ -698,6 +707,7 @@ mod tests {
                 conntrack: crate::state::ConntrackStatus::default(),
                 config_fingerprint: String::new(),
                 fib_fallbacks: 0,
+                unpinned_flows: 0,
             })),
             edits: 4,
             ..Snapshot::default()
@@ -805,6 +815,7 @@ mod tests {
             conntrack: crate::state::ConntrackStatus::default(),
             config_fingerprint: String::new(),
             fib_fallbacks: 0,
+            unpinned_flows: 0,
         };
         let address = |a: &str, announced| AddressStatus {
             address: a.parse().expect("an address"),

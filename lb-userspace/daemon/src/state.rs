@@ -146,6 +146,7 @@ impl Snapshot for State {
                 .map(|f| f.to_string())
                 .unwrap_or_default(),
             fib_fallbacks: dp.fib_fallbacks().unwrap_or_default(),
+            unpinned_flows: dp.unpinned_flows().unwrap_or_default(),
         }
     }
 }
@@ -371,6 +372,7 @@ mod tests {
             conntrack: ConntrackStatus::default(),
             config_fingerprint: String::new(),
             fib_fallbacks: 0,
+            unpinned_flows: 0,
         };
         let text = crate::metrics::render(&status, 0, 0, &Default::default(), None);
         let line = |state: &str| {

@@ -186,6 +186,8 @@ pub struct Dataplane {
     cursors: Array<MapData, u64>,
     next_hops: Array<MapData, NextHop>,
     fib_fallbacks: PerCpuArray<MapData, u64>,
+    flood_guard: PerCpuArray<MapData, lb_common::FloodGuard>,
+    flood_limit: Array<MapData, lb_common::FloodLimit>,
     /// The next hops: what each address resolved to, and what each slot's `NEXT_HOPS`
     /// entry holds (`publish/hops.rs`).
     hops: publish::Hops,
@@ -302,6 +304,8 @@ impl Dataplane {
             cursors: take_typed(&mut ebpf, names::CURSORS)?,
             next_hops: take_typed(&mut ebpf, names::NEXT_HOPS)?,
             fib_fallbacks: take_typed(&mut ebpf, names::FIB_FALLBACKS)?,
+            flood_guard: take_typed(&mut ebpf, names::FLOOD_GUARD)?,
+            flood_limit: take_typed(&mut ebpf, names::FLOOD_LIMIT)?,
             hops: publish::Hops::default(),
             flows_id,
             backend_stats_id,
@@ -327,6 +331,19 @@ impl Dataplane {
     #[cfg(feature = "test-helpers")]
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// New flows forwarded by their hash without a flow entry because the flood guard's
+    /// rate was exceeded (`daemon.new_flow_limit_per_cpu`), since load (summed over CPUs).
+    pub fn unpinned_flows(&self) -> Result<u64, DataplaneError> {
+        let v = self
+            .flood_guard
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::FLOOD_GUARD,
+                source,
+            })?;
+        Ok(v.iter().map(|g| g.unpinned).sum())
     }
 
     /// Per-reason packet counts, summed over CPUs, indexed by `lb_common::reason` code.

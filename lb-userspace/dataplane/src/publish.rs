@@ -101,6 +101,16 @@ impl Dataplane {
                 name: names::CONFIG,
                 source,
             })?;
+        let limit = lb_common::FloodLimit {
+            per_cpu_per_sec: g.new_flow_limit_per_cpu,
+            _pad: 0,
+        };
+        self.flood_limit
+            .set(0, limit, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::FLOOD_LIMIT,
+                source,
+            })?;
 
         // A half that was live until the previous publish's flip may still be read by a
         // packet that fetched the old `VipMeta`: wait out the grace period before rewriting.

@@ -79,6 +79,12 @@ pub fn print(status: &crate::state::Status) {
             }
         }
     }
+    if status.unpinned_flows > 0 {
+        println!(
+            "{} new flows were forwarded without a flow entry: the flood guard's rate (daemon.new_flow_limit_per_cpu) was exceeded",
+            status.unpinned_flows
+        );
+    }
     if status.fib_fallbacks > 0 {
         println!(
             "{} frames went through the kernel's FIB for want of a resolved next hop (see \"next hop\" above)",

@@ -35,6 +35,9 @@ pub struct DaemonConfig {
     pub encap_source_v6: Ipv6Prefix,
     /// ICMP too-big messages each CPU may send a second (0: none).
     pub icmp_too_big_per_sec: u32,
+    /// New flows each CPU may pin in the flow table a second (the flood guard); beyond it,
+    /// new flows are forwarded by their hash without a flow entry. 0: no limit.
+    pub new_flow_limit_per_cpu: u32,
     /// Where the daemon keeps its runtime files (status for `sluice backend list`).
     pub state_dir: PathBuf,
     /// The control API's Unix socket (mode 0660, owner root).

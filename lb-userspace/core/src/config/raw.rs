@@ -23,6 +23,7 @@ pub(super) struct RawDaemon {
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,
     pub icmp_too_big_per_sec: Option<i64>,
+    pub new_flow_limit_per_cpu: Option<i64>,
     pub state_dir: Option<String>,
     pub api_socket: Option<String>,
     pub api_group: Option<String>,

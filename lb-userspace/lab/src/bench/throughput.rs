@@ -139,7 +139,11 @@ const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 64, 0, 0);
 
 fn desired(vip: VipIdent) -> Desired {
     Desired {
-        global: Global::default(),
+        // No flood guard: millions of new flows a second are the load being measured.
+        global: Global {
+            new_flow_limit_per_cpu: 0,
+            ..Global::default()
+        },
         vips: vec![DesiredVip {
             ident: vip,
             mode: MODE_DSR,

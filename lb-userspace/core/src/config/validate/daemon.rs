@@ -9,10 +9,11 @@ use crate::config::raw::RawDaemon;
 use crate::config::{
     CONNTRACK_SWEEP_RANGE, DEFAULT_API_SOCKET, DEFAULT_CONNTRACK_SWEEP_MS, DEFAULT_ENCAP_SOURCE_V4,
     DEFAULT_ENCAP_SOURCE_V6, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_ICMP_TOO_BIG_PER_SEC,
-    DEFAULT_LEAST_CONN_REFRESH_MS, DEFAULT_METRICS_LISTEN, DEFAULT_STATE_DIR,
-    DEFAULT_TABLE_CAPACITY, DEFAULT_TCP_FIN_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS,
-    DEFAULT_UDP_IDLE_TIMEOUT_MS, ENCAP_V4_PREFIX_RANGE, ENCAP_V6_MAX_PREFIX, FLOW_TABLE_SIZE_RANGE,
-    LEAST_CONN_REFRESH_RANGE, TABLE_CAPACITY_RANGE, TIMEOUT_RANGE,
+    DEFAULT_LEAST_CONN_REFRESH_MS, DEFAULT_METRICS_LISTEN, DEFAULT_NEW_FLOW_LIMIT_PER_CPU,
+    DEFAULT_STATE_DIR, DEFAULT_TABLE_CAPACITY, DEFAULT_TCP_FIN_TIMEOUT_MS,
+    DEFAULT_TCP_IDLE_TIMEOUT_MS, DEFAULT_UDP_IDLE_TIMEOUT_MS, ENCAP_V4_PREFIX_RANGE,
+    ENCAP_V6_MAX_PREFIX, FLOW_TABLE_SIZE_RANGE, LEAST_CONN_REFRESH_RANGE, TABLE_CAPACITY_RANGE,
+    TIMEOUT_RANGE,
 };
 use crate::config::{DaemonConfig, Ipv4Prefix, Ipv6Prefix, XdpMode};
 
@@ -38,6 +39,12 @@ impl Cx<'_> {
             d.icmp_too_big_per_sec,
             Some(DEFAULT_ICMP_TOO_BIG_PER_SEC),
             0..=1_000_000,
+        );
+        let new_flow_limit_per_cpu = self.int(
+            "daemon.new_flow_limit_per_cpu",
+            d.new_flow_limit_per_cpu,
+            Some(DEFAULT_NEW_FLOW_LIMIT_PER_CPU),
+            0..=100_000_000,
         );
         let encap_source_v4 = self.encap_v4(
             d.encap_source_v4
@@ -76,6 +83,7 @@ impl Cx<'_> {
             encap_source_v4: encap_source_v4?,
             encap_source_v6: encap_source_v6?,
             icmp_too_big_per_sec: icmp_too_big_per_sec?,
+            new_flow_limit_per_cpu: new_flow_limit_per_cpu?,
         })
     }
 

@@ -1,0 +1,53 @@
+//! The flood guard: at most `FLOOD_LIMIT` new flows a second per CPU take a flow-table
+//! entry (a token bucket holding one second of them, like Katran's new-connection rate
+//! limit). Beyond it a new flow is still forwarded, by its flow hash into a consistent table
+//! (the caller picks the hash path), but not inserted, so a flood of new flows cannot evict
+//! the entries of established connections; it is counted (`FloodGuard::unpinned`).
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+
+use crate::maps::{FLOOD_GUARD, FLOOD_LIMIT};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Whether a new flow may take a flow-table entry now (spends a token). Without a limit,
+/// always.
+#[inline(always)]
+pub fn admit() -> bool {
+    let per_sec = match FLOOD_LIMIT.get(0) {
+        Some(l) if l.per_cpu_per_sec != 0 => l.per_cpu_per_sec,
+        _ => return true,
+    };
+    let Some(g) = FLOOD_GUARD.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cost = NS_PER_SEC / u64::from(per_sec);
+    // SAFETY: this CPU's slot; nothing else writes it while this program runs.
+    let g = unsafe { &mut *g };
+    let credit = if g.per_sec == per_sec {
+        let c = g.credit_ns + now.saturating_sub(g.last_ns);
+        if c > NS_PER_SEC { NS_PER_SEC } else { c }
+    } else {
+        // A new rate (or the first flow): a full bucket.
+        g.per_sec = per_sec;
+        NS_PER_SEC
+    };
+    g.last_ns = now;
+    if credit < cost {
+        g.credit_ns = credit;
+        return false;
+    }
+    g.credit_ns = credit - cost;
+    true
+}
+
+/// Count a new flow forwarded without a flow entry.
+#[inline(always)]
+pub fn unpinned() {
+    if let Some(g) = FLOOD_GUARD.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, as above.
+        unsafe { (*g).unpinned += 1 };
+    }
+}
