@@ -77,3 +77,177 @@ fn new_flows_beyond_the_rate_are_forwarded_by_hash_without_an_entry() {
         }
     }
 }
+
+/// What one flood scenario did.
+struct Flood {
+    /// Held connections that failed (reset, or answered by another backend).
+    broken: usize,
+    generated: u64,
+    seconds: f64,
+    unpinned: u64,
+    /// New connections (each over two echoes) completed while the flood ran, and batches
+    /// of them that failed.
+    legit: u64,
+    legit_failed: u64,
+}
+
+/// A lab (2 backends, DSR, a 16384-entry flow table) with `limit` as the flood guard's
+/// rate: 50 held connections, then a flood of a million distinct new flows from the
+/// live-frames generator (far more than the flow table holds) while a backend is added;
+/// then an echo on every held connection.
+fn flood(tag: &str, limit: u32) -> Flood {
+    use std::{
+        net::SocketAddr,
+        sync::atomic::{AtomicBool, Ordering},
+        time::{Duration, Instant},
+    };
+
+    use sluice_daemon::daemon::Edit;
+    use sluice_lab::{
+        bench::traffic,
+        lab::{self, Lab, LabSpec, Weights, daemon::Daemon},
+    };
+    use sluice_tests::conn::Held;
+
+    let mut lab = Lab::up(
+        LabSpec::new(&sluice_tests::prefix("flood", tag))
+            .backends(2)
+            .clients(2),
+    )
+    .expect("bring the lab up");
+    let config = |lab: &Lab| {
+        let mut c = lab
+            .daemon_config(&Weights::Equal)
+            .expect("the lab's config");
+        c.daemon.flow_table_size = 16384;
+        c.daemon.new_flow_limit_per_cpu = limit;
+        c
+    };
+    let d = Daemon::start(&lab, config(&lab)).expect("start the daemon");
+    let vip = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
+    // The flow table's LRU lists are per CPU and the flood comes in on CPU 0: the held
+    // connections' entries are made there too (their packets leave from this thread).
+    let all = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let mut cpu0 = nix::sched::CpuSet::new();
+    cpu0.set(0).unwrap();
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0).unwrap();
+    let mut held: Vec<Held> = (0..50)
+        .map(|_| Held::open(lab.client(0), vip))
+        .collect::<anyhow::Result<_>>()
+        .expect("open the held connections");
+    for (i, c) in held.iter_mut().enumerate() {
+        c.echo(&format!("before{i}"))
+            .expect("echo before the flood");
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all).unwrap();
+    lab.allow_xdp_tx_from_client(0)
+        .expect("XDP transmit from the client");
+    let lb_mac = lab.lb().mac();
+    let done = AtomicBool::new(false);
+    // Legitimate traffic during the flood: new connections from the second client, each
+    // checked over two echoes.
+    let mut legit = 0u64;
+    let mut legit_failed = 0u64;
+    let sent = std::thread::scope(|s| {
+        let client = lab.client(0).clone();
+        let done = &done;
+        let flood = s.spawn(move || {
+            let r = client.run(|| {
+                traffic::generate(&traffic::GenOptions {
+                    interface: "eth0".into(),
+                    to: vip,
+                    udp: false,
+                    from: None,
+                    dst_mac: lb_mac,
+                    src_mac: None,
+                    flows: 1_000_000,
+                    size: 60,
+                    count: 1_500_000,
+                    duration: Duration::from_secs(4),
+                    batch: 64,
+                    cpu: Some(0),
+                })
+            });
+            done.store(true, Ordering::SeqCst);
+            r
+        });
+        // While it floods (the held connections idle): add a backend (the Maglev table
+        // changes), and open new connections.
+        std::thread::sleep(Duration::from_millis(300));
+        lab.add_backend().expect("add a backend");
+        d.edit(Edit::Replace(Box::new(config(&lab))))
+            .expect("edit: the added backend");
+        let t0 = Instant::now();
+        while !done.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(10) {
+            match sluice_tests::conn::connections(lab.client(1), vip, 10) {
+                Ok(_) => legit += 10,
+                Err(_) => legit_failed += 1,
+            }
+        }
+        flood.join().expect("the flood thread")
+    });
+    let sent = sent
+        .expect("the generator ran in the client")
+        .expect("the generator");
+    let mut broken = 0;
+    for (i, c) in held.iter_mut().enumerate() {
+        if c.echo(&format!("after{i}")).is_err() {
+            broken += 1;
+        }
+    }
+    let status = d.status();
+    let unpinned = status.map_or(0, |s| s.unpinned_flows);
+    drop(held);
+    drop(d);
+    lab.down().expect("take the lab down");
+    Flood {
+        broken,
+        legit,
+        legit_failed,
+        generated: sent.generated,
+        seconds: sent.seconds,
+        unpinned,
+    }
+}
+
+/// 50 long-lived connections survive a flood of new flows far larger than the flow table,
+/// with a backend added in the middle, when the guard is on (1000 new flows a second per
+/// CPU may take an entry: the flood's share of the table stays small); without it (limit
+/// 0), the flood evicts their entries and the new backend takes some of them (they are
+/// reset): the control that shows the test can fail.
+#[test]
+fn a_flood_of_new_flows_breaks_no_established_connection() {
+    require_root();
+    let _serial = sluice_tests::serial();
+    let guarded = flood("on", 1000);
+    println!(
+        "flood guard on (1000/s per CPU): {} frames of a million flows in {:.2} s ({:.2} Mpps), {} forwarded without an entry; {} new connections completed during the flood ({:.0}/s, {} batches failed); {} of 50 idle held connections broken",
+        guarded.generated,
+        guarded.seconds,
+        guarded.generated as f64 / guarded.seconds / 1e6,
+        guarded.unpinned,
+        guarded.legit,
+        guarded.legit as f64 / guarded.seconds,
+        guarded.legit_failed,
+        guarded.broken
+    );
+    let unguarded = flood("off", 0);
+    println!(
+        "flood guard off: {} frames in {:.2} s, {} new connections during the flood; {} of 50 idle held connections broken",
+        unguarded.generated, unguarded.seconds, unguarded.legit, unguarded.broken
+    );
+    assert!(
+        guarded.generated > 100_000,
+        "the flood was too small to mean anything"
+    );
+    assert!(
+        guarded.unpinned > 50_000,
+        "{} unpinned flows",
+        guarded.unpinned
+    );
+    assert_eq!(guarded.broken, 0, "held connections broken under the guard");
+    assert!(
+        unguarded.broken > 0,
+        "without the guard the flood should have evicted and moved some held connections"
+    );
+}

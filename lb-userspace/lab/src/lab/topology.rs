@@ -166,6 +166,17 @@ impl Lab {
         pin(ns, program, iface)
     }
 
+    /// Let client `i` (from 0) transmit with XDP, as the live-frames generator does: its
+    /// switch-side veth end gets an `XDP_PASS` program (a veth only receives the frames XDP
+    /// sends into it when its peer runs one). Removed with the lab.
+    pub fn allow_xdp_tx_from_client(&self, i: usize) -> Result<(), LabError> {
+        let c = self
+            .clients
+            .get(i)
+            .ok_or_else(|| LabError::Invalid(format!("no client {i}")))?;
+        self.pin(&self.switch, programs::PASS, c.peer()).map(|_| ())
+    }
+
     /// Add a backend namespace (the next number) on the bridge, configured for the lab's
     /// mode, with its server started; for tests that grow the pool. The generated daemon
     /// config ([`Lab::daemon_config`]) includes it from now on.
