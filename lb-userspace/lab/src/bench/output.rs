@@ -185,8 +185,7 @@ fn packet_text(s: &mut String, p: &super::packet::Report) {
                 c.label, c.new_flows, c.calls
             )
         };
-        let _ = writeln!(
-            s,
+        let line = format!(
             "{:<42} {:>7} {:>6} {:>5} {:>5} {:>5} {:>5.2}×  {:<13} {:<10} {}",
             label,
             c.verdict.trim_start_matches("XDP_"),
@@ -199,6 +198,7 @@ fn packet_text(s: &mut String, p: &super::packet::Report) {
             target,
             warm
         );
+        let _ = writeln!(s, "{}", line.trim_end());
     }
     if p.method == Method::Block {
         let _ = writeln!(

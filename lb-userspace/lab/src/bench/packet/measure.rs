@@ -183,8 +183,15 @@ pub(super) fn run(
     let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
     let (warmup, calls) = (u64::from(opts.warmup), u64::from(opts.calls));
     let paired = opts.method == Method::Paired;
-    let mut accs: Vec<Acc> = defs.iter().map(|_| Acc::default()).collect();
-    let mut floor_all = Vec::new();
+    let all = (calls * u64::from(opts.rounds)) as usize;
+    let mut accs: Vec<Acc> = defs
+        .iter()
+        .map(|_| Acc {
+            samples: Vec::with_capacity(all),
+            ..Acc::default()
+        })
+        .collect();
+    let mut floor_all = Vec::with_capacity(all);
     let mut floor_rounds = Vec::new();
     for round in 0..opts.rounds {
         // Block method: the floor's block opens the round (on the one-flow TCP frame).
