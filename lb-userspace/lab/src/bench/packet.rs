@@ -9,8 +9,8 @@
 //! - **paired**: every call of the balancer paired with a call of the floor on the same
 //!   frame, in alternating order; a round's ratio is the case's p50 over the p50 of the
 //!   floor calls paired with it. Each call then finds the caches and branch predictors as
-//!   the other program left them, which inflates the costlier cases' ratios (new flows,
-//!   big tables) against the block method.
+//!   the other program left them, which can inflate the costlier cases' ratios (new
+//!   flows, big tables) against the block method.
 //!
 //! The one-flow cases share one flow table, emptied before each case's block. Each
 //! new-flow block runs in an object loaded for it (an empty table of the default size,
@@ -176,7 +176,8 @@ pub struct Report {
 }
 
 /// The VIPs: DSR with configured MACs (the cheapest forwarding; most cases), UDP, IPv6,
-/// DSR through the FIB, IPIP and IP6IP6 (FIB), and one with 1000 backends.
+/// DSR without a configured MAC (the routed next hop), IPIP and IP6IP6, and one with
+/// 1000 backends.
 struct Vips {
     tcp: VipIdent,
     udp: VipIdent,
