@@ -27,16 +27,34 @@ fn quick_bench_writes_every_figure() {
     assert!(bad.is_empty(), "figures not positive and finite: {bad:?}");
 
     let packet = report.packet.as_ref().expect("packet part ran");
-    assert_eq!(packet.cases.len(), 11);
+    assert_eq!(packet.method, sluice_lab::bench::packet::Method::Block);
+    assert_eq!(packet.cases.len(), 13);
+    assert_eq!(packet.floor_round_p50_ns.len(), packet.rounds as usize);
     for c in &packet.cases {
-        let fresh = c.name.starts_with("tcp_new");
-        let expect = if fresh { u64::from(c.calls) } else { 0 };
+        // Every new-flow call inserted a flow; every other call found its own.
+        let expect = if c.fresh { c.calls } else { 0 };
         assert_eq!(
             c.new_flows, expect,
             "{}: flows opened while measuring",
             c.name
         );
+        assert_eq!(
+            c.calls,
+            u64::from(packet.calls_per_case) * u64::from(c.rounds)
+        );
+        assert_eq!(c.sluice_ns.samples, c.calls);
+        assert_eq!(c.round_ratios.len(), c.rounds as usize);
     }
+    assert_eq!(
+        packet.cases.iter().filter(|c| c.fresh).count(),
+        4,
+        "new flow: DSR, IPIP, IPv6, 1000 backends"
+    );
+    assert!(
+        packet.notes.iter().any(|n| n.contains("scaled down")),
+        "a quick run says it scaled the 1M-flow case down: {:?}",
+        packet.notes
+    );
     let control = report.control.as_ref().expect("control part ran");
     assert_eq!(
         control.publish_edit.verified_rounds, control.publish_edit.rounds,

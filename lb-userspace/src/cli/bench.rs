@@ -11,10 +11,21 @@ pub struct BenchArgs {
     /// Run one part only (default: all three).
     #[command(subcommand)]
     pub part: Option<BenchPart>,
-    /// Calls per per-packet case [default: 100000; 2000 with --quick].
+    /// Per packet: how the calls are arranged. `block` (the method of the comparison with
+    /// Katran): each round runs the floor's calls back to back, then each case's; a case's
+    /// ratio is the median over rounds of (its p50 / that round's floor p50). `paired`:
+    /// every call of the balancer paired with one of the floor on the same frame.
+    #[arg(long, global = true, value_enum, default_value_t = bench::packet::Method::Block)]
+    pub method: bench::packet::Method,
+    /// Per packet: measured calls per case and round [default: block 200000, 20000 with
+    /// --quick; paired 100000, 2000 with --quick].
     #[arg(long, global = true)]
     pub calls: Option<u32>,
-    /// A short smoke run (fewer calls, flows and rounds), e.g. for CI.
+    /// Per packet: rounds [default: block 5, 3 with --quick; paired 1].
+    #[arg(long, global = true)]
+    pub rounds: Option<u32>,
+    /// A short smoke run (fewer calls, flows and rounds; per packet, the 1M-flow case
+    /// scaled down to 20k flows), e.g. for CI.
     #[arg(long, global = true)]
     pub quick: bool,
     /// Directory for bench.json, bench.txt and ratios.svg.
@@ -32,7 +43,9 @@ pub struct BenchArgs {
 
 #[derive(Clone, Debug, Subcommand)]
 pub enum BenchPart {
-    /// Per-packet cost of the real program against the floor (BPF_PROG_TEST_RUN, repeat 1).
+    /// Per-packet cost of the real program against the floor (BPF_PROG_TEST_RUN, repeat 1,
+    /// pinned to one CPU): p10/p50/p90 and the ratio to the floor of each case, with its
+    /// target.
     Packet,
     /// Maglev builds, edit latency, daemon and map memory, a million flows.
     Control,
@@ -88,7 +101,9 @@ pub struct GenArgs {
     pub cpu: Option<usize>,
 }
 
-pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+/// `sluice bench [part]`: the table (or, with `--json`, the report as in `bench.json`)
+/// on stdout; the files in `--out`.
+pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     if let Some(BenchPart::Inference(args)) = &a.part {
         return inference(args, a.quick, &a.out);
     }
@@ -99,15 +114,23 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         o.throughput = matches!(part, BenchPart::Throughput);
     }
     o.calls = a.calls;
+    o.rounds = a.rounds;
+    o.method = a.method;
     o.quick = a.quick;
     o.cpu = a.cpu;
     o.generator = a.generator;
     let report = bench::run(&o)?;
-    print!("{}", report.to_text());
-    println!(
-        "\nwritten: {}/bench.json, bench.txt, ratios.svg",
+    let written = format!(
+        "written: {}/bench.json, bench.txt, ratios.svg",
         a.out.display()
     );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        eprintln!("{written}");
+    } else {
+        print!("{}", report.to_text());
+        println!("\n{written}");
+    }
     Ok(())
 }
 

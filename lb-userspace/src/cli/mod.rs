@@ -39,7 +39,7 @@ pub struct Cli {
     /// not the default: `sluice --config lab.toml backend list`.
     #[arg(long = "config", value_name = "FILE", conflicts_with = "api_socket")]
     pub daemon_config: Option<PathBuf>,
-    /// Print JSON instead of tables (list, stats and edit commands).
+    /// Print JSON instead of tables (list, stats, edit and bench commands).
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
@@ -463,7 +463,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Decap(DecapCmd::Detach { interface }) => decap::detach(&interface),
         Command::Peer(PeerCmd::Attach { interface }) => decap::peer_attach(&interface),
         Command::Peer(PeerCmd::Detach { interface }) => decap::peer_detach(&interface),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args, cli.json),
         Command::Gen(args) => bench::generate(args),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Autoscale(AutoscaleCmd::Status) => autoscale::status(&api_socket, cli.json),

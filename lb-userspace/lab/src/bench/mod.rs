@@ -1,7 +1,8 @@
 //! Benchmarks (`sluice bench`) and the live-frames traffic generator (`sluice gen`).
 //!
 //! - [`packet`]: the real balancer, one frame per `BPF_PROG_TEST_RUN` call, against the
-//!   floor program on the same CPU; figures are ratios to the floor.
+//!   floor program on the same CPU (in blocks of calls of one program, or paired call by
+//!   call); figures are ratios to the floor.
 //! - [`control`]: Maglev builds, edit latency, memory, map memory, a million flows.
 //! - [`throughput`]: packets per second through sluice attached to a veth, fed by a
 //!   generator ([`generator`]: live frames, [`traffic`], or the kernel's [`pktgen`]), against
@@ -33,8 +34,13 @@ pub struct Options {
     pub packet: bool,
     pub control: bool,
     pub throughput: bool,
-    /// Calls per per-packet case (default 100k; 2k with `quick`).
+    /// Measured calls per per-packet case and round (block method: 200k, 20k with `quick`;
+    /// paired: 100k, 2k with `quick`).
     pub calls: Option<u32>,
+    /// Rounds of the per-packet cases (block method: 5, 3 with `quick`; paired: 1).
+    pub rounds: Option<u32>,
+    /// How the per-packet benchmark arranges its calls.
+    pub method: packet::Method,
     /// A short smoke version of everything (CI).
     pub quick: bool,
     /// Where the results go.
@@ -53,6 +59,8 @@ impl Options {
             control: true,
             throughput: true,
             calls: None,
+            rounds: None,
+            method: packet::Method::Block,
             quick: false,
             out: out.into(),
             cpu: None,
@@ -61,12 +69,29 @@ impl Options {
     }
 
     fn packet_options(&self, cpu: usize, cpus: &[usize]) -> packet::Options {
+        let block = self.method == packet::Method::Block;
+        let calls = self.calls.unwrap_or(match (block, self.quick) {
+            (true, false) => 200_000,
+            (true, true) => 20_000,
+            (false, false) => 100_000,
+            (false, true) => 2_000,
+        });
         packet::Options {
-            calls: self
-                .calls
-                .unwrap_or(if self.quick { 2_000 } else { 100_000 }),
+            method: self.method,
+            calls,
+            rounds: self.rounds.unwrap_or(match (block, self.quick) {
+                (true, false) => 5,
+                (true, true) => 3,
+                (false, _) => 1,
+            }),
+            warmup: (calls / 200).clamp(1, 1000),
             mid_flows: if self.quick { 5_000 } else { 50_000 },
-            big_flows: if self.quick { 20_000 } else { 1_000_000 },
+            big_flows: if self.quick {
+                20_000
+            } else {
+                packet::BIG_FLOWS
+            },
+            quick: self.quick,
             cpu,
             cpus: cpus.to_vec(),
         }

@@ -23,13 +23,14 @@ fn mib(kib: u64) -> f64 {
 pub fn figures(r: &Report) -> Vec<(String, f64)> {
     let mut v = Vec::new();
     if let Some(p) = &r.packet {
-        v.push(("packet.floor.median_ns".into(), p.floor_ns.median as f64));
+        v.push(("packet.floor.p50_ns".into(), p.floor_ns.p50 as f64));
         for c in &p.cases {
             for (what, x) in [
-                ("median_ns", c.sluice_ns.median as f64),
+                ("p10_ns", c.sluice_ns.p10 as f64),
+                ("p50_ns", c.sluice_ns.p50 as f64),
                 ("p90_ns", c.sluice_ns.p90 as f64),
                 ("p99_ns", c.sluice_ns.p99 as f64),
-                ("floor_median_ns", c.floor_ns.median as f64),
+                ("floor_p50_ns", c.floor_ns.p50 as f64),
                 ("ratio", c.ratio),
             ] {
                 v.push((format!("packet.{}.{what}", c.name), x));
@@ -122,68 +123,97 @@ pub fn text(r: &Report) -> String {
     s
 }
 
-/// The per-packet table: one line a case, then the floor's.
+/// The per-packet table: the floor's line, then one line a case, then the notes.
 fn packet_text(s: &mut String, p: &super::packet::Report) {
+    use super::packet::{Method, WARM_REPEAT, short};
+    let how = match p.method {
+        Method::Block => format!(
+            "block method: {} rounds; in each, the floor's {} calls back to back, then each \
+             case's {} calls back to back ({} unmeasured warm-up calls before each block); \
+             ratio = median over rounds of (case p50 / that round's floor p50)",
+            p.rounds, p.calls_per_case, p.calls_per_case, p.warmup_calls
+        ),
+        Method::Paired => format!(
+            "paired method: {} round(s) of {} calls a case, each call paired with one of the \
+             floor on the same frame, in alternating order ({} warm-up pairs); ratio = median \
+             over rounds of (case p50 / the paired floor calls' p50)",
+            p.rounds, p.calls_per_case, p.warmup_calls
+        ),
+    };
     let _ = writeln!(
         s,
-        "\nPer packet: BPF_PROG_TEST_RUN, repeat 1, {} calls per case, kernel-measured ns; \
-         each call paired with one of the floor (sluice_floor_tx: swap MACs, XDP_TX) on \
-         the same frame; ratio = median / floor median. Warm ratio: the same frame {} times \
-         back to back per call (kernel average, caches warm; sluice ns / floor ns), for the \
-         one-flow cases a run leaves parseable. Flow table: {} entries.",
-        p.calls_per_case,
-        super::packet::WARM_REPEAT,
-        p.flow_entries
+        "\nPer packet: BPF_PROG_TEST_RUN, repeat 1, kernel-measured ns, on CPU {}; floor = \
+         sluice_floor_tx (swap MACs, XDP_TX); {how}. p10/p50/p90: every measured call of \
+         every round, pooled. New-flow cases: a 5-tuple never seen each call, each block \
+         in a newly loaded object (an empty table: nothing evicted); many-flow cases: each call a hit, \
+         cycling over the flows of a table of their own ({} entries; the others' {}). Warm \
+         ratio: the same frame {} times back to back in one call (kernel average, caches \
+         warm; sluice ns / floor ns), for the one-flow cases a run leaves parseable.",
+        p.cpu, p.filled_flow_entries, p.flow_entries, WARM_REPEAT
     );
     let _ = writeln!(
         s,
-        "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>6}  {:<10} {:>12}",
-        "case",
-        "verdict",
-        "flows",
-        "min",
-        "median",
-        "p90",
-        "p99",
-        "floor",
-        "ratio",
-        "target",
-        "warm ratio"
+        "{:<42} {:>7} {:>6} {:>5} {:>5} {:>5} {:>6}  {:<13} {:<10} {:>12}",
+        "case", "verdict", "flows", "p10", "p50", "p90", "ratio", "rounds", "target", "warm ratio"
+    );
+    let range = |r: &[f64]| match (
+        r.iter().copied().reduce(f64::min),
+        r.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) if r.len() > 1 => format!("{lo:.2}–{hi:.2}"),
+        _ => String::new(),
+    };
+    let f = &p.floor_ns;
+    let _ = writeln!(
+        s,
+        "{:<42} {:>7} {:>6} {:>5} {:>5} {:>5} {:>6}",
+        "floor (MAC swap, XDP_TX)", "TX", "", f.p10, f.p50, f.p90, "1.00×"
     );
     for c in &p.cases {
         let target = c
             .target
-            .map(|t| format!("≤ {t:.1}× {}", mark(c.met)))
+            .map(|t| format!("≤ {t:.2}× {}", mark(c.met)))
             .unwrap_or_default();
         let warm = c.warm.as_ref().map_or_else(String::new, |w| {
             format!("{:.2}× ({:.0}/{:.0})", w.ratio, w.sluice_ns, w.floor_ns)
         });
-        let _ = writeln!(
-            s,
-            "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5} {:>6} {:>5.2}×  {:<10} {}",
-            if c.name.starts_with("tcp_new") || c.new_flows == 0 {
-                c.label.clone()
-            } else {
-                format!("{} [{} misses]", c.label, c.new_flows)
-            },
+        let label = if c.new_flows == if c.fresh { c.calls } else { 0 } {
+            c.label.clone()
+        } else {
+            format!(
+                "{} [{} of {} calls opened a flow]",
+                c.label, c.new_flows, c.calls
+            )
+        };
+        let line = format!(
+            "{:<42} {:>7} {:>6} {:>5} {:>5} {:>5} {:>5.2}×  {:<13} {:<10} {}",
+            label,
             c.verdict.trim_start_matches("XDP_"),
-            super::packet::short(c.flows_in_table),
-            c.sluice_ns.min,
-            c.sluice_ns.median,
+            short(c.flows_in_table),
+            c.sluice_ns.p10,
+            c.sluice_ns.p50,
             c.sluice_ns.p90,
-            c.sluice_ns.p99,
-            c.floor_ns.median,
             c.ratio,
+            range(&c.round_ratios),
             target,
             warm
         );
+        let _ = writeln!(s, "{}", line.trim_end());
     }
-    let f = &p.floor_ns;
-    let _ = writeln!(
-        s,
-        "{:<44} {:>8} {:>6} {:>5} {:>6} {:>5} {:>5}",
-        "(floor, all calls)", "TX", "", f.min, f.median, f.p90, f.p99
-    );
+    if p.method == Method::Block {
+        let _ = writeln!(
+            s,
+            "floor p50 by round: {} ns",
+            p.floor_round_p50_ns
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for n in &p.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
 }
 
 /// Maglev build times, and how long an edit takes to be in effect.
@@ -338,8 +368,10 @@ pub fn svg(r: &Report) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
-        "sluice per-packet cost / floor (median, BPF_PROG_TEST_RUN) — {}, kernel {}",
-        r.machine.cpu_model, r.machine.kernel
+        "sluice per-packet cost / floor ({} method, BPF_PROG_TEST_RUN) — {}, kernel {}",
+        r.packet.as_ref().map_or("block", |p| p.method.name()),
+        r.machine.cpu_model,
+        r.machine.kernel
     );
     let _ = writeln!(
         s,
@@ -348,7 +380,7 @@ pub fn svg(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="38" fill="#555">bar: ratio to sluice_floor_tx; red tick: target</text>"##
+        r##"<text x="10" y="38" fill="#555">bar: ratio to sluice_floor_tx (median over rounds of p50 / floor p50); red tick: target</text>"##
     );
     for g in 0..=(max as u32) {
         let gx = x(f64::from(g));
@@ -392,7 +424,7 @@ pub fn svg(r: &Report) -> String {
             x(c.ratio) + 4.0,
             y + 15.0,
             c.ratio,
-            c.sluice_ns.median
+            c.sluice_ns.p50
         );
         if let Some(t) = c.target {
             let tx = x(t);

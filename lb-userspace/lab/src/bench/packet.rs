@@ -1,24 +1,43 @@
 //! `sluice bench packet`: the real balancer on one frame per `BPF_PROG_TEST_RUN` call
-//! (repeat = 1), many calls per case, each call's kernel-measured duration kept. Every call
-//! of the balancer is paired with a call of the floor program (`sluice_floor_tx`: swap MACs,
-//! `XDP_TX`) on the same frame, in alternating order, on the same pinned CPU; a case's
-//! figure is its median over the floor's median of the same calls, which cancels the fixed
-//! cost of a test run (timer, context setup) and the machine's speed.
+//! (repeat = 1), each call's kernel-measured duration kept, against the floor program
+//! (`sluice_floor_tx`: swap MACs, `XDP_TX`) on the same pinned CPU. Two methods:
+//!
+//! - **block** (the default; how the comparison with Katran was made): in each of `rounds`
+//!   rounds, the floor's `calls` calls back to back first, then every case's `calls` calls
+//!   back to back (the same program, one case after the other); a case's ratio is the
+//!   median over rounds of (its p50 / that round's floor p50).
+//! - **paired**: every call of the balancer paired with a call of the floor on the same
+//!   frame, in alternating order; a round's ratio is the case's p50 over the p50 of the
+//!   floor calls paired with it. Each call then finds the caches and branch predictors as
+//!   the other program left them, which can inflate the costlier cases' ratios (new
+//!   flows, big tables) against the block method.
+//!
+//! The one-flow cases share one flow table, emptied before each case's block. Each
+//! new-flow block runs in an object loaded for it (an empty table of the default size,
+//! its LRU free list in address order): its calls each insert a flow never seen (warm-up
+//! included), all held by the measuring CPU's LRU share, so nothing is evicted. Each
+//! many-flow case has a table of its own, filled before the first round from every CPU
+//! (as RSS spreads flows) and sized so that its flows fit (`flow_entries_for`); its calls
+//! cycle over those flows, each a hit, continuing from round to round.
 //!
 //! Everything runs inside the caller's private network namespace (`netns`), whose
-//! interface, addresses and permanent neighbour entries make `bpf_fib_lookup` answer.
+//! interface, addresses and permanent neighbour entries resolve the routed backends.
 
 mod cases;
+mod measure;
+mod stats;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, bail, ensure};
-use lb_common::{
-    MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, bench::programs as bench_programs, programs,
-};
+use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs};
 use serde::Serialize;
 
-use self::cases::{Def, Vary, case_defs, tcp};
+pub use self::cases::{
+    TARGET_1M, TARGET_50K, TARGET_ESTABLISHED, TARGET_IPIP, TARGET_NEW, TARGET_NOT_VIP,
+};
+use self::cases::{Vary, case_defs, tcp};
+pub use self::stats::{Dist, median, percentile, ratio, round_ratios};
 use super::{
     frame::{self, Frame, Spec, TCP_SYN},
     netns,
@@ -39,49 +58,48 @@ const CLIENT4: u32 = 0x6440_0000;
 const CLIENT6_LOW: u32 = 0x0001_0000;
 const CLIENT6_HIGH: [u8; 12] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0];
 
-/// Targets (median ratio to the floor), from the issue.
-pub const TARGET_ESTABLISHED: f64 = 1.8;
-pub const TARGET_NEW: f64 = 3.5;
-pub const TARGET_NOT_VIP: f64 = 1.2;
-pub const TARGET_50K: f64 = 2.5;
-
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Calls per case.
-    pub calls: u32,
-    /// Flows in the table for the "many flows" hit cases.
-    pub mid_flows: u64,
-    pub big_flows: u64,
-    /// The CPU the measuring thread is pinned to.
-    pub cpu: usize,
-    /// The CPUs the many-flow cases' flows are spread over when the table is filled.
-    pub cpus: Vec<usize>,
+/// How the calls are arranged (see the module's documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Each round: the floor's calls back to back, then each case's calls back to back;
+    /// ratio = median over rounds of (case p50 / that round's floor p50).
+    #[default]
+    Block,
+    /// Every call of the balancer paired with one of the floor on the same frame.
+    Paired,
 }
 
-/// A distribution of kernel-measured durations, in ns.
-#[derive(Clone, Debug, Serialize)]
-pub struct Dist {
-    pub min: u64,
-    pub median: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub mean: f64,
-}
-
-impl Dist {
-    pub fn of(samples: &mut [u64]) -> Self {
-        samples.sort_unstable();
-        let n = samples.len().max(1);
-        let at = |q: f64| samples[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Self {
-            min: samples[0],
-            median: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            mean: samples.iter().sum::<u64>() as f64 / n as f64,
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Paired => "paired",
         }
     }
 }
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub method: Method,
+    /// Measured calls per case (and of the floor) in each round.
+    pub calls: u32,
+    pub rounds: u32,
+    /// Unmeasured calls before each block (a one-flow case's first one opens its flow).
+    pub warmup: u32,
+    /// Flows in the table for the "many flows" hit cases.
+    pub mid_flows: u64,
+    pub big_flows: u64,
+    /// A short run (`--quick`): said in the report.
+    pub quick: bool,
+    /// The CPU the measuring thread is pinned to.
+    pub cpu: usize,
+    /// The CPUs the many-flow cases' flows are spread over when their tables are filled.
+    pub cpus: Vec<usize>,
+}
+
+/// The flows the 1M-flow case stands for (scaled down in quick runs).
+pub const BIG_FLOWS: u64 = 1_000_000;
 
 /// One case's figures.
 #[derive(Clone, Debug, Serialize)]
@@ -90,23 +108,37 @@ pub struct Case {
     pub label: String,
     /// What every call returned.
     pub verdict: &'static str,
-    /// Flow-table entries while measuring.
+    /// Flow-table entries when the measured calls began (first round).
     pub flows_in_table: u64,
-    pub calls: u32,
+    /// Measured calls, all rounds.
+    pub calls: u64,
+    pub rounds: u32,
+    /// The measured calls of every round, pooled.
     pub sluice_ns: Dist,
+    /// Block: the floor's calls of every round, pooled (the same for every case); paired:
+    /// the floor calls paired with this case's.
     pub floor_ns: Dist,
-    /// `sluice_ns.median / floor_ns.median`.
+    /// This case's p50 in each round.
+    pub round_p50_ns: Vec<u64>,
+    /// The floor's p50 each round's ratio divides by.
+    pub round_floor_p50_ns: Vec<u64>,
+    /// Each round's p50 / floor p50.
+    pub round_ratios: Vec<f64>,
+    /// The median of `round_ratios`.
     pub ratio: f64,
+    /// The target (block method only: the paired method's ratios are not comparable).
     pub target: Option<f64>,
     pub met: Option<bool>,
+    /// Every call a new flow (a SYN of a 5-tuple never seen).
+    pub fresh: bool,
     /// Flows the balancer opened during the measured calls (0 for the hit cases: every
-    /// packet found its flow; `calls` for the new-flow cases).
+    /// call found its flow; `calls` for the new-flow cases: every call inserted one).
     pub new_flows: u64,
-    /// Back to back instead of one frame per call: the kernel's average over `repeat =
-    /// WARM_REPEAT` runs of the same frame (caches warm, as under load), median of
-    /// `WARM_ROUNDS` calls. Only for one-flow cases whose frame a run leaves parseable
-    /// the same way (not the encapsulating ones: the kernel does not restore the frame
-    /// between repetitions).
+    /// Back to back inside one call: the kernel's average over `repeat = WARM_REPEAT`
+    /// runs of the same frame (caches warm, as under load), median of `WARM_ROUNDS`
+    /// calls. Only for one-flow cases whose frame a run leaves parseable the same way
+    /// (not the encapsulating ones: the kernel does not restore the frame between
+    /// repetitions).
     pub warm: Option<Warm>,
 }
 
@@ -123,17 +155,29 @@ const WARM_ROUNDS: usize = 21;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    pub method: Method,
     pub cpu: usize,
+    /// Measured calls per case (and of the floor, block method) in each round.
     pub calls_per_case: u32,
-    /// Flow-table capacity the benchmark loaded the object with.
+    pub rounds: u32,
+    /// Unmeasured calls before each block.
+    pub warmup_calls: u32,
+    /// Flow-table capacity of the one-flow and new-flow cases' objects.
     pub flow_entries: u32,
+    /// Flow-table capacity of each many-flow case's object.
+    pub filled_flow_entries: u32,
     /// All floor calls of the run.
     pub floor_ns: Dist,
+    /// Block: the floor block's p50 in each round.
+    pub floor_round_p50_ns: Vec<u64>,
     pub cases: Vec<Case>,
+    /// What the reader must know (a quick run's scaled-down case).
+    pub notes: Vec<String>,
 }
 
 /// The VIPs: DSR with configured MACs (the cheapest forwarding; most cases), UDP, IPv6,
-/// DSR through the FIB, IPIP and IP6IP6 (FIB), and one with 1000 backends.
+/// DSR without a configured MAC (the routed next hop), IPIP and IP6IP6, and one with
+/// 1000 backends.
 struct Vips {
     tcp: VipIdent,
     udp: VipIdent,
@@ -338,72 +382,91 @@ pub fn source_base(f: &Frame) -> u32 {
 /// Run the per-packet benchmark in the network `network()` made (`ifindex`).
 pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     ensure!(opts.calls > 0, "--calls must be at least 1");
+    ensure!(opts.rounds > 0, "--rounds must be at least 1");
+    let defs = case_defs(opts);
+    // The one-flow and new-flow cases' tables: a new-flow block's calls and its warm-up
+    // all insert on the measuring CPU, whose LRU share must hold them.
+    let fresh = u64::from(opts.calls) + u64::from(opts.warmup) + 64;
     let sizes = Sizes {
-        flow_entries: flow_entries_for(opts.big_flows, opts.cpus.len()),
+        flow_entries: flow_entries_for(fresh, 1),
         ..Sizes::default()
     };
-    let mut dp = Dataplane::load(sizes).context("loading the eBPF object")?;
-    dp.publish(&desired())
-        .context("publishing the benchmark VIPs")?;
-    // The floor every case is paired with.
+    let mut filled_counts: Vec<u64> = defs
+        .iter()
+        .filter_map(|d| match d.vary {
+            Vary::Cycle(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    filled_counts.dedup();
+    // Every many-flow table the same size (that of the largest), so that they differ only
+    // in the flows they hold.
+    let filled_sizes = Sizes {
+        flow_entries: flow_entries_for(
+            filled_counts.iter().copied().max().unwrap_or(0),
+            opts.cpus.len(),
+        ),
+        ..Sizes::default()
+    };
+    let mut tables = measure::Tables {
+        main: load_published(sizes)?,
+        fresh: None,
+        fresh_sizes: sizes,
+        filled: Vec::new(),
+    };
+    for n in filled_counts {
+        let dp = load_published(filled_sizes)?;
+        tracing::info!(flows = n, "filling a flow table");
+        prefill(&dp, &tcp(VIPS.tcp, TCP_SYN), 0..n, ifindex, &opts.cpus)?;
+        let held = dp.flow_count() as u64;
+        ensure!(
+            held == n,
+            "the {}-flow table holds {held} flows after the fill (evicted?)",
+            short(n)
+        );
+        tables.filled.push((n, dp));
+    }
     let bo = BenchObject::load().context("loading the benchmark object")?;
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
-
-    let defs = case_defs(opts);
-    let (cases, mut all_floor) = measure_cases(&mut dp, &bo, &defs, opts, ifindex)?;
-    drop(dp);
-    drop(bo);
+    let m = measure::run(&mut tables, &bo, &defs, opts, ifindex)?;
+    let mut notes = Vec::new();
+    if opts.big_flows < BIG_FLOWS {
+        notes.push(format!(
+            "{}the {}-flow case is scaled down to {} flows",
+            if opts.quick { "quick run: " } else { "" },
+            short(BIG_FLOWS),
+            short(opts.big_flows)
+        ));
+    }
+    if opts.method == Method::Paired {
+        notes.push(
+            "paired method: no targets (they are set for the block method, whose ratios \
+             are lower for the costlier cases)"
+                .into(),
+        );
+    }
     Ok(Report {
+        method: opts.method,
         cpu: opts.cpu,
         calls_per_case: opts.calls,
+        rounds: opts.rounds,
+        warmup_calls: opts.warmup,
         flow_entries: sizes.flow_entries,
-        floor_ns: Dist::of(&mut all_floor),
-        cases,
+        filled_flow_entries: filled_sizes.flow_entries,
+        floor_ns: m.floor_ns,
+        floor_round_p50_ns: m.floor_round_p50_ns,
+        cases: m.cases,
+        notes,
     })
 }
 
-/// Measure every case: its calls and the floor calls paired with them.
-fn measure_cases(
-    dp: &mut Dataplane,
-    bo: &BenchObject,
-    defs: &[Def],
-    opts: &Options,
-    ifindex: u32,
-) -> anyhow::Result<(Vec<Case>, Vec<u64>)> {
-    let mut cases = Vec::new();
-    let mut all_floor = Vec::new();
-    let mut filled = 0u64;
-    for def in defs {
-        match def.vary {
-            Vary::Cycle(n) => {
-                // The many-flow cases share one growing table: fill up to `n`.
-                if filled == 0 {
-                    dp.clear_flows()?;
-                }
-                let syn = tcp(VIPS.tcp, TCP_SYN);
-                tracing::info!(flows = n, "filling the flow table");
-                prefill(dp, &syn, filled..n, ifindex, &opts.cpus)?;
-                filled = n;
-            }
-            _ => dp.clear_flows()?,
-        }
-        tracing::info!(case = def.name, calls = opts.calls, "measuring");
-        let (case, mut floor) = measure(dp, bo, def, opts.calls, ifindex)?;
-        all_floor.append(&mut floor);
-        cases.push(case);
-    }
-    Ok((cases, all_floor))
-}
-
-fn new_flows(dp: &Dataplane, vip: Option<VipIdent>) -> anyhow::Result<u64> {
-    let Some(v) = vip else { return Ok(0) };
-    let id = dp
-        .layout()
-        .vip(&v)
-        .with_context(|| format!("VIP {v} not published"))?
-        .vip_id;
-    Ok(dp.vip_counters(id)?.new_flows)
+/// The balancer's object with the benchmark VIPs published.
+fn load_published(sizes: Sizes) -> anyhow::Result<Dataplane> {
+    let mut dp = Dataplane::load(sizes).context("loading the eBPF object")?;
+    dp.publish(&desired())
+        .context("publishing the benchmark VIPs")?;
+    Ok(dp)
 }
 
 /// Put flows `range` into the table by running the balancer on their SYNs, spread over
@@ -444,145 +507,6 @@ pub fn prefill(
         handles
             .into_iter()
             .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })
-}
-
-/// Warm up, then measure `calls` calls of the balancer, each paired with one of the floor.
-fn measure(
-    dp: &Dataplane,
-    bo: &BenchObject,
-    def: &Def,
-    calls: u32,
-    ifindex: u32,
-) -> anyhow::Result<(Case, Vec<u64>)> {
-    let lb = run::xdp(dp.ebpf(), programs::BALANCER)?;
-    let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
-    let mut f = def.template.clone();
-    let md = run::xdp_md(f.bytes.len(), ifindex);
-    let base = base_of(&f);
-    let warm = (calls / 10).clamp(1, 2000);
-    // Fresh flows: the warm-up's flows come after the measured ones.
-    let flow = |i: u64, warmup: bool| -> Option<u64> {
-        match def.vary {
-            Vary::Fixed => None,
-            Vary::Fresh => Some(if warmup { u64::from(calls) + i } else { i }),
-            Vary::Cycle(n) => Some(i % n),
-        }
-    };
-    let step = |f: &mut Frame, i: u64, warmup: bool| -> anyhow::Result<(u64, u64)> {
-        if let Some(k) = flow(i, warmup) {
-            let (a, p) = frame::flow_source(base, k);
-            f.set_source(a, p);
-        }
-        // Alternate which program runs first, so neither always finds the caches warm.
-        let (first, second) = if i.is_multiple_of(2) {
-            (lb, floor)
-        } else {
-            (floor, lb)
-        };
-        let (a1, t1) = run::once(first, &f.bytes, &md)?;
-        let (a2, t2) = run::once(second, &f.bytes, &md)?;
-        let ((la, lt), (fa, ft)) = if i.is_multiple_of(2) {
-            ((a1, t1), (a2, t2))
-        } else {
-            ((a2, t2), (a1, t1))
-        };
-        if la != def.expect {
-            bail!(
-                "{}: the balancer returned {} instead of {}",
-                def.name,
-                run::action_name(la),
-                run::action_name(def.expect)
-            );
-        }
-        if fa != XDP_TX {
-            bail!("floor returned {}", run::action_name(fa));
-        }
-        Ok((lt, ft))
-    };
-    for i in 0..u64::from(warm) {
-        step(&mut f, i, true)?;
-    }
-    let flows_in_table = match def.vary {
-        Vary::Cycle(n) => n,
-        _ => dp.flow_count() as u64,
-    };
-    let opened = new_flows(dp, def.vip)?;
-    let mut ours = Vec::with_capacity(calls as usize);
-    let mut base_ns = Vec::with_capacity(calls as usize);
-    for i in 0..u64::from(calls) {
-        let (lt, ft) = step(&mut f, i, false)?;
-        ours.push(lt);
-        base_ns.push(ft);
-    }
-    let opened = new_flows(dp, def.vip)? - opened;
-    if matches!(def.vary, Vary::Cycle(_) | Vary::Fixed) && opened != 0 {
-        tracing::warn!(
-            case = def.name,
-            opened,
-            "flows were (re)opened while measuring table hits"
-        );
-    }
-    let warm = if matches!(def.vary, Vary::Fixed)
-        && def.vip.is_none_or(|v| v != VIPS.ipip && v != VIPS.ip6ip6)
-    {
-        Some(back_to_back(lb, floor, &f.bytes, &md)?)
-    } else {
-        None
-    };
-    let sluice_ns = Dist::of(&mut ours);
-    let floor_ns = Dist::of(&mut base_ns);
-    let ratio = sluice_ns.median as f64 / floor_ns.median.max(1) as f64;
-    Ok((
-        Case {
-            name: def.name,
-            label: def.label.clone(),
-            verdict: run::action_name(def.expect),
-            flows_in_table,
-            calls,
-            sluice_ns,
-            floor_ns,
-            ratio,
-            target: def.target,
-            met: def.target.map(|t| ratio <= t),
-            new_flows: opened,
-            warm,
-        },
-        base_ns,
-    ))
-}
-
-/// Back-to-back runs of one frame (see [`Case::warm`]), alternating the two programs.
-fn back_to_back(
-    lb: &aya::programs::Xdp,
-    floor: &aya::programs::Xdp,
-    frame: &[u8],
-    md: &[u8; 24],
-) -> anyhow::Result<Warm> {
-    use aya::programs::{TestRun as _, TestRunOptions};
-    let avg = |p: &aya::programs::Xdp| -> anyhow::Result<f64> {
-        let r = p.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&md[..]),
-            repeat: WARM_REPEAT,
-            ..TestRunOptions::default()
-        })?;
-        Ok(r.duration.as_nanos() as f64)
-    };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..WARM_ROUNDS {
-        a.push(avg(lb)?);
-        b.push(avg(floor)?);
-    }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (sluice_ns, floor_ns) = (med(&mut a), med(&mut b));
-    Ok(Warm {
-        sluice_ns,
-        floor_ns,
-        ratio: sluice_ns / floor_ns.max(1.0),
     })
 }
 
