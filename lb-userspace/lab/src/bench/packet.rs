@@ -329,7 +329,8 @@ fn client_frame(to: IpAddr, port: u16, udp: bool, flags: u8) -> Frame {
         dport: port,
         udp,
         tcp_flags: flags,
-        payload_len: 64,
+        // 64-byte IPv4/TCP frames (14 + 20 + 20 + 10), as in the comparison with Katran.
+        payload_len: 10,
     });
     let base = if to.is_ipv4() { CLIENT4 } else { CLIENT6_LOW };
     let (a, p) = frame::flow_source(base, 0);
