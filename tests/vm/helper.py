@@ -114,7 +114,7 @@ def bench(path):
     gen = t["generator"]
     checks = [(gen["kind"] == "pktgen", f"generator {gen['kind']} ran ({gen['why']})")]
     for r in t["runs"]:
-        name = f"{r['config']} at {r['flows']} flows"
+        name = f"{r['config']} ({r.get('mode', 'dsr')}) at {r['flows']} flows"
         checks.append((r["generated"] > 0, f"{name}: pktgen sent nothing"))
         checks.append(
             (r["processed"] == r["generated"], f"{name}: sent {r['generated']}, processed {r['processed']}")
@@ -128,7 +128,7 @@ def bench(path):
     processed = sum(r["processed"] for r in t["runs"])
     refused = sum(r["refused"] for r in t["runs"])
     ratios = ", ".join(
-        f"{s['flows']} flows {s['vs_floor_tx']:.2f}x floor_tx ({s['sluice_pps'] / 1e3:.1f} kpps)"
+        f"{s.get('mode', 'dsr')} {s['flows']} flows {s['vs_floor_tx']:.2f}x floor_tx ({s['sluice_pps'] / 1e3:.1f} kpps)"
         for s in t["summary"]
     )
     print(f"bench={'FAILED' if failed else 'ok'}")

@@ -117,7 +117,7 @@ impl Options {
             flows: if self.quick {
                 vec![1, 1000]
             } else {
-                vec![1, 1000, 100_000]
+                vec![1, 1000, 100_000, 1_000_000]
             },
             packets: if self.quick { 200_000 } else { 3_000_000 },
             max_seconds: if self.quick { 1.0 } else { 2.0 },

@@ -73,13 +73,19 @@ pub fn figures(r: &Report) -> Vec<(String, f64)> {
     if let Some(t) = &r.throughput {
         for run in &t.runs {
             v.push((
-                format!("throughput.{}.{}.pps", run.config, run.flows),
+                format!("throughput.{}.{}.{}.pps", run.mode, run.config, run.flows),
                 run.pps,
             ));
         }
         for s in &t.summary {
-            v.push((format!("throughput.{}.vs_floor_tx", s.flows), s.vs_floor_tx));
-            v.push((format!("throughput.{}.vs_drop", s.flows), s.vs_drop));
+            v.push((
+                format!("throughput.{}.{}.vs_floor_tx", s.mode, s.flows),
+                s.vs_floor_tx,
+            ));
+            v.push((
+                format!("throughput.{}.{}.vs_drop", s.mode, s.flows),
+                s.vs_drop,
+            ));
         }
     }
     v

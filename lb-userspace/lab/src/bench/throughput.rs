@@ -67,6 +67,8 @@ pub struct Options {
 /// One measurement of one configuration at one flow count.
 #[derive(Clone, Debug, Serialize)]
 pub struct Run {
+    /// The VIP's forwarding mode for sluice: `dsr` or `ipip` (the floors run with each).
+    pub mode: &'static str,
     /// `sluice`, `floor_tx` or `drop`.
     pub config: &'static str,
     pub flows: u32,
@@ -91,6 +93,9 @@ pub struct Run {
 /// sluice against the floors at one flow count (median rates over the rounds).
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// `dsr` (MAC rewrite to a configured MAC) or `ipip` (encapsulation, the next hop from
+    /// the backend's `NEXT_HOPS` slot).
+    pub mode: &'static str,
     pub flows: u32,
     pub sluice_pps: f64,
     pub floor_tx_pps: f64,
@@ -137,7 +142,10 @@ const VIP_UDP: VipIdent = VipIdent {
 /// Flow 0's source address (both generators).
 const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 64, 0, 0);
 
-fn desired(vip: VipIdent) -> Desired {
+/// The forwarding modes measured, with their names.
+const MODES: [(u8, &str); 2] = [(MODE_DSR, "dsr"), (lb_common::MODE_IPIP, "ipip")];
+
+fn desired(vip: VipIdent, mode: u8) -> Desired {
     Desired {
         // No flood guard: millions of new flows a second are the load being measured.
         global: Global {
@@ -146,7 +154,7 @@ fn desired(vip: VipIdent) -> Desired {
         },
         vips: vec![DesiredVip {
             ident: vip,
-            mode: MODE_DSR,
+            mode,
             scheduler: crate::dataplane::Sched::Maglev,
             table_size: 65537,
             backends: (1..=10u32)
@@ -291,8 +299,27 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         &["sysctl", "-qw", &lb_v6],
         &["ip", "link", "set", GEN_IF, "up"],
         &["ip", "link", "set", LB_IF, "up"],
+        // IPIP: the backends are on the LB's link, resolved (their encapsulated frames go
+        // back out of it to the sink).
+        &["ip", "addr", "add", "10.90.2.254/24", "dev", LB_IF],
     ] {
         netns::run(argv)?;
+    }
+    for i in 1..=10u32 {
+        let a = format!("10.90.2.{i}");
+        let m = crate::config::format_mac(&packet::backend_mac(i));
+        netns::run(&[
+            "ip",
+            "neigh",
+            "replace",
+            &a,
+            "lladdr",
+            &m,
+            "dev",
+            LB_IF,
+            "nud",
+            "permanent",
+        ])?;
     }
     let gen_if = netns::ifindex(GEN_IF)?;
     let max_flows = opts.flows.iter().copied().max().unwrap_or(1);
@@ -305,40 +332,47 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     // Removes its device from pktgen when dropped, on every path out of here.
     let mut source = Source::open(opts.generator.kind, opts.cpu, gen_if)?;
     let vip = source.vip();
-    dp.publish(&desired(vip))?;
-    let vip_id = dp.layout().vip(&vip).map_or(0, |r| r.vip_id);
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
     let mut runs = Vec::new();
     let mut summary = Vec::new();
     let mut mode = String::new();
-    for &flows in &opts.flows {
-        source.set_flows(&mut bo, flows)?;
-        dp.clear_flows()?;
-        let mut pps: [Vec<f64>; 3] = Default::default();
-        let mut new_flows_measured = 0;
-        for round in 0..opts.rounds.max(1) {
-            for (k, config) in CONFIGS.into_iter().enumerate() {
-                let r = measure(&mut dp, &mut bo, &source, vip_id, config, flows, opts)?;
-                mode.clone_from(&r.1);
-                new_flows_measured += r.2;
-                pps[k].push(r.0.pps);
-                runs.push(Run { round, ..r.0 });
+    for (fwd, fwd_name) in MODES {
+        dp.publish(&desired(vip, fwd))?;
+        let vip_id = dp.layout().vip(&vip).map_or(0, |r| r.vip_id);
+        for &flows in &opts.flows {
+            source.set_flows(&mut bo, flows)?;
+            dp.clear_flows()?;
+            let mut pps: [Vec<f64>; 3] = Default::default();
+            let mut new_flows_measured = 0;
+            for round in 0..opts.rounds.max(1) {
+                for (k, config) in CONFIGS.into_iter().enumerate() {
+                    let r = measure(&mut dp, &mut bo, &source, vip_id, config, flows, opts)?;
+                    mode.clone_from(&r.1);
+                    new_flows_measured += r.2;
+                    pps[k].push(r.0.pps);
+                    runs.push(Run {
+                        round,
+                        mode: fwd_name,
+                        ..r.0
+                    });
+                }
             }
+            let forwarded = dp.reason_counts()?[reason::FWD_TX as usize];
+            ensure!(forwarded > 0, "sluice forwarded nothing");
+            let [s, f, d] = pps.map(|mut v| super::median(&mut v));
+            summary.push(Summary {
+                mode: fwd_name,
+                flows,
+                sluice_pps: s,
+                floor_tx_pps: f,
+                drop_pps: d,
+                vs_floor_tx: s / f.max(1.0),
+                vs_drop: s / d.max(1.0),
+                sluice_extra_ns: 1e9 / s.max(1.0) - 1e9 / f.max(1.0),
+                new_flows_measured,
+            });
         }
-        let forwarded = dp.reason_counts()?[reason::FWD_TX as usize];
-        ensure!(forwarded > 0, "sluice forwarded nothing");
-        let [s, f, d] = pps.map(|mut v| super::median(&mut v));
-        summary.push(Summary {
-            flows,
-            sluice_pps: s,
-            floor_tx_pps: f,
-            drop_pps: d,
-            vs_floor_tx: s / f.max(1.0),
-            vs_drop: s / d.max(1.0),
-            sluice_extra_ns: 1e9 / s.max(1.0) - 1e9 / f.max(1.0),
-            new_flows_measured,
-        });
     }
     let (protocol, batch) = match source {
         Source::Live { .. } => ("tcp", traffic::DEFAULT_BATCH),
@@ -430,6 +464,7 @@ fn measure(
     let pps = processed as f64 / sent.seconds;
     Ok((
         Run {
+            mode: "",
             config,
             flows,
             round: 0,
@@ -473,13 +508,14 @@ pub fn text(t: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "{:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>13}",
-        "flows", "sluice", "floor_tx", "drop", "vs floor_tx", "vs drop", "sluice +ns/pkt"
+        "{:>5} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>13}",
+        "mode", "flows", "sluice", "floor_tx", "drop", "vs floor_tx", "vs drop", "sluice +ns/pkt"
     );
     for x in &t.summary {
         let _ = writeln!(
             s,
-            "{:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.2}× {:>8.2}× {:>13.1}",
+            "{:>5} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.2}× {:>8.2}× {:>13.1}",
+            x.mode,
             packet::short(u64::from(x.flows)),
             x.sluice_pps / 1e6,
             x.floor_tx_pps / 1e6,
