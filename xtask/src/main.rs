@@ -6,8 +6,11 @@
 //! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
 //! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run `sluice demo`.
 //! - `vm-test [--kernel 6.1|6.12|all]`: the checks in QEMU guests of other kernels (`vm/`).
+//! - `deb [--no-build]`: the Debian package in `<target>/debian/`, its contents checked
+//!   (`deb.rs`).
 
 mod cmd;
+mod deb;
 mod lint;
 mod setup;
 mod vm;
@@ -60,6 +63,10 @@ enum Task {
     /// counter reconciliation, and TCP to a backend decapsulating with the kernel's ipip
     /// device. Prints a per-kernel summary (also `<target>/vm/summary.txt`).
     VmTest(vm::Args),
+    /// Build the Debian package `<target>/debian/sluice_<version>_<arch>.deb` (release
+    /// binary, /etc/sluice/sluice.toml, the systemd unit, completions, man pages) with
+    /// dpkg-deb, and check that it holds every expected path.
+    Deb(deb::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +77,7 @@ fn main() -> ExitCode {
         Task::FmtCheck => lint::fmt_check(),
         Task::Demo { connections } => demo(connections),
         Task::VmTest(args) => vm::run(&args),
+        Task::Deb(args) => deb::run(&args),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).
