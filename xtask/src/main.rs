@@ -6,8 +6,13 @@
 //! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
 //! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run `sluice demo`.
 //! - `vm-test [--kernel 6.1|6.12|all]`: the checks in QEMU guests of other kernels (`vm/`).
+//! - `deb [--no-build]`: the Debian package in `<target>/debian/`, its contents checked
+//!   (`deb.rs`).
+//! - `fuzz [--frames N] [--seed S]`: the packet fuzzer through the real balancer
+//!   (`tests/packet_fuzz.rs`), release build.
 
 mod cmd;
+mod deb;
 mod lint;
 mod setup;
 mod vm;
@@ -71,6 +76,10 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Build the Debian package `<target>/debian/sluice_<version>_<arch>.deb` (release
+    /// binary, /etc/sluice/sluice.toml, the systemd unit, completions, man pages) with
+    /// dpkg-deb, and check that it holds every expected path.
+    Deb(deb::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
         Task::Demo { connections } => demo(connections),
         Task::VmTest(args) => vm::run(&args),
         Task::Fuzz { frames, seed } => fuzz(frames, seed),
+        Task::Deb(args) => deb::run(&args),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).

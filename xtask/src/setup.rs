@@ -39,6 +39,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "frr",
         "FRR, the documented alternative to BIRD: the shipped configuration is checked with vtysh",
     ),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps for the Debian package's Depends (`cargo xtask deb`)",
+    ),
+    (
+        "systemd",
+        "systemd-analyze verify/security on the package's unit (CI's deb stage)",
+    ),
+    (
+        "util-linux",
+        "setpriv: the least-privilege test runs the daemon with the unit's capabilities",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -64,7 +76,8 @@ pub enum Step {
     /// rustup components: rust-src and clippy for nightly, clippy and rustfmt for the
     /// toolchain running xtask.
     Rust,
-    /// Debian packages: llvm-22-dev, iproute2, ethtool, procps, iputils-ping, bird2, frr.
+    /// Debian packages: llvm-22-dev, iproute2, ethtool, procps, iputils-ping, bird2, frr,
+    /// dpkg-dev, systemd, util-linux.
     Apt,
     /// bpf-linker (a pinned version, built against LLVM 22) in ~/.cargo/bin.
     BpfLinker,

@@ -316,7 +316,19 @@ pub async fn serve(
     edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    events::run(state, started, edits, shutdown).await
+    events::run(state, started, edits, shutdown, || {}).await
+}
+
+/// [`serve`], calling `ready` once every task is started (the balancer was attached by
+/// [`start`], the API socket is served): where `sluice run` tells systemd `READY=1`.
+pub async fn serve_ready(
+    state: State,
+    started: Started,
+    edits: mpsc::Receiver<EditRequest>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
+    events::run(state, started, edits, shutdown, ready).await
 }
 
 /// Apply one edit to the state and the data plane, or change nothing.

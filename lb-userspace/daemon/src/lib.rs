@@ -14,6 +14,7 @@ pub mod health;
 pub mod load;
 pub mod lookup;
 pub mod metrics;
+pub mod notify;
 pub mod persist;
 pub mod preflight;
 pub mod state;

@@ -22,7 +22,10 @@ pub mod route;
 mod tables;
 mod testrun;
 
-use std::path::PathBuf;
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    path::PathBuf,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -191,9 +194,10 @@ pub struct Dataplane {
     /// The next hops: what each address resolved to, and what each slot's `NEXT_HOPS`
     /// entry holds (`publish/hops.rs`).
     hops: publish::Hops,
-    /// Kernel ids of the maps the conntrack sweeper opens its own handles on.
-    flows_id: u32,
-    backend_stats_id: u32,
+    /// The maps the conntrack sweeper opens its own handles on (duplicates of the loaded
+    /// maps' descriptors).
+    flows_fd: OwnedFd,
+    backend_stats_fd: OwnedFd,
     /// Active connections: the last sweep and the counters it goes with.
     book: conntrack::Book,
     /// How many new flows per second each least-connection VIP saw at the last refresh,
@@ -231,12 +235,21 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
         .map_err(|source| DataplaneError::Map { name, source })
 }
 
-/// The kernel map `id` (the object's map `name`), opened anew as the typed handle `T`.
+/// The kernel map behind `fd` (the object's map `name`), opened anew as the typed handle `T`
+/// on a duplicate of `fd`. A duplicate, not `BPF_MAP_GET_FD_BY_ID`: that one needs
+/// CAP_SYS_ADMIN, which the daemon's systemd unit does not grant.
 fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
-    id: u32,
+    fd: &OwnedFd,
     name: &'static str,
 ) -> Result<T, DataplaneError> {
-    let data = MapData::from_id(id).map_err(|source| DataplaneError::Map { name, source })?;
+    let fd = fd.try_clone().map_err(|e| DataplaneError::Map {
+        name,
+        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "dup",
+            io_error: e,
+        }),
+    })?;
+    let data = MapData::from_fd(fd).map_err(|source| DataplaneError::Map { name, source })?;
     let map = Map::from_map_data(data).map_err(|source| DataplaneError::Map { name, source })?;
     typed(map, name)
 }
@@ -277,18 +290,24 @@ impl Dataplane {
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         attach::load_programs(&mut ebpf, ALL_PROGRAMS)?;
-        let id_of = |ebpf: &Ebpf, name: &'static str| -> Result<u32, DataplaneError> {
+        let fd_of = |ebpf: &Ebpf, name: &'static str| -> Result<OwnedFd, DataplaneError> {
             let data = match ebpf.map(name).ok_or(DataplaneError::MissingMap(name))? {
                 Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
                 _ => return Err(DataplaneError::MissingMap(name)),
             };
-            let info = data
-                .info()
-                .map_err(|source| DataplaneError::Map { name, source })?;
-            Ok(info.id())
+            data.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| DataplaneError::Map {
+                    name,
+                    source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                        call: "dup",
+                        io_error: e,
+                    }),
+                })
         };
-        let flows_id = id_of(&ebpf, names::FLOWS)?;
-        let backend_stats_id = id_of(&ebpf, names::BACKEND_STATS)?;
+        let flows_fd = fd_of(&ebpf, names::FLOWS)?;
+        let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
             Map::Array(data) => TableMem::new(data, sizes.table_slots)?,
             _ => return Err(DataplaneError::MissingMap(names::TABLES)),
@@ -307,8 +326,8 @@ impl Dataplane {
             flood_guard: take_typed(&mut ebpf, names::FLOOD_GUARD)?,
             flood_limit: take_typed(&mut ebpf, names::FLOOD_LIMIT)?,
             hops: publish::Hops::default(),
-            flows_id,
-            backend_stats_id,
+            flows_fd,
+            backend_stats_fd,
             book: conntrack::Book::default(),
             lc_rates: std::collections::HashMap::new(),
             layout: Layout::new(sizes.table_slots),
@@ -428,8 +447,8 @@ impl Dataplane {
         &self,
         timeouts: conntrack::Timeouts,
     ) -> Result<conntrack::Sweeper, DataplaneError> {
-        let flows = open_typed(self.flows_id, names::FLOWS)?;
-        let stats = open_typed(self.backend_stats_id, names::BACKEND_STATS)?;
+        let flows = open_typed(&self.flows_fd, names::FLOWS)?;
+        let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(flows, stats, timeouts))
     }
 

@@ -8,6 +8,7 @@ mod config;
 mod decap;
 mod demo;
 pub mod detach;
+pub mod dist;
 mod edit;
 pub mod fleet;
 mod fleet_lab;
@@ -24,7 +25,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "An XDP layer-4 load balancer")]
+#[command(
+    name = "sluice",
+    version = dist::version(),
+    about = "An XDP layer-4 load balancer"
+)]
 pub struct Cli {
     /// Run in this named network namespace (`ip netns`), entered with setns(2) before
     /// anything else. Unlike `ip netns exec`, this keeps the host's mount namespace, so
@@ -49,8 +54,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: attach the balancer and serve the configured VIPs until SIGINT/SIGTERM.
+    /// Under systemd (`$NOTIFY_SOCKET`, `Type=notify`) it reports READY=1 once attached and
+    /// serving its API, RELOADING=1 around a SIGHUP reload, and STOPPING=1.
     Run {
-        #[arg(long, short, default_value = "config/sluice.toml")]
+        /// The config file (the Debian package installs /etc/sluice/sluice.toml).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Override `daemon.interface`.
         #[arg(long)]
@@ -187,6 +195,19 @@ pub enum Command {
         #[arg(long, default_value_t = 300.0)]
         every: f64,
     },
+    /// Print the shell completion script for `sluice` (bash, zsh, fish, ...) on stdout. The
+    /// Debian package installs them: bash-completion, zsh's and fish's vendor directories.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into a directory: sluice.1 and one per subcommand, all levels
+    /// (sluice-backend-add.1, ...). The Debian package installs them gzipped.
+    Man {
+        /// The directory (created if missing); existing pages of the same names are replaced.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +340,10 @@ impl Command {
         )
     }
 }
+
+/// The config file `sluice run` reads without `--config` (where the Debian package installs
+/// it; an absolute path, so that the daemon finds it whatever its working directory).
+pub const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.toml";
 
 /// The environment variable naming the daemon's API socket.
 pub const API_SOCKET_ENV: &str = "SLUICE_API_SOCKET";
@@ -484,6 +509,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             simulate::run(&trace, &policy, csv.as_deref(), every.max(1.0))
         }
+        Command::Completions { shell } => {
+            dist::completions(shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Command::Man { out } => {
+            for page in dist::man_pages(&out)? {
+                println!("{}", page.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -612,6 +647,25 @@ mod tests {
             text.contains("/nonexistent/sluice-test.sock") && text.contains("SLUICE_API_SOCKET"),
             "{text}"
         );
+    }
+
+    /// `cd /; sluice run` finds the packaged config: the default is absolute.
+    #[test]
+    fn run_defaults_to_the_packaged_config() {
+        match parse(&["run"]).expect("parses").command {
+            Command::Run { config, .. } => {
+                assert_eq!(config, PathBuf::from("/etc/sluice/sluice.toml"));
+                assert!(config.is_absolute());
+            }
+            other => panic!("not run: {other:?}"),
+        }
+        match parse(&["run", "--config", "lab.toml"])
+            .expect("parses")
+            .command
+        {
+            Command::Run { config, .. } => assert_eq!(config, PathBuf::from("lab.toml")),
+            other => panic!("not run: {other:?}"),
+        }
     }
 
     #[test]

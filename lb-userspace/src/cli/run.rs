@@ -7,14 +7,22 @@ use tracing::{info, warn};
 
 use super::Mode;
 use crate::{
-    daemon,
+    daemon, notify,
     persist::{self, Store, StoreFiles as _},
     state::State,
 };
 
 pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| {
+        if file == Path::new(super::DEFAULT_CONFIG) {
+            format!(
+                "{}: cannot read (the default config file; --config FILE names another)",
+                file.display()
+            )
+        } else {
+            format!("{}: cannot read", file.display())
+        }
+    })?;
     let mut loaded = crate::config::parse(&text, &file.display().to_string())?;
     for w in &loaded.warnings {
         warn!("{w}");
@@ -96,11 +104,15 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
                 info!("SIGHUP: reloading {shown}");
+                // systemd shows the unit reloading until READY=1, whatever the outcome (a
+                // refused reload leaves the running configuration serving).
+                notify::notify_or_warn(&notify::reloading_message());
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 if edits.send((daemon::Edit::Reload, tx)).await.is_err() {
                     break;
                 }
                 let _ = rx.await;
+                notify::notify_or_warn("READY=1");
             }
         });
         let shutdown = async move {
@@ -108,7 +120,10 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            notify::notify_or_warn("STOPPING=1");
         };
-        Ok(daemon::serve(state, dp, edit_rx, shutdown).await?)
+        // Attached (`daemon::start`) and the API served: ready for systemd's Type=notify.
+        let ready = || notify::notify_or_warn("READY=1");
+        Ok(daemon::serve_ready(state, dp, edit_rx, shutdown, ready).await?)
     })
 }

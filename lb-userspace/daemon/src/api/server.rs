@@ -226,9 +226,10 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Bound, BindError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| io("setting its mode", e))?;
     if let Some((gid, _)) = &group {
-        // Root and the group: the socket we just created.
-        std::os::unix::fs::chown(path, Some(0), Some(*gid))
-            .map_err(|e| io("setting its group", e))?;
+        // The group of the socket we just created (its owner is this daemon's user: root,
+        // or the unprivileged user of the systemd unit, which needs no CAP_CHOWN to give
+        // its file a group it belongs to).
+        std::os::unix::fs::chown(path, None, Some(*gid)).map_err(|e| io("setting its group", e))?;
     }
     bound.access = Access { group };
     Ok(bound)

@@ -97,8 +97,10 @@ pub(super) async fn run(
     started: Started,
     edits: mpsc::Receiver<EditRequest>,
     shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
 ) -> Result<(), DaemonError> {
     let (mut daemon, mut inputs, tasks) = Daemon::start(state, started, edits)?;
+    ready();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
