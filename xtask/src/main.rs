@@ -6,8 +6,11 @@
 //! - `test [ARGS]...`: `setup`, then `cargo test --workspace [ARGS]...`.
 //! - `demo [CONNECTIONS]`: `setup`, build `sluice`, run `sluice demo`.
 //! - `vm-test [--kernel 6.1|6.12|all]`: the checks in QEMU guests of other kernels (`vm/`).
+//! - `fuzz [--frames N] [--seed S]`: the packet fuzzer through the real balancer.
+//! - `fuzz-parsers [--seconds N] [TARGET]...`: libFuzzer on the userspace parsers (`fuzz/`).
 
 mod cmd;
+mod fuzz_parsers;
 mod lint;
 mod setup;
 mod vm;
@@ -71,6 +74,14 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly) of every userspace parser
+    /// that reads outside input (`fuzz/fuzz_targets/`: the config file, API requests,
+    /// Prometheus load pages and metric selectors, agent-check lines, HTTP answers, cron
+    /// schedules), `--seconds` each; installs cargo-fuzz if missing. Separate from `fuzz`
+    /// (the packet fuzzer). A crash, hang or runaway allocation fails it and saves the
+    /// input under `fuzz/artifacts/`. For a long run: `cargo xtask fuzz-parsers --seconds
+    /// 3600`.
+    FuzzParsers(fuzz_parsers::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +93,7 @@ fn main() -> ExitCode {
         Task::Demo { connections } => demo(connections),
         Task::VmTest(args) => vm::run(&args),
         Task::Fuzz { frames, seed } => fuzz(frames, seed),
+        Task::FuzzParsers(args) => fuzz_parsers::run(&args),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).
