@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz-parsers`: coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly) of
 //! every userspace parser that reads outside input, `fuzz/fuzz_targets/*.rs`. Each target
 //! runs for `--seconds` from its committed seeds (`fuzz/seeds/<target>`) and what it found
-//! before (`fuzz/corpus/<target>`, not committed); a crash, a hang (an input over 10 s) or
+//! before (`fuzz/corpus/<target>`, not committed); a crash, a hang (an input over 3 s; the slowest real ones take milliseconds) or
 //! an allocation beyond 2 GiB fails the task, and its input is saved under
 //! `fuzz/artifacts/<target>/` (replay: `cargo +nightly fuzz run -s none <target> <file>`).
 //!
@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .arg(fuzz.join("seeds").join(t))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
-            .args(["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=1"]);
+            .args(["-timeout=3", "-rss_limit_mb=2048", "-print_final_stats=1"]);
         println!("+ {}", cmd::show(&run));
         let out = cmd::output(&mut run)?;
         let text = String::from_utf8_lossy(&out.stderr);
