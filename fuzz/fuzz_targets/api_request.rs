@@ -42,10 +42,7 @@ fuzz_target!(|data: &[u8]| {
                     json,
                     "request round trip"
                 ),
-                other => panic!(
-                    "{} decodes to {other:?}",
-                    String::from_utf8_lossy(&json)
-                ),
+                other => panic!("{} decodes to {other:?}", String::from_utf8_lossy(&json)),
             }
         }
         Ok(Call::Apply { config, .. }) => {

@@ -57,11 +57,21 @@ fuzz_target!(|data: &[u8]| {
             let _ = server.shutdown().await;
             while matches!(server.read(&mut buf).await, Ok(n) if n > 0) {}
         };
-        let get = health::get_on(client, "192.0.2.1".to_owned(), "/metrics", "sluice-fuzz", limit);
+        let get = health::get_on(
+            client,
+            "192.0.2.1".to_owned(),
+            "/metrics",
+            "sluice-fuzz",
+            limit,
+        );
         tokio::join!(serve, get).1
     });
     let Ok(answer) = got else { return };
-    assert!((100..=999).contains(&answer.status), "status {}", answer.status);
+    assert!(
+        (100..=999).contains(&answer.status),
+        "status {}",
+        answer.status
+    );
     match (limit, &answer.body) {
         (None, None) => {}
         (Some(l), Some(b)) => assert!(b.len() <= l, "a {}-byte body over {l}", b.len()),

@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
     match prom::report(page, &selectors) {
         Ok(r) => check(&r),
         Err(e) => {
-            assert!(samples.as_ref().is_err_and(|p| *p == e), "report and parse disagree");
+            assert!(
+                samples.as_ref().is_err_and(|p| *p == e),
+                "report and parse disagree"
+            );
             let _ = e.to_string();
             return;
         }

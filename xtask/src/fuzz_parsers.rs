@@ -90,7 +90,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", log.display()))?;
         // libFuzzer's progress lines start with '#'; the rest (start, final stats, a
         // crash's report and artifact) is worth the CI log.
-        for line in text.lines().filter(|l| !l.starts_with('#') || l.contains("DONE")) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') || l.contains("DONE"))
+        {
             println!("{line}");
         }
         let runs = stat(&text, "stat::number_of_executed_units:");
