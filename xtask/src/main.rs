@@ -10,9 +10,11 @@
 //!   (`deb.rs`).
 //! - `fuzz [--frames N] [--seed S]`: the packet fuzzer through the real balancer
 //!   (`tests/packet_fuzz.rs`), release build.
+//! - `fuzz-parsers [--seconds N] [TARGET]...`: libFuzzer on the userspace parsers (`fuzz/`).
 
 mod cmd;
 mod deb;
+mod fuzz_parsers;
 mod lint;
 mod setup;
 mod vm;
@@ -80,6 +82,14 @@ enum Task {
     /// binary, /etc/sluice/sluice.toml, the systemd unit, completions, man pages) with
     /// dpkg-deb, and check that it holds every expected path.
     Deb(deb::Args),
+    /// Coverage-guided fuzzing (cargo-fuzz, libFuzzer, nightly) of every userspace parser
+    /// that reads outside input (`fuzz/fuzz_targets/`: the config file, API requests,
+    /// Prometheus load pages and metric selectors, agent-check lines, HTTP answers, cron
+    /// schedules), `--seconds` each; installs cargo-fuzz if missing. Separate from `fuzz`
+    /// (the packet fuzzer). A crash, hang or runaway allocation fails it and saves the
+    /// input under `fuzz/artifacts/`. For a long run: `cargo xtask fuzz-parsers --seconds
+    /// 3600`.
+    FuzzParsers(fuzz_parsers::Args),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
         Task::VmTest(args) => vm::run(&args),
         Task::Fuzz { frames, seed } => fuzz(frames, seed),
         Task::Deb(args) => deb::run(&args),
+        Task::FuzzParsers(args) => fuzz_parsers::run(&args),
         Task::Test { mut args } => {
             // clap swallows a `--` right after `test`; in `cargo xtask test -- --list` it is
             // meant for cargo (the test binaries' arguments follow).

@@ -213,13 +213,7 @@ pub async fn read(backend: IpAddr, spec: &LoadConfig) -> Result<Report, String> 
                 crate::health::get(backend, spec.port, &spec.path, USER_AGENT, Some(MAX_PAGE))
                     .await
                     .map_err(|e| format!("GET {}: {e}", spec.path))?;
-            if !(200..300).contains(&answer.status) {
-                return Err(format!("GET {}: status {}", spec.path, answer.status));
-            }
-            let body = answer.body.unwrap_or_default();
-            let text = std::str::from_utf8(&body)
-                .map_err(|e| format!("GET {}: the page is not UTF-8 ({e})", spec.path))?;
-            prom::report(text, &spec.selectors()).map_err(|e| format!("{}: {e}", spec.path))
+            page_report(&answer, spec)
         }
         LoadSource::Agent => {
             let line = agent_line(backend, spec.port).await?;
@@ -232,19 +226,38 @@ pub async fn read(backend: IpAddr, spec: &LoadConfig) -> Result<Report, String> 
     }
 }
 
+/// The report a Prometheus page `answer` gives with `spec`'s selectors (a 2xx status and a
+/// UTF-8 page in the text format), or why not.
+pub fn page_report(answer: &crate::health::Answer, spec: &LoadConfig) -> Result<Report, String> {
+    if !(200..300).contains(&answer.status) {
+        return Err(format!("GET {}: status {}", spec.path, answer.status));
+    }
+    let body = answer.body.clone().unwrap_or_default();
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| format!("GET {}: the page is not UTF-8 ({e})", spec.path))?;
+    prom::report(text, &spec.selectors()).map_err(|e| format!("{}: {e}", spec.path))
+}
+
 /// Connect to the agent and read its line (up to a newline, the end of the stream or
 /// [`agent::MAX_LINE`] bytes).
 async fn agent_line(backend: IpAddr, port: u16) -> Result<String, String> {
     let mut s = TcpStream::connect((backend, port))
         .await
         .map_err(|e| format!("agent {backend}:{port}: {e}"))?;
+    read_agent_line(&mut s)
+        .await
+        .map_err(|e| format!("agent {backend}:{port}: {e}"))
+}
+
+/// The agent's line from `s`: up to a newline, the end of the stream or
+/// [`agent::MAX_LINE`] bytes (public for the parser fuzzer).
+pub async fn read_agent_line(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<String, String> {
     let mut buf = vec![0u8; agent::MAX_LINE];
     let mut len = 0;
     while len < buf.len() {
-        let n = s
-            .read(&mut buf[len..])
-            .await
-            .map_err(|e| format!("agent {backend}:{port}: {e}"))?;
+        let n = s.read(&mut buf[len..]).await.map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
@@ -254,8 +267,7 @@ async fn agent_line(backend: IpAddr, port: u16) -> Result<String, String> {
         }
     }
     let line = buf[..len].split(|&b| b == b'\n').next().unwrap_or_default();
-    String::from_utf8(line.to_vec())
-        .map_err(|_| format!("agent {backend}:{port}: the line is not UTF-8"))
+    String::from_utf8(line.to_vec()).map_err(|_| "the line is not UTF-8".to_owned())
 }
 
 #[cfg(test)]

@@ -26,18 +26,44 @@ pub struct CronSchedule {
 
 impl CronSchedule {
     /// Parse a five-field cron expression (no seconds, no year); the error says what is
-    /// wrong.
+    /// wrong. A schedule that never fires is refused: croner accepts a field of empty list
+    /// items (`,`) as selecting nothing, and dates no year has (`30 2`); the autoscaler's
+    /// search for the entry in force would walk back to year 1 on every evaluation (found
+    /// by `fuzz/fuzz_targets/cron_schedule.rs`: seconds for an empty minute field).
     pub fn parse(text: &str) -> Result<Self, CronError> {
         use croner::parser::{CronParser, Seconds, Year};
+        let refuse = |why: String| CronError::Schedule {
+            text: text.to_owned(),
+            why,
+        };
         let cron = CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
             .parse(text)
-            .map_err(|e| CronError::Schedule {
-                text: text.to_owned(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| refuse(e.to_string()))?;
+        let p = &cron.pattern;
+        // The fields that select on their own: one selecting nothing is cheap to see, and
+        // makes the search below slow (minute by minute).
+        for (field, c) in [
+            ("minute", &p.minutes),
+            ("hour", &p.hours),
+            ("month", &p.months),
+        ] {
+            if c.values().is_empty() && !c.has_modifiers() {
+                return Err(refuse(format!("the {field} field selects no value")));
+            }
+        }
+        // Days (day of month or of week) and months that never meet: the calendar repeats
+        // every 400 years, so a schedule that does not fire within 400 years never does.
+        let cycle_start = chrono::NaiveDate::from_ymd_opt(croner::YEAR_UPPER_LIMIT - 400, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc());
+        if let Some(start) = cycle_start
+            && cron.find_next_occurrence(&start, true).is_err()
+        {
+            return Err(refuse("it never fires (no such date)".to_owned()));
+        }
         Ok(Self {
             text: text.to_owned(),
             cron,
@@ -111,3 +137,43 @@ macro_rules! as_text {
 }
 as_text!(CronSchedule, text);
 as_text!(CronZone, name);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Schedules that can never fire are refused at parse time, quickly, instead of making
+    /// every evaluation search back 2000 years; rare but real ones stay accepted.
+    #[test]
+    fn never_firing_schedules_are_refused() {
+        for (text, why) in [
+            (", 0 * * *", "minute field selects no value"),
+            ("0 , 28 * 2", "hour field selects no value"),
+            ("0 0 1 ,, *", "month field selects no value"),
+            ("0 13 , * *", "never fires"),
+            ("0 0 30 2 *", "never fires"),
+            ("0 0 31 4,6,9,11 *", "never fires"),
+        ] {
+            let start = std::time::Instant::now();
+            let e = CronSchedule::parse(text).expect_err(text).to_string();
+            assert!(e.contains(why), "{text:?}: {e}");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(1),
+                "{text:?} took {:?}",
+                start.elapsed()
+            );
+        }
+        for ok in [
+            "0 0 29 2 *",
+            "0 0 * 2 5#5",
+            "0 8 * * MON-FRI",
+            "@daily",
+            "0 0 L 2 *",
+            "0 0 15W * *",
+            "0 13 , * 1",
+            "0,, 8 * * *",
+        ] {
+            assert!(CronSchedule::parse(ok).is_ok(), "{ok:?}");
+        }
+    }
+}

@@ -74,8 +74,9 @@ pub fn parse_apply(config: &str) -> Result<Config, String> {
         })
 }
 
-/// One request line decoded into a call for the loop, or the error to answer.
-fn decode(text: &[u8]) -> Result<Call, String> {
+/// One request line decoded into a call for the loop, or the error to answer (public for
+/// the parser fuzzer, `fuzz/fuzz_targets/api_request.rs`).
+pub fn decode(text: &[u8]) -> Result<Call, String> {
     match serde_json::from_slice::<Request>(text) {
         Err(e) => Err(format!("bad request: {e}")),
         Ok(Request::Apply {
@@ -365,7 +366,7 @@ fn answer(resp: &Response) -> Vec<u8> {
 
 /// Why a request could not be read.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub enum ReadError {
     #[error("the connection closed before a whole request")]
     Closed,
     #[error("no data for {} s: connection dropped", IDLE_TIMEOUT.as_secs())]
@@ -383,10 +384,10 @@ enum ReadError {
 
 /// How much a request may take: bytes, and time without data / in all.
 #[derive(Clone, Copy, Debug)]
-struct ReadLimits {
-    max_bytes: usize,
-    idle: Duration,
-    total: Duration,
+pub struct ReadLimits {
+    pub max_bytes: usize,
+    pub idle: Duration,
+    pub total: Duration,
 }
 
 const READ_LIMITS: ReadLimits = ReadLimits {
@@ -395,8 +396,9 @@ const READ_LIMITS: ReadLimits = ReadLimits {
     total: REQUEST_TIMEOUT,
 };
 
-/// Read one request line (without its newline), within `limits`.
-async fn read_request(
+/// Read one request line (without its newline), within `limits` (public for the parser
+/// fuzzer).
+pub async fn read_request(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
     limits: ReadLimits,
 ) -> Result<Vec<u8>, ReadError> {

@@ -665,11 +665,17 @@ pub async fn fetch(backend: IpAddr, m: &BackendMetricConfig) -> Option<f64> {
     )
     .await
     .ok()?;
+    metric_value(&answer)
+}
+
+/// The number a backend-metric `answer` gives: a 2xx status and a finite number as the
+/// body (blanks around it allowed).
+pub fn metric_value(answer: &crate::health::Answer) -> Option<f64> {
     if !(200..300).contains(&answer.status) {
         return None;
     }
-    let body = answer.body?;
-    String::from_utf8_lossy(&body)
+    let body = answer.body.as_ref()?;
+    String::from_utf8_lossy(body)
         .trim()
         .parse::<f64>()
         .ok()

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::config::CheckKind;
 
 pub use path::PathProber;
-pub use probe::{Answer, GetError, get, probe};
+pub use probe::{Answer, GetError, get, get_on, judge_status, probe};
 
 use crate::{config::HealthConfig, dataplane::VipIdent};
 pub use sluice_core::health::{Event, Health, Tracker};

@@ -83,13 +83,6 @@ pub async fn get(
     agent: &str,
     body_limit: Option<usize>,
 ) -> Result<Answer, GetError> {
-    use http_body_util::{BodyExt as _, Empty, Limited};
-    use hyper::{
-        Request,
-        body::Bytes,
-        header::{CONNECTION, HOST, USER_AGENT},
-    };
-
     let s = TcpStream::connect((backend, port))
         .await
         .map_err(GetError::Connect)?;
@@ -97,6 +90,29 @@ pub async fn get(
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
+    get_on(s, host, path, agent, body_limit).await
+}
+
+/// [`get`] on a connection already made (`s`), with `host` as the `Host` header: the
+/// request written and the answer read and parsed. Public for the parser fuzzer
+/// (`fuzz/fuzz_targets/http_answer.rs`), which answers from memory.
+pub async fn get_on<S>(
+    s: S,
+    host: String,
+    path: &str,
+    agent: &str,
+    body_limit: Option<usize>,
+) -> Result<Answer, GetError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt as _, Empty, Limited};
+    use hyper::{
+        Request,
+        body::Bytes,
+        header::{CONNECTION, HOST, USER_AGENT},
+    };
+
     let req = Request::get(path)
         .header(HOST, host)
         .header(USER_AGENT, agent)
@@ -148,7 +164,12 @@ async fn http(backend: IpAddr, spec: &HealthConfig) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?
         .status;
-    let (lo, hi) = spec.expect_status;
+    judge_status(code, spec.expect_status)
+}
+
+/// An `http` check's verdict on the status `code` of its answer (`expect` inclusive).
+pub fn judge_status(code: u16, expect: (u16, u16)) -> Result<String, String> {
+    let (lo, hi) = expect;
     if (lo..=hi).contains(&code) {
         Ok(format!("HTTP {code}"))
     } else {
