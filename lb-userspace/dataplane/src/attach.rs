@@ -170,7 +170,11 @@ impl Dataplane {
         interface: &str,
         mode: AttachMode,
     ) -> Result<AttachMode, DataplaneError> {
-        attach_program(&mut self.ebpf, &mut self.attached, program, interface, mode)
+        let got = attach_program(&mut self.ebpf, &mut self.attached, program, interface, mode)?;
+        if program == lb_common::programs::BALANCER {
+            self.note_balancer_netns();
+        }
+        Ok(got)
     }
 
     /// Detach everything this dataplane attached, except pinned links (see

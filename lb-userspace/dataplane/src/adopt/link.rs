@@ -204,6 +204,7 @@ impl Dataplane {
             p.mode = Some(got);
         }
         self.save_layout();
+        self.note_balancer_netns();
         Ok((got, replaced))
     }
 }

@@ -26,6 +26,38 @@ pub struct Hops {
     resolved: BTreeMap<IpAddr, Resolution>,
     /// Slot → the address it was written for and what its entry holds.
     slots: BTreeMap<u32, (IpAddr, NextHop)>,
+    /// The network namespace the balancer was attached in (`/proc/thread-self/ns/net` of
+    /// the attaching thread): interface indexes only mean something there, so next hops
+    /// are resolved there, whichever thread publishes. `None` before an attach: the
+    /// publishing thread's.
+    netns: Option<std::fs::File>,
+}
+
+/// `(st_dev, st_ino)` of a namespace file: equal for the same namespace.
+fn ns_id(f: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    f.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// [`nexthop::resolve`] in the namespace `netns` (the calling thread's when `None` or the
+/// same): another namespace is entered by a short-lived thread of its own.
+fn resolve_in(
+    netns: Option<&std::fs::File>,
+    addrs: &[IpAddr],
+) -> std::io::Result<BTreeMap<IpAddr, Resolution>> {
+    let here = std::fs::File::open("/proc/thread-self/ns/net").ok();
+    let Some(ns) = netns.filter(|ns| here.as_ref().and_then(ns_id) != ns_id(ns)) else {
+        return nexthop::resolve(addrs);
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            nexthop::resolve(addrs)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the resolving thread panicked")))
+    })
 }
 
 /// Whether `b` of `vip` leaves through a route (and so through its `NEXT_HOPS` slot).
@@ -55,7 +87,7 @@ impl Dataplane {
             .collect();
         todo.sort();
         todo.dedup();
-        match nexthop::resolve(&todo) {
+        match resolve_in(self.hops.netns.as_ref(), &todo) {
             Ok(r) => self.hops.resolved.extend(r),
             Err(e) => tracing::warn!(error = %e, "resolving backends' next hops"),
         }
@@ -106,7 +138,7 @@ impl Dataplane {
         let mut addrs: Vec<IpAddr> = self.hops.slots.values().map(|(a, _)| *a).collect();
         addrs.sort();
         addrs.dedup();
-        let resolved = match nexthop::resolve(&addrs) {
+        let resolved = match resolve_in(self.hops.netns.as_ref(), &addrs) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "resolving backends' next hops");
@@ -128,6 +160,24 @@ impl Dataplane {
             }
         }
         Ok(changed)
+    }
+
+    /// Remember the calling thread's network namespace as the balancer's (see
+    /// [`Hops::netns`]); called when the balancer is attached. Resolves every slot again
+    /// when it changed.
+    pub(crate) fn note_balancer_netns(&mut self) {
+        let Ok(here) = std::fs::File::open("/proc/thread-self/ns/net") else {
+            return;
+        };
+        let changed = self.hops.netns.as_ref().and_then(ns_id) != ns_id(&here);
+        self.hops.netns = Some(here);
+        if changed && !self.hops.slots.is_empty() {
+            // Resolved in another namespace before the attach: resolve where it runs.
+            self.hops.resolved.clear();
+            if let Err(e) = self.refresh_next_hops() {
+                tracing::warn!(error = %e, "resolving backends' next hops after the attach");
+            }
+        }
     }
 
     /// Every slot's next hop as last resolved, by address.
