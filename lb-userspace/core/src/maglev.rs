@@ -581,4 +581,6 @@ impl<'t> Fill<'t> {
 }
 
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
