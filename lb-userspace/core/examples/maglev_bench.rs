@@ -1,5 +1,5 @@
 //! Maglev build times: `cargo run --release -p sluice-core --example maglev_bench [RUNS]
-//! [PASSES]`. For 10, 100 and 1000 backends at M = 65537, equal weights and weights 1..=10,
+//! [PASSES] [ONLY]` (ONLY: run just the cases whose label contains it, e.g. for `perf`). For 10, 100 and 1000 backends at M = 65537, equal weights and weights 1..=10,
 //! the median of RUNS builds (default 51) in each of PASSES passes (default 3; the cases
 //! interleaved), and the best of those medians: other work on a shared machine only ever
 //! slows a pass down.
@@ -36,6 +36,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().map_or(51, |a| a.parse().expect("RUNS"));
     let passes: usize = args.next().map_or(3, |a| a.parse().expect("PASSES"));
+    let only = args.next().unwrap_or_default();
     let cases: Vec<(String, Vec<String>, Vec<u32>)> = [10, 100, 1000]
         .into_iter()
         .flat_map(|n| {
@@ -44,6 +45,7 @@ fn main() {
                 (format!("{n} weighted 1..=10"), names(n), weights(n)),
             ]
         })
+        .filter(|(label, ..)| label.contains(&only))
         .collect();
     let mut best = vec![f64::INFINITY; cases.len()];
     for pass in 1..=passes {

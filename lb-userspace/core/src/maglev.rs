@@ -135,12 +135,6 @@ const OFFSET_KEY: u64 = 0x736c_7569_6365_4f46; // "sluiceOF"
 /// SipHash key half that, with the seed, keys `h2` (the permutation skip).
 const SKIP_KEY: u64 = 0x736c_7569_6365_534b; // "sluiceSK"
 
-/// The heap scheduler is used when the round loop would visit more than
-/// `HEAP_COST · M · log₂(N)` backend-rounds: one heap operation per claim costs about as
-/// much as `HEAP_COST · log₂(N)` loop visits (measured: with 1000 backends at M = 65537 the
-/// two break even at ≈ 30 visits per slot).
-const HEAP_COST: u64 = 3;
-
 /// Build a table of `size` slots (size must be prime). Slots of an empty set (or all weights 0) hold 0
 /// (lb_common::NO_BACKEND), which the kernel treats as "no backend, drop".
 ///
@@ -167,15 +161,9 @@ pub fn build(entries: &[Entry<'_>], size: u32, seed: u32) -> Result<Vec<u32>, Ma
         return Ok(table);
     }
 
-    let (walkers, max_weight) = walkers(&active, size, seed);
-    let scheduler = choose_scheduler(&walkers, size, max_weight);
-    fill(
-        &mut table,
-        walkers,
-        max_weight,
-        scheduler,
-        endgame_threshold(size),
-    );
+    let plan = Plan::new(&active, size, seed);
+    let scheduler = choose_scheduler(&plan, size);
+    fill(&mut table, plan, scheduler, endgame_threshold(size));
     Ok(table)
 }
 
@@ -267,33 +255,45 @@ fn quotas(active: &[&Entry<'_>], size: u32) -> Vec<u32> {
     quotas
 }
 
-/// The walkers of the weighted backends (sorted by name) that get at least one slot, and
-/// the largest weight (the credit a claim costs).
-fn walkers(active: &[&Entry<'_>], size: u32, seed: u32) -> (Vec<Walker>, u32) {
-    let quotas = quotas(active, size);
-    let max_weight = active.iter().map(|e| e.weight).max().unwrap_or(1);
-    let walkers = active
-        .iter()
-        .zip(quotas)
-        .filter(|&(_, quota)| quota > 0)
-        .map(|(e, quota)| Walker::new(e, quota, size, seed))
-        .collect();
-    (walkers, max_weight)
+/// The weighted backends that get at least one slot, in name order: their walkers, weights
+/// and quotas; and the largest weight of all weighted backends (the credit a claim costs;
+/// a backend whose quota is 0 may hold it).
+struct Plan {
+    walkers: Vec<Walker>,
+    weights: Vec<u32>,
+    quotas: Vec<u32>,
+    max_weight: u32,
 }
 
-/// Fills `table` (all `NO_BACKEND`) with the claims of `walkers`, whose quotas sum to its
-/// size. The last `endgame_at` claims search the free list instead of walking.
-fn fill(
-    table: &mut [u32],
-    walkers: Vec<Walker>,
-    max_weight: u32,
-    scheduler: Scheduler,
-    endgame_at: u32,
-) {
-    let mut fill = Fill::new(table, endgame_at);
+impl Plan {
+    fn new(active: &[&Entry<'_>], size: u32, seed: u32) -> Self {
+        let quotas = quotas(active, size);
+        let max_weight = active.iter().map(|e| e.weight).max().unwrap_or(1);
+        let mut plan = Plan {
+            walkers: Vec::with_capacity(active.len()),
+            weights: Vec::with_capacity(active.len()),
+            quotas: Vec::with_capacity(active.len()),
+            max_weight,
+        };
+        for (e, quota) in active.iter().zip(quotas) {
+            if quota > 0 {
+                plan.walkers.push(Walker::new(e, size, seed));
+                plan.weights.push(e.weight);
+                plan.quotas.push(quota);
+            }
+        }
+        plan
+    }
+}
+
+/// Fills `table` (all `NO_BACKEND`) with the claims of the plan's walkers, whose quotas sum
+/// to its size, in the order `scheduler` gives. The last `endgame_at` claims search the
+/// free list instead of walking.
+fn fill(table: &mut [u32], plan: Plan, scheduler: Scheduler, endgame_at: u32) {
+    let mut fill = Fill::new(table, plan.walkers, endgame_at);
     match scheduler {
-        Scheduler::Rounds => fill.by_rounds(walkers, max_weight),
-        Scheduler::Heap => fill.by_heap(walkers, max_weight),
+        Scheduler::Order(order) => fill.by_order(&order),
+        Scheduler::Heap => fill.by_heap(&plan.weights, &plan.quotas, plan.max_weight),
     }
 }
 
@@ -319,6 +319,12 @@ fn add_mod(a: u32, back: u32, m: u32) -> u32 {
     select_unpredictable(a >= back, a.wrapping_sub(back), a.wrapping_add(m - back))
 }
 
+/// `add_mod(a, back, m)` with `skip = m − back` given.
+#[inline(always)]
+fn step(a: u32, back: u32, skip: u32) -> u32 {
+    select_unpredictable(a >= back, a.wrapping_sub(back), a.wrapping_add(skip))
+}
+
 /// `a⁻¹ mod m` for a prime `m` and `0 < a < m` (Fermat: `a^(m−2)`).
 fn inverse(a: u32, m: u64) -> u32 {
     let (mut base, mut exp, mut acc) = (u64::from(a), m - 2, 1u64);
@@ -342,101 +348,188 @@ fn permutation(name: &str, size: u32, seed: u32) -> (u32, u32) {
     (offset as u32, skip as u32)
 }
 
-/// One backend being placed: where its permutation walk stands and what it has left.
+/// One backend being placed: where its permutation walk stands.
 #[derive(Clone, Copy, Debug)]
 struct Walker {
     /// Next slot of its permutation to try.
     pos: u32,
-    skip: u32,
     /// `M − skip`: the slot after `p` is `p − back` if `p ≥ back`, else `p + skip`.
     back: u32,
-    /// `skip⁻¹ mod M`, computed when first needed (0 until then).
-    inv: u32,
-    weight: u32,
+    /// `M − (2·skip mod M)`: the same for two steps.
+    back2: u32,
+    /// The value written into the slots it claims.
     id: u32,
-    /// Slots to claim in all.
-    quota: u32,
-    /// Slots still to claim.
-    left: u32,
-    /// Credit carried between rounds (round scheduler only); below `max_weight`.
-    credit: u64,
 }
 
 impl Walker {
-    fn new(e: &Entry<'_>, quota: u32, size: u32, seed: u32) -> Self {
+    fn new(e: &Entry<'_>, size: u32, seed: u32) -> Self {
         let (pos, skip) = permutation(e.name, size, seed);
+        let skip2 = add_mod(skip, size - skip, size);
         Self {
             pos,
-            skip,
             back: size - skip,
-            inv: 0,
-            weight: e.weight,
+            back2: size - skip2,
             id: e.id,
-            quota,
-            left: quota,
-            credit: 0,
         }
-    }
-
-    /// The round of this walker's next claim: the `k`-th is in round `⌈k·w_max/w⌉`.
-    fn next_round(&self, max_weight: u32) -> u64 {
-        // k ≤ M < 2³² and w_max < 2³², so the product fits.
-        let k = u64::from(self.quota - self.left) + 1;
-        (k * u64::from(max_weight)).div_ceil(u64::from(self.weight))
     }
 }
 
-/// Which scheduler runs the rounds; both give the same claim order, so the same table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The order of the claims. Walker `i` makes its `k`-th claim in round `⌈k·w_max/wᵢ⌉`
+/// (as credit rounds give it) and, within a round, walkers claim in name order.
+#[derive(Debug, PartialEq, Eq)]
 enum Scheduler {
-    Rounds,
+    /// Precomputed, as lists of walker indices.
+    Order(ClaimOrder),
+    /// One claim at a time from a min-heap of `(next claim round, name index)`, when the
+    /// rounds are too many to list (weights skewed by more than `M`).
     Heap,
 }
 
-/// The round loop visits walker `i` in every round up to its last claim, round
-/// `⌈qᵢ·w_max/wᵢ⌉`; the heap does about `M·log₂ N` sift steps. Pick the cheaper.
-fn choose_scheduler(walkers: &[Walker], size: u32, max_weight: u32) -> Scheduler {
-    let visits = walkers.iter().fold(0u64, |acc, w| {
-        // `left` is the whole quota here: q·w_max < 2⁶⁴.
-        acc.saturating_add(
-            (u64::from(w.left) * u64::from(max_weight)).div_ceil(u64::from(w.weight)),
-        )
-    });
-    let log_n = u64::from(usize::BITS - walkers.len().leading_zeros());
-    if visits
-        <= HEAP_COST
-            .saturating_mul(u64::from(size))
-            .saturating_mul(log_n)
-    {
-        Scheduler::Rounds
-    } else {
-        Scheduler::Heap
+/// The claim order as `periods` repetitions of `period`, then `tail`. While every walker
+/// has at least `wᵢ` claims left, every `w_max` rounds hold exactly `wᵢ` claims of walker
+/// `i`, in the same order (walker `i` claims in round `r` iff `⌊r·wᵢ/w_max⌋` steps up,
+/// which repeats with period `w_max`); the tail is what is left when one walker has fewer.
+#[derive(Debug, PartialEq, Eq)]
+struct ClaimOrder {
+    period: Vec<u32>,
+    periods: u32,
+    tail: Vec<u32>,
+}
+
+impl ClaimOrder {
+    /// `None` if the tail would span more than `M` rounds (weights skewed so much that the
+    /// light backends' rounds are mostly empty: the heap is cheaper).
+    fn new(plan: &Plan, size: u32) -> Option<Self> {
+        let (w, q) = (&plan.weights, &plan.quotas);
+        let periods = w.iter().zip(q).map(|(&w, &q)| q / w).min().unwrap_or(0);
+        let period = if periods > 0 {
+            by_round(w, w, plan.max_weight, u64::from(size))?
+        } else {
+            Vec::new()
+        };
+        // `periods·wᵢ ≤ qᵢ` by the choice of `periods`.
+        let left: Vec<u32> = w.iter().zip(q).map(|(&w, &q)| q - periods * w).collect();
+        let tail = by_round(w, &left, plan.max_weight, u64::from(size))?;
+        Some(ClaimOrder {
+            period,
+            periods,
+            tail,
+        })
     }
+}
+
+/// The claims of walkers that make `counts[i]` claims each, from round 1 (credit 0), in
+/// claim order: by round, then by index. A counting sort by round; `None` if the last claim
+/// comes after round `max_rounds`.
+fn by_round(weights: &[u32], counts: &[u32], max_weight: u32, max_rounds: u64) -> Option<Vec<u32>> {
+    let rounds = weights
+        .iter()
+        .zip(counts)
+        // count ≤ M < 2³² and w_max < 2³², so the product fits.
+        .map(|(&w, &n)| (u64::from(n) * u64::from(max_weight)).div_ceil(u64::from(w)))
+        .max()
+        .unwrap_or(0);
+    if rounds > max_rounds {
+        return None;
+    }
+    // `start[r]`: claims in round `r` (1-based), then where round `r` begins in `order`.
+    let mut start = vec![0u32; rounds as usize + 1];
+    for (&w, &n) in weights.iter().zip(counts) {
+        claim_rounds(w, n, max_weight, |r| start[r] += 1);
+    }
+    let mut total = 0;
+    for s in &mut start {
+        let claims = *s;
+        *s = total;
+        total += claims;
+    }
+    let mut order = vec![0u32; total as usize];
+    for (i, (&w, &n)) in weights.iter().zip(counts).enumerate() {
+        claim_rounds(w, n, max_weight, |r| {
+            order[start[r] as usize] = i as u32;
+            start[r] += 1;
+        });
+    }
+    Some(order)
+}
+
+/// Calls `f` with the rounds of the first `n` claims of a walker of weight `w`:
+/// `⌈k·w_max/w⌉` for `k = 1..=n`, without a division per claim.
+#[inline(always)]
+fn claim_rounds(w: u32, n: u32, max_weight: u32, mut f: impl FnMut(usize)) {
+    let (w, max_weight) = (u64::from(w), u64::from(max_weight));
+    let (whole, part) = (max_weight / w, max_weight % w);
+    // After `k` steps: `round = ⌊k·w_max/w⌋`, `rest = k·w_max mod w`.
+    let (mut round, mut rest) = (0u64, 0u64);
+    for _ in 0..n {
+        round += whole;
+        rest += part;
+        if rest >= w {
+            rest -= w;
+            round += 1;
+        }
+        // The caller checked that the last round fits its list, so it fits a usize.
+        f((round + u64::from(rest != 0)) as usize);
+    }
+}
+
+/// The precomputed order when the rounds can be listed, else the heap.
+fn choose_scheduler(plan: &Plan, size: u32) -> Scheduler {
+    ClaimOrder::new(plan, size).map_or(Scheduler::Heap, Scheduler::Order)
+}
+
+/// How a walk probes its permutation: so many slots at a time, branch-free, or (`Long`)
+/// two at a time with a branch after each. The fuller the table, the longer the walks; a
+/// chunk a few times the expected walk seldom comes up empty, so its one branch is well
+/// predicted, while a loop that branches on every probe mispredicts about once a walk.
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Two,
+    Four,
+    Eight,
+    Long,
 }
 
 /// The table being filled: first by walking permutations over an occupancy bitmap, then,
 /// for the last few free slots, by searching the list of them (the "endgame").
 struct Fill<'t> {
     table: &'t mut [u32],
+    walkers: Vec<Walker>,
     /// Bit `p` set: slot `p` is taken (kept up to date until the endgame). Its length is a
     /// power of two; the bits past `M` stay clear.
     taken: Vec<u64>,
-    /// Claims left before the endgame; 0 once in it.
-    walks_left: u32,
+    /// Claims made so far.
+    claimed: u32,
+    /// The claims before the endgame, in phases `(claims at its end, probe)`: while more
+    /// than `M/2` slots are free, `M/4`, `M/16`, then up to the endgame.
+    phases: [(u32, Probe); 4],
     /// In the endgame: the free slots, in no particular order. Empty before.
     free: Vec<u32>,
+    /// In the endgame: `skip⁻¹ mod M` of each walker, computed when first needed (0 until
+    /// then).
+    inv: Vec<u32>,
 }
 
 impl<'t> Fill<'t> {
-    fn new(table: &'t mut [u32], endgame_at: u32) -> Self {
-        let walks_left = (table.len() as u32).saturating_sub(endgame_at);
+    fn new(table: &'t mut [u32], walkers: Vec<Walker>, endgame_at: u32) -> Self {
+        let size = table.len() as u32;
+        let walks = size.saturating_sub(endgame_at);
+        let phase = |free_left: u32, probe| ((size - free_left).min(walks), probe);
         let mut fill = Fill {
             taken: vec![0; table.len().div_ceil(64).next_power_of_two()],
             table,
-            walks_left,
+            walkers,
+            claimed: 0,
+            phases: [
+                phase(size / 2, Probe::Two),
+                phase(size / 4, Probe::Four),
+                phase(size / 16, Probe::Eight),
+                (walks, Probe::Long),
+            ],
             free: Vec::new(),
+            inv: Vec::new(),
         };
-        if walks_left == 0 {
+        if walks == 0 {
             fill.enter_endgame();
         }
         fill
@@ -455,50 +548,112 @@ impl<'t> Fill<'t> {
                 free &= free - 1;
             }
         }
+        self.inv = vec![0; self.walkers.len()];
     }
 
-    /// Walker `w` claims the first free slot of its permutation from its current position on.
-    #[inline(always)]
-    fn claim(&mut self, w: &mut Walker) {
-        let pos = if self.walks_left > 0 {
-            let pos = self.walk(w);
-            self.walks_left -= 1;
-            if self.walks_left == 0 {
+    /// The walkers `run` claim, in order, each the first free slot of its permutation from
+    /// its position on.
+    fn claim(&mut self, mut run: &[u32]) {
+        let walks = self.phases[3].0;
+        while !run.is_empty() {
+            if self.claimed >= walks {
+                for &i in run {
+                    let pos = self.search(i as usize);
+                    let w = &mut self.walkers[i as usize];
+                    self.table[pos as usize] = w.id;
+                    w.pos = add_mod(pos, w.back, self.table.len() as u32);
+                }
+                return;
+            }
+            // The phase the next claim is in; the last one ends where the endgame begins.
+            let (end, probe) = *self
+                .phases
+                .iter()
+                .find(|&&(end, _)| end > self.claimed)
+                .unwrap_or(&self.phases[3]);
+            let (now, rest) = run.split_at(run.len().min((end - self.claimed) as usize));
+            match probe {
+                Probe::Two => self.walk::<2>(now),
+                Probe::Four => self.walk::<4>(now),
+                Probe::Eight => self.walk::<8>(now),
+                Probe::Long => self.walk::<0>(now),
+            }
+            // At most `end − claimed` claims.
+            self.claimed += now.len() as u32;
+            if self.claimed == walks {
                 self.enter_endgame();
             }
-            pos
-        } else {
-            self.search(w)
-        };
-        self.table[pos as usize] = w.id;
-        w.pos = add_mod(pos, w.back, self.table.len() as u32);
-        w.left -= 1;
+            run = rest;
+        }
     }
 
-    /// Walks the permutation probing the bitmap: `M/free` probes on average.
+    /// The claims of `run` (all before the endgame), each walking its permutation over the
+    /// bitmap: `M/free` probes on average, `K` at a time branch-free (`K` = 0: two at a
+    /// time, with a branch after each). The state is in locals so that it stays in
+    /// registers.
     #[inline(always)]
-    fn walk(&mut self, w: &Walker) -> u32 {
+    fn walk<const K: usize>(&mut self, run: &[u32]) {
         let size = self.table.len() as u32;
         // The bitmap's length is a power of two, so masking the index proves it in bounds
         // (one `and` instead of a compare and branch per probe).
         let mask = self.taken.len() - 1;
         let taken = &mut self.taken[..=mask];
-        let mut pos = w.pos;
-        while (taken[(pos / 64) as usize & mask] >> (pos % 64)) & 1 != 0 {
-            pos = add_mod(pos, w.back, size);
+        let free_at =
+            |taken: &[u64], p: u32| (taken[(p / 64) as usize & mask] >> (p % 64)) & 1 == 0;
+        let table = &mut *self.table;
+        let walkers = &mut self.walkers[..];
+        for &i in run {
+            let w = &mut walkers[i as usize];
+            let (back, back2) = (w.back, w.back2);
+            let (skip, skip2) = (size - back, size - back2);
+            // Two chains of probes: `p` steps by `2·skip`, and each odd probe is one step
+            // on from it, which halves the latency of the walk.
+            let mut p = w.pos;
+            let pos = if K == 0 {
+                loop {
+                    if free_at(taken, p) {
+                        break p;
+                    }
+                    let q = step(p, back, skip);
+                    if free_at(taken, q) {
+                        break q;
+                    }
+                    p = step(p, back2, skip2);
+                }
+            } else {
+                loop {
+                    let mut at = [0; K];
+                    for k in (0..K).step_by(2) {
+                        at[k] = p;
+                        at[k + 1] = step(p, back, skip);
+                        p = step(p, back2, skip2);
+                    }
+                    // The first free one, branch-free; `u32::MAX` is not a slot (`M < 2³²`).
+                    let mut found = u32::MAX;
+                    for &a in at.iter().rev() {
+                        found = select_unpredictable(free_at(taken, a), a, found);
+                    }
+                    if found != u32::MAX {
+                        break found;
+                    }
+                }
+            };
+            taken[(pos / 64) as usize & mask] |= 1 << (pos % 64);
+            table[pos as usize] = w.id;
+            w.pos = step(pos, back, skip);
         }
-        taken[(pos / 64) as usize & mask] |= 1 << (pos % 64);
-        pos
     }
 
-    /// The free slot that comes first in `w`'s permutation from `w.pos`: the one with the
-    /// fewest steps `(f − pos)·skip⁻¹ mod M`, all different since the permutation is one.
-    fn search(&mut self, w: &mut Walker) -> u32 {
-        let m = u64::from(self.table.len() as u32);
-        if w.inv == 0 {
-            w.inv = inverse(w.skip, m);
+    /// The free slot that comes first in walker `i`'s permutation from its position: the
+    /// one with the fewest steps `(f − pos)·skip⁻¹ mod M`, all different since the
+    /// permutation is one.
+    fn search(&mut self, i: usize) -> u32 {
+        let size = self.table.len() as u32;
+        let m = u64::from(size);
+        if self.inv[i] == 0 {
+            self.inv[i] = inverse(size - self.walkers[i].back, m);
         }
-        let (pos, inv) = (u64::from(w.pos), u64::from(w.inv));
+        let (pos, inv) = (u64::from(self.walkers[i].pos), u64::from(self.inv[i]));
         // Barrett reduction of `x < m²`: `q = ⌊x·r/2⁶⁴⌋` with `r = ⌊(2⁶⁴ − 1)/m⌋` is the
         // quotient or one less, so one conditional subtraction finishes it.
         let r = u64::MAX / m;
@@ -517,64 +672,34 @@ impl<'t> Fill<'t> {
         self.free.swap_remove((best & 0xffff_ffff) as usize)
     }
 
-    /// Round by round: every walker, in name order, earns its weight in credit and claims
-    /// a slot if it has `max_weight` of it (at most one per round, as no weight exceeds
-    /// `max_weight`). Walkers whose quota is used up leave at the end of the round.
-    fn by_rounds(&mut self, mut walkers: Vec<Walker>, max_weight: u32) {
-        // Equal weights: everyone claims in every round (the original Maglev).
-        let uniform = walkers.iter().all(|w| w.weight == max_weight);
-        let max_weight = u64::from(max_weight);
-        // Otherwise who claims in a round is decided first, without a branch: whether a
-        // walker claims is close to a coin toss that a branch would often mispredict.
-        let mut claimants: Vec<usize> = if uniform {
-            Vec::new()
-        } else {
-            vec![0; walkers.len()]
-        };
-        while !walkers.is_empty() {
-            let mut finished = false;
-            if uniform {
-                for w in &mut walkers {
-                    self.claim(w);
-                    finished |= w.left == 0;
-                }
-            } else {
-                let mut count = 0;
-                for (i, w) in walkers.iter_mut().enumerate() {
-                    w.credit += u64::from(w.weight);
-                    let claims = w.credit >= max_weight;
-                    w.credit -= max_weight * u64::from(claims);
-                    claimants[count] = i;
-                    count += usize::from(claims);
-                }
-                for &i in &claimants[..count] {
-                    let w = &mut walkers[i];
-                    self.claim(w);
-                    finished |= w.left == 0;
-                }
-            }
-            if finished {
-                walkers.retain(|w| w.left > 0);
-            }
+    /// The claims in a precomputed order.
+    fn by_order(&mut self, order: &ClaimOrder) {
+        for _ in 0..order.periods {
+            self.claim(&order.period);
         }
+        self.claim(&order.tail);
     }
 
-    /// The same claim order as [`Fill::by_rounds`] from a min-heap of
-    /// `(next claim round, name index)`: by round, and within a round in name order.
-    fn by_heap(&mut self, mut walkers: Vec<Walker>, max_weight: u32) {
-        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = walkers
+    /// The same claim order from a min-heap of `(next claim round, name index)`: by round,
+    /// and within a round in name order.
+    fn by_heap(&mut self, weights: &[u32], quotas: &[u32], max_weight: u32) {
+        // The round of the `k`-th claim: `⌈k·w_max/w⌉` (k ≤ M < 2³², w_max < 2³²).
+        let round = |k: u32, w: u32| (u64::from(k) * u64::from(max_weight)).div_ceil(u64::from(w));
+        let mut claimed = vec![0u32; weights.len()];
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| Reverse((w.next_round(max_weight), i)))
+            .map(|(i, &w)| Reverse((round(1, w), i)))
             .collect();
         while let Some(mut top) = heap.peek_mut() {
             let i = top.0.1;
-            let w = &mut walkers[i];
-            self.claim(w);
-            if w.left == 0 {
+            // `i` indexes the walkers, whose number fits a u32 as M does.
+            self.claim(&[i as u32]);
+            claimed[i] += 1;
+            if claimed[i] == quotas[i] {
                 PeekMut::pop(top);
             } else {
-                *top = Reverse((w.next_round(max_weight), i));
+                *top = Reverse((round(claimed[i] + 1, weights[i]), i));
             }
         }
     }

@@ -67,28 +67,43 @@ fn max_relative_error(table: &[u32], entries: &[Entry<'_>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Which scheduler to force in `build_with`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Force {
+    /// The precomputed claim order (it must be available).
+    Order,
+    Heap,
+}
+
 /// Like `build` (for valid input), with the scheduler and the endgame forced.
 fn build_with(
     entries: &[Entry<'_>],
     size: u32,
     seed: u32,
-    scheduler: Scheduler,
+    scheduler: Force,
     endgame_at: u32,
 ) -> Vec<u32> {
     let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
     active.sort_by(|a, b| a.name.cmp(b.name));
-    let (walkers, max_weight) = walkers(&active, size, seed);
+    let plan = Plan::new(&active, size, seed);
+    let scheduler = match scheduler {
+        Force::Order => Scheduler::Order(ClaimOrder::new(&plan, size).expect("listable")),
+        Force::Heap => Scheduler::Heap,
+    };
     let mut table = vec![NO_BACKEND; size as usize];
-    fill(&mut table, walkers, max_weight, scheduler, endgame_at);
+    fill(&mut table, plan, scheduler, endgame_at);
     table
 }
 
 /// The scheduler `build` picks.
-fn scheduler_for(entries: &[Entry<'_>], size: u32) -> Scheduler {
+fn scheduler_for(entries: &[Entry<'_>], size: u32) -> Force {
     let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
     active.sort_by(|a, b| a.name.cmp(b.name));
-    let (walkers, max_weight) = walkers(&active, size, 0);
-    choose_scheduler(&walkers, size, max_weight)
+    let plan = Plan::new(&active, size, 0);
+    match choose_scheduler(&plan, size) {
+        Scheduler::Order(_) => Force::Order,
+        Scheduler::Heap => Force::Heap,
+    }
 }
 
 #[test]
@@ -273,13 +288,13 @@ fn schedulers_and_endgame_agree() {
     ] {
         let names = backend_names(n);
         let e = entries(&names, &rng.weights(n, 0, max_w));
-        let reference = build_with(&e, size, 9, Scheduler::Rounds, 0);
+        let reference = build_with(&e, size, 9, Force::Order, 0);
         assert!(!reference.contains(&NO_BACKEND));
         for (scheduler, endgame_at) in [
-            (Scheduler::Heap, 0),
-            (Scheduler::Rounds, endgame_threshold(size)),
-            (Scheduler::Heap, endgame_threshold(size)),
-            (Scheduler::Rounds, size.min(5000)),
+            (Force::Heap, 0),
+            (Force::Order, endgame_threshold(size)),
+            (Force::Heap, endgame_threshold(size)),
+            (Force::Order, size.min(5000)),
         ] {
             let table = build_with(&e, size, 9, scheduler, endgame_at);
             assert_eq!(
@@ -298,7 +313,7 @@ fn skewed_weights_use_the_heap_and_stay_exact() {
     let mut weights = vec![1u32; 1000];
     weights[0] = 100_000;
     let e = entries(&names, &weights);
-    assert_eq!(scheduler_for(&e, M), Scheduler::Heap);
+    assert_eq!(scheduler_for(&e, M), Force::Heap);
     let table = build(&e, M, 0).unwrap();
     let s = shares(&table);
     // Exact share 65537·100000/100999 = 64888.5…; the light ones share the other ≈ 649.
@@ -306,7 +321,7 @@ fn skewed_weights_use_the_heap_and_stay_exact() {
     assert!(s.values().all(|&n| n <= 1 || n == s[&1]), "{s:?}");
     assert!(!s.contains_key(&NO_BACKEND));
     // Equal weights use the plain loop.
-    assert_eq!(scheduler_for(&equal(&names), M), Scheduler::Rounds);
+    assert_eq!(scheduler_for(&equal(&names), M), Force::Order);
 }
 
 /// Fraction of slots moved when `remove` (indices) leave a set of `n` equal backends.
@@ -685,7 +700,7 @@ fn bit_identical_to_the_reference() {
                     cases += 1;
                     let active = e.iter().filter(|e| e.weight > 0).count();
                     if active > 0 && active <= size as usize {
-                        heap += usize::from(scheduler_for(&e, size) == Scheduler::Heap);
+                        heap += usize::from(scheduler_for(&e, size) == Force::Heap);
                     }
                 }
             }
