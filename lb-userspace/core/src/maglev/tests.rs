@@ -198,6 +198,26 @@ fn tables_are_pinned() {
 }
 
 #[test]
+fn inverses() {
+    let mut rng = Rng(3);
+    for m in [2u32, 3, 13, 251, 4099, 65537, 655_373, 4_294_967_291] {
+        let mut samples: Vec<u32> = (0..200)
+            .map(|_| 1 + rng.below(u64::from(m) - 1) as u32)
+            .collect();
+        samples.extend([1, m - 1, (m / 2).max(1)]);
+        for a in samples {
+            let inv = inverse(a, m);
+            assert!(inv < m, "{a}⁻¹ mod {m} = {inv}");
+            assert_eq!(
+                u64::from(a) * u64::from(inv) % u64::from(m),
+                1,
+                "{a}⁻¹ mod {m} = {inv}"
+            );
+        }
+    }
+}
+
+#[test]
 fn primes() {
     let small: Vec<u32> = (0..60).filter(|&n| is_prime(n)).collect();
     assert_eq!(
