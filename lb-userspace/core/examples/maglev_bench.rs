@@ -1,6 +1,6 @@
 //! Maglev build times: `cargo run --release -p sluice-core --example maglev_bench [RUNS]
 //! [PASSES] [ONLY]` (ONLY: run just the cases whose label contains it, e.g. for `perf`). For 10, 100 and 1000 backends at M = 65537, equal weights and weights 1..=10,
-//! the median of RUNS builds (default 51) in each of PASSES passes (default 3; the cases
+//! (and a few more weight patterns for 1000) the median of RUNS builds (default 51) in each of PASSES passes (default 3; the cases
 //! interleaved), and the best of those medians: other work on a shared machine only ever
 //! slows a pass down.
 
@@ -18,8 +18,8 @@ fn names(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Weights 1..=10 from a fixed generator (SplitMix64), the same on every run.
-fn weights(n: usize) -> Vec<u32> {
+/// Weights 1..=max from a fixed generator (SplitMix64), the same on every run.
+fn weights(n: usize, max: u64) -> Vec<u32> {
     let mut s: u64 = 42;
     (0..n)
         .map(|_| {
@@ -27,9 +27,16 @@ fn weights(n: usize) -> Vec<u32> {
             let mut z = s;
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            1 + ((z ^ (z >> 31)) % 10) as u32
+            1 + ((z ^ (z >> 31)) % max) as u32
         })
         .collect()
+}
+
+/// One backend of weight `heavy`, the others 1.
+fn skewed(n: usize, heavy: u32) -> Vec<u32> {
+    let mut w = vec![1; n];
+    w[0] = heavy;
+    w
 }
 
 fn main() {
@@ -42,9 +49,26 @@ fn main() {
         .flat_map(|n| {
             [
                 (format!("{n} equal"), names(n), vec![1; n]),
-                (format!("{n} weighted 1..=10"), names(n), weights(n)),
+                (format!("{n} weighted 1..=10"), names(n), weights(n, 10)),
             ]
         })
+        .chain([
+            (
+                "1000 weighted 1..=100".to_owned(),
+                names(1000),
+                weights(1000, 100),
+            ),
+            (
+                "1000 skewed 1000 to 1".to_owned(),
+                names(1000),
+                skewed(1000, 1000),
+            ),
+            (
+                "1000 skewed 100000 to 1 (heap)".to_owned(),
+                names(1000),
+                skewed(1000, 100_000),
+            ),
+        ])
         .filter(|(label, ..)| label.contains(&only))
         .collect();
     let mut best = vec![f64::INFINITY; cases.len()];

@@ -457,24 +457,20 @@ impl ClaimOrder {
 /// claim order: by round, then by index. A counting sort by round; `None` if a claim comes
 /// after round `max_rounds`.
 fn by_round(paces: &[Pace], counts: &[u32], max_rounds: u64) -> Option<Vec<u32>> {
+    let rounds = paces
+        .iter()
+        .zip(counts)
+        .map(|(pace, &n)| pace.round(n))
+        .max()
+        .unwrap_or(0);
+    if rounds > max_rounds {
+        return None;
+    }
     // `start[r]`: claims in round `r` (1-based), then where round `r` begins in `order`.
-    let mut start: Vec<u32> = Vec::new();
-    let mut beyond = false;
+    // `rounds ≤ max_rounds ≤ M` fits a usize.
+    let mut start = vec![0u32; rounds as usize + 1];
     for (pace, &n) in paces.iter().zip(counts) {
-        pace.rounds(n, |r| {
-            if r >= start.len() as u64 {
-                if r > max_rounds {
-                    beyond = true;
-                    return;
-                }
-                // `r ≤ max_rounds ≤ M` fits a usize.
-                start.resize(r as usize + 1, 0);
-            }
-            start[r as usize] += 1;
-        });
-        if beyond {
-            return None;
-        }
+        pace.rounds(n, |r| start[r as usize] += 1);
     }
     let mut total = 0;
     for s in &mut start {
@@ -510,6 +506,13 @@ impl Pace {
             whole: max_weight / w,
             part: max_weight % w,
         }
+    }
+
+    /// The round of the `k`-th claim (0 for `k` = 0).
+    fn round(self, k: u32) -> u64 {
+        // k ≤ M < 2³² and w_max < 2³², so the product fits.
+        let max_weight = u64::from(self.whole) * u64::from(self.w) + u64::from(self.part);
+        (u64::from(k) * max_weight).div_ceil(u64::from(self.w))
     }
 
     /// Calls `f` with the rounds of the first `n` claims, in order.
@@ -670,6 +673,12 @@ impl<'t> Fill<'t> {
             |taken: &[u64], p: u32| (taken[(p / 64) as usize & mask] >> (p % 64)) & 1 == 0;
         let table = &mut *self.table;
         let walkers = &mut self.walkers[..];
+        // The last claimant and where its walk goes on. A walker that claims many times in
+        // a row (a heavy one among light ones) mostly finds its next slot free, whatever
+        // the fill (the others have taken few of the slots ahead of it): its walks take
+        // the plain loop, from a register rather than from the store its previous claim
+        // just made.
+        let (mut last, mut next) = (u32::MAX, 0);
         for &i in run {
             let w = &mut walkers[i as usize];
             let (back, back2) = (w.back, w.back2);
@@ -677,7 +686,13 @@ impl<'t> Fill<'t> {
             // Two chains of probes: `p` steps by `2·skip`, and each odd probe is one step
             // on from it, which halves the latency of the walk.
             let mut p = w.pos;
-            let pos = if K == 0 {
+            let pos = if i == last {
+                p = next;
+                while !free_at(taken, p) {
+                    p = step(p, back, skip);
+                }
+                p
+            } else if K == 0 {
                 loop {
                     if free_at(taken, p) {
                         break p;
@@ -708,7 +723,8 @@ impl<'t> Fill<'t> {
             };
             taken[(pos / 64) as usize & mask] |= 1 << (pos % 64);
             table[pos as usize] = w.id;
-            w.pos = step(pos, back, skip);
+            (last, next) = (i, step(pos, back, skip));
+            w.pos = next;
         }
     }
 
@@ -769,17 +785,25 @@ impl<'t> Fill<'t> {
             .enumerate()
             .map(|(i, &w)| Reverse((round(1, w), i)))
             .collect();
+        // The order does not depend on where the claims land, so it is taken from the heap
+        // a few hundred claims at a time and claimed as a run.
+        let mut run: Vec<u32> = Vec::with_capacity(256);
         while let Some(mut top) = heap.peek_mut() {
             let i = top.0.1;
             // `i` indexes the walkers, whose number fits a u32 as M does.
-            self.claim(&[i as u32]);
+            run.push(i as u32);
             claimed[i] += 1;
             if claimed[i] == quotas[i] {
                 PeekMut::pop(top);
             } else {
                 *top = Reverse((round(claimed[i] + 1, weights[i]), i));
             }
+            if run.len() == run.capacity() {
+                self.claim(&run);
+                run.clear();
+            }
         }
+        self.claim(&run);
     }
 }
 
