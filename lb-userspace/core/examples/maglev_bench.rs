@@ -1,8 +1,9 @@
 //! Maglev build times: `cargo run --release -p sluice-core --example maglev_bench [RUNS]
-//! [PASSES] [ONLY]` (ONLY: run just the cases whose label contains it, e.g. for `perf`). For 10, 100 and 1000 backends at M = 65537, equal weights and weights 1..=10,
-//! (and a few more weight patterns for 1000) the median of RUNS builds (default 51) in each of PASSES passes (default 3; the cases
+//! [PASSES] [ONLY]`. For 10, 100 and 1000 backends at M = 65537 with equal weights and
+//! with weights 1..=10 (and, for 1000, weights 1..=100 and two skewed sets), the median
+//! of RUNS builds (default 51) in each of PASSES passes (default 3; the cases
 //! interleaved), and the best of those medians: other work on a shared machine only ever
-//! slows a pass down.
+//! slows a pass down. ONLY: just the cases whose label contains it (e.g. for `perf`).
 
 use std::time::Instant;
 

@@ -60,22 +60,49 @@
 //!
 //! # Speed
 //!
-//! Almost all the time goes into the permutation walks: a claim probes `M/free` slots on
-//! average, each probe one bit of an occupancy bitmap (16 KiB at M = 65537, in L1) and a
-//! branch-free add-and-wrap. Walking the last few slots is the expensive part (at M = 65537
-//! with 1000 backends, half of all probes are for the last 256 claims), so once `√M` slots
-//! are left (the "endgame") a claim instead scans the list of free slots for the one that
-//! comes first in the claimant's permutation: slot `f` is `(f − pos)·skip⁻¹ mod M` steps
-//! away, a multiply and a Barrett reduction. Both give the same slot.
+//! Balancers of different versions must compute the same table from the same config and
+//! seed (or a rolling upgrade moves connections), so what follows changes how fast the
+//! table is built, never the table: the tests hold the builder, bit for bit, to a verbatim
+//! copy of the one before these changes (`maglev/reference.rs`) on some 500 inputs.
 //!
-//! The rounds are run by one of two schedulers that produce the identical claim order: a
-//! plain loop over the backends (cheap when the weights are of similar size) or, when the
-//! weights are so skewed that most rounds would be idle for most backends, a binary heap
-//! keyed by each backend's next claim round (`O(M·log N)` whatever the weights).
+//! - **The claim order is listed first**, not found round by round: it does not depend on
+//!   where the claims land. While every backend has `wᵢ` claims of quota left, the next
+//!   `w_max` rounds hold exactly `wᵢ` claims of backend `i`, always in the same order; so
+//!   one such period is listed (a counting sort by round, with each backend's rounds paced
+//!   without a division per claim) and replayed, and what is left once a quota runs short
+//!   is listed the same way. Only when the rounds outnumber `M` (weights skewed so much
+//!   that a light backend's claims are more than `M` rounds apart) is the order taken from
+//!   a binary heap keyed by each backend's next claim round (`O(M·log N)`).
+//! - **Walks.** Almost all the time goes into the permutation walks: a claim probes
+//!   `M/free` slots on average, each probe one bit of an occupancy bitmap (16 KiB at
+//!   M = 65537, in L1) and a branch-free add-and-wrap, here on two chains (every other
+//!   probe is one step on from a chain of double steps, which halves a walk's latency). A
+//!   loop that branches after every probe mispredicts about once a claim, which was half
+//!   of the time; so until only `M/16` slots are free a walk probes 2, 4 or 8 slots at a
+//!   time (more as the table fills, a few times the expected walk), picks the first free
+//!   one with conditional moves, and branches once, seldom wrongly. A backend claiming
+//!   again right after itself (a heavy one among light ones) keeps finding its next slot
+//!   free whatever the fill: it takes the plain loop, from a register.
+//! - **Endgame.** Walking the last few slots is the expensive part, so once `√M` slots are
+//!   left a claim instead scans the list of free slots for the one that comes first in the
+//!   claimant's permutation: slot `f` is `(f − pos)·skip⁻¹ mod M` steps away, a multiply
+//!   and a Barrett reduction (`skip⁻¹` by the extended Euclidean algorithm). Both give the
+//!   same slot.
+//! - **Setup**: names sorted by a 16-byte prefix as one integer (the whole name only on a
+//!   tie), ids and remainders sorted as integers, equal weights' quotas without a division.
 //!
-//! A release build takes 1.0–1.3 ms for 10 to 1000 equal backends at M = 65537 on a shared
-//! 2-vCPU VM, 1.5 ms with weights 1..=100 (see the `build_time` test). A build allocates a
-//! handful of flat `Vec`s, nothing per slot.
+//! Release build, M = 65537, on a shared 2-vCPU VM (`cargo run --release -p sluice-core
+//! --example maglev_bench`: best of 3 medians of 51 builds): 10, 100 and 1000 equal
+//! backends 0.50, 0.59 and 0.68 ms, with weights 1..=10 0.49, 0.59 and 0.72 ms; before
+//! these changes 0.81, 0.89 and 0.98 ms, and 1.00, 1.07 and 1.20 ms. Probing in chunks
+//! bought about a third; listing the order, most of the rest for weighted backends (and
+//! 2.0 → 0.65 ms for one backend of weight 1000 among 999 of weight 1). Tried and
+//! dropped: a byte map, or the table itself, as the occupancy map (no faster: out of L1),
+//! four chains, chunks of 16, choosing the chunk from counted walk lengths rather than the
+//! fill (the counting cost more than it saved), BMI2 shifts (no faster), an endgame
+//! threshold from 0.4 to 1.3·√M (flat). The two SipHashes per name are about 2% of a build
+//! of 1000, not worth a cache. A build allocates a handful of flat `Vec`s, nothing per
+//! slot.
 
 use std::cmp::Reverse;
 use std::collections::binary_heap::PeekMut;
@@ -259,7 +286,7 @@ fn validate(sorted: &[&Entry<'_>]) -> Result<(), MaglevError> {
 fn quotas(active: &[&Entry<'_>], size: u32) -> Vec<u32> {
     let m = u64::from(size);
     if active.iter().all(|e| e.weight == active[0].weight) {
-        // Equal weights: equal remainders, so the first `M mod N` in name order get one more.
+        // Equal weights, equal remainders: the first `M mod N` in name order get one more.
         let n = active.len() as u64;
         // At most M, so it fits a u32.
         let (q, left) = ((m / n) as u32, (m % n) as usize);
@@ -711,7 +738,7 @@ impl<'t> Fill<'t> {
                         at[k + 1] = step(p, back, skip);
                         p = step(p, back2, skip2);
                     }
-                    // The first free one, branch-free; `u32::MAX` is not a slot (`M < 2³²`).
+                    // The first free one, branch-free (`u32::MAX` is not a slot: `M < 2³²`).
                     let mut found = u32::MAX;
                     for &a in at.iter().rev() {
                         found = select_unpredictable(free_at(taken, a), a, found);

@@ -1,8 +1,8 @@
-//! The Maglev builder as it was before the speed work (commit 697b9bc), kept verbatim
-//! (less input checks and helpers that do not shape the table) as the reference that the
-//! tests hold the real builder to, bit for bit: balancers of different versions in one fleet
-//! must compute the same table from the same config and seed. Never change this file's
-//! behaviour; it is the contract.
+//! The Maglev builder as it was before the speed work (commit 697b9bc), kept verbatim (less
+//! the input checks and helpers that do not shape the table) as the reference the tests
+//! hold the real builder to, bit for bit: balancers of different versions in one fleet
+//! must compute the same table from the same config and seed. Never change what this
+//! builds; it is the contract.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -562,7 +562,8 @@ fn moved_fraction_and_shares() {
 #[test]
 fn build_time() {
     // Prints only: timings depend on the machine and its load. For release figures:
-    // `cargo test --release -p lb-userspace --lib maglev -- --nocapture`.
+    // `cargo run --release -p sluice-core --example maglev_bench`, or
+    // `cargo test --release -p sluice-core maglev::tests::build_time -- --nocapture`.
     let mode = if cfg!(debug_assertions) {
         "debug build"
     } else {
