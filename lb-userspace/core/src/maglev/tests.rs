@@ -67,28 +67,43 @@ fn max_relative_error(table: &[u32], entries: &[Entry<'_>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Which scheduler to force in `build_with`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Force {
+    /// The precomputed claim order (it must be available).
+    Order,
+    Heap,
+}
+
 /// Like `build` (for valid input), with the scheduler and the endgame forced.
 fn build_with(
     entries: &[Entry<'_>],
     size: u32,
     seed: u32,
-    scheduler: Scheduler,
+    scheduler: Force,
     endgame_at: u32,
 ) -> Vec<u32> {
     let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
     active.sort_by(|a, b| a.name.cmp(b.name));
-    let (walkers, max_weight) = walkers(&active, size, seed);
+    let plan = Plan::new(&active, size, seed);
+    let scheduler = match scheduler {
+        Force::Order => Scheduler::Order(ClaimOrder::new(&plan, size).expect("listable")),
+        Force::Heap => Scheduler::Heap,
+    };
     let mut table = vec![NO_BACKEND; size as usize];
-    fill(&mut table, walkers, max_weight, scheduler, endgame_at);
+    fill(&mut table, plan, scheduler, endgame_at);
     table
 }
 
 /// The scheduler `build` picks.
-fn scheduler_for(entries: &[Entry<'_>], size: u32) -> Scheduler {
+fn scheduler_for(entries: &[Entry<'_>], size: u32) -> Force {
     let mut active: Vec<&Entry<'_>> = entries.iter().filter(|e| e.weight > 0).collect();
     active.sort_by(|a, b| a.name.cmp(b.name));
-    let (walkers, max_weight) = walkers(&active, size, 0);
-    choose_scheduler(&walkers, size, max_weight)
+    let plan = Plan::new(&active, size, 0);
+    match choose_scheduler(&plan, size) {
+        Scheduler::Order(_) => Force::Order,
+        Scheduler::Heap => Force::Heap,
+    }
 }
 
 #[test]
@@ -183,6 +198,26 @@ fn tables_are_pinned() {
 }
 
 #[test]
+fn inverses() {
+    let mut rng = Rng(3);
+    for m in [2u32, 3, 13, 251, 4099, 65537, 655_373, 4_294_967_291] {
+        let mut samples: Vec<u32> = (0..200)
+            .map(|_| 1 + rng.below(u64::from(m) - 1) as u32)
+            .collect();
+        samples.extend([1, m - 1, (m / 2).max(1)]);
+        for a in samples {
+            let inv = inverse(a, m);
+            assert!(inv < m, "{a}⁻¹ mod {m} = {inv}");
+            assert_eq!(
+                u64::from(a) * u64::from(inv) % u64::from(m),
+                1,
+                "{a}⁻¹ mod {m} = {inv}"
+            );
+        }
+    }
+}
+
+#[test]
 fn primes() {
     let small: Vec<u32> = (0..60).filter(|&n| is_prime(n)).collect();
     assert_eq!(
@@ -273,13 +308,13 @@ fn schedulers_and_endgame_agree() {
     ] {
         let names = backend_names(n);
         let e = entries(&names, &rng.weights(n, 0, max_w));
-        let reference = build_with(&e, size, 9, Scheduler::Rounds, 0);
+        let reference = build_with(&e, size, 9, Force::Order, 0);
         assert!(!reference.contains(&NO_BACKEND));
         for (scheduler, endgame_at) in [
-            (Scheduler::Heap, 0),
-            (Scheduler::Rounds, endgame_threshold(size)),
-            (Scheduler::Heap, endgame_threshold(size)),
-            (Scheduler::Rounds, size.min(5000)),
+            (Force::Heap, 0),
+            (Force::Order, endgame_threshold(size)),
+            (Force::Heap, endgame_threshold(size)),
+            (Force::Order, size.min(5000)),
         ] {
             let table = build_with(&e, size, 9, scheduler, endgame_at);
             assert_eq!(
@@ -298,7 +333,7 @@ fn skewed_weights_use_the_heap_and_stay_exact() {
     let mut weights = vec![1u32; 1000];
     weights[0] = 100_000;
     let e = entries(&names, &weights);
-    assert_eq!(scheduler_for(&e, M), Scheduler::Heap);
+    assert_eq!(scheduler_for(&e, M), Force::Heap);
     let table = build(&e, M, 0).unwrap();
     let s = shares(&table);
     // Exact share 65537·100000/100999 = 64888.5…; the light ones share the other ≈ 649.
@@ -306,7 +341,7 @@ fn skewed_weights_use_the_heap_and_stay_exact() {
     assert!(s.values().all(|&n| n <= 1 || n == s[&1]), "{s:?}");
     assert!(!s.contains_key(&NO_BACKEND));
     // Equal weights use the plain loop.
-    assert_eq!(scheduler_for(&equal(&names), M), Scheduler::Rounds);
+    assert_eq!(scheduler_for(&equal(&names), M), Force::Order);
 }
 
 /// Fraction of slots moved when `remove` (indices) leave a set of `n` equal backends.
@@ -527,7 +562,8 @@ fn moved_fraction_and_shares() {
 #[test]
 fn build_time() {
     // Prints only: timings depend on the machine and its load. For release figures:
-    // `cargo test --release -p lb-userspace --lib maglev -- --nocapture`.
+    // `cargo run --release -p sluice-core --example maglev_bench`, or
+    // `cargo test --release -p sluice-core maglev::tests::build_time -- --nocapture`.
     let mode = if cfg!(debug_assertions) {
         "debug build"
     } else {
@@ -564,4 +600,153 @@ fn build_time() {
             times[runs / 2]
         );
     }
+}
+
+/// `n` distinct random names: 0 to 24 characters from an alphabet of address characters,
+/// letters and a few multi-byte ones (the permutation hashes the UTF-8 bytes).
+fn random_names(rng: &mut Rng, n: usize) -> Vec<String> {
+    const ALPHABET: &[char] = &[
+        '0', '1', '2', '5', '9', '.', ':', '[', ']', '-', 'a', 'b', 'f', 'x', 'Z', 'é', 'ß', '✓',
+        '𝄞',
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = rng.below(25) as usize;
+        let name: String = (0..len)
+            .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize])
+            .collect();
+        if seen.insert(name.clone()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Entries for `names` with `weights`, random distinct non-zero ids, in random order.
+fn random_entries<'a>(rng: &mut Rng, names: &'a [String], weights: &[u32]) -> Vec<Entry<'a>> {
+    let mut ids = std::collections::HashSet::new();
+    let mut e: Vec<Entry<'a>> = names
+        .iter()
+        .zip(weights)
+        .map(|(name, &weight)| {
+            let id = loop {
+                let id = 1 + rng.below(u64::from(u32::MAX)) as u32;
+                if ids.insert(id) {
+                    break id;
+                }
+            };
+            Entry { name, weight, id }
+        })
+        .collect();
+    for i in (1..e.len()).rev() {
+        e.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    e
+}
+
+/// Asserts that `build` gives the reference builder's table (or, for input the reference
+/// does not check, the error `build` must give).
+fn assert_same_as_reference(e: &[Entry<'_>], size: u32, seed: u32, what: &str) {
+    let active = e.iter().filter(|e| e.weight > 0).count();
+    match build(e, size, seed) {
+        Ok(table) => {
+            let want = reference::build(e, size, seed);
+            if table != want {
+                let first = table.iter().zip(&want).position(|(a, b)| a != b);
+                panic!("{what}: differs from the reference, first at slot {first:?}");
+            }
+        }
+        Err(err) => {
+            assert!(active > size as usize, "{what}: {err}");
+            assert_eq!(
+                err,
+                MaglevError::TooSmall {
+                    size,
+                    backends: active
+                },
+                "{what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bit_identical_to_the_reference() {
+    // The table is part of the contract between LB instances of different versions: the
+    // builder must produce, slot for slot, what the builder before the speed work (kept in
+    // `reference.rs`) produced, for every input. Random names, ids and input order; weight
+    // patterns: equal, 0..=100 (zeros included), 1..=10, one heavy (1000) among weight 1
+    // (the heap scheduler for many backends; zero quotas in small tables), one heavy of
+    // 1 000 000; backend counts 1 to 1000; sizes 251 (more backends than slots for 1000),
+    // 65537 and, for a few, 655373; several seeds.
+    let mut rng = Rng(0x5eed_0001);
+    let sizes_for = |n: usize| -> &'static [u32] {
+        match n {
+            0..=10 => &[2, 3, 13, 251, 65537, 655_373],
+            11..=100 => &[251, 4099, 65537, 655_373],
+            _ => &[251, 65537, 655_373],
+        }
+    };
+    let (mut cases, mut heap) = (0, 0);
+    for n in [1usize, 2, 3, 7, 10, 33, 100, 1000] {
+        for &size in sizes_for(n) {
+            for pattern in 0..5 {
+                // The largest tables are slow in a debug build: fewer of them.
+                if size > 100_000 && (pattern > 2 || n == 1000 && pattern > 0) {
+                    continue;
+                }
+                let weights: Vec<u32> = match pattern {
+                    0 => vec![1; n],
+                    1 => rng.weights(n, 0, 100),
+                    2 => rng.weights(n, 1, 10),
+                    3 => {
+                        let mut w = vec![1; n];
+                        w[rng.below(n as u64) as usize] = 1000;
+                        w
+                    }
+                    _ => {
+                        let mut w = rng.weights(n, 1, 3);
+                        w[rng.below(n as u64) as usize] = 1_000_000;
+                        w
+                    }
+                };
+                let seeds = if size > 100_000 || n == 1000 { 1 } else { 3 };
+                for _ in 0..seeds {
+                    let seed = rng.next() as u32;
+                    let names = random_names(&mut rng, n);
+                    let e = random_entries(&mut rng, &names, &weights);
+                    let what = format!("n {n}, size {size}, pattern {pattern}, seed {seed:#x}");
+                    assert_same_as_reference(&e, size, seed, &what);
+                    cases += 1;
+                    let active = e.iter().filter(|e| e.weight > 0).count();
+                    if active > 0 && active <= size as usize {
+                        heap += usize::from(scheduler_for(&e, size) == Force::Heap);
+                    }
+                }
+            }
+        }
+    }
+    // The sequential names the daemon's tests and benchmarks use, and the fixed seeds 0, 1.
+    for n in [10usize, 100, 1000] {
+        let names = backend_names(n);
+        for seed in [0, 1, 0x5eed] {
+            assert_same_as_reference(&equal(&names), M, seed, &format!("equal {n}, {seed}"));
+            let w = rng.weights(n, 1, 10);
+            let e = entries(&names, &w);
+            assert_same_as_reference(&e, M, seed, &format!("1..=10 {n}, {seed}"));
+            cases += 2;
+        }
+    }
+    // The reference itself still builds the tables pinned in `tables_are_pinned`.
+    let names = backend_names(1000);
+    let weights: Vec<u32> = (0..1000).map(|i| 1 + (i * 7) % 50).collect();
+    let table = reference::build(&entries(&names, &weights), M, 3);
+    assert_eq!(
+        digest(&table),
+        0xd40d_aa9c_2a5e_eb2d,
+        "the reference, 1000 backends"
+    );
+    println!("{cases} inputs ({heap} by the heap scheduler), all identical to the reference");
+    assert!(heap >= 10, "{heap} inputs for the heap scheduler");
 }

@@ -99,7 +99,7 @@ impl Options {
 
     fn control_options(&self, cpus: &[usize]) -> control::Options {
         control::Options {
-            maglev_runs: if self.quick { 3 } else { 21 },
+            maglev_runs: if self.quick { 3 } else { 51 },
             edit_rounds: if self.quick { 3 } else { 21 },
             rss_vips: 100,
             rss_backends: 100,
