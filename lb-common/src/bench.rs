@@ -20,6 +20,9 @@ pub mod names {
     pub const GEN_COUNTER: &str = "GEN_COUNTER";
     /// Per-CPU count of frames the sink program dropped.
     pub const SINK_COUNT: &str = "SINK_COUNT";
+    /// The template's first `GenConfig::restore_len` bytes (one entry of
+    /// `GEN_TEMPLATE_LEN` bytes).
+    pub const GEN_TEMPLATE: &str = "GEN_TEMPLATE";
 }
 
 /// How `sluice_gen` turns its template frame into flow `i` (`i` = the per-CPU packet counter
@@ -41,8 +44,16 @@ pub struct GenConfig {
     pub l4_csum_off: u32,
     /// Non-zero for UDP: a computed checksum of 0 is sent as 0xffff (RFC 768).
     pub udp: u32,
-    pub _pad: u32,
+    /// Bytes of the template (`GEN_TEMPLATE`, a multiple of 8, at most
+    /// `GEN_TEMPLATE_LEN`) written back into every frame before it is rewritten: in
+    /// live-frames mode the kernel recycles a frame's page without copying the template
+    /// again, and a far end that rewrote the frame in place (IPIP encapsulation grows it
+    /// into the headroom) would otherwise leave its bytes there. 0: none.
+    pub restore_len: u32,
 }
+
+/// Size of the `GEN_TEMPLATE` value (the headers of any template fit).
+pub const GEN_TEMPLATE_LEN: usize = 128;
 
 /// Offsets in `GenConfig` must stay below this (the program's bounds for the verifier).
 pub const GEN_MAX_OFFSET: u32 = 128;

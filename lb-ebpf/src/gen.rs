@@ -13,13 +13,17 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use lb_common::bench::{GEN_MAX_OFFSET, GenConfig};
+use lb_common::bench::{GEN_MAX_OFFSET, GEN_TEMPLATE_LEN, GenConfig};
 
 use crate::frame::ptr_at;
 
 /// The generator's settings (one entry, written by `sluice gen`/`sluice bench`).
 #[map]
 pub static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
+
+/// The template's first bytes, written back into every frame (`GenConfig::restore_len`).
+#[map]
+pub static GEN_TEMPLATE: Array<[u8; GEN_TEMPLATE_LEN]> = Array::with_max_entries(1, 0);
 
 /// Packets generated on each CPU; the flow index is this modulo `GenConfig::flows`.
 #[map]
@@ -101,9 +105,30 @@ pub fn run(ctx: &XdpContext) -> u32 {
     }
 }
 
+/// Write the template's first `len` bytes (a multiple of 8) back into the frame.
+#[inline(always)]
+fn restore(ctx: &XdpContext, len: u32) -> Option<()> {
+    let t = GEN_TEMPLATE.get_ptr(0)?.cast::<u64>();
+    let mut w = 0;
+    while w < GEN_TEMPLATE_LEN / 8 {
+        if (w as u32) * 8 >= len {
+            break;
+        }
+        let p: *mut [u8; 8] = ptr_at(ctx, w * 8)?;
+        // SAFETY: `ptr_at` checked the 8 bytes are inside the frame; `w * 8 + 8` is within
+        // the map value (`w < GEN_TEMPLATE_LEN / 8`), read unaligned-safe as a u64.
+        unsafe { *p = core::ptr::read_unaligned(t.add(w)).to_ne_bytes() };
+        w += 1;
+    }
+    Some(())
+}
+
 #[inline(always)]
 fn rewrite(ctx: &XdpContext) -> Option<()> {
     let cfg = *GEN_CONFIG.get(0)?;
+    if cfg.restore_len != 0 {
+        restore(ctx, cfg.restore_len)?;
+    }
     let counter = GEN_COUNTER.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
     let n = unsafe {

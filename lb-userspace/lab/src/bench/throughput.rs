@@ -341,6 +341,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         dp.publish(&desired(vip, fwd))?;
         let vip_id = dp.layout().vip(&vip).map_or(0, |r| r.vip_id);
         for &flows in &opts.flows {
+            let before = dp.reason_counts()?;
             source.set_flows(&mut bo, flows)?;
             dp.clear_flows()?;
             let mut pps: [Vec<f64>; 3] = Default::default();
@@ -358,7 +359,21 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
                     });
                 }
             }
-            let forwarded = dp.reason_counts()?[reason::FWD_TX as usize];
+            // Every frame sluice processed in this mode was forwarded (a frame passed or
+            // dropped would make the rate meaningless).
+            let counts = dp.reason_counts()?;
+            let other: Vec<String> = reason::NAMES
+                .iter()
+                .zip(counts.iter().zip(&before))
+                .filter(|(n, (a, b))| **n != "fwd_tx" && a != b)
+                .map(|(n, (a, b))| format!("{n} {}", a - b))
+                .collect();
+            ensure!(
+                other.is_empty(),
+                "{fwd_name} at {flows} flows: sluice did not forward every frame: {}",
+                other.join(", ")
+            );
+            let forwarded = counts[reason::FWD_TX as usize] - before[reason::FWD_TX as usize];
             ensure!(forwarded > 0, "sluice forwarded nothing");
             let [s, f, d] = pps.map(|mut v| super::median(&mut v));
             summary.push(Summary {

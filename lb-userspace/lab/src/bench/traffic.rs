@@ -14,7 +14,7 @@ use aya::{
     maps::{Array, PerCpuArray, PerCpuValues},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions},
 };
-use lb_common::bench::{GEN_MAX_OFFSET, GenConfig, names, programs};
+use lb_common::bench::{GEN_MAX_OFFSET, GEN_TEMPLATE_LEN, GenConfig, names, programs};
 
 use super::{
     frame::{FIRST_PORT, Frame, PORTS_PER_ADDR},
@@ -52,8 +52,20 @@ pub fn configure(bo: &mut BenchObject, template: &Frame, flows: u32) -> anyhow::
         ip_csum_off: template.ip_csum_off().map(off).transpose()?.unwrap_or(0),
         l4_csum_off: off(template.l4_csum_off())?,
         udp: u32::from(template.is_udp()),
-        _pad: 0,
+        // The headers (and, for short frames, all of it), whole 8-byte words.
+        restore_len: (template.bytes.len().min(GEN_TEMPLATE_LEN) / 8 * 8) as u32,
     };
+    let mut t = [0u8; GEN_TEMPLATE_LEN];
+    let n = cfg.restore_len as usize;
+    t[..n].copy_from_slice(&template.bytes[..n]);
+    {
+        let map = bo
+            .ebpf_mut()
+            .map_mut(names::GEN_TEMPLATE)
+            .context("GEN_TEMPLATE missing from the benchmark object")?;
+        let mut arr: Array<_, [u8; GEN_TEMPLATE_LEN]> = Array::try_from(map)?;
+        arr.set(0, t, 0)?;
+    }
     let map = bo
         .ebpf_mut()
         .map_mut(names::GEN_CONFIG)
