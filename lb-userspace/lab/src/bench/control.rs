@@ -479,6 +479,9 @@ fn map_memory() -> anyhow::Result<MapMemory> {
     let old = map_fds()?;
     let dp = Dataplane::load(sizes)?;
     let mut maps = Vec::new();
+    // A map may have several descriptors (the data plane keeps duplicates for the conntrack
+    // sweeper): each map counted once, by id.
+    let mut seen = std::collections::BTreeSet::new();
     for fd in map_fds()?.into_iter().filter(|fd| !old.contains(fd)) {
         let info = fdinfo(fd)?;
         let num = |k: &str| -> u64 {
@@ -487,6 +490,9 @@ fn map_memory() -> anyhow::Result<MapMemory> {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        if !seen.insert(num("map_id")) {
+            continue;
+        }
         let name = aya::maps::MapInfo::from_id(num("map_id") as u32)
             .ok()
             .and_then(|i| i.name_as_str().map(str::to_owned))
