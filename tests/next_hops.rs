@@ -376,15 +376,18 @@ fn the_daemon_rewrites_a_next_hop_when_its_neighbour_changes() {
     };
     let via = after("via").unwrap_or_else(|| backend.to_string());
     let dev = after("dev").expect("a device");
-    let neigh = lab
-        .lb()
-        .exec(&["ip", "neigh", "show", &via, "dev", &dev])
-        .unwrap();
-    let real = neigh
-        .split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .map(str::to_owned);
+    // Its MAC in the LB's neighbour table, if it has one yet.
+    let lladdr = || {
+        let n = lab
+            .lb()
+            .exec(&["ip", "neigh", "show", &via, "dev", &dev])
+            .unwrap();
+        n.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_owned)
+    };
+    let real = lladdr();
     // The next hop `backend list` shows for backend 0 of the IPv4 VIP.
     let shown = || -> Option<String> {
         let s = d.status()?;
@@ -415,15 +418,7 @@ fn the_daemon_rewrites_a_next_hop_when_its_neighbour_changes() {
     let real = real.unwrap_or_else(|| {
         // Not resolved yet: the daemon primes it; wait for the entry.
         std::thread::sleep(Duration::from_secs(1));
-        let n = lab
-            .lb()
-            .exec(&["ip", "neigh", "show", &via, "dev", &dev])
-            .unwrap();
-        n.split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .expect("the next hop resolved")
-            .to_owned()
+        lladdr().expect("the next hop resolved")
     });
     wait_for(&real);
     let bogus = "02:de:ad:be:ef:01";

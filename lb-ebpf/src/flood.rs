@@ -8,8 +8,6 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 
 use crate::maps::{FLOOD_GUARD, FLOOD_LIMIT};
 
-const NS_PER_SEC: u64 = 1_000_000_000;
-
 /// Whether a new flow may take a flow-table entry now (spends a token). Without a limit,
 /// always.
 #[inline(always)]
@@ -23,24 +21,15 @@ pub fn admit() -> bool {
     };
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cost = NS_PER_SEC / u64::from(per_sec);
     // SAFETY: this CPU's slot; nothing else writes it while this program runs.
     let g = unsafe { &mut *g };
-    let credit = if g.per_sec == per_sec {
-        let c = g.credit_ns + now.saturating_sub(g.last_ns);
-        if c > NS_PER_SEC { NS_PER_SEC } else { c }
-    } else {
-        // A new rate (or the first flow): a full bucket.
-        g.per_sec = per_sec;
-        NS_PER_SEC
-    };
-    g.last_ns = now;
-    if credit < cost {
-        g.credit_ns = credit;
-        return false;
-    }
-    g.credit_ns = credit - cost;
-    true
+    crate::bucket::take(
+        &mut g.credit_ns,
+        &mut g.last_ns,
+        &mut g.per_sec,
+        per_sec,
+        now,
+    )
 }
 
 /// Count a new flow forwarded without a flow entry.

@@ -11,6 +11,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 pub mod balancer;
+mod bucket;
 pub mod decap;
 pub mod flood;
 pub mod flow;

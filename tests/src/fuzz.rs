@@ -28,9 +28,12 @@ use std::{
 
 use anyhow::Context as _;
 use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs, reason};
+use sluice_core::config::format_mac as mac;
 use sluice_dataplane::{
     Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sched, Sizes, VipIdent,
 };
+
+use sluice_lab::llm::loadgen::SplitMix64;
 
 use crate::{
     frames::{LB_MAC, Spec},
@@ -75,14 +78,14 @@ pub fn mac_of(a: IpAddr) -> [u8; 6] {
     [0x02, 0, 0, fam, 1, last]
 }
 
-/// A small, fast, deterministic generator (SplitMix64), and the last flows sent (ICMP
+/// The frame generator's randomness (the lab's SplitMix64), and the last flows sent (ICMP
 /// errors quote them, so some find their flow).
 #[derive(Clone, Debug)]
-pub struct Rng(u64, Vec<Spec>);
+pub struct Rng(SplitMix64, Vec<Spec>);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed, Vec::new())
+        Self(SplitMix64::new(seed), Vec::new())
     }
 
     fn remember(&mut self, spec: &Spec) {
@@ -95,11 +98,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n` > 0).
@@ -258,14 +257,8 @@ pub fn setup() -> Setup {
 /// The fuzz network in the calling thread's (private) namespace: `fz0` (the LB, MAC
 /// `LB_MAC`, MTU 1500) with the backends' networks and their neighbour entries.
 pub fn network() -> anyhow::Result<u32> {
-    let mac = |m: [u8; 6]| {
-        m.iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
-    let lb = mac(LB_MAC);
-    let second = mac(SECOND_MAC);
+    let lb = mac(&LB_MAC);
+    let second = mac(&SECOND_MAC);
     for argv in [
         &[
             "ip", "link", "add", "fz0", "address", &lb, "mtu", "1500", "type", "veth", "peer",
@@ -320,7 +313,7 @@ pub fn network() -> anyhow::Result<u32> {
             "replace",
             &a.to_string(),
             "lladdr",
-            &mac(mac_of(a)),
+            &mac(&mac_of(a)),
             "dev",
             dev,
             "nud",

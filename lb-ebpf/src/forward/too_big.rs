@@ -31,7 +31,6 @@ use crate::{
 const QUOTE4: usize = 548;
 const QUOTE6: usize = 1232;
 const IPV6_MIN_MTU: u32 = 1280;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Answer the too-big packet `pkt` (`mtu`: the egress MTU, `outer`: the encapsulation
 /// header's length). Returns the reason to count: `ICMP_TOO_BIG` when the frame now holds
@@ -109,24 +108,15 @@ fn allow(per_sec: u32) -> bool {
     };
     // SAFETY: a plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cost = NS_PER_SEC / u64::from(per_sec);
     // SAFETY: this CPU's slot; nothing else writes it while this program runs.
     let b = unsafe { &mut *b };
-    let credit = if b.per_sec == per_sec {
-        let c = b.credit_ns + now.saturating_sub(b.last_ns);
-        if c > NS_PER_SEC { NS_PER_SEC } else { c }
-    } else {
-        // A new rate (or the first message): a full bucket.
-        b.per_sec = per_sec;
-        NS_PER_SEC
-    };
-    b.last_ns = now;
-    if credit < cost {
-        b.credit_ns = credit;
-        return false;
-    }
-    b.credit_ns = credit - cost;
-    true
+    crate::bucket::take(
+        &mut b.credit_ns,
+        &mut b.last_ns,
+        &mut b.per_sec,
+        per_sec,
+        now,
+    )
 }
 
 /// The frame's checksum (RFC 1071) of `N` bytes at `off`, added to `seed` (the kernel's
