@@ -325,7 +325,7 @@ fn emfile_child() {
         let bound = server::bind(&socket, None).expect("bind the metrics server");
         let task = server::serve(bound, calls).expect("serve metrics");
         tokio::spawn(async move {
-            while let Some((_, reply)) = rx.recv().await {
+            while let Some((_, _, reply)) = rx.recv().await {
                 let _ = reply.send(Response::Error {
                     message: "answered".to_owned(),
                 });

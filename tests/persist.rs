@@ -44,11 +44,14 @@ fn sluice_as_child() {
     let Some(argv) = std::env::var_os(ARGV) else {
         return;
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    // The daemon's own text log (`sluice run`), read back by the tests.
+    let log = lb_userspace::logging::subscriber(
+        lb_userspace::logging::LogFormat::Text,
+        tracing_subscriber::EnvFilter::new("info"),
+        std::io::stderr,
+        false,
+    );
+    tracing_subscriber::util::SubscriberInitExt::init(log);
     let args: Vec<String> = argv
         .to_string_lossy()
         .split('\n')
@@ -315,6 +318,19 @@ fn a_drain_survives_a_restart_after_a_comment_is_appended() {
             .expect("run the sluice CLI"),
     )
     .expect("the CLI command succeeds");
+    // The edit is logged once, with who made it (this test runs as root) and what changed.
+    let log = d.log();
+    let applied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("edit applied through the API"))
+        .collect();
+    assert_eq!(applied.len(), 1, "{log}");
+    assert!(
+        applied[0].contains("peer_uid=0 peer_pid=")
+            && applied[0].contains(&format!(r#"backend {a}: state: \"active\" → \"draining\""#)),
+        "{}",
+        applied[0]
+    );
     for name in [persist::RUNTIME_FILE, persist::BASE_FILE] {
         let mode = std::fs::metadata(f.state.join(name))
             .expect("the file's metadata")

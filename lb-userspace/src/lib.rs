@@ -5,6 +5,7 @@
 //! The crates below it, and what each may depend on, are pictured in ARCHITECTURE.md.
 
 pub mod cli;
+pub mod logging;
 
 use sluice_core::{autoscale, config};
 use sluice_daemon::{api, daemon, health, notify, persist, preflight, state};

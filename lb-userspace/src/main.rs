@@ -1,18 +1,10 @@
 //! `sluice`: daemon and CLI in one binary.
 
-use clap::Parser as _;
 use lb_userspace::cli;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = cli::Cli::parse();
+    let args = cli::parse();
+    lb_userspace::logging::init(args.command.log_format());
     if args.command.is_report() {
         // `sluice backend list | head`: a reader that stops early ends a report command
         // quietly, as it does `ls` or `cat` (SIGPIPE), instead of `println!` panicking on

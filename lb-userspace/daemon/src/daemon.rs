@@ -14,7 +14,7 @@ use std::{
 };
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{CheckKind, Config, XdpMode},
@@ -159,13 +159,13 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
             "adopting the pinned state of the previous daemon"
         );
         for n in &adoption.notes {
-            warn!("saved layout vs pinned maps (the maps win): {n}");
+            warn!(note = %n, "saved layout vs pinned maps (the maps win)");
         }
         if !adoption.new.is_empty() {
-            info!(maps = ?adoption.new, "maps new in this build: created and pinned");
+            info!(maps = %adoption.new.join(", "), "maps new in this build: created and pinned");
         }
         if !adoption.stale.is_empty() {
-            info!(maps = ?adoption.stale, "pinned maps this build no longer has: removed");
+            info!(maps = %adoption.stale.join(", "), "pinned maps this build no longer has: removed");
         }
         // Backends that were down when the previous daemon stopped stay down until their
         // checks pass (`rise`), instead of taking new flows until they fail (`fall`). The
@@ -556,8 +556,11 @@ fn spawn_sweeper(
                     };
                     match sweeper.sweep(&ids) {
                         Ok(s) => {
+                            // Every sweep that removed something, at debug: a busy
+                            // balancer sweeps every few seconds (the counts are in the
+                            // status and the metrics).
                             if s.expired + s.reaped > 0 {
-                                info!(
+                                debug!(
                                     expired = s.expired,
                                     reaped = s.reaped,
                                     scanned = s.scanned,

@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::CommandFactory as _;
 
 /// The git revision `build.rs` captured: a short hash, `-dirty` when tracked files differed
 /// from it, or `unknown` (built outside a git work tree).
@@ -30,7 +29,7 @@ pub fn version() -> &'static str {
 
 /// Write the completion script of `shell` for `sluice`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut super::Cli::command(), "sluice", out);
+    clap_complete::generate(shell, &mut super::command(), "sluice", out);
 }
 
 /// Write the man pages into `dir` (created if missing): `sluice.1`, and one page for every
@@ -39,7 +38,7 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
 pub fn man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
-    let mut cmd = super::Cli::command().disable_help_subcommand(true);
+    let mut cmd = super::command().disable_help_subcommand(true);
     // Propagates names and global options, so each subcommand's page is titled
     // `sluice-backend-add` and lists the options it accepts.
     cmd.build();

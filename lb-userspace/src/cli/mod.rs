@@ -10,6 +10,7 @@ mod demo;
 pub mod detach;
 pub mod dist;
 mod edit;
+mod examples;
 pub mod fleet;
 mod fleet_lab;
 mod lab;
@@ -66,6 +67,10 @@ pub enum Command {
         /// Override `daemon.xdp_mode`.
         #[arg(long, value_enum)]
         xdp_mode: Option<Mode>,
+        /// The log's format on standard error. Its level: $SLUICE_LOG (else $RUST_LOG),
+        /// e.g. `debug` or `info,sluice_daemon=debug`; default `info`.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::logging::LogFormat,
     },
     /// Remove the balancer: detach its pinned XDP link and remove its pinned maps (every
     /// flow), pin directory and saved layout. A stopped `sluice run` leaves the balancer
@@ -325,6 +330,14 @@ impl Command {
         )
     }
 
+    /// The log's format: `run --log-format`, text for every other command.
+    pub fn log_format(&self) -> crate::logging::LogFormat {
+        match self {
+            Self::Run { log_format, .. } => *log_format,
+            _ => crate::logging::LogFormat::Text,
+        }
+    }
+
     /// A command that talks to a running daemon through its API socket.
     pub fn uses_api(&self) -> bool {
         matches!(
@@ -339,6 +352,18 @@ impl Command {
                 | Self::Announce(_)
         )
     }
+}
+
+/// The command tree with every command's `Examples:` ([`examples`]): what `main` parses
+/// with, and what the completions and man pages are made from.
+pub fn command() -> clap::Command {
+    examples::add(<Cli as clap::CommandFactory>::command(), "")
+}
+
+/// The command line of this process, parsed (exits with clap's message on an error).
+pub fn parse() -> Cli {
+    use clap::FromArgMatches as _;
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 /// The config file `sluice run` reads without `--config` (where the Debian package installs
@@ -415,6 +440,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             interface,
             xdp_mode,
+            ..
         } => run::run(&config, interface, xdp_mode),
         Command::Detach {
             config,

@@ -25,7 +25,7 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
     })?;
     let mut loaded = crate::config::parse(&text, &file.display().to_string())?;
     for w in &loaded.warnings {
-        warn!("{w}");
+        warn!(file = %file.display(), "{w}");
     }
     let dir = loaded.config.daemon.state_dir.clone();
     let gid = match &loaded.config.daemon.api_group {
@@ -48,15 +48,15 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
             );
         };
         if m.file_changes.is_empty() {
-            info!(path = %dir.join(persist::RUNTIME_FILE).display(), edits = m.live_changes.len(), version = saved.version, "resuming the live edits made on top of {}", file.display());
+            info!(path = %dir.join(persist::RUNTIME_FILE).display(), file = %file.display(), edits = m.live_changes.len(), version = saved.version, "resuming the live edits made on top of the config file");
         } else {
-            info!(path = %dir.join(persist::RUNTIME_FILE).display(), edits = m.live_changes.len(), file_changes = m.file_changes.len(), version = saved.version, "{} changed since the live edits were made: merged (no conflict)", file.display());
+            info!(path = %dir.join(persist::RUNTIME_FILE).display(), file = %file.display(), edits = m.live_changes.len(), file_changes = m.file_changes.len(), version = saved.version, "the config file changed since the live edits were made: merged (no conflict)");
         }
         for c in &m.live_changes {
-            info!("live edit kept: {c}");
+            info!(change = %c, "live edit kept");
         }
         for c in &m.file_changes {
-            info!("file change taken: {c}");
+            info!(change = %c, "file change taken");
         }
         loaded.config = merged.clone();
         version = saved.version;
@@ -103,7 +103,7 @@ pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow
         let shown = file.display().to_string();
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                info!("SIGHUP: reloading {shown}");
+                info!(file = %shown, "SIGHUP: reloading the config file");
                 // systemd shows the unit reloading until READY=1, whatever the outcome (a
                 // refused reload leaves the running configuration serving).
                 notify::notify_or_warn(&notify::reloading_message());

@@ -297,7 +297,7 @@ fn diff_value(
                 _ if xv != yv => out.push(Change {
                     path: sub,
                     from: xv.as_ref().map(|_| "present".to_owned()),
-                    to: yv.as_ref().map(|_| "present".to_owned()),
+                    to: yv.as_ref().map(|v| scalars(v, key)),
                 }),
                 _ => {}
             }
@@ -314,6 +314,50 @@ fn diff_value(
 fn value(c: &Config) -> Value {
     // A validated configuration always serializes (`Config::to_toml` relies on it too).
     Value::try_from(c).unwrap_or_else(|_| Value::Table(toml::map::Map::new()))
+}
+
+/// An added entry in brief: its plain fields but `key` (`weight = 2, state = "active"`),
+/// the first few.
+fn scalars(v: &Value, key: &str) -> String {
+    const MAX: usize = 100;
+    let Value::Table(t) = v else {
+        return v.to_string();
+    };
+    let mut out = String::new();
+    for (k, x) in t {
+        if k == key || matches!(x, Value::Table(_) | Value::Array(_)) {
+            continue;
+        }
+        let item = format!("{k} = {x}");
+        if out.len() + item.len() > MAX {
+            out.push_str(", …");
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(&item);
+    }
+    if out.is_empty() {
+        "present".to_owned()
+    } else {
+        out
+    }
+}
+
+/// What changed from `a` to `b` on one line, for the log: at most `max` changes
+/// (`vip "web" backend 10.0.0.3: added (weight = 2, ...); vip "api": scheduler "maglev" →
+/// "wlc"`), then how many more.
+pub fn summary(a: &Config, b: &Config, max: usize) -> String {
+    let changes = diff(a, b);
+    if changes.is_empty() {
+        return "no change".to_owned();
+    }
+    let mut parts: Vec<String> = changes.iter().take(max).map(ToString::to_string).collect();
+    if changes.len() > max {
+        parts.push(format!("and {} more", changes.len() - max));
+    }
+    parts.join("; ")
 }
 
 /// The fields that differ from `a` to `b` (`[daemon]` included).
@@ -380,6 +424,34 @@ mod tests {
             .iter_mut()
             .find(|b| b.address == a)
             .unwrap()
+    }
+
+    /// The log's one-line summary of an edit: what was added (with its settings), what
+    /// changed from what to what, and how many more past the first few.
+    #[test]
+    fn summary_says_what_changed() {
+        let a = parse(FILE);
+        let mut b = a.clone();
+        b.vips[0].backends.push(config::BackendConfig {
+            address: "10.0.0.9".parse().unwrap(),
+            weight: 2,
+            mac: None,
+            state: config::BackendState::Active,
+            drain_remove: false,
+            health: None,
+        });
+        backend(&mut b, "web", "10.0.0.2").weight = 3;
+        let s = summary(&a, &b, 5);
+        assert!(
+            s.contains("vip \"web\" backend 10.0.0.9: added (state = \"active\", weight = 2)"),
+            "{s}"
+        );
+        assert!(s.contains("backend 10.0.0.2: weight: 10 → 3"), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+        assert_eq!(summary(&a, &a, 5), "no change");
+        b.vips.remove(1);
+        let s = summary(&a, &b, 1);
+        assert!(s.ends_with("; and 2 more"), "{s}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
     time::Instant,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Request, Response};
 use crate::config::Config;
@@ -56,8 +56,19 @@ pub enum Call {
     Other(Request),
 }
 
-/// A call and where to answer it.
-pub type ApiCall = (Call, oneshot::Sender<Response>);
+/// Who sent a request: the peer's credentials (`SO_PEERCRED`), for the log of every edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    /// None where the kernel does not say.
+    pub pid: Option<i32>,
+}
+
+/// A call, who made it, and where to answer it.
+pub type ApiCall = (Call, Peer, oneshot::Sender<Response>);
+
+/// How an `Apply` refused by the config file's rules starts ([`parse_apply`]).
+pub const REJECTED: &str = "rejected, nothing changed";
 
 /// The `Apply` text parsed and validated with the config file's rules, or the error to
 /// answer (every problem, `path: message` each).
@@ -70,7 +81,7 @@ pub fn parse_apply(config: &str) -> Result<Config, String> {
                 .iter()
                 .map(|p| format!("{}: {}", p.path, p.message))
                 .collect();
-            format!("rejected, nothing changed:\n{}", problems.join("\n"))
+            format!("{REJECTED}:\n{}", problems.join("\n"))
         })
 }
 
@@ -437,6 +448,10 @@ async fn serve_one(
     calls: mpsc::Sender<ApiCall>,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
+    let peer = Peer {
+        uid: cred.uid(),
+        pid: cred.pid(),
+    };
     let (mut r, mut w) = stream.into_split();
     let write = |resp: Response| async move {
         // A big answer (a status of thousands of backends) is encoded off the runtime's
@@ -453,21 +468,22 @@ async fn serve_one(
     let text = match read_request(&mut r, READ_LIMITS).await {
         Ok(text) => text,
         Err(e @ ReadError::TooLarge) => {
-            warn!(uid = cred.uid(), "API request refused: {e}");
+            warn!(peer_uid = peer.uid, peer_pid = peer.pid, error = %e, "API request refused");
             return write(Response::Error {
                 message: e.to_string(),
             })
             .await;
         }
         Err(e) => {
-            debug!(uid = cred.uid(), "API connection dropped: {e}");
+            debug!(peer_uid = peer.uid, peer_pid = peer.pid, error = %e, "API connection dropped");
             return Ok(());
         }
     };
     if !access.allows(cred.uid(), cred.gid()) {
         warn!(
-            uid = cred.uid(),
-            gid = cred.gid(),
+            peer_uid = peer.uid,
+            peer_pid = peer.pid,
+            peer_gid = cred.gid(),
             "API request refused: not root nor in daemon.api_group"
         );
         return write(Response::Error {
@@ -480,10 +496,23 @@ async fn serve_one(
         .await
         .map_err(std::io::Error::other)?;
     let resp = match call {
-        Err(message) => Response::Error { message },
+        Err(message) => {
+            // An edit the config file's rules refuse never reaches the loop: logged here.
+            if message.starts_with(REJECTED) {
+                info!(
+                    peer_uid = peer.uid,
+                    peer_pid = peer.pid,
+                    reason = %message.replace('\n', "; "),
+                    "edit refused through the API; nothing changed"
+                );
+            } else {
+                debug!(peer_uid = peer.uid, peer_pid = peer.pid, error = %message, "bad API request");
+            }
+            Response::Error { message }
+        }
         Ok(call) => {
             let (tx, rx) = oneshot::channel();
-            if calls.send((call, tx)).await.is_err() {
+            if calls.send((call, peer, tx)).await.is_err() {
                 Response::Error {
                     message: "the daemon is shutting down".to_owned(),
                 }

@@ -30,7 +30,7 @@ use crate::{
     announce::{self, Announcer},
     api::{
         self, Response,
-        server::{ApiCall, Call},
+        server::{ApiCall, Call, Peer},
     },
     autoscale,
     config::{OnDown, VipConfig},
@@ -106,7 +106,7 @@ pub(super) async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(e) = inputs.health.recv() => daemon.on_health(&e)?,
-            Some((call, reply)) = inputs.calls.recv() => daemon.on_api(call, reply),
+            Some((call, peer, reply)) = inputs.calls.recv() => daemon.on_api(call, peer, reply),
             Some((edit, reply)) = inputs.edits.recv() => daemon.on_edit(edit, reply),
             _ = inputs.least_conn.tick() => daemon.on_least_conn_tick()?,
             _ = inputs.lifecycle.tick() => daemon.on_lifecycle_tick()?,
@@ -317,7 +317,7 @@ impl Daemon {
     }
 
     /// A control API request.
-    fn on_api(&mut self, call: Call, reply: oneshot::Sender<Response>) {
+    fn on_api(&mut self, call: Call, peer: Peer, reply: oneshot::Sender<Response>) {
         if let Call::Other(api::Request::AutoscaleStatus) = call {
             let status = self
                 .scale_report
@@ -333,7 +333,26 @@ impl Daemon {
             | api::Request::AnnounceRestore),
         ) = &call
         {
-            let _ = reply.send(self.on_announce(req));
+            let resp = self.on_announce(req);
+            let name = match req {
+                api::Request::AnnounceWithdraw { .. } => "announce withdraw",
+                api::Request::AnnounceRestore => "announce restore",
+                _ => "",
+            };
+            if !name.is_empty() {
+                match &resp {
+                    Response::Error { message } => {
+                        info!(peer_uid = peer.uid, peer_pid = peer.pid, request = name, reason = %message, "announce request refused");
+                    }
+                    _ => info!(
+                        peer_uid = peer.uid,
+                        peer_pid = peer.pid,
+                        request = name,
+                        "announce request done"
+                    ),
+                }
+            }
+            let _ = reply.send(resp);
             return;
         }
         if let Call::Other(api::Request::LoadExplain { vip }) = &call {
@@ -344,7 +363,7 @@ impl Daemon {
             let _ = reply.send(resp);
             return;
         }
-        let (mut resp, changed) = handle_api(&mut self.state, &self.dp, call);
+        let (mut resp, changed) = handle_api(&mut self.state, &self.dp, call, peer);
         if let Response::Status { status } = &mut resp {
             self.loads.fill(status, &self.state.config);
         }
@@ -521,7 +540,19 @@ impl Daemon {
     /// ([`super::OnExit::Keep`]) or is removed.
     async fn stop(mut self, tasks: Tasks) -> Result<(), DaemonError> {
         if let Some(p) = &self.checkers.prober {
-            info!(stats = ?p.stats(), "health probes through the forwarding path");
+            let st = p.stats();
+            info!(
+                sent = st.sent,
+                syn_acks = st.syn_acks,
+                refused = st.refused,
+                udp_replies = st.udp_replies,
+                challenged = st.challenged,
+                late = st.late,
+                resets = st.resets,
+                reset_failures = st.reset_failures,
+                timeouts = st.timeouts,
+                "health probes through the forwarding path"
+            );
         }
         drop(self.checkers);
         tasks.scale.abort();

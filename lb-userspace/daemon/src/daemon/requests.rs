@@ -5,14 +5,17 @@
 
 use std::sync::Mutex;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{commit, daemon_unchanged, reload};
 use crate::{
-    api::{self, Request, Response, server::Call},
+    api::{
+        self, Request, Response,
+        server::{Call, Peer},
+    },
     config::Config,
     dataplane::{Dataplane, iface},
-    lookup, plan,
+    lookup, persist, plan,
     state::{self, Snapshot as _, State},
 };
 
@@ -25,7 +28,12 @@ fn poisoned() -> (Response, bool) {
 }
 
 /// Answer one API request; whether the state changed.
-pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -> (Response, bool) {
+pub(super) fn handle_api(
+    state: &mut State,
+    dp: &Mutex<Dataplane>,
+    call: Call,
+    peer: Peer,
+) -> (Response, bool) {
     // An apply's configuration was parsed and validated by the API server, off the loop.
     let (req, parsed) = match call {
         Call::Apply {
@@ -78,7 +86,7 @@ pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -
         },
         Request::Reload => match reload(state, dp) {
             Ok((plan, what)) => {
-                info!(edit = %what, version = state.version, "config file reloaded through the API");
+                info!(peer_uid = peer.uid, peer_pid = peer.pid, change = %what, version = state.version, "config file reloaded through the API");
                 (
                     Response::Plan {
                         plan,
@@ -89,7 +97,7 @@ pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -
                 )
             }
             Err(e) => {
-                warn!(reason = %e, "reload through the API rejected; nothing changed");
+                warn!(peer_uid = peer.uid, peer_pid = peer.pid, reason = %e.replace('\n', "; "), "reload through the API refused; nothing changed");
                 error(e)
             }
         },
@@ -103,8 +111,42 @@ pub(super) fn handle_api(state: &mut State, dp: &Mutex<Dataplane>, call: Call) -
                 Ok(c) => c,
                 Err(e) => return error(e),
             };
-            apply(state, dp, config, dry_run, base_version, force)
+            let summary = persist::merge::summary(&state.config, &config, SUMMARY_CHANGES);
+            let (resp, changed) = apply(state, dp, config, dry_run, base_version, force);
+            log_apply(&resp, changed, dry_run, peer, &summary);
+            (resp, changed)
         }
+    }
+}
+
+/// The changes an edit's log line lists (then how many more).
+const SUMMARY_CHANGES: usize = 8;
+
+/// The log line of an `Apply` through the API: applied or refused (info), with who sent it
+/// and what it changes; a plan (dry run) or an edit that changed nothing at debug.
+fn log_apply(resp: &Response, changed: bool, dry_run: bool, peer: Peer, change: &str) {
+    match resp {
+        Response::Error { message } => info!(
+            peer_uid = peer.uid,
+            peer_pid = peer.pid,
+            change,
+            reason = %message.replace('\n', "; "),
+            "edit refused through the API; nothing changed"
+        ),
+        Response::Plan { version, .. } if changed => info!(
+            peer_uid = peer.uid,
+            peer_pid = peer.pid,
+            change,
+            version,
+            "edit applied through the API"
+        ),
+        _ => debug!(
+            peer_uid = peer.uid,
+            peer_pid = peer.pid,
+            change,
+            dry_run,
+            "edit planned through the API (nothing changed)"
+        ),
     }
 }
 
@@ -204,7 +246,6 @@ fn apply(
     if let Err(e) = commit(state, dp, next) {
         return error(format!("rejected, nothing changed: {e}"));
     }
-    info!(version = state.version, "edit applied through the API");
     (
         Response::Plan {
             plan,

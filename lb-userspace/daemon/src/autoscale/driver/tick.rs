@@ -205,7 +205,27 @@ async fn decide(
         _ => s.report.decisions_hold += 1,
     }
     if d.desired != d.current {
-        info!(vip = name, current = d.current, desired = d.desired, reason = %d.reason, inputs = ?d.metrics, said = ?d.said, "autoscaler: decision");
+        let said: Vec<String> = d
+            .said
+            .iter()
+            .map(|p| match p.desired {
+                Some(n) => format!("{} {n} ({})", p.policy, p.reason),
+                None => format!("{} - ({})", p.policy, p.reason),
+            })
+            .collect();
+        let m = &d.metrics;
+        info!(
+            vip = name,
+            current = d.current,
+            desired = d.desired,
+            reason = %d.reason,
+            active_connections = m.active_connections,
+            new_connections_per_s = m.new_connections_per_s,
+            packets_per_s = m.packets_per_s,
+            bytes_per_s = m.bytes_per_s,
+            said = %said.join("; "),
+            "autoscaler: decision"
+        );
     }
     if s.decisions.len() == KEEP {
         s.decisions.pop_front();

@@ -156,7 +156,7 @@ async fn run(
         match run_once(argv, env, timeout).await {
             Ok(out) => return Ok(out),
             Err(e) => {
-                warn!(vip, command = ?argv, attempt = attempt + 1, of = retries + 1, error = %e, "autoscaler: {what} command failed");
+                warn!(vip, command = %argv.join(" "), attempt = attempt + 1, of = retries + 1, error = %e, "autoscaler: {what} command failed");
                 errors.push(e);
             }
         }
