@@ -187,11 +187,77 @@ fn backend_index(v: &VipConfig, a: IpAddr) -> anyhow::Result<usize> {
         .with_context(|| format!("--address {a}: not a backend of VIP {:?}", v.name))
 }
 
+/// What the user typed for an edit: the VIP (and backend) it is about, and each option
+/// given with the configuration field it sets, so that the daemon's refusal (which names
+/// configuration paths, `vip[0].backend[1].weight`) can name the option instead.
+#[derive(Debug, Default)]
+struct Typed {
+    vip: String,
+    backend: Option<IpAddr>,
+    /// (field, `--option VALUE`).
+    flags: Vec<(&'static str, String)>,
+}
+
+impl Typed {
+    fn new(vip: &str, backend: Option<IpAddr>) -> Self {
+        Self {
+            vip: vip.to_owned(),
+            backend,
+            flags: Vec::new(),
+        }
+    }
+
+    /// `--option VALUE` sets `field` (when given).
+    fn flag(mut self, field: &'static str, value: Option<impl std::fmt::Display>) -> Self {
+        if let Some(v) = value {
+            self.flags
+                .push((field, format!("--{} {v}", field.replace('_', "-"))));
+        }
+        self
+    }
+
+    /// The path of the edited entry in `c` (`vip[0]`, `vip[0].backend[1]`).
+    fn path(&self, c: &Config) -> Option<String> {
+        let i = c.vips.iter().position(|v| v.name == self.vip)?;
+        match self.backend {
+            None => Some(format!("vip[{i}]")),
+            Some(a) => {
+                let j = c.vips[i].backends.iter().position(|b| b.address == a)?;
+                Some(format!("vip[{i}].backend[{j}]"))
+            }
+        }
+    }
+
+    /// The daemon's refusal with each problem of a field this edit set named by its
+    /// option first: `--weight 20000: 20000 is out of range (0..=10000)
+    /// (vip[0].backend[1].weight)`; the other lines as they are.
+    fn name_options(&self, c: &Config, message: &str) -> String {
+        let Some(at) = self.path(c) else {
+            return message.to_owned();
+        };
+        let lines: Vec<String> = message
+            .lines()
+            .map(|l| {
+                let Some((path, problem)) = l.split_once(": ") else {
+                    return l.to_owned();
+                };
+                let field = path.strip_prefix(&at).and_then(|f| f.strip_prefix('.'));
+                match self.flags.iter().find(|(f, _)| Some(*f) == field) {
+                    Some((_, typed)) => format!("{typed}: {problem} ({path})"),
+                    None => l.to_owned(),
+                }
+            })
+            .collect();
+        lines.join("\n")
+    }
+}
+
 /// Fetch, change, send back; print the plan.
 fn edit(
     socket: &Path,
     dry_run: bool,
     json: bool,
+    typed: &Typed,
     change: impl FnOnce(&mut Config) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
@@ -221,7 +287,11 @@ fn edit(
             base_version: Some(version),
             force: false,
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        client::ClientError::Daemon(m) => anyhow::anyhow!("{}", typed.name_options(&c, &m)),
+        e => e.into(),
+    })?;
     let Response::Plan {
         plan,
         applied,
@@ -316,7 +386,56 @@ fn list(socket: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn vip_edit(socket: &Path, cmd: VipEdit, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    edit(socket, dry_run, json, |c| change_vip(c, cmd))
+    let typed = vip_typed(&cmd);
+    edit(socket, dry_run, json, &typed, |c| change_vip(c, cmd))
+}
+
+/// The options of a VIP edit, by the field each sets.
+fn vip_typed(cmd: &VipEdit) -> Typed {
+    match cmd {
+        VipEdit::Add(a) => {
+            let name = a.name.clone().unwrap_or_else(|| {
+                match (a.address.parse(), parse_named::<Protocol>(&a.protocol)) {
+                    (Ok(ip), Ok(p)) => VipConfig::default_name(ip, a.port, p),
+                    _ => String::new(),
+                }
+            });
+            Typed::new(&name, None)
+                .flag("name", a.name.as_ref())
+                .flag("address", Some(&a.address))
+                .flag("port", Some(a.port))
+                .flag("protocol", Some(&a.protocol))
+                .flag("forwarding", Some(&a.forwarding))
+                .flag("table_size", Some(a.table_size))
+                .flag("scheduler", Some(&a.scheduler))
+                .flag("slow_start_ms", Some(a.slow_start_ms))
+                .flag("drain_timeout_ms", Some(a.drain_timeout_ms))
+                .flag("on_down", Some(&a.on_down))
+        }
+        VipEdit::Remove { name } => Typed::new(name, None),
+        VipEdit::Set(s) => Typed::new(&s.name, None)
+            .flag("forwarding", s.forwarding.as_ref())
+            .flag("table_size", s.table_size)
+            .flag("scheduler", s.scheduler.as_ref())
+            .flag("slow_start_ms", s.slow_start_ms)
+            .flag("drain_timeout_ms", s.drain_timeout_ms)
+            .flag("on_down", s.on_down.as_ref()),
+    }
+}
+
+/// The options of a backend edit, by the field each sets.
+fn backend_typed(cmd: &EditBackend) -> Typed {
+    let at = |r: &BackendRef| Typed::new(&r.vip, Some(r.address));
+    match cmd {
+        EditBackend::Add { at: r, weight, mac } => at(r)
+            .flag("address", Some(r.address))
+            .flag("weight", Some(weight))
+            .flag("mac", mac.as_ref()),
+        EditBackend::SetWeight { at: r, weight } => at(r).flag("weight", Some(weight)),
+        EditBackend::Remove { at: r }
+        | EditBackend::Drain { at: r, .. }
+        | EditBackend::Undrain { at: r } => at(r),
+    }
 }
 
 /// `cmd` made to `c`; a no-op when `c` already says so.
@@ -405,7 +524,8 @@ fn change_vip(c: &mut Config, cmd: VipEdit) -> anyhow::Result<()> {
 }
 
 pub fn backend(socket: &Path, cmd: EditBackend, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    edit(socket, dry_run, json, |c| change_backend(c, cmd))
+    let typed = backend_typed(&cmd);
+    edit(socket, dry_run, json, &typed, |c| change_backend(c, cmd))
 }
 
 /// `cmd` made to `c`; a no-op when `c` already says so.
@@ -557,6 +677,50 @@ mod tests {
         .expect_err("an add that would change the weight");
         assert!(e.to_string().contains("set-weight"), "{e}");
         assert_eq!(c, running());
+    }
+
+    /// The daemon's refusal of a live edit, as its API answers it.
+    fn refusal(c: &Config) -> String {
+        crate::api::server::parse_apply(&c.to_toml().expect("TOML")).expect_err("refused")
+    }
+
+    /// A refused edit names the option the user typed, then the configuration path.
+    #[test]
+    fn refusals_name_the_option_typed() {
+        let cmd = EditBackend::SetWeight {
+            at: at("10.0.1.2"),
+            weight: 20_000,
+        };
+        let typed = backend_typed(&cmd);
+        let mut c = running();
+        change_backend(&mut c, cmd).expect("the CLI makes the change");
+        let said = typed.name_options(&c, &refusal(&c));
+        assert!(said.starts_with(crate::api::server::REJECTED), "{said}");
+        assert!(
+            said.contains(
+                "\n--weight 20000: 20000 is out of range (0..=10000) (vip[0].backend[1].weight)"
+            ),
+            "{said}"
+        );
+        // A VIP option.
+        let cmd = VipEdit::Set(VipSet {
+            name: "web".to_owned(),
+            forwarding: None,
+            table_size: Some(1000),
+            scheduler: None,
+            slow_start_ms: None,
+            drain_timeout_ms: None,
+            on_down: None,
+        });
+        let typed = vip_typed(&cmd);
+        let mut c = running();
+        change_vip(&mut c, cmd).expect("the CLI makes the change");
+        let said = typed.name_options(&c, &refusal(&c));
+        assert!(said.contains("\n--table-size 1000: "), "{said}");
+        assert!(said.ends_with("(vip[0].table_size)"), "{said}");
+        // A problem elsewhere keeps its path only.
+        let other = "rejected, nothing changed:\nvip[0].backend[0].weight: out of range";
+        assert_eq!(typed.name_options(&c, other), other);
     }
 
     #[test]
