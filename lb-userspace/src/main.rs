@@ -4,7 +4,8 @@ use lb_userspace::cli;
 
 fn main() -> std::process::ExitCode {
     let args = cli::parse();
-    lb_userspace::logging::init(args.command.log_format());
+    let format = args.command.log_format();
+    lb_userspace::logging::init(format);
     if args.command.is_report() {
         // `sluice backend list | head`: a reader that stops early ends a report command
         // quietly, as it does `ls` or `cat` (SIGPIPE), instead of `println!` panicking on
@@ -18,7 +19,12 @@ fn main() -> std::process::ExitCode {
     match cli::dispatch(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if format == lb_userspace::logging::LogFormat::Json {
+                // `sluice run --log-format json`: the last word is a log line like the others.
+                tracing::error!(error = %format!("{e:#}"), "sluice run failed");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             std::process::ExitCode::from(cli::exit_code(&e))
         }
     }
