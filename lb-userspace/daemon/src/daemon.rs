@@ -212,9 +212,9 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         );
         let (mode, replaced) = dp.attach_balancer(&d.interface, attach_mode(d.xdp_mode))?;
         if replaced {
-            info!(interface = %d.interface, ?mode, "balancer program replaced atomically in the pinned XDP link");
+            info!(interface = %d.interface, mode = %mode, "balancer program replaced atomically in the pinned XDP link");
         } else {
-            info!(interface = %d.interface, ?mode, "balancer attached (link pinned)");
+            info!(interface = %d.interface, mode = %mode, "balancer attached (link pinned)");
         }
         Ok(())
     })();

@@ -20,6 +20,17 @@ pub enum AttachMode {
     Auto,
 }
 
+/// As `daemon.xdp_mode` spells it (for the log).
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 /// A program attached to an interface; detached when the dataplane is dropped, unless
 /// its link is pinned (the daemon's balancer: see `adopt.rs`).
 #[derive(Debug)]

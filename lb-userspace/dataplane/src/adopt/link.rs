@@ -157,7 +157,7 @@ impl Dataplane {
                 drop(prog.take_link(id));
                 let got = prev_mode.unwrap_or(mode);
                 if mode != AttachMode::Auto && prev_mode.is_some_and(|p| p != mode) {
-                    tracing::warn!(interface, ?got, wanted = ?mode, "the adopted link keeps its XDP mode; `sluice detach` and start again to change it (drops the flows)");
+                    tracing::warn!(interface, mode = %got, wanted = %mode, "the adopted link keeps its XDP mode; `sluice detach` and start again to change it (drops the flows)");
                 }
                 (got, true)
             }
