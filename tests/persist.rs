@@ -331,6 +331,34 @@ fn a_drain_survives_a_restart_after_a_comment_is_appended() {
         "{}",
         applied[0]
     );
+    // An edit the config file's rules refuse: the CLI names the option typed, the log says
+    // who tried it.
+    let (code, _, err) = f
+        .cli(&[
+            "backend",
+            "set-weight",
+            "--vip",
+            VIP,
+            "--address",
+            &a,
+            "--weight",
+            "20000",
+        ])
+        .expect("run the sluice CLI");
+    assert!(
+        code == 1
+            && err.contains("--weight 20000: 20000 is out of range")
+            && err.contains(".weight)"),
+        "{err}"
+    );
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("edit refused through the API")
+                && l.contains("peer_uid=0 peer_pid=")
+                && l.contains("out of range")),
+        "{log}"
+    );
     for name in [persist::RUNTIME_FILE, persist::BASE_FILE] {
         let mode = std::fs::metadata(f.state.join(name))
             .expect("the file's metadata")
