@@ -375,10 +375,17 @@ impl Daemon {
 
     /// An edit from inside the process (SIGHUP's reload, the lab, tests).
     fn on_edit(&mut self, edit: super::Edit, reply: oneshot::Sender<Result<String, String>>) {
+        // What a replacement changes, field by field (a reload says it itself).
+        let summary = match &edit {
+            super::Edit::Replace(c) => {
+                Some(crate::persist::merge::summary(&self.state.config, c, 8))
+            }
+            super::Edit::Reload => None,
+        };
         let outcome = apply_edit(&mut self.state, &self.dp, edit);
         match &outcome {
             Ok(what) => {
-                info!(edit = %what, "edit applied");
+                info!(change = %summary.as_deref().unwrap_or(what), "edit applied");
                 self.after_commit();
             }
             Err(why) => warn!(reason = %why, "edit rejected; nothing changed"),
@@ -426,7 +433,7 @@ impl Daemon {
         if let Some(next) = lifecycle::without_removed(&self.state.config, &done) {
             match commit_config(&mut self.state, &self.dp, next) {
                 Ok(what) => {
-                    info!(edit = %what, "drained backends removed");
+                    info!(change = %what, "drained backends removed");
                     self.after_commit();
                 }
                 Err(why) => {
@@ -469,7 +476,7 @@ impl Daemon {
                     .and_then(|c| commit_config(&mut self.state, &self.dp, c));
                 match &outcome {
                     Ok(what) => {
-                        info!(why = %why, edit = %what, "autoscaler edit applied");
+                        info!(why = %why, change = %what, "autoscaler edit applied");
                         self.after_commit();
                     }
                     Err(e) => {

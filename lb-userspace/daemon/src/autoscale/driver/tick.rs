@@ -136,7 +136,7 @@ async fn join_ready(
     {
         Ok(what) => {
             s.report.added += join.len() as u64;
-            info!(vip = name, backends = %list.join(", "), edit = %what, "autoscaler: backends added");
+            info!(vip = name, backends = %list.join(", "), change = %what, "autoscaler: backends added");
             s.event(now, format!("added {}", list.join(", ")));
         }
         Err(why) => {
