@@ -9,6 +9,7 @@ mod decap;
 mod demo;
 pub mod detach;
 pub mod dist;
+mod doctor;
 mod edit;
 pub mod fleet;
 mod fleet_lab;
@@ -153,6 +154,11 @@ pub enum Command {
         #[arg(long, value_name = "N", conflicts_with = "config")]
         balancers: Option<usize>,
     },
+    /// What on this host keeps traffic from flowing, each finding with the command that
+    /// fixes it; exits 1 if something blocks traffic. On the balancer: `sluice doctor
+    /// [--config FILE]`; on a backend host: `sluice doctor backend --vip ADDR:PORT --mode
+    /// dsr|ipip`.
+    Doctor(doctor::DoctorArgs),
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
     Decap(DecapCmd),
@@ -481,6 +487,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCmd::Save { file }) => config::save(&file),
         Command::Config(ConfigCmd::Discard { file }) => config::discard(&file),
         Command::Reload => config::reload(&api_socket, cli.json),
+        Command::Doctor(args) => doctor::run(args, cli.api_socket.as_deref(), cli.json),
         Command::Decap(DecapCmd::Attach {
             interface,
             xdp_mode,
