@@ -3,8 +3,10 @@
 //! listening, the names of attached XDP programs, bpffs, kernel BTF, clock
 //! synchronisation. Nothing here changes anything.
 //!
-//! `/proc/sys/net` and `/proc/net` show the network namespace of the process reading them
-//! (a `sluice --netns NAME` entered it with setns(2)), not the one /sys was mounted in.
+//! `/proc/sys/net` shows the network namespace of the thread reading it, and
+//! `/proc/thread-self/net` that thread's (`/proc/net` is the main thread's: a caller that
+//! entered a namespace on another thread would read the wrong one); neither is the one
+//! /sys was mounted in.
 
 use std::{
     io,
@@ -37,8 +39,9 @@ pub struct BoundSocket {
     pub tcp: bool,
 }
 
-/// TCP sockets in LISTEN and every bound UDP socket (`/proc/net/{tcp,tcp6,udp,udp6}`; a
-/// table that cannot be read, e.g. without IPv6, is skipped).
+/// TCP sockets in LISTEN and every bound UDP socket of the calling thread's network
+/// namespace (`/proc/thread-self/net/{tcp,tcp6,udp,udp6}`; a table that cannot be read,
+/// e.g. without IPv6, is skipped).
 pub fn bound_sockets() -> Vec<BoundSocket> {
     /// `TCP_LISTEN` in the `st` column.
     const LISTEN: &str = "0A";
@@ -49,7 +52,8 @@ pub fn bound_sockets() -> Vec<BoundSocket> {
         ("udp", false),
         ("udp6", false),
     ] {
-        let Ok(text) = std::fs::read_to_string(Path::new("/proc/net").join(file)) else {
+        let Ok(text) = std::fs::read_to_string(Path::new("/proc/thread-self/net").join(file))
+        else {
             continue;
         };
         for line in text.lines().skip(1) {

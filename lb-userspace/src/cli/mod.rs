@@ -676,6 +676,30 @@ mod tests {
     }
 
     #[test]
+    fn doctor_runs_on_the_balancer_or_a_backend() {
+        match parse(&["doctor"]).expect("parses").command {
+            Command::Doctor(a) => {
+                assert!(a.on.is_none());
+                assert_eq!(a.config, PathBuf::from(DEFAULT_CONFIG));
+            }
+            other => panic!("not doctor: {other:?}"),
+        }
+        let cli = parse(&[
+            "doctor",
+            "backend",
+            "--vip",
+            "10.0.0.1:80/tcp",
+            "--mode",
+            "ipip",
+            "--json",
+        ])
+        .expect("the backend's doctor");
+        assert!(cli.json && cli.command.is_report() && !cli.command.uses_api());
+        parse(&["doctor", "backend"]).expect_err("--vip is required");
+        parse(&["doctor", "backend", "--vip", "web"]).expect_err("not an address");
+    }
+
+    #[test]
     fn announce_withdraw_needs_all() {
         let e = parse(&["announce", "withdraw"]).expect_err("no scope");
         assert_eq!(

@@ -182,7 +182,7 @@ fn shared(p: &preflight::Finding, d: &sluice_core::config::DaemonConfig) -> Find
         _ => "create the interface, or name one of `ip -br link` in the config".to_owned(),
     };
     let check = p.field.strip_prefix("daemon.").unwrap_or(p.field);
-    let check = check.replace('_', "-").replace('.', "-");
+    let check = check.replace(['_', '.'], "-");
     // On the balancer a missing interface blocks everything (config check only warns: it
     // may run elsewhere).
     if p.error || p.field == "daemon.interface" {
