@@ -306,6 +306,26 @@ fn decap(args: &BackendArgs, facts: &Facts, receiving: &[&Link]) -> (Finding, Ve
             )
         };
     }
+    let unnamed: Vec<String> = receiving
+        .iter()
+        .flat_map(|l| l.xdp.iter().map(move |(_, id)| (l, *id)))
+        .filter(|(_, id)| !facts.programs.contains_key(id))
+        .map(|(l, id)| format!("id {id} on {}", l.name))
+        .collect();
+    if !unnamed.is_empty() {
+        // Reading a program's name takes CAP_SYS_ADMIN (or CAP_BPF).
+        return (
+            Finding::warn(
+                CHECK,
+                format!(
+                    "no {tunnel}, and the names of the XDP programs here ({}) cannot be                      read: is one of them sluice's decap?",
+                    unnamed.join(", ")
+                ),
+                Some("run sluice doctor as root".to_owned()),
+            ),
+            Vec::new(),
+        );
+    }
     let iface = receiving.first().map_or("IF", |l| l.name.as_str());
     let mut detail = format!(
         "nothing decapsulates IPIP here (no sluice decap program, no {tunnel}): the \

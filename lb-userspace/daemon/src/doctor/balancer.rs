@@ -220,10 +220,21 @@ fn xdp(f: &Facts) -> Finding {
         .filter(|(_, id)| f.programs.get(id).is_some_and(|n| n == ours))
         .map(|(s, _)| *s)
         .collect();
+    if let Some((slot, id)) = link.xdp.iter().find(|(_, id)| !f.programs.contains_key(id)) {
+        // Reading a program's name takes CAP_SYS_ADMIN (or CAP_BPF).
+        return Finding::warn(
+            CHECK,
+            format!(
+                "XDP program id {id} ({}) is attached to {iface}, but its name cannot be                  read here: is it sluice's?",
+                slot_cmd(*slot)
+            ),
+            Some("run sluice doctor as root".to_owned()),
+        );
+    }
     if let Some((slot, id)) = link
         .xdp
         .iter()
-        .find(|(_, id)| f.programs.get(id).is_none_or(|n| n != ours))
+        .find(|(_, id)| f.programs.get(id).is_some_and(|n| n != ours))
     {
         return Finding::fail(
             CHECK,

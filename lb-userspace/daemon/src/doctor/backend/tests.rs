@@ -169,3 +169,15 @@ fn a_vip_on_the_wire_interface_or_a_downed_tunnel_fails() {
     f.sysctls.insert("net/ipv4/conf/tunl0/rp_filter".into(), 2);
     assert!(!judge(&ipip, &f).failed());
 }
+
+#[test]
+fn unreadable_program_names_are_a_warning_not_a_verdict() {
+    let mut f = healthy();
+    f.programs.clear();
+    let r = judge(&args(Forwarding::Ipip), &f);
+    assert!(!r.failed(), "{}", r.table());
+    assert!(
+        r.of("decap")
+            .any(|x| x.status == Severity::Warn && x.detail.contains("id 7"))
+    );
+}

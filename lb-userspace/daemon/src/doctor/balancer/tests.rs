@@ -81,6 +81,12 @@ fn balancer_findings() {
             .any(|x| x.fix.as_deref() == Some("ip link set dev eth0 xdp off"))
     );
 
+    let mut unnamed = facts();
+    unnamed.programs.clear();
+    let r = judge(&unnamed);
+    assert!(!fails(&r, "xdp"), "{}", r.table());
+    assert!(r.of("xdp").any(|x| x.status == Severity::Warn));
+
     let mut generic = facts();
     generic.links[0].xdp = vec![(XdpSlot::Generic, 9)];
     let r = judge(&generic);
