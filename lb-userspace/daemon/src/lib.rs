@@ -10,6 +10,7 @@ pub mod announce;
 pub mod api;
 pub mod autoscale;
 pub mod daemon;
+pub mod doctor;
 pub mod health;
 pub mod load;
 pub mod lookup;

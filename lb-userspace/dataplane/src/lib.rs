@@ -11,6 +11,7 @@ mod batch;
 #[cfg(feature = "test-helpers")]
 mod bench_object;
 pub mod conntrack;
+pub mod host;
 pub mod iface;
 mod layout;
 pub mod neigh;

@@ -20,7 +20,7 @@ pub use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkInfo, LinkLayerType, LinkMessage},
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -39,6 +39,23 @@ pub struct Link {
     pub kind: Option<String>,
     /// `IFLA_LINK`: the peer's index for a veth, the lower device for a VLAN.
     pub link: Option<u32>,
+    /// Administratively up (`IFF_UP`: `ip link set dev IF up`).
+    pub up: bool,
+    /// The XDP programs attached to it: where, and the program's id (`IFLA_XDP`; both a
+    /// driver-mode and a generic-mode program can be attached at once).
+    pub xdp: Vec<(XdpSlot, u32)>,
+}
+
+/// Where an XDP program is attached to an interface (`ip link` shows `xdp`, `xdpgeneric`,
+/// `xdpoffload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpSlot {
+    /// Native mode, in the driver.
+    Driver,
+    /// Generic (SKB) mode, after the kernel built a socket buffer.
+    Generic,
+    /// Offloaded to the NIC.
+    Offload,
 }
 
 /// An interface address (`RTM_NEWADDR`).
@@ -164,6 +181,7 @@ fn parse_link(l: LinkMessage) -> Link {
     let mut link = Link {
         index: l.header.index,
         ether: l.header.link_layer_type == LinkLayerType::Ether,
+        up: l.header.flags.contains(LinkFlags::Up),
         ..Link::default()
     };
     for a in l.attributes {
@@ -172,6 +190,19 @@ fn parse_link(l: LinkMessage) -> Link {
             LinkAttribute::Address(m) => link.mac = <[u8; 6]>::try_from(m.as_slice()).ok(),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::Link(i) => link.link = Some(i),
+            LinkAttribute::Xdp(xdp) => {
+                // The per-mode ids come for every attached program (`IFLA_XDP_PROG_ID`
+                // only repeats the one of a single attachment).
+                link.xdp = xdp
+                    .into_iter()
+                    .filter_map(|x| match x {
+                        LinkXdp::DrvProgId(id) => Some((XdpSlot::Driver, id)),
+                        LinkXdp::SkbProgId(id) => Some((XdpSlot::Generic, id)),
+                        LinkXdp::HwProgId(id) => Some((XdpSlot::Offload, id)),
+                        _ => None,
+                    })
+                    .collect();
+            }
             LinkAttribute::LinkInfo(infos) => {
                 link.kind = infos.into_iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -329,6 +360,7 @@ mod tests {
         assert_eq!(lo.mac, Some([0; 6]));
         assert_eq!(lo.kind, None);
         assert!(!lo.ether);
+        assert!(lo.xdp.is_empty(), "{:?}", lo.xdp);
         assert!(links().unwrap().iter().any(|l| l.index == lo.index));
         let a = addresses().unwrap();
         assert!(a.iter().any(|a| a.index == lo.index

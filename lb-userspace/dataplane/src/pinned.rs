@@ -15,7 +15,7 @@ use super::{AttachMode, DataplaneError, EBPF_OBJECT, attach::attach_xdp, attach:
 
 pub use sluice_core::config::pins::{PIN_ROOT, check_pin_dir_syntax, default_pin_dir};
 
-fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
     statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }

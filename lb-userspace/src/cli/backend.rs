@@ -77,6 +77,13 @@ pub fn print(status: &crate::state::Status) {
             if let Some(h) = &b.next_hop {
                 println!("    next hop: {}", h.detail);
             }
+            if b.health == crate::health::Health::Down {
+                println!(
+                    "    down: run on {}: {}",
+                    b.address,
+                    sluice_daemon::doctor::balancer::backend_hint(&v.vip, &v.forwarding)
+                );
+            }
         }
     }
     if status.unpinned_flows > 0 {

@@ -9,6 +9,7 @@ mod decap;
 mod demo;
 pub mod detach;
 pub mod dist;
+mod doctor;
 mod edit;
 mod examples;
 pub mod fleet;
@@ -158,6 +159,11 @@ pub enum Command {
         #[arg(long, value_name = "N", conflicts_with = "config")]
         balancers: Option<usize>,
     },
+    /// What on this host keeps traffic from flowing, each finding with the command that
+    /// fixes it; exits 1 if something blocks traffic. On the balancer: `sluice doctor
+    /// [--config FILE]`; on a backend host: `sluice doctor backend --vip ADDR:PORT --mode
+    /// dsr|ipip`.
+    Doctor(doctor::DoctorArgs),
     /// Backend-side decapsulation of sluice's IPIP traffic.
     #[command(subcommand)]
     Decap(DecapCmd),
@@ -507,6 +513,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(ConfigCmd::Save { file }) => config::save(&file),
         Command::Config(ConfigCmd::Discard { file }) => config::discard(&file),
         Command::Reload => config::reload(&api_socket, cli.json),
+        Command::Doctor(args) => doctor::run(args, cli.api_socket.as_deref(), cli.json),
         Command::Decap(DecapCmd::Attach {
             interface,
             xdp_mode,
@@ -692,6 +699,30 @@ mod tests {
             Command::Run { config, .. } => assert_eq!(config, PathBuf::from("lab.toml")),
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn doctor_runs_on_the_balancer_or_a_backend() {
+        match parse(&["doctor"]).expect("parses").command {
+            Command::Doctor(a) => {
+                assert!(a.on.is_none());
+                assert_eq!(a.config, PathBuf::from(DEFAULT_CONFIG));
+            }
+            other => panic!("not doctor: {other:?}"),
+        }
+        let cli = parse(&[
+            "doctor",
+            "backend",
+            "--vip",
+            "10.0.0.1:80/tcp",
+            "--mode",
+            "ipip",
+            "--json",
+        ])
+        .expect("the backend's doctor");
+        assert!(cli.json && cli.command.is_report() && !cli.command.uses_api());
+        parse(&["doctor", "backend"]).expect_err("--vip is required");
+        parse(&["doctor", "backend", "--vip", "web"]).expect_err("not an address");
     }
 
     #[test]

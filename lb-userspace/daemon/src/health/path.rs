@@ -599,7 +599,7 @@ impl PathProber {
             );
         }
         Err(format!(
-            "no answer from the VIP within {} ms: VIP not on the backend, no decapsulation, or backend gone",
+            "no answer from the VIP within {} ms: VIP not on the backend, no decapsulation, or backend gone (`sluice doctor backend` on it names which)",
             spec.timeout_ms
         ))
     }
