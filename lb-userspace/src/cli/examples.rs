@@ -19,6 +19,17 @@ sluice run --config lab.toml --interface eth1 --xdp-mode generic
 SLUICE_LOG=debug sluice run --log-format json  # JSON lines on stderr, debug level",
     ),
     (
+        "doctor",
+        "sluice doctor                                 # on the balancer: what blocks traffic
+sluice doctor --config /etc/sluice/sluice.toml --json
+sluice doctor backend --vip 10.0.0.100:80/tcp --mode ipip   # on a backend host",
+    ),
+    (
+        "doctor backend",
+        "sluice doctor backend --vip 10.0.0.100:80/tcp            # DSR backend
+sluice doctor backend --vip [2001:db8::100]:443/tcp --mode ipip --mtu 9000",
+    ),
+    (
         "detach",
         "sluice detach --config /etc/sluice/sluice.toml
 sluice detach --interface eth0 --pin-dir /sys/fs/bpf/sluice/eth0",
