@@ -816,7 +816,9 @@ pub fn check(
         ));
     }
     if per_vip && !ip_of(input).is_some_and(|(_, _, _, dst)| setup.vips.contains_key(&dst)) {
-        return Err(format!("{name} counted for a VIP, for a frame not sent to one"));
+        return Err(format!(
+            "{name} counted for a VIP, for a frame not sent to one"
+        ));
     }
     let fwd = matches!(
         code,

@@ -512,6 +512,7 @@ impl Daemon {
             tables_built,
             scaled,
             announce: Some(Arc::new(self.announcer.status().clone())),
+            flow_capacity: u64::from(self.state.config.daemon.flow_table_size),
         });
         self.status_file.write(status);
         Ok(())
