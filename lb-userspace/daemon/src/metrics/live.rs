@@ -100,9 +100,6 @@ impl Live {
 
     /// Add the live families to `e`.
     pub fn expose(&self, e: &mut Exposition) {
-        e.declare("sluice_health_check_duration_seconds");
-        e.declare("sluice_api_requests");
-        e.declare("sluice_api_errors");
         let checks = self
             .checks
             .lock()

@@ -47,20 +47,6 @@ pub fn build(
     announce: Option<&AnnounceStatus>,
 ) -> Exposition {
     let mut e = Exposition::default();
-    for f in [
-        "sluice_vip_packets",
-        "sluice_vip_bytes",
-        "sluice_vip_new_flows",
-        "sluice_vip_active_flows",
-        "sluice_vip_closes",
-        "sluice_vip_reason_packets",
-        "sluice_backend_packets",
-        "sluice_backend_up",
-        "sluice_backend_state",
-        "sluice_health_transitions",
-    ] {
-        e.declare(f);
-    }
     for v in &status.vips {
         vip(&mut e, v);
     }
@@ -212,13 +198,6 @@ fn totals(e: &mut Exposition, status: &Status, edits: u64, tables_built: u64) {
 
 /// The autoscaler's decisions, counts and actions per scaled VIP (by VIP name).
 fn autoscale(e: &mut Exposition, scaled: &AutoscaleStatus) {
-    for f in [
-        "sluice_autoscale_decisions",
-        "sluice_autoscale_desired",
-        "sluice_autoscale_serving",
-    ] {
-        e.declare(f);
-    }
     for v in &scaled.vips {
         let l: Labels = vec![("vip", v.name.clone())];
         for (d, n) in [
