@@ -414,3 +414,54 @@ fn every_dashboard_query_parses_and_names_exported_metrics() {
         }
     }
 }
+
+/// Pins of a test, removed when dropped (also on failure).
+struct PinDir(std::path::PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = sluice_dataplane::pinned::remove_pin_dir(&self.0, sluice_dataplane::LINK_PIN);
+        let _ = std::fs::remove_dir(&self.0);
+        let _ = std::fs::remove_file(self.0.with_extension("layout.json"));
+    }
+}
+
+/// A daemon upgraded from a build without per-VIP reason counters adopts every pinned
+/// map and creates `VIP_REASONS` anew (its counters start at zero), pinned for the next.
+#[test]
+fn the_per_vip_reason_map_is_created_when_adopting_older_pins() {
+    use sluice_dataplane::{Dataplane, PinConfig, Sizes};
+    require_root();
+    let _serial = serial();
+    let dir = PinDir(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/sl-met-{}",
+        std::process::id()
+    )));
+    let cfg = || PinConfig {
+        dir: dir.0.clone(),
+        interface: "lo".to_owned(),
+        layout_file: dir.0.with_extension("layout.json"),
+        keep: true,
+    };
+    let sizes = Sizes {
+        flow_entries: 4096,
+        table_slots: 4096,
+    };
+    let (mut dp, first) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
+    assert!(first.maps.is_empty(), "{first:?}");
+    dp.stop().expect("stop, keeping the pins");
+    drop(dp);
+    // The previous layout: every map but the per-VIP reasons.
+    std::fs::remove_file(dir.0.join(lb_common::names::VIP_REASONS)).expect("unpin it");
+    let (mut dp, second) = Dataplane::load_pinned(sizes, cfg()).expect("the upgrade");
+    assert_eq!(second.new, [lb_common::names::VIP_REASONS], "{second:?}");
+    assert!(
+        second.maps.iter().any(|m| m == lb_common::names::REASONS),
+        "{second:?}"
+    );
+    assert!(dir.0.join(lb_common::names::VIP_REASONS).exists());
+    let (global, per_vip) = dp.reason_counts_split().expect("the counters read");
+    assert_eq!(global.len(), lb_common::reason::COUNT as usize);
+    assert!(per_vip.iter().flatten().all(|&n| n == 0));
+    dp.stop_removing().expect("remove the pins");
+}
