@@ -77,6 +77,8 @@ pub struct Snapshot {
     pub announce: Option<Arc<AnnounceStatus>>,
     /// The flow table's capacity (`daemon.flow_table_size`; 0: unknown).
     pub flow_capacity: u64,
+    /// Flows opened on each CPU, indexed by CPU.
+    pub new_flows_per_cpu: Vec<u64>,
 }
 
 impl Snapshot {
@@ -97,6 +99,7 @@ impl Snapshot {
                 self.flow_capacity,
                 crate::dataplane::possible_cpus() as u64,
             );
+            render::per_cpu(&mut e, &self.new_flows_per_cpu);
             live().expose(&mut e);
             process::expose(&mut e);
             let (version, revision) = build();

@@ -188,8 +188,8 @@ pub struct Dataplane {
     backend_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
     vip_reasons: PerCpuArray<MapData, u64>,
-    /// Rows of `vip_reasons` that may hold counts (the highest VIP id seen, plus one): the
-    /// global reason figures sum them, removed VIPs' too (see `reasons.rs`).
+    /// Rows of `vip_reasons` and `vip_stats` that may hold counts (the highest VIP id
+    /// seen, plus one): the global figures sum them, removed VIPs' too (see `reasons.rs`).
     vip_reason_rows: std::sync::atomic::AtomicU32,
     cursors: Array<MapData, u64>,
     next_hops: Array<MapData, NextHop>,

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use lb_common::{names, reason};
+use lb_common::{Counters, names, reason};
 
 use crate::{Dataplane, DataplaneError, batch};
 
@@ -25,6 +25,34 @@ impl Dataplane {
             .collect())
     }
 
+    /// Flows opened on each CPU (indexed by CPU), over every VIP row that may hold counts:
+    /// with `BPF_F_NO_COMMON_LRU` each CPU's flows take its own share of the flow table.
+    pub fn new_flows_per_cpu(&self) -> Result<Vec<u64>, DataplaneError> {
+        let rows = self.vip_rows();
+        let per = batch::sum_per_cpu(&self.vip_stats, rows, |a: &mut Counters, c| {
+            a.new_flows += c.new_flows;
+        })
+        .map_err(|source| DataplaneError::Map {
+            name: names::VIP_STATS,
+            source,
+        })?;
+        Ok(per.iter().map(|c| c.new_flows).collect())
+    }
+
+    /// VIP ids that may hold counts: up to the highest one seen while this data plane
+    /// ran (a removed VIP's counts still count), plus one.
+    fn vip_rows(&self) -> u32 {
+        let in_use = self
+            .layout
+            .vips()
+            .map(|(_, r)| r.vip_id.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        self.vip_reason_rows
+            .fetch_max(in_use, Ordering::Relaxed)
+            .max(in_use)
+    }
+
     /// The reason counts of the packets without a VIP (`REASONS`), and of each VIP id's
     /// packets (`VIP_REASONS`, rows `0..` the highest VIP id seen), summed over CPUs.
     pub fn reason_counts_split(&self) -> Result<(Vec<u64>, Vec<VipReasons>), DataplaneError> {
@@ -35,16 +63,7 @@ impl Dataplane {
                     source,
                 }
             })?;
-        let in_use = self
-            .layout
-            .vips()
-            .map(|(_, r)| r.vip_id.saturating_add(1))
-            .max()
-            .unwrap_or(0);
-        let rows = self
-            .vip_reason_rows
-            .fetch_max(in_use, Ordering::Relaxed)
-            .max(in_use);
+        let rows = self.vip_rows();
         let flat = batch::sum_first(&self.vip_reasons, rows * reason::COUNT, |a, c| *a += c)
             .map_err(|source| DataplaneError::Map {
                 name: names::VIP_REASONS,

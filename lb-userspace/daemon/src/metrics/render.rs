@@ -256,6 +256,14 @@ pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, cpus: u64)
     }
 }
 
+/// Flows opened on each CPU: the CPU whose flows outnumber the others' fills its share of
+/// the flow table (`sluice_flow_table_cpu_capacity`) first.
+pub fn per_cpu(e: &mut Exposition, new_flows: &[u64]) {
+    for (cpu, n) in new_flows.iter().enumerate() {
+        e.counter("sluice_cpu_new_flows", vec![("cpu", cpu.to_string())], *n);
+    }
+}
+
 /// `sluice_build_info`.
 pub fn build_info(e: &mut Exposition, version: &str, revision: &str) {
     e.info(
