@@ -405,7 +405,7 @@ fn routes_follow_the_backends_and_maintenance_survives_a_restart() {
     let t0 = Instant::now();
     loop {
         let m = f.metrics(&lab).expect("metrics");
-        if m.contains(&format!("sluice_vip_announced{{vip=\"{vip}\"}} 1"))
+        if m.contains(&format!("sluice_vip_announced{{address=\"{vip}\"}} 1"))
             && m.contains("sluice_announce_maintenance 0")
         {
             break;

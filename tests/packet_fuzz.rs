@@ -46,6 +46,9 @@ fn packet_fuzz() {
     );
     // Every frame moved exactly one counter: they sum to the frames sent.
     assert_eq!(r.reasons.values().sum::<u64>(), r.frames);
+    // Both reason maps count: the frames of a VIP in its row, the others globally.
+    println!("  counted per VIP: {}", r.per_vip);
+    assert!(r.per_vip > 0 && r.per_vip < r.frames, "{}", r.per_vip);
     // The fuzzer still reaches every kind of outcome (it cannot silently degrade into
     // sending only garbage, or only valid frames).
     if frames >= 20_000 {

@@ -10,6 +10,7 @@ pub mod names {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    pub const VIP_REASONS: &str = "VIP_REASONS";
     pub const CURSORS: &str = "CURSORS";
     pub const FIB_SCRATCH: &str = "FIB_SCRATCH";
     pub const ICMP_LIMIT: &str = "ICMP_LIMIT";

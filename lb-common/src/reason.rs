@@ -53,6 +53,38 @@ pub const DROP_ICMP_NO_FLOW: u32 = 23;
 /// Number of reasons (size of the `REASONS` map).
 pub const COUNT: u32 = 24;
 
+/// Entries of the per-VIP reason counters (`VIP_REASONS`, index `vip_id * COUNT + code`):
+/// one row of reasons per VIP id. A packet whose VIP is known counts its reason there
+/// only; the global `REASONS` counts only the packets without a VIP (one increment per
+/// packet either way). The global figure is `REASONS` plus the sum over VIPs.
+pub const VIP_ENTRIES: u32 = crate::MAX_VIPS * COUNT;
+
+/// Bits of a [tagged](for_vip) reason that hold the code.
+const CODE_BITS: u32 = 8;
+const _: () = assert!(COUNT <= 1 << CODE_BITS);
+
+/// A reason tagged with the VIP id it happened for, as the balancer passes it to its
+/// counting (`code` alone, below `1 << 8`, means no VIP).
+#[inline(always)]
+pub const fn for_vip(vip_id: u32, code: u32) -> u32 {
+    ((vip_id + 1) << CODE_BITS) | code
+}
+
+/// The reason code of a [tagged](for_vip) reason (or of a plain code).
+#[inline(always)]
+pub const fn code_of(tagged: u32) -> u32 {
+    tagged & ((1 << CODE_BITS) - 1)
+}
+
+/// The VIP id of a [tagged](for_vip) reason: `None` for a plain code.
+#[inline(always)]
+pub const fn vip_of(tagged: u32) -> Option<u32> {
+    match tagged >> CODE_BITS {
+        0 => None,
+        v => Some(v - 1),
+    }
+}
+
 /// Names, indexed by reason code (for stats and metrics).
 pub const NAMES: [&str; COUNT as usize] = [
     "pass_not_ip",

@@ -17,13 +17,15 @@ use crate::{
     track::Track,
 };
 
-/// Entry point: one verdict per frame, every outcome counted once.
+/// Entry point: one verdict per frame, every outcome counted once (for its VIP when
+/// known: the error is a reason [tagged](reason::for_vip) with the VIP id).
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     match try_balance(ctx) {
         Ok(action) => action,
-        Err(code) => {
-            stats::reason(code);
+        Err(tagged) => {
+            stats::reason(tagged);
+            let code = reason::code_of(tagged);
             // The frame now holds an ICMP too-big message for the client.
             if code == reason::ICMP_TOO_BIG {
                 xdp_action::XDP_TX
@@ -80,10 +82,9 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         0
     };
     if invalid != 0 {
-        return Err(if vip_of(&pkt.key).is_some() {
-            invalid
-        } else {
-            reason::PASS_MALFORMED
+        return Err(match vip_of(&pkt.key) {
+            Some(v) => reason::for_vip(v.vip_id, invalid),
+            None => reason::PASS_MALFORMED,
         });
     }
     // An established flow is forwarded from its flow entry and backend alone (the backend
@@ -92,10 +93,9 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // An ICMP error goes where the flow it quotes goes, without touching that flow.
     let found = if pkt.icmp != 0 {
         let Some((id, b)) = flow::peek(&pkt.key) else {
-            return Err(if vip_of(&pkt.key).is_some() {
-                reason::DROP_ICMP_NO_FLOW
-            } else {
-                reason::PASS_NOT_VIP
+            return Err(match vip_of(&pkt.key) {
+                Some(v) => reason::for_vip(v.vip_id, reason::DROP_ICMP_NO_FLOW),
+                None => reason::PASS_NOT_VIP,
             });
         };
         Some((id, b, Track::Same))
@@ -118,14 +118,17 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
             let hash = flow_hash(&pkt.key, cfg.hash_seed);
             let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
             let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
-                .ok_or(reason::DROP_NO_BACKEND)?;
+                .ok_or(reason::for_vip(vip.vip_id, reason::DROP_NO_BACKEND))?;
             (vip.vip_id, vip.mode, id, b, None, Some(hash), pin)
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg, hash) {
-        Err(reason::ICMP_TOO_BIG) => return Err(forward::too_big(ctx, &pkt, cfg)),
-        r => r?,
+        Ok(r) => r,
+        Err(reason::ICMP_TOO_BIG) => {
+            return Err(reason::for_vip(vip_id, forward::too_big(ctx, &pkt, cfg)));
+        }
+        Err(code) => return Err(reason::for_vip(vip_id, code)),
     };
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.
@@ -144,13 +147,16 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // One reason per frame: a forwarded ICMP error, a SYN whose MSS was clamped, or how it
     // left.
     let fwd = |plain: u32| {
-        if pkt.icmp != 0 {
-            reason::FWD_ICMP
-        } else if clamped {
-            reason::FWD_MSS_CLAMPED
-        } else {
-            plain
-        }
+        reason::for_vip(
+            vip_id,
+            if pkt.icmp != 0 {
+                reason::FWD_ICMP
+            } else if clamped {
+                reason::FWD_MSS_CLAMPED
+            } else {
+                plain
+            },
+        )
     };
     match verdict {
         Verdict::Tx => {

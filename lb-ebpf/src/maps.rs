@@ -71,9 +71,15 @@ pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_
 #[map]
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
-/// One counter per pass/drop/forward reason (`lb_common::reason`).
+/// One counter per pass/drop/forward reason (`lb_common::reason`), for the packets
+/// without a VIP (not addressed to one, or not parsed as far as its lookup).
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::COUNT, 0);
+
+/// The same reasons per VIP (`vip_id * reason::COUNT + code`), for the packets whose VIP
+/// is known: each packet counts in this map or in `REASONS`, never both.
+#[map]
+pub static VIP_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason::VIP_ENTRIES, 0);
 
 /// Per-CPU token bucket of the new flows that may take a flow-table entry, and the count
 /// of those forwarded without one (`flood.rs`).

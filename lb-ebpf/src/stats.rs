@@ -1,16 +1,21 @@
 //! Counters: per-CPU, so incrementing needs no atomics.
 
-use lb_common::Counters;
+use lb_common::{Counters, reason};
 
 use crate::{
-    maps::{BACKEND_STATS, REASONS, VIP_STATS},
+    maps::{BACKEND_STATS, REASONS, VIP_REASONS, VIP_STATS},
     track::Track,
 };
 
-/// Count one packet for `reason`.
+/// Count one packet for a reason, [tagged](reason::for_vip) with its VIP when known: in
+/// that VIP's row of `VIP_REASONS`, else in `REASONS` (one increment either way).
 #[inline(always)]
-pub fn reason(code: u32) {
-    if let Some(c) = REASONS.get_ptr_mut(code) {
+pub fn reason(tagged: u32) {
+    let slot = match reason::vip_of(tagged) {
+        None => REASONS.get_ptr_mut(tagged),
+        Some(vip_id) => VIP_REASONS.get_ptr_mut(vip_id * reason::COUNT + reason::code_of(tagged)),
+    };
+    if let Some(c) = slot {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *c += 1 };
     }

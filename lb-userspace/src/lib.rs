@@ -8,6 +8,6 @@ pub mod cli;
 pub mod logging;
 
 use sluice_core::{autoscale, config};
-use sluice_daemon::{api, daemon, health, notify, persist, preflight, state};
+use sluice_daemon::{api, daemon, health, metrics, notify, persist, preflight, state};
 use sluice_dataplane::{self as dataplane, atomic_file};
 use sluice_lab::{bench, lab};

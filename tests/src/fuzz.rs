@@ -4,9 +4,11 @@
 //! route), each frame checked against the data plane's invariants:
 //!
 //! - never `XDP_ABORTED` (nor any other unknown action);
-//! - exactly one reason counter moves, by one, and it agrees with the verdict (a pass
-//!   reason with `XDP_PASS`, a drop reason with `XDP_DROP`, a forward reason with
-//!   `XDP_TX`/`XDP_REDIRECT`);
+//! - exactly one reason counter moves, by one, over the global `REASONS` and the per-VIP
+//!   `VIP_REASONS` together, and it agrees with the verdict (a pass reason with
+//!   `XDP_PASS`, a drop reason with `XDP_DROP`, a forward reason with
+//!   `XDP_TX`/`XDP_REDIRECT`); a reason that implies a VIP (forwarded, dropped for a VIP)
+//!   is counted in that VIP's row, the others (passed) in the global map;
 //! - `XDP_PASS` leaves the frame byte-identical;
 //! - a frame not addressed to a VIP address is never forwarded;
 //! - DSR changes only the MAC addresses, to a backend of that VIP address;
@@ -332,6 +334,8 @@ pub struct Report {
     pub actions: BTreeMap<&'static str, u64>,
     /// Frames per reason counter.
     pub reasons: BTreeMap<&'static str, u64>,
+    /// Frames counted in a VIP's row of `VIP_REASONS` (the rest: in `REASONS`).
+    pub per_vip: u64,
     pub violations: u64,
     /// The first violations, each with its frame in hex.
     pub examples: Vec<String>,
@@ -353,11 +357,11 @@ pub fn run(frames: u64, seed: u64, ifindex: u32) -> anyhow::Result<Report> {
         seed,
         ..Report::default()
     };
-    let mut before = dp.reason_counts()?;
+    let mut before = all_reasons(&dp)?;
     for i in 0..frames {
         let frame = make_frame(&mut rng, &setup);
         let r = dp.run_frame(programs::BALANCER, &frame, ifindex)?;
-        let after = dp.reason_counts()?;
+        let after = all_reasons(&dp)?;
         let moved: Vec<(usize, u64)> = after
             .iter()
             .zip(&before)
@@ -369,7 +373,11 @@ pub fn run(frames: u64, seed: u64, ifindex: u32) -> anyhow::Result<Report> {
         report.frames += 1;
         *report.actions.entry(action_name(r.action)).or_default() += 1;
         if let [(k, 1)] = moved.as_slice() {
-            *report.reasons.entry(reason::NAMES[*k]).or_default() += 1;
+            *report
+                .reasons
+                .entry(reason::NAMES[*k % reason::COUNT as usize])
+                .or_default() += 1;
+            report.per_vip += u64::from(*k >= reason::COUNT as usize);
         }
         if let Err(why) = check(&setup, &frame, r.action, &r.frame, &moved) {
             report.violations += 1;
@@ -383,6 +391,31 @@ pub fn run(frames: u64, seed: u64, ifindex: u32) -> anyhow::Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// Every reason counter: the global ones (`REASONS`, slots `0..COUNT`), then each VIP
+/// id's row (`VIP_REASONS`, slot `(vip_id + 1) * COUNT + code`).
+fn all_reasons(dp: &Dataplane) -> anyhow::Result<Vec<u64>> {
+    let (global, per_vip) = dp.reason_counts_split()?;
+    Ok(global
+        .into_iter()
+        .chain(per_vip.into_iter().flatten())
+        .collect())
+}
+
+/// Whether a reason is only ever counted for a VIP (its packet matched one): forwarded,
+/// answered, or dropped for a VIP. The rest (passed, decapsulated) have no VIP;
+/// `drop_internal` may have either.
+fn implies_vip(code: u32) -> Option<bool> {
+    match code {
+        reason::DROP_INTERNAL => None,
+        reason::FWD_TX
+        | reason::FWD_REDIRECT
+        | reason::FWD_MSS_CLAMPED
+        | reason::FWD_ICMP
+        | reason::ICMP_TOO_BIG => Some(true),
+        c => Some(reason::is_drop(c)),
+    }
 }
 
 fn action_name(a: u32) -> &'static str {
@@ -758,18 +791,35 @@ pub fn check(
     output: &[u8],
     moved: &[(usize, u64)],
 ) -> Result<(), String> {
-    let [(code, 1)] = moved else {
+    let count = reason::COUNT as usize;
+    let [(slot, 1)] = moved else {
         return Err(format!(
             "{} reason counters moved, want exactly one by one: {:?}",
             moved.len(),
             moved
                 .iter()
-                .map(|(k, n)| format!("{}+{n}", reason::NAMES[*k]))
+                .map(|(k, n)| format!("{}/{}+{n}", k / count, reason::NAMES[k % count]))
                 .collect::<Vec<_>>()
         ));
     };
-    let code = *code as u32;
+    let code = (slot % count) as u32;
     let name = reason::NAMES[code as usize];
+    let per_vip = *slot >= count;
+    if implies_vip(code).is_some_and(|v| v != per_vip) {
+        return Err(format!(
+            "{name} counted {}",
+            if per_vip {
+                "for a VIP"
+            } else {
+                "without its VIP"
+            }
+        ));
+    }
+    if per_vip && !ip_of(input).is_some_and(|(_, _, _, dst)| setup.vips.contains_key(&dst)) {
+        return Err(format!(
+            "{name} counted for a VIP, for a frame not sent to one"
+        ));
+    }
     let fwd = matches!(
         code,
         reason::FWD_TX | reason::FWD_REDIRECT | reason::FWD_MSS_CLAMPED | reason::FWD_ICMP

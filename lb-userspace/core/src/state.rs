@@ -41,6 +41,8 @@ pub struct BackendHealth {
     pub since: SystemTime,
     pub reason: String,
     pub transitions: u64,
+    /// Of `transitions`, those from up to down.
+    pub transitions_down: u64,
     /// Checks run, and how many of them failed, since the daemon started.
     pub checks: u64,
     pub failed_checks: u64,
@@ -154,6 +156,7 @@ impl State {
                         }
                         .to_owned(),
                         transitions: 0,
+                        transitions_down: 0,
                         checks: 0,
                         failed_checks: 0,
                     },
@@ -260,6 +263,7 @@ impl State {
         h.health = e.health;
         h.since = SystemTime::now();
         h.transitions += 1;
+        h.transitions_down += u64::from(e.health == Health::Down);
         // Back up: ramp up again.
         if e.health == Health::Up
             && let Some(l) = self.life.get_mut(&(e.vip, e.backend))
@@ -547,6 +551,9 @@ pub struct VipStatus {
     /// balancers that send its new flows to the same backends. Empty: not published yet.
     #[serde(default)]
     pub fingerprint: String,
+    /// Its packets by outcome (`lb_common::reason` names; those counted at least once).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, u64>,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -573,6 +580,9 @@ pub struct BackendStatus {
     /// The last probe's outcome.
     pub reason: String,
     pub transitions: u64,
+    /// Of `transitions`, those from up to down (the rest went up).
+    #[serde(default)]
+    pub transitions_down: u64,
     /// Checks run and failed since the daemon started.
     #[serde(default)]
     pub checks: u64,

@@ -287,12 +287,13 @@ impl Checkers {
                 let initial = state
                     .health_of(id, b.address)
                     .map_or(Health::Up, |h| h.health);
+                let latency = crate::metrics::live().check_latency(&v.name, spec.check.as_str());
                 self.running.push(health::spawn(
                     self.prober.clone(),
-                    id,
-                    b.address,
+                    (id, b.address),
                     spec,
                     initial,
+                    latency,
                     self.events.clone(),
                 ));
             }

@@ -1,60 +1,31 @@
 //! Prometheus exposition (OpenMetrics text) on `daemon.metrics_listen` (loopback by
 //! default). The daemon takes a status snapshot every second from the same counters as
 //! `sluice backend list`; a scrape renders the latest one (off the daemon's loop), so
-//! figures are at most one second old.
+//! figures are at most one second old. Health-check durations and API requests are counted
+//! as they happen (`live`), the `process_*` figures read from `/proc/self` at the scrape.
+//! Every family is listed in [`text::FAMILIES`], which the dashboard's test reads too.
 
-use std::{net::SocketAddr, sync::Arc};
+mod live;
+mod process;
+mod render;
+pub mod text;
 
-use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
 };
+
 use tokio::{net::TcpListener, sync::watch};
 
 use sluice_core::announce::AnnounceStatus;
 
-use crate::{
-    health::Health,
-    state::{BackendStatus, Status, VipStatus},
-};
+pub use live::{Latency, live};
+pub use render::split_vip;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VipLabels {
-    vip: String,
-    name: String,
-}
+use crate::state::Status;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabels {
-    vip: String,
-    backend: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    vip: String,
-    backend: String,
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FingerprintLabels {
-    vip: String,
-    fingerprint: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConfigFingerprintLabels {
-    fingerprint: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: String,
-}
-
-/// The exposition text for a status snapshot.
+/// The exposition text for a status snapshot (without the live, process and build
+/// families: see [`Snapshot::render`]).
 pub fn render(
     status: &Status,
     edits: u64,
@@ -62,410 +33,24 @@ pub fn render(
     scaled: &crate::autoscale::driver::AutoscaleStatus,
     announce: Option<&AnnounceStatus>,
 ) -> String {
-    let mut r = Registry::with_prefix("sluice");
-    let families = Families::default();
-    for v in &status.vips {
-        families.vip(v);
-    }
-    families.register(&mut r);
-    let reasons = Family::<ReasonLabels, Counter>::default();
-    for (name, n) in &status.reasons {
-        reasons
-            .get_or_create(&ReasonLabels {
-                reason: name.clone(),
-            })
-            .inc_by(*n);
-    }
-    r.register(
-        "packets",
-        "Packets by outcome (forwarded, passed, dropped and why)",
-        reasons,
-    );
-    totals(&mut r, status, edits, tables_built);
-    autoscale(&mut r, scaled);
-    if let Some(a) = announce {
-        announced(&mut r, a);
-    }
-    let mut out = String::new();
-    if encode(&mut out, &r).is_err() {
-        out.clear();
-    }
-    out
+    render::build(status, edits, tables_built, scaled, announce).encode()
 }
 
-/// The per-VIP and per-backend families of a snapshot.
-#[derive(Default)]
-struct Families {
-    vip_packets: Family<VipLabels, Counter>,
-    vip_bytes: Family<VipLabels, Counter>,
-    vip_new: Family<VipLabels, Counter>,
-    be_packets: Family<BackendLabels, Counter>,
-    be_bytes: Family<BackendLabels, Counter>,
-    be_new: Family<BackendLabels, Counter>,
-    be_up: Family<BackendLabels, Gauge>,
-    be_weight: Family<BackendLabels, Gauge>,
-    be_transitions: Family<BackendLabels, Counter>,
-    be_state: Family<StateLabels, Gauge>,
-    vip_active: Family<VipLabels, Gauge>,
-    vip_closes: Family<VipLabels, Counter>,
-    be_active: Family<BackendLabels, Gauge>,
-    be_closes: Family<BackendLabels, Counter>,
-    be_eff: Family<BackendLabels, Gauge>,
-    vip_fingerprint: Family<FingerprintLabels, Gauge>,
-    load_waiting: Family<BackendLabels, FloatGauge>,
-    load_running: Family<BackendLabels, FloatGauge>,
-    load_kv: Family<BackendLabels, FloatGauge>,
-    load_age: Family<BackendLabels, FloatGauge>,
-    load_errors: Family<BackendLabels, Counter>,
+/// The version and git revision `sluice_build_info` shows (set once by the binary).
+static BUILD: OnceLock<(String, String)> = OnceLock::new();
+
+/// Say which build this is (`sluice --version`'s version and revision); the first call
+/// wins. Without it: the daemon crate's version, revision `unknown`.
+pub fn set_build(version: &str, revision: &str) {
+    let _ = BUILD.set((version.to_owned(), revision.to_owned()));
 }
 
-/// A gauge of a fractional value.
-type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
-
-impl Families {
-    /// A VIP's figures and its backends'.
-    fn vip(&self, v: &VipStatus) {
-        let l = VipLabels {
-            vip: v.vip.clone(),
-            name: v.name.clone(),
-        };
-        self.vip_packets.get_or_create(&l).inc_by(v.packets);
-        self.vip_bytes.get_or_create(&l).inc_by(v.bytes);
-        self.vip_new.get_or_create(&l).inc_by(v.new_flows);
-        self.vip_active
-            .get_or_create(&l)
-            .set(i64::try_from(v.active).unwrap_or(i64::MAX));
-        self.vip_closes
-            .get_or_create(&l)
-            .inc_by(v.backends.iter().map(|b| b.closes).sum());
-        if !v.fingerprint.is_empty() {
-            self.vip_fingerprint
-                .get_or_create(&FingerprintLabels {
-                    vip: v.vip.clone(),
-                    fingerprint: v.fingerprint.clone(),
-                })
-                .set(1);
-        }
-        for b in &v.backends {
-            self.backend(v, b);
-        }
-    }
-
-    /// A backend's figures, and its lifecycle state (one series per state, 1 for the
-    /// current one).
-    fn backend(&self, v: &VipStatus, b: &BackendStatus) {
-        let l = BackendLabels {
-            vip: v.vip.clone(),
-            backend: b.address.to_string(),
-        };
-        self.be_packets.get_or_create(&l).inc_by(b.packets);
-        self.be_bytes.get_or_create(&l).inc_by(b.bytes);
-        self.be_new.get_or_create(&l).inc_by(b.new_flows);
-        self.be_up
-            .get_or_create(&l)
-            .set(i64::from(b.health == Health::Up));
-        self.be_weight.get_or_create(&l).set(i64::from(b.weight));
-        self.be_transitions.get_or_create(&l).inc_by(b.transitions);
-        self.be_active
-            .get_or_create(&l)
-            .set(i64::try_from(b.active).unwrap_or(i64::MAX));
-        self.be_closes.get_or_create(&l).inc_by(b.closes);
-        self.be_eff
-            .get_or_create(&l)
-            .set(i64::from(b.effective_weight));
-        // The daemon's own state, as `backend list` shows it (old status files: "").
-        let state = match b.lifecycle.as_str() {
-            "" => "active",
-            s => s,
-        };
-        for s in crate::state::LIFECYCLE_STATES {
-            let l = StateLabels {
-                vip: v.vip.clone(),
-                backend: b.address.to_string(),
-                state: s.to_owned(),
-            };
-            self.be_state.get_or_create(&l).set(i64::from(s == state));
-        }
-        if let Some(load) = &b.load {
-            self.load(&l, load);
-        }
-    }
-
-    /// A backend's load reading (`[vip.load]`): the figures its last report gave, how old
-    /// it is, and the failed reads.
-    fn load(&self, l: &BackendLabels, load: &crate::state::LoadStatus) {
-        for (family, value) in [
-            (&self.load_waiting, load.waiting),
-            (&self.load_running, load.running),
-            (&self.load_kv, load.kv_cache),
-        ] {
-            if let Some(v) = value {
-                family.get_or_create(l).set(v);
-            }
-        }
-        if let Some(ms) = load.age_ms {
-            #[expect(clippy::cast_precision_loss, reason = "an age in seconds")]
-            self.load_age.get_or_create(l).set(ms as f64 / 1000.0);
-        }
-        self.load_errors.get_or_create(l).inc_by(load.errors);
-    }
-
-    /// Register the families, in the order they are exposed.
-    fn register(self, r: &mut Registry) {
-        r.register(
-            "vip_packets",
-            "Packets forwarded for a VIP",
-            self.vip_packets,
-        );
-        r.register("vip_bytes", "Bytes forwarded for a VIP", self.vip_bytes);
-        r.register("vip_new_flows", "Flows opened to a VIP", self.vip_new);
-        r.register(
-            "backend_packets",
-            "Packets forwarded to a backend",
-            self.be_packets,
-        );
-        r.register(
-            "backend_bytes",
-            "Bytes forwarded to a backend",
-            self.be_bytes,
-        );
-        r.register(
-            "backend_new_flows",
-            "Flows opened to a backend",
-            self.be_new,
-        );
-        r.register(
-            "backend_up",
-            "1 when the backend passes its health checks",
-            self.be_up,
-        );
-        r.register("backend_weight", "Configured weight", self.be_weight);
-        r.register(
-            "backend_effective_weight",
-            "Weight in the table now (0 while draining, ramping in slow start)",
-            self.be_eff,
-        );
-        r.register(
-            "vip_active_flows",
-            "Open connections to a VIP (kernel connection tracking)",
-            self.vip_active,
-        );
-        r.register(
-            "vip_closes",
-            "Connections to a VIP closed (FIN/RST seen or moved)",
-            self.vip_closes,
-        );
-        r.register(
-            "backend_active_flows",
-            "Open connections on a backend (kernel connection tracking)",
-            self.be_active,
-        );
-        r.register(
-            "backend_closes",
-            "Connections on a backend closed (FIN/RST seen or moved)",
-            self.be_closes,
-        );
-        r.register(
-            "backend_health_transitions",
-            "Up/down transitions",
-            self.be_transitions,
-        );
-        r.register(
-            "backend_state",
-            "Lifecycle state (1 for the current one)",
-            self.be_state,
-        );
-        r.register(
-            "vip_table_fingerprint_info",
-            "Fingerprint of the VIP's lookup table as backend addresses (equal on balancers \
-             that send its new flows to the same backends)",
-            self.vip_fingerprint,
-        );
-        r.register(
-            "backend_load_waiting",
-            "Requests waiting, as the backend's last load report said",
-            self.load_waiting,
-        );
-        r.register(
-            "backend_load_running",
-            "Requests running, as the backend's last load report said",
-            self.load_running,
-        );
-        r.register(
-            "backend_load_kv_cache",
-            "KV-cache use (0..1), as the backend's last load report said",
-            self.load_kv,
-        );
-        r.register(
-            "backend_load_age_seconds",
-            "Age of the backend's last good load report",
-            self.load_age,
-        );
-        r.register(
-            "backend_load_errors",
-            "Failed reads of the backend's load report",
-            self.load_errors,
-        );
-    }
-}
-
-/// The daemon-wide counters: live edits, table builds, flows expired by the sweep.
-fn totals(r: &mut Registry, status: &Status, edits: u64, tables_built: u64) {
-    let edits_c = Counter::<u64>::default();
-    edits_c.inc_by(edits);
-    r.register("edits", "Live edits applied", edits_c);
-    let tables = Counter::<u64>::default();
-    tables.inc_by(tables_built);
-    r.register(
-        "table_rebuilds",
-        "Lookup tables built and published (Maglev tables and scheduler sequences)",
-        tables,
-    );
-    let fallbacks = Counter::<u64>::default();
-    fallbacks.inc_by(status.fib_fallbacks);
-    r.register(
-        "fib_fallbacks",
-        "Frames forwarded through the kernel's FIB (bpf_fib_lookup) because their backend's next hop was not resolved",
-        fallbacks,
-    );
-    let unpinned = Counter::<u64>::default();
-    unpinned.inc_by(status.unpinned_flows);
-    r.register(
-        "flows_unpinned",
-        "New flows forwarded by their hash without a flow-table entry because the flood guard's rate (daemon.new_flow_limit_per_cpu) was exceeded",
-        unpinned,
-    );
-    let unresolved = Gauge::<i64>::default();
-    unresolved.set(
-        status
-            .vips
-            .iter()
-            .flat_map(|v| &v.backends)
-            .filter(|b| b.next_hop.as_ref().is_some_and(|h| !h.resolved))
-            .count() as i64,
-    );
-    r.register(
-        "next_hops_unresolved",
-        "Backends reached through a route whose next hop is not resolved",
-        unresolved,
-    );
-    let expired = Counter::<u64>::default();
-    expired.inc_by(status.conntrack.expired);
-    r.register(
-        "conntrack_expired",
-        "Open flows expired for idleness by the conntrack sweep",
-        expired,
-    );
-    if !status.config_fingerprint.is_empty() {
-        let config = Family::<ConfigFingerprintLabels, Gauge>::default();
-        config
-            .get_or_create(&ConfigFingerprintLabels {
-                fingerprint: status.config_fingerprint.clone(),
-            })
-            .set(1);
-        r.register(
-            "config_fingerprint_info",
-            "Fingerprint of the running configuration (equal on balancers configured alike)",
-            config,
-        );
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabels {
-    vip: String,
-    direction: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NameLabels {
-    vip: String,
-}
-
-/// The autoscaler's decisions, counts and actions per scaled VIP (by VIP name).
-fn autoscale(r: &mut Registry, scaled: &crate::autoscale::driver::AutoscaleStatus) {
-    let decisions = Family::<DecisionLabels, Counter>::default();
-    let desired = Family::<NameLabels, Gauge>::default();
-    let serving = Family::<NameLabels, Gauge>::default();
-    let added = Family::<NameLabels, Counter>::default();
-    let removed = Family::<NameLabels, Counter>::default();
-    let failures = Family::<NameLabels, Counter>::default();
-    for v in &scaled.vips {
-        for (d, n) in [
-            ("up", v.decisions_up),
-            ("down", v.decisions_down),
-            ("hold", v.decisions_hold),
-        ] {
-            decisions
-                .get_or_create(&DecisionLabels {
-                    vip: v.name.clone(),
-                    direction: d.to_owned(),
-                })
-                .inc_by(n);
-        }
-        let l = NameLabels {
-            vip: v.name.clone(),
-        };
-        desired.get_or_create(&l).set(i64::from(v.desired));
-        serving.get_or_create(&l).set(i64::from(v.serving));
-        added.get_or_create(&l).inc_by(v.added);
-        removed.get_or_create(&l).inc_by(v.removed);
-        failures.get_or_create(&l).inc_by(v.failures);
-    }
-    r.register(
-        "autoscale_decisions",
-        "Autoscaler evaluations by outcome (up, down, hold)",
-        decisions,
-    );
-    r.register(
-        "autoscale_desired",
-        "Backends the autoscaler wants serving",
-        desired,
-    );
-    r.register(
-        "autoscale_serving",
-        "Backends serving (active and healthy)",
-        serving,
-    );
-    r.register("autoscale_added", "Backends the autoscaler added", added);
-    r.register(
-        "autoscale_removed",
-        "Backends the autoscaler drained, removed and released",
-        removed,
-    );
-    r.register(
-        "autoscale_failures",
-        "Failed scale-outs (provider, health checks) and rejected autoscaler edits",
-        failures,
-    );
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AddressLabels {
-    vip: String,
-}
-
-/// `[daemon.announce]`: per VIP address whether its route is installed, and maintenance.
-fn announced(r: &mut Registry, a: &AnnounceStatus) {
-    let per = Family::<AddressLabels, Gauge>::default();
-    for x in &a.addresses {
-        per.get_or_create(&AddressLabels {
-            vip: x.address.to_string(),
+fn build() -> (&'static str, &'static str) {
+    BUILD
+        .get()
+        .map_or((env!("CARGO_PKG_VERSION"), "unknown"), |(v, r)| {
+            (v.as_str(), r.as_str())
         })
-        .set(i64::from(x.announced));
-    }
-    r.register(
-        "vip_announced",
-        "Whether the VIP address is announced (its route installed for the BGP speaker)",
-        per,
-    );
-    let m = Gauge::<i64>::default();
-    m.set(i64::from(a.maintenance));
-    r.register(
-        "announce_maintenance",
-        "Whether every VIP address is withdrawn for maintenance (sluice announce withdraw --all)",
-        m,
-    );
 }
 
 /// Bind the metrics listener (`SO_REUSEADDR`, as tokio's own bind: a restart does not wait
@@ -490,25 +75,41 @@ pub struct Snapshot {
     pub scaled: crate::autoscale::driver::AutoscaleStatus,
     /// The announcer's status (`sluice announce status`).
     pub announce: Option<Arc<AnnounceStatus>>,
+    /// The flow table's capacity (`daemon.flow_table_size`; 0: unknown).
+    pub flow_capacity: u64,
+    /// Flows opened on each CPU, indexed by CPU.
+    pub new_flows_per_cpu: Vec<u64>,
 }
 
 impl Snapshot {
-    /// The exposition text (empty before the first status).
+    /// The exposition text (empty before the first status): the snapshot's families, the
+    /// live ones, the process's and the build's.
     pub fn render(&self) -> String {
         self.status.as_ref().map_or_else(String::new, |s| {
-            render(
+            let mut e = render::build(
                 s,
                 self.edits,
                 self.tables_built,
                 &self.scaled,
                 self.announce.as_deref(),
-            )
+            );
+            render::flow_table(
+                &mut e,
+                s,
+                self.flow_capacity,
+                crate::dataplane::possible_cpus() as u64,
+            );
+            render::per_cpu(&mut e, &self.new_flows_per_cpu);
+            live().expose(&mut e);
+            process::expose(&mut e);
+            let (version, revision) = build();
+            render::build_info(&mut e, version, revision);
+            e.encode()
         })
     }
 }
 
-/// What the endpoint answers a scrape with (the OpenMetrics text format, as
-/// prometheus-client encodes it).
+/// What the endpoint answers a scrape with (the OpenMetrics text format, `text.rs`).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The largest request head read (hyper's smallest buffer): a scrape is a few hundred
 /// bytes; a larger head is answered 431 and the connection closed.
@@ -612,7 +213,10 @@ async fn answer<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{BackendStatus, VipStatus};
+    use crate::{
+        health::Health,
+        state::{BackendStatus, VipStatus},
+    };
 
     #[test]
     fn renders_labelled_families() {
@@ -629,6 +233,12 @@ mod tests {
                 new_flows: 2,
                 active: 1,
                 fingerprint: "00112233445566ff".into(),
+                reasons: [
+                    ("fwd_tx".to_owned(), 9u64),
+                    ("drop_no_backend".to_owned(), 1),
+                ]
+                .into_iter()
+                .collect(),
                 backends: vec![BackendStatus {
                     address: "10.0.1.1".parse().unwrap(),
                     weight: 3,
@@ -639,9 +249,10 @@ mod tests {
                     health: Health::Down,
                     since: 0,
                     reason: String::new(),
-                    transitions: 1,
-                    checks: 0,
-                    failed_checks: 0,
+                    transitions: 3,
+                    transitions_down: 2,
+                    checks: 5,
+                    failed_checks: 2,
                     packets: 10,
                     bytes: 1000,
                     new_flows: 2,
@@ -669,28 +280,51 @@ mod tests {
             unpinned_flows: 5,
         };
         let text = render(&status, 4, 7, &Default::default(), None);
+        let vip = r#"vip="web",address="10.0.0.1",port="80",protocol="tcp""#;
+        let be = r#"vip="web",backend="10.0.1.1""#;
         for line in [
-            r#"sluice_vip_packets_total{vip="10.0.0.1:80/tcp",name="web"} 10"#,
-            r#"sluice_backend_up{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0"#,
-            r#"sluice_backend_state{vip="10.0.0.1:80/tcp",backend="10.0.1.1",state="down"} 1"#,
-            r#"sluice_backend_state{vip="10.0.0.1:80/tcp",backend="10.0.1.1",state="draining"} 0"#,
-            r#"sluice_backend_active_flows{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 1"#,
-            r#"sluice_vip_active_flows{vip="10.0.0.1:80/tcp",name="web"} 1"#,
-            r#"sluice_packets_total{reason="fwd_tx"} 10"#,
-            "sluice_edits_total 4",
-            "sluice_table_rebuilds_total 7",
-            "sluice_fib_fallbacks_total 3",
-            "sluice_flows_unpinned_total 5",
-            "sluice_next_hops_unresolved 1",
-            r#"sluice_vip_table_fingerprint_info{vip="10.0.0.1:80/tcp",fingerprint="00112233445566ff"} 1"#,
-            r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#,
-            r#"sluice_backend_load_waiting{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 7.0"#,
-            r#"sluice_backend_load_kv_cache{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.375"#,
-            r#"sluice_backend_load_age_seconds{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 0.25"#,
-            r#"sluice_backend_load_errors_total{vip="10.0.0.1:80/tcp",backend="10.0.1.1"} 2"#,
+            format!("sluice_vip_packets_total{{{vip}}} 10"),
+            format!("sluice_vip_bytes_total{{{vip}}} 1000"),
+            format!(r#"sluice_vip_reason_packets_total{{{vip},reason="drop_no_backend"}} 1"#),
+            format!(r#"sluice_vip_reason_packets_total{{{vip},reason="fwd_tx"}} 9"#),
+            format!("sluice_vip_active_flows{{{vip}}} 1"),
+            format!("sluice_backend_up{{{be}}} 0"),
+            format!(r#"sluice_backend_state{{{be},state="down"}} 1"#),
+            format!(r#"sluice_backend_state{{{be},state="draining"}} 0"#),
+            format!("sluice_backend_active_flows{{{be}}} 1"),
+            format!(r#"sluice_health_transitions_total{{{be},direction="down"}} 2"#),
+            format!(r#"sluice_health_transitions_total{{{be},direction="up"}} 1"#),
+            format!(r#"sluice_backend_health_checks_total{{{be},result="failed"}} 2"#),
+            format!(r#"sluice_backend_health_checks_total{{{be},result="ok"}} 3"#),
+            r#"sluice_packets_total{reason="fwd_tx"} 10"#.to_owned(),
+            "sluice_edits_total 4".to_owned(),
+            "sluice_table_rebuilds_total 7".to_owned(),
+            "sluice_fib_fallbacks_total 3".to_owned(),
+            "sluice_flows_unpinned_total 5".to_owned(),
+            "sluice_next_hops_unresolved 1".to_owned(),
+            format!(
+                r#"sluice_vip_table_fingerprint_info{{{vip},fingerprint="00112233445566ff"}} 1"#
+            ),
+            r#"sluice_config_fingerprint_info{fingerprint="aabbccddeeff0011"} 1"#.to_owned(),
+            format!("sluice_backend_load_waiting{{{be}}} 7.0"),
+            format!("sluice_backend_load_kv_cache{{{be}}} 0.375"),
+            format!("sluice_backend_load_age_seconds{{{be}}} 0.25"),
+            format!("sluice_backend_load_errors_total{{{be}}} 2"),
+            "# TYPE sluice_vip_bytes counter".to_owned(),
+            "# UNIT sluice_vip_bytes bytes".to_owned(),
         ] {
-            assert!(text.contains(line), "missing {line} in\n{text}");
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+        // Stable order: families by name, series by label values.
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or_default())
+            .collect();
+        let mut sorted = families.clone();
+        sorted.sort_unstable();
+        assert_eq!(families, sorted);
+        assert_eq!(text, render(&status, 4, 7, &Default::default(), None));
         assert!(text.ends_with("# EOF\n"));
     }
 
@@ -831,8 +465,8 @@ mod tests {
         };
         let text = render(&status, 0, 0, &Default::default(), Some(&a));
         for line in [
-            "sluice_vip_announced{vip=\"10.0.0.1\"} 1",
-            "sluice_vip_announced{vip=\"2001:db8::1\"} 0",
+            "sluice_vip_announced{address=\"10.0.0.1\"} 1",
+            "sluice_vip_announced{address=\"2001:db8::1\"} 0",
             "sluice_announce_maintenance 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");

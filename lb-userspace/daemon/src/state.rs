@@ -44,6 +44,7 @@ impl Snapshot for State {
         // Every counter in one read of each map (not one syscall per VIP and backend), of
         // the slots in use.
         let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
+        let (global_reasons, vip_reasons) = dp.reason_counts_split().unwrap_or_default();
         let hops: std::collections::BTreeMap<u32, NextHopStatus> = dp
             .next_hops()
             .into_iter()
@@ -76,6 +77,10 @@ impl Snapshot for State {
                         .and_then(|r| r.fingerprint)
                         .map(|f| f.to_string())
                         .unwrap_or_default(),
+                    reasons: rec
+                        .and_then(|r| vip_reasons.get(r.vip_id as usize))
+                        .map(named_reasons)
+                        .unwrap_or_default(),
                     backends: v
                         .backends
                         .iter()
@@ -100,6 +105,7 @@ impl Snapshot for State {
                                 since: h.map_or(0, |h| secs(h.since)),
                                 reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                                 transitions: h.map_or(0, |h| h.transitions),
+                                transitions_down: h.map_or(0, |h| h.transitions_down),
                                 checks: h.map_or(0, |h| h.checks),
                                 failed_checks: h.map_or(0, |h| h.failed_checks),
                                 packets: c.packets,
@@ -117,16 +123,16 @@ impl Snapshot for State {
                 status
             })
             .collect();
-        let reasons = dp
-            .reason_counts()
-            .map(|counts| {
-                lb_common::reason::NAMES
-                    .iter()
-                    .zip(counts)
-                    .map(|(n, c)| ((*n).to_owned(), c))
-                    .collect()
+        // Every packet: those without a VIP, and every VIP row (removed VIPs' too).
+        let reasons = lb_common::reason::NAMES
+            .iter()
+            .enumerate()
+            .map(|(code, n)| {
+                let c = global_reasons.get(code).copied().unwrap_or(0)
+                    + vip_reasons.iter().map(|r| r[code]).sum::<u64>();
+                ((*n).to_owned(), c)
             })
-            .unwrap_or_default();
+            .collect();
         let ct = dp.conntrack();
         Status {
             written: secs(SystemTime::now()),
@@ -149,6 +155,16 @@ impl Snapshot for State {
             unpinned_flows: dp.unpinned_flows().unwrap_or_default(),
         }
     }
+}
+
+/// A VIP's reason counts by name, those counted at least once.
+fn named_reasons(r: &crate::dataplane::VipReasons) -> std::collections::BTreeMap<String, u64> {
+    lb_common::reason::NAMES
+        .iter()
+        .zip(r)
+        .filter(|(_, n)| **n > 0)
+        .map(|(name, n)| ((*name).to_owned(), *n))
+        .collect()
 }
 
 /// A next hop as `sluice backend list` shows it: `10.0.0.1 on eth0 (02:…), mtu 1500`
@@ -347,6 +363,7 @@ mod tests {
                 new_flows: 0,
                 active: 0,
                 fingerprint: String::new(),
+                reasons: BTreeMap::new(),
                 backends: vec![BackendStatus {
                     address: b.address,
                     weight: 0,
@@ -358,6 +375,7 @@ mod tests {
                     since: 0,
                     reason: String::new(),
                     transitions: 0,
+                    transitions_down: 0,
                     checks: 0,
                     failed_checks: 0,
                     packets: 0,

@@ -63,6 +63,39 @@ pub fn sum_first<V: Pod + Default>(
     }
 }
 
+/// The first `n` entries of `map` folded per CPU with `add` (the sum over keys of each
+/// CPU's value), indexed by CPU; one syscall.
+pub fn sum_per_cpu<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    n: u32,
+    add: impl Fn(&mut V, &V),
+) -> Result<Vec<V>, aya::maps::MapError> {
+    let n = n.min(map.len());
+    let fold = |out: &mut Vec<V>, vals: &[V]| {
+        out.resize_with(out.len().max(vals.len()), V::default);
+        for (o, v) in out.iter_mut().zip(vals) {
+            add(o, v);
+        }
+    };
+    let mut out = Vec::new();
+    match lookup_all::<V>(map.map(), n) {
+        Ok(per_cpu) if n > 0 => {
+            for vals in per_cpu.chunks((per_cpu.len() / n as usize).max(1)) {
+                fold(&mut out, vals);
+            }
+        }
+        Ok(_) => {}
+        // No batch operations (before Linux 5.6): one lookup per entry.
+        Err(_) => {
+            for i in 0..n {
+                let vals = map.get(&i, 0)?;
+                fold(&mut out, &vals);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The raw per-CPU values of keys `0..n`: `n × possible CPUs` values, key-major.
 fn lookup_all<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;

@@ -18,7 +18,9 @@ pub mod neigh;
 pub mod netlink;
 pub mod nexthop;
 pub mod pinned;
+pub use reasons::VipReasons;
 mod publish;
+mod reasons;
 pub mod route;
 mod tables;
 mod testrun;
@@ -35,7 +37,6 @@ use aya::{
 };
 use lb_common::{
     Backend, Counters, FlowKey, FlowValue, GlobalConfig, NextHop, VipKey, VipMeta, names, programs,
-    reason,
 };
 
 pub use adopt::{
@@ -187,6 +188,10 @@ pub struct Dataplane {
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     reasons: PerCpuArray<MapData, u64>,
+    vip_reasons: PerCpuArray<MapData, u64>,
+    /// Rows of `vip_reasons` and `vip_stats` that may hold counts (the highest VIP id
+    /// seen, plus one): the global figures sum them, removed VIPs' too (see `reasons.rs`).
+    vip_reason_rows: std::sync::atomic::AtomicU32,
     cursors: Array<MapData, u64>,
     next_hops: Array<MapData, NextHop>,
     fib_fallbacks: PerCpuArray<MapData, u64>,
@@ -321,6 +326,8 @@ impl Dataplane {
             vip_stats: take_typed(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take_typed(&mut ebpf, names::BACKEND_STATS)?,
             reasons: take_typed(&mut ebpf, names::REASONS)?,
+            vip_reasons: take_typed(&mut ebpf, names::VIP_REASONS)?,
+            vip_reason_rows: std::sync::atomic::AtomicU32::new(0),
             cursors: take_typed(&mut ebpf, names::CURSORS)?,
             next_hops: take_typed(&mut ebpf, names::NEXT_HOPS)?,
             fib_fallbacks: take_typed(&mut ebpf, names::FIB_FALLBACKS)?,
@@ -364,22 +371,6 @@ impl Dataplane {
                 source,
             })?;
         Ok(v.iter().map(|g| g.unpinned).sum())
-    }
-
-    /// Per-reason packet counts, summed over CPUs, indexed by `lb_common::reason` code.
-    pub fn reason_counts(&self) -> Result<Vec<u64>, DataplaneError> {
-        (0..reason::COUNT)
-            .map(|i| {
-                let v = self
-                    .reasons
-                    .get(&i, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: names::REASONS,
-                        source,
-                    })?;
-                Ok(v.iter().sum())
-            })
-            .collect()
     }
 
     fn sum(

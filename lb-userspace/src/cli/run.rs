@@ -13,6 +13,7 @@ use crate::{
 };
 
 pub fn run(file: &Path, interface: Option<String>, mode: Option<Mode>) -> anyhow::Result<()> {
+    crate::metrics::set_build(env!("CARGO_PKG_VERSION"), super::dist::GIT_REVISION);
     let text = std::fs::read_to_string(file).with_context(|| {
         if file == Path::new(super::DEFAULT_CONFIG) {
             format!(

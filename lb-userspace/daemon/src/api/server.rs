@@ -344,6 +344,7 @@ async fn accept_loop(listener: UnixListener, access: Access, calls: mpsc::Sender
                 limit = MAX_CONNECTIONS,
                 "API connection refused: too many connections open"
             );
+            crate::metrics::live().api_request("refused", true);
             tokio::spawn(refuse_busy(stream));
             continue;
         };
@@ -469,6 +470,7 @@ async fn serve_one(
         Ok(text) => text,
         Err(e @ ReadError::TooLarge) => {
             warn!(peer_uid = peer.uid, peer_pid = peer.pid, error = %e, "API request refused");
+            crate::metrics::live().api_request("refused", true);
             return write(Response::Error {
                 message: e.to_string(),
             })
@@ -486,6 +488,7 @@ async fn serve_one(
             peer_gid = cred.gid(),
             "API request refused: not root nor in daemon.api_group"
         );
+        crate::metrics::live().api_request("refused", true);
         return write(Response::Error {
             message: "permission denied: the sluice API is for root and daemon.api_group"
                 .to_owned(),
@@ -495,6 +498,7 @@ async fn serve_one(
     let call = tokio::task::spawn_blocking(move || decode(&text))
         .await
         .map_err(std::io::Error::other)?;
+    let kind = call.as_ref().map_or_else(|_| "invalid".to_owned(), kind_of);
     let resp = match call {
         Err(message) => {
             // An edit the config file's rules refuse never reaches the loop: logged here.
@@ -523,7 +527,20 @@ async fn serve_one(
             }
         }
     };
+    crate::metrics::live().api_request(&kind, matches!(resp, Response::Error { .. }));
     write(resp).await
+}
+
+/// A decoded call's kind, as the metrics count it: its request's `op` (`apply`,
+/// `status`, …), from the fixed set of requests.
+fn kind_of(call: &Call) -> String {
+    match call {
+        Call::Apply { .. } => "apply".to_owned(),
+        Call::Other(r) => serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.get("op")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "other".to_owned()),
+    }
 }
 
 #[cfg(test)]

@@ -521,11 +521,12 @@ impl Daemon {
         // Under the lock only the counters are read (one batch read per map); the status
         // file is encoded and written (on a blocking thread), and the metrics rendered (on
         // scrape), after it is released.
-        let (status, tables_built) = {
+        let (status, tables_built, new_flows_per_cpu) = {
             let dp = lock(&self.dp)?;
             let mut status = self.state.status(&dp);
             self.loads.fill(&mut status, &self.state.config);
-            (Arc::new(status), dp.tables_built())
+            let per_cpu = dp.new_flows_per_cpu().unwrap_or_default();
+            (Arc::new(status), dp.tables_built(), per_cpu)
         };
         let scaled = self
             .scale_report
@@ -538,6 +539,8 @@ impl Daemon {
             tables_built,
             scaled,
             announce: Some(Arc::new(self.announcer.status().clone())),
+            flow_capacity: u64::from(self.state.config.daemon.flow_table_size),
+            new_flows_per_cpu,
         });
         self.status_file.write(status);
         Ok(())

@@ -72,13 +72,14 @@ pub async fn check(
     }
 }
 
-/// Spawn the checker of one backend; it stops when `events` is closed.
+/// Spawn the checker of one backend (of a VIP); it stops when `events` is closed. Each
+/// check's duration goes to `latency`.
 pub fn spawn(
     prober: Option<std::sync::Arc<PathProber>>,
-    vip: VipIdent,
-    backend: IpAddr,
+    (vip, backend): (VipIdent, IpAddr),
     spec: HealthConfig,
     initial: Health,
+    latency: std::sync::Arc<crate::metrics::Latency>,
     events: mpsc::Sender<Event>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -90,7 +91,9 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let started = std::time::Instant::now();
             let (ok, reason) = check(prober.as_deref(), vip, backend, &spec).await;
+            latency.observe(started.elapsed());
             // Every result is reported (the daemon shows the last one); only a changed
             // `health` changes the data plane.
             tracker.observe(ok);
