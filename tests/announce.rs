@@ -25,9 +25,8 @@ use sluice_core::{
 };
 use sluice_daemon::api::{Request, Response, client};
 use sluice_lab::lab::{self, Lab, LabSpec, Weights, lab_dir};
-use sluice_tests::{api::running_config, conn::Held, prefix, require_root, serial};
+use sluice_tests::{api::running_config, child, conn::Held, prefix, require_root, serial};
 
-const ARGV: &str = "SLUICE_TEST_ARGV";
 const STALE: &str = "10.99.0.7";
 const FOREIGN: &str = "10.99.0.8";
 
@@ -35,49 +34,7 @@ const FOREIGN: &str = "10.99.0.8";
 /// process (this binary re-executed), so that it needs no other binary built.
 #[test]
 fn sluice_as_child() {
-    use clap::Parser as _;
-    let Some(argv) = std::env::var_os(ARGV) else {
-        return;
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    let args: Vec<String> = argv
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
-    let code = match lb_userspace::cli::Cli::try_parse_from(&args) {
-        Ok(cli) => match lb_userspace::cli::dispatch(cli) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
-}
-
-fn child(args: &[&str]) -> anyhow::Result<Command> {
-    let mut argv = vec!["sluice"];
-    argv.extend_from_slice(args);
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args([
-        "--exact",
-        "sluice_as_child",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(ARGV, argv.join("\n"));
-    Ok(cmd)
+    child::run_if_child();
 }
 
 /// The files of the test (config file, state directory, API socket) and its lab.
@@ -123,7 +80,7 @@ impl Files {
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut all = vec!["--api-socket", self.socket.to_str().unwrap_or_default()];
         all.extend_from_slice(args);
-        let out = child(&all)?.stdin(Stdio::null()).output()?;
+        let out = child::command(&all)?.stdin(Stdio::null()).output()?;
         ensure!(
             out.status.success(),
             "sluice {args:?} failed: {}\n{}",
@@ -150,7 +107,7 @@ impl Files {
         let n = std::fs::read_dir(&self.dir)?.count();
         let log = self.dir.join(format!("daemon-{n}.log"));
         let out = std::fs::File::create(&log)?;
-        let proc = child(&[
+        let proc = child::command(&[
             "--netns",
             &self.ns,
             "run",
@@ -181,7 +138,7 @@ impl Files {
 
     /// `sluice run` that must refuse to start: its log.
     fn refused(&self) -> anyhow::Result<String> {
-        let out = child(&[
+        let out = child::command(&[
             "--netns",
             &self.ns,
             "run",

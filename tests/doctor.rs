@@ -23,54 +23,18 @@ use sluice_daemon::{
     health::Health,
 };
 use sluice_lab::lab::{Lab, LabSpec, TCP_PORT, Weights, daemon::Daemon, lab_dir, lab_pin_dir};
-use sluice_tests::{prefix, require_root, serial};
-
-const ARGV: &str = "SLUICE_TEST_ARGV";
+use sluice_tests::{child, prefix, require_root, serial};
 
 /// Not a test of its own: the `sluice` command line, run by the tests below in a child
 /// process (this binary re-executed).
 #[test]
 fn sluice_as_child() {
-    use clap::Parser as _;
-    let Some(argv) = std::env::var_os(ARGV) else {
-        return;
-    };
-    let args: Vec<String> = argv
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
-    let code = match lb_userspace::cli::Cli::try_parse_from(&args) {
-        Ok(cli) => match lb_userspace::cli::dispatch(cli) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
+    child::run_if_child();
 }
 
 /// `sluice ARGS...`: its exit success and stdout (stderr appended).
 fn sluice(args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let mut argv = vec!["sluice"];
-    argv.extend_from_slice(args);
-    let out = Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "sluice_as_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ARGV, argv.join("\n"))
-        .stdin(Stdio::null())
-        .output()?;
+    let out = child::command(args)?.stdin(Stdio::null()).output()?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -7,59 +7,25 @@
 //! The labs (prefixes `sl-fp-<pid>-a`, `-b`) are removed when they drop, also on failure;
 //! tests run one at a time.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use clap::Parser as _;
-use lb_userspace::cli::{self, Cli, dispatch};
+use lb_userspace::cli::{Cli, dispatch};
 use sluice_daemon::state::Status;
 use sluice_lab::lab::{Lab, LabSpec, Weights, daemon::Daemon};
-use sluice_tests::{api::status, prefix, require_root, serial};
-
-/// The environment variable that carries the child's command line (one argument a line).
-const ARGV: &str = "SLUICE_FLEET_TEST_ARGV";
+use sluice_tests::{api::status, child, prefix, require_root, serial};
 
 /// Not a test of its own: the body of `sluice` run in a child process (this binary
 /// re-executed), so that its exit status and output are the real ones.
 #[test]
 fn sluice_as_child() {
-    let Some(argv) = std::env::var_os(ARGV) else {
-        return;
-    };
-    let args: Vec<String> = argv
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
-    let code = match Cli::try_parse_from(&args) {
-        Ok(c) => match dispatch(c) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                i32::from(cli::exit_code(&e))
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
+    child::run_if_child();
 }
 
 /// `sluice ARGS...` in a child process: exit status, stdout, stderr.
 fn sluice(args: &[&str]) -> (i32, String, String) {
-    let argv: Vec<&str> = std::iter::once("sluice")
-        .chain(args.iter().copied())
-        .collect();
-    let out = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--exact",
-            "sluice_as_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ARGV, argv.join("\n"))
+    let out = child::command(args)
+        .expect("the test binary")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run the child");

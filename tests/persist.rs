@@ -31,66 +31,20 @@ use sluice_daemon::{
     persist,
 };
 use sluice_lab::lab::{Lab, LabSpec, Weights, lab_dir};
-use sluice_tests::{prefix, require_root, serial};
+use sluice_tests::{child, prefix, require_root, serial};
 
-const ARGV: &str = "SLUICE_TEST_ARGV";
 const VIP: &str = "lab-tcp4";
 
 /// Not a test of its own: the `sluice` command line, run by the tests below in a child
 /// process (this binary re-executed), so that they need no other binary built.
 #[test]
 fn sluice_as_child() {
-    use clap::Parser as _;
-    let Some(argv) = std::env::var_os(ARGV) else {
-        return;
-    };
-    // The daemon's own text log (`sluice run`), read back by the tests.
-    let log = lb_userspace::logging::subscriber(
-        lb_userspace::logging::LogFormat::Text,
-        tracing_subscriber::EnvFilter::new("info"),
-        std::io::stderr,
-        false,
-    );
-    tracing_subscriber::util::SubscriberInitExt::init(log);
-    let args: Vec<String> = argv
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
-    let code = match lb_userspace::cli::Cli::try_parse_from(&args) {
-        Ok(cli) => match lb_userspace::cli::dispatch(cli) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
-}
-
-fn child(args: &[&str]) -> anyhow::Result<Command> {
-    let mut argv = vec!["sluice"];
-    argv.extend_from_slice(args);
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args([
-        "--exact",
-        "sluice_as_child",
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(ARGV, argv.join("\n"));
-    Ok(cmd)
+    child::run_if_child();
 }
 
 /// Run a `sluice` command to its end: exit code, stdout, stderr.
 fn cli(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let out = child(args)?.stdin(Stdio::null()).output()?;
+    let out = child::command(args)?.stdin(Stdio::null()).output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -174,7 +128,7 @@ impl Files {
     fn spawn(&self, log: &Path) -> anyhow::Result<Child> {
         let out = std::fs::File::create(log)?;
         Ok(
-            child(&["--netns", &self.ns, "run", "--config", self.file()])?
+            child::command(&["--netns", &self.ns, "run", "--config", self.file()])?
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(out)

@@ -26,43 +26,15 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use sluice_daemon::api::{Request, Response, client};
-use sluice_tests::{netns::Named, require_root, serial};
+use sluice_tests::{child, netns::Named, require_root, serial};
 
-const ARGV: &str = "SLUICE_TEST_ARGV";
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/sluice.service");
 
 /// Not a test of its own: the `sluice` command line, run by the test below in a child
 /// process (this binary re-executed), so that it needs no other binary built.
 #[test]
 fn sluice_as_child() {
-    use clap::Parser as _;
-    let Some(argv) = std::env::var_os(ARGV) else {
-        return;
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    let args: Vec<String> = argv
-        .to_string_lossy()
-        .split('\n')
-        .map(str::to_owned)
-        .collect();
-    let code = match lb_userspace::cli::Cli::try_parse_from(&args) {
-        Ok(cli) => match lb_userspace::cli::dispatch(cli) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
+    child::run_if_child();
 }
 
 /// The unit's capabilities: `AmbientCapabilities=`, which must equal
@@ -257,20 +229,10 @@ impl World {
         if !prefix.is_empty() {
             cmd.arg("--").arg(self.exe());
         }
-        let mut argv = vec!["sluice"];
-        argv.extend_from_slice(args);
-        cmd.args([
-            "--exact",
-            "sluice_as_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env(ARGV, argv.join("\n"))
-        .current_dir("/")
-        .stdin(Stdio::null());
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        child::set_args(&mut cmd, args)
+            .current_dir("/")
+            .stdin(Stdio::null());
         cmd
     }
 

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod child;
 pub mod conn;
 pub mod frames;
 pub mod fuzz;
