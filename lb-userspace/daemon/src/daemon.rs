@@ -143,6 +143,8 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         Sizes {
             flow_entries: d.flow_table_size,
             table_slots: d.table_capacity,
+            vips: d.vip_capacity,
+            backend_slots: d.backend_capacity,
         },
         pin,
     )?;

@@ -159,11 +159,12 @@ impl Dataplane {
                 .count() as u32;
             new_slots += new_table_slots(vip, rec);
         }
-        let free_backends = lb_common::MAX_BACKENDS - 1 - self.layout.slots.in_use() as u32;
+        let limit = self.layout.slots.limit();
+        let free_backends = limit - self.layout.slots.in_use() as u32;
         if new_backends > free_backends {
             return Err(DataplaneError::Full {
-                what: "backend slots",
-                limit: lb_common::MAX_BACKENDS - 1,
+                what: "backend slots (daemon.backend_capacity)",
+                limit,
             });
         }
         if new_slots > self.layout.regions.free_slots() {
