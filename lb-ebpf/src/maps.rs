@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FloodGuard, FloodLimit, FlowKey,
-    FlowValue, GlobalConfig, IcmpLimit, DEFAULT_BACKEND_CAPACITY, DEFAULT_VIP_CAPACITY, NextHop, VipKey, VipMeta, reason,
+    Backend, Counters, DEFAULT_BACKEND_CAPACITY, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS,
+    DEFAULT_VIP_CAPACITY, FloodGuard, FloodLimit, FlowKey, FlowValue, GlobalConfig, IcmpLimit,
+    NextHop, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
@@ -65,11 +66,13 @@ pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 
 /// Per-VIP counters, indexed by `VipMeta::vip_id`.
 #[map]
-pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(DEFAULT_VIP_CAPACITY, 0);
+pub static VIP_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_VIP_CAPACITY, 0);
 
 /// Per-backend counters, indexed by backend id.
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(DEFAULT_BACKEND_CAPACITY, 0);
+pub static BACKEND_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_BACKEND_CAPACITY, 0);
 
 /// One counter per pass/drop/forward reason (`lb_common::reason`).
 #[map]

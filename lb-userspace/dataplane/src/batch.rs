@@ -131,7 +131,7 @@ pub fn set_all<V: Pod>(
 /// One `BPF_MAP_UPDATE_BATCH` of `entries`.
 fn update_all<V: Pod>(map: &MapData, entries: &[(u32, V)]) -> std::io::Result<()> {
     // The kernel reads values at the map's value size: `V`'s own, 8-byte aligned here.
-    if size_of::<V>() % 8 != 0 || align_of::<V>() > 8 {
+    if !size_of::<V>().is_multiple_of(8) || align_of::<V>() > 8 {
         return Err(std::io::Error::other("value size is not a multiple of 8"));
     }
     let keys: Vec<u32> = entries.iter().map(|(k, _)| *k).collect();

@@ -158,9 +158,7 @@ impl Sizes {
             names::FLOWS => Some(self.flow_entries),
             names::TABLES => Some(self.table_slots),
             names::VIPS | names::CURSORS | names::VIP_STATS => Some(self.vips),
-            names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => {
-                Some(self.backend_slots)
-            }
+            names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => Some(self.backend_slots),
             _ => None,
         }
     }

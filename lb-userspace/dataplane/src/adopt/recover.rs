@@ -327,13 +327,12 @@ impl Dataplane {
                     })
             })
             .collect::<Result<Vec<Backend>, _>>()?;
-        let (layout, notes) =
-            Layout::recover(sizes, &vips, &backends, saved).map_err(|why| {
-                DataplaneError::Incompatible {
-                    dir: dir.to_owned(),
-                    differences: vec![why],
-                }
-            })?;
+        let (layout, notes) = Layout::recover(sizes, &vips, &backends, saved).map_err(|why| {
+            DataplaneError::Incompatible {
+                dir: dir.to_owned(),
+                differences: vec![why],
+            }
+        })?;
         adoption.vips = layout.vips.len();
         adoption.backends = layout.vips.values().map(|r| r.backends.len()).sum();
         adoption.flows = self.flow_count();

@@ -87,9 +87,7 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
         names::FLOWS => " (daemon.flow_table_size)",
         names::TABLES => " (daemon.table_capacity)",
         names::VIPS | names::CURSORS | names::VIP_STATS => " (daemon.vip_capacity)",
-        names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => {
-            " (daemon.backend_capacity)"
-        }
+        names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => " (daemon.backend_capacity)",
         _ => "",
     };
     cmp("max entries", pinned.max_entries, spec.max_entries, hint);

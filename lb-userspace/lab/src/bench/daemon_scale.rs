@@ -511,8 +511,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
             edit_trip_median_ms,
             edit_refused,
             target_ms: TARGET_SCALE_MS,
-            met: start_ms <= TARGET_SCALE_MS
-                && edit_max_ms.is_some_and(|m| m <= TARGET_SCALE_MS),
+            met: start_ms <= TARGET_SCALE_MS && edit_max_ms.is_some_and(|m| m <= TARGET_SCALE_MS),
         })
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -599,7 +598,11 @@ impl ScaleReport {
             "  `sluice backend list` median {:.0} ms, max {:.0} ms ({} runs)",
             self.list_median_ms, self.list_max_ms, self.list_runs
         );
-        match (self.edit_median_ms, self.edit_max_ms, self.edit_trip_median_ms) {
+        match (
+            self.edit_median_ms,
+            self.edit_max_ms,
+            self.edit_trip_median_ms,
+        ) {
             (Some(median), Some(max), Some(trip)) => {
                 let _ = writeln!(
                     s,

@@ -574,7 +574,11 @@ fn vip_and_backend_capacities() {
         let got = problems(&text(v, b, 1));
         assert_eq!(got.len(), 1, "{got:#?}");
         assert_eq!(got[0].path, path);
-        assert!(got[0].message.contains("is out of range"), "{}", got[0].message);
+        assert!(
+            got[0].message.contains("is out of range"),
+            "{}",
+            got[0].message
+        );
     }
 }
 
