@@ -27,8 +27,8 @@ pub mod programs {
     pub const DECAP: &str = "sluice_decap";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
-    /// Health probes through the forwarding path, to the backend the IP header names (IPv4
-    /// identification / IPv6 flow label).
+    /// Health probes through the forwarding path, to the backend slot the XDP metadata
+    /// names ([`ProbeMeta`](super::ProbeMeta)).
     pub const PROBE: &str = "sluice_probe";
 }
 

@@ -297,6 +297,18 @@ mod tests {
         assert_eq!(s.in_use(), 2, "slots 2 and 3");
     }
 
+    /// `daemon.vip_capacity` bounds the VIP ids: lowest free first, none beyond it.
+    #[test]
+    fn vip_ids_fill_their_capacity() {
+        let mut ids = VipIds::new(3);
+        assert_eq!((ids.alloc().unwrap(), ids.alloc().unwrap()), (0, 1));
+        assert!(ids.reserve(2));
+        assert!(!ids.reserve(3), "beyond the capacity");
+        assert!(ids.alloc().is_err(), "full");
+        ids.free(1);
+        assert_eq!(ids.alloc().unwrap(), 1, "the lowest free id");
+    }
+
     #[test]
     fn backend_slot_reuse_has_new_generation() {
         let n = lb_common::DEFAULT_BACKEND_CAPACITY;
