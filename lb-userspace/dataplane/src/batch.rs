@@ -162,3 +162,55 @@ fn update_all<V: Pod>(map: &MapData, entries: &[(u32, V)]) -> std::io::Result<()
     }
     Ok(())
 }
+
+/// The first `n` entries of `map` (keys `0..n`, at most all of them), indexed by key: one
+/// `BPF_MAP_LOOKUP_BATCH` call, or one lookup per entry where the kernel lacks batch
+/// operations (adopting a large `BACKENDS` took a syscall a slot).
+pub fn get_first<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    n: u32,
+) -> Result<Vec<V>, aya::maps::MapError> {
+    let n = n.min(map.len());
+    match lookup_plain::<V>(map.map(), n) {
+        Ok(v) => Ok(v),
+        Err(_) => (0..n).map(|i| map.get(&i, 0)).collect(),
+    }
+}
+
+/// The values of keys `0..n` of a plain (not per-CPU) array, in one batch.
+fn lookup_plain<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut values: Vec<V> = vec![V::default(); n as usize];
+    let mut keys: Vec<u32> = vec![0; n as usize];
+    let mut out_batch: u32 = 0;
+    let mut attr = BatchAttr {
+        out_batch: std::ptr::from_mut(&mut out_batch) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: n,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: bpf(2) with a batch attribute whose buffers hold `count` keys and `count`
+    // values of the map's value size (`V`, as the typed handle checked), all live for the
+    // call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            std::ptr::from_mut(&mut attr),
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // ENOENT: the end of the map was reached (here, with every entry read).
+    if r != 0 && err.raw_os_error() != Some(libc::ENOENT) {
+        return Err(err);
+    }
+    if attr.count != n || keys.iter().enumerate().any(|(i, k)| *k as usize != i) {
+        return Err(std::io::Error::other("short batch read"));
+    }
+    Ok(values)
+}

@@ -317,16 +317,11 @@ impl Dataplane {
             .filter_map(Result::ok)
             .filter_map(|(k, m)| Some((ident_of(&k)?, m)))
             .collect();
-        let backends = (0..sizes.backend_slots)
-            .map(|i| {
-                self.backends
-                    .get(&i, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: names::BACKENDS,
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<Backend>, _>>()?;
+        let backends: Vec<Backend> = crate::batch::get_first(&self.backends, sizes.backend_slots)
+            .map_err(|source| DataplaneError::Map {
+            name: names::BACKENDS,
+            source,
+        })?;
         let (layout, notes) = Layout::recover(sizes, &vips, &backends, saved).map_err(|why| {
             DataplaneError::Incompatible {
                 dir: dir.to_owned(),
