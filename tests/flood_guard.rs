@@ -30,6 +30,7 @@ fn new_flows_beyond_the_rate_are_forwarded_by_hash_without_an_entry() {
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 65536,
         table_slots: 16384,
+        ..Sizes::default()
     })
     .unwrap();
     dp.publish(&setup.desired).unwrap();

@@ -187,6 +187,7 @@ fn next_hops_follow_neighbour_and_route_changes() {
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 4096,
         table_slots: 4 * 251,
+        ..Sizes::default()
     })
     .unwrap();
     let events = Arc::new(AtomicU64::new(0));

@@ -263,6 +263,7 @@ fn auto_mode_reports_real_attach_errors() {
     let sizes = Sizes {
         flow_entries: 4096,
         table_slots: 4096,
+        ..Sizes::default()
     };
     let balancer = lb_common::programs::BALANCER;
     let mut dp = Dataplane::load(sizes).expect("load the object");

@@ -132,6 +132,23 @@ fn restart_keeps_flows(mode: Forwarding, tag: &str) -> anyhow::Result<()> {
             && why.contains("sluice detach"),
         "the refusal does not say what differs and what to do: {why}"
     );
+    // So is one with another VIP or backend capacity: their maps are sized at creation.
+    let (mut more_vips, mut more_backends) = (config.clone(), config.clone());
+    more_vips.daemon.vip_capacity *= 2;
+    more_backends.daemon.backend_capacity *= 2;
+    for (key, other) in [
+        ("daemon.vip_capacity", more_vips),
+        ("daemon.backend_capacity", more_backends),
+    ] {
+        let why = Daemon::start_keeping(&lab, other)
+            .err()
+            .with_context(|| format!("a daemon with another {key} adopted the pinned maps"))?
+            .to_string();
+        ensure!(
+            why.contains(key) && why.contains("sluice detach"),
+            "the refusal does not name {key}: {why}"
+        );
+    }
     ensure!(
         xdp_prog(&lab)? == Some(second),
         "a refused start changed the program"

@@ -206,6 +206,7 @@ fn dsr_and_ipip_carry_real_tcp_and_udp() {
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 4096,
         table_slots: 4096,
+        ..Sizes::default()
     })
     .expect("load the object");
 

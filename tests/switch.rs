@@ -103,6 +103,7 @@ fn table_switches_are_atomic_under_load() {
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 4096,
         table_slots: 1 << 16,
+        ..Sizes::default()
     })
     .expect("load the object");
     // Three sets with no backend in common between the first two.

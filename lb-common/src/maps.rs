@@ -28,16 +28,19 @@ pub mod programs {
     pub const DECAP: &str = "sluice_decap";
     /// `XDP_PASS`, for veth peers that must receive `XDP_TX`/redirected frames.
     pub const PASS: &str = "sluice_pass";
-    /// Health probes through the forwarding path, to the backend the IP header names (IPv4
-    /// identification / IPv6 flow label).
+    /// Health probes through the forwarding path, to the backend slot the XDP metadata
+    /// names ([`ProbeMeta`](super::ProbeMeta)).
     pub const PROBE: &str = "sluice_probe";
 }
 
-/// Most VIPs one daemon serves (`VIPS` map size; VIP ids are `0..MAX_VIPS`).
-pub const MAX_VIPS: u32 = 1024;
-/// Backend slots (`BACKENDS` map size). Slot 0 is reserved: a table slot holding 0 is empty
-/// and never forwards.
-pub const MAX_BACKENDS: u32 = 16384;
+/// Default VIP capacity (`daemon.vip_capacity`): the entries of `VIPS`, `CURSORS` and
+/// `VIP_STATS`, as the object declares them; the daemon sets the size at load. VIP ids are
+/// `0..capacity`.
+pub const DEFAULT_VIP_CAPACITY: u32 = 1024;
+/// Default backend slots (`daemon.backend_capacity`): the entries of `BACKENDS`,
+/// `NEXT_HOPS` and `BACKEND_STATS`, as the object declares them; the daemon sets the size
+/// at load. Slot 0 is reserved: a table slot holding 0 is empty and never forwards.
+pub const DEFAULT_BACKEND_CAPACITY: u32 = 16384;
 /// Default capacity of the flow table (entries).
 pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// Default capacity of the lookup-table storage (`TABLES`, u32 backend ids), enough for
@@ -46,12 +49,20 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 1 << 20;
 /// too.
 pub const DEFAULT_TABLE_SLOTS: u32 = 32 * 2 * 65537;
 /// Health probes use source ports `PROBE_PORT_BASE..=65535` (16384 ports), a different one
-/// for each probe of a VIP's check, and carry the target backend's id in their IP header
-/// (IPv4 identification / IPv6 flow label), where the probe program reads it; the daemon
-/// matches replies by port (and TCP sequence number).
+/// for each probe of a VIP's check; the target backend's id travels in front of the frame,
+/// in the XDP metadata of the probe's test run ([`ProbeMeta`]), where the probe program
+/// reads it; the daemon matches replies by port (and TCP sequence number).
 pub const PROBE_PORT_BASE: u16 = 49152;
-/// Every backend id fits the IPv4 identification field (and the 20-bit IPv6 flow label).
-const _: () = assert!(MAX_BACKENDS <= 1 << 16);
+
+/// The XDP metadata (`data_meta..data`) a health probe is run with (`BPF_PROG_TEST_RUN`,
+/// `xdp_md.data` = its size): the backend slot to send the probe to. Any slot id fits,
+/// unlike a header field of the probe itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProbeMeta {
+    /// Backend slot id (native byte order).
+    pub backend_id: u32,
+}
 /// The backend id that means "no backend".
 pub const NO_BACKEND: u32 = 0;
 
@@ -299,6 +310,8 @@ const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40);
 const _: () = assert!(size_of::<NextHop>() == 20);
+// XDP metadata comes in 4-byte units, at most 32 bytes.
+const _: () = assert!(size_of::<ProbeMeta>() == 4);
 const _: () = assert!(size_of::<FloodGuard>() == 32);
 const _: () = assert!(size_of::<FloodLimit>() == 8);
 const _: () = assert!(size_of::<FlowValue>() == 16);

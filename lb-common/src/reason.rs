@@ -57,7 +57,8 @@ pub const COUNT: u32 = 24;
 /// one row of reasons per VIP id. A packet whose VIP is known counts its reason there
 /// only; the global `REASONS` counts only the packets without a VIP (one increment per
 /// packet either way). The global figure is `REASONS` plus the sum over VIPs.
-pub const VIP_ENTRIES: u32 = crate::MAX_VIPS * COUNT;
+/// With the default VIP capacity; the daemon sizes it from `daemon.vip_capacity` at load.
+pub const VIP_ENTRIES: u32 = crate::DEFAULT_VIP_CAPACITY * COUNT;
 
 /// Bits of a [tagged](for_vip) reason that hold the code.
 const CODE_BITS: u32 = 8;

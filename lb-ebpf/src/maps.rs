@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    Backend, Counters, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS, FloodGuard, FloodLimit, FlowKey,
-    FlowValue, GlobalConfig, IcmpLimit, MAX_BACKENDS, MAX_VIPS, NextHop, VipKey, VipMeta, reason,
+    Backend, Counters, DEFAULT_BACKEND_CAPACITY, DEFAULT_FLOW_ENTRIES, DEFAULT_TABLE_SLOTS,
+    DEFAULT_VIP_CAPACITY, FloodGuard, FloodLimit, FlowKey, FlowValue, GlobalConfig, IcmpLimit,
+    NextHop, VipKey, VipMeta, reason,
 };
 
 /// `BPF_F_NO_COMMON_LRU`: per-CPU LRU lists over one shared hash table. Inserts on one core
@@ -20,16 +21,16 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// VIP (address, port, protocol) → its metadata and live lookup table.
 #[map]
-pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(MAX_VIPS, 0);
+pub static VIPS: HashMap<VipKey, VipMeta> = HashMap::with_max_entries(DEFAULT_VIP_CAPACITY, 0);
 
 /// Backend id → backend. Id 0 is reserved and never serving.
 #[map]
-pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(DEFAULT_BACKEND_CAPACITY, 0);
 
 /// Backend id → the next hop the daemon resolved for it (IPIP, and DSR without a
 /// configured MAC); `ifindex` 0: none, ask the FIB.
 #[map]
-pub static NEXT_HOPS: Array<NextHop> = Array::with_max_entries(MAX_BACKENDS, 0);
+pub static NEXT_HOPS: Array<NextHop> = Array::with_max_entries(DEFAULT_BACKEND_CAPACITY, 0);
 
 /// Frames forwarded through `bpf_fib_lookup` because their backend had no resolved next
 /// hop in `NEXT_HOPS` (one counter; the daemon re-resolves when it moves).
@@ -51,7 +52,7 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 /// shared counter (not per CPU), stepped atomically, so rr/wrr/lc keep their order across
 /// CPUs. The daemon resets it when it writes a new sequence.
 #[map]
-pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_VIPS, 0);
+pub static CURSORS: Array<u64> = Array::with_max_entries(DEFAULT_VIP_CAPACITY, 0);
 
 /// Per-CPU scratch space for `bpf_fib_lookup`'s 64-byte parameter block (kept off the
 /// stack, see `forward::fib`).
@@ -65,11 +66,13 @@ pub static CONFIG: Array<GlobalConfig> = Array::with_max_entries(1, 0);
 
 /// Per-VIP counters, indexed by `VipMeta::vip_id`.
 #[map]
-pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+pub static VIP_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_VIP_CAPACITY, 0);
 
 /// Per-backend counters, indexed by backend id.
 #[map]
-pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+pub static BACKEND_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_BACKEND_CAPACITY, 0);
 
 /// One counter per pass/drop/forward reason (`lb_common::reason`), for the packets
 /// without a VIP (not addressed to one, or not parsed as far as its lookup).

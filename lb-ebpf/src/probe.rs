@@ -5,13 +5,13 @@
 //! `forward` code as the balancer), whatever that backend's health, so a down backend can be
 //! probed back up.
 //!
-//! The backend is named by the probe's IP header, not by its ports: the IPv4
-//! identification field or the IPv6 flow label holds the backend id (16 and 20 bits; ids are
-//! below `MAX_BACKENDS` = 16384). The source port is then free for the daemon to vary from
-//! probe to probe (`PROBE_PORT_BASE..=65535`), so a half-open connection an earlier probe
-//! left on a backend never meets the next probe's SYN. Both fields reach the backend
-//! unchanged (IPIP copies the inner IPv4 id to the outer header; neither has a meaning for
-//! an unfragmented packet that the backend acts on).
+//! The backend is named by the XDP metadata the daemon runs the probe with
+//! (`lb_common::ProbeMeta`, in front of the frame: `data_meta..data`), not by the frame:
+//! any backend slot id fits there (`daemon.backend_capacity` is not bounded by a 16-bit
+//! header field), the frame stays exactly what a client would send, and the source port is
+//! free for the daemon to vary from probe to probe (`PROBE_PORT_BASE..=65535`), so a
+//! half-open connection an earlier probe left on a backend never meets the next probe's
+//! SYN. A frame without that metadata is dropped.
 //!
 //! The program trusts its caller (it is never attached, only run by the daemon): the frame's
 //! destination is the backend's VIP, its destination port the checked port, which may differ
@@ -21,15 +21,15 @@
 //! own address cannot: that it holds the VIP and, for IPIP, decapsulates.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
-use lb_common::{BACKEND_F_IPIP, FAMILY_V4, MODE_DSR, MODE_IPIP, hash::flow_hash, reason};
+use lb_common::{BACKEND_F_IPIP, MODE_DSR, MODE_IPIP, ProbeMeta, hash::flow_hash, reason};
 
 use crate::{
     forward::{self, Verdict},
     maps::{BACKENDS, CONFIG},
-    parse::{self, ptr_at},
+    parse,
 };
 
-/// Entry point: forward to the backend the IP header names, or drop.
+/// Entry point: forward to the backend the metadata names, or drop.
 #[inline(always)]
 pub fn run(ctx: &XdpContext) -> u32 {
     try_probe(ctx).unwrap_or(xdp_action::XDP_DROP)
@@ -42,15 +42,7 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     if pkt.icmp != 0 || pkt.invalid != 0 {
         return Err(reason::PASS_OTHER_L4);
     }
-    let id = if pkt.key.family == FAMILY_V4 {
-        u32::from(u16::from_be_bytes(pkt.ipv4_id))
-    } else {
-        // Version, traffic class and flow label: the label is the low 20 bits.
-        let h: *const [u8; 4] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
-        // SAFETY: `ptr_at` checked the 4 bytes are inside the frame.
-        let b = unsafe { *h };
-        u32::from(b[1] & 0x0f) << 16 | u32::from(b[2]) << 8 | u32::from(b[3])
-    };
+    let id = probe_target(ctx).ok_or(reason::DROP_NO_BACKEND)?;
     let backend = BACKENDS.get(id).ok_or(reason::DROP_NO_BACKEND)?;
     if id == 0 || backend.family != pkt.key.family {
         return Err(reason::DROP_NO_BACKEND);
@@ -70,4 +62,16 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),
     }
+}
+
+/// The backend id in the frame's XDP metadata (`ProbeMeta`), if the daemon gave one.
+#[inline(always)]
+fn probe_target(ctx: &XdpContext) -> Option<u32> {
+    let meta = ctx.metadata();
+    if meta + size_of::<ProbeMeta>() > ctx.metadata_end() {
+        return None;
+    }
+    // SAFETY: the metadata area holds at least a `ProbeMeta` (checked just above, as the
+    // verifier requires); `read_unaligned` asks nothing of its alignment.
+    Some(unsafe { core::ptr::read_unaligned(meta as *const ProbeMeta) }.backend_id)
 }

@@ -348,6 +348,7 @@ pub fn run(frames: u64, seed: u64, ifindex: u32) -> anyhow::Result<Report> {
     let mut dp = Dataplane::load(Sizes {
         flow_entries: 65536,
         table_slots: 16384,
+        ..Sizes::default()
     })
     .context("loading the balancer")?;
     dp.publish(&setup.desired)

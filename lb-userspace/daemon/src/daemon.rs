@@ -139,16 +139,20 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         layout_file: d.state_dir.join(LAYOUT_FILE),
         keep: on_exit == OnExit::Keep,
     };
+    let started = std::time::Instant::now();
     let (mut dp, adoption) = Dataplane::load_pinned(
         Sizes {
             flow_entries: d.flow_table_size,
             table_slots: d.table_capacity,
+            vips: d.vip_capacity,
+            backend_slots: d.backend_capacity,
         },
         pin,
     )?;
+    let load_ms = started.elapsed().as_millis() as u64;
     let dir = d.pin_dir();
     if adoption.maps.is_empty() {
-        info!(pin_dir = %dir.display(), "maps pinned (nothing to adopt)");
+        info!(pin_dir = %dir.display(), load_ms, "maps pinned (nothing to adopt)");
     } else {
         info!(
             pin_dir = %dir.display(),
@@ -156,6 +160,7 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
             backends = adoption.backends,
             flows = adoption.flows,
             link = adoption.link,
+            load_ms,
             "adopting the pinned state of the previous daemon"
         );
         for n in &adoption.notes {
@@ -198,8 +203,10 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         warn!(error = %err, dir = %d.state_dir.display(), "writing the down backends file");
     }
     let result = (|| {
+        let t = std::time::Instant::now();
         let desired = state.desired();
         let report = dp.publish(&desired)?;
+        let publish_ms = t.elapsed().as_millis() as u64;
         neigh::prime(&neigh::fib_backends(&desired));
         info!(
             vips_added = report.vips_added,
@@ -208,6 +215,7 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
             backends_removed = report.backends_removed,
             tables = report.tables_built,
             build_us = report.build_us,
+            publish_ms,
             "published"
         );
         let (mode, replaced) = dp.attach_balancer(&d.interface, attach_mode(d.xdp_mode))?;

@@ -3,33 +3,38 @@
 
 use std::collections::BTreeMap;
 
-use lb_common::{MAX_BACKENDS, MAX_VIPS};
+use super::{DataplaneError, Sizes};
 
-use super::DataplaneError;
-
-/// Hands out backend slots `1..MAX_BACKENDS` round-robin, so a freed slot is reused as
-/// late as possible, and bumps its generation on every reuse.
+/// Hands out backend slots `1..n` (`Sizes::backend_slots`) round-robin, so a freed slot is
+/// reused as late as possible, and bumps its generation on every reuse.
 #[derive(Debug)]
 pub struct BackendSlots {
     used: Vec<bool>,
     generation: Vec<u32>,
     cursor: usize,
+    /// Slots in use (slot 0 counted: reserved).
+    in_use: usize,
 }
 
-impl Default for BackendSlots {
-    fn default() -> Self {
-        let n = MAX_BACKENDS as usize;
+impl BackendSlots {
+    /// `n` slots, none used but the reserved slot 0.
+    pub fn new(n: u32) -> Self {
+        let n = (n as usize).max(1);
         let mut used = vec![false; n];
         used[0] = true; // reserved: "no backend"
         Self {
             used,
             generation: vec![0; n],
             cursor: 1,
+            in_use: 1,
         }
     }
-}
 
-impl BackendSlots {
+    /// Slots that can hold a backend (all but slot 0).
+    pub fn limit(&self) -> u32 {
+        (self.used.len() - 1) as u32
+    }
+
     /// A free slot and its new generation.
     pub fn alloc(&mut self) -> Result<(u32, u32), DataplaneError> {
         let n = self.used.len();
@@ -37,38 +42,46 @@ impl BackendSlots {
             let i = (self.cursor + step) % n;
             if !self.used[i] {
                 self.used[i] = true;
+                self.in_use += 1;
                 self.generation[i] = self.generation[i].wrapping_add(1);
                 self.cursor = (i + 1) % n;
                 return Ok((i as u32, self.generation[i]));
             }
         }
         Err(DataplaneError::Full {
-            what: "backend slots",
-            limit: MAX_BACKENDS - 1,
+            what: "backend slots (daemon.backend_capacity)",
+            limit: self.limit(),
         })
     }
 
     pub fn free(&mut self, id: u32) {
-        if id != 0 {
-            self.used[id as usize] = false;
+        if id != 0
+            && let Some(u) = self.used.get_mut(id as usize)
+            && *u
+        {
+            *u = false;
+            self.in_use -= 1;
         }
     }
 
     pub fn in_use(&self) -> usize {
-        self.used.iter().filter(|u| **u).count() - 1
+        self.in_use - 1
     }
 
     /// Rebuild from what the kernel holds (adoption): every slot's last generation (freed
     /// slots keep theirs in `BACKENDS`, so a reuse still bumps past it), which slots are in
     /// use, and where the round-robin cursor stands.
-    pub fn restore(generations: &[u32], used: &[u32], cursor: usize) -> Self {
-        let mut s = Self::default();
+    pub fn restore(n: u32, generations: &[u32], used: &[u32], cursor: usize) -> Self {
+        let mut s = Self::new(n);
         for (g, have) in s.generation.iter_mut().zip(generations) {
             *g = *have;
         }
         for &id in used {
-            if let Some(u) = s.used.get_mut(id as usize) {
+            if let Some(u) = s.used.get_mut(id as usize)
+                && !*u
+            {
                 *u = true;
+                s.in_use += 1;
             }
         }
         s.cursor = if (1..s.used.len()).contains(&cursor) {
@@ -79,26 +92,50 @@ impl BackendSlots {
         s
     }
 
+    /// Move the round-robin cursor to slot `at` (ignored unless a slot of this range).
+    #[cfg(feature = "test-helpers")]
+    pub fn move_cursor(&mut self, at: usize) {
+        if (1..self.used.len()).contains(&at) {
+            self.cursor = at;
+        }
+    }
+
     /// The round-robin cursor (saved with the layout).
     pub fn cursor(&self) -> usize {
         self.cursor
     }
 }
 
-/// Hands out VIP ids `0..MAX_VIPS`, lowest first.
-#[derive(Debug, Default)]
+/// Hands out VIP ids `0..capacity` (`Sizes::vips`), lowest first.
+#[derive(Debug)]
 pub struct VipIds {
     used: std::collections::BTreeSet<u32>,
+    capacity: u32,
 }
 
 impl VipIds {
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            used: std::collections::BTreeSet::new(),
+            capacity,
+        }
+    }
+
     pub fn alloc(&mut self) -> Result<u32, DataplaneError> {
-        let id = (0..MAX_VIPS)
-            .find(|i| !self.used.contains(i))
-            .ok_or(DataplaneError::Full {
-                what: "VIP ids",
-                limit: MAX_VIPS,
-            })?;
+        // The lowest free id: the first gap in the (sorted) used ids.
+        let mut id = 0;
+        for &u in &self.used {
+            if u != id {
+                break;
+            }
+            id += 1;
+        }
+        if id >= self.capacity {
+            return Err(DataplaneError::Full {
+                what: "VIP ids (daemon.vip_capacity)",
+                limit: self.capacity,
+            });
+        }
         self.used.insert(id);
         Ok(id)
     }
@@ -109,7 +146,7 @@ impl VipIds {
 
     /// Mark `id` used (adoption); false if it is out of range or already used.
     pub fn reserve(&mut self, id: u32) -> bool {
-        id < MAX_VIPS && self.used.insert(id)
+        id < self.capacity && self.used.insert(id)
     }
 }
 
@@ -234,10 +271,10 @@ mod tests {
 
     #[test]
     fn backend_slots_restore_keeps_generations() {
-        let mut gens = vec![0; MAX_BACKENDS as usize];
+        let mut gens = vec![0; 64];
         gens[1] = 7;
         gens[2] = 3;
-        let mut s = BackendSlots::restore(&gens, &[2], 1);
+        let mut s = BackendSlots::restore(64, &gens, &[2], 1);
         assert_eq!(s.in_use(), 1);
         assert_eq!(
             s.alloc().unwrap(),
@@ -249,7 +286,7 @@ mod tests {
 
     #[test]
     fn backend_slots_skip_zero_and_bump_generation() {
-        let mut s = BackendSlots::default();
+        let mut s = BackendSlots::new(lb_common::DEFAULT_BACKEND_CAPACITY);
         let (a, ga) = s.alloc().unwrap();
         assert_eq!((a, ga), (1, 1));
         let (b, _) = s.alloc().unwrap();
@@ -260,17 +297,31 @@ mod tests {
         assert_eq!(s.in_use(), 2, "slots 2 and 3");
     }
 
+    /// `daemon.vip_capacity` bounds the VIP ids: lowest free first, none beyond it.
+    #[test]
+    fn vip_ids_fill_their_capacity() {
+        let mut ids = VipIds::new(3);
+        assert_eq!((ids.alloc().unwrap(), ids.alloc().unwrap()), (0, 1));
+        assert!(ids.reserve(2));
+        assert!(!ids.reserve(3), "beyond the capacity");
+        assert!(ids.alloc().is_err(), "full");
+        ids.free(1);
+        assert_eq!(ids.alloc().unwrap(), 1, "the lowest free id");
+    }
+
     #[test]
     fn backend_slot_reuse_has_new_generation() {
-        let mut s = BackendSlots::default();
+        let n = lb_common::DEFAULT_BACKEND_CAPACITY;
+        let mut s = BackendSlots::new(n);
         let mut first = None;
-        for _ in 1..MAX_BACKENDS {
+        for _ in 1..n {
             let (id, g) = s.alloc().unwrap();
             if id == 1 {
                 first = Some(g);
             }
         }
         assert!(s.alloc().is_err(), "full");
+        assert_eq!(s.in_use(), n as usize - 1);
         s.free(1);
         let (id, g) = s.alloc().unwrap();
         assert_eq!(id, 1);
@@ -327,12 +378,12 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(table_slots: u32) -> Self {
+    pub fn new(sizes: Sizes) -> Self {
         Self {
             vips: BTreeMap::new(),
-            vip_ids: VipIds::default(),
-            slots: BackendSlots::default(),
-            regions: Regions::new(table_slots),
+            vip_ids: VipIds::new(sizes.vips),
+            slots: BackendSlots::new(sizes.backend_slots),
+            regions: Regions::new(sizes.table_slots),
         }
     }
 

@@ -131,8 +131,15 @@ pub enum DataplaneError {
 /// Sizes fixed when the object is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizes {
+    /// `FLOWS` entries (`daemon.flow_table_size`).
     pub flow_entries: u32,
+    /// `TABLES` slots (`daemon.table_capacity`).
     pub table_slots: u32,
+    /// VIP ids: `VIPS`, `CURSORS` and `VIP_STATS` entries (`daemon.vip_capacity`).
+    pub vips: u32,
+    /// Backend slots, slot 0 reserved: `BACKENDS`, `NEXT_HOPS` and `BACKEND_STATS` entries
+    /// (`daemon.backend_capacity`).
+    pub backend_slots: u32,
 }
 
 impl Default for Sizes {
@@ -140,8 +147,37 @@ impl Default for Sizes {
         Self {
             flow_entries: lb_common::DEFAULT_FLOW_ENTRIES,
             table_slots: lb_common::DEFAULT_TABLE_SLOTS,
+            vips: lb_common::DEFAULT_VIP_CAPACITY,
+            backend_slots: lb_common::DEFAULT_BACKEND_CAPACITY,
         }
     }
+}
+
+impl Sizes {
+    /// The entries of the map `name` these sizes set (`None`: the object's own).
+    pub fn max_entries(&self, name: &str) -> Option<u32> {
+        match name {
+            names::FLOWS => Some(self.flow_entries),
+            names::TABLES => Some(self.table_slots),
+            names::VIPS | names::CURSORS | names::VIP_STATS => Some(self.vips),
+            names::VIP_REASONS => Some(self.vips.saturating_mul(lb_common::reason::COUNT)),
+            names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => Some(self.backend_slots),
+            _ => None,
+        }
+    }
+
+    /// The maps these sizes set.
+    pub const SIZED: &[&str] = &[
+        names::FLOWS,
+        names::TABLES,
+        names::VIPS,
+        names::CURSORS,
+        names::VIP_STATS,
+        names::VIP_REASONS,
+        names::BACKENDS,
+        names::NEXT_HOPS,
+        names::BACKEND_STATS,
+    ];
 }
 
 /// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps and the
@@ -288,9 +324,11 @@ impl Dataplane {
     fn load_with(sizes: Sizes, pins: &[(String, PathBuf)]) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
         let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(names::FLOWS, sizes.flow_entries)
-            .map_max_entries(names::TABLES, sizes.table_slots);
+        for name in Sizes::SIZED {
+            if let Some(n) = sizes.max_entries(name) {
+                loader.map_max_entries(name, n);
+            }
+        }
         for (name, path) in pins {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
@@ -338,7 +376,7 @@ impl Dataplane {
             backend_stats_fd,
             book: conntrack::Book::default(),
             lc_rates: std::collections::HashMap::new(),
-            layout: Layout::new(sizes.table_slots),
+            layout: Layout::new(sizes),
             tables,
             ebpf,
             attached: Vec::new(),
@@ -358,6 +396,14 @@ impl Dataplane {
     #[cfg(feature = "test-helpers")]
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// Hand out the next backend slots from `id` on (round-robin as ever), so tests reach
+    /// high slot ids without publishing that many backends first. Only with the
+    /// `test-helpers` feature.
+    #[cfg(feature = "test-helpers")]
+    pub fn move_slot_cursor(&mut self, id: u32) {
+        self.layout.slots.move_cursor(id as usize);
     }
 
     /// New flows forwarded by their hash without a flow entry because the flood guard's

@@ -4,6 +4,8 @@
 
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 
+use lb_common::{ProbeMeta, programs};
+
 use super::{Dataplane, DataplaneError};
 
 /// Headroom for encapsulation (an IPv6 header) on top of the input frame.
@@ -20,12 +22,24 @@ pub struct RunResult {
 }
 
 /// An `xdp_md` as `BPF_PROG_TEST_RUN` takes it: data, data_end, data_meta,
-/// ingress_ifindex, rx_queue_index, egress_ifindex.
-fn xdp_md(len: usize, ingress_ifindex: u32) -> [u8; 24] {
+/// ingress_ifindex, rx_queue_index, egress_ifindex. `meta` bytes of XDP metadata lead
+/// the `len` bytes of input (`data` is their end, `data_meta` 0).
+fn xdp_md(meta: usize, len: usize, ingress_ifindex: u32) -> [u8; 24] {
     let mut md = [0u8; 24];
+    md[0..4].copy_from_slice(&(meta as u32).to_ne_bytes());
     md[4..8].copy_from_slice(&(len as u32).to_ne_bytes());
     md[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
     md
+}
+
+/// The input of a health probe's run: its [`ProbeMeta`] (the XDP metadata the probe
+/// program reads its backend from), then the frame.
+fn probe_input(frame: &[u8], backend_id: u32) -> Vec<u8> {
+    let meta = ProbeMeta { backend_id };
+    let mut data = Vec::with_capacity(size_of::<ProbeMeta>() + frame.len());
+    data.extend_from_slice(&meta.backend_id.to_ne_bytes());
+    data.extend_from_slice(frame);
+    data
 }
 
 impl Dataplane {
@@ -39,6 +53,44 @@ impl Dataplane {
     ) -> Result<RunResult, DataplaneError> {
         run_frame(self.program(program)?, program, frame, ingress_ifindex)
     }
+
+    /// Run the health-probe program once on `frame`, aimed at backend slot `backend_id`
+    /// (the [`ProbeMeta`] it is run with), as [`Dataplane::run_frame`]: the packet tests'
+    /// way to a probe.
+    pub fn run_probe(
+        &mut self,
+        frame: &[u8],
+        backend_id: u32,
+        ingress_ifindex: u32,
+    ) -> Result<RunResult, DataplaneError> {
+        let program = programs::PROBE;
+        let data = probe_input(frame, backend_id);
+        let meta = size_of::<ProbeMeta>();
+        let mut out = vec![0u8; data.len() + GROWTH];
+        let md = xdp_md(meta, data.len(), ingress_ifindex);
+        let mut md_out = [0u8; 24];
+        let opts = TestRunOptions {
+            data_in: Some(&data),
+            data_out: Some(&mut out),
+            ctx_in: Some(&md[..]),
+            ctx_out: Some(&mut md_out[..]),
+            repeat: 1,
+            ..TestRunOptions::default()
+        };
+        let r = self
+            .program(program)?
+            .test_run(opts)
+            .map_err(|source| DataplaneError::TestRun { program, source })?;
+        // The output starts at `data_meta`: the frame at the `data` the context reports.
+        let start = u32::from_ne_bytes([md_out[0], md_out[1], md_out[2], md_out[3]]) as usize;
+        out.truncate(r.data_size_out as usize);
+        out.drain(..start.min(out.len()));
+        Ok(RunResult {
+            action: r.return_value,
+            frame: out,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
+    }
 }
 
 /// [`Dataplane::run_frame`] for a loaded program of any object.
@@ -49,7 +101,7 @@ pub(super) fn run_frame(
     ingress_ifindex: u32,
 ) -> Result<RunResult, DataplaneError> {
     let mut out = vec![0u8; frame.len() + GROWTH];
-    let md = xdp_md(frame.len(), ingress_ifindex);
+    let md = xdp_md(0, frame.len(), ingress_ifindex);
     let opts = TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
@@ -69,19 +121,23 @@ pub(super) fn run_frame(
 }
 
 impl Dataplane {
-    /// Send `frame` for real: run `program` on it once in live-frames mode
+    /// Send a health probe for real: run the probe program once on `frame`, aimed at
+    /// backend slot `backend_id` (the [`ProbeMeta`] it is run with), in live-frames mode
     /// (`BPF_F_TEST_XDP_LIVE_FRAMES`) as if it arrived on `ingress_ifindex`, so an `XDP_TX`
     /// verdict transmits it out of that interface (and `XDP_REDIRECT` out of another).
-    pub fn inject(
+    /// The kernel copies the metadata with the frame into each live frame's page.
+    pub fn inject_probe(
         &mut self,
-        program: &'static str,
         frame: &[u8],
+        backend_id: u32,
         ingress_ifindex: u32,
     ) -> Result<(), DataplaneError> {
+        let program = programs::PROBE;
         let prog = self.program(program)?;
-        let md = xdp_md(frame.len(), ingress_ifindex);
+        let data = probe_input(frame, backend_id);
+        let md = xdp_md(size_of::<ProbeMeta>(), data.len(), ingress_ifindex);
         let opts = TestRunOptions {
-            data_in: Some(frame),
+            data_in: Some(&data),
             ctx_in: Some(&md[..]),
             repeat: 1,
             attrs: TestRunAttrs::new().xdp_live_frames(1),

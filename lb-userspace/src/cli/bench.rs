@@ -51,6 +51,19 @@ pub enum BenchPart {
     Control,
     /// Packets per second through a veth against floor programs (live frames or pktgen).
     Throughput,
+    /// The real daemon at scale (issue #17; not part of the default run): 4096 VIPs × 64
+    /// backends by default, with the `[daemon]` capacities sized to fit. Start time, full
+    /// publish, RSS, kernel map memory, `backend list` and edit latency; `scale.json` and
+    /// `scale.txt` in --out.
+    Scale {
+        #[arg(long, default_value_t = 4096)]
+        vips: usize,
+        #[arg(long, default_value_t = 64)]
+        backends: usize,
+        /// Every VIP's table_size (a prime of at least 10 × backends).
+        #[arg(long, default_value_t = 641)]
+        table_size: u32,
+    },
     /// Inference-aware balancing in the lab: LLM-like model servers behind the real
     /// daemon, the same conversations through static Maglev, least connections and the
     /// load-aware policies; TTFT p50/p95/p99 and throughput of each. Not part of the
@@ -107,6 +120,23 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     if let Some(BenchPart::Inference(args)) = &a.part {
         return inference(args, a.quick, &a.out);
     }
+    if let Some(BenchPart::Scale {
+        vips,
+        backends,
+        table_size,
+    }) = a.part
+    {
+        return scale(
+            &bench::daemon_scale::ScaleOptions {
+                vips,
+                backends,
+                table_size,
+                ..bench::daemon_scale::ScaleOptions::issue_17(a.quick)
+            },
+            &a.out,
+            json,
+        );
+    }
     let mut o = bench::Options::all(&a.out);
     if let Some(part) = a.part {
         o.packet = matches!(part, BenchPart::Packet);
@@ -161,6 +191,30 @@ pub fn generate(a: GenArgs) -> anyhow::Result<()> {
         r.generated as f64 / r.seconds / 1e6,
         a.flows
     );
+    Ok(())
+}
+
+/// `sluice bench scale`: the report on stdout, `scale.json` and `scale.txt` in `out`.
+fn scale(
+    o: &bench::daemon_scale::ScaleOptions,
+    out: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let r = bench::daemon_scale::scale(o)?;
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
+    let text = r.to_text();
+    let put = |name: &str, data: &str| {
+        let p = out.join(name);
+        std::fs::write(&p, data).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    };
+    put("scale.json", &(serde_json::to_string_pretty(&r)? + "\n"))?;
+    put("scale.txt", &text)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{text}");
+    }
+    eprintln!("written: {}/scale.json, scale.txt", out.display());
     Ok(())
 }
 

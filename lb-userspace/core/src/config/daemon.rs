@@ -27,6 +27,11 @@ pub struct DaemonConfig {
     pub flow_table_size: u32,
     /// Lookup-table slots in the kernel for all VIPs; each VIP takes `2 × table_size`.
     pub table_capacity: u32,
+    /// Most VIPs (VIP ids; the entries of the per-VIP maps).
+    pub vip_capacity: u32,
+    /// Backend slots over all VIPs (the entries of the per-backend maps); slot 0 is
+    /// reserved, so `backend_capacity - 1` backends fit.
+    pub backend_capacity: u32,
     /// Seed of the flow hash; the same on every LB instance.
     pub hash_seed: u32,
     /// Outer source prefix of IPIP-encapsulated IPv4 packets.

@@ -51,6 +51,15 @@ pub const DEFAULT_TABLE_CAPACITY: u32 = lb_common::DEFAULT_TABLE_SLOTS;
 /// Accepted `daemon.table_capacity` values: at least one double-buffered minimal table, at
 /// most 2^28 slots (1 GiB of kernel memory).
 pub const TABLE_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 14..=(1 << 28);
+/// Default `daemon.vip_capacity` (VIP ids).
+pub const DEFAULT_VIP_CAPACITY: u32 = lb_common::DEFAULT_VIP_CAPACITY;
+/// Accepted `daemon.vip_capacity` values.
+pub const VIP_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 1..=(1 << 20);
+/// Default `daemon.backend_capacity` (backend slots, slot 0 reserved).
+pub const DEFAULT_BACKEND_CAPACITY: u32 = lb_common::DEFAULT_BACKEND_CAPACITY;
+/// Accepted `daemon.backend_capacity` values: at least one backend, at most 2^24 slots
+/// (the per-backend maps then take about 0.5 GiB + 0.5 GiB per 16 CPUs of kernel memory).
+pub const BACKEND_CAPACITY_RANGE: std::ops::RangeInclusive<u32> = 2..=(1 << 24);
 /// Default `vip.table_size`.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
 /// Accepted `vip.table_size` values (they must also be prime).

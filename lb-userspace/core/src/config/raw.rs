@@ -19,6 +19,8 @@ pub(super) struct RawDaemon {
     pub xdp_mode: Option<String>,
     pub flow_table_size: Option<i64>,
     pub table_capacity: Option<i64>,
+    pub vip_capacity: Option<i64>,
+    pub backend_capacity: Option<i64>,
     pub hash_seed: Option<i64>,
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,

@@ -228,11 +228,13 @@ fn apply(
     // A configuration that is already running changes nothing: no new version,
     // nothing applied, and no error (repeated edits are idempotent).
     let unchanged = config == state.config;
+    let t = std::time::Instant::now();
     let next = state.with_config(config);
     let plan = match dp.lock() {
         Ok(dp) => plan::compute(state, &next, &*dp),
         Err(_) => return poisoned(),
     };
+    let plan_ms = t.elapsed().as_millis() as u64;
     if dry_run || unchanged {
         return (
             Response::Plan {
@@ -243,9 +245,15 @@ fn apply(
             false,
         );
     }
+    let t = std::time::Instant::now();
     if let Err(e) = commit(state, dp, next) {
         return error(format!("rejected, nothing changed: {e}"));
     }
+    let commit_ms = t.elapsed().as_millis() as u64;
+    debug!(
+        version = state.version,
+        plan_ms, commit_ms, "edit committed (the loop logs what changed and who asked)"
+    );
     (
         Response::Plan {
             plan,

@@ -3,9 +3,8 @@
 //! A probe is a packet a client could have sent: from the LB's own address to the VIP's
 //! check port (a TCP SYN, or the configured UDP datagram). The daemon runs the `sluice_probe`
 //! XDP program on it in live-frames mode on the LB interface, which forwards it exactly as
-//! the balancer would (DSR MAC rewrite, or IPIP encapsulation) but to the backend named by
-//! the probe's IP header (IPv4 identification / IPv6 flow label = backend id), whatever its
-//! health. The backend answers the LB directly, from the VIP:
+//! the balancer would (DSR MAC rewrite, or IPIP encapsulation) but to the backend slot named
+//! by the XDP metadata the frame is run with (`lb_common::ProbeMeta`), whatever its health. The backend answers the LB directly, from the VIP:
 //!
 //! - a SYN-ACK: the backend holds the VIP (on its loopback) and, for IPIP, decapsulates, and
 //!   something listens on the port;
@@ -29,8 +28,8 @@
 //! waits on and ports where the same backend's probe is not known to be closed: a port comes
 //! back only after 16384 probes of that check, so a backend never meets its own recent
 //! probes.
-//! (The backend id cannot live in the port any more: 16384 backend slots would leave one
-//! port each.) Answers are matched by (VIP, VIP port, probe port, protocol) and, for TCP,
+//! (The backend id cannot live in the port: 16384 backend slots would leave one port
+//! each.) Answers are matched by (VIP, VIP port, probe port, protocol) and, for TCP,
 //! by the acknowledged sequence number.
 //!
 //! Answers are read from raw sockets (the kernel's TCP stack, finding no socket for them,
@@ -49,7 +48,7 @@ use std::{
 };
 
 use etherparse::{TcpHeaderSlice, UdpHeaderSlice};
-use lb_common::{PROBE_PORT_BASE, PROTO_TCP, PROTO_UDP, programs};
+use lb_common::{PROBE_PORT_BASE, PROTO_TCP, PROTO_UDP};
 use nix::sys::socket::AddressFamily;
 use tokio::{io::unix::AsyncFd, sync::oneshot};
 use tracing::warn;
@@ -410,8 +409,8 @@ impl PathProber {
     fn reset(&self, key: Key, s: Sent, seq: u32) -> bool {
         let (vip, vport, sport, _) = key;
         let result = self
-            .frame(s.src, vip, s.id, sport, vport, ProbeL4::Rst { seq })
-            .and_then(|f| self.inject(&f));
+            .frame(s.src, vip, sport, vport, ProbeL4::Rst { seq })
+            .and_then(|f| self.inject(&f, s.id));
         match result {
             Ok(()) => {
                 bump(&self.counters.resets);
@@ -429,21 +428,21 @@ impl PathProber {
         &self,
         src: IpAddr,
         vip: IpAddr,
-        id: u32,
         sport: u16,
         dport: u16,
         l4: ProbeL4<'_>,
     ) -> Result<Vec<u8>, String> {
         let mac = self.iface.mac.ok_or("the LB interface has no MAC")?;
-        probe_frame(mac, src, vip, id, sport, dport, l4)
+        probe_frame(mac, src, vip, sport, dport, l4)
     }
 
-    fn inject(&self, frame: &[u8]) -> Result<(), String> {
+    /// Send `frame` to backend slot `id` through the probe program.
+    fn inject(&self, frame: &[u8], id: u32) -> Result<(), String> {
         let mut dp = self
             .dp
             .lock()
             .map_err(|_| "data plane lock poisoned".to_owned())?;
-        dp.inject(programs::PROBE, frame, self.iface.ifindex)
+        dp.inject_probe(frame, id, self.iface.ifindex)
             .map_err(|e| format!("injecting the probe: {e}"))
     }
 }
@@ -536,8 +535,8 @@ impl PathProber {
         } else {
             ProbeL4::Syn { seq: isn }
         };
-        self.frame(src, vip.address, id, key.2, spec.port, l4)
-            .and_then(|f| self.inject(&f))?;
+        self.frame(src, vip.address, key.2, spec.port, l4)
+            .and_then(|f| self.inject(&f, id))?;
         bump(&self.counters.sent);
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => Ok(Attempt::Answer(reply)),

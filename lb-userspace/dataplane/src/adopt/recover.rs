@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use lb_common::{Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_VIPS, VipKey, VipMeta, names};
+use lb_common::{Backend, FAMILY_V4, FAMILY_V6, VipKey, VipMeta, names};
 
 use super::{Adoption, SavedLayout, SavedVip};
 use crate::{
@@ -86,12 +86,13 @@ impl Layout {
     /// Returns the layout and the disagreements found (for the log); an error when the maps
     /// themselves are inconsistent (overlapping tables, duplicate VIP ids, out of range).
     pub fn recover(
-        table_slots: u32,
+        sizes: Sizes,
         vips: &[(VipIdent, VipMeta)],
         backends: &[Backend],
         saved: Option<&SavedLayout>,
     ) -> Result<(Self, Vec<String>), String> {
-        let mut layout = Self::new(table_slots);
+        let table_slots = sizes.table_slots;
+        let mut layout = Self::new(sizes);
         let mut notes = Vec::new();
         let saved_vips: BTreeMap<VipIdent, &SavedVip> = saved
             .map(|s| s.vips.iter().map(|v| (v.ident(), v)).collect())
@@ -104,7 +105,7 @@ impl Layout {
         // VIP's fallback Maglev table (`hash_base`, `hash_size`) is always whole.
         let mut placed: BTreeMap<VipIdent, [Halves; 2]> = BTreeMap::new();
         for (ident, meta) in vips {
-            if meta.vip_id >= MAX_VIPS || !layout.vip_ids.reserve(meta.vip_id) {
+            if !layout.vip_ids.reserve(meta.vip_id) {
                 return Err(format!(
                     "VIPS: {ident} has VIP id {}, out of range or used twice",
                     meta.vip_id
@@ -163,7 +164,8 @@ impl Layout {
             || used.iter().max().map_or(1, |m| *m as usize + 1),
             |s| s.cursor,
         );
-        layout.slots = BackendSlots::restore(&generations(backends), &used, cursor);
+        layout.slots =
+            BackendSlots::restore(sizes.backend_slots, &generations(backends), &used, cursor);
         if let Some(s) = saved {
             cross_check(s, &layout, table_slots, &mut notes);
         }
@@ -315,23 +317,17 @@ impl Dataplane {
             .filter_map(Result::ok)
             .filter_map(|(k, m)| Some((ident_of(&k)?, m)))
             .collect();
-        let backends = (0..MAX_BACKENDS)
-            .map(|i| {
-                self.backends
-                    .get(&i, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: names::BACKENDS,
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<Backend>, _>>()?;
-        let (layout, notes) =
-            Layout::recover(sizes.table_slots, &vips, &backends, saved).map_err(|why| {
-                DataplaneError::Incompatible {
-                    dir: dir.to_owned(),
-                    differences: vec![why],
-                }
-            })?;
+        let backends: Vec<Backend> = crate::batch::get_first(&self.backends, sizes.backend_slots)
+            .map_err(|source| DataplaneError::Map {
+            name: names::BACKENDS,
+            source,
+        })?;
+        let (layout, notes) = Layout::recover(sizes, &vips, &backends, saved).map_err(|why| {
+            DataplaneError::Incompatible {
+                dir: dir.to_owned(),
+                differences: vec![why],
+            }
+        })?;
         adoption.vips = layout.vips.len();
         adoption.backends = layout.vips.values().map(|r| r.backends.len()).sum();
         adoption.flows = self.flow_count();

@@ -26,7 +26,8 @@ pub struct MapSpec {
 }
 
 /// The maps the balancer pins: every map of its object but data sections, with the entry
-/// counts `sizes` gives `FLOWS` and `TABLES` at load.
+/// counts `sizes` gives at load (`Sizes::SIZED`: the flow and lookup tables, the per-VIP
+/// and the per-backend maps).
 pub fn object_specs(sizes: Sizes) -> Result<Vec<MapSpec>, DataplaneError> {
     let obj = aya_obj::Object::parse(EBPF_OBJECT).map_err(|e| DataplaneError::Pins {
         dir: PathBuf::new(),
@@ -41,11 +42,7 @@ pub fn object_specs(sizes: Sizes) -> Result<Vec<MapSpec>, DataplaneError> {
             map_type: m.map_type(),
             key_size: m.key_size(),
             value_size: m.value_size(),
-            max_entries: match name.as_str() {
-                names::FLOWS => sizes.flow_entries,
-                names::TABLES => sizes.table_slots,
-                _ => m.max_entries(),
-            },
+            max_entries: sizes.max_entries(name).unwrap_or_else(|| m.max_entries()),
             flags: m.map_flags(),
         })
         .collect();
@@ -89,6 +86,10 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
     let hint = match spec.name.as_str() {
         names::FLOWS => " (daemon.flow_table_size)",
         names::TABLES => " (daemon.table_capacity)",
+        names::VIPS | names::CURSORS | names::VIP_STATS | names::VIP_REASONS => {
+            " (daemon.vip_capacity)"
+        }
+        names::BACKENDS | names::NEXT_HOPS | names::BACKEND_STATS => " (daemon.backend_capacity)",
         _ => "",
     };
     cmp("max entries", pinned.max_entries, spec.max_entries, hint);

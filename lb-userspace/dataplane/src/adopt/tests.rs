@@ -3,7 +3,7 @@ use std::{
     path::Path,
 };
 
-use lb_common::{BACKEND_F_SERVING, Backend, MAX_BACKENDS, PROTO_TCP, VipMeta, names};
+use lb_common::{BACKEND_F_SERVING, Backend, DEFAULT_BACKEND_CAPACITY, PROTO_TCP, VipMeta, names};
 use sluice_core::model::addr_bytes;
 
 use super::{specs::differences, *};
@@ -11,6 +11,14 @@ use crate::{
     Sizes, VipIdent,
     layout::{BackendRecord, Layout},
 };
+
+/// The default sizes but `TABLES` of `slots`.
+fn tables(slots: u32) -> Sizes {
+    Sizes {
+        table_slots: slots,
+        ..Sizes::default()
+    }
+}
 
 /// One holder of a pin directory's lock at a time; closing the file releases it.
 #[test]
@@ -62,7 +70,7 @@ fn meta(vip_id: u32, table_base: u32, table_size: u32) -> VipMeta {
 /// freed at generation 4.
 fn kernel() -> (Vec<(VipIdent, VipMeta)>, Vec<Backend>) {
     let vips = vec![(ident(1), meta(0, 20, 10)), (ident(2), meta(4, 40, 10))];
-    let mut b = vec![Backend::default(); MAX_BACKENDS as usize];
+    let mut b = vec![Backend::default(); DEFAULT_BACKEND_CAPACITY as usize];
     b[3] = backend("10.1.0.1", 0, 2);
     b[5] = backend("10.1.0.2", 0, 1);
     b[1] = backend("10.2.0.1", 4, 1);
@@ -106,7 +114,7 @@ fn pins() -> PinConfig {
 #[test]
 fn recovery_from_the_maps_alone_keeps_slots_and_generations() {
     let (vips, b) = kernel();
-    let (mut l, notes) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (mut l, notes) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     let r = l.vip(&ident(1)).unwrap();
     assert_eq!((r.vip_id, r.halves[r.live], r.table_size), (0, 20, 10));
@@ -134,7 +142,7 @@ fn recovery_from_the_maps_alone_keeps_slots_and_generations() {
     // Next slot: after the highest in use; the freed slot 2 comes back past generation 4.
     assert_eq!(l.slots.alloc().unwrap(), (6, 1));
     assert_eq!(l.vip_ids.alloc().unwrap(), 1);
-    for _ in 7..MAX_BACKENDS {
+    for _ in 7..DEFAULT_BACKEND_CAPACITY {
         l.slots.alloc().unwrap();
     }
     assert_eq!(l.slots.alloc().unwrap(), (2, 5));
@@ -143,12 +151,12 @@ fn recovery_from_the_maps_alone_keeps_slots_and_generations() {
 #[test]
 fn a_saved_layout_round_trips_exactly() {
     let (vips, b) = kernel();
-    let (l, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     let saved = l.to_saved("abc", Vec::new(), &pins(), Some(AttachMode::Native));
     let text = serde_json::to_string(&saved).unwrap();
     let back: SavedLayout = serde_json::from_str(&text).unwrap();
     assert_eq!(back, saved);
-    let (again, notes) = Layout::recover(100, &vips, &b, Some(&back)).unwrap();
+    let (again, notes) = Layout::recover(tables(100), &vips, &b, Some(&back)).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(
         again.to_saved("abc", Vec::new(), &pins(), Some(AttachMode::Native)),
@@ -159,7 +167,7 @@ fn a_saved_layout_round_trips_exactly() {
 #[test]
 fn the_maps_win_over_a_stale_saved_layout() {
     let (vips, b) = kernel();
-    let (l, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     let mut stale = l.to_saved("abc", Vec::new(), &pins(), None);
     // The daemon died after moving 10.1.0.2 to slot 7 in the maps but before saving.
     stale.vips[0].backends[1].id = 7;
@@ -167,7 +175,7 @@ fn the_maps_win_over_a_stale_saved_layout() {
         port: 443,
         ..stale.vips[0].clone()
     });
-    let (got, notes) = Layout::recover(100, &vips, &b, Some(&stale)).unwrap();
+    let (got, notes) = Layout::recover(tables(100), &vips, &b, Some(&stale)).unwrap();
     assert_eq!(
         got.backend_id(&ident(1), "10.1.0.2".parse().unwrap()),
         Some(5)
@@ -180,23 +188,23 @@ fn the_maps_win_over_a_stale_saved_layout() {
 fn short_live_tables_use_the_saved_halves() {
     // A sequence scheduler's live table (VipMeta::table_size) is shorter than a half.
     let (mut vips, b) = kernel();
-    let (l, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     let mut saved = l.to_saved("abc", Vec::new(), &pins(), None);
     vips[0].1.table_size = 4;
     // Without the saved layout, a half is taken to be as long as the live table.
-    let (alone, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (alone, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     assert_eq!(alone.vip(&ident(1)).unwrap().table_size, 4);
     // With it, the halves are the saved ones, whichever is live now.
     let r = l.vip(&ident(1)).unwrap();
     saved.vips[0].live = 1 - r.live;
-    let (got, notes) = Layout::recover(100, &vips, &b, Some(&saved)).unwrap();
+    let (got, notes) = Layout::recover(tables(100), &vips, &b, Some(&saved)).unwrap();
     let g = got.vip(&ident(1)).unwrap();
     assert_eq!((g.table_size, g.halves, g.live_len), (10, r.halves, 4));
     assert_eq!(g.halves[g.live], 20);
     assert_eq!(got.regions.free_slots(), 60, "{notes:?}");
     // No live table at all (no backend for new flows).
     vips[0].1.table_size = 0;
-    let (none, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (none, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     assert_eq!(none.vip(&ident(1)).unwrap().table_size, 0);
     assert_eq!(none.regions.free_slots(), 80);
 }
@@ -206,21 +214,32 @@ fn inconsistent_maps_are_refused() {
     let (mut vips, b) = kernel();
     vips[1].1.table_base = 25; // overlaps the first VIP's table
     assert!(
-        Layout::recover(100, &vips, &b, None)
+        Layout::recover(tables(100), &vips, &b, None)
             .unwrap_err()
             .contains("overlaps")
     );
     let (mut vips, b) = kernel();
     vips[1].1.vip_id = 0;
     assert!(
-        Layout::recover(100, &vips, &b, None)
+        Layout::recover(tables(100), &vips, &b, None)
             .unwrap_err()
             .contains("twice")
     );
     let (vips, b) = kernel();
     assert!(
-        Layout::recover(45, &vips, &b, None).is_err(),
+        Layout::recover(tables(45), &vips, &b, None).is_err(),
         "beyond TABLES"
+    );
+    // VIP id 4 is beyond a daemon.vip_capacity of 4.
+    let (vips, b) = kernel();
+    let small = Sizes {
+        vips: 4,
+        ..tables(100)
+    };
+    assert!(
+        Layout::recover(small, &vips, &b, None)
+            .unwrap_err()
+            .contains("out of range")
     );
 }
 
@@ -229,7 +248,7 @@ fn orphan_and_duplicate_slots_are_freed() {
     let (vips, mut b) = kernel();
     b[9] = backend("10.9.9.9", 7, 1); // VIP id 7 does not exist
     b[10] = backend("10.1.0.1", 0, 1); // a second slot for the same backend
-    let (l, notes) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, notes) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert_eq!(
         l.backend_id(&ident(1), "10.1.0.1".parse().unwrap()),
@@ -258,6 +277,30 @@ fn the_compatibility_check_names_every_difference() {
     assert_eq!(d.len(), 2, "{d:?}");
     assert_eq!(d[0], "FLOWS: value size 8 pinned, 16 in this build");
     assert!(d[1].contains("daemon.flow_table_size"), "{d:?}");
+    // A restart with another VIP or backend capacity than the pinned maps' names the key.
+    for (name, key) in [
+        (names::VIPS, "daemon.vip_capacity"),
+        (names::VIP_STATS, "daemon.vip_capacity"),
+        (names::BACKENDS, "daemon.backend_capacity"),
+        (names::BACKEND_STATS, "daemon.backend_capacity"),
+    ] {
+        let spec = MapSpec {
+            name: name.to_owned(),
+            max_entries: 2048,
+            ..spec.clone()
+        };
+        let pinned = MapSpec {
+            max_entries: 1024,
+            ..spec.clone()
+        };
+        let d = differences(&spec, &pinned);
+        assert_eq!(
+            d,
+            [format!(
+                "{name}: max entries 1024 pinned, 2048 in this build ({key})"
+            )]
+        );
+    }
 }
 
 #[test]
@@ -294,6 +337,28 @@ fn the_abi_hash_follows_every_map_property() {
     })
     .unwrap();
     assert_ne!(abi_hash(&bigger), h, "the flow-table size is part of it");
+    // The VIP and backend capacities size their maps, and are part of it too.
+    let more = object_specs(Sizes {
+        vips: 4096,
+        backend_slots: 1 << 18,
+        ..sizes
+    })
+    .unwrap();
+    for (name, want) in [
+        (names::VIPS, 4096),
+        (names::CURSORS, 4096),
+        (names::VIP_STATS, 4096),
+        (names::VIP_REASONS, 4096 * lb_common::reason::COUNT),
+        (names::BACKENDS, 1 << 18),
+        (names::NEXT_HOPS, 1 << 18),
+        (names::BACKEND_STATS, 1 << 18),
+    ] {
+        let s = more.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(s.max_entries, want, "{name}");
+        let d = specs.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(d.max_entries, Sizes::default().max_entries(name).unwrap());
+    }
+    assert_ne!(abi_hash(&more), h);
 }
 
 #[test]
@@ -316,7 +381,7 @@ fn fallback_tables_are_recovered_with_their_halves() {
     vips[0].1.table_size = 4;
     vips[0].1.hash_base = 60;
     vips[0].1.hash_size = 10;
-    let (l, notes) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, notes) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     let r = l.vip(&ident(1)).unwrap();
     assert_eq!((r.hash_size, r.hash_halves[r.hash_live]), (10, 60));
@@ -335,11 +400,11 @@ fn fallback_tables_are_recovered_with_their_halves() {
     assert_eq!(l.regions.free_slots(), 100 - 2 * 4 - 2 * 10 - 2 * 10);
     // Saved and read back: the same halves, whichever fallback half is live now.
     let saved = l.to_saved("abc", Vec::new(), &pins(), None);
-    let (again, notes) = Layout::recover(100, &vips, &b, Some(&saved)).unwrap();
+    let (again, notes) = Layout::recover(tables(100), &vips, &b, Some(&saved)).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(again.vip(&ident(1)).unwrap().hash_halves, r.hash_halves);
     vips[0].1.hash_base = inactive;
-    let (flipped, notes) = Layout::recover(100, &vips, &b, Some(&saved)).unwrap();
+    let (flipped, notes) = Layout::recover(tables(100), &vips, &b, Some(&saved)).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     let f = flipped.vip(&ident(1)).unwrap();
     assert_eq!(
@@ -348,7 +413,7 @@ fn fallback_tables_are_recovered_with_their_halves() {
     );
     // A fallback table that overlaps a live table is refused, naming it.
     vips[0].1.hash_base = 22;
-    let e = Layout::recover(100, &vips, &b, None).unwrap_err();
+    let e = Layout::recover(tables(100), &vips, &b, None).unwrap_err();
     assert!(e.contains("fallback table [22, +10)"), "{e}");
 }
 
@@ -357,7 +422,7 @@ fn fallback_tables_are_recovered_with_their_halves() {
 #[test]
 fn a_saved_layout_without_fallback_tables_reads() {
     let (vips, b) = kernel();
-    let (l, _) = Layout::recover(100, &vips, &b, None).unwrap();
+    let (l, _) = Layout::recover(tables(100), &vips, &b, None).unwrap();
     let saved = l.to_saved("abc", Vec::new(), &pins(), None);
     let mut json: serde_json::Value = serde_json::to_value(&saved).unwrap();
     for v in json["vips"].as_array_mut().unwrap() {

@@ -361,7 +361,7 @@ fn routes_to_new_backend(
 }
 
 /// `VmRSS`, `RssAnon`, `RssFile`, `RssShmem` of this process, in KiB.
-fn rss() -> anyhow::Result<[u64; 4]> {
+pub(super) fn rss() -> anyhow::Result<[u64; 4]> {
     let s = std::fs::read_to_string("/proc/self/status")?;
     let field = |name: &str| -> anyhow::Result<u64> {
         let line = s
@@ -448,7 +448,7 @@ fn memory(vips: usize, backends: usize) -> anyhow::Result<Memory> {
 }
 
 /// The BPF map fds this process holds (fd numbers).
-fn map_fds() -> anyhow::Result<Vec<i32>> {
+pub(super) fn map_fds() -> anyhow::Result<Vec<i32>> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc/self/fd")? {
         let e = e?;
@@ -472,12 +472,10 @@ fn fdinfo(fd: i32) -> anyhow::Result<std::collections::HashMap<String, String>> 
         .collect())
 }
 
-/// Kernel memory of every map of an object loaded with the default sizes, from each map
-/// fd's `memlock` (the kernel's own accounting of the map's memory).
-fn map_memory() -> anyhow::Result<MapMemory> {
-    let sizes = Sizes::default();
-    let old = map_fds()?;
-    let dp = Dataplane::load(sizes)?;
+/// Every map this process opened since it held the map fds `old` ([`map_fds`]), from each
+/// map fd's `memlock` (the kernel's own accounting of the map's memory), largest first,
+/// and their total.
+pub(super) fn maps_since(old: &[i32]) -> anyhow::Result<(Vec<MapMem>, u64)> {
     let mut maps = Vec::new();
     // A map may have several descriptors (the data plane keeps duplicates for the conntrack
     // sweeper): each map counted once, by id.
@@ -504,9 +502,18 @@ fn map_memory() -> anyhow::Result<MapMemory> {
             memlock_bytes: num("memlock"),
         });
     }
-    drop(dp);
     maps.sort_by_key(|m| std::cmp::Reverse(m.memlock_bytes));
     let total_bytes = maps.iter().map(|m| m.memlock_bytes).sum();
+    Ok((maps, total_bytes))
+}
+
+/// Kernel memory of every map of an object loaded with the default sizes.
+fn map_memory() -> anyhow::Result<MapMemory> {
+    let sizes = Sizes::default();
+    let old = map_fds()?;
+    let dp = Dataplane::load(sizes)?;
+    let (maps, total_bytes) = maps_since(&old)?;
+    drop(dp);
     Ok(MapMemory {
         flow_entries: sizes.flow_entries,
         table_slots: sizes.table_slots,

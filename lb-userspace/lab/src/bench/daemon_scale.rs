@@ -3,6 +3,11 @@
 //! binary, answered through the API), of a metrics scrape and of a live edit, and the CPU
 //! share of the idle daemon (no traffic, no health checks: the status file, metrics,
 //! lifecycle and conntrack work it does on its own).
+//!
+//! [`scale`] (`sluice bench scale`): the same daemon at the size of issue #17, 4096 VIPs ×
+//! 64 backends with `daemon.vip_capacity`, `backend_capacity` and `table_capacity` sized to
+//! fit: its start time, the publish of the full configuration, its resident memory and the
+//! kernel memory of its maps, besides `backend list` and an edit.
 
 use std::{
     path::{Path, PathBuf},
@@ -45,18 +50,29 @@ pub struct DaemonScale {
     pub met: bool,
 }
 
-/// The configuration: `vips` × `backends` on the benchmark's interface, no health checks.
-fn config_text(dir: &Path, vips: usize, backends: usize) -> String {
+/// The configuration: `vips` × `backends` on the benchmark's interface, no health checks;
+/// `sized`: with `table_size` and the `[daemon]` capacities to fit (else the defaults and
+/// tables of 1009 slots).
+fn config_text(dir: &Path, vips: usize, backends: usize, sized: Option<&ScaleOptions>) -> String {
     let mut s = format!(
         "[daemon]\ninterface = \"{IFACE}\"\nstate_dir = \"{d}\"\napi_socket = \"{d}/api.sock\"\n\
          pin_dir = \"/sys/fs/bpf/sluice-bench-{pid}\"\nmetrics_listen = \"127.0.0.1:9640\"\n",
         d = dir.display(),
         pid = std::process::id()
     );
+    let table_size = sized.map_or(1009, |o| o.table_size);
+    if let Some(o) = sized {
+        s.push_str(&format!(
+            "vip_capacity = {}\nbackend_capacity = {}\ntable_capacity = {}\n",
+            o.vip_capacity(),
+            o.backend_capacity(),
+            o.table_capacity()
+        ));
+    }
     for v in 0..vips {
         s.push_str(&format!(
             "\n[[vip]]\nname = \"v{v}\"\naddress = \"10.97.{}.{}\"\nport = 80\nprotocol = \"tcp\"\n\
-             forwarding = \"dsr\"\ntable_size = 1009\n[vip.health]\ncheck = \"none\"\n",
+             forwarding = \"dsr\"\ntable_size = {table_size}\n[vip.health]\ncheck = \"none\"\n",
             v / 250,
             v % 250 + 1
         ));
@@ -108,14 +124,34 @@ pub fn run(
     rounds: usize,
     idle: Duration,
 ) -> anyhow::Result<DaemonScale> {
+    let dir = bench_dir()?;
+    let text = config_text(&dir, vips, backends, None);
+    let config = crate::config::parse(&text, "bench")
+        .map_err(|e| anyhow::anyhow!("the benchmark's configuration: {e}"))?
+        .config;
+    let result = with_daemon(config, |socket, _| {
+        measure(socket, vips, backends, rounds, idle)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// A fresh directory for the daemon's state and API socket.
+fn bench_dir() -> anyhow::Result<PathBuf> {
     let dir: PathBuf =
         std::env::temp_dir().join(format!("sluice-bench-daemon-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let text = config_text(&dir, vips, backends);
-    let config = crate::config::parse(&text, "bench")
-        .map_err(|e| anyhow::anyhow!("the benchmark's configuration: {e}"))?
-        .config;
+    Ok(dir)
+}
+
+/// Start the real daemon on `config` in a thread of its own (`daemon::start`, then
+/// `daemon::serve`), run `f` with its API socket and the time `daemon::start` took (load
+/// and verify, publish, attach), then stop it.
+fn with_daemon<T>(
+    config: crate::config::Config,
+    f: impl FnOnce(&Path, Duration) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let socket = config.daemon.api_socket.clone();
     let (_edits, edit_rx) = mpsc::channel(1);
     let (stop, stop_rx) = oneshot::channel::<()>();
@@ -126,6 +162,7 @@ pub fn run(
             .enable_all()
             .build()?;
         let mut state = State::new(config);
+        let t = Instant::now();
         let dp = match daemon::start(&mut state, OnExit::Remove) {
             Ok(dp) => dp,
             Err(e) => {
@@ -133,30 +170,29 @@ pub fn run(
                 return Err(e.into());
             }
         };
-        let _ = ready_tx.send(Ok(()));
+        let _ = ready_tx.send(Ok(t.elapsed()));
         rt.block_on(daemon::serve(state, dp, edit_rx, async {
             let _ = stop_rx.await;
         }))
         .map_err(anyhow::Error::from)
     });
-    let result = wait_for_daemon(&ready_rx, &socket)
-        .and_then(|()| measure(&socket, vips, backends, rounds, idle));
+    let result = wait_for_daemon(&ready_rx, &socket).and_then(|start| f(&socket, start));
     let _ = stop.send(());
     let stopped = daemon
         .join()
         .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?;
-    let _ = std::fs::remove_dir_all(&dir);
     let r = result?;
     stopped.context("the benchmark daemon")?;
     Ok(r)
 }
 
-/// Wait until the daemon started (or failed to) and its API socket exists.
+/// Wait until the daemon started (or failed to) and its API socket exists; how long
+/// `daemon::start` took.
 fn wait_for_daemon(
-    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    ready: &std::sync::mpsc::Receiver<Result<Duration, String>>,
     socket: &Path,
-) -> anyhow::Result<()> {
-    ready
+) -> anyhow::Result<Duration> {
+    let start = ready
         .recv_timeout(Duration::from_secs(120))
         .context("the daemon did not start within 120 s")?
         .map_err(|e| anyhow::anyhow!("the daemon did not start: {e}"))?;
@@ -165,7 +201,7 @@ fn wait_for_daemon(
         ensure!(t0.elapsed() < Duration::from_secs(30), "no API socket");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(start)
 }
 
 /// Measure the running daemon: its idle CPU, then `rounds` of each latency.
@@ -176,7 +212,7 @@ fn measure(
     rounds: usize,
     idle: Duration,
 ) -> anyhow::Result<DaemonScale> {
-    let (idle_cpu_percent, wall) = idle_cpu(idle);
+    let (idle_cpu_percent, wall) = idle_cpu(idle, Duration::from_secs(3));
     let mut list = time_backend_list(socket, rounds)?;
     let (mut metrics, metrics_bytes) = time_scrapes(rounds)?;
     let mut edits = time_edits(socket, vips, rounds)?;
@@ -202,8 +238,8 @@ fn measure(
 /// The daemon's CPU share (% of a core) over `idle`, and the window's length. Settles
 /// first (first status file, first sweep); this thread only sleeps, so the process's CPU
 /// time is the daemon's.
-fn idle_cpu(idle: Duration) -> (f64, Duration) {
-    std::thread::sleep(Duration::from_secs(3));
+fn idle_cpu(idle: Duration, settle: Duration) -> (f64, Duration) {
+    std::thread::sleep(settle);
     let (c0, w0) = (cpu_time(), Instant::now());
     std::thread::sleep(idle);
     let (cpu, wall) = (cpu_time() - c0, w0.elapsed());
@@ -242,8 +278,21 @@ fn time_scrapes(rounds: usize) -> anyhow::Result<(Vec<f64>, usize)> {
 
 /// `rounds` live edits through the API (a weight changed, VIP after VIP), in ms.
 fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    Ok(time_edit_trips(socket, vips, rounds)?.0)
+}
+
+/// `rounds` live edits through the API (a weight changed, VIP after VIP): the `Apply`
+/// requests (sent, planned, published, answered), and the whole round trips a client makes
+/// (the configuration fetched, parsed, edited and written out again, then applied), in ms.
+fn time_edit_trips(
+    socket: &Path,
+    vips: usize,
+    rounds: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let mut edits = Vec::new();
+    let mut trips = Vec::new();
     for i in 0..rounds {
+        let trip = Instant::now();
         let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
             anyhow::bail!("unexpected answer to a config request");
         };
@@ -258,10 +307,15 @@ fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f
             force: false,
         };
         let t = Instant::now();
-        client::request(socket, &req)?;
+        let answer = client::request(socket, &req)?;
         edits.push(ms(t.elapsed()));
+        trips.push(ms(trip.elapsed()));
+        ensure!(
+            !matches!(answer, Response::Error { .. }),
+            "the edit was refused: {answer:?}"
+        );
     }
-    Ok(edits)
+    Ok((edits, trips))
 }
 
 /// The `sluice` binary that `backend list` is timed with: this process when it is `sluice`
@@ -281,4 +335,292 @@ fn sluice_exe() -> anyhow::Result<PathBuf> {
                 exe.display()
             )
         })
+}
+
+/// The start and edit target of `sluice bench scale` (issue #17).
+pub const TARGET_SCALE_MS: f64 = 1000.0;
+
+/// `sluice bench scale`: how big.
+#[derive(Clone, Debug)]
+pub struct ScaleOptions {
+    pub vips: usize,
+    pub backends: usize,
+    /// Every VIP's `table_size`: a prime of at least 10 × `backends` (the config's floor).
+    pub table_size: u32,
+    /// Runs of `backend list` and edits.
+    pub rounds: usize,
+    /// The idle-CPU window.
+    pub idle: Duration,
+}
+
+impl ScaleOptions {
+    /// Issue #17: 4096 VIPs × 64 backends, 641-slot tables (the smallest prime of at
+    /// least 10 × 64).
+    pub fn issue_17(quick: bool) -> Self {
+        Self {
+            vips: 4096,
+            backends: 64,
+            table_size: 641,
+            rounds: if quick { 3 } else { 5 },
+            idle: Duration::from_secs(if quick { 3 } else { 10 }),
+        }
+    }
+
+    /// `daemon.vip_capacity`: the VIPs.
+    pub fn vip_capacity(&self) -> usize {
+        self.vips
+    }
+
+    /// `daemon.backend_capacity`: every backend, the reserved slot 0, and a VIP's worth of
+    /// spare slots (an edit that replaces backends takes new slots before it frees the old).
+    pub fn backend_capacity(&self) -> usize {
+        self.vips * self.backends + 1 + self.backends
+    }
+
+    /// `daemon.table_capacity`: every VIP's two table halves (Maglev).
+    pub fn table_capacity(&self) -> u64 {
+        2 * self.vips as u64 * u64::from(self.table_size)
+    }
+}
+
+/// What `sluice bench scale` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScaleReport {
+    pub vips: usize,
+    pub backends_per_vip: usize,
+    pub table_size: u32,
+    pub vip_capacity: usize,
+    pub backend_capacity: usize,
+    pub table_capacity: u64,
+    /// The configuration file's size, and parsing and validating it.
+    pub config_bytes: usize,
+    pub parse_ms: f64,
+    /// A data plane of these sizes loaded alone, unpinned (maps created, every program
+    /// verified), then the full configuration published into it (every table built, every
+    /// slot written), and published again unchanged.
+    pub load_ms: f64,
+    pub publish_ms: f64,
+    pub republish_ms: f64,
+    /// The daemon's `daemon::start` (preflight, maps created and pinned, programs
+    /// verified, the configuration published, the balancer attached), and until its API
+    /// socket was there.
+    pub start_ms: f64,
+    pub ready_ms: f64,
+    /// `VmRSS` of this process before the daemon started (the configuration parsed, and
+    /// its desired state: the daemon's own input) and with it running (settled): the
+    /// daemon runs in a thread of the benchmark.
+    pub rss_before_kib: u64,
+    pub rss_kib: u64,
+    /// The daemon's maps (`memlock`, counted once per map).
+    pub maps: Vec<super::control::MapMem>,
+    pub map_total_bytes: u64,
+    pub idle_window_s: f64,
+    pub idle_cpu_percent: f64,
+    pub list_runs: usize,
+    pub list_median_ms: f64,
+    pub list_max_ms: f64,
+    /// An `Apply` of one weight edit (planned, published, answered), and the client's
+    /// whole round trip (fetch, parse, edit, write out, apply); `None` when refused.
+    pub edit_median_ms: Option<f64>,
+    pub edit_max_ms: Option<f64>,
+    pub edit_trip_median_ms: Option<f64>,
+    /// Why the edit was refused (a configuration over the API's request limit).
+    pub edit_refused: Option<String>,
+    pub target_ms: f64,
+    /// Start and edit within the target.
+    pub met: bool,
+}
+
+/// `sluice bench scale`: the real daemon with `o.vips` × `o.backends` on a veth of a private
+/// network namespace; see [`ScaleReport`].
+pub fn scale(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
+    super::netns::in_private_netns(|| {
+        super::packet::network()?;
+        scale_here(o)
+    })
+}
+
+fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
+    use super::control::{map_fds, maps_since, rss};
+    let dir = bench_dir()?;
+    let text = config_text(&dir, o.vips, o.backends, Some(o));
+    let t = Instant::now();
+    let config = crate::config::parse(&text, "bench")
+        .map_err(|e| anyhow::anyhow!("the benchmark's configuration: {e}"))?
+        .config;
+    let parse_ms = ms(t.elapsed());
+    tracing::info!(parse_ms, bytes = text.len(), "configuration parsed");
+    let d = &config.daemon;
+    let sizes = crate::dataplane::Sizes {
+        flow_entries: d.flow_table_size,
+        table_slots: d.table_capacity,
+        vips: d.vip_capacity,
+        backend_slots: d.backend_capacity,
+    };
+    let desired = State::new(config.clone()).desired();
+    let old_fds = map_fds()?;
+    let rss_before_kib = rss()?[0];
+    let t_ready = Instant::now();
+    let result = with_daemon(config, |socket, start| {
+        let ready_ms = ms(t_ready.elapsed());
+        tracing::info!(start_ms = ms(start), ready_ms, "the daemon is up");
+        let (maps, map_total_bytes) = maps_since(&old_fds)?;
+        let (idle_cpu_percent, wall) = idle_cpu(o.idle, Duration::from_secs(2));
+        let rss_kib = rss()?[0];
+        let mut list = time_backend_list(socket, o.rounds)?;
+        // An edit replaces the whole configuration: one too big for the API is refused.
+        let (edits, edit_refused) = match time_edit_trips(socket, o.vips, o.rounds) {
+            Ok(e) => (Some(e), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        let list_max_ms = list.iter().copied().fold(0.0, f64::max);
+        let start_ms = ms(start);
+        let (edit_median_ms, edit_max_ms, edit_trip_median_ms) = match edits {
+            Some((mut edits, mut trips)) => (
+                Some(super::median(&mut edits)),
+                Some(edits.iter().copied().fold(0.0, f64::max)),
+                Some(super::median(&mut trips)),
+            ),
+            None => (None, None, None),
+        };
+        Ok(ScaleReport {
+            vips: o.vips,
+            backends_per_vip: o.backends,
+            table_size: o.table_size,
+            vip_capacity: o.vip_capacity(),
+            backend_capacity: o.backend_capacity(),
+            table_capacity: o.table_capacity(),
+            config_bytes: text.len(),
+            parse_ms,
+            load_ms: 0.0,
+            publish_ms: 0.0,
+            republish_ms: 0.0,
+            start_ms,
+            ready_ms,
+            rss_before_kib,
+            rss_kib,
+            maps,
+            map_total_bytes,
+            idle_window_s: wall.as_secs_f64(),
+            idle_cpu_percent,
+            list_runs: o.rounds,
+            list_median_ms: super::median(&mut list),
+            list_max_ms,
+            edit_median_ms,
+            edit_max_ms,
+            edit_trip_median_ms,
+            edit_refused,
+            target_ms: TARGET_SCALE_MS,
+            met: start_ms <= TARGET_SCALE_MS && edit_max_ms.is_some_and(|m| m <= TARGET_SCALE_MS),
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = result?;
+    // After the daemon (whose RSS is measured first): a data plane alone.
+    let t = Instant::now();
+    let mut dp = crate::dataplane::Dataplane::load(sizes)?;
+    report.load_ms = ms(t.elapsed());
+    let t = Instant::now();
+    dp.publish(&desired)?;
+    report.publish_ms = ms(t.elapsed());
+    let t = Instant::now();
+    dp.publish(&desired)?;
+    report.republish_ms = ms(t.elapsed());
+    tracing::info!(
+        load_ms = report.load_ms,
+        publish_ms = report.publish_ms,
+        republish_ms = report.republish_ms,
+        "a data plane alone"
+    );
+    Ok(report)
+}
+
+impl ScaleReport {
+    /// The human-readable table.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Scale: the daemon with {} VIPs × {} backends (table_size {}; vip_capacity {}, \
+             backend_capacity {}, table_capacity {})",
+            self.vips,
+            self.backends_per_vip,
+            self.table_size,
+            self.vip_capacity,
+            self.backend_capacity,
+            self.table_capacity
+        );
+        let mark = |ok: bool| if ok { "ok" } else { "OVER" };
+        let _ = writeln!(
+            s,
+            "  configuration {:.1} MiB, parsed and validated in {:.0} ms",
+            self.config_bytes as f64 / 1048576.0,
+            self.parse_ms
+        );
+        let _ = writeln!(
+            s,
+            "  a data plane alone: load {:.0} ms, full publish {:.0} ms, unchanged publish {:.0} ms",
+            self.load_ms, self.publish_ms, self.republish_ms
+        );
+        let _ = writeln!(
+            s,
+            "  daemon start {:.0} ms (API up after {:.0} ms)  target ≤ {} ms {}",
+            self.start_ms,
+            self.ready_ms,
+            self.target_ms,
+            mark(self.start_ms <= self.target_ms)
+        );
+        let _ = writeln!(
+            s,
+            "  RSS {:.1} MiB (the process before the daemon: {:.1} MiB); kernel map memory {:.1} MiB",
+            mib(self.rss_kib),
+            mib(self.rss_before_kib),
+            self.map_total_bytes as f64 / 1048576.0
+        );
+        for m in self.maps.iter().take(8) {
+            let _ = writeln!(
+                s,
+                "    {:<14} {:>9} entries {:>8.1} MiB",
+                m.name,
+                m.max_entries,
+                m.memlock_bytes as f64 / 1048576.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  idle CPU {:.2}% of a core over {:.0} s",
+            self.idle_cpu_percent, self.idle_window_s
+        );
+        let _ = writeln!(
+            s,
+            "  `sluice backend list` median {:.0} ms, max {:.0} ms ({} runs)",
+            self.list_median_ms, self.list_max_ms, self.list_runs
+        );
+        match (
+            self.edit_median_ms,
+            self.edit_max_ms,
+            self.edit_trip_median_ms,
+        ) {
+            (Some(median), Some(max), Some(trip)) => {
+                let _ = writeln!(
+                    s,
+                    "  edit (one weight): apply median {median:.0} ms, max {max:.0} ms  \
+                     target ≤ {} ms {}; client round trip {trip:.0} ms",
+                    self.target_ms,
+                    mark(max <= self.target_ms),
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "  edit (one weight): refused: {}  target ≤ {} ms OVER",
+                    self.edit_refused.as_deref().unwrap_or("?"),
+                    self.target_ms
+                );
+            }
+        }
+        s
+    }
 }

@@ -142,6 +142,8 @@ fn defaults() {
     assert_eq!(d.xdp_mode, XdpMode::Auto);
     assert_eq!(d.flow_table_size, 1_048_576);
     assert_eq!(d.table_capacity, lb_common::DEFAULT_TABLE_SLOTS);
+    assert_eq!(d.vip_capacity, 1024);
+    assert_eq!(d.backend_capacity, 16384);
     assert_eq!(d.hash_seed, 0);
     assert_eq!(d.icmp_too_big_per_sec, 1000);
     assert_eq!(
@@ -446,7 +448,8 @@ fn inline_tables_are_located_too() {
     assert_eq!(check("t", &got, expected), Ok(()));
 }
 
-/// `lb_common::MAX_VIPS` VIPs fit; one more is an error at the first VIP too many.
+/// `daemon.vip_capacity` (default 1024) VIPs fit; one more is an error at the first VIP
+/// too many.
 #[test]
 fn too_many_vips() {
     let vips = |n: usize| {
@@ -462,7 +465,7 @@ fn too_many_vips() {
         }
         text
     };
-    let max = lb_common::MAX_VIPS as usize;
+    let max = lb_common::DEFAULT_VIP_CAPACITY as usize;
     assert_eq!(ok(&vips(max)).config.vips.len(), max);
     let got = problems(&vips(max + 1));
     assert_eq!(got.len(), 1, "{got:#?}");
@@ -475,8 +478,8 @@ fn too_many_vips() {
     assert!(got[0].message.contains(&fragment), "{}", got[0].message);
 }
 
-/// `lb_common::MAX_BACKENDS - 1` backends (slot 0 is reserved) over all VIPs fit; one
-/// more is an error at the first backend too many.
+/// `daemon.backend_capacity - 1` (default 16383) backends (slot 0 is reserved) over all
+/// VIPs fit; one more is an error at the first backend too many.
 #[test]
 fn too_many_backends() {
     let per_vip = 8192;
@@ -499,7 +502,7 @@ fn too_many_backends() {
         }
         text
     };
-    let max = lb_common::MAX_BACKENDS as usize - 1;
+    let max = lb_common::DEFAULT_BACKEND_CAPACITY as usize - 1;
     let fits = ok(&text(max - per_vip)).config;
     assert_eq!(
         fits.vips.iter().map(|v| v.backends.len()).sum::<usize>(),
@@ -516,6 +519,67 @@ fn too_many_backends() {
         got[0].message
     );
     assert!(got[0].line.is_some());
+}
+
+/// `daemon.vip_capacity` and `daemon.backend_capacity` size the per-VIP and per-backend
+/// maps: the VIPs and backends must fit them, and each is range-checked under its name.
+#[test]
+fn vip_and_backend_capacities() {
+    let text = |vip_capacity: i64, backend_capacity: i64, vips: usize| {
+        let mut text = format!(
+            "[daemon]\ninterface = \"eth0\"\nvip_capacity = {vip_capacity}\n\
+             backend_capacity = {backend_capacity}\n"
+        );
+        for i in 0..vips {
+            text.push_str(&format!(
+                "[[vip]]\naddress = \"10.0.0.1\"\nport = {}\nprotocol = \"tcp\"\n\
+                 forwarding = \"dsr\"\ntable_size = 1021\n\
+                 [[vip.backend]]\naddress = \"10.0.1.{i}\"\n\
+                 [[vip.backend]]\naddress = \"10.0.2.{i}\"\n",
+                i + 1
+            ));
+        }
+        text
+    };
+    // 4 VIPs × 2 backends: 4 VIP ids and 8 + 1 backend slots.
+    let d = ok(&text(4, 9, 4)).config.daemon;
+    assert_eq!((d.vip_capacity, d.backend_capacity), (4, 9));
+    let big = ok(&text(4096, 1 << 20, 1)).config.daemon;
+    assert_eq!((big.vip_capacity, big.backend_capacity), (4096, 1 << 20));
+
+    let got = problems(&text(3, 9, 4));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, "vip[3]");
+    assert!(
+        got[0].message.contains("at most 3 (daemon.vip_capacity)"),
+        "{}",
+        got[0].message
+    );
+    let got = problems(&text(4, 8, 4));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, "vip[3].backend[1]");
+    assert!(
+        got[0]
+            .message
+            .contains("at most 7 (daemon.backend_capacity - 1;"),
+        "{}",
+        got[0].message
+    );
+    for (v, b, path) in [
+        (0, 9, "daemon.vip_capacity"),
+        ((1 << 20) + 1, 9, "daemon.vip_capacity"),
+        (4, 1, "daemon.backend_capacity"),
+        (4, (1 << 24) + 1, "daemon.backend_capacity"),
+    ] {
+        let got = problems(&text(v, b, 1));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].path, path);
+        assert!(
+            got[0].message.contains("is out of range"),
+            "{}",
+            got[0].message
+        );
+    }
 }
 
 #[test]

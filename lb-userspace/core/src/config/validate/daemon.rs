@@ -7,13 +7,14 @@ use super::Cx;
 use crate::config::pins::check_pin_dir_syntax;
 use crate::config::raw::RawDaemon;
 use crate::config::{
-    CONNTRACK_SWEEP_RANGE, DEFAULT_API_SOCKET, DEFAULT_CONNTRACK_SWEEP_MS, DEFAULT_ENCAP_SOURCE_V4,
-    DEFAULT_ENCAP_SOURCE_V6, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_ICMP_TOO_BIG_PER_SEC,
-    DEFAULT_LEAST_CONN_REFRESH_MS, DEFAULT_METRICS_LISTEN, DEFAULT_NEW_FLOW_LIMIT_PER_CPU,
-    DEFAULT_STATE_DIR, DEFAULT_TABLE_CAPACITY, DEFAULT_TCP_FIN_TIMEOUT_MS,
-    DEFAULT_TCP_IDLE_TIMEOUT_MS, DEFAULT_UDP_IDLE_TIMEOUT_MS, ENCAP_V4_PREFIX_RANGE,
-    ENCAP_V6_MAX_PREFIX, FLOW_TABLE_SIZE_RANGE, LEAST_CONN_REFRESH_RANGE, TABLE_CAPACITY_RANGE,
-    TIMEOUT_RANGE,
+    BACKEND_CAPACITY_RANGE, CONNTRACK_SWEEP_RANGE, DEFAULT_API_SOCKET, DEFAULT_BACKEND_CAPACITY,
+    DEFAULT_CONNTRACK_SWEEP_MS, DEFAULT_ENCAP_SOURCE_V4, DEFAULT_ENCAP_SOURCE_V6,
+    DEFAULT_FLOW_TABLE_SIZE, DEFAULT_ICMP_TOO_BIG_PER_SEC, DEFAULT_LEAST_CONN_REFRESH_MS,
+    DEFAULT_METRICS_LISTEN, DEFAULT_NEW_FLOW_LIMIT_PER_CPU, DEFAULT_STATE_DIR,
+    DEFAULT_TABLE_CAPACITY, DEFAULT_TCP_FIN_TIMEOUT_MS, DEFAULT_TCP_IDLE_TIMEOUT_MS,
+    DEFAULT_UDP_IDLE_TIMEOUT_MS, DEFAULT_VIP_CAPACITY, ENCAP_V4_PREFIX_RANGE, ENCAP_V6_MAX_PREFIX,
+    FLOW_TABLE_SIZE_RANGE, LEAST_CONN_REFRESH_RANGE, TABLE_CAPACITY_RANGE, TIMEOUT_RANGE,
+    VIP_CAPACITY_RANGE,
 };
 use crate::config::{DaemonConfig, Ipv4Prefix, Ipv6Prefix, XdpMode};
 
@@ -32,6 +33,18 @@ impl Cx<'_> {
             d.table_capacity,
             Some(DEFAULT_TABLE_CAPACITY),
             TABLE_CAPACITY_RANGE,
+        );
+        let vip_capacity = self.int(
+            "daemon.vip_capacity",
+            d.vip_capacity,
+            Some(DEFAULT_VIP_CAPACITY),
+            VIP_CAPACITY_RANGE,
+        );
+        let backend_capacity = self.int(
+            "daemon.backend_capacity",
+            d.backend_capacity,
+            Some(DEFAULT_BACKEND_CAPACITY),
+            BACKEND_CAPACITY_RANGE,
         );
         let hash_seed = self.int("daemon.hash_seed", d.hash_seed, Some(0), 0..=u32::MAX);
         let icmp_too_big_per_sec = self.int(
@@ -79,6 +92,8 @@ impl Cx<'_> {
             xdp_mode: xdp_mode?,
             flow_table_size: flow_table_size?,
             table_capacity: table_capacity?,
+            vip_capacity: vip_capacity?,
+            backend_capacity: backend_capacity?,
             hash_seed: hash_seed?,
             encap_source_v4: encap_source_v4?,
             encap_source_v6: encap_source_v6?,

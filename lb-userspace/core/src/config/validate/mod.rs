@@ -40,7 +40,7 @@ pub(super) fn validate(
             None
         }
     };
-    let vips = cx.vips(&raw.vip, daemon.as_ref().map(|d| d.table_capacity));
+    let vips = cx.vips(&raw.vip, daemon.as_ref());
     // Report in file order; problems without a line (a missing [daemon]) come first.
     cx.problems.sort_by_key(|p| p.line.unwrap_or(0));
     cx.warnings.sort_by_key(|p| p.line.unwrap_or(0));

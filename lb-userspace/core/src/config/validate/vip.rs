@@ -9,7 +9,8 @@ use super::{Cx, is_prime};
 use crate::config::autoscale::{AutoscaleConfig, LoadContext, VipContext};
 use crate::config::raw::{RawBackend, RawHealth, RawVip};
 use crate::config::{
-    BackendConfig, BackendState, Forwarding, HealthConfig, OnDown, Protocol, Scheduler, VipConfig,
+    BackendConfig, BackendState, DEFAULT_BACKEND_CAPACITY, DEFAULT_VIP_CAPACITY, DaemonConfig,
+    Forwarding, HealthConfig, OnDown, Protocol, Scheduler, VipConfig,
 };
 use crate::config::{
     DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_TABLE_SIZE, DEFAULT_WEIGHT, DRAIN_TIMEOUT_RANGE,
@@ -18,22 +19,26 @@ use crate::config::{
 };
 
 impl Cx<'_> {
+    /// The VIPs, checked against the daemon's capacities (`None`: the daemon section is
+    /// invalid; its defaults are checked against then, but not the table capacity).
     pub(super) fn vips(
         &mut self,
         raw: &[RawVip],
-        table_capacity: Option<u32>,
+        daemon: Option<&DaemonConfig>,
     ) -> Option<Vec<VipConfig>> {
-        let max_vips = lb_common::MAX_VIPS as usize;
+        let table_capacity = daemon.map(|d| d.table_capacity);
+        let max_vips = daemon.map_or(DEFAULT_VIP_CAPACITY, |d| d.vip_capacity) as usize;
         if raw.len() > max_vips {
             self.error(
                 &format!("vip[{max_vips}]"),
                 format!(
-                    "too many VIPs: {} configured, at most {max_vips} (lb_common::MAX_VIPS)",
+                    "too many VIPs: {} configured, at most {max_vips} (daemon.vip_capacity)",
                     raw.len()
                 ),
             );
         }
-        let max_backends = (lb_common::MAX_BACKENDS - 1) as usize;
+        let max_backends =
+            daemon.map_or(DEFAULT_BACKEND_CAPACITY, |d| d.backend_capacity) as usize - 1;
         let total_backends: usize = raw.iter().map(|v| v.backend.len()).sum();
         if total_backends > max_backends {
             let (i, j) = nth_backend(raw, max_backends);
@@ -41,7 +46,7 @@ impl Cx<'_> {
                 &format!("vip[{i}].backend[{j}]"),
                 format!(
                     "too many backends: {total_backends} configured over all VIPs, at most {max_backends} \
-                     (lb_common::MAX_BACKENDS - 1; backend slot 0 is reserved)"
+                     (daemon.backend_capacity - 1; backend slot 0 is reserved)"
                 ),
             );
         }

@@ -85,20 +85,20 @@ fn each_probe_takes_the_next_port_and_a_backend_never_meets_its_unsettled_probes
     assert!(inner.take_port(check, sent(6), tx).is_none());
 }
 
+/// A probe's frame is what a client would send: the backend it goes to travels beside it
+/// (`Dataplane::inject_probe`'s XDP metadata), so any backend slot id can be probed.
 #[test]
-fn probe_frames_carry_the_backend_id_in_the_ip_header() {
+fn probe_frames_are_plain_client_frames() {
     let mac = [2, 0, 0, 0, 0, 1];
     let f = probe_frame(
         mac,
         "10.0.0.1".parse().unwrap(),
         "10.0.0.100".parse().unwrap(),
-        0x1234,
         50000,
         80,
         ProbeL4::Syn { seq: 7 },
     )
     .unwrap();
-    assert_eq!(&f[14 + 4..14 + 6], &[0x12, 0x34], "IPv4 identification");
     let v4 = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
     let Some(etherparse::NetSlice::Ipv4(ip)) = v4.net else {
         panic!("not IPv4")
@@ -106,28 +106,28 @@ fn probe_frames_carry_the_backend_id_in_the_ip_header() {
     assert_eq!(ip.header().header_checksum(), {
         ip.header().to_header().calc_header_checksum()
     });
+    assert_eq!(ip.header().destination(), [10, 0, 0, 100]);
     let f = probe_frame(
         mac,
         "fd00::1".parse().unwrap(),
         "fd00::100".parse().unwrap(),
-        16383,
         50000,
         80,
         ProbeL4::Rst { seq: 7 },
     )
     .unwrap();
-    let label = u32::from(f[15] & 0x0f) << 16 | u32::from(f[16]) << 8 | u32::from(f[17]);
-    assert_eq!(label, 16383, "IPv6 flow label");
+    let v6 = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+    assert!(matches!(v6.net, Some(etherparse::NetSlice::Ipv6(_))));
     assert!(
         probe_frame(
             mac,
             "10.0.0.1".parse().unwrap(),
-            "10.0.0.100".parse().unwrap(),
-            70000,
+            "fd00::100".parse().unwrap(),
             50000,
             80,
             ProbeL4::Syn { seq: 7 },
         )
-        .is_err()
+        .is_err(),
+        "address families differ"
     );
 }

@@ -50,14 +50,13 @@ pub(super) fn recv_from(sock: &RawSocket, buf: &mut [u8]) -> io::Result<(usize, 
     };
     Ok((n, addr))
 }
-/// The frame of a probe (or its RST): from the LB's address and `sport` to the VIP, with
-/// the backend id in the IPv4 identification / IPv6 flow label, where `sluice_probe` reads
-/// it.
+/// The frame of a probe (or its RST): from the LB's address and `sport` to the VIP, as a
+/// client would send it (the backend it goes to is not in the frame: `sluice_probe` reads
+/// it from the XDP metadata the frame is run with, `Dataplane::inject_probe`).
 pub fn probe_frame(
     mac: [u8; 6],
     src: IpAddr,
     vip: IpAddr,
-    id: u32,
     sport: u16,
     dport: u16,
     l4: ProbeL4<'_>,
@@ -69,14 +68,13 @@ pub fn probe_frame(
     };
     let ip = match (src, vip) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(0, 64, proto, s.octets(), d.octets())
+            let h = Ipv4Header::new(0, 64, proto, s.octets(), d.octets())
                 .map_err(|e| format!("building the probe: {e}"))?;
-            h.identification = u16::try_from(id).map_err(|_| "backend id out of range")?;
             eth.ip(IpHeaders::Ipv4(h, Default::default()))
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             let h = Ipv6Header {
-                flow_label: Ipv6FlowLabel::try_new(id).map_err(|_| "backend id out of range")?,
+                flow_label: Ipv6FlowLabel::ZERO,
                 next_header: proto,
                 hop_limit: 64,
                 source: s.octets(),
