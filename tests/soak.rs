@@ -444,6 +444,10 @@ impl Churn {
 /// connections, target 10 connections a backend); fast checks and short timeouts.
 fn soak_config(lab: &Lab) -> anyhow::Result<Config> {
     let mut c = lab.daemon_config(&Weights::Equal)?;
+    // Long-lived connections echo every second, so 10 s idle never ends one; it does end
+    // the flows of connections backend-3's kill reset (in DSR the balancer never sees the
+    // reset), and a drain holding such a flow (moved to the drained backend by `reassign`)
+    // waits for it.
     c.daemon.tcp_idle_timeout_ms = 10_000;
     c.daemon.tcp_fin_timeout_ms = 2000;
     c.daemon.udp_idle_timeout_ms = 2000;
