@@ -446,6 +446,7 @@ fn the_per_vip_reason_map_is_created_when_adopting_older_pins() {
     let sizes = Sizes {
         flow_entries: 4096,
         table_slots: 4096,
+        ..Sizes::default()
     };
     let (mut dp, first) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
     assert!(first.maps.is_empty(), "{first:?}");
