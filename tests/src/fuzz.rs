@@ -1006,7 +1006,9 @@ mod tests {
         let s = setup();
         let spec = Spec::tcp("192.0.2.1", 1111, "10.99.0.10", 80, 0x10);
         let f = spec.build();
-        let tx = [(reason::FWD_TX as usize, 1)];
+        // Counted in a VIP's row (`VIP_REASONS`, slot `(vip_id + 1) * COUNT + code`).
+        let count = reason::COUNT as usize;
+        let tx = [(count + reason::FWD_TX as usize, 1)];
         // DSR to a backend of that VIP: fine.
         let ok = spec.clone().macs(LB_MAC, mac_of(backend4(1))).build();
         assert_eq!(check(&s, &f, XDP_TX, &ok, &tx), Ok(()));
@@ -1027,6 +1029,11 @@ mod tests {
         assert_eq!(check(&s, &f, XDP_PASS, &f, &pass), Ok(()));
         assert!(check(&s, &f, XDP_PASS, &ok, &pass).is_err());
         assert!(check(&s, &f, XDP_PASS, &f, &tx).is_err());
+        // A forward counted without its VIP, a pass of a non-VIP frame counted for a VIP.
+        let global_tx = [(reason::FWD_TX as usize, 1)];
+        assert!(check(&s, &f, XDP_TX, &ok, &global_tx).is_err());
+        let vip_pass = [(count + reason::PASS_NOT_VIP as usize, 1)];
+        assert!(check(&s, &f, XDP_PASS, &f, &vip_pass).is_err());
         // Forwarding a frame that is not for a VIP address.
         let other = Spec::tcp("192.0.2.1", 1111, "10.99.0.99", 80, 0x10);
         let o = other.build();

@@ -203,6 +203,11 @@ sluice bench packet --method paired --rounds 5 --json",
     ),
     ("bench control", "sluice bench control --quick"),
     (
+        "bench scale",
+        "sluice bench scale                              # 4096 VIPs x 64 backends
+sluice bench scale --vips 1024 --backends 16 --table-size 163",
+    ),
+    (
         "bench throughput",
         "sluice bench throughput --generator live-frames --cpu 1",
     ),
