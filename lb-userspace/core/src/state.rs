@@ -433,36 +433,39 @@ impl State {
                 .config
                 .vips
                 .iter()
-                .map(|v| {
-                    let id = ident(v);
-                    DesiredVip {
-                        ident: id,
-                        mode: v.forwarding.mode(),
-                        scheduler: v.scheduler.sched(),
-                        table_size: v.table_size,
-                        backends: v
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let up = self
-                                    .health_of(id, b.address)
-                                    .is_none_or(|h| h.health == Health::Up);
-                                // Down: out of the table either way; with `keep` its flows
-                                // stay (as when draining), with `reassign` they move.
-                                let keep = !up && v.on_down == OnDown::Keep;
-                                DesiredBackend {
-                                    address: b.address,
-                                    weight: if keep { 0 } else { self.table_weight(v, b) },
-                                    mac: b.mac,
-                                    serving: up || keep,
-                                    in_flight: if v.scheduler.sched().least_conn() {
-                                        self.load_in_flight(id, b.address)
-                                    } else {
-                                        None
-                                    },
-                                }
-                            })
-                            .collect(),
+                .map(|v| self.desired_vip(v))
+                .collect(),
+        }
+    }
+
+    /// The desired state of VIP `v` (one entry of [`Self::desired`]).
+    pub fn desired_vip(&self, v: &crate::config::VipConfig) -> DesiredVip {
+        let id = ident(v);
+        DesiredVip {
+            ident: id,
+            mode: v.forwarding.mode(),
+            scheduler: v.scheduler.sched(),
+            table_size: v.table_size,
+            backends: v
+                .backends
+                .iter()
+                .map(|b| {
+                    let up = self
+                        .health_of(id, b.address)
+                        .is_none_or(|h| h.health == Health::Up);
+                    // Down: out of the table either way; with `keep` its flows
+                    // stay (as when draining), with `reassign` they move.
+                    let keep = !up && v.on_down == OnDown::Keep;
+                    DesiredBackend {
+                        address: b.address,
+                        weight: if keep { 0 } else { self.table_weight(v, b) },
+                        mac: b.mac,
+                        serving: up || keep,
+                        in_flight: if v.scheduler.sched().least_conn() {
+                            self.load_in_flight(id, b.address)
+                        } else {
+                            None
+                        },
                     }
                 })
                 .collect(),

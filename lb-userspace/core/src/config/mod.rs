@@ -287,6 +287,38 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     parse(&text, &path.display().to_string())
 }
 
+/// Validates a configuration model with exactly the rules of the config file, without
+/// its text: the model goes through its serialised form (the keys [`Config::to_toml`]
+/// writes) straight into the checks, with no TOML text written or parsed (a live edit of
+/// 4096 VIPs × 64 backends spent about 2 s doing that). Problems name field paths
+/// (`vip[0].backend[1].weight`) but no lines: there is no file.
+pub fn validate_model(config: &Config, origin: &str) -> Result<Loaded, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        problems: vec![Problem {
+            line: None,
+            path: String::new(),
+            message,
+        }],
+    };
+    let value = toml::Table::try_from(config)
+        .map_err(|e| invalid(format!("exporting the configuration: {e}")))?;
+    let raw = <raw::RawFile as serde::Deserialize>::deserialize(value)
+        .map_err(|e| invalid(format!("the configuration's shape: {e}")))?;
+    let locator = Locator::empty();
+    let (validated, problems, warnings) = validate::validate(&raw, &locator);
+    match validated {
+        Some(config) if problems.is_empty() => Ok(Loaded {
+            config,
+            warnings: warnings.iter().map(|w| w.render(origin)).collect(),
+        }),
+        _ => Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems,
+        }),
+    }
+}
+
 /// Parses and validates configuration text; `origin` names it in messages (a file name).
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     let parse_error = |problem: Problem, column: Option<usize>| ConfigError::Parse {

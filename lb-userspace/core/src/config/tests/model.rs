@@ -1,0 +1,74 @@
+//! [`validate_model`]: the rules of the file, on a model without its text.
+
+use super::*;
+
+/// Every configuration the file accepts, the model accepts as it is; a problem the file
+/// reports, the model reports at the same path with the same message (no line).
+#[test]
+fn the_model_is_validated_like_its_file() {
+    let loaded = load(Path::new(REFERENCE)).unwrap_or_else(|e| panic!("{e}"));
+    let again = validate_model(&loaded.config, "model").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.config, loaded.config);
+    assert_eq!(again.warnings, loaded.warnings);
+
+    let mut bad = loaded.config.clone();
+    bad.vips[0].backends[1].weight = 20_000;
+    bad.vips[1].table_size = 1000;
+    let by_file = parse(&bad.to_toml().expect("TOML"), "edit")
+        .expect_err("refused")
+        .problems();
+    let by_model = validate_model(&bad, "edit")
+        .expect_err("refused")
+        .problems();
+    let strip = |ps: Vec<Problem>| -> Vec<(String, String)> {
+        let mut v: Vec<_> = ps.into_iter().map(|p| (p.path, p.message)).collect();
+        v.sort();
+        v
+    };
+    assert!(by_model.iter().all(|p| p.line.is_none()));
+    assert_eq!(strip(by_model), strip(by_file));
+}
+
+/// How long validating 4096 VIPs × 64 backends takes, through the text and through the
+/// model (`cargo test -p sluice-core --release --lib -- --ignored --nocapture model_scale`).
+#[test]
+#[ignore = "a measurement"]
+fn model_scale_timing() {
+    let mut text = String::from(
+        "[daemon]\ninterface = \"eth0\"\nvip_capacity = 4096\nbackend_capacity = 300000\n\
+         table_capacity = 8000000\n",
+    );
+    for v in 0..4096u32 {
+        text.push_str(&format!(
+            "[[vip]]\naddress = \"10.{}.{}.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\ntable_size = 641\n",
+            v / 256,
+            v % 256
+        ));
+        for b in 0..64u32 {
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"172.{}.{}.{}\"\n",
+                16 + v / 256,
+                v % 256,
+                b + 1
+            ));
+        }
+    }
+    let t = std::time::Instant::now();
+    let c = parse(&text, "scale")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    eprintln!("parse (text) {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let out = c.to_toml().expect("TOML");
+    eprintln!("to_toml {:?} ({} bytes)", t.elapsed(), out.len());
+    let t = std::time::Instant::now();
+    let _ = parse(&out, "scale").expect("valid");
+    eprintln!("parse (exported) {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let m = validate_model(&c, "scale").expect("valid");
+    eprintln!("validate_model {:?}", t.elapsed());
+    assert_eq!(m.config, c);
+    let t = std::time::Instant::now();
+    let _ = c.clone();
+    eprintln!("clone {:?}", t.elapsed());
+}
