@@ -281,39 +281,51 @@ fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f
     Ok(time_edit_trips(socket, vips, rounds)?.0)
 }
 
-/// `rounds` live edits through the API (a weight changed, VIP after VIP): the `Apply`
-/// requests (sent, planned, published, answered), and the whole round trips a client makes
-/// (the configuration fetched, parsed, edited and written out again, then applied), in ms.
+/// `rounds` live edits through the API (one backend's weight changed, VIP after VIP): the
+/// typed `Edit` requests (sent, validated, planned, published, saved, answered), and as
+/// many runs of `sluice backend set-weight` (a process of this binary: the whole round
+/// trip a user waits for), in ms.
 fn time_edit_trips(
     socket: &Path,
     vips: usize,
     rounds: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    // Backend 0 of every VIP of `config_text`.
+    let address: std::net::IpAddr = "10.98.1.1".parse()?;
     let mut edits = Vec::new();
-    let mut trips = Vec::new();
     for i in 0..rounds {
-        let trip = Instant::now();
-        let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
-            anyhow::bail!("unexpected answer to a config request");
-        };
-        let mut c = crate::config::parse(&toml, "bench edit")
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .config;
-        c.vips[i % vips].backends[0].weight = 2 + (i as u32 % 5);
-        let req = Request::Apply {
-            config: c.to_toml()?,
+        let req = Request::Edit {
+            edit: crate::api::edit::LiveEdit::SetWeight {
+                vip: format!("v{}", i % vips),
+                address,
+                weight: 2 + (i as u32 % 5),
+            },
             dry_run: false,
-            base_version: Some(version),
-            force: false,
+            base_version: None,
         };
         let t = Instant::now();
         let answer = client::request(socket, &req)?;
         edits.push(ms(t.elapsed()));
-        trips.push(ms(trip.elapsed()));
         ensure!(
-            !matches!(answer, Response::Error { .. }),
-            "the edit was refused: {answer:?}"
+            matches!(answer, Response::Plan { applied: true, .. }),
+            "the edit was not applied: {answer:?}"
         );
+    }
+    let exe = sluice_exe()?;
+    let mut trips = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .arg("--api-socket")
+            .arg(socket)
+            .args(["backend", "set-weight", "--vip"])
+            .arg(format!("v{}", (i + 1) % vips))
+            .args(["--address", "10.98.1.1", "--weight"])
+            .arg(format!("{}", 7 + (i % 5)))
+            .stdout(Stdio::null())
+            .status()?;
+        trips.push(ms(t.elapsed()));
+        ensure!(st.success(), "sluice backend set-weight failed: {st}");
     }
     Ok((edits, trips))
 }
@@ -419,12 +431,12 @@ pub struct ScaleReport {
     pub list_runs: usize,
     pub list_median_ms: f64,
     pub list_max_ms: f64,
-    /// An `Apply` of one weight edit (planned, published, answered), and the client's
-    /// whole round trip (fetch, parse, edit, write out, apply); `None` when refused.
+    /// A typed edit of one weight (validated, planned, published, saved, answered), and
+    /// the whole round trip of `sluice backend set-weight`; `None` when refused.
     pub edit_median_ms: Option<f64>,
     pub edit_max_ms: Option<f64>,
     pub edit_trip_median_ms: Option<f64>,
-    /// Why the edit was refused (a configuration over the API's request limit).
+    /// Why the edit was refused.
     pub edit_refused: Option<String>,
     pub target_ms: f64,
     /// Start and edit within the target.
@@ -468,7 +480,6 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         let (idle_cpu_percent, wall) = idle_cpu(o.idle, Duration::from_secs(2));
         let rss_kib = rss()?[0];
         let mut list = time_backend_list(socket, o.rounds)?;
-        // An edit replaces the whole configuration: one too big for the API is refused.
         let (edits, edit_refused) = match time_edit_trips(socket, o.vips, o.rounds) {
             Ok(e) => (Some(e), None),
             Err(e) => (None, Some(format!("{e:#}"))),
@@ -607,7 +618,7 @@ impl ScaleReport {
                 let _ = writeln!(
                     s,
                     "  edit (one weight): apply median {median:.0} ms, max {max:.0} ms  \
-                     target ≤ {} ms {}; client round trip {trip:.0} ms",
+                     target ≤ {} ms {}; `sluice backend set-weight` {trip:.0} ms",
                     self.target_ms,
                     mark(max <= self.target_ms),
                 );
