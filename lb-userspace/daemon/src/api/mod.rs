@@ -32,6 +32,10 @@ pub enum Request {
         #[serde(default)]
         flows: bool,
     },
+    /// [`Request::Status`] of the one VIP named `vip` (`sluice backend list --vip`): at
+    /// thousands of VIPs, a fraction of the work and of the answer. Answered with
+    /// `Status`.
+    VipStatus { vip: String },
     /// The effective configuration (defaults filled in) and its version.
     Config,
     /// Which backend a flow from `src` to the VIP named `vip` goes to now, found by running

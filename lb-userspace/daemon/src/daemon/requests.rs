@@ -66,6 +66,21 @@ pub(super) fn handle_api(
             };
             (Response::Status { status }, false)
         }
+        Request::VipStatus { vip } => {
+            if !state.config.vips.iter().any(|v| v.name == vip) {
+                let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
+                let more = if names.len() > 20 { ", ..." } else { "" };
+                return error(format!(
+                    "--vip {vip:?}: no such VIP (VIPs: {}{more})",
+                    names[..names.len().min(20)].join(", ")
+                ));
+            }
+            let Ok(dp) = dp.lock() else {
+                return poisoned();
+            };
+            let status = state.status_of(&dp, |v| v.name == vip);
+            (Response::Status { status }, false)
+        }
         Request::Lookup { vip, src, dport } => (lookup_flow(state, dp, &vip, src, dport), false),
         // Answered by the loop from the autoscaler's report.
         Request::AutoscaleStatus => error("the autoscaler's status is not available".to_owned()),

@@ -248,6 +248,11 @@ fn idle_cpu(idle: Duration, settle: Duration) -> (f64, Duration) {
 
 /// `rounds` runs of `sluice backend list` (the CLI binary, through the API), in ms.
 fn time_backend_list(socket: &Path, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    time_list(socket, rounds, &[])
+}
+
+/// `rounds` runs of `sluice backend list EXTRA...`, in ms.
+fn time_list(socket: &Path, rounds: usize, extra: &[&str]) -> anyhow::Result<Vec<f64>> {
     let exe = sluice_exe()?;
     let mut list = Vec::new();
     for _ in 0..rounds {
@@ -256,6 +261,7 @@ fn time_backend_list(socket: &Path, rounds: usize) -> anyhow::Result<Vec<f64>> {
             .arg("--api-socket")
             .arg(socket)
             .args(["backend", "list"])
+            .args(extra)
             .stdout(Stdio::null())
             .status()?;
         list.push(ms(t.elapsed()));
@@ -431,6 +437,8 @@ pub struct ScaleReport {
     pub list_runs: usize,
     pub list_median_ms: f64,
     pub list_max_ms: f64,
+    /// `sluice backend list --vip v0` (one VIP's backends).
+    pub list_vip_median_ms: f64,
     /// A typed edit of one weight (validated, planned, published, saved, answered), and
     /// the whole round trip of `sluice backend set-weight`; `None` when refused.
     pub edit_median_ms: Option<f64>,
@@ -480,6 +488,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         let (idle_cpu_percent, wall) = idle_cpu(o.idle, Duration::from_secs(2));
         let rss_kib = rss()?[0];
         let mut list = time_backend_list(socket, o.rounds)?;
+        let mut list_vip = time_list(socket, o.rounds, &["--vip", "v0"])?;
         let (edits, edit_refused) = match time_edit_trips(socket, o.vips, o.rounds) {
             Ok(e) => (Some(e), None),
             Err(e) => (None, Some(format!("{e:#}"))),
@@ -517,6 +526,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
             list_runs: o.rounds,
             list_median_ms: super::median(&mut list),
             list_max_ms,
+            list_vip_median_ms: super::median(&mut list_vip),
             edit_median_ms,
             edit_max_ms,
             edit_trip_median_ms,
@@ -608,6 +618,11 @@ impl ScaleReport {
             s,
             "  `sluice backend list` median {:.0} ms, max {:.0} ms ({} runs)",
             self.list_median_ms, self.list_max_ms, self.list_runs
+        );
+        let _ = writeln!(
+            s,
+            "  `sluice backend list --vip v0` median {:.0} ms",
+            self.list_vip_median_ms
         );
         match (
             self.edit_median_ms,
