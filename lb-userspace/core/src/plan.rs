@@ -108,8 +108,8 @@ pub trait Live {
     fn active(&self, id: u32) -> Option<u64>;
 }
 
-/// The plan of going from `now` to `next`: the VIPs the edit adds, removes or changes. A
-/// VIP whose configuration and desired state are the same on both sides is left out,
+/// The plan of going from `now` to `next` (`now.with_config(...)`): the VIPs the edit adds,
+/// removes or changes. A VIP whose configuration is the same on both sides is left out,
 /// without reading its live table (an edit of one VIP among 4096 is planned in the time of
 /// one); the flow table is walked only when an edit removes backends.
 pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
@@ -127,11 +127,13 @@ pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
     for cfg in &next.config.vips {
         let ident = crate::state::ident(cfg);
         let old_cfg = old_cfgs.get(&ident).copied();
-        let v = next.desired_vip(cfg);
-        let before = old_cfg.map(|o| now.desired_vip(o));
-        if old_cfg == Some(cfg) && before.as_ref() == Some(&v) {
+        // The same configuration: `next` (made by `State::with_config`) kept its health
+        // and lifecycle as they are, so its desired state is the same too.
+        if old_cfg == Some(cfg) {
             continue;
         }
+        let v = next.desired_vip(cfg);
+        let before = old_cfg.map(|o| now.desired_vip(o));
         let old = Old {
             vip: before.as_ref(),
             cfg: old_cfg,

@@ -132,6 +132,13 @@ impl State {
     /// Every backend starts up, at full weight (it may have been serving before a
     /// restart); draining ones start their drain now.
     pub fn new(config: Config) -> Self {
+        let mut s = Self::new_unprinted(config);
+        s.config_fingerprint = crate::fingerprint::config(&s.config).ok();
+        s
+    }
+
+    /// [`State::new`] without the configuration's fingerprint.
+    fn new_unprinted(config: Config) -> Self {
         let now = SystemTime::now();
         let mut health = BTreeMap::new();
         let mut life = BTreeMap::new();
@@ -164,7 +171,7 @@ impl State {
             }
         }
         Self {
-            config_fingerprint: crate::fingerprint::config(&config).ok(),
+            config_fingerprint: None,
             config,
             version: 0,
             persist: None,
@@ -176,9 +183,63 @@ impl State {
     }
 
     /// The state for a new configuration: backends that stay keep their health, new ones
-    /// start up.
+    /// start up. A VIP whose configuration is the same keeps every entry as it is; only
+    /// the changed and added VIPs are gone through (an edit of one VIP among 4096 took
+    /// 0.7 s when all 262,144 backends were).
     pub fn with_config(&self, config: Config) -> Self {
-        let mut next = Self::new(config);
+        let old: std::collections::HashMap<VipIdent, &crate::config::VipConfig> =
+            self.config.vips.iter().map(|v| (ident(v), v)).collect();
+        let same: std::collections::HashSet<VipIdent> = config
+            .vips
+            .iter()
+            .filter(|v| old.get(&ident(v)).is_some_and(|o| *o == *v))
+            .map(ident)
+            .collect();
+        let only_changed = |c: &Config| Config {
+            daemon: c.daemon.clone(),
+            vips: c
+                .vips
+                .iter()
+                .filter(|v| !same.contains(&ident(v)))
+                .cloned()
+                .collect(),
+        };
+        // The changed VIPs on both sides: as if nothing else were configured.
+        let mut next = self.changed_to(&only_changed(&self.config), only_changed(&config));
+        let kept = |k: &(VipIdent, IpAddr)| same.contains(&k.0);
+        next.health.extend(
+            self.health
+                .iter()
+                .filter(|(k, _)| kept(k))
+                .map(|(k, h)| (*k, h.clone())),
+        );
+        next.life.extend(
+            self.life
+                .iter()
+                .filter(|(k, _)| kept(k))
+                .map(|(k, l)| (*k, *l)),
+        );
+        next.load_weights.extend(
+            self.load_weights
+                .iter()
+                .filter(|(k, _)| kept(k))
+                .map(|(k, w)| (*k, *w)),
+        );
+        next.load_in_flight.extend(
+            self.load_in_flight
+                .iter()
+                .filter(|(k, _)| kept(k))
+                .map(|(k, n)| (*k, *n)),
+        );
+        next.config_fingerprint = crate::fingerprint::config(&config).ok();
+        next.config = config;
+        next
+    }
+
+    /// [`State::with_config`] of every VIP of `config`, `old` the configuration it replaces
+    /// (no fingerprint).
+    fn changed_to(&self, old: &Config, config: Config) -> Self {
+        let mut next = Self::new_unprinted(config);
         next.version = self.version;
         next.persist.clone_from(&self.persist);
         // The load policy's weights stay for the backends that stay under a VIP that is
@@ -208,7 +269,7 @@ impl State {
             .collect();
         // A backend whose checks stop (check = "none") is up, unchecked; one whose checks
         // start is up until they say otherwise; the others keep what was found.
-        let (was, is) = (unchecked(&self.config), unchecked(&next.config));
+        let (was, is) = (unchecked(old), unchecked(&next.config));
         for (key, h) in &mut next.health {
             if let Some(old) = self.health.get(key)
                 && was.contains(key) == is.contains(key)
@@ -376,6 +437,9 @@ impl State {
         // takes when nothing ramps, however many backends there are.
         let longest = self.config.vips.iter().map(|v| v.slow_start_ms).max();
         let longest = Duration::from_millis(u64::from(longest.unwrap_or(0)));
+        if longest.is_zero() {
+            return false;
+        }
         if !self
             .life
             .values()

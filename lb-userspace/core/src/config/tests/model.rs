@@ -69,6 +69,25 @@ fn model_scale_timing() {
     eprintln!("validate_model {:?}", t.elapsed());
     assert_eq!(m.config, c);
     let t = std::time::Instant::now();
-    let _ = c.clone();
+    let mut c2 = c.clone();
     eprintln!("clone {:?}", t.elapsed());
+    c2.vips[7].backends[0].weight = 3;
+    let t = std::time::Instant::now();
+    let eq = c2 == c;
+    eprintln!("eq {:?} {eq}", t.elapsed());
+    let t = std::time::Instant::now();
+    let s = crate::persist::merge::summary(&c, &c2, 8);
+    eprintln!("summary {:?} {s}", t.elapsed());
+    let t = std::time::Instant::now();
+    let st = crate::state::State::new(c.clone());
+    eprintln!("State::new {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let _ = crate::fingerprint::config(&c);
+    eprintln!("fingerprint {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let next = st.with_config(c2);
+    eprintln!("with_config {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let _ = next.desired();
+    eprintln!("desired {:?}", t.elapsed());
 }
