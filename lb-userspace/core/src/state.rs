@@ -117,6 +117,32 @@ pub struct State {
     /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
     /// way, so this always describes the running configuration.
     config_fingerprint: Option<crate::fingerprint::Fingerprint>,
+    /// The TOML of each VIP of `config`, in order ([`crate::config::vip_toml`]; empty if
+    /// one could not be written): the fingerprint and the saved configuration are made of
+    /// them, and an edit writes out again only the VIPs it changed.
+    vip_texts: Vec<std::sync::Arc<str>>,
+}
+
+/// `kept` without the entries of the VIPs `gone`, and with those of `fresh`.
+fn merged<V: Clone>(
+    kept: &BTreeMap<(VipIdent, IpAddr), V>,
+    gone: &[VipIdent],
+    mut fresh: BTreeMap<(VipIdent, IpAddr), V>,
+) -> BTreeMap<(VipIdent, IpAddr), V> {
+    let mut out = kept.clone();
+    for id in gone {
+        let start = (*id, IpAddr::from([0, 0, 0, 0]));
+        let keys: Vec<(VipIdent, IpAddr)> = out
+            .range(start..)
+            .take_while(|(k, _)| k.0 == *id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            out.remove(&k);
+        }
+    }
+    out.append(&mut fresh);
+    out
 }
 
 /// The dataplane identity of a configured VIP.
@@ -133,8 +159,28 @@ impl State {
     /// restart); draining ones start their drain now.
     pub fn new(config: Config) -> Self {
         let mut s = Self::new_unprinted(config);
-        s.config_fingerprint = crate::fingerprint::config(&s.config).ok();
+        s.vip_texts = s
+            .config
+            .vips
+            .iter()
+            .map(|v| crate::config::vip_toml(v).map(Into::into))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        s.config_fingerprint = crate::fingerprint::config_from_parts(&s.config, &s.vip_texts).ok();
         s
+    }
+
+    /// [`Config::to_toml`] of the configuration, made of the VIPs' texts kept.
+    pub fn config_toml(&self) -> Result<String, toml::ser::Error> {
+        if self.config.vips.is_empty() || self.vip_texts.len() != self.config.vips.len() {
+            return self.config.to_toml();
+        }
+        let mut text = crate::config::daemon_toml(&self.config.daemon)?;
+        text.reserve(self.vip_texts.iter().map(|t| t.len()).sum());
+        for t in &self.vip_texts {
+            text.push_str(t);
+        }
+        Ok(text)
     }
 
     /// [`State::new`] without the configuration's fingerprint.
@@ -172,6 +218,7 @@ impl State {
         }
         Self {
             config_fingerprint: None,
+            vip_texts: Vec::new(),
             config,
             version: 0,
             persist: None,
@@ -206,32 +253,52 @@ impl State {
         };
         // The changed VIPs on both sides: as if nothing else were configured.
         let mut next = self.changed_to(&only_changed(&self.config), only_changed(&config));
-        let kept = |k: &(VipIdent, IpAddr)| same.contains(&k.0);
-        next.health.extend(
-            self.health
-                .iter()
-                .filter(|(k, _)| kept(k))
-                .map(|(k, h)| (*k, h.clone())),
+        // The entries of the VIPs that stay the same, as they are (a copy of the maps
+        // without the others' entries), then those of the changed VIPs.
+        let gone: Vec<VipIdent> = self
+            .config
+            .vips
+            .iter()
+            .map(ident)
+            .filter(|id| !same.contains(id))
+            .collect();
+        next.health = merged(&self.health, &gone, std::mem::take(&mut next.health));
+        next.life = merged(&self.life, &gone, std::mem::take(&mut next.life));
+        next.load_weights = merged(
+            &self.load_weights,
+            &gone,
+            std::mem::take(&mut next.load_weights),
         );
-        next.life.extend(
-            self.life
-                .iter()
-                .filter(|(k, _)| kept(k))
-                .map(|(k, l)| (*k, *l)),
+        next.load_in_flight = merged(
+            &self.load_in_flight,
+            &gone,
+            std::mem::take(&mut next.load_in_flight),
         );
-        next.load_weights.extend(
-            self.load_weights
-                .iter()
-                .filter(|(k, _)| kept(k))
-                .map(|(k, w)| (*k, *w)),
-        );
-        next.load_in_flight.extend(
-            self.load_in_flight
-                .iter()
-                .filter(|(k, _)| kept(k))
-                .map(|(k, n)| (*k, *n)),
-        );
-        next.config_fingerprint = crate::fingerprint::config(&config).ok();
+        let index: std::collections::HashMap<VipIdent, usize> = self
+            .config
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (ident(v), i))
+            .collect();
+        let kept_text = |v: &crate::config::VipConfig| {
+            let id = ident(v);
+            same.contains(&id)
+                .then(|| index.get(&id).and_then(|i| self.vip_texts.get(*i)))
+                .flatten()
+                .cloned()
+        };
+        next.vip_texts = config
+            .vips
+            .iter()
+            .map(|v| match kept_text(v) {
+                Some(t) => Ok(t),
+                None => crate::config::vip_toml(v).map(Into::into),
+            })
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        next.config_fingerprint =
+            crate::fingerprint::config_from_parts(&config, &next.vip_texts).ok();
         next.config = config;
         next
     }

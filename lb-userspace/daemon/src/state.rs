@@ -329,6 +329,39 @@ impl StatusFile {
     }
 }
 
+/// What a status snapshot is made of that changes without an event of the daemon's loop:
+/// the kernel's counters (VIPs, backends, drop reasons) and the conntrack sweeper's
+/// totals, with a generation the loop bumps on everything else (health, API calls, edits,
+/// the autoscaler, next hops, lifecycle steps). The same inputs make the same snapshot, so
+/// an idle daemon with 262,144 backends reads its counters each second (a few batch
+/// reads) instead of building and comparing their whole status.
+#[derive(Debug, PartialEq)]
+pub struct StatusInputs {
+    generation: u64,
+    counters: (Vec<lb_common::Counters>, Vec<lb_common::Counters>),
+    reasons: (Vec<u64>, Vec<crate::dataplane::VipReasons>),
+    conntrack: (u64, u64, Option<u64>),
+    tables_built: u64,
+}
+
+impl StatusInputs {
+    /// The inputs now (`None` if a counter could not be read: then build the snapshot).
+    pub fn read(dp: &Dataplane, generation: u64) -> Option<Self> {
+        let ct = dp.conntrack();
+        Some(Self {
+            generation,
+            counters: dp.used_counters().ok()?,
+            reasons: dp.reason_counts_split().ok()?,
+            conntrack: (
+                ct.expired_total,
+                ct.reaped_total,
+                ct.last_sweep.map(|(_, _, n)| n),
+            ),
+            tables_built: dp.tables_built(),
+        })
+    }
+}
+
 /// Read `<dir>/status.json`.
 pub fn read_status(dir: &Path) -> std::io::Result<Status> {
     let bytes = std::fs::read(dir.join("status.json"))?;

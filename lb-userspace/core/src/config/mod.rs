@@ -172,6 +172,29 @@ impl Config {
     }
 }
 
+/// [`Config::to_toml`] in parts: the `[daemon]` table (this), then each VIP's `[[vip]]`
+/// ([`vip_toml`]), which concatenated are that text when there is at least one VIP.
+pub fn daemon_toml(daemon: &DaemonConfig) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct DaemonOnly<'a> {
+        daemon: &'a DaemonConfig,
+    }
+    toml::to_string(&DaemonOnly { daemon })
+}
+
+/// One VIP's part of [`Config::to_toml`] (see [`daemon_toml`]).
+pub fn vip_toml(v: &VipConfig) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct VipOnly<'a> {
+        vip: &'a [VipConfig],
+    }
+    // Tables are separated by a blank line in the whole text.
+    toml::to_string(&VipOnly {
+        vip: std::slice::from_ref(v),
+    })
+    .map(|t| format!("\n{t}"))
+}
+
 /// A configuration that passed validation, with its non-fatal findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {

@@ -374,7 +374,7 @@ fn changed_vips(a: &Config, b: &Config) -> (Config, Config) {
             .collect()
     };
     let (in_a, in_b) = (names(a), names(b));
-    let same = |v: &crate::config::VipConfig,
+    let same = |v: &config::VipConfig,
                 other: &Config,
                 index: &std::collections::HashMap<String, usize>| {
         index.get(&v.name).is_some_and(|i| other.vips[*i] == *v)

@@ -29,6 +29,36 @@ fn the_model_is_validated_like_its_file() {
     assert_eq!(strip(by_model), strip(by_file));
 }
 
+/// The TOML of a configuration is its `[daemon]` table's then each VIP's.
+#[test]
+fn the_toml_is_made_of_its_parts() {
+    let small = ok(&format!(
+        "{DAEMON}[[vip]]\naddress = \"10.0.0.1\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n\
+         [[vip]]\naddress = \"10.0.0.2\"\nport = 80\nprotocol = \"udp\"\nforwarding = \"dsr\"\n\
+         [[vip.backend]]\naddress = \"10.0.1.1\"\nmac = \"02:00:00:00:00:01\"\n"
+    ))
+    .config;
+    let c = load(Path::new(REFERENCE))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+    for c in [&small, &c] {
+        let mut parts = daemon_toml(&c.daemon).expect("TOML");
+        for v in &c.vips {
+            parts.push_str(&vip_toml(v).expect("TOML"));
+        }
+        assert_eq!(parts, c.to_toml().expect("TOML"));
+        let texts: Vec<std::sync::Arc<str>> = c
+            .vips
+            .iter()
+            .map(|v| vip_toml(v).expect("TOML").into())
+            .collect();
+        assert_eq!(
+            crate::fingerprint::config_from_parts(c, &texts).expect("TOML"),
+            crate::fingerprint::config(c).expect("TOML")
+        );
+    }
+}
+
 /// How long validating 4096 VIPs × 64 backends takes, through the text and through the
 /// model (`cargo test -p sluice-core --release --lib -- --ignored --nocapture model_scale`).
 #[test]
