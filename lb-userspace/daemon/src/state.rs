@@ -330,15 +330,16 @@ impl StatusFile {
 }
 
 /// What a status snapshot is made of that changes without an event of the daemon's loop:
-/// the kernel's counters (VIPs, backends, drop reasons) and the conntrack sweeper's
-/// totals, with a generation the loop bumps on everything else (health, API calls, edits,
-/// the autoscaler, next hops, lifecycle steps). The same inputs make the same snapshot, so
-/// an idle daemon with 262,144 backends reads its counters each second (a few batch
-/// reads) instead of building and comparing their whole status.
+/// the kernel's counters (VIPs, which move with their backends', and drop reasons) and the conntrack sweeper's
+/// totals, with the state's version (edits, reloads, the autoscaler) and a generation the
+/// loop bumps on everything else (health events, next hops, lifecycle steps). The same inputs make the same snapshot, so
+/// an idle daemon with 262,144 backends reads its VIPs' counters each second instead of
+/// building and comparing the whole status.
 #[derive(Debug, PartialEq)]
 pub struct StatusInputs {
-    generation: u64,
-    counters: (Vec<lb_common::Counters>, Vec<lb_common::Counters>),
+    generation: (u64, u64),
+    /// The VIPs' counters: every packet counted for a backend is counted for its VIP.
+    counters: Vec<lb_common::Counters>,
     reasons: (Vec<u64>, Vec<crate::dataplane::VipReasons>),
     conntrack: (u64, u64, Option<u64>),
     tables_built: u64,
@@ -346,11 +347,11 @@ pub struct StatusInputs {
 
 impl StatusInputs {
     /// The inputs now (`None` if a counter could not be read: then build the snapshot).
-    pub fn read(dp: &Dataplane, generation: u64) -> Option<Self> {
+    pub fn read(dp: &Dataplane, generation: (u64, u64)) -> Option<Self> {
         let ct = dp.conntrack();
         Some(Self {
             generation,
-            counters: dp.used_counters().ok()?,
+            counters: dp.used_vip_counters().ok()?,
             reasons: dp.reason_counts_split().ok()?,
             conntrack: (
                 ct.expired_total,

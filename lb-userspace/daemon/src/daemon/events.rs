@@ -20,7 +20,7 @@ use tokio::{
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     Checkers, DaemonError, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started,
@@ -51,8 +51,9 @@ pub(super) struct Daemon {
     fib_backends: Vec<IpAddr>,
     /// Whether a slow start was ramping at the last lifecycle tick.
     was_ramping: bool,
-    /// Bumped by every event that may change the status but the counters
-    /// ([`state::StatusInputs`]), and the inputs of the last snapshot with when it was made.
+    /// Bumped by the events that may change the status but neither the counters nor the
+    /// version ([`state::StatusInputs`]), and the inputs of the last snapshot with when it
+    /// was made.
     status_generation: u64,
     status_inputs: Option<(state::StatusInputs, std::time::Instant)>,
     metrics: watch::Sender<metrics::Snapshot>,
@@ -107,20 +108,21 @@ pub(super) async fn run(
     ready();
     tokio::pin!(shutdown);
     loop {
-        // Whatever comes but the status and least-connection ticks may change the status
-        // (a lifecycle tick bumps it itself when something is going on).
-        let mut changes = true;
+        // A health event or a next-hop change may change the status without a new
+        // version (an edit, a reload, the autoscaler and drained-backend removals make one;
+        // a lifecycle tick bumps it itself when something is going on).
+        let mut changes = false;
         tokio::select! {
             () = &mut shutdown => break,
-            Some(e) = inputs.health.recv() => daemon.on_health(&e)?,
+            Some(e) = inputs.health.recv() => { changes = true; daemon.on_health(&e)? }
             Some((call, peer, reply)) = inputs.calls.recv() => daemon.on_api(call, peer, reply),
             Some((edit, reply)) = inputs.edits.recv() => daemon.on_edit(edit, reply),
-            _ = inputs.least_conn.tick() => { changes = false; daemon.on_least_conn_tick()? }
-            _ = inputs.lifecycle.tick() => { changes = false; daemon.on_lifecycle_tick()? }
+            _ = inputs.least_conn.tick() => daemon.on_least_conn_tick()?,
+            _ = inputs.lifecycle.tick() => daemon.on_lifecycle_tick()?,
             Some(call) = inputs.scale.recv() => daemon.on_autoscaler(call)?,
             _ = inputs.neigh.tick() => daemon.on_neigh_tick()?,
-            () = inputs.hops.notified() => daemon.on_next_hop_change()?,
-            _ = inputs.status.tick() => { changes = false; daemon.on_status_tick()? }
+            () = inputs.hops.notified() => { changes = true; daemon.on_next_hop_change()? }
+            _ = inputs.status.tick() => daemon.on_status_tick()?,
             _ = inputs.announce.tick() => daemon.reconcile_routes()?,
         }
         daemon.status_generation += u64::from(changes);
@@ -543,13 +545,19 @@ impl Daemon {
         let (status, tables_built, new_flows_per_cpu) = {
             let dp = lock(&self.dp)?;
             // Nothing changed since the last snapshot (and it is recent): keep it.
-            let inputs = state::StatusInputs::read(&dp, self.status_generation);
+            let inputs =
+                state::StatusInputs::read(&dp, (self.status_generation, self.state.version));
             if let (Some(now), Some((last, at))) = (&inputs, &self.status_inputs)
                 && now == last
                 && at.elapsed() < state::STATUS_UNCHANGED_REWRITE
             {
                 return Ok(());
             }
+            debug!(
+                same_inputs =
+                    matches!((&inputs, &self.status_inputs), (Some(a), Some((b, _))) if a == b),
+                "status snapshot"
+            );
             self.status_inputs = inputs.map(|i| (i, std::time::Instant::now()));
             let mut status = self.state.status(&dp);
             self.loads.fill(&mut status, &self.state.config);
