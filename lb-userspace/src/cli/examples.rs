@@ -98,6 +98,7 @@ sluice backend drain --vip web --address 10.0.0.3 --remove",
     (
         "backend list",
         "sluice backend list
+sluice backend list --vip web                  # one VIP's backends (fast with thousands)
 sluice backend list --state-dir /run/sluice   # from the status file, without the API",
     ),
     (
@@ -202,6 +203,11 @@ sluice bench packet --method paired",
 sluice bench packet --method paired --rounds 5 --json",
     ),
     ("bench control", "sluice bench control --quick"),
+    (
+        "bench scale",
+        "sluice bench scale                      # 4096 VIPs x 64 backends (issue #17)
+sluice bench scale --vips 2048 --backends 64 --table-size 641 --quick",
+    ),
     (
         "bench throughput",
         "sluice bench throughput --generator live-frames --cpu 1",
