@@ -175,19 +175,47 @@ pub fn vip(v: &DesiredVip, seed: u32) -> Fingerprint {
 /// with other interface names or paths but the same VIPs, backends and settings agree.
 pub fn config(c: &Config) -> Result<Fingerprint, toml::ser::Error> {
     let mut shared = c.clone();
-    let d = &mut shared.daemon;
-    d.interface.clear();
-    d.xdp_mode = crate::config::XdpMode::Auto;
-    d.state_dir = std::path::PathBuf::new();
-    d.api_socket = std::path::PathBuf::new();
-    d.metrics_listen = None;
-    d.api_group = None;
-    d.pin_dir = None;
+    shared.daemon = shared_daemon(&c.daemon);
     let text = shared.to_toml()?;
     let mut h = Fnv::new();
     h.bytes(CONFIG_DOMAIN);
     h.bytes(text.as_bytes());
     Ok(Fingerprint(h.0))
+}
+
+/// [`config`] from the TOML of each VIP of `c` ([`crate::config::vip_toml`], in order):
+/// the same fingerprint, without writing the VIPs out again.
+pub fn config_from_parts(
+    c: &Config,
+    vip_texts: &[std::sync::Arc<str>],
+) -> Result<Fingerprint, toml::ser::Error> {
+    if c.vips.is_empty() || vip_texts.len() != c.vips.len() {
+        return config(c);
+    }
+    let daemon = crate::config::daemon_toml(&shared_daemon(&c.daemon))?;
+    let mut h = Fnv::new();
+    h.bytes(CONFIG_DOMAIN);
+    h.bytes(daemon.as_bytes());
+    for t in vip_texts {
+        h.bytes(t.as_bytes());
+    }
+    Ok(Fingerprint(h.0))
+}
+
+/// `d` without what names things of this host only.
+fn shared_daemon(d: &crate::config::DaemonConfig) -> crate::config::DaemonConfig {
+    let mut d = d.clone();
+    {
+        let d = &mut d;
+        d.interface.clear();
+        d.xdp_mode = crate::config::XdpMode::Auto;
+        d.state_dir = std::path::PathBuf::new();
+        d.api_socket = std::path::PathBuf::new();
+        d.metrics_listen = None;
+        d.api_group = None;
+        d.pin_dir = None;
+    }
+    d
 }
 
 #[cfg(test)]

@@ -108,14 +108,15 @@ pub trait Live {
     fn active(&self, id: u32) -> Option<u64>;
 }
 
-/// The plan of going from `now` to `next`.
+/// The plan of going from `now` to `next` (`now.with_config(...)`): the VIPs the edit adds,
+/// removes or changes. A VIP whose configuration is the same on both sides is left out,
+/// without reading its live table (an edit of one VIP among 4096 is planned in the time of
+/// one); the flow table is walked only when an edit removes backends.
 pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
     let seed = next.config.daemon.hash_seed;
-    let before = now.desired();
-    let after = next.desired();
-    let flows = dp.flows_per_backend();
+    let flows = std::cell::OnceCell::new();
+    let flows = || flows.get_or_init(|| dp.flows_per_backend());
     // By identity: an edit of 1000 VIPs must not search them for each one.
-    let before_by: HashMap<_, _> = before.vips.iter().map(|o| (o.ident, o)).collect();
     let old_cfgs: HashMap<_, _> = now
         .config
         .vips
@@ -123,16 +124,27 @@ pub fn compute(now: &State, next: &State, dp: &impl Live) -> Plan {
         .map(|o| (crate::state::ident(o), o))
         .collect();
     let mut vips = Vec::new();
-    for (cfg, v) in next.config.vips.iter().zip(&after.vips) {
+    for cfg in &next.config.vips {
+        let ident = crate::state::ident(cfg);
+        let old_cfg = old_cfgs.get(&ident).copied();
+        // The same configuration: `next` (made by `State::with_config`) kept its health
+        // and lifecycle as they are, so its desired state is the same too.
+        if old_cfg == Some(cfg) {
+            continue;
+        }
+        let v = next.desired_vip(cfg);
+        let before = old_cfg.map(|o| now.desired_vip(o));
         let old = Old {
-            vip: before_by.get(&v.ident).copied(),
-            cfg: old_cfgs.get(&v.ident).copied(),
+            vip: before.as_ref(),
+            cfg: old_cfg,
         };
-        vips.push(vip_plan(cfg, v, old, dp, &flows, seed));
+        vips.push(vip_plan(cfg, &v, old, dp, flows, seed));
     }
-    for (cfg, o) in now.config.vips.iter().zip(&before.vips) {
-        if !after.vips.iter().any(|v| v.ident == o.ident) {
-            vips.push(removed_vip_plan(cfg, o, dp, &flows));
+    let after: std::collections::HashSet<_> =
+        next.config.vips.iter().map(crate::state::ident).collect();
+    for cfg in &now.config.vips {
+        if !after.contains(&crate::state::ident(cfg)) {
+            vips.push(removed_vip_plan(cfg, &now.desired_vip(cfg), dp, flows()));
         }
     }
     Plan { vips }
@@ -146,12 +158,12 @@ struct Old<'a> {
 }
 
 /// The plan of VIP `v` (configured as `cfg`) after the edit.
-fn vip_plan(
+fn vip_plan<'f>(
     cfg: &VipConfig,
     v: &DesiredVip,
     old: Old<'_>,
     dp: &impl Live,
-    flows: &HashMap<u32, u64>,
+    flows: impl FnOnce() -> &'f HashMap<u32, u64>,
     seed: u32,
 ) -> VipPlan {
     let ids = dp.backend_slots(&v.ident);
@@ -178,11 +190,16 @@ fn vip_plan(
                 .is_none_or(|o| !o.backends.iter().any(|b| b.address == *a))
         })
         .collect();
-    let flows_on_removed = removed
-        .iter()
-        .filter_map(|a| ids.get(a))
-        .map(|id| flows.get(id).copied().unwrap_or(0))
-        .sum();
+    let flows_on_removed = if removed.is_empty() {
+        0
+    } else {
+        let flows = flows();
+        removed
+            .iter()
+            .filter_map(|a| ids.get(a))
+            .map(|id| flows.get(id).copied().unwrap_or(0))
+            .sum()
+    };
     let hashed = v.scheduler.order().is_none();
     let draining = newly_draining(cfg, old.cfg, &ids, dp);
     VipPlan {

@@ -117,7 +117,13 @@ pub struct State {
     /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
     /// way, so this always describes the running configuration.
     config_fingerprint: Option<crate::fingerprint::Fingerprint>,
+    /// The TOML of each VIP of `config`, in order ([`crate::config::vip_toml`]; empty if
+    /// one could not be written): the fingerprint and the saved configuration are made of
+    /// them, and an edit writes out again only the VIPs it changed.
+    vip_texts: Vec<std::sync::Arc<str>>,
 }
+
+mod next;
 
 /// The dataplane identity of a configured VIP.
 pub fn ident(v: &crate::config::VipConfig) -> VipIdent {
@@ -132,6 +138,33 @@ impl State {
     /// Every backend starts up, at full weight (it may have been serving before a
     /// restart); draining ones start their drain now.
     pub fn new(config: Config) -> Self {
+        let mut s = Self::new_unprinted(config);
+        s.vip_texts = s
+            .config
+            .vips
+            .iter()
+            .map(|v| crate::config::vip_toml(v).map(Into::into))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        s.config_fingerprint = crate::fingerprint::config_from_parts(&s.config, &s.vip_texts).ok();
+        s
+    }
+
+    /// [`Config::to_toml`] of the configuration, made of the VIPs' texts kept.
+    pub fn config_toml(&self) -> Result<String, toml::ser::Error> {
+        if self.config.vips.is_empty() || self.vip_texts.len() != self.config.vips.len() {
+            return self.config.to_toml();
+        }
+        let mut text = crate::config::daemon_toml(&self.config.daemon)?;
+        text.reserve(self.vip_texts.iter().map(|t| t.len()).sum());
+        for t in &self.vip_texts {
+            text.push_str(t);
+        }
+        Ok(text)
+    }
+
+    /// [`State::new`] without the configuration's fingerprint.
+    fn new_unprinted(config: Config) -> Self {
         let now = SystemTime::now();
         let mut health = BTreeMap::new();
         let mut life = BTreeMap::new();
@@ -164,7 +197,8 @@ impl State {
             }
         }
         Self {
-            config_fingerprint: crate::fingerprint::config(&config).ok(),
+            config_fingerprint: None,
+            vip_texts: Vec::new(),
             config,
             version: 0,
             persist: None,
@@ -173,78 +207,6 @@ impl State {
             load_weights: BTreeMap::new(),
             load_in_flight: BTreeMap::new(),
         }
-    }
-
-    /// The state for a new configuration: backends that stay keep their health, new ones
-    /// start up.
-    pub fn with_config(&self, config: Config) -> Self {
-        let mut next = Self::new(config);
-        next.version = self.version;
-        next.persist.clone_from(&self.persist);
-        // The load policy's weights stay for the backends that stay under a VIP that is
-        // still load-driven (the policy recomputes them from the next reports).
-        let load_driven: std::collections::BTreeSet<VipIdent> = next
-            .config
-            .vips
-            .iter()
-            .filter(|v| v.load.is_some())
-            .map(ident)
-            .collect();
-        next.load_weights = self
-            .load_weights
-            .iter()
-            .filter(|((vip, addr), _)| {
-                load_driven.contains(vip) && next.life.contains_key(&(*vip, *addr))
-            })
-            .map(|(k, w)| (*k, *w))
-            .collect();
-        next.load_in_flight = self
-            .load_in_flight
-            .iter()
-            .filter(|((vip, addr), _)| {
-                load_driven.contains(vip) && next.life.contains_key(&(*vip, *addr))
-            })
-            .map(|(k, n)| (*k, *n))
-            .collect();
-        // A backend whose checks stop (check = "none") is up, unchecked; one whose checks
-        // start is up until they say otherwise; the others keep what was found.
-        let (was, is) = (unchecked(&self.config), unchecked(&next.config));
-        for (key, h) in &mut next.health {
-            if let Some(old) = self.health.get(key)
-                && was.contains(key) == is.contains(key)
-            {
-                *h = old.clone();
-            }
-        }
-        let now = Instant::now();
-        for v in &next.config.vips {
-            let id = ident(v);
-            for b in &v.backends {
-                let key = (id, b.address);
-                let Some(l) = next.life.get_mut(&key) else {
-                    continue;
-                };
-                match self.life.get(&key) {
-                    // Kept: its ramp goes on; a drain goes on, or starts, or ends (undrain).
-                    Some(old) => {
-                        l.ramp_from = old.ramp_from;
-                        if b.state == BackendState::Draining {
-                            l.drain_started = old.drain_started.or(Some(now));
-                            l.zero_since = old.zero_since;
-                            l.drained = old.drained;
-                        } else {
-                            l.drain_started = None;
-                            l.drained = None;
-                        }
-                    }
-                    // Added while running: it ramps up.
-                    None => {
-                        l.ramp_from = (v.slow_start_ms > 0).then_some(now);
-                    }
-                }
-            }
-        }
-        next
     }
 
     /// Apply a health transition; whether the desired state changed.
@@ -376,6 +338,9 @@ impl State {
         // takes when nothing ramps, however many backends there are.
         let longest = self.config.vips.iter().map(|v| v.slow_start_ms).max();
         let longest = Duration::from_millis(u64::from(longest.unwrap_or(0)));
+        if longest.is_zero() {
+            return false;
+        }
         if !self
             .life
             .values()
@@ -433,36 +398,39 @@ impl State {
                 .config
                 .vips
                 .iter()
-                .map(|v| {
-                    let id = ident(v);
-                    DesiredVip {
-                        ident: id,
-                        mode: v.forwarding.mode(),
-                        scheduler: v.scheduler.sched(),
-                        table_size: v.table_size,
-                        backends: v
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let up = self
-                                    .health_of(id, b.address)
-                                    .is_none_or(|h| h.health == Health::Up);
-                                // Down: out of the table either way; with `keep` its flows
-                                // stay (as when draining), with `reassign` they move.
-                                let keep = !up && v.on_down == OnDown::Keep;
-                                DesiredBackend {
-                                    address: b.address,
-                                    weight: if keep { 0 } else { self.table_weight(v, b) },
-                                    mac: b.mac,
-                                    serving: up || keep,
-                                    in_flight: if v.scheduler.sched().least_conn() {
-                                        self.load_in_flight(id, b.address)
-                                    } else {
-                                        None
-                                    },
-                                }
-                            })
-                            .collect(),
+                .map(|v| self.desired_vip(v))
+                .collect(),
+        }
+    }
+
+    /// The desired state of VIP `v` (one entry of [`Self::desired`]).
+    pub fn desired_vip(&self, v: &crate::config::VipConfig) -> DesiredVip {
+        let id = ident(v);
+        DesiredVip {
+            ident: id,
+            mode: v.forwarding.mode(),
+            scheduler: v.scheduler.sched(),
+            table_size: v.table_size,
+            backends: v
+                .backends
+                .iter()
+                .map(|b| {
+                    let up = self
+                        .health_of(id, b.address)
+                        .is_none_or(|h| h.health == Health::Up);
+                    // Down: out of the table either way; with `keep` its flows
+                    // stay (as when draining), with `reassign` they move.
+                    let keep = !up && v.on_down == OnDown::Keep;
+                    DesiredBackend {
+                        address: b.address,
+                        weight: if keep { 0 } else { self.table_weight(v, b) },
+                        mac: b.mac,
+                        serving: up || keep,
+                        in_flight: if v.scheduler.sched().least_conn() {
+                            self.load_in_flight(id, b.address)
+                        } else {
+                            None
+                        },
                     }
                 })
                 .collect(),

@@ -394,9 +394,12 @@ fn commit(
 ) -> Result<PublishReport, String> {
     let version = state.version + 1;
     if let Some(store) = &next.persist {
-        store
-            .save(&next.config, version)
-            .map_err(|e| e.to_string())?;
+        // Made of the VIPs' texts the state keeps: only the VIPs an edit changed were
+        // written out again.
+        let text = next
+            .config_toml()
+            .map_err(|e| format!("exporting the configuration: {e}"))?;
+        store.save_text(&text, version).map_err(|e| e.to_string())?;
     }
     let desired = next.desired();
     let published = match dp.lock() {
@@ -411,7 +414,10 @@ fn commit(
         }
         Err(e) => {
             if let Some(store) = &state.persist
-                && let Err(re) = store.save(&state.config, state.version)
+                && let Err(re) = state
+                    .config_toml()
+                    .map_err(persist::PersistError::from)
+                    .and_then(|text| store.save_text(&text, state.version))
             {
                 error!(error = %re, "putting the saved configuration back after a failed publish failed: the saved file has an edit that is not running");
             }

@@ -329,6 +329,40 @@ impl StatusFile {
     }
 }
 
+/// What a status snapshot is made of that changes without an event of the daemon's loop:
+/// the kernel's counters (VIPs, which move with their backends', and drop reasons) and the conntrack sweeper's
+/// totals, with the state's version (edits, reloads, the autoscaler) and a generation the
+/// loop bumps on everything else (health events, next hops, lifecycle steps). The same inputs make the same snapshot, so
+/// an idle daemon with 262,144 backends reads its VIPs' counters each second instead of
+/// building and comparing the whole status.
+#[derive(Debug, PartialEq)]
+pub struct StatusInputs {
+    generation: (u64, u64),
+    /// The VIPs' counters: every packet counted for a backend is counted for its VIP.
+    counters: Vec<lb_common::Counters>,
+    reasons: (Vec<u64>, Vec<crate::dataplane::VipReasons>),
+    conntrack: (u64, u64, Option<u64>),
+    tables_built: u64,
+}
+
+impl StatusInputs {
+    /// The inputs now (`None` if a counter could not be read: then build the snapshot).
+    pub fn read(dp: &Dataplane, generation: (u64, u64)) -> Option<Self> {
+        let ct = dp.conntrack();
+        Some(Self {
+            generation,
+            counters: dp.used_vip_counters().ok()?,
+            reasons: dp.reason_counts_split().ok()?,
+            conntrack: (
+                ct.expired_total,
+                ct.reaped_total,
+                ct.last_sweep.map(|(_, _, n)| n),
+            ),
+            tables_built: dp.tables_built(),
+        })
+    }
+}
+
 /// Read `<dir>/status.json`.
 pub fn read_status(dir: &Path) -> std::io::Result<Status> {
     let bytes = std::fs::read(dir.join("status.json"))?;

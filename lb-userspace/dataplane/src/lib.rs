@@ -441,6 +441,33 @@ impl Dataplane {
         Self::sum(&self.vip_stats, names::VIP_STATS, vip_id)
     }
 
+    /// Counters of every VIP (up to the highest id in use), summed over CPUs: one batch read
+    /// of a map of VIPs. The program counts each packet for its backend and its VIP
+    /// together, so these change whenever any counter does (the status tick's test of
+    /// whether anything changed, without reading every backend's).
+    pub fn used_vip_counters(&self) -> Result<Vec<Counters>, DataplaneError> {
+        let vip_max = self
+            .layout
+            .vips()
+            .map(|(_, r)| r.vip_id.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        batch::sum_first(
+            &self.vip_stats,
+            vip_max,
+            |a: &mut Counters, c: &Counters| {
+                a.packets += c.packets;
+                a.bytes += c.bytes;
+                a.new_flows += c.new_flows;
+                a.closes += c.closes;
+            },
+        )
+        .map_err(|source| DataplaneError::Map {
+            name: names::VIP_STATS,
+            source,
+        })
+    }
+
     /// Counters of every VIP, then of every backend slot (up to the highest id in use),
     /// summed over CPUs and indexed by id: one batch read of each map (see `batch`), for
     /// status snapshots.

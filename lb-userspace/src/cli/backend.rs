@@ -8,8 +8,13 @@ use crate::{
     state::read_status,
 };
 
-pub fn list(socket: &Path, state_dir: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let status = match state_dir {
+pub fn list(
+    socket: &Path,
+    state_dir: Option<&Path>,
+    vip: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut status = match state_dir {
         Some(dir) => read_status(dir).map_err(|e| {
             anyhow::anyhow!(
                 "no daemon status in {}: {e} (is `sluice run` running with daemon.state_dir = {}?)",
@@ -17,11 +22,23 @@ pub fn list(socket: &Path, state_dir: Option<&Path>, json: bool) -> anyhow::Resu
                 dir.display()
             )
         })?,
-        None => match client::request(socket, &Request::Status { flows: false })? {
-            Response::Status { status } => status,
-            _ => anyhow::bail!("unexpected answer to a status request"),
-        },
+        None => {
+            let req = match vip {
+                Some(vip) => Request::VipStatus {
+                    vip: vip.to_owned(),
+                },
+                None => Request::Status { flows: false },
+            };
+            match client::request(socket, &req)? {
+                Response::Status { status } => status,
+                _ => anyhow::bail!("unexpected answer to a status request"),
+            }
+        }
     };
+    if let Some(vip) = vip {
+        status.vips.retain(|v| v.name == vip);
+        anyhow::ensure!(!status.vips.is_empty(), "--vip {vip:?}: no such VIP");
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());

@@ -98,6 +98,7 @@ sluice backend drain --vip web --address 10.0.0.3 --remove",
     (
         "backend list",
         "sluice backend list
+sluice backend list --vip web                  # one VIP's backends (fast with thousands)
 sluice backend list --state-dir /run/sluice   # from the status file, without the API",
     ),
     (
@@ -205,7 +206,7 @@ sluice bench packet --method paired --rounds 5 --json",
     (
         "bench scale",
         "sluice bench scale                              # 4096 VIPs x 64 backends
-sluice bench scale --vips 1024 --backends 16 --table-size 163",
+sluice bench scale --vips 2048 --backends 64 --table-size 641 --quick",
     ),
     (
         "bench throughput",

@@ -42,6 +42,15 @@ pub(super) struct Locator {
 }
 
 impl Locator {
+    /// A locator of no text: every path has no line (a configuration with no file).
+    pub(super) fn empty() -> Self {
+        Locator {
+            line_starts: vec![0],
+            entries: Vec::new(),
+            by_path: HashMap::new(),
+        }
+    }
+
     /// Parses `text` (syntax only) and indexes it.
     pub(super) fn new(text: &str) -> Result<Self, toml::de::Error> {
         let root = DeTable::parse(text)?;

@@ -172,6 +172,29 @@ impl Config {
     }
 }
 
+/// [`Config::to_toml`] in parts: the `[daemon]` table (this), then each VIP's `[[vip]]`
+/// ([`vip_toml`]), which concatenated are that text when there is at least one VIP.
+pub fn daemon_toml(daemon: &DaemonConfig) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct DaemonOnly<'a> {
+        daemon: &'a DaemonConfig,
+    }
+    toml::to_string(&DaemonOnly { daemon })
+}
+
+/// One VIP's part of [`Config::to_toml`] (see [`daemon_toml`]).
+pub fn vip_toml(v: &VipConfig) -> Result<String, toml::ser::Error> {
+    #[derive(Serialize)]
+    struct VipOnly<'a> {
+        vip: &'a [VipConfig],
+    }
+    // Tables are separated by a blank line in the whole text.
+    toml::to_string(&VipOnly {
+        vip: std::slice::from_ref(v),
+    })
+    .map(|t| format!("\n{t}"))
+}
+
 /// A configuration that passed validation, with its non-fatal findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
@@ -285,6 +308,38 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         source,
     })?;
     parse(&text, &path.display().to_string())
+}
+
+/// Validates a configuration model with exactly the rules of the config file, without
+/// its text: the model goes through its serialised form (the keys [`Config::to_toml`]
+/// writes) straight into the checks, with no TOML text written or parsed (a live edit of
+/// 4096 VIPs × 64 backends spent about 2 s doing that). Problems name field paths
+/// (`vip[0].backend[1].weight`) but no lines: there is no file.
+pub fn validate_model(config: &Config, origin: &str) -> Result<Loaded, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        problems: vec![Problem {
+            line: None,
+            path: String::new(),
+            message,
+        }],
+    };
+    let value = toml::Table::try_from(config)
+        .map_err(|e| invalid(format!("exporting the configuration: {e}")))?;
+    let raw = <raw::RawFile as serde::Deserialize>::deserialize(value)
+        .map_err(|e| invalid(format!("the configuration's shape: {e}")))?;
+    let locator = Locator::empty();
+    let (validated, problems, warnings) = validate::validate(&raw, &locator);
+    match validated {
+        Some(config) if problems.is_empty() => Ok(Loaded {
+            config,
+            warnings: warnings.iter().map(|w| w.render(origin)).collect(),
+        }),
+        _ => Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems,
+        }),
+    }
 }
 
 /// Parses and validates configuration text; `origin` names it in messages (a file name).

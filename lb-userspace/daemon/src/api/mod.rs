@@ -2,14 +2,20 @@
 //! Unix socket (mode 0660, owner root, optionally a group; other users are refused by their
 //! peer credentials). The CLI (`sluice vip|backend|plan|stats`) is its client.
 //!
-//! Every edit is a whole new configuration (`Apply`): the CLI fetches the current one,
-//! changes it, and sends it back with the version it started from. The daemon validates it
-//! with exactly the rules of the config file, computes the plan, and applies it only if it
-//! is valid, not a dry run, and nothing else changed the state since `base_version` (required,
-//! unless `force`). An edit is acknowledged only once it is saved (`persist`).
+//! Every change is a new configuration, validated as a whole with exactly the rules of the
+//! config file, planned, and applied only if it is valid and not a dry run; an edit is
+//! acknowledged only once it is saved (`persist`). It comes in one of two forms:
+//!
+//! - `Edit`: one typed live edit ([`edit::LiveEdit`], what `sluice vip|backend ...` send),
+//!   made by the daemon to its running configuration: a few hundred bytes whatever the
+//!   size of the configuration, with no TOML written or parsed;
+//! - `Apply`: a whole configuration (TOML), made on the version `base_version` (required
+//!   unless `force`; refused if anything changed the state since), for `config apply` and
+//!   tools that edit the configuration themselves.
 
 pub mod client;
 pub mod denied;
+pub mod edit;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,10 @@ pub enum Request {
         #[serde(default)]
         flows: bool,
     },
+    /// [`Request::Status`] of the one VIP named `vip` (`sluice backend list --vip`): at
+    /// thousands of VIPs, a fraction of the work and of the answer. Answered with
+    /// `Status`.
+    VipStatus { vip: String },
     /// The effective configuration (defaults filled in) and its version.
     Config,
     /// Which backend a flow from `src` to the VIP named `vip` goes to now, found by running
@@ -48,6 +58,17 @@ pub enum Request {
         /// Apply whatever changed since `base_version` (last writer wins).
         #[serde(default)]
         force: bool,
+    },
+    /// One typed live edit, made to the running configuration (see the module's
+    /// documentation). With `dry_run`, only the plan. With `base_version`, refused if the
+    /// state changed since (without, the edit applies to whatever is running: it changes
+    /// only what it names).
+    Edit {
+        edit: edit::LiveEdit,
+        #[serde(default)]
+        dry_run: bool,
+        #[serde(default)]
+        base_version: Option<u64>,
     },
     /// Read the config file again, merged with the live edits (as SIGHUP does).
     Reload,

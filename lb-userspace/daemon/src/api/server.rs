@@ -75,14 +75,24 @@ pub const REJECTED: &str = "rejected, nothing changed";
 pub fn parse_apply(config: &str) -> Result<Config, String> {
     crate::config::parse(config, "edit")
         .map(|l| l.config)
-        .map_err(|e| {
-            let problems: Vec<String> = e
-                .problems()
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect();
-            format!("{REJECTED}:\n{}", problems.join("\n"))
-        })
+        .map_err(|e| refusal(&e))
+}
+
+/// An edited configuration model validated with the config file's rules (no text), or
+/// the error to answer, as [`parse_apply`] words it.
+pub fn validate_model(config: &Config) -> Result<Config, String> {
+    crate::config::validate_model(config, "edit")
+        .map(|l| l.config)
+        .map_err(|e| refusal(&e))
+}
+
+fn refusal(e: &crate::config::ConfigError) -> String {
+    let problems: Vec<String> = e
+        .problems()
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    format!("{REJECTED}:\n{}", problems.join("\n"))
 }
 
 /// One request line decoded into a call for the loop, or the error to answer (public for

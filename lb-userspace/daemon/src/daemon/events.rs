@@ -20,7 +20,7 @@ use tokio::{
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     Checkers, DaemonError, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started,
@@ -51,6 +51,11 @@ pub(super) struct Daemon {
     fib_backends: Vec<IpAddr>,
     /// Whether a slow start was ramping at the last lifecycle tick.
     was_ramping: bool,
+    /// Bumped by the events that may change the status but neither the counters nor the
+    /// version ([`state::StatusInputs`]), and the inputs of the last snapshot with when it
+    /// was made.
+    status_generation: u64,
+    status_inputs: Option<(state::StatusInputs, std::time::Instant)>,
     metrics: watch::Sender<metrics::Snapshot>,
     scale_report: autoscale::driver::Report,
     /// The VIP routes (`[daemon.announce]`).
@@ -103,19 +108,24 @@ pub(super) async fn run(
     ready();
     tokio::pin!(shutdown);
     loop {
+        // A health event or a next-hop change may change the status without a new
+        // version (an edit, a reload, the autoscaler and drained-backend removals make one;
+        // a lifecycle tick bumps it itself when something is going on).
+        let mut changes = false;
         tokio::select! {
             () = &mut shutdown => break,
-            Some(e) = inputs.health.recv() => daemon.on_health(&e)?,
+            Some(e) = inputs.health.recv() => { changes = true; daemon.on_health(&e)? }
             Some((call, peer, reply)) = inputs.calls.recv() => daemon.on_api(call, peer, reply),
             Some((edit, reply)) = inputs.edits.recv() => daemon.on_edit(edit, reply),
             _ = inputs.least_conn.tick() => daemon.on_least_conn_tick()?,
             _ = inputs.lifecycle.tick() => daemon.on_lifecycle_tick()?,
             Some(call) = inputs.scale.recv() => daemon.on_autoscaler(call)?,
             _ = inputs.neigh.tick() => daemon.on_neigh_tick()?,
-            () = inputs.hops.notified() => daemon.on_next_hop_change()?,
+            () = inputs.hops.notified() => { changes = true; daemon.on_next_hop_change()? }
             _ = inputs.status.tick() => daemon.on_status_tick()?,
             _ = inputs.announce.tick() => daemon.reconcile_routes()?,
         }
+        daemon.status_generation += u64::from(changes);
     }
     daemon.stop(tasks).await
 }
@@ -189,6 +199,8 @@ impl Daemon {
         let daemon = Self {
             announcer,
             was_ramping: state.ramping(),
+            status_generation: 0,
+            status_inputs: None,
             fib_backends: neigh::fib_backends(&state.desired()),
             state,
             dp,
@@ -408,6 +420,15 @@ impl Daemon {
         // the load policy set new weights.
         let ramping = self.state.ramping();
         let load_changed = self.apply_load_policies();
+        let draining = self.state.config.vips.iter().any(|v| {
+            v.backends
+                .iter()
+                .any(|b| b.state == crate::config::BackendState::Draining)
+        });
+        if ramping || self.was_ramping || load_changed || draining {
+            // Weights ramp, drains go on: the status changes.
+            self.status_generation += 1;
+        }
         if ramping || self.was_ramping || load_changed {
             let desired = self.state.desired();
             let mut dp = lock(&self.dp)?;
@@ -523,6 +544,21 @@ impl Daemon {
         // scrape), after it is released.
         let (status, tables_built, new_flows_per_cpu) = {
             let dp = lock(&self.dp)?;
+            // Nothing changed since the last snapshot (and it is recent): keep it.
+            let inputs =
+                state::StatusInputs::read(&dp, (self.status_generation, self.state.version));
+            if let (Some(now), Some((last, at))) = (&inputs, &self.status_inputs)
+                && now == last
+                && at.elapsed() < state::STATUS_UNCHANGED_REWRITE
+            {
+                return Ok(());
+            }
+            debug!(
+                same_inputs =
+                    matches!((&inputs, &self.status_inputs), (Some(a), Some((b, _))) if a == b),
+                "status snapshot"
+            );
+            self.status_inputs = inputs.map(|i| (i, std::time::Instant::now()));
             let mut status = self.state.status(&dp);
             self.loads.fill(&mut status, &self.state.config);
             let per_cpu = dp.new_flows_per_cpu().unwrap_or_default();

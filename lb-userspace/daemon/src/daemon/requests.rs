@@ -11,7 +11,8 @@ use super::{commit, daemon_unchanged, reload};
 use crate::{
     api::{
         self, Request, Response,
-        server::{Call, Peer},
+        edit::LiveEdit,
+        server::{Call, Peer, REJECTED},
     },
     config::Config,
     dataplane::{Dataplane, iface},
@@ -65,6 +66,21 @@ pub(super) fn handle_api(
             };
             (Response::Status { status }, false)
         }
+        Request::VipStatus { vip } => {
+            if !state.config.vips.iter().any(|v| v.name == vip) {
+                let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
+                let more = if names.len() > 20 { ", ..." } else { "" };
+                return error(format!(
+                    "--vip {vip:?}: no such VIP (VIPs: {}{more})",
+                    names[..names.len().min(20)].join(", ")
+                ));
+            }
+            let Ok(dp) = dp.lock() else {
+                return poisoned();
+            };
+            let status = state.status_of(&dp, |v| v.name == vip);
+            (Response::Status { status }, false)
+        }
         Request::Lookup { vip, src, dport } => (lookup_flow(state, dp, &vip, src, dport), false),
         // Answered by the loop from the autoscaler's report.
         Request::AutoscaleStatus => error("the autoscaler's status is not available".to_owned()),
@@ -101,6 +117,15 @@ pub(super) fn handle_api(
                 error(e)
             }
         },
+        Request::Edit {
+            edit,
+            dry_run,
+            base_version,
+        } => {
+            let (resp, changed, summary) = live_edit(state, dp, &edit, dry_run, base_version);
+            log_apply(&resp, changed, dry_run, peer, &summary);
+            (resp, changed)
+        }
         Request::Apply {
             config,
             dry_run,
@@ -116,6 +141,74 @@ pub(super) fn handle_api(
             log_apply(&resp, changed, dry_run, peer, &summary);
             (resp, changed)
         }
+    }
+}
+
+/// A typed live edit: made to a copy of the running configuration, validated as a whole
+/// (the model, with the config file's rules), then applied as an `Apply` made on the
+/// running version. (answer, whether the state changed, the change for the log line.)
+fn live_edit(
+    state: &mut State,
+    dp: &Mutex<Dataplane>,
+    edit: &LiveEdit,
+    dry_run: bool,
+    base_version: Option<u64>,
+) -> (Response, bool, String) {
+    let t = std::time::Instant::now();
+    let (config, summary) = match prepare_edit(state, edit, base_version) {
+        Ok(Some(next)) => next,
+        Ok(None) => {
+            // Already so: repeating an edit succeeds and changes nothing (not the version).
+            let resp = Response::Plan {
+                plan: plan::Plan::default(),
+                applied: false,
+                version: state.version,
+            };
+            return (resp, false, "nothing".to_owned());
+        }
+        Err((message, summary)) => return (Response::Error { message }, false, summary),
+    };
+    let validate_ms = t.elapsed().as_millis() as u64;
+    let base = Some(state.version);
+    let (resp, changed) = apply(state, dp, config, dry_run, base, false);
+    debug!(
+        validate_ms,
+        total_ms = t.elapsed().as_millis() as u64,
+        "typed edit"
+    );
+    (resp, changed, summary)
+}
+
+/// The configuration `edit` makes of the running one, validated as a whole, and the change
+/// for the log line; `None` when the running configuration already says so. Refused (the
+/// answer, and the change) when the state changed since `base_version`, the edit does not
+/// apply (no such VIP or backend, a name not accepted) or the result breaks a rule of the
+/// config file (each problem of an option typed named by the option). Changes nothing.
+pub(super) fn prepare_edit(
+    state: &State,
+    edit: &LiveEdit,
+    base_version: Option<u64>,
+) -> Result<Option<(Config, String)>, (String, String)> {
+    if let Some(v) = base_version
+        && v != state.version
+    {
+        return Err((
+            format!(
+                "{REJECTED}: the configuration changed since version {v} (now {}); try again",
+                state.version
+            ),
+            String::new(),
+        ));
+    }
+    let mut config = state.config.clone();
+    edit.apply_to(&mut config).map_err(|e| (e, String::new()))?;
+    if config == state.config {
+        return Ok(None);
+    }
+    let summary = persist::merge::summary(&state.config, &config, SUMMARY_CHANGES);
+    match api::server::validate_model(&config) {
+        Ok(valid) => Ok(Some((valid, summary))),
+        Err(m) => Err((edit.typed().name_options(&config, &m), summary)),
     }
 }
 
@@ -262,4 +355,64 @@ fn apply(
         },
         true,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::edit::LiveEdit;
+
+    fn state() -> State {
+        let c = crate::config::parse(
+            "[daemon]\ninterface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"10.0.0.10\"\n\
+             port = 80\nprotocol = \"tcp\"\nforwarding = \"dsr\"\n[[vip.backend]]\naddress = \"10.0.1.1\"\nweight = 2\n",
+            "test",
+        )
+        .expect("valid")
+        .config;
+        let mut s = State::new(c);
+        s.version = 4;
+        s
+    }
+
+    fn weight(w: u32) -> LiveEdit {
+        LiveEdit::SetWeight {
+            vip: "web".to_owned(),
+            address: "10.0.1.1".parse().expect("address"),
+            weight: w,
+        }
+    }
+
+    /// A typed edit on the running version is made and validated; on another version, or
+    /// breaking a rule, it is refused and the state is untouched; one already made is none.
+    #[test]
+    fn typed_edits_are_prepared_or_refused_without_touching_the_state() {
+        let s = state();
+        let before = s.config.clone();
+        let (next, summary) = prepare_edit(&s, &weight(5), Some(4))
+            .expect("valid")
+            .expect("a change");
+        assert_eq!(next.vips[0].backends[0].weight, 5);
+        assert!(summary.contains("weight"), "{summary}");
+        // Without a base version: applied to whatever runs.
+        assert!(matches!(prepare_edit(&s, &weight(5), None), Ok(Some(_))));
+        // Already so.
+        assert!(matches!(prepare_edit(&s, &weight(2), Some(4)), Ok(None)));
+        // Made on another version.
+        let (e, _) = prepare_edit(&s, &weight(5), Some(3)).expect_err("conflict");
+        assert!(
+            e.starts_with(REJECTED) && e.contains("changed since version 3 (now 4)"),
+            "{e}"
+        );
+        // Against the config file's rules: the option is named.
+        let (e, _) = prepare_edit(&s, &weight(20_000), Some(4)).expect_err("out of range");
+        assert!(
+            e.contains(
+                "--weight 20000: 20000 is out of range (0..=10000) (vip[0].backend[0].weight)"
+            ),
+            "{e}"
+        );
+        assert_eq!(s.config, before);
+        assert_eq!(s.version, 4);
+    }
 }

@@ -156,6 +156,8 @@ pub trait StoreFiles {
     /// Save `config` (version `version`, made on the base file with hash
     /// `self.base_hash`); only once this returns is it safe to acknowledge the edit.
     fn save(&self, config: &Config, version: u64) -> Result<(), PersistError>;
+    /// [`StoreFiles::save`] of a configuration already written out (`Config::to_toml`).
+    fn save_text(&self, text: &str, version: u64) -> Result<(), PersistError>;
     /// Keep `text` as the base file of the edits from now on.
     fn save_base(&mut self, text: &str) -> Result<(), PersistError>;
     /// The base file's text, if it is there and is the one the edits are made on.
@@ -176,7 +178,10 @@ fn write_file(store: &Store, name: &str, bytes: &[u8]) -> Result<(), PersistErro
 
 impl StoreFiles for Store {
     fn save(&self, config: &Config, version: u64) -> Result<(), PersistError> {
-        let text = config.to_toml()?;
+        self.save_text(&config.to_toml()?, version)
+    }
+
+    fn save_text(&self, text: &str, version: u64) -> Result<(), PersistError> {
         let mut out = String::new();
         let _ = write!(
             out,

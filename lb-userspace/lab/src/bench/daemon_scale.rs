@@ -248,6 +248,11 @@ fn idle_cpu(idle: Duration, settle: Duration) -> (f64, Duration) {
 
 /// `rounds` runs of `sluice backend list` (the CLI binary, through the API), in ms.
 fn time_backend_list(socket: &Path, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    time_list(socket, rounds, &[])
+}
+
+/// `rounds` runs of `sluice backend list EXTRA...`, in ms.
+fn time_list(socket: &Path, rounds: usize, extra: &[&str]) -> anyhow::Result<Vec<f64>> {
     let exe = sluice_exe()?;
     let mut list = Vec::new();
     for _ in 0..rounds {
@@ -256,6 +261,7 @@ fn time_backend_list(socket: &Path, rounds: usize) -> anyhow::Result<Vec<f64>> {
             .arg("--api-socket")
             .arg(socket)
             .args(["backend", "list"])
+            .args(extra)
             .stdout(Stdio::null())
             .status()?;
         list.push(ms(t.elapsed()));
@@ -281,39 +287,51 @@ fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f
     Ok(time_edit_trips(socket, vips, rounds)?.0)
 }
 
-/// `rounds` live edits through the API (a weight changed, VIP after VIP): the `Apply`
-/// requests (sent, planned, published, answered), and the whole round trips a client makes
-/// (the configuration fetched, parsed, edited and written out again, then applied), in ms.
+/// `rounds` live edits through the API (one backend's weight changed, VIP after VIP): the
+/// typed `Edit` requests (sent, validated, planned, published, saved, answered), and as
+/// many runs of `sluice backend set-weight` (a process of this binary: the whole round
+/// trip a user waits for), in ms.
 fn time_edit_trips(
     socket: &Path,
     vips: usize,
     rounds: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    // Backend 0 of every VIP of `config_text`.
+    let address: std::net::IpAddr = "10.98.1.1".parse()?;
     let mut edits = Vec::new();
-    let mut trips = Vec::new();
     for i in 0..rounds {
-        let trip = Instant::now();
-        let Response::Config { toml, version } = client::request(socket, &Request::Config)? else {
-            anyhow::bail!("unexpected answer to a config request");
-        };
-        let mut c = crate::config::parse(&toml, "bench edit")
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .config;
-        c.vips[i % vips].backends[0].weight = 2 + (i as u32 % 5);
-        let req = Request::Apply {
-            config: c.to_toml()?,
+        let req = Request::Edit {
+            edit: crate::api::edit::LiveEdit::SetWeight {
+                vip: format!("v{}", i % vips),
+                address,
+                weight: 2 + (i as u32 % 5),
+            },
             dry_run: false,
-            base_version: Some(version),
-            force: false,
+            base_version: None,
         };
         let t = Instant::now();
         let answer = client::request(socket, &req)?;
         edits.push(ms(t.elapsed()));
-        trips.push(ms(trip.elapsed()));
         ensure!(
-            !matches!(answer, Response::Error { .. }),
-            "the edit was refused: {answer:?}"
+            matches!(answer, Response::Plan { applied: true, .. }),
+            "the edit was not applied: {answer:?}"
         );
+    }
+    let exe = sluice_exe()?;
+    let mut trips = Vec::new();
+    for i in 0..rounds {
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .arg("--api-socket")
+            .arg(socket)
+            .args(["backend", "set-weight", "--vip"])
+            .arg(format!("v{}", (i + 1) % vips))
+            .args(["--address", "10.98.1.1", "--weight"])
+            .arg(format!("{}", 7 + (i % 5)))
+            .stdout(Stdio::null())
+            .status()?;
+        trips.push(ms(t.elapsed()));
+        ensure!(st.success(), "sluice backend set-weight failed: {st}");
     }
     Ok((edits, trips))
 }
@@ -419,12 +437,14 @@ pub struct ScaleReport {
     pub list_runs: usize,
     pub list_median_ms: f64,
     pub list_max_ms: f64,
-    /// An `Apply` of one weight edit (planned, published, answered), and the client's
-    /// whole round trip (fetch, parse, edit, write out, apply); `None` when refused.
+    /// `sluice backend list --vip v0` (one VIP's backends).
+    pub list_vip_median_ms: f64,
+    /// A typed edit of one weight (validated, planned, published, saved, answered), and
+    /// the whole round trip of `sluice backend set-weight`; `None` when refused.
     pub edit_median_ms: Option<f64>,
     pub edit_max_ms: Option<f64>,
     pub edit_trip_median_ms: Option<f64>,
-    /// Why the edit was refused (a configuration over the API's request limit).
+    /// Why the edit was refused.
     pub edit_refused: Option<String>,
     pub target_ms: f64,
     /// Start and edit within the target.
@@ -468,7 +488,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         let (idle_cpu_percent, wall) = idle_cpu(o.idle, Duration::from_secs(2));
         let rss_kib = rss()?[0];
         let mut list = time_backend_list(socket, o.rounds)?;
-        // An edit replaces the whole configuration: one too big for the API is refused.
+        let mut list_vip = time_list(socket, o.rounds, &["--vip", "v0"])?;
         let (edits, edit_refused) = match time_edit_trips(socket, o.vips, o.rounds) {
             Ok(e) => (Some(e), None),
             Err(e) => (None, Some(format!("{e:#}"))),
@@ -506,6 +526,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
             list_runs: o.rounds,
             list_median_ms: super::median(&mut list),
             list_max_ms,
+            list_vip_median_ms: super::median(&mut list_vip),
             edit_median_ms,
             edit_max_ms,
             edit_trip_median_ms,
@@ -598,6 +619,11 @@ impl ScaleReport {
             "  `sluice backend list` median {:.0} ms, max {:.0} ms ({} runs)",
             self.list_median_ms, self.list_max_ms, self.list_runs
         );
+        let _ = writeln!(
+            s,
+            "  `sluice backend list --vip v0` median {:.0} ms",
+            self.list_vip_median_ms
+        );
         match (
             self.edit_median_ms,
             self.edit_max_ms,
@@ -607,7 +633,7 @@ impl ScaleReport {
                 let _ = writeln!(
                     s,
                     "  edit (one weight): apply median {median:.0} ms, max {max:.0} ms  \
-                     target ≤ {} ms {}; client round trip {trip:.0} ms",
+                     target ≤ {} ms {}; `sluice backend set-weight` {trip:.0} ms",
                     self.target_ms,
                     mark(max <= self.target_ms),
                 );

@@ -4,6 +4,7 @@ use super::*;
 
 mod announce;
 mod invalid;
+mod model;
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/sluice.toml");
 const INVALID_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/invalid");
