@@ -20,7 +20,7 @@ use tokio::{
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::{
     Checkers, DaemonError, EditRequest, LIFECYCLE_TICK, NEIGH_REFRESH, STATUS_REFRESH, Started,
@@ -542,27 +542,35 @@ impl Daemon {
         // Under the lock only the counters are read (one batch read per map); the status
         // file is encoded and written (on a blocking thread), and the metrics rendered (on
         // scrape), after it is released.
-        let (status, tables_built, new_flows_per_cpu) = {
+        let (fresh, tables_built, new_flows_per_cpu) = {
             let dp = lock(&self.dp)?;
-            // Nothing changed since the last snapshot (and it is recent): keep it.
+            // The status is built again only when its inputs changed (or it is getting old):
+            // at thousands of backends building and writing it is most of an idle daemon's
+            // work. Load reports change it on their own, so VIPs with `[vip.load]` always
+            // rebuild it.
             let inputs =
                 state::StatusInputs::read(&dp, (self.status_generation, self.state.version));
-            if let (Some(now), Some((last, at))) = (&inputs, &self.status_inputs)
-                && now == last
-                && at.elapsed() < state::STATUS_UNCHANGED_REWRITE
-            {
-                return Ok(());
-            }
-            debug!(
-                same_inputs =
-                    matches!((&inputs, &self.status_inputs), (Some(a), Some((b, _))) if a == b),
-                "status snapshot"
-            );
-            self.status_inputs = inputs.map(|i| (i, std::time::Instant::now()));
-            let mut status = self.state.status(&dp);
-            self.loads.fill(&mut status, &self.state.config);
+            let reported = self.state.config.vips.iter().any(|v| v.load.is_some());
+            let unchanged = !reported
+                && matches!((&inputs, &self.status_inputs),
+                    (Some(now), Some((last, at)))
+                        if now == last && at.elapsed() < state::STATUS_UNCHANGED_REWRITE);
+            let fresh = if unchanged {
+                None
+            } else {
+                self.status_inputs = inputs.map(|i| (i, std::time::Instant::now()));
+                let mut status = self.state.status(&dp);
+                self.loads.fill(&mut status, &self.state.config);
+                Some(Arc::new(status))
+            };
             let per_cpu = dp.new_flows_per_cpu().unwrap_or_default();
-            (Arc::new(status), dp.tables_built(), per_cpu)
+            (fresh, dp.tables_built(), per_cpu)
+        };
+        // The rest of the metrics snapshot (the announcer's and the autoscaler's state) is
+        // cheap: refreshed on every tick, with the status kept when it was not rebuilt.
+        let status = match &fresh {
+            Some(s) => Some(Arc::clone(s)),
+            None => self.metrics.borrow().status.clone(),
         };
         let scaled = self
             .scale_report
@@ -570,7 +578,7 @@ impl Daemon {
             .map(|r| r.clone())
             .unwrap_or_default();
         self.metrics.send_replace(metrics::Snapshot {
-            status: Some(Arc::clone(&status)),
+            status,
             edits: self.state.version,
             tables_built,
             scaled,
@@ -578,7 +586,9 @@ impl Daemon {
             flow_capacity: u64::from(self.state.config.daemon.flow_table_size),
             new_flows_per_cpu,
         });
-        self.status_file.write(status);
+        if let Some(status) = fresh {
+            self.status_file.write(status);
+        }
         Ok(())
     }
 
