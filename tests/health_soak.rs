@@ -16,8 +16,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read as _, Write as _},
-    net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr},
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -32,7 +31,7 @@ use sluice_core::config::{CheckKind, Config, Forwarding, OnDown};
 use sluice_daemon::{daemon::Edit, health::Health};
 use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon, server::BackendServer};
 use sluice_tests::{
-    conn::{Held, TIMEOUT, connections},
+    conn::{Held, ask, connections, udp},
     require_root, serial,
 };
 
@@ -524,46 +523,27 @@ fn churn(lab: &Lab, client: usize, stop: &AtomicBool, t: &Traffic) {
     while !stop.load(Ordering::Relaxed) {
         let vip = lab.vips()[(i % 2) as usize];
         let tcp = SocketAddr::new(vip, lab::TCP_PORT);
-        let r = lab.client(client).run(|| -> anyhow::Result<()> {
-            let mut s = TcpStream::connect_timeout(&tcp, TIMEOUT)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            s.write_all(b"hello")?;
-            s.shutdown(Shutdown::Write)?;
-            let mut name = String::new();
-            s.read_to_string(&mut name)?;
+        let r = ask(lab.client(client), tcp, b"hello").and_then(|name| {
             ensure!(name.starts_with("backend-"), "answer {name:?}");
             Ok(())
         });
         match r {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 t.connections.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(Err(e)) => t.error(format!("tcp {tcp}: {e:#}")),
-            Err(e) => t.error(format!("tcp {tcp}: {e}")),
+            Err(e) => t.error(format!("tcp {tcp}: {e:#}")),
         }
         if i.is_multiple_of(4) {
-            let udp = SocketAddr::new(vip, lab::UDP_PORT);
-            let local: SocketAddr = if vip.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                ([0u16; 8], 0).into()
-            };
-            let r = lab.client(client).run(|| -> anyhow::Result<()> {
-                let s = UdpSocket::bind(local)?;
-                s.set_read_timeout(Some(TIMEOUT))?;
-                s.connect(udp)?;
-                s.send(b"soak")?;
-                let mut buf = [0u8; 128];
-                let n = s.recv(&mut buf)?;
-                ensure!(buf[..n].ends_with(b":soak"), "reply {:?}", &buf[..n]);
+            let udp_to = SocketAddr::new(vip, lab::UDP_PORT);
+            let r = udp(lab.client(client), udp_to, b"soak").and_then(|reply| {
+                ensure!(reply.ends_with(":soak"), "reply {reply:?}");
                 Ok(())
             });
             match r {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     t.datagrams.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Err(e)) => t.error(format!("udp {udp}: {e:#}")),
-                Err(e) => t.error(format!("udp {udp}: {e}")),
+                Err(e) => t.error(format!("udp {udp_to}: {e:#}")),
             }
         }
         i += 1;

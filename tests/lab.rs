@@ -6,17 +6,20 @@
 //! runs whose process is gone are removed first. Every socket operation has a timeout.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{Shutdown, SocketAddr, TcpStream, UdpSocket},
+    io::{BufRead as _, BufReader, Write as _},
+    net::TcpStream,
     path::Path,
     time::Duration,
 };
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use lb_common::programs;
 use sluice_core::config::{self, Forwarding};
 use sluice_dataplane::pinned;
-use sluice_lab::lab::{self, Lab, LabSpec, Node, Role, Servers, Weights};
+use sluice_lab::{
+    conn::{ask, udp},
+    lab::{self, Lab, LabSpec, Node, Role, Servers, Weights},
+};
 use sluice_tests::require_root;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,38 +44,6 @@ fn reap_crashed_runs() {
             let _ = Lab::down_prefix(&p);
         }
     }
-}
-
-/// Connect from `node` to `to`, send `send`, half-close, read to EOF.
-fn ask(node: &Node, to: SocketAddr, send: &[u8]) -> anyhow::Result<String> {
-    let mut s = node
-        .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
-        .with_context(|| format!("connecting from {} to {to}", node.name()))?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.write_all(send)?;
-    s.shutdown(Shutdown::Write)?;
-    let mut got = String::new();
-    s.read_to_string(&mut got)
-        .with_context(|| format!("reading from {to}"))?;
-    Ok(got)
-}
-
-/// One UDP exchange from `node` with `to`.
-fn udp(node: &Node, to: SocketAddr, send: &[u8]) -> anyhow::Result<String> {
-    let any: SocketAddr = if to.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let s = node.run(|| UdpSocket::bind(any))??;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    s.connect(to)?;
-    s.send(send)?;
-    let mut buf = [0u8; 512];
-    let n = s
-        .recv(&mut buf)
-        .with_context(|| format!("udp reply from {to}"))?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// Every client reaches every backend's own addresses (both families) on TCP 80, and UDP 53

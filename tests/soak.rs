@@ -33,7 +33,7 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io::{Read as _, Write as _},
-    net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -63,7 +63,7 @@ use sluice_lab::{
 };
 use sluice_tests::{
     child,
-    conn::{Held, TIMEOUT},
+    conn::{Held, TIMEOUT, ask, udp},
     prefix, require_root, serial,
 };
 
@@ -336,43 +336,29 @@ impl Churn {
     /// datagram to `UDP4` from a new port, until `stop`.
     fn run(&self, lab: &Lab, stop: &AtomicBool) {
         let tcp = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
-        let udp = SocketAddr::new(lab.vip4().into(), lab::UDP_PORT);
+        let udp_to = SocketAddr::new(lab.vip4().into(), lab::UDP_PORT);
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let r = lab.client(0).run(|| -> anyhow::Result<()> {
-                let mut s = TcpStream::connect_timeout(&tcp, TIMEOUT)?;
-                s.set_read_timeout(Some(TIMEOUT))?;
-                s.write_all(b"hello")?;
-                s.shutdown(Shutdown::Write)?;
-                let mut name = String::new();
-                s.read_to_string(&mut name)?;
+            let r = ask(lab.client(0), tcp, b"hello").and_then(|name| {
                 ensure!(name.starts_with("backend-"), "answer {name:?}");
                 Ok(())
             });
             match r {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     self.connections.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Err(e)) => self.error(format!("tcp {tcp}: {e:#}")),
-                Err(e) => self.error(format!("tcp {tcp}: {e}")),
+                Err(e) => self.error(format!("tcp {tcp}: {e:#}")),
             }
             if i.is_multiple_of(4) {
-                let r = lab.client(0).run(|| -> anyhow::Result<()> {
-                    let s = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
-                    s.set_read_timeout(Some(TIMEOUT))?;
-                    s.connect(udp)?;
-                    s.send(b"soak")?;
-                    let mut buf = [0u8; 128];
-                    let n = s.recv(&mut buf)?;
-                    ensure!(buf[..n].ends_with(b":soak"), "reply {:?}", &buf[..n]);
+                let r = udp(lab.client(0), udp_to, b"soak").and_then(|reply| {
+                    ensure!(reply.ends_with(":soak"), "reply {reply:?}");
                     Ok(())
                 });
                 match r {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         self.datagrams.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Err(e)) => self.error(format!("udp {udp}: {e:#}")),
-                    Err(e) => self.error(format!("udp {udp}: {e}")),
+                    Err(e) => self.error(format!("udp {udp_to}: {e:#}")),
                 }
             }
             i += 1;

@@ -109,8 +109,17 @@ fn lookup_all<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>
     if stride != size_of::<V>() || align_of::<V>() > 8 {
         return Err(std::io::Error::other("value size is not a multiple of 8"));
     }
-    let total = n as usize * cpus;
-    let mut values: Vec<V> = vec![V::default(); total];
+    lookup_batch(map, n, cpus)
+}
+
+/// Keys `0..n` of an array map in one `BPF_MAP_LOOKUP_BATCH`: `per_key` values of `V` a
+/// key (the possible CPUs of a per-CPU map, else 1), key-major.
+fn lookup_batch<V: Pod + Default>(
+    map: &MapData,
+    n: u32,
+    per_key: usize,
+) -> std::io::Result<Vec<V>> {
+    let mut values: Vec<V> = vec![V::default(); n as usize * per_key];
     let mut keys: Vec<u32> = vec![0; n as usize];
     let mut out_batch: u32 = 0;
     let mut attr = BatchAttr {
@@ -122,7 +131,8 @@ fn lookup_all<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<V>
         ..BatchAttr::default()
     };
     // SAFETY: bpf(2) with a batch attribute whose buffers hold `count` keys and
-    // `count × possible CPUs` values of the map's value size, all live for the call.
+    // `count × per_key` values of the map's value size (`V`, which the callers checked),
+    // all live for the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -215,35 +225,5 @@ fn lookup_plain<V: Pod + Default>(map: &MapData, n: u32) -> std::io::Result<Vec<
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut values: Vec<V> = vec![V::default(); n as usize];
-    let mut keys: Vec<u32> = vec![0; n as usize];
-    let mut out_batch: u32 = 0;
-    let mut attr = BatchAttr {
-        out_batch: std::ptr::from_mut(&mut out_batch) as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: n,
-        map_fd: map.fd().as_fd().as_raw_fd() as u32,
-        ..BatchAttr::default()
-    };
-    // SAFETY: bpf(2) with a batch attribute whose buffers hold `count` keys and `count`
-    // values of the map's value size (`V`, as the typed handle checked), all live for the
-    // call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_BATCH,
-            std::ptr::from_mut(&mut attr),
-            size_of::<BatchAttr>() as u32,
-        )
-    };
-    let err = std::io::Error::last_os_error();
-    // ENOENT: the end of the map was reached (here, with every entry read).
-    if r != 0 && err.raw_os_error() != Some(libc::ENOENT) {
-        return Err(err);
-    }
-    if attr.count != n || keys.iter().enumerate().any(|(i, k)| *k as usize != i) {
-        return Err(std::io::Error::other("short batch read"));
-    }
-    Ok(values)
+    lookup_batch(map, n, 1)
 }

@@ -4,8 +4,8 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Write as _},
-    net::{Shutdown, SocketAddr, TcpStream},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{Shutdown, SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
 
@@ -14,6 +14,38 @@ use anyhow::{Context as _, ensure};
 
 /// How long a connect or a read may take.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connect from `node` to `to`, send `send`, half-close, read to EOF.
+pub fn ask(node: &Node, to: SocketAddr, send: &[u8]) -> anyhow::Result<String> {
+    let mut s = node
+        .run(|| TcpStream::connect_timeout(&to, TIMEOUT))?
+        .with_context(|| format!("connecting from {} to {to}", node.name()))?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.write_all(send)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut got = String::new();
+    s.read_to_string(&mut got)
+        .with_context(|| format!("reading from {to}"))?;
+    Ok(got)
+}
+
+/// One UDP exchange from `node` with `to`.
+pub fn udp(node: &Node, to: SocketAddr, send: &[u8]) -> anyhow::Result<String> {
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let s = node.run(|| UdpSocket::bind(any))??;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.connect(to)?;
+    s.send(send)?;
+    let mut buf = [0u8; 512];
+    let n = s
+        .recv(&mut buf)
+        .with_context(|| format!("udp reply from {to}"))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
 
 /// A long-lived connection to a VIP through the `HOLD` protocol: the server names itself,
 /// then echoes every line prefixed with its name.

@@ -4,8 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Shutdown, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
 };
@@ -187,13 +186,7 @@ fn burst(
 }
 
 fn ask(lab: &Lab, vip: SocketAddr) -> anyhow::Result<String> {
-    let mut s = lab
-        .client(0)
-        .run(|| TcpStream::connect_timeout(&vip, Duration::from_secs(2)))??;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"demo")?;
-    s.shutdown(Shutdown::Write)?;
-    let mut name = String::new();
-    s.read_to_string(&mut name)?;
-    Ok(name.trim().to_owned())
+    Ok(crate::conn::ask(lab.client(0), vip, b"demo")?
+        .trim()
+        .to_owned())
 }
