@@ -1,3 +1,4 @@
+use super::fill::*;
 use super::*;
 use std::time::Instant;
 
