@@ -22,6 +22,8 @@
 //! flow on a live VIP they are dropped (`drop_icmp_no_flow`). Other ICMP is passed.
 
 pub const PASS_NOT_IP: u32 = 0;
+/// Not addressed to a VIP: its destination address is none, or its destination MAC is a
+/// group (broadcast, multicast), which the balancer never forwards.
 pub const PASS_NOT_VIP: u32 = 1;
 pub const PASS_TRUNCATED: u32 = 2;
 pub const PASS_MALFORMED: u32 = 3;

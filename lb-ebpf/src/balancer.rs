@@ -70,6 +70,10 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
             reason::PASS_NOT_VIP
         });
     }
+    // Not addressed to this host at L2 (broadcast, multicast): not ours either.
+    if parse::to_group(ctx) {
+        return Err(reason::PASS_NOT_VIP);
+    }
     // A packet the kernel would discard is never forwarded: for a VIP it is dropped (the
     // kernel, not holding the VIP, would route it on rather than validate it), otherwise
     // passed like all traffic that is not ours. The IPv4 header checksum is only summed

@@ -534,6 +534,16 @@ fn valid_frame(rng: &mut Rng, setup: &Setup) -> Vec<u8> {
     if rng.chance(10) {
         spec = spec.vlan(rng.below(4095) as u16 + 1);
     }
+    if rng.chance(3) {
+        // Broadcast, IPv4 or IPv6 multicast: never forwarded.
+        const GROUPS: [[u8; 6]; 3] = [
+            [0xff; 6],
+            [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01],
+            [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+        ];
+        let group = GROUPS[rng.below(GROUPS.len() as u64) as usize];
+        spec.dst_mac = group;
+    }
     if !v6 && rng.chance(10) {
         spec = spec.no_df();
     }
@@ -850,6 +860,12 @@ pub fn check(
     let Some((l3, _, src, dst)) = ip_of(input) else {
         return Err(format!("forwarded ({name}) a frame that is not IP"));
     };
+    if input[0] & 1 != 0 {
+        return Err(format!(
+            "forwarded ({name}) a frame addressed to the group MAC {}",
+            hex(&input[..6])
+        ));
+    }
     let Some((mode, backends)) = setup.vips.get(&dst) else {
         return Err(format!(
             "forwarded ({name}) a frame for {dst}, not a VIP address"
@@ -877,7 +893,8 @@ pub fn check(
     }
     // The egress interface's MAC; DSR to a configured MAC keeps the frame's own
     // destination MAC as the source (the program does not know its interface's MAC), so
-    // a frame that was not addressed to the LB's MAC leaves with that one.
+    // a unicast frame addressed to another host's MAC (seen in promiscuous mode) leaves
+    // with that one. Group-addressed frames are never forwarded (checked above).
     let egress = if action == XDP_REDIRECT {
         SECOND_MAC
     } else {
@@ -983,6 +1000,7 @@ fn check_ipip(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::CLIENT_MAC;
 
     #[test]
     fn the_generator_is_deterministic_and_varied() {
@@ -1039,5 +1057,10 @@ mod tests {
         let o = other.build();
         let o_out = other.macs(LB_MAC, mac_of(backend4(1))).build();
         assert!(check(&s, &o, XDP_TX, &o_out, &tx).is_err());
+        // Forwarding a frame addressed to the broadcast MAC.
+        let group = spec.clone().macs(CLIENT_MAC, [0xff; 6]);
+        let g = group.build();
+        let g_out = group.macs([0xff; 6], mac_of(backend4(1))).build();
+        assert!(check(&s, &g, XDP_TX, &g_out, &tx).is_err());
     }
 }

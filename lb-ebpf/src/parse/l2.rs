@@ -34,3 +34,19 @@ pub fn parse(ctx: &XdpContext) -> Result<(usize, u16), u32> {
     }
     Ok((off, proto))
 }
+
+/// Whether the frame is addressed to an Ethernet group (broadcast or multicast): the I/G bit
+/// of its destination MAC. Such a frame is never ours to forward: the kernel would not
+/// route it either, and DSR would send it on with that group address as its source MAC.
+#[inline(always)]
+pub fn to_group(ctx: &XdpContext) -> bool {
+    // `parse` already checked the Ethernet header is inside the frame; a frame that is not
+    // (never the case here) counts as addressed to a group. (The whole header is checked:
+    // a one-byte check compiles to `data >= data_end`, which the verifier does not read as
+    // a bound.)
+    ptr_at::<EthHdr>(ctx, 0).is_none_or(|eth| {
+        // SAFETY: `ptr_at` checked the header is inside the frame.
+        let first = unsafe { (*eth).dst_addr[0] };
+        first & 1 != 0
+    })
+}

@@ -10,7 +10,7 @@ mod l4;
 use aya_ebpf::programs::XdpContext;
 use lb_common::FlowKey;
 
-pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3};
+pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3, to_group};
 pub use l3::ipv4_checksum_ok;
 
 pub use crate::frame::{copy_mac, ptr_at};
