@@ -18,6 +18,7 @@ pub mod names {
     pub const FIB_FALLBACKS: &str = "FIB_FALLBACKS";
     pub const FLOOD_GUARD: &str = "FLOOD_GUARD";
     pub const FLOOD_LIMIT: &str = "FLOOD_LIMIT";
+    pub const CLOCK: &str = "CLOCK";
 }
 
 /// Names of the programs in the balancer's eBPF object (`sluice-ebpf`).
@@ -103,6 +104,13 @@ pub const FLOW_OPEN: u32 = 0;
 pub const FLOW_CLOSING: u32 = 1;
 /// `FlowValue::last_seen` is `CLOCK_MONOTONIC` (coarse) nanoseconds shifted right by this:
 /// ticks of 1.07 s, so the kernel rewrites it at most about once a second per flow.
+///
+/// The program does not read the clock itself: the daemon writes the current tick into the
+/// `CLOCK` array (one `u32`) as it changes, and the program stamps flows with that. A
+/// helper call per packet cost more than the rest of the flow-table hit on CPUs whose
+/// kernels mitigate return-stack attacks (`bpf_ktime_get_coarse_ns`: about 21 ns of an
+/// established packet's 82, measured). Without a daemon the clock stands still; the daemon
+/// that starts again counts a flow's idle time from no earlier than its own start.
 pub const FLOW_TIME_SHIFT: u32 = 30;
 
 /// `Backend::flags`: the backend may carry flows (present and not down). A flow whose
@@ -208,7 +216,9 @@ pub struct FloodGuard {
     pub credit_ns: u64,
     pub last_ns: u64,
     pub per_sec: u32,
-    pub _pad: u32,
+    /// Tokens taken since the clock was last read (the bucket reads it only every few
+    /// takes, or when it runs dry: see `lb-ebpf`'s `bucket::take_lazily`).
+    pub untimed: u32,
     /// New flows forwarded by their hash without a flow entry (over the rate).
     pub unpinned: u64,
 }
@@ -243,7 +253,7 @@ pub struct FlowValue {
     pub backend_id: u32,
     pub generation: u32,
     /// When the last packet was seen, in `FLOW_TIME_SHIFT` ticks of `CLOCK_MONOTONIC`
-    /// (coarse). The daemon expires idle flows from it.
+    /// (coarse), as the daemon's `CLOCK` said then. The daemon expires idle flows from it.
     pub last_seen: u32,
     /// `FLOW_OPEN` or `FLOW_CLOSING`.
     pub state: u32,

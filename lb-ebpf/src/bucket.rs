@@ -31,3 +31,31 @@ pub fn take(
     *credit_ns = credit - cost;
     true
 }
+
+/// Takes between two reads of the clock, at most (see [`take_lazily`]).
+const UNTIMED_TAKES: u32 = 64;
+
+/// [`take`], reading the clock (`now`, a helper call) only when the bucket has no whole
+/// token left or every [`UNTIMED_TAKES`] takes: a take with credit left spends it without
+/// knowing the time (the helper call cost about 20 ns a new flow on the benchmark
+/// machine). The credit that time brings in meanwhile is added at the next read, so the
+/// rate is the same; only the one-second cap is applied late: after a full, idle bucket at
+/// most `UNTIMED_TAKES` tokens more pass than [`take`] would let through.
+#[inline(always)]
+pub fn take_lazily(
+    credit_ns: &mut u64,
+    last_ns: &mut u64,
+    rate: &mut u32,
+    untimed: &mut u32,
+    per_sec: u32,
+    now: impl FnOnce() -> u64,
+) -> bool {
+    let cost = NS_PER_SEC / u64::from(per_sec);
+    if *rate == per_sec && *untimed < UNTIMED_TAKES && *credit_ns >= cost {
+        *untimed += 1;
+        *credit_ns -= cost;
+        return true;
+    }
+    *untimed = 0;
+    take(credit_ns, last_ns, rate, per_sec, now())
+}

@@ -19,16 +19,16 @@ pub fn admit() -> bool {
     let Some(g) = FLOOD_GUARD.get_ptr_mut(0) else {
         return true;
     };
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: this CPU's slot; nothing else writes it while this program runs.
     let g = unsafe { &mut *g };
-    crate::bucket::take(
+    crate::bucket::take_lazily(
         &mut g.credit_ns,
         &mut g.last_ns,
         &mut g.per_sec,
+        &mut g.untimed,
         per_sec,
-        now,
+        // SAFETY: a plain helper call.
+        || unsafe { bpf_ktime_get_ns() },
     )
 }
 

@@ -94,6 +94,11 @@ pub static FLOOD_GUARD: PerCpuArray<FloodGuard> = PerCpuArray::with_max_entries(
 #[map]
 pub static FLOOD_LIMIT: Array<FloodLimit> = Array::with_max_entries(1, 0);
 
+/// The flow clock: now, in `FLOW_TIME_SHIFT` ticks of `CLOCK_MONOTONIC`, written by the
+/// daemon as it changes (see `FLOW_TIME_SHIFT`); flows are stamped with it.
+#[map]
+pub static CLOCK: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Per-CPU token bucket of the ICMP too-big messages (`forward::too_big`).
 #[map]
 pub static ICMP_LIMIT: PerCpuArray<IcmpLimit> = PerCpuArray::with_max_entries(1, 0);

@@ -102,8 +102,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    /// The connection-tracking sweeper's thread could not be started.
-    #[error("starting the conntrack sweeper thread")]
+    /// The connection-tracking sweeper's or the flow clock's thread could not be started.
+    #[error("starting the conntrack sweeper and flow clock threads")]
     SweeperThread(#[source] std::io::Error),
     /// The data plane failed (the sweeper's map handles, the stop).
     #[error(transparent)]
@@ -526,19 +526,53 @@ fn commit_config(
 
 /// The connection-tracking sweeper: a thread that walks the flow table every
 /// `daemon.conntrack_sweep_ms` on its own map handles (the data plane stays free), then
-/// hands the exact counts to the data plane as the new base of the active figures.
+/// hands the exact counts to the data plane as the new base of the active figures; and
+/// the flow clock's thread, which keeps the tick the program stamps flows with (a walk of
+/// a large table takes seconds, the clock must not wait for it).
 struct SweeperTask {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl SweeperTask {
-    fn stop(mut self) {
+    fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads {
             let _ = t.join();
         }
     }
+}
+
+/// The flow clock's thread: [`conntrack::Clock::tick`] every [`conntrack::Clock::PERIOD`]
+/// until `stop`. A failed write is logged once until one succeeds again (flows are then
+/// stamped with the last tick written: they look idle for longer than they are).
+fn spawn_clock(
+    dp: &Arc<Mutex<Dataplane>>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    let mut clock = lock(dp)?.clock()?;
+    // The first tick before the program forwards with this daemon's maps.
+    if let Err(e) = clock.tick() {
+        warn!(error = %e, "the flow clock could not be written");
+    }
+    let flag = Arc::clone(stop);
+    std::thread::Builder::new()
+        .name("sluice-clock".to_owned())
+        .spawn(move || {
+            let mut failing = false;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(conntrack::Clock::PERIOD);
+                match clock.tick() {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(error = %e, "the flow clock could not be written");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .map_err(DaemonError::SweeperThread)
 }
 
 fn spawn_sweeper(
@@ -551,10 +585,15 @@ fn spawn_sweeper(
         udp_idle: Duration::from_millis(u64::from(d.udp_idle_timeout_ms)),
     };
     let mut sweeper = lock(dp)?.sweeper(timeouts)?;
-    let period = Duration::from_millis(u64::from(d.conntrack_sweep_ms));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clock = spawn_clock(dp, &stop)?;
+    let task = |threads| SweeperTask {
+        stop: Arc::clone(&stop),
+        threads,
+    };
+    let period = Duration::from_millis(u64::from(d.conntrack_sweep_ms));
     let (dp, flag) = (Arc::clone(dp), Arc::clone(&stop));
-    let thread = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("sluice-conntrack".to_owned())
         .spawn(move || {
             let mut next = std::time::Instant::now();
@@ -593,10 +632,12 @@ fn spawn_sweeper(
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-        })
-        .map_err(DaemonError::SweeperThread)?;
-    Ok(SweeperTask {
-        stop,
-        thread: Some(thread),
-    })
+        });
+    match spawned {
+        Ok(thread) => Ok(task(vec![clock, thread])),
+        Err(e) => {
+            task(vec![clock]).stop();
+            Err(DaemonError::SweeperThread(e))
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! The XDP program counts, per backend and per VIP (per-CPU `Counters`): `new_flows` when a
 //! connection opens (a flow is inserted, or a SYN reopens a closing flow) and `closes` when
 //! it closes (the client's first FIN or RST, or the flow leaving a backend that stopped
-//! serving). It stamps every flow with the last time it saw it (`FlowValue::last_seen`).
+//! serving). It stamps every flow with the last time it saw it (`FlowValue::last_seen`),
+//! read from the flow clock the daemon keeps ([`Clock`]: the `CLOCK` array, written as the
+//! tick changes) rather than from a helper call per packet.
 //!
 //! The daemon turns that into active counts in two ways, combined:
 //!
@@ -26,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use lb_common::{
     Counters, FLOW_CLOSING, FLOW_OPEN, FLOW_TIME_SHIFT, FlowKey, FlowValue, PROTO_UDP, names,
 };
@@ -67,6 +69,34 @@ pub fn now_ticks() -> u32 {
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec() as u64);
     (ns >> FLOW_TIME_SHIFT) as u32
+}
+
+/// The flow clock's writer: keeps the `CLOCK` array at [`now_ticks`], which the program
+/// stamps flows with. [`Clock::tick`] writes only when the tick changed (about once a
+/// second); a daemon calls it every [`Clock::PERIOD`], so a stamp is at most that much
+/// behind the time of its packet.
+pub struct Clock {
+    map: Array<MapData, u32>,
+    last: Option<u32>,
+}
+
+impl Clock {
+    /// How often the daemon calls [`Clock::tick`].
+    pub const PERIOD: Duration = Duration::from_millis(100);
+
+    pub(super) fn new(map: Array<MapData, u32>) -> Self {
+        Self { map, last: None }
+    }
+
+    /// Write the current tick if it changed since the last write; the tick written.
+    pub fn tick(&mut self) -> Result<u32, DataplaneError> {
+        let now = now_ticks();
+        if self.last != Some(now) {
+            self.map.set(0, now, 0).map_err(map_err(names::CLOCK))?;
+            self.last = Some(now);
+        }
+        Ok(now)
+    }
 }
 
 /// A duration in flow-time ticks, rounded up (a flow is never expired early).
@@ -112,6 +142,10 @@ pub struct Sweeper {
     flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     stats: PerCpuArray<MapData, Counters>,
     pub timeouts: Timeouts,
+    /// The tick this sweeper started at: no flow counts as idle for longer than since then.
+    /// A stamp from before it was written while no daemon kept the clock (it stood still:
+    /// the flow may have been busy until now), or by an earlier daemon.
+    since: u32,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
@@ -128,6 +162,7 @@ impl Sweeper {
             flows,
             stats,
             timeouts,
+            since: now_ticks(),
         }
     }
 
@@ -159,7 +194,7 @@ impl Sweeper {
             for entry in self.flows.iter() {
                 let Ok((k, v)) = entry else { continue };
                 out.scanned += 1;
-                let idle = now.wrapping_sub(v.last_seen);
+                let idle = idle_ticks(now, v.last_seen, self.since);
                 let limit = match (k.proto, v.state) {
                     (_, FLOW_CLOSING) => tcp_fin,
                     (PROTO_UDP, _) => udp_idle,
@@ -202,6 +237,19 @@ impl Sweeper {
         }
         out.took = started.elapsed();
         Ok(out)
+    }
+}
+
+/// How long a flow stamped `seen` has been idle at `now`, for a sweeper that started at
+/// `since` (wrapping tick arithmetic): from its stamp, but from no earlier than `since`. A
+/// result beyond half the `u32` range is a stamp from the future.
+fn idle_ticks(now: u32, seen: u32, since: u32) -> u32 {
+    let idle = now.wrapping_sub(seen);
+    let up = now.wrapping_sub(since);
+    if idle < u32::MAX / 2 && idle > up {
+        up
+    } else {
+        idle
     }
 }
 
@@ -329,5 +377,21 @@ mod tests {
         assert_eq!(ticks(Duration::from_nanos(1)), 1);
         assert_eq!(ticks(Duration::from_secs(2)), 2);
         assert_eq!(ticks(Duration::from_secs(900)), 839);
+    }
+
+    #[test]
+    fn idle_counts_from_the_stamp_but_not_before_the_sweeper_started() {
+        // Stamped while this sweeper ran: idle since the stamp.
+        assert_eq!(idle_ticks(100, 90, 50), 10);
+        assert_eq!(idle_ticks(100, 100, 50), 0);
+        // Stamped before it started (an earlier daemon's clock, or none: 0): idle since
+        // the start at most, the flow may have been busy while the clock stood still.
+        assert_eq!(idle_ticks(100, 20, 50), 50);
+        assert_eq!(idle_ticks(100, 0, 50), 50);
+        // A stamp from the future stays one (beyond half the range: not idle).
+        assert!(idle_ticks(100, 101, 50) > u32::MAX / 2);
+        // Across the wrap of the tick counter.
+        assert_eq!(idle_ticks(5, u32::MAX - 4, u32::MAX - 10), 10);
+        assert_eq!(idle_ticks(5, u32::MAX - 20, u32::MAX - 10), 16);
     }
 }

@@ -240,6 +240,8 @@ pub struct Dataplane {
     /// maps' descriptors).
     flows_fd: OwnedFd,
     backend_stats_fd: OwnedFd,
+    /// The flow clock, which the daemon keeps from a thread of its own ([`Dataplane::clock`]).
+    clock_fd: OwnedFd,
     /// Active connections: the last sweep and the counters it goes with.
     book: conntrack::Book,
     /// How many new flows per second each least-connection VIP saw at the last refresh,
@@ -336,7 +338,7 @@ impl Dataplane {
         attach::load_programs(&mut ebpf, ALL_PROGRAMS)?;
         let fd_of = |ebpf: &Ebpf, name: &'static str| -> Result<OwnedFd, DataplaneError> {
             let data = match ebpf.map(name).ok_or(DataplaneError::MissingMap(name))? {
-                Map::LruHashMap(d) | Map::PerCpuArray(d) => d,
+                Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
                 _ => return Err(DataplaneError::MissingMap(name)),
             };
             data.fd()
@@ -352,6 +354,7 @@ impl Dataplane {
         };
         let flows_fd = fd_of(&ebpf, names::FLOWS)?;
         let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
+        let clock_fd = fd_of(&ebpf, names::CLOCK)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
             Map::Array(data) => TableMem::new(data, sizes.table_slots)?,
             _ => return Err(DataplaneError::MissingMap(names::TABLES)),
@@ -374,6 +377,7 @@ impl Dataplane {
             hops: publish::Hops::default(),
             flows_fd,
             backend_stats_fd,
+            clock_fd,
             book: conntrack::Book::default(),
             lc_rates: std::collections::HashMap::new(),
             layout: Layout::new(sizes),
@@ -515,6 +519,15 @@ impl Dataplane {
         let flows = open_typed(&self.flows_fd, names::FLOWS)?;
         let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(flows, stats, timeouts))
+    }
+
+    /// The flow clock's writer, on its own map handle (the daemon keeps it from a thread
+    /// without holding the data plane; see [`conntrack::Clock`]).
+    pub fn clock(&self) -> Result<conntrack::Clock, DataplaneError> {
+        Ok(conntrack::Clock::new(open_typed(
+            &self.clock_fd,
+            names::CLOCK,
+        )?))
     }
 
     /// Take a sweep's counts as the base of the active-connection figures.
