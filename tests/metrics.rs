@@ -281,6 +281,7 @@ fn a_synthetic_exposition_parses() {
     let snap = metrics::Snapshot {
         status: Some(std::sync::Arc::new(status)),
         flow_capacity: 1024,
+        flows_one_cpu: 1024,
         ..Default::default()
     };
     let text = snap.render();
@@ -464,5 +465,116 @@ fn the_per_vip_reason_map_is_created_when_adopting_older_pins() {
     let (global, per_vip) = dp.reason_counts_split().expect("the counters read");
     assert_eq!(global.len(), lb_common::reason::COUNT as usize);
     assert!(per_vip.iter().flatten().all(|&n| n == 0));
+    dp.stop_removing().expect("remove the pins");
+}
+
+/// `bpf(cmd, attr)` with a zeroed 128-byte attribute block whose leading words are `words`
+/// (the layouts of `union bpf_attr` this test needs are all leading `u32`/`u64` fields).
+fn bpf_raw(cmd: libc::c_long, words: &[u32]) -> std::io::Result<i64> {
+    let mut attr = [0u32; 32];
+    attr[..words.len()].copy_from_slice(words);
+    // SAFETY: the kernel reads at most `size_of_val(&attr)` bytes of a live, zero-padded
+    // buffer; every pointer in it points at memory that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A pointer as the two `u32` words of a `__aligned_u64` field.
+fn ptr_words<T>(p: *const T) -> [u32; 2] {
+    let v = p as u64;
+    [v as u32, (v >> 32) as u32]
+}
+
+/// A daemon upgraded from a build whose flow table had per-CPU LRU lists
+/// (`BPF_F_NO_COMMON_LRU`) adopts that table as it is, flows included (the LRU flavour is
+/// the one flag adoption lets differ), and reports a CPU's share as what flows arriving on
+/// one CPU can fill; a fresh table is one LRU for all CPUs.
+#[test]
+fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
+    use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
+    use sluice_dataplane::{Dataplane, PinConfig, Sizes};
+    require_root();
+    let _serial = serial();
+    let dir = PinDir(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/sl-lru-{}",
+        std::process::id()
+    )));
+    let cfg = || PinConfig {
+        dir: dir.0.clone(),
+        interface: "lo".to_owned(),
+        layout_file: dir.0.with_extension("layout.json"),
+        keep: true,
+    };
+    let sizes = Sizes {
+        flow_entries: 4096,
+        table_slots: 4096,
+        ..Sizes::default()
+    };
+    let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
+    assert_eq!(dp.flows_one_cpu_holds(), 4096, "one LRU for all CPUs");
+    dp.stop().expect("stop, keeping the pins");
+    drop(dp);
+    // The older build's flow table: same key, value and size, per-CPU LRU lists, one flow.
+    let flows = dir.0.join(names::FLOWS);
+    std::fs::remove_file(&flows).expect("unpin the flow table");
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    const BPF_F_NO_COMMON_LRU: u32 = 2;
+    let fd = bpf_raw(
+        BPF_MAP_CREATE,
+        &[
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowValue>() as u32,
+            4096,
+            BPF_F_NO_COMMON_LRU,
+        ],
+    )
+    .expect("create a per-CPU-list LRU hash") as u32;
+    let mut key = FlowKey {
+        sport: 40000u16.to_be_bytes(),
+        dport: 80u16.to_be_bytes(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        ..FlowKey::default()
+    };
+    key.src[..4].copy_from_slice(&[192, 0, 2, 7]);
+    key.dst[..4].copy_from_slice(&[10, 0, 0, 10]);
+    let value = FlowValue {
+        backend_id: 3,
+        generation: 1,
+        last_seen: 5,
+        state: lb_common::FLOW_OPEN,
+    };
+    let [k0, k1] = ptr_words(&raw const key);
+    let [v0, v1] = ptr_words(&raw const value);
+    bpf_raw(BPF_MAP_UPDATE_ELEM, &[fd, 0, k0, k1, v0, v1, 0, 0]).expect("insert a flow");
+    let path = std::ffi::CString::new(flows.as_os_str().as_encoded_bytes()).expect("a path");
+    let [p0, p1] = ptr_words(path.as_ptr());
+    bpf_raw(BPF_OBJ_PIN, &[p0, p1, fd, 0]).expect("pin it");
+    // SAFETY: `fd` is the descriptor BPF_MAP_CREATE returned, owned here and closed once.
+    unsafe { libc::close(fd as i32) };
+    let (mut dp, second) = Dataplane::load_pinned(sizes, cfg()).expect("the upgrade adopts it");
+    assert!(second.maps.iter().any(|m| m == names::FLOWS), "{second:?}");
+    assert!(!second.new.iter().any(|m| m == names::FLOWS), "{second:?}");
+    assert_eq!(dp.flow(&key), Some(value), "the flow survives the upgrade");
+    assert_eq!(
+        dp.flows_one_cpu_holds(),
+        4096 / sluice_dataplane::possible_cpus() as u32,
+        "a CPU's share of per-CPU lists"
+    );
     dp.stop_removing().expect("remove the pins");
 }

@@ -77,6 +77,9 @@ pub struct Snapshot {
     pub announce: Option<Arc<AnnounceStatus>>,
     /// The flow table's capacity (`daemon.flow_table_size`; 0: unknown).
     pub flow_capacity: u64,
+    /// How many flows arriving on one CPU the flow table holds (its capacity with one LRU
+    /// for all CPUs; a CPU's share with per-CPU lists, as older builds pinned it).
+    pub flows_one_cpu: u64,
     /// Flows opened on each CPU, indexed by CPU.
     pub new_flows_per_cpu: Vec<u64>,
 }
@@ -93,12 +96,7 @@ impl Snapshot {
                 &self.scaled,
                 self.announce.as_deref(),
             );
-            render::flow_table(
-                &mut e,
-                s,
-                self.flow_capacity,
-                crate::dataplane::possible_cpus() as u64,
-            );
+            render::flow_table(&mut e, s, self.flow_capacity, self.flows_one_cpu);
             render::per_cpu(&mut e, &self.new_flows_per_cpu);
             live().expose(&mut e);
             process::expose(&mut e);

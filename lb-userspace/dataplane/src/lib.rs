@@ -204,15 +204,6 @@ pub fn parse_cpu_list(s: &str) -> Option<usize> {
     Some(n)
 }
 
-/// How many flows one CPU's LRU list of a flow table of `entries` holds: the flow table
-/// is an LRU hash with `BPF_F_NO_COMMON_LRU` (per-CPU LRU lists over one shared table), and
-/// the kernel gives each possible CPU's list `entries / CPUs` nodes. Flows that all arrive
-/// on one CPU can fill only that share; with RSS spreading flows evenly over the CPUs, the
-/// whole table is used.
-pub fn flows_per_cpu(entries: u32) -> u32 {
-    entries / (possible_cpus().max(1) as u32)
-}
-
 /// The loaded object and typed handles on every map.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -239,6 +230,8 @@ pub struct Dataplane {
     /// The maps the conntrack sweeper opens its own handles on (duplicates of the loaded
     /// maps' descriptors).
     flows_fd: OwnedFd,
+    /// How many flows arriving on one CPU the flow table holds ([`Dataplane::flows_one_cpu_holds`]).
+    flows_one_cpu: u32,
     backend_stats_fd: OwnedFd,
     /// The flow clock, which the daemon keeps from a thread of its own ([`Dataplane::clock`]).
     clock_fd: OwnedFd,
@@ -353,6 +346,22 @@ impl Dataplane {
                 })
         };
         let flows_fd = fd_of(&ebpf, names::FLOWS)?;
+        // What the flow table holds of flows arriving on one CPU, as the kernel holds it (a
+        // table adopted from an older build may keep per-CPU LRU lists).
+        let flows_one_cpu = match ebpf.map(names::FLOWS) {
+            Some(Map::LruHashMap(d)) => {
+                let info = d.info().map_err(|source| DataplaneError::Map {
+                    name: names::FLOWS,
+                    source,
+                })?;
+                if info.map_flags() & adopt::BPF_F_NO_COMMON_LRU != 0 {
+                    info.max_entries() / (possible_cpus().max(1) as u32)
+                } else {
+                    info.max_entries()
+                }
+            }
+            _ => return Err(DataplaneError::MissingMap(names::FLOWS)),
+        };
         let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
         let clock_fd = fd_of(&ebpf, names::CLOCK)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
@@ -376,6 +385,7 @@ impl Dataplane {
             flood_limit: take_typed(&mut ebpf, names::FLOOD_LIMIT)?,
             hops: publish::Hops::default(),
             flows_fd,
+            flows_one_cpu,
             backend_stats_fd,
             clock_fd,
             book: conntrack::Book::default(),
@@ -519,6 +529,13 @@ impl Dataplane {
         let flows = open_typed(&self.flows_fd, names::FLOWS)?;
         let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(flows, stats, timeouts))
+    }
+
+    /// How many flows arriving on one CPU the flow table holds: all of it (one LRU for all
+    /// CPUs), or its CPU share (`entries / possible CPUs`) for a table an older build pinned
+    /// with per-CPU LRU lists.
+    pub fn flows_one_cpu_holds(&self) -> u32 {
+        self.flows_one_cpu
     }
 
     /// The flow clock's writer, on its own map handle (the daemon keeps it from a thread

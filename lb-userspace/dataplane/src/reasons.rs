@@ -26,7 +26,8 @@ impl Dataplane {
     }
 
     /// Flows opened on each CPU (indexed by CPU), over every VIP row that may hold counts:
-    /// with `BPF_F_NO_COMMON_LRU` each CPU's flows take its own share of the flow table.
+    /// how RSS spreads new flows (a CPU far above the others is the one whose inserts
+    /// evict).
     pub fn new_flows_per_cpu(&self) -> Result<Vec<u64>, DataplaneError> {
         let rows = self.vip_rows();
         let per = batch::sum_per_cpu(&self.vip_stats, rows, |a: &mut Counters, c| {

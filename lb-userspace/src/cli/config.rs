@@ -78,11 +78,9 @@ pub fn check(file: &Path, file_only: bool) -> anyhow::Result<()> {
         file.display(),
         c.vips.len()
     );
-    let flows = c.daemon.flow_table_size;
-    let cpus = crate::dataplane::possible_cpus();
     println!(
-        "flow table: {flows} flows in all, at most {} arriving on any one CPU ({cpus} possible CPUs, one LRU list each: raise daemon.flow_table_size if one CPU receives most flows)",
-        crate::dataplane::flows_per_cpu(flows)
+        "flow table: {} flows, shared by all CPUs (one LRU)",
+        c.daemon.flow_table_size
     );
     Ok(())
 }

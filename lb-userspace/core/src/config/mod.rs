@@ -137,8 +137,8 @@ pub const DEFAULT_API_SOCKET: &str = "/run/sluice/sluice.sock";
 pub const DEFAULT_STATE_DIR: &str = "/run/sluice";
 /// Default `daemon.icmp_too_big_per_sec`.
 pub const DEFAULT_ICMP_TOO_BIG_PER_SEC: u32 = 1000;
-/// Default `daemon.new_flow_limit_per_cpu`: a flood of new flows refills a CPU's share of
-/// the default flow table (524,288 entries on 2 CPUs) in no less than about 5 s.
+/// Default `daemon.new_flow_limit_per_cpu`: a flood of new flows on every CPU refills the
+/// default flow table (1,048,576 entries) in no less than about 5 s on 2 CPUs.
 pub const DEFAULT_NEW_FLOW_LIMIT_PER_CPU: u32 = 100_000;
 /// Default `daemon.encap_source_v6`.
 pub const DEFAULT_ENCAP_SOURCE_V6: &str = "fd00:5c::/96";

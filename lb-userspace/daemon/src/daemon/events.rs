@@ -542,7 +542,7 @@ impl Daemon {
         // Under the lock only the counters are read (one batch read per map); the status
         // file is encoded and written (on a blocking thread), and the metrics rendered (on
         // scrape), after it is released.
-        let (fresh, tables_built, new_flows_per_cpu) = {
+        let (fresh, tables_built, new_flows_per_cpu, flows_one_cpu) = {
             let dp = lock(&self.dp)?;
             // The status is built again only when its inputs changed (or it is getting old):
             // at thousands of backends building and writing it is most of an idle daemon's
@@ -564,7 +564,7 @@ impl Daemon {
                 Some(Arc::new(status))
             };
             let per_cpu = dp.new_flows_per_cpu().unwrap_or_default();
-            (fresh, dp.tables_built(), per_cpu)
+            (fresh, dp.tables_built(), per_cpu, dp.flows_one_cpu_holds())
         };
         // The rest of the metrics snapshot (the announcer's and the autoscaler's state) is
         // cheap: refreshed on every tick, with the status kept when it was not rebuilt.
@@ -584,6 +584,7 @@ impl Daemon {
             scaled,
             announce: Some(Arc::new(self.announcer.status().clone())),
             flow_capacity: u64::from(self.state.config.daemon.flow_table_size),
+            flows_one_cpu: u64::from(flows_one_cpu),
             new_flows_per_cpu,
         });
         if let Some(status) = fresh {

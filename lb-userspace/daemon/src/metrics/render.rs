@@ -235,15 +235,16 @@ fn announced(e: &mut Exposition, a: &AnnounceStatus) {
     );
 }
 
-/// The flow table at the last sweep: entries, fill, and what each CPU's LRU list holds.
-pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, cpus: u64) {
+/// The flow table at the last sweep: entries, fill, and how many flows arriving on one CPU
+/// it holds (`one_cpu`).
+pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, one_cpu: u64) {
     if capacity == 0 {
         return;
     }
     e.gauge(
         "sluice_flow_table_cpu_capacity",
         Vec::new(),
-        gauge_u64(capacity / cpus.max(1)),
+        gauge_u64(one_cpu),
     );
     if let Some(n) = status.conntrack.last_sweep_flows {
         e.gauge("sluice_flow_table_entries", Vec::new(), gauge_u64(n));
@@ -256,8 +257,8 @@ pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, cpus: u64)
     }
 }
 
-/// Flows opened on each CPU: the CPU whose flows outnumber the others' fills its share of
-/// the flow table (`sluice_flow_table_cpu_capacity`) first.
+/// Flows opened on each CPU: how RSS spreads new flows (with per-CPU LRU lists, as tables
+/// pinned by older builds have, the busiest CPU fills its share first).
 pub fn per_cpu(e: &mut Exposition, new_flows: &[u64]) {
     for (cpu, n) in new_flows.iter().enumerate() {
         e.counter("sluice_cpu_new_flows", vec![("cpu", cpu.to_string())], *n);

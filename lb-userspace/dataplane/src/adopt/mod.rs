@@ -44,7 +44,7 @@ use self::{
 };
 pub use self::{
     saved::{ADOPTABLE_EPOCHS, SavedLayout, SavedVip, saved_layout_for},
-    specs::{Found, MapSpec, abi_hash, inspect, lock_pin_dir, object_specs},
+    specs::{BPF_F_NO_COMMON_LRU, Found, MapSpec, abi_hash, inspect, lock_pin_dir, object_specs},
 };
 use super::{AttachMode, Dataplane, DataplaneError, Sizes, pinned};
 

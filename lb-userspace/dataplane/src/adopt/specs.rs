@@ -93,9 +93,22 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
         _ => "",
     };
     cmp("max entries", pinned.max_entries, spec.max_entries, hint);
-    cmp("flags", pinned.flags, spec.flags, "");
+    // The flow table's LRU flavour does not change what the program or the daemon read
+    // from it: a table pinned with per-CPU lists by an older build is adopted as it is
+    // (its flows kept), and only a fresh start creates this build's.
+    let flavour = if spec.name == names::FLOWS {
+        BPF_F_NO_COMMON_LRU
+    } else {
+        0
+    };
+    if pinned.flags & !flavour != spec.flags & !flavour {
+        cmp("flags", pinned.flags, spec.flags, "");
+    }
     d
 }
+
+/// `BPF_F_NO_COMMON_LRU`: an LRU hash with one LRU list per CPU.
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// What a pin directory holds, checked against this build's maps.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -337,7 +337,7 @@ fn flow_scale_text(s: &mut String, f: &super::control::FlowScale) {
     let _ = writeln!(
         s,
         "  Flow table ({} entries): {} new flows over {} CPUs in {:.2} s ({:.0} flows/s), {} held \
-         (counted in {:.2} s); the same flows all on one CPU: {} held (per-CPU LRU lists)",
+         (counted in {:.2} s); the same flows all on one CPU: {} held",
         f.capacity,
         f.flows_offered,
         f.cpus,

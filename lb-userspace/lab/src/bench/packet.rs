@@ -15,7 +15,7 @@
 //! The one-flow cases share one flow table, emptied before each case's block. Each
 //! new-flow block runs in an object loaded for it (an empty table of the default size,
 //! its LRU free list in address order): its calls each insert a flow never seen (warm-up
-//! included), all held by the measuring CPU's LRU share, so nothing is evicted. Each
+//! included), all held by the table, so nothing is evicted. Each
 //! many-flow case has a table of its own, filled before the first round from every CPU
 //! (as RSS spreads flows) and sized so that its flows fit (`flow_entries_for`); its calls
 //! cycle over those flows, each a hit, continuing from round to round.
@@ -355,12 +355,11 @@ pub fn short(n: u64) -> String {
     }
 }
 
-/// Flow-table capacity so that `flows` spread evenly over `cpus` CPUs fit: the table's
-/// LRU lists are per CPU (`BPF_F_NO_COMMON_LRU`), each holding capacity / possible CPUs.
-pub fn flow_entries_for(flows: u64, cpus: usize) -> u32 {
-    let possible = netns::possible_cpus() as u64;
-    let online = cpus.max(1) as u64;
-    let need = flows * possible / online * 5 / 4;
+/// Flow-table capacity so that `flows` fit without eviction, whichever CPUs they arrive
+/// on (one LRU for all CPUs), with a quarter to spare (each CPU keeps a batch of free
+/// entries of its own).
+pub fn flow_entries_for(flows: u64) -> u32 {
+    let need = flows * 5 / 4;
     u32::try_from(need.max(u64::from(lb_common::DEFAULT_FLOW_ENTRIES))).unwrap_or(u32::MAX)
 }
 
@@ -386,10 +385,10 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     ensure!(opts.rounds > 0, "--rounds must be at least 1");
     let defs = case_defs(opts);
     // The one-flow and new-flow cases' tables: a new-flow block's calls and its warm-up
-    // all insert on the measuring CPU, whose LRU share must hold them.
+    // all insert, and the table must hold them.
     let fresh = u64::from(opts.calls) + u64::from(opts.warmup) + 64;
     let sizes = Sizes {
-        flow_entries: flow_entries_for(fresh, 1),
+        flow_entries: flow_entries_for(fresh),
         ..Sizes::default()
     };
     let mut filled_counts: Vec<u64> = defs
@@ -403,10 +402,7 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     // Every many-flow table the same size (that of the largest), so that they differ only
     // in the flows they hold.
     let filled_sizes = Sizes {
-        flow_entries: flow_entries_for(
-            filled_counts.iter().copied().max().unwrap_or(0),
-            opts.cpus.len(),
-        ),
+        flow_entries: flow_entries_for(filled_counts.iter().copied().max().unwrap_or(0)),
         ..Sizes::default()
     };
     let mut tables = measure::Tables {

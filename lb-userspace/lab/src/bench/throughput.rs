@@ -324,7 +324,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let gen_if = netns::ifindex(GEN_IF)?;
     let max_flows = opts.flows.iter().copied().max().unwrap_or(1);
     let mut dp = Dataplane::load(Sizes {
-        flow_entries: packet::flow_entries_for(u64::from(max_flows), 1),
+        flow_entries: packet::flow_entries_for(u64::from(max_flows)),
         ..Sizes::default()
     })?;
     // The floor, the sink and the generator.
