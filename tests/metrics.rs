@@ -475,14 +475,7 @@ fn bpf_raw(cmd: libc::c_long, words: &[u32]) -> std::io::Result<i64> {
     attr[..words.len()].copy_from_slice(words);
     // SAFETY: the kernel reads at most `size_of_val(&attr)` bytes of a live, zero-padded
     // buffer; every pointer in it points at memory that outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of_val(&attr)) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
