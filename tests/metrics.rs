@@ -427,28 +427,44 @@ impl Drop for PinDir {
     }
 }
 
+impl PinDir {
+    /// A pin directory for this test process, `tag` telling the tests apart.
+    fn new(tag: &str) -> Self {
+        Self(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/sl-{tag}-{}",
+            std::process::id()
+        )))
+    }
+
+    /// How a daemon on `lo` pins in it.
+    fn config(&self) -> sluice_dataplane::PinConfig {
+        sluice_dataplane::PinConfig {
+            dir: self.0.clone(),
+            interface: "lo".to_owned(),
+            layout_file: self.0.with_extension("layout.json"),
+            keep: true,
+        }
+    }
+}
+
+/// Small tables for the adoption tests.
+const PIN_SIZES: sluice_dataplane::Sizes = sluice_dataplane::Sizes {
+    flow_entries: 4096,
+    table_slots: 4096,
+    vips: lb_common::DEFAULT_VIP_CAPACITY,
+    backend_slots: lb_common::DEFAULT_BACKEND_CAPACITY,
+};
+
 /// A daemon upgraded from a build without per-VIP reason counters adopts every pinned
 /// map and creates `VIP_REASONS` anew (its counters start at zero), pinned for the next.
 #[test]
 fn the_per_vip_reason_map_is_created_when_adopting_older_pins() {
-    use sluice_dataplane::{Dataplane, PinConfig, Sizes};
+    use sluice_dataplane::Dataplane;
     require_root();
     let _serial = serial();
-    let dir = PinDir(std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/sl-met-{}",
-        std::process::id()
-    )));
-    let cfg = || PinConfig {
-        dir: dir.0.clone(),
-        interface: "lo".to_owned(),
-        layout_file: dir.0.with_extension("layout.json"),
-        keep: true,
-    };
-    let sizes = Sizes {
-        flow_entries: 4096,
-        table_slots: 4096,
-        ..Sizes::default()
-    };
+    let dir = PinDir::new("met");
+    let cfg = || dir.config();
+    let sizes = PIN_SIZES;
     let (mut dp, first) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
     assert!(first.maps.is_empty(), "{first:?}");
     dp.stop().expect("stop, keeping the pins");
@@ -496,24 +512,12 @@ fn ptr_words<T>(p: *const T) -> [u32; 2] {
 #[test]
 fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
     use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
-    use sluice_dataplane::{Dataplane, PinConfig, Sizes};
+    use sluice_dataplane::Dataplane;
     require_root();
     let _serial = serial();
-    let dir = PinDir(std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/sl-lru-{}",
-        std::process::id()
-    )));
-    let cfg = || PinConfig {
-        dir: dir.0.clone(),
-        interface: "lo".to_owned(),
-        layout_file: dir.0.with_extension("layout.json"),
-        keep: true,
-    };
-    let sizes = Sizes {
-        flow_entries: 4096,
-        table_slots: 4096,
-        ..Sizes::default()
-    };
+    let dir = PinDir::new("lru");
+    let cfg = || dir.config();
+    let sizes = PIN_SIZES;
     let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
     assert_eq!(dp.flows_one_cpu_holds(), 4096, "one LRU for all CPUs");
     dp.stop().expect("stop, keeping the pins");

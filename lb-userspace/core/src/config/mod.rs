@@ -328,9 +328,13 @@ pub fn validate_model(config: &Config, origin: &str) -> Result<Loaded, ConfigErr
         .map_err(|e| invalid(format!("exporting the configuration: {e}")))?;
     let raw = <raw::RawFile as serde::Deserialize>::deserialize(value)
         .map_err(|e| invalid(format!("the configuration's shape: {e}")))?;
-    let locator = Locator::empty();
-    let (validated, problems, warnings) = validate::validate(&raw, &locator);
-    match validated {
+    validated(&raw, &Locator::empty(), origin)
+}
+
+/// The raw file through every rule: the configuration, or every problem found.
+fn validated(raw: &raw::RawFile, locator: &Locator, origin: &str) -> Result<Loaded, ConfigError> {
+    let (config, problems, warnings) = validate::validate(raw, locator);
+    match config {
         Some(config) if problems.is_empty() => Ok(Loaded {
             config,
             warnings: warnings.iter().map(|w| w.render(origin)).collect(),
@@ -372,15 +376,5 @@ pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     };
     let raw: raw::RawFile =
         toml::from_str(text).map_err(|e| parse_error(locator.describe_serde_error(&e), None))?;
-    let (config, problems, warnings) = validate::validate(&raw, &locator);
-    match config {
-        Some(config) if problems.is_empty() => Ok(Loaded {
-            config,
-            warnings: warnings.iter().map(|w| w.render(origin)).collect(),
-        }),
-        _ => Err(ConfigError::Invalid {
-            origin: origin.to_owned(),
-            problems,
-        }),
-    }
+    validated(&raw, &locator, origin)
 }
