@@ -140,15 +140,7 @@ fn start_dataplane(state: &mut State, on_exit: OnExit) -> Result<Dataplane, Data
         keep: on_exit == OnExit::Keep,
     };
     let started = std::time::Instant::now();
-    let (mut dp, adoption) = Dataplane::load_pinned(
-        Sizes {
-            flow_entries: d.flow_table_size,
-            table_slots: d.table_capacity,
-            vips: d.vip_capacity,
-            backend_slots: d.backend_capacity,
-        },
-        pin,
-    )?;
+    let (mut dp, adoption) = Dataplane::load_pinned(Sizes::of(&d), pin)?;
     let load_ms = started.elapsed().as_millis() as u64;
     let dir = d.pin_dir();
     if adoption.maps.is_empty() {

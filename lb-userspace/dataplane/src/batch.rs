@@ -30,6 +30,32 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// Each of the first `n` entries of `map` (keys `0..n`, at most all of them) in key
+/// order, as its per-CPU values: one syscall, or one lookup per entry where the kernel has
+/// no batch operations (before Linux 5.6).
+fn each_entry<V: Pod + Default>(
+    map: &PerCpuArray<MapData, V>,
+    n: u32,
+    mut f: impl FnMut(&[V]),
+) -> Result<(), aya::maps::MapError> {
+    let n = n.min(map.len());
+    if n == 0 {
+        return Ok(());
+    }
+    match lookup_all::<V>(map.map(), n) {
+        Ok(per_cpu) => {
+            let cpus = per_cpu.len() / n as usize;
+            per_cpu.chunks(cpus.max(1)).for_each(f);
+        }
+        Err(_) => {
+            for i in 0..n {
+                f(&map.get(&i, 0)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The first `n` entries of `map` (keys `0..n`, at most all of them), summed over CPUs
 /// with `add`, indexed by key; one syscall.
 pub fn sum_first<V: Pod + Default>(
@@ -37,35 +63,14 @@ pub fn sum_first<V: Pod + Default>(
     n: u32,
     add: impl Fn(&mut V, &V),
 ) -> Result<Vec<V>, aya::maps::MapError> {
-    let n = n.min(map.len());
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    match lookup_all::<V>(map.map(), n) {
-        Ok(per_cpu) => {
-            let cpus = per_cpu.len() / n.max(1) as usize;
-            Ok(per_cpu
-                .chunks(cpus.max(1))
-                .map(|vals| {
-                    vals.iter().fold(V::default(), |mut a, v| {
-                        add(&mut a, v);
-                        a
-                    })
-                })
-                .collect())
-        }
-        // No batch operations (before Linux 5.6): one lookup per entry.
-        Err(_) => (0..n)
-            .map(|i| {
-                map.get(&i, 0).map(|vals| {
-                    vals.iter().fold(V::default(), |mut a, v| {
-                        add(&mut a, v);
-                        a
-                    })
-                })
-            })
-            .collect(),
-    }
+    let mut out = Vec::new();
+    each_entry(map, n, |vals| {
+        out.push(vals.iter().fold(V::default(), |mut a, v| {
+            add(&mut a, v);
+            a
+        }));
+    })?;
+    Ok(out)
 }
 
 /// The first `n` entries of `map` folded per CPU with `add` (the sum over keys of each
@@ -75,29 +80,13 @@ pub fn sum_per_cpu<V: Pod + Default>(
     n: u32,
     add: impl Fn(&mut V, &V),
 ) -> Result<Vec<V>, aya::maps::MapError> {
-    let n = n.min(map.len());
-    let fold = |out: &mut Vec<V>, vals: &[V]| {
+    let mut out: Vec<V> = Vec::new();
+    each_entry(map, n, |vals| {
         out.resize_with(out.len().max(vals.len()), V::default);
         for (o, v) in out.iter_mut().zip(vals) {
             add(o, v);
         }
-    };
-    let mut out = Vec::new();
-    match lookup_all::<V>(map.map(), n) {
-        Ok(per_cpu) if n > 0 => {
-            for vals in per_cpu.chunks((per_cpu.len() / n as usize).max(1)) {
-                fold(&mut out, vals);
-            }
-        }
-        Ok(_) => {}
-        // No batch operations (before Linux 5.6): one lookup per entry.
-        Err(_) => {
-            for i in 0..n {
-                let vals = map.get(&i, 0)?;
-                fold(&mut out, &vals);
-            }
-        }
-    }
+    })?;
     Ok(out)
 }
 

@@ -154,6 +154,17 @@ impl Default for Sizes {
 }
 
 impl Sizes {
+    /// The sizes a daemon configuration asks for (`daemon.flow_table_size`,
+    /// `table_capacity`, `vip_capacity`, `backend_capacity`).
+    pub fn of(d: &sluice_core::config::DaemonConfig) -> Self {
+        Self {
+            flow_entries: d.flow_table_size,
+            table_slots: d.table_capacity,
+            vips: d.vip_capacity,
+            backend_slots: d.backend_capacity,
+        }
+    }
+
     /// The entries of the map `name` these sizes set (`None`: the object's own).
     pub fn max_entries(&self, name: &str) -> Option<u32> {
         match name {
@@ -275,6 +286,14 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 /// The kernel map behind `fd` (the object's map `name`), opened anew as the typed handle `T`
 /// on a duplicate of `fd`. A duplicate, not `BPF_MAP_GET_FD_BY_ID`: that one needs
 /// CAP_SYS_ADMIN, which the daemon's systemd unit does not grant.
+/// `a += c`, field by field: counters summed over CPUs or over slots.
+fn add_counters(a: &mut Counters, c: &Counters) {
+    a.packets += c.packets;
+    a.bytes += c.bytes;
+    a.new_flows += c.new_flows;
+    a.closes += c.closes;
+}
+
 fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     fd: &OwnedFd,
     name: &'static str,
@@ -442,10 +461,7 @@ impl Dataplane {
             .get(&i, 0)
             .map_err(|source| DataplaneError::Map { name, source })?;
         Ok(per_cpu.iter().fold(Counters::default(), |mut a, c| {
-            a.packets += c.packets;
-            a.bytes += c.bytes;
-            a.new_flows += c.new_flows;
-            a.closes += c.closes;
+            add_counters(&mut a, c);
             a
         }))
     }
@@ -455,30 +471,25 @@ impl Dataplane {
         Self::sum(&self.vip_stats, names::VIP_STATS, vip_id)
     }
 
+    /// The highest VIP id in use, plus one.
+    fn vips_in_use(&self) -> u32 {
+        self.layout
+            .vips()
+            .map(|(_, r)| r.vip_id.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Counters of every VIP (up to the highest id in use), summed over CPUs: one batch read
     /// of a map of VIPs. The program counts each packet for its backend and its VIP
     /// together, so these change whenever any counter does (the status tick's test of
     /// whether anything changed, without reading every backend's).
     pub fn used_vip_counters(&self) -> Result<Vec<Counters>, DataplaneError> {
-        let vip_max = self
-            .layout
-            .vips()
-            .map(|(_, r)| r.vip_id.saturating_add(1))
-            .max()
-            .unwrap_or(0);
-        batch::sum_first(
-            &self.vip_stats,
-            vip_max,
-            |a: &mut Counters, c: &Counters| {
-                a.packets += c.packets;
-                a.bytes += c.bytes;
-                a.new_flows += c.new_flows;
-                a.closes += c.closes;
-            },
-        )
-        .map_err(|source| DataplaneError::Map {
-            name: names::VIP_STATS,
-            source,
+        batch::sum_first(&self.vip_stats, self.vips_in_use(), add_counters).map_err(|source| {
+            DataplaneError::Map {
+                name: names::VIP_STATS,
+                source,
+            }
         })
     }
 
@@ -486,31 +497,17 @@ impl Dataplane {
     /// summed over CPUs and indexed by id: one batch read of each map (see `batch`), for
     /// status snapshots.
     pub fn used_counters(&self) -> Result<(Vec<Counters>, Vec<Counters>), DataplaneError> {
-        let (mut vip_max, mut backend_max) = (0, 0);
-        for (_, r) in self.layout.vips() {
-            vip_max = vip_max.max(r.vip_id.saturating_add(1));
-            for b in r.backends.values() {
-                backend_max = backend_max.max(b.id.saturating_add(1));
-            }
-        }
-        let add = |a: &mut Counters, c: &Counters| {
-            a.packets += c.packets;
-            a.bytes += c.bytes;
-            a.new_flows += c.new_flows;
-            a.closes += c.closes;
-        };
-        let vips = batch::sum_first(&self.vip_stats, vip_max, add).map_err(|source| {
-            DataplaneError::Map {
-                name: names::VIP_STATS,
+        let backend_max = self
+            .layout
+            .vips()
+            .flat_map(|(_, r)| r.backends.values().map(|b| b.id.saturating_add(1)))
+            .max()
+            .unwrap_or(0);
+        let vips = self.used_vip_counters()?;
+        let backends = batch::sum_first(&self.backend_stats, backend_max, add_counters)
+            .map_err(|source| DataplaneError::Map {
+                name: names::BACKEND_STATS,
                 source,
-            }
-        })?;
-        let backends =
-            batch::sum_first(&self.backend_stats, backend_max, add).map_err(|source| {
-                DataplaneError::Map {
-                    name: names::BACKEND_STATS,
-                    source,
-                }
             })?;
         Ok((vips, backends))
     }

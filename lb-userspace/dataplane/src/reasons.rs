@@ -43,12 +43,7 @@ impl Dataplane {
     /// VIP ids that may hold counts: up to the highest one seen while this data plane
     /// ran (a removed VIP's counts still count), plus one.
     fn vip_rows(&self) -> u32 {
-        let in_use = self
-            .layout
-            .vips()
-            .map(|(_, r)| r.vip_id.saturating_add(1))
-            .max()
-            .unwrap_or(0);
+        let in_use = self.vips_in_use();
         self.vip_reason_rows
             .fetch_max(in_use, Ordering::Relaxed)
             .max(in_use)

@@ -318,7 +318,7 @@ fn decap(args: &BackendArgs, facts: &Facts, receiving: &[&Link]) -> (Finding, Ve
             Finding::warn(
                 CHECK,
                 format!(
-                    "no {tunnel}, and the names of the XDP programs here ({}) cannot be                      read: is one of them sluice's decap?",
+                    "no {tunnel}, and the names of the XDP programs here ({}) cannot be read: is one of them sluice's decap?",
                     unnamed.join(", ")
                 ),
                 Some("run sluice doctor as root".to_owned()),

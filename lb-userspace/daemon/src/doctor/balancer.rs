@@ -225,7 +225,7 @@ fn xdp(f: &Facts) -> Finding {
         return Finding::warn(
             CHECK,
             format!(
-                "XDP program id {id} ({}) is attached to {iface}, but its name cannot be                  read here: is it sluice's?",
+                "XDP program id {id} ({}) is attached to {iface}, but its name cannot be read here: is it sluice's?",
                 slot_cmd(*slot)
             ),
             Some("run sluice doctor as root".to_owned()),

@@ -282,20 +282,9 @@ fn time_scrapes(rounds: usize) -> anyhow::Result<(Vec<f64>, usize)> {
     Ok((metrics, metrics_bytes))
 }
 
-/// `rounds` live edits through the API (a weight changed, VIP after VIP), in ms.
-fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    Ok(time_edit_trips(socket, vips, rounds)?.0)
-}
-
 /// `rounds` live edits through the API (one backend's weight changed, VIP after VIP): the
-/// typed `Edit` requests (sent, validated, planned, published, saved, answered), and as
-/// many runs of `sluice backend set-weight` (a process of this binary: the whole round
-/// trip a user waits for), in ms.
-fn time_edit_trips(
-    socket: &Path,
-    vips: usize,
-    rounds: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+/// typed `Edit` requests (sent, validated, planned, published, saved, answered), in ms.
+fn time_edits(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
     // Backend 0 of every VIP of `config_text`.
     let address: std::net::IpAddr = "10.98.1.1".parse()?;
     let mut edits = Vec::new();
@@ -317,6 +306,12 @@ fn time_edit_trips(
             "the edit was not applied: {answer:?}"
         );
     }
+    Ok(edits)
+}
+
+/// `rounds` runs of `sluice backend set-weight` (a process of this binary: the whole round
+/// trip a user waits for), VIP after VIP, in ms.
+fn time_set_weight(socket: &Path, vips: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let exe = sluice_exe()?;
     let mut trips = Vec::new();
     for i in 0..rounds {
@@ -333,7 +328,7 @@ fn time_edit_trips(
         trips.push(ms(t.elapsed()));
         ensure!(st.success(), "sluice backend set-weight failed: {st}");
     }
-    Ok((edits, trips))
+    Ok(trips)
 }
 
 /// The `sluice` binary that `backend list` is timed with: this process when it is `sluice`
@@ -470,13 +465,7 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         .config;
     let parse_ms = ms(t.elapsed());
     tracing::info!(parse_ms, bytes = text.len(), "configuration parsed");
-    let d = &config.daemon;
-    let sizes = crate::dataplane::Sizes {
-        flow_entries: d.flow_table_size,
-        table_slots: d.table_capacity,
-        vips: d.vip_capacity,
-        backend_slots: d.backend_capacity,
-    };
+    let sizes = crate::dataplane::Sizes::of(&config.daemon);
     let desired = State::new(config.clone()).desired();
     let old_fds = map_fds()?;
     let rss_before_kib = rss()?[0];
@@ -489,7 +478,9 @@ fn scale_here(o: &ScaleOptions) -> anyhow::Result<ScaleReport> {
         let rss_kib = rss()?[0];
         let mut list = time_backend_list(socket, o.rounds)?;
         let mut list_vip = time_list(socket, o.rounds, &["--vip", "v0"])?;
-        let (edits, edit_refused) = match time_edit_trips(socket, o.vips, o.rounds) {
+        let timed = time_edits(socket, o.vips, o.rounds)
+            .and_then(|e| Ok((e, time_set_weight(socket, o.vips, o.rounds)?)));
+        let (edits, edit_refused) = match timed {
             Ok(e) => (Some(e), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
