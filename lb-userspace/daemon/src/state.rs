@@ -28,6 +28,9 @@ pub trait Snapshot {
         dp: &Dataplane,
         which: impl Fn(&crate::config::VipConfig) -> bool,
     ) -> Status;
+    /// [`Snapshot::status`] with the VIP and reason counters of `inputs`, just read (the
+    /// status tick), rather than read again.
+    fn status_with(&self, dp: &Dataplane, inputs: &StatusInputs) -> Status;
 }
 
 impl Snapshot for State {
@@ -40,120 +43,132 @@ impl Snapshot for State {
         dp: &Dataplane,
         which: impl Fn(&crate::config::VipConfig) -> bool,
     ) -> Status {
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         // Every counter in one read of each map (not one syscall per VIP and backend), of
         // the slots in use.
-        let (vip_counts, backend_counts) = dp.used_counters().unwrap_or_default();
-        let (global_reasons, vip_reasons) = dp.reason_counts_split().unwrap_or_default();
-        let hops: std::collections::BTreeMap<u32, NextHopStatus> = dp
-            .next_hops()
-            .into_iter()
-            .map(|h| (h.slot, next_hop_status(&h.resolution)))
-            .collect();
-        let counters = |all: &[lb_common::Counters], id: u32| {
-            all.get(id as usize).copied().unwrap_or_default()
-        };
-        let vips = self
-            .config
-            .vips
-            .iter()
-            .filter(|v| which(v))
-            .map(|v| {
-                let id = ident(v);
-                let rec = dp.layout().vip(&id);
-                let vip_counters =
-                    rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
-                let mut vip_active = 0;
-                let mut status = VipStatus {
-                    name: v.name.clone(),
-                    vip: id.to_string(),
-                    forwarding: v.forwarding.as_str().to_owned(),
-                    scheduler: v.scheduler.as_str().to_owned(),
-                    check: v.health.check.as_str().to_owned(),
-                    packets: vip_counters.packets,
-                    bytes: vip_counters.bytes,
-                    new_flows: vip_counters.new_flows,
-                    fingerprint: rec
-                        .and_then(|r| r.fingerprint)
-                        .map(|f| f.to_string())
-                        .unwrap_or_default(),
-                    reasons: rec
-                        .and_then(|r| vip_reasons.get(r.vip_id as usize))
-                        .map(named_reasons)
-                        .unwrap_or_default(),
-                    backends: v
-                        .backends
-                        .iter()
-                        .map(|b| {
-                            let h = self.health_of(id, b.address);
-                            let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
-                            let c = slot
-                                .map_or_else(Default::default, |s| counters(&backend_counts, s));
-                            let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
-                            vip_active += active;
-                            // One lookup of each kind per backend (thousands, every second).
-                            let tw = self.table_weight(v, b);
-                            let life = self.life_of(id, b.address);
-                            BackendStatus {
-                                address: b.address,
-                                weight: b.weight,
-                                effective_weight: tw.div_ceil(WEIGHT_SCALE),
-                                lifecycle: lifecycle_of(b, h, life, tw).to_owned(),
-                                active,
-                                closes: c.closes,
-                                health: h.map_or(Health::Up, |h| h.health),
-                                since: h.map_or(0, |h| secs(h.since)),
-                                reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
-                                transitions: h.map_or(0, |h| h.transitions),
-                                transitions_down: h.map_or(0, |h| h.transitions_down),
-                                checks: h.map_or(0, |h| h.checks),
-                                failed_checks: h.map_or(0, |h| h.failed_checks),
-                                packets: c.packets,
-                                bytes: c.bytes,
-                                new_flows: c.new_flows,
-                                flows: None,
-                                load: None,
-                                next_hop: slot.and_then(|s| hops.get(&s)).cloned(),
-                            }
-                        })
-                        .collect(),
-                    active: 0,
-                };
-                status.active = vip_active;
-                status
-            })
-            .collect();
-        // Every packet: those without a VIP, and every VIP row (removed VIPs' too).
-        let reasons = lb_common::reason::NAMES
-            .iter()
-            .enumerate()
-            .map(|(code, n)| {
-                let c = global_reasons.get(code).copied().unwrap_or(0)
-                    + vip_reasons.iter().map(|r| r[code]).sum::<u64>();
-                ((*n).to_owned(), c)
-            })
-            .collect();
-        let ct = dp.conntrack();
-        Status {
-            written: secs(SystemTime::now()),
-            vips,
-            reasons,
-            conntrack: ConntrackStatus {
-                last_sweep_ms_ago: ct
-                    .last_sweep
-                    .map(|(t, _, _)| t.elapsed().as_millis() as u64),
-                last_sweep_took_us: ct.last_sweep.map(|(_, d, _)| d.as_micros() as u64),
-                last_sweep_flows: ct.last_sweep.map(|(_, _, n)| n),
-                expired: ct.expired_total,
-                reaped: ct.reaped_total,
-            },
-            config_fingerprint: self
-                .config_fingerprint()
-                .map(|f| f.to_string())
-                .unwrap_or_default(),
-            fib_fallbacks: dp.fib_fallbacks().unwrap_or_default(),
-            unpinned_flows: dp.unpinned_flows().unwrap_or_default(),
-        }
+        let vips = dp.used_vip_counters().unwrap_or_default();
+        let reasons = dp.reason_counts_split().unwrap_or_default();
+        build_status(self, dp, which, &vips, &reasons)
+    }
+
+    fn status_with(&self, dp: &Dataplane, inputs: &StatusInputs) -> Status {
+        build_status(self, dp, |_| true, &inputs.counters, &inputs.reasons)
+    }
+}
+
+/// The status of the VIPs `which` picks, with the VIPs' counters and the reason counts
+/// (without a VIP, per VIP) given, and the backends' read here.
+fn build_status(
+    state: &State,
+    dp: &Dataplane,
+    which: impl Fn(&crate::config::VipConfig) -> bool,
+    vip_counts: &[lb_common::Counters],
+    (global_reasons, vip_reasons): &(Vec<u64>, Vec<crate::dataplane::VipReasons>),
+) -> Status {
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let backend_counts = dp.used_backend_counters().unwrap_or_default();
+    let hops: std::collections::BTreeMap<u32, NextHopStatus> = dp
+        .next_hops()
+        .into_iter()
+        .map(|h| (h.slot, next_hop_status(&h.resolution)))
+        .collect();
+    let counters =
+        |all: &[lb_common::Counters], id: u32| all.get(id as usize).copied().unwrap_or_default();
+    let vips = state
+        .config
+        .vips
+        .iter()
+        .filter(|v| which(v))
+        .map(|v| {
+            let id = ident(v);
+            let rec = dp.layout().vip(&id);
+            let vip_counters =
+                rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
+            let mut vip_active = 0;
+            let mut status = VipStatus {
+                name: v.name.clone(),
+                vip: id.to_string(),
+                forwarding: v.forwarding.as_str().to_owned(),
+                scheduler: v.scheduler.as_str().to_owned(),
+                check: v.health.check.as_str().to_owned(),
+                packets: vip_counters.packets,
+                bytes: vip_counters.bytes,
+                new_flows: vip_counters.new_flows,
+                fingerprint: rec
+                    .and_then(|r| r.fingerprint)
+                    .map(|f| f.to_string())
+                    .unwrap_or_default(),
+                reasons: rec
+                    .and_then(|r| vip_reasons.get(r.vip_id as usize))
+                    .map(named_reasons)
+                    .unwrap_or_default(),
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let h = state.health_of(id, b.address);
+                        let slot = rec.and_then(|r| r.backends.get(&b.address)).map(|r| r.id);
+                        let c =
+                            slot.map_or_else(Default::default, |s| counters(&backend_counts, s));
+                        let active = slot.map_or(0, |s| dp.conntrack().active(s, c.into()));
+                        vip_active += active;
+                        // One lookup of each kind per backend (thousands, every second).
+                        let tw = state.table_weight(v, b);
+                        let life = state.life_of(id, b.address);
+                        BackendStatus {
+                            address: b.address,
+                            weight: b.weight,
+                            effective_weight: tw.div_ceil(WEIGHT_SCALE),
+                            lifecycle: lifecycle_of(b, h, life, tw).to_owned(),
+                            active,
+                            closes: c.closes,
+                            health: h.map_or(Health::Up, |h| h.health),
+                            since: h.map_or(0, |h| secs(h.since)),
+                            reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
+                            transitions: h.map_or(0, |h| h.transitions),
+                            transitions_down: h.map_or(0, |h| h.transitions_down),
+                            checks: h.map_or(0, |h| h.checks),
+                            failed_checks: h.map_or(0, |h| h.failed_checks),
+                            packets: c.packets,
+                            bytes: c.bytes,
+                            new_flows: c.new_flows,
+                            flows: None,
+                            load: None,
+                            next_hop: slot.and_then(|s| hops.get(&s)).cloned(),
+                        }
+                    })
+                    .collect(),
+                active: 0,
+            };
+            status.active = vip_active;
+            status
+        })
+        .collect();
+    // Every packet: those without a VIP, and every VIP row (removed VIPs' too).
+    let reasons = lb_common::reason::NAMES
+        .iter()
+        .zip(crate::dataplane::reason_totals(global_reasons, vip_reasons))
+        .map(|(n, c)| ((*n).to_owned(), c))
+        .collect();
+    let ct = dp.conntrack();
+    Status {
+        written: secs(SystemTime::now()),
+        vips,
+        reasons,
+        conntrack: ConntrackStatus {
+            last_sweep_ms_ago: ct
+                .last_sweep
+                .map(|(t, _, _)| t.elapsed().as_millis() as u64),
+            last_sweep_took_us: ct.last_sweep.map(|(_, d, _)| d.as_micros() as u64),
+            last_sweep_flows: ct.last_sweep.map(|(_, _, n)| n),
+            expired: ct.expired_total,
+            reaped: ct.reaped_total,
+        },
+        config_fingerprint: state
+            .config_fingerprint()
+            .map(|f| f.to_string())
+            .unwrap_or_default(),
+        fib_fallbacks: dp.fib_fallbacks().unwrap_or_default(),
+        unpinned_flows: dp.unpinned_flows().unwrap_or_default(),
     }
 }
 

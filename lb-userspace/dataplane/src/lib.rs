@@ -18,7 +18,7 @@ pub mod neigh;
 pub mod netlink;
 pub mod nexthop;
 pub mod pinned;
-pub use reasons::VipReasons;
+pub use reasons::{VipReasons, reason_totals};
 mod publish;
 mod reasons;
 pub mod route;
@@ -493,23 +493,21 @@ impl Dataplane {
         })
     }
 
-    /// Counters of every VIP, then of every backend slot (up to the highest id in use),
-    /// summed over CPUs and indexed by id: one batch read of each map (see `batch`), for
-    /// status snapshots.
-    pub fn used_counters(&self) -> Result<(Vec<Counters>, Vec<Counters>), DataplaneError> {
+    /// Counters of every backend slot (up to the highest id in use), summed over CPUs and
+    /// indexed by id: one batch read (see `batch`), for status snapshots.
+    pub fn used_backend_counters(&self) -> Result<Vec<Counters>, DataplaneError> {
         let backend_max = self
             .layout
             .vips()
             .flat_map(|(_, r)| r.backends.values().map(|b| b.id.saturating_add(1)))
             .max()
             .unwrap_or(0);
-        let vips = self.used_vip_counters()?;
-        let backends = batch::sum_first(&self.backend_stats, backend_max, add_counters)
-            .map_err(|source| DataplaneError::Map {
+        batch::sum_first(&self.backend_stats, backend_max, add_counters).map_err(|source| {
+            DataplaneError::Map {
                 name: names::BACKEND_STATS,
                 source,
-            })?;
-        Ok((vips, backends))
+            }
+        })
     }
 
     /// Counters of a backend slot, summed over CPUs.

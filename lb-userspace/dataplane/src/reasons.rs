@@ -13,16 +13,22 @@ use crate::{Dataplane, DataplaneError, batch};
 /// One VIP's reason counts, indexed by `lb_common::reason` code.
 pub type VipReasons = [u64; reason::COUNT as usize];
 
+/// Per-reason counts over all packets, indexed by code: those without a VIP (`global`)
+/// plus every VIP row (removed VIPs' too), as [`Dataplane::reason_counts_split`] gives them.
+pub fn reason_totals(global: &[u64], per_vip: &[VipReasons]) -> Vec<u64> {
+    (0..reason::COUNT as usize)
+        .map(|code| {
+            global.get(code).copied().unwrap_or(0) + per_vip.iter().map(|r| r[code]).sum::<u64>()
+        })
+        .collect()
+}
+
 impl Dataplane {
     /// Per-reason packet counts over all packets (those without a VIP and those of every
     /// VIP), summed over CPUs, indexed by `lb_common::reason` code.
     pub fn reason_counts(&self) -> Result<Vec<u64>, DataplaneError> {
         let (global, per_vip) = self.reason_counts_split()?;
-        Ok(global
-            .iter()
-            .enumerate()
-            .map(|(code, n)| n + per_vip.iter().map(|r| r[code]).sum::<u64>())
-            .collect())
+        Ok(reason_totals(&global, &per_vip))
     }
 
     /// Flows opened on each CPU (indexed by CPU), over every VIP row that may hold counts:

@@ -558,8 +558,12 @@ impl Daemon {
             let fresh = if unchanged {
                 None
             } else {
+                // Built with the counters just read, not read again.
+                let mut status = match &inputs {
+                    Some(i) => self.state.status_with(&dp, i),
+                    None => self.state.status(&dp),
+                };
                 self.status_inputs = inputs.map(|i| (i, std::time::Instant::now()));
-                let mut status = self.state.status(&dp);
                 self.loads.fill(&mut status, &self.state.config);
                 Some(Arc::new(status))
             };
