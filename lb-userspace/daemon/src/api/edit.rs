@@ -95,14 +95,19 @@ pub fn parse_named<T: Named>(value: &str) -> Result<T, String> {
 fn vip_mut<'c>(c: &'c mut Config, name: &str) -> Result<&'c mut VipConfig, String> {
     match c.vips.iter().position(|v| v.name == name) {
         Some(i) => Ok(&mut c.vips[i]),
-        None => {
-            let names: Vec<&str> = c.vips.iter().map(|v| v.name.as_str()).collect();
-            Err(format!(
-                "--vip {name:?}: no such VIP (VIPs: {})",
-                names.join(", ")
-            ))
-        }
+        None => Err(no_such_vip(c, name, usize::MAX)),
     }
+}
+
+/// The answer to a `--vip NAME` that names no VIP of `c`: the VIPs there are (the first
+/// `limit`, then `...`).
+pub fn no_such_vip(c: &Config, name: &str, limit: usize) -> String {
+    let names: Vec<&str> = c.vips.iter().map(|v| v.name.as_str()).collect();
+    let more = if names.len() > limit { ", ..." } else { "" };
+    format!(
+        "--vip {name:?}: no such VIP (VIPs: {}{more})",
+        names[..names.len().min(limit)].join(", ")
+    )
 }
 
 fn backend_index(v: &VipConfig, a: IpAddr) -> Result<usize, String> {

@@ -389,9 +389,11 @@ impl Daemon {
     fn on_edit(&mut self, edit: super::Edit, reply: oneshot::Sender<Result<String, String>>) {
         // What a replacement changes, field by field (a reload says it itself).
         let summary = match &edit {
-            super::Edit::Replace(c) => {
-                Some(crate::persist::merge::summary(&self.state.config, c, 8))
-            }
+            super::Edit::Replace(c) => Some(crate::persist::merge::summary(
+                &self.state.config,
+                c,
+                super::requests::SUMMARY_CHANGES,
+            )),
             super::Edit::Reload => None,
         };
         let outcome = apply_edit(&mut self.state, &self.dp, edit);

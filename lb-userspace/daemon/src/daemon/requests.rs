@@ -11,7 +11,7 @@ use super::{commit, daemon_unchanged, reload};
 use crate::{
     api::{
         self, Request, Response,
-        edit::LiveEdit,
+        edit::{LiveEdit, no_such_vip},
         server::{Call, Peer, REJECTED},
     },
     config::Config,
@@ -68,12 +68,7 @@ pub(super) fn handle_api(
         }
         Request::VipStatus { vip } => {
             if !state.config.vips.iter().any(|v| v.name == vip) {
-                let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
-                let more = if names.len() > 20 { ", ..." } else { "" };
-                return error(format!(
-                    "--vip {vip:?}: no such VIP (VIPs: {}{more})",
-                    names[..names.len().min(20)].join(", ")
-                ));
+                return error(no_such_vip(&state.config, &vip, 20));
             }
             let Ok(dp) = dp.lock() else {
                 return poisoned();
@@ -213,7 +208,7 @@ pub(super) fn prepare_edit(
 }
 
 /// The changes an edit's log line lists (then how many more).
-const SUMMARY_CHANGES: usize = 8;
+pub(super) const SUMMARY_CHANGES: usize = 8;
 
 /// The log line of an `Apply` through the API: applied or refused (info), with who sent it
 /// and what it changes; a plan (dry run) or an edit that changed nothing at debug.
@@ -254,11 +249,7 @@ fn lookup_flow(
 ) -> Response {
     let error = |message: String| Response::Error { message };
     let Some(v) = state.config.vips.iter().find(|v| v.name == vip) else {
-        let names: Vec<&str> = state.config.vips.iter().map(|v| v.name.as_str()).collect();
-        return error(format!(
-            "--vip {vip:?}: no such VIP (VIPs: {})",
-            names.join(", ")
-        ));
+        return error(no_such_vip(&state.config, vip, usize::MAX));
     };
     let iface = match iface::lookup(&state.config.daemon.interface) {
         Ok(Some(i)) => i,

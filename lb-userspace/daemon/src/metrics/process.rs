@@ -1,6 +1,6 @@
 //! The standard `process_*` metrics, read from `/proc/self` at each scrape.
 
-use super::text::Exposition;
+use super::{render::gauge_u64 as g, text::Exposition};
 
 /// What `/proc/self/stat` and friends say.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -75,10 +75,19 @@ fn max_fds() -> Option<u64> {
         .ok()
 }
 
+/// What does not change while the process runs: the boot time (`/proc/stat`, whose
+/// interrupt lines are long on big hosts), clock ticks per second and the page size, read
+/// at the first scrape.
+fn constants() -> Option<(u64, f64, u64)> {
+    static CONSTANTS: std::sync::OnceLock<Option<(u64, f64, u64)>> = std::sync::OnceLock::new();
+    *CONSTANTS.get_or_init(|| Some((boot_time()?, ticks_per_second(), page_size())))
+}
+
 /// This process's figures (`None` where `/proc` is not there).
 pub fn read() -> Option<Process> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let mut p = parse_stat(&stat, boot_time()?, ticks_per_second(), page_size())?;
+    let (boot, tick, page) = constants()?;
+    let mut p = parse_stat(&stat, boot, tick, page)?;
     p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
     p.max_fds = max_fds();
     Some(p)
@@ -93,7 +102,6 @@ pub fn expose(e: &mut Exposition) {
         Vec::new(),
         p.start_time_seconds,
     );
-    let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     e.gauge(
         "process_resident_memory_bytes",
         Vec::new(),

@@ -34,7 +34,7 @@ fn with(mut l: Labels, k: &'static str, v: impl Into<String>) -> Labels {
     l
 }
 
-fn gauge_u64(v: u64) -> i64 {
+pub(super) fn gauge_u64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
