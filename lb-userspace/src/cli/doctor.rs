@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use sluice_daemon::doctor::{Finding, Report, Severity, VipTarget, backend, balancer};
 
-use crate::config::Forwarding;
+use super::FwdMode;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -41,12 +41,6 @@ pub enum DoctorCmd {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum FwdMode {
-    Dsr,
-    Ipip,
-}
-
 pub fn run(args: DoctorArgs, api_socket: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let report = match args.on {
         Some(DoctorCmd::Backend {
@@ -57,10 +51,7 @@ pub fn run(args: DoctorArgs, api_socket: Option<&Path>, json: bool) -> anyhow::R
         }) => {
             let a = backend::BackendArgs {
                 vip,
-                mode: match mode {
-                    FwdMode::Dsr => Forwarding::Dsr,
-                    FwdMode::Ipip => Forwarding::Ipip,
-                },
+                mode: mode.into(),
                 mtu,
                 interface,
             };

@@ -3,11 +3,11 @@
 
 use std::{net::IpAddr, path::Path};
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
-use super::API_SOCKET_ENV;
+use super::{API_SOCKET_ENV, FwdMode};
 use crate::{
-    config::{self, Forwarding},
+    config,
     lab::{self, DEFAULT_PREFIX, Lab, LabSpec, Role, Servers, Weights, server::BackendServer},
 };
 use sluice_lab::llm;
@@ -27,7 +27,7 @@ pub enum LabCmd {
         clients: usize,
         /// How the backends are set up, and the config's forwarding mode.
         #[arg(long, value_enum, default_value = "dsr")]
-        mode: LabMode,
+        mode: FwdMode,
         /// Weight 1 for every backend in the config (default: backend-k gets weight k).
         #[arg(long)]
         equal_weights: bool,
@@ -84,21 +84,6 @@ pub enum LabCmd {
         #[arg(long, default_value_t = 32768)]
         kv_tokens: u64,
     },
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LabMode {
-    Dsr,
-    Ipip,
-}
-
-impl From<LabMode> for Forwarding {
-    fn from(m: LabMode) -> Self {
-        match m {
-            LabMode::Dsr => Forwarding::Dsr,
-            LabMode::Ipip => Forwarding::Ipip,
-        }
-    }
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {

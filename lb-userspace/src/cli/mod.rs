@@ -313,6 +313,22 @@ pub enum Mode {
     Auto,
 }
 
+/// `--mode dsr|ipip`: a VIP's forwarding mode (`sluice lab`, `sluice doctor backend`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FwdMode {
+    Dsr,
+    Ipip,
+}
+
+impl From<FwdMode> for crate::config::Forwarding {
+    fn from(m: FwdMode) -> Self {
+        match m {
+            FwdMode::Dsr => Self::Dsr,
+            FwdMode::Ipip => Self::Ipip,
+        }
+    }
+}
+
 impl From<Mode> for crate::config::XdpMode {
     fn from(m: Mode) -> Self {
         match m {
