@@ -19,7 +19,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -31,7 +31,7 @@ use sluice_core::config::{CheckKind, Config, Forwarding, OnDown};
 use sluice_daemon::{daemon::Edit, health::Health};
 use sluice_lab::lab::{self, Lab, LabSpec, Node, Weights, daemon::Daemon, server::BackendServer};
 use sluice_tests::{
-    conn::{Held, ask, connections, udp},
+    conn::{ChurnCounts, Held, churn_step, connections},
     require_root, serial,
 };
 
@@ -501,8 +501,7 @@ fn a_down_backend_under_keep_stays_down_across_a_restart() {
 /// What the soak's traffic saw.
 #[derive(Default)]
 struct Traffic {
-    connections: AtomicU64,
-    datagrams: AtomicU64,
+    counts: ChurnCounts,
     errors: Mutex<Vec<String>>,
 }
 
@@ -522,30 +521,13 @@ fn churn(lab: &Lab, client: usize, stop: &AtomicBool, t: &Traffic) {
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let vip = lab.vips()[(i % 2) as usize];
-        let tcp = SocketAddr::new(vip, lab::TCP_PORT);
-        let r = ask(lab.client(client), tcp, b"hello").and_then(|name| {
-            ensure!(name.starts_with("backend-"), "answer {name:?}");
-            Ok(())
-        });
-        match r {
-            Ok(()) => {
-                t.connections.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => t.error(format!("tcp {tcp}: {e:#}")),
-        }
-        if i.is_multiple_of(4) {
-            let udp_to = SocketAddr::new(vip, lab::UDP_PORT);
-            let r = udp(lab.client(client), udp_to, b"soak").and_then(|reply| {
-                ensure!(reply.ends_with(":soak"), "reply {reply:?}");
-                Ok(())
-            });
-            match r {
-                Ok(()) => {
-                    t.datagrams.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => t.error(format!("udp {udp_to}: {e:#}")),
-            }
-        }
+        churn_step(
+            lab.client(client),
+            vip,
+            i.is_multiple_of(4),
+            &t.counts,
+            |e| t.error(e),
+        );
         i += 1;
         thread::sleep(Duration::from_millis(10));
     }
@@ -628,8 +610,8 @@ fn soak_lab(mode: Forwarding, secs: u64) -> anyhow::Result<String> {
         "{mode}: {secs} s, {checks} checks ({} backends × 4 VIPs), {failed} failed, {transitions} transitions; \
          {} short connections, {} datagrams, {} errors; 16 long-lived connections, {echoes} echoes; {edits} edits",
         lab.backends().len(),
-        traffic.connections.load(Ordering::Relaxed),
-        traffic.datagrams.load(Ordering::Relaxed),
+        traffic.counts.connections.load(Ordering::Relaxed),
+        traffic.counts.datagrams.load(Ordering::Relaxed),
         errors.len(),
     );
     println!("{line}");

@@ -63,7 +63,7 @@ use sluice_lab::{
 };
 use sluice_tests::{
     child,
-    conn::{Held, TIMEOUT, ask, udp},
+    conn::{ChurnCounts, Held, TIMEOUT, churn_step},
     prefix, require_root, serial,
 };
 
@@ -317,8 +317,7 @@ impl Keeper {
 /// The short connections and datagrams, and their failures with when they happened.
 #[derive(Default)]
 struct Churn {
-    connections: AtomicU64,
-    datagrams: AtomicU64,
+    counts: ChurnCounts,
     errors: Mutex<Vec<(Instant, String)>>,
     /// While backend-3 is dead: (killed, detected down), for explaining failures.
     flaps: Mutex<Vec<(Instant, Instant)>>,
@@ -335,32 +334,15 @@ impl Churn {
     /// Short TCP connections (send, read the name to EOF) to `TCP4` and, every fourth, a UDP
     /// datagram to `UDP4` from a new port, until `stop`.
     fn run(&self, lab: &Lab, stop: &AtomicBool) {
-        let tcp = SocketAddr::new(lab.vip4().into(), lab::TCP_PORT);
-        let udp_to = SocketAddr::new(lab.vip4().into(), lab::UDP_PORT);
         let mut i = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let r = ask(lab.client(0), tcp, b"hello").and_then(|name| {
-                ensure!(name.starts_with("backend-"), "answer {name:?}");
-                Ok(())
-            });
-            match r {
-                Ok(()) => {
-                    self.connections.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => self.error(format!("tcp {tcp}: {e:#}")),
-            }
-            if i.is_multiple_of(4) {
-                let r = udp(lab.client(0), udp_to, b"soak").and_then(|reply| {
-                    ensure!(reply.ends_with(":soak"), "reply {reply:?}");
-                    Ok(())
-                });
-                match r {
-                    Ok(()) => {
-                        self.datagrams.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => self.error(format!("udp {udp_to}: {e:#}")),
-                }
-            }
+            churn_step(
+                lab.client(0),
+                lab.vip4().into(),
+                i.is_multiple_of(4),
+                &self.counts,
+                |e| self.error(e),
+            );
             i += 1;
             thread::sleep(Duration::from_millis(10));
         }
@@ -1065,8 +1047,8 @@ fn soak_leaves_no_leak() {
         "traffic: {} short connections, {} datagrams (a new UDP flow each), {} long-lived \
          connections opened, {} echoes on them; {} live edits, {} health flaps, {} scale-outs \
          and -ins, 1 restart",
-        churn.connections.load(Ordering::Relaxed),
-        churn.datagrams.load(Ordering::Relaxed),
+        churn.counts.connections.load(Ordering::Relaxed),
+        churn.counts.datagrams.load(Ordering::Relaxed),
         keeper.opened.load(Ordering::Relaxed),
         keeper.echoes.load(Ordering::Relaxed),
         f.edits,
