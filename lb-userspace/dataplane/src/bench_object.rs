@@ -75,6 +75,6 @@ impl BenchObject {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<RunResult, DataplaneError> {
-        testrun::run_frame(self.program(program)?, program, frame, ingress_ifindex)
+        testrun::run_frame(self.program(program)?, program, frame, 0, ingress_ifindex)
     }
 }

@@ -51,7 +51,7 @@ impl Dataplane {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<RunResult, DataplaneError> {
-        run_frame(self.program(program)?, program, frame, ingress_ifindex)
+        run_frame(self.program(program)?, program, frame, 0, ingress_ifindex)
     }
 
     /// Run the health-probe program once on `frame`, aimed at backend slot `backend_id`
@@ -65,47 +65,34 @@ impl Dataplane {
     ) -> Result<RunResult, DataplaneError> {
         let program = programs::PROBE;
         let data = probe_input(frame, backend_id);
-        let meta = size_of::<ProbeMeta>();
-        let mut out = vec![0u8; data.len() + GROWTH];
-        let md = xdp_md(meta, data.len(), ingress_ifindex);
-        let mut md_out = [0u8; 24];
-        let opts = TestRunOptions {
-            data_in: Some(&data),
-            data_out: Some(&mut out),
-            ctx_in: Some(&md[..]),
-            ctx_out: Some(&mut md_out[..]),
-            repeat: 1,
-            ..TestRunOptions::default()
-        };
-        let r = self
-            .program(program)?
-            .test_run(opts)
-            .map_err(|source| DataplaneError::TestRun { program, source })?;
-        // The output starts at `data_meta`: the frame at the `data` the context reports.
-        let start = u32::from_ne_bytes([md_out[0], md_out[1], md_out[2], md_out[3]]) as usize;
-        out.truncate(r.data_size_out as usize);
-        out.drain(..start.min(out.len()));
-        Ok(RunResult {
-            action: r.return_value,
-            frame: out,
-            duration_ns: r.duration.as_nanos() as u64,
-        })
+        run_frame(
+            self.program(program)?,
+            program,
+            &data,
+            size_of::<ProbeMeta>(),
+            ingress_ifindex,
+        )
     }
 }
 
-/// [`Dataplane::run_frame`] for a loaded program of any object.
+/// [`Dataplane::run_frame`] for a loaded program of any object. `data` starts with `meta`
+/// bytes of XDP metadata (`data_meta..data`) before the frame; the result is the frame
+/// alone.
 pub(super) fn run_frame(
     prog: &Xdp,
     program: &'static str,
-    frame: &[u8],
+    data: &[u8],
+    meta: usize,
     ingress_ifindex: u32,
 ) -> Result<RunResult, DataplaneError> {
-    let mut out = vec![0u8; frame.len() + GROWTH];
-    let md = xdp_md(0, frame.len(), ingress_ifindex);
+    let mut out = vec![0u8; data.len() + GROWTH];
+    let md = xdp_md(meta, data.len(), ingress_ifindex);
+    let mut md_out = [0u8; 24];
     let opts = TestRunOptions {
-        data_in: Some(frame),
+        data_in: Some(data),
         data_out: Some(&mut out),
-        ctx_in: (ingress_ifindex != 0).then_some(&md[..]),
+        ctx_in: (meta != 0 || ingress_ifindex != 0).then_some(&md[..]),
+        ctx_out: (meta != 0).then_some(&mut md_out[..]),
         repeat: 1,
         ..TestRunOptions::default()
     };
@@ -113,6 +100,11 @@ pub(super) fn run_frame(
         .test_run(opts)
         .map_err(|source| DataplaneError::TestRun { program, source })?;
     out.truncate(r.data_size_out as usize);
+    if meta != 0 {
+        // The output starts at `data_meta`: the frame at the `data` the context reports.
+        let start = u32::from_ne_bytes([md_out[0], md_out[1], md_out[2], md_out[3]]) as usize;
+        out.drain(..start.min(out.len()));
+    }
     Ok(RunResult {
         action: r.return_value,
         frame: out,
