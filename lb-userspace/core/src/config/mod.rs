@@ -346,6 +346,35 @@ fn validated(raw: &raw::RawFile, locator: &Locator, origin: &str) -> Result<Load
     }
 }
 
+/// `a` and `b` without the VIPs that are the same in both: the same `key` (a name, an
+/// address) and the same settings. What an edit changed, as if nothing else were
+/// configured.
+pub fn without_same_vips<K: Eq + std::hash::Hash>(
+    a: &Config,
+    b: &Config,
+    key: impl Fn(&VipConfig) -> K,
+) -> (Config, Config) {
+    let index = |c: &Config| -> std::collections::HashMap<K, usize> {
+        c.vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (key(v), i))
+            .collect()
+    };
+    let (in_a, in_b) = (index(a), index(b));
+    let keep =
+        |c: &Config, other: &Config, in_other: &std::collections::HashMap<K, usize>| Config {
+            daemon: c.daemon.clone(),
+            vips: c
+                .vips
+                .iter()
+                .filter(|v| !in_other.get(&key(v)).is_some_and(|i| other.vips[*i] == **v))
+                .cloned()
+                .collect(),
+        };
+    (keep(a, b, &in_b), keep(b, a, &in_a))
+}
+
 /// Parses and validates configuration text; `origin` names it in messages (a file name).
 pub fn parse(text: &str, origin: &str) -> Result<Loaded, ConfigError> {
     let parse_error = |problem: Problem, column: Option<usize>| ConfigError::Parse {

@@ -352,7 +352,7 @@ pub fn summary(a: &Config, b: &Config, max: usize) -> String {
     // VIPs are matched by name: one equal on both sides lists nothing, and is left out
     // before the (whole-table) comparison, so that an edit of one VIP among thousands is
     // summed up in the time of one.
-    let (a, b) = changed_vips(a, b);
+    let (a, b) = config::without_same_vips(a, b, |v| v.name.clone());
     let changes = diff(&a, &b);
     if changes.is_empty() {
         return "no change".to_owned();
@@ -362,33 +362,6 @@ pub fn summary(a: &Config, b: &Config, max: usize) -> String {
         parts.push(format!("and {} more", changes.len() - max));
     }
     parts.join("; ")
-}
-
-/// `a` and `b` without the VIPs that are the same (same name, same settings) in both.
-fn changed_vips(a: &Config, b: &Config) -> (Config, Config) {
-    let names = |c: &Config| -> std::collections::HashMap<String, usize> {
-        c.vips
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.name.clone(), i))
-            .collect()
-    };
-    let (in_a, in_b) = (names(a), names(b));
-    let same = |v: &config::VipConfig,
-                other: &Config,
-                index: &std::collections::HashMap<String, usize>| {
-        index.get(&v.name).is_some_and(|i| other.vips[*i] == *v)
-    };
-    let keep = |c: &Config, other: &Config, index| Config {
-        daemon: c.daemon.clone(),
-        vips: c
-            .vips
-            .iter()
-            .filter(|v| !same(v, other, index))
-            .cloned()
-            .collect(),
-    };
-    (keep(a, b, &in_b), keep(b, a, &in_a))
 }
 
 /// The fields that differ from `a` to `b` (`[daemon]` included).
