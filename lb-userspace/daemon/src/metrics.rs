@@ -20,12 +20,12 @@ use tokio::{net::TcpListener, sync::watch};
 use sluice_core::announce::AnnounceStatus;
 
 pub use live::{Latency, live};
-pub use render::split_vip;
 
 use crate::state::Status;
 
 /// The exposition text for a status snapshot (without the live, process and build
-/// families: see [`Snapshot::render`]).
+/// families: see [`Snapshot::render`]): for tests of the status's families.
+#[cfg(test)]
 pub fn render(
     status: &Status,
     edits: u64,

@@ -15,7 +15,7 @@ use sluice_dataplane::{
     nexthop::{self, Resolution, Unresolved},
 };
 
-use super::{Finding, Report, Severity};
+use super::{Finding, Report};
 use crate::{
     api::{Request, Response, client},
     preflight,
@@ -542,11 +542,6 @@ fn daemon(f: &Facts) -> Vec<Finding> {
 /// health is down.
 pub fn backend_hint(vip: &str, forwarding: &str) -> String {
     format!("sluice doctor backend --vip {vip} --mode {forwarding}")
-}
-
-/// Whether `report` has a failure of `check` (for tests and callers).
-pub fn fails(report: &Report, check: &str) -> bool {
-    report.of(check).any(|f| f.status == Severity::Fail)
 }
 
 #[cfg(test)]

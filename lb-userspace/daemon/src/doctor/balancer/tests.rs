@@ -1,6 +1,7 @@
 use lb_common::NextHop;
 
 use super::*;
+use crate::doctor::Severity;
 
 const CONFIG: &str = r#"
 [daemon]
@@ -101,4 +102,9 @@ fn balancer_findings() {
         Err(Unresolved::NoRoute("Network is unreachable".into())),
     );
     assert!(fails(&judge(&unrouted), "next-hop"));
+}
+
+/// Whether `report` has a failure of `check`.
+fn fails(report: &Report, check: &str) -> bool {
+    report.of(check).any(|f| f.status == Severity::Fail)
 }
