@@ -57,11 +57,7 @@ impl Facts {
                 }
             }
         }
-        let programs = links
-            .iter()
-            .flat_map(|l| l.xdp.iter().map(|&(_, id)| id))
-            .filter_map(|id| Some((id, host::program_name(id)?)))
-            .collect();
+        let programs = super::xdp_programs(&links);
         Ok(Self {
             links,
             addresses,
@@ -72,7 +68,7 @@ impl Facts {
     }
 
     fn link(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.name == name)
+        super::link_named(&self.links, name)
     }
 
     /// The effective value of a per-interface IPv4 setting: the larger of `all`'s and the

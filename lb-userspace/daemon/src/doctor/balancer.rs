@@ -72,11 +72,7 @@ impl Facts {
     pub fn read(path: &Path, config: Config, socket: &Path) -> std::io::Result<Self> {
         let d = &config.daemon;
         let links = netlink::links()?;
-        let programs = links
-            .iter()
-            .flat_map(|l| l.xdp.iter().map(|&(_, id)| id))
-            .filter_map(|id| Some((id, host::program_name(id)?)))
-            .collect();
+        let programs = super::xdp_programs(&links);
         let sysctls = forwarding_paths(&d.interface)
             .into_iter()
             .filter_map(|p| Some((p.clone(), host::sysctl_u32(&p).ok()?)))
@@ -127,7 +123,7 @@ impl Facts {
     }
 
     fn link(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.name == name)
+        super::link_named(&self.links, name)
     }
 }
 
@@ -363,12 +359,7 @@ fn forwarding(f: &Facts) -> Vec<Finding> {
 /// Each routed backend's next hop.
 fn hops(f: &Facts) -> Vec<Finding> {
     const CHECK: &str = "next-hop";
-    let name = |i: u32| {
-        f.links
-            .iter()
-            .find(|l| l.index == i)
-            .map_or(format!("ifindex {i}"), |l| l.name.clone())
-    };
+    let name = |i: u32| super::link_name(&f.links, i);
     f.hops
         .iter()
         .map(|(a, r)| match r {
@@ -433,11 +424,7 @@ fn headroom(f: &Facts) -> Vec<Finding> {
     egress
         .into_iter()
         .map(|((ifindex, outer), mtu)| {
-            let name = f
-                .links
-                .iter()
-                .find(|l| l.index == ifindex)
-                .map_or(format!("ifindex {ifindex}"), |l| l.name.clone());
+            let name = super::link_name(&f.links, ifindex);
             let need = inbound + outer;
             if mtu >= need {
                 Finding::ok(

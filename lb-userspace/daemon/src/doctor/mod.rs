@@ -191,6 +191,34 @@ pub(crate) fn conf_key(iface: &str, setting: &str) -> (String, String) {
     )
 }
 
+/// The names of the XDP programs attached to `links`, by program id (those the kernel
+/// names to us).
+fn xdp_programs(
+    links: &[sluice_dataplane::netlink::Link],
+) -> std::collections::BTreeMap<u32, String> {
+    links
+        .iter()
+        .flat_map(|l| l.xdp.iter().map(|&(_, id)| id))
+        .filter_map(|id| Some((id, sluice_dataplane::host::program_name(id)?)))
+        .collect()
+}
+
+/// The link called `name`.
+fn link_named<'l>(
+    links: &'l [sluice_dataplane::netlink::Link],
+    name: &str,
+) -> Option<&'l sluice_dataplane::netlink::Link> {
+    links.iter().find(|l| l.name == name)
+}
+
+/// The name of interface `ifindex` (`ifindex N` when it is gone).
+fn link_name(links: &[sluice_dataplane::netlink::Link], ifindex: u32) -> String {
+    links
+        .iter()
+        .find(|l| l.index == ifindex)
+        .map_or(format!("ifindex {ifindex}"), |l| l.name.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
