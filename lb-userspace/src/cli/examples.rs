@@ -300,14 +300,20 @@ pub fn add(mut cmd: clap::Command, path: &str) -> clap::Command {
         .map(|s| s.get_name().to_owned())
         .collect();
     for n in names {
-        let sub = if path.is_empty() {
-            n.clone()
-        } else {
-            format!("{path} {n}")
-        };
+        let sub = sub_path(path, &n);
         cmd = cmd.mut_subcommand(&n, |s| add(s, &sub));
     }
     cmd
+}
+
+/// The path of subcommand `name` of the command at `path` (`""`: `sluice` itself), as
+/// `EXAMPLES` keys them.
+fn sub_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path} {name}")
+    }
 }
 
 #[cfg(test)]
@@ -332,11 +338,7 @@ mod tests {
                 .filter(|n| n != "help")
                 .collect();
             for n in names {
-                let sub = if path.is_empty() {
-                    n.clone()
-                } else {
-                    format!("{path} {n}")
-                };
+                let sub = super::sub_path(path, &n);
                 if let Some(s) = cmd.find_subcommand_mut(&n) {
                     walk(s, &sub, missing);
                 }
