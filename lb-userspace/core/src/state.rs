@@ -113,9 +113,9 @@ pub struct State {
     /// A backend without an entry (no fresh report) is counted by its connections.
     load_in_flight: BTreeMap<(VipIdent, IpAddr), u64>,
     /// [`crate::fingerprint::config`] of `config` (`None`: it could not be exported).
-    /// Computed by [`State::new`], which [`State::with_config`] goes through: every commit
-    /// (API edit, reload, autoscaler, drained-backend removal) makes its next state that
-    /// way, so this always describes the running configuration.
+    /// Computed with the VIPs' texts by [`State::new`] and [`State::with_config`]: every
+    /// commit (API edit, reload, autoscaler, drained-backend removal) makes its next state
+    /// one of those ways, so this always describes the running configuration.
     config_fingerprint: Option<crate::fingerprint::Fingerprint>,
     /// The TOML of each VIP of `config`, in order ([`crate::config::vip_toml`]; empty if
     /// one could not be written): the fingerprint and the saved configuration are made of
@@ -139,15 +139,28 @@ impl State {
     /// restart); draining ones start their drain now.
     pub fn new(config: Config) -> Self {
         let mut s = Self::new_unprinted(config);
-        s.vip_texts = s
+        s.set_texts(|_| None);
+        s
+    }
+
+    /// Each VIP's TOML (`reuse`'s text where it has one, else printed) and the
+    /// configuration's fingerprint made of them.
+    fn set_texts(
+        &mut self,
+        reuse: impl Fn(&crate::config::VipConfig) -> Option<std::sync::Arc<str>>,
+    ) {
+        self.vip_texts = self
             .config
             .vips
             .iter()
-            .map(|v| crate::config::vip_toml(v).map(Into::into))
+            .map(|v| match reuse(v) {
+                Some(t) => Ok(t),
+                None => crate::config::vip_toml(v).map(Into::into),
+            })
             .collect::<Result<_, _>>()
             .unwrap_or_default();
-        s.config_fingerprint = crate::fingerprint::config_from_parts(&s.config, &s.vip_texts).ok();
-        s
+        self.config_fingerprint =
+            crate::fingerprint::config_from_parts(&self.config, &self.vip_texts).ok();
     }
 
     /// [`Config::to_toml`] of the configuration, made of the VIPs' texts kept.

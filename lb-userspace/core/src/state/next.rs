@@ -46,18 +46,8 @@ impl State {
                 .flatten()
                 .cloned()
         };
-        next.vip_texts = config
-            .vips
-            .iter()
-            .map(|v| match kept_text(v) {
-                Some(t) => Ok(t),
-                None => crate::config::vip_toml(v).map(Into::into),
-            })
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        next.config_fingerprint =
-            crate::fingerprint::config_from_parts(&config, &next.vip_texts).ok();
         next.config = config;
+        next.set_texts(kept_text);
         next
     }
 
