@@ -1,6 +1,6 @@
 //! The `sluice` command line in a child process: the test binary re-executed so that it
-//! runs only its `sluice_as_child` test, which dispatches the arguments it finds in
-//! [`ARGV`] as `main` does (same logging, same exit codes). Tests need no other binary
+//! runs only its `sluice_as_child` test, which runs the arguments it finds in [`ARGV`]
+//! through `main`'s own code (`lb_userspace::cli::main_with`). Tests need no other binary
 //! built, and what they see (exit status, stdout, stderr, the daemon's log) is the real
 //! thing.
 //!
@@ -15,7 +15,6 @@ pub const ARGV: &str = "SLUICE_TEST_ARGV";
 /// The body of every test binary's `sluice_as_child` test: nothing in a normal test run; in a
 /// child started by [`command`] or [`set_args`], runs `sluice` and exits with its status.
 pub fn run_if_child() {
-    use clap::Parser as _;
     let Some(argv) = std::env::var_os(ARGV) else {
         return;
     };
@@ -24,23 +23,7 @@ pub fn run_if_child() {
         .split('\n')
         .map(str::to_owned)
         .collect();
-    let code = match lb_userspace::cli::Cli::try_parse_from(&args) {
-        Ok(cli) => {
-            lb_userspace::logging::init(cli.command.log_format());
-            match lb_userspace::cli::dispatch(cli) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    i32::from(lb_userspace::cli::exit_code(&e))
-                }
-            }
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            2
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(i32::from(lb_userspace::cli::main_with(args)));
 }
 
 /// Makes `cmd` (this test binary, possibly behind a prefix such as `setpriv ... --`) run

@@ -385,10 +385,49 @@ pub fn command() -> clap::Command {
     examples::add(<Cli as clap::CommandFactory>::command(), "")
 }
 
-/// The command line of this process, parsed (exits with clap's message on an error).
-pub fn parse() -> Cli {
+/// `sluice ARGS...` from start to end, as the binary's `main` runs it (and the tests'
+/// child processes): parse (clap's own message and status for help, versions and errors),
+/// logging, SIGPIPE for report commands, the command, and its last error; the exit status.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     use clap::FromArgMatches as _;
-    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+    let args = match command()
+        .try_get_matches_from(args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return u8::try_from(e.exit_code()).unwrap_or(2);
+        }
+    };
+    let format = args.command.log_format();
+    crate::logging::init(format);
+    if args.command.is_report() {
+        // `sluice backend list | head`: a reader that stops early ends a report command
+        // quietly, as it does `ls` or `cat` (SIGPIPE), instead of `println!` panicking on
+        // EPIPE. Commands that own kernel state (run, demo, lab, bench) keep ignoring it, so
+        // they always clean up.
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: called before any other thread exists; SIG_DFL installs no handler (nix's
+        // `signal` is unsafe only for handlers, which must be async-signal-safe).
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+    match dispatch(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            if format == crate::logging::LogFormat::Json {
+                // `sluice run --log-format json`: the last word is a log line like the others.
+                tracing::error!(error = %format!("{e:#}"), "sluice run failed");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            exit_code(&e)
+        }
+    }
 }
 
 /// The config file `sluice run` reads without `--config` (where the Debian package installs
