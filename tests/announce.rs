@@ -11,7 +11,6 @@
 //! bounded.
 
 use std::{
-    io::{Read as _, Write as _},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -213,17 +212,7 @@ impl Files {
 
     /// The daemon's metrics (`daemon.metrics_listen`, in the LB namespace).
     fn metrics(&self, lab: &Lab) -> anyhow::Result<String> {
-        lab.lb().run(|| -> anyhow::Result<String> {
-            let mut s = std::net::TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], 9640)),
-                Duration::from_secs(2),
-            )?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })?
+        Ok(sluice_tests::api::scrape(lab, Duration::from_secs(2))?.1)
     }
 }
 

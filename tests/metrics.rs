@@ -10,7 +10,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read as _, Write as _},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -85,21 +84,9 @@ fn samples(e: &Exposition, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 
 /// The daemon's `GET /metrics` body, in the lab's load-balancer namespace.
 fn scrape(lab: &Lab) -> anyhow::Result<String> {
-    lab.lb().run(|| -> anyhow::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], 9640)),
-            Duration::from_secs(2),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let (head, body) = out
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow::anyhow!("no HTTP head in {out:?}"))?;
-        anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-        Ok(body.to_owned())
-    })?
+    let (head, body) = sluice_tests::api::scrape(lab, Duration::from_secs(5))?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body)
 }
 
 #[test]

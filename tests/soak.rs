@@ -32,8 +32,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -528,20 +527,13 @@ impl Soak<'_> {
 
     /// The metrics endpoint answers (in the LB's namespace, as Prometheus would scrape it).
     fn scrape(&self) -> anyhow::Result<usize> {
-        let body = self.lab.lb().run(|| -> anyhow::Result<String> {
-            let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], 9640).into(), TIMEOUT)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-            let mut body = String::new();
-            s.read_to_string(&mut body)?;
-            Ok(body)
-        })??;
+        let (head, body) = sluice_tests::api::scrape(&self.lab, TIMEOUT)?;
         ensure!(
-            body.starts_with("HTTP/1.1 200") && body.contains("sluice_"),
+            head.starts_with("HTTP/1.1 200") && body.contains("sluice_"),
             "metrics: {}",
-            body.lines().next().unwrap_or_default()
+            head.lines().next().unwrap_or_default()
         );
-        Ok(body.len())
+        Ok(head.len() + 4 + body.len())
     }
 }
 
