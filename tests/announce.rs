@@ -13,7 +13,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -24,7 +24,12 @@ use sluice_core::{
 };
 use sluice_daemon::api::{Request, Response, client};
 use sluice_lab::lab::{self, Lab, LabSpec, Weights, lab_dir};
-use sluice_tests::{api::running_config, child, conn::Held, prefix, require_root, serial};
+use sluice_tests::{
+    api::running_config,
+    child::{self, Daemon},
+    conn::Held,
+    prefix, require_root, serial,
+};
 
 const STALE: &str = "10.99.0.7";
 const FOREIGN: &str = "10.99.0.8";
@@ -105,34 +110,9 @@ impl Files {
     fn start(&self) -> anyhow::Result<Daemon> {
         let n = std::fs::read_dir(&self.dir)?.count();
         let log = self.dir.join(format!("daemon-{n}.log"));
-        let out = std::fs::File::create(&log)?;
-        let proc = child::command(&[
-            "--netns",
-            &self.ns,
-            "run",
-            "--config",
-            self.file.to_str().unwrap_or_default(),
-        ])?
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()?;
-        let mut d = Daemon { proc, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = d.proc.try_wait()? {
-                bail!("sluice run exited ({status}):\n{}", d.log());
-            }
-            if client::request(&self.socket, &Request::AnnounceStatus).is_ok() {
-                return Ok(d);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon's API did not answer within 60 s:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        Daemon::start(&self.ns, &self.file, log, || {
+            client::request(&self.socket, &Request::AnnounceStatus).is_ok()
+        })
     }
 
     /// `sluice run` that must refuse to start: its log.
@@ -219,55 +199,6 @@ impl Files {
 impl Drop for Files {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A running `sluice run`; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
-    proc: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.proc.try_wait(), Ok(None))
-    }
-
-    fn terminate(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.proc.id() as i32, libc::SIGTERM) };
-    }
-
-    /// SIGTERM, and wait for the exit; its log.
-    fn stop(mut self) -> anyhow::Result<String> {
-        self.terminate();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.alive() {
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(self.log())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.alive() {
-            self.terminate();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.proc.kill();
-            let _ = self.proc.wait();
-        }
     }
 }
 
@@ -435,7 +366,7 @@ fn routes_follow_the_backends_and_maintenance_survives_a_restart() {
     );
 
     // A stopped daemon leaves its route: the pinned balancer keeps forwarding.
-    let log = d.stop().expect("stop the daemon");
+    let (_, log) = d.stop().expect("stop the daemon");
     for l in log
         .lines()
         .filter(|l| l.contains("VIP address") || l.contains("fleet"))

@@ -17,10 +17,9 @@
 //! wait is bounded.
 
 use std::{
-    io::Read as _,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -31,7 +30,10 @@ use sluice_daemon::{
     persist,
 };
 use sluice_lab::lab::{Lab, LabSpec, Weights, lab_dir};
-use sluice_tests::{child, prefix, require_root, serial};
+use sluice_tests::{
+    child::{self, Daemon},
+    prefix, require_root, serial,
+};
 
 const VIP: &str = "lab-tcp4";
 
@@ -106,40 +108,15 @@ impl Files {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_nanos()
         ));
-        let proc = self.spawn(&log)?;
-        let mut d = Daemon { proc, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = d.proc.try_wait()? {
-                bail!("sluice run exited ({status}):\n{}", d.log());
-            }
-            if client::request(&self.socket, &Request::Status { flows: false }).is_ok() {
-                return Ok(d);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon's API did not answer within 60 s:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn spawn(&self, log: &Path) -> anyhow::Result<Child> {
-        let out = std::fs::File::create(log)?;
-        Ok(
-            child::command(&["--netns", &self.ns, "run", "--config", self.file()])?
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(out)
-                .spawn()?,
-        )
+        Daemon::start(&self.ns, &self.file, log, || {
+            client::request(&self.socket, &Request::Status { flows: false }).is_ok()
+        })
     }
 
     /// `sluice run` that must refuse to start: its exit code and log.
     fn refused(&self) -> anyhow::Result<(i32, String)> {
         let log = self.dir.join("refused.log");
-        let mut proc = self.spawn(&log)?;
+        let mut proc = child::spawn_run(&self.ns, &self.file, &log)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(s) = proc.try_wait()? {
@@ -172,61 +149,6 @@ impl Files {
 impl Drop for Files {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A running `sluice run`; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon {
-    proc: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-
-    fn signal(&self, sig: i32) -> anyhow::Result<()> {
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(self.proc.id() as i32, sig) } != 0 {
-            bail!("kill: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.proc.try_wait(), Ok(None))
-    }
-
-    fn stop(mut self) -> anyhow::Result<String> {
-        self.signal(libc::SIGTERM)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.alive() {
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(self.log())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.signal(libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.proc.kill();
-            let _ = self.proc.wait();
-        }
     }
 }
 

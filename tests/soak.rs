@@ -34,7 +34,7 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -61,7 +61,7 @@ use sluice_lab::{
     llm::loadgen::SplitMix64,
 };
 use sluice_tests::{
-    child,
+    child::{self, Daemon},
     conn::{ChurnCounts, Held, TIMEOUT, churn_step},
     prefix, require_root, serial,
 };
@@ -98,104 +98,44 @@ fn sluice_as_child() {
     child::run_if_child();
 }
 
-/// A running `sluice run`; killed when dropped (a failed test), else stopped with SIGTERM.
-struct Daemon {
-    proc: Child,
-    log: PathBuf,
+/// Resident memory (KiB: all, and its anonymous part: the heap, stacks) and open
+/// descriptors. Descriptors: the fewest of 5 reads 50 ms apart (a probe's socket or an
+/// API connection may be open at one instant).
+fn sample(d: &Daemon, what: String) -> anyhow::Result<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))?;
+    let kib = |key: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{key} in /proc/{}/status", d.pid()))
+    };
+    let (rss_kib, anon_kib) = (kib("VmRSS:")?, kib("RssAnon:")?);
+    let mut fds = usize::MAX;
+    for _ in 0..5 {
+        fds = fds.min(std::fs::read_dir(format!("/proc/{}/fd", d.pid()))?.count());
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Sample {
+        what,
+        rss_kib,
+        anon_kib,
+        fds,
+    })
 }
 
-impl Daemon {
-    fn start(ns: &str, config: &Path, socket: &Path, log: PathBuf) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log)?;
-        let c = config.to_str().context("config path")?;
-        let proc = child::command(&["--netns", ns, "run", "--config", c])?
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()?;
-        let mut d = Self { proc, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = d.proc.try_wait()? {
-                bail!("sluice run exited ({status}):\n{}", d.log());
-            }
-            if client::request(socket, &Request::Status { flows: false }).is_ok() {
-                return Ok(d);
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon's API did not answer within 60 s:\n{}",
-                d.log()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.proc.id()
-    }
-
-    /// Resident memory (KiB: all, and its anonymous part: the heap, stacks) and open
-    /// descriptors. Descriptors: the fewest of 5 reads 50 ms apart (a probe's socket or an
-    /// API connection may be open at one instant).
-    fn sample(&self, what: String) -> anyhow::Result<Sample> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        let kib = |key: &str| -> anyhow::Result<u64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("{key} in /proc/{}/status", self.pid()))
-        };
-        let (rss_kib, anon_kib) = (kib("VmRSS:")?, kib("RssAnon:")?);
-        let mut fds = usize::MAX;
-        for _ in 0..5 {
-            fds = fds.min(std::fs::read_dir(format!("/proc/{}/fd", self.pid()))?.count());
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Sample {
-            what,
-            rss_kib,
-            anon_kib,
-            fds,
-        })
-    }
-
-    fn stop(mut self) -> anyhow::Result<String> {
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) } != 0 {
-            bail!("kill: {}", std::io::Error::last_os_error());
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.proc.try_wait()? {
-                ensure!(
-                    status.success(),
-                    "sluice run exited {status}:\n{}",
-                    self.log()
-                );
-                return Ok(self.log());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the daemon did not stop on SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// `sluice run` serving once its API answers.
+fn start_daemon(ns: &str, config: &Path, socket: &Path, log: PathBuf) -> anyhow::Result<Daemon> {
+    Daemon::start(ns, config, log, || {
+        client::request(socket, &Request::Status { flows: false }).is_ok()
+    })
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.proc.try_wait(), Ok(None)) {
-            let _ = self.proc.kill();
-            let _ = self.proc.wait();
-        }
-    }
+/// SIGTERM: the daemon must exit cleanly; its log.
+fn stop_daemon(d: Daemon) -> anyhow::Result<String> {
+    let (status, log) = d.stop()?;
+    ensure!(status.success(), "sluice run exited {status}:\n{log}");
+    Ok(log)
 }
 
 /// Which long-lived connections may break.
@@ -816,13 +756,13 @@ fn cycles(
 ) -> anyhow::Result<()> {
     s.note(format!("{name}: warm-up cycle"));
     cycle(s)?;
-    f.samples.push(d.sample(format!("{name} after warm-up"))?);
+    f.samples.push(sample(d, format!("{name} after warm-up"))?);
     let mut n = 0;
     while n == 0 || Instant::now() < until {
         n += 1;
         s.note(format!("{name}: cycle {n}"));
         cycle(s)?;
-        let sample = d.sample(format!("{name} after cycle {n}"))?;
+        let sample = sample(d, format!("{name} after cycle {n}"))?;
         let fl = flows(&s.status(true)?);
         if fl.0 > f.flows_during.0 {
             f.flows_during = fl;
@@ -885,17 +825,17 @@ fn soak(
         timeline: Vec::new(),
     };
     let result = (|| -> anyhow::Result<()> {
-        let d = Daemon::start(lab.lb_ns(), &file, &socket, dir.join("daemon-1.log"))?;
+        let d = start_daemon(lab.lb_ns(), &file, &socket, dir.join("daemon-1.log"))?;
         s.note(format!("daemon 1 (pid {}) serving", d.pid()));
         let steady = keeper.open(lab, 1, s.tcp4(), 12, Group::Steady)?;
         s.note(format!("12 long-lived connections to {TCP4}: {steady:?}"));
         let half = t0 + Duration::from_secs(secs / 2);
         cycles(&mut s, &d, "daemon 1", half, f)?;
         let steady_before = keeper.count(Group::Steady);
-        f.logs.push(d.stop()?);
+        f.logs.push(stop_daemon(d)?);
         s.note("daemon 1 stopped (SIGTERM); the traffic goes on without a daemon".into());
         thread::sleep(Duration::from_secs(2));
-        let d = Daemon::start(lab.lb_ns(), &file, &socket, dir.join("daemon-2.log"))?;
+        let d = start_daemon(lab.lb_ns(), &file, &socket, dir.join("daemon-2.log"))?;
         s.note(format!("daemon 2 (pid {}) adopted the pins", d.pid()));
         thread::sleep(Duration::from_millis(1500));
         ensure!(
@@ -941,8 +881,8 @@ fn soak(
             stopped.elapsed().as_secs_f64()
         ));
         f.samples
-            .push(d.sample("daemon 2, traffic stopped".into())?);
-        f.logs.push(d.stop()?);
+            .push(sample(&d, "daemon 2, traffic stopped".into())?);
+        f.logs.push(stop_daemon(d)?);
         let c = file.to_str().context("config path")?;
         s.cli(&["detach", "--config", c])?;
         s.note("daemon 2 stopped; sluice detach".into());
