@@ -467,7 +467,7 @@ impl Soak<'_> {
 
     /// The metrics endpoint answers (in the LB's namespace, as Prometheus would scrape it).
     fn scrape(&self) -> anyhow::Result<usize> {
-        let (head, body) = sluice_tests::api::scrape(&self.lab, TIMEOUT)?;
+        let (head, body) = sluice_tests::api::scrape(self.lab, TIMEOUT)?;
         ensure!(
             head.starts_with("HTTP/1.1 200") && body.contains("sluice_"),
             "metrics: {}",

@@ -82,7 +82,7 @@ fn build_status(
             let id = ident(v);
             let rec = dp.layout().vip(&id);
             let vip_counters =
-                rec.map_or_else(Default::default, |r| counters(&vip_counts, r.vip_id));
+                rec.map_or_else(Default::default, |r| counters(vip_counts, r.vip_id));
             let mut vip_active = 0;
             let mut status = VipStatus {
                 name: v.name.clone(),
