@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Per packet: rounds [default: block 5, 3 with --quick; paired 1].
     #[arg(long, global = true)]
     pub rounds: Option<u32>,
+    /// Per packet: measure only this case (repeatable; the names are those of bench.json,
+    /// e.g. `tcp_new`, `ipip_established`), e.g. to profile it.
+    #[arg(long = "case", global = true, value_name = "NAME")]
+    pub cases: Vec<String>,
     /// A short smoke run (fewer calls, flows and rounds; per packet, the 1M-flow case
     /// scaled down to 20k flows), e.g. for CI.
     #[arg(long, global = true)]
@@ -149,6 +153,7 @@ pub fn run(a: BenchArgs, json: bool) -> anyhow::Result<()> {
     o.quick = a.quick;
     o.cpu = a.cpu;
     o.generator = a.generator;
+    o.cases = a.cases.clone();
     let report = bench::run(&o)?;
     let written = format!(
         "written: {}/bench.json, bench.txt, ratios.svg",

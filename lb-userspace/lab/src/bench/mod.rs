@@ -49,6 +49,8 @@ pub struct Options {
     pub cpu: Option<usize>,
     /// The throughput benchmark's traffic generator.
     pub generator: generator::Choice,
+    /// Per packet: only these cases (empty: all).
+    pub cases: Vec<String>,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             out: out.into(),
             cpu: None,
             generator: generator::Choice::Auto,
+            cases: Vec::new(),
         }
     }
 
@@ -94,6 +97,7 @@ impl Options {
             quick: self.quick,
             cpu,
             cpus: cpus.to_vec(),
+            only: self.cases.clone(),
         }
     }
 

@@ -33,10 +33,10 @@ use anyhow::{Context as _, bail, ensure};
 use lb_common::{MODE_DSR, MODE_IPIP, PROTO_TCP, PROTO_UDP, programs};
 use serde::Serialize;
 
+use self::cases::{Def, Vary, case_defs, tcp};
 pub use self::cases::{
     TARGET_1M, TARGET_50K, TARGET_ESTABLISHED, TARGET_IPIP, TARGET_NEW, TARGET_NOT_VIP,
 };
-use self::cases::{Vary, case_defs, tcp};
 pub use self::stats::{Dist, median, percentile, ratio, round_ratios};
 use super::{
     frame::{self, Frame, Spec, TCP_SYN},
@@ -96,6 +96,8 @@ pub struct Options {
     pub cpu: usize,
     /// The CPUs the many-flow cases' flows are spread over when their tables are filled.
     pub cpus: Vec<usize>,
+    /// Only these cases (by name; empty: all), e.g. to profile one.
+    pub only: Vec<String>,
 }
 
 /// The flows the 1M-flow case stands for (scaled down in quick runs).
@@ -383,7 +385,7 @@ pub fn source_base(f: &Frame) -> u32 {
 pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     ensure!(opts.calls > 0, "--calls must be at least 1");
     ensure!(opts.rounds > 0, "--rounds must be at least 1");
-    let defs = case_defs(opts);
+    let defs = select_cases(case_defs(opts), &opts.only)?;
     // The one-flow and new-flow cases' tables: a new-flow block's calls and its warm-up
     // all insert, and the table must hold them.
     let fresh = u64::from(opts.calls) + u64::from(opts.warmup) + 64;
@@ -456,6 +458,28 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         cases: m.cases,
         notes,
     })
+}
+
+/// The cases named in `only` (all when it is empty), in the benchmark's order; an unknown
+/// name is an error that lists the known ones.
+fn select_cases(defs: Vec<Def>, only: &[String]) -> anyhow::Result<Vec<Def>> {
+    if only.is_empty() {
+        return Ok(defs);
+    }
+    if let Some(bad) = only
+        .iter()
+        .find(|n| !defs.iter().any(|d| d.name == n.as_str()))
+    {
+        let known: Vec<_> = defs.iter().map(|d| d.name).collect();
+        bail!(
+            "--case {bad}: no such case (the cases: {})",
+            known.join(", ")
+        );
+    }
+    Ok(defs
+        .into_iter()
+        .filter(|d| only.iter().any(|n| n == d.name))
+        .collect())
 }
 
 /// The balancer's object with the benchmark VIPs published.

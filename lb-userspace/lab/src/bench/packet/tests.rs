@@ -102,6 +102,7 @@ fn targets_on_their_cases() {
         quick: false,
         cpu: 0,
         cpus: vec![0],
+        only: Vec::new(),
     };
     let target = |big, name| {
         case_defs(&opts(big))
@@ -127,4 +128,38 @@ fn targets_on_their_cases() {
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
+}
+
+/// `--case` keeps the named cases in the benchmark's order and refuses an unknown name,
+/// listing the known ones.
+#[test]
+fn case_filter() {
+    let opts = Options {
+        method: Method::Block,
+        calls: 1,
+        rounds: 1,
+        warmup: 1,
+        mid_flows: 50_000,
+        big_flows: BIG_FLOWS,
+        quick: false,
+        cpu: 0,
+        cpus: vec![0],
+        only: Vec::new(),
+    };
+    let names = |only: &[&str]| -> Result<Vec<&'static str>, String> {
+        let only: Vec<String> = only.iter().map(|s| (*s).to_owned()).collect();
+        select_cases(case_defs(&opts), &only)
+            .map(|d| d.iter().map(|d| d.name).collect())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(names(&[]).unwrap().len(), case_defs(&opts).len());
+    assert_eq!(
+        names(&["tcp_new", "not_vip"]).unwrap(),
+        ["not_vip", "tcp_new"]
+    );
+    let err = names(&["tcp_nwe"]).unwrap_err();
+    assert!(
+        err.starts_with("--case tcp_nwe: no such case (the cases: not_vip, tcp_established,"),
+        "{err}"
+    );
 }
