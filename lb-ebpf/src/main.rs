@@ -6,8 +6,11 @@
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-/// The load balancer.
+/// The load balancer. `#[inline(always)]` goes on the function the macro wraps: left to
+/// LLVM, this one (unlike the smaller programs) stays a function of its own, and every
+/// packet pays a BPF-to-BPF call and return into it.
 #[xdp]
+#[inline(always)]
 pub fn sluice_lb(ctx: XdpContext) -> u32 {
     lb_ebpf::balancer::run(&ctx)
 }

@@ -656,3 +656,38 @@ impl sluice_core::plan::Live for Dataplane {
         Dataplane::active(self, id).ok()
     }
 }
+
+#[cfg(test)]
+mod object_tests {
+    use aya_obj::generated::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL};
+
+    use super::EBPF_OBJECT;
+
+    /// Every XDP program of both objects is one function: no BPF-to-BPF call, which every
+    /// packet would pay (a call, a frame, and a return through the kernel's return thunk).
+    /// The `#[xdp]` macro wraps the function it is given in a new one; LLVM left the
+    /// balancer's body out of line until it was marked `#[inline(always)]`.
+    #[test]
+    fn programs_make_no_bpf_to_bpf_calls() {
+        let mut objects = vec![("sluice-ebpf", EBPF_OBJECT)];
+        #[cfg(feature = "test-helpers")]
+        objects.push(("sluice-bench-ebpf", super::BENCH_OBJECT));
+        for (object, bytes) in objects {
+            let obj = aya_obj::Object::parse(bytes).unwrap();
+            assert!(!obj.programs.is_empty(), "{object}: no programs");
+            for (name, p) in &obj.programs {
+                let f = &obj.functions[&(p.section_index, p.address)];
+                let calls = f
+                    .instructions
+                    .iter()
+                    .filter(|i| {
+                        u32::from(i.code) == BPF_JMP | BPF_CALL
+                            && u32::from(i.src_reg()) == BPF_PSEUDO_CALL
+                    })
+                    .count();
+                assert_eq!(calls, 0, "{object}: {name} calls {calls} BPF function(s)");
+                assert!(f.instructions.len() > 1, "{object}: {name} is empty");
+            }
+        }
+    }
+}
