@@ -127,7 +127,8 @@ fn generator_rewrites_flows_with_valid_checksums() {
             IpAddr::V4(a) => u32::from(a),
             IpAddr::V6(a) => u128::from(a) as u32,
         });
-        traffic::configure(&mut bo, &t, 200_000).expect("configure the generator");
+        traffic::configure(&mut bo, &t, 200_000, traffic::Order::Sequential)
+            .expect("configure the generator");
         traffic::set_counter(&mut bo, 63_998).expect("set the generator's counter");
         for i in 63_998u32..64_003 {
             let r = bo

@@ -26,7 +26,7 @@ pub mod names {
 }
 
 /// How `sluice_gen` turns its template frame into flow `i` (`i` = the per-CPU packet counter
-/// modulo `flows`): source port `sport_base + i % ports`, and the 32-bit address word at
+/// times `stride`, modulo `flows`): source port `sport_base + i % ports`, and the 32-bit address word at
 /// `addr_off` (the low word of the source address) `addr_base + i / ports`, both written
 /// big-endian with the checksums at `ip_csum_off` (IPv4 header) and `l4_csum_off` (TCP/UDP,
 /// pseudo-header included) updated incrementally (RFC 1624). Offsets are from the start of
@@ -50,6 +50,11 @@ pub struct GenConfig {
     /// again, and a far end that rewrote the frame in place (IPIP encapsulation grows it
     /// into the headroom) would otherwise leave its bytes there. 0: none.
     pub restore_len: u32,
+    /// The order flows are sent in: 0 or 1 sends flow 0, 1, 2, ... (the order a flow table
+    /// filled by this traffic holds them in memory, so a lookup finds the next entry where
+    /// the hardware prefetcher already fetched it); another value coprime to `flows`
+    /// visits them all in a scattered order, as interleaved real traffic does.
+    pub stride: u32,
 }
 
 /// Size of the `GEN_TEMPLATE` value (the headers of any template fit).
@@ -58,7 +63,7 @@ pub const GEN_TEMPLATE_LEN: usize = 128;
 /// Offsets in `GenConfig` must stay below this (the program's bounds for the verifier).
 pub const GEN_MAX_OFFSET: u32 = 128;
 
-const _: () = assert!(size_of::<GenConfig>() == 40);
+const _: () = assert!(size_of::<GenConfig>() == 44);
 
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: every bit pattern is valid, no padding.

@@ -139,7 +139,7 @@ fn rewrite(ctx: &XdpContext) -> Option<()> {
     // Offsets are bounded by masking where they are used (`bounded`); the daemon only
     // writes offsets below GEN_MAX_OFFSET (bench::traffic checks it).
     let flows = u64::from(cfg.flows.max(1));
-    let i = (n % flows) as u32;
+    let i = (n.wrapping_mul(u64::from(cfg.stride.max(1))) % flows) as u32;
     let ports = cfg.ports.max(1);
     let sport = cfg.sport_base.wrapping_add(i % ports) as u16;
     let addr = cfg.addr_base.wrapping_add(i / ports);

@@ -101,6 +101,11 @@ pub struct GenArgs {
     /// Distinct flows, round robin.
     #[arg(long, default_value_t = 1)]
     pub flows: u32,
+    /// The order the flows are sent in: `sequential` (0, 1, 2, ...; a flow table filled by
+    /// this traffic then finds each entry prefetched) or `scattered` (every flow once per
+    /// round, consecutive frames far apart, as interleaved real traffic).
+    #[arg(long, value_enum, default_value_t = traffic::Order::Sequential)]
+    pub order: traffic::Order,
     /// Frame length without FCS.
     #[arg(long, default_value_t = 60)]
     pub size: usize,
@@ -182,6 +187,7 @@ pub fn generate(a: GenArgs) -> anyhow::Result<()> {
         dst_mac: a.dst_mac,
         src_mac: a.src_mac,
         flows: a.flows,
+        order: a.order,
         size: a.size,
         count: a.count,
         duration: Duration::from_secs_f64(a.duration),

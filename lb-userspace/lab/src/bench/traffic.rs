@@ -36,9 +36,50 @@ fn off(v: usize) -> anyhow::Result<u32> {
     Ok(v)
 }
 
+/// The order the generator sends its flows in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// Flow 0, 1, 2, ...: a flow table filled by this traffic holds its entries in that
+    /// order in memory, so every lookup finds its entry already prefetched.
+    #[default]
+    Sequential,
+    /// Every flow once per round, consecutive frames far apart (a stride of about 0.618 ×
+    /// flows, coprime to it): each lookup pays for its own entry, as with real traffic.
+    Scattered,
+}
+
+impl Order {
+    /// The generator's stride for `flows` flows.
+    pub fn stride(self, flows: u32) -> u32 {
+        match self {
+            Self::Sequential => 1,
+            Self::Scattered => {
+                let mut s = ((f64::from(flows) * 0.618) as u32).max(1);
+                while gcd(s, flows) != 1 {
+                    s += 1;
+                }
+                s
+            }
+        }
+    }
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Tell `sluice_gen` how to turn `template` into `flows` flows (flow 0 is the template's
-/// own source address with port `FIRST_PORT`).
-pub fn configure(bo: &mut BenchObject, template: &Frame, flows: u32) -> anyhow::Result<()> {
+/// own source address with port `FIRST_PORT`), sent in `order`.
+pub fn configure(
+    bo: &mut BenchObject,
+    template: &Frame,
+    flows: u32,
+    order: Order,
+) -> anyhow::Result<()> {
     anyhow::ensure!(flows > 0, "at least one flow");
     let a = template.addr_off();
     let base = u32::from_be_bytes(template.bytes[a..a + 4].try_into()?);
@@ -54,6 +95,7 @@ pub fn configure(bo: &mut BenchObject, template: &Frame, flows: u32) -> anyhow::
         udp: u32::from(template.is_udp()),
         // The headers (and, for short frames, all of it), whole 8-byte words.
         restore_len: (template.bytes.len().min(GEN_TEMPLATE_LEN) / 8 * 8) as u32,
+        stride: order.stride(flows),
     };
     let mut t = [0u8; GEN_TEMPLATE_LEN];
     let n = cfg.restore_len as usize;
@@ -168,6 +210,8 @@ pub struct GenOptions {
     /// Default: the interface's own.
     pub src_mac: Option<[u8; 6]>,
     pub flows: u32,
+    /// The order the flows are sent in.
+    pub order: Order,
     /// Frame length without FCS (at least the headers).
     pub size: usize,
     pub count: u64,
@@ -239,7 +283,7 @@ pub fn generate(o: &GenOptions) -> anyhow::Result<GenResult> {
     });
     // The generator needs only its own object, not the balancer's.
     let mut bo = BenchObject::load()?;
-    configure(&mut bo, &template, o.flows)?;
+    configure(&mut bo, &template, o.flows, o.order)?;
     let _restore = super::netns::Affinity::save();
     if let Some(cpu) = o.cpu {
         super::netns::pin_to_cpu(cpu)?;
