@@ -295,3 +295,28 @@ pub fn generate(o: &GenOptions) -> anyhow::Result<GenResult> {
         seconds: sent.seconds,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Order;
+
+    /// The scattered order visits every flow once per round (as `sluice_gen` computes it:
+    /// counter × stride mod flows), with consecutive frames far apart.
+    #[test]
+    fn scattered_order_visits_every_flow_once_per_round() {
+        for flows in [1u32, 2, 3, 10, 1000, 65_536, 100_000, 1_000_000] {
+            let stride = Order::Scattered.stride(flows);
+            let mut seen = vec![false; flows as usize];
+            for n in 0..u64::from(flows) {
+                let i = (n * u64::from(stride) % u64::from(flows)) as usize;
+                assert!(!seen[i], "{flows} flows: flow {i} twice in one round");
+                seen[i] = true;
+            }
+            if flows >= 1000 {
+                let gap = u64::from(stride).min(u64::from(flows - stride));
+                assert!(gap * 4 > u64::from(flows), "{flows} flows: stride {stride}");
+            }
+        }
+        assert_eq!(Order::Sequential.stride(1000), 1);
+    }
+}
