@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{MODE_DSR, MODE_IPIP, NextHop, PROTO_TCP, hash::flow_hash, programs, reason};
+use lb_common::{MODE_DSR, MODE_IPIP, NextHop, PROTO_TCP, hash::encap_hash, programs, reason};
 use sluice_dataplane::{
     Dataplane, Desired, DesiredBackend, DesiredVip, Global, Sched, Sizes, VipIdent,
     nexthop::{Unresolved, Watcher},
@@ -78,7 +78,7 @@ fn vip(port: u16, mode: u8, backend: &str) -> DesiredVip {
 
 /// The frame IPIP must send for `spec` to `BACKEND` through (`smac`, `dmac`).
 fn encapsulated(spec: &Spec, smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
-    let h = flow_hash(&spec.key(), SEED).to_be_bytes();
+    let h = encap_hash(&spec.key(), SEED).to_be_bytes();
     Encap {
         src_mac: smac,
         dst_mac: dmac,

@@ -263,7 +263,7 @@ pub struct FlowValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GlobalConfig {
-    /// Outer IPv4 source for IPIP: `encap_v4_prefix | (flow_hash & !encap_v4_mask)`.
+    /// Outer IPv4 source for IPIP: `encap_v4_prefix | (encap_hash & !encap_v4_mask)`.
     pub encap_v4_prefix: [u8; 4],
     pub encap_v4_mask: [u8; 4],
     /// Outer IPv6 source for IP6IP6: the first 12 bytes of this prefix, then the flow hash.

@@ -93,7 +93,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     }
     // An established flow is forwarded from its flow entry and backend alone (the backend
     // names its VIP and the VIP's forwarding mode): one hash lookup per packet. The flow
-    // hash is only computed when needed: to choose a backend, or for the IPIP outer header.
+    // hash is only computed to choose a backend (IPIP's outer header has a cheaper one).
     // An ICMP error goes where the flow it quotes goes, without touching that flow.
     let found = if pkt.icmp != 0 {
         let Some((id, b)) = flow::peek(&pkt.key) else {
@@ -108,14 +108,14 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     };
     // `pin`: whether a new flow takes a flow entry (the flood guard's rate allows it; a
     // VIP whose flows cannot be sent by their hash alone always pins).
-    let (vip_id, mode, id, backend, track, hash, pin) = match found {
+    let (vip_id, mode, id, backend, track, pin) = match found {
         Some((id, b, track)) => {
             let mode = if b.flags & BACKEND_F_IPIP != 0 {
                 MODE_IPIP
             } else {
                 MODE_DSR
             };
-            (b.vip_id, mode, id, b, Some(track), None, true)
+            (b.vip_id, mode, id, b, Some(track), true)
         }
         None => {
             let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
@@ -123,11 +123,11 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
             let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
             let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
                 .ok_or(reason::for_vip(vip.vip_id, reason::DROP_NO_BACKEND))?;
-            (vip.vip_id, vip.mode, id, b, None, Some(hash), pin)
+            (vip.vip_id, vip.mode, id, b, None, pin)
         }
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg, hash) {
+    let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg) {
         Ok(r) => r,
         Err(reason::ICMP_TOO_BIG) => {
             return Err(reason::for_vip(vip_id, forward::too_big(ctx, &pkt, cfg)));

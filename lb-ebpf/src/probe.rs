@@ -21,7 +21,7 @@
 //! own address cannot: that it holds the VIP and, for IPIP, decapsulates.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
-use lb_common::{BACKEND_F_IPIP, MODE_DSR, MODE_IPIP, ProbeMeta, hash::flow_hash, reason};
+use lb_common::{BACKEND_F_IPIP, MODE_DSR, MODE_IPIP, ProbeMeta, reason};
 
 use crate::{
     forward::{self, Verdict},
@@ -56,8 +56,7 @@ fn try_probe(ctx: &XdpContext) -> Result<u32, u32> {
     };
     // An `Array` entry within `max_entries` always exists: this never fails.
     let cfg = CONFIG.get(0).ok_or(reason::DROP_INTERNAL)?;
-    let hash = flow_hash(&pkt.key, cfg.hash_seed);
-    match forward::forward(ctx, &pkt, mode, id, backend, cfg, Some(hash))?.0 {
+    match forward::forward(ctx, &pkt, mode, id, backend, cfg)?.0 {
         Verdict::Tx => Ok(xdp_action::XDP_TX),
         // SAFETY: a plain helper call; it only records the target interface.
         Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),

@@ -1,5 +1,6 @@
 //! IPv4-in-IPv4 and IPv6-in-IPv6 encapsulation to the backend's address. The outer source
-//! carries the flow hash so that the backends' NICs spread flows over their queues (RSS).
+//! (and the IPv6 flow label) carry the flow's [`encap_hash`](lb_common::hash::encap_hash)
+//! so that the backends' NICs spread flows over their queues (RSS).
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
@@ -18,12 +19,11 @@ pub(super) fn encap(
     id: u32,
     backend: &Backend,
     cfg: &GlobalConfig,
-    hash: Option<u32>,
 ) -> Result<(Verdict, bool), u32> {
     if backend.family != pkt.key.family {
         return Err(reason::DROP_INTERNAL);
     }
-    let hash = hash.unwrap_or_else(|| lb_common::hash::flow_hash(&pkt.key, cfg.hash_seed));
+    let hash = lb_common::hash::encap_hash(&pkt.key, cfg.hash_seed);
     let h = hash.to_be_bytes();
     // One route (and MSS) step for both families keeps the program small.
     let v6 = pkt.key.family == FAMILY_V6;

@@ -28,11 +28,10 @@ pub enum Verdict {
     Redirect(u32),
 }
 
-/// Rewrite the frame for `backend` (slot `id`). `cfg` is the configuration the caller already looked
-/// up (one `CONFIG` lookup a packet); `hash` is the flow hash when the caller has it (IPIP
-/// computes it otherwise). The bool says a SYN's MSS was clamped (IPIP only). `Err`
-/// carries the drop reason, or `ICMP_TOO_BIG` for a packet too big once encapsulated
-/// (untouched: the caller may answer it with [`too_big`]).
+/// Rewrite the frame for `backend` (slot `id`). `cfg` is the configuration the caller
+/// already looked up (one `CONFIG` lookup a packet). The bool says a SYN's MSS was clamped
+/// (IPIP only). `Err` carries the drop reason, or `ICMP_TOO_BIG` for a packet too big once
+/// encapsulated (untouched: the caller may answer it with [`too_big`]).
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
@@ -41,10 +40,9 @@ pub fn forward(
     id: u32,
     backend: &Backend,
     cfg: &GlobalConfig,
-    hash: Option<u32>,
 ) -> Result<(Verdict, bool), u32> {
     if mode == MODE_IPIP {
-        ipip::encap(ctx, pkt, id, backend, cfg, hash)
+        ipip::encap(ctx, pkt, id, backend, cfg)
     } else {
         Ok((dsr::rewrite(ctx, pkt, id, backend)?, false))
     }
