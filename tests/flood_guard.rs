@@ -169,6 +169,7 @@ fn flood(tag: &str, limit: u32) -> Flood {
                     dst_mac: lb_mac,
                     src_mac: None,
                     flows: 1_000_000,
+                    order: traffic::Order::Sequential,
                     size: 60,
                     count: 1_500_000,
                     duration: Duration::from_secs(4),
