@@ -27,24 +27,37 @@ pub fn write_l2(
     proto: u16,
 ) -> Result<(), u32> {
     let p = proto.to_be_bytes();
+    // 16-bit stores (the frame starts 2-byte aligned): half the stores of a byte array.
+    let w = u16::from_ne_bytes;
+    let macs = [
+        w([dst[0], dst[1]]),
+        w([dst[2], dst[3]]),
+        w([dst[4], dst[5]]),
+        w([src[0], src[1]]),
+        w([src[2], src[3]]),
+        w([src[4], src[5]]),
+    ];
     if let Some(t) = vlan {
-        let h: *mut [u8; ETH_HLEN + VLAN_HLEN] =
-            ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
+        let h: *mut [u16; 9] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
         unsafe {
             h.write([
-                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3],
-                src[4], src[5], t[0], t[1], t[2], t[3], p[0], p[1],
+                macs[0],
+                macs[1],
+                macs[2],
+                macs[3],
+                macs[4],
+                macs[5],
+                w([t[0], t[1]]),
+                w([t[2], t[3]]),
+                w(p),
             ]);
         }
     } else {
-        let h: *mut [u8; ETH_HLEN] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
+        let h: *mut [u16; 7] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 14 bytes are inside the frame.
         unsafe {
-            h.write([
-                dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], src[0], src[1], src[2], src[3],
-                src[4], src[5], p[0], p[1],
-            ]);
+            h.write([macs[0], macs[1], macs[2], macs[3], macs[4], macs[5], w(p)]);
         }
     }
     Ok(())
