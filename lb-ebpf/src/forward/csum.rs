@@ -4,7 +4,7 @@
 /// 16-bit words as they lie in memory (network byte order bytes); the result is the word to
 /// store as it is (the one's-complement sum is byte-order independent).
 #[inline(always)]
-pub fn ipv4_header_words(h: &[u16; 10]) -> u16 {
+pub fn ipv4_header(h: &[u16; 10]) -> u16 {
     let mut sum: u32 = 0;
     let mut i = 0;
     while i < 10 {
@@ -14,19 +14,4 @@ pub fn ipv4_header_words(h: &[u16; 10]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
-}
-
-/// RFC 1071 checksum of a 20-byte IPv4 header whose checksum field is zero, in network
-/// byte order.
-#[inline(always)]
-pub fn ipv4_header(h: &[u8; 20]) -> [u8; 2] {
-    let mut sum: u32 = 0;
-    let mut i = 0;
-    while i < 20 {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    (!(sum as u16)).to_be_bytes()
 }

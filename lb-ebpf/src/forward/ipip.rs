@@ -170,7 +170,7 @@ fn encap4(
         w([d[0], d[1]]),
         w([d[2], d[3]]),
     ];
-    ip[5] = csum::ipv4_header_words(&ip);
+    ip[5] = csum::ipv4_header(&ip);
     let out: *mut [u16; 10] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
     // SAFETY: `ptr_at` checked the 20 bytes are inside the frame; the IP header sits at an
     // even offset of a 2-byte aligned frame (as `parse::ipv4_checksum_ok` reads it).

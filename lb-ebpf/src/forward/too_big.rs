@@ -155,19 +155,28 @@ fn write4(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), u32> {
     let (s, d) = (&pkt.key.dst, &pkt.key.src);
     let len = (20 + 8 + QUOTE4 as u16).to_be_bytes();
     // TOS: internetwork control (as the kernel's own ICMP errors); no DF; TTL 64.
-    let mut ip: [u8; 20] = [
-        0x45, 0xc0, len[0], len[1], 0, 0, 0, 0, 64, 1, 0, 0, s[0], s[1], s[2], s[3], d[0], d[1],
-        d[2], d[3],
+    let w = u16::from_ne_bytes;
+    let mut ip: [u16; 10] = [
+        w([0x45, 0xc0]),
+        w(len),
+        0,
+        0,
+        w([64, 1]),
+        0,
+        w([s[0], s[1]]),
+        w([s[2], s[3]]),
+        w([d[0], d[1]]),
+        w([d[2], d[3]]),
     ];
-    let c = csum::ipv4_header(&ip);
-    ip[10] = c[0];
-    ip[11] = c[1];
+    ip[5] = csum::ipv4_header(&ip);
     let m = (mtu as u16).to_be_bytes();
     let l3 = pkt.l3_off;
     let out: *mut [u8; 28] = ptr_at(ctx, l3).ok_or(reason::DROP_INTERNAL)?;
     let o = out.cast::<u8>();
-    for (i, b) in ip.iter().enumerate() {
-        put(o, i, *b);
+    for (i, word) in ip.iter().enumerate() {
+        let b = word.to_ne_bytes();
+        put(o, 2 * i, b[0]);
+        put(o, 2 * i + 1, b[1]);
     }
     // Type 3 (destination unreachable), code 4 (fragmentation needed), checksum (below),
     // unused, next-hop MTU.

@@ -15,6 +15,30 @@ pub use l3::ipv4_checksum_ok;
 
 pub use crate::frame::{copy_mac, ptr_at};
 
+/// The destination and source MACs as the six 16-bit words they are in a frame.
+#[inline(always)]
+fn mac_words(dst: &[u8; 6], src: &[u8; 6]) -> [u16; 6] {
+    let w = u16::from_ne_bytes;
+    [
+        w([dst[0], dst[1]]),
+        w([dst[2], dst[3]]),
+        w([dst[4], dst[5]]),
+        w([src[0], src[1]]),
+        w([src[2], src[3]]),
+        w([src[4], src[5]]),
+    ]
+}
+
+/// Rewrite the frame's destination and source MACs (the rest of the frame untouched), as
+/// 16-bit stores: the frame starts 2-byte aligned.
+#[inline(always)]
+pub fn write_macs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), u32> {
+    let h: *mut [u16; 6] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
+    // SAFETY: `ptr_at` checked the 12 bytes are inside the frame.
+    unsafe { h.write(mac_words(dst, src)) };
+    Ok(())
+}
+
 /// Write an Ethernet header (and, with `vlan`, a VLAN tag: its TPID and TCI as found in the
 /// frame, so 802.1Q and 802.1ad tags both survive) at the start of the frame, announcing
 /// `proto` (host order) as the next protocol.
@@ -27,38 +51,28 @@ pub fn write_l2(
     proto: u16,
 ) -> Result<(), u32> {
     let p = proto.to_be_bytes();
-    // 16-bit stores (the frame starts 2-byte aligned): half the stores of a byte array.
     let w = u16::from_ne_bytes;
-    let macs = [
-        w([dst[0], dst[1]]),
-        w([dst[2], dst[3]]),
-        w([dst[4], dst[5]]),
-        w([src[0], src[1]]),
-        w([src[2], src[3]]),
-        w([src[4], src[5]]),
-    ];
+    let [m0, m1, m2, m3, m4, m5] = mac_words(dst, src);
     if let Some(t) = vlan {
         let h: *mut [u16; 9] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
         unsafe {
             h.write([
-                macs[0],
-                macs[1],
-                macs[2],
-                macs[3],
-                macs[4],
-                macs[5],
+                m0,
+                m1,
+                m2,
+                m3,
+                m4,
+                m5,
                 w([t[0], t[1]]),
                 w([t[2], t[3]]),
                 w(p),
-            ]);
-        }
+            ])
+        };
     } else {
         let h: *mut [u16; 7] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 14 bytes are inside the frame.
-        unsafe {
-            h.write([macs[0], macs[1], macs[2], macs[3], macs[4], macs[5], w(p)]);
-        }
+        unsafe { h.write([m0, m1, m2, m3, m4, m5, w(p)]) };
     }
     Ok(())
 }
