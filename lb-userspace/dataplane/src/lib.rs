@@ -283,9 +283,6 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
         .map_err(|source| DataplaneError::Map { name, source })
 }
 
-/// The kernel map behind `fd` (the object's map `name`), opened anew as the typed handle `T`
-/// on a duplicate of `fd`. A duplicate, not `BPF_MAP_GET_FD_BY_ID`: that one needs
-/// CAP_SYS_ADMIN, which the daemon's systemd unit does not grant.
 /// `a += c`, field by field: counters summed over CPUs or over slots.
 fn add_counters(a: &mut Counters, c: &Counters) {
     a.packets += c.packets;
@@ -294,6 +291,9 @@ fn add_counters(a: &mut Counters, c: &Counters) {
     a.closes += c.closes;
 }
 
+/// The kernel map behind `fd` (the object's map `name`), opened anew as the typed handle `T`
+/// on a duplicate of `fd`. A duplicate, not `BPF_MAP_GET_FD_BY_ID`: that one needs
+/// CAP_SYS_ADMIN, which the daemon's systemd unit does not grant.
 fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     fd: &OwnedFd,
     name: &'static str,

@@ -244,19 +244,28 @@ impl Source {
         }
     }
 
-    /// Send `flows` flows, in `order` (live frames; pktgen keeps its own order).
-    fn set_flows(
-        &mut self,
+    /// Send `flows` flows: pktgen's device is set up for them here; the live-frames
+    /// generator takes the count with each order ([`Source::set_order`]).
+    fn set_flows(&mut self, flows: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Live { .. } => Ok(()),
+            Self::Pktgen { session, traffic } => {
+                traffic.flows = flows;
+                session.apply(&pktgen::device_commands(traffic)?)
+            }
+        }
+    }
+
+    /// Send the `flows` flows in `order` (live frames; pktgen keeps its own order).
+    fn set_order(
+        &self,
         bo: &mut BenchObject,
         flows: u32,
         order: traffic::Order,
     ) -> anyhow::Result<()> {
         match self {
             Self::Live { frame, .. } => traffic::configure(bo, frame, flows, order),
-            Self::Pktgen { session, traffic } => {
-                traffic.flows = flows;
-                session.apply(&pktgen::device_commands(traffic)?)
-            }
+            Self::Pktgen { .. } => Ok(()),
         }
     }
 
@@ -363,13 +372,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         let vip_id = dp.layout().vip(&vip).map_or(0, |r| r.vip_id);
         for &flows in &opts.flows {
             let before = dp.reason_counts()?;
-            source.set_flows(&mut bo, flows, traffic::Order::Sequential)?;
+            source.set_flows(flows)?;
             dp.clear_flows()?;
             let mut pps: [Vec<f64>; 3] = Default::default();
             let mut new_flows_measured = 0;
             for round in 0..opts.rounds.max(1) {
                 for (k, config) in CONFIGS.into_iter().enumerate() {
-                    let r = measure(&mut dp, &mut bo, &mut source, vip_id, config, flows, opts)?;
+                    let r = measure(&mut dp, &mut bo, &source, vip_id, config, flows, opts)?;
                     mode.clone_from(&r.1);
                     new_flows_measured += r.2;
                     pps[k].push(r.0.pps);
@@ -453,7 +462,7 @@ fn settled(mut read: impl FnMut() -> anyhow::Result<u64>) -> anyhow::Result<u64>
 fn measure(
     dp: &mut Dataplane,
     bo: &mut BenchObject,
-    source: &mut Source,
+    source: &Source,
     vip_id: u32,
     config: &'static str,
     flows: u32,
@@ -481,10 +490,10 @@ fn measure(
     // Warm-up: every flow once (for sluice: into the flow table, in that order in
     // memory), and then some. The measured frames visit the flows scattered: each lookup
     // pays for its own entry, as with real traffic, not the prefetcher's sequential luck.
-    source.set_flows(bo, flows, traffic::Order::Sequential)?;
+    source.set_order(bo, flows, traffic::Order::Sequential)?;
     let warm = u64::from(flows) + opts.packets / 20;
     source.send(bo, warm, max)?;
-    source.set_flows(bo, flows, traffic::Order::Scattered)?;
+    source.set_order(bo, flows, traffic::Order::Scattered)?;
     let processed_now = |dp: &Dataplane, bo: &BenchObject| match config {
         "sluice" => reasons_total(dp),
         _ => traffic::sunk(bo),
