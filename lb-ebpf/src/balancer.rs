@@ -1,18 +1,19 @@
 //! The balancer: parse → VIP filter → validity (invalid for a VIP: drop) → flow table
 //! (hit: forward; an ICMP error: its quoted flow's backend) → VIP → select (miss) →
-//! insert → forward → count.
+//! forward → insert → count. A SYN selects first and inserts before it forwards, looking
+//! the table up only if its entry exists.
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
 use lb_common::{
-    BACKEND_F_IPIP, FlowKey, MODE_DSR, MODE_IPIP, SCHED_SEQUENCE, VipKey, VipMeta, hash::flow_hash,
-    reason, vip_filter_bit,
+    BACKEND_F_IPIP, Backend, FlowKey, GlobalConfig, MODE_DSR, MODE_IPIP, SCHED_SEQUENCE, VipKey,
+    VipMeta, hash::flow_hash, reason, vip_filter_bit,
 };
 
 use crate::{
     flood, flow,
     forward::{self, Verdict},
     maps::{CONFIG, VIPS},
-    parse::{self, ETH_P_IP, TCP_RST},
+    parse::{self, ETH_P_IP, Packet, TCP_ACK, TCP_RST, TCP_SYN},
     select, stats,
     track::Track,
 };
@@ -35,6 +36,102 @@ pub fn run(ctx: &XdpContext) -> u32 {
                 xdp_action::XDP_PASS
             }
         }
+    }
+}
+
+/// A new flow's choice: its VIP, its backend, and whether it takes a flow entry (`pin`:
+/// the flood guard's rate allows it, or the VIP's flows cannot be sent by their hash
+/// alone).
+#[derive(Clone, Copy)]
+struct Pick {
+    vip: &'static VipMeta,
+    id: u32,
+    backend: &'static Backend,
+    pin: bool,
+}
+
+/// Choose a backend for a flow without an entry (spends a flood-guard token).
+#[inline(always)]
+fn pick(pkt: &Packet, cfg: &GlobalConfig) -> Result<Pick, u32> {
+    let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
+    let hash = flow_hash(&pkt.key, cfg.hash_seed);
+    let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
+    let (id, backend) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
+        .ok_or(reason::for_vip(vip.vip_id, reason::DROP_NO_BACKEND))?;
+    Ok(Pick {
+        vip,
+        id,
+        backend,
+        pin,
+    })
+}
+
+/// Where a packet goes: its VIP, forwarding mode and backend; `track`: what it does to its
+/// connection if known already (an entry's packet, or a new flow `opened`: its entry taken
+/// before the packet is sent), `None` for a new flow still to be inserted (if `pin`).
+struct Route {
+    vip_id: u32,
+    mode: u8,
+    id: u32,
+    backend: &'static Backend,
+    track: Option<Track>,
+    pin: bool,
+    opened: bool,
+}
+
+impl Route {
+    /// A packet of a flow with an entry: the backend names its VIP and its mode.
+    #[inline(always)]
+    fn pinned(id: u32, backend: &'static Backend, track: Track) -> Self {
+        let mode = if backend.flags & BACKEND_F_IPIP != 0 {
+            MODE_IPIP
+        } else {
+            MODE_DSR
+        };
+        Self {
+            vip_id: backend.vip_id,
+            mode,
+            id,
+            backend,
+            track: Some(track),
+            pin: true,
+            opened: false,
+        }
+    }
+
+    /// A new flow; `opened`: the tracking of the entry `flow::open` took for it.
+    #[inline(always)]
+    fn new(p: Pick, opened: Option<Track>) -> Self {
+        Self {
+            vip_id: p.vip.vip_id,
+            mode: p.vip.mode,
+            id: p.id,
+            backend: p.backend,
+            track: opened,
+            pin: p.pin,
+            opened: opened.is_some(),
+        }
+    }
+}
+
+/// A connection's first packet (a SYN without ACK): a new flow almost always, so it picks
+/// its backend first and takes its entry in one insert-if-absent, without the lookup (a
+/// miss) that other packets start with. Only when the entry exists (a retransmitted SYN, a
+/// 5-tuple reused after TIME_WAIT) is it looked up and followed; such a SYN has then
+/// stepped a sequence VIP's cursor and spent a flood-guard token for nothing. A SYN that
+/// finds no backend still follows an entry it has (its backend may be draining).
+#[inline(always)]
+fn opening(pkt: &Packet, cfg: &GlobalConfig) -> Result<Route, u32> {
+    let p = pick(pkt, cfg);
+    if let Ok(p) = &p
+        && p.pin
+        && let Some(track) = flow::open(&pkt.key, p.id, p.backend.generation, pkt.tcp_flags)
+    {
+        return Ok(Route::new(*p, Some(track)));
+    }
+    match flow::lookup(&pkt.key, pkt.tcp_flags) {
+        Some((id, b, track)) => Ok(Route::pinned(id, b, track)),
+        None => Ok(Route::new(p?, None)),
     }
 }
 
@@ -95,44 +192,46 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // names its VIP and the VIP's forwarding mode): one hash lookup per packet. The flow
     // hash is only computed to choose a backend (IPIP's outer header has a cheaper one).
     // An ICMP error goes where the flow it quotes goes, without touching that flow.
-    let found = if pkt.icmp != 0 {
+    // A connection's first packet picks its backend before it looks for an entry
+    // (`opening`).
+    let route = if pkt.icmp != 0 {
         let Some((id, b)) = flow::peek(&pkt.key) else {
             return Err(match vip_of(&pkt.key) {
                 Some(v) => reason::for_vip(v.vip_id, reason::DROP_ICMP_NO_FLOW),
                 None => reason::PASS_NOT_VIP,
             });
         };
-        Some((id, b, Track::Same))
+        Route::pinned(id, b, Track::Same)
+    } else if pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
+        opening(&pkt, cfg)?
     } else {
-        flow::lookup(&pkt.key, pkt.tcp_flags)
-    };
-    // `pin`: whether a new flow takes a flow entry (the flood guard's rate allows it; a
-    // VIP whose flows cannot be sent by their hash alone always pins).
-    let (vip_id, mode, id, backend, track, pin) = match found {
-        Some((id, b, track)) => {
-            let mode = if b.flags & BACKEND_F_IPIP != 0 {
-                MODE_IPIP
-            } else {
-                MODE_DSR
-            };
-            (b.vip_id, mode, id, b, Some(track), true)
-        }
-        None => {
-            let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
-            let hash = flow_hash(&pkt.key, cfg.hash_seed);
-            let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
-            let (id, b) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
-                .ok_or(reason::for_vip(vip.vip_id, reason::DROP_NO_BACKEND))?;
-            (vip.vip_id, vip.mode, id, b, None, pin)
+        match flow::lookup(&pkt.key, pkt.tcp_flags) {
+            Some((id, b, track)) => Route::pinned(id, b, track),
+            None => Route::new(pick(&pkt, cfg)?, None),
         }
     };
+    let Route {
+        vip_id,
+        mode,
+        id,
+        backend,
+        track,
+        pin,
+        opened,
+    } = route;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg) {
         Ok(r) => r,
-        Err(reason::ICMP_TOO_BIG) => {
-            return Err(reason::for_vip(vip_id, forward::too_big(ctx, &pkt, cfg)));
+        Err(code) => {
+            // A dropped first packet opens nothing.
+            if opened {
+                flow::forget(&pkt.key);
+            }
+            if code == reason::ICMP_TOO_BIG {
+                return Err(reason::for_vip(vip_id, forward::too_big(ctx, &pkt, cfg)));
+            }
+            return Err(reason::for_vip(vip_id, code));
         }
-        Err(code) => return Err(reason::for_vip(vip_id, code)),
     };
     // Remember a new flow only once its packet is on its way (a dropped first packet opens
     // nothing), and never for a lone reset.

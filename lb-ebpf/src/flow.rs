@@ -65,10 +65,15 @@ pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend, Tr
     Some((id, b, track))
 }
 
-/// Pin a new flow to `backend_id`; what it means for the active count. A full table
-/// evicts its least recently used entry.
+/// `BPF_NOEXIST`: an update that only inserts.
+const BPF_NOEXIST: u64 = 1;
+/// `-EEXIST`, what an update with `BPF_NOEXIST` returns for a key already present.
+const EEXIST: i32 = -17;
+
+/// The entry a new flow pinned to `backend_id` takes: open, or closing when its first
+/// packet is a FIN.
 #[inline(always)]
-pub fn insert(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) -> Track {
+fn value(backend_id: u32, generation: u32, tcp_flags: u8) -> (FlowValue, Track) {
     let closing = tcp_flags & TCP_FIN != 0;
     let v = FlowValue {
         backend_id,
@@ -76,14 +81,46 @@ pub fn insert(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) ->
         last_seen: now_ticks(),
         state: if closing { FLOW_CLOSING } else { FLOW_OPEN },
     };
+    (
+        v,
+        if closing {
+            Track::OpenedClosed
+        } else {
+            Track::Opened
+        },
+    )
+}
+
+/// Pin a new flow to `backend_id` (replacing any entry of its 5-tuple); what it means for
+/// the active count. A full table evicts its least recently used entry.
+#[inline(always)]
+pub fn insert(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) -> Track {
+    let (v, track) = value(backend_id, generation, tcp_flags);
     // A failed insert (out of memory) only costs the flow its stickiness until the next
     // packet; there is nothing better to do with the error on the fast path.
     let _ = FLOWS.insert(key, v, 0);
-    if closing {
-        Track::OpenedClosed
-    } else {
-        Track::Opened
+    track
+}
+
+/// Pin a connection's first packet (a SYN) to `backend_id` unless its 5-tuple has an
+/// entry already (a retransmitted SYN, or a reused 5-tuple), in one update and without a
+/// lookup first: `None` if the entry exists (untouched: the caller looks it up), else what
+/// the insert means for the active count. An insert that fails otherwise (out of memory)
+/// counts as done, as in [`insert`].
+#[inline(always)]
+pub fn open(key: &FlowKey, backend_id: u32, generation: u32, tcp_flags: u8) -> Option<Track> {
+    let (v, track) = value(backend_id, generation, tcp_flags);
+    match FLOWS.insert(key, v, BPF_NOEXIST) {
+        Err(EEXIST) => None,
+        _ => Some(track),
     }
+}
+
+/// Take back the entry [`open`] made for a flow whose first packet was then not sent.
+#[inline(always)]
+pub fn forget(key: &FlowKey) {
+    // Nothing to do if it is gone already (evicted by a full table).
+    let _ = FLOWS.remove(key);
 }
 
 /// The backend a flow is pinned to, if that backend still serves, without touching the
