@@ -6,13 +6,10 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_adjust_head, programs::XdpContext,
 };
 use lb_common::reason;
-use network_types::{
-    eth::EthHdr,
-    ip::{Ipv4Hdr, Ipv6Hdr},
-};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
-    parse::{ETH_P_IP, ETH_P_IPV6, copy_mac, ptr_at, vlan_l3, vlan_tag, write_l2},
+    parse::{ETH_P_IP, ETH_P_IPV6, frame_macs, ptr_at, vlan_l3, vlan_tag, write_l2},
     stats,
 };
 
@@ -87,14 +84,12 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
 
     // Keep the L2 header (and VLAN tag), drop everything up to the inner packet, and write
     // the L2 header back in front of it with the inner ethertype.
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
-    // SAFETY: `ptr_at` checked the header is inside the frame.
-    let (dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    let (dst, src) = frame_macs(ctx)?;
     let vlan = vlan_tag(ctx, l3_off)?;
     // SAFETY: the helper only moves `data`; every pointer is re-derived afterwards.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, hlen as i32) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
-    write_l2(ctx, &dst, &src, vlan, inner_proto)?;
+    write_l2(ctx, dst, src, vlan, inner_proto)?;
     Ok(reason::DECAP)
 }

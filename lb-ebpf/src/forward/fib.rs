@@ -15,7 +15,7 @@ use lb_common::{FAMILY_V6, reason};
 
 use crate::{
     maps::{FIB_FALLBACKS, FIB_SCRATCH, NEXT_HOPS},
-    parse::copy_mac,
+    parse::{Mac, mac_at},
 };
 
 const AF_INET: u8 = 2;
@@ -24,8 +24,8 @@ const AF_INET6: u8 = 10;
 /// Where the FIB says to send a packet from `src` to `dst`.
 pub struct NextHop {
     pub ifindex: u32,
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
+    pub smac: Mac,
+    pub dmac: Mac,
 }
 
 impl NextHop {
@@ -64,8 +64,9 @@ pub fn next_hop(
         }
         return Ok(NextHop {
             ifindex: h.ifindex,
-            smac: copy_mac(&h.smac),
-            dmac: copy_mac(&h.dmac),
+            // SAFETY: both MACs sit at even offsets of the (8-byte aligned) slot.
+            smac: unsafe { mac_at(&h.smac) },
+            dmac: unsafe { mac_at(&h.dmac) },
         });
     }
     if let Some(n) = FIB_FALLBACKS.get_ptr_mut(0) {
@@ -125,8 +126,9 @@ fn lookup(
     if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         Ok(NextHop {
             ifindex: p.ifindex,
-            smac: copy_mac(&p.smac),
-            dmac: copy_mac(&p.dmac),
+            // SAFETY: both MACs sit at even offsets (52, 58) of the (8-byte aligned) block.
+            smac: unsafe { mac_at(&p.smac) },
+            dmac: unsafe { mac_at(&p.dmac) },
         })
     } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
         Err(reason::DROP_TOO_BIG)

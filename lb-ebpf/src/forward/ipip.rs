@@ -135,7 +135,7 @@ fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Res
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -room) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
-    write_l2(ctx, &hop.dmac, &hop.smac, vlan, pkt.eth_proto)
+    write_l2(ctx, hop.dmac, hop.smac, vlan, pkt.eth_proto)
 }
 
 #[inline(always)]

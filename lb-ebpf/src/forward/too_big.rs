@@ -18,12 +18,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{FAMILY_V6, GlobalConfig, reason};
-use network_types::eth::EthHdr;
 
 use super::csum;
 use crate::{
     maps::ICMP_LIMIT,
-    parse::{Packet, copy_mac, ptr_at, vlan_tag, write_l2},
+    parse::{Packet, frame_macs, ptr_at, vlan_tag, write_l2},
 };
 
 /// Bytes of the client's packet quoted: an ICMPv4 error of 576 bytes (RFC 1812 4.3.2.3),
@@ -70,9 +69,7 @@ fn try_reply(
     if !allow(cfg.icmp_too_big_per_sec) {
         return Err(reason::DROP_TOO_BIG);
     }
-    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(reason::DROP_INTERNAL)?;
-    // SAFETY: `ptr_at` checked the Ethernet header is inside the frame.
-    let (own, client) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    let (own, client) = frame_macs(ctx)?;
     let vlan = vlan_tag(ctx, pkt.l3_off)?;
     let head = if v6 { 48 } else { 28 };
     // SAFETY: the helpers only move `data` / `data_end`; every pointer is re-derived
@@ -89,7 +86,7 @@ fn try_reply(
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, want as i32 - have as i32) } != 0 {
         return Err(reason::DROP_INTERNAL);
     }
-    write_l2(ctx, &client, &own, vlan, pkt.eth_proto)?;
+    write_l2(ctx, client, own, vlan, pkt.eth_proto)?;
     if v6 {
         write6(ctx, pkt, mtu - outer)
     } else {

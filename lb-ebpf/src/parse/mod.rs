@@ -13,29 +13,41 @@ use lb_common::FlowKey;
 pub use l2::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, VLAN_HLEN, parse as vlan_l3, to_group};
 pub use l3::ipv4_checksum_ok;
 
-pub use crate::frame::{copy_mac, ptr_at};
+pub use crate::frame::ptr_at;
 
-/// The destination and source MACs as the six 16-bit words they are in a frame.
+/// A MAC address as the three 16-bit words it is in memory. Frames and map values keep
+/// their MACs 2-byte aligned (a frame starts 2-byte aligned; every MAC field of a map value
+/// sits at an even offset of an 8-byte aligned value), so MACs are moved as words: LLVM
+/// moves a `[u8; 6]` one byte at a time.
+pub type Mac = [u16; 3];
+
+/// The MAC at `m`, as words.
+///
+/// # Safety
+/// `m` points at 6 readable bytes (in the frame: bounds-checked), 2-byte aligned.
 #[inline(always)]
-fn mac_words(dst: &[u8; 6], src: &[u8; 6]) -> [u16; 6] {
-    let w = u16::from_ne_bytes;
-    [
-        w([dst[0], dst[1]]),
-        w([dst[2], dst[3]]),
-        w([dst[4], dst[5]]),
-        w([src[0], src[1]]),
-        w([src[2], src[3]]),
-        w([src[4], src[5]]),
-    ]
+pub unsafe fn mac_at(m: *const [u8; 6]) -> Mac {
+    // SAFETY: the caller's promise.
+    unsafe { m.cast::<Mac>().read() }
+}
+
+/// The frame's destination and source MACs.
+#[inline(always)]
+pub fn frame_macs(ctx: &XdpContext) -> Result<(Mac, Mac), u32> {
+    let h: *const [Mac; 2] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
+    // SAFETY: `ptr_at` checked the 12 bytes are inside the frame, which starts 2-byte
+    // aligned.
+    let [dst, src] = unsafe { h.read() };
+    Ok((dst, src))
 }
 
 /// Rewrite the frame's destination and source MACs (the rest of the frame untouched), as
 /// 16-bit stores: the frame starts 2-byte aligned.
 #[inline(always)]
-pub fn write_macs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), u32> {
-    let h: *mut [u16; 6] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
+pub fn write_macs(ctx: &XdpContext, dst: Mac, src: Mac) -> Result<(), u32> {
+    let h: *mut [Mac; 2] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
     // SAFETY: `ptr_at` checked the 12 bytes are inside the frame.
-    unsafe { h.write(mac_words(dst, src)) };
+    unsafe { h.write([dst, src]) };
     Ok(())
 }
 
@@ -45,14 +57,14 @@ pub fn write_macs(ctx: &XdpContext, dst: &[u8; 6], src: &[u8; 6]) -> Result<(), 
 #[inline(always)]
 pub fn write_l2(
     ctx: &XdpContext,
-    dst: &[u8; 6],
-    src: &[u8; 6],
+    dst: Mac,
+    src: Mac,
     vlan: Option<[u8; 4]>,
     proto: u16,
 ) -> Result<(), u32> {
     let p = proto.to_be_bytes();
     let w = u16::from_ne_bytes;
-    let [m0, m1, m2, m3, m4, m5] = mac_words(dst, src);
+    let ([m0, m1, m2], [m3, m4, m5]) = (dst, src);
     if let Some(t) = vlan {
         let h: *mut [u16; 9] = ptr_at(ctx, 0).ok_or(lb_common::reason::DROP_INTERNAL)?;
         // SAFETY: `ptr_at` checked the 18 bytes are inside the frame.
