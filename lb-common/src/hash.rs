@@ -28,27 +28,30 @@ const fn finish(mut h: u32, len: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// Word `i` of the key, as the little-endian reading of its four bytes (the same value on
+/// every host, and one load on BPF).
 #[inline(always)]
-const fn word(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+const fn word(key: &FlowKey, i: usize) -> u32 {
+    u32::from_le(key.words()[i])
 }
 
 /// Hash of a flow key. IPv4 keys hash only the words that can be non-zero.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
-    let ports = u32::from_le_bytes([key.sport[0], key.sport[1], key.dport[0], key.dport[1]]);
-    let tail = u32::from_le_bytes([key.proto, key.family, 0, 0]);
+    let (s, d) = (FlowKey::W_SRC, FlowKey::W_DST);
+    let ports = word(key, FlowKey::W_PORTS);
+    let tail = word(key, FlowKey::W_TAIL) & 0xffff;
     let mut h = seed;
     if key.family == crate::FAMILY_V6 {
         let mut i = 0;
-        while i < 16 {
-            h = mix(h, word(&key.src, i));
-            h = mix(h, word(&key.dst, i));
-            i += 4;
+        while i < 4 {
+            h = mix(h, word(key, s + i));
+            h = mix(h, word(key, d + i));
+            i += 1;
         }
     } else {
-        h = mix(h, word(&key.src, 0));
-        h = mix(h, word(&key.dst, 0));
+        h = mix(h, word(key, s));
+        h = mix(h, word(key, d));
     }
     h = mix(h, ports);
     h = mix(h, tail);
@@ -64,17 +67,16 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
 /// over queues needs well-mixed bits, not that strength.
 #[inline(always)]
 pub fn encap_hash(key: &FlowKey, seed: u32) -> u32 {
-    let mut h = seed
-        ^ u32::from_le_bytes([key.sport[0], key.sport[1], key.dport[0], key.dport[1]])
-        ^ (u32::from(key.proto) << 8);
+    let (s, d) = (FlowKey::W_SRC, FlowKey::W_DST);
+    let mut h = seed ^ word(key, FlowKey::W_PORTS) ^ ((word(key, FlowKey::W_TAIL) & 0xff) << 8);
     if key.family == crate::FAMILY_V6 {
         let mut i = 0;
-        while i < 16 {
-            h ^= word(&key.src, i) ^ word(&key.dst, i).rotate_left(16);
-            i += 4;
+        while i < 4 {
+            h ^= word(key, s + i) ^ word(key, d + i).rotate_left(16);
+            i += 1;
         }
     } else {
-        h ^= word(&key.src, 0) ^ word(&key.dst, 0).rotate_left(16);
+        h ^= word(key, s) ^ word(key, d).rotate_left(16);
     }
     finish(h, 0)
 }
@@ -86,12 +88,12 @@ pub fn source_hash(key: &FlowKey, seed: u32) -> u32 {
     let mut h = seed ^ 0x5eed_5a17;
     if key.family == crate::FAMILY_V6 {
         let mut i = 0;
-        while i < 16 {
-            h = mix(h, word(&key.src, i));
-            i += 4;
+        while i < 4 {
+            h = mix(h, word(key, FlowKey::W_SRC + i));
+            i += 1;
         }
     } else {
-        h = mix(h, word(&key.src, 0));
+        h = mix(h, word(key, FlowKey::W_SRC));
     }
     finish(h, 16)
 }
@@ -178,6 +180,38 @@ mod tests {
         let mean = 60000.0 / 7.0;
         for b in buckets {
             assert!((f64::from(b) - mean).abs() / mean < 0.03, "{buckets:?}");
+        }
+    }
+
+    /// The hashes' values are part of the fleet's contract: balancers of different releases
+    /// behind one ECMP group must pick the same backend for a flow (and give its IPIP packets
+    /// the same outer source). Values computed before the key was read as words.
+    #[test]
+    fn values_are_stable_across_releases() {
+        let mut v4 = key([192, 0, 2, 1], 40000);
+        v4.dst[..4].copy_from_slice(&[10, 96, 0, 100]);
+        v4.dport = 443u16.to_be_bytes();
+        let mut udp = v4;
+        udp.proto = crate::PROTO_UDP;
+        udp.sport = 5353u16.to_be_bytes();
+        udp.dport = 53u16.to_be_bytes();
+        let mut v6 = v4;
+        v6.family = crate::FAMILY_V6;
+        for i in 0..16u8 {
+            v6.src[usize::from(i)] = 0x20 + i * 7;
+            v6.dst[usize::from(i)] = 0xfd - i * 3;
+        }
+        for (name, k, want) in [
+            ("v4", v4, [0x9fbf_a15a, 0xadc6_2bf8, 0xc62d_537d]),
+            ("udp", udp, [0xc098_c6a6, 0x3ffd_2345, 0xc62d_537d]),
+            ("v6", v6, [0xd94c_64c0, 0x9c19_0de7, 0x5c73_2b58]),
+        ] {
+            let got = [
+                flow_hash(&k, 0x5eed),
+                encap_hash(&k, 0x5eed),
+                source_hash(&k, 0x5eed),
+            ];
+            assert_eq!(got, want, "{name}: flow, encap, source hash");
         }
     }
 }

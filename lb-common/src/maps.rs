@@ -133,7 +133,8 @@ pub const BACKEND_F_IPIP: u8 = 4;
 pub const ABI_EPOCH: u32 = 3;
 
 /// Key of the `VIPS` hash map. Port 0 means every port of that address and protocol.
-#[repr(C)]
+/// Aligned to 4 (same layout) so the data path builds it from a flow key in five words.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     /// IPv4 in the first 4 bytes (rest zero), or IPv6; network order.
@@ -142,6 +143,41 @@ pub struct VipKey {
     pub port: [u8; 2],
     pub proto: u8,
     pub family: u8,
+}
+
+impl VipKey {
+    /// The VIP key a flow is addressed to: its destination address, port, protocol and
+    /// family, moved as words.
+    #[inline(always)]
+    pub const fn of_flow(key: &FlowKey) -> Self {
+        let w = key.words();
+        let d = FlowKey::W_DST;
+        // Little-endian words: the destination port is the upper half of the ports word,
+        // protocol and family the lower half of the tail word.
+        let tail =
+            (u32::from_le(w[FlowKey::W_PORTS]) >> 16) | (u32::from_le(w[FlowKey::W_TAIL]) << 16);
+        Self::from_words([w[d], w[d + 1], w[d + 2], w[d + 3], tail.to_le()])
+    }
+
+    /// The same address, protocol and family with port 0: the address's all-ports VIP.
+    #[inline(always)]
+    pub const fn any_port(self) -> Self {
+        let mut w = self.words();
+        w[4] = (u32::from_le(w[4]) & !0xffff).to_le();
+        Self::from_words(w)
+    }
+
+    #[inline(always)]
+    const fn from_words(words: [u32; 5]) -> Self {
+        // SAFETY: same size (asserted below); any bytes make a valid key.
+        unsafe { core::mem::transmute::<[u32; 5], Self>(words) }
+    }
+
+    #[inline(always)]
+    const fn words(self) -> [u32; 5] {
+        // SAFETY: as above.
+        unsafe { core::mem::transmute::<Self, [u32; 5]>(self) }
+    }
 }
 
 /// Value of the `VIPS` map. Replaced whole by userspace, so a reader never sees a mix of
@@ -232,8 +268,8 @@ pub struct FloodLimit {
     pub _pad: u32,
 }
 
-/// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so the flow
-/// hash reads it as ten 32-bit words.
+/// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so that the
+/// data path reads and writes it as ten 32-bit words ([`FlowKey::words`]).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
@@ -244,6 +280,44 @@ pub struct FlowKey {
     pub proto: u8,
     pub family: u8,
     pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// The first of the source address's four words in [`FlowKey::words`] (an IPv4 address
+    /// is word 0, words 1–3 zero).
+    pub const W_SRC: usize = 0;
+    /// The first of the destination address's four words.
+    pub const W_DST: usize = 4;
+    /// The ports, source then destination, as on the wire.
+    pub const W_PORTS: usize = 8;
+    /// Protocol, family and padding (zero).
+    pub const W_TAIL: usize = 9;
+
+    /// A key from its ten words, as [`FlowKey::words`] gives them.
+    #[inline(always)]
+    pub const fn from_words(words: [u32; 10]) -> Self {
+        // SAFETY: same size (asserted below); every bit pattern is a valid `FlowKey`
+        // (byte arrays only).
+        unsafe { core::mem::transmute::<[u32; 10], Self>(words) }
+    }
+
+    /// The key as the ten 32-bit words it is in memory (native order). The data path builds,
+    /// hashes and copies keys this way: each word one load or store, where a word put
+    /// together from the byte fields costs BPF four byte loads and six shifts and ors, and
+    /// mixing byte and word accesses to one key defeats store-to-load forwarding.
+    #[inline(always)]
+    pub const fn words(&self) -> &[u32; 10] {
+        // SAFETY: 40 bytes, aligned to 4 (asserted below), every byte initialised (the
+        // padding is a field).
+        unsafe { &*core::ptr::from_ref(self).cast::<[u32; 10]>() }
+    }
+
+    /// [`FlowKey::words`], to write.
+    #[inline(always)]
+    pub const fn words_mut(&mut self) -> &mut [u32; 10] {
+        // SAFETY: as in `words`; any words written make a valid key.
+        unsafe { &mut *core::ptr::from_mut(self).cast::<[u32; 10]>() }
+    }
 }
 
 /// Value of the `FLOWS` map: where the flow goes, and what connection tracking knows.
@@ -318,7 +392,8 @@ pub struct Counters {
 const _: () = assert!(size_of::<VipKey>() == 20);
 const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
-const _: () = assert!(size_of::<FlowKey>() == 40);
+const _: () = assert!(size_of::<FlowKey>() == 40 && align_of::<FlowKey>() == 4);
+const _: () = assert!(align_of::<VipKey>() == 4);
 const _: () = assert!(size_of::<NextHop>() == 20);
 // XDP metadata comes in 4-byte units, at most 32 bytes.
 const _: () = assert!(size_of::<ProbeMeta>() == 4);
@@ -354,4 +429,67 @@ mod pod {
     unsafe impl aya::Pod for super::FloodGuard {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FloodLimit {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(family: u8, dst: [u8; 16], dport: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            src: [0xa5; 16],
+            dst,
+            sport: 40000u16.to_be_bytes(),
+            dport: dport.to_be_bytes(),
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn vip_key_of_flow_is_its_destination() {
+        let mut dst = [0u8; 16];
+        for (i, b) in dst.iter_mut().enumerate() {
+            *b = 0x30 + i as u8;
+        }
+        for (family, proto, port) in [
+            (FAMILY_V4, PROTO_TCP, 443),
+            (FAMILY_V6, PROTO_UDP, 0xfe01),
+            (FAMILY_V6, PROTO_TCP, 1),
+        ] {
+            let k = flow(family, dst, port, proto);
+            let want = VipKey {
+                addr: dst,
+                port: port.to_be_bytes(),
+                proto,
+                family,
+            };
+            assert_eq!(VipKey::of_flow(&k), want);
+            assert_eq!(
+                VipKey::of_flow(&k).any_port(),
+                VipKey {
+                    port: [0, 0],
+                    ..want
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn flow_key_words_are_its_bytes() {
+        let k = flow(FAMILY_V6, [7; 16], 0x0102, PROTO_TCP);
+        let w = k.words();
+        assert_eq!(w[FlowKey::W_SRC], u32::from_ne_bytes([0xa5; 4]));
+        assert_eq!(w[FlowKey::W_DST + 3], u32::from_ne_bytes([7; 4]));
+        assert_eq!(
+            w[FlowKey::W_PORTS],
+            u32::from_ne_bytes([0x9c, 0x40, 0x01, 0x02])
+        );
+        assert_eq!(
+            w[FlowKey::W_TAIL],
+            u32::from_ne_bytes([PROTO_TCP, FAMILY_V6, 0, 0])
+        );
+        assert_eq!(FlowKey::from_words(*w), k);
+    }
 }

@@ -139,19 +139,13 @@ fn opening(pkt: &Packet, cfg: &GlobalConfig) -> Result<Route, u32> {
 /// address's all-ports VIP (port 0).
 #[inline(always)]
 pub fn vip_of(key: &FlowKey) -> Option<&'static VipMeta> {
-    let mut k = VipKey {
-        addr: key.dst,
-        port: key.dport,
-        proto: key.proto,
-        family: key.family,
-    };
+    let k = VipKey::of_flow(key);
     // SAFETY: `VIPS` values are replaced whole by the daemon, never written in place.
     if let Some(v) = unsafe { VIPS.get(k) } {
         return Some(v);
     }
-    k.port = [0, 0];
     // SAFETY: as above.
-    unsafe { VIPS.get(k) }
+    unsafe { VIPS.get(k.any_port()) }
 }
 
 #[inline(always)]

@@ -1,12 +1,12 @@
 //! IPv4 (any valid IHL) and the fixed IPv6 header.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, reason};
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP, reason};
 
 use super::icmp::{PROTO_ICMP, PROTO_ICMPV6};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
-use super::{Packet, ptr_at};
+use super::{Packet, ptr_at, word_at};
 
 const IPV6_HLEN: usize = 40;
 
@@ -44,10 +44,13 @@ pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_ICMP {
         return Err(reason::PASS_OTHER_L4);
     }
-    pkt.key.family = FAMILY_V4;
-    pkt.key.proto = ip.proto;
-    pkt.key.src[..4].copy_from_slice(&ip.src_addr);
-    pkt.key.dst[..4].copy_from_slice(&ip.dst_addr);
+    let w = pkt.key.words_mut();
+    // SAFETY: both addresses are inside the fixed header `ptr_at` checked, at even offsets.
+    unsafe {
+        w[FlowKey::W_SRC] = word_at(ip.src_addr.as_ptr());
+        w[FlowKey::W_DST] = word_at(ip.dst_addr.as_ptr());
+    }
+    w[FlowKey::W_TAIL] = u32::from(ip.proto) | (u32::from(FAMILY_V4) << 8);
     pkt.l3_len = tot_len;
     pkt.tos = ip.tos;
     pkt.ipv4_id = ip.id;
@@ -78,10 +81,17 @@ pub(super) fn parse_v6(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
         }
         _ => return Err(reason::PASS_OTHER_L4),
     }
-    pkt.key.family = FAMILY_V6;
-    pkt.key.proto = ip.next_hdr;
-    pkt.key.src = ip.src_addr;
-    pkt.key.dst = ip.dst_addr;
+    let w = pkt.key.words_mut();
+    let (s, d) = (ip.src_addr.as_ptr(), ip.dst_addr.as_ptr());
+    for i in 0..4 {
+        // SAFETY: both addresses are inside the fixed header `ptr_at` checked, at even
+        // offsets.
+        unsafe {
+            w[FlowKey::W_SRC + i] = word_at(s.add(4 * i));
+            w[FlowKey::W_DST + i] = word_at(d.add(4 * i));
+        }
+    }
+    w[FlowKey::W_TAIL] = u32::from(ip.next_hdr) | (u32::from(FAMILY_V6) << 8);
     // `total` fits: payload ≤ 65535 and the frame holds it all, so total < 65536 + 40 is
     // bounded by the frame, which is far below u16::MAX for any real MTU; clamp anyway.
     pkt.l3_len = if total > usize::from(u16::MAX) {

@@ -1,10 +1,10 @@
 //! TCP and UDP: ports and TCP flags.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{PROTO_TCP, reason};
+use lb_common::{FlowKey, PROTO_TCP, reason};
 use network_types::{tcp::TcpHdr, udp::UdpHdr};
 
-use super::{Packet, ptr_at};
+use super::{Packet, ptr_at, word_at};
 
 /// Fills ports and TCP flags. The L4 header must lie inside the IP packet, not only inside
 /// the frame (Ethernet padding after a short IP packet is not a header). A header the
@@ -30,8 +30,8 @@ pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<()
         if hlen < size_of::<TcpHdr>() || off + hlen > ip_end {
             pkt.invalid = reason::DROP_TCP_DOFF as u8;
         }
-        pkt.key.sport = tcp.source;
-        pkt.key.dport = tcp.dest;
+        // SAFETY: the ports are the header's first 4 bytes, at an even offset.
+        pkt.key.words_mut()[FlowKey::W_PORTS] = unsafe { word_at(tcp.source.as_ptr()) };
         // SAFETY: byte 13 of the header checked above: the flags.
         pkt.tcp_flags = unsafe { *(core::ptr::from_ref(tcp).cast::<u8>().add(13)) };
     } else {
@@ -42,8 +42,8 @@ pub(super) fn parse(ctx: &XdpContext, pkt: &mut Packet, off: usize) -> Result<()
         if len < size_of::<UdpHdr>() || off + len > ip_end {
             pkt.invalid = reason::DROP_UDP_LEN as u8;
         }
-        pkt.key.sport = udp.src;
-        pkt.key.dport = udp.dst;
+        // SAFETY: as for TCP.
+        pkt.key.words_mut()[FlowKey::W_PORTS] = unsafe { word_at(udp.src.as_ptr()) };
     }
     Ok(())
 }

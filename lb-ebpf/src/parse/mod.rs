@@ -101,6 +101,24 @@ pub fn vlan_tag(ctx: &XdpContext, l3_off: usize) -> Result<Option<[u8; 4]>, u32>
     Ok(Some(unsafe { [(*t)[0], (*t)[1], (*t)[2], (*t)[3]] }))
 }
 
+/// The 4 bytes at `p` as the native word a [`FlowKey`] holds them in ([`FlowKey::words`]),
+/// read as two aligned 16-bit loads: header fields sit at even offsets of a 2-byte aligned
+/// frame, but an IPv4 address behind a 14-byte Ethernet header is not 4-byte aligned.
+///
+/// # Safety
+/// `p` points at 4 readable bytes (in the frame: bounds-checked), 2-byte aligned.
+#[inline(always)]
+unsafe fn word_at(p: *const u8) -> u32 {
+    // SAFETY: the caller's promise.
+    let [lo, hi] = unsafe { p.cast::<[u16; 2]>().read() };
+    // Little-endian: the first two bytes are the low half.
+    (u32::from(hi) << 16) | u32::from(lo)
+}
+
+// `word_at` and the key's words assume a little-endian machine, as BPF (bpfel) and the
+// hosts that build this crate are.
+const _: () = assert!(cfg!(target_endian = "little"));
+
 /// What the balancer needs to know about a frame.
 pub struct Packet {
     /// Offset of the IP header (14, or 18 behind a VLAN tag).
@@ -142,7 +160,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
         l3_off,
         l4_off: 0,
         eth_proto,
-        key: FlowKey::default(),
+        key: FlowKey::from_words([0; 10]),
         tcp_flags: 0,
         l3_len: 0,
         tos: 0,
