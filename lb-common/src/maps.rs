@@ -205,6 +205,17 @@ pub struct VipMeta {
     pub hash_size: u32,
 }
 
+/// `a`, a 16-byte address field at a 4-aligned offset of its struct, as four native
+/// 32-bit words (how the data path moves addresses; see [`FlowKey::words`]).
+///
+/// # Safety
+/// `a` is 4-byte aligned.
+#[inline(always)]
+const unsafe fn addr_words(a: &[u8; 16]) -> &[u32; 4] {
+    // SAFETY: 16 initialised bytes, and the caller's alignment.
+    unsafe { &*core::ptr::from_ref(a).cast::<[u32; 4]>() }
+}
+
 /// Value of the `BACKENDS` array, indexed by backend id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -219,6 +230,15 @@ pub struct Backend {
     pub generation: u32,
     /// The VIP this backend slot belongs to.
     pub vip_id: u32,
+}
+
+impl Backend {
+    /// `addr` as four native words (IPv4: the first).
+    #[inline(always)]
+    pub const fn addr_words(&self) -> &[u32; 4] {
+        // SAFETY: `addr` is at offset 0 of a 4-aligned struct (asserted below).
+        unsafe { addr_words(&self.addr) }
+    }
 }
 
 /// Value of the `NEXT_HOPS` array, indexed by backend id: where a frame for that backend
@@ -353,6 +373,24 @@ pub struct GlobalConfig {
     pub vip_filter: [u64; 4],
 }
 
+impl GlobalConfig {
+    /// `encap_v4_prefix` and `encap_v4_mask` as native words.
+    #[inline(always)]
+    pub const fn encap_v4_words(&self) -> (u32, u32) {
+        (
+            u32::from_ne_bytes(self.encap_v4_prefix),
+            u32::from_ne_bytes(self.encap_v4_mask),
+        )
+    }
+
+    /// `encap_v6_prefix` as four native words.
+    #[inline(always)]
+    pub const fn encap_v6_words(&self) -> &[u32; 4] {
+        // SAFETY: at offset 8 of an 8-aligned struct (asserted below).
+        unsafe { addr_words(&self.encap_v6_prefix) }
+    }
+}
+
 /// The `GlobalConfig::vip_filter` bit of a destination address (IPv4 in the first 4 bytes,
 /// the rest zero): its 32-bit words folded together, then folded to 8 bits.
 #[inline(always)]
@@ -394,6 +432,12 @@ const _: () = assert!(size_of::<VipMeta>() == 24);
 const _: () = assert!(size_of::<Backend>() == 32);
 const _: () = assert!(size_of::<FlowKey>() == 40 && align_of::<FlowKey>() == 4);
 const _: () = assert!(align_of::<VipKey>() == 4);
+// The address fields read as words.
+const _: () = assert!(core::mem::offset_of!(Backend, addr) == 0 && align_of::<Backend>() >= 4);
+const _: () = assert!(
+    core::mem::offset_of!(GlobalConfig, encap_v6_prefix) % 4 == 0
+        && align_of::<GlobalConfig>() >= 4
+);
 const _: () = assert!(size_of::<NextHop>() == 20);
 // XDP metadata comes in 4-byte units, at most 32 bytes.
 const _: () = assert!(size_of::<ProbeMeta>() == 4);

@@ -22,7 +22,14 @@ pub(super) fn rewrite(
         write_macs(ctx, unsafe { mac_at(&backend.mac) }, own)?;
         return Ok(Verdict::Tx);
     }
-    let hop = fib::next_hop(ctx, id, backend.family, &[0; 16], &backend.addr, pkt.l3_len)?;
+    let hop = fib::next_hop(
+        ctx,
+        id,
+        backend.family,
+        &[0; 4],
+        backend.addr_words(),
+        pkt.l3_len,
+    )?;
     write_macs(ctx, hop.dmac, hop.smac)?;
     Ok(hop.verdict(ctx))
 }

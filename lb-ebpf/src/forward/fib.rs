@@ -48,8 +48,8 @@ pub fn next_hop(
     ctx: &XdpContext,
     id: u32,
     family: u8,
-    src: &[u8; 16],
-    dst: &[u8; 16],
+    src: &[u32; 4],
+    dst: &[u32; 4],
     tot_len: u16,
 ) -> Result<NextHop, u32> {
     if let Some(h) = NEXT_HOPS.get(id)
@@ -76,7 +76,7 @@ pub fn next_hop(
     lookup(ctx, family, src, dst, tot_len)
 }
 
-/// Look up the route to `dst` (an IPv4 address in the first 4 bytes, or IPv6) for a packet
+/// Look up the route to `dst` (an IPv4 address in the first word, or IPv6) for a packet
 /// of `tot_len` bytes entering on the context's interface. `Err` is the drop reason:
 /// `DROP_TOO_BIG` above the egress MTU (then [`mtu`] says the MTU), `DROP_NO_NEIGH` when
 /// the next hop's MAC is not resolved yet, `DROP_NO_ROUTE` for anything else (no route,
@@ -85,8 +85,8 @@ pub fn next_hop(
 fn lookup(
     ctx: &XdpContext,
     family: u8,
-    src: &[u8; 16],
-    dst: &[u8; 16],
+    src: &[u32; 4],
+    dst: &[u32; 4],
     tot_len: u16,
 ) -> Result<NextHop, u32> {
     // The parameter block lives in a per-CPU scratch map, not on the stack: 64 bytes at
@@ -107,12 +107,12 @@ fn lookup(
     p.__bindgen_anon_1.tot_len = tot_len;
     if family == FAMILY_V6 {
         p.family = AF_INET6;
-        p.__bindgen_anon_3.ipv6_src = words(src);
-        p.__bindgen_anon_4.ipv6_dst = words(dst);
+        p.__bindgen_anon_3.ipv6_src = *src;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
     } else {
         p.family = AF_INET;
-        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
-        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]);
+        p.__bindgen_anon_3.ipv4_src = src[0];
+        p.__bindgen_anon_4.ipv4_dst = dst[0];
     }
     // SAFETY: `p` is a valid, fully initialised parameter block of the size we pass.
     let ret = unsafe {
@@ -149,14 +149,4 @@ pub fn mtu() -> u16 {
         Some(p) => unsafe { (*p).__bindgen_anon_1.mtu_result },
         None => 0,
     }
-}
-
-#[inline(always)]
-fn words(a: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
-    ]
 }

@@ -24,7 +24,6 @@ pub(super) fn encap(
         return Err(reason::DROP_INTERNAL);
     }
     let hash = lb_common::hash::encap_hash(&pkt.key, cfg.hash_seed);
-    let h = hash.to_be_bytes();
     // One route (and MSS) step for both families keeps the program small.
     let v6 = pkt.key.family == FAMILY_V6;
     let (outer, hdrs) = if v6 { (40, 60) } else { (20, 40) };
@@ -32,34 +31,21 @@ pub(super) fn encap(
     if tot_len > u32::from(u16::MAX) {
         return Err(reason::DROP_TOO_BIG);
     }
-    let mut src = [0u8; 16];
+    // The outer source, as native words (the hash's bytes in network order).
+    let mut src = [0u32; 4];
     if v6 {
-        src = cfg.encap_v6_prefix;
-        src[12] = h[0];
-        src[13] = h[1];
-        src[14] = h[2];
-        src[15] = h[3];
+        src = *cfg.encap_v6_words();
+        src[3] = hash.to_be();
     } else {
-        let mut i = 0;
-        while i < 4 {
-            src[i] = cfg.encap_v4_prefix[i] | (h[i] & !cfg.encap_v4_mask[i]);
-            i += 1;
-        }
+        let (prefix, mask) = cfg.encap_v4_words();
+        src[0] = prefix | (hash.to_be() & !mask);
     }
-    let (hop, clamped) = route(
-        ctx,
-        pkt,
-        id,
-        &src,
-        &backend.addr,
-        tot_len as u16,
-        outer,
-        hdrs,
-    )?;
+    let dst = backend.addr_words();
+    let (hop, clamped) = route(ctx, pkt, id, &src, dst, tot_len as u16, outer, hdrs)?;
     if v6 {
-        encap6(ctx, pkt, backend, &src, hash, &hop)?;
+        encap6(ctx, pkt, &src, dst, hash, &hop)?;
     } else {
-        encap4(ctx, pkt, backend, &src, tot_len as u16, &hop)?;
+        encap4(ctx, pkt, src[0], dst[0], tot_len as u16, &hop)?;
     }
     Ok((hop.verdict(ctx), clamped))
 }
@@ -80,8 +66,8 @@ fn route(
     ctx: &XdpContext,
     pkt: &Packet,
     id: u32,
-    src: &[u8; 16],
-    dst: &[u8; 16],
+    src: &[u32; 4],
+    dst: &[u32; 4],
     tot_len: u16,
     outer: u32,
     hdrs: u32,
@@ -138,19 +124,30 @@ fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Res
     write_l2(ctx, hop.dmac, hop.smac, vlan, pkt.eth_proto)
 }
 
+/// The first (`lo`) and second (`hi`) 16-bit word in memory of a native 32-bit word
+/// (little-endian: the low half comes first).
+#[inline(always)]
+const fn lo(w: u32) -> u16 {
+    w as u16
+}
+
+#[inline(always)]
+const fn hi(w: u32) -> u16 {
+    (w >> 16) as u16
+}
+
 #[inline(always)]
 fn encap4(
     ctx: &XdpContext,
     pkt: &Packet,
-    backend: &Backend,
-    src: &[u8; 16],
+    src: u32,
+    dst: u32,
     tot_len: u16,
     hop: &fib::NextHop,
 ) -> Result<(), u32> {
     push_l2(ctx, pkt, 20, hop)?;
 
     let len = tot_len.to_be_bytes();
-    let d = &backend.addr;
     // The inner packet's identification and DF flag (never a fragment: those are passed
     // before this point), so a fragmenting hop keeps distinct ids (RFC 6864) and path MTU
     // discovery behaves as the client asked.
@@ -165,10 +162,10 @@ fn encap4(
         w([df, 0]),
         w([TTL, IPPROTO_IPIP]),
         0,
-        w([src[0], src[1]]),
-        w([src[2], src[3]]),
-        w([d[0], d[1]]),
-        w([d[2], d[3]]),
+        lo(src),
+        hi(src),
+        lo(dst),
+        hi(dst),
     ];
     ip[5] = csum::ipv4_header(&ip);
     let out: *mut [u16; 10] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
@@ -182,8 +179,8 @@ fn encap4(
 fn encap6(
     ctx: &XdpContext,
     pkt: &Packet,
-    backend: &Backend,
-    src: &[u8; 16],
+    src: &[u32; 4],
+    dst: &[u32; 4],
     hash: u32,
     hop: &fib::NextHop,
 ) -> Result<(), u32> {
@@ -192,7 +189,6 @@ fn encap6(
     let h = hash.to_be_bytes();
     let len = pkt.l3_len.to_be_bytes();
     let tc = pkt.tos;
-    let a = &backend.addr;
     let w = u16::from_ne_bytes;
     // Version 6, the inner traffic class, and 20 bits of the hash as flow label; 16-bit
     // words as in `encap4`.
@@ -202,9 +198,11 @@ fn encap6(
     ip[2] = w(len);
     ip[3] = w([IPPROTO_IPV6, TTL]);
     let mut i = 0;
-    while i < 8 {
-        ip[4 + i] = w([src[2 * i], src[2 * i + 1]]);
-        ip[12 + i] = w([a[2 * i], a[2 * i + 1]]);
+    while i < 4 {
+        ip[4 + 2 * i] = lo(src[i]);
+        ip[5 + 2 * i] = hi(src[i]);
+        ip[12 + 2 * i] = lo(dst[i]);
+        ip[13 + 2 * i] = hi(dst[i]);
         i += 1;
     }
     let out: *mut [u16; 20] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
