@@ -66,6 +66,7 @@ pub fn next_hop(
             ifindex: h.ifindex,
             // SAFETY: both MACs sit at even offsets of the (8-byte aligned) slot.
             smac: unsafe { mac_at(&h.smac) },
+            // SAFETY: as above.
             dmac: unsafe { mac_at(&h.dmac) },
         });
     }
@@ -128,6 +129,7 @@ fn lookup(
             ifindex: p.ifindex,
             // SAFETY: both MACs sit at even offsets (52, 58) of the (8-byte aligned) block.
             smac: unsafe { mac_at(&p.smac) },
+            // SAFETY: as above.
             dmac: unsafe { mac_at(&p.dmac) },
         })
     } else if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) {
