@@ -108,8 +108,19 @@ fn lookup(
     p.__bindgen_anon_1.tot_len = tot_len;
     if family == FAMILY_V6 {
         p.family = AF_INET6;
-        p.__bindgen_anon_3.ipv6_src = *src;
-        p.__bindgen_anon_4.ipv6_dst = *dst;
+        // Word by word and volatile, like the zeroing above: copying DSR's all-zero source
+        // (a constant) would otherwise become a `memset` call.
+        let (s6, d6) = (
+            core::ptr::addr_of_mut!(p.__bindgen_anon_3.ipv6_src).cast::<u32>(),
+            core::ptr::addr_of_mut!(p.__bindgen_anon_4.ipv6_dst).cast::<u32>(),
+        );
+        for i in 0..4 {
+            // SAFETY: `i` < 4, inside both arrays.
+            unsafe {
+                core::ptr::write_volatile(s6.add(i), src[i]);
+                core::ptr::write_volatile(d6.add(i), dst[i]);
+            }
+        }
     } else {
         p.family = AF_INET;
         p.__bindgen_anon_3.ipv4_src = src[0];
