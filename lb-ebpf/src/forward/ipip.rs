@@ -6,7 +6,7 @@ use aya_ebpf::{helpers::generated::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, FAMILY_V6, GlobalConfig, reason};
 
 use super::{Verdict, csum, fib, mss};
-use crate::parse::{Packet, TCP_SYN, ptr_at, vlan_tag, write_l2};
+use crate::parse::{Packet, TCP_SYN, halves, ptr_at, vlan_tag, write_l2};
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -124,18 +124,6 @@ fn push_l2(ctx: &XdpContext, pkt: &Packet, room: i32, hop: &fib::NextHop) -> Res
     write_l2(ctx, hop.dmac, hop.smac, vlan, pkt.eth_proto)
 }
 
-/// The first (`lo`) and second (`hi`) 16-bit word in memory of a native 32-bit word
-/// (little-endian: the low half comes first).
-#[inline(always)]
-const fn lo(w: u32) -> u16 {
-    w as u16
-}
-
-#[inline(always)]
-const fn hi(w: u32) -> u16 {
-    (w >> 16) as u16
-}
-
 #[inline(always)]
 fn encap4(
     ctx: &XdpContext,
@@ -155,6 +143,7 @@ fn encap4(
     // Ten 16-bit words as they lie in the frame: ten stores and ten adds for the checksum,
     // where a byte array costs twenty stores and byte-pair assembly.
     let w = u16::from_ne_bytes;
+    let ([s0, s1], [d0, d1]) = (halves(src), halves(dst));
     let mut ip: [u16; 10] = [
         w([0x45, pkt.tos]),
         w(len),
@@ -162,10 +151,10 @@ fn encap4(
         w([df, 0]),
         w([TTL, IPPROTO_IPIP]),
         0,
-        lo(src),
-        hi(src),
-        lo(dst),
-        hi(dst),
+        s0,
+        s1,
+        d0,
+        d1,
     ];
     ip[5] = csum::ipv4_header(&ip);
     let out: *mut [u16; 10] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;
@@ -199,10 +188,8 @@ fn encap6(
     ip[3] = w([IPPROTO_IPV6, TTL]);
     let mut i = 0;
     while i < 4 {
-        ip[4 + 2 * i] = lo(src[i]);
-        ip[5 + 2 * i] = hi(src[i]);
-        ip[12 + 2 * i] = lo(dst[i]);
-        ip[13 + 2 * i] = hi(dst[i]);
+        [ip[4 + 2 * i], ip[5 + 2 * i]] = halves(src[i]);
+        [ip[12 + 2 * i], ip[13 + 2 * i]] = halves(dst[i]);
         i += 1;
     }
     let out: *mut [u16; 20] = ptr_at(ctx, pkt.l3_off).ok_or(reason::DROP_INTERNAL)?;

@@ -17,12 +17,12 @@ use aya_ebpf::{
     },
     programs::XdpContext,
 };
-use lb_common::{FAMILY_V6, GlobalConfig, reason};
+use lb_common::{FAMILY_V6, FlowKey, GlobalConfig, reason};
 
 use super::csum;
 use crate::{
     maps::ICMP_LIMIT,
-    parse::{Packet, frame_macs, ptr_at, vlan_tag, write_l2},
+    parse::{Packet, frame_macs, halves, ptr_at, vlan_tag, write_l2},
 };
 
 /// Bytes of the client's packet quoted: an ICMPv4 error of 576 bytes (RFC 1812 4.3.2.3),
@@ -149,31 +149,22 @@ fn put(p: *mut u8, i: usize, b: u8) {
 
 #[inline(always)]
 fn write4(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Result<(), u32> {
-    let (s, d) = (&pkt.key.dst, &pkt.key.src);
+    // The reply goes from the VIP (the key's destination) back to the client.
+    let k = pkt.key.words();
+    let ([s0, s1], [d0, d1]) = (halves(k[FlowKey::W_DST]), halves(k[FlowKey::W_SRC]));
     let len = (20 + 8 + QUOTE4 as u16).to_be_bytes();
     // TOS: internetwork control (as the kernel's own ICMP errors); no DF; TTL 64.
     let w = u16::from_ne_bytes;
-    let mut ip: [u16; 10] = [
-        w([0x45, 0xc0]),
-        w(len),
-        0,
-        0,
-        w([64, 1]),
-        0,
-        w([s[0], s[1]]),
-        w([s[2], s[3]]),
-        w([d[0], d[1]]),
-        w([d[2], d[3]]),
-    ];
+    let mut ip: [u16; 10] = [w([0x45, 0xc0]), w(len), 0, 0, w([64, 1]), 0, s0, s1, d0, d1];
     ip[5] = csum::ipv4_header(&ip);
     let m = (mtu as u16).to_be_bytes();
     let l3 = pkt.l3_off;
     let out: *mut [u8; 28] = ptr_at(ctx, l3).ok_or(reason::DROP_INTERNAL)?;
     let o = out.cast::<u8>();
     for (i, word) in ip.iter().enumerate() {
-        let b = word.to_ne_bytes();
-        put(o, 2 * i, b[0]);
-        put(o, 2 * i + 1, b[1]);
+        // SAFETY: inside the 28 bytes `ptr_at` checked, at an even offset of a 2-byte
+        // aligned frame; volatile as `put`.
+        unsafe { core::ptr::write_volatile(o.cast::<u16>().add(i), *word) };
     }
     // Type 3 (destination unreachable), code 4 (fragmentation needed), checksum (below),
     // unused, next-hop MTU.

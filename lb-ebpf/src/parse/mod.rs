@@ -115,7 +115,15 @@ unsafe fn word_at(p: *const u8) -> u32 {
     (u32::from(hi) << 16) | u32::from(lo)
 }
 
-// `word_at` and the key's words assume a little-endian machine, as BPF (bpfel) and the
+/// A native word (as [`word_at`] reads it, or [`FlowKey::words`] holds it) as the two
+/// 16-bit words it is in memory, first then second: the inverse of `word_at`, for headers
+/// built as 16-bit words.
+#[inline(always)]
+pub const fn halves(w: u32) -> [u16; 2] {
+    [w as u16, (w >> 16) as u16]
+}
+
+// `word_at`, `halves` and the key's words assume a little-endian machine, as BPF (bpfel) and the
 // hosts that build this crate are.
 const _: () = assert!(cfg!(target_endian = "little"));
 
