@@ -259,6 +259,7 @@ fn a_synthetic_exposition_parses() {
         config_fingerprint: "aa".into(),
         fib_fallbacks: 0,
         unpinned_flows: 0,
+        table_full_flows: 0,
     };
     let _ = Health::Up;
     metrics::live().api_request("status", false);
@@ -492,13 +493,13 @@ fn ptr_words<T>(p: *const T) -> [u32; 2] {
     [v as u32, (v >> 32) as u32]
 }
 
-/// A daemon upgraded from a build whose flow table had per-CPU LRU lists
-/// (`BPF_F_NO_COMMON_LRU`) adopts that table as it is, flows included (the LRU flavour is
-/// the one flag adoption lets differ), and reports a CPU's share as what flows arriving on
-/// one CPU can fill; a fresh table is one LRU for all CPUs.
+/// A daemon upgraded from a build whose flow table was an LRU hash (with per-CPU LRU lists,
+/// `BPF_F_NO_COMMON_LRU`, or one common LRU) adopts that table as it is, flows included
+/// (the LRU type and flavour are what adoption lets the flow table's differ in), and
+/// reports a CPU's share as what flows arriving on one CPU can fill with per-CPU lists; a
+/// fresh table is one plain hash for all CPUs.
 #[test]
-fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
-    use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
+fn an_older_lru_flow_table_is_adopted_with_its_flows() {
     use sluice_dataplane::Dataplane;
     require_root();
     let _serial = serial();
@@ -506,17 +507,35 @@ fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
     let cfg = || dir.config();
     let sizes = PIN_SIZES;
     let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a first load");
-    assert_eq!(dp.flows_one_cpu_holds(), 4096, "one LRU for all CPUs");
+    assert_eq!(dp.flows_one_cpu_holds(), 4096, "one table for all CPUs");
     dp.stop().expect("stop, keeping the pins");
     drop(dp);
-    // The older build's flow table: same key, value and size, per-CPU LRU lists, one flow.
+    const BPF_F_NO_COMMON_LRU: u32 = 2;
+    for (flags, one_cpu) in [
+        (
+            BPF_F_NO_COMMON_LRU,
+            4096 / sluice_dataplane::possible_cpus() as u32,
+        ),
+        (0, 4096),
+    ] {
+        older_lru_adopted(&dir, flags, one_cpu);
+    }
+    let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a last load");
+    dp.stop_removing().expect("remove the pins");
+}
+
+/// Replace the flow table pinned in `dir` by an older build's: an LRU hash with `flags`,
+/// same key, value and size, one flow; the next load adopts it, and flows arriving on one
+/// CPU can fill `one_cpu` of it.
+fn older_lru_adopted(dir: &PinDir, flags: u32, one_cpu: u32) {
+    use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
+    use sluice_dataplane::Dataplane;
     let flows = dir.0.join(names::FLOWS);
     std::fs::remove_file(&flows).expect("unpin the flow table");
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
     const BPF_OBJ_PIN: libc::c_long = 6;
     const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
-    const BPF_F_NO_COMMON_LRU: u32 = 2;
     let fd = bpf_raw(
         BPF_MAP_CREATE,
         &[
@@ -524,10 +543,10 @@ fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
             size_of::<FlowKey>() as u32,
             size_of::<FlowValue>() as u32,
             4096,
-            BPF_F_NO_COMMON_LRU,
+            flags,
         ],
     )
-    .expect("create a per-CPU-list LRU hash") as u32;
+    .expect("create an LRU hash") as u32;
     let mut key = FlowKey {
         sport: 40000u16.to_be_bytes(),
         dport: 80u16.to_be_bytes(),
@@ -551,14 +570,11 @@ fn an_older_per_cpu_lru_flow_table_is_adopted_with_its_flows() {
     bpf_raw(BPF_OBJ_PIN, &[p0, p1, fd, 0]).expect("pin it");
     // SAFETY: `fd` is the descriptor BPF_MAP_CREATE returned, owned here and closed once.
     unsafe { libc::close(fd as i32) };
-    let (mut dp, second) = Dataplane::load_pinned(sizes, cfg()).expect("the upgrade adopts it");
+    let (mut dp, second) =
+        Dataplane::load_pinned(PIN_SIZES, dir.config()).expect("the upgrade adopts it");
     assert!(second.maps.iter().any(|m| m == names::FLOWS), "{second:?}");
     assert!(!second.new.iter().any(|m| m == names::FLOWS), "{second:?}");
     assert_eq!(dp.flow(&key), Some(value), "the flow survives the upgrade");
-    assert_eq!(
-        dp.flows_one_cpu_holds(),
-        4096 / sluice_dataplane::possible_cpus() as u32,
-        "a CPU's share of per-CPU lists"
-    );
-    dp.stop_removing().expect("remove the pins");
+    assert_eq!(dp.flows_one_cpu_holds(), one_cpu, "flags {flags}");
+    dp.stop().expect("stop, keeping the pins");
 }

@@ -97,11 +97,23 @@ pub const SCHED_SEQUENCE: u8 = 1;
 /// client address only, so one client's flows share a backend).
 pub const SCHED_SOURCE_HASH: u8 = 2;
 
-/// `FlowValue::state`: the connection is open (counted as active).
+/// `FlowValue::state`: the connection is open (counted as active), and a packet was seen
+/// after the one that opened it.
 pub const FLOW_OPEN: u32 = 0;
 /// `FlowValue::state`: a FIN or RST was seen from the client. The flow keeps its backend
 /// (the rest of the close still has to reach it) but no longer counts as active.
 pub const FLOW_CLOSING: u32 = 1;
+/// `FlowValue::state`: open (counted as active), and nothing seen since the packet that
+/// opened it (a SYN waiting for its ACK, a one-packet UDP flow, a flood's flow); its next
+/// packet makes it `FLOW_OPEN`. When the table must shrink, the daemon evicts such flows
+/// before those seen again (as an LRU's inactive list goes before its active one), so a
+/// flood cannot push out established connections.
+pub const FLOW_NEW: u32 = 2;
+
+/// Whether a `FlowValue::state` counts as an active connection.
+pub const fn flow_is_open(state: u32) -> bool {
+    state != FLOW_CLOSING
+}
 /// `FlowValue::last_seen` is `CLOCK_MONOTONIC` (coarse) nanoseconds shifted right by this:
 /// ticks of 1.07 s, so the kernel rewrites it at most about once a second per flow.
 ///
@@ -262,10 +274,12 @@ pub struct NextHop {
     pub _pad: [u8; 2],
 }
 
-/// Value of the per-CPU `FLOOD_GUARD` map: the token bucket of new flows this CPU may pin
-/// in the flow table (`credit_ns`: time credit, one flow costs `1e9 / per_sec` ns, at most
-/// one second kept; `per_sec`: the rate it was filled under, a changed one starts a full
-/// bucket), and the new flows forwarded without an entry beyond it.
+/// Value of the per-CPU `FLOOD_GUARD` map: whether a new flow on this CPU may take a flow
+/// entry. The token bucket of new flows this CPU may pin in the flow table (`credit_ns`:
+/// time credit, one flow costs `1e9 / per_sec` ns, at most one second kept; `per_sec`: the
+/// rate it was filled under, a changed one starts a full bucket), and the new flows
+/// forwarded without an entry beyond it; and when this CPU last found the table full, and
+/// the new flows forwarded without an entry because of that.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FloodGuard {
@@ -277,6 +291,14 @@ pub struct FloodGuard {
     pub untimed: u32,
     /// New flows forwarded by their hash without a flow entry (over the rate).
     pub unpinned: u64,
+    /// The flow tick (`CLOCK`) + 1 when an insert last found the flow table full; 0:
+    /// never. New flows of that tick on this CPU go without an entry and do not try to
+    /// insert (the table never evicts by itself: the daemon frees room, oldest first,
+    /// when it passes its high-water mark).
+    pub full_tick_after: u32,
+    pub _pad: u32,
+    /// New flows forwarded by their hash without a flow entry because the table was full.
+    pub table_full: u64,
 }
 
 /// Value of the `FLOOD_LIMIT` array (one entry, written by the daemon): new flows each CPU
@@ -288,7 +310,7 @@ pub struct FloodLimit {
     pub _pad: u32,
 }
 
-/// Key of the `FLOWS` LRU map: the 5-tuple as seen on the wire. Aligned to 4 so that the
+/// Key of the `FLOWS` map: the 5-tuple as seen on the wire. Aligned to 4 so that the
 /// data path reads and writes it as ten 32-bit words ([`FlowKey::words`]).
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -349,7 +371,7 @@ pub struct FlowValue {
     /// When the last packet was seen, in `FLOW_TIME_SHIFT` ticks of `CLOCK_MONOTONIC`
     /// (coarse), as the daemon's `CLOCK` said then. The daemon expires idle flows from it.
     pub last_seen: u32,
-    /// `FLOW_OPEN` or `FLOW_CLOSING`.
+    /// `FLOW_NEW`, `FLOW_OPEN` or `FLOW_CLOSING`.
     pub state: u32,
 }
 
@@ -441,7 +463,7 @@ const _: () = assert!(
 const _: () = assert!(size_of::<NextHop>() == 20);
 // XDP metadata comes in 4-byte units, at most 32 bytes.
 const _: () = assert!(size_of::<ProbeMeta>() == 4);
-const _: () = assert!(size_of::<FloodGuard>() == 32);
+const _: () = assert!(size_of::<FloodGuard>() == 48);
 const _: () = assert!(size_of::<FloodLimit>() == 8);
 const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 64);

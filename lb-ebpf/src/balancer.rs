@@ -55,7 +55,8 @@ struct Pick {
 fn pick(pkt: &Packet, cfg: &GlobalConfig) -> Result<Pick, u32> {
     let vip = vip_of(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
-    let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0) || flood::admit();
+    let pin = (vip.scheduler == SCHED_SEQUENCE && vip.hash_size == 0)
+        || (!flood::full_now() && flood::admit());
     let (id, backend) = select::pick(vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, !pin)
         .ok_or(reason::for_vip(vip.vip_id, reason::DROP_NO_BACKEND))?;
     Ok(Pick {
@@ -63,6 +64,21 @@ fn pick(pkt: &Packet, cfg: &GlobalConfig) -> Result<Pick, u32> {
         id,
         backend,
         pin,
+    })
+}
+
+/// A sequence VIP's new flow that will have no entry after all: the backend its later
+/// packets (each picked anew, by the flow hash) will go to, from the VIP's fallback table.
+#[inline(always)]
+fn repick_hashed(pkt: &Packet, cfg: &GlobalConfig, p: &Pick) -> Result<Pick, u32> {
+    let hash = flow_hash(&pkt.key, cfg.hash_seed);
+    let (id, backend) = select::pick(p.vip, &pkt.key, pkt.tcp_flags, hash, cfg.hash_seed, true)
+        .ok_or(reason::for_vip(p.vip.vip_id, reason::DROP_NO_BACKEND))?;
+    Ok(Pick {
+        vip: p.vip,
+        id,
+        backend,
+        pin: false,
     })
 }
 
@@ -125,9 +141,20 @@ fn opening(pkt: &Packet, cfg: &GlobalConfig) -> Result<Route, u32> {
     let p = pick(pkt, cfg);
     if let Ok(p) = &p
         && p.pin
-        && let Some(track) = flow::open(&pkt.key, p.id, p.backend.generation, pkt.tcp_flags)
     {
-        return Ok(Route::new(*p, Some(track)));
+        match flow::open(&pkt.key, p.id, p.backend.generation, pkt.tcp_flags) {
+            flow::Open::Taken(track) => return Ok(Route::new(*p, Some(track))),
+            flow::Open::Full => {
+                flood::found_full();
+                let p = if p.vip.scheduler == SCHED_SEQUENCE && p.vip.hash_size != 0 {
+                    repick_hashed(pkt, cfg, p)?
+                } else {
+                    Pick { pin: false, ..*p }
+                };
+                return Ok(Route::new(p, None));
+            }
+            flow::Open::Exists => {}
+        }
     }
     match flow::lookup(&pkt.key, pkt.tcp_flags) {
         Some((id, b, track)) => Ok(Route::pinned(id, b, track)),
@@ -232,7 +259,11 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     let track = match track {
         Some(t) => t,
         None if !pin => {
-            flood::unpinned();
+            if flood::full_now() {
+                flood::unpinned_full();
+            } else {
+                flood::unpinned();
+            }
             Track::Same
         }
         None if pkt.tcp_flags & TCP_RST == 0 => {

@@ -489,6 +489,10 @@ pub struct ConntrackStatus {
     /// Open flows expired for idleness, and closing flows reaped, since the daemon started.
     pub expired: u64,
     pub reaped: u64,
+    /// Flows evicted (least recently seen first) because the table was past its high-water
+    /// mark, since the daemon started.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 /// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.
@@ -512,6 +516,10 @@ pub struct Status {
     /// `daemon.new_flow_limit_per_cpu`, exceeded), since the program was loaded.
     #[serde(default)]
     pub unpinned_flows: u64,
+    /// New flows forwarded by their hash without a flow entry because the flow table was
+    /// full (`daemon.flow_table_size`), since the program was loaded.
+    #[serde(default)]
+    pub table_full_flows: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -573,7 +581,7 @@ pub struct BackendStatus {
     pub bytes: u64,
     pub new_flows: u64,
     /// Flow-table entries pinned to this backend (asked for with `Status { flows: true }`:
-    /// it walks the flow table). Idle entries count until the LRU evicts them.
+    /// it walks the flow table). Idle entries count until the sweep expires or evicts them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows: Option<u64>,
     /// The backend's last load report, when its VIP has `[vip.load]`.

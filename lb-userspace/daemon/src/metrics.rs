@@ -77,8 +77,8 @@ pub struct Snapshot {
     pub announce: Option<Arc<AnnounceStatus>>,
     /// The flow table's capacity (`daemon.flow_table_size`; 0: unknown).
     pub flow_capacity: u64,
-    /// How many flows arriving on one CPU the flow table holds (its capacity with one LRU
-    /// for all CPUs; a CPU's share with per-CPU lists, as older builds pinned it).
+    /// How many flows arriving on one CPU the flow table holds (its capacity, one table for
+    /// all CPUs; a CPU's share with per-CPU LRU lists, as older builds pinned it).
     pub flows_one_cpu: u64,
     /// Flows opened on each CPU, indexed by CPU.
     pub new_flows_per_cpu: Vec<u64>,
@@ -276,6 +276,7 @@ mod tests {
             config_fingerprint: "aabbccddeeff0011".into(),
             fib_fallbacks: 3,
             unpinned_flows: 5,
+            table_full_flows: 6,
         };
         let text = render(&status, 4, 7, &Default::default(), None);
         let vip = r#"vip="web",address="10.0.0.1",port="80",protocol="tcp""#;
@@ -299,6 +300,7 @@ mod tests {
             "sluice_table_rebuilds_total 7".to_owned(),
             "sluice_fib_fallbacks_total 3".to_owned(),
             "sluice_flows_unpinned_total 5".to_owned(),
+            "sluice_flows_table_full_total 6".to_owned(),
             "sluice_next_hops_unresolved 1".to_owned(),
             format!(
                 r#"sluice_vip_table_fingerprint_info{{{vip},fingerprint="00112233445566ff"}} 1"#
@@ -340,6 +342,7 @@ mod tests {
                 config_fingerprint: String::new(),
                 fib_fallbacks: 0,
                 unpinned_flows: 0,
+                table_full_flows: 0,
             })),
             edits: 4,
             ..Snapshot::default()
@@ -448,6 +451,7 @@ mod tests {
             config_fingerprint: String::new(),
             fib_fallbacks: 0,
             unpinned_flows: 0,
+            table_full_flows: 0,
         };
         let address = |a: &str, announced| AddressStatus {
             address: a.parse().expect("an address"),

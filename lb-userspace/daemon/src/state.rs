@@ -162,6 +162,7 @@ fn build_status(
             last_sweep_flows: ct.last_sweep.map(|(_, _, n)| n),
             expired: ct.expired_total,
             reaped: ct.reaped_total,
+            evicted: ct.evicted_total,
         },
         config_fingerprint: state
             .config_fingerprint()
@@ -169,6 +170,7 @@ fn build_status(
             .unwrap_or_default(),
         fib_fallbacks: dp.fib_fallbacks().unwrap_or_default(),
         unpinned_flows: dp.unpinned_flows().unwrap_or_default(),
+        table_full_flows: dp.table_full_flows().unwrap_or_default(),
     }
 }
 
@@ -290,10 +292,12 @@ fn same_figures(a: &Status, b: &Status) -> bool {
         && (
             a.conntrack.expired,
             a.conntrack.reaped,
+            a.conntrack.evicted,
             a.conntrack.last_sweep_flows,
         ) == (
             b.conntrack.expired,
             b.conntrack.reaped,
+            b.conntrack.evicted,
             b.conntrack.last_sweep_flows,
         )
 }
@@ -356,7 +360,7 @@ pub struct StatusInputs {
     /// The VIPs' counters: every packet counted for a backend is counted for its VIP.
     counters: Vec<lb_common::Counters>,
     reasons: (Vec<u64>, Vec<crate::dataplane::VipReasons>),
-    conntrack: (u64, u64, Option<u64>),
+    conntrack: (u64, u64, u64, Option<u64>),
     tables_built: u64,
 }
 
@@ -371,6 +375,7 @@ impl StatusInputs {
             conntrack: (
                 ct.expired_total,
                 ct.reaped_total,
+                ct.evicted_total,
                 ct.last_sweep.map(|(_, _, n)| n),
             ),
             tables_built: dp.tables_built(),
@@ -440,6 +445,7 @@ mod tests {
             config_fingerprint: String::new(),
             fib_fallbacks: 0,
             unpinned_flows: 0,
+            table_full_flows: 0,
         };
         let text = crate::metrics::render(&status, 0, 0, &Default::default(), None);
         let line = |state: &str| {

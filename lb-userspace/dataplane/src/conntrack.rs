@@ -12,7 +12,10 @@
 //! - **sweep** (every `daemon.conntrack_sweep_ms`, off the data-plane lock): walk the flow
 //!   table, delete flows idle for longer than the protocol's idle timeout (open) or the
 //!   close timeout (closing), and count the open ones per backend: that is the exact
-//!   figure at the time of the sweep (LRU evictions and expiries included);
+//!   figure at the time of the sweep (expiries included). The kernel never evicts (the
+//!   table is a plain hash): when the flows left pass [`HIGH_WATER`] of the table, the
+//!   sweep also evicts the least recently seen ones (closing flows first) down to
+//!   [`LOW_WATER`], so new flows find room again;
 //! - **between sweeps**: active = the sweep's count + opens − closes since the counters
 //!   snapshot taken just before that sweep.
 //!
@@ -24,13 +27,14 @@
 //! off by the flows that opened or closed while it ran, until the next sweep.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use lb_common::{
-    Counters, FLOW_CLOSING, FLOW_OPEN, FLOW_TIME_SHIFT, FlowKey, FlowValue, PROTO_UDP, names,
+    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowKey, FlowValue, PROTO_UDP, flow_is_open,
+    names,
 };
 
 use super::DataplaneError;
@@ -133,7 +137,55 @@ pub struct Sweep {
     pub expired: u64,
     /// Closing flows removed after the close timeout.
     pub reaped: u64,
+    /// Flows evicted, least recently seen first, because the table was past its high-water
+    /// mark.
+    pub evicted: u64,
     pub took: Duration,
+}
+
+/// The share of the flow table past which a sweep evicts flows (in per mille).
+pub const HIGH_WATER: u64 = 900;
+/// What a sweep that evicts leaves of the table (in per mille).
+pub const LOW_WATER: u64 = 800;
+
+/// Which flows go first when the table must shrink: closing ones, then those not seen
+/// since the packet that opened them (a flood's, a one-packet flow's), then the others;
+/// within each, the longest idle.
+fn eviction_rank(v: &FlowValue, idle: u32) -> u64 {
+    let class = match v.state {
+        FLOW_CLOSING => 2,
+        FLOW_NEW => 1,
+        _ => 0,
+    };
+    (class << 32) | u64::from(idle)
+}
+
+/// How many flows to evict from a table of `capacity` entries holding `kept` after expiry:
+/// none up to the high-water mark, else down to the low-water mark.
+fn excess(kept: u64, capacity: u32) -> u64 {
+    let capacity = u64::from(capacity);
+    if kept * 1000 <= capacity * HIGH_WATER {
+        0
+    } else {
+        kept - capacity * LOW_WATER / 1000
+    }
+}
+
+/// The lowest rank that goes, and how many flows of exactly that rank go, to evict `need`
+/// flows whose ranks are counted in `ranks`: every flow ranked above it goes too.
+fn eviction_cut(ranks: &BTreeMap<u64, u64>, need: u64) -> Option<(u64, u64)> {
+    if need == 0 {
+        return None;
+    }
+    let mut left = need;
+    for (&rank, &n) in ranks.iter().rev() {
+        if n >= left {
+            return Some((rank, left));
+        }
+        left -= n;
+    }
+    // Fewer flows than asked for: all of them.
+    ranks.keys().next().map(|&r| (r, ranks[&r]))
 }
 
 /// Walks the flow table on its own map handles, so the daemon does not hold the data
@@ -142,6 +194,8 @@ pub struct Sweeper {
     flows: BpfHashMap<MapData, FlowKey, FlowValue>,
     stats: PerCpuArray<MapData, Counters>,
     pub timeouts: Timeouts,
+    /// The flow table's entries.
+    capacity: u32,
     /// The tick this sweeper started at: no flow counts as idle for longer than since then.
     /// A stamp from before it was written while no daemon kept the clock (it stood still:
     /// the flow may have been busy until now), or by an earlier daemon.
@@ -157,11 +211,13 @@ impl Sweeper {
         flows: BpfHashMap<MapData, FlowKey, FlowValue>,
         stats: PerCpuArray<MapData, Counters>,
         timeouts: Timeouts,
+        capacity: u32,
     ) -> Self {
         Self {
             flows,
             stats,
             timeouts,
+            capacity,
             since: now_ticks(),
         }
     }
@@ -182,6 +238,8 @@ impl Sweeper {
             ticks(self.timeouts.udp_idle),
         );
         let mut doomed = Vec::new();
+        // The flows that stay, counted by eviction rank (in case the table must shrink).
+        let mut ranks = BTreeMap::<u64, u64>::new();
         // A flow that opens or closes during the walk may be counted by both the walk and
         // the counters (or by neither) until the next sweep. So the walk is repeated (at
         // most `WALKS` times) until the backends' counters did not move while it ran: then
@@ -191,6 +249,7 @@ impl Sweeper {
             out.active = ids.iter().map(|&id| (id, 0)).collect();
             out.scanned = 0;
             doomed.clear();
+            ranks.clear();
             for entry in self.flows.iter() {
                 let Ok((k, v)) = entry else { continue };
                 out.scanned += 1;
@@ -204,9 +263,13 @@ impl Sweeper {
                 // between the kernel's stamp and ours): not idle.
                 if idle > limit && idle < u32::MAX / 2 {
                     doomed.push((k, v));
-                } else if v.state == FLOW_OPEN {
+                    continue;
+                }
+                if flow_is_open(v.state) {
                     *out.active.entry(v.backend_id).or_insert(0) += 1;
                 }
+                let idle = if idle < u32::MAX / 2 { idle } else { 0 };
+                *ranks.entry(eviction_rank(&v, idle)).or_insert(0) += 1;
             }
             out.counters = before;
             if walk == WALKS || self.snapshot(ids)? == out.counters {
@@ -218,25 +281,67 @@ impl Sweeper {
             match self.flows.get(&k, 0) {
                 Ok(now_v) if now_v == v => {}
                 Ok(now_v) => {
-                    if now_v.state == FLOW_OPEN {
+                    if flow_is_open(now_v.state) {
                         *out.active.entry(now_v.backend_id).or_insert(0) += 1;
                     }
                     continue;
                 }
                 Err(_) => continue,
             }
-            match self.flows.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(names::FLOWS)(e)),
-            }
-            if v.state == FLOW_OPEN {
+            self.remove(&k)?;
+            if flow_is_open(v.state) {
                 out.expired += 1;
             } else {
                 out.reaped += 1;
             }
         }
+        let kept: u64 = ranks.values().sum();
+        if let Some(cut) = eviction_cut(&ranks, excess(kept, self.capacity)) {
+            self.evict(cut, now, &mut out)?;
+        }
         out.took = started.elapsed();
         Ok(out)
+    }
+
+    fn remove(&mut self, k: &FlowKey) -> Result<(), DataplaneError> {
+        match self.flows.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::FLOWS)(e)),
+        }
+    }
+
+    /// Evict every flow ranked above `cut.0`, and `cut.1` of those ranked exactly `cut.0`
+    /// ([`eviction_cut`]), in a second walk; an entry seen again since the first walk ranks
+    /// lower now and may stay.
+    fn evict(&mut self, cut: (u64, u64), now: u32, out: &mut Sweep) -> Result<(), DataplaneError> {
+        let (rank, mut at_rank) = cut;
+        let mut victims = Vec::new();
+        for entry in self.flows.iter() {
+            let Ok((k, v)) = entry else { continue };
+            let idle = idle_ticks(now, v.last_seen, self.since);
+            let idle = if idle < u32::MAX / 2 { idle } else { 0 };
+            let r = eviction_rank(&v, idle);
+            if r > rank || (r == rank && at_rank > 0) {
+                if r == rank {
+                    at_rank -= 1;
+                }
+                victims.push((k, v));
+            }
+        }
+        for (k, v) in victims {
+            // As for expiry: only an entry unchanged since it was ranked.
+            if self.flows.get(&k, 0).ok() != Some(v) {
+                continue;
+            }
+            self.remove(&k)?;
+            out.evicted += 1;
+            if flow_is_open(v.state)
+                && let Some(n) = out.active.get_mut(&v.backend_id)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -287,9 +392,11 @@ fn read(stats: &PerCpuArray<MapData, Counters>, id: u32) -> Result<OpenClose, Da
 pub struct Book {
     base: HashMap<u32, (u64, OpenClose)>,
     pub last_sweep: Option<(Instant, Duration, u64)>,
-    /// Flows expired for idleness and closing flows reaped, since the daemon started.
+    /// Flows expired for idleness, closing flows reaped, and flows evicted for room, since
+    /// the daemon started.
     pub expired_total: u64,
     pub reaped_total: u64,
+    pub evicted_total: u64,
 }
 
 impl Book {
@@ -302,6 +409,7 @@ impl Book {
         self.last_sweep = Some((Instant::now(), s.took, s.scanned));
         self.expired_total += s.expired;
         self.reaped_total += s.reaped;
+        self.evicted_total += s.evicted;
     }
 
     /// A backend slot starts (or restarts) from zero with these counters.
@@ -369,6 +477,47 @@ mod tests {
     fn now_is_read_from_the_monotonic_clock() {
         let (a, b) = (now_ticks(), now_ticks());
         assert!(a > 0 && b >= a, "{a} {b}");
+    }
+
+    #[test]
+    fn a_table_past_its_high_water_mark_shrinks_to_the_low_one() {
+        assert_eq!(excess(0, 1000), 0);
+        assert_eq!(excess(900, 1000), 0);
+        assert_eq!(excess(901, 1000), 101);
+        assert_eq!(excess(1000, 1000), 200);
+        // A table adopted with more entries than this build's capacity figure: still
+        // down to the low-water mark.
+        assert_eq!(excess(1 << 20, 1 << 20), (1 << 20) - (1 << 20) * 4 / 5);
+    }
+
+    #[test]
+    fn closing_flows_go_first_then_those_never_seen_again_then_the_longest_idle() {
+        let v = |state| FlowValue {
+            backend_id: 1,
+            generation: 1,
+            last_seen: 0,
+            state,
+        };
+        let closing_fresh = eviction_rank(&v(FLOW_CLOSING), 0);
+        let new_fresh = eviction_rank(&v(FLOW_NEW), 0);
+        let open_idle = eviction_rank(&v(lb_common::FLOW_OPEN), 800);
+        let open_busy = eviction_rank(&v(lb_common::FLOW_OPEN), 1);
+        assert!(closing_fresh > new_fresh && new_fresh > open_idle && open_idle > open_busy);
+        assert!(eviction_rank(&v(FLOW_CLOSING), 5) > closing_fresh);
+        assert!(eviction_rank(&v(FLOW_NEW), 5) > new_fresh);
+    }
+
+    #[test]
+    fn the_cut_takes_the_highest_ranks_and_part_of_the_last() {
+        let ranks: BTreeMap<u64, u64> = [(1, 10), (5, 3), (9, 2)].into();
+        assert_eq!(eviction_cut(&ranks, 0), None);
+        assert_eq!(eviction_cut(&ranks, 1), Some((9, 1)));
+        assert_eq!(eviction_cut(&ranks, 2), Some((9, 2)));
+        assert_eq!(eviction_cut(&ranks, 4), Some((5, 2)));
+        assert_eq!(eviction_cut(&ranks, 6), Some((1, 1)));
+        // More than there are: all of them.
+        assert_eq!(eviction_cut(&ranks, 100), Some((1, 10)));
+        assert_eq!(eviction_cut(&BTreeMap::new(), 3), None);
     }
 
     #[test]

@@ -243,6 +243,8 @@ pub struct Dataplane {
     flows_fd: OwnedFd,
     /// How many flows arriving on one CPU the flow table holds ([`Dataplane::flows_one_cpu_holds`]).
     flows_one_cpu: u32,
+    /// The flow table's entries, as the kernel holds it.
+    flows_capacity: u32,
     backend_stats_fd: OwnedFd,
     /// The flow clock, which the daemon keeps from a thread of its own ([`Dataplane::clock`]).
     clock_fd: OwnedFd,
@@ -350,7 +352,7 @@ impl Dataplane {
         attach::load_programs(&mut ebpf, ALL_PROGRAMS)?;
         let fd_of = |ebpf: &Ebpf, name: &'static str| -> Result<OwnedFd, DataplaneError> {
             let data = match ebpf.map(name).ok_or(DataplaneError::MissingMap(name))? {
-                Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
+                Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuArray(d) | Map::Array(d) => d,
                 _ => return Err(DataplaneError::MissingMap(name)),
             };
             data.fd()
@@ -366,18 +368,20 @@ impl Dataplane {
         };
         let flows_fd = fd_of(&ebpf, names::FLOWS)?;
         // What the flow table holds of flows arriving on one CPU, as the kernel holds it (a
-        // table adopted from an older build may keep per-CPU LRU lists).
-        let flows_one_cpu = match ebpf.map(names::FLOWS) {
-            Some(Map::LruHashMap(d)) => {
+        // table adopted from an older build may be an LRU, with per-CPU LRU lists).
+        let (flows_one_cpu, flows_capacity) = match ebpf.map(names::FLOWS) {
+            Some(Map::HashMap(d) | Map::LruHashMap(d)) => {
                 let info = d.info().map_err(|source| DataplaneError::Map {
                     name: names::FLOWS,
                     source,
                 })?;
-                if info.map_flags() & adopt::BPF_F_NO_COMMON_LRU != 0 {
+                let lru = info.map_type().ok() == Some(aya::maps::MapType::LruHash);
+                let one = if lru && info.map_flags() & adopt::BPF_F_NO_COMMON_LRU != 0 {
                     info.max_entries() / (possible_cpus().max(1) as u32)
                 } else {
                     info.max_entries()
-                }
+                };
+                (one, info.max_entries())
             }
             _ => return Err(DataplaneError::MissingMap(names::FLOWS)),
         };
@@ -405,6 +409,7 @@ impl Dataplane {
             hops: publish::Hops::default(),
             flows_fd,
             flows_one_cpu,
+            flows_capacity,
             backend_stats_fd,
             clock_fd,
             book: conntrack::Book::default(),
@@ -434,6 +439,34 @@ impl Dataplane {
     /// Hand out the next backend slots from `id` on (round-robin as ever), so tests reach
     /// high slot ids without publishing that many backends first. Only with the
     /// `test-helpers` feature.
+    /// Forget on every CPU that the flow table was found full (the program then tries its
+    /// next insert again, as it does at the flow clock's next tick). For tests, behind the
+    /// `test-helpers` feature.
+    #[cfg(feature = "test-helpers")]
+    pub fn forget_table_full(&mut self) -> Result<(), DataplaneError> {
+        let err = |source| DataplaneError::Map {
+            name: names::FLOOD_GUARD,
+            source,
+        };
+        let v = self.flood_guard.get(&0, 0).map_err(err)?;
+        let cleared: Vec<lb_common::FloodGuard> = v
+            .iter()
+            .map(|g| lb_common::FloodGuard {
+                full_tick_after: 0,
+                ..*g
+            })
+            .collect();
+        let values =
+            aya::maps::PerCpuValues::try_from(cleared).map_err(|e| DataplaneError::Map {
+                name: names::FLOOD_GUARD,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_elem",
+                    io_error: e,
+                }),
+            })?;
+        self.flood_guard.set(0, values, 0).map_err(err)
+    }
+
     #[cfg(feature = "test-helpers")]
     pub fn move_slot_cursor(&mut self, id: u32) {
         self.layout.slots.move_cursor(id as usize);
@@ -450,6 +483,19 @@ impl Dataplane {
                 source,
             })?;
         Ok(v.iter().map(|g| g.unpinned).sum())
+    }
+
+    /// New flows forwarded by their hash without a flow entry because the flow table was
+    /// full, since load (summed over CPUs).
+    pub fn table_full_flows(&self) -> Result<u64, DataplaneError> {
+        let v = self
+            .flood_guard
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: names::FLOOD_GUARD,
+                source,
+            })?;
+        Ok(v.iter().map(|g| g.table_full).sum())
     }
 
     fn sum(
@@ -523,12 +569,17 @@ impl Dataplane {
     ) -> Result<conntrack::Sweeper, DataplaneError> {
         let flows = open_typed(&self.flows_fd, names::FLOWS)?;
         let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
-        Ok(conntrack::Sweeper::new(flows, stats, timeouts))
+        Ok(conntrack::Sweeper::new(
+            flows,
+            stats,
+            timeouts,
+            self.flows_capacity,
+        ))
     }
 
-    /// How many flows arriving on one CPU the flow table holds: all of it (one LRU for all
-    /// CPUs), or its CPU share (`entries / possible CPUs`) for a table an older build pinned
-    /// with per-CPU LRU lists.
+    /// How many flows arriving on one CPU the flow table holds: all of it, or its CPU share
+    /// (`entries / possible CPUs`) for a table an older build pinned as an LRU with per-CPU
+    /// lists.
     pub fn flows_one_cpu_holds(&self) -> u32 {
         self.flows_one_cpu
     }

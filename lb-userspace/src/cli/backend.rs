@@ -109,6 +109,12 @@ pub fn print(status: &crate::state::Status) {
             status.unpinned_flows
         );
     }
+    if status.table_full_flows > 0 {
+        println!(
+            "{} new flows were forwarded without a flow entry: the flow table was full (daemon.flow_table_size; the daemon evicts the least recently seen flows past 90%)",
+            status.table_full_flows
+        );
+    }
     if status.fib_fallbacks > 0 {
         println!(
             "{} frames went through the kernel's FIB for want of a resolved next hop (see \"next hop\" above)",

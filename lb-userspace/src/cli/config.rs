@@ -79,7 +79,7 @@ pub fn check(file: &Path, file_only: bool) -> anyhow::Result<()> {
         c.vips.len()
     );
     println!(
-        "flow table: {} flows, shared by all CPUs (one LRU)",
+        "flow table: {} flows, shared by all CPUs (full: new flows go without an entry; the sweep evicts past 90%)",
         c.daemon.flow_table_size
     );
     Ok(())

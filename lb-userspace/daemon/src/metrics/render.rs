@@ -165,13 +165,18 @@ fn backend(e: &mut Exposition, v: &VipStatus, b: &BackendStatus) {
     }
 }
 
-/// The daemon-wide counters: live edits, table builds, FIB fallbacks, unpinned flows,
-/// unresolved next hops, flows expired by the sweep, the configuration's fingerprint.
+/// The daemon-wide counters: live edits, table builds, FIB fallbacks, unpinned flows (flood
+/// guard, full table), unresolved next hops, flows expired and evicted by the sweep, the configuration's fingerprint.
 fn totals(e: &mut Exposition, status: &Status, edits: u64, tables_built: u64) {
     e.counter("sluice_edits", Vec::new(), edits);
     e.counter("sluice_table_rebuilds", Vec::new(), tables_built);
     e.counter("sluice_fib_fallbacks", Vec::new(), status.fib_fallbacks);
     e.counter("sluice_flows_unpinned", Vec::new(), status.unpinned_flows);
+    e.counter(
+        "sluice_flows_table_full",
+        Vec::new(),
+        status.table_full_flows,
+    );
     let unresolved = status
         .vips
         .iter()
@@ -187,6 +192,11 @@ fn totals(e: &mut Exposition, status: &Status, edits: u64, tables_built: u64) {
         "sluice_conntrack_expired",
         Vec::new(),
         status.conntrack.expired,
+    );
+    e.counter(
+        "sluice_conntrack_evicted",
+        Vec::new(),
+        status.conntrack.evicted,
     );
     if !status.config_fingerprint.is_empty() {
         e.info(

@@ -80,7 +80,15 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
             ));
         }
     };
-    cmp("map type", pinned.map_type, spec.map_type, "");
+    // The flow table pinned by an older build as an LRU hash is adopted as it is (its flows
+    // kept): the program and the daemon read and write both kinds alike, the LRU only evicts
+    // by itself when full. A fresh start creates this build's plain hash.
+    let lru_flows = spec.name == names::FLOWS
+        && spec.map_type == BPF_MAP_TYPE_HASH
+        && pinned.map_type == BPF_MAP_TYPE_LRU_HASH;
+    if !lru_flows {
+        cmp("map type", pinned.map_type, spec.map_type, "");
+    }
     cmp("key size", pinned.key_size, spec.key_size, "");
     cmp("value size", pinned.value_size, spec.value_size, "");
     let hint = match spec.name.as_str() {
@@ -109,6 +117,10 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
 
 /// `BPF_F_NO_COMMON_LRU`: an LRU hash with one LRU list per CPU.
 pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+/// `BPF_MAP_TYPE_HASH`, the flow table's type.
+const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_LRU_HASH`, the flow table's type before.
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 
 /// What a pin directory holds, checked against this build's maps.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -126,11 +138,13 @@ pub struct Found {
     pub link: bool,
 }
 
-/// Maps that hold nothing but counters the daemon only reports: when this build changes
-/// their shape, the pinned ones are replaced by new, zeroed ones (the old program keeps its
+/// Maps that hold nothing but counters the daemon only reports (and, in `FLOOD_GUARD`, the
+/// flood guard's token bucket, which a zeroed value restarts full, and when the flow table
+/// was last found full): when this build changes their shape, the pinned ones are replaced
+/// by new, zeroed ones (the old program keeps its
 /// own until the link switches to the new program) rather than refusing to adopt, which
 /// would leave `sluice detach` (dropping every flow) as the only way to upgrade.
-pub const RESETTABLE: &[&str] = &[names::REASONS];
+pub const RESETTABLE: &[&str] = &[names::REASONS, names::FLOOD_GUARD];
 
 /// Inspect `dir`: every pinned map must match its spec exactly, or the whole adoption is
 /// refused ([`DataplaneError::Incompatible`], listing every difference).

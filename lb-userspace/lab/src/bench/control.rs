@@ -130,9 +130,9 @@ pub struct FlowScale {
     /// Entries in the table afterwards (walked from userspace).
     pub held: u64,
     pub count_s: f64,
-    /// The same flows all arriving on one CPU (one LRU for all CPUs: the same as from
-    /// every CPU; with per-CPU lists, as tables pinned by older builds have, a CPU's flows
-    /// fill only its share).
+    /// The same flows all arriving on one CPU (one table for all CPUs: the same as from
+    /// every CPU; with per-CPU LRU lists, as tables pinned by older builds have, a CPU's
+    /// flows fill only its share).
     pub one_cpu_held: u64,
 }
 

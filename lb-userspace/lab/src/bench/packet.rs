@@ -14,8 +14,8 @@
 //!
 //! The one-flow cases share one flow table, emptied before each case's block. Each
 //! new-flow block runs in an object loaded for it (an empty table of the default size,
-//! its LRU free list in address order): its calls each insert a flow never seen (warm-up
-//! included), all held by the table, so nothing is evicted. Each
+//! its free lists in address order): its calls each insert a flow never seen (warm-up
+//! included), all held by the table, so none finds it full. Each
 //! many-flow case has a table of its own, filled before the first round from every CPU
 //! (as RSS spreads flows) and sized so that its flows fit (`flow_entries_for`); its calls
 //! cycle over those flows, each a hit, continuing from round to round.
@@ -357,9 +357,9 @@ pub fn short(n: u64) -> String {
     }
 }
 
-/// Flow-table capacity so that `flows` fit without eviction, whichever CPUs they arrive
-/// on (one LRU for all CPUs), with a quarter to spare (each CPU keeps a batch of free
-/// entries of its own).
+/// Flow-table capacity so that `flows` fit, whichever CPUs they arrive on (one table for
+/// all CPUs), with a quarter to spare: under the sweep's 90% high-water mark, and the same
+/// sizes (hence bucket counts) as the figures measured with the LRU table before.
 pub fn flow_entries_for(flows: u64) -> u32 {
     let need = flows * 5 / 4;
     u32::try_from(need.max(u64::from(lb_common::DEFAULT_FLOW_ENTRIES))).unwrap_or(u32::MAX)
