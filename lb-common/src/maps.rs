@@ -293,8 +293,8 @@ pub struct FloodGuard {
     pub unpinned: u64,
     /// The flow tick (`CLOCK`) + 1 when an insert last found the flow table full; 0:
     /// never. New flows of that tick on this CPU go without an entry and do not try to
-    /// insert (the table never evicts by itself: the daemon frees room, oldest first,
-    /// when it passes its high-water mark).
+    /// insert (the table never evicts by itself: the daemon's sweep frees room when it
+    /// passes its high-water mark).
     pub full_tick_after: u32,
     pub _pad: u32,
     /// New flows forwarded by their hash without a flow entry because the table was full.

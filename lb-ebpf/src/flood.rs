@@ -7,8 +7,8 @@
 //! The same per-CPU value says when this CPU last found the flow table full (it never
 //! evicts by itself): a new flow that finds no room goes without an entry the same way,
 //! and so does every new flow on that CPU until the flow clock ticks, without trying to
-//! insert (`FloodGuard::table_full`); the daemon frees room, oldest first, past the
-//! table's high-water mark.
+//! insert (`FloodGuard::table_full`); the daemon's sweep frees room past the table's
+//! high-water mark.
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 

@@ -31,8 +31,8 @@ pub fn now_ticks() -> u32 {
 #[inline(always)]
 pub fn lookup(key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend, Track)> {
     let v = FLOWS.get_ptr_mut(key)?;
-    // SAFETY: a pointer to a live flow-table value. Only this program writes values in place (one
-    // 32-bit field at a time, each write whole), the daemon only reads or deletes them.
+    // SAFETY: a pointer to a live flow-table value. Only this program writes values in place
+    // (one 32-bit field at a time, each write whole), the daemon only reads or deletes them.
     let (id, generation, state, seen) =
         unsafe { ((*v).backend_id, (*v).generation, (*v).state, (*v).last_seen) };
     // The slot still holds this flow's backend if its generation is unchanged. (The slot

@@ -14,8 +14,9 @@
 //!   close timeout (closing), and count the open ones per backend: that is the exact
 //!   figure at the time of the sweep (expiries included). The kernel never evicts (the
 //!   table is a plain hash): when the flows left pass [`HIGH_WATER`] of the table, the
-//!   sweep also evicts the least recently seen ones (closing flows first) down to
-//!   [`LOW_WATER`], so new flows find room again;
+//!   sweep also evicts down to [`LOW_WATER`] (closing flows first, then those never seen
+//!   after their first packet, then the least recently seen), so new flows find room
+//!   again;
 //! - **between sweeps**: active = the sweep's count + opens − closes since the counters
 //!   snapshot taken just before that sweep.
 //!
@@ -137,8 +138,8 @@ pub struct Sweep {
     pub expired: u64,
     /// Closing flows removed after the close timeout.
     pub reaped: u64,
-    /// Flows evicted, least recently seen first, because the table was past its high-water
-    /// mark.
+    /// Flows evicted (in [`eviction_rank`] order) because the table was past its
+    /// high-water mark.
     pub evicted: u64,
     pub took: Duration,
 }

@@ -436,9 +436,6 @@ impl Dataplane {
         &self.ebpf
     }
 
-    /// Hand out the next backend slots from `id` on (round-robin as ever), so tests reach
-    /// high slot ids without publishing that many backends first. Only with the
-    /// `test-helpers` feature.
     /// Forget on every CPU that the flow table was found full (the program then tries its
     /// next insert again, as it does at the flow clock's next tick). For tests, behind the
     /// `test-helpers` feature.
@@ -467,6 +464,9 @@ impl Dataplane {
         self.flood_guard.set(0, values, 0).map_err(err)
     }
 
+    /// Hand out the next backend slots from `id` on (round-robin as ever), so tests reach
+    /// high slot ids without publishing that many backends first. Only with the
+    /// `test-helpers` feature.
     #[cfg(feature = "test-helpers")]
     pub fn move_slot_cursor(&mut self, id: u32) {
         self.layout.slots.move_cursor(id as usize);
@@ -475,19 +475,20 @@ impl Dataplane {
     /// New flows forwarded by their hash without a flow entry because the flood guard's
     /// rate was exceeded (`daemon.new_flow_limit_per_cpu`), since load (summed over CPUs).
     pub fn unpinned_flows(&self) -> Result<u64, DataplaneError> {
-        let v = self
-            .flood_guard
-            .get(&0, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: names::FLOOD_GUARD,
-                source,
-            })?;
-        Ok(v.iter().map(|g| g.unpinned).sum())
+        self.flood_guard_sum(|g| g.unpinned)
     }
 
     /// New flows forwarded by their hash without a flow entry because the flow table was
     /// full, since load (summed over CPUs).
     pub fn table_full_flows(&self) -> Result<u64, DataplaneError> {
+        self.flood_guard_sum(|g| g.table_full)
+    }
+
+    /// One `FLOOD_GUARD` counter, summed over CPUs.
+    fn flood_guard_sum(
+        &self,
+        field: impl Fn(&lb_common::FloodGuard) -> u64,
+    ) -> Result<u64, DataplaneError> {
         let v = self
             .flood_guard
             .get(&0, 0)
@@ -495,7 +496,7 @@ impl Dataplane {
                 name: names::FLOOD_GUARD,
                 source,
             })?;
-        Ok(v.iter().map(|g| g.table_full).sum())
+        Ok(v.iter().map(field).sum())
     }
 
     fn sum(
