@@ -67,10 +67,7 @@ fn new_flows_beyond_the_rate_are_forwarded_by_hash_without_an_entry() {
         // the lc cursor, which moved on): compared past the frame's first 6 bytes only
         // where the destination is the backend (DSR: MAC; IPIP: MAC and outer header).
         for (spec, out) in first.iter().skip(60) {
-            let mut ack = spec.clone();
-            if let sluice_tests::frames::L4::Tcp { flags, .. } = &mut ack.l4 {
-                *flags = ACK;
-            }
+            let ack = spec.clone().tcp_flags(ACK);
             let r = dp
                 .run_frame(programs::BALANCER, &ack.build(), ifindex)
                 .unwrap();

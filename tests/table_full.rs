@@ -11,7 +11,7 @@
 use lb_common::programs;
 use sluice_dataplane::{Dataplane, Sizes, conntrack};
 use sluice_tests::{
-    frames::{L4, LB_MAC, SYN, Spec},
+    frames::{LB_MAC, SYN, Spec},
     fuzz, require_root,
 };
 
@@ -40,11 +40,7 @@ fn syn(i: u16, (vip, port): (&str, u16)) -> Spec {
 }
 
 fn ack_of(spec: &Spec) -> Spec {
-    let mut ack = spec.clone();
-    if let L4::Tcp { flags, .. } = &mut ack.l4 {
-        *flags = ACK;
-    }
-    ack
+    spec.clone().tcp_flags(ACK)
 }
 
 /// Where a forwarded frame goes: its destination MAC and, encapsulated in IPv4, the outer

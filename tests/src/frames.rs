@@ -115,6 +115,14 @@ impl Spec {
         }
     }
 
+    /// The same flow with other TCP flags (e.g. a SYN's ACK); a UDP spec is left as it is.
+    pub fn tcp_flags(mut self, to: u8) -> Self {
+        if let L4::Tcp { flags, .. } = &mut self.l4 {
+            *flags = to;
+        }
+        self
+    }
+
     /// TCP options (raw, a multiple of 4 bytes).
     pub fn tcp_options(mut self, opts: &[u8]) -> Self {
         self.tcp_options = opts.to_vec();

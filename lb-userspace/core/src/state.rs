@@ -489,8 +489,8 @@ pub struct ConntrackStatus {
     /// Open flows expired for idleness, and closing flows reaped, since the daemon started.
     pub expired: u64,
     pub reaped: u64,
-    /// Flows evicted (least recently seen first) because the table was past its high-water
-    /// mark, since the daemon started.
+    /// Flows evicted because the table was past its high-water mark (closing flows first,
+    /// then those never seen again, then the least recently seen), since the daemon started.
     #[serde(default)]
     pub evicted: u64,
 }

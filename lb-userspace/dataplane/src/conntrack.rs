@@ -151,13 +151,15 @@ pub const LOW_WATER: u64 = 800;
 
 /// Which flows go first when the table must shrink: closing ones, then those not seen
 /// since the packet that opened them (a flood's, a one-packet flow's), then the others;
-/// within each, the longest idle.
+/// within each, the longest idle (`idle` as [`idle_ticks`] gives it: a stamp from the
+/// future counts as not idle).
 fn eviction_rank(v: &FlowValue, idle: u32) -> u64 {
     let class = match v.state {
         FLOW_CLOSING => 2,
         FLOW_NEW => 1,
         _ => 0,
     };
+    let idle = if idle < u32::MAX / 2 { idle } else { 0 };
     (class << 32) | u64::from(idle)
 }
 
@@ -269,7 +271,6 @@ impl Sweeper {
                 if flow_is_open(v.state) {
                     *out.active.entry(v.backend_id).or_insert(0) += 1;
                 }
-                let idle = if idle < u32::MAX / 2 { idle } else { 0 };
                 *ranks.entry(eviction_rank(&v, idle)).or_insert(0) += 1;
             }
             out.counters = before;
@@ -319,9 +320,7 @@ impl Sweeper {
         let mut victims = Vec::new();
         for entry in self.flows.iter() {
             let Ok((k, v)) = entry else { continue };
-            let idle = idle_ticks(now, v.last_seen, self.since);
-            let idle = if idle < u32::MAX / 2 { idle } else { 0 };
-            let r = eviction_rank(&v, idle);
+            let r = eviction_rank(&v, idle_ticks(now, v.last_seen, self.since));
             if r > rank || (r == rank && at_rank > 0) {
                 if r == rank {
                     at_rank -= 1;
@@ -506,6 +505,8 @@ mod tests {
         assert!(closing_fresh > new_fresh && new_fresh > open_idle && open_idle > open_busy);
         assert!(eviction_rank(&v(FLOW_CLOSING), 5) > closing_fresh);
         assert!(eviction_rank(&v(FLOW_NEW), 5) > new_fresh);
+        // A stamp from the future is not idle.
+        assert_eq!(eviction_rank(&v(FLOW_NEW), u32::MAX - 3), new_fresh);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod batch;
 #[cfg(feature = "test-helpers")]
 mod bench_object;
 pub mod conntrack;
+mod flows;
 pub mod host;
 pub mod iface;
 mod layout;
@@ -436,67 +437,12 @@ impl Dataplane {
         &self.ebpf
     }
 
-    /// Forget on every CPU that the flow table was found full (the program then tries its
-    /// next insert again, as it does at the flow clock's next tick). For tests, behind the
-    /// `test-helpers` feature.
-    #[cfg(feature = "test-helpers")]
-    pub fn forget_table_full(&mut self) -> Result<(), DataplaneError> {
-        let err = |source| DataplaneError::Map {
-            name: names::FLOOD_GUARD,
-            source,
-        };
-        let v = self.flood_guard.get(&0, 0).map_err(err)?;
-        let cleared: Vec<lb_common::FloodGuard> = v
-            .iter()
-            .map(|g| lb_common::FloodGuard {
-                full_tick_after: 0,
-                ..*g
-            })
-            .collect();
-        let values =
-            aya::maps::PerCpuValues::try_from(cleared).map_err(|e| DataplaneError::Map {
-                name: names::FLOOD_GUARD,
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "bpf_map_update_elem",
-                    io_error: e,
-                }),
-            })?;
-        self.flood_guard.set(0, values, 0).map_err(err)
-    }
-
     /// Hand out the next backend slots from `id` on (round-robin as ever), so tests reach
     /// high slot ids without publishing that many backends first. Only with the
     /// `test-helpers` feature.
     #[cfg(feature = "test-helpers")]
     pub fn move_slot_cursor(&mut self, id: u32) {
         self.layout.slots.move_cursor(id as usize);
-    }
-
-    /// New flows forwarded by their hash without a flow entry because the flood guard's
-    /// rate was exceeded (`daemon.new_flow_limit_per_cpu`), since load (summed over CPUs).
-    pub fn unpinned_flows(&self) -> Result<u64, DataplaneError> {
-        self.flood_guard_sum(|g| g.unpinned)
-    }
-
-    /// New flows forwarded by their hash without a flow entry because the flow table was
-    /// full, since load (summed over CPUs).
-    pub fn table_full_flows(&self) -> Result<u64, DataplaneError> {
-        self.flood_guard_sum(|g| g.table_full)
-    }
-
-    /// One `FLOOD_GUARD` counter, summed over CPUs.
-    fn flood_guard_sum(
-        &self,
-        field: impl Fn(&lb_common::FloodGuard) -> u64,
-    ) -> Result<u64, DataplaneError> {
-        let v = self
-            .flood_guard
-            .get(&0, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: names::FLOOD_GUARD,
-                source,
-            })?;
-        Ok(v.iter().map(field).sum())
     }
 
     fn sum(
@@ -562,54 +508,6 @@ impl Dataplane {
         Self::sum(&self.backend_stats, names::BACKEND_STATS, backend_id)
     }
 
-    /// A flow-table walker with its own map handles (the daemon runs it without holding the
-    /// data plane).
-    pub fn sweeper(
-        &self,
-        timeouts: conntrack::Timeouts,
-    ) -> Result<conntrack::Sweeper, DataplaneError> {
-        let flows = open_typed(&self.flows_fd, names::FLOWS)?;
-        let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
-        Ok(conntrack::Sweeper::new(
-            flows,
-            stats,
-            timeouts,
-            self.flows_capacity,
-        ))
-    }
-
-    /// How many flows arriving on one CPU the flow table holds: all of it, or its CPU share
-    /// (`entries / possible CPUs`) for a table an older build pinned as an LRU with per-CPU
-    /// lists.
-    pub fn flows_one_cpu_holds(&self) -> u32 {
-        self.flows_one_cpu
-    }
-
-    /// The flow clock's writer, on its own map handle (the daemon keeps it from a thread
-    /// without holding the data plane; see [`conntrack::Clock`]).
-    pub fn clock(&self) -> Result<conntrack::Clock, DataplaneError> {
-        Ok(conntrack::Clock::new(open_typed(
-            &self.clock_fd,
-            names::CLOCK,
-        )?))
-    }
-
-    /// Take a sweep's counts as the base of the active-connection figures.
-    pub fn rebase_conntrack(&mut self, sweep: &conntrack::Sweep) {
-        self.book.rebase(sweep);
-    }
-
-    /// The connection-tracking book (last sweep, totals).
-    pub fn conntrack(&self) -> &conntrack::Book {
-        &self.book
-    }
-
-    /// Active connections of backend slot `id` now (see `conntrack`).
-    pub fn active(&self, id: u32) -> Result<u64, DataplaneError> {
-        let c = self.backend_counters(id)?;
-        Ok(self.book.active(id, c.into()))
-    }
-
     /// The published backends whose slot is not serving (marked down by the daemon that
     /// wrote the maps). After adopting a previous daemon's maps, these were down when it
     /// stopped: the new daemon keeps them down until their checks pass, rather than sending
@@ -628,43 +526,6 @@ impl Dataplane {
             }
         }
         out
-    }
-
-    /// The flow-table entry of a 5-tuple, if any.
-    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.flows.get(key, 0).ok()
-    }
-
-    /// Number of entries in the flow table (walks the table: for tests and stats, not
-    /// per-packet paths).
-    pub fn flow_count(&self) -> usize {
-        self.flows.keys().filter(Result::is_ok).count()
-    }
-
-    /// Live flow-table entries per backend id (walks the table: for plans and stats).
-    pub fn flows_per_backend(&self) -> std::collections::HashMap<u32, u64> {
-        let mut out = std::collections::HashMap::new();
-        for (_, v) in self.flows.iter().filter_map(Result::ok) {
-            *out.entry(v.backend_id).or_insert(0) += 1;
-        }
-        out
-    }
-
-    /// Remove every flow-table entry (tests and benchmarks start from an empty table).
-    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
-        let keys: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            match self.flows.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DataplaneError::Map {
-                        name: names::FLOWS,
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Tables built and published since the object was loaded.

@@ -166,7 +166,8 @@ fn backend(e: &mut Exposition, v: &VipStatus, b: &BackendStatus) {
 }
 
 /// The daemon-wide counters: live edits, table builds, FIB fallbacks, unpinned flows (flood
-/// guard, full table), unresolved next hops, flows expired and evicted by the sweep, the configuration's fingerprint.
+/// guard, full table), unresolved next hops, flows expired and evicted by the sweep, the
+/// configuration's fingerprint.
 fn totals(e: &mut Exposition, status: &Status, edits: u64, tables_built: u64) {
     e.counter("sluice_edits", Vec::new(), edits);
     e.counter("sluice_table_rebuilds", Vec::new(), tables_built);

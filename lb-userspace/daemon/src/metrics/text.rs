@@ -100,7 +100,7 @@ pub const FAMILIES: &[Spec] = &[
     spec("sluice_backend_weight", G, "", "Configured weight"),
     spec("sluice_build", I, "", "The running daemon's version, git revision and eBPF ABI epoch"),
     spec("sluice_config_fingerprint", I, "", "Fingerprint of the running configuration (equal on balancers configured alike)"),
-    spec("sluice_conntrack_evicted", C, "", "Flows evicted by the conntrack sweep, least recently seen first, because the flow table was past 90% of daemon.flow_table_size"),
+    spec("sluice_conntrack_evicted", C, "", "Flows evicted by the conntrack sweep (closing flows, then flows never seen after their first packet, then the least recently seen) because the flow table was past 90% of daemon.flow_table_size"),
     spec("sluice_conntrack_expired", C, "", "Open flows expired for idleness by the conntrack sweep"),
     spec("sluice_cpu_new_flows", C, "", "Flows opened on each CPU (how RSS spreads new flows)"),
     spec("sluice_edits", C, "", "Live edits applied"),

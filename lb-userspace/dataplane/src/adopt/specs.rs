@@ -141,9 +141,9 @@ pub struct Found {
 /// Maps that hold nothing but counters the daemon only reports (and, in `FLOOD_GUARD`, the
 /// flood guard's token bucket, which a zeroed value restarts full, and when the flow table
 /// was last found full): when this build changes their shape, the pinned ones are replaced
-/// by new, zeroed ones (the old program keeps its
-/// own until the link switches to the new program) rather than refusing to adopt, which
-/// would leave `sluice detach` (dropping every flow) as the only way to upgrade.
+/// by new, zeroed ones (the old program keeps its own until the link switches to the new
+/// program) rather than refusing to adopt, which would leave `sluice detach` (dropping
+/// every flow) as the only way to upgrade.
 pub const RESETTABLE: &[&str] = &[names::REASONS, names::FLOOD_GUARD];
 
 /// Inspect `dir`: every pinned map must match its spec exactly, or the whole adoption is
