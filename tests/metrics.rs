@@ -493,13 +493,11 @@ fn ptr_words<T>(p: *const T) -> [u32; 2] {
     [v as u32, (v >> 32) as u32]
 }
 
-/// A daemon upgraded from a build whose flow table was an LRU hash (with per-CPU LRU lists,
-/// `BPF_F_NO_COMMON_LRU`, or one common LRU) adopts that table as it is, flows included
-/// (the LRU type and flavour are what adoption lets the flow table's differ in), and
-/// reports a CPU's share as what flows arriving on one CPU can fill with per-CPU lists; a
-/// fresh table is one plain hash for all CPUs.
+/// A daemon upgraded from a build whose flow table was a kernel hash map (a plain hash, or
+/// an LRU hash with one common LRU or per-CPU lists) moves that table's flows into its own
+/// table of slots: every flow keeps its backend, and the new table takes the pin.
 #[test]
-fn an_older_lru_flow_table_is_adopted_with_its_flows() {
+fn an_older_hash_flow_table_moves_its_flows_into_the_new_table() {
     use sluice_dataplane::Dataplane;
     require_root();
     let _serial = serial();
@@ -510,24 +508,23 @@ fn an_older_lru_flow_table_is_adopted_with_its_flows() {
     assert_eq!(dp.flows_one_cpu_holds(), 4096, "one table for all CPUs");
     dp.stop().expect("stop, keeping the pins");
     drop(dp);
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
     const BPF_F_NO_COMMON_LRU: u32 = 2;
-    for (flags, one_cpu) in [
-        (
-            BPF_F_NO_COMMON_LRU,
-            4096 / sluice_dataplane::possible_cpus() as u32,
-        ),
-        (0, 4096),
+    for (map_type, flags) in [
+        (BPF_MAP_TYPE_HASH, 0),
+        (BPF_MAP_TYPE_LRU_HASH, BPF_F_NO_COMMON_LRU),
+        (BPF_MAP_TYPE_LRU_HASH, 0),
     ] {
-        older_lru_adopted(&dir, flags, one_cpu);
+        older_flows_moved(&dir, map_type, flags);
     }
     let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a last load");
     dp.stop_removing().expect("remove the pins");
 }
 
-/// Replace the flow table pinned in `dir` by an older build's: an LRU hash with `flags`,
-/// same key, value and size, one flow; the next load adopts it, and flows arriving on one
-/// CPU can fill `one_cpu` of it.
-fn older_lru_adopted(dir: &PinDir, flags: u32, one_cpu: u32) {
+/// Replace the flow table pinned in `dir` by an older build's: a hash map of `map_type`
+/// with `flags`, holding 300 flows; the next load moves them all into its own table.
+fn older_flows_moved(dir: &PinDir, map_type: u32, flags: u32) {
     use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
     use sluice_dataplane::Dataplane;
     let flows = dir.0.join(names::FLOWS);
@@ -535,46 +532,63 @@ fn older_lru_adopted(dir: &PinDir, flags: u32, one_cpu: u32) {
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
     const BPF_OBJ_PIN: libc::c_long = 6;
-    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
     let fd = bpf_raw(
         BPF_MAP_CREATE,
         &[
-            BPF_MAP_TYPE_LRU_HASH,
+            map_type,
             size_of::<FlowKey>() as u32,
             size_of::<FlowValue>() as u32,
             4096,
             flags,
         ],
     )
-    .expect("create an LRU hash") as u32;
-    let mut key = FlowKey {
-        sport: 40000u16.to_be_bytes(),
-        dport: 80u16.to_be_bytes(),
-        proto: PROTO_TCP,
-        family: FAMILY_V4,
-        ..FlowKey::default()
+    .expect("create a hash map") as u32;
+    let flow = |n: u16| {
+        let mut key = FlowKey {
+            sport: (40000 + n).to_be_bytes(),
+            dport: 80u16.to_be_bytes(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&[192, 0, 2, 7]);
+        key.dst[..4].copy_from_slice(&[10, 0, 0, 10]);
+        let value = FlowValue {
+            backend_id: 1 + u32::from(n % 7),
+            generation: 1,
+            last_seen: 5,
+            state: lb_common::FLOW_OPEN,
+        };
+        (key, value)
     };
-    key.src[..4].copy_from_slice(&[192, 0, 2, 7]);
-    key.dst[..4].copy_from_slice(&[10, 0, 0, 10]);
-    let value = FlowValue {
-        backend_id: 3,
-        generation: 1,
-        last_seen: 5,
-        state: lb_common::FLOW_OPEN,
-    };
-    let [k0, k1] = ptr_words(&raw const key);
-    let [v0, v1] = ptr_words(&raw const value);
-    bpf_raw(BPF_MAP_UPDATE_ELEM, &[fd, 0, k0, k1, v0, v1, 0, 0]).expect("insert a flow");
+    for n in 0..300 {
+        let (key, value) = flow(n);
+        let [k0, k1] = ptr_words(&raw const key);
+        let [v0, v1] = ptr_words(&raw const value);
+        bpf_raw(BPF_MAP_UPDATE_ELEM, &[fd, 0, k0, k1, v0, v1, 0, 0]).expect("insert a flow");
+    }
     let path = std::ffi::CString::new(flows.as_os_str().as_encoded_bytes()).expect("a path");
     let [p0, p1] = ptr_words(path.as_ptr());
     bpf_raw(BPF_OBJ_PIN, &[p0, p1, fd, 0]).expect("pin it");
     // SAFETY: `fd` is the descriptor BPF_MAP_CREATE returned, owned here and closed once.
     unsafe { libc::close(fd as i32) };
     let (mut dp, second) =
-        Dataplane::load_pinned(PIN_SIZES, dir.config()).expect("the upgrade adopts it");
-    assert!(second.maps.iter().any(|m| m == names::FLOWS), "{second:?}");
-    assert!(!second.new.iter().any(|m| m == names::FLOWS), "{second:?}");
-    assert_eq!(dp.flow(&key), Some(value), "the flow survives the upgrade");
-    assert_eq!(dp.flows_one_cpu_holds(), one_cpu, "flags {flags}");
+        Dataplane::load_pinned(PIN_SIZES, dir.config()).expect("the upgrade moves its flows");
+    assert!(
+        second.notes.iter().any(|n| n.contains("300 flows copied")),
+        "type {map_type} flags {flags}: {second:?}"
+    );
+    assert_eq!(dp.flow_count(), 300, "type {map_type} flags {flags}");
+    for n in 0..300 {
+        let (key, value) = flow(n);
+        assert_eq!(dp.flow(&key), Some(value), "flow {n} survives the upgrade");
+    }
+    dp.stop().expect("stop, keeping the pins");
+    drop(dp);
+    // The next daemon adopts the new table as it is, flows included.
+    let (mut dp, third) = Dataplane::load_pinned(PIN_SIZES, dir.config()).expect("a restart");
+    assert!(third.maps.iter().any(|m| m == names::FLOWS), "{third:?}");
+    let (key, value) = flow(299);
+    assert_eq!(dp.flow(&key), Some(value), "the flows survive the restart");
     dp.stop().expect("stop, keeping the pins");
 }

@@ -1,12 +1,12 @@
-//! A full flow table. The table is a plain hash: the kernel never evicts an entry, so a
-//! pinned connection keeps its backend whatever else arrives. A new flow that finds no room
-//! is forwarded by its hash without an entry (counted), and so is every new flow on that
-//! CPU until the flow clock ticks; a sequence VIP's SYN that finds the table full in its
-//! insert is sent where its later packets, without an entry, will go (its fallback table,
-//! not the cursor). The daemon's sweep evicts the least recently seen flows past the
-//! table's high-water mark, and new flows take entries again after the next tick. Packet
-//! level, through the real balancer on the packet fuzzer's network and VIPs, with a table
-//! of 64 entries.
+//! A full flow table. Nothing but the daemon evicts an entry, so a pinned connection keeps
+//! its backend whatever else arrives. A new flow that finds no free slot in its probe is
+//! forwarded by its hash without an entry (counted); a sequence VIP's SYN that finds no
+//! room is sent where its later packets, without an entry, will go (its fallback table,
+//! not the cursor). The daemon's sweep evicts past the table's high-water mark (closing
+//! flows, then those never seen again, then the least recently seen), turns the deleted
+//! slots no probe needs back into empty ones, and new flows take slots again at once.
+//! Packet level, through the real balancer on the packet fuzzer's network and VIPs, with a
+//! table sized for 64 flows (128 slots).
 
 use lb_common::programs;
 use sluice_dataplane::{Dataplane, Sizes, conntrack};
@@ -18,6 +18,8 @@ use sluice_tests::{
 const XDP_TX: u32 = 3;
 const ACK: u8 = 0x10;
 const ENTRIES: u32 = 64;
+/// The slots of a table sized for `ENTRIES` flows.
+const SLOTS: usize = 128;
 /// The fuzz setup's VIPs: DSR Maglev, and IPIP least-connections (a sequence VIP).
 const MAGLEV: (&str, u16) = ("10.99.0.10", 80);
 const LC: (&str, u16) = ("10.99.0.11", 443);
@@ -78,57 +80,62 @@ impl Balancer {
 fn a_full_table_forwards_new_flows_by_hash_and_the_sweep_makes_room() {
     require_root();
     let _ns = sluice_tests::netns::Private::enter().unwrap();
-    // What the program remembers of a full table is per CPU: every call on one.
     pin_to_cpu(0);
     let ifindex = fuzz::network().unwrap();
-    let mut dp = Dataplane::load(Sizes {
+    let dp = Dataplane::load(Sizes {
         flow_entries: ENTRIES,
         table_slots: 16384,
         ..Sizes::default()
     })
     .unwrap();
+    assert_eq!(dp.flow_table().slots() as usize, SLOTS);
+    let mut dp = dp;
     dp.publish(&fuzz::setup().desired).unwrap();
     let mut clock = dp.clock().unwrap();
     clock.tick().unwrap();
     let mut b = Balancer { dp, ifindex };
 
-    // Fill the table.
-    let pinned: Vec<(Spec, Vec<u8>)> = (0..ENTRIES as u16)
-        .map(|i| {
-            let s = syn(i, MAGLEV);
-            let out = b.run(&s, "a SYN while there is room");
-            (s, out)
-        })
-        .collect();
-    assert_eq!(b.dp.flow_count(), ENTRIES as usize);
-    assert_eq!(b.full_count(), 0);
+    // Fill every slot: new flows until the table holds one in each (a flow whose probe
+    // finds no free slot while others are free elsewhere goes without an entry).
+    let mut pinned: Vec<(Spec, Vec<u8>)> = Vec::new();
+    let mut i = 0u16;
+    while b.dp.flow_count() < SLOTS {
+        assert!(i < 20_000, "the table never filled: {}", b.dp.flow_count());
+        let s = syn(i, MAGLEV);
+        let before = b.full_count();
+        let out = b.run(&s, "a SYN while there is room");
+        if b.full_count() == before {
+            pinned.push((s, out));
+        }
+        i += 1;
+    }
+    assert_eq!(pinned.len(), SLOTS);
 
     // One more: forwarded, no entry, counted; its ACK (no entry either) goes the same way.
-    let extra = syn(1000, MAGLEV);
+    let full = b.full_count();
+    let extra = syn(30_000, MAGLEV);
     let out = b.run(&extra, "the SYN that finds the table full");
-    assert_eq!(b.dp.flow_count(), ENTRIES as usize, "nothing was evicted");
-    assert_eq!(b.full_count(), 1);
+    assert_eq!(b.dp.flow_count(), SLOTS, "nothing was evicted");
+    assert_eq!(b.full_count(), full + 1);
     let ack = b.run(&ack_of(&extra), "its ACK");
     assert_eq!(
         dest(&ack),
         dest(&out),
         "an unpinned flow's ACK went elsewhere"
     );
-    assert_eq!(b.full_count(), 2);
+    assert_eq!(b.full_count(), full + 2);
 
     // The pinned flows keep their entries and their backends.
     for (i, (s, out)) in pinned.iter().enumerate() {
         let ack = b.run(&ack_of(s), "a pinned flow's ACK");
         assert_eq!(dest(&ack), dest(out), "pinned flow {i} moved");
     }
-    assert_eq!(b.dp.flow_count(), ENTRIES as usize);
+    assert_eq!(b.dp.flow_count(), SLOTS);
 
-    // A sequence VIP: its SYN is picked by the cursor, then finds the table full in its
-    // insert (the CPU forgets what it knew before each), and must go where its ACK, picked
-    // anew by hash without an entry, will go.
+    // A sequence VIP: its SYN is picked by the cursor, then finds no room in its insert,
+    // and must go where its ACK, picked anew by hash without an entry, will go.
     for i in 0..24u16 {
-        b.dp.forget_table_full().unwrap();
-        let s = syn(2000 + i, LC);
+        let s = syn(31_000 + i, LC);
         let out = b.run(&s, "an lc SYN finding the table full");
         let ack = b.run(&ack_of(&s), "its ACK");
         assert_eq!(
@@ -137,39 +144,34 @@ fn a_full_table_forwards_new_flows_by_hash_and_the_sweep_makes_room() {
             "lc flow {i}: the ACK went elsewhere than its SYN"
         );
     }
-    // And while the CPU knows the table is full (no insert tried): the same.
-    for i in 0..8u16 {
-        let s = syn(3000 + i, LC);
-        let out = b.run(&s, "an lc SYN while the table is known full");
-        let ack = b.run(&ack_of(&s), "its ACK");
-        assert_eq!(dest(&ack), dest(&out), "lc flow {i} (known full)");
-    }
-    assert_eq!(b.dp.flow_count(), ENTRIES as usize);
-    assert_eq!(b.full_count(), 2 + 2 * 24 + 2 * 8);
+    assert_eq!(b.dp.flow_count(), SLOTS);
+    assert_eq!(b.full_count(), full + 2 + 2 * 24);
 
-    // The sweep evicts down to the low-water mark: 64 → 51 (all equally recent here).
+    // The sweep evicts down to the low-water mark of the flows the table is sized for,
+    // and empties the deleted slots no probe passes over.
     let mut sweeper = b.dp.sweeper(conntrack::Timeouts::default()).unwrap();
     let swept = sweeper.sweep(&[]).unwrap();
     let low = (u64::from(ENTRIES) * conntrack::LOW_WATER / 1000) as usize;
-    assert_eq!(swept.evicted as usize, ENTRIES as usize - low);
+    assert_eq!(swept.evicted as usize, SLOTS - low);
     assert_eq!((swept.expired, swept.reaped), (0, 0));
+    assert!(swept.tidied > 0, "no deleted slot was emptied");
     assert_eq!(b.dp.flow_count(), low);
+    // The flows left keep their backends.
+    let mut kept = 0;
+    for (i, (s, out)) in pinned.iter().enumerate() {
+        if b.dp.flow(&s.key()).is_some() {
+            kept += 1;
+            let ack = b.run(&ack_of(s), "a kept flow's ACK");
+            assert_eq!(dest(&ack), dest(out), "kept flow {i} moved");
+        }
+    }
+    assert_eq!(kept, low);
     // A table at its low-water mark is left alone.
     assert_eq!(sweeper.sweep(&[]).unwrap().evicted, 0);
 
-    // This CPU still forwards new flows without an entry until the clock ticks; then they
-    // take one again.
-    b.run(&syn(4000, MAGLEV), "a SYN in the same tick");
-    assert_eq!(b.dp.flow_count(), low);
-    let tick = conntrack::now_ticks();
-    let t0 = std::time::Instant::now();
-    while conntrack::now_ticks() == tick {
-        assert!(t0.elapsed().as_secs() < 5, "the flow clock did not tick");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    clock.tick().unwrap();
-    let s = syn(4001, MAGLEV);
-    let out = b.run(&s, "a SYN after the tick");
+    // New flows take slots again at once.
+    let s = syn(32_000, MAGLEV);
+    let out = b.run(&s, "a SYN after the sweep");
     assert_eq!(b.dp.flow_count(), low + 1, "the new flow took an entry");
     let ack = b.run(&ack_of(&s), "its ACK");
     assert_eq!(dest(&ack), dest(&out));

@@ -7,8 +7,10 @@
 #![no_std]
 
 pub mod bench;
+pub mod flow_table;
 pub mod hash;
 pub mod maps;
 pub mod reason;
 
+pub use flow_table::*;
 pub use maps::*;

@@ -6,6 +6,7 @@ pub mod names {
     pub const BACKENDS: &str = "BACKENDS";
     pub const TABLES: &str = "TABLES";
     pub const FLOWS: &str = "FLOWS";
+    pub const FLOW_TABLE: &str = "FLOW_TABLE";
     pub const CONFIG: &str = "CONFIG";
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
@@ -278,8 +279,8 @@ pub struct NextHop {
 /// entry. The token bucket of new flows this CPU may pin in the flow table (`credit_ns`:
 /// time credit, one flow costs `1e9 / per_sec` ns, at most one second kept; `per_sec`: the
 /// rate it was filled under, a changed one starts a full bucket), and the new flows
-/// forwarded without an entry beyond it; and when this CPU last found the table full, and
-/// the new flows forwarded without an entry because of that.
+/// forwarded without an entry beyond it; and the new flows forwarded without an entry
+/// because the table had no room for them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FloodGuard {
@@ -291,13 +292,9 @@ pub struct FloodGuard {
     pub untimed: u32,
     /// New flows forwarded by their hash without a flow entry (over the rate).
     pub unpinned: u64,
-    /// The flow tick (`CLOCK`) + 1 when an insert last found the flow table full; 0:
-    /// never. New flows of that tick on this CPU go without an entry and do not try to
-    /// insert (the table never evicts by itself: the daemon's sweep frees room when it
-    /// passes its high-water mark).
-    pub full_tick_after: u32,
-    pub _pad: u32,
-    /// New flows forwarded by their hash without a flow entry because the table was full.
+    /// New flows forwarded by their hash without a flow entry because their insert found
+    /// no free slot (the table never evicts by itself: the daemon's sweep frees room when
+    /// it passes its high-water mark).
     pub table_full: u64,
 }
 
@@ -463,7 +460,7 @@ const _: () = assert!(
 const _: () = assert!(size_of::<NextHop>() == 20);
 // XDP metadata comes in 4-byte units, at most 32 bytes.
 const _: () = assert!(size_of::<ProbeMeta>() == 4);
-const _: () = assert!(size_of::<FloodGuard>() == 48);
+const _: () = assert!(size_of::<FloodGuard>() == 40);
 const _: () = assert!(size_of::<FloodLimit>() == 8);
 const _: () = assert!(size_of::<FlowValue>() == 16);
 const _: () = assert!(size_of::<GlobalConfig>() == 64);
@@ -495,6 +492,10 @@ mod pod {
     unsafe impl aya::Pod for super::FloodGuard {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FloodLimit {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::FlowSlot {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::FlowTableMeta {}
 }
 
 #[cfg(test)]

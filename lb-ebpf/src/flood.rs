@@ -4,18 +4,14 @@
 //! (the caller picks the hash path), but not inserted, so a flood of new flows cannot evict
 //! the entries of established connections; it is counted (`FloodGuard::unpinned`).
 //!
-//! The same per-CPU value says when this CPU last found the flow table full (it never
-//! evicts by itself): a new flow that finds no room goes without an entry the same way,
-//! and so does every new flow on that CPU until the flow clock ticks, without trying to
-//! insert (`FloodGuard::table_full`); the daemon's sweep frees room past the table's
-//! high-water mark.
+//! The same per-CPU value counts the new flows that found no room in the flow table (it
+//! never evicts by itself): they go without an entry the same way
+//! (`FloodGuard::table_full`); the daemon's sweep frees room past the table's high-water
+//! mark.
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 
-use crate::{
-    flow::now_ticks,
-    maps::{FLOOD_GUARD, FLOOD_LIMIT},
-};
+use crate::maps::{FLOOD_GUARD, FLOOD_LIMIT};
 
 /// Whether a new flow may take a flow-table entry now (spends a token). Without a limit,
 /// always.
@@ -50,26 +46,7 @@ pub fn unpinned() {
     }
 }
 
-/// Whether this CPU found the flow table full during the current flow-clock tick: then a
-/// new flow goes without an entry and does not try to insert.
-#[inline(always)]
-pub fn full_now() -> bool {
-    FLOOD_GUARD
-        .get(0)
-        .is_some_and(|g| g.full_tick_after == now_ticks().wrapping_add(1))
-}
-
-/// An insert found no room: new flows on this CPU go without an entry for the rest of the
-/// tick ([`full_now`]).
-#[inline(always)]
-pub fn found_full() {
-    if let Some(g) = FLOOD_GUARD.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; nothing else writes it while this program runs.
-        unsafe { (*g).full_tick_after = now_ticks().wrapping_add(1) };
-    }
-}
-
-/// Count a new flow forwarded without an entry because the table was full.
+/// Count a new flow forwarded without an entry because its probe found no free slot.
 #[inline(always)]
 pub fn unpinned_full() {
     if let Some(g) = FLOOD_GUARD.get_ptr_mut(0) {

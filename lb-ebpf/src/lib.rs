@@ -10,6 +10,7 @@
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod atomic;
 pub mod balancer;
 mod bucket;
 pub mod decap;

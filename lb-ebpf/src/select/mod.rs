@@ -10,6 +10,7 @@ use lb_common::{
 };
 
 use crate::{
+    atomic::fetch_add,
     maps::{BACKENDS, CURSORS, TABLES},
     parse::{TCP_ACK, TCP_SYN},
 };
@@ -20,34 +21,6 @@ use crate::{
 fn cursor_step(vip_id: u32) -> Option<u32> {
     let c = CURSORS.get_ptr_mut(vip_id)?;
     Some(fetch_add(c, 1) as u32)
-}
-
-/// `*p += v`, atomically, returning the old value: the BPF `atomic_fetch_add` instruction
-/// (kernel 5.12+). Rust exposes no atomic read-modify-write for the BPF target, so it is
-/// written out.
-#[cfg(target_arch = "bpf")]
-#[inline(always)]
-fn fetch_add(p: *mut u64, v: u64) -> u64 {
-    let mut v = v;
-    // SAFETY: `p` points at a live, 8-byte aligned map value; the instruction reads and
-    // writes only those 8 bytes.
-    unsafe {
-        core::arch::asm!(
-            "{v} = atomic_fetch_add((u64 *)({p} + 0), {v})",
-            p = in(reg) p,
-            v = inout(reg) v,
-        );
-    }
-    v
-}
-
-/// Host builds (lints, unit tests of the library) never run the program.
-#[cfg(not(target_arch = "bpf"))]
-#[inline(always)]
-fn fetch_add(p: *mut u64, v: u64) -> u64 {
-    // SAFETY: as above.
-    let c = unsafe { core::sync::atomic::AtomicU64::from_ptr(p) };
-    c.fetch_add(v, core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether a packet without a flow entry belongs to a connection that began elsewhere: TCP,

@@ -12,11 +12,11 @@
 //! - **sweep** (every `daemon.conntrack_sweep_ms`, off the data-plane lock): walk the flow
 //!   table, delete flows idle for longer than the protocol's idle timeout (open) or the
 //!   close timeout (closing), and count the open ones per backend: that is the exact
-//!   figure at the time of the sweep (expiries included). The kernel never evicts (the
-//!   table is a plain hash): when the flows left pass [`HIGH_WATER`] of the table, the
-//!   sweep also evicts down to [`LOW_WATER`] (closing flows first, then those never seen
-//!   after their first packet, then the least recently seen), so new flows find room
-//!   again;
+//!   figure at the time of the sweep (expiries included). Nothing else deletes flows:
+//!   when the flows left pass [`HIGH_WATER`] of the capacity, the sweep also evicts down
+//!   to [`LOW_WATER`] (closing flows first, then those never seen after their first
+//!   packet, then the least recently seen), so new flows find room again; then it tidies
+//!   the deleted slots ([`FlowTable::tidy`]);
 //! - **between sweeps**: active = the sweep's count + opens − closes since the counters
 //!   snapshot taken just before that sweep.
 //!
@@ -32,13 +32,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{
-    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowKey, FlowValue, PROTO_UDP, flow_is_open,
-    names,
+    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open, names,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, FlowTable};
 
 /// How long flows may stay idle before the daemon expires them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +140,8 @@ pub struct Sweep {
     /// Flows evicted (in [`eviction_rank`] order) because the table was past its
     /// high-water mark.
     pub evicted: u64,
+    /// Deleted slots turned back into empty ones ([`FlowTable::tidy`]).
+    pub tidied: u64,
     pub took: Duration,
 }
 
@@ -191,10 +192,17 @@ fn eviction_cut(ranks: &BTreeMap<u64, u64>, need: u64) -> Option<(u64, u64)> {
     ranks.keys().next().map(|&r| (r, ranks[&r]))
 }
 
-/// Walks the flow table on its own map handles, so the daemon does not hold the data
-/// plane while it runs.
+/// Whether the `j`-th of `of` candidates is one of the `need` picked, spread evenly over
+/// them: the `j` at which `need * j / of` steps up.
+fn spread_pick(j: u64, need: u64, of: u64) -> bool {
+    let of = of.max(1);
+    (j + 1) * need / of > j * need / of
+}
+
+/// Walks the flow table on its own mapping, so the daemon does not hold the data plane
+/// while it runs.
 pub struct Sweeper {
-    flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+    flows: FlowTable,
     stats: PerCpuArray<MapData, Counters>,
     pub timeouts: Timeouts,
     /// The flow table's entries.
@@ -211,7 +219,7 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError
 
 impl Sweeper {
     pub(super) fn new(
-        flows: BpfHashMap<MapData, FlowKey, FlowValue>,
+        flows: FlowTable,
         stats: PerCpuArray<MapData, Counters>,
         timeouts: Timeouts,
         capacity: u32,
@@ -253,8 +261,8 @@ impl Sweeper {
             out.scanned = 0;
             doomed.clear();
             ranks.clear();
-            for entry in self.flows.iter() {
-                let Ok((k, v)) = entry else { continue };
+            for e in self.flows.iter() {
+                let (k, v) = (e.key, e.value);
                 out.scanned += 1;
                 let idle = idle_ticks(now, v.last_seen, self.since);
                 let limit = match (k.proto, v.state) {
@@ -265,7 +273,7 @@ impl Sweeper {
                 // `idle` beyond half the u32 range is a stamp from the future (a clock read
                 // between the kernel's stamp and ours): not idle.
                 if idle > limit && idle < u32::MAX / 2 {
-                    doomed.push((k, v));
+                    doomed.push(e);
                     continue;
                 }
                 if flow_is_open(v.state) {
@@ -278,20 +286,18 @@ impl Sweeper {
                 break;
             }
         }
-        for (k, v) in doomed {
+        for e in doomed {
             // A packet may have arrived since the walk: only delete an entry unchanged.
-            match self.flows.get(&k, 0) {
-                Ok(now_v) if now_v == v => {}
-                Ok(now_v) => {
-                    if flow_is_open(now_v.state) {
-                        *out.active.entry(now_v.backend_id).or_insert(0) += 1;
-                    }
-                    continue;
+            if !self.flows.remove_if_unchanged(&e) {
+                if let Some(now) = self.flows.read(e.index)
+                    && now.key == e.key
+                    && flow_is_open(now.value.state)
+                {
+                    *out.active.entry(now.value.backend_id).or_insert(0) += 1;
                 }
-                Err(_) => continue,
+                continue;
             }
-            self.remove(&k)?;
-            if flow_is_open(v.state) {
+            if flow_is_open(e.value.state) {
                 out.expired += 1;
             } else {
                 out.reaped += 1;
@@ -299,49 +305,47 @@ impl Sweeper {
         }
         let kept: u64 = ranks.values().sum();
         if let Some(cut) = eviction_cut(&ranks, excess(kept, self.capacity)) {
-            self.evict(cut, now, &mut out)?;
+            let of = ranks.get(&cut.0).copied().unwrap_or(cut.1);
+            self.evict(cut, of, now, &mut out);
         }
+        out.tidied = self.flows.tidy();
         out.took = started.elapsed();
         Ok(out)
     }
 
-    fn remove(&mut self, k: &FlowKey) -> Result<(), DataplaneError> {
-        match self.flows.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(names::FLOWS)(e)),
-        }
-    }
-
-    /// Evict every flow ranked above `cut.0`, and `cut.1` of those ranked exactly `cut.0`
-    /// ([`eviction_cut`]), in a second walk; an entry seen again since the first walk ranks
-    /// lower now and may stay.
-    fn evict(&mut self, cut: (u64, u64), now: u32, out: &mut Sweep) -> Result<(), DataplaneError> {
-        let (rank, mut at_rank) = cut;
+    /// Evict every flow ranked above `cut.0`, and `cut.1` of the `of` ranked exactly
+    /// `cut.0` ([`eviction_cut`]), in a second walk; an entry seen again since the first
+    /// walk ranks lower now and may stay. Those of the cut rank that go are spread evenly
+    /// over the table ([`spread_pick`]), not the first ones in slot order: a run of
+    /// evicted slots next to a run of kept ones would leave long runs of used slots,
+    /// whose probes find no room.
+    fn evict(&mut self, cut: (u64, u64), of: u64, now: u32, out: &mut Sweep) {
+        let (rank, need) = cut;
+        let (mut seen, mut taken) = (0, 0);
         let mut victims = Vec::new();
-        for entry in self.flows.iter() {
-            let Ok((k, v)) = entry else { continue };
-            let r = eviction_rank(&v, idle_ticks(now, v.last_seen, self.since));
-            if r > rank || (r == rank && at_rank > 0) {
-                if r == rank {
-                    at_rank -= 1;
-                }
-                victims.push((k, v));
+        for e in self.flows.iter() {
+            let r = eviction_rank(&e.value, idle_ticks(now, e.value.last_seen, self.since));
+            let go = r > rank || (r == rank && spread_pick(seen, need, of) && taken < need);
+            if r == rank {
+                seen += 1;
+                taken += u64::from(go);
+            }
+            if go {
+                victims.push(e);
             }
         }
-        for (k, v) in victims {
+        for e in victims {
             // As for expiry: only an entry unchanged since it was ranked.
-            if self.flows.get(&k, 0).ok() != Some(v) {
+            if !self.flows.remove_if_unchanged(&e) {
                 continue;
             }
-            self.remove(&k)?;
             out.evicted += 1;
-            if flow_is_open(v.state)
-                && let Some(n) = out.active.get_mut(&v.backend_id)
+            if flow_is_open(e.value.state)
+                && let Some(n) = out.active.get_mut(&e.value.backend_id)
             {
                 *n = n.saturating_sub(1);
             }
         }
-        Ok(())
     }
 }
 
@@ -544,5 +548,20 @@ mod tests {
         // Across the wrap of the tick counter.
         assert_eq!(idle_ticks(5, u32::MAX - 4, u32::MAX - 10), 10);
         assert_eq!(idle_ticks(5, u32::MAX - 20, u32::MAX - 10), 16);
+    }
+
+    #[test]
+    fn evictions_of_one_rank_are_spread_over_the_table() {
+        for (need, of) in [(0, 10), (1, 10), (3, 10), (7, 10), (10, 10), (77, 128)] {
+            let picks: Vec<u64> = (0..of).filter(|&j| spread_pick(j, need, of)).collect();
+            assert_eq!(picks.len() as u64, need, "{need} of {of}");
+            // No two picks further apart than an even spacing allows.
+            for w in picks.windows(2) {
+                assert!(
+                    w[1] - w[0] <= of.div_ceil(need.max(1)),
+                    "{need} of {of}: {picks:?}"
+                );
+            }
+        }
     }
 }

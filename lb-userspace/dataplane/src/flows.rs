@@ -2,12 +2,26 @@
 //! (the sweeper, the flow clock, the active counts), the table's entries, and the per-CPU
 //! `FLOOD_GUARD` counters of the new flows forwarded without an entry.
 
-use aya::maps::MapError;
-#[cfg(feature = "test-helpers")]
-use aya::maps::PerCpuValues;
+use std::os::fd::AsFd;
+
 use lb_common::{FloodGuard, FlowKey, FlowValue, names};
 
-use super::{Dataplane, DataplaneError, conntrack, open_typed};
+use super::{Dataplane, DataplaneError, FlowTable, Inserted, conntrack, open_typed};
+
+/// An older build's flow table (a kernel hash map, plain or LRU), whose flows move into
+/// this build's on an upgrade.
+pub type OldFlows = aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowValue>;
+
+/// What copying an older build's flows did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Flows copied into this build's table.
+    pub copied: u64,
+    /// Flows this build's table had already (copied before, or opened by the new program).
+    pub present: u64,
+    /// Flows without room in their probe: their next packet picks a backend again.
+    pub lost: u64,
+}
 
 impl Dataplane {
     /// A flow-table walker with its own map handles (the daemon runs it without holding the
@@ -16,7 +30,7 @@ impl Dataplane {
         &self,
         timeouts: conntrack::Timeouts,
     ) -> Result<conntrack::Sweeper, DataplaneError> {
-        let flows = open_typed(&self.flows_fd, names::FLOWS)?;
+        let flows = FlowTable::map(self.flows_fd.as_fd(), self.flows_meta)?;
         let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(
             flows,
@@ -26,11 +40,15 @@ impl Dataplane {
         ))
     }
 
-    /// How many flows arriving on one CPU the flow table holds: all of it, or its CPU share
-    /// (`entries / possible CPUs`) for a table an older build pinned as an LRU with per-CPU
-    /// lists.
+    /// How many flows arriving on one CPU the flow table holds: all it is sized for (one
+    /// table for every CPU).
     pub fn flows_one_cpu_holds(&self) -> u32 {
-        self.flows_one_cpu
+        self.flows_capacity
+    }
+
+    /// The flow table itself (its slots, as the program sees them).
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.flows
     }
 
     /// The flow clock's writer, on its own map handle (the daemon keeps it from a thread
@@ -60,38 +78,42 @@ impl Dataplane {
 
     /// The flow-table entry of a 5-tuple, if any.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        self.flows.get(key, 0).ok()
+        self.flows.get(key)
     }
 
     /// Number of entries in the flow table (walks the table: for tests and stats, not
     /// per-packet paths).
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().filter(Result::is_ok).count()
+        self.flows.count()
     }
 
     /// Live flow-table entries per backend id (walks the table: for plans and stats).
     pub fn flows_per_backend(&self) -> std::collections::HashMap<u32, u64> {
         let mut out = std::collections::HashMap::new();
-        for (_, v) in self.flows.iter().filter_map(Result::ok) {
-            *out.entry(v.backend_id).or_insert(0) += 1;
+        for e in self.flows.iter() {
+            *out.entry(e.value.backend_id).or_insert(0) += 1;
         }
         out
     }
 
-    /// Remove every flow-table entry (tests and benchmarks start from an empty table).
-    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
-        let keys: Vec<FlowKey> = self.flows.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            match self.flows.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DataplaneError::Map {
-                        name: names::FLOWS,
-                        source,
-                    });
-                }
+    /// Copy every flow of an older build's table into this one's (an upgrade across the
+    /// change of the table's layout), leaving those it has already.
+    pub fn copy_flows_from(&self, old: &OldFlows) -> Moved {
+        let mut m = Moved::default();
+        for (k, v) in old.iter().filter_map(Result::ok) {
+            match self.flows.insert(&k, &v) {
+                Inserted::Taken => m.copied += 1,
+                Inserted::Exists => m.present += 1,
+                Inserted::Full => m.lost += 1,
             }
         }
+        m
+    }
+
+    /// Remove every flow-table entry (tests and benchmarks start from an empty table;
+    /// nothing may forward meanwhile).
+    pub fn clear_flows(&mut self) -> Result<(), DataplaneError> {
+        self.flows.clear();
         Ok(())
     }
 
@@ -101,8 +123,8 @@ impl Dataplane {
         self.flood_guard_sum(|g| g.unpinned)
     }
 
-    /// New flows forwarded by their hash without a flow entry because the flow table was
-    /// full, since load (summed over CPUs).
+    /// New flows forwarded by their hash without a flow entry because their insert found
+    /// no free slot in the flow table, since load (summed over CPUs).
     pub fn table_full_flows(&self) -> Result<u64, DataplaneError> {
         self.flood_guard_sum(|g| g.table_full)
     }
@@ -117,34 +139,5 @@ impl Dataplane {
                 source,
             })?;
         Ok(v.iter().map(field).sum())
-    }
-
-    /// Forget on every CPU that the flow table was found full (the program then tries its
-    /// next insert again, as it does at the flow clock's next tick). For tests, behind the
-    /// `test-helpers` feature.
-    #[cfg(feature = "test-helpers")]
-    pub fn forget_table_full(&mut self) -> Result<(), DataplaneError> {
-        let err = |source| DataplaneError::Map {
-            name: names::FLOOD_GUARD,
-            source,
-        };
-        let cleared: Vec<FloodGuard> = self
-            .flood_guard
-            .get(&0, 0)
-            .map_err(err)?
-            .iter()
-            .map(|g| FloodGuard {
-                full_tick_after: 0,
-                ..*g
-            })
-            .collect();
-        // One value per CPU, as just read: only a CPU count that changed meanwhile fails.
-        let values = PerCpuValues::try_from(cleared).map_err(|io_error| {
-            err(MapError::SyscallError(aya::sys::SyscallError {
-                call: "PerCpuValues::try_from",
-                io_error,
-            }))
-        })?;
-        self.flood_guard.set(0, values, 0).map_err(err)
     }
 }

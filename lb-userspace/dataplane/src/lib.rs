@@ -11,6 +11,7 @@ mod batch;
 #[cfg(feature = "test-helpers")]
 mod bench_object;
 pub mod conntrack;
+mod flow_table;
 mod flows;
 pub mod host;
 pub mod iface;
@@ -36,9 +37,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
     programs::Xdp,
 };
-use lb_common::{
-    Backend, Counters, FlowKey, FlowValue, GlobalConfig, NextHop, VipKey, VipMeta, names, programs,
-};
+use lb_common::{Backend, Counters, GlobalConfig, NextHop, VipKey, VipMeta, names, programs};
 
 pub use adopt::{
     ADOPTABLE_EPOCHS, Found, LAYOUT_FILE, LINK_PIN, MapSpec, PinConfig, SavedLayout, abi_hash,
@@ -52,6 +51,7 @@ pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched,
 use sluice_core::{maglev, sched};
 pub use testrun::RunResult;
 
+pub use self::flow_table::{Entry as FlowEntry, FlowTable, Inserted};
 use self::{layout::Layout, tables::TableMem};
 
 /// The balancer's compiled eBPF object, embedded at build time by `build.rs` (aya-build).
@@ -77,8 +77,10 @@ pub enum DataplaneError {
     MissingMap(&'static str),
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
-    #[error("mapping the lookup tables into memory: {0}")]
+    #[error("mapping a table (TABLES or FLOWS) into memory: {0}")]
     Mmap(std::io::Error),
+    #[error("the flow table: {0}")]
+    FlowTable(String),
     #[error("no room left in {what} (limit {limit})")]
     Full { what: &'static str, limit: u32 },
     #[error(
@@ -169,7 +171,7 @@ impl Sizes {
     /// The entries of the map `name` these sizes set (`None`: the object's own).
     pub fn max_entries(&self, name: &str) -> Option<u32> {
         match name {
-            names::FLOWS => Some(self.flow_entries),
+            names::FLOWS => Some(lb_common::flow_slots_for(self.flow_entries)),
             names::TABLES => Some(self.table_slots),
             names::VIPS | names::CURSORS | names::VIP_STATS => Some(self.vips),
             names::VIP_REASONS => Some(self.vips.saturating_mul(lb_common::reason::COUNT)),
@@ -222,7 +224,7 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, VipMeta>,
     backends: Array<MapData, Backend>,
     tables: TableMem,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows: FlowTable,
     config: Array<MapData, GlobalConfig>,
     vip_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
@@ -242,9 +244,9 @@ pub struct Dataplane {
     /// The maps the conntrack sweeper opens its own handles on (duplicates of the loaded
     /// maps' descriptors).
     flows_fd: OwnedFd,
-    /// How many flows arriving on one CPU the flow table holds ([`Dataplane::flows_one_cpu_holds`]).
-    flows_one_cpu: u32,
-    /// The flow table's entries, as the kernel holds it.
+    /// The flow table's shape and hash secret (`FLOW_TABLE`), for the sweeper's mapping.
+    flows_meta: lb_common::FlowTableMeta,
+    /// The flows the table is sized to hold (`daemon.flow_table_size`).
     flows_capacity: u32,
     backend_stats_fd: OwnedFd,
     /// The flow clock, which the daemon keeps from a thread of its own ([`Dataplane::clock`]).
@@ -314,6 +316,45 @@ fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 }
 
 /// The object's map `name`, taken out of `ebpf` as the typed handle `T`.
+/// The flow table's shape and hash secret: as a previous daemon wrote it into a pinned
+/// `FLOW_TABLE` (which must describe a table of the size this one has), or, for a new
+/// table, a fresh secret from the kernel's random source, written now.
+fn flow_table_meta(
+    ebpf: &mut Ebpf,
+    capacity: u32,
+) -> Result<lb_common::FlowTableMeta, DataplaneError> {
+    let err = |source| DataplaneError::Map {
+        name: names::FLOW_TABLE,
+        source,
+    };
+    let slots = lb_common::flow_slots_for(capacity);
+    let map = ebpf
+        .map_mut(names::FLOW_TABLE)
+        .ok_or(DataplaneError::MissingMap(names::FLOW_TABLE))?;
+    let mut a: Array<&mut MapData, lb_common::FlowTableMeta> = Array::try_from(map).map_err(err)?;
+    let meta = a.get(&0, 0).map_err(err)?;
+    if meta.mask != 0 {
+        if meta.mask != slots - 1 {
+            return Err(DataplaneError::FlowTable(format!(
+                "FLOW_TABLE describes {} slots, FLOWS has {slots}",
+                u64::from(meta.mask) + 1
+            )));
+        }
+        return Ok(meta);
+    }
+    let mut random = [0u8; 44];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .map_err(|e| DataplaneError::FlowTable(format!("reading /dev/urandom: {e}")))?;
+    let mut words = [0u32; 11];
+    for (w, b) in words.iter_mut().zip(random.chunks_exact(4)) {
+        *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    let meta = lb_common::FlowTableMeta::new(slots, words);
+    a.set(0, meta, 0).map_err(err)?;
+    Ok(meta)
+}
+
 fn take_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -368,24 +409,8 @@ impl Dataplane {
                 })
         };
         let flows_fd = fd_of(&ebpf, names::FLOWS)?;
-        // What the flow table holds of flows arriving on one CPU, as the kernel holds it (a
-        // table adopted from an older build may be an LRU, with per-CPU LRU lists).
-        let (flows_one_cpu, flows_capacity) = match ebpf.map(names::FLOWS) {
-            Some(Map::HashMap(d) | Map::LruHashMap(d)) => {
-                let info = d.info().map_err(|source| DataplaneError::Map {
-                    name: names::FLOWS,
-                    source,
-                })?;
-                let lru = info.map_type().ok() == Some(aya::maps::MapType::LruHash);
-                let one = if lru && info.map_flags() & adopt::BPF_F_NO_COMMON_LRU != 0 {
-                    info.max_entries() / (possible_cpus().max(1) as u32)
-                } else {
-                    info.max_entries()
-                };
-                (one, info.max_entries())
-            }
-            _ => return Err(DataplaneError::MissingMap(names::FLOWS)),
-        };
+        let flows_meta = flow_table_meta(&mut ebpf, sizes.flow_entries)?;
+        let flows = FlowTable::map(flows_fd.as_fd(), flows_meta)?;
         let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
         let clock_fd = fd_of(&ebpf, names::CLOCK)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
@@ -395,7 +420,7 @@ impl Dataplane {
         Ok(Self {
             vips: take_typed(&mut ebpf, names::VIPS)?,
             backends: take_typed(&mut ebpf, names::BACKENDS)?,
-            flows: take_typed(&mut ebpf, names::FLOWS)?,
+            flows,
             config: take_typed(&mut ebpf, names::CONFIG)?,
             vip_stats: take_typed(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take_typed(&mut ebpf, names::BACKEND_STATS)?,
@@ -409,8 +434,8 @@ impl Dataplane {
             flood_limit: take_typed(&mut ebpf, names::FLOOD_LIMIT)?,
             hops: publish::Hops::default(),
             flows_fd,
-            flows_one_cpu,
-            flows_capacity,
+            flows_meta,
+            flows_capacity: sizes.flow_entries,
             backend_stats_fd,
             clock_fd,
             book: conntrack::Book::default(),

@@ -111,7 +111,7 @@ pub fn print(status: &crate::state::Status) {
     }
     if status.table_full_flows > 0 {
         println!(
-            "{} new flows were forwarded without a flow entry: the flow table was full (daemon.flow_table_size; past 90% the daemon evicts closing flows, then flows never seen again, then the least recently seen)",
+            "{} new flows were forwarded without a flow entry: the flow table had no free slot for them (daemon.flow_table_size; past 90% the daemon evicts closing flows, then flows never seen again, then the least recently seen)",
             status.table_full_flows
         );
     }

@@ -108,7 +108,7 @@ pub const FAMILIES: &[Spec] = &[
     spec("sluice_flow_table_cpu_capacity", G, "", "Flows arriving on one CPU that the flow table holds: its capacity (one table for all CPUs), or capacity / CPUs for a table pinned by an older build with per-CPU LRU lists"),
     spec("sluice_flow_table_entries", G, "", "Flow-table entries found by the last conntrack sweep"),
     spec("sluice_flow_table_fill_ratio", G, "ratio", "Flow-table entries over its capacity (daemon.flow_table_size), at the last conntrack sweep"),
-    spec("sluice_flows_table_full", C, "", "New flows forwarded by their hash without a flow-table entry because the flow table was full (daemon.flow_table_size)"),
+    spec("sluice_flows_table_full", C, "", "New flows forwarded by their hash without a flow-table entry because their probe of the flow table found no free slot (daemon.flow_table_size)"),
     spec("sluice_flows_unpinned", C, "", "New flows forwarded by their hash without a flow-table entry because the flood guard's rate (daemon.new_flow_limit_per_cpu) was exceeded"),
     spec("sluice_health_check_duration_seconds", H, "seconds", "Time a health check took, per VIP and check kind"),
     spec("sluice_health_transitions", C, "", "Health transitions of a backend, by direction (up, down)"),

@@ -194,6 +194,16 @@ impl Dataplane {
                 path.display()
             )));
         }
+        // An upgrade across the flow table's change of layout: the flows the old program
+        // opened since the first copy, now that it no longer runs.
+        if let Some(old) = self.pins.as_mut().and_then(|p| p.old_flows.take()) {
+            let m = self.copy_flows_from(&old);
+            tracing::info!(
+                copied = m.copied,
+                lost = m.lost,
+                "moved the flows the older build's program opened meanwhile"
+            );
+        }
         self.attached.push(crate::Attached {
             program: BALANCER,
             interface: interface.to_owned(),

@@ -36,6 +36,7 @@ use std::{
 };
 
 use aya::programs::links::FdLink;
+use lb_common::names;
 
 pub(crate) use self::link::link_ifindex;
 use self::{
@@ -44,7 +45,7 @@ use self::{
 };
 pub use self::{
     saved::{ADOPTABLE_EPOCHS, SavedLayout, SavedVip, saved_layout_for},
-    specs::{BPF_F_NO_COMMON_LRU, Found, MapSpec, abi_hash, inspect, lock_pin_dir, object_specs},
+    specs::{Found, MapSpec, abi_hash, inspect, lock_pin_dir, object_specs},
 };
 use super::{AttachMode, Dataplane, DataplaneError, Sizes, pinned};
 
@@ -78,6 +79,10 @@ pub(super) struct Pins {
     existing_link: Option<FdLink>,
     /// Whether maps were adopted (rather than created).
     pub(super) adopted: bool,
+    /// An older build's flow table whose flows were copied into this one's at load: copied
+    /// again once this build's program runs (the flows the old program opened meanwhile),
+    /// then dropped.
+    pub(super) old_flows: Option<crate::flows::OldFlows>,
     /// The mode the link was attached in (saved: a link does not say).
     pub(super) mode: Option<AttachMode>,
     abi: String,
@@ -128,6 +133,22 @@ impl Dataplane {
             tracing::warn!(map = %name, "this build changed the shape of a pinned counter map: it is replaced by a new one (its counters restart from zero)");
             unpin(&dir, name)?;
         }
+        // An older build's flow table: held open (the old program keeps forwarding with it
+        // until the link switches) and unpinned, so that this build's table takes its pin.
+        let old_flows = if found.old_flows {
+            let path = dir.join(names::FLOWS);
+            let old = aya::maps::MapData::from_pin(&path)
+                .and_then(aya::maps::Map::from_map_data)
+                .and_then(crate::flows::OldFlows::try_from)
+                .map_err(|source| DataplaneError::Map {
+                    name: names::FLOWS,
+                    source,
+                })?;
+            unpin(&dir, names::FLOWS)?;
+            Some(old)
+        } else {
+            None
+        };
         let pins: Vec<(String, PathBuf)> = specs
             .iter()
             .map(|s| (s.name.clone(), dir.join(&s.name)))
@@ -140,6 +161,26 @@ impl Dataplane {
             link,
             ..Adoption::default()
         };
+        if let Some(old) = &old_flows {
+            let m = dp.copy_flows_from(old);
+            tracing::info!(
+                copied = m.copied,
+                lost = m.lost,
+                "moved the flows of the older build's flow table into this build's"
+            );
+            adoption.notes.push(format!(
+                "the flow table changed layout: {} flows copied into the new table{}",
+                m.copied,
+                if m.lost > 0 {
+                    format!(
+                        ", {} without room (their next packet picks a backend again)",
+                        m.lost
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
         if adopting {
             dp.adopt_layout(sizes, saved.as_ref(), &dir, &mut adoption)?;
         }
@@ -155,6 +196,7 @@ impl Dataplane {
                 .and_then(mode_from),
             existing_link: None,
             adopted: adopting,
+            old_flows,
             cfg,
             _lock: lock,
         });

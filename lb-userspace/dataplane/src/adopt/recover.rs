@@ -331,7 +331,7 @@ impl Dataplane {
         adoption.vips = layout.vips.len();
         adoption.backends = layout.vips.values().map(|r| r.backends.len()).sum();
         adoption.flows = self.flow_count();
-        adoption.notes = notes;
+        adoption.notes.extend(notes);
         self.layout = layout;
         Ok(())
     }

@@ -80,15 +80,7 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
             ));
         }
     };
-    // The flow table pinned by an older build as an LRU hash is adopted as it is (its flows
-    // kept): the program and the daemon read and write both kinds alike, the LRU only evicts
-    // by itself when full. A fresh start creates this build's plain hash.
-    let lru_flows = spec.name == names::FLOWS
-        && spec.map_type == BPF_MAP_TYPE_HASH
-        && pinned.map_type == BPF_MAP_TYPE_LRU_HASH;
-    if !lru_flows {
-        cmp("map type", pinned.map_type, spec.map_type, "");
-    }
+    cmp("map type", pinned.map_type, spec.map_type, "");
     cmp("key size", pinned.key_size, spec.key_size, "");
     cmp("value size", pinned.value_size, spec.value_size, "");
     let hint = match spec.name.as_str() {
@@ -101,26 +93,24 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
         _ => "",
     };
     cmp("max entries", pinned.max_entries, spec.max_entries, hint);
-    // The flow table's LRU flavour does not change what the program or the daemon read
-    // from it: a table pinned with per-CPU lists by an older build is adopted as it is
-    // (its flows kept), and only a fresh start creates this build's.
-    let flavour = if spec.name == names::FLOWS {
-        BPF_F_NO_COMMON_LRU
-    } else {
-        0
-    };
-    if pinned.flags & !flavour != spec.flags & !flavour {
-        cmp("flags", pinned.flags, spec.flags, "");
-    }
+    cmp("flags", pinned.flags, spec.flags, "");
     d
 }
 
-/// `BPF_F_NO_COMMON_LRU`: an LRU hash with one LRU list per CPU.
-pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
-/// `BPF_MAP_TYPE_HASH`, the flow table's type.
+/// `BPF_MAP_TYPE_HASH`, the flow table's type before the slot array (stop 24).
 const BPF_MAP_TYPE_HASH: u32 = 1;
-/// `BPF_MAP_TYPE_LRU_HASH`, the flow table's type before.
+/// `BPF_MAP_TYPE_LRU_HASH`, the flow table's type before that.
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+/// Whether a pinned `FLOWS` is an older build's hash table (plain or LRU) of this build's
+/// flow keys and values: its flows are copied into this build's table
+/// ([`Found::old_flows`]) instead of refusing the adoption.
+pub(super) fn is_old_flow_table(pinned: &MapSpec) -> bool {
+    pinned.name == names::FLOWS
+        && matches!(pinned.map_type, BPF_MAP_TYPE_HASH | BPF_MAP_TYPE_LRU_HASH)
+        && pinned.key_size as usize == size_of::<lb_common::FlowKey>()
+        && pinned.value_size as usize == size_of::<lb_common::FlowValue>()
+}
 
 /// What a pin directory holds, checked against this build's maps.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -136,6 +126,9 @@ pub struct Found {
     pub replaced: Vec<String>,
     /// A pinned XDP link.
     pub link: bool,
+    /// The pinned `FLOWS` is an older build's hash table: its flows move into a new table
+    /// of this build's (see `Dataplane::load_pinned`).
+    pub old_flows: bool,
 }
 
 /// Maps that hold nothing but counters the daemon only reports (and, in `FLOOD_GUARD`, the
@@ -186,6 +179,10 @@ pub fn inspect(dir: &Path, specs: &[MapSpec]) -> Result<Found, DataplaneError> {
             flags: info.map_flags(),
         };
         let d = differences(spec, &pinned);
+        if !d.is_empty() && is_old_flow_table(&pinned) {
+            found.old_flows = true;
+            continue;
+        }
         if !d.is_empty() && RESETTABLE.contains(&name.as_str()) {
             found.replaced.push(name);
             continue;

@@ -6,7 +6,10 @@ use std::{
 use lb_common::{BACKEND_F_SERVING, Backend, DEFAULT_BACKEND_CAPACITY, PROTO_TCP, VipMeta, names};
 use sluice_core::model::addr_bytes;
 
-use super::{specs::differences, *};
+use super::{
+    specs::{differences, is_old_flow_table},
+    *,
+};
 use crate::{
     Sizes, VipIdent,
     layout::{BackendRecord, Layout},
@@ -261,11 +264,11 @@ fn orphan_and_duplicate_slots_are_freed() {
 fn the_compatibility_check_names_every_difference() {
     let spec = MapSpec {
         name: names::FLOWS.to_owned(),
-        map_type: 9,
-        key_size: 40,
-        value_size: 16,
-        max_entries: 1 << 20,
-        flags: 2,
+        map_type: 2,
+        key_size: 4,
+        value_size: 64,
+        max_entries: 1 << 21,
+        flags: 1 << 10,
     };
     assert!(differences(&spec, &spec).is_empty());
     let pinned = MapSpec {
@@ -275,40 +278,36 @@ fn the_compatibility_check_names_every_difference() {
     };
     let d = differences(&spec, &pinned);
     assert_eq!(d.len(), 2, "{d:?}");
-    assert_eq!(d[0], "FLOWS: value size 8 pinned, 16 in this build");
+    assert_eq!(d[0], "FLOWS: value size 8 pinned, 64 in this build");
     assert!(d[1].contains("daemon.flow_table_size"), "{d:?}");
-    // The flow table's LRU flavour may differ (a table an older build pinned with per-CPU
-    // lists is adopted as it is); no other map's flags, nor the flow table's other flags.
-    let common = MapSpec {
-        flags: 0,
-        ..spec.clone()
-    };
-    assert!(differences(&common, &spec).is_empty());
-    assert!(differences(&spec, &common).is_empty());
     let other_flag = MapSpec {
-        flags: 2 | 1,
-        ..spec.clone()
-    };
-    assert_eq!(
-        differences(&common, &other_flag),
-        ["FLOWS: flags 3 pinned, 0 in this build"]
-    );
-    // The flow table an older build pinned as an LRU hash (either flavour) is adopted by
-    // this build's plain hash; not the other way round, and no other map's type.
-    let hash = MapSpec {
-        map_type: 1,
         flags: 0,
         ..spec.clone()
     };
-    assert!(differences(&hash, &spec).is_empty());
-    assert!(differences(&hash, &common).is_empty());
     assert_eq!(
-        differences(&spec, &hash),
-        ["FLOWS: map type 1 pinned, 9 in this build"]
+        differences(&spec, &other_flag),
+        ["FLOWS: flags 0 pinned, 1024 in this build"]
     );
+    // An older build's flow table (a hash map, plain or LRU, of this build's keys and
+    // values) is one whose flows move into a new table; nothing else is.
+    let old = |map_type, key_size, value_size, name: &str| MapSpec {
+        name: name.to_owned(),
+        map_type,
+        key_size,
+        value_size,
+        max_entries: 1 << 20,
+        flags: 2,
+    };
+    assert!(is_old_flow_table(&old(1, 40, 16, names::FLOWS)));
+    assert!(is_old_flow_table(&old(9, 40, 16, names::FLOWS)));
+    assert!(!is_old_flow_table(&old(9, 40, 24, names::FLOWS)));
+    assert!(!is_old_flow_table(&old(2, 40, 16, names::FLOWS)));
+    assert!(!is_old_flow_table(&old(1, 40, 16, names::VIPS)));
     let not_flows = MapSpec {
         name: names::CONFIG.to_owned(),
-        ..common.clone()
+        map_type: 9,
+        flags: 0,
+        ..spec.clone()
     };
     assert_eq!(
         differences(
@@ -420,7 +419,7 @@ fn the_abi_hash_is_pinned() {
     // this value is what the balancer's maps and `ABI_EPOCH` give today. It changes only
     // with a map (or the epoch) on purpose; then update it here.
     let specs = object_specs(Sizes::default()).unwrap();
-    assert_eq!(abi_hash(&specs), "45d59609a2d43e3d");
+    assert_eq!(abi_hash(&specs), "2809ad888514e07f");
 }
 
 /// A sequence VIP's fallback Maglev table (`hash_base`, `hash_size`): its live half is
