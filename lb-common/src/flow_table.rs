@@ -138,11 +138,7 @@ pub fn table_hash(key: &FlowKey, meta: &FlowTableMeta) -> u32 {
             .wrapping_add(u32::from_le(w[p]).wrapping_mul(m[p]))
             .wrapping_add(u32::from_le(w[t]).wrapping_mul(m[t]));
     }
-    s ^= s >> 16;
-    s = s.wrapping_mul(0x85eb_ca6b);
-    s ^= s >> 13;
-    s = s.wrapping_mul(0xc2b2_ae35);
-    s ^ (s >> 16)
+    crate::hash::fmix32(s)
 }
 
 /// Whether two keys are the same flow (word by word; an IPv4 key's other words are zero
@@ -169,16 +165,7 @@ mod tests {
     use super::*;
 
     fn key(src: [u8; 4], sport: u16) -> FlowKey {
-        let mut k = FlowKey {
-            family: crate::FAMILY_V4,
-            proto: crate::PROTO_TCP,
-            sport: sport.to_be_bytes(),
-            dport: 443u16.to_be_bytes(),
-            ..FlowKey::default()
-        };
-        k.src[..4].copy_from_slice(&src);
-        k.dst[..4].copy_from_slice(&[10, 0, 0, 1]);
-        k
+        crate::test_key(src, sport, 443)
     }
 
     fn meta(seed: u32) -> FlowTableMeta {

@@ -19,8 +19,13 @@ const fn mix(h: u32, k: u32) -> u32 {
 }
 
 #[inline(always)]
-const fn finish(mut h: u32, len: u32) -> u32 {
-    h ^= len;
+const fn finish(h: u32, len: u32) -> u32 {
+    fmix32(h ^ len)
+}
+
+/// MurmurHash3's finalizer: every input bit moves every output bit.
+#[inline(always)]
+pub(crate) const fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;
@@ -103,16 +108,7 @@ mod tests {
     use super::*;
 
     fn key(src: [u8; 4], sport: u16) -> FlowKey {
-        let mut k = FlowKey {
-            family: crate::FAMILY_V4,
-            proto: crate::PROTO_TCP,
-            sport: sport.to_be_bytes(),
-            dport: 80u16.to_be_bytes(),
-            ..FlowKey::default()
-        };
-        k.src[..4].copy_from_slice(&src);
-        k.dst[..4].copy_from_slice(&[10, 0, 0, 1]);
-        k
+        crate::test_key(src, sport, 80)
     }
 
     #[test]

@@ -14,3 +14,18 @@ pub mod reason;
 
 pub use flow_table::*;
 pub use maps::*;
+
+/// An IPv4 TCP flow key from `src`:`sport` to 10.0.0.1:`dport`, for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_key(src: [u8; 4], sport: u16, dport: u16) -> FlowKey {
+    let mut k = FlowKey {
+        family: FAMILY_V4,
+        proto: PROTO_TCP,
+        sport: sport.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+        ..FlowKey::default()
+    };
+    k.src[..4].copy_from_slice(&src);
+    k.dst[..4].copy_from_slice(&[10, 0, 0, 1]);
+    k
+}

@@ -5,9 +5,7 @@
 //! call per flow.
 
 use std::{
-    num::NonZeroUsize,
-    os::fd::{AsFd, BorrowedFd},
-    ptr::NonNull,
+    os::fd::BorrowedFd,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -16,7 +14,7 @@ use lb_common::{
     is_flow_tag, same_key, slot_tag, table_hash,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, mapping::Mapping};
 
 /// One flow as read from its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +38,9 @@ pub enum Inserted {
 
 /// A mapping of `FLOWS` (shared with the program) and the table's shape and hash secret.
 pub struct FlowTable {
-    ptr: NonNull<FlowSlot>,
-    len: usize,
+    mem: Mapping,
     meta: FlowTableMeta,
 }
-
-// SAFETY: the mapping is owned by this value; every access to a slot goes through atomic
-// tag operations or volatile reads validated by them (the program writes concurrently).
-unsafe impl Send for FlowTable {}
-// SAFETY: as above.
-unsafe impl Sync for FlowTable {}
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,38 +50,14 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
-impl Drop for FlowTable {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 impl FlowTable {
-    /// Map the `FLOWS` array of `fd` (`meta.mask + 1` slots).
+    /// Map the `FLOWS` array of `fd` (`meta.mask + 1` slots). Every access to a slot goes
+    /// through atomic tag operations, or volatile reads validated by them: the program
+    /// writes concurrently.
     pub fn map(fd: BorrowedFd<'_>, meta: FlowTableMeta) -> Result<Self, DataplaneError> {
-        use nix::sys::mman::{MapFlags, ProtFlags, mmap};
-        let slots = meta.mask as usize + 1;
-        let len = slots * size_of::<FlowSlot>();
-        let size = NonZeroUsize::new(len)
-            .ok_or_else(|| DataplaneError::Mmap(std::io::Error::other("an empty flow table")))?;
-        // SAFETY: mapping a BPF array fd shared and writable, at offset 0, for the size the
-        // kernel allocated for it (slots of 64 bytes: a multiple of the page size once
-        // there are 64 of them, and the kernel rounds the mapping up to pages anyway).
-        let p = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd.as_fd(),
-                0,
-            )
-        }
-        .map_err(|e| DataplaneError::Mmap(e.into()))?;
+        let bytes = (meta.mask as usize + 1) * size_of::<FlowSlot>();
         Ok(Self {
-            ptr: p.cast::<FlowSlot>(),
-            len,
+            mem: Mapping::new(fd, bytes, "FLOWS")?,
             meta,
         })
     }
@@ -102,8 +69,14 @@ impl FlowTable {
 
     fn slot(&self, i: u32) -> *mut FlowSlot {
         debug_assert!(i <= self.meta.mask);
-        // SAFETY: `i & mask` is within the mapping.
-        unsafe { self.ptr.as_ptr().add((i & self.meta.mask) as usize) }
+        // SAFETY: `i & mask` is within the mapping (of `mask + 1` slots), which is page
+        // aligned.
+        unsafe {
+            self.mem
+                .as_ptr()
+                .cast::<FlowSlot>()
+                .add((i & self.meta.mask) as usize)
+        }
     }
 
     fn tag(&self, i: u32) -> &AtomicU64 {
@@ -286,25 +259,12 @@ mod tests {
 
     /// A table in plain memory (an anonymous mapping), as the program would see it.
     fn table(slots: u32) -> FlowTable {
-        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
-        let len = slots as usize * size_of::<FlowSlot>();
-        // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe {
-            mmap_anonymous(
-                None,
-                NonZeroUsize::new(len).unwrap(),
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }
-        .unwrap();
         let mut r = [0u32; 11];
         for (i, w) in r.iter_mut().enumerate() {
             *w = (i as u32 + 7).wrapping_mul(0x9e37_79b9);
         }
         FlowTable {
-            ptr: p.cast(),
-            len,
+            mem: Mapping::anonymous(slots as usize * size_of::<FlowSlot>()),
             meta: FlowTableMeta::new(slots, r),
         }
     }

@@ -16,6 +16,7 @@ mod flows;
 pub mod host;
 pub mod iface;
 mod layout;
+mod mapping;
 pub mod neigh;
 pub mod netlink;
 pub mod nexthop;
@@ -194,8 +195,8 @@ impl Sizes {
     ];
 }
 
-/// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps and the
-/// per-CPU LRU lists of the flow table are sized by it.
+/// Number of possible CPUs (`/sys/devices/system/cpu/possible`): per-CPU maps are sized by
+/// it.
 pub fn possible_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()

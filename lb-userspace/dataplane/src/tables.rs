@@ -2,27 +2,20 @@
 //! plain stores instead of 65537 syscalls. Userspace only ever writes a region no VIP
 //! currently points at; the `VIPS` update that flips to it is the publication barrier.
 
-use std::{num::NonZeroUsize, os::fd::AsFd as _, ptr::NonNull};
+use std::os::fd::AsFd as _;
 
 use aya::maps::MapData;
 
-use super::DataplaneError;
+use super::{DataplaneError, mapping::Mapping};
 
 /// The kernel stores array elements at an 8-byte stride (`round_up(value_size, 8)`).
 const STRIDE: usize = 8;
 
 pub struct TableMem {
-    ptr: NonNull<u8>,
-    len: usize,
+    mem: Mapping,
     slots: u32,
     _map: MapData,
 }
-
-// SAFETY: the mapping is owned by this value and only accessed through `&mut self` (writes)
-// or `&self` (reads of plain integers).
-unsafe impl Send for TableMem {}
-// SAFETY: as above.
-unsafe impl Sync for TableMem {}
 
 impl std::fmt::Debug for TableMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,34 +27,10 @@ impl std::fmt::Debug for TableMem {
 
 impl TableMem {
     pub fn new(map: MapData, slots: u32) -> Result<Self, DataplaneError> {
-        use nix::{
-            sys::mman::{MapFlags, ProtFlags, mmap},
-            unistd::{SysconfVar, sysconf},
-        };
-        let page = sysconf(SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|p| usize::try_from(p).ok())
-            .unwrap_or(4096);
-        let len = (slots as usize * STRIDE).div_ceil(page) * page;
-        let size = NonZeroUsize::new(len)
-            .ok_or_else(|| DataplaneError::Mmap(std::io::Error::other("an empty table")))?;
-        // SAFETY: mapping a BPF array fd shared and writable, at offset 0, for exactly the
-        // size the kernel allocated for it; nothing else in this process maps it.
-        let p = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                map.fd().as_fd(),
-                0,
-            )
-        }
-        .map_err(|e| DataplaneError::Mmap(e.into()))?;
+        // Nothing else in this process maps it; only `&mut self` writes it (below).
+        let mem = Mapping::new(map.fd().as_fd(), slots as usize * STRIDE, "TABLES")?;
         Ok(Self {
-            ptr: p.cast::<u8>(),
-            len,
+            mem,
             slots,
             _map: map,
         })
@@ -76,7 +45,7 @@ impl TableMem {
             values.len(),
             self.slots
         );
-        let first = self.ptr.as_ptr().wrapping_add(base as usize * STRIDE);
+        let first = self.mem.as_ptr().wrapping_add(base as usize * STRIDE);
         for (i, v) in values.iter().enumerate() {
             // SAFETY: in bounds (asserted above) of our live mapping; 4-byte aligned since
             // the mapping is page-aligned and the stride is 8.
@@ -87,17 +56,10 @@ impl TableMem {
     /// Read slots `base..base + len`.
     pub fn read(&self, base: u32, len: u32) -> Vec<u32> {
         assert!(base as usize + len as usize <= self.slots as usize);
-        let first = self.ptr.as_ptr().wrapping_add(base as usize * STRIDE);
+        let first = self.mem.as_ptr().wrapping_add(base as usize * STRIDE);
         (0..len as usize)
             // SAFETY: as in `write`.
             .map(|i| unsafe { first.add(i * STRIDE).cast::<u32>().read_volatile() })
             .collect()
-    }
-}
-
-impl Drop for TableMem {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped; nothing refers into it any more.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast(), self.len) };
     }
 }

@@ -268,8 +268,7 @@ pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, one_cpu: u
     }
 }
 
-/// Flows opened on each CPU: how RSS spreads new flows (with per-CPU LRU lists, as tables
-/// pinned by older builds have, the busiest CPU fills its share first).
+/// Flows opened on each CPU: how RSS spreads new flows.
 pub fn per_cpu(e: &mut Exposition, new_flows: &[u64]) {
     for (cpu, n) in new_flows.iter().enumerate() {
         e.counter("sluice_cpu_new_flows", vec![("cpu", cpu.to_string())], *n);

@@ -105,7 +105,7 @@ pub const FAMILIES: &[Spec] = &[
     spec("sluice_cpu_new_flows", C, "", "Flows opened on each CPU (how RSS spreads new flows)"),
     spec("sluice_edits", C, "", "Live edits applied"),
     spec("sluice_fib_fallbacks", C, "", "Frames forwarded through the kernel's FIB (bpf_fib_lookup) because their backend's next hop was not resolved"),
-    spec("sluice_flow_table_cpu_capacity", G, "", "Flows arriving on one CPU that the flow table holds: its capacity (one table for all CPUs), or capacity / CPUs for a table pinned by an older build with per-CPU LRU lists"),
+    spec("sluice_flow_table_cpu_capacity", G, "", "Flows arriving on one CPU that the flow table holds: its capacity (one table for all CPUs)"),
     spec("sluice_flow_table_entries", G, "", "Flow-table entries found by the last conntrack sweep"),
     spec("sluice_flow_table_fill_ratio", G, "ratio", "Flow-table entries over its capacity (daemon.flow_table_size), at the last conntrack sweep"),
     spec("sluice_flows_table_full", C, "", "New flows forwarded by their hash without a flow-table entry because their probe of the flow table found no free slot (daemon.flow_table_size)"),

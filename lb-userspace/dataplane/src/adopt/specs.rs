@@ -97,7 +97,7 @@ pub(super) fn differences(spec: &MapSpec, pinned: &MapSpec) -> Vec<String> {
     d
 }
 
-/// `BPF_MAP_TYPE_HASH`, the flow table's type before the slot array (stop 24).
+/// `BPF_MAP_TYPE_HASH`, the flow table's type before the array of slots.
 const BPF_MAP_TYPE_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_LRU_HASH`, the flow table's type before that.
 const BPF_MAP_TYPE_LRU_HASH: u32 = 9;

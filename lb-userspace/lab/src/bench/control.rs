@@ -92,8 +92,9 @@ pub struct Memory {
     pub rss_anon_kib: u64,
     pub rss_file_kib: u64,
     pub rss_shmem_kib: u64,
-    /// The `TABLES` map's shared mapping (kernel memory, also counted in `map_memory`):
-    /// the kernel maps all of it at load time, and it counts as resident.
+    /// The `TABLES` and `FLOWS` maps' shared mappings (kernel memory, also counted in
+    /// `map_memory`): the kernel maps all of them at load time, and they count as
+    /// resident.
     pub tables_mapping_kib: u64,
     /// `vmrss_published_kib - tables_mapping_kib`: the daemon's own memory.
     pub daemon_kib: u64,
@@ -427,8 +428,11 @@ fn memory(vips: usize, backends: usize) -> anyhow::Result<Memory> {
     let publish_ms = ms(start.elapsed());
     let after = rss()?;
     drop(dp);
-    // The kernel maps the whole array at mmap time (8 bytes a slot, whole pages).
-    let tables_mapping_kib = (u64::from(table_slots) * 8).div_ceil(4096) * 4;
+    // The kernel maps the whole of each shared array at mmap time: `TABLES` (8 bytes a
+    // slot) and `FLOWS` (64 bytes a slot), whole pages.
+    let flow_slots = lb_common::flow_slots_for(Sizes::default().flow_entries);
+    let tables_mapping_kib = (u64::from(table_slots) * 8).div_ceil(4096) * 4
+        + (u64::from(flow_slots) * 64).div_ceil(4096) * 4;
     let daemon_kib = after[0].saturating_sub(tables_mapping_kib);
     Ok(Memory {
         vips,

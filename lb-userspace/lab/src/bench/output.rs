@@ -259,7 +259,7 @@ fn memory_text(s: &mut String, mm: &super::control::Memory) {
         s,
         "  Daemon memory, {} VIPs × {} backends published (in {:.0} ms): VmRSS {:.1} MiB \
          (before load {:.1}, loaded {:.1}; anon {:.1}, file {:.1}, shmem {:.1}); of which the \
-         TABLES mapping {:.1} MiB (kernel memory, below); daemon's own {:.1} MiB  target ≤ {} MiB {}",
+         TABLES and FLOWS mappings {:.1} MiB (kernel memory, below); daemon's own {:.1} MiB  target ≤ {} MiB {}",
         mm.vips,
         mm.backends_per_vip,
         mm.publish_ms,

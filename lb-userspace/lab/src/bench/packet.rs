@@ -359,7 +359,7 @@ pub fn short(n: u64) -> String {
 
 /// Flow-table capacity so that `flows` fit, whichever CPUs they arrive on (one table for
 /// all CPUs), with a quarter to spare: under the sweep's 90% high-water mark, and the same
-/// sizes (hence bucket counts) as the figures measured with the LRU table before.
+/// capacities as earlier rounds' figures.
 pub fn flow_entries_for(flows: u64) -> u32 {
     let need = flows * 5 / 4;
     u32::try_from(need.max(u64::from(lb_common::DEFAULT_FLOW_ENTRIES))).unwrap_or(u32::MAX)

@@ -35,11 +35,10 @@ impl Tables {
     /// The object a case runs in, ready: the one-flow cases' emptied, a new object for a
     /// new-flow block, or the case's filled one.
     ///
-    /// A new-flow block gets an object of its own, not an emptied table: deleting flows
-    /// puts their entries back on the LRU free list in the table's hash order, so the next
-    /// block's inserts would take (and the LRU rotation walk) entries at random addresses
-    /// rather than in address order as from a new table (measured on 2 vCPUs: 450–550 ns
-    /// against 370–450 ns a new flow, the same in the first block of an emptied table).
+    /// A new-flow block gets an object of its own, a table never written, as in every
+    /// round since the kernel's hash maps (whose deleted entries came back on the free list
+    /// in hash order, so that an emptied table's inserts took entries at random addresses:
+    /// 450–550 ns against 370–450 ns a new flow then).
     fn ready(&mut self, vary: Vary) -> anyhow::Result<&Dataplane> {
         match vary {
             Vary::Cycle(n) => self
