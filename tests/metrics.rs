@@ -511,12 +511,12 @@ fn an_older_hash_flow_table_moves_its_flows_into_the_new_table() {
     const BPF_MAP_TYPE_HASH: u32 = 1;
     const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
     const BPF_F_NO_COMMON_LRU: u32 = 2;
-    for (map_type, flags) in [
-        (BPF_MAP_TYPE_HASH, 0),
-        (BPF_MAP_TYPE_LRU_HASH, BPF_F_NO_COMMON_LRU),
-        (BPF_MAP_TYPE_LRU_HASH, 0),
+    for (map_type, flags, crashed) in [
+        (BPF_MAP_TYPE_HASH, 0, false),
+        (BPF_MAP_TYPE_LRU_HASH, BPF_F_NO_COMMON_LRU, false),
+        (BPF_MAP_TYPE_LRU_HASH, 0, true),
     ] {
-        older_flows_moved(&dir, map_type, flags);
+        older_flows_moved(&dir, map_type, flags, crashed);
     }
     let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a last load");
     dp.stop_removing().expect("remove the pins");
@@ -524,7 +524,9 @@ fn an_older_hash_flow_table_moves_its_flows_into_the_new_table() {
 
 /// Replace the flow table pinned in `dir` by an older build's: a hash map of `map_type`
 /// with `flags`, holding 300 flows; the next load moves them all into its own table.
-fn older_flows_moved(dir: &PinDir, map_type: u32, flags: u32) {
+/// `crashed`: as a daemon that stopped in the middle of the upgrade leaves it (the older
+/// table moved aside, no table of its own pinned yet).
+fn older_flows_moved(dir: &PinDir, map_type: u32, flags: u32, crashed: bool) {
     use lb_common::{FAMILY_V4, FlowKey, FlowValue, PROTO_TCP, names};
     use sluice_dataplane::Dataplane;
     let flows = dir.0.join(names::FLOWS);
@@ -572,8 +574,13 @@ fn older_flows_moved(dir: &PinDir, map_type: u32, flags: u32) {
     bpf_raw(BPF_OBJ_PIN, &[p0, p1, fd, 0]).expect("pin it");
     // SAFETY: `fd` is the descriptor BPF_MAP_CREATE returned, owned here and closed once.
     unsafe { libc::close(fd as i32) };
+    let aside = dir.0.join("FLOWS_OLD");
+    if crashed {
+        std::fs::rename(&flows, &aside).expect("move it aside");
+    }
     let (mut dp, second) =
         Dataplane::load_pinned(PIN_SIZES, dir.config()).expect("the upgrade moves its flows");
+    assert!(!aside.exists(), "the older table's pin is removed");
     assert!(
         second.notes.iter().any(|n| n.contains("300 flows copied")),
         "type {map_type} flags {flags}: {second:?}"

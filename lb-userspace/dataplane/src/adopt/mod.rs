@@ -52,6 +52,9 @@ use super::{AttachMode, Dataplane, DataplaneError, Sizes, pinned};
 /// The balancer's pinned XDP link, in the pin directory (maps are pinned under their own,
 /// upper-case, names).
 pub const LINK_PIN: &str = "link";
+/// Where an older build's flow table waits while this build loads (an upgrade across the
+/// table's change of layout), in the pin directory (bpffs refuses names with a dot).
+const OLD_FLOWS_PIN: &str = "FLOWS_OLD";
 /// The saved layout's file name, in `daemon.state_dir`.
 pub const LAYOUT_FILE: &str = "layout.json";
 
@@ -124,6 +127,11 @@ impl Dataplane {
         let dir = cfg.dir.clone();
         pinned::prepare_pin_dir(&dir)?;
         let lock = lock_pin_dir(&dir)?;
+        // A daemon stopped in the middle of an upgrade that moved an older flow table aside
+        // (below) before it pinned its own: the older table goes back, to be moved again.
+        if dir.join(OLD_FLOWS_PIN).exists() && !dir.join(names::FLOWS).exists() {
+            move_pin(&dir, OLD_FLOWS_PIN, names::FLOWS)?;
+        }
         let specs = object_specs(sizes)?;
         let found = inspect(&dir, &specs)?;
         let adopting = !found.maps.is_empty();
@@ -134,18 +142,23 @@ impl Dataplane {
             unpin(&dir, name)?;
         }
         // An older build's flow table: held open (the old program keeps forwarding with it
-        // until the link switches) and unpinned, so that this build's table takes its pin.
+        // until the link switches) and moved aside, so that this build's table takes its
+        // pin; put back if this build fails to load, removed once it has.
         let old_flows = if found.old_flows {
-            let path = dir.join(names::FLOWS);
-            let old = aya::maps::MapData::from_pin(&path)
+            move_pin(&dir, names::FLOWS, OLD_FLOWS_PIN)?;
+            let old = aya::maps::MapData::from_pin(dir.join(OLD_FLOWS_PIN))
                 .and_then(aya::maps::Map::from_map_data)
-                .and_then(crate::flows::OldFlows::try_from)
-                .map_err(|source| DataplaneError::Map {
-                    name: names::FLOWS,
-                    source,
-                })?;
-            unpin(&dir, names::FLOWS)?;
-            Some(old)
+                .and_then(crate::flows::OldFlows::try_from);
+            match old {
+                Ok(o) => Some(o),
+                Err(source) => {
+                    move_pin(&dir, OLD_FLOWS_PIN, names::FLOWS)?;
+                    return Err(DataplaneError::Map {
+                        name: names::FLOWS,
+                        source,
+                    });
+                }
+            }
         } else {
             None
         };
@@ -153,7 +166,15 @@ impl Dataplane {
             .iter()
             .map(|s| (s.name.clone(), dir.join(&s.name)))
             .collect();
-        let mut dp = Self::load_with(sizes, &pins)?;
+        let loaded = Self::load_with(sizes, &pins);
+        if old_flows.is_some() {
+            if loaded.is_ok() {
+                unpin(&dir, OLD_FLOWS_PIN)?;
+            } else {
+                move_pin(&dir, OLD_FLOWS_PIN, names::FLOWS)?;
+            }
+        }
+        let mut dp = loaded?;
         let mut adoption = Adoption {
             maps: found.maps.clone(),
             new: found.new.clone(),
@@ -285,6 +306,14 @@ pub fn detach(dir: &Path, layout_file: Option<&Path>) -> Result<Vec<PathBuf>, Da
         removed.push(f.to_owned());
     }
     Ok(removed)
+}
+
+/// Rename the pin `from` in `dir` to `to`.
+fn move_pin(dir: &Path, from: &str, to: &str) -> Result<(), DataplaneError> {
+    std::fs::rename(dir.join(from), dir.join(to)).map_err(|e| DataplaneError::Pins {
+        dir: dir.to_owned(),
+        message: format!("renaming the pin {from} to {to}: {e}"),
+    })
 }
 
 /// Remove the pin `name` from `dir`.
