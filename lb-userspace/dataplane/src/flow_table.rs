@@ -25,6 +25,14 @@ pub struct Entry {
     pub value: FlowValue,
 }
 
+/// What a probe found: the flow's slot, or where it would go (and that slot's tag then).
+struct Scan {
+    found: Option<Entry>,
+    free: Option<(u32, u64)>,
+    /// The tag of a slot holding this flow.
+    tag: u64,
+}
+
 /// What an insert from userspace did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
@@ -122,22 +130,45 @@ impl FlowTable {
 
     /// The slot of `key`'s flow, as the program finds it.
     pub fn find(&self, key: &FlowKey) -> Option<Entry> {
+        self.scan(key).found
+    }
+
+    /// The probe of `key`, as the program makes it (`lb-ebpf`'s `flow::scan`): the slot
+    /// holding its flow, else the first deleted or empty slot (with the tag it had) before
+    /// the first empty one.
+    fn scan(&self, key: &FlowKey) -> Scan {
         let h = table_hash(key, &self.meta);
-        let want = slot_tag(h);
+        let mut out = Scan {
+            found: None,
+            free: None,
+            tag: slot_tag(h),
+        };
         for i in 0..FLOW_PROBES {
             let index = h.wrapping_add(i) & self.meta.mask;
             let t = self.tag(index).load(Ordering::Acquire);
-            if t == SLOT_EMPTY {
-                return None;
-            }
-            if t == want
+            if t == out.tag
                 && let Some(e) = self.read(index)
                 && same_key(&e.key, key)
             {
-                return Some(e);
+                out.found = Some(e);
+                out.free = None;
+                break;
+            }
+            if (t == SLOT_EMPTY || t == SLOT_FREE) && out.free.is_none() {
+                out.free = Some((index, t));
+            }
+            if t == SLOT_EMPTY {
+                break;
             }
         }
-        None
+        out
+    }
+
+    /// Delete the flow in slot `index` if its tag is still `tag`. Whether it was deleted.
+    fn free_slot(&self, index: u32, tag: u64) -> bool {
+        self.tag(index)
+            .compare_exchange(tag, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// The flow of `key`, if any.
@@ -148,46 +179,23 @@ impl FlowTable {
     /// Delete the flow read as `e` if its slot still holds it unchanged (a packet since
     /// then may have stamped or closed it: then it stays). Whether it was deleted.
     pub fn remove_if_unchanged(&self, e: &Entry) -> bool {
-        if self.read(e.index).as_ref() != Some(e) {
-            return false;
-        }
-        self.tag(e.index)
-            .compare_exchange(e.tag, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.read(e.index).as_ref() == Some(e) && self.free_slot(e.index, e.tag)
     }
 
     /// Delete `key`'s flow, whatever it holds. Whether there was one.
     pub fn remove(&self, key: &FlowKey) -> bool {
-        self.find(key).is_some_and(|e| {
-            self.tag(e.index)
-                .compare_exchange(e.tag, SLOT_FREE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        })
+        self.find(key)
+            .is_some_and(|e| self.free_slot(e.index, e.tag))
     }
 
     /// Insert a flow as the program does (the first deleted or empty slot of its probe,
     /// unless the key has one), for upgrades from an older table and tests.
     pub fn insert(&self, key: &FlowKey, value: &FlowValue) -> Inserted {
-        let h = table_hash(key, &self.meta);
-        let want = slot_tag(h);
-        let mut free = None;
-        for i in 0..FLOW_PROBES {
-            let index = h.wrapping_add(i) & self.meta.mask;
-            let t = self.tag(index).load(Ordering::Acquire);
-            if t == want
-                && let Some(e) = self.read(index)
-                && same_key(&e.key, key)
-            {
-                return Inserted::Exists;
-            }
-            if (t == SLOT_EMPTY || t == SLOT_FREE) && free.is_none() {
-                free = Some((index, t));
-            }
-            if t == SLOT_EMPTY {
-                break;
-            }
+        let scan = self.scan(key);
+        if scan.found.is_some() {
+            return Inserted::Exists;
         }
-        let Some((index, seen)) = free else {
+        let Some((index, seen)) = scan.free else {
             return Inserted::Full;
         };
         if self
@@ -204,7 +212,7 @@ impl FlowTable {
             std::ptr::write_volatile(std::ptr::addr_of_mut!((*s).key), *key);
             std::ptr::write_volatile(std::ptr::addr_of_mut!((*s).value), *value);
         }
-        self.tag(index).store(want, Ordering::Release);
+        self.tag(index).store(scan.tag, Ordering::Release);
         Inserted::Taken
     }
 
