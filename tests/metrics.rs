@@ -254,6 +254,7 @@ fn a_synthetic_exposition_parses() {
         reasons: [("fwd_tx".to_owned(), 12u64)].into_iter().collect(),
         conntrack: state::ConntrackStatus {
             last_sweep_flows: Some(10),
+            region_slots: 1 << 17,
             ..Default::default()
         },
         config_fingerprint: "aa".into(),
@@ -281,8 +282,11 @@ fn a_synthetic_exposition_parses() {
         "{text}"
     );
     let fill = samples(&e, "sluice_flow_table_fill_ratio");
-    assert_eq!(fill.len(), 1);
+    assert_eq!(fill.len(), 1, "{text}");
     assert!((fill[0].1 - 10.0 / 1024.0).abs() < 1e-9, "{text}");
+    let region = samples(&e, "sluice_flow_table_region_slots");
+    assert_eq!(region.len(), 1, "{text}");
+    assert!((region[0].1 - f64::from(1 << 17)).abs() < 0.5, "{text}");
 }
 
 /// Metric names a PromQL expression's selectors use.
@@ -519,6 +523,68 @@ fn an_older_hash_flow_table_moves_its_flows_into_the_new_table() {
         older_flows_moved(&dir, map_type, flags, crashed);
     }
     let (mut dp, _) = Dataplane::load_pinned(sizes, cfg()).expect("a last load");
+    dp.stop_removing().expect("remove the pins");
+}
+
+/// Pins of round six (no `FLOW_REGION`: its flows spread over the whole table) are adopted
+/// with the whole table as the region; a region a daemon left changing size is settled by
+/// the next one at start. Every flow is found throughout.
+#[test]
+fn the_flow_region_is_adopted_from_older_pins_and_settled_after_a_stop() {
+    use lb_common::{FlowRegion, names};
+    use sluice_dataplane::Dataplane;
+    require_root();
+    let _serial = serial();
+    let dir = PinDir::new("region");
+    let cfg = || dir.config();
+    let (mut dp, _) = Dataplane::load_pinned(PIN_SIZES, cfg()).expect("a first load");
+    let slots = dp.flow_table().slots();
+    let flow = |n: u32| {
+        let key = sluice_tests::frames::Spec::tcp(
+            &format!("192.0.2.{}", 1 + n % 200),
+            20_000 + n as u16,
+            "10.0.0.10",
+            80,
+            0x10,
+        )
+        .key();
+        let value = lb_common::FlowValue {
+            backend_id: 1 + n % 5,
+            generation: 1,
+            last_seen: 5,
+            state: lb_common::FLOW_OPEN,
+        };
+        (key, value)
+    };
+    for n in 0..1000 {
+        let (k, v) = flow(n);
+        assert_eq!(
+            dp.flow_table().insert(&k, &v),
+            sluice_dataplane::Inserted::Taken
+        );
+    }
+    let check = |dp: &Dataplane, when: &str| {
+        assert_eq!(dp.flow_count(), 1000, "{when}");
+        for n in 0..1000 {
+            let (k, v) = flow(n);
+            assert_eq!(dp.flow(&k), Some(v), "{when}: flow {n}");
+        }
+    };
+    check(&dp, "before the stop");
+    dp.stop().expect("stop, keeping the pins");
+    drop(dp);
+    std::fs::remove_file(dir.0.join(names::FLOW_REGION)).expect("unpin the region");
+    let (mut dp, second) = Dataplane::load_pinned(PIN_SIZES, cfg()).expect("the upgrade");
+    assert_eq!(second.new, [names::FLOW_REGION], "{second:?}");
+    assert_eq!(dp.flow_table().region(), FlowRegion::of(slots));
+    check(&dp, "after adopting round six's pins");
+    // A daemon stopped in the middle of halving the region.
+    dp.flow_table().start_resize(slots / 2);
+    dp.stop().expect("stop, keeping the pins");
+    drop(dp);
+    let (mut dp, _) = Dataplane::load_pinned(PIN_SIZES, cfg()).expect("a restart");
+    assert_eq!(dp.flow_table().region(), FlowRegion::of(slots / 2));
+    check(&dp, "after the change was settled");
     dp.stop_removing().expect("remove the pins");
 }
 

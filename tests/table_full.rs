@@ -7,7 +7,13 @@
 //! slots no probe needs back into empty ones, and new flows take slots again at once.
 //! Packet level, through the real balancer on the packet fuzzer's network and VIPs, with a
 //! table sized for 64 flows (128 slots).
+//!
+//! And the region of the table in use, which the daemon grows and shrinks with the flows:
+//! while it changes size (also when a daemon stopped in the middle of a change), every flow
+//! is found in the old region or the new, new flows go into the new one, and no flow
+//! changes backend through a growth, a shrink or a settled change.
 
+use lb_common::FlowRegion;
 use lb_common::programs;
 use sluice_dataplane::{Dataplane, Sizes, conntrack};
 use sluice_tests::{
@@ -175,4 +181,94 @@ fn a_full_table_forwards_new_flows_by_hash_and_the_sweep_makes_room() {
     assert_eq!(b.dp.flow_count(), low + 1, "the new flow took an entry");
     let ack = b.run(&ack_of(&s), "its ACK");
     assert_eq!(dest(&ack), dest(&out));
+}
+
+/// Every flow of `flows` is forwarded where its SYN went, and nothing opened a new flow.
+fn all_follow(b: &mut Balancer, flows: &[(Spec, Vec<u8>)], when: &str) {
+    let held = b.dp.flow_count();
+    for (i, (s, out)) in flows.iter().enumerate() {
+        let ack = b.run(&ack_of(s), when);
+        assert_eq!(dest(&ack), dest(out), "{when}: flow {i} changed backend");
+        assert!(
+            b.dp.flow(&s.key()).is_some(),
+            "{when}: flow {i} has no entry"
+        );
+    }
+    assert_eq!(b.dp.flow_count(), held, "{when}: an ACK opened a flow");
+}
+
+#[test]
+fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
+    require_root();
+    let _ns = sluice_tests::netns::Private::enter().unwrap();
+    pin_to_cpu(0);
+    let ifindex = fuzz::network().unwrap();
+    // 2^18 slots: more than the smallest region (2^17), where a new table starts.
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: 1 << 17,
+        table_slots: 16384,
+        ..Sizes::default()
+    })
+    .unwrap();
+    let (all, small) = (1 << 18, lb_common::MIN_REGION_SLOTS);
+    assert_eq!(dp.flow_table().slots(), all);
+    assert_eq!(dp.flow_table().region(), FlowRegion::of(small));
+    dp.publish(&fuzz::setup().desired).unwrap();
+    dp.clock().unwrap().tick().unwrap();
+    let mut b = Balancer { dp, ifindex };
+    // Maglev flows, and least-connections ones (picked by a cursor: a flow that lost its
+    // entry would be picked anew, most likely elsewhere).
+    let mut flows: Vec<(Spec, Vec<u8>)> = Vec::new();
+    for i in 0..1500u16 {
+        let s = syn(i, if i % 3 == 0 { LC } else { MAGLEV });
+        let out = b.run(&s, "a SYN");
+        flows.push((s, out));
+    }
+    assert_eq!(b.dp.flow_count(), 1500);
+    assert!(b.dp.flow_table().iter().all(|e| e.index < small));
+    all_follow(&mut b, &flows, "in the smallest region");
+
+    // A daemon stopped right after publishing a growth: nothing moved yet. The program
+    // finds every flow in the old region, and puts new flows in the new one.
+    b.dp.flow_table().start_resize(all);
+    assert_eq!(b.dp.flow_table().region(), FlowRegion::moving(all, small));
+    all_follow(&mut b, &flows, "while the region grows");
+    for i in 1500..1800u16 {
+        let s = syn(i, if i % 3 == 0 { LC } else { MAGLEV });
+        let out = b.run(&s, "a SYN while the region grows");
+        flows.push((s, out));
+    }
+    assert_eq!(b.dp.flow_count(), 1800);
+    assert!(
+        b.dp.flow_table().iter().any(|e| e.index >= small),
+        "no new flow went into the new region"
+    );
+    all_follow(&mut b, &flows, "new flows while the region grows");
+
+    // The next daemon's sweep settles it, then shrinks the region back for 1800 flows.
+    let mut sweeper = b.dp.sweeper(conntrack::Timeouts::default()).unwrap();
+    let swept = sweeper.sweep(&[]).unwrap();
+    let r = swept.resized.expect("the change under way was settled");
+    assert_eq!((r.to, r.unplaced), (all, 0));
+    assert!(r.moved > 0);
+    assert_eq!(b.dp.flow_table().region(), FlowRegion::of(all));
+    all_follow(&mut b, &flows, "after the growth was settled");
+    let swept = sweeper.sweep(&[]).unwrap();
+    let r = swept
+        .resized
+        .expect("a region 1800 flows barely use shrinks");
+    assert_eq!((r.from, r.to, r.unplaced), (all, small, 0));
+    assert_eq!(swept.region_slots, small);
+    assert!(b.dp.flow_table().iter().all(|e| e.index < small));
+    all_follow(&mut b, &flows, "after the shrink");
+
+    // Grown for many more flows (as the sweeper does when a sample finds it 3/8 used).
+    let r = b.dp.fit_flow_region(60_000);
+    assert_eq!((r.from, r.to, r.unplaced), (small, all, 0));
+    assert!(r.moved > 0);
+    all_follow(&mut b, &flows, "after the growth");
+    assert!(
+        sweeper.check_region().is_none(),
+        "a quiet region was resized"
+    );
 }

@@ -7,6 +7,7 @@ pub mod names {
     pub const TABLES: &str = "TABLES";
     pub const FLOWS: &str = "FLOWS";
     pub const FLOW_TABLE: &str = "FLOW_TABLE";
+    pub const FLOW_REGION: &str = "FLOW_REGION";
     pub const CONFIG: &str = "CONFIG";
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";

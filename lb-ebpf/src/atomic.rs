@@ -37,12 +37,19 @@ pub fn compare_exchange(p: *mut u64, old: u64, new: u64) -> u64 {
 }
 
 /// `*p = v`, atomically and ordered after every earlier write (`xchg_64`, a full barrier):
-/// publishes what was written before it.
+/// publishes what was written before it. The `asm!` block is a compiler barrier too (it may
+/// touch memory), so the writes before it stay before it.
 #[cfg(target_arch = "bpf")]
 #[inline(always)]
 pub fn publish(p: *mut u64, v: u64) {
     // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(p, v) }
+    unsafe {
+        core::arch::asm!(
+            "{v} = xchg_64({p} + 0, {v})",
+            p = in(reg) p,
+            v = inout(reg) v => _,
+        );
+    }
 }
 
 #[cfg(not(target_arch = "bpf"))]

@@ -9,12 +9,13 @@ use core::ptr::{addr_of, addr_of_mut};
 
 use lb_common::{
     BACKEND_F_SERVING, Backend, FAMILY_V6, FLOW_CLOSING, FLOW_NEW, FLOW_OPEN, FLOW_PROBES, FlowKey,
-    FlowSlot, FlowValue, SLOT_BUSY, SLOT_EMPTY, SLOT_FREE, flow_is_open, slot_tag, table_hash,
+    FlowRegion, FlowSlot, FlowValue, SLOT_BUSY, SLOT_EMPTY, SLOT_FREE, flow_is_open, slot_tag,
+    table_hash,
 };
 
 use crate::{
     atomic, flood,
-    maps::{BACKENDS, CLOCK, FLOW_TABLE, FLOWS},
+    maps::{BACKENDS, CLOCK, FLOW_REGION, FLOW_TABLE, FLOWS},
     parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats,
     track::Track,
@@ -97,11 +98,13 @@ fn holds(s: *mut FlowSlot, t: u64, tag: u64, key: &FlowKey) -> bool {
     diff == 0
 }
 
-/// Probe the flow table for `key`: its keyed hash names the first slot; the slots from
-/// there are read in turn (at most `FLOW_PROBES`) until the one holding the flow, or the
-/// first empty one (deleted ones are passed over), noting the first deleted or empty slot
-/// on the way. Before the daemon described the table (`FLOW_TABLE`), nothing is found and
-/// there is no room.
+/// Probe the flow table for `key`: its keyed hash names the first slot of the region in
+/// use; the slots from there are read in turn (at most `FLOW_PROBES`) until the one holding
+/// the flow, or the first empty one (deleted ones are passed over), noting the first
+/// deleted or empty slot on the way (where the flow would go). While the daemon resizes the
+/// region, a flow not in the new region's probe is looked for in the old region's probe
+/// too (no slot is taken there: it is moving out). Before the daemon described the table
+/// (`FLOW_TABLE`, `FLOW_REGION`), nothing is found and there is no room.
 #[inline(always)]
 pub fn scan(key: &FlowKey) -> Slots {
     let mut out = Slots {
@@ -109,17 +112,22 @@ pub fn scan(key: &FlowKey) -> Slots {
         free: NONE,
         tag: 0,
     };
-    let Some(m) = FLOW_TABLE.get(0) else {
+    let (Some(m), Some(r)) = (FLOW_TABLE.get(0), FLOW_REGION.get_ptr(0)) else {
         return out;
     };
-    if m.mask == 0 {
+    // SAFETY: a live array value; read once, whole (the daemon swaps it atomically).
+    let region = FlowRegion::unpack(unsafe { core::ptr::read_volatile(r) });
+    if m.mask == 0 || region.mask == 0 {
         return out;
     }
     let h = table_hash(key, m);
     out.tag = slot_tag(h);
+    // One loop over at most two probes: the region's, then the old region's (if any).
+    let mut mask = region.mask;
     let mut i = 0;
-    while i < FLOW_PROBES {
-        let index = h.wrapping_add(i) & m.mask;
+    let mut j = 0;
+    while i < 2 * FLOW_PROBES {
+        let index = h.wrapping_add(j) & mask;
         let Some(s) = slot(index) else {
             break;
         };
@@ -129,13 +137,20 @@ pub fn scan(key: &FlowKey) -> Slots {
             out.free = NONE;
             break;
         }
-        if (t == SLOT_EMPTY || t == SLOT_FREE) && out.free == NONE {
+        if i < FLOW_PROBES && (t == SLOT_EMPTY || t == SLOT_FREE) && out.free == NONE {
             out.free = index;
         }
-        if t == SLOT_EMPTY {
-            break;
-        }
         i += 1;
+        j += 1;
+        if t == SLOT_EMPTY || j == FLOW_PROBES {
+            if i > FLOW_PROBES || region.old_mask == 0 {
+                break;
+            }
+            // On to the old region's probe.
+            mask = region.old_mask;
+            i = FLOW_PROBES;
+            j = 0;
+        }
     }
     out
 }

@@ -60,6 +60,13 @@ pub static FLOWS: Array<FlowSlot> =
 #[map]
 pub static FLOW_TABLE: Array<FlowTableMeta> = Array::with_max_entries(1, 0);
 
+/// The region of `FLOWS` in use (one entry, `lb_common::FlowRegion` packed in a `u64`):
+/// flows are hashed into its slots only, so the memory packets touch grows with the flows,
+/// not with the table's capacity. Written by the daemon (through a mapping, atomically)
+/// as it grows or shrinks the region; while it moves flows, it holds the old mask too.
+#[map]
+pub static FLOW_REGION: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
 /// Per-VIP cursor of the sequence schedulers (`SCHED_SEQUENCE`), indexed by `vip_id`: one
 /// shared counter (not per CPU), stepped atomically, so rr/wrr/lc keep their order across
 /// CPUs. The daemon resets it when it writes a new sequence.

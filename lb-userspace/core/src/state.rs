@@ -493,6 +493,10 @@ pub struct ConntrackStatus {
     /// then those never seen again, then the least recently seen), since the daemon started.
     #[serde(default)]
     pub evicted: u64,
+    /// The slots of the flow table's region in use (it grows and shrinks with the flows;
+    /// 0: a daemon too old to say).
+    #[serde(default)]
+    pub region_slots: u64,
 }
 
 /// What `sluice backend list` shows; written by the daemon to `<state_dir>/status.json`.

@@ -163,6 +163,7 @@ fn build_status(
             expired: ct.expired_total,
             reaped: ct.reaped_total,
             evicted: ct.evicted_total,
+            region_slots: u64::from(dp.flow_table().region().slots()),
         },
         config_fingerprint: state
             .config_fingerprint()

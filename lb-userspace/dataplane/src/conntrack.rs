@@ -34,10 +34,11 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{
-    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open, names,
+    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open,
+    min_region, names, region_change,
 };
 
-use super::{DataplaneError, FlowTable};
+use super::{DataplaneError, FlowTable, Resized};
 
 /// How long flows may stay idle before the daemon expires them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +144,10 @@ pub struct Sweep {
     /// Deleted slots turned back into empty ones ([`FlowTable::tidy`], after a sweep that
     /// deleted flows).
     pub tidied: u64,
+    /// The flow table's region grown or shrunk for the flows it holds ([`Sweeper::fit_region`]).
+    pub resized: Option<Resized>,
+    /// The region's slots after the sweep.
+    pub region_slots: u32,
     pub took: Duration,
 }
 
@@ -212,6 +217,8 @@ pub struct Sweeper {
     /// A stamp from before it was written while no daemon kept the clock (it stood still:
     /// the flow may have been busy until now), or by an earlier daemon.
     since: u32,
+    /// Seed of the region checks' samples.
+    samples: u64,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
@@ -231,6 +238,7 @@ impl Sweeper {
             timeouts,
             capacity,
             since: now_ticks(),
+            samples: u64::from(now_ticks()),
         }
     }
 
@@ -313,8 +321,38 @@ impl Sweeper {
         if out.expired + out.reaped + out.evicted > 0 {
             out.tidied = self.flows.tidy();
         }
+        out.resized = self.fit_region(kept.saturating_sub(out.evicted));
+        out.region_slots = self.flows.region().slots();
         out.took = started.elapsed();
         Ok(out)
+    }
+
+    /// Grow or shrink the flow table's region if `flows` flows call for it
+    /// ([`lb_common::region_change`]), or settle a change a daemon left under way.
+    pub fn fit_region(&self, flows: u64) -> Option<Resized> {
+        let t = &self.flows;
+        let r = t.region();
+        if r.old_mask != 0 {
+            return Some(t.resize(r.slots()));
+        }
+        let want = region_change(flows, r.slots(), t.slots(), min_region(t.slots()))?;
+        Some(t.resize(want))
+    }
+
+    /// Between sweeps: grow the region at once if a sample of it says it is past the load at
+    /// which a sweep would (a burst of new flows fills it faster than sweeps come). Cheap:
+    /// 4096 slots read, unless it must grow (then the region is counted, and flows move).
+    pub fn check_region(&mut self) -> Option<Resized> {
+        let t = &self.flows;
+        let r = t.region();
+        if r.slots() >= t.slots() {
+            return None;
+        }
+        self.samples = self.samples.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        if t.sample_load(16, self.samples) * 8.0 <= 3.0 {
+            return None;
+        }
+        self.fit_region(t.count() as u64)
     }
 
     /// Evict every flow ranked above `cut.0`, and `cut.1` of the `of` ranked exactly

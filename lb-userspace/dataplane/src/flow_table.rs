@@ -3,6 +3,12 @@
 //! the same rules as the program (tags changed by compare-and-swap, a flow's key and value
 //! read between two reads of its tag). The sweep walks it as memory, without a system
 //! call per flow.
+//!
+//! Flows are hashed into the region in use (`FLOW_REGION`, see `lb_common::flow_table`),
+//! which the daemon grows and shrinks with the flows ([`FlowTable::resize`]): it publishes
+//! the new region with the old one beside it (the program then probes both), waits until
+//! no program run can still be using the old region alone (an RCU grace period), moves
+//! every flow that is out of place for the new region, waits again, and drops the old one.
 
 use std::{
     os::fd::BorrowedFd,
@@ -10,8 +16,8 @@ use std::{
 };
 
 use lb_common::{
-    FLOW_PROBES, FlowKey, FlowSlot, FlowTableMeta, FlowValue, SLOT_BUSY, SLOT_EMPTY, SLOT_FREE,
-    is_flow_tag, same_key, slot_tag, table_hash,
+    FLOW_PROBES, FlowKey, FlowRegion, FlowSlot, FlowTableMeta, FlowValue, SLOT_BUSY, SLOT_EMPTY,
+    SLOT_FREE, is_flow_tag, min_region, same_key, slot_tag, table_hash,
 };
 
 use super::{DataplaneError, mapping::Mapping};
@@ -44,10 +50,33 @@ pub enum Inserted {
     Full,
 }
 
-/// A mapping of `FLOWS` (shared with the program) and the table's shape and hash secret.
+/// What a change of the region's size did ([`FlowTable::resize`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resized {
+    /// The region's slots before and after.
+    pub from: u32,
+    pub to: u32,
+    /// Flows moved to their place in the new region.
+    pub moved: u64,
+    /// Flows that found no free slot in the new region's probe: the region stays as it was
+    /// (a shrink is undone), every flow where it was.
+    pub unplaced: u64,
+    pub took: std::time::Duration,
+}
+
+/// Where [`FlowTable::place`] left a flow.
+enum Place {
+    Stays,
+    Moved,
+    NoRoom,
+}
+
+/// A mapping of `FLOWS` and of `FLOW_REGION` (shared with the program), and the table's
+/// shape and hash secret.
 pub struct FlowTable {
     mem: Mapping,
     meta: FlowTableMeta,
+    region: Mapping,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -59,15 +88,66 @@ impl std::fmt::Debug for FlowTable {
 }
 
 impl FlowTable {
-    /// Map the `FLOWS` array of `fd` (`meta.mask + 1` slots). Every access to a slot goes
-    /// through atomic tag operations, or volatile reads validated by them: the program
-    /// writes concurrently.
-    pub fn map(fd: BorrowedFd<'_>, meta: FlowTableMeta) -> Result<Self, DataplaneError> {
+    /// Map the `FLOWS` array of `fd` (`meta.mask + 1` slots) and the `FLOW_REGION` array of
+    /// `region_fd`. Every access to a slot goes through atomic tag operations, or volatile
+    /// reads validated by them: the program writes concurrently.
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        region_fd: BorrowedFd<'_>,
+        meta: FlowTableMeta,
+    ) -> Result<Self, DataplaneError> {
         let bytes = (meta.mask as usize + 1) * size_of::<FlowSlot>();
         Ok(Self {
             mem: Mapping::new(fd, bytes, "FLOWS")?,
             meta,
+            region: Mapping::new(region_fd, size_of::<u64>(), "FLOW_REGION")?,
         })
+    }
+
+    fn region_word(&self) -> &AtomicU64 {
+        // SAFETY: the first 8 bytes of the page-aligned `FLOW_REGION` mapping, only ever
+        // accessed atomically here and read whole by the program.
+        unsafe { AtomicU64::from_ptr(self.region.as_ptr().cast::<u64>()) }
+    }
+
+    /// The region in use (and the old one, while it changes size).
+    pub fn region(&self) -> FlowRegion {
+        FlowRegion::unpack(self.region_word().load(Ordering::Acquire))
+    }
+
+    fn set_region(&self, r: FlowRegion) {
+        self.region_word().store(r.pack(), Ordering::Release);
+    }
+
+    /// Describe a new table's region (the smallest, [`min_region`]), or, if `FLOW_REGION`
+    /// says nothing yet of a table that holds flows (made by a build without regions, its
+    /// flows spread over all of it), the whole table. A region left changing size by a
+    /// daemon that stopped meanwhile is settled ([`FlowTable::resize`]).
+    pub fn init_region(&self, fresh: bool) -> Result<(), DataplaneError> {
+        let r = self.region();
+        if r.mask == 0 {
+            self.set_region(FlowRegion::of(if fresh {
+                min_region(self.slots())
+            } else {
+                self.slots()
+            }));
+        } else if r.old_mask != 0 {
+            let done = self.resize(r.slots());
+            if done.unplaced != 0 {
+                return Err(DataplaneError::FlowTable(format!(
+                    "{} flows have no room in the flow table's region of {} slots",
+                    done.unplaced,
+                    r.slots()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Slots that may hold flows: the region, or the larger of the two while it changes.
+    fn span(&self) -> u32 {
+        let r = self.region();
+        r.mask.max(r.old_mask).wrapping_add(1).min(self.slots())
     }
 
     /// The table's slots.
@@ -118,13 +198,13 @@ impl FlowTable {
 
     /// Every flow, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        (0..self.slots()).filter_map(|i| self.read(i))
+        (0..self.span()).filter_map(|i| self.read(i))
     }
 
-    /// Number of flows (walks the table).
+    /// Number of flows (walks the region).
     pub fn count(&self) -> usize {
-        (0..self.slots())
-            .filter(|&i| is_flow_tag(self.tag(i).load(Ordering::Relaxed)))
+        (0..self.span())
+            .filter(|&i| is_flow_tag(self.tag(i).load(Ordering::Acquire)))
             .count()
     }
 
@@ -134,9 +214,23 @@ impl FlowTable {
     }
 
     /// The probe of `key`, as the program makes it (`lb-ebpf`'s `flow::scan`): the slot
-    /// holding its flow, else the first deleted or empty slot (with the tag it had) before
-    /// the first empty one.
+    /// holding its flow, else the first deleted or empty slot of the region's probe (with
+    /// the tag it had) before the first empty one; while the region changes size, the old
+    /// region's probe is searched too.
     fn scan(&self, key: &FlowKey) -> Scan {
+        let r = self.region();
+        let mut out = self.scan_in(key, r.mask);
+        if out.found.is_none() && r.old_mask != 0 {
+            out.found = self.scan_in(key, r.old_mask).found;
+            if out.found.is_some() {
+                out.free = None;
+            }
+        }
+        out
+    }
+
+    /// The probe of `key` in the region of mask `mask` alone.
+    fn scan_in(&self, key: &FlowKey, mask: u32) -> Scan {
         let h = table_hash(key, &self.meta);
         let mut out = Scan {
             found: None,
@@ -144,7 +238,7 @@ impl FlowTable {
             tag: slot_tag(h),
         };
         for i in 0..FLOW_PROBES {
-            let index = h.wrapping_add(i) & self.meta.mask;
+            let index = h.wrapping_add(i) & mask;
             let t = self.tag(index).load(Ordering::Acquire);
             if t == out.tag
                 && let Some(e) = self.read(index)
@@ -191,7 +285,11 @@ impl FlowTable {
     /// Insert a flow as the program does (the first deleted or empty slot of its probe,
     /// unless the key has one), for upgrades from an older table and tests.
     pub fn insert(&self, key: &FlowKey, value: &FlowValue) -> Inserted {
-        let scan = self.scan(key);
+        self.claim(&self.scan(key), key, value)
+    }
+
+    /// Give `key` the free slot `scan` found (unless it found the flow).
+    fn claim(&self, scan: &Scan, key: &FlowKey, value: &FlowValue) -> Inserted {
         if scan.found.is_some() {
             return Inserted::Exists;
         }
@@ -216,9 +314,162 @@ impl FlowTable {
         Inserted::Taken
     }
 
+    /// Grow or shrink the region to `to` slots (a power of two, at most the table's),
+    /// moving the flows that are out of place, while the program runs:
+    /// 1. publish the new region with the old one beside it: from then on new flows go into
+    ///    the new region, and a flow is looked for in both;
+    /// 2. wait until no program run that read the old region alone can still be running
+    ///    (an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)`), so that no insert
+    ///    lands where the new region's probe would not look;
+    /// 3. move every flow the new region's probe does not reach into its place (a copy,
+    ///    then the old slot deleted by compare-and-swap: a packet finds one or the other);
+    /// 4. drop the old region, wait again, and clean the slots past a shrunk region (so
+    ///    that a later growth starts from empty slots).
+    ///
+    /// A flow that finds no room in the new region (a shrink into a crowded one) keeps its
+    /// slot; the region then goes back to its old size the same way (nothing is lost). A
+    /// packet that updates a flow's old slot between its copy and its deletion (a stamp, a
+    /// FIN seen) has that update lost: the flow keeps its backend either way. Also settles
+    /// a region a daemon left changing size (`to`: that region's size).
+    pub fn resize(&self, to: u32) -> Resized {
+        let started = std::time::Instant::now();
+        let to = to.min(self.slots()).max(FLOW_PROBES.min(self.slots()));
+        let now = self.region();
+        let from = if now.old_mask != 0 {
+            now.old_mask.wrapping_add(1)
+        } else {
+            now.slots()
+        };
+        let mut out = if now.old_mask == 0 && from == to {
+            Resized {
+                from,
+                to,
+                ..Resized::default()
+            }
+        } else if now.old_mask != 0 && now.slots() != to {
+            // Settle the change under way first: flows may be in either of its regions.
+            let first = self.change(now.slots(), from);
+            if first.unplaced != 0 || first.to == to {
+                return first;
+            }
+            let then = self.change(to, first.to);
+            Resized {
+                from,
+                moved: first.moved + then.moved,
+                ..then
+            }
+        } else {
+            self.change(to, from)
+        };
+        out.took = started.elapsed();
+        out
+    }
+
+    /// [`FlowTable::resize`]'s steps, from a region of `from` slots to one of `to`; a
+    /// shrink that leaves flows without room goes back the same way (a growth).
+    fn change(&self, to: u32, from: u32) -> Resized {
+        let mut out = Resized {
+            from,
+            to,
+            ..Resized::default()
+        };
+        self.set_region(FlowRegion::moving(to, from));
+        grace_period();
+        for i in 0..self.span() {
+            if let Some(e) = self.read(i) {
+                match self.place(&e, to - 1) {
+                    Place::Stays => {}
+                    Place::Moved => out.moved += 1,
+                    Place::NoRoom => out.unplaced += 1,
+                }
+            }
+        }
+        if out.unplaced != 0 {
+            if to < from {
+                // Back to the old size: every flow fits there, as it did before.
+                let back = self.change(from, to);
+                out.moved += back.moved;
+                out.unplaced += back.unplaced;
+                out.to = back.to;
+            }
+            // Else (a growth without room, not seen in practice) the change stays under
+            // way, both regions searched, until the next sweep settles it.
+            return out;
+        }
+        let span = self.span();
+        self.set_region(FlowRegion::of(to));
+        grace_period();
+        // Past a shrunk region, every slot is deleted or empty now: all empty again (by
+        // compare-and-swap, so that nothing but a deleted slot is ever overwritten; one
+        // that is not deleted is empty already).
+        for i in to..span {
+            let t = self.tag(i);
+            let _ = t.compare_exchange(SLOT_FREE, SLOT_EMPTY, Ordering::AcqRel, Ordering::Acquire);
+        }
+        self.tidy();
+        out
+    }
+
+    /// Put the flow read as `e` where the probe of the region of mask `target` reaches it:
+    /// leave it if it is there, else copy it into the probe's free slot and delete it here
+    /// (or only delete it, if a copy is there already).
+    fn place(&self, e: &Entry, target: u32) -> Place {
+        for _ in 0..3 {
+            let placed = self.scan_in(&e.key, target);
+            match placed.found {
+                Some(at) if at.index == e.index => return Place::Stays,
+                // Copied by an earlier, interrupted resize: this slot is the stale one.
+                Some(_) => {}
+                None => match self.claim(&placed, &e.key, &e.value) {
+                    Inserted::Taken | Inserted::Exists => {}
+                    // Taken by a packet meanwhile: probe again.
+                    Inserted::Full if placed.free.is_some() => continue,
+                    Inserted::Full => return Place::NoRoom,
+                },
+            }
+            self.free_slot(e.index, e.tag);
+            return Place::Moved;
+        }
+        Place::NoRoom
+    }
+
+    /// Publish a change of the region to `to` slots without moving a flow: what a daemon
+    /// that stopped in the middle of [`FlowTable::resize`] leaves (tests of the program's
+    /// probe of both regions). Only with the `test-helpers` feature.
+    #[cfg(any(test, feature = "test-helpers"))]
+    pub fn start_resize(&self, to: u32) {
+        self.set_region(FlowRegion::moving(to, self.region().slots()));
+    }
+
+    /// The share of the region's slots in use, estimated from `samples` runs of 256 slots
+    /// spread over it (cheap enough to check every few tens of milliseconds).
+    pub fn sample_load(&self, runs: u32, seed: u64) -> f64 {
+        let r = self.region();
+        let slots = r.slots();
+        let run = 256.min(slots);
+        let mut x = seed | 1;
+        let (mut used, mut seen) = (0u64, 0u64);
+        for k in 0..runs.max(1) {
+            // xorshift: where in the k-th stretch of the region this run starts.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let stretch = (u64::from(slots) / u64::from(runs.max(1))).max(1);
+            let start = (u64::from(k) * stretch + x % stretch) as u32 & r.mask;
+            for i in 0..run {
+                let t = self
+                    .tag(start.wrapping_add(i) & r.mask)
+                    .load(Ordering::Relaxed);
+                used += u64::from(is_flow_tag(t) || t == SLOT_BUSY);
+                seen += 1;
+            }
+        }
+        used as f64 / seen as f64
+    }
+
     /// Empty the table (tests and benchmarks; nothing may forward meanwhile).
     pub fn clear(&self) {
-        for i in 0..self.slots() {
+        for i in 0..self.span() {
             self.tag(i).store(SLOT_EMPTY, Ordering::Release);
         }
     }
@@ -231,12 +482,17 @@ impl FlowTable {
     /// was deleted when it probed (see `lb_common::flow_table`). How many slots were
     /// emptied.
     pub fn tidy(&self) -> u64 {
-        let n = self.slots() as usize;
-        let mask = self.meta.mask;
+        let r = self.region();
+        if r.old_mask != 0 {
+            // Changing size: the flows' probes are not all in this region's.
+            return 0;
+        }
+        let n = r.slots() as usize;
+        let mask = r.mask;
         // Slots some flow's probe passes over on its way to the flow (or may: a slot being
         // written, whose key is not there yet, covers the whole probe before it).
         let mut covered = vec![false; n];
-        for i in 0..self.slots() {
+        for i in 0..r.slots() {
             let t = self.tag(i).load(Ordering::Acquire);
             let back = if t == SLOT_BUSY {
                 FLOW_PROBES - 1
@@ -261,6 +517,19 @@ impl FlowTable {
     }
 }
 
+/// Wait until every program run that started before now has ended: an RCU grace period
+/// (`membarrier(MEMBARRIER_CMD_GLOBAL)` is `synchronize_rcu()`; XDP and test runs are RCU
+/// read-side sections). Where the kernel refuses it (`nohz_full`), a pause far longer than
+/// any program run.
+fn grace_period() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: a system call with integer arguments only.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,10 +540,13 @@ mod tests {
         for (i, w) in r.iter_mut().enumerate() {
             *w = (i as u32 + 7).wrapping_mul(0x9e37_79b9);
         }
-        FlowTable {
+        let t = FlowTable {
             mem: Mapping::anonymous(slots as usize * size_of::<FlowSlot>()),
             meta: FlowTableMeta::new(slots, r),
-        }
+            region: Mapping::anonymous(size_of::<u64>()),
+        };
+        t.set_region(FlowRegion::of(slots));
+        t
     }
 
     fn key(n: u32) -> FlowKey {
@@ -366,6 +638,92 @@ mod tests {
             assert_eq!(t.insert(&key(n), &value(n)), want, "flow {n}");
         }
         assert_eq!(t.count(), 100);
+    }
+
+    /// A table of `slots` slots whose region is `region` slots.
+    fn table_in(slots: u32, region: u32) -> FlowTable {
+        let t = table(slots);
+        t.set_region(FlowRegion::of(region));
+        t
+    }
+
+    #[test]
+    fn growing_and_shrinking_the_region_keeps_every_flow() {
+        let t = table_in(4096, 256);
+        for n in 0..90 {
+            assert_eq!(t.insert(&key(n), &value(n)), Inserted::Taken);
+        }
+        assert!(t.iter().all(|e| e.index < 256));
+        let grown = t.resize(1024);
+        assert_eq!((grown.from, grown.to, grown.unplaced), (256, 1024, 0));
+        assert!(grown.moved > 0 && grown.moved < 90, "{grown:?}");
+        assert_eq!(t.region(), FlowRegion::of(1024));
+        assert!(t.iter().any(|e| e.index >= 256));
+        for n in 0..90 {
+            assert_eq!(t.get(&key(n)), Some(value(n)), "flow {n} after growing");
+        }
+        assert_eq!(t.count(), 90);
+        let shrunk = t.resize(256);
+        assert_eq!((shrunk.to, shrunk.unplaced), (256, 0));
+        assert_eq!(t.region(), FlowRegion::of(256));
+        for n in 0..90 {
+            assert_eq!(t.get(&key(n)), Some(value(n)), "flow {n} after shrinking");
+        }
+        assert_eq!(t.count(), 90);
+        // Past the shrunk region every slot is empty again, ready for the next growth.
+        assert!((256..4096).all(|i| t.tag(i).load(Ordering::Relaxed) == SLOT_EMPTY));
+    }
+
+    #[test]
+    fn while_the_region_moves_flows_are_found_in_either_and_new_ones_go_to_the_new() {
+        let t = table_in(4096, 256);
+        for n in 0..80 {
+            t.insert(&key(n), &value(n));
+        }
+        // A daemon stopped after publishing the change: no flow moved yet.
+        t.start_resize(2048);
+        for n in 0..80 {
+            assert_eq!(t.get(&key(n)), Some(value(n)), "flow {n} in the old region");
+        }
+        for n in 80..120 {
+            assert_eq!(t.insert(&key(n), &value(n)), Inserted::Taken);
+        }
+        assert_eq!(t.insert(&key(3), &value(3)), Inserted::Exists);
+        // The next daemon settles it.
+        let done = t.resize(2048);
+        assert_eq!((done.to, done.unplaced), (2048, 0));
+        assert_eq!(t.region(), FlowRegion::of(2048));
+        for n in 0..120 {
+            assert_eq!(t.get(&key(n)), Some(value(n)), "flow {n} after settling");
+        }
+        assert_eq!(t.count(), 120);
+    }
+
+    #[test]
+    fn a_shrink_into_too_small_a_region_is_undone() {
+        let t = table_in(1024, 256);
+        for n in 0..100 {
+            t.insert(&key(n), &value(n));
+        }
+        let r = t.resize(64);
+        assert!(r.unplaced > 0, "{r:?}");
+        assert_eq!(r.to, 256);
+        assert_eq!(t.region(), FlowRegion::of(256));
+        for n in 0..100 {
+            assert_eq!(t.get(&key(n)), Some(value(n)), "flow {n}");
+        }
+        assert_eq!(t.count(), 100);
+    }
+
+    #[test]
+    fn a_sample_estimates_the_regions_load() {
+        let t = table_in(1 << 16, 1 << 14);
+        assert!(t.sample_load(16, 7) < 0.01);
+        for n in 0..6000 {
+            t.insert(&key(n), &value(n));
+        }
+        let load = t.sample_load(16, 7);
+        assert!((load - 6000.0 / 16384.0).abs() < 0.05, "{load}");
     }
 
     #[test]

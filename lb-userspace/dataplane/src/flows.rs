@@ -30,7 +30,11 @@ impl Dataplane {
         &self,
         timeouts: conntrack::Timeouts,
     ) -> Result<conntrack::Sweeper, DataplaneError> {
-        let flows = FlowTable::map(self.flows_fd.as_fd(), self.flows_meta)?;
+        let flows = FlowTable::map(
+            self.flows_fd.as_fd(),
+            self.region_fd.as_fd(),
+            self.flows_meta,
+        )?;
         let stats = open_typed(&self.backend_stats_fd, names::BACKEND_STATS)?;
         Ok(conntrack::Sweeper::new(
             flows,
@@ -44,6 +48,17 @@ impl Dataplane {
     /// table for every CPU).
     pub fn flows_one_cpu_holds(&self) -> u32 {
         self.flows_capacity
+    }
+
+    /// Size the flow table's region for `flows` flows now ([`lb_common::region_for`]), as
+    /// the daemon's sweeper does as they come (benchmarks fill tables without one).
+    pub fn fit_flow_region(&self, flows: u64) -> crate::Resized {
+        let t = &self.flows;
+        t.resize(lb_common::region_for(
+            flows,
+            t.slots(),
+            lb_common::min_region(t.slots()),
+        ))
     }
 
     /// The flow table itself (its slots, as the program sees them).

@@ -52,7 +52,7 @@ pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched,
 use sluice_core::{maglev, sched};
 pub use testrun::RunResult;
 
-pub use self::flow_table::{Entry as FlowEntry, FlowTable, Inserted};
+pub use self::flow_table::{Entry as FlowEntry, FlowTable, Inserted, Resized};
 use self::{layout::Layout, tables::TableMem};
 
 /// The balancer's compiled eBPF object, embedded at build time by `build.rs` (aya-build).
@@ -245,6 +245,8 @@ pub struct Dataplane {
     /// The maps the conntrack sweeper opens its own handles on (duplicates of the loaded
     /// maps' descriptors).
     flows_fd: OwnedFd,
+    /// `FLOW_REGION`, the region of the flow table in use.
+    region_fd: OwnedFd,
     /// The flow table's shape and hash secret (`FLOW_TABLE`), for the sweeper's mapping.
     flows_meta: lb_common::FlowTableMeta,
     /// The flows the table is sized to hold (`daemon.flow_table_size`).
@@ -319,11 +321,12 @@ fn open_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 /// The object's map `name`, taken out of `ebpf` as the typed handle `T`.
 /// The flow table's shape and hash secret: as a previous daemon wrote it into a pinned
 /// `FLOW_TABLE` (which must describe a table of the size this one has), or, for a new
-/// table, a fresh secret from the kernel's random source, written now.
+/// table, a fresh secret from the kernel's random source, written now; and whether the
+/// table is new.
 fn flow_table_meta(
     ebpf: &mut Ebpf,
     capacity: u32,
-) -> Result<lb_common::FlowTableMeta, DataplaneError> {
+) -> Result<(lb_common::FlowTableMeta, bool), DataplaneError> {
     let err = |source| DataplaneError::Map {
         name: names::FLOW_TABLE,
         source,
@@ -341,7 +344,7 @@ fn flow_table_meta(
                 u64::from(meta.mask) + 1
             )));
         }
-        return Ok(meta);
+        return Ok((meta, false));
     }
     let mut random = [0u8; 44];
     std::fs::File::open("/dev/urandom")
@@ -353,7 +356,7 @@ fn flow_table_meta(
     }
     let meta = lb_common::FlowTableMeta::new(slots, words);
     a.set(0, meta, 0).map_err(err)?;
-    Ok(meta)
+    Ok((meta, true))
 }
 
 fn take_typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -410,8 +413,10 @@ impl Dataplane {
                 })
         };
         let flows_fd = fd_of(&ebpf, names::FLOWS)?;
-        let flows_meta = flow_table_meta(&mut ebpf, sizes.flow_entries)?;
-        let flows = FlowTable::map(flows_fd.as_fd(), flows_meta)?;
+        let region_fd = fd_of(&ebpf, names::FLOW_REGION)?;
+        let (flows_meta, fresh) = flow_table_meta(&mut ebpf, sizes.flow_entries)?;
+        let flows = FlowTable::map(flows_fd.as_fd(), region_fd.as_fd(), flows_meta)?;
+        flows.init_region(fresh)?;
         let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
         let clock_fd = fd_of(&ebpf, names::CLOCK)?;
         let tables = match take(&mut ebpf, names::TABLES)? {
@@ -435,6 +440,7 @@ impl Dataplane {
             flood_limit: take_typed(&mut ebpf, names::FLOOD_LIMIT)?,
             hops: publish::Hops::default(),
             flows_fd,
+            region_fd,
             flows_meta,
             flows_capacity: sizes.flow_entries,
             backend_stats_fd,

@@ -266,6 +266,13 @@ pub fn flow_table(e: &mut Exposition, status: &Status, capacity: u64, one_cpu: u
             n as f64 / capacity as f64,
         );
     }
+    if status.conntrack.region_slots != 0 {
+        e.gauge(
+            "sluice_flow_table_region_slots",
+            Vec::new(),
+            gauge_u64(status.conntrack.region_slots),
+        );
+    }
 }
 
 /// Flows opened on each CPU: how RSS spreads new flows.

@@ -108,6 +108,7 @@ pub const FAMILIES: &[Spec] = &[
     spec("sluice_flow_table_cpu_capacity", G, "", "Flows arriving on one CPU that the flow table holds: its capacity (one table for all CPUs)"),
     spec("sluice_flow_table_entries", G, "", "Flow-table entries found by the last conntrack sweep"),
     spec("sluice_flow_table_fill_ratio", G, "ratio", "Flow-table entries over its capacity (daemon.flow_table_size), at the last conntrack sweep"),
+    spec("sluice_flow_table_region_slots", G, "", "Slots of the flow table's region in use: flows are hashed into it, and the daemon grows it (past 3/8 used) and shrinks it (under 1/16) so that packets touch memory in proportion to the flows, not to daemon.flow_table_size"),
     spec("sluice_flows_table_full", C, "", "New flows forwarded by their hash without a flow-table entry because their probe of the flow table found no free slot (daemon.flow_table_size)"),
     spec("sluice_flows_unpinned", C, "", "New flows forwarded by their hash without a flow-table entry because the flood guard's rate (daemon.new_flow_limit_per_cpu) was exceeded"),
     spec("sluice_health_check_duration_seconds", H, "seconds", "Time a health check took, per VIP and check kind"),

@@ -527,6 +527,45 @@ fn map_memory() -> anyhow::Result<MapMemory> {
     })
 }
 
+/// Run `fill` while a thread checks the flow table's region every 20 ms, as the daemon's
+/// sweeper does (it grows the region when a sample says it is past 3/8 used); then settle
+/// the region for what the table holds, as the sweep after would.
+fn with_region_keeper(
+    dp: &Dataplane,
+    fill: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut sweeper = dp.sweeper(crate::dataplane::conntrack::Timeouts::default())?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let keeper = s.spawn(|| {
+            let mut grown = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(r) = sweeper.check_region() {
+                    grown.push(r);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let last = sweeper.fit_region(dp.flow_count() as u64);
+            (grown, last)
+        });
+        let filled = fill();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (grown, last) = keeper
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        for r in grown.iter().chain(&last) {
+            tracing::info!(
+                from = r.from,
+                to = r.to,
+                moved = r.moved,
+                took_ms = r.took.as_millis() as u64,
+                "flow table region resized"
+            );
+        }
+        filled
+    })
+}
+
 /// Fill a default-sized flow table with `flows` new flows spread over the CPUs, count it;
 /// then the same from one CPU.
 fn flow_scale(flows: u64, cpus: &[usize], ifindex: u32) -> anyhow::Result<FlowScale> {
@@ -545,7 +584,8 @@ fn flow_scale(flows: u64, cpus: &[usize], ifindex: u32) -> anyhow::Result<FlowSc
     dp.publish(&state)?;
     let syn = packet::syn_to(vip);
     let start = Instant::now();
-    packet::prefill(&dp, &syn, 0..flows, ifindex, cpus)?;
+    // The daemon's sweeper meanwhile, growing the table's region as the flows pour in.
+    with_region_keeper(&dp, || packet::prefill(&dp, &syn, 0..flows, ifindex, cpus))?;
     let fill_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let held = dp.flow_count() as u64;
@@ -554,7 +594,9 @@ fn flow_scale(flows: u64, cpus: &[usize], ifindex: u32) -> anyhow::Result<FlowSc
     drop(dp);
     let mut dp = Dataplane::load(sizes)?;
     dp.publish(&state)?;
-    packet::prefill(&dp, &syn, 0..flows, ifindex, &cpus[..1])?;
+    with_region_keeper(&dp, || {
+        packet::prefill(&dp, &syn, 0..flows, ifindex, &cpus[..1])
+    })?;
     let one_cpu_held = dp.flow_count() as u64;
     tracing::info!(
         one_cpu_held,

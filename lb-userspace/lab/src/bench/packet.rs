@@ -411,10 +411,13 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         main: load_published(sizes)?,
         fresh: None,
         fresh_sizes: sizes,
+        fresh_flows: fresh,
         filled: Vec::new(),
     };
     for n in filled_counts {
         let dp = load_published(filled_sizes)?;
+        // The region a daemon's sweeper gives these flows (no sweeper runs here).
+        dp.fit_flow_region(n);
         tracing::info!(flows = n, "filling a flow table");
         prefill(&dp, &tcp(VIPS.tcp, TCP_SYN), 0..n, ifindex, &opts.cpus)?;
         let held = dp.flow_count() as u64;

@@ -356,6 +356,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     // 200 ns a packet cheaper at 100k flows than the modes after it.)
     dp.publish(&desired(vip, MODE_DSR))?;
     let lb_if = netns::ifindex(LB_IF)?;
+    dp.fit_flow_region(u64::from(max_flows));
     packet::prefill(
         &dp,
         &packet::syn_to(vip),
@@ -374,6 +375,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             let before = dp.reason_counts()?;
             source.set_flows(flows)?;
             dp.clear_flows()?;
+            // The region a daemon's sweeper gives this many flows.
+            dp.fit_flow_region(u64::from(flows));
             let mut pps: [Vec<f64>; 3] = Default::default();
             let mut new_flows_measured = 0;
             for round in 0..opts.rounds.max(1) {

@@ -27,6 +27,8 @@ pub(super) struct Tables {
     /// The current new-flow block's: loaded afresh for each block (see [`Tables::ready`]).
     pub(super) fresh: Option<Dataplane>,
     pub(super) fresh_sizes: Sizes,
+    /// The flows a new-flow block inserts (its region is sized for them).
+    pub(super) fresh_flows: u64,
     /// One per many-flow case: (its flows, the object holding them).
     pub(super) filled: Vec<(u64, Dataplane)>,
 }
@@ -53,7 +55,10 @@ impl Tables {
             }
             Vary::Fresh => {
                 self.fresh = None;
-                Ok(self.fresh.insert(super::load_published(self.fresh_sizes)?))
+                let dp = self.fresh.insert(super::load_published(self.fresh_sizes)?);
+                // The region a daemon's sweeper grows to for the block's flows.
+                dp.fit_flow_region(self.fresh_flows);
+                Ok(dp)
             }
         }
     }
