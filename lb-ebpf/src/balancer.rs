@@ -232,7 +232,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // An ICMP error goes where the flow it quotes goes, without touching that flow.
     // A connection's first packet picks its backend before it looks for an entry
     // (`opening`).
-    let slots = flow::scan(&pkt.key);
+    let slots = flow::scan(&pkt.key, opaque_zero(cfg));
     let route = if pkt.icmp != 0 {
         let Some((id, b)) = flow::peek(&slots) else {
             return Err(match vip_of(&pkt.key) {

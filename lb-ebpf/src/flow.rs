@@ -104,9 +104,12 @@ fn holds(s: *mut FlowSlot, t: u64, tag: u64, key: &FlowKey) -> bool {
 /// deleted or empty slot on the way (where the flow would go). While the daemon resizes the
 /// region, a flow not in the new region's probe is looked for in the old region's probe
 /// too (no slot is taken there: it is moving out). Before the daemon described the table
-/// (`FLOW_TABLE`, `FLOW_REGION`), nothing is found and there is no room.
+/// (`FLOW_TABLE`, `FLOW_REGION`), nothing is found and there is no room. `zero`: 0, in a
+/// form the verifier cannot see through (the balancer's `opaque_zero`): the first probe's
+/// results are XORed with it before the second, so the verifier walks the second once,
+/// not once per outcome of the first.
 #[inline(always)]
-pub fn scan(key: &FlowKey) -> Slots {
+pub fn scan(key: &FlowKey, zero: u32) -> Slots {
     let mut out = Slots {
         found: NONE,
         free: NONE,
@@ -122,12 +125,9 @@ pub fn scan(key: &FlowKey) -> Slots {
     }
     let h = table_hash(key, m);
     out.tag = slot_tag(h);
-    // One loop over at most two probes: the region's, then the old region's (if any).
-    let mut mask = region.mask;
     let mut i = 0;
-    let mut j = 0;
-    while i < 2 * FLOW_PROBES {
-        let index = h.wrapping_add(j) & mask;
+    while i < FLOW_PROBES {
+        let index = h.wrapping_add(i) & region.mask;
         let Some(s) = slot(index) else {
             break;
         };
@@ -135,24 +135,45 @@ pub fn scan(key: &FlowKey) -> Slots {
         if holds(s, t, out.tag, key) {
             out.found = index;
             out.free = NONE;
-            break;
+            return out;
         }
-        if i < FLOW_PROBES && (t == SLOT_EMPTY || t == SLOT_FREE) && out.free == NONE {
+        if (t == SLOT_EMPTY || t == SLOT_FREE) && out.free == NONE {
             out.free = index;
         }
-        i += 1;
-        j += 1;
-        if t == SLOT_EMPTY || j == FLOW_PROBES {
-            if i > FLOW_PROBES || region.old_mask == 0 {
-                break;
-            }
-            // On to the old region's probe.
-            mask = region.old_mask;
-            i = FLOW_PROBES;
-            j = 0;
+        if t == SLOT_EMPTY {
+            break;
         }
+        i += 1;
+    }
+    if region.old_mask != 0 {
+        let free = out.free ^ zero;
+        let found = find_in(key, h, out.tag, region.old_mask) ^ zero;
+        out.found = found;
+        out.free = if found == NONE { free } else { NONE };
     }
     out
+}
+
+/// The slot holding the flow of `key` (hash `h`, tag `tag`) in the probe of the region of
+/// mask `mask`; [`NONE`]: none.
+#[inline(always)]
+fn find_in(key: &FlowKey, h: u32, tag: u64, mask: u32) -> u32 {
+    let mut i = 0;
+    while i < FLOW_PROBES {
+        let index = h.wrapping_add(i) & mask;
+        let Some(s) = slot(index) else {
+            break;
+        };
+        let t = tag_of(s);
+        if holds(s, t, tag, key) {
+            return index;
+        }
+        if t == SLOT_EMPTY {
+            break;
+        }
+        i += 1;
+    }
+    NONE
 }
 
 /// What [`claim`] did.

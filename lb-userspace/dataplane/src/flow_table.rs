@@ -321,8 +321,8 @@ impl FlowTable {
     /// 2. wait until no program run that read the old region alone can still be running
     ///    (an RCU grace period: `membarrier(MEMBARRIER_CMD_GLOBAL)`), so that no insert
     ///    lands where the new region's probe would not look;
-    /// 3. move every flow the new region's probe does not reach into its place (a copy,
-    ///    then the old slot deleted by compare-and-swap: a packet finds one or the other);
+    /// 3. copy every flow the new region's probe does not reach into its place, wait again,
+    ///    then delete the old slots by compare-and-swap (a packet finds one or the other);
     /// 4. drop the old region, wait again, and clean the slots past a shrunk region (so
     ///    that a later growth starts from empty slots).
     ///
@@ -375,14 +375,25 @@ impl FlowTable {
         };
         self.set_region(FlowRegion::moving(to, from));
         grace_period();
+        let mut stale = Vec::new();
         for i in 0..self.span() {
             if let Some(e) = self.read(i) {
                 match self.place(&e, to - 1) {
                     Place::Stays => {}
-                    Place::Moved => out.moved += 1,
+                    Place::Moved => {
+                        out.moved += 1;
+                        stale.push((e.index, e.tag));
+                    }
                     Place::NoRoom => out.unplaced += 1,
                 }
             }
+        }
+        // The old slots go only once no packet that missed a copy in the new region (its
+        // probe ran before the copy) can still be about to look in the old one: deleted
+        // at once, such a packet would find neither and take the flow for new.
+        grace_period();
+        for (index, tag) in stale {
+            self.free_slot(index, tag);
         }
         if out.unplaced != 0 {
             if to < from {
@@ -411,24 +422,22 @@ impl FlowTable {
     }
 
     /// Put the flow read as `e` where the probe of the region of mask `target` reaches it:
-    /// leave it if it is there, else copy it into the probe's free slot and delete it here
-    /// (or only delete it, if a copy is there already).
+    /// leave it if it is there, else copy it into the probe's free slot (or find a copy
+    /// there already, from an interrupted resize); `Moved`: its slot here is now stale, for
+    /// the caller to delete.
     fn place(&self, e: &Entry, target: u32) -> Place {
         for _ in 0..3 {
             let placed = self.scan_in(&e.key, target);
             match placed.found {
                 Some(at) if at.index == e.index => return Place::Stays,
-                // Copied by an earlier, interrupted resize: this slot is the stale one.
-                Some(_) => {}
+                Some(_) => return Place::Moved,
                 None => match self.claim(&placed, &e.key, &e.value) {
-                    Inserted::Taken | Inserted::Exists => {}
+                    Inserted::Taken | Inserted::Exists => return Place::Moved,
                     // Taken by a packet meanwhile: probe again.
-                    Inserted::Full if placed.free.is_some() => continue,
+                    Inserted::Full if placed.free.is_some() => {}
                     Inserted::Full => return Place::NoRoom,
                 },
             }
-            self.free_slot(e.index, e.tag);
-            return Place::Moved;
         }
         Place::NoRoom
     }
