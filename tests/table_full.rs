@@ -272,3 +272,93 @@ fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
         "a quiet region was resized"
     );
 }
+
+/// The region grown and shrunk over and over on one CPU while the program opens and
+/// follows flows on the other: no flow ever changes backend (least-connections flows
+/// included, which a lost entry would send elsewhere), none is opened twice, and every one
+/// is in the table at the end, exactly once. Bounded: at most 6000 flows and 60 s.
+#[test]
+fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    require_root();
+    let _ns = sluice_tests::netns::Private::enter().unwrap();
+    let ifindex = fuzz::network().unwrap();
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: 1 << 17,
+        table_slots: 16384,
+        ..Sizes::default()
+    })
+    .unwrap();
+    dp.publish(&fuzz::setup().desired).unwrap();
+    dp.clock().unwrap().tick().unwrap();
+    let (all, small) = (1u32 << 18, lb_common::MIN_REGION_SLOTS);
+    const RESIZES: u32 = 40;
+    let sweeper = dp.sweeper(conntrack::Timeouts::default()).unwrap();
+    let (done, resized) = (AtomicBool::new(false), AtomicU32::new(0));
+    let mut b = Balancer { dp, ifindex };
+    let flows = std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_cpu(1);
+            while !done.load(Ordering::Relaxed) {
+                let n = resized.load(Ordering::Relaxed);
+                let r = sweeper
+                    .flow_table()
+                    .resize(if n % 2 == 0 { all } else { small });
+                assert_eq!(r.unplaced, 0, "{r:?}");
+                resized.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        pin_to_cpu(0);
+        // Stops the resizing thread also when an assertion below fails (else the scope
+        // would wait for it forever).
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&done);
+        let mut flows: Vec<(Spec, Vec<u8>)> = Vec::new();
+        let started = std::time::Instant::now();
+        let mut round = 0u32;
+        while resized.load(Ordering::Relaxed) < RESIZES
+            && started.elapsed() < std::time::Duration::from_secs(60)
+        {
+            for _ in 0..if flows.len() < 6000 { 100 } else { 0 } {
+                let i = flows.len() as u16;
+                let to = if i % 2 == 0 { LC } else { MAGLEV };
+                let s = Spec::tcp(
+                    &format!("198.51.{}.{}", i / 250, 1 + i % 250),
+                    20_000 + i,
+                    to.0,
+                    to.1,
+                    SYN,
+                )
+                .macs([2, 0, 0, 0, 0, 1], LB_MAC);
+                let out = b.run(&s, "a SYN while the region changes");
+                flows.push((s, out));
+            }
+            // Every flow so far, again: each still goes where its SYN went.
+            for (j, (s, out)) in flows.iter().enumerate() {
+                let ack = b.run(&ack_of(s), "an ACK while the region changes");
+                assert_eq!(dest(&ack), dest(out), "round {round}: flow {j} moved");
+            }
+            round += 1;
+        }
+        flows
+    });
+    let n = resized.load(Ordering::Relaxed);
+    assert!(
+        n >= RESIZES,
+        "only {n} resizes ran while the packets flowed"
+    );
+    // Settled: every flow once, found where the program looks.
+    let r = b.dp.flow_table().region();
+    assert_eq!(r.old_mask, 0, "{r:?}");
+    assert_eq!(b.dp.flow_count(), flows.len(), "a flow was opened twice");
+    for (j, (s, out)) in flows.iter().enumerate() {
+        let ack = b.run(&ack_of(s), "an ACK after");
+        assert_eq!(dest(&ack), dest(out), "flow {j} moved");
+    }
+    assert_eq!(b.dp.flow_count(), flows.len());
+}

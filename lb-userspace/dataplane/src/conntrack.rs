@@ -327,6 +327,13 @@ impl Sweeper {
         Ok(out)
     }
 
+    /// The flow table, on this sweeper's own mapping (tests that resize its region while
+    /// the program runs on another thread). Only with the `test-helpers` feature.
+    #[cfg(feature = "test-helpers")]
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.flows
+    }
+
     /// Grow or shrink the flow table's region if `flows` flows call for it
     /// ([`lb_common::region_change`]), or settle a change a daemon left under way.
     pub fn fit_region(&self, flows: u64) -> Option<Resized> {
