@@ -197,19 +197,25 @@ fn all_follow(b: &mut Balancer, flows: &[(Spec, Vec<u8>)], when: &str) {
     assert_eq!(b.dp.flow_count(), held, "{when}: an ACK opened a flow");
 }
 
-#[test]
-fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
-    require_root();
-    let _ns = sluice_tests::netns::Private::enter().unwrap();
-    pin_to_cpu(0);
+/// A private namespace with the fuzz network, and a data plane whose flow table has 2^18
+/// slots: more than the smallest region (2^17), where a new table starts.
+fn region_lab() -> (sluice_tests::netns::Private, u32, Dataplane) {
+    let ns = sluice_tests::netns::Private::enter().unwrap();
     let ifindex = fuzz::network().unwrap();
-    // 2^18 slots: more than the smallest region (2^17), where a new table starts.
-    let mut dp = Dataplane::load(Sizes {
+    let dp = Dataplane::load(Sizes {
         flow_entries: 1 << 17,
         table_slots: 16384,
         ..Sizes::default()
     })
     .unwrap();
+    (ns, ifindex, dp)
+}
+
+#[test]
+fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
+    require_root();
+    let (_ns, ifindex, mut dp) = region_lab();
+    pin_to_cpu(0);
     let (all, small) = (1 << 18, lb_common::MIN_REGION_SLOTS);
     assert_eq!(dp.flow_table().slots(), all);
     assert_eq!(dp.flow_table().region(), FlowRegion::of(small));
@@ -281,14 +287,7 @@ fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
 fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     require_root();
-    let _ns = sluice_tests::netns::Private::enter().unwrap();
-    let ifindex = fuzz::network().unwrap();
-    let mut dp = Dataplane::load(Sizes {
-        flow_entries: 1 << 17,
-        table_slots: 16384,
-        ..Sizes::default()
-    })
-    .unwrap();
+    let (_ns, ifindex, mut dp) = region_lab();
     dp.publish(&fuzz::setup().desired).unwrap();
     dp.clock().unwrap().tick().unwrap();
     let (all, small) = (1u32 << 18, lb_common::MIN_REGION_SLOTS);
@@ -303,7 +302,7 @@ fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
                 let n = resized.load(Ordering::Relaxed);
                 let r = sweeper
                     .flow_table()
-                    .resize(if n % 2 == 0 { all } else { small });
+                    .resize(if n.is_multiple_of(2) { all } else { small });
                 assert_eq!(r.unplaced, 0, "{r:?}");
                 resized.fetch_add(1, Ordering::Relaxed);
             }
@@ -326,7 +325,7 @@ fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
         {
             for _ in 0..if flows.len() < 6000 { 100 } else { 0 } {
                 let i = flows.len() as u16;
-                let to = if i % 2 == 0 { LC } else { MAGLEV };
+                let to = if i.is_multiple_of(2) { LC } else { MAGLEV };
                 let s = Spec::tcp(
                     &format!("198.51.{}.{}", i / 250, 1 + i % 250),
                     20_000 + i,
