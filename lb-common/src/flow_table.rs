@@ -100,10 +100,11 @@ pub const fn min_region(slots: u32) -> u32 {
     }
 }
 
-/// The region for `flows` flows in a table of `slots` slots with smallest region `min`: the
-/// power of two at or above four times the flows (a quarter used: room for the flows to
-/// grow 50% before the daemon must grow it, and short probes), within `min..=slots`.
-pub const fn region_for(flows: u64, slots: u32, min: u32) -> u32 {
+/// The region for `flows` flows in a table of `slots` slots: the power of two at or above
+/// four times the flows (a quarter used: room for the flows to grow 50% before the daemon
+/// must grow it, and short probes), within `min_region(slots)..=slots`.
+pub const fn region_for(flows: u64, slots: u32) -> u32 {
+    let min = min_region(slots);
     let want = (flows.saturating_mul(4)).next_power_of_two();
     if want <= min as u64 {
         min
@@ -117,9 +118,9 @@ pub const fn region_for(flows: u64, slots: u32, min: u32) -> u32 {
 /// Whether a region of `region` slots should change size for `flows` flows: grown when
 /// more than 3/8 of it is used, shrunk when less than 1/16 is (hysteresis: a region just
 /// resized to [`region_for`] is a quarter used), to [`region_for`]'s size. `None`: keep it.
-pub const fn region_change(flows: u64, region: u32, slots: u32, min: u32) -> Option<u32> {
+pub const fn region_change(flows: u64, region: u32, slots: u32) -> Option<u32> {
     let r = region as u64;
-    let want = region_for(flows, slots, min);
+    let want = region_for(flows, slots);
     if (flows * 8 > r * 3 && want > region) || (flows * 16 < r && want < region) {
         Some(want)
     } else {
@@ -291,17 +292,17 @@ mod tests {
         let (slots, min) = (1 << 21, min_region(1 << 21));
         assert_eq!(min, MIN_REGION_SLOTS);
         assert_eq!(min_region(1 << 12), 1 << 12);
-        assert_eq!(region_for(0, slots, min), min);
-        assert_eq!(region_for(50_000, slots, min), 1 << 18);
-        assert_eq!(region_for(1 << 20, slots, min), slots);
+        assert_eq!(region_for(0, slots), min);
+        assert_eq!(region_for(50_000, slots), 1 << 18);
+        assert_eq!(region_for(1 << 20, slots), slots);
         // Grown past 3/8 used, shrunk under 1/16, kept between.
-        assert_eq!(region_change(49_152, 1 << 17, slots, min), None);
-        assert_eq!(region_change(49_153, 1 << 17, slots, min), Some(1 << 18));
-        assert_eq!(region_change(400_000, 1 << 17, slots, min), Some(1 << 21));
-        assert_eq!(region_change(100_000, 1 << 19, slots, min), None);
-        assert_eq!(region_change(30_000, 1 << 19, slots, min), Some(1 << 17));
-        assert_eq!(region_change(10, min, slots, min), None);
-        assert_eq!(region_change(u64::from(slots), slots, slots, min), None);
+        assert_eq!(region_change(49_152, 1 << 17, slots), None);
+        assert_eq!(region_change(49_153, 1 << 17, slots), Some(1 << 18));
+        assert_eq!(region_change(400_000, 1 << 17, slots), Some(1 << 21));
+        assert_eq!(region_change(100_000, 1 << 19, slots), None);
+        assert_eq!(region_change(30_000, 1 << 19, slots), Some(1 << 17));
+        assert_eq!(region_change(10, min, slots), None);
+        assert_eq!(region_change(u64::from(slots), slots, slots), None);
         let r = FlowRegion::moving(1 << 18, 1 << 17);
         assert_eq!(FlowRegion::unpack(r.pack()), r);
         assert_eq!(r.slots(), 1 << 18);

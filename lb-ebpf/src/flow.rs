@@ -103,8 +103,9 @@ fn holds(s: *mut FlowSlot, t: u64, tag: u64, key: &FlowKey) -> bool {
 /// the flow, or the first empty one (deleted ones are passed over), noting the first
 /// deleted or empty slot on the way (where the flow would go). While the daemon resizes the
 /// region, a flow not in the new region's probe is looked for in the old region's probe
-/// too (no slot is taken there: it is moving out). Before the daemon described the table
-/// (`FLOW_TABLE`, `FLOW_REGION`), nothing is found and there is no room. `zero`: 0, in a
+/// too (no slot is taken there: it is moving out). Before the daemon described the table,
+/// nothing is found and there is no room: it publishes `FLOW_REGION` only after
+/// `FLOW_TABLE`, so a region says both are there (one check a packet). `zero`: 0, in a
 /// form the verifier cannot see through (the balancer's `opaque_zero`): the first probe's
 /// results are XORed with it before the second, so the verifier walks the second once,
 /// not once per outcome of the first.
@@ -120,7 +121,7 @@ pub fn scan(key: &FlowKey, zero: u32) -> Slots {
     };
     // SAFETY: a live array value; read once, whole (the daemon swaps it atomically).
     let region = FlowRegion::unpack(unsafe { core::ptr::read_volatile(r) });
-    if m.mask == 0 || region.mask == 0 {
+    if region.mask == 0 {
         return out;
     }
     let h = table_hash(key, m);

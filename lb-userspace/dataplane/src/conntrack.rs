@@ -34,8 +34,8 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{
-    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open,
-    min_region, names, region_change,
+    Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open, names,
+    region_change,
 };
 
 use super::{DataplaneError, FlowTable, Resized};
@@ -342,7 +342,7 @@ impl Sweeper {
         if r.old_mask != 0 {
             return Some(t.resize(r.slots()));
         }
-        let want = region_change(flows, r.slots(), t.slots(), min_region(t.slots()))?;
+        let want = region_change(flows, r.slots(), t.slots())?;
         Some(t.resize(want))
     }
 

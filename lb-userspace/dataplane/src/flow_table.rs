@@ -455,15 +455,15 @@ impl FlowTable {
     pub fn sample_load(&self, runs: u32, seed: u64) -> f64 {
         let r = self.region();
         let slots = r.slots();
-        let run = 256.min(slots);
+        let (runs, run) = (runs.max(1), 256.min(slots));
+        let stretch = (u64::from(slots) / u64::from(runs)).max(1);
         let mut x = seed | 1;
         let (mut used, mut seen) = (0u64, 0u64);
-        for k in 0..runs.max(1) {
+        for k in 0..runs {
             // xorshift: where in the k-th stretch of the region this run starts.
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let stretch = (u64::from(slots) / u64::from(runs.max(1))).max(1);
             let start = (u64::from(k) * stretch + x % stretch) as u32 & r.mask;
             for i in 0..run {
                 let t = self

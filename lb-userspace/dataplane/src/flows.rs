@@ -54,11 +54,7 @@ impl Dataplane {
     /// the daemon's sweeper does as they come (benchmarks fill tables without one).
     pub fn fit_flow_region(&self, flows: u64) -> crate::Resized {
         let t = &self.flows;
-        t.resize(lb_common::region_for(
-            flows,
-            t.slots(),
-            lb_common::min_region(t.slots()),
-        ))
+        t.resize(lb_common::region_for(flows, t.slots()))
     }
 
     /// The flow table itself (its slots, as the program sees them).

@@ -416,6 +416,7 @@ impl Dataplane {
         let region_fd = fd_of(&ebpf, names::FLOW_REGION)?;
         let (flows_meta, fresh) = flow_table_meta(&mut ebpf, sizes.flow_entries)?;
         let flows = FlowTable::map(flows_fd.as_fd(), region_fd.as_fd(), flows_meta)?;
+        // After `FLOW_TABLE`: the program takes a region as the sign that both are there.
         flows.init_region(fresh)?;
         let backend_stats_fd = fd_of(&ebpf, names::BACKEND_STATS)?;
         let clock_fd = fd_of(&ebpf, names::CLOCK)?;
