@@ -264,7 +264,7 @@ fn the_region_in_use_grows_and_shrinks_without_moving_a_flow_off_its_backend() {
         .resized
         .expect("a region 1800 flows barely use shrinks");
     assert_eq!((r.from, r.to, r.unplaced), (all, small, 0));
-    assert_eq!(swept.region_slots, small);
+    assert_eq!(b.dp.flow_table().region().slots(), small);
     assert!(b.dp.flow_table().iter().all(|e| e.index < small));
     all_follow(&mut b, &flows, "after the shrink");
 
@@ -326,14 +326,7 @@ fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
             for _ in 0..if flows.len() < 6000 { 100 } else { 0 } {
                 let i = flows.len() as u16;
                 let to = if i.is_multiple_of(2) { LC } else { MAGLEV };
-                let s = Spec::tcp(
-                    &format!("198.51.{}.{}", i / 250, 1 + i % 250),
-                    20_000 + i,
-                    to.0,
-                    to.1,
-                    SYN,
-                )
-                .macs([2, 0, 0, 0, 0, 1], LB_MAC);
+                let s = syn(i, to);
                 let out = b.run(&s, "a SYN while the region changes");
                 flows.push((s, out));
             }

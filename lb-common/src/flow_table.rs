@@ -115,13 +115,20 @@ pub const fn region_for(flows: u64, slots: u32) -> u32 {
     }
 }
 
+/// Whether `used` of `slots` slots is past the load at which a region grows: more than
+/// 3/8 (the sweep's exact count and the daemon's samples between sweeps alike).
+pub const fn region_overfull(used: u64, slots: u64) -> bool {
+    used * 8 > slots * 3
+}
+
 /// Whether a region of `region` slots should change size for `flows` flows: grown when
-/// more than 3/8 of it is used, shrunk when less than 1/16 is (hysteresis: a region just
-/// resized to [`region_for`] is a quarter used), to [`region_for`]'s size. `None`: keep it.
+/// it is [overfull](region_overfull), shrunk when less than 1/16 is used (hysteresis: a
+/// region just resized to [`region_for`] is a quarter used), to [`region_for`]'s size.
+/// `None`: keep it.
 pub const fn region_change(flows: u64, region: u32, slots: u32) -> Option<u32> {
     let r = region as u64;
     let want = region_for(flows, slots);
-    if (flows * 8 > r * 3 && want > region) || (flows * 16 < r && want < region) {
+    if (region_overfull(flows, r) && want > region) || (flows * 16 < r && want < region) {
         Some(want)
     } else {
         None

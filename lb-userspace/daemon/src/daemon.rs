@@ -570,26 +570,6 @@ fn spawn_clock(
 /// How often the sweeper samples the flow table's region between sweeps.
 const REGION_CHECK: Duration = Duration::from_millis(20);
 
-/// A change of the flow table's region, in the log.
-fn log_resized(r: &crate::dataplane::Resized) {
-    if r.unplaced != 0 {
-        warn!(
-            from = r.from,
-            to = r.to,
-            unplaced = r.unplaced,
-            "flow table region: some flows found no room in the new size; kept the old one"
-        );
-    } else if r.from != r.to {
-        info!(
-            from_slots = r.from,
-            to_slots = r.to,
-            moved = r.moved,
-            took_us = r.took.as_micros() as u64,
-            "flow table region resized for the flows it holds"
-        );
-    }
-}
-
 fn spawn_sweeper(
     dp: &Arc<Mutex<Dataplane>>,
     d: &crate::config::DaemonConfig,
@@ -619,7 +599,7 @@ fn spawn_sweeper(
                 if std::time::Instant::now() >= next_check {
                     next_check = std::time::Instant::now() + REGION_CHECK;
                     if let Some(r) = sweeper.check_region() {
-                        log_resized(&r);
+                        r.log();
                     }
                 }
                 if std::time::Instant::now() >= next {
@@ -635,7 +615,7 @@ fn spawn_sweeper(
                     match sweeper.sweep(&ids) {
                         Ok(s) => {
                             if let Some(r) = &s.resized {
-                                log_resized(r);
+                                r.log();
                             }
                             // Every sweep that removed something, at debug: a busy
                             // balancer sweeps every few seconds (the counts are in the

@@ -35,7 +35,7 @@ use std::{
 use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{
     Counters, FLOW_CLOSING, FLOW_NEW, FLOW_TIME_SHIFT, FlowValue, PROTO_UDP, flow_is_open, names,
-    region_change,
+    region_change, region_overfull,
 };
 
 use super::{DataplaneError, FlowTable, Resized};
@@ -146,8 +146,6 @@ pub struct Sweep {
     pub tidied: u64,
     /// The flow table's region grown or shrunk for the flows it holds ([`Sweeper::fit_region`]).
     pub resized: Option<Resized>,
-    /// The region's slots after the sweep.
-    pub region_slots: u32,
     pub took: Duration,
 }
 
@@ -322,7 +320,6 @@ impl Sweeper {
             out.tidied = self.flows.tidy();
         }
         out.resized = self.fit_region(kept.saturating_sub(out.evicted));
-        out.region_slots = self.flows.region().slots();
         out.took = started.elapsed();
         Ok(out)
     }
@@ -356,7 +353,8 @@ impl Sweeper {
             return None;
         }
         self.samples = self.samples.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        if t.sample_load(16, self.samples) * 8.0 <= 3.0 {
+        let (used, seen) = t.sample_load(16, self.samples);
+        if !region_overfull(used, seen) {
             return None;
         }
         self.fit_region(t.count() as u64)

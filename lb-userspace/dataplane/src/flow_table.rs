@@ -64,6 +64,29 @@ pub struct Resized {
     pub took: std::time::Duration,
 }
 
+impl Resized {
+    /// Say in the log what the change did (a change that found no room for some flows, as
+    /// a warning; none at all, nothing).
+    pub fn log(&self) {
+        if self.unplaced != 0 {
+            tracing::warn!(
+                from = self.from,
+                to = self.to,
+                unplaced = self.unplaced,
+                "flow table region: some flows found no room in the new size; kept the old one"
+            );
+        } else if self.from != self.to {
+            tracing::info!(
+                from_slots = self.from,
+                to_slots = self.to,
+                moved = self.moved,
+                took_us = self.took.as_micros() as u64,
+                "flow table region resized for the flows it holds"
+            );
+        }
+    }
+}
+
 /// Where [`FlowTable::place`] left a flow.
 enum Place {
     Stays,
@@ -450,9 +473,10 @@ impl FlowTable {
         self.set_region(FlowRegion::moving(to, self.region().slots()));
     }
 
-    /// The share of the region's slots in use, estimated from `samples` runs of 256 slots
-    /// spread over it (cheap enough to check every few tens of milliseconds).
-    pub fn sample_load(&self, runs: u32, seed: u64) -> f64 {
+    /// How many of the region's slots are in use among those of `runs` runs of 256 slots
+    /// spread over it, and how many were read: an estimate of its load, cheap enough to
+    /// check every few tens of milliseconds.
+    pub fn sample_load(&self, runs: u32, seed: u64) -> (u64, u64) {
         let r = self.region();
         let slots = r.slots();
         let (runs, run) = (runs.max(1), 256.min(slots));
@@ -473,7 +497,7 @@ impl FlowTable {
                 seen += 1;
             }
         }
-        used as f64 / seen as f64
+        (used, seen)
     }
 
     /// Empty the table (tests and benchmarks; nothing may forward meanwhile).
@@ -727,12 +751,16 @@ mod tests {
     #[test]
     fn a_sample_estimates_the_regions_load() {
         let t = table_in(1 << 16, 1 << 14);
-        assert!(t.sample_load(16, 7) < 0.01);
+        let load = |t: &FlowTable| {
+            let (used, seen) = t.sample_load(16, 7);
+            used as f64 / seen as f64
+        };
+        assert!(load(&t) < 0.01);
         for n in 0..6000 {
             t.insert(&key(n), &value(n));
         }
-        let load = t.sample_load(16, 7);
-        assert!((load - 6000.0 / 16384.0).abs() < 0.05, "{load}");
+        let estimate = load(&t);
+        assert!((estimate - 6000.0 / 16384.0).abs() < 0.05, "{estimate}");
     }
 
     #[test]

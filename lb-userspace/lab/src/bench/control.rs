@@ -554,13 +554,7 @@ fn with_region_keeper(
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         for r in grown.iter().chain(&last) {
-            tracing::info!(
-                from = r.from,
-                to = r.to,
-                moved = r.moved,
-                took_ms = r.took.as_millis() as u64,
-                "flow table region resized"
-            );
+            r.log();
         }
         filled
     })
