@@ -3,6 +3,12 @@
 //! VIP → select (miss) → forward → insert (into the slot the probe found) → count. A SYN
 //! selects first and takes its slot before it forwards, following the entry only if it
 //! has one.
+//!
+//! Branches that no common packet takes (a malformed or group-addressed frame, an ICMP
+//! error, a packet that cannot be forwarded, a backend without a resolved next hop, the flow
+//! table's region being resized) are marked `core::hint::cold_path()`, so LLVM lays the
+//! established and new-flow paths out straight, the rare code out of their way: 10 ns less
+//! per packet at the p50 for every kind (round eight in the README).
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
 use lb_common::{
@@ -207,6 +213,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     }
     // Not addressed to this host at L2 (broadcast, multicast): not ours either.
     if parse::to_group(ctx) {
+        core::hint::cold_path();
         return Err(reason::PASS_NOT_VIP);
     }
     // A packet the kernel would discard is never forwarded: for a VIP it is dropped (the
@@ -221,6 +228,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
         0
     };
     if invalid != 0 {
+        core::hint::cold_path();
         return Err(match vip_of(&pkt.key) {
             Some(v) => reason::for_vip(v.vip_id, invalid),
             None => reason::PASS_MALFORMED,
@@ -234,6 +242,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     // (`opening`).
     let slots = flow::scan(&pkt.key, opaque_zero(cfg));
     let route = if pkt.icmp != 0 {
+        core::hint::cold_path();
         let Some((id, b)) = flow::peek(&slots) else {
             return Err(match vip_of(&pkt.key) {
                 Some(v) => reason::for_vip(v.vip_id, reason::DROP_ICMP_NO_FLOW),
@@ -273,6 +282,7 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     let (verdict, clamped) = match forward::forward(ctx, &pkt, mode, id, backend, cfg) {
         Ok(r) => r,
         Err(code) => {
+            core::hint::cold_path();
             // A dropped first packet opens nothing.
             if opened {
                 flow::forget(&slots);

@@ -147,6 +147,7 @@ pub fn scan(key: &FlowKey, zero: u32) -> Slots {
         i += 1;
     }
     if region.old_mask != 0 {
+        core::hint::cold_path();
         let free = out.free ^ zero;
         let found = find_in(key, h, out.tag, region.old_mask) ^ zero;
         out.found = found;

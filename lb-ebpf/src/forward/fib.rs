@@ -56,6 +56,7 @@ pub fn next_hop(
         && h.ifindex != 0
     {
         if tot_len > h.mtu {
+            core::hint::cold_path();
             // Where `mtu` reads it, as the FIB would have reported it.
             let p = FIB_SCRATCH.get_ptr_mut(0).ok_or(reason::DROP_INTERNAL)?;
             // SAFETY: this CPU's scratch block; `mtu_result` is a plain integer of its union.
@@ -70,6 +71,7 @@ pub fn next_hop(
             dmac: unsafe { mac_at(&h.dmac) },
         });
     }
+    core::hint::cold_path();
     if let Some(n) = FIB_FALLBACKS.get_ptr_mut(0) {
         // SAFETY: this CPU's counter; nothing else writes it while this program runs.
         unsafe { *n += 1 };

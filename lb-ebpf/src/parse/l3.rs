@@ -24,21 +24,26 @@ pub(super) fn parse_v4(ctx: &XdpContext, pkt: &mut Packet) -> Result<usize, u32>
     let ip = unsafe { &*ip };
     let vihl = ip.vihl;
     if vihl >> 4 != 4 {
+        core::hint::cold_path();
         return Err(reason::PASS_MALFORMED);
     }
     let hlen = usize::from(vihl & 0x0f) * 4;
     if hlen < 20 {
+        core::hint::cold_path();
         return Err(reason::PASS_MALFORMED);
     }
     let tot_len = u16::from_be_bytes(ip.tot_len);
     if usize::from(tot_len) < hlen {
+        core::hint::cold_path();
         return Err(reason::PASS_MALFORMED);
     }
     if usize::from(tot_len) > remaining(ctx, pkt.l3_off) {
+        core::hint::cold_path();
         return Err(reason::PASS_TRUNCATED);
     }
     // More-fragments flag or a fragment offset: no ports to balance on.
     if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+        core::hint::cold_path();
         return Err(reason::PASS_FRAGMENT);
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_ICMP {
