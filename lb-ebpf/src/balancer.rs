@@ -8,7 +8,7 @@
 //! error, a packet that cannot be forwarded, a backend without a resolved next hop, the flow
 //! table's region being resized) are marked `core::hint::cold_path()`, so LLVM lays the
 //! established and new-flow paths out straight, the rare code out of their way: 10 ns less
-//! per packet at the p50 for every kind (round eight in the README).
+//! per established or new-flow packet at the p50 (round eight in the README).
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_redirect, programs::XdpContext};
 use lb_common::{
