@@ -22,10 +22,15 @@
 //!
 //! So a count is at most one counter read old (the daemon reads counters when it asks);
 //! what the counters cannot see (an idle flow, an eviction) is corrected at the next sweep.
-//! Error bound: a flow opened or closed *during* a sweep's walk could be counted twice or
-//! not at all; the sweep therefore walks again (at most 3 walks) until the counters did not
-//! move during a walk. Only under constant churn on a backend does the last walk stand,
-//! off by the flows that opened or closed while it ran, until the next sweep.
+//! A flow opened or closed *during* a sweep's walk could be counted twice or not at all:
+//! by the walk, and by the counters since the snapshot taken before it. The sweep
+//! therefore walks again (at most 3 walks) until the counters did not move during a walk.
+//! A backend whose counters still moved during the last walk (constant churn: a burst of
+//! new connections) is not rebased on that walk: its count goes on from its last exact
+//! base, less the open flows of its that this sweep deleted (idle or evicted: what its
+//! counters cannot see), which keeps it exact. Only a backend that never had an exact base
+//! (adopted at a restart, and churning since) takes the walk's count as it is, off by the
+//! flows that opened or closed while it ran, until a sweep during which it is quiet.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -133,6 +138,9 @@ pub struct Sweep {
     pub active: HashMap<u32, u64>,
     /// The counters just before the walk.
     pub counters: HashMap<u32, OpenClose>,
+    /// Backends whose counters moved during the last walk (its count of theirs is not
+    /// exact), each with the open flows of theirs this sweep deleted (expired or evicted).
+    pub unsettled: HashMap<u32, u64>,
     pub scanned: u64,
     /// Open flows expired for idleness.
     pub expired: u64,
@@ -147,6 +155,15 @@ pub struct Sweep {
     /// The flow table's region grown or shrunk for the flows it holds ([`Sweeper::fit_region`]).
     pub resized: Option<Resized>,
     pub took: Duration,
+}
+
+impl Sweep {
+    /// The sweep deleted an open flow of `backend_id` (counted for an unsettled backend).
+    fn deleted_open(&mut self, backend_id: u32) {
+        if let Some(n) = self.unsettled.get_mut(&backend_id) {
+            *n += 1;
+        }
+    }
 }
 
 /// The share of the flow table past which a sweep evicts flows (in per mille).
@@ -289,8 +306,16 @@ impl Sweeper {
                 *ranks.entry(eviction_rank(&v, idle)).or_insert(0) += 1;
             }
             out.counters = before;
-            if walk == WALKS || self.snapshot(ids)? == out.counters {
+            let after = self.snapshot(ids)?;
+            if after == out.counters {
                 break;
+            }
+            if walk == WALKS {
+                out.unsettled = ids
+                    .iter()
+                    .filter(|&id| after.get(id) != out.counters.get(id))
+                    .map(|&id| (id, 0))
+                    .collect();
             }
         }
         for e in doomed {
@@ -306,6 +331,7 @@ impl Sweeper {
             }
             if flow_is_open(e.value.state) {
                 out.expired += 1;
+                out.deleted_open(e.value.backend_id);
             } else {
                 out.reaped += 1;
             }
@@ -387,10 +413,11 @@ impl Sweeper {
                 continue;
             }
             out.evicted += 1;
-            if flow_is_open(e.value.state)
-                && let Some(n) = out.active.get_mut(&e.value.backend_id)
-            {
-                *n = n.saturating_sub(1);
+            if flow_is_open(e.value.state) {
+                out.deleted_open(e.value.backend_id);
+                if let Some(n) = out.active.get_mut(&e.value.backend_id) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
     }
@@ -438,10 +465,21 @@ fn read(stats: &PerCpuArray<MapData, Counters>, id: u32) -> Result<OpenClose, Da
     }))
 }
 
+/// One backend's base: its active count at a counter snapshot, whether that count is
+/// exact (a slot started empty, or a sweep during which its counters did not move), and
+/// the open flows of its that sweeps deleted since (what its counters cannot see).
+#[derive(Clone, Copy, Debug, Default)]
+struct Base {
+    active: u64,
+    at: OpenClose,
+    exact: bool,
+    gone: u64,
+}
+
 /// The last sweep's counts and the counter snapshot they go with, per backend id.
 #[derive(Debug, Default)]
 pub struct Book {
-    base: HashMap<u32, (u64, OpenClose)>,
+    base: HashMap<u32, Base>,
     pub last_sweep: Option<(Instant, Duration, u64)>,
     /// Flows expired for idleness, closing flows reaped, and flows evicted for room, since
     /// the daemon started.
@@ -451,11 +489,30 @@ pub struct Book {
 }
 
 impl Book {
-    /// Take a sweep's result as the new base.
+    /// Take a sweep's result as the new base: its count, for every backend whose counters
+    /// did not move while it walked; a backend whose did keeps its exact base, less the
+    /// open flows of its that the sweep deleted (and takes the walk's count only if it had
+    /// no exact base).
     pub fn rebase(&mut self, s: &Sweep) {
         for (id, c) in &s.counters {
+            if let Some(&deleted) = s.unsettled.get(id)
+                && let Some(b) = self.base.get_mut(id)
+                && b.exact
+            {
+                b.gone += deleted;
+                continue;
+            }
             let active = s.active.get(id).copied().unwrap_or(0);
-            self.base.insert(*id, (active, *c));
+            let exact = !s.unsettled.contains_key(id);
+            self.base.insert(
+                *id,
+                Base {
+                    active,
+                    at: *c,
+                    exact,
+                    gone: 0,
+                },
+            );
         }
         self.last_sweep = Some((Instant::now(), s.took, s.scanned));
         self.expired_total += s.expired;
@@ -465,15 +522,23 @@ impl Book {
 
     /// A backend slot starts (or restarts) from zero with these counters.
     pub fn reset(&mut self, id: u32, now: OpenClose) {
-        self.base.insert(id, (0, now));
+        self.base.insert(
+            id,
+            Base {
+                active: 0,
+                at: now,
+                exact: true,
+                gone: 0,
+            },
+        );
     }
 
     /// Active connections of backend `id` given its counters now.
     pub fn active(&self, id: u32, now: OpenClose) -> u64 {
-        let (base, at) = self.base.get(&id).copied().unwrap_or_default();
-        let opened = now.opens.saturating_sub(at.opens);
-        let closed = now.closes.saturating_sub(at.closes);
-        (base + opened).saturating_sub(closed)
+        let b = self.base.get(&id).copied().unwrap_or_default();
+        let opened = now.opens.saturating_sub(b.at.opens);
+        let closed = now.closes.saturating_sub(b.at.closes);
+        (b.active + opened).saturating_sub(closed + b.gone)
     }
 }
 
@@ -521,6 +586,45 @@ mod tests {
             ),
             1
         );
+    }
+
+    /// A sweep whose walk raced with a backend's opens does not replace that backend's
+    /// exact count with its own (which may count those flows twice): the count goes on
+    /// from the exact base, less the open flows the sweep deleted.
+    #[test]
+    fn a_churning_backend_keeps_its_exact_base_less_what_the_sweep_deleted() {
+        let oc = |opens, closes| OpenClose { opens, closes };
+        let mut b = Book::default();
+        b.reset(7, oc(100, 90));
+        // The walk counted 8 (some of the 3 flows opened while it ran, twice); the sweep
+        // expired one open flow of backend 7.
+        let mut churned = Sweep::default();
+        churned.active.insert(7, 8);
+        churned.counters.insert(7, oc(103, 90));
+        churned.unsettled.insert(7, 1);
+        b.rebase(&churned);
+        // Since the reset: 5 opened, 1 closed, 1 expired.
+        let now = oc(105, 91);
+        assert_eq!(b.active(7, now), 3);
+
+        // Without an exact base (a backend adopted at a restart) the walk's count is all
+        // there is...
+        let mut adopted = Book::default();
+        adopted.rebase(&churned);
+        assert_eq!(adopted.active(7, now), 8 + 2 - 1);
+        // ... until a sweep during which its counters did not move,
+        let mut quiet = Sweep::default();
+        quiet.active.insert(7, 3);
+        quiet.counters.insert(7, now);
+        adopted.rebase(&quiet);
+        assert_eq!(adopted.active(7, now), 3);
+        // after which a churning sweep no longer replaces it.
+        let mut again = churned.clone();
+        again.active.insert(7, 50);
+        again.counters.insert(7, now);
+        again.unsettled.insert(7, 0);
+        adopted.rebase(&again);
+        assert_eq!(adopted.active(7, oc(106, 91)), 4);
     }
 
     /// The clock is read (a failed read would give 0; a host up for over a tick is past it).
