@@ -476,6 +476,18 @@ struct Base {
     gone: u64,
 }
 
+impl Base {
+    /// `active` connections at counters `at`, none deleted since.
+    const fn new(active: u64, at: OpenClose, exact: bool) -> Self {
+        Self {
+            active,
+            at,
+            exact,
+            gone: 0,
+        }
+    }
+}
+
 /// The last sweep's counts and the counter snapshot they go with, per backend id.
 #[derive(Debug, Default)]
 pub struct Book {
@@ -504,15 +516,7 @@ impl Book {
             }
             let active = s.active.get(id).copied().unwrap_or(0);
             let exact = !s.unsettled.contains_key(id);
-            self.base.insert(
-                *id,
-                Base {
-                    active,
-                    at: *c,
-                    exact,
-                    gone: 0,
-                },
-            );
+            self.base.insert(*id, Base::new(active, *c, exact));
         }
         self.last_sweep = Some((Instant::now(), s.took, s.scanned));
         self.expired_total += s.expired;
@@ -522,15 +526,7 @@ impl Book {
 
     /// A backend slot starts (or restarts) from zero with these counters.
     pub fn reset(&mut self, id: u32, now: OpenClose) {
-        self.base.insert(
-            id,
-            Base {
-                active: 0,
-                at: now,
-                exact: true,
-                gone: 0,
-            },
-        );
+        self.base.insert(id, Base::new(0, now, true));
     }
 
     /// Active connections of backend `id` given its counters now.
