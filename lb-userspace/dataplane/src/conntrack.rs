@@ -28,9 +28,12 @@
 //! A backend whose counters still moved during the last walk (constant churn: a burst of
 //! new connections) is not rebased on that walk: its count goes on from its last exact
 //! base, less the open flows of its that this sweep deleted (idle or evicted: what its
-//! counters cannot see), which keeps it exact. Only a backend that never had an exact base
-//! (adopted at a restart, and churning since) takes the walk's count as it is, off by the
-//! flows that opened or closed while it ran, until a sweep during which it is quiet.
+//! counters cannot see), so a burst does not skew it. Only a backend that never had an
+//! exact base (adopted at a restart, and churning since) takes the walk's count as it is,
+//! off by the flows that opened or closed while it ran, until a sweep during which it is
+//! quiet. (Left: a flow is in the table a few instructions before the program counts its
+//! open, and a FIN marks it closing before its close is counted; a walk that ends in
+//! between is off by that flow until the next sweep.)
 
 use std::{
     collections::{BTreeMap, HashMap},
