@@ -12,6 +12,9 @@
 //! while it changes size (also when a daemon stopped in the middle of a change), every flow
 //! is found in the old region or the new, new flows go into the new one, and no flow
 //! changes backend through a growth, a shrink or a settled change.
+//!
+//! And the sweep's count of a backend slot that another backend took over: the removed
+//! backend's flows left in the table are not the new one's connections.
 
 use lb_common::FlowRegion;
 use lb_common::programs;
@@ -353,4 +356,114 @@ fn resizing_while_packets_flow_moves_no_flow_and_duplicates_none() {
         assert_eq!(dest(&ack), dest(out), "flow {j} moved");
     }
     assert_eq!(b.dp.flow_count(), flows.len());
+}
+
+/// A backend slot that another backend takes over: the flows still pinned to the slot's
+/// earlier backend (removed; its flows stay until they expire or send again) are not the
+/// new backend's connections. The sweep counts a flow for its slot only if it was pinned
+/// to that slot's current backend (its generation); once an old flow sends again it moves,
+/// and counts where it went.
+#[test]
+fn a_reused_backend_slot_counts_only_its_own_backends_flows() {
+    use std::net::IpAddr;
+
+    use sluice_dataplane::{Desired, DesiredVip};
+
+    require_root();
+    let _ns = sluice_tests::netns::Private::enter().unwrap();
+    pin_to_cpu(0);
+    let ifindex = fuzz::network().unwrap();
+    let full = fuzz::setup().desired;
+    let vip_addr: IpAddr = MAGLEV.0.parse().unwrap();
+    let vip = full
+        .vips
+        .iter()
+        .find(|v| v.ident.address == vip_addr && v.ident.port == MAGLEV.1)
+        .unwrap()
+        .clone();
+    let (x, y) = (vip.backends[0].clone(), vip.backends[1].clone());
+    let mut z = x.clone();
+    z.address = "10.99.1.9".parse().unwrap();
+    z.mac = Some([0x02, 0, 0, 4, 1, 9]);
+    let with = |backends: &[&sluice_dataplane::DesiredBackend]| Desired {
+        global: full.global,
+        vips: vec![DesiredVip {
+            backends: backends.iter().map(|&b| b.clone()).collect(),
+            ..vip.clone()
+        }],
+    };
+    // Slot 0 is reserved: two slots, so the third backend must take the removed one's.
+    let mut dp = Dataplane::load(Sizes {
+        flow_entries: 1024,
+        backend_slots: 3,
+        ..Sizes::default()
+    })
+    .unwrap();
+    dp.publish(&with(&[&x, &y])).unwrap();
+    dp.clock().unwrap().tick().unwrap();
+    let mut sweeper = dp.sweeper(conntrack::Timeouts::default()).unwrap();
+    let mut b = Balancer { dp, ifindex };
+    let slot = |b: &Balancer, addr: IpAddr| {
+        let (_, r) = b.dp.layout().vips().next().unwrap();
+        r.backends.get(&addr).copied()
+    };
+    let recount = |b: &mut Balancer, sweeper: &mut conntrack::Sweeper| {
+        let backends: Vec<_> =
+            b.dp.layout()
+                .vips()
+                .flat_map(|(_, r)| r.backends.values().copied())
+                .collect();
+        let s = sweeper.sweep(&backends).unwrap();
+        b.dp.rebase_conntrack(&s);
+    };
+
+    // 40 connections over x and y.
+    let flows: Vec<Spec> = (0..40).map(|i| syn(i, MAGLEV)).collect();
+    for s in &flows {
+        b.run(s, "a SYN");
+        b.run(&ack_of(s), "its ACK");
+    }
+    let (xs, ys) = (slot(&b, x.address).unwrap(), slot(&b, y.address).unwrap());
+    let on = |b: &Balancer, id: u32| {
+        flows
+            .iter()
+            .filter(|s| b.dp.flow(&s.key()).is_some_and(|v| v.backend_id == id))
+            .count() as u64
+    };
+    let (on_x, on_y) = (on(&b, xs.id), on(&b, ys.id));
+    assert!(on_x > 0 && on_y > 0 && on_x + on_y == 40, "{on_x} + {on_y}");
+    recount(&mut b, &mut sweeper);
+    assert_eq!(b.dp.active(xs.id).unwrap(), on_x);
+    assert_eq!(b.dp.active(ys.id).unwrap(), on_y);
+
+    // x removed (its flows stay in the table, idle), then z added: z takes x's slot.
+    b.dp.publish(&with(&[&y])).unwrap();
+    b.dp.publish(&with(&[&y, &z])).unwrap();
+    let zs = slot(&b, z.address).unwrap();
+    assert_eq!(zs.id, xs.id, "z did not reuse x's slot");
+    assert_ne!(zs.generation, xs.generation);
+    assert_eq!(on(&b, zs.id), on_x, "x's flows left the table");
+    recount(&mut b, &mut sweeper);
+    assert_eq!(
+        b.dp.active(zs.id).unwrap(),
+        0,
+        "x's idle flows counted as z's connections"
+    );
+    assert_eq!(b.dp.active(ys.id).unwrap(), on_y);
+
+    // x's flows send again: they move to y or z and count there.
+    for s in &flows {
+        b.run(&ack_of(s), "an ACK after the change");
+    }
+    let z_now = flows
+        .iter()
+        .filter(|s| {
+            b.dp.flow(&s.key())
+                .is_some_and(|v| v.backend_id == zs.id && v.generation == zs.generation)
+        })
+        .count() as u64;
+    assert!(z_now > 0, "no flow moved to z");
+    recount(&mut b, &mut sweeper);
+    assert_eq!(b.dp.active(zs.id).unwrap(), z_now);
+    assert_eq!(b.dp.active(ys.id).unwrap(), 40 - z_now);
 }

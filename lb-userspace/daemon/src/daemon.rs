@@ -604,15 +604,15 @@ fn spawn_sweeper(
                 }
                 if std::time::Instant::now() >= next {
                     next += period;
-                    let ids: Vec<u32> = match dp.lock() {
+                    let backends: Vec<_> = match dp.lock() {
                         Ok(dp) => dp
                             .layout()
                             .vips()
-                            .flat_map(|(_, r)| r.backends.values().map(|b| b.id))
+                            .flat_map(|(_, r)| r.backends.values().copied())
                             .collect(),
                         Err(_) => return,
                     };
-                    match sweeper.sweep(&ids) {
+                    match sweeper.sweep(&backends) {
                         Ok(s) => {
                             if let Some(r) = &s.resized {
                                 r.log();

@@ -11,7 +11,9 @@
 //!
 //! - **sweep** (every `daemon.conntrack_sweep_ms`, off the data-plane lock): walk the flow
 //!   table, delete flows idle for longer than the protocol's idle timeout (open) or the
-//!   close timeout (closing), and count the open ones per backend: that is the exact
+//!   close timeout (closing), and count the open ones per backend (a flow counts for its
+//!   slot's backend only if it was pinned to that backend, the slot's generation: a
+//!   removed backend's flows do not count for one that reuses the slot): that is the exact
 //!   figure at the time of the sweep (expiries included). Nothing else deletes flows:
 //!   when the flows left pass [`HIGH_WATER`] of the capacity, the sweep also evicts down
 //!   to [`LOW_WATER`] (closing flows first, then those never seen after their first
@@ -46,7 +48,7 @@ use lb_common::{
     region_change, region_overfull,
 };
 
-use super::{DataplaneError, FlowTable, Resized};
+use super::{BackendRecord, DataplaneError, FlowTable, Resized};
 
 /// How long flows may stay idle before the daemon expires them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +139,10 @@ impl From<Counters> for OpenClose {
 /// What one sweep found.
 #[derive(Clone, Debug, Default)]
 pub struct Sweep {
-    /// Open, not idle flows per backend id.
+    /// The generation of each backend slot it counted: its counts are of that backend, not
+    /// of one that took the slot since.
+    pub generations: HashMap<u32, u32>,
+    /// Open, not idle flows per backend id (flows of that backend's generation only).
     pub active: HashMap<u32, u64>,
     /// The counters just before the walk.
     pub counters: HashMap<u32, OpenClose>,
@@ -166,6 +171,33 @@ impl Sweep {
         if let Some(n) = self.unsettled.get_mut(&backend_id) {
             *n += 1;
         }
+    }
+}
+
+/// The backends a sweep counts, by slot id: a flow counts for its slot's backend only if
+/// it was pinned to that backend, not to an earlier one that had the slot (a removed
+/// backend's flows stay in the table until they expire or their next packet moves them,
+/// and must not count for the backend that reuses the slot).
+struct Counted(Vec<Option<u32>>);
+
+impl Counted {
+    fn new(backends: &[BackendRecord]) -> Self {
+        let len = backends
+            .iter()
+            .map(|b| b.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut generation = vec![None; len];
+        for b in backends {
+            generation[b.id as usize] = Some(b.generation);
+        }
+        Self(generation)
+    }
+
+    /// Whether the open flow `v` counts for its backend.
+    fn counts(&self, v: &FlowValue) -> bool {
+        flow_is_open(v.state)
+            && self.0.get(v.backend_id as usize).copied().flatten() == Some(v.generation)
     }
 }
 
@@ -265,10 +297,17 @@ impl Sweeper {
         read(&self.stats, id)
     }
 
-    /// Expire idle flows and count the open ones of backends `ids`.
-    pub fn sweep(&mut self, ids: &[u32]) -> Result<Sweep, DataplaneError> {
+    /// Expire idle flows and count the open ones of `backends` (each by its slot and
+    /// generation).
+    pub fn sweep(&mut self, backends: &[BackendRecord]) -> Result<Sweep, DataplaneError> {
         let started = Instant::now();
-        let mut out = Sweep::default();
+        let ids: Vec<u32> = backends.iter().map(|b| b.id).collect();
+        let ids = &ids[..];
+        let counted = Counted::new(backends);
+        let mut out = Sweep {
+            generations: backends.iter().map(|b| (b.id, b.generation)).collect(),
+            ..Sweep::default()
+        };
         let now = now_ticks();
         let (tcp_idle, tcp_fin, udp_idle) = (
             ticks(self.timeouts.tcp_idle),
@@ -303,7 +342,7 @@ impl Sweeper {
                     doomed.push(e);
                     continue;
                 }
-                if flow_is_open(v.state) {
+                if counted.counts(&v) {
                     *out.active.entry(v.backend_id).or_insert(0) += 1;
                 }
                 *ranks.entry(eviction_rank(&v, idle)).or_insert(0) += 1;
@@ -326,7 +365,7 @@ impl Sweeper {
             if !self.flows.remove_if_unchanged(&e) {
                 if let Some(now) = self.flows.read(e.index)
                     && now.key == e.key
-                    && flow_is_open(now.value.state)
+                    && counted.counts(&now.value)
                 {
                     *out.active.entry(now.value.backend_id).or_insert(0) += 1;
                 }
@@ -334,7 +373,9 @@ impl Sweeper {
             }
             if flow_is_open(e.value.state) {
                 out.expired += 1;
-                out.deleted_open(e.value.backend_id);
+                if counted.counts(&e.value) {
+                    out.deleted_open(e.value.backend_id);
+                }
             } else {
                 out.reaped += 1;
             }
@@ -342,7 +383,7 @@ impl Sweeper {
         let kept: u64 = ranks.values().sum();
         if let Some(cut) = eviction_cut(&ranks, excess(kept, self.capacity)) {
             let of = ranks.get(&cut.0).copied().unwrap_or(cut.1);
-            self.evict(cut, of, now, &mut out);
+            self.evict(cut, of, now, &counted, &mut out);
         }
         // Only after deleting: an idle table is not walked twice.
         if out.expired + out.reaped + out.evicted > 0 {
@@ -395,7 +436,7 @@ impl Sweeper {
     /// over the table ([`spread_pick`]), not the first ones in slot order: a run of
     /// evicted slots next to a run of kept ones would leave long runs of used slots,
     /// whose probes find no room.
-    fn evict(&mut self, cut: (u64, u64), of: u64, now: u32, out: &mut Sweep) {
+    fn evict(&mut self, cut: (u64, u64), of: u64, now: u32, counted: &Counted, out: &mut Sweep) {
         let (rank, need) = cut;
         let (mut seen, mut taken) = (0, 0);
         let mut victims = Vec::new();
@@ -416,7 +457,7 @@ impl Sweeper {
                 continue;
             }
             out.evicted += 1;
-            if flow_is_open(e.value.state) {
+            if counted.counts(&e.value) {
                 out.deleted_open(e.value.backend_id);
                 if let Some(n) = out.active.get_mut(&e.value.backend_id) {
                     *n = n.saturating_sub(1);
@@ -468,11 +509,13 @@ fn read(stats: &PerCpuArray<MapData, Counters>, id: u32) -> Result<OpenClose, Da
     }))
 }
 
-/// One backend's base: its active count at a counter snapshot, whether that count is
-/// exact (a slot started empty, or a sweep during which its counters did not move), and
-/// the open flows of its that sweeps deleted since (what its counters cannot see).
+/// One backend's base: which backend (the slot's generation), its active count at a
+/// counter snapshot, whether that count is exact (a slot started empty, or a sweep during
+/// which its counters did not move), and the open flows of its that sweeps deleted since
+/// (what its counters cannot see).
 #[derive(Clone, Copy, Debug, Default)]
 struct Base {
+    generation: u32,
     active: u64,
     at: OpenClose,
     exact: bool,
@@ -480,9 +523,11 @@ struct Base {
 }
 
 impl Base {
-    /// `active` connections at counters `at`, none deleted since.
-    const fn new(active: u64, at: OpenClose, exact: bool) -> Self {
+    /// `active` connections of the slot's backend `generation` at counters `at`, none
+    /// deleted since.
+    const fn new(generation: u32, active: u64, at: OpenClose, exact: bool) -> Self {
         Self {
+            generation,
             active,
             at,
             exact,
@@ -507,11 +552,22 @@ impl Book {
     /// Take a sweep's result as the new base: its count, for every backend whose counters
     /// did not move while it walked; a backend whose did keeps its exact base, less the
     /// open flows of its that the sweep deleted (and takes the walk's count only if it had
-    /// no exact base).
+    /// no exact base). A slot that another backend took while the sweep ran (its base
+    /// [reset](Self::reset) for a newer generation than the sweep counted) keeps its base:
+    /// the sweep's count is of the backend that had it.
     pub fn rebase(&mut self, s: &Sweep) {
         for (id, c) in &s.counters {
+            let Some(&generation) = s.generations.get(id) else {
+                continue;
+            };
+            let base = self.base.get_mut(id);
+            if let Some(b) = &base
+                && b.generation != generation
+            {
+                continue;
+            }
             if let Some(&deleted) = s.unsettled.get(id)
-                && let Some(b) = self.base.get_mut(id)
+                && let Some(b) = base
                 && b.exact
             {
                 b.gone += deleted;
@@ -519,7 +575,8 @@ impl Book {
             }
             let active = s.active.get(id).copied().unwrap_or(0);
             let exact = !s.unsettled.contains_key(id);
-            self.base.insert(*id, Base::new(active, *c, exact));
+            self.base
+                .insert(*id, Base::new(generation, active, *c, exact));
         }
         self.last_sweep = Some((Instant::now(), s.took, s.scanned));
         self.expired_total += s.expired;
@@ -527,9 +584,10 @@ impl Book {
         self.evicted_total += s.evicted;
     }
 
-    /// A backend slot starts (or restarts) from zero with these counters.
-    pub fn reset(&mut self, id: u32, now: OpenClose) {
-        self.base.insert(id, Base::new(0, now, true));
+    /// A backend slot starts (or restarts) from zero with these counters, for its backend
+    /// of `generation`.
+    pub fn reset(&mut self, id: u32, generation: u32, now: OpenClose) {
+        self.base.insert(id, Base::new(generation, 0, now, true));
     }
 
     /// Active connections of backend `id` given its counters now.
@@ -549,6 +607,7 @@ mod tests {
     fn book_adds_opens_and_subtracts_closes_since_the_sweep() {
         let mut b = Book::default();
         let mut s = Sweep::default();
+        s.generations.insert(7, 1);
         s.active.insert(7, 10);
         s.counters.insert(
             7,
@@ -574,7 +633,7 @@ mod tests {
             ),
             0
         );
-        b.reset(7, now);
+        b.reset(7, 1, now);
         assert_eq!(
             b.active(
                 7,
@@ -594,10 +653,11 @@ mod tests {
     fn a_churning_backend_keeps_its_exact_base_less_what_the_sweep_deleted() {
         let oc = |opens, closes| OpenClose { opens, closes };
         let mut b = Book::default();
-        b.reset(7, oc(100, 90));
+        b.reset(7, 1, oc(100, 90));
         // The walk counted 8 (some of the 3 flows opened while it ran, twice); the sweep
         // expired one open flow of backend 7.
         let mut churned = Sweep::default();
+        churned.generations.insert(7, 1);
         churned.active.insert(7, 8);
         churned.counters.insert(7, oc(103, 90));
         churned.unsettled.insert(7, 1);
@@ -613,6 +673,7 @@ mod tests {
         assert_eq!(adopted.active(7, now), 8 + 2 - 1);
         // ... until a sweep during which its counters did not move,
         let mut quiet = Sweep::default();
+        quiet.generations.insert(7, 1);
         quiet.active.insert(7, 3);
         quiet.counters.insert(7, now);
         adopted.rebase(&quiet);
@@ -624,6 +685,65 @@ mod tests {
         again.unsettled.insert(7, 0);
         adopted.rebase(&again);
         assert_eq!(adopted.active(7, oc(106, 91)), 4);
+    }
+
+    /// A sweep that counted a slot's earlier backend does not replace the base of the
+    /// backend that took the slot while it walked (reset for the new generation).
+    #[test]
+    fn a_sweep_of_a_slots_earlier_backend_leaves_the_new_backends_base() {
+        let oc = |opens, closes| OpenClose { opens, closes };
+        let mut b = Book::default();
+        b.reset(7, 1, oc(0, 0));
+        let mut old = Sweep::default();
+        old.generations.insert(7, 1);
+        old.active.insert(7, 30);
+        old.counters.insert(7, oc(40, 10));
+        // The slot changes hands before that sweep is taken in; its counters carry the old
+        // backend's life.
+        b.reset(7, 2, oc(45, 12));
+        b.rebase(&old);
+        assert_eq!(b.active(7, oc(47, 12)), 2);
+        // The next sweep counts the new backend: taken.
+        let mut new = Sweep::default();
+        new.generations.insert(7, 2);
+        new.active.insert(7, 2);
+        new.counters.insert(7, oc(47, 12));
+        b.rebase(&new);
+        assert_eq!(b.active(7, oc(48, 13)), 2);
+    }
+
+    /// An open flow counts for its slot's backend only if it was pinned to that backend
+    /// (the same generation); closing flows and slots not counted never.
+    #[test]
+    fn a_flow_counts_for_its_slots_backend_of_its_generation_only() {
+        let counted = Counted::new(&[
+            BackendRecord {
+                id: 3,
+                generation: 2,
+            },
+            BackendRecord {
+                id: 1,
+                generation: 7,
+            },
+        ]);
+        let v = |backend_id, generation, state| FlowValue {
+            backend_id,
+            generation,
+            last_seen: 0,
+            state,
+        };
+        assert!(counted.counts(&v(3, 2, FLOW_NEW)));
+        assert!(counted.counts(&v(1, 7, lb_common::FLOW_OPEN)));
+        assert!(
+            !counted.counts(&v(3, 1, lb_common::FLOW_OPEN)),
+            "an earlier backend's"
+        );
+        assert!(!counted.counts(&v(3, 2, FLOW_CLOSING)), "closing");
+        assert!(!counted.counts(&v(2, 2, FLOW_NEW)), "a slot not counted");
+        assert!(
+            !counted.counts(&v(9, 2, FLOW_NEW)),
+            "past the slots counted"
+        );
     }
 
     /// The clock is read (a failed read would give 0; a host up for over a tick is past it).

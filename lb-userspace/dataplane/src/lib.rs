@@ -47,6 +47,7 @@ pub use adopt::{
 pub use attach::{AttachMode, Attached};
 #[cfg(feature = "test-helpers")]
 pub use bench_object::{BENCH_OBJECT, BENCH_PROGRAMS, BenchObject};
+pub use layout::BackendRecord;
 pub use publish::{HopStatus, PublishReport, needs_hop};
 pub use sluice_core::model::{Desired, DesiredBackend, DesiredVip, Global, Sched, VipIdent};
 use sluice_core::{maglev, sched};

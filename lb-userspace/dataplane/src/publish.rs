@@ -246,7 +246,7 @@ impl Dataplane {
                     } else {
                         self.backend_counters(id)?.into()
                     };
-                    self.book.reset(id, now);
+                    self.book.reset(id, generation, now);
                     BackendRecord { id, generation }
                 }
             };
