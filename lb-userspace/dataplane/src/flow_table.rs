@@ -12,7 +12,7 @@
 
 use std::{
     os::fd::BorrowedFd,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use lb_common::{
@@ -351,9 +351,10 @@ impl FlowTable {
     ///
     /// A flow that finds no room in the new region (a shrink into a crowded one) keeps its
     /// slot; the region then goes back to its old size the same way (nothing is lost). A
-    /// packet that updates a flow's old slot between its copy and its deletion (a stamp, a
-    /// FIN seen) has that update lost: the flow keeps its backend either way. Also settles
-    /// a region a daemon left changing size (`to`: that region's size).
+    /// packet that found a flow in its old slot before the copy was made, and updated it
+    /// after (a stamp, a FIN, a move to another backend), has that update carried over to
+    /// the copy before the old slot goes ([`FlowTable::carry_over`]). Also settles a region
+    /// a daemon left changing size (`to`: that region's size).
     pub fn resize(&self, to: u32) -> Resized {
         let started = std::time::Instant::now();
         let to = to.min(self.slots()).max(FLOW_PROBES.min(self.slots()));
@@ -405,7 +406,7 @@ impl FlowTable {
                     Place::Stays => {}
                     Place::Moved => {
                         out.moved += 1;
-                        stale.push((e.index, e.tag));
+                        stale.push(e);
                     }
                     Place::NoRoom => out.unplaced += 1,
                 }
@@ -415,8 +416,9 @@ impl FlowTable {
         // probe ran before the copy) can still be about to look in the old one: deleted
         // at once, such a packet would find neither and take the flow for new.
         grace_period();
-        for (index, tag) in stale {
-            self.free_slot(index, tag);
+        for e in stale {
+            self.carry_over(&e, to - 1);
+            self.free_slot(e.index, e.tag);
         }
         if out.unplaced != 0 {
             if to < from {
@@ -463,6 +465,61 @@ impl FlowTable {
             }
         }
         Place::NoRoom
+    }
+
+    /// Carry over to a moved flow's copy (in the region of mask `target`) what packets wrote
+    /// to its old slot after the copy was read as `copied`, once no program run can still
+    /// write the old slot: a packet that probed the new region before the copy was there
+    /// found the flow in the old one. Field by field, each only if the copy still holds what
+    /// was copied there (a packet that found the copy since wrote newer news): the backend
+    /// and generation (the flow moved off a backend that stopped serving), written in the
+    /// program's order; the state (a FIN, a reopening SYN, a flow seen again), by
+    /// compare-and-swap; the last-seen stamp, if later.
+    fn carry_over(&self, copied: &Entry, target: u32) {
+        let Some(old) = self.read(copied.index) else {
+            return;
+        };
+        let (was, now) = (copied.value, old.value);
+        if old.tag != copied.tag || now == was {
+            return;
+        }
+        let Some(copy) = self.scan_in(&copied.key, target).found else {
+            return;
+        };
+        let [backend_id, generation, last_seen, state] = self.value_words(copy.index);
+        if (now.backend_id, now.generation) != (was.backend_id, was.generation)
+            && backend_id
+                .compare_exchange(
+                    was.backend_id,
+                    now.backend_id,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            generation.store(now.generation, Ordering::Release);
+        }
+        if now.state != was.state {
+            let _ =
+                state.compare_exchange(was.state, now.state, Ordering::AcqRel, Ordering::Acquire);
+        }
+        if now.last_seen != was.last_seen {
+            // Wrapping tick arithmetic: later by less than half the range.
+            let _ = last_seen.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                (now.last_seen.wrapping_sub(t).wrapping_sub(1) < u32::MAX / 2)
+                    .then_some(now.last_seen)
+            });
+        }
+    }
+
+    /// The four 32-bit words of slot `i`'s value (`FlowValue`: backend id, generation, last
+    /// seen, state), for updates in place while the program runs.
+    fn value_words(&self, i: u32) -> [&AtomicU32; 4] {
+        // SAFETY: a slot within the mapping (`slot` masks the index).
+        let v = unsafe { std::ptr::addr_of_mut!((*self.slot(i)).value) }.cast::<u32>();
+        // SAFETY: `FlowValue` is four `u32`s (`repr(C)`, 16 bytes, 4-aligned) within the
+        // mapping; the program reads and writes them whole, as 32-bit words.
+        [0, 1, 2, 3].map(|k| unsafe { AtomicU32::from_ptr(v.add(k)) })
     }
 
     /// Publish a change of the region to `to` slots without moving a flow: what a daemon
@@ -678,6 +735,76 @@ mod tests {
         let t = table(slots);
         t.set_region(FlowRegion::of(region));
         t
+    }
+
+    /// What a packet wrote to a flow's old slot after the flow was copied into the new
+    /// region (the packet found it there, the copy not yet made) reaches the copy before the
+    /// old slot goes; what a packet wrote to the copy since is not replaced by older news.
+    #[test]
+    fn a_resize_carries_over_what_packets_wrote_to_the_old_slot_after_the_copy() {
+        use lb_common::{FLOW_CLOSING, FLOW_NEW, FLOW_OPEN};
+        let t = table_in(4096, 256);
+        for n in 0..90 {
+            t.insert(&key(n), &value(n));
+        }
+        t.set_region(FlowRegion::moving(1024, 256));
+        let moved: Vec<Entry> = t
+            .iter()
+            .filter(|e| e.index < 256 && matches!(t.place(e, 1023), Place::Moved))
+            .collect();
+        assert!(moved.len() >= 4, "{}", moved.len());
+        let write = |index, v: FlowValue| {
+            for (w, x) in
+                t.value_words(index)
+                    .iter()
+                    .zip([v.backend_id, v.generation, v.last_seen, v.state])
+            {
+                w.store(x, Ordering::Release);
+            }
+        };
+        let copy_of = |e: &Entry| t.scan_in(&e.key, 1023).found.unwrap();
+        let (fin, moves, both, quiet) = (moved[0], moved[1], moved[2], moved[3]);
+        // Packets on the old slots after the copies were read: a FIN stamped a tick later;
+        // a move to backend 77 (its backend stopped serving); and a flow seen again...
+        let fin_v = FlowValue {
+            state: FLOW_CLOSING,
+            last_seen: 6,
+            ..fin.value
+        };
+        write(fin.index, fin_v);
+        let moves_v = FlowValue {
+            backend_id: 77,
+            generation: 3,
+            last_seen: 6,
+            state: FLOW_NEW,
+        };
+        write(moves.index, moves_v);
+        write(
+            both.index,
+            FlowValue {
+                state: FLOW_OPEN,
+                last_seen: 6,
+                ..both.value
+            },
+        );
+        // ... whose copy a later packet has closed and stamped later still.
+        let both_later = FlowValue {
+            state: FLOW_CLOSING,
+            last_seen: 7,
+            ..both.value
+        };
+        write(copy_of(&both).index, both_later);
+        for e in &moved {
+            t.carry_over(e, 1023);
+            assert!(t.free_slot(e.index, e.tag));
+        }
+        t.set_region(FlowRegion::of(1024));
+        let get = |e: &Entry| t.get(&e.key).unwrap();
+        assert_eq!(get(&fin), fin_v);
+        assert_eq!(get(&moves), moves_v);
+        assert_eq!(get(&both), both_later);
+        assert_eq!(get(&quiet), quiet.value);
+        assert_eq!(t.count(), 90);
     }
 
     #[test]
