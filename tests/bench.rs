@@ -184,3 +184,37 @@ fn generator_rewrites_flows_with_valid_checksums() {
         }
     }
 }
+
+/// The memory floor (`sluice_floor_miss`) answers as the floor does (MACs swapped,
+/// `XDP_TX`, nothing else changed) and steps through its lines, one a call.
+#[test]
+fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
+    use lb_common::bench::programs;
+    use sluice_dataplane::BenchObject;
+    use sluice_lab::bench::packet::{miss_state, set_miss_state};
+
+    require_root();
+    let lines = 1024u32;
+    let mut bo = BenchObject::load_with_miss_lines(lines).expect("load the bench object");
+    set_miss_state(&mut bo, lines).expect("set the memory floor's state");
+    let mut frame = vec![0u8; 64];
+    frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    for (i, b) in frame[14..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let calls = 10u32;
+    for _ in 0..calls {
+        let r = bo
+            .run_frame(programs::FLOOR_MISS, &frame, 0)
+            .expect("run the memory floor");
+        assert_eq!(r.action, 3, "XDP_TX");
+        assert_eq!(&r.frame[..6], &frame[6..12]);
+        assert_eq!(&r.frame[6..12], &frame[..6]);
+        assert_eq!(&r.frame[12..], &frame[12..]);
+    }
+    let state = miss_state(&bo).expect("read the memory floor's state");
+    assert!(state.iter().all(|s| s[0] == lines - 1), "{state:?}");
+    assert_eq!(state.iter().map(|s| s[1]).sum::<u32>(), calls, "{state:?}");
+}

@@ -10,6 +10,9 @@ pub mod programs {
     pub const GEN: &str = "sluice_gen";
     /// Count the frame (`SINK_COUNT`) and `XDP_DROP` it.
     pub const SINK: &str = "sluice_sink";
+    /// The memory floor: read one 64-byte line of `MISS_LINES`, a different one each call
+    /// in a scattered order, then as `FLOOR_TX`.
+    pub const FLOOR_MISS: &str = "sluice_floor_miss";
 }
 
 /// Names of the maps in the benchmarks' eBPF object.
@@ -23,6 +26,29 @@ pub mod names {
     /// The template's first `GenConfig::restore_len` bytes (one entry of
     /// `GEN_TEMPLATE_LEN` bytes).
     pub const GEN_TEMPLATE: &str = "GEN_TEMPLATE";
+    /// The memory floor's lines (`MissLine`, a power of two of them: sized at load).
+    pub const MISS_LINES: &str = "MISS_LINES";
+    /// The memory floor's settings: `[lines - 1, calls so far]` (per CPU).
+    pub const MISS_STATE: &str = "MISS_STATE";
+}
+
+/// One line of the memory floor's array: 64 bytes, as a flow-table slot.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MissLine(pub [u64; 8]);
+
+const _: () = assert!(size_of::<MissLine>() == 64);
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, `Copy`, only `u64` fields: every bit pattern is valid, no padding.
+unsafe impl aya::Pod for MissLine {}
+
+/// The line the memory floor reads on its `n`-th call, of `mask + 1` (a power of two): a
+/// multiplicative scatter (an odd multiplier, so every line in turn), consecutive calls
+/// lines apart that no prefetcher follows.
+#[inline(always)]
+pub const fn miss_line(n: u32, mask: u32) -> u32 {
+    n.wrapping_mul(0x9e37_79b1) & mask
 }
 
 /// How `sluice_gen` turns its template frame into flow `i` (`i` = the per-CPU packet counter
@@ -68,3 +94,22 @@ const _: () = assert!(size_of::<GenConfig>() == 44);
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: every bit pattern is valid, no padding.
 unsafe impl aya::Pod for GenConfig {}
+
+#[cfg(test)]
+mod tests {
+    use super::miss_line;
+
+    /// The memory floor reads every line once per pass, consecutive calls far apart.
+    #[test]
+    fn the_memory_floor_visits_every_line_scattered() {
+        let mask = (1 << 12) - 1;
+        let mut seen = [false; 1 << 12];
+        for n in 0..=mask {
+            let i = miss_line(n, mask);
+            assert!(!seen[i as usize], "line {i} twice");
+            seen[i as usize] = true;
+            let step = miss_line(n + 1, mask).wrapping_sub(i) & mask;
+            assert!(step > 64 && step < mask - 64, "step {step} from call {n}");
+        }
+    }
+}

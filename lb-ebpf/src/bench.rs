@@ -1,7 +1,13 @@
 //! Helpers for benchmarks: the floor every per-packet figure is a ratio to, and the sink
 //! at the far end of a throughput run.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use lb_common::bench::{MissLine, miss_line};
 use network_types::eth::EthHdr;
 
 use crate::frame::ptr_at;
@@ -41,4 +47,39 @@ pub fn sink() -> u32 {
         unsafe { *c += 1 };
     }
     xdp_action::XDP_DROP
+}
+
+/// The memory floor's lines (`lb_common::bench::names::MISS_LINES`): one by default, sized
+/// by the benchmark that runs [`floor_miss`] (a power of two).
+#[map]
+pub static MISS_LINES: Array<MissLine> = Array::with_max_entries(1, 0);
+
+/// The memory floor's `[lines - 1, calls so far]`, per CPU (`names::MISS_STATE`).
+#[map]
+pub static MISS_STATE: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The memory floor: what a lookup that misses every cache costs above [`floor_tx`]. Read
+/// the first word of one line of `MISS_LINES` (the next of a scattered walk over them, as a
+/// flow-table lookup reads its slot's tag), branch on it as a lookup does, then swap MACs
+/// and send the frame back.
+#[inline(always)]
+pub fn floor_miss(ctx: &XdpContext) -> u32 {
+    let Some(st) = MISS_STATE.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+    let [mask, n] = unsafe { *st };
+    // SAFETY: as above.
+    unsafe { (*st)[1] = n.wrapping_add(1) };
+    let Some(line) = MISS_LINES.get(miss_line(n, mask)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: a live array value; read once, as the balancer reads a slot's tag.
+    let word = unsafe { core::ptr::read_volatile(&line.0[0]) };
+    // Never true (the lines stay zero): a branch on the loaded word, predicted, as a
+    // lookup's on its slot's tag.
+    if word == u64::MAX {
+        return xdp_action::XDP_PASS;
+    }
+    floor_tx(ctx)
 }

@@ -1,6 +1,7 @@
 //! The benchmarks' XDP programs (`sluice-bench-ebpf`), an object of their own so that the
 //! balancer's object (`sluice-ebpf`) carries only what production runs, and this one only
-//! the benchmarks' programs and maps (`GEN_CONFIG`, `GEN_COUNTER`, `SINK_COUNT`). Its logic
+//! the benchmarks' programs and maps (`GEN_CONFIG`, `GEN_COUNTER`, `SINK_COUNT`,
+//! `MISS_LINES`, `MISS_STATE`). Its logic
 //! is in its own modules `bench` and `gen`; it does not link the library (every map of the
 //! library would come with it), only `frame` (the bounds-checked access) is shared.
 #![no_std]
@@ -16,6 +17,13 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
     bench::floor_tx(&ctx)
+}
+
+/// Benchmark memory floor: one 64-byte line read from a large array (a different one each
+/// call), then as the floor.
+#[xdp]
+pub fn sluice_floor_miss(ctx: XdpContext) -> u32 {
+    bench::floor_miss(&ctx)
 }
 
 /// Benchmarks: the live-frames traffic generator (`BPF_PROG_TEST_RUN`, `XDP_TX`).

@@ -1,10 +1,11 @@
 //! The benchmarks' own eBPF object (`sluice-bench-ebpf`): the floor (`sluice_floor_tx`), the
-//! live-frames traffic generator (`sluice_gen`) and the sink (`sluice_sink`), with their maps
+//! memory floor (`sluice_floor_miss`), the live-frames traffic generator (`sluice_gen`) and
+//! the sink (`sluice_sink`), with their maps
 //! (`lb_common::bench::names`). It is apart from the balancer's object, so the balancer
 //! loads, verifies and pins only what production runs; the benchmarks load both.
 
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
-use lb_common::bench::programs;
+use lb_common::bench::{names, programs};
 
 use super::{
     AttachMode, Attached, DataplaneError, RunResult, attach, raise_memlock_limit, testrun,
@@ -16,7 +17,12 @@ pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice-bench-ebpf"));
 
 /// Every program of the benchmark object, loaded (verified) by [`BenchObject::load`].
-pub const BENCH_PROGRAMS: &[&str] = &[programs::FLOOR_TX, programs::GEN, programs::SINK];
+pub const BENCH_PROGRAMS: &[&str] = &[
+    programs::FLOOR_TX,
+    programs::FLOOR_MISS,
+    programs::GEN,
+    programs::SINK,
+];
 
 /// The loaded benchmark object. Programs it attached are detached by
 /// [`BenchObject::detach_all`] or when it is dropped; nothing of it is ever pinned.
@@ -27,10 +33,19 @@ pub struct BenchObject {
 }
 
 impl BenchObject {
-    /// Load the object and verify every program. Nothing is attached.
+    /// Load the object and verify every program. Nothing is attached. The memory floor
+    /// has one line (see [`BenchObject::load_with_miss_lines`]).
     pub fn load() -> Result<Self, DataplaneError> {
+        Self::load_with_miss_lines(1)
+    }
+
+    /// Load the object with `lines` 64-byte lines for the memory floor
+    /// (`sluice_floor_miss`; its `MISS_STATE` is for the caller to set).
+    pub fn load_with_miss_lines(lines: u32) -> Result<Self, DataplaneError> {
         raise_memlock_limit();
-        let mut ebpf = EbpfLoader::new().load(BENCH_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::MISS_LINES, lines)
+            .load(BENCH_OBJECT)?;
         attach::load_programs(&mut ebpf, BENCH_PROGRAMS)?;
         Ok(Self {
             ebpf,

@@ -428,7 +428,10 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         );
         tables.filled.push((n, dp));
     }
-    let bo = BenchObject::load().context("loading the benchmark object")?;
+    let lines = cases::miss_lines(opts);
+    let mut bo =
+        BenchObject::load_with_miss_lines(lines).context("loading the benchmark object")?;
+    set_miss_state(&mut bo, lines)?;
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
     let m = measure::run(&mut tables, &bo, &defs, opts, ifindex)?;
@@ -461,6 +464,31 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         cases: m.cases,
         notes,
     })
+}
+
+/// The memory floor's state on every CPU: its lines' mask (`lines`: a power of two, as
+/// loaded by `BenchObject::load_with_miss_lines`), its call counter at 0.
+pub fn set_miss_state(bo: &mut BenchObject, lines: u32) -> anyhow::Result<()> {
+    use aya::maps::{PerCpuArray, PerCpuValues};
+    let map = bo
+        .ebpf_mut()
+        .map_mut(lb_common::bench::names::MISS_STATE)
+        .context("MISS_STATE missing from the benchmark object")?;
+    let mut state: PerCpuArray<_, [u32; 2]> = PerCpuArray::try_from(map)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    state.set(0, PerCpuValues::try_from(vec![[lines - 1, 0]; cpus])?, 0)?;
+    Ok(())
+}
+
+/// The memory floor's state: each CPU's `[lines - 1, calls so far]`.
+pub fn miss_state(bo: &BenchObject) -> anyhow::Result<Vec<[u32; 2]>> {
+    use aya::maps::PerCpuArray;
+    let map = bo
+        .ebpf()
+        .map(lb_common::bench::names::MISS_STATE)
+        .context("MISS_STATE missing from the benchmark object")?;
+    let state: PerCpuArray<_, [u32; 2]> = PerCpuArray::try_from(map)?;
+    Ok(state.get(&0, 0)?.iter().copied().collect())
 }
 
 /// The cases named in `only` (all when it is empty), in the benchmark's order; an unknown

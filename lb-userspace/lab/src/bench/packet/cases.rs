@@ -36,15 +36,34 @@ pub(super) enum Vary {
     Cycle(u64),
 }
 
+/// The program a case runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Program {
+    /// The balancer (`sluice_lb`).
+    Balancer,
+    /// The memory floor (`sluice_floor_miss`: the floor plus one 64-byte line read, a
+    /// different one each call, of as much memory as the biggest case's flow table): what
+    /// a lookup that misses every cache and the TLB costs here, for the many-flow cases
+    /// to be read against. Not a target: a reference.
+    MemoryFloor,
+}
+
 /// A case: what it sends, what it must answer, its target.
 pub(super) struct Def {
     pub(super) name: &'static str,
+    pub(super) program: Program,
     pub(super) label: String,
     pub(super) template: Frame,
     pub(super) vary: Vary,
     pub(super) expect: u32,
     pub(super) vip: Option<VipIdent>,
     pub(super) target: Option<f64>,
+}
+
+/// The memory floor's lines: as many 64-byte lines as the slots of the biggest many-flow
+/// case's table (twice its flows, a power of two: 128 MiB for a million flows).
+pub(super) fn miss_lines(opts: &Options) -> u32 {
+    u32::try_from((2 * opts.big_flows.max(1)).next_power_of_two()).unwrap_or(1 << 31)
 }
 
 /// A TCP frame from the benchmark's client range to `to`, with `flags`.
@@ -58,6 +77,7 @@ pub(super) fn tcp(to: VipIdent, flags: u8) -> Frame {
 pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
     let est = |name, label: &str, to: VipIdent, target| Def {
         name,
+        program: Program::Balancer,
         label: label.into(),
         template: tcp(to, TCP_ACK),
         vary: Vary::Fixed,
@@ -67,6 +87,7 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
     };
     let new = |name, label: &str, to: VipIdent, target| Def {
         name,
+        program: Program::Balancer,
         label: label.into(),
         template: tcp(to, TCP_SYN),
         vary: Vary::Fresh,
@@ -77,6 +98,7 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
     let mut defs = vec![
         Def {
             name: "not_vip",
+            program: Program::Balancer,
             label: "not a VIP: XDP_PASS".into(),
             template: client_frame(NOT_VIP, 80, false, TCP_ACK),
             vary: Vary::Fixed,
@@ -92,6 +114,7 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
         ),
         Def {
             name: "udp_established",
+            program: Program::Balancer,
             label: "UDP established, 1 flow, DSR".into(),
             template: client_frame(VIPS.udp.address, VIPS.udp.port, true, 0),
             vary: Vary::Fixed,
@@ -137,6 +160,19 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
             VIPS.big,
             None,
         ),
+        Def {
+            name: "memory_floor",
+            program: Program::MemoryFloor,
+            label: format!(
+                "memory floor: floor + 1 line of {} MiB",
+                (miss_lines(opts) * 64) >> 20
+            ),
+            template: tcp(VIPS.tcp, TCP_ACK),
+            vary: Vary::Fixed,
+            expect: XDP_TX,
+            vip: None,
+            target: None,
+        },
     ];
     for (name, n, target) in [
         ("tcp_established_mid", opts.mid_flows, (50_000, TARGET_50K)),
@@ -148,6 +184,7 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
     ] {
         defs.push(Def {
             name,
+            program: Program::Balancer,
             label: format!("established, {} flows in table", short(n)),
             template: tcp(VIPS.tcp, TCP_ACK),
             vary: Vary::Cycle(n),

@@ -9,7 +9,7 @@ use lb_common::{bench::programs as bench_programs, programs};
 
 use super::{
     Case, Dist, Method, Options, VIPS, WARM_REPEAT, WARM_ROUNDS, Warm,
-    cases::{Def, Vary, tcp},
+    cases::{Def, Program, Vary, tcp},
     percentile, round_ratios, stats,
 };
 use crate::{
@@ -185,6 +185,7 @@ pub(super) fn run(
     ifindex: u32,
 ) -> anyhow::Result<Measured> {
     let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
+    let memory_floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?;
     let (warmup, calls) = (u64::from(opts.warmup), u64::from(opts.calls));
     let paired = opts.method == Method::Paired;
     let all = (calls * u64::from(opts.rounds)) as usize;
@@ -231,7 +232,10 @@ pub(super) fn run(
         };
         for (def, acc) in defs.iter().zip(&mut accs) {
             let dp = tables.ready(def.vary)?;
-            let lb = run::xdp(dp.ebpf(), programs::BALANCER)?;
+            let lb = match def.program {
+                Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
+                Program::MemoryFloor => memory_floor,
+            };
             let mut f = def.template.clone();
             let b = Block {
                 name: def.name,
@@ -340,7 +344,7 @@ fn warm_figures(
     ifindex: u32,
 ) -> anyhow::Result<Option<Warm>> {
     let encap = def.vip.is_some_and(|v| v == VIPS.ipip || v == VIPS.ip6ip6);
-    if !matches!(def.vary, Vary::Fixed) || encap {
+    if !matches!(def.vary, Vary::Fixed) || encap || def.program != Program::Balancer {
         return Ok(None);
     }
     let dp = tables.ready(def.vary)?;

@@ -125,9 +125,15 @@ fn targets_on_their_cases() {
         "ipv6_established",
         "ipv6_new",
         "udp_established",
+        "memory_floor",
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
+    // The memory floor is a reference, without a target, over as much memory as the
+    // biggest table's slots (twice its flows, a power of two).
+    assert_eq!(target(BIG_FLOWS, "memory_floor"), None);
+    assert_eq!(cases::miss_lines(&opts(1_000_000)), 1 << 21);
+    assert_eq!(cases::miss_lines(&opts(20_000)), 1 << 16);
 }
 
 /// `--case` keeps the named cases in the benchmark's order and refuses an unknown name,
