@@ -28,7 +28,9 @@ fn quick_bench_writes_every_figure() {
 
     let packet = report.packet.as_ref().expect("packet part ran");
     assert_eq!(packet.method, sluice_lab::bench::packet::Method::Block);
-    assert_eq!(packet.cases.len(), 13);
+    // Thirteen cases of the balancer and the memory floor.
+    assert_eq!(packet.cases.len(), 14);
+    assert!(packet.cases.iter().any(|c| c.name == "memory_floor"));
     assert_eq!(packet.floor_round_p50_ns.len(), packet.rounds as usize);
     for c in &packet.cases {
         // Every new-flow call inserted a flow; every other call found its own.
