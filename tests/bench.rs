@@ -188,7 +188,8 @@ fn generator_rewrites_flows_with_valid_checksums() {
 }
 
 /// The memory floor (`sluice_floor_miss`) answers as the floor does (MACs swapped,
-/// `XDP_TX`, nothing else changed) and steps through its lines, one a call.
+/// `XDP_TX`, nothing else changed, its work done too) and steps through its lines, one a
+/// call.
 #[test]
 fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     use lb_common::bench::programs;
@@ -198,7 +199,7 @@ fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     require_root();
     let lines = 1024u32;
     let mut bo = BenchObject::load_with_miss_lines(lines).expect("load the bench object");
-    set_miss_state(&mut bo, lines).expect("set the memory floor's state");
+    set_miss_state(&mut bo, lines, 40).expect("set the memory floor's state");
     let mut frame = vec![0u8; 64];
     frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
     frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -217,6 +218,13 @@ fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
         assert_eq!(&r.frame[12..], &frame[12..]);
     }
     let state = miss_state(&bo).expect("read the memory floor's state");
-    assert!(state.iter().all(|s| s[0] == lines - 1), "{state:?}");
-    assert_eq!(state.iter().map(|s| s[1]).sum::<u32>(), calls, "{state:?}");
+    assert!(
+        state.iter().all(|s| s.mask == lines - 1 && s.work == 40),
+        "{state:?}"
+    );
+    assert_eq!(
+        state.iter().map(|s| s.calls).sum::<u32>(),
+        calls,
+        "{state:?}"
+    );
 }

@@ -28,7 +28,7 @@ pub mod names {
     pub const GEN_TEMPLATE: &str = "GEN_TEMPLATE";
     /// The memory floor's lines (`MissLine`, a power of two of them: sized at load).
     pub const MISS_LINES: &str = "MISS_LINES";
-    /// The memory floor's settings: `[lines - 1, calls so far]` (per CPU).
+    /// The memory floor's settings and call count (`MissState`, per CPU).
     pub const MISS_STATE: &str = "MISS_STATE";
 }
 
@@ -42,6 +42,29 @@ const _: () = assert!(size_of::<MissLine>() == 64);
 #[cfg(feature = "user")]
 // SAFETY: `#[repr(C)]`, `Copy`, only `u64` fields: every bit pattern is valid, no padding.
 unsafe impl aya::Pod for MissLine {}
+
+/// The memory floor's settings and call count, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MissState {
+    /// Its lines − 1 (they are a power of two; at most as many as `MISS_LINES` has).
+    pub mask: u32,
+    /// Calls so far: which line the next reads ([`miss_line`]).
+    pub calls: u32,
+    /// Rounds of arithmetic after the read that do not wait for it (at most
+    /// [`MISS_WORK_MAX`]): 0 measures the read alone; more stands for the rest of a
+    /// program's work, which a program as small as the floor does not have.
+    pub work: u32,
+}
+
+const _: () = assert!(size_of::<MissState>() == 12);
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]`, `Copy`, only `u32` fields: every bit pattern is valid, no padding.
+unsafe impl aya::Pod for MissState {}
+
+/// The most rounds of work the memory floor does.
+pub const MISS_WORK_MAX: u32 = 256;
 
 /// The line the memory floor reads on its `n`-th call, of `mask + 1` (a power of two): a
 /// multiplicative scatter (an odd multiplier, so every line in turn), consecutive calls

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use lb_common::bench::{MissLine, miss_line};
+use lb_common::bench::{MISS_WORK_MAX, MissLine, MissState, miss_line};
 use network_types::eth::EthHdr;
 
 use crate::frame::ptr_at;
@@ -54,24 +54,25 @@ pub fn sink() -> u32 {
 #[map]
 pub static MISS_LINES: Array<MissLine> = Array::with_max_entries(1, 0);
 
-/// The memory floor's `[lines - 1, calls so far]`, per CPU (`names::MISS_STATE`).
+/// The memory floor's state, per CPU (`names::MISS_STATE`, `lb_common::bench::MissState`).
 #[map]
-pub static MISS_STATE: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+pub static MISS_STATE: PerCpuArray<MissState> = PerCpuArray::with_max_entries(1, 0);
 
 /// The memory floor: what a lookup that misses every cache costs above [`floor_tx`]. Read
 /// the first word of one line of `MISS_LINES` (the next of a scattered walk over them, as a
-/// flow-table lookup reads its slot's tag), branch on it as a lookup does, then swap MACs
-/// and send the frame back.
+/// flow-table lookup reads its slot's tag), branch on it as a lookup does, do `work`
+/// rounds of arithmetic that does not wait for it (a program's other work), then swap MACs
+/// with a rewrite that does (as a balancer's on its flow's entry) and send the frame back.
 #[inline(always)]
 pub fn floor_miss(ctx: &XdpContext) -> u32 {
     let Some(st) = MISS_STATE.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-    let [mask, n] = unsafe { *st };
+    let MissState { mask, calls, work } = unsafe { *st };
     // SAFETY: as above.
-    unsafe { (*st)[1] = n.wrapping_add(1) };
-    let Some(line) = MISS_LINES.get(miss_line(n, mask)) else {
+    unsafe { (*st).calls = calls.wrapping_add(1) };
+    let Some(line) = MISS_LINES.get(miss_line(calls, mask)) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: a live array value; read once, as the balancer reads a slot's tag.
@@ -81,5 +82,31 @@ pub fn floor_miss(ctx: &XdpContext) -> u32 {
     if word == u64::MAX {
         return xdp_action::XDP_PASS;
     }
-    floor_tx(ctx)
+    // Four independent chains of adds and XORs, none waiting for the line.
+    let (mut a, mut b, mut c, mut d) = (u64::from(work), 1u64, 2u64, 3u64);
+    let mut i = 0;
+    while i < work && i < MISS_WORK_MAX {
+        let x = u64::from(i);
+        a = a.wrapping_add(x);
+        b ^= x;
+        c = c.wrapping_add(x << 1);
+        d ^= x << 2;
+        i += 1;
+    }
+    let w = core::hint::black_box(a ^ b ^ c ^ d);
+    // The rewrite depends on the line, as a balancer's on its flow's entry: zero (the
+    // word is zero, `w ^ w` too, unknown to LLVM), so the MACs are swapped, nothing else.
+    let z = (w ^ core::hint::black_box(w) ^ word) as u8;
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: `ptr_at` checked the header is inside the frame.
+    let (mut dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    dst[0] ^= z;
+    // SAFETY: as above.
+    unsafe {
+        (*eth).dst_addr = src;
+        (*eth).src_addr = dst;
+    }
+    xdp_action::XDP_TX
 }

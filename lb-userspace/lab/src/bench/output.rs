@@ -86,6 +86,10 @@ pub fn figures(r: &Report) -> Vec<(String, f64)> {
                 format!("throughput.{}.{}.vs_drop", s.mode, s.flows),
                 s.vs_drop,
             ));
+            v.push((
+                format!("throughput.{}.{}.floor_miss_vs_floor_tx", s.mode, s.flows),
+                s.miss_vs_floor_tx,
+            ));
         }
     }
     v

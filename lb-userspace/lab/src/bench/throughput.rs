@@ -3,8 +3,8 @@
 //! programs on the same veth, in the same run:
 //!
 //! ```text
-//!   generator ──────────▶ tg0 ══veth══ tl0 [sluice_lb | sluice_floor_tx | sluice_sink]
-//!                            ▲                         │ XDP_TX (sluice, floor_tx)
+//!   generator ──────────▶ tg0 ══veth══ tl0 [sluice_lb | sluice_floor_tx | sluice_floor_miss | sluice_sink]
+//!                            ▲                         │ XDP_TX (sluice, floor_tx, floor_miss)
 //!                            └── tg0 [sluice_sink] ◀───┘
 //! ```
 //!
@@ -17,6 +17,11 @@
 //!   dropped by the sink on `tg0`; rate = packets the balancer processed (its `REASONS`).
 //! - `floor_tx`: `sluice_floor_tx` (swap MACs, `XDP_TX`) on `tl0`, the same sink; rate =
 //!   packets the sink received.
+//! - `floor_miss`: the memory floor, `sluice_floor_miss` (`floor_tx` plus one 64-byte line
+//!   read a packet, scattered over as much memory as sluice's flow-table region at that
+//!   flow count, and work that costs about what sluice's DSR path does: [`MISS_WORK`]),
+//!   the same sink: the rate of a program of sluice's cost that must read one line a
+//!   packet.
 //! - `drop`: the sink on `tl0` itself; rate = packets it dropped.
 //!
 //! Generator, both veth ends' NAPI and the programs all run on the pinned CPU (the veth
@@ -69,7 +74,7 @@ pub struct Options {
 pub struct Run {
     /// The VIP's forwarding mode for sluice: `dsr` or `ipip` (the floors run with each).
     pub mode: &'static str,
-    /// `sluice`, `floor_tx` or `drop`.
+    /// `sluice`, `floor_tx`, `floor_miss` or `drop`.
     pub config: &'static str,
     pub flows: u32,
     pub round: usize,
@@ -99,9 +104,16 @@ pub struct Summary {
     pub flows: u32,
     pub sluice_pps: f64,
     pub floor_tx_pps: f64,
+    /// The memory floor (`sluice_floor_miss`: the MAC-swap floor plus one 64-byte line
+    /// read a packet, scattered over as much memory as sluice's flow table region holds
+    /// at this flow count, and [`MISS_WORK`] rounds of work): the rate of a program that
+    /// costs about what sluice does with its flows cached and must read one line a packet.
+    pub floor_miss_pps: f64,
     pub drop_pps: f64,
     /// `sluice_pps / floor_tx_pps`.
     pub vs_floor_tx: f64,
+    /// `floor_miss_pps / floor_tx_pps`: what reading one line a packet leaves of the floor.
+    pub miss_vs_floor_tx: f64,
     pub vs_drop: f64,
     /// What sluice costs per packet beyond the MAC-swap floor (ns).
     pub sluice_extra_ns: f64,
@@ -141,6 +153,14 @@ const VIP_UDP: VipIdent = VipIdent {
 };
 /// Flow 0's source address (both generators).
 const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 64, 0, 0);
+
+/// Rounds of work the memory floor does after its read in a throughput run (4 independent
+/// chains of an add or XOR each): 50 make it cost about what sluice's DSR path costs with
+/// its flows cached (at one flow 0.90–0.91× the MAC-swap floor's rate, sluice 0.90×, in
+/// the run of 2026-12-05). A program as small as the bare read hides its miss behind the
+/// frames after it (the CPU runs ahead into the next frame's program): at 1M flows it
+/// kept 0.80–0.91× of the floor, which no program that does a balancer's work can.
+const MISS_WORK: u32 = 50;
 
 /// The forwarding modes measured, with their names.
 const MODES: [(u8, &str); 2] = [(MODE_DSR, "dsr"), (lb_common::MODE_IPIP, "ipip")];
@@ -342,8 +362,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         flow_entries: packet::flow_entries_for(u64::from(max_flows)),
         ..Sizes::default()
     })?;
-    // The floor, the sink and the generator.
-    let mut bo = BenchObject::load()?;
+    // The floors, the sink and the generator; the memory floor with as many lines as the
+    // largest flow count's region has slots (each count reads as many as its own region).
+    dp.fit_flow_region(u64::from(max_flows));
+    let mut bo = BenchObject::load_with_miss_lines(dp.flow_table().region().slots())?;
     // Removes its device from pktgen when dropped, on every path out of here.
     let mut source = Source::open(opts.generator.kind, opts.cpu, gen_if)?;
     let vip = source.vip();
@@ -375,9 +397,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             let before = dp.reason_counts()?;
             source.set_flows(flows)?;
             dp.clear_flows()?;
-            // The region a daemon's sweeper gives this many flows.
+            // The region a daemon's sweeper gives this many flows; the memory floor reads
+            // as much memory.
             dp.fit_flow_region(u64::from(flows));
-            let mut pps: [Vec<f64>; 3] = Default::default();
+            packet::set_miss_state(&mut bo, dp.flow_table().region().slots(), MISS_WORK)?;
+            let mut pps: [Vec<f64>; 4] = Default::default();
             let mut new_flows_measured = 0;
             for round in 0..opts.rounds.max(1) {
                 for (k, config) in CONFIGS.into_iter().enumerate() {
@@ -408,14 +432,16 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             );
             let forwarded = counts[reason::FWD_TX as usize] - before[reason::FWD_TX as usize];
             ensure!(forwarded > 0, "sluice forwarded nothing");
-            let [s, f, d] = pps.map(|mut v| super::median(&mut v));
+            let [s, f, m, d] = pps.map(|mut v| super::median(&mut v));
             summary.push(Summary {
                 mode: fwd_name,
                 flows,
                 sluice_pps: s,
                 floor_tx_pps: f,
+                floor_miss_pps: m,
                 drop_pps: d,
                 vs_floor_tx: s / f.max(1.0),
+                miss_vs_floor_tx: m / f.max(1.0),
                 vs_drop: s / d.max(1.0),
                 sluice_extra_ns: 1e9 / s.max(1.0) - 1e9 / f.max(1.0),
                 new_flows_measured,
@@ -443,7 +469,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     })
 }
 
-const CONFIGS: [&str; 3] = ["sluice", "floor_tx", "drop"];
+const CONFIGS: [&str; 4] = ["sluice", "floor_tx", "floor_miss", "drop"];
 
 /// The count of frames the program on `tl0` has processed, once it stops moving: frames a
 /// generator sent may still sit in the veth's ring when it returns (bounded: 2 s).
@@ -477,6 +503,7 @@ fn measure(
     let (far, near) = match config {
         "sluice" => (programs::BALANCER, Some(bench_programs::SINK)),
         "floor_tx" => (bench_programs::FLOOR_TX, Some(bench_programs::SINK)),
+        "floor_miss" => (bench_programs::FLOOR_MISS, Some(bench_programs::SINK)),
         _ => (bench_programs::SINK, None),
     };
     // The receiving end first, so nothing sent back is lost.
@@ -561,13 +588,21 @@ pub fn text(t: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "{:>5} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>13}",
-        "mode", "flows", "sluice", "floor_tx", "drop", "vs floor_tx", "vs drop", "sluice +ns/pkt"
+        "{:>5} {:>8} {:>9} {:>9} {:>9} {:>11} {:>9} {:>14} {:>10}",
+        "mode",
+        "flows",
+        "sluice",
+        "floor_tx",
+        "drop",
+        "vs floor_tx",
+        "vs drop",
+        "sluice +ns/pkt",
+        "floor_miss"
     );
     for x in &t.summary {
         let _ = writeln!(
             s,
-            "{:>5} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.2}× {:>8.2}× {:>13.1}",
+            "{:>5} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>10.2}× {:>8.2}× {:>14.1} {:>9.2}×",
             x.mode,
             packet::short(u64::from(x.flows)),
             x.sluice_pps / 1e6,
@@ -575,9 +610,18 @@ pub fn text(t: &Report) -> String {
             x.drop_pps / 1e6,
             x.vs_floor_tx,
             x.vs_drop,
-            x.sluice_extra_ns
+            x.sluice_extra_ns,
+            x.miss_vs_floor_tx
         );
     }
+    let _ = writeln!(
+        s,
+        "floor_miss: the memory floor (sluice_floor_miss: floor_tx plus one 64-byte line read a \
+         packet, scattered over as much memory as sluice's flow table region at that flow \
+         count, and {MISS_WORK} rounds of arithmetic, about what sluice's DSR path costs with \
+         its flows cached), vs floor_tx: what a program of sluice's cost that must read one \
+         line a packet keeps of the floor"
+    );
     let sum = |f: fn(&Run) -> u64| t.runs.iter().map(f).sum::<u64>();
     let _ = writeln!(
         s,
