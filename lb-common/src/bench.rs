@@ -11,7 +11,8 @@ pub mod programs {
     /// Count the frame (`SINK_COUNT`) and `XDP_DROP` it.
     pub const SINK: &str = "sluice_sink";
     /// The memory floor: read one 64-byte line of `MISS_LINES`, a different one each call
-    /// in a scattered order, then as `FLOOR_TX`.
+    /// in a scattered order, do `MissState::work` rounds of arithmetic, then as `FLOOR_TX`
+    /// (the rewrite depending on the line).
     pub const FLOOR_MISS: &str = "sluice_floor_miss";
 }
 

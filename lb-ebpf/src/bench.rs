@@ -1,5 +1,6 @@
-//! Helpers for benchmarks: the floor every per-packet figure is a ratio to, and the sink
-//! at the far end of a throughput run.
+//! Helpers for benchmarks: the floor every per-packet figure is a ratio to, the memory
+//! floor (the floor plus one line read from memory), and the sink at the far end of a
+//! throughput run.
 
 use aya_ebpf::{
     bindings::xdp_action,

@@ -20,7 +20,7 @@ pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
 }
 
 /// Benchmark memory floor: one 64-byte line read from a large array (a different one each
-/// call), then as the floor.
+/// call), some work, then as the floor.
 #[xdp]
 pub fn sluice_floor_miss(ctx: XdpContext) -> u32 {
     bench::floor_miss(&ctx)
