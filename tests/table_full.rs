@@ -88,17 +88,13 @@ impl Balancer {
 #[test]
 fn a_full_table_forwards_new_flows_by_hash_and_the_sweep_makes_room() {
     require_root();
-    let _ns = sluice_tests::netns::Private::enter().unwrap();
-    pin_to_cpu(0);
-    let ifindex = fuzz::network().unwrap();
-    let dp = Dataplane::load(Sizes {
+    let (_ns, ifindex, mut dp) = lab(Sizes {
         flow_entries: ENTRIES,
         table_slots: 16384,
         ..Sizes::default()
-    })
-    .unwrap();
+    });
+    pin_to_cpu(0);
     assert_eq!(dp.flow_table().slots() as usize, SLOTS);
-    let mut dp = dp;
     dp.publish(&fuzz::setup().desired).unwrap();
     let mut clock = dp.clock().unwrap();
     clock.tick().unwrap();
@@ -200,18 +196,21 @@ fn all_follow(b: &mut Balancer, flows: &[(Spec, Vec<u8>)], when: &str) {
     assert_eq!(b.dp.flow_count(), held, "{when}: an ACK opened a flow");
 }
 
-/// A private namespace with the fuzz network, and a data plane whose flow table has 2^18
-/// slots: more than the smallest region (2^17), where a new table starts.
-fn region_lab() -> (sluice_tests::netns::Private, u32, Dataplane) {
+/// A private namespace with the fuzz network (its ifindex), and a data plane of `sizes`.
+fn lab(sizes: Sizes) -> (sluice_tests::netns::Private, u32, Dataplane) {
     let ns = sluice_tests::netns::Private::enter().unwrap();
     let ifindex = fuzz::network().unwrap();
-    let dp = Dataplane::load(Sizes {
+    (ns, ifindex, Dataplane::load(sizes).unwrap())
+}
+
+/// [`lab`] with a flow table of 2^18 slots: more than the smallest region (2^17), where a
+/// new table starts.
+fn region_lab() -> (sluice_tests::netns::Private, u32, Dataplane) {
+    lab(Sizes {
         flow_entries: 1 << 17,
         table_slots: 16384,
         ..Sizes::default()
     })
-    .unwrap();
-    (ns, ifindex, dp)
 }
 
 #[test]
@@ -370,9 +369,13 @@ fn a_reused_backend_slot_counts_only_its_own_backends_flows() {
     use sluice_dataplane::{Desired, DesiredVip};
 
     require_root();
-    let _ns = sluice_tests::netns::Private::enter().unwrap();
+    // Slot 0 is reserved: two slots, so the third backend must take the removed one's.
+    let (_ns, ifindex, mut dp) = lab(Sizes {
+        flow_entries: 1024,
+        backend_slots: 3,
+        ..Sizes::default()
+    });
     pin_to_cpu(0);
-    let ifindex = fuzz::network().unwrap();
     let full = fuzz::setup().desired;
     let vip_addr: IpAddr = MAGLEV.0.parse().unwrap();
     let vip = full
@@ -392,13 +395,6 @@ fn a_reused_backend_slot_counts_only_its_own_backends_flows() {
             ..vip.clone()
         }],
     };
-    // Slot 0 is reserved: two slots, so the third backend must take the removed one's.
-    let mut dp = Dataplane::load(Sizes {
-        flow_entries: 1024,
-        backend_slots: 3,
-        ..Sizes::default()
-    })
-    .unwrap();
     dp.publish(&with(&[&x, &y])).unwrap();
     dp.clock().unwrap().tick().unwrap();
     let mut sweeper = dp.sweeper(conntrack::Timeouts::default()).unwrap();
@@ -408,11 +404,7 @@ fn a_reused_backend_slot_counts_only_its_own_backends_flows() {
         r.backends.get(&addr).copied()
     };
     let recount = |b: &mut Balancer, sweeper: &mut conntrack::Sweeper| {
-        let backends: Vec<_> =
-            b.dp.layout()
-                .vips()
-                .flat_map(|(_, r)| r.backends.values().copied())
-                .collect();
+        let backends: Vec<_> = b.dp.layout().backends().collect();
         let s = sweeper.sweep(&backends).unwrap();
         b.dp.rebase_conntrack(&s);
     };

@@ -605,11 +605,7 @@ fn spawn_sweeper(
                 if std::time::Instant::now() >= next {
                     next += period;
                     let backends: Vec<_> = match dp.lock() {
-                        Ok(dp) => dp
-                            .layout()
-                            .vips()
-                            .flat_map(|(_, r)| r.backends.values().copied())
-                            .collect(),
+                        Ok(dp) => dp.layout().backends().collect(),
                         Err(_) => return,
                     };
                     match sweeper.sweep(&backends) {

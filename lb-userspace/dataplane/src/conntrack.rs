@@ -603,47 +603,30 @@ impl Book {
 mod tests {
     use super::*;
 
+    fn oc(opens: u64, closes: u64) -> OpenClose {
+        OpenClose { opens, closes }
+    }
+
+    /// A sweep that counted `active` open flows of backend slot `id` (its backend of
+    /// `generation`) at counters `at`, which did not move while it walked.
+    fn swept(id: u32, generation: u32, active: u64, at: OpenClose) -> Sweep {
+        let mut s = Sweep::default();
+        s.generations.insert(id, generation);
+        s.active.insert(id, active);
+        s.counters.insert(id, at);
+        s
+    }
+
     #[test]
     fn book_adds_opens_and_subtracts_closes_since_the_sweep() {
         let mut b = Book::default();
-        let mut s = Sweep::default();
-        s.generations.insert(7, 1);
-        s.active.insert(7, 10);
-        s.counters.insert(
-            7,
-            OpenClose {
-                opens: 100,
-                closes: 90,
-            },
-        );
-        b.rebase(&s);
-        let now = OpenClose {
-            opens: 105,
-            closes: 93,
-        };
+        b.rebase(&swept(7, 1, 10, oc(100, 90)));
+        let now = oc(105, 93);
         assert_eq!(b.active(7, now), 12);
         // Never negative, even if closes outrun what the base knew of.
-        assert_eq!(
-            b.active(
-                7,
-                OpenClose {
-                    opens: 100,
-                    closes: 200
-                }
-            ),
-            0
-        );
+        assert_eq!(b.active(7, oc(100, 200)), 0);
         b.reset(7, 1, now);
-        assert_eq!(
-            b.active(
-                7,
-                OpenClose {
-                    opens: 106,
-                    closes: 93
-                }
-            ),
-            1
-        );
+        assert_eq!(b.active(7, oc(106, 93)), 1);
     }
 
     /// A sweep whose walk raced with a backend's opens does not replace that backend's
@@ -651,15 +634,11 @@ mod tests {
     /// from the exact base, less the open flows the sweep deleted.
     #[test]
     fn a_churning_backend_keeps_its_exact_base_less_what_the_sweep_deleted() {
-        let oc = |opens, closes| OpenClose { opens, closes };
         let mut b = Book::default();
         b.reset(7, 1, oc(100, 90));
         // The walk counted 8 (some of the 3 flows opened while it ran, twice); the sweep
         // expired one open flow of backend 7.
-        let mut churned = Sweep::default();
-        churned.generations.insert(7, 1);
-        churned.active.insert(7, 8);
-        churned.counters.insert(7, oc(103, 90));
+        let mut churned = swept(7, 1, 8, oc(103, 90));
         churned.unsettled.insert(7, 1);
         b.rebase(&churned);
         // Since the reset: 5 opened, 1 closed, 1 expired.
@@ -672,11 +651,7 @@ mod tests {
         adopted.rebase(&churned);
         assert_eq!(adopted.active(7, now), 8 + 2 - 1);
         // ... until a sweep during which its counters did not move,
-        let mut quiet = Sweep::default();
-        quiet.generations.insert(7, 1);
-        quiet.active.insert(7, 3);
-        quiet.counters.insert(7, now);
-        adopted.rebase(&quiet);
+        adopted.rebase(&swept(7, 1, 3, now));
         assert_eq!(adopted.active(7, now), 3);
         // after which a churning sweep no longer replaces it.
         let mut again = churned.clone();
@@ -691,24 +666,16 @@ mod tests {
     /// backend that took the slot while it walked (reset for the new generation).
     #[test]
     fn a_sweep_of_a_slots_earlier_backend_leaves_the_new_backends_base() {
-        let oc = |opens, closes| OpenClose { opens, closes };
         let mut b = Book::default();
         b.reset(7, 1, oc(0, 0));
-        let mut old = Sweep::default();
-        old.generations.insert(7, 1);
-        old.active.insert(7, 30);
-        old.counters.insert(7, oc(40, 10));
+        let old = swept(7, 1, 30, oc(40, 10));
         // The slot changes hands before that sweep is taken in; its counters carry the old
         // backend's life.
         b.reset(7, 2, oc(45, 12));
         b.rebase(&old);
         assert_eq!(b.active(7, oc(47, 12)), 2);
         // The next sweep counts the new backend: taken.
-        let mut new = Sweep::default();
-        new.generations.insert(7, 2);
-        new.active.insert(7, 2);
-        new.counters.insert(7, oc(47, 12));
-        b.rebase(&new);
+        b.rebase(&swept(7, 2, 2, oc(47, 12)));
         assert_eq!(b.active(7, oc(48, 13)), 2);
     }
 

@@ -395,6 +395,13 @@ impl Layout {
         self.vips.iter()
     }
 
+    /// Every backend slot in use (each VIP's backends), with its generation.
+    pub fn backends(&self) -> impl Iterator<Item = BackendRecord> + '_ {
+        self.vips
+            .values()
+            .flat_map(|r| r.backends.values().copied())
+    }
+
     /// The backend slot of `addr` under the VIP.
     pub fn backend_id(&self, ident: &super::VipIdent, addr: std::net::IpAddr) -> Option<u32> {
         self.vips.get(ident)?.backends.get(&addr).map(|b| b.id)

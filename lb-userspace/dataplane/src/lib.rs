@@ -525,8 +525,8 @@ impl Dataplane {
     pub fn used_backend_counters(&self) -> Result<Vec<Counters>, DataplaneError> {
         let backend_max = self
             .layout
-            .vips()
-            .flat_map(|(_, r)| r.backends.values().map(|b| b.id.saturating_add(1)))
+            .backends()
+            .map(|b| b.id.saturating_add(1))
             .max()
             .unwrap_or(0);
         batch::sum_first(&self.backend_stats, backend_max, add_counters).map_err(|source| {
