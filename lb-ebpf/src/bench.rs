@@ -23,11 +23,20 @@ fn copy_mac(m: &[u8; 6]) -> [u8; 6] {
 /// Swap the MACs and send the frame back: the least work an XDP forwarder can do.
 #[inline(always)]
 pub fn floor_tx(ctx: &XdpContext) -> u32 {
+    swap_macs(ctx, 0)
+}
+
+/// Swap the MACs, the new source's first byte XORed with `z` (0 but for the memory floor,
+/// whose rewrite must depend on the line it read; a constant 0 compiles away), and send
+/// the frame back.
+#[inline(always)]
+fn swap_macs(ctx: &XdpContext, z: u8) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: `ptr_at` checked the header is inside the frame.
-    let (dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    let (mut dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
+    dst[0] ^= z;
     // SAFETY: as above.
     unsafe {
         (*eth).dst_addr = src;
@@ -97,17 +106,5 @@ pub fn floor_miss(ctx: &XdpContext) -> u32 {
     let w = core::hint::black_box(a ^ b ^ c ^ d);
     // The rewrite depends on the line, as a balancer's on its flow's entry: zero (the
     // word is zero, `w ^ w` too, unknown to LLVM), so the MACs are swapped, nothing else.
-    let z = (w ^ core::hint::black_box(w) ^ word) as u8;
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: `ptr_at` checked the header is inside the frame.
-    let (mut dst, src) = unsafe { (copy_mac(&(*eth).dst_addr), copy_mac(&(*eth).src_addr)) };
-    dst[0] ^= z;
-    // SAFETY: as above.
-    unsafe {
-        (*eth).dst_addr = src;
-        (*eth).src_addr = dst;
-    }
-    xdp_action::XDP_TX
+    swap_macs(ctx, (w ^ core::hint::black_box(w) ^ word) as u8)
 }

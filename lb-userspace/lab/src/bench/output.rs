@@ -158,8 +158,8 @@ fn packet_text(s: &mut String, p: &super::packet::Report) {
          in a newly loaded object (an empty table: nothing evicted); many-flow cases: each call a hit, \
          cycling over the flows of a table of their own ({} entries; the others' {}). Memory \
          floor (a reference, not sluice): the floor plus one 64-byte line read, a different \
-         one each call in a scattered order, of an array as large as the biggest table's \
-         slots: what a lookup that misses every cache and the TLB costs here. Warm \
+         one each call in a scattered order, of an array of twice the biggest case's flows \
+         in lines: what a lookup that misses every cache and the TLB costs here. Warm \
          ratio: the same frame {} times back to back in one call (kernel average, caches \
          warm; sluice ns / floor ns), for the one-flow cases a run leaves parseable.",
         p.cpu, p.filled_flow_entries, p.flow_entries, WARM_REPEAT

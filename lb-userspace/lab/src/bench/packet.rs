@@ -471,32 +471,17 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
 /// many as `BenchObject::load_with_miss_lines` gave it), `work` rounds of arithmetic after
 /// the read, its call counter at 0.
 pub fn set_miss_state(bo: &mut BenchObject, lines: u32, work: u32) -> anyhow::Result<()> {
-    use aya::maps::{PerCpuArray, PerCpuValues};
-    use lb_common::bench::MissState;
-    let map = bo
-        .ebpf_mut()
-        .map_mut(lb_common::bench::names::MISS_STATE)
-        .context("MISS_STATE missing from the benchmark object")?;
-    let mut state: PerCpuArray<_, MissState> = PerCpuArray::try_from(map)?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    let s = MissState {
+    let state = lb_common::bench::MissState {
         mask: lines - 1,
         calls: 0,
         work,
     };
-    state.set(0, PerCpuValues::try_from(vec![s; cpus])?, 0)?;
-    Ok(())
+    super::traffic::set_every_cpu(bo, lb_common::bench::names::MISS_STATE, state)
 }
 
 /// The memory floor's state on each CPU.
 pub fn miss_state(bo: &BenchObject) -> anyhow::Result<Vec<lb_common::bench::MissState>> {
-    use aya::maps::PerCpuArray;
-    let map = bo
-        .ebpf()
-        .map(lb_common::bench::names::MISS_STATE)
-        .context("MISS_STATE missing from the benchmark object")?;
-    let state: PerCpuArray<_, lb_common::bench::MissState> = PerCpuArray::try_from(map)?;
-    Ok(state.get(&0, 0)?.iter().copied().collect())
+    super::traffic::per_cpu(bo, lb_common::bench::names::MISS_STATE)
 }
 
 /// The cases named in `only` (all when it is empty), in the benchmark's order; an unknown
@@ -541,10 +526,11 @@ pub fn prefill(
     ifindex: u32,
     cpus: &[usize],
 ) -> anyhow::Result<()> {
-    let before = dp.flow_count() as u64;
+    let want = dp.flow_count() as u64 + (range.end - range.start);
     fill(dp, syn, range.clone(), ifindex, cpus)?;
-    if (dp.flow_count() as u64) < before + (range.end - range.start) {
-        let lost = before + (range.end - range.start) - dp.flow_count() as u64;
+    let held = dp.flow_count() as u64;
+    if held < want {
+        let lost = want - held;
         tracing::info!(
             lost,
             "flows that lost a slot to another CPU's: filled again"

@@ -363,9 +363,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         ..Sizes::default()
     })?;
     // The floors, the sink and the generator; the memory floor with as many lines as the
-    // largest flow count's region has slots (each count reads as many as its own region).
-    dp.fit_flow_region(u64::from(max_flows));
-    let mut bo = BenchObject::load_with_miss_lines(dp.flow_table().region().slots())?;
+    // largest flow count's region will have slots (each count reads as many as its own).
+    let mut bo = BenchObject::load_with_miss_lines(lb_common::region_for(
+        u64::from(max_flows),
+        dp.flow_table().slots(),
+    ))?;
     // Removes its device from pktgen when dropped, on every path out of here.
     let mut source = Source::open(opts.generator.kind, opts.cpu, gen_if)?;
     let vip = source.vip();

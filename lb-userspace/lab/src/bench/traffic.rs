@@ -117,28 +117,41 @@ pub fn configure(
     Ok(())
 }
 
-/// A per-CPU `u64` counter of the benchmark object, summed.
-fn per_cpu_sum(bo: &BenchObject, name: &'static str) -> anyhow::Result<u64> {
+/// Each CPU's value of the one-entry per-CPU array `name` of the benchmark object.
+pub(super) fn per_cpu<T: aya::Pod>(bo: &BenchObject, name: &'static str) -> anyhow::Result<Vec<T>> {
     let map = bo
         .ebpf()
         .map(name)
         .with_context(|| format!("{name} missing from the benchmark object"))?;
-    let arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-    let v: PerCpuValues<u64> = arr.get(&0, 0)?;
-    Ok(v.iter().sum())
+    let arr: PerCpuArray<_, T> = PerCpuArray::try_from(map)?;
+    Ok(arr.get(&0, 0)?.iter().copied().collect())
+}
+
+/// Set the one-entry per-CPU array `name` of the benchmark object to `value` on every CPU.
+pub(super) fn set_every_cpu<T: aya::Pod>(
+    bo: &mut BenchObject,
+    name: &'static str,
+    value: T,
+) -> anyhow::Result<()> {
+    let map = bo
+        .ebpf_mut()
+        .map_mut(name)
+        .with_context(|| format!("{name} missing from the benchmark object"))?;
+    let mut arr: PerCpuArray<_, T> = PerCpuArray::try_from(map)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    arr.set(0, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
+    Ok(())
+}
+
+/// A per-CPU `u64` counter of the benchmark object, summed.
+fn per_cpu_sum(bo: &BenchObject, name: &'static str) -> anyhow::Result<u64> {
+    Ok(per_cpu::<u64>(bo, name)?.iter().sum())
 }
 
 /// Set the generator's packet counter on every CPU (the next frame on any CPU is flow
 /// `value % flows`).
 pub fn set_counter(bo: &mut BenchObject, value: u64) -> anyhow::Result<()> {
-    let map = bo
-        .ebpf_mut()
-        .map_mut(names::GEN_COUNTER)
-        .context("GEN_COUNTER missing from the benchmark object")?;
-    let mut arr: PerCpuArray<_, u64> = PerCpuArray::try_from(map)?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
-    arr.set(0, PerCpuValues::try_from(vec![value; cpus])?, 0)?;
-    Ok(())
+    set_every_cpu(bo, names::GEN_COUNTER, value)
 }
 
 /// Frames the generator has made so far (all CPUs).

@@ -42,7 +42,7 @@ pub(super) enum Program {
     /// The balancer (`sluice_lb`).
     Balancer,
     /// The memory floor (`sluice_floor_miss`: the floor plus one 64-byte line read, a
-    /// different one each call, of as much memory as the biggest case's flow table): what
+    /// different one each call, of twice the biggest case's flows in lines): what
     /// a lookup that misses every cache and the TLB costs here, for the many-flow cases
     /// to be read against. Not a target: a reference.
     MemoryFloor,
@@ -60,8 +60,9 @@ pub(super) struct Def {
     pub(super) target: Option<f64>,
 }
 
-/// The memory floor's lines: as many 64-byte lines as the slots of the biggest many-flow
-/// case's table (twice its flows, a power of two: 128 MiB for a million flows).
+/// The memory floor's lines: twice the biggest many-flow case's flows, a power of two
+/// (128 MiB of lines for a million flows: far past the caches and the TLB's reach, as that
+/// case's table, whose slots take 256 MiB, is).
 pub(super) fn miss_lines(opts: &Options) -> u32 {
     u32::try_from((2 * opts.big_flows.max(1)).next_power_of_two()).unwrap_or(1 << 31)
 }

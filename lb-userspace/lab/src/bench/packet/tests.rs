@@ -129,8 +129,8 @@ fn targets_on_their_cases() {
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
-    // The memory floor is a reference, without a target, over as much memory as the
-    // biggest table's slots (twice its flows, a power of two).
+    // The memory floor is a reference, without a target, over twice the biggest case's
+    // flows in lines (a power of two).
     assert_eq!(target(BIG_FLOWS, "memory_floor"), None);
     assert_eq!(cases::miss_lines(&opts(1_000_000)), 1 << 21);
     assert_eq!(cases::miss_lines(&opts(20_000)), 1 << 16);
