@@ -28,9 +28,14 @@ fn quick_bench_writes_every_figure() {
 
     let packet = report.packet.as_ref().expect("packet part ran");
     assert_eq!(packet.method, sluice_lab::bench::packet::Method::Block);
-    // Thirteen cases of the balancer and the memory floor.
-    assert_eq!(packet.cases.len(), 14);
-    assert!(packet.cases.iter().any(|c| c.name == "memory_floor"));
+    // Thirteen cases of the balancer and the memory floors of its two many-flow cases.
+    assert_eq!(packet.cases.len(), 15);
+    for name in ["memory_floor_mid", "memory_floor_big"] {
+        assert!(
+            packet.cases.iter().any(|c| c.name == name),
+            "{name} missing"
+        );
+    }
     assert_eq!(packet.floor_round_p50_ns.len(), packet.rounds as usize);
     for c in &packet.cases {
         // Every new-flow call inserted a flow; every other call found its own.
@@ -188,8 +193,8 @@ fn generator_rewrites_flows_with_valid_checksums() {
 }
 
 /// The memory floor (`sluice_floor_miss`) answers as the floor does (MACs swapped,
-/// `XDP_TX`, nothing else changed, its work done too) and steps through its lines, one a
-/// call.
+/// `XDP_TX`, nothing else changed, its work done too) and steps through its flows' lines,
+/// one a call, from the last back to the first.
 #[test]
 fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     use lb_common::bench::programs;
@@ -199,7 +204,10 @@ fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     require_root();
     let lines = 1024u32;
     let mut bo = BenchObject::load_with_miss_lines(lines).expect("load the bench object");
-    set_miss_state(&mut bo, lines, 40).expect("set the memory floor's state");
+    set_miss_state(&mut bo, lines, 7, 40).expect("set the memory floor's state");
+    // Every call on one CPU, whose position is then known.
+    let _restore = sluice_lab::bench::netns::Affinity::save();
+    sluice_lab::bench::netns::pin_to_cpu(0).expect("pin to CPU 0");
     let mut frame = vec![0u8; 64];
     frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
     frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
@@ -219,12 +227,11 @@ fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     }
     let state = miss_state(&bo).expect("read the memory floor's state");
     assert!(
-        state.iter().all(|s| s.mask == lines - 1 && s.work == 40),
+        state
+            .iter()
+            .all(|s| (s.mask, s.shift, s.flows, s.work) == (lines - 1, 5, 7, 40)),
         "{state:?}"
     );
-    assert_eq!(
-        state.iter().map(|s| s.calls).sum::<u32>(),
-        calls,
-        "{state:?}"
-    );
+    assert_eq!(state[0].next, calls % 7, "{state:?}");
+    assert!(state[1..].iter().all(|s| s.next == 0), "{state:?}");
 }

@@ -69,20 +69,28 @@ pub static MISS_LINES: Array<MissLine> = Array::with_max_entries(1, 0);
 pub static MISS_STATE: PerCpuArray<MissState> = PerCpuArray::with_max_entries(1, 0);
 
 /// The memory floor: what a lookup that misses every cache costs above [`floor_tx`]. Read
-/// the first word of one line of `MISS_LINES` (the next of a scattered walk over them, as a
-/// flow-table lookup reads its slot's tag), branch on it as a lookup does, do `work`
-/// rounds of arithmetic that does not wait for it (a program's other work), then swap MACs
-/// with a rewrite that does (as a balancer's on its flow's entry) and send the frame back.
+/// the first word of the next "flow"'s line of `MISS_LINES` (each flow's line at its own
+/// scattered place, as a flow-table lookup reads its slot's tag), branch on it as a lookup
+/// does, do `work` rounds of arithmetic that does not wait for it (a program's other work),
+/// then swap MACs with a rewrite that does (as a balancer's on its flow's entry) and send
+/// the frame back.
 #[inline(always)]
 pub fn floor_miss(ctx: &XdpContext) -> u32 {
     let Some(st) = MISS_STATE.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-    let MissState { mask, calls, work } = unsafe { *st };
+    let MissState {
+        mask,
+        shift,
+        flows,
+        next,
+        work,
+    } = unsafe { *st };
+    let after = next.wrapping_add(1);
     // SAFETY: as above.
-    unsafe { (*st).calls = calls.wrapping_add(1) };
-    let Some(line) = MISS_LINES.get(miss_line(calls, mask)) else {
+    unsafe { (*st).next = if after >= flows { 0 } else { after } };
+    let Some(line) = MISS_LINES.get(miss_line(next, mask, shift)) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: a live array value; read once, as the balancer reads a slot's tag.

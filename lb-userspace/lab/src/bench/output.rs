@@ -157,9 +157,10 @@ fn packet_text(s: &mut String, p: &super::packet::Report) {
          every round, pooled. New-flow cases: a 5-tuple never seen each call, each block \
          in a newly loaded object (an empty table: nothing evicted); many-flow cases: each call a hit, \
          cycling over the flows of a table of their own ({} entries; the others' {}). Memory \
-         floor (a reference, not sluice): the floor plus one 64-byte line read, a different \
-         one each call in a scattered order, of an array of twice the biggest case's flows \
-         in lines: what a lookup that misses every cache and the TLB costs here. Warm \
+         floors (references, not sluice; one before each many-flow case): the floor plus \
+         one 64-byte line read a call, one line per flow of that case, each at its own \
+         scattered place in as many lines as that case's region has slots: what reading a \
+         flow's line costs here when the program does nothing else. Warm \
          ratio: the same frame {} times back to back in one call (kernel average, caches \
          warm; sluice ns / floor ns), for the one-flow cases a run leaves parseable.",
         p.cpu, p.filled_flow_entries, p.flow_entries, WARM_REPEAT

@@ -428,14 +428,13 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
         );
         tables.filled.push((n, dp));
     }
-    let lines = cases::miss_lines(opts);
+    // The memory floor's lines: as many as its biggest case reads among (set per case).
+    let lines = cases::miss_lines(opts, opts.big_flows);
     let mut bo =
         BenchObject::load_with_miss_lines(lines).context("loading the benchmark object")?;
-    // The read alone: a test run's timer waits for it.
-    set_miss_state(&mut bo, lines, 0)?;
     let _restore = netns::Affinity::save();
     netns::pin_to_cpu(opts.cpu)?;
-    let m = measure::run(&mut tables, &bo, &defs, opts, ifindex)?;
+    let m = measure::run(&mut tables, &mut bo, &defs, opts, ifindex)?;
     let mut notes = Vec::new();
     if opts.big_flows < BIG_FLOWS {
         notes.push(format!(
@@ -467,15 +466,16 @@ pub fn run(opts: &Options, ifindex: u32) -> anyhow::Result<Report> {
     })
 }
 
-/// The memory floor's state on every CPU: its lines (`lines`: a power of two, at most as
-/// many as `BenchObject::load_with_miss_lines` gave it), `work` rounds of arithmetic after
-/// the read, its call counter at 0.
-pub fn set_miss_state(bo: &mut BenchObject, lines: u32, work: u32) -> anyhow::Result<()> {
-    let state = lb_common::bench::MissState {
-        mask: lines - 1,
-        calls: 0,
-        work,
-    };
+/// The memory floor's state on every CPU: `flows` of its lines read in turn (`lines`: a
+/// power of two, at most as many as `BenchObject::load_with_miss_lines` gave it), `work`
+/// rounds of arithmetic after each read, every CPU from the first flow.
+pub fn set_miss_state(
+    bo: &mut BenchObject,
+    lines: u32,
+    flows: u32,
+    work: u32,
+) -> anyhow::Result<()> {
+    let state = lb_common::bench::MissState::new(lines, flows, work);
     super::traffic::set_every_cpu(bo, lb_common::bench::names::MISS_STATE, state)
 }
 

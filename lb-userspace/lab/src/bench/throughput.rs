@@ -18,10 +18,10 @@
 //! - `floor_tx`: `sluice_floor_tx` (swap MACs, `XDP_TX`) on `tl0`, the same sink; rate =
 //!   packets the sink received.
 //! - `floor_miss`: the memory floor, `sluice_floor_miss` (`floor_tx` plus one 64-byte line
-//!   read a packet, scattered over as much memory as sluice's flow-table region at that
-//!   flow count, and work that costs about what sluice's DSR path does: [`MISS_WORK`]),
-//!   the same sink: the rate of a program of sluice's cost that must read one line a
-//!   packet.
+//!   read a packet, of as many lines as there are flows, each at its own scattered place
+//!   in as much memory as sluice's flow-table region at that flow count, and work that
+//!   costs about what sluice's DSR path does: [`MISS_WORK`]), the same sink: the rate of
+//!   a program of sluice's cost that must read its flow's line every packet.
 //! - `drop`: the sink on `tl0` itself; rate = packets it dropped.
 //!
 //! Generator, both veth ends' NAPI and the programs all run on the pinned CPU (the veth
@@ -105,9 +105,10 @@ pub struct Summary {
     pub sluice_pps: f64,
     pub floor_tx_pps: f64,
     /// The memory floor (`sluice_floor_miss`: the MAC-swap floor plus one 64-byte line
-    /// read a packet, scattered over as much memory as sluice's flow table region holds
-    /// at this flow count, and [`MISS_WORK`] rounds of work): the rate of a program that
-    /// costs about what sluice does with its flows cached and must read one line a packet.
+    /// read a packet, the flows' lines scattered over as much memory as sluice's flow
+    /// table region at this flow count, and [`MISS_WORK`] rounds of work): the rate of a
+    /// program that costs about what sluice does with its flows cached and must read its
+    /// flow's line every packet.
     pub floor_miss_pps: f64,
     pub drop_pps: f64,
     /// `sluice_pps / floor_tx_pps`.
@@ -156,10 +157,11 @@ const CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 64, 0, 0);
 
 /// Rounds of work the memory floor does after its read in a throughput run (4 independent
 /// chains of an add or XOR each): 50 make it cost about what sluice's DSR path costs with
-/// its flows cached (at one flow 0.90–0.91× the MAC-swap floor's rate, sluice 0.90×, in
-/// the run of 2026-12-05). A program as small as the bare read hides its miss behind the
-/// frames after it (the CPU runs ahead into the next frame's program): at 1M flows it
-/// kept 0.80–0.91× of the floor, which no program that does a balancer's work can.
+/// its flows cached (at one flow 0.90–0.91× the MAC-swap floor's rate, sluice 0.90–0.93×,
+/// in the runs of 2026-12-05). A program as small as the bare read hides part of its miss
+/// behind the frames after it (the CPU runs ahead into the next frame's program while the
+/// read is outstanding): at 1M flows it kept 0.79–0.82× of the floor, which no program
+/// that does a balancer's work per packet can.
 const MISS_WORK: u32 = 50;
 
 /// The forwarding modes measured, with their names.
@@ -363,7 +365,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         ..Sizes::default()
     })?;
     // The floors, the sink and the generator; the memory floor with as many lines as the
-    // largest flow count's region will have slots (each count reads as many as its own).
+    // largest flow count's region will have slots (each count reads, of as many as its
+    // own region has, one line per flow).
     let mut bo = BenchObject::load_with_miss_lines(lb_common::region_for(
         u64::from(max_flows),
         dp.flow_table().slots(),
@@ -399,10 +402,10 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             let before = dp.reason_counts()?;
             source.set_flows(flows)?;
             dp.clear_flows()?;
-            // The region a daemon's sweeper gives this many flows; the memory floor reads
-            // as much memory.
+            // The region a daemon's sweeper gives this many flows; the memory floor reads a
+            // line per flow scattered over as much memory.
             dp.fit_flow_region(u64::from(flows));
-            packet::set_miss_state(&mut bo, dp.flow_table().region().slots(), MISS_WORK)?;
+            packet::set_miss_state(&mut bo, dp.flow_table().region().slots(), flows, MISS_WORK)?;
             let mut pps: [Vec<f64>; 4] = Default::default();
             let mut new_flows_measured = 0;
             for round in 0..opts.rounds.max(1) {
@@ -619,10 +622,10 @@ pub fn text(t: &Report) -> String {
     let _ = writeln!(
         s,
         "floor_miss: the memory floor (sluice_floor_miss: floor_tx plus one 64-byte line read a \
-         packet, scattered over as much memory as sluice's flow table region at that flow \
-         count, and {MISS_WORK} rounds of arithmetic, about what sluice's DSR path costs with \
-         its flows cached), vs floor_tx: what a program of sluice's cost that must read one \
-         line a packet keeps of the floor"
+         packet, one line per flow, the lines scattered over as much memory as sluice's flow \
+         table region at that flow count, and {MISS_WORK} rounds of arithmetic, about what \
+         sluice's DSR path costs with its flows cached), vs floor_tx: what a program of \
+         sluice's cost that must read its flow's line every packet keeps of the floor"
     );
     let sum = |f: fn(&Run) -> u64| t.runs.iter().map(f).sum::<u64>();
     let _ = writeln!(

@@ -41,11 +41,12 @@ pub(super) enum Vary {
 pub(super) enum Program {
     /// The balancer (`sluice_lb`).
     Balancer,
-    /// The memory floor (`sluice_floor_miss`: the floor plus one 64-byte line read, a
-    /// different one each call, of twice the biggest case's flows in lines): what
-    /// a lookup that misses every cache and the TLB costs here, for the many-flow cases
-    /// to be read against. Not a target: a reference.
-    MemoryFloor,
+    /// The memory floor (`sluice_floor_miss`: the floor plus one 64-byte line read a call,
+    /// each of `flows` lines in turn, scattered over as many lines as a many-flow case's
+    /// region has slots for that many flows, [`miss_lines`]): what a lookup among that
+    /// many flows costs here when the program does nothing else, for the many-flow case
+    /// of as many flows to be read against. Not a target: a reference.
+    MemoryFloor { flows: u64 },
 }
 
 /// A case: what it sends, what it must answer, its target.
@@ -60,11 +61,13 @@ pub(super) struct Def {
     pub(super) target: Option<f64>,
 }
 
-/// The memory floor's lines: twice the biggest many-flow case's flows, a power of two
-/// (128 MiB of lines for a million flows: far past the caches and the TLB's reach, as that
-/// case's table, whose slots take 256 MiB, is).
-pub(super) fn miss_lines(opts: &Options) -> u32 {
-    u32::try_from((2 * opts.big_flows.max(1)).next_power_of_two()).unwrap_or(1 << 31)
+/// The memory floor's lines for `flows` flows: as many as the region of a many-flow case's
+/// table holding them has slots (a power of two: 256 MiB of lines for a million flows, far
+/// past the caches and the TLB's reach), every many-flow table being the size of the
+/// biggest case's.
+pub(super) fn miss_lines(opts: &Options, flows: u64) -> u32 {
+    let slots = lb_common::flow_slots_for(super::flow_entries_for(opts.big_flows));
+    lb_common::region_for(flows, slots)
 }
 
 /// A TCP frame from the benchmark's client range to `to`, with `flags`.
@@ -161,28 +164,35 @@ pub(super) fn case_defs(opts: &Options) -> Vec<Def> {
             VIPS.big,
             None,
         ),
-        Def {
-            name: "memory_floor",
-            program: Program::MemoryFloor,
+    ];
+    for (name, floor, n, target) in [
+        (
+            "tcp_established_mid",
+            "memory_floor_mid",
+            opts.mid_flows,
+            (50_000, TARGET_50K),
+        ),
+        (
+            "tcp_established_big",
+            "memory_floor_big",
+            opts.big_flows,
+            (1_000_000, TARGET_1M),
+        ),
+    ] {
+        defs.push(Def {
+            name: floor,
+            program: Program::MemoryFloor { flows: n },
             label: format!(
-                "memory floor: floor + 1 line of {} MiB",
-                (miss_lines(opts) * 64) >> 20
+                "memory floor: 1 of {} lines in {} MiB",
+                short(n),
+                (u64::from(miss_lines(opts, n)) * 64) >> 20
             ),
             template: tcp(VIPS.tcp, TCP_ACK),
             vary: Vary::Fixed,
             expect: XDP_TX,
             vip: None,
             target: None,
-        },
-    ];
-    for (name, n, target) in [
-        ("tcp_established_mid", opts.mid_flows, (50_000, TARGET_50K)),
-        (
-            "tcp_established_big",
-            opts.big_flows,
-            (1_000_000, TARGET_1M),
-        ),
-    ] {
+        });
         defs.push(Def {
             name,
             program: Program::Balancer,

@@ -9,7 +9,7 @@ use lb_common::{bench::programs as bench_programs, programs};
 
 use super::{
     Case, Dist, Method, Options, VIPS, WARM_REPEAT, WARM_ROUNDS, Warm,
-    cases::{Def, Program, Vary, tcp},
+    cases::{Def, Program, Vary, miss_lines, tcp},
     percentile, round_ratios, stats,
 };
 use crate::{
@@ -179,13 +179,11 @@ fn new_flows(dp: &Dataplane, vip: Option<VipIdent>) -> anyhow::Result<u64> {
 /// Measure every case, `opts.rounds` times, with `opts.method`.
 pub(super) fn run(
     tables: &mut Tables,
-    bo: &BenchObject,
+    bo: &mut BenchObject,
     defs: &[Def],
     opts: &Options,
     ifindex: u32,
 ) -> anyhow::Result<Measured> {
-    let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
-    let memory_floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?;
     let (warmup, calls) = (u64::from(opts.warmup), u64::from(opts.calls));
     let paired = opts.method == Method::Paired;
     let all = (calls * u64::from(opts.rounds)) as usize;
@@ -203,6 +201,7 @@ pub(super) fn run(
         let floor_p50 = if paired {
             None
         } else {
+            let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
             let mut f = tcp(VIPS.tcp, TCP_ACK);
             let b = Block {
                 name: "floor",
@@ -232,10 +231,19 @@ pub(super) fn run(
         };
         for (def, acc) in defs.iter().zip(&mut accs) {
             let dp = tables.ready(def.vary)?;
-            let lb = match def.program {
-                Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
-                Program::MemoryFloor => memory_floor,
-            };
+            // The memory floor's reads start from its first flow each round, as many
+            // lines as the case of its flows has in its region.
+            if let Program::MemoryFloor { flows } = def.program {
+                let flows = u32::try_from(flows).unwrap_or(u32::MAX);
+                super::set_miss_state(bo, miss_lines(opts, u64::from(flows)), flows, 0)?;
+            }
+            let (floor, lb) = (
+                run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?,
+                match def.program {
+                    Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
+                    Program::MemoryFloor { .. } => run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?,
+                },
+            );
             let mut f = def.template.clone();
             let b = Block {
                 name: def.name,
@@ -251,9 +259,10 @@ pub(super) fn run(
             };
             b.run(&mut f, 0..warmup, None)?;
             if round == 0 {
-                acc.flows_in_table = match def.vary {
-                    Vary::Cycle(n) => n,
-                    Vary::Fixed | Vary::Fresh => dp.flow_count() as u64,
+                acc.flows_in_table = match (def.program, def.vary) {
+                    (Program::MemoryFloor { flows }, _) => flows,
+                    (_, Vary::Cycle(n)) => n,
+                    (_, Vary::Fixed | Vary::Fresh) => dp.flow_count() as u64,
                 };
             }
             let opened = new_flows(dp, def.vip)?;
@@ -284,6 +293,7 @@ pub(super) fn run(
         }
     }
     let floor_ns = Dist::of(&mut floor_all);
+    let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
     let mut cases = Vec::with_capacity(defs.len());
     for (def, mut acc) in defs.iter().zip(accs) {
         let warm = warm_figures(tables, floor, def, ifindex)?;

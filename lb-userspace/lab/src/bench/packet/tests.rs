@@ -125,15 +125,28 @@ fn targets_on_their_cases() {
         "ipv6_established",
         "ipv6_new",
         "udp_established",
-        "memory_floor",
+        "memory_floor_mid",
+        "memory_floor_big",
     ] {
         assert!(names.contains(&n), "{n} missing");
     }
-    // The memory floor is a reference, without a target, over twice the biggest case's
-    // flows in lines (a power of two).
-    assert_eq!(target(BIG_FLOWS, "memory_floor"), None);
-    assert_eq!(cases::miss_lines(&opts(1_000_000)), 1 << 21);
-    assert_eq!(cases::miss_lines(&opts(20_000)), 1 << 16);
+    // The memory floors are references, without a target, each over as many lines as
+    // the region of its many-flow case has slots, and right before that case.
+    assert_eq!(target(BIG_FLOWS, "memory_floor_big"), None);
+    assert_eq!(target(BIG_FLOWS, "memory_floor_mid"), None);
+    let at = |n| names.iter().position(|x| *x == n);
+    assert_eq!(
+        at("memory_floor_mid").map(|i| i + 1),
+        at("tcp_established_mid")
+    );
+    assert_eq!(
+        at("memory_floor_big").map(|i| i + 1),
+        at("tcp_established_big")
+    );
+    assert_eq!(cases::miss_lines(&opts(1_000_000), 1_000_000), 1 << 22);
+    assert_eq!(cases::miss_lines(&opts(1_000_000), 50_000), 1 << 18);
+    // A region never below its minimum, whatever the flows.
+    assert_eq!(cases::miss_lines(&opts(20_000), 20_000), 1 << 17);
 }
 
 /// `--case` keeps the named cases in the benchmark's order and refuses an unknown name,
