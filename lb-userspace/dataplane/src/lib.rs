@@ -235,6 +235,9 @@ pub struct Dataplane {
     /// Rows of `vip_reasons` and `vip_stats` that may hold counts (the highest VIP id
     /// seen, plus one): the global figures sum them, removed VIPs' too (see `reasons.rs`).
     vip_reason_rows: std::sync::atomic::AtomicU32,
+    /// Each VIP row's `fwd_tx` as last read: it is derived, and kept from going backwards
+    /// (`reasons.rs`).
+    fwd_tx_seen: std::sync::Mutex<Vec<u64>>,
     cursors: Array<MapData, u64>,
     next_hops: Array<MapData, NextHop>,
     fib_fallbacks: PerCpuArray<MapData, u64>,
@@ -435,6 +438,7 @@ impl Dataplane {
             reasons: take_typed(&mut ebpf, names::REASONS)?,
             vip_reasons: take_typed(&mut ebpf, names::VIP_REASONS)?,
             vip_reason_rows: std::sync::atomic::AtomicU32::new(0),
+            fwd_tx_seen: std::sync::Mutex::default(),
             cursors: take_typed(&mut ebpf, names::CURSORS)?,
             next_hops: take_typed(&mut ebpf, names::NEXT_HOPS)?,
             fib_fallbacks: take_typed(&mut ebpf, names::FIB_FALLBACKS)?,
