@@ -234,8 +234,8 @@ pub(super) fn run(
             // The memory floor's reads start from its first flow each round, as many
             // lines as the case of its flows has in its region.
             if let Program::MemoryFloor { flows } = def.program {
-                let flows = u32::try_from(flows).unwrap_or(u32::MAX);
-                super::set_miss_state(bo, miss_lines(opts, u64::from(flows)), flows, 0)?;
+                let n = u32::try_from(flows).unwrap_or(u32::MAX);
+                super::set_miss_state(bo, miss_lines(opts, flows), n, 0)?;
             }
             let (floor, lb) = (
                 run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?,
