@@ -126,14 +126,39 @@ pub(crate) fn xdp_program<'a>(
         .map_err(|source| DataplaneError::Program { name, source })
 }
 
+/// How many times a program's load is tried while the kernel answers `EAGAIN`: the
+/// verifier stops, with that error, when a signal arrives for the loading thread (another
+/// thread's child exiting, a timer), so it is tried again, as libbpf does (five times).
+const LOAD_ATTEMPTS: u32 = 5;
+
 /// Load (verify) every program of `names` in `ebpf`.
 pub(crate) fn load_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), DataplaneError> {
     for &name in names {
-        xdp_program(ebpf, name)?
-            .load()
+        let program = xdp_program(ebpf, name)?;
+        retry_interrupted(LOAD_ATTEMPTS, || program.load())
             .map_err(|source| DataplaneError::Program { name, source })?;
     }
     Ok(())
+}
+
+/// `load`, tried again (at most `attempts` times in all) while it fails because the
+/// verifier was interrupted (`EAGAIN`); any other result is returned as it is.
+fn retry_interrupted(
+    attempts: u32,
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    let mut tried = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(Errno::EAGAIN as i32) && tried < attempts =>
+            {
+                tracing::debug!(tried, "program load interrupted (EAGAIN): trying again");
+                tried += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Attach `program` of `ebpf` to `interface`, recorded in `attached`. Shared by the
@@ -222,6 +247,44 @@ mod tests {
             call: "bpf_link_create",
             io_error: std::io::Error::from_raw_os_error(errno),
         })
+    }
+
+    fn load_error(errno: i32) -> ProgramError {
+        ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(errno),
+            verifier_log: aya_obj::VerifierLog::new(String::new()),
+        }
+    }
+
+    /// A load the verifier gave up on because a signal came (`EAGAIN`) is tried again, up
+    /// to the attempts; any other failure, and success, end it at once.
+    #[test]
+    fn an_interrupted_load_is_tried_again() {
+        let mut calls = 0;
+        let r = retry_interrupted(5, || {
+            calls += 1;
+            if calls < 3 {
+                Err(load_error(Errno::EAGAIN as i32))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ok());
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r = retry_interrupted(5, || {
+            calls += 1;
+            Err(load_error(Errno::EAGAIN as i32))
+        });
+        assert!(matches!(r, Err(ProgramError::LoadError { .. })));
+        assert_eq!(calls, 5, "five attempts in all");
+        let mut calls = 0;
+        let r = retry_interrupted(5, || {
+            calls += 1;
+            Err(load_error(Errno::EACCES as i32))
+        });
+        assert!(matches!(r, Err(ProgramError::LoadError { .. })));
+        assert_eq!(calls, 1, "a verifier's refusal is final");
     }
 
     #[test]
