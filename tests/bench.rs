@@ -208,13 +208,9 @@ fn the_memory_floor_swaps_macs_and_reads_one_line_a_call() {
     // Every call on one CPU, whose position is then known.
     let _restore = sluice_lab::bench::netns::Affinity::save();
     sluice_lab::bench::netns::pin_to_cpu(0).expect("pin to CPU 0");
-    let mut frame = vec![0u8; 64];
-    frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-    frame[12..14].copy_from_slice(&[0x08, 0x00]);
-    for (i, b) in frame[14..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
+    let frame = sluice_tests::frames::Spec::tcp("192.0.2.1", 4000, "10.0.0.1", 80, 0x10)
+        .macs([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+        .build();
     let calls = 10u32;
     for _ in 0..calls {
         let r = bo

@@ -10,9 +10,9 @@ pub mod programs {
     pub const GEN: &str = "sluice_gen";
     /// Count the frame (`SINK_COUNT`) and `XDP_DROP` it.
     pub const SINK: &str = "sluice_sink";
-    /// The memory floor: read one 64-byte line of `MISS_LINES`, a different one each call
-    /// in a scattered order, do `MissState::work` rounds of arithmetic, then as `FLOOR_TX`
-    /// (the rewrite depending on the line).
+    /// The memory floor: read the next flow's 64-byte line of `MISS_LINES` (`miss_line`),
+    /// do `MissState::work` rounds of arithmetic, then as `FLOOR_TX` (the rewrite depending
+    /// on the line).
     pub const FLOOR_MISS: &str = "sluice_floor_miss";
 }
 
@@ -29,7 +29,7 @@ pub mod names {
     pub const GEN_TEMPLATE: &str = "GEN_TEMPLATE";
     /// The memory floor's lines (`MissLine`, a power of two of them: sized at load).
     pub const MISS_LINES: &str = "MISS_LINES";
-    /// The memory floor's settings and call count (`MissState`, per CPU).
+    /// The memory floor's settings and position (`MissState`, per CPU).
     pub const MISS_STATE: &str = "MISS_STATE";
 }
 

@@ -312,31 +312,23 @@ fn try_balance(ctx: &XdpContext) -> Result<u32, u32> {
     };
     stats::forwarded(vip_id, id, bytes, track);
     // One reason per frame: a forwarded ICMP error, a SYN whose MSS was clamped, or how it
-    // left; `fwd_tx` alone is not counted here (`reason::FWD_TX`: the daemon derives it
-    // from the VIP's forwarded packets, just counted).
-    let special = if pkt.icmp != 0 {
+    // left; `fwd_tx` is not counted (`reason::FWD_TX`: the daemon derives it from the
+    // VIP's forwarded packets, just counted).
+    let code = if pkt.icmp != 0 {
         reason::FWD_ICMP
     } else if clamped {
         reason::FWD_MSS_CLAMPED
+    } else if let Verdict::Redirect(_) = verdict {
+        reason::FWD_REDIRECT
     } else {
-        0
+        reason::FWD_TX
     };
+    if code != reason::FWD_TX {
+        stats::reason(reason::for_vip(vip_id, code));
+    }
     match verdict {
-        Verdict::Tx => {
-            if special != 0 {
-                stats::reason(reason::for_vip(vip_id, special));
-            }
-            Ok(xdp_action::XDP_TX)
-        }
-        Verdict::Redirect(ifindex) => {
-            let code = if special != 0 {
-                special
-            } else {
-                reason::FWD_REDIRECT
-            };
-            stats::reason(reason::for_vip(vip_id, code));
-            // SAFETY: a plain helper call; it only records the target interface.
-            Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)
-        }
+        Verdict::Tx => Ok(xdp_action::XDP_TX),
+        // SAFETY: a plain helper call; it only records the target interface.
+        Verdict::Redirect(ifindex) => Ok(unsafe { bpf_redirect(ifindex, 0) } as u32),
     }
 }

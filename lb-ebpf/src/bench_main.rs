@@ -19,8 +19,8 @@ pub fn sluice_floor_tx(ctx: XdpContext) -> u32 {
     bench::floor_tx(&ctx)
 }
 
-/// Benchmark memory floor: one 64-byte line read from a large array (a different one each
-/// call), some work, then as the floor.
+/// Benchmark memory floor: the next flow's 64-byte line read from a large array, some work,
+/// then as the floor.
 #[xdp]
 pub fn sluice_floor_miss(ctx: XdpContext) -> u32 {
     bench::floor_miss(&ctx)

@@ -249,42 +249,38 @@ mod tests {
         })
     }
 
-    fn load_error(errno: i32) -> ProgramError {
-        ProgramError::LoadError {
-            io_error: std::io::Error::from_raw_os_error(errno),
-            verifier_log: aya_obj::VerifierLog::new(String::new()),
-        }
+    /// [`retry_interrupted`] with 5 attempts over loads that fail with `errors` in turn
+    /// (then succeed): whether it succeeded, and how many loads it made.
+    fn loads(errors: &[Errno]) -> (bool, usize) {
+        let mut calls = 0;
+        let r = retry_interrupted(5, || {
+            calls += 1;
+            match errors.get(calls - 1) {
+                Some(&e) => Err(ProgramError::LoadError {
+                    io_error: std::io::Error::from_raw_os_error(e as i32),
+                    verifier_log: aya_obj::VerifierLog::new(String::new()),
+                }),
+                None => Ok(()),
+            }
+        });
+        (r.is_ok(), calls)
     }
 
     /// A load the verifier gave up on because a signal came (`EAGAIN`) is tried again, up
     /// to the attempts; any other failure, and success, end it at once.
     #[test]
     fn an_interrupted_load_is_tried_again() {
-        let mut calls = 0;
-        let r = retry_interrupted(5, || {
-            calls += 1;
-            if calls < 3 {
-                Err(load_error(Errno::EAGAIN as i32))
-            } else {
-                Ok(())
-            }
-        });
-        assert!(r.is_ok());
-        assert_eq!(calls, 3);
-        let mut calls = 0;
-        let r = retry_interrupted(5, || {
-            calls += 1;
-            Err(load_error(Errno::EAGAIN as i32))
-        });
-        assert!(matches!(r, Err(ProgramError::LoadError { .. })));
-        assert_eq!(calls, 5, "five attempts in all");
-        let mut calls = 0;
-        let r = retry_interrupted(5, || {
-            calls += 1;
-            Err(load_error(Errno::EACCES as i32))
-        });
-        assert!(matches!(r, Err(ProgramError::LoadError { .. })));
-        assert_eq!(calls, 1, "a verifier's refusal is final");
+        assert_eq!(loads(&[Errno::EAGAIN, Errno::EAGAIN]), (true, 3));
+        assert_eq!(
+            loads(&[Errno::EAGAIN; 6]),
+            (false, 5),
+            "five attempts in all"
+        );
+        assert_eq!(
+            loads(&[Errno::EACCES]),
+            (false, 1),
+            "a verifier's refusal is final"
+        );
     }
 
     #[test]

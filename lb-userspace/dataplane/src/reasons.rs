@@ -32,18 +32,14 @@ pub fn reason_totals(global: &[u64], per_vip: &[VipReasons]) -> Vec<u64> {
 }
 
 /// A VIP row's `fwd_tx`: its `forwarded` packets less its other forward reasons in
-/// `counts`, never below what `seen` holds for the row (which it then holds).
-fn fwd_tx(seen: &mut Vec<u64>, row: usize, forwarded: u64, counts: &VipReasons) -> u64 {
+/// `counts`, never below `seen`, the row's figure as last read (which it then holds).
+fn fwd_tx(seen: &mut u64, forwarded: u64, counts: &VipReasons) -> u64 {
     let others: u64 = reason::FORWARDS_COUNTED
         .iter()
         .map(|&c| counts[c as usize])
         .sum();
-    if seen.len() <= row {
-        seen.resize(row + 1, 0);
-    }
-    let n = forwarded.saturating_sub(others).max(seen[row]);
-    seen[row] = n;
-    n
+    *seen = forwarded.saturating_sub(others).max(*seen);
+    *seen
 }
 
 impl Dataplane {
@@ -107,14 +103,17 @@ impl Dataplane {
             .fwd_tx_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() < forwarded.len() {
+            seen.resize(forwarded.len(), 0);
+        }
         let per_vip = flat
             .chunks(reason::COUNT as usize)
-            .zip(forwarded.iter().map(|c| c.packets))
-            .enumerate()
-            .map(|(row, (counts, forwarded))| {
+            .zip(&forwarded)
+            .zip(seen.iter_mut())
+            .map(|((counts, forwarded), seen)| {
                 let mut r = [0; reason::COUNT as usize];
                 r[..counts.len()].copy_from_slice(counts);
-                r[reason::FWD_TX as usize] = fwd_tx(&mut seen, row, forwarded, &r);
+                r[reason::FWD_TX as usize] = fwd_tx(seen, forwarded.packets, &r);
                 r
             })
             .collect();
@@ -139,16 +138,16 @@ mod tests {
         // Not forwards: no part of it.
         counts[reason::DROP_NO_BACKEND as usize] = 100;
         counts[reason::ICMP_TOO_BIG as usize] = 100;
-        let mut seen = Vec::new();
-        assert_eq!(fwd_tx(&mut seen, 2, 16, &counts), 10);
+        let mut seen = [0u64; 3];
+        assert_eq!(fwd_tx(&mut seen[2], 16, &counts), 10);
         assert_eq!(seen, [0, 0, 10]);
         // Two more forwards counted in their reasons, their packets not read yet: kept.
         counts[reason::FWD_ICMP as usize] += 2;
-        assert_eq!(fwd_tx(&mut seen, 2, 16, &counts), 10);
-        assert_eq!(fwd_tx(&mut seen, 2, 18, &counts), 10);
-        assert_eq!(fwd_tx(&mut seen, 2, 19, &counts), 11);
+        assert_eq!(fwd_tx(&mut seen[2], 16, &counts), 10);
+        assert_eq!(fwd_tx(&mut seen[2], 18, &counts), 10);
+        assert_eq!(fwd_tx(&mut seen[2], 19, &counts), 11);
         // Rows of their own; more reasons than packets read gives 0, not a wrap.
-        assert_eq!(fwd_tx(&mut seen, 0, 5, &counts), 0);
+        assert_eq!(fwd_tx(&mut seen[0], 5, &counts), 0);
         assert_eq!(seen, [0, 0, 11]);
     }
 }

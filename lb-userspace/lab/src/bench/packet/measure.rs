@@ -237,13 +237,12 @@ pub(super) fn run(
                 let n = u32::try_from(flows).unwrap_or(u32::MAX);
                 super::set_miss_state(bo, miss_lines(opts, flows), n, 0)?;
             }
-            let (floor, lb) = (
-                run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?,
-                match def.program {
-                    Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
-                    Program::MemoryFloor { .. } => run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?,
-                },
-            );
+            // (The handles are taken after the state is set: setting it borrows `bo`.)
+            let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
+            let lb = match def.program {
+                Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
+                Program::MemoryFloor { .. } => run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?,
+            };
             let mut f = def.template.clone();
             let b = Block {
                 name: def.name,
