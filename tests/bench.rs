@@ -50,6 +50,10 @@ fn quick_bench_writes_every_figure() {
             u64::from(packet.calls_per_case) * u64::from(c.rounds)
         );
         assert_eq!(c.sluice_ns.samples, c.calls);
+        // The histogram holds every measured call, at the p50 among them.
+        let hist = &c.sluice_ns.hist;
+        assert_eq!(hist.iter().map(|&(_, n)| n).sum::<u64>(), c.calls);
+        assert!(hist.iter().any(|&(v, _)| v == c.sluice_ns.p50));
         assert_eq!(c.round_ratios.len(), c.rounds as usize);
     }
     assert_eq!(

@@ -16,6 +16,11 @@ pub struct Dist {
     pub mean: f64,
     /// Samples it was computed from.
     pub samples: u64,
+    /// Every distinct duration and how many samples had it, ascending: the kernel's clock
+    /// may step coarser than a nanosecond (10 ns on the benchmark VM), so a percentile moves
+    /// by whole steps; the histogram keeps what lies between them for an analysis of
+    /// its own (e.g. a median interpolated within the step).
+    pub hist: Vec<(u64, u64)>,
 }
 
 impl Dist {
@@ -33,6 +38,7 @@ impl Dist {
                 max: 0,
                 mean: 0.0,
                 samples: 0,
+                hist: Vec::new(),
             };
         }
         Self {
@@ -44,8 +50,17 @@ impl Dist {
             max: samples[n - 1],
             mean: samples.iter().sum::<u64>() as f64 / n as f64,
             samples: n as u64,
+            hist: histogram(samples),
         }
     }
+}
+
+/// The distinct values of `sorted` (ascending) with their counts.
+pub fn histogram(sorted: &[u64]) -> Vec<(u64, u64)> {
+    sorted
+        .chunk_by(|a, b| a == b)
+        .map(|run| (run[0], run.len() as u64))
+        .collect()
 }
 
 /// The nearest-rank `pct`-th percentile of `sorted` (ascending, not empty): the smallest

@@ -27,6 +27,17 @@ fn percentiles_of_ten_samples() {
     assert_eq!(d.mean, 145.0);
 }
 
+/// The histogram: each distinct duration once, ascending, with its count; the counts add
+/// up to the samples.
+#[test]
+fn histogram_of_stepped_durations() {
+    let mut v = [60, 50, 61, 60, 70, 60, 50, 61];
+    let d = Dist::of(&mut v);
+    assert_eq!(d.hist, [(50, 2), (60, 3), (61, 2), (70, 1)]);
+    assert_eq!(d.hist.iter().map(|&(_, n)| n).sum::<u64>(), d.samples);
+    assert!(Dist::of(&mut []).hist.is_empty());
+}
+
 /// Ranks in integers: 10% of 30 is rank 3 exactly (in floating point 0.1 × 30 is
 /// 3.0000000000000004, whose ceiling would be rank 4).
 #[test]
