@@ -237,8 +237,13 @@ pub(super) fn run(
                 let n = u32::try_from(flows).unwrap_or(u32::MAX);
                 super::set_miss_state(bo, miss_lines(opts, flows), n, 0)?;
             }
-            // (The handles are taken after the state is set: setting it borrows `bo`.)
-            let floor = run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?;
+            // (The handles are taken after the state is set: setting it borrows `bo`. The
+            // floor's only for the paired method: the block method ran it above.)
+            let paired_floor = if paired {
+                Some(run::xdp(bo.ebpf(), bench_programs::FLOOR_TX)?)
+            } else {
+                None
+            };
             let lb = match def.program {
                 Program::Balancer => run::xdp(dp.ebpf(), programs::BALANCER)?,
                 Program::MemoryFloor { .. } => run::xdp(bo.ebpf(), bench_programs::FLOOR_MISS)?,
@@ -247,7 +252,7 @@ pub(super) fn run(
             let b = Block {
                 name: def.name,
                 lb,
-                paired_floor: paired.then_some(floor),
+                paired_floor,
                 vary: def.vary,
                 round,
                 warmup,
